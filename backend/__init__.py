@@ -1,0 +1,1 @@
+"""The Switchboard backend: Litestar app, JetStream consumer, journey state in Postgres."""

@@ -1,0 +1,150 @@
+"""Authentication (JWT: HS256 secret or an identity provider's JWKS) and authorisation.
+
+Every route declares its decision in `opt`: `PUBLIC`, or the roles that may call it. One global
+guard enforces it and refuses any route that declares nothing, so a forgotten decision fails
+closed. Site scoping is checked where the site is known: in the handlers and services.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jwt
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.security.jwt import JWTAuth, Token
+
+from switchboard.settings import Settings
+
+ROLES = frozenset({"manager", "floor_staff", "sre", "connector", "admin"})
+READ_ROLES = frozenset({"manager", "floor_staff", "sre", "admin"})
+
+PUBLIC: dict[str, Any] = {"public": True, "exclude_from_auth": True}
+READ: dict[str, Any] = {"roles": READ_ROLES}
+SRE: dict[str, Any] = {"roles": frozenset({"sre", "admin"})}
+FLOOR: dict[str, Any] = {"roles": frozenset({"floor_staff", "sre", "admin"})}
+CONNECTOR: dict[str, Any] = {"roles": frozenset({"connector", "admin"})}
+AUDIT: dict[str, Any] = {"roles": frozenset({"sre", "admin"})}
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    sub: str
+    roles: frozenset[str]
+    sites: frozenset[str] | None  # None: every site
+    system: str | None = None
+    expires_at: datetime | None = None
+
+    def may_see(self, site: str | None) -> bool:
+        return self.sites is None or site in self.sites
+
+    def scope(self, site: str | None) -> list[str] | None:
+        """Sites to filter by for a request that may name one; None means every site."""
+        if site is not None:
+            if not self.may_see(site):
+                raise PermissionDeniedException(f"site {site!r} is outside your sites")
+            return [site]
+        return None if self.sites is None else sorted(self.sites)
+
+
+def principal_from_claims(claims: dict[str, Any], expires_at: datetime | None = None) -> Principal:
+    sub, roles, sites = claims.get("sub"), claims.get("roles"), claims.get("sites")
+    if not isinstance(sub, str) or not sub:
+        raise NotAuthorizedException("token has no subject")
+    if not isinstance(roles, list) or not roles or not set(roles) <= ROLES:
+        raise NotAuthorizedException("token roles are missing or unknown")
+    if sites == "*" or sites == ["*"]:
+        scope = None
+    elif isinstance(sites, list) and all(isinstance(s, str) for s in sites):
+        scope = frozenset(sites)
+    else:
+        raise NotAuthorizedException("token sites must be a list or '*'")
+    system = claims.get("system")
+    if "connector" in roles and not isinstance(system, str):
+        raise NotAuthorizedException("a connector token needs a system claim")
+    return Principal(sub=sub, roles=frozenset(roles), sites=scope, system=system, expires_at=expires_at)
+
+
+class SwitchboardToken(Token):
+    """Litestar's token, verified against a JWKS when one is configured (keys rotate without a restart)."""
+
+    jwks_client: ClassVar[jwt.PyJWKClient | None] = None
+
+    @classmethod
+    def decode_payload(cls, encoded_token: str, secret: str, algorithms: list[str], issuer: Any = None,
+                       audience: Any = None, options: Any = None) -> Any:
+        if cls.jwks_client is None:
+            return super().decode_payload(encoded_token, secret, algorithms, issuer, audience, options)
+        try:
+            key = cls.jwks_client.get_signing_key_from_jwt(encoded_token)
+        except jwt.PyJWKClientError as exc:
+            raise jwt.InvalidTokenError(str(exc)) from exc
+        return jwt.decode(encoded_token, key=key.key, algorithms=["RS256", "ES256"], issuer=issuer,
+                          audience=audience, options=options)
+
+
+async def _retrieve_principal(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    return principal_from_claims({"sub": token.sub, **token.extras}, token.exp)
+
+
+def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The global guard: the route's declared decision, enforced."""
+    if handler.opt.get("public") or connection.scope.get("method") == "OPTIONS":
+        return  # declared public, or Litestar's own preflight answer, which carries no data
+    allowed = handler.opt.get("roles")
+    if not allowed:
+        raise PermissionDeniedException("this route declares no authorisation decision")
+    principal: Principal = connection.user
+    if not principal.roles & allowed and "admin" not in principal.roles:
+        raise PermissionDeniedException("your role may not do this")
+
+
+def jwt_secret(settings: Settings) -> str:
+    """The configured secret, or one kept in the data folder for local use (created once)."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = Path(settings.data_dir) / "jwt-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def jwt_auth(settings: Settings) -> JWTAuth[Principal]:
+    token_cls = SwitchboardToken
+    if settings.jwks_url:
+        token_cls = type("JWKSToken", (SwitchboardToken,), {"jwks_client": jwt.PyJWKClient(settings.jwks_url)})
+    return JWTAuth[Principal](
+        retrieve_user_handler=_retrieve_principal,
+        token_secret=jwt_secret(settings) if not settings.jwks_url else "unused-with-jwks",
+        algorithm="HS256",
+        token_cls=token_cls,
+        accepted_issuers=[settings.jwt_issuer] if settings.jwt_issuer else None,
+        accepted_audiences=[settings.jwt_audience] if settings.jwt_audience else None,
+        exclude_opt_key="exclude_from_auth",
+    )
+
+
+def mint_token(settings: Settings, *, sub: str, roles: Sequence[str], sites: Iterable[str] | str,
+               system: str | None = None, ttl: timedelta = timedelta(hours=12)) -> str:
+    unknown = set(roles) - ROLES
+    if unknown:
+        raise ValueError(f"unknown roles: {', '.join(sorted(unknown))}")
+    now = datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": sub, "roles": list(roles), "sites": sites if sites == "*" else list(sites),
+        "iat": int(now.timestamp()), "exp": int((now + ttl).timestamp()),
+    }
+    if system:
+        claims["system"] = system
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    return jwt.encode(claims, jwt_secret(settings), algorithm="HS256")

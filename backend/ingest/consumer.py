@@ -1,0 +1,157 @@
+"""The long-running apply worker: JetStream pull consumer → validate → apply → commit → ack.
+
+Fetching the next batch overlaps with applying the current one. A batch is applied in one
+transaction and acknowledged only after commit, so a crash redelivers it and the inbox turns the
+redelivery into duplicates. A message that cannot be applied becomes a failure and is
+acknowledged: a poison message never blocks the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from backend import metrics
+from backend.failures.services import record_inbound
+from backend.ingest.apply import Outcome, apply_events
+from backend.ingest.validate import Accepted, Rejected, rejected_event, validate
+from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
+from switchboard.events import CloudEvent
+
+log = logging.getLogger(__name__)
+
+# Worth retrying the whole batch: another replica held a lock we needed.
+_CONTENTION = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.LockNotAvailableError)
+# The database itself is unreachable: keep the messages unacknowledged and wait.
+_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
+                asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError)
+
+OnApplied = Callable[[Outcome], Awaitable[None]]
+
+
+def _split_subject(subject: str) -> tuple[str | None, str | None]:
+    parts = subject.split(".", 3)
+    return (parts[2], parts[3]) if len(parts) == 4 else (None, None)
+
+
+class ApplyWorker:
+    def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, *, batch: int, max_bytes: int,
+                 known_systems: frozenset[str], on_applied: OnApplied | None = None) -> None:
+        self.js = js
+        self.pool = pool
+        self.batch = batch
+        self.max_bytes = max_bytes
+        self.known_systems = known_systems
+        self.on_applied = on_applied
+
+    async def run(self) -> None:
+        sub = await self.js.pull_subscribe_bind(durable=APPLY_CONSUMER, stream=EVENTS_STREAM)
+        fetched: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=2)
+
+        async def fetch_loop() -> None:
+            while True:
+                try:
+                    msgs = await sub.fetch(self.batch, timeout=1.0)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                await fetched.put(msgs)
+
+        fetcher = asyncio.create_task(fetch_loop(), name="apply-fetch")
+        try:
+            while True:
+                msgs = await fetched.get()
+                await self.handle(msgs)
+        finally:
+            fetcher.cancel()
+
+    def classify(self, msgs: list[Msg]) -> tuple[list[tuple[CloudEvent, int]], list[tuple[Rejected, str]]]:
+        accepted: list[tuple[CloudEvent, int]] = []
+        rejected: list[tuple[Rejected, str]] = []
+        for msg in msgs:
+            system, type_ = _split_subject(msg.subject)
+            result = validate(msg.data, max_bytes=self.max_bytes, known_systems=self.known_systems,
+                              subject_system=system, subject_type=type_)
+            if isinstance(result, Accepted):
+                accepted.append((result.event, result.dropped_fields))
+            else:
+                rejected.append((result, f"nats:{EVENTS_STREAM}:{msg.metadata.sequence.stream}"))
+        return accepted, rejected
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        started = time.perf_counter()
+        accepted, rejected = self.classify(msgs)
+        try:
+            outcome = await self._apply_batch(accepted, rejected)
+        except _UNAVAILABLE as exc:
+            log.warning("database unavailable (%s); %d messages left for redelivery", type(exc).__name__, len(msgs))
+            await asyncio.gather(*(m.nak(delay=2) for m in msgs), return_exceptions=True)
+            await asyncio.sleep(1)
+            return
+        for msg in msgs:
+            await msg.ack()
+        self._count(accepted, rejected, outcome)
+        metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(msgs))
+        if self.on_applied and outcome.applied:
+            await self.on_applied(outcome)
+
+    async def _apply_batch(self, accepted: list[tuple[CloudEvent, int]],
+                           rejected: list[tuple[Rejected, str]]) -> Outcome:
+        for attempt in range(8):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    outcome = await apply_events(conn, accepted)
+                    await record_inbound(conn, rejected)
+                    return outcome
+            except _CONTENTION:
+                await asyncio.sleep(0.01 * 2**attempt)
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, _UNAVAILABLE):
+                    raise
+                log.warning("batch of %d failed to apply (%s); applying one by one", len(accepted), exc.sqlstate)
+                return await self._apply_one_by_one(accepted, rejected)
+        return await self._apply_one_by_one(accepted, rejected)
+
+    async def _apply_one_by_one(self, accepted: list[tuple[CloudEvent, int]],
+                                rejected: list[tuple[Rejected, str]]) -> Outcome:
+        total = Outcome()
+        failed: list[tuple[Rejected, str]] = list(rejected)
+        for event, dropped in accepted:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    one = await apply_events(conn, [(event, dropped)])
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, _UNAVAILABLE):
+                    raise
+                failed.append((rejected_event(event, "apply_error", f"{type(exc).__name__}: {exc}"),
+                               f"apply:{event.source} {event.id}"))
+                continue
+            total.applied += one.applied
+            total.duplicates += one.duplicates
+            total.journeys.extend(one.journeys)
+            total.sites |= one.sites
+        async with self.pool.acquire() as conn:
+            await record_inbound(conn, failed)
+        rejected[:] = failed
+        return total
+
+    @staticmethod
+    def _count(accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]], outcome: Outcome) -> None:
+        by_type = Counter(event.type for event, _ in accepted)
+        for type_, n in by_type.items():
+            metrics.EVENTS_APPLIED.labels(type_).inc(n)
+        for event, dropped in accepted:
+            if dropped:
+                metrics.FIELDS_DROPPED.labels(event.type).inc(dropped)
+        for kind, n in Counter(failure.kind for failure, _ in rejected).items():
+            metrics.EVENTS_FAILED.labels(kind).inc(n)
+        if outcome.duplicates:
+            metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)

@@ -1,0 +1,91 @@
+"""HTTP ingest: connectors that cannot speak NATS post CloudEvents; they go through the same stream."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+from litestar import Controller, Request, post
+from litestar.exceptions import ValidationException
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from backend import metrics
+from backend.auth import CONNECTOR, Principal
+from backend.failures.services import record_inbound
+from backend.ingest.validate import Accepted, Rejected, validate
+from backend.resources import Resources
+from switchboard.events import nats_msg_id, nats_subject
+
+MAX_BATCH = 1000
+
+
+class EventRef(msgspec.Struct):
+    source: str
+    id: str
+
+
+class Refusal(msgspec.Struct):
+    index: int
+    reason: str
+    kind: str
+
+
+class IngestResult(msgspec.Struct):
+    accepted: list[EventRef]
+    rejected: list[Refusal]
+
+
+def _split(body: bytes) -> list[bytes]:
+    """One event or a JSON array of them, each kept as the bytes it was sent as."""
+    if body.lstrip()[:1] != b"[":
+        return [body]
+    try:
+        return [bytes(raw) for raw in msgspec.json.decode(body, type=list[msgspec.Raw])]
+    except msgspec.DecodeError as exc:
+        raise ValidationException(f"malformed JSON array: {exc}") from exc
+
+
+class IngestController(Controller):
+    path = "/api/v1"
+    tags = ["ingest"]
+
+    @post("/events", opt=CONNECTOR, operation_id="postEvents", status_code=HTTP_202_ACCEPTED,
+          request_max_body_size=8 * 1024 * 1024)
+    async def post_events(self, request: Request[Principal, object, object], resources: Resources) -> IngestResult:
+        principal = request.user
+        parts = _split(await request.body())
+        if len(parts) > MAX_BATCH:
+            raise ValidationException(f"at most {MAX_BATCH} events per request")
+        settings = resources.settings
+        admin = "admin" in principal.roles
+        results = [
+            validate(part, max_bytes=settings.max_event_bytes, known_systems=resources.known_systems,
+                     allowed_system=None if admin else principal.system,
+                     allowed_sites=None if admin else principal.sites)
+            for part in parts
+        ]
+        rejected = [Refusal(i, r.reason, r.kind) for i, r in enumerate(results) if isinstance(r, Rejected)]
+        failures = [(r, f"http:{uuid.uuid4()}") for r in results if isinstance(r, Rejected)]
+        if failures:
+            async with resources.pool.acquire() as conn:
+                await record_inbound(conn, failures)
+            for failure, _ in failures:
+                metrics.EVENTS_FAILED.labels(failure.kind).inc()
+
+        to_publish = [(i, part, r.event) for i, (part, r) in enumerate(zip(parts, results, strict=True))
+                      if isinstance(r, Accepted)]
+        acks = await asyncio.gather(
+            *(resources.js.publish(nats_subject(e), part, headers={"Nats-Msg-Id": nats_msg_id(e.source, e.id)})
+              for _, part, e in to_publish),
+            return_exceptions=True,
+        )
+        accepted = []
+        for (index, _, event), ack in zip(to_publish, acks, strict=True):
+            if isinstance(ack, BaseException):
+                # not accepted, so still the sender's to resend: nothing is lost
+                rejected.append(Refusal(index, "event bus unavailable; resend later", "unavailable"))
+            else:
+                accepted.append(EventRef(event.source, event.id))
+        rejected.sort(key=lambda r: r.index)
+        return IngestResult(accepted=accepted, rejected=rejected)

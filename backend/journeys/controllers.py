@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, Request, get
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.params import Parameter
+
+from backend.auth import READ, Principal
+from backend.journeys import services
+from backend.journeys.schemas import JourneyDetail, JourneyPage, Stage
+from backend.resources import Resources
+
+
+class JourneyController(Controller):
+    path = "/api/v1/journeys"
+    tags = ["journeys"]
+
+    @get("/", opt=READ, operation_id="listJourneys")
+    async def list_journeys(
+        self, request: Request[Principal, object, object], resources: Resources, site: str | None = None,
+        stage: Stage | None = None, ref: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50, cursor: str | None = None,
+    ) -> JourneyPage:
+        sites = request.user.scope(site)
+        async with resources.pool.acquire() as conn:
+            return await services.list_journeys(conn, sites=sites, stage=stage, ref=ref, limit=limit, cursor=cursor)
+
+    @get("/{journey_id:uuid}", opt=READ, operation_id="getJourney")
+    async def get_journey(self, request: Request[Principal, object, object], resources: Resources,
+                          journey_id: UUID) -> JourneyDetail:
+        async with resources.pool.acquire() as conn:
+            journey = await services.get_journey(conn, journey_id)
+        if journey is None:
+            raise NotFoundException("no such journey")
+        if not request.user.may_see(journey.site):
+            raise PermissionDeniedException("this journey is outside your sites")
+        return journey

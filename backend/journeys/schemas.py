@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+import msgspec
+
+Stage = Literal["open", "booked", "arrived", "waiting", "called", "in_service", "completed", "cancelled", "no_show"]
+
+
+class Interaction(msgspec.Struct):
+    channel: str
+    reason_code: str
+    outcome: str
+    time: datetime
+
+
+class Journey(msgspec.Struct, kw_only=True):
+    id: UUID
+    site: str
+    stage: Stage
+    refs: list[str]
+    service: str | None
+    slot_start: datetime | None
+    priority: Literal["normal", "high"]
+    eligibility: Literal["passed", "failed"] | None
+    eligibility_reason: str | None
+    last_interaction: Interaction | None
+    counter: str | None
+    ticket: str | None
+    queue_name: str | None
+    channel: str | None
+    outcome: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TimelineEntry(msgspec.Struct):
+    source: str
+    id: str
+    type: str
+    time: datetime
+    applied_at: datetime
+
+
+class JourneyDetail(Journey, kw_only=True):
+    timeline: list[TimelineEntry]
+
+
+class JourneyPage(msgspec.Struct):
+    items: list[Journey]
+    next_cursor: str | None

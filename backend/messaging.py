@@ -1,0 +1,41 @@
+"""NATS JetStream: the streams and the shared durable consumer (CONTRACT section 1)."""
+
+from __future__ import annotations
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+EVENTS_STREAM = "SVC_EVENTS"
+COMMANDS_STREAM = "SVC_COMMANDS"
+APPLY_CONSUMER = "switchboard-apply"
+
+
+async def connect(url: str, name: str) -> NATS:
+    return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        # exists with another configuration (an older release's): bring it to ours
+        await js.update_stream(config)
+
+
+async def ensure_streams(js: JetStreamContext, duplicate_window_s: float) -> None:
+    """Create or update the streams and the apply consumer; idempotent across concurrent backends."""
+    await _ensure_stream(js, StreamConfig(
+        name=EVENTS_STREAM, subjects=["svc.events.>"], storage=StorageType.FILE,
+        duplicate_window=duplicate_window_s,
+    ))
+    await _ensure_stream(js, StreamConfig(
+        name=COMMANDS_STREAM, subjects=["svc.commands.>"], storage=StorageType.FILE,
+        duplicate_window=duplicate_window_s,
+    ))
+    await js.add_consumer(EVENTS_STREAM, ConsumerConfig(
+        durable_name=APPLY_CONSUMER, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+        filter_subject="svc.events.>", ack_wait=30, max_ack_pending=50_000,
+    ))

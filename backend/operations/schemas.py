@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class SiteFlow(msgspec.Struct, kw_only=True):
+    site: str
+    stages: dict[str, int]
+    arrivals_per_min: float
+    completions_per_min: float
+    wait_p50_s: float | None
+    wait_p90_s: float | None
+    service_p50_s: float | None
+
+
+class SiteCapacity(msgspec.Struct, kw_only=True):
+    site: str
+    counters_open: int
+    counters_busy: int
+    staff_on_duty: int
+    queue_length: int
+    est_wait_s: float | None
+    utilisation: float | None
+    updated_at: datetime
+
+
+class FlowList(msgspec.Struct):
+    items: list[SiteFlow]
+
+
+class CapacityList(msgspec.Struct):
+    items: list[SiteCapacity]

@@ -1,0 +1,72 @@
+"""Flow and capacity per site, computed from journey state and the latest capacity events.
+
+Rates look at the last `RATE_WINDOW`, percentiles at the last `PERCENTILE_WINDOW`, stage counts at
+journeys updated within the last day; all by upstream event time.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from backend.operations.schemas import SiteCapacity, SiteFlow
+
+RATE_WINDOW_MIN = 15
+PERCENTILE_WINDOW = "60 minutes"
+
+_FLOW_SQL = f"""
+WITH scoped AS (
+    SELECT * FROM journeys WHERE ($1::text[] IS NULL OR site = ANY($1)) AND updated_at > now() - interval '1 day'
+)
+SELECT site,
+       (SELECT jsonb_object_agg(stage, n) FROM (SELECT stage, count(*) AS n FROM scoped s2
+            WHERE s2.site = s.site GROUP BY stage) c) AS stages,
+       count(*) FILTER (WHERE arrived_at > now() - interval '{RATE_WINDOW_MIN} minutes') / {RATE_WINDOW_MIN}.0
+           AS arrivals_per_min,
+       count(*) FILTER (WHERE stage = 'completed' AND finished_at > now() - interval '{RATE_WINDOW_MIN} minutes')
+           / {RATE_WINDOW_MIN}.0 AS completions_per_min,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM called_at - coalesce(waiting_at, arrived_at)))
+           FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}') AS wait_p50_s,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM called_at - coalesce(waiting_at, arrived_at)))
+           FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}') AS wait_p90_s,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - in_service_at))
+           FILTER (WHERE stage = 'completed' AND finished_at > now() - interval '{PERCENTILE_WINDOW}') AS service_p50_s
+FROM scoped s
+GROUP BY site
+ORDER BY site
+"""
+
+
+async def flow(conn: asyncpg.Connection, sites: list[str] | None) -> list[SiteFlow]:
+    return [
+        SiteFlow(site=r["site"], stages=msgspec.json.decode(r["stages"]) if r["stages"] else {},
+                 arrivals_per_min=float(r["arrivals_per_min"]), completions_per_min=float(r["completions_per_min"]),
+                 wait_p50_s=r["wait_p50_s"], wait_p90_s=r["wait_p90_s"], service_p50_s=r["service_p50_s"])
+        for r in await conn.fetch(_FLOW_SQL, sites)
+    ]
+
+
+_CAPACITY_SQL = f"""
+SELECT c.*,
+       (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - in_service_at))
+          FROM journeys j WHERE j.site = c.site AND j.stage = 'completed'
+           AND j.finished_at > now() - interval '{PERCENTILE_WINDOW}') AS service_p50_s
+FROM capacity c
+WHERE $1::text[] IS NULL OR c.site = ANY($1)
+ORDER BY c.site
+"""
+
+
+async def capacity(conn: asyncpg.Connection, sites: list[str] | None) -> list[SiteCapacity]:
+    items = []
+    for r in await conn.fetch(_CAPACITY_SQL, sites):
+        open_ = r["counters_open"]
+        service_s = r["service_p50_s"]
+        items.append(SiteCapacity(
+            site=r["site"], counters_open=open_, counters_busy=r["counters_busy"], staff_on_duty=r["staff_on_duty"],
+            queue_length=r["queue_length"],
+            # the queue drains at one service time per open counter
+            est_wait_s=None if service_s is None else r["queue_length"] * service_s / max(open_, 1),
+            utilisation=r["counters_busy"] / open_ if open_ else None, updated_at=r["updated_at"],
+        ))
+    return items

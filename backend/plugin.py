@@ -1,0 +1,85 @@
+"""One plugin wires the app: routes, auth, problem details, metrics, OpenAPI and the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from litestar import Litestar, Router
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins import InitPluginProtocol
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
+from litestar.plugins.prometheus import PrometheusConfig
+
+from backend import db, messaging
+from backend.auth import PUBLIC, authorize, jwt_auth
+from backend.failures.controllers import FailureController
+from backend.ingest.consumer import ApplyWorker
+from backend.ingest.controllers import IngestController
+from backend.journeys.controllers import JourneyController
+from backend.operations.controllers import OperationsController
+from backend.resources import Resources
+from backend.system.controllers import MetricsController, SystemController
+from switchboard.settings import Settings
+
+log = logging.getLogger("switchboard.backend")
+
+
+class SwitchboardPlugin(InitPluginProtocol):
+    def __init__(self, settings: Settings) -> None:
+        if not (settings.database_url and settings.nats_url):
+            raise RuntimeError("set SWITCHBOARD_DATABASE_URL and SWITCHBOARD_NATS_URL (or run `switchboard demo`)")
+        self.settings = settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        settings = self.settings
+        pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
+        async with pool.acquire() as conn:
+            applied = await db.migrate(conn)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        nc = await messaging.connect(settings.nats_url, "switchboard-backend")  # type: ignore[arg-type]
+        js = nc.jetstream()
+        await messaging.ensure_streams(js, settings.duplicate_window_s)
+        resources = Resources(settings=settings, pool=pool, nc=nc, js=js)
+        app.state.resources = resources
+        worker = ApplyWorker(js, pool, batch=settings.apply_batch, max_bytes=settings.max_event_bytes,
+                             known_systems=resources.known_systems)
+        task = asyncio.create_task(worker.run(), name="apply-worker")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await nc.drain()
+            await pool.close()
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        auth = jwt_auth(self.settings)
+        app_config.route_handlers.extend([
+            SystemController, MetricsController, IngestController, JourneyController, OperationsController,
+            FailureController,
+        ])
+        app_config.lifespan.append(self.lifespan)
+        app_config.guards.append(authorize)
+        app_config.dependencies["resources"] = Provide(_resources, sync_to_thread=False)
+        app_config.middleware.append(PrometheusConfig(app_name="switchboard", prefix="switchboard_http",
+                                                      group_path=True, exclude=["/metrics"]).middleware)
+        app_config = auth.on_app_init(app_config)
+        app_config.plugins.append(ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True)))
+        app_config.openapi_config = OpenAPIConfig(
+            title="Switchboard", version="1", openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),
+            description="Live operational state of customer journeys. See CONTRACT.md.",
+        )
+        return app_config
+
+
+def _resources(state: State) -> Resources:
+    return state.resources  # type: ignore[no-any-return]

@@ -1,0 +1,22 @@
+"""What the handlers share for the life of the app: settings, the Postgres pool, NATS."""
+
+from __future__ import annotations
+
+import msgspec
+from asyncpg import Pool
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
+from switchboard.settings import Settings
+
+
+class Resources(msgspec.Struct, kw_only=True):
+    settings: Settings
+    pool: Pool
+    nc: NATS
+    js: JetStreamContext
+
+    @property
+    def known_systems(self) -> frozenset[str]:
+        return SEED_SYSTEMS | RESERVED_SYSTEMS | frozenset(self.settings.extra_systems)

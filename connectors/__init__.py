@@ -1,0 +1,1 @@
+"""Connectors: publish canonical events for the systems Switchboard coordinates."""

@@ -1,0 +1,1 @@
+"""Switchboard: live operational state of customer journeys across the systems that own them."""

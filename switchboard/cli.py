@@ -1,0 +1,103 @@
+"""`switchboard`: one command for every process (CONTRACT section 1)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from datetime import timedelta
+
+from switchboard.settings import get_settings
+
+
+def _backend(args: argparse.Namespace) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    uvicorn.run("backend.app:create_app", factory=True, host=args.host, port=args.port,
+                log_level=get_settings().log_level.lower(), access_log=False)
+
+
+def _migrate(_: argparse.Namespace) -> None:
+    from backend import db  # noqa: PLC0415
+
+    settings = get_settings()
+    if not settings.database_url:
+        sys.exit("set SWITCHBOARD_DATABASE_URL")
+
+    async def run() -> list[str]:
+        import asyncpg  # noqa: PLC0415
+
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await db.migrate(conn)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(run())
+    print("applied: " + ", ".join(applied) if applied else "up to date")
+
+
+def _token(args: argparse.Namespace) -> None:
+    from backend.auth import mint_token  # noqa: PLC0415
+
+    sites = "*" if args.site == ["*"] else args.site
+    print(mint_token(get_settings(), sub=args.sub, roles=args.role, sites=sites, system=args.system,
+                     ttl=timedelta(minutes=args.ttl_minutes)))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from switchboard.demo import run_demo  # noqa: PLC0415
+
+    run_demo(host=args.host, port=args.port, sites=args.sites, rate=args.rate)
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from switchboard.bench.ingest import run_ingest_bench  # noqa: PLC0415
+
+    run_ingest_bench(events=args.events, batch=args.batch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    backend = commands.add_parser("backend", help="the Litestar backend and apply worker")
+    backend.add_argument("--host", default="127.0.0.1")
+    backend.add_argument("--port", type=int, default=8000)
+    backend.set_defaults(run=_backend)
+
+    commands.add_parser("migrate", help="apply the SQL migrations").set_defaults(run=_migrate)
+
+    token = commands.add_parser("token", help="mint a local HS256 token")
+    token.add_argument("--role", action="append", required=True, help="repeat for several roles")
+    token.add_argument("--site", action="append", required=True, help="repeat for several sites, or '*'")
+    token.add_argument("--system", help="for connector tokens: the system it publishes for")
+    token.add_argument("--sub", default="local-user", help="an opaque user id, never a name or e-mail")
+    token.add_argument("--ttl-minutes", type=int, default=720)
+    token.set_defaults(run=_token)
+
+    demo = commands.add_parser("demo", help="the whole stack on embedded Postgres and NATS")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--sites", default="north,south,central", help="comma-separated site codes")
+    demo.add_argument("--rate", type=float, default=1.5, help="new customer journeys per second")
+    demo.set_defaults(run=_demo)
+
+    bench = commands.add_parser("bench", help="benchmarks against a bare baseline in the same run")
+    bench_kinds = bench.add_subparsers(dest="bench", required=True)
+    ingest = bench_kinds.add_parser("ingest", help="apply rate against a bare JetStream→asyncpg consumer")
+    ingest.add_argument("--events", type=int, default=100_000)
+    ingest.add_argument("--batch", type=int, default=500)
+    ingest.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

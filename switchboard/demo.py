@@ -1,0 +1,81 @@
+"""`switchboard demo`: embedded Postgres and NATS, the backend, and live branch traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+from switchboard.embedded import embedded_servers
+from switchboard.settings import get_settings
+
+
+def _step(n: int, total: int, text: str) -> None:
+    print(f"[{n}/{total}] {text}", flush=True)
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the backend exited with code {process.returncode}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url + "/ready", timeout=1) as response:  # noqa: S310 - our own loopback URL
+                if response.status == 200:
+                    return
+        time.sleep(0.2)
+    raise SystemExit("the backend did not become ready in time")
+
+
+def run_demo(*, host: str, port: int, sites: str, rate: float) -> None:
+    from backend.auth import mint_token  # noqa: PLC0415
+
+    settings = get_settings()
+    data_dir = Path(settings.data_dir) / "demo"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    total = 4
+    _step(1, total, f"starting embedded Postgres and NATS JetStream in {data_dir}")
+    with embedded_servers(data_dir) as urls:
+        env = {**os.environ, "SWITCHBOARD_DATABASE_URL": urls["database_url"], "SWITCHBOARD_NATS_URL": urls["nats_url"]}
+        backend_url = f"http://{host}:{port}"
+        _step(2, total, f"starting the backend on {backend_url}")
+        backend = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "backend", "--host", host,
+                                    "--port", str(port)], env=env)
+        try:
+            _wait_ready(backend_url, backend)
+            _step(3, total, "tokens for this demo (12 hours):")
+            for role in ("manager", "floor_staff", "sre", "admin"):
+                token = mint_token(settings, sub=f"demo-{role}", roles=[role], sites="*", ttl=timedelta(hours=12))
+                print(f"  {role:12s} {token}")
+            print(f"  try: curl -H 'Authorization: Bearer <token>' {backend_url}/api/v1/flow")
+            print(f"  API docs: {backend_url}/schema/swagger")
+            _step(4, total, f"publishing live traffic for sites {sites} (Ctrl-C stops everything)")
+            asyncio.run(_feed(urls["nats_url"], sites.split(","), rate))
+        except KeyboardInterrupt:
+            print("\nstopping…")
+        finally:
+            backend.terminate()
+            backend.wait(timeout=20)
+
+
+async def _feed(nats_url: str, sites: list[str], rate: float) -> None:
+    from backend import messaging  # noqa: PLC0415
+    from connectors.demo_feed import Feed  # noqa: PLC0415
+
+    nc = await messaging.connect(nats_url, "switchboard-demo-feed")
+    feed = Feed(nc.jetstream(), sites, rate)
+    runner = asyncio.create_task(feed.run())
+    try:
+        while True:
+            await asyncio.sleep(10)
+            print(f"  {feed.published} events published", flush=True)
+    finally:
+        runner.cancel()
+        await nc.close()

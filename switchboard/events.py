@@ -1,0 +1,225 @@
+"""The canonical events of CONTRACT section 2, as msgspec Structs.
+
+Every event is a CloudEvents 1.0 envelope; `type` is the tag of one tagged union, so a message
+is decoded and validated in a single pass and dispatched with `match`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+SYSTEM_PATTERN = r"[a-z][a-z0-9_]{0,31}"
+Code = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+Ref = Annotated[str, Meta(pattern=rf"^{SYSTEM_PATTERN}:[A-Za-z0-9][A-Za-z0-9_.\-/]{{0,127}}$")]
+EventId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")]
+Source = Annotated[str, Meta(pattern=rf"^/{SYSTEM_PATTERN}(/[A-Za-z0-9_.\-]{{1,64}})?$")]
+Subject = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}:[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")]
+TraceParent = Annotated[str, Meta(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
+AwareTime = Annotated[datetime, Meta(tz=True)]
+Count = Annotated[int, Meta(ge=0, le=100_000)]
+Links = Annotated[list[Ref], Meta(max_length=16)]
+
+Channel = Literal["web", "phone", "branch"]
+Priority = Literal["normal", "high"]
+Upstream = Literal["up", "degraded", "down"]
+
+RESERVED_SYSTEMS = frozenset({"manual", "switchboard"})
+SEED_SYSTEMS = frozenset({"crm", "appointments", "queue", "contact_center", "core"})
+
+
+class _Data(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class JourneyData(_Data, kw_only=True):
+    site: Code
+    links: Links = []
+
+
+class AppointmentBookedData(JourneyData, kw_only=True):
+    service: Code
+    slot_start: AwareTime
+    channel: Channel
+
+
+class AppointmentRescheduledData(JourneyData, kw_only=True):
+    slot_start: AwareTime
+
+
+class ReasonData(JourneyData, kw_only=True):
+    reason_code: Code
+
+
+class ChannelData(JourneyData, kw_only=True):
+    channel: Channel
+
+
+class EligibilityCheckedData(JourneyData, kw_only=True):
+    result: Literal["passed", "failed"]
+    reason_code: Code | None = None
+
+
+class PriorityChangedData(JourneyData, kw_only=True):
+    priority: Priority
+    reason_code: Code | None = None
+
+
+class InteractionLoggedData(JourneyData, kw_only=True):
+    channel: Channel
+    reason_code: Code
+    outcome: Code
+
+
+class TicketIssuedData(JourneyData, kw_only=True):
+    ticket: Code
+    queue_name: Code
+
+
+class CounterData(JourneyData, kw_only=True):
+    counter: Code
+
+
+class ServiceCompletedData(JourneyData, kw_only=True):
+    outcome: Code
+
+
+class CapacityChangedData(_Data, kw_only=True):
+    site: Code
+    counters_open: Count
+    counters_busy: Count
+    staff_on_duty: Count
+    queue_length: Count
+
+
+class HeartbeatData(_Data, kw_only=True):
+    upstream: Upstream
+    version: Code
+
+
+class CommandResultData(_Data, kw_only=True):
+    command_id: EventId
+    status: Literal["ok", "failed", "unavailable"]
+    error: Annotated[str, Meta(max_length=200, pattern=r"^[A-Za-z0-9_.:\- ]*$")] | None = None
+
+
+class CloudEvent(msgspec.Struct, kw_only=True, tag_field="type", forbid_unknown_fields=True, omit_defaults=True):
+    """The envelope: CloudEvents 1.0, structured mode."""
+
+    kind: ClassVar[Literal["journey", "capacity", "heartbeat", "command_result"]] = "journey"
+
+    specversion: Literal["1.0"]
+    id: EventId
+    source: Source
+    subject: Subject
+    time: AwareTime
+    datacontenttype: Literal["application/json"] | UnsetType = UNSET
+    traceparent: TraceParent | UnsetType = UNSET
+
+    @property
+    def system(self) -> str:
+        return self.source.split("/", 2)[1]
+
+    @property
+    def type(self) -> str:
+        return self.__struct_config__.tag  # type: ignore[return-value]
+
+    @property
+    def key(self) -> str:
+        """Orders events by time, then (source, id): the tie-break that makes merges deterministic."""
+        return f"{self.time.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}|{self.source}|{self.id}"
+
+
+class AppointmentBooked(CloudEvent, tag="appointment.booked", kw_only=True):
+    data: AppointmentBookedData
+
+
+class AppointmentRescheduled(CloudEvent, tag="appointment.rescheduled", kw_only=True):
+    data: AppointmentRescheduledData
+
+
+class AppointmentCancelled(CloudEvent, tag="appointment.cancelled", kw_only=True):
+    data: ReasonData
+
+
+class AppointmentNoShow(CloudEvent, tag="appointment.no_show", kw_only=True):
+    data: JourneyData
+
+
+class ReminderSent(CloudEvent, tag="reminder.sent", kw_only=True):
+    data: ChannelData
+
+
+class EligibilityChecked(CloudEvent, tag="eligibility.checked", kw_only=True):
+    data: EligibilityCheckedData
+
+
+class PriorityChanged(CloudEvent, tag="customer.priority_changed", kw_only=True):
+    data: PriorityChangedData
+
+
+class InteractionLogged(CloudEvent, tag="interaction.logged", kw_only=True):
+    data: InteractionLoggedData
+
+
+class CustomerArrived(CloudEvent, tag="customer.arrived", kw_only=True):
+    data: JourneyData
+
+
+class TicketIssued(CloudEvent, tag="ticket.issued", kw_only=True):
+    data: TicketIssuedData
+
+
+class TicketCalled(CloudEvent, tag="ticket.called", kw_only=True):
+    data: CounterData
+
+
+class ServiceStarted(CloudEvent, tag="service.started", kw_only=True):
+    data: CounterData
+
+
+class ServiceCompleted(CloudEvent, tag="service.completed", kw_only=True):
+    data: ServiceCompletedData
+
+
+class CapacityChanged(CloudEvent, tag="capacity.changed", kw_only=True):
+    kind: ClassVar = "capacity"
+    data: CapacityChangedData
+
+
+class ConnectorHeartbeat(CloudEvent, tag="connector.heartbeat", kw_only=True):
+    kind: ClassVar = "heartbeat"
+    data: HeartbeatData
+
+
+class CommandResult(CloudEvent, tag="command.result", kw_only=True):
+    kind: ClassVar = "command_result"
+    data: CommandResultData
+
+
+Event = (
+    AppointmentBooked | AppointmentRescheduled | AppointmentCancelled | AppointmentNoShow | ReminderSent
+    | EligibilityChecked | PriorityChanged | InteractionLogged | CustomerArrived | TicketIssued | TicketCalled
+    | ServiceStarted | ServiceCompleted | CapacityChanged | ConnectorHeartbeat | CommandResult
+)
+EVENT_TYPES: dict[str, type[CloudEvent]] = {
+    cls.__struct_config__.tag: cls for cls in Event.__args__  # type: ignore[attr-defined]
+}
+JOURNEY_TYPES = frozenset(t for t, cls in EVENT_TYPES.items() if cls.kind == "journey")
+SUBJECT_PREFIX = {"capacity": "site:", "heartbeat": "connector:", "command_result": None}
+
+
+def nats_subject(event: CloudEvent) -> str:
+    return f"svc.events.{event.system}.{event.type}"
+
+
+def nats_msg_id(source: str, event_id: str) -> str:
+    return f"{source} {event_id}"
+
+
+def refs_of(event: CloudEvent) -> list[str]:
+    """The references a journey event names: its subject, then its links."""
+    return [event.subject, *event.data.links]  # type: ignore[attr-defined]

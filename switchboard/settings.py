@@ -1,0 +1,52 @@
+"""Settings from the environment (and an optional `.env`), read once per process."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import msgspec
+from dotenv import load_dotenv
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str | None = None
+    nats_url: str | None = None
+    backend_url: str = "http://127.0.0.1:8000"
+    jwt_secret: str | None = None
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    data_dir: str = ".switchboard"
+    # JetStream's duplicate window; Postgres keeps idempotency beyond it.
+    duplicate_window_s: float = 120.0
+    apply_batch: int = 500
+    max_event_bytes: int = 64 * 1024
+    allowed_origins: tuple[str, ...] = ()
+    # systems beyond the five seed systems whose connectors may publish
+    extra_systems: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        return not (self.database_url and self.nats_url)
+
+
+_ENV_PREFIX = "SWITCHBOARD_"
+_LISTS = frozenset({"allowed_origins", "extra_systems"})
+
+
+def _from_env() -> dict[str, object]:
+    values: dict[str, object] = {}
+    for field in msgspec.structs.fields(Settings):
+        raw = os.environ.get(_ENV_PREFIX + field.name.upper())
+        if raw is None or raw == "":
+            continue
+        values[field.name] = tuple(s.strip() for s in raw.split(",") if s.strip()) if field.name in _LISTS else raw
+    return values
+
+
+@functools.cache
+def get_settings() -> Settings:
+    load_dotenv(override=False)
+    return msgspec.convert(_from_env(), Settings, strict=False)

@@ -1,0 +1,195 @@
+"""Real servers for every test: the ones named by SWITCHBOARD_DATABASE_URL / SWITCHBOARD_NATS_URL,
+or embedded ones started for the session when those are unset.
+
+With external servers each session gets a database of its own and fresh streams. Tests keep out
+of each other's way by using their own references and sites (`uid`), never by truncating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import msgspec
+import nats
+import pytest
+
+from backend import db, messaging
+from backend.auth import mint_token
+from switchboard.embedded import embedded_servers, free_port
+from switchboard.settings import Settings
+
+JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
+
+
+@pytest.fixture(scope="session")
+def server_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    database_url = os.environ.get("SWITCHBOARD_DATABASE_URL")
+    nats_url = os.environ.get("SWITCHBOARD_NATS_URL")
+    if database_url and nats_url:
+        yield {"database_url": database_url, "nats_url": nats_url}
+        return
+    with embedded_servers(tmp_path_factory.mktemp("servers"), postgres=not database_url, nats=not nats_url) as urls:
+        yield {"database_url": database_url or urls["database_url"], "nats_url": nats_url or urls["nats_url"]}
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+async def settings(server_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
+    """A database of this session's own, migrated, and streams recreated from scratch."""
+    name = f"switchboard_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_urls["database_url"])
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = _with_database(server_urls["database_url"], name)
+    conn = await asyncpg.connect(database_url)
+    await db.migrate(conn)
+    await conn.close()
+
+    nc = await nats.connect(server_urls["nats_url"])
+    js = nc.jetstream()
+    for stream in (messaging.EVENTS_STREAM, messaging.COMMANDS_STREAM):
+        try:
+            await js.delete_stream(stream)
+        except nats.js.errors.NotFoundError:
+            pass
+    await messaging.ensure_streams(js, 120.0)
+    await nc.close()
+
+    yield Settings(database_url=database_url, nats_url=server_urls["nats_url"], jwt_secret=JWT_SECRET,
+                   data_dir=str(tmp_path_factory.mktemp("data")))
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def js(settings: Settings) -> AsyncIterator[nats.js.JetStreamContext]:
+    nc = await nats.connect(settings.nats_url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+def backend_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ, "SWITCHBOARD_DATABASE_URL": settings.database_url or "",
+        "SWITCHBOARD_NATS_URL": settings.nats_url or "", "SWITCHBOARD_JWT_SECRET": JWT_SECRET,
+        "SWITCHBOARD_DATA_DIR": str(settings.data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
+    }
+
+
+class BackendProcess:
+    """A real `switchboard backend` process on a free port."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
+                env=backend_env(settings), stdout=log, stderr=subprocess.STDOUT,
+            )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"backend exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError("backend not ready")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="session")
+def backend(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendProcess]:
+    process = BackendProcess(settings, tmp_path_factory.mktemp("logs") / "backend.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def token(settings: Settings) -> Callable[..., str]:
+    def make(role: str | list[str], sites: list[str] | str = "*", system: str | None = None,
+             ttl: timedelta = timedelta(hours=1)) -> str:
+        roles = [role] if isinstance(role, str) else role
+        return mint_token(settings, sub=f"test-{'-'.join(roles)}", roles=roles, sites=sites, system=system, ttl=ttl)
+
+    return make
+
+
+@pytest.fixture
+async def api(backend: BackendProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=backend.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def uid() -> str:
+    """A short unique suffix for this test's references and sites."""
+    return uuid.uuid4().hex[:8]
+
+
+def cloud_event(type_: str, subject: str, data: dict[str, Any], *, source: str | None = None,
+                time: datetime | None = None, id: str | None = None) -> dict[str, Any]:  # noqa: A002
+    system = subject.split(":", 1)[0]
+    return {
+        "specversion": "1.0", "id": id or uuid.uuid4().hex, "source": source or f"/{system}", "type": type_,
+        "subject": subject, "time": (time or datetime.now(UTC)).isoformat(), "data": data,
+    }
+
+
+async def publish(js: nats.js.JetStreamContext, event: dict[str, Any] | bytes, subject: str | None = None) -> None:
+    """Publish as a connector does; raw bytes (for malformed input) need an explicit subject."""
+    if isinstance(event, bytes):
+        assert subject is not None
+        await js.publish(subject, event)
+        return
+    system = event["source"].split("/")[1]
+    await js.publish(subject or f"svc.events.{system}.{event['type']}", msgspec.json.encode(event),
+                     headers={"Nats-Msg-Id": f"{event['source']} {event['id']}"})
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, interval: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy; its last value otherwise fails the test."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(interval)
