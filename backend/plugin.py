@@ -58,7 +58,7 @@ class SwitchboardPlugin(InitPluginProtocol):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await nc.drain()
+            await nc.close()  # unacknowledged messages are redelivered: nothing to drain
             await pool.close()
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:

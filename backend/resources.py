@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 from asyncpg import Pool
+from litestar.di import NamedDependency
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -20,3 +21,7 @@ class Resources(msgspec.Struct, kw_only=True):
     @property
     def known_systems(self) -> frozenset[str]:
         return SEED_SYSTEMS | RESERVED_SYSTEMS | frozenset(self.settings.extra_systems)
+
+
+# How handlers ask for them: `resources: AppResources` (an explicit named dependency).
+AppResources = NamedDependency[Resources]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +38,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.
 def run_demo(*, host: str, port: int, sites: str, rate: float) -> None:
     from backend.auth import mint_token  # noqa: PLC0415
 
+    # `kill` stops the demo as cleanly as Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     settings = get_settings()
     data_dir = Path(settings.data_dir) / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)

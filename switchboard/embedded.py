@@ -7,6 +7,7 @@ on exit. Both can be stopped and started again on the same folder (chaos runs re
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -19,6 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _PG_SYSTEM_USER = "embedded_postgres"  # initdb and postgres refuse to run as root
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel stops the server if the process that started it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -74,7 +82,7 @@ class EmbeddedNats:
         log = open(self.data_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             [self.binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
         log.close()
         _wait_for_port(self.port, self.process, "nats-server")
@@ -141,7 +149,8 @@ class EmbeddedPostgres:
              # TCP only: a socket path inside a deep data folder can exceed the kernel's length limit
              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
              "-c", "max_connections=200"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **run_as,  # type: ignore[arg-type]
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+            **run_as,  # type: ignore[arg-type]
         )
         log.close()
         _wait_for_port(self.port, self.process, "postgres")

@@ -111,7 +111,12 @@ class BackendProcess:
                 [sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
                 env=backend_env(settings), stdout=log, stderr=subprocess.STDOUT,
             )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.process.kill()
+            self.process.wait()
+            raise
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -132,6 +137,8 @@ class BackendProcess:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+            raise AssertionError("the backend did not stop within 20s of SIGTERM") from None
 
 
 @pytest.fixture(scope="session")

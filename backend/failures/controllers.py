@@ -3,13 +3,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from litestar import Controller, Request, get
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from backend.auth import READ, Principal
 from backend.failures import services
 from backend.failures.schemas import FailurePage
 from backend.paging import decode_cursor, encode_cursor
-from backend.resources import Resources
+from backend.resources import AppResources
 
 FailureStatus = Literal["open", "retrying", "resolved", "discarded"]
 FailureKind = Literal["invalid_event", "pii_rejected", "source_mismatch", "unauthorized_source", "apply_error",
@@ -22,9 +22,9 @@ class FailureController(Controller):
 
     @get("/", opt=READ, operation_id="listFailures")
     async def list_failures(
-        self, request: Request[Principal, object, object], resources: Resources,
-        status: FailureStatus | None = None, kind: FailureKind | None = None, system: str | None = None,
-        site: str | None = None, limit: Annotated[int, Parameter(ge=1, le=500)] = 100, cursor: str | None = None,
+        self, request: Request[Principal, object, object], resources: AppResources,
+        status: FromQuery[FailureStatus | None] = None, kind: FromQuery[FailureKind | None] = None, system: FromQuery[str | None] = None,
+        site: FromQuery[str | None] = None, limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
     ) -> FailurePage:
         sites = request.user.scope(site)
         before = decode_cursor(cursor, int)[0] if cursor else None

@@ -9,6 +9,7 @@ same journey therefore serialise on it, and a reference is never given two journ
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID, uuid4
@@ -27,8 +28,16 @@ _encode = msgspec.json.encode
 class Outcome(msgspec.Struct, kw_only=True):
     applied: int = 0
     duplicates: int = 0
+    applied_types: Counter[str] = msgspec.field(default_factory=Counter)
     journeys: list[UUID] = []
     sites: set[str] = set()
+
+    def add(self, other: Outcome) -> None:
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.applied_types.update(other.applied_types)
+        self.journeys.extend(other.journeys)
+        self.sites |= other.sites
 
 
 class _Working(msgspec.Struct):
@@ -89,7 +98,8 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
             " ON e.source = k.source AND e.id = k.id", list(sources), list(ids))
     }
     fresh = [pair for key, pair in unique.items() if key not in seen]
-    outcome = Outcome(applied=len(fresh), duplicates=len(batch) - len(fresh))
+    outcome = Outcome(applied=len(fresh), duplicates=len(batch) - len(fresh),
+                      applied_types=Counter(e.type for e, _ in fresh))
     if not fresh:
         return outcome
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 from nats.aio.msg import Msg
@@ -34,6 +36,8 @@ _CONTENTION = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncp
 _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
                 asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError)
 
+_CONTENTION_RETRIES = 8
+_T = TypeVar("_T")
 OnApplied = Callable[[Outcome], Awaitable[None]]
 
 
@@ -44,8 +48,12 @@ def _split_subject(subject: str) -> tuple[str | None, str | None]:
 
 class ApplyWorker:
     def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, *, batch: int, max_bytes: int,
-                 known_systems: frozenset[str], on_applied: OnApplied | None = None) -> None:
+                 known_systems: frozenset[str], on_applied: OnApplied | None = None,
+                 stream: str = EVENTS_STREAM, durable: str = APPLY_CONSUMER) -> None:
         self.js = js
+        self.stream = stream
+        self.durable = durable
+        self.handled = 0
         self.pool = pool
         self.batch = batch
         self.max_bytes = max_bytes
@@ -53,7 +61,7 @@ class ApplyWorker:
         self.on_applied = on_applied
 
     async def run(self) -> None:
-        sub = await self.js.pull_subscribe_bind(durable=APPLY_CONSUMER, stream=EVENTS_STREAM)
+        sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         fetched: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=2)
 
         async def fetch_loop() -> None:
@@ -82,14 +90,14 @@ class ApplyWorker:
             if isinstance(result, Accepted):
                 accepted.append((result.event, result.dropped_fields))
             else:
-                rejected.append((result, f"nats:{EVENTS_STREAM}:{msg.metadata.sequence.stream}"))
+                rejected.append((result, f"nats:{self.stream}:{msg.metadata.sequence.stream}"))
         return accepted, rejected
 
     async def handle(self, msgs: list[Msg]) -> None:
         started = time.perf_counter()
         accepted, rejected = self.classify(msgs)
         try:
-            outcome = await self._apply_batch(accepted, rejected)
+            outcome, rejected = await self.apply_batch(accepted, rejected)
         except _UNAVAILABLE as exc:
             log.warning("database unavailable (%s); %d messages left for redelivery", type(exc).__name__, len(msgs))
             await asyncio.gather(*(m.nak(delay=2) for m in msgs), return_exceptions=True)
@@ -97,56 +105,64 @@ class ApplyWorker:
             return
         for msg in msgs:
             await msg.ack()
+        self.handled += len(msgs)
         self._count(accepted, rejected, outcome)
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(msgs))
         if self.on_applied and outcome.applied:
             await self.on_applied(outcome)
 
-    async def _apply_batch(self, accepted: list[tuple[CloudEvent, int]],
-                           rejected: list[tuple[Rejected, str]]) -> Outcome:
-        for attempt in range(8):
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    outcome = await apply_events(conn, accepted)
-                    await record_inbound(conn, rejected)
-                    return outcome
-            except _CONTENTION:
-                await asyncio.sleep(0.01 * 2**attempt)
-            except asyncpg.PostgresError as exc:
-                if isinstance(exc, _UNAVAILABLE):
-                    raise
-                log.warning("batch of %d failed to apply (%s); applying one by one", len(accepted), exc.sqlstate)
-                return await self._apply_one_by_one(accepted, rejected)
-        return await self._apply_one_by_one(accepted, rejected)
+    async def apply_batch(self, accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]],
+                          ) -> tuple[Outcome, list[tuple[Rejected, str]]]:
+        """Apply and record in one transaction; returns the outcome and every failure recorded."""
 
-    async def _apply_one_by_one(self, accepted: list[tuple[CloudEvent, int]],
-                                rejected: list[tuple[Rejected, str]]) -> Outcome:
+        async def apply_and_record(conn: asyncpg.Connection) -> Outcome:
+            outcome = await apply_events(conn, accepted)
+            await record_inbound(conn, rejected)
+            return outcome
+
+        try:
+            return await self._transaction(apply_and_record), rejected
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, _UNAVAILABLE):
+                raise
+            log.warning("batch of %d failed to apply (%s); applying one by one", len(accepted), exc.sqlstate)
+            return await self._apply_one_by_one(accepted, rejected)
+
+    async def _apply_one_by_one(self, accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]],
+                                ) -> tuple[Outcome, list[tuple[Rejected, str]]]:
+        """Isolate the event that broke a batch: it becomes an `apply_error`, the others apply."""
         total = Outcome()
-        failed: list[tuple[Rejected, str]] = list(rejected)
-        for event, dropped in accepted:
+        failed = list(rejected)
+        for pair in accepted:
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    one = await apply_events(conn, [(event, dropped)])
+                one = await self._transaction(lambda conn, pair=pair: apply_events(conn, [pair]))
             except asyncpg.PostgresError as exc:
                 if isinstance(exc, _UNAVAILABLE):
                     raise
+                event = pair[0]
                 failed.append((rejected_event(event, "apply_error", f"{type(exc).__name__}: {exc}"),
                                f"apply:{event.source} {event.id}"))
                 continue
-            total.applied += one.applied
-            total.duplicates += one.duplicates
-            total.journeys.extend(one.journeys)
-            total.sites |= one.sites
-        async with self.pool.acquire() as conn:
-            await record_inbound(conn, failed)
-        rejected[:] = failed
-        return total
+            total.add(one)
+        await self._transaction(lambda conn: record_inbound(conn, failed))
+        return total, failed
+
+    async def _transaction(self, work: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
+        """Run `work` in a transaction, again after a short jittered pause if another replica held a lock."""
+        for attempt in range(_CONTENTION_RETRIES):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await work(conn)
+            except _CONTENTION:
+                if attempt == _CONTENTION_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.01 * 2**attempt * (1 + random.random()))
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _count(accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]], outcome: Outcome) -> None:
-        by_type = Counter(event.type for event, _ in accepted)
-        for type_, n in by_type.items():
+        for type_, n in outcome.applied_types.items():
             metrics.EVENTS_APPLIED.labels(type_).inc(n)
         for event, dropped in accepted:
             if dropped:

@@ -5,12 +5,12 @@ from uuid import UUID
 
 from litestar import Controller, Request, get
 from litestar.exceptions import NotFoundException, PermissionDeniedException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from backend.auth import READ, Principal
 from backend.journeys import services
 from backend.journeys.schemas import JourneyDetail, JourneyPage, Stage
-from backend.resources import Resources
+from backend.resources import AppResources
 
 
 class JourneyController(Controller):
@@ -19,17 +19,17 @@ class JourneyController(Controller):
 
     @get("/", opt=READ, operation_id="listJourneys")
     async def list_journeys(
-        self, request: Request[Principal, object, object], resources: Resources, site: str | None = None,
-        stage: Stage | None = None, ref: str | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50, cursor: str | None = None,
+        self, request: Request[Principal, object, object], resources: AppResources, site: FromQuery[str | None] = None,
+        stage: FromQuery[Stage | None] = None, ref: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50, cursor: FromQuery[str | None] = None,
     ) -> JourneyPage:
         sites = request.user.scope(site)
         async with resources.pool.acquire() as conn:
             return await services.list_journeys(conn, sites=sites, stage=stage, ref=ref, limit=limit, cursor=cursor)
 
     @get("/{journey_id:uuid}", opt=READ, operation_id="getJourney")
-    async def get_journey(self, request: Request[Principal, object, object], resources: Resources,
-                          journey_id: UUID) -> JourneyDetail:
+    async def get_journey(self, request: Request[Principal, object, object], resources: AppResources,
+                          journey_id: FromPath[UUID]) -> JourneyDetail:
         async with resources.pool.acquire() as conn:
             journey = await services.get_journey(conn, journey_id)
         if journey is None:

@@ -85,57 +85,66 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def state_of(event: CloudEvent) -> JourneyState:
-    """The state a single journey event describes; a journey is the merge of these."""
+def contributions(event: CloudEvent) -> tuple[list[tuple[str, Stamped]], dict[str, str]]:
+    """What a single journey event says: stamped attribute values, and the stage times it reaches."""
     key = event.key
     at = _iso(event.time)
-    state = JourneyState(site=Stamped(key, event.data.site))  # type: ignore[attr-defined]
+    values: list[tuple[str, Stamped]] = [("site", Stamped(key, event.data.site))]  # type: ignore[attr-defined]
+    reached: dict[str, str] = {}
 
     def reach(stage: str) -> None:
-        state.stage = Stamped(_stage_key(stage, key), stage)
+        values.append(("stage", Stamped(_stage_key(stage, key), stage)))
         if stage in _TIMED_STAGES or stage in FINAL_STAGES:
-            state.reached = {stage: at}
+            reached[stage] = at
 
     match event:
         case AppointmentBooked(data=d):
             reach("booked")
-            state.service = Stamped(key, d.service)
-            state.channel = Stamped(key, d.channel)
-            state.slot_start = Stamped(key, _iso(d.slot_start))
+            values += [("service", Stamped(key, d.service)), ("channel", Stamped(key, d.channel)),
+                       ("slot_start", Stamped(key, _iso(d.slot_start)))]
         case AppointmentRescheduled(data=d):
-            state.slot_start = Stamped(key, _iso(d.slot_start))
+            values.append(("slot_start", Stamped(key, _iso(d.slot_start))))
         case AppointmentCancelled(data=d):
             reach("cancelled")
-            state.outcome = Stamped(key, d.reason_code)
+            values.append(("outcome", Stamped(key, d.reason_code)))
         case AppointmentNoShow():
             reach("no_show")
         case ReminderSent():
-            state.reminder_at = Stamped(key, at)
+            values.append(("reminder_at", Stamped(key, at)))
         case EligibilityChecked(data=d):
-            state.eligibility = Stamped(key, {"result": d.result, "reason_code": d.reason_code})
+            values.append(("eligibility", Stamped(key, {"result": d.result, "reason_code": d.reason_code})))
         case PriorityChanged(data=d):
-            state.priority = Stamped(key, d.priority)
+            values.append(("priority", Stamped(key, d.priority)))
         case InteractionLogged(data=d):
-            state.last_interaction = Stamped(
-                key, {"channel": d.channel, "reason_code": d.reason_code, "outcome": d.outcome, "time": at})
+            values.append(("last_interaction", Stamped(
+                key, {"channel": d.channel, "reason_code": d.reason_code, "outcome": d.outcome, "time": at})))
         case CustomerArrived():
             reach("arrived")
         case TicketIssued(data=d):
             reach("waiting")
-            state.ticket = Stamped(key, {"ticket": d.ticket, "queue_name": d.queue_name})
+            values.append(("ticket", Stamped(key, {"ticket": d.ticket, "queue_name": d.queue_name})))
         case TicketCalled(data=d):
             reach("called")
-            state.counter = Stamped(key, d.counter)
+            values.append(("counter", Stamped(key, d.counter)))
         case ServiceStarted(data=d):
             reach("in_service")
-            state.counter = Stamped(key, d.counter)
+            values.append(("counter", Stamped(key, d.counter)))
         case ServiceCompleted(data=d):
             reach("completed")
-            state.outcome = Stamped(key, d.outcome)
+            values.append(("outcome", Stamped(key, d.outcome)))
         case _:
             raise ValueError(f"{event.type} is not a journey event")
-    return state
+    return values, reached
 
 
 def fold(state: JourneyState, event: CloudEvent) -> JourneyState:
-    return merge(state, state_of(event))
+    """`merge(state, <the event's state>)`, computed in place: the per-event hot path."""
+    values, reached = contributions(event)
+    for name, stamped in values:
+        current = getattr(state, name)
+        if current is None or stamped.key > current.key:
+            setattr(state, name, stamped)
+    for stage, at in reached.items():
+        if stage not in state.reached or at < state.reached[stage]:
+            state.reached[stage] = at
+    return state

@@ -7,7 +7,7 @@ from litestar.response import Response
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from backend.auth import PUBLIC
-from backend.resources import Resources
+from backend.resources import AppResources
 
 
 class Readiness(msgspec.Struct):
@@ -24,7 +24,7 @@ class SystemController(Controller):
         return {"status": "ok"}
 
     @get("/ready", opt=PUBLIC, operation_id="ready")
-    async def ready(self, resources: Resources) -> Response[Readiness]:
+    async def ready(self, resources: AppResources) -> Response[Readiness]:
         try:
             async with resources.pool.acquire(timeout=2) as conn:
                 postgres = await conn.fetchval("SELECT true", timeout=2)

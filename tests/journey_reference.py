@@ -1,0 +1,57 @@
+"""An independent, deliberately plain statement of CONTRACT section 2's merge, for tests to compare with.
+
+It looks at the whole set of a journey's distinct events at once (no incremental state), so it
+shares no logic with `backend.journeys.merge`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+FORWARD = ["booked", "arrived", "waiting", "called", "in_service", "completed"]
+FINAL = {"completed", "cancelled", "no_show"}
+STAGE_OF = {"appointment.booked": "booked", "customer.arrived": "arrived", "ticket.issued": "waiting",
+            "ticket.called": "called", "service.started": "in_service", "service.completed": "completed",
+            "appointment.cancelled": "cancelled", "appointment.no_show": "no_show"}
+
+
+def _order(event: dict[str, Any]) -> tuple[datetime, str, str]:
+    return datetime.fromisoformat(event["time"]), event["source"], event["id"]
+
+
+def _latest(events: list[dict[str, Any]], types: set[str]) -> dict[str, Any] | None:
+    matching = [e for e in events if e["type"] in types]
+    return max(matching, key=_order) if matching else None
+
+
+def expected_journey(events: list[dict[str, Any]]) -> dict[str, Any]:
+    staged = [e for e in events if e["type"] in STAGE_OF]
+    finals = [e for e in staged if STAGE_OF[e["type"]] in FINAL]
+    if finals:
+        stage = STAGE_OF[max(finals, key=_order)["type"]]
+    elif staged:
+        stage = max((STAGE_OF[e["type"]] for e in staged), key=FORWARD.index)
+    else:
+        stage = "open"
+    booked = _latest(events, {"appointment.booked"})
+    slot = _latest(events, {"appointment.booked", "appointment.rescheduled"})
+    priority = _latest(events, {"customer.priority_changed"})
+    eligibility = _latest(events, {"eligibility.checked"})
+    counter = _latest(events, {"ticket.called", "service.started"})
+    ticket = _latest(events, {"ticket.issued"})
+    return {
+        "site": max(events, key=_order)["data"]["site"],
+        "stage": stage,
+        "service": booked["data"]["service"] if booked else None,
+        "slot_start": datetime.fromisoformat(slot["data"]["slot_start"]) if slot else None,
+        "priority": priority["data"]["priority"] if priority else "normal",
+        "eligibility": eligibility["data"]["result"] if eligibility else None,
+        "counter": counter["data"]["counter"] if counter else None,
+        "ticket": ticket["data"]["ticket"] if ticket else None,
+    }
+
+
+def observed(journey: Any) -> dict[str, Any]:
+    return {key: getattr(journey, key) for key in ("site", "stage", "service", "slot_start", "priority",
+                                                    "eligibility", "counter", "ticket")}

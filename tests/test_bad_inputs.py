@@ -1,0 +1,107 @@
+"""Bad messages on NATS are recorded as failures with their reason, and never block valid traffic."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from tests.conftest import cloud_event, eventually, publish
+
+
+@pytest.fixture
+def headers(token):
+    return {"Authorization": f"Bearer {token('sre')}"}
+
+
+async def failures_for(api, headers, **params):
+    return (await api.get("/api/v1/failures", params=params, headers=headers)).json()["items"]
+
+
+async def test_each_bad_message_is_a_failure_and_valid_events_keep_flowing(api, js, headers, uid):
+    site = f"bad-{uid}"
+    ok_before = cloud_event("customer.arrived", f"queue:OK1-{uid}", {"site": site})
+    ok_after = cloud_event("customer.arrived", f"queue:OK2-{uid}", {"site": site})
+    pii = cloud_event("customer.arrived", f"queue:P-{uid}", {"site": site, "full_name": "Ada Lovelace"})
+    wrong_type = cloud_event("ticket.called", f"queue:W-{uid}", {"site": site, "counter": 7})
+    mismatch = cloud_event("customer.arrived", f"queue:M-{uid}", {"site": site})
+    crashing_site = cloud_event("customer.arrived", f"queue:X-{uid}", {"site": site})
+
+    await publish(js, ok_before)
+    await publish(js, b'{"specversion": "1.0", "id": "' + uid.encode() + b'", broken', "svc.events.queue.customer.arrived")
+    await publish(js, pii)
+    await publish(js, wrong_type)
+    await publish(js, mismatch, subject="svc.events.crm.customer.arrived")
+    await publish(js, msgspec.json.encode({**crashing_site, "data": {"site": site, "pad": "x" * 70_000}}),
+                  "svc.events.queue.customer.arrived")
+    await publish(js, ok_after)
+
+    async def both_valid_applied():
+        page = (await api.get("/api/v1/journeys", params={"site": site}, headers=headers)).json()
+        return {r for j in page["items"] for r in j["refs"]} >= {f"queue:OK1-{uid}", f"queue:OK2-{uid}"}
+
+    await eventually(both_valid_applied)
+
+    by_event = {f["event_id"]: f for f in await failures_for(api, headers, site=site)}
+    assert by_event[pii["id"]]["kind"] == "pii_rejected"
+    assert "Ada" not in msgspec.json.encode(by_event[pii["id"]]["payload"]).decode()
+    assert by_event[wrong_type["id"]]["kind"] == "invalid_event"
+    assert "counter" in by_event[wrong_type["id"]]["reason"]
+    assert by_event[mismatch["id"]]["kind"] == "source_mismatch"
+    assert all(f["status"] == "open" and f["attempts"] == 1 for f in by_event.values())
+
+    # the two that could not be read at all carry no site: an unscoped reader finds them by kind
+    invalid = await failures_for(api, headers, kind="invalid_event", limit=500)
+    reasons = [f["reason"] for f in invalid if uid in f["payload"].get("excerpt", "")]
+    assert any(r.startswith("malformed JSON") for r in reasons)
+    assert any("exceeds" in r for r in reasons)
+
+
+async def test_a_redelivered_event_is_a_duplicate_not_a_second_application(api, js, headers, pool, uid):
+    event = cloud_event("customer.arrived", f"queue:D-{uid}", {"site": f"dup-{uid}"})
+    await publish(js, event)
+    # the same event again after JetStream's duplicate window would have forgotten it: a new Nats-Msg-Id
+    await js.publish("svc.events.queue.customer.arrived", msgspec.json.encode(event),
+                     headers={"Nats-Msg-Id": f"resend-{uid}"})
+    marker = cloud_event("customer.arrived", f"queue:D2-{uid}", {"site": f"dup-{uid}"})
+    await publish(js, marker)
+
+    async def marker_applied():
+        return await pool.fetchval("SELECT count(*) FROM events WHERE id = $1", marker["id"])
+
+    await eventually(marker_applied)
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE source = '/queue' AND id = $1", event["id"]) == 1
+    journey = (await api.get("/api/v1/journeys", params={"ref": f"queue:D-{uid}"}, headers=headers)).json()
+    assert len(journey["items"]) == 1
+
+
+async def test_an_event_the_database_refuses_becomes_an_apply_error_and_the_rest_of_its_batch_applies(
+        api, js, headers, pool, uid):
+    # An operator's constraint stands in for any database-side refusal of a valid event.
+    poison_site = f"poison-{uid}"
+    await pool.execute(f"""
+        CREATE FUNCTION refuse_{uid}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.site = '{poison_site}' THEN RAISE EXCEPTION 'site is closed for maintenance'; END IF;
+        RETURN NEW; END $$;
+        CREATE TRIGGER refuse_{uid} BEFORE INSERT ON journeys FOR EACH ROW EXECUTE FUNCTION refuse_{uid}();
+    """)
+    try:
+        poison = cloud_event("customer.arrived", f"queue:P-{uid}", {"site": poison_site})
+        fine = [cloud_event("customer.arrived", f"queue:F{n}-{uid}", {"site": f"fine-{uid}"}) for n in range(3)]
+        for event in [fine[0], poison, *fine[1:]]:
+            await publish(js, event)
+
+        async def poison_recorded():
+            return await failures_for(api, headers, site=poison_site)
+
+        [failure] = await eventually(poison_recorded)
+        assert failure["kind"] == "apply_error"
+        assert "site is closed for maintenance" in failure["reason"]
+        assert failure["event_id"] == poison["id"]
+
+        async def fine_applied():
+            return await pool.fetchval("SELECT count(*) FROM events WHERE id = ANY($1::text[])",
+                                       [e["id"] for e in fine]) == len(fine)
+
+        await eventually(fine_applied)
+    finally:
+        await pool.execute(f"DROP TRIGGER refuse_{uid} ON journeys; DROP FUNCTION refuse_{uid}()")

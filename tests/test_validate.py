@@ -1,0 +1,140 @@
+"""Validation of single messages: every catalogue type, and every way a message can be bad."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from backend.ingest.validate import REDACTED, Accepted, Rejected, validate
+from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, SEED_SYSTEMS
+from tests.conftest import cloud_event
+
+SYSTEMS = SEED_SYSTEMS | RESERVED_SYSTEMS
+SITE = {"site": "north"}
+VALID_DATA = {
+    "appointment.booked": {**SITE, "service": "passport", "slot_start": "2026-11-29T10:00:00+01:00", "channel": "web"},
+    "appointment.rescheduled": {**SITE, "slot_start": "2026-11-29T11:00:00Z"},
+    "appointment.cancelled": {**SITE, "reason_code": "CUSTOMER_REQUEST"},
+    "appointment.no_show": SITE,
+    "reminder.sent": {**SITE, "channel": "phone"},
+    "eligibility.checked": {**SITE, "result": "failed", "reason_code": "DOCS_MISSING"},
+    "customer.priority_changed": {**SITE, "priority": "high", "reason_code": "VULNERABLE"},
+    "interaction.logged": {**SITE, "channel": "phone", "reason_code": "RESCHEDULE", "outcome": "DONE"},
+    "customer.arrived": {**SITE, "links": ["appointments:A-1"]},
+    "ticket.issued": {**SITE, "ticket": "T-0042", "queue_name": "main"},
+    "ticket.called": {**SITE, "counter": "C3"},
+    "service.started": {**SITE, "counter": "C3"},
+    "service.completed": {**SITE, "outcome": "RESOLVED"},
+    "capacity.changed": {**SITE, "counters_open": 4, "counters_busy": 3, "staff_on_duty": 5, "queue_length": 12},
+    "connector.heartbeat": {"upstream": "degraded", "version": "1.2.0"},
+    "command.result": {"command_id": "cmd-1", "status": "failed", "error": "timeout talking to upstream"},
+}
+SUBJECTS = {"capacity.changed": "site:north", "connector.heartbeat": "connector:queue-main",
+            "command.result": "queue:T-0042"}
+
+
+def body_of(type_: str, **changes: object) -> bytes:
+    event = cloud_event(type_, SUBJECTS.get(type_, "queue:T-0042"), VALID_DATA[type_], source="/queue")
+    event.update(changes)
+    return msgspec.json.encode(event)
+
+
+def check(body: bytes, **context: object) -> Accepted | Rejected:
+    return validate(body, max_bytes=64 * 1024, known_systems=SYSTEMS, **context)  # type: ignore[arg-type]
+
+
+def test_the_catalogue_is_covered():
+    assert set(VALID_DATA) == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("type_", sorted(VALID_DATA))
+def test_every_catalogue_type_is_accepted_with_its_data(type_):
+    result = check(body_of(type_))
+    assert isinstance(result, Accepted), result
+    assert result.event.type == type_
+    assert result.dropped_fields == 0
+
+
+def test_unknown_non_personal_fields_are_dropped_and_counted():
+    event = cloud_event("ticket.called", "queue:T-1", {"site": "north", "counter": "C1", "desk_colour": "blue",
+                                                       "shift": 2}, source="/queue")
+    event["x_vendor_extension"] = "abc"
+    result = check(msgspec.json.encode(event))
+    assert isinstance(result, Accepted)
+    assert result.dropped_fields == 3
+    assert msgspec.to_builtins(result.event.data) == {"site": "north", "counter": "C1"}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("name", "Ada Lovelace"), ("customer_email", "x"), ("phoneNumber", "x"), ("date_of_birth", "1990-01-01"),
+    ("national_id", "x"), ("notes", "came in upset"), ("address", "1 Main St"), ("ref_hint", "ada@example.org"),
+    ("contact", "+44 20 7946 0958"),
+])
+def test_personal_data_refuses_the_whole_event_and_is_stored_redacted(field, value):
+    event = cloud_event("customer.arrived", "queue:T-9", {"site": "north", field: value}, source="/queue")
+    result = check(msgspec.json.encode(event))
+    assert isinstance(result, Rejected)
+    assert result.kind == "pii_rejected"
+    assert field in result.reason
+    assert value not in msgspec.json.encode(result.payload).decode()
+    assert REDACTED in msgspec.json.encode(result.payload).decode()
+    assert (result.event_id, result.site) == (event["id"], "north")
+
+
+def test_personal_data_nested_in_unknown_objects_is_found():
+    event = cloud_event("customer.arrived", "queue:T-9", {"site": "north", "extra": {"who": {"email": "a@b.co"}}},
+                        source="/queue")
+    result = check(msgspec.json.encode(event))
+    assert isinstance(result, Rejected) and result.kind == "pii_rejected"
+    assert "$.data.extra.who.email" in result.reason
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    (b"{not json", "malformed JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (body_of("ticket.called", specversion="0.3"), "specversion"),
+    (body_of("ticket.called", type="ticket.teleported"), "ticket.teleported"),
+    (body_of("ticket.called", time="yesterday"), "time"),
+    (body_of("ticket.called", time="2026-11-29T10:00:00"), "time"),  # no timezone
+    (body_of("ticket.called", id=""), "id"),
+    (body_of("ticket.called", source="queue"), "source"),
+    (body_of("ticket.called", subject="T-0042"), "subject"),
+    (body_of("ticket.called", data={"site": "north", "counter": 3}), "counter"),
+    (body_of("ticket.called", data={"counter": "C1"}), "site"),
+    (body_of("ticket.called", data={"site": "north", "counter": "C1", "links": ["not a ref"]}), "links"),
+    (body_of("capacity.changed", data={**VALID_DATA["capacity.changed"], "queue_length": -1}), "queue_length"),
+    (body_of("capacity.changed", subject="site:south"), "site:<data.site>"),
+    (body_of("customer.arrived", subject="site:north"), "journey reference"),
+])
+def test_invalid_events_are_refused_with_a_reason(body, fragment):
+    result = check(body)
+    assert isinstance(result, Rejected)
+    assert result.kind == "invalid_event"
+    assert fragment in result.reason
+
+
+def test_oversized_events_are_refused_without_storing_their_content():
+    body = body_of("ticket.called", data={"site": "north", "counter": "C1", "padding": "x" * 70_000})
+    result = check(body)
+    assert isinstance(result, Rejected) and result.kind == "invalid_event"
+    assert "exceeds" in result.reason
+    assert result.payload["size"] == len(body) and len(result.payload["excerpt"]) <= 512
+
+
+def test_subject_and_source_must_agree():
+    result = check(body_of("ticket.called"), subject_system="crm", subject_type="ticket.called")
+    assert isinstance(result, Rejected) and result.kind == "source_mismatch"
+
+
+def test_subject_type_must_match_the_event_type():
+    result = check(body_of("ticket.called"), subject_system="queue", subject_type="service.started")
+    assert isinstance(result, Rejected) and result.kind == "invalid_event"
+
+
+def test_unregistered_systems_and_foreign_connectors_are_unauthorised():
+    unregistered = check(body_of("ticket.called", source="/mystery"))
+    assert isinstance(unregistered, Rejected) and unregistered.kind == "unauthorized_source"
+    foreign = check(body_of("ticket.called"), allowed_system="crm")
+    assert isinstance(foreign, Rejected) and foreign.kind == "unauthorized_source"
+    other_site = check(body_of("ticket.called"), allowed_system="queue", allowed_sites=frozenset({"south"}))
+    assert isinstance(other_site, Rejected) and other_site.kind == "unauthorized_source"
