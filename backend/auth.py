@@ -119,7 +119,8 @@ def jwt_secret(settings: Settings) -> str:
 def jwt_auth(settings: Settings) -> JWTAuth[Principal]:
     token_cls = SwitchboardToken
     if settings.jwks_url:
-        token_cls = type("JWKSToken", (SwitchboardToken,), {"jwks_client": jwt.PyJWKClient(settings.jwks_url)})
+        token_cls = type("JWKSToken", (SwitchboardToken,), {
+            "jwks_client": jwt.PyJWKClient(settings.jwks_url, cooldown_duration=settings.jwks_cooldown_s, timeout=5)})
     return JWTAuth[Principal](
         retrieve_user_handler=_retrieve_principal,
         token_secret=jwt_secret(settings) if not settings.jwks_url else "unused-with-jwks",

@@ -17,6 +17,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwks_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # an unknown `kid` refetches the JWKS at most this often (rotation without restart, no fetch storms)
+    jwks_cooldown_s: float = 30.0
     data_dir: str = ".switchboard"
     # JetStream's duplicate window; Postgres keeps idempotency beyond it.
     duplicate_window_s: float = 120.0
