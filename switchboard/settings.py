@@ -29,10 +29,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     extra_systems: tuple[str, ...] = ()
     log_level: str = "INFO"
 
-    @property
-    def embedded(self) -> bool:
-        return not (self.database_url and self.nats_url)
-
 
 _ENV_PREFIX = "SWITCHBOARD_"
 _LISTS = frozenset({"allowed_origins", "extra_systems"})
