@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
@@ -12,9 +15,27 @@ EVENTS_STREAM = "SVC_EVENTS"
 COMMANDS_STREAM = "SVC_COMMANDS"
 APPLY_CONSUMER = "switchboard-apply"
 
+log = logging.getLogger(__name__)
+
 
 async def connect(url: str, name: str) -> NATS:
-    return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    """A client that reconnects for ever, logging the outage once rather than every failed attempt."""
+
+    async def on_error(exc: Exception) -> None:
+        quiet = isinstance(exc, OSError | nats.errors.StaleConnectionError | nats.errors.UnexpectedEOF)
+        log.log(logging.DEBUG if quiet else logging.WARNING, "nats (%s): %s", name, exc or type(exc).__name__)
+
+    async def on_disconnected() -> None:
+        if not client.is_closed:
+            log.warning("nats (%s): disconnected; reconnecting", name)
+
+    async def on_reconnected() -> None:
+        log.warning("nats (%s): reconnected", name)
+
+    client = NATS()
+    await client.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                         error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected)
+    return client
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -37,5 +58,5 @@ async def ensure_streams(js: JetStreamContext, duplicate_window_s: float) -> Non
     ))
     await js.add_consumer(EVENTS_STREAM, ConsumerConfig(
         durable_name=APPLY_CONSUMER, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-        filter_subject="svc.events.>", ack_wait=30, max_ack_pending=50_000,
+        filter_subject="svc.events.>", ack_wait=10, max_ack_pending=50_000,
     ))

@@ -51,7 +51,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         app.state.resources = resources
         worker = ApplyWorker(js, pool, batch=settings.apply_batch, max_bytes=settings.max_event_bytes,
                              known_systems=resources.known_systems)
-        task = asyncio.create_task(worker.run(), name="apply-worker")
+        task = asyncio.create_task(worker.run_forever(), name="apply-worker")
         try:
             yield
         finally:

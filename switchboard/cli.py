@@ -58,6 +58,12 @@ def _bench(args: argparse.Namespace) -> None:
     run_ingest_bench(events=args.events, batch=args.batch)
 
 
+def _chaos(args: argparse.Namespace) -> None:
+    from switchboard.chaos import run_chaos  # noqa: PLC0415
+
+    run_chaos(events=args.events, kills=args.kills, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--events", type=int, default=100_000)
     ingest.add_argument("--batch", type=int, default=500)
     ingest.set_defaults(run=_bench)
+
+    chaos = commands.add_parser("chaos", help="kill backends, Postgres and NATS under load; check nothing is lost")
+    chaos.add_argument("--events", type=int, default=100_000)
+    chaos.add_argument("--kills", type=int, default=20)
+    chaos.add_argument("--seed", type=int)
+    chaos.set_defaults(run=_chaos)
     return parser
 
 

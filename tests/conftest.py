@@ -11,6 +11,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -35,13 +36,21 @@ JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
 
 
 @pytest.fixture(scope="session")
-def server_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def workdir() -> Iterator[Path]:
+    """The session's own folder for servers, logs and data. Not pytest's numbered tmp folders: other
+    pytest runs on the machine prune those, which would delete a running server's data under it."""
+    with tempfile.TemporaryDirectory(prefix="switchboard-tests-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture(scope="session")
+def server_urls(workdir: Path) -> Iterator[dict[str, str]]:
     database_url = os.environ.get("SWITCHBOARD_DATABASE_URL")
     nats_url = os.environ.get("SWITCHBOARD_NATS_URL")
     if database_url and nats_url:
         yield {"database_url": database_url, "nats_url": nats_url}
         return
-    with embedded_servers(tmp_path_factory.mktemp("servers"), postgres=not database_url, nats=not nats_url) as urls:
+    with embedded_servers(workdir / "servers", postgres=not database_url, nats=not nats_url) as urls:
         yield {"database_url": database_url or urls["database_url"], "nats_url": nats_url or urls["nats_url"]}
 
 
@@ -51,7 +60,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-async def settings(server_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
+async def settings(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[Settings]:
     """A database of this session's own, migrated, and streams recreated from scratch."""
     name = f"switchboard_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_urls["database_url"])
@@ -72,7 +81,7 @@ async def settings(server_urls: dict[str, str], tmp_path_factory: pytest.TempPat
     await nc.close()
 
     yield Settings(database_url=database_url, nats_url=server_urls["nats_url"], jwt_secret=JWT_SECRET,
-                   data_dir=str(tmp_path_factory.mktemp("data")))
+                   data_dir=str(workdir / "data"))
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
 
@@ -142,8 +151,8 @@ class BackendProcess:
 
 
 @pytest.fixture(scope="session")
-def backend(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendProcess]:
-    process = BackendProcess(settings, tmp_path_factory.mktemp("logs") / "backend.log")
+def backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
+    process = BackendProcess(settings, workdir / "backend.log")
     yield process
     process.stop()
 

@@ -55,14 +55,14 @@ def signed(key: object, kid: str, alg: str = "RS256", **changes: object) -> str:
 
 
 @pytest.fixture
-def jwks_backend(settings, tmp_path, monkeypatch):
+def jwks_backend(settings, workdir, monkeypatch):
     jwks = Jwks()
     first = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwks.publish("k1", first, "RS256")
     monkeypatch.setattr("tests.conftest.backend_env", lambda s: {
         **backend_env(s), "SWITCHBOARD_JWKS_URL": jwks.url, "SWITCHBOARD_JWT_ISSUER": ISSUER,
         "SWITCHBOARD_JWT_AUDIENCE": AUDIENCE, "SWITCHBOARD_JWKS_COOLDOWN_S": "0.5"})
-    process = BackendProcess(settings, tmp_path / "backend-jwks.log")
+    process = BackendProcess(settings, workdir / "backend-jwks.log")
     yield process, jwks, first
     process.stop()
     jwks.server.shutdown()

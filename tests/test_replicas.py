@@ -12,12 +12,12 @@ import pytest
 
 from backend.journeys import services
 from tests.conftest import BackendProcess, cloud_event, eventually
-from tests.journey_reference import expected_journey, observed
+from switchboard.reference_merge import expected_journey, observed
 
 
 @pytest.fixture
-def second_backend(settings, tmp_path):
-    process = BackendProcess(settings, tmp_path / "backend-2.log")
+def second_backend(settings, workdir):
+    process = BackendProcess(settings, workdir / "backend-2.log")
     yield process
     process.stop()
 
