@@ -12,12 +12,9 @@ import asyncio
 import contextlib
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,41 +26,14 @@ import uvloop
 
 from backend import messaging
 from backend.journeys import services
+from switchboard.backend_process import BackendProcess
 from switchboard.bench.common import progress, report
 from switchboard.bench.ingest import make_events
-from switchboard.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from switchboard.embedded import EmbeddedNats, EmbeddedPostgres
 from switchboard.reference_merge import expected_journey, observed
 
 REPLICAS = 2
 PUBLISH_RATE = 2500  # events per second: slow enough that kills land while work is in flight
-
-
-class Backend:
-    def __init__(self, env: dict[str, str], log_dir: Path, index: int) -> None:
-        self.env, self.log_path, self.port = env, log_dir / f"backend-{index}.log", free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-    def ready(self) -> bool:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=1) as r:  # noqa: S310
-                return r.status == 200
-        return False
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
 
 
 @dataclass
@@ -190,7 +160,7 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
     ns.start()
     env = {**os.environ, "SWITCHBOARD_DATABASE_URL": pg.url, "SWITCHBOARD_NATS_URL": ns.url,
            "SWITCHBOARD_DATA_DIR": str(root), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
-    backends = [Backend(env, root, i) for i in range(REPLICAS)]
+    backends = [BackendProcess(env, root / f"backend-{i}.log") for i in range(REPLICAS)]
     tally = Tally()
     try:
         nc = await messaging.connect(ns.url, "switchboard-chaos-setup")
@@ -198,8 +168,8 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
         await nc.close()
         for b in backends:
             b.start()
-        while not all(b.ready() for b in backends):
-            await asyncio.sleep(0.2)
+        for b in backends:
+            b.wait_ready()
         messages, journeys = plan(total, seed)
         progress(f"{total:,} events as {len(messages):,} messages; {kills} backend kills, one Postgres and one"
                  f" NATS kill, at random points of the run; seed {seed}")

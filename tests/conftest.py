@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,7 +25,8 @@ import pytest
 
 from backend import db, messaging
 from backend.auth import mint_token
-from switchboard.embedded import embedded_servers, free_port
+from switchboard.backend_process import BackendProcess
+from switchboard.embedded import embedded_servers
 from switchboard.settings import Settings
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
@@ -108,51 +105,13 @@ def backend_env(settings: Settings) -> dict[str, str]:
     }
 
 
-class BackendProcess:
-    """A real `switchboard backend` process on a free port."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
-                env=backend_env(settings), stdout=log, stderr=subprocess.STDOUT,
-            )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.process.kill()
-            self.process.wait()
-            raise
-
-    def _wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"backend exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError("backend not ready")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError("the backend did not stop within 20s of SIGTERM") from None
+def start_backend(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> BackendProcess:
+    return BackendProcess(env or backend_env(settings), log_path).start().wait_ready()
 
 
 @pytest.fixture(scope="session")
 def backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
-    process = BackendProcess(settings, workdir / "backend.log")
+    process = start_backend(settings, workdir / "backend.log")
     yield process
     process.stop()
 

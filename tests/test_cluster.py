@@ -10,6 +10,7 @@ import pytest
 
 from backend import messaging
 from switchboard import chaos
+from switchboard.backend_process import BackendProcess
 from switchboard.bench.common import scratch_database
 from switchboard.embedded import EmbeddedNatsCluster
 
@@ -20,17 +21,15 @@ EVENTS = 3000
 async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workdir, uid):
     cluster = EmbeddedNatsCluster(workdir / f"cluster-{uid}")
     cluster.start()
-    backends: list[chaos.Backend] = []
+    backends: list[BackendProcess] = []
     try:
         async with scratch_database(server_urls["database_url"], "cluster") as database_url:
             env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": cluster.url,
                    "SWITCHBOARD_STREAM_REPLICAS": "3", "SWITCHBOARD_DATA_DIR": str(workdir),
                    "SWITCHBOARD_LOG_LEVEL": "WARNING"}
-            backends = [chaos.Backend(env, workdir, i) for i in range(2)]
+            backends = [BackendProcess(env, workdir / f"cluster-backend-{i}.log").start() for i in range(2)]
             for b in backends:
-                b.start()
-            while not all(b.ready() for b in backends):
-                await asyncio.sleep(0.2)
+                b.wait_ready()
 
             messages, journeys = chaos.plan(EVENTS, seed=5)
             tally = chaos.Tally()
