@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import msgspec
 
+from backend.commands.outbox import write_commands_and_answers
 from backend.journeys.merge import FINAL_STAGES, JourneyState, fold, merge
 from switchboard.events import CapacityChanged, CloudEvent, ConnectorHeartbeat, refs_of
 
@@ -96,6 +97,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     journey_events = [e for e, _ in fresh if e.kind == "journey"]
     refs = sorted({r for e in journey_events for r in refs_of(e)})
     mapping, journeys = await _lock_journeys(conn, refs) if refs else ({}, {})
+    before = {jid: work.state for jid, work in journeys.items()}
     existing = set(journeys)
     absorbed_by: dict[UUID, UUID] = {}
 
@@ -174,6 +176,8 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
             for e, dropped in fresh
         ],
     )
+    await write_commands_and_answers(conn, [e for e, _ in fresh], {k: find(j) for k, j in event_journey.items()},
+                                     before, {j: journeys[j].state for j in live}, find)
     await _apply_capacity(conn, [e for e, _ in fresh if isinstance(e, CapacityChanged)])
     await _apply_heartbeats(conn, [e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)])
 
