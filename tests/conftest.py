@@ -96,20 +96,24 @@ def backend_env(settings: Settings) -> dict[str, str]:
         **os.environ, "SWITCHBOARD_DATABASE_URL": settings.database_url or "",
         "SWITCHBOARD_NATS_URL": settings.nats_url or "", "SWITCHBOARD_JWT_SECRET": JWT_SECRET,
         "SWITCHBOARD_DATA_DIR": str(settings.data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        # command delivery in seconds, not minutes, so that retries and timeouts are testable
+        "SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "0.1", "SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S": "1.5",
+        "SWITCHBOARD_COMMAND_BACKOFF_S": "0.2", "SWITCHBOARD_COMMAND_BACKOFF_MAX_S": "0.5",
+        "SWITCHBOARD_COMMAND_MAX_ATTEMPTS": "3", "SWITCHBOARD_RETRY_DEBOUNCE_S": "1",
     }
 
 
 class BackendProcess:
     """A real `switchboard backend` process on a free port."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
-                env=backend_env(settings), stdout=log, stderr=subprocess.STDOUT,
+                env={**backend_env(settings), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
             )
         self._wait_ready()
 

@@ -76,7 +76,7 @@ class _Lines:
             start = self.headers[rule]
             end = self.headers[rule + 1] if rule + 1 < len(self.headers) else len(self.lines)
         if key:
-            pattern = re.compile(rf"(^|[\s.{{,]){re.escape(key)}\s*=")
+            pattern = re.compile(rf"(^|[\s.{{,]){re.escape(key)}\s*[=.]")
             for i in range(start, end):
                 if pattern.search(self.lines[i].split("#", 1)[0]):
                     return i + 1
