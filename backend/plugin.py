@@ -66,14 +66,13 @@ class SwitchboardPlugin(InitPluginProtocol):
             answer_timeout_s=settings.command_answer_timeout_s, backoff_s=settings.command_backoff_s,
             backoff_max_s=settings.command_backoff_max_s, max_attempts=settings.command_max_attempts,
         ), interval_s=settings.command_relay_interval_s, heartbeat_interval_s=settings.heartbeat_interval_s)
-        tasks = [asyncio.create_task(worker.run(), name="apply-worker"),
-                 asyncio.create_task(relay.run(), name="command-relay")]
+        tasks = [asyncio.create_task(relay.run(), name="command-relay"),
+                 asyncio.create_task(worker.run(), name="apply-worker")]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await nc.drain()

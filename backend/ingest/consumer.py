@@ -9,6 +9,7 @@ acknowledged: a poison message never blocks the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
@@ -71,6 +73,9 @@ class ApplyWorker:
                 await self.handle(msgs)
         finally:
             fetcher.cancel()
+            # a reply that reached its inbox after the cancelled fetch would otherwise stall the connection's drain
+            with contextlib.suppress(NatsError):
+                await sub.unsubscribe()
 
     def classify(self, msgs: list[Msg]) -> tuple[list[tuple[CloudEvent, int]], list[tuple[Rejected, str]]]:
         accepted: list[tuple[CloudEvent, int]] = []
