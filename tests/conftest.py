@@ -97,7 +97,7 @@ def backend_env(settings: Settings) -> dict[str, str]:
         "SWITCHBOARD_NATS_URL": settings.nats_url or "", "SWITCHBOARD_JWT_SECRET": JWT_SECRET,
         "SWITCHBOARD_DATA_DIR": str(settings.data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
         # command delivery in seconds, not minutes, so that retries and timeouts are testable
-        "SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "0.1", "SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S": "1.5",
+        "SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "0.1", "SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S": "4",
         "SWITCHBOARD_COMMAND_BACKOFF_S": "0.2", "SWITCHBOARD_COMMAND_BACKOFF_MAX_S": "0.5",
         "SWITCHBOARD_COMMAND_MAX_ATTEMPTS": "3", "SWITCHBOARD_RETRY_DEBOUNCE_S": "1",
     }
