@@ -30,6 +30,7 @@ class ConnectorDouble:
 
     async def __aenter__(self) -> ConnectorDouble:
         self._subscription = await self.nc.subscribe(f"svc.commands.{self.system}.>", cb=self._on_command)
+        await self.nc.flush()  # the server knows of the subscription before any command is sent
         return self
 
     async def __aexit__(self, *_: object) -> None:
