@@ -3,11 +3,10 @@
 -- The outbox: a command is inserted in the transaction that applies the events causing it, and a
 -- relay publishes it afterwards. Nothing is lost when a backend dies between the two.
 CREATE TABLE commands (
+    -- derived from rule + journey + causing event: the same cause never produces the command twice
     id            uuid PRIMARY KEY,
     -- creation order: held commands of a system go out in this order when it is back
     seq           bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
-    -- rule + journey + causing event: the same cause never produces the command twice
-    dedupe_key    text        NOT NULL UNIQUE,
     rule          text        NOT NULL,
     system        text        NOT NULL,
     command       text        NOT NULL,
@@ -31,7 +30,6 @@ CREATE TABLE commands (
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX commands_due ON commands (next_at) WHERE status IN ('pending', 'held', 'sent');
-CREATE INDEX commands_system_seq ON commands (system, seq DESC);
 CREATE INDEX commands_journey ON commands (journey_id);
 CREATE INDEX commands_site_seq ON commands (site, seq DESC);
 

@@ -6,7 +6,6 @@ here), so a command is written exactly when the state change that causes it comm
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from uuid import UUID
@@ -53,15 +52,15 @@ async def _write_commands(conn: asyncpg.Connection, planned: list[PlannedCommand
         return
     await conn.execute(
         """
-        INSERT INTO commands (id, dedupe_key, rule, system, command, journey_id, site, data, refs)
+        INSERT INTO commands (id, rule, system, command, journey_id, site, data, refs)
         SELECT u.*, array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = u.journey_id ORDER BY r.ref)
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::text[], $8::jsonb[])
-             AS u(id, dedupe_key, rule, system, command, journey_id, site, data)
-        ON CONFLICT (dedupe_key) DO NOTHING
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::jsonb[])
+             AS u(id, rule, system, command, journey_id, site, data)
+        ON CONFLICT (id) DO NOTHING
         """,
-        [uuid.uuid4() for _ in planned], [p.dedupe_key for p in planned], [p.rule for p in planned],
-        [p.system for p in planned], [p.command for p in planned], [p.journey_id for p in planned],
-        [p.site for p in planned], [_encode(p.data).decode() for p in planned],
+        [p.id for p in planned], [p.rule for p in planned], [p.system for p in planned],
+        [p.command for p in planned], [p.journey_id for p in planned], [p.site for p in planned],
+        [_encode(p.data).decode() for p in planned],
     )
 
 
