@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Self
 
 import msgspec
 import nats
@@ -28,7 +29,7 @@ class ConnectorDouble:
         self.received: list[Command] = []
         self._subscription: Subscription | None = None
 
-    async def __aenter__(self) -> ConnectorDouble:
+    async def __aenter__(self) -> Self:
         self._subscription = await self.nc.subscribe(f"svc.commands.{self.system}.>", cb=self._on_command)
         await self.nc.flush()  # the server knows of the subscription before any command is sent
         return self

@@ -5,6 +5,7 @@ Real backend process, real Postgres and NATS; the connector is a tiny real NATS 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -75,7 +76,7 @@ async def test_each_v1_rule_sends_its_command_once_and_an_ok_answer_settles_it(a
         assert sorted(c.command for c in queue.received) == ["staff.alert", "ticket.prioritize", "visit.context"]
 
         # the same booking delivered again (past JetStream's duplicate window) is a duplicate: no second command
-        await js.publish(f"svc.events.appointments.appointment.booked", msgspec.json.encode(steps[0][0]),
+        await js.publish("svc.events.appointments.appointment.booked", msgspec.json.encode(steps[0][0]),
                          headers={"Nats-Msg-Id": f"resent-{uid}"})
         journey = everything[0]["journey_id"]
         await eventually(lambda: _timeline_settled(api, headers, journey))
@@ -133,8 +134,6 @@ async def test_a_command_failing_to_its_last_attempt_is_a_failure_and_a_retry_af
 
 
 async def _double_click(api, path, headers):
-    import asyncio  # noqa: PLC0415
-
     responses = await asyncio.gather(api.post(path, headers=headers, json={}), api.post(path, headers=headers, json={}))
     assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
     return [r.json() for r in responses]
@@ -195,3 +194,20 @@ async def test_commands_for_a_system_that_is_down_are_held_and_go_out_in_order_w
 async def _count_with_status(api, headers, status, n, **params):
     items = await commands_of(api, headers, **params)
     return items if len(items) == n and all(c["status"] == status for c in items) else None
+
+
+async def test_a_system_answering_unavailable_gets_the_command_again_without_using_up_its_attempts(
+        api, js, nc, token, uid):
+    site = f"site-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    answers = iter(["unavailable"] * 3 + ["ok"])  # three times the limit would allow for failures
+    async with ConnectorDouble(nc, "queue", site, lambda _: next(answers)) as queue:
+        await publish(js, phone_booking(f"appointments:A-{uid}", site))
+        [command] = await eventually(lambda: _with_status(api, reader, "ok", site=site), timeout=20)
+    assert command["attempts"] == 4
+    assert [c.attempt for c in queue.received] == [1, 2, 3, 4]
+    assert await failures_of_site(api, reader, site) == []
+
+
+async def failures_of_site(api, headers, site):
+    return (await api.get("/api/v1/failures", params={"site": site}, headers=headers)).json()["items"]

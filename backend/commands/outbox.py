@@ -22,7 +22,7 @@ _encode = msgspec.json.encode
 
 
 async def write_commands_and_answers(
-    conn: asyncpg.Connection, events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID],
+    conn: asyncpg.Connection, *, events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID],
     before: dict[UUID, JourneyState], after: dict[UUID, JourneyState], survivor: Callable[[UUID], UUID],
 ) -> None:
     """`before`: the journeys' states as loaded (some may since have merged into a `survivor`)."""
@@ -73,7 +73,13 @@ def _command_id(text: str) -> UUID | None:
 
 async def record_answers(conn: asyncpg.Connection, results: list[CommandResult]) -> None:
     """`ok` settles a command at once (and resolves its failure); `failed`/`unavailable` are left for the relay,
-    which owns the delivery policy. Only the system a command went to may answer it."""
+    which owns the delivery policy. Only the system a command went to may answer it.
+
+    An answer can overtake the commit of its own publication (the relay publishes while holding the row).
+    The condition therefore accepts a row that still looks unsent: the update then waits for the relay's
+    commit and is re-checked against the committed `sent` row. An answer that arrives for a row still
+    waiting for its next attempt is stale and is cleared when that attempt is published.
+    """
     answers: dict[UUID, CommandResult] = {}
     for result in sorted(results, key=lambda e: e.key):
         command_id = _command_id(result.data.command_id)
@@ -90,7 +96,7 @@ async def record_answers(conn: asyncpg.Connection, results: list[CommandResult])
             next_at = CASE WHEN a.status = 'ok' THEN c.next_at ELSE now() END,
             updated_at = now()
         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS a(id, system, status, error)
-        WHERE c.id = a.id AND c.system = a.system AND c.status <> 'ok' AND (a.status = 'ok' OR c.status = 'sent')
+        WHERE c.id = a.id AND c.system = a.system AND c.status <> 'ok' AND (a.status = 'ok' OR c.status <> 'failed')
         RETURNING c.id, c.status
         """,
         list(answers), [r.system for r in answers.values()], [r.data.status for r in answers.values()],

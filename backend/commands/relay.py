@@ -75,7 +75,7 @@ class CommandRelay:
     async def tick(self) -> None:
         async with self.pool.acquire() as conn:
             down = await health.down_systems(conn, self.heartbeat_interval_s)
-            await self.act_on_answers(conn)
+            await self.act_on_answers(conn, down)
             await conn.execute("UPDATE commands SET status = 'held', updated_at = now()"
                                " WHERE status = 'pending' AND system = ANY($1::text[])", sorted(down))
             due = await conn.fetch("SELECT DISTINCT system FROM commands WHERE status IN ('pending', 'held')"
@@ -111,8 +111,12 @@ class CommandRelay:
                 sent, self.policy.answer_timeout_s)
         return len(sent)
 
-    async def act_on_answers(self, conn: asyncpg.Connection) -> None:
-        """Sent commands that were answered `failed`/`unavailable`, or whose answer is overdue."""
+    async def act_on_answers(self, conn: asyncpg.Connection, down: set[str]) -> None:
+        """Sent commands that were answered `failed`/`unavailable`, or whose answer is overdue.
+
+        A system that could not take a command (it answered `unavailable`, or went down without answering)
+        gets it again once it is back: held, and that attempt does not count against the limit.
+        """
         async with conn.transaction():
             rows = await conn.fetch(
                 "SELECT * FROM commands WHERE status = 'sent' AND next_at <= now() ORDER BY seq LIMIT $1"
@@ -122,9 +126,9 @@ class CommandRelay:
             for row in rows:
                 limit = row["attempt_limit"] or self.policy.max_attempts
                 retry_at = now + self.policy.backoff(row["attempts"])
-                if row["answer"] == "unavailable":
-                    # the system could not take it: held, and this attempt does not count against the limit
-                    updates.append((row["id"], "held", retry_at, limit + 1, row["last_error"]))
+                if row["answer"] == "unavailable" or (row["answer"] is None and row["system"] in down):
+                    error = row["last_error"] if row["answer"] else f"{row['system']} is down"
+                    updates.append((row["id"], "held", retry_at, limit + 1, error))
                     continue
                 kind = "command_failed" if row["answer"] == "failed" else "command_timeout"
                 reason = (f"answered failed: {row['last_error']}" if row["answer"] == "failed"

@@ -10,7 +10,14 @@ from litestar.status_codes import HTTP_200_OK
 from backend.auth import READ, SRE, Principal
 from backend.failures import actions, services
 from backend.failures.schemas import (
-    BulkRetryRequest, BulkRetryResult, DiscardRequest, Failure, FailureKind, FailurePage, RetryRequest, RetryResult,
+    BulkRetryRequest,
+    BulkRetryResult,
+    DiscardRequest,
+    Failure,
+    FailureKind,
+    FailurePage,
+    RetryRequest,
+    RetryResult,
 )
 from backend.paging import decode_cursor, encode_cursor
 from backend.resources import Resources

@@ -176,8 +176,9 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
             for e, dropped in fresh
         ],
     )
-    await write_commands_and_answers(conn, [e for e, _ in fresh], {k: find(j) for k, j in event_journey.items()},
-                                     before, {j: journeys[j].state for j in live}, find)
+    await write_commands_and_answers(conn, events=[e for e, _ in fresh], before=before, survivor=find,
+                                     journey_of={k: find(j) for k, j in event_journey.items()},
+                                     after={j: journeys[j].state for j in live})
     await _apply_capacity(conn, [e for e, _ in fresh if isinstance(e, CapacityChanged)])
     await _apply_heartbeats(conn, [e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)])
 

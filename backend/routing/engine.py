@@ -13,7 +13,7 @@ import msgspec
 
 from backend.journeys.merge import JourneyState
 from backend.routing.rules import DEFAULT_RULES, Rule, RuleSet, load_rules
-from switchboard.events import CloudEvent, RESERVED_SYSTEMS, SEED_SYSTEMS
+from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS, CloudEvent
 
 _active: RuleSet | None = None
 

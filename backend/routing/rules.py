@@ -112,8 +112,8 @@ def _check_rule(rule: Rule, systems: frozenset[str]) -> list[tuple[str, str]]:
     for section, conditions in (("becomes", when.becomes), ("state", when.state)):
         for attribute, values in conditions.items():
             if attribute not in CONDITION_ATTRIBUTES:
-                problems.append((section, f"unknown journey attribute {attribute!r}"
-                                          f" (one of {', '.join(sorted(CONDITION_ATTRIBUTES))})"))
+                known = ", ".join(sorted(CONDITION_ATTRIBUTES))
+                problems.append((section, f"unknown journey attribute {attribute!r} (one of {known})"))
             elif attribute == "stage" and not set(values) <= STAGES:
                 problems.append((section, f"unknown stage in {values!r}"))
     if rule.to not in systems or rule.to in RESERVED_SYSTEMS:
