@@ -78,7 +78,7 @@ async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
     if isinstance(checked, Accepted):
         try:
             async with conn.transaction():
-                await apply_events(conn, [(checked.event, checked.dropped_fields)])
+                applied = await apply_events(conn, [(checked.event, checked.dropped_fields)])
         except asyncpg.PostgresError as exc:
             kind, reason = "apply_error", f"{type(exc).__name__}: {exc}"
         else:
@@ -86,7 +86,8 @@ async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
                 "UPDATE failures SET status = 'resolved', attempts = attempts + 1, last_at = now(),"
                 " last_retry_at = now(), acted_by = $2 WHERE id = $1 RETURNING *", row["id"], actor)
             await services.failure_changed(conn, [row["id"]], "resolved")
-            return _result(resolved, "resolved", "the event is applied")
+            done = "the event is applied" if applied.applied else "the event had already been applied"
+            return _result(resolved, "resolved", done)
     else:
         kind, reason = checked.kind, checked.reason
     still = await conn.fetchrow(
