@@ -76,8 +76,9 @@ class CommandRelay:
         async with self.pool.acquire() as conn:
             down = await health.down_systems(conn, self.heartbeat_interval_s)
             await self.act_on_answers(conn, down)
-            await conn.execute("UPDATE commands SET status = 'held', updated_at = now()"
-                               " WHERE status = 'pending' AND system = ANY($1::text[])", sorted(down))
+            if down:
+                await conn.execute("UPDATE commands SET status = 'held', updated_at = now()"
+                                   " WHERE status = 'pending' AND system = ANY($1::text[])", sorted(down))
             due = await conn.fetch("SELECT DISTINCT system FROM commands WHERE status IN ('pending', 'held')"
                                    " AND next_at <= now()")
             for system in sorted({r["system"] for r in due} - down):
