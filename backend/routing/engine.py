@@ -13,7 +13,7 @@ import msgspec
 
 from backend.journeys.merge import JourneyState
 from backend.routing.rules import DEFAULT_RULES, Rule, RuleSet, load_rules
-from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS, CloudEvent
+from switchboard.events import SEED_SYSTEMS, CloudEvent
 
 _active: RuleSet | None = None
 
@@ -27,7 +27,7 @@ def activate(rules: RuleSet) -> None:
 def active() -> RuleSet:
     """The rules in force; the packaged v1 rules when the process activated none (tools, benchmarks)."""
     if _active is None:
-        activate(load_rules(DEFAULT_RULES, SEED_SYSTEMS | RESERVED_SYSTEMS))
+        activate(load_rules(DEFAULT_RULES, SEED_SYSTEMS))
     return _active  # type: ignore[return-value]
 
 
