@@ -81,6 +81,7 @@ async def test_each_v1_rule_sends_its_command_once_and_an_ok_answer_settles_it(a
         journey = everything[0]["journey_id"]
         await eventually(lambda: _timeline_settled(api, headers, journey))
         assert len(await commands_of(api, headers, site=site)) == 5
+        assert len(await commands_of(api, headers, journey=journey, status="ok", system="queue")) == 3
     outsider = {"Authorization": f"Bearer {token('manager', ['elsewhere'])}"}
     assert await commands_of(api, outsider, journey=journey) == []
     assert (await api.get("/api/v1/commands", params={"site": site}, headers=outsider)).status_code == 403

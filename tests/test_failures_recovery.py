@@ -127,9 +127,13 @@ async def test_a_payload_that_cannot_become_valid_stays_open_and_says_why(api, j
     await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
     pii = await one_failure(api, sre, site=site, kind="pii_rejected")
     fax = await one_failure(api, sre, site=site, kind="unauthorized_source")
+    notes = []
     for failure in (pii, fax):
         retried = (await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})).json()
         assert (retried["outcome"], retried["status"], retried["attempts"]) == ("still_failing", "open", 2)
+        notes.append(retried["note"])
+    assert "stored redacted, so this payload can never become valid" in notes[0]
+    assert notes[1] is None
     pii_retry = (await api.get(f"/api/v1/failures/{pii['id']}", headers=sre)).json()
     assert pii_retry["kind"] == "pii_rejected"
     last = (await api.get("/api/v1/audit", params={"actor": "test-sre"}, headers=sre)).json()["items"]
