@@ -77,8 +77,8 @@ async def record_answers(conn: asyncpg.Connection, results: list[CommandResult])
 
     An answer can overtake the commit of its own publication (the relay publishes while holding the row).
     The condition therefore accepts a row that still looks unsent: the update then waits for the relay's
-    commit and is re-checked against the committed `sent` row. An answer that arrives for a row still
-    waiting for its next attempt is stale and is cleared when that attempt is published.
+    commit and is re-checked against the committed `sent` row. A `failed`/`unavailable` answer for a row
+    that is not `sent` answers an earlier attempt: it changes nothing.
     """
     answers: dict[UUID, CommandResult] = {}
     for result in sorted(results, key=lambda e: e.key):
@@ -91,9 +91,10 @@ async def record_answers(conn: asyncpg.Connection, results: list[CommandResult])
         """
         UPDATE commands c SET
             status = CASE WHEN a.status = 'ok' THEN 'ok' ELSE c.status END,
-            answer = CASE WHEN a.status = 'ok' THEN NULL ELSE a.status END,
-            last_error = CASE WHEN a.status = 'ok' THEN c.last_error ELSE coalesce(a.error, a.status) END,
-            next_at = CASE WHEN a.status = 'ok' THEN c.next_at ELSE now() END,
+            answer = CASE WHEN a.status = 'ok' THEN NULL WHEN c.status = 'sent' THEN a.status ELSE c.answer END,
+            last_error = CASE WHEN a.status <> 'ok' AND c.status = 'sent' THEN coalesce(a.error, a.status)
+                              ELSE c.last_error END,
+            next_at = CASE WHEN a.status <> 'ok' AND c.status = 'sent' THEN now() ELSE c.next_at END,
             updated_at = now()
         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS a(id, system, status, error)
         WHERE c.id = a.id AND c.system = a.system AND c.status <> 'ok' AND (a.status = 'ok' OR c.status <> 'failed')
