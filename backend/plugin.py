@@ -17,14 +17,21 @@ from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetail
 from litestar.plugins.prometheus import PrometheusConfig
 
 from backend import db, messaging
+from backend.audit.controllers import AuditController
 from backend.auth import PUBLIC, authorize, jwt_auth
+from backend.commands.controllers import CommandController
+from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.failures.controllers import FailureController
 from backend.ingest.consumer import ApplyWorker
 from backend.ingest.controllers import IngestController
 from backend.journeys.controllers import JourneyController
 from backend.operations.controllers import OperationsController
 from backend.resources import Resources
+from backend.routing import engine
+from backend.routing.controllers import RuleController
+from backend.routing.rules import DEFAULT_RULES, RulesFileError, load_rules
 from backend.system.controllers import MetricsController, SystemController
+from switchboard.events import SEED_SYSTEMS
 from switchboard.settings import Settings
 
 log = logging.getLogger("switchboard.backend")
@@ -35,6 +42,10 @@ class SwitchboardPlugin(InitPluginProtocol):
         if not (settings.database_url and settings.nats_url):
             raise RuntimeError("set SWITCHBOARD_DATABASE_URL and SWITCHBOARD_NATS_URL (or run `switchboard demo`)")
         self.settings = settings
+        try:
+            engine.activate(load_rules(settings.rules_file or DEFAULT_RULES, _command_targets(settings)))
+        except RulesFileError as exc:
+            raise SystemExit(f"switchboard backend not started: {exc}") from exc
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
@@ -51,13 +62,19 @@ class SwitchboardPlugin(InitPluginProtocol):
         app.state.resources = resources
         worker = ApplyWorker(js, pool, batch=settings.apply_batch, max_bytes=settings.max_event_bytes,
                              known_systems=resources.known_systems)
-        task = asyncio.create_task(worker.run_forever(), name="apply-worker")
+        relay = CommandRelay(pool, js, DeliveryPolicy(
+            answer_timeout_s=settings.command_answer_timeout_s, backoff_s=settings.command_backoff_s,
+            backoff_max_s=settings.command_backoff_max_s, max_attempts=settings.command_max_attempts,
+        ), interval_s=settings.command_relay_interval_s, heartbeat_interval_s=settings.heartbeat_interval_s)
+        tasks = [asyncio.create_task(relay.run(), name="command-relay"),
+                 asyncio.create_task(worker.run_forever(), name="apply-worker")]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await nc.close()  # unacknowledged messages are redelivered: nothing to drain
             await pool.close()
 
@@ -65,7 +82,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         auth = jwt_auth(self.settings)
         app_config.route_handlers.extend([
             SystemController, MetricsController, IngestController, JourneyController, OperationsController,
-            FailureController,
+            FailureController, CommandController, RuleController, AuditController,
         ])
         app_config.lifespan.append(self.lifespan)
         app_config.guards.append(authorize)
@@ -79,6 +96,10 @@ class SwitchboardPlugin(InitPluginProtocol):
             description="Live operational state of customer journeys. See CONTRACT.md.",
         )
         return app_config
+
+
+def _command_targets(settings: Settings) -> frozenset[str]:
+    return SEED_SYSTEMS | frozenset(settings.extra_systems)
 
 
 def _resources(state: State) -> Resources:

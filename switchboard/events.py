@@ -208,6 +208,7 @@ Event = (
 EVENT_TYPES: dict[str, type[CloudEvent]] = {
     cls.__struct_config__.tag: cls for cls in Event.__args__  # type: ignore[attr-defined]
 }
+JOURNEY_TYPES = frozenset(t for t, cls in EVENT_TYPES.items() if cls.kind == "journey")
 
 
 def nats_subject(event: CloudEvent) -> str:

@@ -30,6 +30,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # systems beyond the five seed systems whose connectors may publish
     extra_systems: tuple[str, ...] = ()
     log_level: str = "INFO"
+    # routing and command delivery (CONTRACT section 3); empty rules_file means the packaged v1 rules
+    rules_file: str = ""
+    command_relay_interval_s: float = 0.5
+    command_answer_timeout_s: float = 30.0
+    command_backoff_s: float = 2.0
+    command_backoff_max_s: float = 300.0
+    command_max_attempts: int = 5
+    # a connector silent for three intervals counts as down
+    heartbeat_interval_s: float = 15.0
+    # a second retry of the same failure within this window is the same click, not a new attempt
+    retry_debounce_s: float = 5.0
 
 
 _ENV_PREFIX = "SWITCHBOARD_"

@@ -102,11 +102,15 @@ def backend_env(settings: Settings) -> dict[str, str]:
         **os.environ, "SWITCHBOARD_DATABASE_URL": settings.database_url or "",
         "SWITCHBOARD_NATS_URL": settings.nats_url or "", "SWITCHBOARD_JWT_SECRET": JWT_SECRET,
         "SWITCHBOARD_DATA_DIR": str(settings.data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        # command delivery in seconds, not minutes, so that retries and timeouts are testable
+        "SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "0.1", "SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S": "4",
+        "SWITCHBOARD_COMMAND_BACKOFF_S": "0.2", "SWITCHBOARD_COMMAND_BACKOFF_MAX_S": "0.5",
+        "SWITCHBOARD_COMMAND_MAX_ATTEMPTS": "3", "SWITCHBOARD_RETRY_DEBOUNCE_S": "1",
     }
 
 
-def start_backend(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> BackendProcess:
-    return BackendProcess(env or backend_env(settings), log_path).start().wait_ready()
+def start_backend(settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> BackendProcess:
+    return BackendProcess({**backend_env(settings), **(extra_env or {})}, log_path).start().wait_ready()
 
 
 @pytest.fixture(scope="session")

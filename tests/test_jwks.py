@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import JWT_SECRET, backend_env, start_backend
+from tests.conftest import JWT_SECRET, start_backend
 
 ISSUER, AUDIENCE = "https://idp.example.test", "switchboard"
 
@@ -59,7 +59,7 @@ def jwks_backend(settings, workdir):
     jwks = Jwks()
     first = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwks.publish("k1", first, "RS256")
-    env = {**backend_env(settings), "SWITCHBOARD_JWKS_URL": jwks.url, "SWITCHBOARD_JWT_ISSUER": ISSUER,
+    env = {"SWITCHBOARD_JWKS_URL": jwks.url, "SWITCHBOARD_JWT_ISSUER": ISSUER,
            "SWITCHBOARD_JWT_AUDIENCE": AUDIENCE, "SWITCHBOARD_JWKS_COOLDOWN_S": "0.5"}
     process = start_backend(settings, workdir / "backend-jwks.log", env)
     yield process, jwks, first

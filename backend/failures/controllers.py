@@ -2,18 +2,27 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from litestar import Controller, Request, get
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar import Controller, Request, get, post
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK
 
-from backend.auth import READ, Principal
-from backend.failures import services
-from backend.failures.schemas import FailurePage
+from backend.auth import READ, SRE, Principal
+from backend.failures import actions, services
+from backend.failures.schemas import (
+    BulkRetryRequest,
+    BulkRetryResult,
+    DiscardRequest,
+    Failure,
+    FailureKind,
+    FailurePage,
+    RetryRequest,
+    RetryResult,
+)
 from backend.paging import decode_cursor, encode_cursor
 from backend.resources import AppResources
 
 FailureStatus = Literal["open", "retrying", "resolved", "discarded"]
-FailureKind = Literal["invalid_event", "pii_rejected", "source_mismatch", "unauthorized_source", "apply_error",
-                      "command_failed", "command_timeout"]
 
 
 class FailureController(Controller):
@@ -23,13 +32,44 @@ class FailureController(Controller):
     @get("/", opt=READ, operation_id="listFailures")
     async def list_failures(
         self, request: Request[Principal, object, object], resources: AppResources,
-        status: FromQuery[FailureStatus | None] = None, kind: FromQuery[FailureKind | None] = None, system: FromQuery[str | None] = None,
-        site: FromQuery[str | None] = None, limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
+        status: FromQuery[FailureStatus | None] = None, kind: FromQuery[FailureKind | None] = None,
+        system: FromQuery[str | None] = None, site: FromQuery[str | None] = None,
+        order: FromQuery[Literal["time", "impact"]] = "time",
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
     ) -> FailurePage:
         sites = request.user.scope(site)
-        before = decode_cursor(cursor, int)[0] if cursor else None
+        position = decode_cursor(cursor, int)[0] if cursor else None
         async with resources.pool.acquire() as conn:
             items = await services.list_failures(conn, sites=sites, status=status, kind=kind, system=system,
-                                                 limit=limit + 1, cursor=before)
-        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
+                                                 limit=limit + 1, cursor=position, order=order)
+        next_cursor = None
+        if len(items) > limit:
+            next_cursor = encode_cursor((position or 0) + limit if order == "impact" else items[limit - 1].id)
         return FailurePage(items=items[:limit], next_cursor=next_cursor)
+
+    @get("/{failure_id:int}", opt=READ, operation_id="getFailure")
+    async def get_failure(self, request: Request[Principal, object, object], resources: AppResources,
+                          failure_id: FromPath[int]) -> Failure:
+        async with resources.pool.acquire() as conn:
+            failure = await services.get_failure(conn, failure_id)
+        if failure is None:
+            raise NotFoundException("no such failure")
+        if not request.user.may_see(failure.site):
+            raise PermissionDeniedException("this failure is outside your sites")
+        return failure
+
+    @post("/{failure_id:int}/retry", opt=SRE, operation_id="retryFailure", status_code=HTTP_200_OK)
+    async def retry_failure(self, request: Request[Principal, object, object], resources: AppResources,
+                            failure_id: FromPath[int], data: JSONBody[RetryRequest | None] = None) -> RetryResult:
+        return await actions.retry(resources, request.user, failure_id, data.reason if data else None)
+
+    @post("/retry", opt=SRE, operation_id="retryFailures", status_code=HTTP_200_OK)
+    async def retry_failures(self, request: Request[Principal, object, object], resources: AppResources,
+                             data: JSONBody[BulkRetryRequest]) -> BulkRetryResult:
+        return await actions.bulk_retry(resources, request.user, data.filter, dry_run=data.dry_run,
+                                        selection=data.selection, reason=data.reason)
+
+    @post("/{failure_id:int}/discard", opt=SRE, operation_id="discardFailure", status_code=HTTP_200_OK)
+    async def discard_failure(self, request: Request[Principal, object, object], resources: AppResources,
+                              failure_id: FromPath[int], data: JSONBody[DiscardRequest]) -> RetryResult:
+        return await actions.discard(resources, request.user, failure_id, data.reason)

@@ -3,44 +3,169 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal
+from uuid import UUID
 
 import asyncpg
 import msgspec
 
-from backend.failures.schemas import Failure
+from backend.failures.schemas import Failure, FailureImpact
 from backend.ingest.validate import Rejected
+
+FailureChange = Literal["opened", "retrying", "resolved", "discarded"]
+CHANGES_CHANNEL = "switchboard_failures"
+_NOTIFY_IDS = 500  # ids per notification, well under Postgres' 8000-byte payload limit
+
+
+async def failure_changed(conn: asyncpg.Connection, failure_ids: Sequence[int], change: FailureChange) -> None:
+    """The one place every failure change passes: opened, retrying, resolved, discarded.
+
+    Notifies `switchboard_failures` in the caller's transaction, so listeners (the live `failures`
+    topic) hear of a change only once it is committed, and never of one rolled back.
+    """
+    ids = sorted(set(failure_ids))
+    for start in range(0, len(ids), _NOTIFY_IDS):
+        payload = msgspec.json.encode({"change": change, "ids": ids[start:start + _NOTIFY_IDS]}).decode()
+        await conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, payload)
 
 
 async def record_inbound(conn: asyncpg.Connection, rejected: Sequence[tuple[Rejected, str]]) -> None:
     """Store rejected inbound messages; `dedupe_key` makes a redelivered message the same failure."""
     if not rejected:
         return
-    await conn.executemany(
+    columns = list(zip(*[
+        (key, r.kind, r.system, r.site, r.subject, r.event_source, r.event_id, r.event_type, r.reason[:1000],
+         msgspec.json.encode(r.payload).decode())
+        for r, key in rejected
+    ], strict=True))
+    opened = await conn.fetch(
         """
         INSERT INTO failures (dedupe_key, kind, system, site, subject, event_source, event_id, event_type,
                               reason, payload)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                             $8::text[], $9::text[], $10::jsonb[])
         ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING id
         """,
-        [
-            (key, r.kind, r.system, r.site, r.subject, r.event_source, r.event_id, r.event_type, r.reason[:1000],
-             msgspec.json.encode(r.payload).decode())
-            for r, key in rejected
-        ],
+        *map(list, columns),
     )
+    await failure_changed(conn, [r["id"] for r in opened], "opened")
+
+
+class CommandFailure(msgspec.Struct, kw_only=True):
+    command_id: UUID
+    kind: Literal["command_failed", "command_timeout"]
+    reason: str
+    system: str
+    site: str
+    journey_id: UUID
+    attempts: int
+
+
+async def record_command_failures(conn: asyncpg.Connection, failures: Sequence[CommandFailure]) -> None:
+    """A command past its last attempt; one failure per command, reopened if a retry of it fails again."""
+    if not failures:
+        return
+    rows = await conn.fetch(
+        """
+        INSERT INTO failures (dedupe_key, kind, system, site, command_id, journey_id, reason, attempts, payload)
+        SELECT 'command:' || c.id, f.kind, c.system, c.site, c.id::text, c.journey_id, f.reason, f.attempts,
+               jsonb_build_object('id', c.id, 'system', c.system, 'command', c.command, 'journey_id', c.journey_id,
+                                  'refs', to_jsonb(c.refs), 'site', c.site, 'data', c.data, 'attempt', c.attempts,
+                                  'created_at', c.created_at)
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) AS f(command_id, kind, reason, attempts)
+        JOIN commands c ON c.id = f.command_id
+        ON CONFLICT (dedupe_key) DO UPDATE SET kind = EXCLUDED.kind, status = 'open', reason = EXCLUDED.reason,
+            attempts = failures.attempts + 1, last_at = now()
+        RETURNING id
+        """,
+        [f.command_id for f in failures], [f.kind for f in failures], [f.reason[:1000] for f in failures],
+        [f.attempts for f in failures],
+    )
+    await failure_changed(conn, [r["id"] for r in rows], "opened")
+
+
+# The journey a failure concerns: the command's, or the one its event's subject belongs to.
+_IMPACT_JOIN = """
+LEFT JOIN LATERAL (
+    SELECT j.id, j.stage, coalesce(j.waiting_at, j.arrived_at) AS waiting_since,
+           (j.state -> 'slot_start' ->> 1)::timestamptz AS slot_start
+    FROM journeys j
+    WHERE j.id = coalesce((SELECT a.new_id FROM journey_aliases a WHERE a.old_id = f.journey_id), f.journey_id,
+                          (SELECT r.journey_id FROM journey_refs r WHERE r.ref = f.subject))
+) j ON true
+"""
+# Customers in the building first (longest waiting first), then upcoming appointments (soonest first).
+_IMPACT_ORDER = """
+CASE WHEN j.stage IN ('arrived', 'waiting', 'called') THEN 0
+     WHEN j.stage = 'booked' AND j.slot_start > now() - interval '1 hour' THEN 1 ELSE 2 END,
+j.waiting_since ASC NULLS LAST, j.slot_start ASC NULLS LAST, f.last_at DESC, f.id DESC
+"""
+
+
+def _filters(args: list[Any], *, sites: list[str] | None, status: str | None, kind: str | None,
+             system: str | None) -> list[str]:
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    where = []
+    if sites is not None:
+        where.append(f"f.site = ANY({arg(sites)}::text[])")
+    for column, value in (("status", status), ("kind", kind), ("system", system)):
+        if value is not None:
+            where.append(f"f.{column} = {arg(value)}")
+    return where
+
+
+def _failure(row: asyncpg.Record) -> Failure:
+    impact = None
+    if row["impact_journey"] is not None:
+        impact = FailureImpact(journey_id=row["impact_journey"], stage=row["impact_stage"],
+                               waiting_since=row["waiting_since"], slot_start=row["slot_start"])
+    return Failure(**{f: row[f] for f in Failure.__struct_fields__ if f not in ("payload", "impact")},
+                   payload=msgspec.json.decode(row["payload"]), impact=impact)
 
 
 async def list_failures(conn: asyncpg.Connection, *, sites: list[str] | None, status: str | None, kind: str | None,
-                        system: str | None, limit: int, cursor: int | None) -> list[Failure]:
-    """Newest first; a caller scoped to some sites sees only failures known to belong to them."""
+                        system: str | None, limit: int, cursor: int | None, order: str = "time") -> list[Failure]:
+    """Newest first, or by customer impact; a caller scoped to some sites sees only failures known to belong to them.
+
+    `cursor` is the last id seen when ordered by time, the offset when ordered by impact.
+    """
+    args: list[Any] = []
+    where = _filters(args, sites=sites, status=status, kind=kind, system=system)
+    if order == "time" and cursor is not None:
+        args.append(cursor)
+        where.append(f"f.id < ${len(args)}")
+    args.append(limit)
+    page = f"LIMIT ${len(args)}"
+    if order == "impact":
+        args.append(cursor or 0)
+        page += f" OFFSET ${len(args)}"
     rows = await conn.fetch(
-        """
-        SELECT * FROM failures
-        WHERE ($1::text[] IS NULL OR site = ANY($1)) AND ($2::text IS NULL OR status = $2)
-          AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR system = $4) AND ($5::bigint IS NULL OR id < $5)
-        ORDER BY id DESC LIMIT $6
-        """,
-        sites, status, kind, system, cursor, limit,
+        f"SELECT f.*, j.id AS impact_journey, j.stage AS impact_stage, j.waiting_since, j.slot_start"
+        f" FROM failures f {_IMPACT_JOIN} {'WHERE ' + ' AND '.join(where) if where else ''}"
+        f" ORDER BY {_IMPACT_ORDER if order == 'impact' else 'f.id DESC'} {page}",
+        *args,
     )
-    return [Failure(**{f: r[f] for f in Failure.__struct_fields__ if f != "payload"},
-                    payload=msgspec.json.decode(r["payload"])) for r in rows]
+    return [_failure(r) for r in rows]
+
+
+async def get_failure(conn: asyncpg.Connection, failure_id: int) -> Failure | None:
+    row = await conn.fetchrow(
+        f"SELECT f.*, j.id AS impact_journey, j.stage AS impact_stage, j.waiting_since, j.slot_start"
+        f" FROM failures f {_IMPACT_JOIN} WHERE f.id = $1", failure_id)
+    return None if row is None else _failure(row)
+
+
+async def matching_ids(conn: asyncpg.Connection, *, sites: list[str] | None, kind: str | None, system: str | None,
+                       up_to: int | None) -> list[int]:
+    """Ids of the open failures a bulk retry's filter matches, oldest first; `up_to` bounds the set."""
+    args: list[Any] = []
+    where = _filters(args, sites=sites, status="open", kind=kind, system=system)
+    if up_to is not None:
+        args.append(up_to)
+        where.append(f"f.id <= ${len(args)}")
+    rows = await conn.fetch(f"SELECT f.id FROM failures f WHERE {' AND '.join(where)} ORDER BY f.id", *args)
+    return [r["id"] for r in rows]

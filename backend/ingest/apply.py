@@ -17,7 +17,8 @@ from uuid import UUID, uuid4
 import asyncpg
 import msgspec
 
-from backend.journeys.merge import FINAL_STAGES, JourneyState, fold, merge
+from backend.commands.outbox import write_commands_and_answers
+from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge
 from switchboard.events import CapacityChanged, CloudEvent, ConnectorHeartbeat, refs_of
 
 _E = TypeVar("_E", bound=CloudEvent)
@@ -106,6 +107,9 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     journey_events = [e for e, _ in fresh if e.kind == "journey"]
     refs = sorted({r for e in journey_events for r in refs_of(e)})
     mapping, journeys = await _lock_journeys(conn, refs) if refs else ({}, {})
+    before = {jid: work.state for jid, work in journeys.items()}
+    for work in journeys.values():
+        work.state = copy(work.state)  # `fold` works in place; `before` keeps what was stored
     existing = set(journeys)
     absorbed_by: dict[UUID, UUID] = {}
 
@@ -184,6 +188,9 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
             for e, dropped in fresh
         ],
     )
+    await write_commands_and_answers(conn, events=[e for e, _ in fresh], before=before, survivor=find,
+                                     journey_of={k: find(j) for k, j in event_journey.items()},
+                                     after={j: journeys[j].state for j in live})
     await _apply_capacity(conn, [e for e, _ in fresh if isinstance(e, CapacityChanged)])
     await _apply_heartbeats(conn, [e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)])
 

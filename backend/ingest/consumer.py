@@ -9,6 +9,7 @@ acknowledged: a poison message never blocks the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -19,6 +20,7 @@ from typing import TypeVar
 import asyncpg
 import nats.errors
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
@@ -98,6 +100,9 @@ class ApplyWorker:
                 await self.handle(msgs)
         finally:
             fetcher.cancel()
+            # a reply that reached its inbox after the cancelled fetch would otherwise stall the connection's drain
+            with contextlib.suppress(NatsError):
+                await sub.unsubscribe()
 
     def classify(self, msgs: list[Msg]) -> tuple[list[tuple[CloudEvent, int]], list[tuple[Rejected, str]]]:
         accepted: list[tuple[CloudEvent, int]] = []

@@ -137,6 +137,11 @@ def contributions(event: CloudEvent) -> tuple[list[tuple[str, Stamped]], dict[st
     return values, reached
 
 
+def copy(state: JourneyState) -> JourneyState:
+    """A state `fold` may change without touching the original (stamped values are immutable)."""
+    return msgspec.structs.replace(state, reached=dict(state.reached))
+
+
 def fold(state: JourneyState, event: CloudEvent) -> JourneyState:
     """`merge(state, <the event's state>)`, computed in place: the per-event hot path."""
     values, reached = contributions(event)

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+
+class AuditEntry(msgspec.Struct, kw_only=True):
+    id: int
+    at: datetime
+    actor: str
+    roles: list[str]
+    action: str
+    target: str
+    reason: str | None
+    result: Any
+
+
+class AuditPage(msgspec.Struct):
+    items: list[AuditEntry]
+    next_cursor: str | None

@@ -1,0 +1,148 @@
+"""The relay: publishes outbox commands to SVC_COMMANDS and applies the delivery policy.
+
+Every backend runs one; they share the work through row locks. A command is published while its
+row is locked in a transaction and marked `sent` in that same transaction, with the message id
+derived from (command id, attempt). A backend that dies before the commit leaves the row as it
+was, so the next relay publishes the same attempt again under the same message id and JetStream's
+duplicate window drops the copy: a command is neither lost nor doubled.
+
+Per system one relay at a time publishes (an advisory lock), in creation order, so held commands
+go out in order when their system is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import msgspec
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from backend.commands import health
+from backend.failures.services import CommandFailure, record_command_failures
+from switchboard.commands import Command, command_subject
+
+log = logging.getLogger(__name__)
+
+_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
+                asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError, NatsError)
+
+
+class DeliveryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    answer_timeout_s: float
+    backoff_s: float
+    backoff_max_s: float
+    max_attempts: int
+
+    def backoff(self, attempt: int) -> timedelta:
+        """Exponential in the attempt, capped, with jitter so that many retries do not fall due together."""
+        ceiling = min(self.backoff_max_s, self.backoff_s * 2 ** max(attempt - 1, 0))
+        return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not secrecy
+
+
+def message_id(command_id: object, attempt: int) -> str:
+    """The command id for the first attempt; later attempts must not fall into JetStream's duplicate window."""
+    return str(command_id) if attempt == 1 else f"{command_id}/{attempt}"
+
+
+def _lock_key(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+class CommandRelay:
+    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, policy: DeliveryPolicy, *, interval_s: float,
+                 heartbeat_interval_s: float, batch: int = 200) -> None:
+        self.pool = pool
+        self.js = js
+        self.policy = policy
+        self.interval_s = interval_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.batch = batch
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except _UNAVAILABLE as exc:
+                log.warning("command relay paused (%s)", type(exc).__name__)
+            await asyncio.sleep(self.interval_s)
+
+    async def tick(self) -> None:
+        async with self.pool.acquire() as conn:
+            down = await health.down_systems(conn, self.heartbeat_interval_s)
+            await self.act_on_answers(conn, down)
+            if down:
+                await conn.execute("UPDATE commands SET status = 'held', updated_at = now()"
+                                   " WHERE status = 'pending' AND system = ANY($1::text[])", sorted(down))
+            due = await conn.fetch("SELECT DISTINCT system FROM commands WHERE status IN ('pending', 'held')"
+                                   " AND next_at <= now()")
+            for system in sorted({r["system"] for r in due} - down):
+                async with conn.transaction():
+                    await self.publish_due(conn, system)
+
+    async def publish_due(self, conn: asyncpg.Connection, system: str) -> int:
+        """Publish the due commands of one system in order, in the caller's transaction; how many went out."""
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _lock_key(f"relay {system}")):
+            return 0  # another relay is publishing this system's commands
+        rows = await conn.fetch(
+            "SELECT * FROM commands WHERE system = $1 AND status IN ('pending', 'held') AND next_at <= now()"
+            " ORDER BY seq LIMIT $2 FOR UPDATE", system, self.batch)
+        sent = []
+        for row in rows:
+            attempt = row["attempts"] + 1
+            command = Command(id=row["id"], system=row["system"], command=row["command"], journey_id=row["journey_id"],
+                              refs=list(row["refs"]), site=row["site"], data=msgspec.json.decode(row["data"]),
+                              attempt=attempt, created_at=row["created_at"])
+            try:
+                await self.js.publish(command_subject(system, row["command"]), msgspec.json.encode(command),
+                                      headers={"Nats-Msg-Id": message_id(row["id"], attempt)})
+            except (NatsError, TimeoutError) as exc:
+                log.warning("publishing commands for %s stopped (%s)", system, type(exc).__name__)
+                break  # the rest stays due, in order, for the next tick
+            sent.append(row["id"])
+        if sent:
+            await conn.execute(
+                "UPDATE commands SET status = 'sent', attempts = attempts + 1, answer = NULL, sent_at = now(),"
+                " next_at = now() + make_interval(secs => $2), updated_at = now() WHERE id = ANY($1::uuid[])",
+                sent, self.policy.answer_timeout_s)
+        return len(sent)
+
+    async def act_on_answers(self, conn: asyncpg.Connection, down: set[str]) -> None:
+        """Sent commands that were answered `failed`/`unavailable`, or whose answer is overdue.
+
+        A system that could not take a command (it answered `unavailable`, or went down without answering)
+        gets it again once it is back: held, and that attempt does not count against the limit.
+        """
+        async with conn.transaction():
+            rows = await conn.fetch(
+                "SELECT * FROM commands WHERE status = 'sent' AND next_at <= now() ORDER BY seq LIMIT $1"
+                " FOR UPDATE SKIP LOCKED", self.batch)
+            now = datetime.now(UTC)
+            updates, failures = [], []
+            for row in rows:
+                limit = row["attempt_limit"] or self.policy.max_attempts
+                retry_at = now + self.policy.backoff(row["attempts"])
+                if row["answer"] == "unavailable" or (row["answer"] is None and row["system"] in down):
+                    error = row["last_error"] if row["answer"] else f"{row['system']} is down"
+                    updates.append((row["id"], "held", retry_at, limit + 1, error))
+                    continue
+                kind = "command_failed" if row["answer"] == "failed" else "command_timeout"
+                reason = (f"answered failed: {row['last_error']}" if row["answer"] == "failed"
+                          else f"no answer within {self.policy.answer_timeout_s:g}s")
+                if row["attempts"] >= limit:
+                    updates.append((row["id"], "failed", now, row["attempt_limit"], reason))
+                    failures.append(CommandFailure(command_id=row["id"], kind=kind, reason=reason, system=row["system"],
+                                                   site=row["site"], journey_id=row["journey_id"],
+                                                   attempts=row["attempts"]))
+                else:
+                    updates.append((row["id"], "pending", retry_at, row["attempt_limit"], reason))
+            if updates:
+                await conn.executemany(
+                    "UPDATE commands SET status = $2, next_at = $3, attempt_limit = $4, last_error = $5, answer = NULL,"
+                    " updated_at = now() WHERE id = $1", updates)
+            await record_command_failures(conn, failures)

@@ -1,0 +1,170 @@
+"""Retry and discard (CONTRACT section 4), each in one transaction with its audit row.
+
+A retry tells the truth: an inbound failure is resolved only when its stored event validates and
+applies now; a command failure is re-sent and resolved only when the system answers `ok`.
+A retry of the same failure again within the debounce window, or while its command is still being
+re-sent, is the same click: it changes nothing and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
+from litestar.status_codes import HTTP_409_CONFLICT
+
+from backend.audit import services as audit
+from backend.auth import Principal
+from backend.failures import services
+from backend.failures.schemas import BulkFilter, BulkRetryResult, RetryResult
+from backend.ingest.apply import apply_events
+from backend.ingest.validate import Accepted, validate
+from backend.paging import decode_cursor, encode_cursor
+from backend.resources import Resources
+
+COMMAND_KINDS = frozenset({"command_failed", "command_timeout"})
+_PII_NOTE = ("personal data is stored redacted, so this payload can never become valid;"
+             " the source must send the event again without it")
+
+
+class ConflictException(ClientException):
+    status_code = HTTP_409_CONFLICT
+
+
+async def _locked_failure(conn: asyncpg.Connection, principal: Principal, failure_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow("SELECT * FROM failures WHERE id = $1 FOR UPDATE", failure_id)
+    if row is None:
+        raise NotFoundException("no such failure")
+    if not principal.may_see(row["site"]):
+        raise PermissionDeniedException("this failure is outside your sites")
+    return row
+
+
+def _result(row: asyncpg.Record, outcome: str, note: str | None = None) -> RetryResult:
+    return RetryResult(failure_id=row["id"], outcome=outcome, status=row["status"],  # type: ignore[arg-type]
+                       attempts=row["attempts"], reason=row["reason"], note=note)
+
+
+async def _retry_command(conn: asyncpg.Connection, row: asyncpg.Record, actor: str) -> RetryResult:
+    if row["status"] == "retrying":
+        return _result(row, "already_retrying")
+    requeued = await conn.fetchval(
+        "UPDATE commands SET status = 'pending', next_at = now(), attempt_limit = attempts + 1, answer = NULL,"
+        " updated_at = now() WHERE id = $1::uuid AND status = 'failed' RETURNING id", row["command_id"])
+    answered_ok = not requeued and await conn.fetchval(
+        "SELECT status = 'ok' FROM commands WHERE id = $1::uuid", row["command_id"])
+    status = "resolved" if answered_ok else "retrying" if requeued else "open"
+    row = await conn.fetchrow(
+        "UPDATE failures SET status = $2, last_retry_at = now(), acted_by = $3 WHERE id = $1 RETURNING *",
+        row["id"], status, actor)
+    await services.failure_changed(conn, [row["id"]], status if status != "open" else "retrying")
+    if answered_ok:
+        return _result(row, "resolved", "the system has since answered ok")
+    if not requeued:
+        return _result(row, "still_failing", "the command no longer exists")
+    return _result(row, "retrying", "re-sent; resolved when the system answers ok")
+
+
+async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: str,
+                         resources: Resources) -> RetryResult:
+    settings = resources.settings
+    checked = validate(msgspec.json.encode(msgspec.json.decode(row["payload"])), max_bytes=settings.max_event_bytes,
+                       known_systems=resources.known_systems)
+    note = _PII_NOTE if row["kind"] == "pii_rejected" else None
+    if isinstance(checked, Accepted):
+        try:
+            async with conn.transaction():
+                applied = await apply_events(conn, [(checked.event, checked.dropped_fields)])
+        except asyncpg.PostgresError as exc:
+            kind, reason = "apply_error", f"{type(exc).__name__}: {exc}"
+        else:
+            resolved = await conn.fetchrow(
+                "UPDATE failures SET status = 'resolved', attempts = attempts + 1, last_at = now(),"
+                " last_retry_at = now(), acted_by = $2 WHERE id = $1 RETURNING *", row["id"], actor)
+            await services.failure_changed(conn, [row["id"]], "resolved")
+            done = "the event is applied" if applied.applied else "the event had already been applied"
+            return _result(resolved, "resolved", done)
+    else:
+        kind, reason = checked.kind, checked.reason
+    still = await conn.fetchrow(
+        "UPDATE failures SET status = 'open', kind = $2, reason = $3, attempts = attempts + 1, last_at = now(),"
+        " last_retry_at = now(), acted_by = $4 WHERE id = $1 RETURNING *", row["id"], kind, reason[:1000], actor)
+    await services.failure_changed(conn, [row["id"]], "retrying")
+    return _result(still, "still_failing", note)
+
+
+async def retry(resources: Resources, principal: Principal, failure_id: int, reason: str | None,
+                selection: str | None = None) -> RetryResult:
+    async with resources.pool.acquire() as conn, conn.transaction():
+        row = await _locked_failure(conn, principal, failure_id)
+        debounce = timedelta(seconds=resources.settings.retry_debounce_s)
+        if row["status"] == "discarded":
+            raise ConflictException("a discarded failure is not retried")
+        if row["status"] == "resolved":
+            result = _result(row, "already_resolved")
+        elif row["last_retry_at"] and datetime.now(UTC) - row["last_retry_at"] < debounce:
+            result = _result(row, "just_retried", "the same failure was retried moments ago")
+        elif row["kind"] in COMMAND_KINDS:
+            result = await _retry_command(conn, row, principal.sub)
+        else:
+            result = await _retry_inbound(conn, row, principal.sub, resources)
+        details: dict[str, Any] = msgspec.to_builtins(result)
+        if selection:
+            details["selection"] = selection
+        await audit.record(conn, principal, action="failure.retry", target=f"failure:{failure_id}", reason=reason,
+                           result=details)
+        return result
+
+
+async def discard(resources: Resources, principal: Principal, failure_id: int, reason: str) -> RetryResult:
+    async with resources.pool.acquire() as conn, conn.transaction():
+        row = await _locked_failure(conn, principal, failure_id)
+        if row["status"] == "resolved":
+            raise ConflictException("a resolved failure cannot be discarded")
+        if row["status"] == "discarded":
+            result = _result(row, "already_discarded")
+        else:
+            row = await conn.fetchrow(
+                "UPDATE failures SET status = 'discarded', last_at = now(), acted_by = $2 WHERE id = $1 RETURNING *",
+                failure_id, principal.sub)
+            if row["command_id"]:  # a command being re-sent stops here
+                await conn.execute(
+                    "UPDATE commands SET status = 'failed', last_error = 'discarded', updated_at = now()"
+                    " WHERE id = $1::uuid AND status IN ('pending', 'held')", row["command_id"])
+            await services.failure_changed(conn, [failure_id], "discarded")
+            result = _result(row, "discarded")
+        await audit.record(conn, principal, action="failure.discard", target=f"failure:{failure_id}", reason=reason,
+                           result=msgspec.to_builtins(result))
+        return result
+
+
+def _digest(ids: list[int]) -> str:
+    return hashlib.sha256(msgspec.json.encode(ids)).hexdigest()[:32]
+
+
+async def bulk_retry(resources: Resources, principal: Principal, wanted: BulkFilter, *, dry_run: bool,
+                     selection: str | None, reason: str | None) -> BulkRetryResult:
+    """A preview names the matching set; retrying needs that preview's `selection` and retries exactly that set."""
+    if not dry_run and selection is None:
+        raise ClientException("preview first (dry_run) and send back its selection")
+    if selection is not None:
+        kind, system, site, up_to, count, digest = decode_cursor(selection, str, str, str, int, int, str)
+        wanted = BulkFilter(kind=kind or None, system=system or None, site=site or None)  # type: ignore[arg-type]
+    else:
+        up_to = None
+    async with resources.pool.acquire() as conn:
+        ids = await services.matching_ids(conn, sites=principal.scope(wanted.site), kind=wanted.kind,
+                                          system=wanted.system, up_to=up_to)
+    if selection is not None and (len(ids) != count or _digest(ids) != digest):
+        raise ConflictException(f"the matching set changed since the preview ({len(ids)} match now, not {count});"
+                                " preview again")
+    token = encode_cursor(wanted.kind or "", wanted.system or "", wanted.site or "", max(ids, default=0), len(ids),
+                          _digest(ids))
+    if dry_run:
+        return BulkRetryResult(matched=len(ids), selection=token, dry_run=True)
+    results = [await retry(resources, principal, failure_id, reason, selection=token) for failure_id in ids]
+    return BulkRetryResult(matched=len(ids), selection=token, dry_run=False, results=results)

@@ -1,0 +1,214 @@
+"""Commands end to end: rules → outbox → relay → a connector over NATS → `command.result` → settled.
+
+Real backend process, real Postgres and NATS; the connector is a tiny real NATS responder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import msgspec
+import nats
+import pytest
+
+from tests.conftest import cloud_event, eventually, publish
+from tests.connector_double import ConnectorDouble, heartbeat
+
+
+@pytest.fixture
+async def nc(settings) -> AsyncIterator[nats.NATS]:
+    client = await nats.connect(settings.nats_url)
+    yield client
+    await client.close()
+
+
+def phone_booking(ref: str, site: str) -> dict[str, object]:
+    slot = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    return cloud_event("appointment.booked", ref, {"site": site, "service": "passport", "channel": "phone",
+                                                   "slot_start": slot})
+
+
+async def commands_of(api: httpx.AsyncClient, headers: dict[str, str], **params: str) -> list[dict]:
+    response = await api.get("/api/v1/commands", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+async def test_each_v1_rule_sends_its_command_once_and_an_ok_answer_settles_it(api, js, nc, token, uid):
+    site = f"site-{uid}"
+    appt, ticket, customer = f"appointments:A-{uid}", f"queue:T-{uid}", f"crm:C-{uid}"
+    headers = {"Authorization": f"Bearer {token('manager', [site])}"}
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    steps = [
+        (phone_booking(appt, site) | {"time": t0.isoformat()}, "visit.context"),
+        (cloud_event("eligibility.checked", appt, {"site": site, "result": "failed", "reason_code": "DOCS"},
+                     time=t0 + timedelta(minutes=1)), "visit.hold"),
+        (cloud_event("customer.arrived", ticket, {"site": site, "links": [appt]}, time=t0 + timedelta(minutes=2)),
+         "staff.alert"),
+        (cloud_event("customer.priority_changed", customer, {"site": site, "priority": "high", "links": [ticket]},
+                     time=t0 + timedelta(minutes=3)), "ticket.prioritize"),
+        (cloud_event("service.completed", ticket, {"site": site, "outcome": "DONE"}, time=t0 + timedelta(minutes=4)),
+         "journey.summary"),
+    ]
+    async with ConnectorDouble(nc, "queue", site, lambda _: "ok") as queue, \
+            ConnectorDouble(nc, "appointments", site, lambda _: "ok") as appointments, \
+            ConnectorDouble(nc, "crm", site, lambda _: "ok") as crm:
+        for n, (event, command) in enumerate(steps, start=1):
+            await publish(js, event)
+            items = await eventually(lambda n=n: _at_least(api, headers, n, site=site))
+            assert items[0]["command"] == command
+        everything = await eventually(lambda: _all_ok(api, headers, 5, site=site))
+        assert {(c["command"], c["system"]) for c in everything} == {
+            ("visit.context", "queue"), ("visit.hold", "appointments"), ("staff.alert", "queue"),
+            ("ticket.prioritize", "queue"), ("journey.summary", "crm"),
+        }
+        assert all(c["attempts"] == 1 for c in everything)
+        assert len({c["journey_id"] for c in everything}) == 1
+        summary = next(c for c in crm.received)
+        assert summary.command == "journey.summary" and summary.attempt == 1
+        assert sorted(summary.refs) == sorted([appt, ticket, customer])
+        assert summary.data["stage"] == "completed" and summary.data["rule"] == "summarize-finished-journey"
+        assert [c.command for c in appointments.received] == ["visit.hold"]
+        assert sorted(c.command for c in queue.received) == ["staff.alert", "ticket.prioritize", "visit.context"]
+
+        # the same booking delivered again (past JetStream's duplicate window) is a duplicate: no second command
+        await js.publish("svc.events.appointments.appointment.booked", msgspec.json.encode(steps[0][0]),
+                         headers={"Nats-Msg-Id": f"resent-{uid}"})
+        journey = everything[0]["journey_id"]
+        await eventually(lambda: _timeline_settled(api, headers, journey))
+        assert len(await commands_of(api, headers, site=site)) == 5
+        assert len(await commands_of(api, headers, journey=journey, status="ok", system="queue")) == 3
+    outsider = {"Authorization": f"Bearer {token('manager', ['elsewhere'])}"}
+    assert await commands_of(api, outsider, journey=journey) == []
+    assert (await api.get("/api/v1/commands", params={"site": site}, headers=outsider)).status_code == 403
+    connector = {"Authorization": f"Bearer {token('connector', '*', 'queue')}"}
+    assert (await api.get("/api/v1/commands", headers=connector)).status_code == 403
+
+
+async def _at_least(api, headers, n, **params):
+    items = await commands_of(api, headers, **params)
+    return items if len(items) >= n else None
+
+
+async def _all_ok(api, headers, n, **params):
+    items = await commands_of(api, headers, **params)
+    return items if len(items) == n and all(c["status"] == "ok" for c in items) else None
+
+
+async def _timeline_settled(api, headers, journey):
+    # the redelivered booking has been through the apply worker once it is counted as a duplicate event
+    response = await api.get(f"/api/v1/journeys/{journey}", headers=headers)
+    return response.status_code == 200 and len(response.json()["timeline"]) == 5
+
+
+async def test_a_command_failing_to_its_last_attempt_is_a_failure_and_a_retry_after_the_fix_resolves_it(
+        api, js, nc, token, uid):
+    site = f"site-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    sre = {"Authorization": f"Bearer {token('sre', [site])}"}
+    answer = {"now": "failed"}
+    async with ConnectorDouble(nc, "queue", site, lambda _: answer["now"]) as queue:
+        await publish(js, phone_booking(f"appointments:A-{uid}", site))
+        [command] = await eventually(lambda: _with_status(api, reader, "failed", site=site), timeout=20)
+        assert command["attempts"] == 3
+        assert command["last_error"] == "answered failed: upstream said no"
+        assert [c.attempt for c in queue.received] == [1, 2, 3]
+        assert len({c.id for c in queue.received}) == 1
+
+        failures = (await api.get("/api/v1/failures", params={"site": site}, headers=reader)).json()["items"]
+        [failure] = failures
+        assert (failure["kind"], failure["status"], failure["command_id"]) == ("command_failed", "open", command["id"])
+        assert failure["payload"]["command"] == "visit.context"
+
+        answer["now"] = "ok"  # the cause is fixed upstream
+        first, second = await _double_click(api, f"/api/v1/failures/{failure['id']}/retry", sre)
+        assert sorted([first["outcome"], second["outcome"]]) in (
+            ["already_retrying", "retrying"], ["already_resolved", "retrying"], ["just_retried", "retrying"])
+        await eventually(lambda: _failure_status(api, reader, failure["id"], "resolved"))
+        [settled] = await commands_of(api, reader, site=site)
+        assert (settled["status"], settled["attempts"]) == ("ok", 4)
+        assert [c.attempt for c in queue.received] == [1, 2, 3, 4]  # the double click sent one attempt
+
+
+async def _double_click(api, path, headers):
+    responses = await asyncio.gather(api.post(path, headers=headers, json={}), api.post(path, headers=headers, json={}))
+    assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+    return [r.json() for r in responses]
+
+
+async def _with_status(api, headers, status, **params):
+    items = await commands_of(api, headers, **params)
+    return items if items and all(c["status"] == status for c in items) else None
+
+
+async def _failure_status(api, headers, failure_id, status):
+    failure = (await api.get(f"/api/v1/failures/{failure_id}", headers=headers)).json()
+    return failure if failure["status"] == status else None
+
+
+async def test_an_unanswered_command_times_out_into_a_failure(api, js, nc, token, uid):
+    site = f"site-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    async with ConnectorDouble(nc, "queue", site, lambda _: None) as queue:
+        await publish(js, phone_booking(f"appointments:A-{uid}", site))
+        [command] = await eventually(lambda: _with_status(api, reader, "failed", site=site), timeout=40)
+    assert command["attempts"] == 3
+    assert command["last_error"] == "no answer within 4s"
+    assert [c.attempt for c in queue.received] == [1, 2, 3]
+    [failure] = (await api.get("/api/v1/failures", params={"site": site, "kind": "command_timeout"},
+                               headers=reader)).json()["items"]
+    assert failure["status"] == "open" and failure["command_id"] == command["id"]
+
+
+async def test_commands_for_a_system_that_is_down_are_held_and_go_out_in_order_when_it_is_back(
+        api, js, nc, pool: asyncpg.Pool, token, uid):
+    site = f"site-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    connector = f"queue-{uid}"
+    try:
+        async with ConnectorDouble(nc, "queue", site, lambda _: "ok") as queue:
+            # silent for longer than three heartbeat intervals: down
+            await publish(js, heartbeat("queue", connector, "up", age=timedelta(minutes=5)))
+            await eventually(lambda: pool.fetchval("SELECT 1 FROM heartbeats WHERE connector = $1", connector))
+            await publish(js, phone_booking(f"appointments:A1-{uid}", site))
+            await eventually(lambda: _with_status(api, reader, "held", site=site))
+            # the connector itself reports its upstream down: still held
+            await publish(js, heartbeat("queue", connector, "down"))
+            for n in (2, 3):
+                await publish(js, phone_booking(f"appointments:A{n}-{uid}", site))
+                await eventually(lambda n=n: _count_with_status(api, reader, "held", n, site=site))
+            assert queue.received == []
+
+            await publish(js, heartbeat("queue", connector, "up", age=timedelta(seconds=-1)))
+            released = await eventually(lambda: _count_with_status(api, reader, "ok", 3, site=site))
+            created_order = [c["id"] for c in reversed(released)]  # the list is newest first
+            assert [str(c.id) for c in queue.received] == created_order
+            assert [c.attempt for c in queue.received] == [1, 1, 1]
+    finally:
+        await pool.execute("DELETE FROM heartbeats WHERE connector = $1", connector)
+
+
+async def _count_with_status(api, headers, status, n, **params):
+    items = await commands_of(api, headers, **params)
+    return items if len(items) == n and all(c["status"] == status for c in items) else None
+
+
+async def test_a_system_answering_unavailable_gets_the_command_again_without_using_up_its_attempts(
+        api, js, nc, token, uid):
+    site = f"site-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    answers = iter(["unavailable"] * 3 + ["ok"])  # three times the limit would allow for failures
+    async with ConnectorDouble(nc, "queue", site, lambda _: next(answers)) as queue:
+        await publish(js, phone_booking(f"appointments:A-{uid}", site))
+        [command] = await eventually(lambda: _with_status(api, reader, "ok", site=site), timeout=20)
+    assert command["attempts"] == 4
+    assert [c.attempt for c in queue.received] == [1, 2, 3, 4]
+    assert await failures_of_site(api, reader, site) == []
+
+
+async def failures_of_site(api, headers, site):
+    return (await api.get("/api/v1/failures", params={"site": site}, headers=headers)).json()["items"]

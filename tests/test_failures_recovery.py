@@ -1,0 +1,328 @@
+"""Failures (CONTRACT section 4): every inbound kind, truthful retry, bulk retry, discard, impact order, audit.
+
+The command kinds (`command_failed`, `command_timeout`) are covered end to end in test_commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+
+from tests.conftest import cloud_event, eventually, publish
+
+
+def bearer(token, role, sites="*") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(role, sites)}"}
+
+
+async def failures_of(api: httpx.AsyncClient, headers: dict[str, str], **params: str) -> list[dict]:
+    response = await api.get("/api/v1/failures", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+async def one_failure(api, headers, **params) -> dict:
+    async def found():
+        items = await failures_of(api, headers, **params)
+        return items[0] if len(items) == 1 else None
+
+    return await eventually(found)
+
+
+async def wrong_subject(js, event: dict, system: str = "crm") -> None:
+    """Publish on another system's subject: a `source_mismatch`."""
+    await publish(js, event, subject=f"svc.events.{system}.{event['type']}")
+
+
+async def test_every_inbound_failure_kind_is_recorded_with_a_redacted_payload(api, js, pool, token, uid):
+    site = f"site-{uid}"
+    admin = bearer(token, "admin")
+    await publish(js, b'{"specversion": "1.0", "id": "broken-' + uid.encode() + b'", "source": "/queue"',
+                  subject="svc.events.queue.customer.arrived")
+    await publish(js, cloud_event("customer.arrived", f"queue:P-{uid}", {"site": site, "email": f"{uid}@mail.example"}))
+    await wrong_subject(js, cloud_event("customer.arrived", f"queue:M-{uid}", {"site": site}))
+    await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
+    await _poison_events(pool, uid)
+    try:
+        await publish(js, cloud_event("customer.arrived", f"queue:X-{uid}", {"site": site}, id=f"poison-{uid}"))
+        kinds = {}
+        for kind in ("pii_rejected", "source_mismatch", "unauthorized_source", "apply_error"):
+            kinds[kind] = await one_failure(api, admin, site=site, kind=kind)
+    finally:
+        await _cure_events(pool, uid)
+
+    async def malformed():
+        items = await failures_of(api, admin, kind="invalid_event")
+        return [f for f in items if f"broken-{uid}" in f["payload"].get("excerpt", "")]
+
+    [invalid] = await eventually(malformed)
+    assert invalid["reason"].startswith("malformed JSON")
+    assert kinds["pii_rejected"]["payload"]["data"]["email"] == "[redacted]"
+    assert f"{uid}@mail.example" not in json.dumps(kinds["pii_rejected"]["payload"])
+    assert "svc.events.crm" in kinds["source_mismatch"]["reason"]
+    assert "'fax' is not registered" in kinds["unauthorized_source"]["reason"]
+    assert "storage refused" in kinds["apply_error"]["reason"]
+    assert all(f["status"] == "open" and f["attempts"] == 1 for f in kinds.values())
+
+
+async def _poison_events(pool: asyncpg.Pool, uid: str) -> None:
+    """A real database refusal for this test's `poison-` events: the cause of an `apply_error`."""
+    await pool.execute(f"""
+        CREATE FUNCTION poison_{uid}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.id LIKE 'poison-{uid}%' THEN RAISE EXCEPTION 'storage refused %', NEW.id; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER poison_{uid} BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION poison_{uid}();
+    """)
+
+
+async def _cure_events(pool: asyncpg.Pool, uid: str) -> None:
+    await pool.execute(f"DROP TRIGGER IF EXISTS poison_{uid} ON events; DROP FUNCTION IF EXISTS poison_{uid}();")
+
+
+async def test_a_retry_reports_the_truth_and_resolves_once_the_cause_is_fixed(api, js, pool, token, uid):
+    site = f"site-{uid}"
+    sre = bearer(token, "sre", [site])
+    ref = f"queue:X-{uid}"
+    await _poison_events(pool, uid)
+    try:
+        await publish(js, cloud_event("customer.arrived", ref, {"site": site}, id=f"poison-{uid}"))
+        failure = await one_failure(api, sre, site=site, kind="apply_error")
+        still = await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={"reason": "try again"})
+        assert still.status_code == 200
+        assert (still.json()["outcome"], still.json()["status"], still.json()["attempts"]) == ("still_failing", "open", 2)
+    finally:
+        await _cure_events(pool, uid)
+    await asyncio.sleep(1.1)  # past the double-click window
+    first, second = await asyncio.gather(*(api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})
+                                           for _ in range(2)))
+    outcomes = sorted([first.json()["outcome"], second.json()["outcome"]])
+    assert outcomes in (["already_resolved", "resolved"], ["just_retried", "resolved"])
+    resolved = await api.get(f"/api/v1/failures/{failure['id']}", headers=sre)
+    assert (resolved.json()["status"], resolved.json()["attempts"], resolved.json()["acted_by"]) == \
+        ("resolved", 3, "test-sre")
+    [journey] = (await api.get("/api/v1/journeys", params={"ref": ref}, headers=sre)).json()["items"]
+    timeline = (await api.get(f"/api/v1/journeys/{journey['id']}", headers=sre)).json()["timeline"]
+    assert [e["id"] for e in timeline] == [f"poison-{uid}"]  # applied once
+
+    audit = (await api.get("/api/v1/audit", params={"actor": "test-sre"}, headers=sre)).json()["items"]
+    mine = [a for a in audit if a["target"] == f"failure:{failure['id']}"]
+    assert [a["result"]["outcome"] for a in reversed(mine)][:1] == ["still_failing"]
+    assert sorted(a["result"]["outcome"] for a in mine) == sorted(["still_failing", *outcomes])
+    assert all(a["action"] == "failure.retry" and a["roles"] == ["sre"] for a in mine)
+    assert mine[-1]["reason"] == "try again"
+
+
+async def test_a_payload_that_cannot_become_valid_stays_open_and_says_why(api, js, token, uid):
+    site = f"site-{uid}"
+    sre = bearer(token, "sre", [site])
+    await publish(js, cloud_event("customer.arrived", f"queue:P-{uid}", {"site": site, "phone": "+44 20 7946 0000"}))
+    await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
+    pii = await one_failure(api, sre, site=site, kind="pii_rejected")
+    fax = await one_failure(api, sre, site=site, kind="unauthorized_source")
+    notes = []
+    for failure in (pii, fax):
+        retried = (await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})).json()
+        assert (retried["outcome"], retried["status"], retried["attempts"]) == ("still_failing", "open", 2)
+        notes.append(retried["note"])
+    assert "stored redacted, so this payload can never become valid" in notes[0]
+    assert notes[1] is None
+    pii_retry = (await api.get(f"/api/v1/failures/{pii['id']}", headers=sre)).json()
+    assert pii_retry["kind"] == "pii_rejected"
+    last = (await api.get("/api/v1/audit", params={"actor": "test-sre"}, headers=sre)).json()["items"]
+    pii_audit = next(a for a in last if a["target"] == f"failure:{pii['id']}")
+    assert "stored redacted" in pii_audit["result"]["note"]
+
+
+async def test_bulk_retry_retries_exactly_the_previewed_set(api, js, token, uid):
+    site, other = f"site-{uid}", f"other-{uid}"
+    sre = bearer(token, "sre", [site, other])
+    for n in range(3):
+        await wrong_subject(js, cloud_event("customer.arrived", f"queue:M{n}-{uid}", {"site": site}))
+    await wrong_subject(js, cloud_event("customer.arrived", f"queue:O-{uid}", {"site": other}))
+    await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
+    await eventually(lambda: _count(api, sre, 3, site=site, kind="source_mismatch"))
+    await one_failure(api, sre, site=other)
+    await one_failure(api, sre, site=site, kind="unauthorized_source")
+
+    wanted = {"filter": {"site": site, "kind": "source_mismatch"}}
+    preview = (await api.post("/api/v1/failures/retry", headers=sre, json=wanted)).json()
+    assert (preview["matched"], preview["dry_run"], preview["results"]) == (3, True, [])
+
+    # after the preview: one more matching failure (not in the previewed set) and one of the set discarded
+    await wrong_subject(js, cloud_event("customer.arrived", f"queue:M3-{uid}", {"site": site}))
+    [newest, *previewed] = await eventually(lambda: _count(api, sre, 4, site=site, kind="source_mismatch"))
+    discarded = previewed[0]
+    await api.post(f"/api/v1/failures/{discarded['id']}/discard", headers=sre, json={"reason": "duplicate"})
+    stale = await api.post("/api/v1/failures/retry", headers=sre,
+                           json={"dry_run": False, "selection": preview["selection"]})
+    assert stale.status_code == 409
+    assert "2 match now, not 3" in stale.json()["title"]
+    assert all(f["attempts"] == 1 and f["status"] in ("open", "discarded")
+               for f in await failures_of(api, sre, site=site, kind="source_mismatch"))
+
+    preview = (await api.post("/api/v1/failures/retry", headers=sre, json=wanted)).json()
+    assert preview["matched"] == 3
+    await wrong_subject(js, cloud_event("customer.arrived", f"queue:M4-{uid}", {"site": site}))
+    [latecomer, *_] = await eventually(lambda: _count(api, sre, 5, site=site, kind="source_mismatch"))
+    done = await api.post("/api/v1/failures/retry", headers=sre,
+                          json={"dry_run": False, "selection": preview["selection"], "reason": "connector fixed"})
+    assert done.status_code == 200
+    results = done.json()["results"]
+    retried = {newest["id"], *(f["id"] for f in previewed[1:])}
+    assert sorted(r["failure_id"] for r in results) == sorted(retried)
+    assert {r["outcome"] for r in results} == {"resolved"}
+    after = {f["id"]: f["status"] for f in await failures_of(api, sre, site=site, kind="source_mismatch")}
+    assert after == {**dict.fromkeys(retried, "resolved"), discarded["id"]: "discarded", latecomer["id"]: "open"}
+    assert [f["status"] for f in await failures_of(api, sre, site=other)] == ["open"]
+    assert [f["status"] for f in await failures_of(api, sre, site=site, kind="unauthorized_source")] == ["open"]
+
+    again = await api.post("/api/v1/failures/retry", headers=sre,
+                           json={"dry_run": False, "selection": preview["selection"]})
+    assert again.status_code == 409  # the set is resolved now: a second click retries nothing
+    audit = (await api.get("/api/v1/audit", params={"actor": "test-sre"}, headers=sre)).json()["items"]
+    bulk_rows = [a for a in audit if a["result"].get("selection") == preview["selection"]]
+    assert sorted(int(a["target"].split(":")[1]) for a in bulk_rows) == sorted(retried)
+    assert {a["reason"] for a in bulk_rows} == {"connector fixed"}
+
+
+async def _count(api, headers, n, **params):
+    items = await failures_of(api, headers, **params)
+    return items if len(items) == n else None
+
+
+async def test_discard_needs_a_reason_and_is_audited(api, js, token, uid):
+    site = f"site-{uid}"
+    sre = bearer(token, "sre", [site])
+    await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
+    failure = await one_failure(api, sre, site=site)
+    path = f"/api/v1/failures/{failure['id']}/discard"
+    assert (await api.post(path, headers=sre, json={})).status_code == 400
+    assert (await api.post(path, headers=sre, json={"reason": ""})).status_code == 400
+    discarded = await api.post(path, headers=sre, json={"reason": "test system, retired"})
+    assert (discarded.status_code, discarded.json()["outcome"], discarded.json()["status"]) == \
+        (200, "discarded", "discarded")
+    assert (await api.post(path, headers=sre, json={"reason": "again"})).json()["outcome"] == "already_discarded"
+    assert (await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})).status_code == 409
+    audit = (await api.get("/api/v1/audit", params={"actor": "test-sre"}, headers=sre)).json()["items"]
+    rows = [a for a in audit if a["target"] == f"failure:{failure['id']}"]
+    assert [(a["action"], a["reason"], a["result"]["outcome"]) for a in reversed(rows)] == [
+        ("failure.discard", "test system, retired", "discarded"), ("failure.discard", "again", "already_discarded")]
+
+
+@pytest.mark.parametrize(("role", "sites", "status"), [
+    ("manager", "*", 403), ("floor_staff", "*", 403), ("sre", ["elsewhere"], 403), ("admin", ["elsewhere"], 403),
+])
+async def test_only_sres_and_admins_of_the_site_may_act_on_failures(api, js, token, uid, role, sites, status):
+    site = f"site-{uid}"
+    await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
+    failure = await one_failure(api, bearer(token, "admin"), site=site)
+    who = bearer(token, role, sites)
+    retry = await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=who, json={})
+    discard = await api.post(f"/api/v1/failures/{failure['id']}/discard", headers=who, json={"reason": "nope"})
+    bulk = await api.post("/api/v1/failures/retry", headers=who, json={"filter": {"site": site}})
+    assert [retry.status_code, discard.status_code, bulk.status_code] == [status] * 3
+    unchanged = await api.get(f"/api/v1/failures/{failure['id']}", headers=bearer(token, "admin"))
+    assert (unchanged.json()["status"], unchanged.json()["attempts"]) == ("open", 1)
+
+
+async def test_acting_on_failures_needs_a_token_and_connectors_may_not(api, token):
+    connector = {"Authorization": f"Bearer {token('connector', '*', 'queue')}"}
+    for headers, status in (({}, 401), (connector, 403)):
+        assert (await api.post("/api/v1/failures/1/retry", headers=headers, json={})).status_code == status
+        assert (await api.post("/api/v1/failures/retry", headers=headers, json={})).status_code == status
+        assert (await api.post("/api/v1/failures/1/discard", headers=headers, json={"reason": "x" * 5})).status_code \
+            == status
+
+
+async def test_the_audit_log_is_for_sres_and_admins_and_cannot_be_changed(api, pool, token):
+    for role, status in (("manager", 403), ("floor_staff", 403), ("sre", 200), ("admin", 200)):
+        assert (await api.get("/api/v1/audit", headers=bearer(token, role))).status_code == status
+    since = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    assert (await api.get("/api/v1/audit", params={"since": since}, headers=bearer(token, "sre"))).json()["items"] == []
+    await pool.execute("INSERT INTO audit_log (actor, roles, action, target, result)"
+                       " VALUES ('probe', '{sre}', 'probe', 'none', '{}')")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await pool.execute("UPDATE audit_log SET reason = 'rewritten' WHERE actor = 'probe'")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await pool.execute("DELETE FROM audit_log WHERE actor = 'probe'")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await pool.execute("TRUNCATE audit_log")
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE actor = 'probe' AND reason IS NULL") == 1
+
+
+async def test_failures_can_be_ordered_by_customer_impact(api, js, token, uid):
+    site = f"site-{uid}"
+    reader = bearer(token, "manager", [site])
+    now = datetime.now(UTC)
+
+    def booking(ref: str, slot_in: timedelta) -> dict:
+        return cloud_event("appointment.booked", ref, {"site": site, "service": "passport", "channel": "web",
+                                                       "slot_start": (now + slot_in).isoformat()})
+
+    await publish(js, booking(f"appointments:LATER-{uid}", timedelta(hours=3)))
+    await publish(js, booking(f"appointments:SOON-{uid}", timedelta(minutes=20)))
+    await publish(js, cloud_event("ticket.issued", f"queue:WAIT-{uid}",
+                                  {"site": site, "ticket": "T1", "queue_name": "main"}))
+    for ref in (f"appointments:LATER-{uid}", f"appointments:SOON-{uid}", f"queue:WAIT-{uid}"):
+        await eventually(lambda ref=ref: _journey(api, reader, ref))
+    # created in the opposite order of their impact
+    for ref in (f"queue:NONE-{uid}", f"appointments:LATER-{uid}", f"appointments:SOON-{uid}", f"queue:WAIT-{uid}"):
+        await wrong_subject(js, cloud_event("interaction.logged", ref, {"site": site, "channel": "phone",
+                                                                       "reason_code": "Q", "outcome": "OK"}))
+        await eventually(lambda ref=ref: _failure_with_subject(api, reader, site, ref))
+
+    by_impact = await failures_of(api, reader, site=site, order="impact")
+    assert [f["event_id"] for f in by_impact] == [f["event_id"] for f in reversed(by_impact)][::-1]
+    stages = [(f["impact"] or {}).get("stage") for f in by_impact]
+    assert stages == ["waiting", "booked", "booked", None]
+    assert by_impact[1]["impact"]["slot_start"] < by_impact[2]["impact"]["slot_start"]
+    by_time = await failures_of(api, reader, site=site)
+    assert [f["id"] for f in by_time] == sorted((f["id"] for f in by_time), reverse=True)
+    assert [f["id"] for f in by_time] == [by_impact[i]["id"] for i in (0, 1, 2, 3)]
+    page = (await api.get("/api/v1/failures", params={"site": site, "order": "impact", "limit": 3},
+                          headers=reader)).json()
+    rest = (await api.get("/api/v1/failures", params={"site": site, "order": "impact", "cursor": page["next_cursor"]},
+                          headers=reader)).json()
+    assert [f["id"] for f in page["items"] + rest["items"]] == [f["id"] for f in by_impact]
+
+
+async def _journey(api, headers, ref):
+    return (await api.get("/api/v1/journeys", params={"ref": ref}, headers=headers)).json()["items"]
+
+
+async def _failure_with_subject(api, headers, site, ref):
+    items = await failures_of(api, headers, site=site)
+    return [f for f in items if f["payload"].get("subject") == ref]
+
+
+async def test_every_failure_change_is_announced_once_committed(api, js, settings, token, uid):
+    site = f"site-{uid}"
+    sre = bearer(token, "sre", [site])
+    heard: list[dict] = []
+    listener = await asyncpg.connect(settings.database_url)
+    await listener.add_listener("switchboard_failures", lambda *args: heard.append(msgspec.json.decode(args[3])))
+    try:
+        await wrong_subject(js, cloud_event("customer.arrived", f"queue:M-{uid}", {"site": site}))
+        await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
+        mismatch = await one_failure(api, sre, site=site, kind="source_mismatch")
+        fax = await one_failure(api, sre, site=site, kind="unauthorized_source")
+        await api.post(f"/api/v1/failures/{mismatch['id']}/retry", headers=sre, json={})
+        await api.post(f"/api/v1/failures/{fax['id']}/retry", headers=sre, json={})
+        await api.post(f"/api/v1/failures/{fax['id']}/discard", headers=sre, json={"reason": "retired system"})
+
+        def changes_of(failure_id: int) -> list[str]:
+            return [h["change"] for h in heard if failure_id in h["ids"]]
+
+        await eventually(lambda: asyncio.sleep(0, len(changes_of(fax["id"])) == 3))
+        assert changes_of(mismatch["id"]) == ["opened", "resolved"]
+        assert changes_of(fax["id"]) == ["opened", "retrying", "discarded"]
+    finally:
+        await listener.close()
