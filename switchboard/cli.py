@@ -14,8 +14,13 @@ from switchboard.settings import get_settings
 def _backend(args: argparse.Namespace) -> None:
     import uvicorn  # noqa: PLC0415
 
+    from backend.live.schemas import MAX_CLIENT_MESSAGE_BYTES  # noqa: PLC0415
+
+    # live clients send small control messages: refuse big frames before buffering them, and skip
+    # per-message compression, whose zlib state would cost each connection hundreds of KiB
     uvicorn.run("backend.app:create_app", factory=True, host=args.host, port=args.port,
-                log_level=get_settings().log_level.lower(), access_log=False)
+                log_level=get_settings().log_level.lower(), access_log=False,
+                ws_max_size=4 * MAX_CLIENT_MESSAGE_BYTES, ws_per_message_deflate=False)
 
 
 def _migrate(_: argparse.Namespace) -> None:
