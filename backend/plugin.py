@@ -11,6 +11,7 @@ from litestar import Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
@@ -76,8 +77,10 @@ class SwitchboardPlugin(InitPluginProtocol):
         app_config.lifespan.append(self.lifespan)
         app_config.guards.append(authorize)
         app_config.dependencies["resources"] = Provide(_resources, sync_to_thread=False)
+        # HTTP only: a websocket is one "request" lasting hours; the live metrics count what happens on it
         app_config.middleware.append(PrometheusConfig(app_name="switchboard", prefix="switchboard_http",
-                                                      group_path=True, exclude=["/metrics"]).middleware)
+                                                      group_path=True, exclude=["/metrics"],
+                                                      scopes={ScopeType.HTTP}).middleware)
         app_config = auth.on_app_init(app_config)
         # outermost, ahead of the JWT middleware: a browser's websocket brings its token as `?token=`
         app_config.middleware.insert(0, QueryTokenMiddleware)
