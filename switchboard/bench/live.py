@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 import secrets
@@ -106,16 +107,16 @@ class Backend:
         self.process = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
                                         env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
-    async def ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("the backend exited during start-up; see backend.log")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.2)
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+            time.sleep(0.2)
         raise TimeoutError("the backend did not become ready")
 
     def rss_kib(self) -> int:
@@ -400,7 +401,7 @@ async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) ->
         progress("floors: " + ", ".join(f"{k} {v:.3f}" for k, v in floor.items()))
         backend = Backend(database_url, urls["nats_url"], secret, data_dir)
         try:
-            await backend.ready()
+            await asyncio.to_thread(backend.wait_ready)
             latencies, ingest = await end_to_end(
                 backend, settings, urls["nats_url"], database_url, clients=options["clients"], sites=options["sites"],
                 rate=options["rate"], seconds=options["seconds"])
@@ -431,6 +432,7 @@ async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) ->
 
 def run_live_bench(*, clients: int, sites: int, rate: float, seconds: float, fanout_clients: int, updates: int,
                    keys: int, idle: int) -> None:
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per connection otherwise
     options = {"clients": clients, "sites": sites, "rate": rate, "seconds": seconds,
                "fanout_clients": fanout_clients, "updates": updates, "keys": keys, "idle": idle}
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-live-") as tmp, servers(Path(tmp)) as urls:
