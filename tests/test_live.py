@@ -225,6 +225,19 @@ async def test_resume_with_last_seq_gets_what_was_missed_or_a_fresh_snapshot(bac
     assert fresh["journeys"]["seq"] >= missed[-1]["seq"] and fresh["journeys"]["epoch"] == snapshot["epoch"]
 
 
+async def test_unsubscribed_topics_stop_arriving(backend, bus, token, uid):
+    site = f"unsub-{uid}"
+    async with connect(backend, token("manager", [site])) as ws:
+        await subscribe(ws, ["journeys", "capacity"])
+        await ws.send('{"op": "unsubscribe", "topics": ["journeys"]}')
+        await ws.send('{"op": "ping"}')
+        assert (await receive(ws))["op"] == "pong"
+        await bus("journeys", site, "j1", {"v": 1})
+        await bus("capacity", site, site, {"queue_length": 3})
+        update, before = await receive_until(ws, is_update("capacity"))
+    assert before == [] and update["data"] == {"queue_length": 3}
+
+
 async def test_malformed_messages_answer_an_error_and_change_nothing(backend, token):
     async with connect(backend, token("manager")) as ws:
         for bad in ("not json", '{"op": "subscribe", "topics": ["weather"]}', '{"op": "dance"}', "[1, 2]"):

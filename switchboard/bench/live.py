@@ -40,6 +40,10 @@ import nats
 import uvloop
 import websockets
 from nats.js.api import StorageType, StreamConfig
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 from backend import db, messaging
 from backend.auth import mint_token
@@ -52,6 +56,7 @@ FLOOR_SAMPLES = 300
 FLOOR_STREAM = "BENCH_LIVE_FLOOR"
 FANOUT_SITE = "bench-fanout"
 LAST_KEY = "last"  # the final update of a throughput round: newest for its key, so never coalesced away
+LAST_MARKER = f'"key":"{LAST_KEY}"'.encode()
 
 _decode = msgspec.json.decode
 
@@ -276,36 +281,94 @@ def update_keys(updates: int, keys: int) -> list[str]:
     return [f"k{n % keys}" for n in range(updates - 1)] + [LAST_KEY]
 
 
-async def count_until_last(sockets: list[websockets.ClientConnection]) -> tuple[int, float]:
-    """Frames received by all sockets until each got the last update, and when the last one arrived."""
-    counts = [0] * len(sockets)
-    marker = f'"key":"{LAST_KEY}"'
+class CountingClient(asyncio.Protocol):
+    """A `websockets` client on its sans-I/O protocol, as light as a client gets: it counts text frames
+    until the last update, so the fan-out figures measure the servers rather than the clients."""
 
-    async def receive(i: int, ws: websockets.ClientConnection) -> None:
-        async for message in ws:
-            counts[i] += 1
-            if marker in message:  # type: ignore[operator]
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.protocol = ClientProtocol(parse_uri(url), max_size=2**20)
+        self.request = self.protocol.connect()
+        for name, value in headers.items():
+            self.request.headers[name] = value
+        loop = asyncio.get_running_loop()
+        self.next_text: asyncio.Future[bytes] | None = None
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.last: asyncio.Future[float] = loop.create_future()
+        self.counting = False
+        self.count = 0
+        self.transport: asyncio.Transport | None = None
+
+    @classmethod
+    async def open(cls, url: str, headers: dict[str, str] | None = None) -> CountingClient:
+        address = urlsplit(url)
+        _, client = await asyncio.get_running_loop().create_connection(
+            lambda: cls(url, headers or {}), address.hostname, address.port)
+        await client.opened
+        return client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.protocol.send_request(self.request)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            if isinstance(event, Response):
+                self.opened.set_result(None)
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                if self.counting:
+                    self.count += 1
+                    if LAST_MARKER in event.data and not self.last.done():
+                        self.last.set_result(time.perf_counter())
+                elif self.next_text is not None and not self.next_text.done():
+                    self.next_text.set_result(bytes(event.data))
+        self._flush()  # pongs and close replies
+
+    def _flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            if data and self.transport is not None:
+                self.transport.write(data)
+
+    async def request_text(self, text: str, until: bytes) -> None:
+        """Send `text`, then wait for a text frame that contains `until`."""
+        self.protocol.send_text(text.encode())
+        self._flush()
+        while True:
+            self.next_text = asyncio.get_running_loop().create_future()
+            if until in await asyncio.wait_for(self.next_text, 30):
                 return
 
-    await asyncio.wait_for(asyncio.gather(*(receive(i, ws) for i, ws in enumerate(sockets))), 120)
-    return sum(counts), time.perf_counter()
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def count_until_last(clients: list[CountingClient]) -> tuple[int, float]:
+    """Frames received by all clients until each got the last update, and when the last one arrived."""
+    for client in clients:
+        client.counting = True
+    finished = await asyncio.wait_for(asyncio.gather(*(c.last for c in clients)), 120)
+    return sum(c.count for c in clients), max(finished)
 
 
 async def live_fanout(backend: Backend, settings: Settings, nats_url: str, *, clients: int, updates: int,
                       keys: int) -> float:
     token = mint_token(settings, sub="bench-fanout", roles=["manager"], sites=[FANOUT_SITE])
-    sockets = [await connect(backend.url, token) for _ in range(clients)]
-    await asyncio.gather(*(subscribe(ws, ["journeys"]) for ws in sockets))
+    audience = [await CountingClient.open(backend.url, {"Authorization": f"Bearer {token}"}) for _ in range(clients)]
+    for client in audience:
+        await client.request_text(json.dumps({"op": "subscribe", "topics": ["journeys"]}), b'"op":"snapshot"')
     nc = await nats.connect(nats_url)
     payloads = [encode_update(FANOUT_SITE, key, bench_data(n)) for n, key in enumerate(update_keys(updates, keys))]
-    receiving = asyncio.create_task(count_until_last(sockets))
+    receiving = asyncio.create_task(count_until_last(audience))
     started = time.perf_counter()
     for payload in payloads:
         await nc.publish(SUBJECT_PREFIX + "journeys", payload)
     await nc.flush()
     delivered, finished = await receiving
     await nc.close()
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    for client in audience:
+        client.close()
     rate = delivered / (finished - started)
     progress(f"fan-out: {delivered:,} deliveries to {clients} clients at {rate:,.0f}/s")
     return rate
@@ -347,16 +410,16 @@ async def bare_fanout(*, clients: int, updates: int, keys: int) -> float:
     try:
         await asyncio.to_thread(ready.wait, 60)
         url = f"ws://127.0.0.1:{port}"
-        sockets = [await websockets.connect(url, compression=None, max_size=2**20) for _ in range(clients)]
-        for ws in sockets:
-            await ws.send("subscribe")
-            await ws.recv()
-        receiving = asyncio.create_task(count_until_last(sockets))
+        audience = [await CountingClient.open(url) for _ in range(clients)]
+        for client in audience:
+            await client.request_text("subscribe", b"subscribed")
+        receiving = asyncio.create_task(count_until_last(audience))
         async with websockets.connect(url, compression=None) as control:
             started = time.perf_counter()
             await control.send("go")
             delivered, finished = await receiving
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        for client in audience:
+            client.close()
     finally:
         server.terminate()
         server.join(10)
