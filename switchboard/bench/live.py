@@ -465,12 +465,13 @@ async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) ->
         backend = Backend(database_url, urls["nats_url"], secret, data_dir)
         try:
             await asyncio.to_thread(backend.wait_ready)
+            # memory first, while no earlier phase has left freed memory for new connections to reuse
+            idle = await idle_memory(backend, settings, connections=options["idle"])
             latencies, ingest = await end_to_end(
                 backend, settings, urls["nats_url"], database_url, clients=options["clients"], sites=options["sites"],
                 rate=options["rate"], seconds=options["seconds"])
             live_rate = await live_fanout(backend, settings, urls["nats_url"], clients=options["fanout_clients"],
                                           updates=options["updates"], keys=options["keys"])
-            idle = await idle_memory(backend, settings, connections=options["idle"])
         finally:
             backend.stop()
     bare_rate = await bare_fanout(clients=options["fanout_clients"], updates=options["updates"], keys=options["keys"])
