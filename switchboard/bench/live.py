@@ -202,68 +202,93 @@ async def floors(nats_url: str, database_url: str) -> dict[str, float]:
 
 # ---- end-to-end latency -------------------------------------------------------------------------
 
-async def end_to_end(backend: Backend, settings: Settings, nats_url: str, database_url: str, *, clients: int,
-                     sites: int, rate: float, seconds: float) -> tuple[list[float], list[float]]:
-    """Latencies publish → websocket receive, and publish → the event's row written by the apply worker."""
-    site_names = [f"bench-{n:03d}" for n in range(sites)]
-    sockets = []
-    for n in range(clients):
-        site = site_names[n % sites]
-        token = mint_token(settings, sub=f"bench-{n}", roles=["manager"], sites=[site])
-        sockets.append(await connect(backend.url, token))
-    await asyncio.gather(*(subscribe(ws, ["journeys"]) for ws in sockets))
-    progress(f"latency: {clients} clients subscribed across {sites} sites")
+class Latencies:
+    """Clients scoped to one site each, timing every update they receive against when it was published."""
 
-    total = int(rate * seconds)
-    published_at: dict[str, float] = {}
-    published_wall: dict[str, float] = {}  # wall clock, to compare with Postgres's `applied_at`
-    latencies: list[float] = []
-    expected = total * (clients // sites) + sum(1 for n in range(total) if n % sites < clients % sites)
-    done = asyncio.Event()
+    def __init__(self, sockets: list[websockets.ClientConnection], clients: int, sites: int) -> None:
+        self.sockets, self.clients, self.sites = sockets, clients, sites
+        self.published_at: dict[str, float] = {}
+        self.samples: list[float] = []
+        self.expected = 0
+        self.done = asyncio.Event()
+        self.readers = [asyncio.create_task(self._receive(ws)) for ws in sockets]
 
-    async def receive(ws: websockets.ClientConnection) -> None:
+    async def _receive(self, ws: websockets.ClientConnection) -> None:
         async for message in ws:
             frame = _decode(message)
             if frame["op"] == "update":
-                at = published_at.get(frame["data"]["refs"][0])
+                at = self.published_at.get(frame["data"]["refs"][0])
                 if at is not None:
-                    latencies.append(time.perf_counter() - at)
-                    if len(latencies) >= expected:
-                        done.set()
+                    self.samples.append(time.perf_counter() - at)
+                    if len(self.samples) >= self.expected:
+                        self.done.set()
 
-    readers = [asyncio.create_task(receive(ws)) for ws in sockets]
+    async def paced(self, label: str, total: int, rate: float, publish_one: Any) -> list[float]:
+        """`publish_one(n, site)` for n < total at a steady `rate`; the latencies of the deliveries."""
+        self.samples, self.done = [], asyncio.Event()
+        self.expected = sum(self.clients // self.sites + (n % self.sites < self.clients % self.sites)
+                            for n in range(total))
+        started = time.perf_counter()
+        for n in range(total):
+            # steady rate: each publish at its slot, never in bursts to catch up more than one slot
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await publish_one(n, f"bench-{n % self.sites:03d}")
+            if n and n % int(rate) == 0:
+                progress(f"{label}: published {n:,}/{total:,}, {len(self.samples):,}/{self.expected:,} received")
+        achieved = total / (time.perf_counter() - started)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.done.wait(), 30)
+        progress(f"{label}: {total:,} at {achieved:,.0f}/s, {len(self.samples):,}/{self.expected:,} received")
+        return self.samples
+
+    async def close(self) -> None:
+        for task in self.readers:
+            task.cancel()
+        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+
+
+async def end_to_end(backend: Backend, settings: Settings, nats_url: str, database_url: str, *, clients: int,
+                     sites: int, rate: float, seconds: float) -> dict[str, list[float]]:
+    """Latencies publish → websocket receive ("e2e"), publish → the event's row written by the apply
+    worker ("ingest"), and, for the live path alone, `svc.live` bus → websocket receive ("live")."""
+    sockets = []
+    for n in range(clients):
+        token = mint_token(settings, sub=f"bench-{n}", roles=["manager"], sites=[f"bench-{n % sites:03d}"])
+        sockets.append(await connect(backend.url, token))
+    await asyncio.gather(*(subscribe(ws, ["journeys"]) for ws in sockets))
+    progress(f"latency: {clients} clients subscribed across {sites} sites")
+    timing = Latencies(sockets, clients, sites)
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     run = uuid.uuid4().hex[:6]
-    started = time.perf_counter()
-    for n in range(total):
-        # steady rate: each event at its slot, never in bursts to catch up more than one slot
-        delay = started + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    published_wall: dict[str, float] = {}  # wall clock, to compare with Postgres's `applied_at`
+
+    async def publish_event(n: int, site: str) -> None:
         ref = f"queue:B-{run}-{n}"
         event = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "/queue", "type": "customer.arrived",
-                 "subject": ref, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                 "data": {"site": site_names[n % sites]}}
-        published_at[ref], published_wall[ref] = time.perf_counter(), time.time()
+                 "subject": ref, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": {"site": site}}
+        timing.published_at[ref], published_wall[ref] = time.perf_counter(), time.time()
         await js.publish("svc.events.queue.customer.arrived", msgspec.json.encode(event),
                          headers={"Nats-Msg-Id": f"/queue {event['id']}"})
-        if n and n % int(rate) == 0:
-            progress(f"latency: published {n:,}/{total:,}, {len(latencies):,}/{expected:,} deliveries received")
-    achieved = total / (time.perf_counter() - started)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), 30)
-    progress(f"latency: {total:,} events at {achieved:,.0f}/s, {len(latencies):,}/{expected:,} deliveries received")
+
+    async def publish_update(n: int, site: str) -> None:
+        ref = f"bus:L-{run}-{n}"
+        timing.published_at[ref] = time.perf_counter()
+        await nc.publish(SUBJECT_PREFIX + "journeys", encode_update(site, ref, {"refs": [ref]}))
+
+    total = int(rate * seconds)
+    e2e = await timing.paced("latency", total, rate, publish_event)
+    live = await timing.paced("live path", total, rate, publish_update)
+    await timing.close()
     await nc.close()
-    for task in readers:
-        task.cancel()
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     conn = await asyncpg.connect(database_url)
     rows = await conn.fetch("SELECT subject, applied_at FROM events WHERE subject = ANY($1::text[])",
                             list(published_wall))
     await conn.close()
     ingest = [r["applied_at"].timestamp() - published_wall[r["subject"]] for r in rows]
-    return latencies, ingest
+    return {"e2e": e2e, "ingest": ingest, "live": live}
 
 
 # ---- throughput ---------------------------------------------------------------------------------
@@ -467,38 +492,50 @@ async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) ->
             await asyncio.to_thread(backend.wait_ready)
             # memory first, while no earlier phase has left freed memory for new connections to reuse
             idle = await idle_memory(backend, settings, connections=options["idle"])
-            latencies, ingest = await end_to_end(
+            latency = await end_to_end(
                 backend, settings, urls["nats_url"], database_url, clients=options["clients"], sites=options["sites"],
                 rate=options["rate"], seconds=options["seconds"])
-            live_rate = await live_fanout(backend, settings, urls["nats_url"], clients=options["fanout_clients"],
-                                          updates=options["updates"], keys=options["keys"])
+            # alternated rounds, medians: on a shared machine one round of either can be unlucky
+            live_rates, bare_rates = [], []
+            for _ in range(options["rounds"]):
+                live_rates.append(await live_fanout(backend, settings, urls["nats_url"],
+                                                    clients=options["fanout_clients"], updates=options["updates"],
+                                                    keys=options["keys"]))
+                bare_rates.append(await bare_fanout(clients=options["fanout_clients"], updates=options["updates"],
+                                                    keys=options["keys"]))
+            live_rate, bare_rate = statistics.median(live_rates), statistics.median(bare_rates)
         finally:
             backend.stop()
-    bare_rate = await bare_fanout(clients=options["fanout_clients"], updates=options["updates"], keys=options["keys"])
+    def ms(name: str, q: float) -> float | None:
+        return round(percentile(latency[name], q) * 1000, 3) if latency[name] else None
+
     return {
-        "e2e_p50_ms": round(percentile(latencies, 0.50) * 1000, 3) if latencies else None,
-        "e2e_p99_ms": round(percentile(latencies, 0.99) * 1000, 3) if latencies else None,
+        "e2e_p50_ms": ms("e2e", 0.50),
+        "e2e_p99_ms": ms("e2e", 0.99),
         "floors_sum_ms": round(sum(floor.values()), 3),
         "deliveries_per_s": round(live_rate),
         "baseline_deliveries_per_s": round(bare_rate),
         "delivery_ratio": round(live_rate / bare_rate, 3),
         "idle_kib_per_connection": round(idle, 1),
         "floors_ms": {k: round(v, 3) for k, v in floor.items()},
-        # how much of e2e is before the live path: publish → the apply worker writing the event's row
-        "ingest_p50_ms": round(percentile(ingest, 0.50) * 1000, 3) if ingest else None,
-        "ingest_p99_ms": round(percentile(ingest, 0.99) * 1000, 3) if ingest else None,
-        "e2e_deliveries": len(latencies),
+        # where e2e goes: publish → the apply worker writing the event's row, and the live path alone
+        "ingest_p50_ms": ms("ingest", 0.50),
+        "ingest_p99_ms": ms("ingest", 0.99),
+        "live_path_p50_ms": ms("live", 0.50),
+        "live_path_p99_ms": ms("live", 0.99),
+        "e2e_deliveries": len(latency["e2e"]),
         "events_per_s": options["rate"], "clients": options["clients"], "sites": options["sites"],
         "fanout_clients": options["fanout_clients"], "fanout_updates": options["updates"],
+        "fanout_rounds": options["rounds"],
         "idle_connections": options["idle"],
     }
 
 
 def run_live_bench(*, clients: int, sites: int, rate: float, seconds: float, fanout_clients: int, updates: int,
-                   keys: int, idle: int) -> None:
+                   keys: int, rounds: int, idle: int) -> None:
     logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per connection otherwise
     options = {"clients": clients, "sites": sites, "rate": rate, "seconds": seconds,
-               "fanout_clients": fanout_clients, "updates": updates, "keys": keys, "idle": idle}
+               "fanout_clients": fanout_clients, "updates": updates, "keys": keys, "rounds": rounds, "idle": idle}
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-live-") as tmp, servers(Path(tmp)) as urls:
         figures = uvloop.run(_run(Path(tmp), urls, options))
     print(json.dumps(figures), flush=True)
