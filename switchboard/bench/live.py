@@ -400,7 +400,7 @@ async def live_fanout(backend: Backend, settings: Settings, nats_url: str, *, cl
 
 
 def serve_bare_broadcast(port: int, updates: int, keys: int, ready: Any) -> None:
-    """A bare `websockets` server: on "go" from its first client, broadcasts the frames to the others."""
+    """A bare `websockets` server: on "go" from a control connection, broadcasts the frames to the others."""
     frames = [msgspec.json.encode(Update(topic="journeys", seq=n + 1, site=FANOUT_SITE, key=key,
                                          data=msgspec.Raw(msgspec.json.encode(bench_data(n))))).decode()
               for n, key in enumerate(update_keys(updates, keys))]
