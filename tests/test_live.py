@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from backend.live.bus import SUBJECT_PREFIX, encode_update
+from backend.live.handshake import QueryTokenMiddleware
 from backend.live.schemas import TOPICS
 from switchboard.settings import Settings
 from tests.conftest import BackendProcess, cloud_event, eventually, publish
@@ -303,3 +304,18 @@ async def test_a_browser_brings_its_token_in_the_query_from_our_own_origin(backe
 
 def test_topics_are_the_contract_topics():
     assert set(TOPICS) == {"flow", "capacity", "journeys", "failures", "reconciliation", "fallbacks", "integrations"}
+
+
+async def test_a_query_token_becomes_a_header_and_leaves_the_logged_query():
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Any, _receive: Any, _send: Any) -> None:
+        seen.append(scope)
+
+    server_scope = {"type": "websocket", "path": "/api/v1/live", "query_string": b"token=abc.def.ghi&x=1",
+                    "headers": [(b"host", b"example")]}
+    await QueryTokenMiddleware(app)(server_scope, None, None)  # type: ignore[arg-type]
+    # the server logs from its own scope object: the token must be gone from it too
+    assert seen == [server_scope]
+    assert server_scope["query_string"] == b"x=1"
+    assert (b"authorization", b"Bearer abc.def.ghi") in server_scope["headers"]
