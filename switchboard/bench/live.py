@@ -124,6 +124,13 @@ class Backend:
             time.sleep(0.2)
         raise TimeoutError("the backend did not become ready")
 
+    def metric_sums(self, *names: str) -> dict[str, float]:
+        """`<name>_sum` and `<name>_count` of histograms on the backend's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+            lines = response.read().decode().splitlines()
+        wanted = {f"{name}_{part}" for name in names for part in ("sum", "count")}
+        return {name: float(value) for name, _, value in (line.partition(" ") for line in lines) if name in wanted}
+
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -288,6 +295,11 @@ async def end_to_end(backend: Backend, settings: Settings, nats_url: str, databa
                             list(published_wall))
     await conn.close()
     ingest = [r["applied_at"].timestamp() - published_wall[r["subject"]] for r in rows]
+    apply = await asyncio.to_thread(backend.metric_sums, "switchboard_apply_batch_seconds", "switchboard_apply_batch_size")
+    if apply.get("switchboard_apply_batch_size_count"):
+        batches = apply["switchboard_apply_batch_size_count"]
+        progress(f"ingest: {batches:,.0f} apply batches, {apply['switchboard_apply_batch_size_sum'] / batches:.1f}"
+                 f" events and {apply['switchboard_apply_batch_seconds_sum'] / batches * 1000:.1f} ms each on average")
     return {"e2e": e2e, "ingest": ingest, "live": live}
 
 
