@@ -32,8 +32,13 @@ class QueryTokenMiddleware:
             if token:
                 # in place, in the server's own scope: uvicorn logs the path and query of every
                 # websocket it accepts, and a token must never reach a log
-                scope["query_string"] = urlencode([(n, v) for n, v in query if n != "token"]).encode("latin-1")
-                scope["headers"] = [*scope["headers"], (b"authorization", b"Bearer " + token.encode("latin-1"))]
+                scope["query_string"] = urlencode([(n, v) for n, v in query if n != "token"]).encode(
+                    "latin-1"
+                )
+                scope["headers"] = [
+                    *scope["headers"],
+                    (b"authorization", b"Bearer " + token.encode("latin-1")),
+                ]
         await self.app(scope, receive, send)
 
 

@@ -78,8 +78,10 @@ def servers(data_dir: Path) -> Iterator[dict[str, str]]:
         return
     progress("starting embedded Postgres and NATS")
     with embedded_servers(data_dir, postgres=not settings.database_url, nats=not settings.nats_url) as urls:
-        yield {"database_url": settings.database_url or urls["database_url"],
-               "nats_url": settings.nats_url or urls["nats_url"]}
+        yield {
+            "database_url": settings.database_url or urls["database_url"],
+            "nats_url": settings.nats_url or urls["nats_url"],
+        }
 
 
 @contextlib.asynccontextmanager
@@ -105,20 +107,31 @@ class Backend:
     def __init__(self, database_url: str, nats_url: str, secret: str, data_dir: Path) -> None:
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}/api/v1/live"
-        env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": nats_url,
-               "SWITCHBOARD_JWT_SECRET": secret, "SWITCHBOARD_DATA_DIR": str(data_dir),
-               "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "SWITCHBOARD_DATABASE_URL": database_url,
+            "SWITCHBOARD_NATS_URL": nats_url,
+            "SWITCHBOARD_JWT_SECRET": secret,
+            "SWITCHBOARD_DATA_DIR": str(data_dir),
+            "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        }
         self.log = open(data_dir / "backend.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
-                                        env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("the backend exited during start-up; see backend.log")
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.port}/ready", timeout=1) as response:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=1) as response,
+            ):
                 if response.status == 200:
                     return
             time.sleep(0.2)
@@ -129,7 +142,9 @@ class Backend:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
             lines = response.read().decode().splitlines()
         wanted = {f"{name}_{part}" for name in names for part in ("sum", "count")}
-        return {name: float(value) for name, _, value in (line.partition(" ") for line in lines) if name in wanted}
+        return {
+            name: float(value) for name, _, value in (line.partition(" ") for line in lines) if name in wanted
+        }
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -148,8 +163,13 @@ class Backend:
 
 
 async def connect(url: str, token: str) -> websockets.ClientConnection:
-    return await websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"},
-                                    compression=None, open_timeout=30, max_size=2**20)
+    return await websockets.connect(
+        url,
+        additional_headers={"Authorization": f"Bearer {token}"},
+        compression=None,
+        open_timeout=30,
+        max_size=2**20,
+    )
 
 
 async def subscribe(ws: websockets.ClientConnection, topics: list[str]) -> None:
@@ -161,12 +181,15 @@ async def subscribe(ws: websockets.ClientConnection, topics: list[str]) -> None:
 
 # ---- floors -----------------------------------------------------------------------------------
 
+
 async def floors(nats_url: str, database_url: str) -> dict[str, float]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_stream(FLOOR_STREAM)
-    await js.add_stream(StreamConfig(name=FLOOR_STREAM, subjects=["bench.live.floor"], storage=StorageType.FILE))
+    await js.add_stream(
+        StreamConfig(name=FLOOR_STREAM, subjects=["bench.live.floor"], storage=StorageType.FILE)
+    )
     body = b"x" * 300
     publish_ack = []
     for _ in range(FLOOR_SAMPLES):
@@ -202,12 +225,15 @@ async def floors(nats_url: str, database_url: str) -> dict[str, float]:
                 await ws.send(frame)
                 await ws.recv()
                 echoes.append(time.perf_counter() - started)
-    return {"jetstream_publish_ack_ms": statistics.median(publish_ack) * 1000,
-            "asyncpg_commit_ms": statistics.median(commits) * 1000,
-            "websocket_echo_ms": statistics.median(echoes) * 1000}
+    return {
+        "jetstream_publish_ack_ms": statistics.median(publish_ack) * 1000,
+        "asyncpg_commit_ms": statistics.median(commits) * 1000,
+        "websocket_echo_ms": statistics.median(echoes) * 1000,
+    }
 
 
 # ---- end-to-end latency -------------------------------------------------------------------------
+
 
 class Latencies:
     """Clients scoped to one site each, timing every update they receive against when it was published."""
@@ -233,8 +259,9 @@ class Latencies:
     async def paced(self, label: str, total: int, rate: float, publish_one: Any) -> list[float]:
         """`publish_one(n, site)` for n < total at a steady `rate`; the latencies of the deliveries."""
         self.samples, self.done = [], asyncio.Event()
-        self.expected = sum(self.clients // self.sites + (n % self.sites < self.clients % self.sites)
-                            for n in range(total))
+        self.expected = sum(
+            self.clients // self.sites + (n % self.sites < self.clients % self.sites) for n in range(total)
+        )
         started = time.perf_counter()
         for n in range(total):
             # steady rate: each publish at its slot, never in bursts to catch up more than one slot
@@ -243,7 +270,9 @@ class Latencies:
                 await asyncio.sleep(delay)
             await publish_one(n, f"bench-{n % self.sites:03d}")
             if n and n % int(rate) == 0:
-                progress(f"{label}: published {n:,}/{total:,}, {len(self.samples):,}/{self.expected:,} received")
+                progress(
+                    f"{label}: published {n:,}/{total:,}, {len(self.samples):,}/{self.expected:,} received"
+                )
         achieved = total / (time.perf_counter() - started)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.done.wait(), 30)
@@ -256,8 +285,17 @@ class Latencies:
         await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
 
 
-async def end_to_end(backend: Backend, settings: Settings, nats_url: str, database_url: str, *, clients: int,
-                     sites: int, rate: float, seconds: float) -> dict[str, list[float]]:
+async def end_to_end(
+    backend: Backend,
+    settings: Settings,
+    nats_url: str,
+    database_url: str,
+    *,
+    clients: int,
+    sites: int,
+    rate: float,
+    seconds: float,
+) -> dict[str, list[float]]:
     """Latencies publish → websocket receive ("e2e"), publish → the event's row written by the apply
     worker ("ingest"), and, for the live path alone, `svc.live` bus → websocket receive ("live")."""
     sockets = []
@@ -274,11 +312,21 @@ async def end_to_end(backend: Backend, settings: Settings, nats_url: str, databa
 
     async def publish_event(n: int, site: str) -> None:
         ref = f"queue:B-{run}-{n}"
-        event = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "/queue", "type": "customer.arrived",
-                 "subject": ref, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": {"site": site}}
+        event = {
+            "specversion": "1.0",
+            "id": uuid.uuid4().hex,
+            "source": "/queue",
+            "type": "customer.arrived",
+            "subject": ref,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "data": {"site": site},
+        }
         timing.published_at[ref], published_wall[ref] = time.perf_counter(), time.time()
-        await js.publish("svc.events.queue.customer.arrived", msgspec.json.encode(event),
-                         headers={"Nats-Msg-Id": f"/queue {event['id']}"})
+        await js.publish(
+            "svc.events.queue.customer.arrived",
+            msgspec.json.encode(event),
+            headers={"Nats-Msg-Id": f"/queue {event['id']}"},
+        )
 
     async def publish_update(n: int, site: str) -> None:
         ref = f"bus:L-{run}-{n}"
@@ -291,27 +339,46 @@ async def end_to_end(backend: Backend, settings: Settings, nats_url: str, databa
     await timing.close()
     await nc.close()
     conn = await asyncpg.connect(database_url)
-    rows = await conn.fetch("SELECT subject, applied_at FROM events WHERE subject = ANY($1::text[])",
-                            list(published_wall))
+    rows = await conn.fetch(
+        "SELECT subject, applied_at FROM events WHERE subject = ANY($1::text[])", list(published_wall)
+    )
     await conn.close()
     ingest = [r["applied_at"].timestamp() - published_wall[r["subject"]] for r in rows]
-    apply = await asyncio.to_thread(backend.metric_sums, "switchboard_apply_batch_seconds", "switchboard_apply_batch_size")
+    apply = await asyncio.to_thread(
+        backend.metric_sums, "switchboard_apply_batch_seconds", "switchboard_apply_batch_size"
+    )
     if apply.get("switchboard_apply_batch_size_count"):
         batches = apply["switchboard_apply_batch_size_count"]
-        progress(f"ingest: {batches:,.0f} apply batches, {apply['switchboard_apply_batch_size_sum'] / batches:.1f}"
-                 f" events and {apply['switchboard_apply_batch_seconds_sum'] / batches * 1000:.1f} ms each on average")
+        size = apply["switchboard_apply_batch_size_sum"] / batches
+        batch_ms = apply["switchboard_apply_batch_seconds_sum"] / batches * 1000
+        progress(f"ingest: {batches:,.0f} apply batches of {size:.1f} events and {batch_ms:.1f} ms on average")
     return {"e2e": e2e, "ingest": ingest, "live": live}
 
 
 # ---- throughput ---------------------------------------------------------------------------------
 
+
 def bench_data(n: int) -> dict[str, Any]:
     """A journey-shaped update of the usual size."""
-    return {"id": str(uuid.UUID(int=n)), "site": FANOUT_SITE, "stage": "waiting", "refs": [f"queue:T-{n:06d}"],
-            "service": "passport", "slot_start": None, "priority": "normal", "eligibility": "passed",
-            "eligibility_reason": None, "last_interaction": None, "counter": None, "ticket": f"T-{n:06d}",
-            "queue_name": "main", "channel": "branch", "outcome": None,
-            "created_at": "2026-01-05T08:00:00Z", "updated_at": "2026-01-05T08:01:40Z"}
+    return {
+        "id": str(uuid.UUID(int=n)),
+        "site": FANOUT_SITE,
+        "stage": "waiting",
+        "refs": [f"queue:T-{n:06d}"],
+        "service": "passport",
+        "slot_start": None,
+        "priority": "normal",
+        "eligibility": "passed",
+        "eligibility_reason": None,
+        "last_interaction": None,
+        "counter": None,
+        "ticket": f"T-{n:06d}",
+        "queue_name": "main",
+        "channel": "branch",
+        "outcome": None,
+        "created_at": "2026-01-05T08:00:00Z",
+        "updated_at": "2026-01-05T08:01:40Z",
+    }
 
 
 def update_keys(updates: int, keys: int) -> list[str]:
@@ -339,7 +406,8 @@ class CountingClient(asyncio.Protocol):
     async def open(cls, url: str, headers: dict[str, str] | None = None) -> CountingClient:
         address = urlsplit(url)
         _, client = await asyncio.get_running_loop().create_connection(
-            lambda: cls(url, headers or {}), address.hostname, address.port)
+            lambda: cls(url, headers or {}), address.hostname, address.port
+        )
         await client.opened
         return client
 
@@ -389,14 +457,19 @@ async def count_until_last(clients: list[CountingClient]) -> tuple[int, float]:
     return sum(c.count for c in clients), max(finished)
 
 
-async def live_fanout(backend: Backend, settings: Settings, nats_url: str, *, clients: int, updates: int,
-                      keys: int) -> float:
+async def live_fanout(
+    backend: Backend, settings: Settings, nats_url: str, *, clients: int, updates: int, keys: int
+) -> float:
     token = mint_token(settings, sub="bench-fanout", roles=["manager"], sites=[FANOUT_SITE])
-    audience = [await CountingClient.open(backend.url, {"Authorization": f"Bearer {token}"}) for _ in range(clients)]
+    audience = [
+        await CountingClient.open(backend.url, {"Authorization": f"Bearer {token}"}) for _ in range(clients)
+    ]
     for client in audience:
         await client.request_text(json.dumps({"op": "subscribe", "topics": ["journeys"]}), b'"op":"snapshot"')
     nc = await nats.connect(nats_url)
-    payloads = [encode_update(FANOUT_SITE, key, bench_data(n)) for n, key in enumerate(update_keys(updates, keys))]
+    payloads = [
+        encode_update(FANOUT_SITE, key, bench_data(n)) for n, key in enumerate(update_keys(updates, keys))
+    ]
     receiving = asyncio.create_task(count_until_last(audience))
     started = time.perf_counter()
     for payload in payloads:
@@ -413,9 +486,18 @@ async def live_fanout(backend: Backend, settings: Settings, nats_url: str, *, cl
 
 def serve_bare_broadcast(port: int, updates: int, keys: int, ready: Any) -> None:
     """A bare `websockets` server: on "go" from a control connection, broadcasts the frames to the others."""
-    frames = [msgspec.json.encode(Update(topic="journeys", seq=n + 1, site=FANOUT_SITE, key=key,
-                                         data=msgspec.Raw(msgspec.json.encode(bench_data(n))))).decode()
-              for n, key in enumerate(update_keys(updates, keys))]
+    frames = [
+        msgspec.json.encode(
+            Update(
+                topic="journeys",
+                seq=n + 1,
+                site=FANOUT_SITE,
+                key=key,
+                data=msgspec.Raw(msgspec.json.encode(bench_data(n))),
+            )
+        ).decode()
+        for n, key in enumerate(update_keys(updates, keys))
+    ]
 
     async def main() -> None:
         audience: set[websockets.ServerConnection] = set()
@@ -467,6 +549,7 @@ async def bare_fanout(*, clients: int, updates: int, keys: int) -> float:
 
 # ---- memory -------------------------------------------------------------------------------------
 
+
 async def idle_memory(backend: Backend, settings: Settings, *, connections: int) -> float:
     token = mint_token(settings, sub="bench-idle", roles=["manager"], sites=["bench-idle"])
     # one connection first: the first one pays for code paths and caches, not per connection
@@ -483,11 +566,14 @@ async def idle_memory(backend: Backend, settings: Settings, *, connections: int)
     after = backend.rss_kib()
     await asyncio.gather(warm.close(), *(ws.close() for ws in sockets), return_exceptions=True)
     per_connection = (after - before) / connections
-    progress(f"memory: {connections} idle connections took {after - before:,} KiB ({per_connection:.1f} KiB each)")
+    progress(
+        f"memory: {connections} idle connections took {after - before:,} KiB ({per_connection:.1f} KiB each)"
+    )
     return per_connection
 
 
 # ---- the run ------------------------------------------------------------------------------------
+
 
 async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) -> dict[str, Any]:
     secret = secrets.token_urlsafe(48)
@@ -505,19 +591,37 @@ async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) ->
             # memory first, while no earlier phase has left freed memory for new connections to reuse
             idle = await idle_memory(backend, settings, connections=options["idle"])
             latency = await end_to_end(
-                backend, settings, urls["nats_url"], database_url, clients=options["clients"], sites=options["sites"],
-                rate=options["rate"], seconds=options["seconds"])
+                backend,
+                settings,
+                urls["nats_url"],
+                database_url,
+                clients=options["clients"],
+                sites=options["sites"],
+                rate=options["rate"],
+                seconds=options["seconds"],
+            )
             # alternated rounds, medians: on a shared machine one round of either can be unlucky
             live_rates, bare_rates = [], []
             for _ in range(options["rounds"]):
-                live_rates.append(await live_fanout(backend, settings, urls["nats_url"],
-                                                    clients=options["fanout_clients"], updates=options["updates"],
-                                                    keys=options["keys"]))
-                bare_rates.append(await bare_fanout(clients=options["fanout_clients"], updates=options["updates"],
-                                                    keys=options["keys"]))
+                live_rates.append(
+                    await live_fanout(
+                        backend,
+                        settings,
+                        urls["nats_url"],
+                        clients=options["fanout_clients"],
+                        updates=options["updates"],
+                        keys=options["keys"],
+                    )
+                )
+                bare_rates.append(
+                    await bare_fanout(
+                        clients=options["fanout_clients"], updates=options["updates"], keys=options["keys"]
+                    )
+                )
             live_rate, bare_rate = statistics.median(live_rates), statistics.median(bare_rates)
         finally:
             backend.stop()
+
     def ms(name: str, q: float) -> float | None:
         return round(percentile(latency[name], q) * 1000, 3) if latency[name] else None
 
@@ -536,18 +640,40 @@ async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) ->
         "live_path_p50_ms": ms("live", 0.50),
         "live_path_p99_ms": ms("live", 0.99),
         "e2e_deliveries": len(latency["e2e"]),
-        "events_per_s": options["rate"], "clients": options["clients"], "sites": options["sites"],
-        "fanout_clients": options["fanout_clients"], "fanout_updates": options["updates"],
+        "events_per_s": options["rate"],
+        "clients": options["clients"],
+        "sites": options["sites"],
+        "fanout_clients": options["fanout_clients"],
+        "fanout_updates": options["updates"],
         "fanout_rounds": options["rounds"],
         "idle_connections": options["idle"],
     }
 
 
-def run_live_bench(*, clients: int, sites: int, rate: float, seconds: float, fanout_clients: int, updates: int,
-                   keys: int, rounds: int, idle: int) -> None:
+def run_live_bench(
+    *,
+    clients: int,
+    sites: int,
+    rate: float,
+    seconds: float,
+    fanout_clients: int,
+    updates: int,
+    keys: int,
+    rounds: int,
+    idle: int,
+) -> None:
     logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per connection otherwise
-    options = {"clients": clients, "sites": sites, "rate": rate, "seconds": seconds,
-               "fanout_clients": fanout_clients, "updates": updates, "keys": keys, "rounds": rounds, "idle": idle}
+    options = {
+        "clients": clients,
+        "sites": sites,
+        "rate": rate,
+        "seconds": seconds,
+        "fanout_clients": fanout_clients,
+        "updates": updates,
+        "keys": keys,
+        "rounds": rounds,
+        "idle": idle,
+    }
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-live-") as tmp, servers(Path(tmp)) as urls:
         figures = uvloop.run(_run(Path(tmp), urls, options))
     print(json.dumps(figures), flush=True)
