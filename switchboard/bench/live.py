@@ -351,7 +351,7 @@ async def end_to_end(
         batches = apply["switchboard_apply_batch_size_count"]
         size = apply["switchboard_apply_batch_size_sum"] / batches
         batch_ms = apply["switchboard_apply_batch_seconds_sum"] / batches * 1000
-        progress(f"ingest: {batches:,.0f} apply batches of {size:.1f} events and {batch_ms:.1f} ms on average")
+        progress(f"ingest: {batches:,.0f} apply batches of {size:.1f} events, {batch_ms:.1f} ms on average")
     return {"e2e": e2e, "ingest": ingest, "live": live}
 
 
