@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from backend.live.bus import ALL_SITES, SUBJECT_PREFIX, encode_update
+from backend.live.feed import SITE_INTERVAL_S
 from backend.live.handshake import QueryTokenMiddleware
 from backend.live.schemas import TOPICS
 from switchboard.settings import Settings
@@ -147,6 +148,21 @@ async def test_an_event_applied_by_either_replica_reaches_clients_on_both(
         for ws in (first, second):
             capacity, _ = await receive_until(ws, is_update("capacity"))
             assert (capacity["data"]["queue_length"], capacity["data"]["utilisation"]) == (7, 0.75)
+
+
+async def test_flow_is_recomputed_per_site_at_most_once_a_second_not_per_event(backend, js, token, uid):
+    site = f"busy-{uid}"
+    async with connect(backend, token("manager", [site])) as ws:
+        await subscribe(ws, ["flow"])
+        started = asyncio.get_running_loop().time()
+        for n in range(40):
+            await publish(js, cloud_event("customer.arrived", f"queue:T-{uid}-{n}", {"site": site}))
+        last, before = await receive_until(
+            ws, is_update("flow", lambda f: f["data"]["stages"] == {"arrived": 40})
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+    flow_updates = [f for f in before if f["op"] == "update"] + [last]
+    assert len(flow_updates) <= elapsed / SITE_INTERVAL_S + 1 < 40
 
 
 async def test_a_client_receives_only_its_own_sites(backend, js, token, uid):
