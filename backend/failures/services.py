@@ -153,10 +153,8 @@ async def list_failures(conn: asyncpg.Connection, *, sites: list[str] | None, st
 
 
 async def get_failure(conn: asyncpg.Connection, failure_id: int) -> Failure | None:
-    row = await conn.fetchrow(
-        f"SELECT f.*, j.id AS impact_journey, j.stage AS impact_stage, j.waiting_since, j.slot_start"
-        f" FROM failures f {_IMPACT_JOIN} WHERE f.id = $1", failure_id)
-    return None if row is None else _failure(row)
+    found = await get_failures(conn, [failure_id])
+    return found[0] if found else None
 
 
 async def matching_ids(conn: asyncpg.Connection, *, sites: list[str] | None, kind: str | None, system: str | None,
@@ -169,3 +167,10 @@ async def matching_ids(conn: asyncpg.Connection, *, sites: list[str] | None, kin
         where.append(f"f.id <= ${len(args)}")
     rows = await conn.fetch(f"SELECT f.id FROM failures f WHERE {' AND '.join(where)} ORDER BY f.id", *args)
     return [r["id"] for r in rows]
+
+
+async def get_failures(conn: asyncpg.Connection, failure_ids: Sequence[int]) -> list[Failure]:
+    rows = await conn.fetch(
+        f"SELECT f.*, j.id AS impact_journey, j.stage AS impact_stage, j.waiting_since, j.slot_start"
+        f" FROM failures f {_IMPACT_JOIN} WHERE f.id = ANY($1::bigint[]) ORDER BY f.id", list(failure_ids))
+    return [_failure(r) for r in rows]
