@@ -46,7 +46,7 @@ class Tally:
 def plan(total: int, seed: int) -> tuple[list[tuple[str, bytes, str]], dict[str, list[dict[str, Any]]]]:
     """Messages to publish (with duplicates and local reordering) and the distinct events per journey."""
     rng = random.Random(seed)
-    events = make_events(total, seed, prefix="svc.events")
+    events = make_events(total, seed)
     messages = []
     for subject, body, msg_id in events:
         messages.append((subject, body, msg_id))

@@ -60,7 +60,8 @@ def _demo(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     from switchboard.bench.ingest import run_ingest_bench  # noqa: PLC0415
 
-    run_ingest_bench(events=args.events, batch=args.batch)
+    run_ingest_bench(events=args.events, batch=args.batch, replicas=args.replicas,
+                     stored_journeys=args.stored_journeys, nats_fsync=not args.no_fsync)
 
 
 def _chaos(args: argparse.Namespace) -> None:
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = bench_kinds.add_parser("ingest", help="apply rate against a bare JetStream→asyncpg consumer")
     ingest.add_argument("--events", type=int, default=100_000)
     ingest.add_argument("--batch", type=int, default=500)
+    ingest.add_argument("--replicas", type=int, default=1, help="also measure this many backends sharing the work")
+    ingest.add_argument("--stored-journeys", type=int, default=0, help="journeys stored before the run")
+    ingest.add_argument("--no-fsync", action="store_true", help="embedded NATS flushes every 2 min, not per write")
     ingest.set_defaults(run=_bench)
 
     chaos = commands.add_parser("chaos", help="kill backends, Postgres and NATS under load; check nothing is lost")

@@ -234,7 +234,8 @@ class EmbeddedNatsCluster:
 
 
 @contextlib.contextmanager
-def embedded_servers(data_dir: Path, *, postgres: bool = True, nats: bool = True) -> Iterator[dict[str, str]]:
+def embedded_servers(data_dir: Path, *, postgres: bool = True, nats: bool = True,
+                     nats_fsync: bool = True) -> Iterator[dict[str, str]]:
     """Start the servers asked for and yield their URLs as {"database_url", "nats_url"}."""
     started: list[EmbeddedPostgres | EmbeddedNats] = []
     urls: dict[str, str] = {}
@@ -245,7 +246,7 @@ def embedded_servers(data_dir: Path, *, postgres: bool = True, nats: bool = True
             started.append(pg)
             urls["database_url"] = pg.url
         if nats:
-            ns = EmbeddedNats(data_dir / "nats")
+            ns = EmbeddedNats(data_dir / "nats", sync_always=nats_fsync)
             ns.start()
             started.append(ns)
             urls["nats_url"] = ns.url

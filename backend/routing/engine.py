@@ -102,7 +102,9 @@ def plan(rules: RuleSet, changes: list[JourneyChange]) -> list[PlannedCommand]:
                 if all(getattr(event.data, k, None) == v for k, v in rule.when.data.items()) \
                         and _state_holds(rule, change.after):
                     add(rule, change, event)
+        latest: CloudEvent | None = None
         for rule in on_change:
             if change.events and _moved(rule, change) and _state_holds(rule, change.after):
-                add(rule, change, max(change.events, key=lambda e: e.key))
+                latest = latest or max(change.events, key=lambda e: e.key)
+                add(rule, change, latest)
     return planned

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,17 +18,17 @@ from switchboard.settings import get_settings
 
 
 @contextlib.contextmanager
-def bench_servers() -> Iterator[dict[str, str]]:
-    """The configured servers, or embedded ones in a temporary folder."""
+def bench_servers(folder: Path, *, nats_fsync: bool = True) -> Iterator[dict[str, str]]:
+    """The configured servers, or embedded ones in `folder`."""
     settings = get_settings()
     if settings.database_url and settings.nats_url:
         yield {"database_url": settings.database_url, "nats_url": settings.nats_url}
         return
-    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
-        progress("starting embedded Postgres and NATS")
-        with embedded_servers(Path(tmp), postgres=not settings.database_url, nats=not settings.nats_url) as urls:
-            yield {"database_url": settings.database_url or urls["database_url"],
-                   "nats_url": settings.nats_url or urls["nats_url"]}
+    progress("starting embedded Postgres and NATS")
+    with embedded_servers(folder, postgres=not settings.database_url, nats=not settings.nats_url,
+                          nats_fsync=nats_fsync) as urls:
+        yield {"database_url": settings.database_url or urls["database_url"],
+               "nats_url": settings.nats_url or urls["nats_url"]}
 
 
 @contextlib.asynccontextmanager

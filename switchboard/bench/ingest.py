@@ -1,32 +1,35 @@
-"""`switchboard bench ingest`: Switchboard's apply rate against a bare consumer, same events, same run.
+"""`switchboard bench ingest`: the backend's apply rate against a bare consumer, same events, same run.
 
 The bare consumer is the floor any design pays here: fetch from JetStream in batches, decode the
-JSON, insert the rows with one batched asyncpg statement, commit, ack. Switchboard does that plus
-validation, personal-data checks, locking, the journey merge and capacity/heartbeat upserts.
-Both run with `synchronous_commit` on.
+JSON, insert the rows with one batched asyncpg statement, commit, ack. The backend does that plus
+validation, personal-data checks, locking, the journey merge, routing rules and the outbox. Both run
+with `synchronous_commit` on. The backend side is real `switchboard backend` processes, measured
+from the first applied event to the last, so start-up is not counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import tempfile
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import msgspec
 import nats
 import uvloop
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 
-from backend import db
-from backend.ingest.consumer import ApplyWorker
+from backend import db, messaging
+from switchboard.backend_process import BackendProcess
 from switchboard.bench.common import Meter, bench_servers, progress, report, scratch_database
-from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
 
-STREAM = "BENCH_EVENTS"
-PREFIX = "bench.events"
+PREFIX = "svc.events"
 
 
 def make_events(total: int, seed: int = 7, prefix: str = PREFIX) -> list[tuple[str, bytes, str]]:
@@ -76,17 +79,13 @@ async def _load(js: JetStreamContext, events: list[tuple[str, bytes, str]]) -> N
     meter.update(len(events))
 
 
-async def _consumer(js: JetStreamContext, durable: str) -> None:
-    await js.add_consumer(STREAM, ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT,
-                                                 ack_wait=60, max_ack_pending=50_000))
-
-
 async def _bare(js: JetStreamContext, database_url: str, total: int, batch: int) -> float:
     conn = await asyncpg.connect(database_url)
     await conn.execute("CREATE TABLE bare_events (source text, id text, type text, subject text, time timestamptz,"
                        " data jsonb, PRIMARY KEY (source, id))")
-    await _consumer(js, "bench-bare")
-    sub = await js.pull_subscribe_bind(durable="bench-bare", stream=STREAM)
+    await js.add_consumer(messaging.EVENTS_STREAM, ConsumerConfig(
+        durable_name="bench-bare", ack_policy=AckPolicy.EXPLICIT, ack_wait=60, max_ack_pending=50_000))
+    sub = await js.pull_subscribe_bind(durable="bench-bare", stream=messaging.EVENTS_STREAM)
     meter, done = Meter("bare consumer", total), 0
     while done < total:
         msgs = await sub.fetch(batch, timeout=5)
@@ -103,63 +102,115 @@ async def _bare(js: JetStreamContext, database_url: str, total: int, batch: int)
             await m.ack()
         done += len(msgs)
         meter.update(done)
+    await sub.unsubscribe()
     await conn.close()
     return total / meter.elapsed()
 
 
-async def _switchboard(js: JetStreamContext, database_url: str, total: int, batch: int) -> tuple[float, int]:
-    pool = await db.create_pool(database_url)
-    async with pool.acquire() as conn:
-        await db.migrate(conn)
-    await _consumer(js, "bench-apply")
-    worker = ApplyWorker(js, pool, batch=batch, max_bytes=64 * 1024, known_systems=SEED_SYSTEMS | RESERVED_SYSTEMS,
-                         stream=STREAM, durable="bench-apply")
-    meter = Meter("switchboard apply", total)
-    task = asyncio.create_task(worker.run())
-    while worker.handled < total:
-        await asyncio.sleep(0.05)
-        meter.update(worker.handled)
-        if task.done():
-            task.result()
-    rate = total / meter.elapsed()
-    task.cancel()
-    async with pool.acquire() as conn:
-        applied = await conn.fetchval("SELECT count(*) FROM events")
-        journeys = await conn.fetchval("SELECT count(*) FROM journeys")
-    await pool.close()
-    if applied != total:
-        raise SystemExit(f"switchboard applied {applied} of {total} events")
-    return rate, journeys
+async def _store_journeys(database_url: str, count: int) -> None:
+    """Journeys (with a reference and an event each) already stored before the run, as after months of service."""
+    conn = await asyncpg.connect(database_url)
+    await db.migrate(conn)
+    progress(f"storing {count:,} journeys first")
+    await conn.execute(
+        """
+        WITH j AS (
+            INSERT INTO journeys (id, site, stage, state, finished_at, created_at, updated_at)
+            SELECT gen_random_uuid(), 'old-' || (g % 50), 'completed',
+                   '{"stage": ["9|01735689600000000|/queue|old", "completed"]}', now(), now(), now()
+            FROM generate_series(1, $1) g
+            RETURNING id
+        ), numbered AS (SELECT id, row_number() OVER () AS n FROM j),
+        refs AS (INSERT INTO journey_refs (ref, journey_id) SELECT 'queue:OLD-' || n, id FROM numbered)
+        INSERT INTO events (source, id, type, subject, site, time, data, journey_id)
+        SELECT '/queue', 'old-' || n, 'service.completed', 'queue:OLD-' || n, 'old', now(), '{}', id FROM numbered
+        """,
+        count,
+    )
+    await conn.execute("ANALYZE")
+    await conn.close()
 
 
-async def _run(urls: dict[str, str], total: int, batch: int) -> dict[str, object]:
-    nc = await nats.connect(urls["nats_url"])
+async def _backends(nats_url: str, database_url: str, total: int, batch: int, replicas: int, root: Path) -> float:
+    """Rate of `replicas` backend processes draining the stream from its start."""
+    nc = await nats.connect(nats_url)
     js = nc.jetstream()
     try:
-        await js.delete_stream(STREAM)
+        await js.delete_consumer(messaging.EVENTS_STREAM, messaging.APPLY_CONSUMER)
     except nats.js.errors.NotFoundError:
         pass
-    await js.add_stream(StreamConfig(name=STREAM, subjects=[f"{PREFIX}.>"], storage=StorageType.FILE,
-                                     duplicate_window=120))
+    await nc.close()
+    env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": nats_url,
+           "SWITCHBOARD_DATA_DIR": str(root), "SWITCHBOARD_LOG_LEVEL": "WARNING",
+           "SWITCHBOARD_APPLY_BATCH": str(batch)}
+    backends = [BackendProcess(env, root / f"bench-backend-{i}.log").start() for i in range(replicas)]
+    conn = await asyncpg.connect(database_url)
+    try:
+        baseline = await conn.fetchval("SELECT count(*) FROM events") if await conn.fetchval(
+            "SELECT to_regclass('events') IS NOT NULL") else 0
+        meter = Meter(f"backend x{replicas}", total)
+        started, first_count = None, 0
+        while True:
+            await asyncio.sleep(0.05)
+            if not await conn.fetchval("SELECT to_regclass('events') IS NOT NULL"):
+                continue  # still migrating
+            applied = await conn.fetchval("SELECT count(*) FROM events") - baseline
+            if started is None and applied:
+                started, first_count = time.perf_counter(), applied
+            meter.update(applied)
+            if applied >= total:
+                return (total - first_count) / (time.perf_counter() - started)  # type: ignore[operator]
+            for b in backends:
+                if b.process is not None and b.process.poll() is not None:
+                    raise SystemExit(f"a backend exited: {b.log_path.read_text()[-2000:]}")
+    finally:
+        await conn.close()
+        for b in backends:
+            b.stop()
+
+
+async def _run(urls: dict[str, str], total: int, batch: int, replicas: int, stored: int, root: Path,
+               ) -> dict[str, object]:
+    nc = await nats.connect(urls["nats_url"])
+    js = nc.jetstream()
+    for stream in (messaging.EVENTS_STREAM, messaging.COMMANDS_STREAM):
+        try:
+            await js.delete_stream(stream)
+        except nats.js.errors.NotFoundError:
+            pass
+    await messaging.ensure_streams(js, 120.0)
     try:
         progress(f"generating {total:,} events")
         await _load(js, make_events(total))
         async with scratch_database(urls["database_url"], "bare") as bare_url:
             baseline = await _bare(js, bare_url, total, batch)
-        async with scratch_database(urls["database_url"], "apply") as apply_url:
-            rate, journeys = await _switchboard(js, apply_url, total, batch)
     finally:
-        await js.delete_stream(STREAM)
         await nc.close()
-    return {"events": total, "batch": batch, "journeys": journeys, "events_per_s": round(rate),
-            "baseline_events_per_s": round(baseline), "ratio": round(rate / baseline, 3)}
+    rates: dict[int, float] = {}
+    for count in sorted({1, replicas}):
+        async with scratch_database(urls["database_url"], f"apply{count}") as apply_url:
+            if stored:
+                await _store_journeys(apply_url, stored)
+            rates[count] = await _backends(urls["nats_url"], apply_url, total, batch, count, root)
+    figures: dict[str, object] = {
+        "events": total, "batch": batch, "stored_journeys": stored, "events_per_s": round(rates[1]),
+        "baseline_events_per_s": round(baseline), "ratio": round(rates[1] / baseline, 3),
+    }
+    if replicas > 1:
+        figures[f"events_per_s_{replicas}_replicas"] = round(rates[replicas])
+        figures["replica_scaling"] = round(rates[replicas] / rates[1], 3)
+    return figures
 
 
-def run_ingest_bench(*, events: int, batch: int) -> None:
-    print(f"bench ingest: {events:,} events, batches of {batch}", flush=True)
-    with bench_servers() as urls:
-        # uvloop, as under uvicorn: the backend's loop, and the same one for both sides
-        figures = uvloop.run(_run(urls, events, batch))
-    print(f"switchboard {figures['events_per_s']:,} events/s, bare consumer {figures['baseline_events_per_s']:,}"
+def run_ingest_bench(*, events: int, batch: int, replicas: int, stored_journeys: int, nats_fsync: bool) -> None:
+    print(f"bench ingest: {events:,} events, batches of {batch}, {replicas} replica(s),"
+          f" {stored_journeys:,} journeys stored first, NATS fsync {'always' if nats_fsync else 'every 2 min'}",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp, \
+            bench_servers(Path(tmp), nats_fsync=nats_fsync) as urls:
+        # uvloop, as under uvicorn: the backend's loop, and the same one for the bare consumer
+        figures = uvloop.run(_run(urls, events, batch, replicas, stored_journeys, Path(tmp)))
+    figures["nats_fsync"] = "always" if nats_fsync else "2m"
+    print(f"backend {figures['events_per_s']:,} events/s, bare consumer {figures['baseline_events_per_s']:,}"
           f" events/s, ratio {figures['ratio']}", flush=True)
     report(figures)
