@@ -25,6 +25,7 @@ from backend.journeys.controllers import JourneyController
 from backend.operations.controllers import OperationsController
 from backend.resources import Resources
 from backend.system.controllers import MetricsController, SystemController
+from backend.webhooks.controllers import WebhookController
 from switchboard.settings import Settings
 
 log = logging.getLogger("switchboard.backend")
@@ -65,7 +66,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         auth = jwt_auth(self.settings)
         app_config.route_handlers.extend([
             SystemController, MetricsController, IngestController, JourneyController, OperationsController,
-            FailureController,
+            FailureController, WebhookController,
         ])
         app_config.lifespan.append(self.lifespan)
         app_config.guards.append(authorize)
