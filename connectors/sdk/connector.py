@@ -51,6 +51,7 @@ class Connector:
     def __init__(self, instance: str = "1") -> None:
         self.instance = instance
         self.emitter: Emitter | None = None
+        self.handle_timeout = 10.0  # seconds `handle` may take before the answer is `unavailable`
 
     @property
     def source(self) -> str:

@@ -67,6 +67,19 @@ class Publisher:
         return self._drained.is_set()
 
     async def run(self) -> None:
+        watchdog = asyncio.create_task(self._watch_acks())
+        try:
+            await self._send_loop()
+        finally:
+            watchdog.cancel()
+
+    async def _watch_acks(self) -> None:
+        """Apart from the send loop, which may wait for a free slot that only an expired ack frees."""
+        while True:
+            await asyncio.sleep(self.ack_timeout / 4)
+            self._expire_overdue()
+
+    async def _send_loop(self) -> None:
         while True:
             if self._nc is None or not self._nc.is_connected:
                 await self._idle(self.retry_delay)
@@ -75,7 +88,6 @@ class Publisher:
                 self._cursor, self._rewind_to = min(self._cursor, self._rewind_to), None
             rows = self.spool.read_after(self._cursor, READ_BATCH)
             if not rows:
-                self._expire_overdue()
                 self._confirm()
                 if not self._in_flight and self._rewind_to is None and self.spool.pending() == 0:
                     self._drained.set()
@@ -85,12 +97,11 @@ class Publisher:
                 if self._rewind_to is not None:
                     break
                 try:
-                    future = await self._js.publish_async(subject, body, wait_stall=self.ack_timeout,
-                                                          headers={"Nats-Msg-Id": msg_id})
+                    # no wait_stall: with one, every call yields to the loop and each message is flushed alone
+                    future = await self._js.publish_async(subject, body, headers={"Nats-Msg-Id": msg_id})
                 except Exception as exc:  # noqa: BLE001 - any refusal leaves the event spooled for a resend
                     log.warning("publish paused (%s); resending from seq %d", type(exc).__name__, seq)
                     self._failed(seq - 1)
-                    self._expire_overdue()
                     await asyncio.sleep(self.retry_delay)
                     break
                 if (superseded := self._in_flight.get(seq)) is not None:
@@ -98,7 +109,6 @@ class Publisher:
                 self._in_flight[seq] = (time.monotonic(), future)
                 future.add_done_callback(functools.partial(self._settled, seq))
                 self._cursor = seq
-            self._expire_overdue()
             self._confirm()
 
     async def _idle(self, seconds: float) -> None:

@@ -54,11 +54,10 @@ class _SpoolEmitter(Emitter):
 
 class ConnectorRuntime:
     def __init__(self, connector: Connector, *, nats_url: str, data_dir: Path, heartbeat_interval: float = 5.0,
-                 max_in_flight: int = 1000, command_timeout: float = 10.0) -> None:
+                 max_in_flight: int = 1000) -> None:
         self.connector = connector
         self.nats_url = nats_url
         self.heartbeat_interval = heartbeat_interval
-        self.command_timeout = command_timeout
         self.spool = Spool(Path(data_dir) / f"spool-{connector.name}.sqlite")
         self.publisher = Publisher(self.spool, max_in_flight=max_in_flight)
         self.nc: NATS | None = None
@@ -167,7 +166,7 @@ class ConnectorRuntime:
                 await js.add_consumer(COMMANDS_STREAM, ConsumerConfig(
                     durable_name=consumer_name(system), filter_subject=f"svc.commands.{system}.>",
                     ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=self.command_timeout * 3, max_ack_pending=1000))
+                    ack_wait=self.connector.handle_timeout * 3, max_ack_pending=1000))
                 subscription = await js.pull_subscribe_bind(durable=consumer_name(system), stream=COMMANDS_STREAM)
                 break
             except (NotFoundError, NatsTimeoutError, TimeoutError) as exc:
@@ -200,7 +199,7 @@ class ConnectorRuntime:
             outcome = Outcome("failed", f"unknown command {command.command}")
         else:
             try:
-                outcome = await asyncio.wait_for(connector.handle(command), self.command_timeout)
+                outcome = await asyncio.wait_for(connector.handle(command), connector.handle_timeout)
             except Unavailable:
                 outcome = Outcome("unavailable", "upstream unavailable")
             except TimeoutError:
