@@ -64,6 +64,9 @@ class ConnectorRuntime:
         self.commands_answered = 0
         self._service: Service | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # nats-py can turn a cancellation inside a request into its own timeout error; the loops
+        # below also stop on this flag so such a swallowed cancellation cannot keep them alive
+        self._stopping = False
 
     async def __aenter__(self) -> ConnectorRuntime:
         await self.start()
@@ -85,11 +88,10 @@ class ConnectorRuntime:
         await self.connector.stop()
         if self.nc is not None and self.nc.is_connected:
             await self.publisher.drain(drain_timeout)  # what is left stays spooled for the next start
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.wait(self._tasks, timeout=5)
         if self._service is not None:
             with contextlib.suppress(Exception):
                 await self._service.stop()
@@ -99,7 +101,7 @@ class ConnectorRuntime:
         self.spool.close()
 
     async def _connect_and_serve(self) -> None:
-        while self.nc is None:
+        while self.nc is None and not self._stopping:
             try:
                 self.nc = await nats.connect(self.nats_url, name=f"switchboard-connector-{self.connector.name}",
                                              max_reconnect_attempts=-1, reconnect_time_wait=0.5,
@@ -107,6 +109,8 @@ class ConnectorRuntime:
             except Exception as exc:  # noqa: BLE001 - unreachable at start: events wait in the spool
                 log.warning("NATS unreachable (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
+        if self.nc is None:
+            return
         self.publisher.attach(self.nc)
         system = self.connector.system
         self._service = await add_service(self.nc, name=f"switchboard-{system}", version=self.connector.version,
@@ -126,7 +130,7 @@ class ConnectorRuntime:
         """Straight to JetStream, not spooled: a heartbeat is worth something only when it is fresh."""
         assert self.nc is not None
         js = self.nc.jetstream()
-        while True:
+        while not self._stopping:
             event = await self.heartbeat()
             try:
                 await js.publish(nats_subject(event), _encode(event), timeout=self.heartbeat_interval,
@@ -161,7 +165,7 @@ class ConnectorRuntime:
         assert self.nc is not None
         js = self.nc.jetstream()
         system = self.connector.system
-        while True:
+        while not self._stopping:
             try:
                 await js.add_consumer(COMMANDS_STREAM, ConsumerConfig(
                     durable_name=consumer_name(system), filter_subject=f"svc.commands.{system}.>",
@@ -172,7 +176,9 @@ class ConnectorRuntime:
             except (NotFoundError, NatsTimeoutError, TimeoutError) as exc:
                 log.info("waiting for stream %s (%s)", COMMANDS_STREAM, type(exc).__name__)
                 await asyncio.sleep(1.0)
-        while True:
+        else:
+            return
+        while not self._stopping:
             try:
                 messages = await subscription.fetch(50, timeout=1.0)
             except (NatsTimeoutError, TimeoutError):
