@@ -206,7 +206,8 @@ async def run_checks(module: str, *, nats_url: str | None, watch_seconds: float 
                 kit = Kit(connector, nc, watch_seconds=watch_seconds)
                 await nc.subscribe(f"svc.events.{connector.system}.>", cb=_sync(kit.on_message))
                 async with ConnectorRuntime(connector, nats_url=url, data_dir=Path(tmp) / "data",
-                                            heartbeat_interval=1.0):
+                                            heartbeat_interval=1.0) as runtime:
+                    await asyncio.wait_for(runtime.ready.wait(), 30)
                     await asyncio.sleep(watch_seconds)
                     checks = [kit.check_heartbeats(), await kit.check_snapshots(), await kit.check_commands()]
                     checks.insert(0, kit.check_events())  # last: it also covers the command results
