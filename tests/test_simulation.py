@@ -17,7 +17,7 @@ async def test_a_simulated_branch_network_becomes_live_journeys_and_snapshots_ar
     sites = [f"sim-{uid}-a", f"sim-{uid}-b"]
     headers = {"Authorization": f"Bearer {token('manager', sites)}"}
     async with Simulation(systems=["crm", "appointments", "queue", "contact_center", "core"], sites=sites,
-                          speed=900, nats_url=settings.nats_url, data_dir=tmp_path, arrivals_per_hour=240,
+                          speed=300, nats_url=settings.nats_url, data_dir=tmp_path, arrivals_per_hour=30,
                           heartbeat_interval=1, seed=7) as sim:
 
         async def served_everywhere():
