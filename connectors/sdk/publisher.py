@@ -44,6 +44,7 @@ class Publisher:
         self._confirmed = 0
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
+        self._paused = False  # logged once when publishing stops and once when it resumes
 
     def attach(self, nc: NATS) -> None:
         self._nc = nc
@@ -100,7 +101,9 @@ class Publisher:
                     # no wait_stall: with one, every call yields to the loop and each message is flushed alone
                     future = await self._js.publish_async(subject, body, headers={"Nats-Msg-Id": msg_id})
                 except Exception as exc:  # noqa: BLE001 - any refusal leaves the event spooled for a resend
-                    log.warning("publish paused (%s); resending from seq %d", type(exc).__name__, seq)
+                    if not self._paused:
+                        log.warning("publishing paused (%s); events wait in the spool", type(exc).__name__)
+                        self._paused = True
                     self._failed(seq - 1)
                     await asyncio.sleep(self.retry_delay)
                     break
@@ -125,6 +128,9 @@ class Publisher:
             self._failed(seq - 1)
             return
         self.acked += 1
+        if self._paused:
+            log.info("publishing resumed")
+            self._paused = False
         if future.result().duplicate:
             self.duplicates += 1
         if not self._in_flight:

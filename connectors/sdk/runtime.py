@@ -166,6 +166,7 @@ class ConnectorRuntime:
         assert self.nc is not None
         js = self.nc.jetstream()
         system = self.connector.system
+        waited = False
         while not self._stopping:
             try:
                 await js.add_consumer(COMMANDS_STREAM, ConsumerConfig(
@@ -176,7 +177,9 @@ class ConnectorRuntime:
                 self.ready.set()
                 break
             except (NotFoundError, NatsTimeoutError, TimeoutError) as exc:
-                log.info("waiting for stream %s (%s)", COMMANDS_STREAM, type(exc).__name__)
+                if not waited:
+                    log.info("%s: waiting for stream %s (%s)", system, COMMANDS_STREAM, type(exc).__name__)
+                    waited = True
                 await asyncio.sleep(1.0)
         else:
             return
