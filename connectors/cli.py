@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import urllib.request
 from pathlib import Path
@@ -39,15 +40,24 @@ def _nats_url() -> str:
     return url
 
 
+def _services(text: str) -> dict[str, float]:
+    """`passport=12,tax=15`: service types and their mean service minutes."""
+    pairs = (item.partition("=") for item in _csv(text))
+    services = {name.strip(): float(minutes) for name, _, minutes in pairs}
+    if not services or not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", name) for name in services):
+        sys.exit("--services takes code=minutes pairs, e.g. passport=12,tax=15")
+    return services
+
+
 async def run_simulation(*, systems: list[str], sites: list[str], speed: float, arrivals_per_hour: float,
                          nats_url: str, data_dir: Path, faults: dict[str, Any], admin_port: int | None,
-                         report_every: float = 10.0, on_report: Any = None) -> None:
+                         services: dict[str, float] | None = None, report_every: float = 10.0) -> None:
     """Run until cancelled; prints a line of counts every `report_every` seconds."""
     from connectors.sim.admin import AdminServer  # noqa: PLC0415
     from connectors.sim.run import Simulation  # noqa: PLC0415
 
     simulation = Simulation(systems=systems, sites=sites, speed=speed, nats_url=nats_url, data_dir=data_dir,
-                            arrivals_per_hour=arrivals_per_hour, faults=faults)
+                            arrivals_per_hour=arrivals_per_hour, faults=faults, services=services)
     admin = AdminServer(simulation, admin_port) if admin_port is not None else None
     async with simulation:
         if admin is not None:
@@ -61,8 +71,6 @@ async def run_simulation(*, systems: list[str], sites: list[str], speed: float, 
                 down = [n for n, s in stats["systems"].items() if s["upstream"] == "down"]  # type: ignore[union-attr]
                 print(f"  {stats['journeys']} journeys, {records} upstream records"
                       + (f", down: {', '.join(down)}" if down else ""), flush=True)
-                if on_report is not None:
-                    on_report(stats)
         finally:
             if admin is not None:
                 await admin.stop()
@@ -76,7 +84,7 @@ def _sim(args: argparse.Namespace) -> None:
             systems=_csv(args.systems), sites=_csv(args.sites), speed=args.speed,
             arrivals_per_hour=args.arrivals_per_hour, nats_url=_nats_url(),
             data_dir=Path(settings.data_dir) / "connectors", faults=_faults_from_args(args),
-            admin_port=args.admin_port))
+            admin_port=args.admin_port, services=_services(args.services)))
     except KeyboardInterrupt:
         print("\nstopped; unsent events stay spooled for the next start")
 
@@ -127,6 +135,8 @@ def add_connector_commands(commands: Any) -> None:
     sim.add_argument("--systems", default="crm,appointments,queue,contact_center,core")
     sim.add_argument("--sites", default="north,south,central", help="comma-separated site codes")
     sim.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
+    sim.add_argument("--services", default="passport=12,benefits=20,licence=8,tax=15",
+                     help="service types and their mean service minutes")
     sim.add_argument("--arrivals-per-hour", type=float, default=20.0, help="new customers per site per simulated hour")
     sim.add_argument("--admin-port", type=int, default=8091, help="loopback admin endpoint for faults")
     sim.add_argument("--outage", action="append", metavar="SYSTEM", help="start with this upstream down")

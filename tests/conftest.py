@@ -132,6 +132,7 @@ class BackendProcess:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()  # reap it: an unreaped child is a ResourceWarning, an error under -W error
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ async def test_a_simulated_branch_network_becomes_live_journeys_and_snapshots_ar
     headers = {"Authorization": f"Bearer {token('manager', sites)}"}
     async with Simulation(systems=["crm", "appointments", "queue", "contact_center", "core"], sites=sites,
                           speed=300, nats_url=settings.nats_url, data_dir=tmp_path, arrivals_per_hour=30,
-                          heartbeat_interval=1, seed=7) as sim:
+                          heartbeat_interval=1, seed=7, services={"passport": 10, "licence": 6}) as sim:
 
         async def served_everywhere():
             flow = (await api.get("/api/v1/flow", headers=headers)).json()["items"]
@@ -40,4 +40,5 @@ async def test_a_simulated_branch_network_becomes_live_journeys_and_snapshots_ar
         own = {ref for ref, r in queue.records.items() if r.site == sites[0]}  # read after: it only grows
         assert page.records and {r.ref for r in page.records} <= own
         assert all(r.stage in {"arrived", "waiting", "called", "in_service", "completed"} for r in page.records)
+        assert {r.fields["service"] for r in page.records} <= {"passport", "licence"}  # the configured services
         assert sim.network.journeys > 0 and sim.systems["core"].records  # bookings were checked for eligibility

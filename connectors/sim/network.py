@@ -15,7 +15,7 @@ from connectors.sim.appointments import Appointments
 from connectors.sim.contact_center import ContactCenter
 from connectors.sim.core import Core
 from connectors.sim.crm import Crm
-from connectors.sim.pace import SERVICES, Pace
+from connectors.sim.pace import Pace
 from connectors.sim.queue import Queue
 from connectors.sim.system import SimulatedSystem
 
@@ -51,7 +51,7 @@ class BranchNetwork:
     async def journey(self, site: str) -> None:
         self.journeys += 1
         r = self.random
-        service = r.choice(list(SERVICES))
+        service = r.choice(list(self.pace.services))
         links: list[str] = []
         appointments = self._up("appointments")
         if isinstance(appointments, Appointments) and r.random() < 0.6:

@@ -14,11 +14,12 @@ SERVICES: dict[str, float] = {"passport": 12.0, "benefits": 20.0, "licence": 8.0
 
 
 class Pace:
-    def __init__(self, speed: float, rng: random.Random) -> None:
+    def __init__(self, speed: float, rng: random.Random, services: dict[str, float] | None = None) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.speed = speed
         self.random = rng
+        self.services = dict(services or SERVICES)  # service type → mean minutes
 
     def real(self, sim_seconds: float) -> float:
         return sim_seconds / self.speed
@@ -28,5 +29,5 @@ class Pace:
 
     def service_seconds(self, service: str) -> float:
         """Service time: log-normal around the service's mean, as service times usually are."""
-        mean = SERVICES.get(service, 12.0) * 60
+        mean = self.services.get(service, 12.0) * 60
         return min(self.random.lognormvariate(0, 0.4), 3.0) * mean

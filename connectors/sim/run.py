@@ -17,9 +17,9 @@ from connectors.sim.pace import Pace
 class Simulation:
     def __init__(self, *, systems: list[str], sites: list[str], speed: float, nats_url: str, data_dir: Path,
                  arrivals_per_hour: float = 20.0, faults: dict[str, Faults] | None = None, seed: int | None = None,
-                 heartbeat_interval: float = 5.0) -> None:
+                 heartbeat_interval: float = 5.0, services: dict[str, float] | None = None) -> None:
         rng = random.Random(seed)
-        self.pace = Pace(speed, rng)
+        self.pace = Pace(speed, rng, services)
         self.systems = build_systems(systems, sites=sites, pace=self.pace, faults=faults, seed=seed)
         self.network = BranchNetwork(self.systems, sites=sites, pace=self.pace,
                                      arrivals_per_hour=arrivals_per_hour, rng=rng)
