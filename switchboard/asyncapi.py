@@ -110,8 +110,12 @@ def generate() -> dict[str, Any]:
         "info": {"title": "Switchboard messaging", "version": "1",
                  "description": "Generated from the msgspec types by switchboard/asyncapi.py; see CONTRACT.md"
                                 " sections 2, 3 and 5. Do not edit by hand."},
-        "servers": {"nats": {"host": "localhost:4222", "protocol": "nats",
-                             "description": "NATS with JetStream (SWITCHBOARD_NATS_URL)"}},
+        "servers": {
+            "nats": {"host": "localhost:4222", "protocol": "nats",
+                     "description": "NATS with JetStream (SWITCHBOARD_NATS_URL)"},
+            "live": {"host": "localhost:8000", "pathname": "/api/v1/live", "protocol": "ws",
+                     "description": "the backend's live websocket (CONTRACT section 7)"},
+        },
         "channels": channel_docs,
         "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
