@@ -193,6 +193,8 @@ class ConnectorRuntime:
                 await asyncio.sleep(0.5)
                 continue
             for message in messages:  # in stream order: commands for one system are answered in order
+                # restart its ack timer: the ones before it in this batch may have taken their full timeout
+                await message.in_progress()
                 result = await self.answer(message.data)
                 if result is not None:
                     await self.connector.emit(result)
