@@ -17,7 +17,7 @@ from switchboard.events import SYSTEM_PATTERN, AwareTime, Code, EventId, Ref
 CommandName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){1,3}$")]
 System = Annotated[str, Meta(pattern=f"^{SYSTEM_PATTERN}$")]
 
-# The v1 routing rules' commands (CONTRACT section 3); reconciliation's push_ours adds `record.push`.
+# The commands of the v1 routing rules (CONTRACT section 3).
 V1_COMMANDS = frozenset({"visit.hold", "ticket.prioritize", "visit.context", "staff.alert", "journey.summary"})
 
 
