@@ -35,6 +35,7 @@ from backend.routing import engine
 from backend.routing.controllers import RuleController
 from backend.routing.rules import DEFAULT_RULES, RulesFileError, load_rules
 from backend.system.controllers import MetricsController, SystemController
+from backend.webhooks.controllers import WebhookController
 from switchboard.events import SEED_SYSTEMS
 from switchboard.settings import Settings
 
@@ -89,7 +90,8 @@ class SwitchboardPlugin(InitPluginProtocol):
         auth = jwt_auth(self.settings)
         app_config.route_handlers.extend([
             SystemController, MetricsController, IngestController, JourneyController, OperationsController,
-            FailureController, CommandController, RuleController, AuditController, live_socket,
+            FailureController, CommandController, RuleController, AuditController, WebhookController,
+            live_socket,
         ])
         app_config.lifespan.append(self.lifespan)
         app_config.guards.append(authorize)

@@ -8,6 +8,7 @@ import logging
 import sys
 from datetime import timedelta
 
+from connectors.cli import add_connector_commands
 from switchboard.settings import get_settings
 
 
@@ -54,7 +55,7 @@ def _token(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from switchboard.demo import run_demo  # noqa: PLC0415
 
-    run_demo(host=args.host, port=args.port, sites=args.sites, rate=args.rate)
+    run_demo(host=args.host, port=args.port, sites=args.sites, speed=args.speed)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -76,6 +77,12 @@ def _bench_live(args: argparse.Namespace) -> None:
     run_live_bench(clients=args.clients, sites=args.sites, rate=args.rate, seconds=args.seconds,
                    fanout_clients=args.fanout_clients, updates=args.updates, keys=args.keys, rounds=args.rounds,
                    idle=args.idle)
+
+
+def _bench_publish(args: argparse.Namespace) -> None:
+    from switchboard.bench.publish import run_publish_bench  # noqa: PLC0415
+
+    run_publish_bench(events=args.events, max_in_flight=args.max_in_flight)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--sites", default="north,south,central", help="comma-separated site codes")
-    demo.add_argument("--rate", type=float, default=1.5, help="new customer journeys per second")
+    demo.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
     demo.set_defaults(run=_demo)
 
     bench = commands.add_parser("bench", help="benchmarks against a bare baseline in the same run")
@@ -113,12 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--stored-journeys", type=int, default=0, help="journeys stored before the run")
     ingest.add_argument("--no-fsync", action="store_true", help="embedded NATS flushes every 2 min, not per write")
     ingest.set_defaults(run=_bench)
-
-    chaos = commands.add_parser("chaos", help="kill backends, Postgres and NATS under load; check nothing is lost")
-    chaos.add_argument("--events", type=int, default=100_000)
-    chaos.add_argument("--kills", type=int, default=20)
-    chaos.add_argument("--seed", type=int)
-    chaos.set_defaults(run=_chaos)
     live = bench_kinds.add_parser("live", help="live websocket latency, fan-out and memory against bare floors")
     live.add_argument("--clients", type=int, default=100, help="latency: clients, each scoped to one site")
     live.add_argument("--sites", type=int, default=50, help="latency: sites the events spread over")
@@ -130,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--rounds", type=int, default=3, help="throughput: alternated rounds of each, medians taken")
     live.add_argument("--idle", type=int, default=500, help="memory: idle connections opened")
     live.set_defaults(run=_bench_live)
+    publish = bench_kinds.add_parser("publish", help="connector publish rate against a bare nats-py async loop")
+    publish.add_argument("--events", type=int, default=50_000)
+    publish.add_argument("--max-in-flight", type=int, default=1000)
+    publish.set_defaults(run=_bench_publish)
+
+    chaos = commands.add_parser("chaos", help="kill backends, Postgres and NATS under load; check nothing is lost")
+    chaos.add_argument("--events", type=int, default=100_000)
+    chaos.add_argument("--kills", type=int, default=20)
+    chaos.add_argument("--seed", type=int)
+    chaos.set_defaults(run=_chaos)
+
+    add_connector_commands(commands)
     return parser
 
 

@@ -29,6 +29,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allowed_origins: tuple[str, ...] = ()
     # systems beyond the five seed systems whose connectors may publish
     extra_systems: tuple[str, ...] = ()
+    # inbound Standard Webhooks: `<system>=<secret>` pairs (secrets as `whsec_<base64>`)
+    webhook_secrets: tuple[str, ...] = ()
+    # the outbound webhook connector (connectors.webhook): commands for `webhook_system`, signed, to this URL
+    webhook_target_url: str | None = None
+    webhook_target_secret: str | None = None
+    webhook_system: str = "webhook"
+    webhook_retry_s: tuple[str, ...] = ("1", "5", "30")  # waits between delivery attempts
+    webhook_allow_private: bool = False  # allow loopback and private targets (local development only)
     log_level: str = "INFO"
     # routing and command delivery (CONTRACT section 3); empty rules_file means the packaged v1 rules
     rules_file: str = ""
@@ -42,9 +50,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # a second retry of the same failure within this window is the same click, not a new attempt
     retry_debounce_s: float = 5.0
 
+    def webhook_secret(self, system: str) -> str | None:
+        for pair in self.webhook_secrets:
+            name, _, secret = pair.partition("=")
+            if name.strip() == system and secret.strip():
+                return secret.strip()
+        return None
+
 
 _ENV_PREFIX = "SWITCHBOARD_"
-_LISTS = frozenset({"allowed_origins", "extra_systems"})
+_LISTS = frozenset({"allowed_origins", "extra_systems", "webhook_secrets", "webhook_retry_s"})
 
 
 def _from_env() -> dict[str, object]:

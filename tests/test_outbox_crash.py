@@ -83,8 +83,8 @@ async def test_a_backend_killed_after_commit_and_before_publish_loses_nothing_an
             await eventually(lambda: pool.fetchval("SELECT status = 'ok' FROM commands WHERE id = $1", command_id))
         [(message_id, command)] = await _stream_messages(js)
         assert message_id == str(command_id)
-        assert (command.id, command.attempt, command.command, command.site) == (command_id, 1, "visit.context", site)
-        assert [c.id for c in queue.received] == [command_id]
+        assert (command.id, command.attempt, command.command, command.site) == (str(command_id), 1, "visit.context", site)
+        assert [c.id for c in queue.received] == [str(command_id)]
     finally:
         doomed.stop()
         if survivor is not None:

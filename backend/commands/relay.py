@@ -95,11 +95,11 @@ class CommandRelay:
         sent = []
         for row in rows:
             attempt = row["attempts"] + 1
-            command = Command(id=row["id"], system=row["system"], command=row["command"], journey_id=row["journey_id"],
+            command = Command(id=str(row["id"]), system=row["system"], command=row["command"], journey_id=row["journey_id"],
                               refs=list(row["refs"]), site=row["site"], data=msgspec.json.decode(row["data"]),
                               attempt=attempt, created_at=row["created_at"])
             try:
-                await self.js.publish(command_subject(system, row["command"]), msgspec.json.encode(command),
+                await self.js.publish(command_subject(command), msgspec.json.encode(command),
                                       headers={"Nats-Msg-Id": message_id(row["id"], attempt)})
             except (NatsError, TimeoutError) as exc:
                 log.warning("publishing commands for %s stopped (%s)", system, type(exc).__name__)
