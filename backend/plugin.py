@@ -11,6 +11,7 @@ from litestar import Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
@@ -22,6 +23,9 @@ from backend.failures.controllers import FailureController
 from backend.ingest.consumer import ApplyWorker
 from backend.ingest.controllers import IngestController
 from backend.journeys.controllers import JourneyController
+from backend.live.controllers import live_socket
+from backend.live.handshake import QueryTokenMiddleware
+from backend.live.service import LiveService
 from backend.operations.controllers import OperationsController
 from backend.resources import Resources
 from backend.system.controllers import MetricsController, SystemController
@@ -49,8 +53,10 @@ class SwitchboardPlugin(InitPluginProtocol):
         await messaging.ensure_streams(js, settings.duplicate_window_s)
         resources = Resources(settings=settings, pool=pool, nc=nc, js=js)
         app.state.resources = resources
+        live = app.state.live = LiveService(nc, pool)
+        await live.start()
         worker = ApplyWorker(js, pool, batch=settings.apply_batch, max_bytes=settings.max_event_bytes,
-                             known_systems=resources.known_systems)
+                             known_systems=resources.known_systems, on_applied=live.on_applied)
         task = asyncio.create_task(worker.run(), name="apply-worker")
         try:
             yield
@@ -58,6 +64,7 @@ class SwitchboardPlugin(InitPluginProtocol):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await live.stop()
             await nc.close()  # unacknowledged messages are redelivered: nothing to drain
             await pool.close()
 
@@ -65,14 +72,18 @@ class SwitchboardPlugin(InitPluginProtocol):
         auth = jwt_auth(self.settings)
         app_config.route_handlers.extend([
             SystemController, MetricsController, IngestController, JourneyController, OperationsController,
-            FailureController,
+            FailureController, live_socket,
         ])
         app_config.lifespan.append(self.lifespan)
         app_config.guards.append(authorize)
         app_config.dependencies["resources"] = Provide(_resources, sync_to_thread=False)
+        # HTTP only: a websocket is one "request" lasting hours; the live metrics count what happens on it
         app_config.middleware.append(PrometheusConfig(app_name="switchboard", prefix="switchboard_http",
-                                                      group_path=True, exclude=["/metrics"]).middleware)
+                                                      group_path=True, exclude=["/metrics"],
+                                                      scopes={ScopeType.HTTP}).middleware)
         app_config = auth.on_app_init(app_config)
+        # outermost, ahead of the JWT middleware: a browser's websocket brings its token as `?token=`
+        app_config.middleware.insert(0, QueryTokenMiddleware)
         app_config.plugins.append(ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True)))
         app_config.openapi_config = OpenAPIConfig(
             title="Switchboard", version="1", openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),

@@ -14,8 +14,13 @@ from switchboard.settings import get_settings
 def _backend(args: argparse.Namespace) -> None:
     import uvicorn  # noqa: PLC0415
 
+    from backend.live.schemas import MAX_CLIENT_MESSAGE_BYTES  # noqa: PLC0415
+
+    # live clients send small control messages: refuse big frames before buffering them, and skip
+    # per-message compression, whose zlib state would cost each connection hundreds of KiB
     uvicorn.run("backend.app:create_app", factory=True, host=args.host, port=args.port,
-                log_level=get_settings().log_level.lower(), access_log=False)
+                log_level=get_settings().log_level.lower(), access_log=False,
+                ws_max_size=4 * MAX_CLIENT_MESSAGE_BYTES, ws_per_message_deflate=False)
 
 
 def _migrate(_: argparse.Namespace) -> None:
@@ -58,6 +63,13 @@ def _bench(args: argparse.Namespace) -> None:
     run_ingest_bench(events=args.events, batch=args.batch)
 
 
+def _bench_live(args: argparse.Namespace) -> None:
+    from switchboard.bench.live import run_live_bench  # noqa: PLC0415
+
+    run_live_bench(clients=args.clients, sites=args.sites, rate=args.rate, seconds=args.seconds,
+                   fanout_clients=args.fanout_clients, updates=args.updates, keys=args.keys, idle=args.idle)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--events", type=int, default=100_000)
     ingest.add_argument("--batch", type=int, default=500)
     ingest.set_defaults(run=_bench)
+    live = bench_kinds.add_parser("live", help="live websocket latency, fan-out and memory against bare floors")
+    live.add_argument("--clients", type=int, default=100, help="latency: clients, each scoped to one site")
+    live.add_argument("--sites", type=int, default=50, help="latency: sites the events spread over")
+    live.add_argument("--rate", type=float, default=1000, help="latency: events per second")
+    live.add_argument("--seconds", type=float, default=5)
+    live.add_argument("--fanout-clients", type=int, default=100, help="throughput: clients watching one site")
+    live.add_argument("--updates", type=int, default=3000, help="throughput: updates put on the bus")
+    live.add_argument("--keys", type=int, default=1000, help="throughput: distinct keys the updates cycle over")
+    live.add_argument("--idle", type=int, default=500, help="memory: idle connections opened")
+    live.set_defaults(run=_bench_live)
     return parser
 
 

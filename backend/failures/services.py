@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
+from backend import live
 from backend.failures.schemas import Failure
 from backend.ingest.validate import Rejected
 
@@ -28,6 +29,15 @@ async def record_inbound(conn: asyncpg.Connection, rejected: Sequence[tuple[Reje
             for r, key in rejected
         ],
     )
+    # published before the caller commits: a batch rolled back is recorded and published again
+    for failure in await _failures_by_key(conn, [key for _, key in rejected]):
+        await live.publish("failures", failure.site, failure.id, failure)
+
+
+async def _failures_by_key(conn: asyncpg.Connection, keys: list[str]) -> list[Failure]:
+    rows = await conn.fetch("SELECT * FROM failures WHERE dedupe_key = ANY($1::text[])", keys)
+    return [Failure(**{f: r[f] for f in Failure.__struct_fields__ if f != "payload"},
+                    payload=msgspec.json.decode(r["payload"])) for r in rows]
 
 
 async def list_failures(conn: asyncpg.Connection, *, sites: list[str] | None, status: str | None, kind: str | None,

@@ -79,6 +79,9 @@ class ApplyWorker:
                 await self.handle(msgs)
         finally:
             fetcher.cancel()
+            # nats-py's fetch takes late pull-status replies off the queue without marking them done,
+            # so left subscribed, this subscription would hold the connection's drain until it times out
+            await sub.unsubscribe()
 
     def classify(self, msgs: list[Msg]) -> tuple[list[tuple[CloudEvent, int]], list[tuple[Rejected, str]]]:
         accepted: list[tuple[CloudEvent, int]] = []

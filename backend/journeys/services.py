@@ -72,3 +72,9 @@ async def get_journey(conn: asyncpg.Connection, journey_id: UUID) -> JourneyDeta
         "SELECT source, id, type, time, applied_at FROM events WHERE journey_id = $1 ORDER BY time, source, id",
         row["id"])
     return to_journey(row, JourneyDetail, timeline=[TimelineEntry(**dict(t)) for t in timeline])  # type: ignore[return-value]
+
+
+async def get_journeys(conn: asyncpg.Connection, journey_ids: list[UUID]) -> list[Journey]:
+    """The journeys with these ids (those a merge absorbed are gone)."""
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM journeys j WHERE j.id = ANY($1::uuid[])", journey_ids)
+    return [to_journey(r) for r in rows]

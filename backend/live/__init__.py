@@ -1,0 +1,22 @@
+"""Live updates: the `/api/v1/live` websocket (CONTRACT section 7) and its fan-out across replicas.
+
+Protocol, as the client sees it:
+- `{"op": "subscribe", "topics": [...], "sites": [...]}` (sites optional: every site the token
+  allows). Each topic answers `{"op": "snapshot", "topic", "seq", "epoch", "data": [...]}`, then
+  `{"op": "update", "topic", "seq", "site", "key", "data"}` as things change; `seq` grows by one
+  per update of the topic on this replica, and `key` names what changed (a journey id, a site, a
+  failure id): a client keeps the latest `data` per key.
+- To resume, subscribe again with `"last_seq": {topic: seq}` and the `"epoch"` of the snapshot:
+  the updates missed since (latest per key) follow, or a fresh snapshot when they are no longer
+  all in the history (or the epoch is another replica's).
+- `{"op": "unsubscribe", "topics": [...]}`; `{"op": "ping"}` answers `{"op": "pong"}`; a
+  malformed message answers `{"op": "error", "reason"}` and changes nothing.
+- Close codes: 4401 token expired, 4429 too many messages, 1009 message too big, 4008 too slow.
+
+Publishing from any domain where state changes is one call: `await live.publish(topic, site, key,
+data)`.
+"""
+
+from backend.live.bus import publish
+
+__all__ = ["publish"]

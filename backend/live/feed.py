@@ -1,0 +1,87 @@
+"""Live updates from applied batches: changed journeys at once, flow and capacity per changed site.
+
+The apply worker only hands the outcome over (no I/O on its path). Journeys are read back in one
+query per round, however many batches came in meanwhile. Flow is an aggregate over a site's
+journeys, so it is recomputed per site at most once per `SITE_INTERVAL_S`, never per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from uuid import UUID
+
+import asyncpg
+
+from backend.ingest.apply import Outcome
+from backend.journeys.services import get_journeys
+from backend.live.bus import publish
+from backend.operations.services import capacity, flow
+
+log = logging.getLogger(__name__)
+
+SITE_INTERVAL_S = 1.0
+_RETRY_S = 1.0
+
+
+class JourneyFeed:
+    def __init__(self, pool: asyncpg.Pool, *, site_interval_s: float = SITE_INTERVAL_S) -> None:
+        self.pool = pool
+        self.site_interval_s = site_interval_s
+        self._journeys: set[UUID] = set()
+        self._sites: set[str] = set()
+        self._journeys_changed = asyncio.Event()
+        self._sites_changed = asyncio.Event()
+
+    async def on_applied(self, outcome: Outcome) -> None:
+        """ApplyWorker's hook, called after each committed batch."""
+        if outcome.journeys:
+            self._journeys.update(outcome.journeys)
+            self._journeys_changed.set()
+        if outcome.sites:
+            self._sites.update(outcome.sites)
+            self._sites_changed.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._publish_journeys(), name="live-journeys")
+            group.create_task(self._publish_sites(), name="live-sites")
+
+    async def _publish_journeys(self) -> None:
+        while True:
+            await self._journeys_changed.wait()
+            self._journeys_changed.clear()
+            ids, self._journeys = list(self._journeys), set()
+            try:
+                async with self.pool.acquire() as conn:
+                    journeys = await get_journeys(conn, ids)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("live journeys not read (%s); retrying", type(exc).__name__)
+                self._journeys.update(ids)
+                self._journeys_changed.set()
+                await asyncio.sleep(_RETRY_S)
+                continue
+            for journey in journeys:
+                await publish("journeys", journey.site, journey.id, journey)
+
+    async def _publish_sites(self) -> None:
+        while True:
+            await self._sites_changed.wait()
+            self._sites_changed.clear()
+            sites, self._sites = sorted(self._sites), set()
+            try:
+                async with self.pool.acquire() as conn:
+                    flows = await flow(conn, sites)
+                    capacities = await capacity(conn, sites)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("live flow and capacity not read (%s); retrying", type(exc).__name__)
+                self._sites.update(sites)
+                self._sites_changed.set()
+                await asyncio.sleep(_RETRY_S)
+                continue
+            for site_flow in flows:
+                await publish("flow", site_flow.site, site_flow.site, site_flow)
+            for site_capacity in capacities:
+                await publish("capacity", site_capacity.site, site_capacity.site, site_capacity)
+            # whatever changes meanwhile is gathered and computed once, in the next round
+            await asyncio.sleep(self.site_interval_s)

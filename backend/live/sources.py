@@ -1,0 +1,47 @@
+"""What each topic's snapshot holds, read from Postgres for the client's sites.
+
+A topic whose data comes with later work answers an empty list until its domain adds a reader
+here (and publishes its changes with `backend.live.publish`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from backend.failures.services import list_failures
+from backend.journeys.services import list_journeys
+from backend.operations.services import capacity, flow
+
+# The board shows what is happening now: the most recent journeys and open failures, not all history.
+JOURNEYS_IN_SNAPSHOT = 500
+FAILURES_IN_SNAPSHOT = 200
+
+SnapshotReader = Callable[[asyncpg.Connection, list[str] | None], Awaitable[list[Any]]]
+
+
+async def _journeys(conn: asyncpg.Connection, sites: list[str] | None) -> list[Any]:
+    page = await list_journeys(conn, sites=sites, stage=None, ref=None, limit=JOURNEYS_IN_SNAPSHOT, cursor=None)
+    return page.items  # type: ignore[return-value]
+
+
+async def _failures(conn: asyncpg.Connection, sites: list[str] | None) -> list[Any]:
+    return await list_failures(conn, sites=sites, status="open", kind=None, system=None,  # type: ignore[return-value]
+                               limit=FAILURES_IN_SNAPSHOT, cursor=None)
+
+
+async def _none_yet(_conn: asyncpg.Connection, _sites: list[str] | None) -> list[Any]:
+    return []
+
+
+SNAPSHOTS: dict[str, SnapshotReader] = {
+    "flow": flow,  # type: ignore[dict-item]
+    "capacity": capacity,  # type: ignore[dict-item]
+    "journeys": _journeys,
+    "failures": _failures,
+    "reconciliation": _none_yet,
+    "fallbacks": _none_yet,
+    "integrations": _none_yet,
+}

@@ -1,0 +1,438 @@
+"""`switchboard bench live`: the live websocket against bare floors and a bare broadcast, same run.
+
+- Latency: connector publish (JetStream, acknowledged) → apply → live feed → NATS bus → hub →
+  websocket receive, at a steady event rate with `clients` clients, each scoped to one site. The
+  floors are what any design pays: one JetStream publish-ack, one asyncpg commit, one websocket
+  echo (round trip), each the median of many.
+- Throughput: updates put on the `svc.live` bus, delivered to `fanout_clients` clients watching
+  one site, against a bare `websockets` server broadcasting frames of the same shape and size to
+  the same number of clients.
+- Memory: the backend's resident memory per idle subscribed connection.
+
+The backend runs as its own process (`switchboard backend`), as in production; clients, publisher
+and the bare servers run here. The last line printed is one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import msgspec
+import nats
+import uvloop
+import websockets
+from nats.js.api import StorageType, StreamConfig
+
+from backend import db, messaging
+from backend.auth import mint_token
+from backend.live.bus import SUBJECT_PREFIX, encode_update
+from backend.live.schemas import Update
+from switchboard.embedded import embedded_servers, free_port
+from switchboard.settings import Settings, get_settings
+
+FLOOR_SAMPLES = 300
+FLOOR_STREAM = "BENCH_LIVE_FLOOR"
+FANOUT_SITE = "bench-fanout"
+LAST_KEY = "last"  # the final update of a throughput round: newest for its key, so never coalesced away
+
+_decode = msgspec.json.decode
+
+
+def progress(text: str) -> None:
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@contextlib.contextmanager
+def servers(data_dir: Path) -> Iterator[dict[str, str]]:
+    settings = get_settings()
+    if settings.database_url and settings.nats_url:
+        yield {"database_url": settings.database_url, "nats_url": settings.nats_url}
+        return
+    progress("starting embedded Postgres and NATS")
+    with embedded_servers(data_dir, postgres=not settings.database_url, nats=not settings.nats_url) as urls:
+        yield {"database_url": settings.database_url or urls["database_url"],
+               "nats_url": settings.nats_url or urls["nats_url"]}
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(server_url: str) -> AsyncIterator[str]:
+    """A database for this run only, migrated, dropped afterwards."""
+    name = f"bench_live_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit(urlsplit(server_url)._replace(path="/" + name))
+    try:
+        conn = await asyncpg.connect(url)
+        await db.migrate(conn)
+        await conn.close()
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+class Backend:
+    """`switchboard backend` in a process of its own."""
+
+    def __init__(self, database_url: str, nats_url: str, secret: str, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/api/v1/live"
+        env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": nats_url,
+               "SWITCHBOARD_JWT_SECRET": secret, "SWITCHBOARD_DATA_DIR": str(data_dir),
+               "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+        self.log = open(data_dir / "backend.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
+                                        env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    async def ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("the backend exited during start-up; see backend.log")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+        raise TimeoutError("the backend did not become ready")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS for the backend process")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+async def connect(url: str, token: str) -> websockets.ClientConnection:
+    return await websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"},
+                                    compression=None, open_timeout=30, max_size=2**20)
+
+
+async def subscribe(ws: websockets.ClientConnection, topics: list[str]) -> None:
+    await ws.send(json.dumps({"op": "subscribe", "topics": topics}))
+    for _ in topics:
+        while _decode(await ws.recv())["op"] != "snapshot":
+            pass
+
+
+# ---- floors -----------------------------------------------------------------------------------
+
+async def floors(nats_url: str, database_url: str) -> dict[str, float]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_stream(FLOOR_STREAM)
+    await js.add_stream(StreamConfig(name=FLOOR_STREAM, subjects=["bench.live.floor"], storage=StorageType.FILE))
+    body = b"x" * 300
+    publish_ack = []
+    for _ in range(FLOOR_SAMPLES):
+        started = time.perf_counter()
+        await js.publish("bench.live.floor", body)
+        publish_ack.append(time.perf_counter() - started)
+    await js.delete_stream(FLOOR_STREAM)
+    await nc.close()
+
+    conn = await asyncpg.connect(database_url)
+    # a logged table, as the journeys are: the commit waits for the WAL flush
+    await conn.execute("CREATE TABLE bench_floor (id bigint, v text)")
+    commits = []
+    for n in range(FLOOR_SAMPLES):
+        started = time.perf_counter()
+        async with conn.transaction():
+            await conn.execute("INSERT INTO bench_floor VALUES ($1, $2)", n, "x" * 300)
+        commits.append(time.perf_counter() - started)
+    await conn.execute("DROP TABLE bench_floor")
+    await conn.close()
+
+    async def echo(ws: websockets.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    echoes = []
+    async with websockets.serve(echo, "127.0.0.1", 0, compression=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with websockets.connect(f"ws://127.0.0.1:{port}", compression=None) as ws:
+            frame = "x" * 300
+            for _ in range(FLOOR_SAMPLES):
+                started = time.perf_counter()
+                await ws.send(frame)
+                await ws.recv()
+                echoes.append(time.perf_counter() - started)
+    return {"jetstream_publish_ack_ms": statistics.median(publish_ack) * 1000,
+            "asyncpg_commit_ms": statistics.median(commits) * 1000,
+            "websocket_echo_ms": statistics.median(echoes) * 1000}
+
+
+# ---- end-to-end latency -------------------------------------------------------------------------
+
+async def end_to_end(backend: Backend, settings: Settings, nats_url: str, database_url: str, *, clients: int,
+                     sites: int, rate: float, seconds: float) -> tuple[list[float], list[float]]:
+    """Latencies publish → websocket receive, and publish → the event's row written by the apply worker."""
+    site_names = [f"bench-{n:03d}" for n in range(sites)]
+    sockets = []
+    for n in range(clients):
+        site = site_names[n % sites]
+        token = mint_token(settings, sub=f"bench-{n}", roles=["manager"], sites=[site])
+        sockets.append(await connect(backend.url, token))
+    await asyncio.gather(*(subscribe(ws, ["journeys"]) for ws in sockets))
+    progress(f"latency: {clients} clients subscribed across {sites} sites")
+
+    total = int(rate * seconds)
+    published_at: dict[str, float] = {}
+    published_wall: dict[str, float] = {}  # wall clock, to compare with Postgres's `applied_at`
+    latencies: list[float] = []
+    expected = total * (clients // sites) + sum(1 for n in range(total) if n % sites < clients % sites)
+    done = asyncio.Event()
+
+    async def receive(ws: websockets.ClientConnection) -> None:
+        async for message in ws:
+            frame = _decode(message)
+            if frame["op"] == "update":
+                at = published_at.get(frame["data"]["refs"][0])
+                if at is not None:
+                    latencies.append(time.perf_counter() - at)
+                    if len(latencies) >= expected:
+                        done.set()
+
+    readers = [asyncio.create_task(receive(ws)) for ws in sockets]
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    run = uuid.uuid4().hex[:6]
+    started = time.perf_counter()
+    for n in range(total):
+        # steady rate: each event at its slot, never in bursts to catch up more than one slot
+        delay = started + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        ref = f"queue:B-{run}-{n}"
+        event = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "/queue", "type": "customer.arrived",
+                 "subject": ref, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "data": {"site": site_names[n % sites]}}
+        published_at[ref], published_wall[ref] = time.perf_counter(), time.time()
+        await js.publish("svc.events.queue.customer.arrived", msgspec.json.encode(event),
+                         headers={"Nats-Msg-Id": f"/queue {event['id']}"})
+        if n and n % int(rate) == 0:
+            progress(f"latency: published {n:,}/{total:,}, {len(latencies):,}/{expected:,} deliveries received")
+    achieved = total / (time.perf_counter() - started)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), 30)
+    progress(f"latency: {total:,} events at {achieved:,.0f}/s, {len(latencies):,}/{expected:,} deliveries received")
+    await nc.close()
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    conn = await asyncpg.connect(database_url)
+    rows = await conn.fetch("SELECT subject, applied_at FROM events WHERE subject = ANY($1::text[])",
+                            list(published_wall))
+    await conn.close()
+    ingest = [r["applied_at"].timestamp() - published_wall[r["subject"]] for r in rows]
+    return latencies, ingest
+
+
+# ---- throughput ---------------------------------------------------------------------------------
+
+def bench_data(n: int) -> dict[str, Any]:
+    """A journey-shaped update of the usual size."""
+    return {"id": str(uuid.UUID(int=n)), "site": FANOUT_SITE, "stage": "waiting", "refs": [f"queue:T-{n:06d}"],
+            "service": "passport", "slot_start": None, "priority": "normal", "eligibility": "passed",
+            "eligibility_reason": None, "last_interaction": None, "counter": None, "ticket": f"T-{n:06d}",
+            "queue_name": "main", "channel": "branch", "outcome": None,
+            "created_at": "2026-01-05T08:00:00Z", "updated_at": "2026-01-05T08:01:40Z"}
+
+
+def update_keys(updates: int, keys: int) -> list[str]:
+    return [f"k{n % keys}" for n in range(updates - 1)] + [LAST_KEY]
+
+
+async def count_until_last(sockets: list[websockets.ClientConnection]) -> tuple[int, float]:
+    """Frames received by all sockets until each got the last update, and when the last one arrived."""
+    counts = [0] * len(sockets)
+    marker = f'"key":"{LAST_KEY}"'
+
+    async def receive(i: int, ws: websockets.ClientConnection) -> None:
+        async for message in ws:
+            counts[i] += 1
+            if marker in message:  # type: ignore[operator]
+                return
+
+    await asyncio.wait_for(asyncio.gather(*(receive(i, ws) for i, ws in enumerate(sockets))), 120)
+    return sum(counts), time.perf_counter()
+
+
+async def live_fanout(backend: Backend, settings: Settings, nats_url: str, *, clients: int, updates: int,
+                      keys: int) -> float:
+    token = mint_token(settings, sub="bench-fanout", roles=["manager"], sites=[FANOUT_SITE])
+    sockets = [await connect(backend.url, token) for _ in range(clients)]
+    await asyncio.gather(*(subscribe(ws, ["journeys"]) for ws in sockets))
+    nc = await nats.connect(nats_url)
+    payloads = [encode_update(FANOUT_SITE, key, bench_data(n)) for n, key in enumerate(update_keys(updates, keys))]
+    receiving = asyncio.create_task(count_until_last(sockets))
+    started = time.perf_counter()
+    for payload in payloads:
+        await nc.publish(SUBJECT_PREFIX + "journeys", payload)
+    await nc.flush()
+    delivered, finished = await receiving
+    await nc.close()
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    rate = delivered / (finished - started)
+    progress(f"fan-out: {delivered:,} deliveries to {clients} clients at {rate:,.0f}/s")
+    return rate
+
+
+def serve_bare_broadcast(port: int, updates: int, keys: int, ready: Any) -> None:
+    """A bare `websockets` server: on "go" from its first client, broadcasts the frames to the others."""
+    frames = [msgspec.json.encode(Update(topic="journeys", seq=n + 1, site=FANOUT_SITE, key=key,
+                                         data=msgspec.Raw(msgspec.json.encode(bench_data(n))))).decode()
+              for n, key in enumerate(update_keys(updates, keys))]
+
+    async def main() -> None:
+        audience: set[websockets.ServerConnection] = set()
+
+        async def handler(ws: websockets.ServerConnection) -> None:
+            if await ws.recv() == "go":
+                for n, frame in enumerate(frames):
+                    websockets.broadcast(audience, frame)
+                    if n % 100 == 0:
+                        await asyncio.sleep(0)  # let the transports write, as a server under load would
+                return
+            audience.add(ws)
+            await ws.send("subscribed")
+            await ws.wait_closed()
+
+        async with websockets.serve(handler, "127.0.0.1", port, compression=None):
+            ready.set()
+            await asyncio.Future()
+
+    uvloop.run(main())
+
+
+async def bare_fanout(*, clients: int, updates: int, keys: int) -> float:
+    port = free_port()
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    server = context.Process(target=serve_bare_broadcast, args=(port, updates, keys, ready), daemon=True)
+    server.start()
+    try:
+        await asyncio.to_thread(ready.wait, 60)
+        url = f"ws://127.0.0.1:{port}"
+        sockets = [await websockets.connect(url, compression=None, max_size=2**20) for _ in range(clients)]
+        for ws in sockets:
+            await ws.send("subscribe")
+            await ws.recv()
+        receiving = asyncio.create_task(count_until_last(sockets))
+        async with websockets.connect(url, compression=None) as control:
+            started = time.perf_counter()
+            await control.send("go")
+            delivered, finished = await receiving
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    finally:
+        server.terminate()
+        server.join(10)
+    rate = delivered / (finished - started)
+    progress(f"fan-out baseline: {delivered:,} deliveries to {clients} clients at {rate:,.0f}/s")
+    return rate
+
+
+# ---- memory -------------------------------------------------------------------------------------
+
+async def idle_memory(backend: Backend, settings: Settings, *, connections: int) -> float:
+    token = mint_token(settings, sub="bench-idle", roles=["manager"], sites=["bench-idle"])
+    # one connection first: the first one pays for code paths and caches, not per connection
+    warm = await connect(backend.url, token)
+    await subscribe(warm, ["integrations"])
+    await asyncio.sleep(1)
+    before = backend.rss_kib()
+    sockets = []
+    for _ in range(connections):
+        ws = await connect(backend.url, token)
+        await subscribe(ws, ["integrations"])
+        sockets.append(ws)
+    await asyncio.sleep(2)
+    after = backend.rss_kib()
+    await asyncio.gather(warm.close(), *(ws.close() for ws in sockets), return_exceptions=True)
+    per_connection = (after - before) / connections
+    progress(f"memory: {connections} idle connections took {after - before:,} KiB ({per_connection:.1f} KiB each)")
+    return per_connection
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) -> dict[str, Any]:
+    secret = secrets.token_urlsafe(48)
+    settings = Settings(jwt_secret=secret, data_dir=str(data_dir))
+    async with scratch_database(urls["database_url"]) as database_url:
+        nc = await nats.connect(urls["nats_url"])
+        await messaging.ensure_streams(nc.jetstream(), 120.0)
+        await nc.close()
+        progress("measuring the floors")
+        floor = await floors(urls["nats_url"], database_url)
+        progress("floors: " + ", ".join(f"{k} {v:.3f}" for k, v in floor.items()))
+        backend = Backend(database_url, urls["nats_url"], secret, data_dir)
+        try:
+            await backend.ready()
+            latencies, ingest = await end_to_end(
+                backend, settings, urls["nats_url"], database_url, clients=options["clients"], sites=options["sites"],
+                rate=options["rate"], seconds=options["seconds"])
+            live_rate = await live_fanout(backend, settings, urls["nats_url"], clients=options["fanout_clients"],
+                                          updates=options["updates"], keys=options["keys"])
+            idle = await idle_memory(backend, settings, connections=options["idle"])
+        finally:
+            backend.stop()
+    bare_rate = await bare_fanout(clients=options["fanout_clients"], updates=options["updates"], keys=options["keys"])
+    return {
+        "e2e_p50_ms": round(percentile(latencies, 0.50) * 1000, 3) if latencies else None,
+        "e2e_p99_ms": round(percentile(latencies, 0.99) * 1000, 3) if latencies else None,
+        "floors_sum_ms": round(sum(floor.values()), 3),
+        "deliveries_per_s": round(live_rate),
+        "baseline_deliveries_per_s": round(bare_rate),
+        "delivery_ratio": round(live_rate / bare_rate, 3),
+        "idle_kib_per_connection": round(idle, 1),
+        "floors_ms": {k: round(v, 3) for k, v in floor.items()},
+        # how much of e2e is before the live path: publish → the apply worker writing the event's row
+        "ingest_p50_ms": round(percentile(ingest, 0.50) * 1000, 3) if ingest else None,
+        "ingest_p99_ms": round(percentile(ingest, 0.99) * 1000, 3) if ingest else None,
+        "e2e_deliveries": len(latencies),
+        "events_per_s": options["rate"], "clients": options["clients"], "sites": options["sites"],
+        "fanout_clients": options["fanout_clients"], "fanout_updates": options["updates"],
+        "idle_connections": options["idle"],
+    }
+
+
+def run_live_bench(*, clients: int, sites: int, rate: float, seconds: float, fanout_clients: int, updates: int,
+                   keys: int, idle: int) -> None:
+    options = {"clients": clients, "sites": sites, "rate": rate, "seconds": seconds,
+               "fanout_clients": fanout_clients, "updates": updates, "keys": keys, "idle": idle}
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-live-") as tmp, servers(Path(tmp)) as urls:
+        figures = uvloop.run(_run(Path(tmp), urls, options))
+    print(json.dumps(figures), flush=True)

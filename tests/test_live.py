@@ -1,0 +1,289 @@
+"""The live websocket against real backends, a real Postgres and a real NATS: no mocks.
+
+Updates enter the way they do in production: canonical events on JetStream (applied by whichever
+replica fetches them), or, where a test needs volume, live updates on the `svc.live.>` bus exactly
+as a replica publishes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import msgspec
+import nats
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from backend.live.bus import SUBJECT_PREFIX, encode_update
+from backend.live.schemas import TOPICS
+from switchboard.settings import Settings
+from tests.conftest import BackendProcess, cloud_event, eventually, publish
+
+_decode = msgspec.json.decode
+
+
+def ws_url(backend: BackendProcess) -> str:
+    return backend.url.replace("http://", "ws://") + "/api/v1/live"
+
+
+@contextlib.asynccontextmanager
+async def connect(backend: BackendProcess, token: str, **kwargs: Any) -> AsyncIterator[ClientConnection]:
+    async with websockets.connect(ws_url(backend), additional_headers={"Authorization": f"Bearer {token}"},
+                                  open_timeout=10, **kwargs) as ws:
+        yield ws
+
+
+async def receive(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
+    return _decode(await asyncio.wait_for(ws.recv(), timeout))  # type: ignore[no-any-return]
+
+
+async def receive_until(ws: ClientConnection, match: Callable[[dict[str, Any]], bool],
+                        timeout: float = 15.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The first frame that matches, and every frame received before it."""
+    before: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = _decode(await ws.recv())
+                if match(frame):
+                    return frame, before
+                before.append(frame)
+    except TimeoutError:
+        seen = [(f["op"], f.get("topic"), f.get("site")) for f in before]
+        raise AssertionError(f"no matching frame within {timeout}s; received {seen}") from None
+
+
+async def subscribe(ws: ClientConnection, topics: list[str], **fields: Any) -> dict[str, dict[str, Any]]:
+    """Subscribe and return the snapshot of each topic."""
+    await ws.send(msgspec.json.encode({"op": "subscribe", "topics": topics, **fields}).decode())
+    snapshots = {}
+    while len(snapshots) < len(topics):
+        frame, _ = await receive_until(ws, lambda f: f["op"] == "snapshot")
+        snapshots[frame["topic"]] = frame
+    return snapshots
+
+
+@pytest.fixture(scope="module")
+def second_backend(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendProcess]:
+    process = BackendProcess(settings, tmp_path_factory.mktemp("logs") / "backend-2.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def bus(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
+    """Publish live updates onto the bus as a replica does."""
+    nc = await nats.connect(settings.nats_url)
+
+    async def send(topic: str, site: str, key: str, data: Any) -> None:
+        await nc.publish(SUBJECT_PREFIX + topic, encode_update(site, key, data))
+
+    yield send
+    await nc.flush()
+    await nc.close()
+
+
+async def metric(backend: BackendProcess, name: str, **labels: str) -> float:
+    async with httpx.AsyncClient(base_url=backend.url, timeout=10) as client:
+        text = (await client.get("/metrics")).text
+    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    found = re.search(rf"^{name}{{{re.escape(label_text)}}} (\S+)$" if labels else rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def is_update(topic: str, match: Callable[[dict[str, Any]], bool] = lambda _: True) -> Callable[[dict[str, Any]], bool]:
+    return lambda f: f["op"] == "update" and f["topic"] == topic and match(f)
+
+
+async def test_an_event_applied_by_either_replica_reaches_clients_on_both(backend, second_backend, js, token, uid):
+    site, ref = f"live-{uid}", f"queue:T-{uid}"
+    manager = token("manager", [site])
+    async with connect(backend, manager) as first, connect(second_backend, manager) as second:
+        for ws in (first, second):
+            snapshots = await subscribe(ws, ["journeys", "flow", "capacity", "reconciliation"])
+            assert {t: s["data"] for t, s in snapshots.items()} == {
+                "journeys": [], "flow": [], "capacity": [], "reconciliation": []}
+            assert all(isinstance(s["seq"], int) and s["epoch"] for s in snapshots.values())
+        await publish(js, cloud_event("customer.arrived", ref, {"site": site}))
+        for ws in (first, second):
+            journey, _ = await receive_until(ws, is_update("journeys", lambda f: ref in f["data"]["refs"]))
+            assert (journey["site"], journey["key"], journey["data"]["stage"]) == (
+                site, journey["data"]["id"], "arrived")
+            flow, _ = await receive_until(ws, is_update("flow"))
+            assert (flow["key"], flow["data"]["stages"]) == (site, {"arrived": 1})
+        await publish(js, cloud_event("capacity.changed", f"site:{site}", {
+            "site": site, "counters_open": 4, "counters_busy": 3, "staff_on_duty": 5, "queue_length": 7},
+            source="/queue"))
+        for ws in (first, second):
+            capacity, _ = await receive_until(ws, is_update("capacity"))
+            assert (capacity["data"]["queue_length"], capacity["data"]["utilisation"]) == (7, 0.75)
+
+
+async def test_a_client_receives_only_its_own_sites(backend, js, token, uid):
+    mine, theirs = f"mine-{uid}", f"theirs-{uid}"
+    async with connect(backend, token("floor_staff", [mine])) as scoped, connect(backend, token("sre")) as everyone:
+        await subscribe(scoped, ["journeys"])
+        await subscribe(everyone, ["journeys"], sites=[mine, theirs])
+        await publish(js, cloud_event("customer.arrived", f"queue:T-{uid}-x", {"site": theirs}))
+        await publish(js, cloud_event("customer.arrived", f"queue:T-{uid}-m", {"site": mine}))
+        seen = {(await receive_until(everyone, is_update("journeys")))[0]["site"] for _ in range(2)}
+        assert seen == {mine, theirs}
+        # the hub fanned both out before `everyone` got them; a pong comes after anything queued before it
+        await scoped.send('{"op": "ping"}')
+        _, frames = await receive_until(scoped, lambda f: f["op"] == "pong")
+        assert [(f["topic"], f["site"]) for f in frames] == [("journeys", mine)]
+
+        await scoped.send(msgspec.json.encode({"op": "subscribe", "topics": ["flow"], "sites": [theirs]}).decode())
+        refused = await receive(scoped)
+        assert refused["op"] == "error" and theirs in refused["reason"]
+
+
+async def test_a_recorded_failure_is_published_to_the_failures_topic(backend, js, token, uid):
+    site = f"fail-{uid}"
+    async with connect(backend, token("sre", [site])) as ws:
+        await subscribe(ws, ["failures"])
+        bad = cloud_event("customer.arrived", f"queue:T-{uid}", {"site": site, "email": "someone@example.org"})
+        await publish(js, bad)
+        update, _ = await receive_until(ws, is_update("failures"))
+    assert (update["site"], update["data"]["kind"], update["data"]["event_id"]) == (site, "pii_rejected", bad["id"])
+    assert update["key"] == str(update["data"]["id"])
+    assert "someone@example.org" not in msgspec.json.encode(update).decode()
+
+
+async def test_a_slow_client_is_coalesced_then_dropped_without_delaying_others(backend, bus, token, uid):
+    site = f"slow-{uid}"
+    manager = token("manager", [site])
+    payload = {"blob": "x" * 8000}
+    dropped_before = await metric(backend, "switchboard_live_dropped_total", topic="journeys")
+    slow_before = await metric(backend, "switchboard_live_disconnects_total", reason="slow")
+    async with connect(backend, manager) as fast, connect(backend, manager, max_queue=1) as slow:
+        await subscribe(fast, ["journeys"])
+        await subscribe(slow, ["journeys"])
+        # from here on `slow` reads nothing: its socket buffers fill, then its outbox
+        sent = 0
+        received: list[int] = []
+
+        async def burst(keys: list[str]) -> None:
+            nonlocal sent
+            for key in keys:
+                await bus("journeys", site, key, payload)
+            sent += len(keys)
+            while len(received) < sent:  # the fast client keeps up, whatever the slow one does
+                received.append((await receive_until(fast, is_update("journeys"), timeout=10))[0]["seq"])
+
+        for start in range(0, 2500, 250):  # fills the slow client's socket buffers
+            await burst([f"a{n}" for n in range(start, start + 250)])
+        for _ in range(10):  # the same 10 keys again and again: coalesced while the slow client waits
+            await burst([f"k{n}" for n in range(10)])
+        for start in range(0, 3000, 250):  # more distinct keys than an outbox holds
+            await burst([f"b{n}" for n in range(start, start + 250)])
+
+        assert received == list(range(received[0], received[0] + sent))
+        assert await metric(backend, "switchboard_live_dropped_total", topic="journeys") > dropped_before
+        assert await eventually(lambda: metric(backend, "switchboard_live_disconnects_total", reason="slow")) \
+            == slow_before + 1
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(30):
+                while True:
+                    await slow.recv()
+
+
+async def test_resume_with_last_seq_gets_what_was_missed_or_a_fresh_snapshot(backend, bus, token, uid):
+    site = f"resume-{uid}"
+    manager = token("manager", [site])
+    async with connect(backend, manager) as ws:
+        snapshot = (await subscribe(ws, ["journeys"]))["journeys"]
+        for key in ("j1", "j2"):
+            await bus("journeys", site, key, {"v": 1})
+        last = [(await receive_until(ws, is_update("journeys")))[0] for _ in range(2)][-1]
+    for key, version in (("j3", 1), ("j2", 2), ("j3", 2)):
+        await bus("journeys", site, key, {"v": version})
+    await bus("journeys", f"other-{uid}", "j9", {"v": 1})  # another site: never replayed to this token
+
+    async with connect(backend, manager) as ws:
+        await ws.send(msgspec.json.encode({"op": "subscribe", "topics": ["journeys"],
+                                           "last_seq": {"journeys": last["seq"]}, "epoch": snapshot["epoch"]}).decode())
+        missed = [await receive(ws), await receive(ws)]
+        await ws.send('{"op": "ping"}')
+        assert (await receive(ws))["op"] == "pong"
+    assert [(f["op"], f["key"], f["data"]) for f in missed] == [("update", "j2", {"v": 2}), ("update", "j3", {"v": 2})]
+    assert all(f["seq"] > last["seq"] for f in missed)
+
+    async with connect(backend, manager) as ws:
+        fresh = await subscribe(ws, ["journeys"], last_seq={"journeys": last["seq"]}, epoch="another-replica")
+    assert fresh["journeys"]["seq"] >= missed[-1]["seq"] and fresh["journeys"]["epoch"] == snapshot["epoch"]
+
+
+async def test_malformed_messages_answer_an_error_and_change_nothing(backend, token):
+    async with connect(backend, token("manager")) as ws:
+        for bad in ("not json", '{"op": "subscribe", "topics": ["weather"]}', '{"op": "dance"}', "[1, 2]"):
+            await ws.send(bad)
+            answer = await receive(ws)
+            assert answer["op"] == "error" and answer["reason"]
+        await ws.send(b"\x00binary")
+        assert (await receive(ws))["op"] == "error"
+        assert set(await subscribe(ws, ["integrations"])) == {"integrations"}
+
+
+@pytest.mark.parametrize("size", [5_000, 1_000_000])
+async def test_an_oversized_message_closes_the_socket(backend, token, size):
+    async with connect(backend, token("manager")) as ws:
+        await ws.send("x" * size)
+        with pytest.raises(ConnectionClosed) as closed:
+            await receive(ws)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_a_flood_of_client_messages_is_rate_limited(backend, token):
+    async with connect(backend, token("manager")) as ws:
+        for _ in range(100):
+            await ws.send('{"op": "ping"}')
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+
+
+async def test_the_socket_closes_when_its_token_expires(backend, token):
+    async with connect(backend, token("manager", ttl=timedelta(seconds=3))) as ws:
+        await subscribe(ws, ["flow"])
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(15):
+                while True:
+                    await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+@pytest.mark.parametrize("case", ["expired", "no token", "connector role", "foreign origin"])
+async def test_the_handshake_is_refused(backend, token, case):
+    headers = {"Authorization": f"Bearer {token('manager')}"}
+    if case == "expired":
+        headers["Authorization"] = f"Bearer {token('manager', ttl=timedelta(seconds=-5))}"
+    elif case == "no token":
+        headers = {}
+    elif case == "connector role":
+        headers["Authorization"] = f"Bearer {token('connector', system='queue')}"
+    origin = "https://elsewhere.example" if case == "foreign origin" else None
+    with pytest.raises(InvalidStatus) as refused:
+        async with websockets.connect(ws_url(backend), additional_headers=headers, origin=origin, open_timeout=10):
+            pass
+    assert refused.value.response.status_code in (401, 403)
+
+
+async def test_a_browser_brings_its_token_in_the_query_from_our_own_origin(backend, token):
+    url = f"{ws_url(backend)}?token={token('manager')}"
+    async with websockets.connect(url, origin=backend.url, open_timeout=10) as ws:
+        assert set(await subscribe(ws, ["fallbacks"])) == {"fallbacks"}
+
+
+def test_topics_are_the_contract_topics():
+    assert set(TOPICS) == {"flow", "capacity", "journeys", "failures", "reconciliation", "fallbacks", "integrations"}
