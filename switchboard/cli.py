@@ -51,6 +51,12 @@ def _token(args: argparse.Namespace) -> None:
                      ttl=timedelta(minutes=args.ttl_minutes)))
 
 
+def _dashboard(args: argparse.Namespace) -> None:
+    from dashboard.app import run  # noqa: PLC0415
+
+    run(get_settings(), host=args.host, port=args.port, demo=args.demo or None)
+
+
 def _demo(args: argparse.Namespace) -> None:
     from switchboard.demo import run_demo  # noqa: PLC0415
 
@@ -78,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument("--host", default="127.0.0.1")
     backend.add_argument("--port", type=int, default=8000)
     backend.set_defaults(run=_backend)
+
+    dashboard = commands.add_parser("dashboard", help="the NiceGUI board (talks to SWITCHBOARD_BACKEND_URL)")
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--demo", action="store_true",
+                           help="let anyone pick a role and site (as SWITCHBOARD_DASHBOARD_DEMO=true)")
+    dashboard.set_defaults(run=_dashboard)
 
     commands.add_parser("migrate", help="apply the SQL migrations").set_defaults(run=_migrate)
 

@@ -28,6 +28,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # systems beyond the five seed systems whose connectors may publish
     extra_systems: tuple[str, ...] = ()
     log_level: str = "INFO"
+    # the dashboard: demo mode lets anyone pick a role and site (it mints the token); never in production
+    dashboard_demo: bool = False
+    # the wait (seconds) a site should stay under: the dashboard marks sites above it
+    wait_target_s: float = 600.0
 
     @property
     def embedded(self) -> bool:
