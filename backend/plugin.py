@@ -29,6 +29,7 @@ from backend.live.service import LiveService
 from backend.operations.controllers import OperationsController
 from backend.resources import Resources
 from backend.system.controllers import MetricsController, SystemController
+from backend.webhooks.controllers import WebhookController
 from switchboard.settings import Settings
 
 log = logging.getLogger("switchboard.backend")
@@ -72,7 +73,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         auth = jwt_auth(self.settings)
         app_config.route_handlers.extend([
             SystemController, MetricsController, IngestController, JourneyController, OperationsController,
-            FailureController, live_socket,
+            FailureController, live_socket, WebhookController,
         ])
         app_config.lifespan.append(self.lifespan)
         app_config.guards.append(authorize)

@@ -8,6 +8,7 @@ import logging
 import sys
 from datetime import timedelta
 
+from connectors.cli import add_connector_commands
 from switchboard.settings import get_settings
 
 
@@ -60,7 +61,7 @@ def _dashboard(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from switchboard.demo import run_demo  # noqa: PLC0415
 
-    run_demo(host=args.host, port=args.port, sites=args.sites, rate=args.rate)
+    run_demo(host=args.host, port=args.port, sites=args.sites, speed=args.speed)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -74,6 +75,12 @@ def _bench_live(args: argparse.Namespace) -> None:
 
     run_live_bench(clients=args.clients, sites=args.sites, rate=args.rate, seconds=args.seconds,
                    fanout_clients=args.fanout_clients, updates=args.updates, keys=args.keys, idle=args.idle)
+
+
+def _bench_publish(args: argparse.Namespace) -> None:
+    from switchboard.bench.publish import run_publish_bench  # noqa: PLC0415
+
+    run_publish_bench(events=args.events, max_in_flight=args.max_in_flight)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--sites", default="north,south,central", help="comma-separated site codes")
-    demo.add_argument("--rate", type=float, default=1.5, help="new customer journeys per second")
+    demo.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
     demo.set_defaults(run=_demo)
 
     bench = commands.add_parser("bench", help="benchmarks against a bare baseline in the same run")
@@ -125,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--keys", type=int, default=1000, help="throughput: distinct keys the updates cycle over")
     live.add_argument("--idle", type=int, default=500, help="memory: idle connections opened")
     live.set_defaults(run=_bench_live)
+    publish = bench_kinds.add_parser("publish", help="connector publish rate against a bare nats-py async loop")
+    publish.add_argument("--events", type=int, default=50_000)
+    publish.add_argument("--max-in-flight", type=int, default=1000)
+    publish.set_defaults(run=_bench_publish)
+
+    add_connector_commands(commands)
     return parser
 
 

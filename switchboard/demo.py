@@ -1,4 +1,4 @@
-"""`switchboard demo`: embedded Postgres and NATS, the backend, and live branch traffic."""
+"""`switchboard demo`: embedded Postgres and NATS, the backend, and the five simulated upstream systems."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
+from connectors.cli import run_simulation
+from connectors.sim import SYSTEMS
 from switchboard.embedded import embedded_servers
 from switchboard.settings import get_settings
 
@@ -35,7 +37,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.
     raise SystemExit("the backend did not become ready in time")
 
 
-def run_demo(*, host: str, port: int, sites: str, rate: float) -> None:
+def run_demo(*, host: str, port: int, sites: str, speed: float) -> None:
     from backend.auth import mint_token  # noqa: PLC0415
 
     # `kill` stops the demo as cleanly as Ctrl-C does
@@ -59,26 +61,14 @@ def run_demo(*, host: str, port: int, sites: str, rate: float) -> None:
                 print(f"  {role:12s} {token}")
             print(f"  try: curl -H 'Authorization: Bearer <token>' {backend_url}/api/v1/flow")
             print(f"  API docs: {backend_url}/schema/swagger")
-            _step(4, total, f"publishing live traffic for sites {sites} (Ctrl-C stops everything)")
-            asyncio.run(_feed(urls["nats_url"], sites.split(","), rate))
+            _step(4, total, f"simulating crm, appointments, queue, contact_center and core for sites {sites}"
+                  f" at {speed:g}x (Ctrl-C stops everything)")
+            asyncio.run(run_simulation(
+                systems=list(SYSTEMS), sites=[s for s in sites.split(",") if s], speed=speed,
+                arrivals_per_hour=20.0, nats_url=urls["nats_url"], data_dir=data_dir / "connectors", faults={},
+                admin_port=0))
         except KeyboardInterrupt:
             print("\nstopping…")
         finally:
             backend.terminate()
             backend.wait(timeout=20)
-
-
-async def _feed(nats_url: str, sites: list[str], rate: float) -> None:
-    from backend import messaging  # noqa: PLC0415
-    from connectors.demo_feed import Feed  # noqa: PLC0415
-
-    nc = await messaging.connect(nats_url, "switchboard-demo-feed")
-    feed = Feed(nc.jetstream(), sites, rate)
-    runner = asyncio.create_task(feed.run())
-    try:
-        while True:
-            await asyncio.sleep(10)
-            print(f"  {feed.published} events published", flush=True)
-    finally:
-        runner.cancel()
-        await nc.close()

@@ -27,11 +27,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allowed_origins: tuple[str, ...] = ()
     # systems beyond the five seed systems whose connectors may publish
     extra_systems: tuple[str, ...] = ()
+    # inbound Standard Webhooks: `<system>=<secret>` pairs (secrets as `whsec_<base64>`)
+    webhook_secrets: tuple[str, ...] = ()
+    # the outbound webhook connector (connectors.webhook): commands for `webhook_system`, signed, to this URL
+    webhook_target_url: str | None = None
+    webhook_target_secret: str | None = None
+    webhook_system: str = "webhook"
+    webhook_retry_s: tuple[str, ...] = ("1", "5", "30")  # waits between delivery attempts
+    webhook_allow_private: bool = False  # allow loopback and private targets (local development only)
     log_level: str = "INFO"
     # the dashboard: demo mode lets anyone pick a role and site (it mints the token); never in production
     dashboard_demo: bool = False
     # the wait (seconds) a site should stay under: the dashboard marks sites above it
     wait_target_s: float = 600.0
+
+    def webhook_secret(self, system: str) -> str | None:
+        for pair in self.webhook_secrets:
+            name, _, secret = pair.partition("=")
+            if name.strip() == system and secret.strip():
+                return secret.strip()
+        return None
 
     @property
     def embedded(self) -> bool:
@@ -39,7 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _ENV_PREFIX = "SWITCHBOARD_"
-_LISTS = frozenset({"allowed_origins", "extra_systems"})
+_LISTS = frozenset({"allowed_origins", "extra_systems", "webhook_secrets", "webhook_retry_s"})
 
 
 def _from_env() -> dict[str, object]:

@@ -1,0 +1,151 @@
+"""`switchboard connector …`: run the simulated systems, run or check a connector, switch faults."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from switchboard.settings import get_settings
+
+FAULT_FLAGS = ("malformed", "duplicates", "out_of_order", "drift", "slow")
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _faults_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from connectors.sim.faults import Faults  # noqa: PLC0415
+
+    faults: dict[str, Faults] = {}
+    for system in args.outage or []:
+        faults.setdefault(system, Faults()).outage = True
+    for flag in FAULT_FLAGS:
+        for item in getattr(args, flag) or []:
+            system, _, value = item.partition("=")
+            setattr(faults.setdefault(system, Faults()), flag, float(value))
+    return faults
+
+
+def _nats_url() -> str:
+    url = get_settings().nats_url
+    if not url:
+        sys.exit("set SWITCHBOARD_NATS_URL (or run `switchboard demo`)")
+    return url
+
+
+async def run_simulation(*, systems: list[str], sites: list[str], speed: float, arrivals_per_hour: float,
+                         nats_url: str, data_dir: Path, faults: dict[str, Any], admin_port: int | None,
+                         report_every: float = 10.0, on_report: Any = None) -> None:
+    """Run until cancelled; prints a line of counts every `report_every` seconds."""
+    from connectors.sim.admin import AdminServer  # noqa: PLC0415
+    from connectors.sim.run import Simulation  # noqa: PLC0415
+
+    simulation = Simulation(systems=systems, sites=sites, speed=speed, nats_url=nats_url, data_dir=data_dir,
+                            arrivals_per_hour=arrivals_per_hour, faults=faults)
+    admin = AdminServer(simulation, admin_port) if admin_port is not None else None
+    async with simulation:
+        if admin is not None:
+            await admin.start()
+            print(f"  simulator admin: http://127.0.0.1:{admin.port}/faults", flush=True)
+        try:
+            while True:
+                await asyncio.sleep(report_every)
+                stats = simulation.stats()
+                records = sum(s["records"] for s in stats["systems"].values())  # type: ignore[union-attr]
+                down = [n for n, s in stats["systems"].items() if s["upstream"] == "down"]  # type: ignore[union-attr]
+                print(f"  {stats['journeys']} journeys, {records} upstream records"
+                      + (f", down: {', '.join(down)}" if down else ""), flush=True)
+                if on_report is not None:
+                    on_report(stats)
+        finally:
+            if admin is not None:
+                await admin.stop()
+
+
+def _sim(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    print(f"simulating {args.systems} for sites {args.sites} at {args.speed}x (Ctrl-C stops)", flush=True)
+    try:
+        asyncio.run(run_simulation(
+            systems=_csv(args.systems), sites=_csv(args.sites), speed=args.speed,
+            arrivals_per_hour=args.arrivals_per_hour, nats_url=_nats_url(),
+            data_dir=Path(settings.data_dir) / "connectors", faults=_faults_from_args(args),
+            admin_port=args.admin_port))
+    except KeyboardInterrupt:
+        print("\nstopped; unsent events stay spooled for the next start")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from connectors.conformance import main  # noqa: PLC0415
+
+    sys.exit(main(args.module, get_settings().nats_url))
+
+
+def _run(args: argparse.Namespace) -> None:
+    from connectors.conformance import load_connector  # noqa: PLC0415
+    from connectors.sdk import ConnectorRuntime  # noqa: PLC0415
+
+    connector = load_connector(args.module)
+    data_dir = Path(get_settings().data_dir) / "connectors"
+
+    async def run() -> None:
+        async with ConnectorRuntime(connector, nats_url=_nats_url(), data_dir=data_dir):
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        print("\nstopped")
+
+
+def _faults(args: argparse.Namespace) -> None:
+    """Switch faults of a running simulator through its admin endpoint."""
+    base = f"http://127.0.0.1:{args.admin_port}"
+    if args.drift_now:
+        request = urllib.request.Request(f"{base}/drift/{args.system}", data=b"{}", method="POST")
+    elif args.set:
+        patch = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
+        request = urllib.request.Request(f"{base}/faults/{args.system}", data=json.dumps(patch).encode(),
+                                         method="POST", headers={"Content-Type": "application/json"})
+    else:
+        request = urllib.request.Request(f"{base}/faults")
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback admin URL
+        print(response.read().decode())
+
+
+def add_connector_commands(commands: Any) -> None:
+    connector = commands.add_parser("connector", help="connectors: simulated systems, any connector, the kit")
+    kinds = connector.add_subparsers(dest="connector", required=True)
+
+    sim = kinds.add_parser("sim", help="run simulated upstream systems behind their connectors")
+    sim.add_argument("--systems", default="crm,appointments,queue,contact_center,core")
+    sim.add_argument("--sites", default="north,south,central", help="comma-separated site codes")
+    sim.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
+    sim.add_argument("--arrivals-per-hour", type=float, default=20.0, help="new customers per site per simulated hour")
+    sim.add_argument("--admin-port", type=int, default=8091, help="loopback admin endpoint for faults")
+    sim.add_argument("--outage", action="append", metavar="SYSTEM", help="start with this upstream down")
+    for flag in FAULT_FLAGS:
+        sim.add_argument(f"--{flag.replace('_', '-')}", action="append", metavar="SYSTEM=VALUE",
+                         help="seconds of delay" if flag == "slow" else "share of events/changes, 0..1")
+    sim.set_defaults(run=_sim)
+
+    check = kinds.add_parser("check", help="run the conformance kit against a connector module")
+    check.add_argument("module", help="a module with create_connector(), e.g. connectors.sim.queue")
+    check.set_defaults(run=_check)
+
+    run = kinds.add_parser("run", help="run one connector module with the SDK runtime")
+    run.add_argument("module")
+    run.set_defaults(run=_run)
+
+    faults = kinds.add_parser("faults", help="show or switch faults of a running simulator")
+    faults.add_argument("system", nargs="?", default="")
+    faults.add_argument("set", nargs="*", metavar="NAME=VALUE", help="e.g. outage=true malformed=0.2")
+    faults.add_argument("--drift-now", action="store_true", help="change one record silently, now")
+    faults.add_argument("--admin-port", type=int, default=8091)
+    faults.set_defaults(run=_faults)

@@ -1,0 +1,237 @@
+"""Runs a `Connector`: spool and publisher, heartbeats, the snapshot responder and the command consumer.
+
+The spool opens first, so the connector can emit before NATS is reachable; the NATS side
+connects in the background and keeps reconnecting. Commands come from a durable pull consumer
+per system on SVC_COMMANDS; each is acknowledged only after its `command.result` is spooled, so
+a crash between the two redelivers the command and the same result id is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from connectors.sdk.connector import Connector, Emitter, Outcome, Unavailable
+from connectors.sdk.publisher import Publisher
+from connectors.sdk.spool import Spool
+from switchboard.commands import command_result_id, decode_command
+from switchboard.events import CloudEvent, EventId, nats_msg_id, nats_subject
+from switchboard.snapshots import BAD_REQUEST, UNAVAILABLE, SnapshotPage, decode_request, snapshot_subject
+
+log = logging.getLogger(__name__)
+COMMANDS_STREAM = "SVC_COMMANDS"
+_encode = msgspec.json.Encoder().encode
+
+
+def consumer_name(system: str) -> str:
+    return f"connector-{system}"
+
+
+class _SpoolEmitter(Emitter):
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+
+    async def emit(self, events: Sequence[CloudEvent]) -> None:
+        await self.publisher.emit(events)
+
+    def emit_raw(self, rows: Sequence[tuple[str, str, bytes]]) -> None:
+        self.publisher.emit_raw(rows)
+
+
+class ConnectorRuntime:
+    def __init__(self, connector: Connector, *, nats_url: str, data_dir: Path, heartbeat_interval: float = 5.0,
+                 max_in_flight: int = 1000) -> None:
+        self.connector = connector
+        self.nats_url = nats_url
+        self.heartbeat_interval = heartbeat_interval
+        self.spool = Spool(Path(data_dir) / f"spool-{connector.name}.sqlite")
+        self.publisher = Publisher(self.spool, max_in_flight=max_in_flight)
+        self.nc: NATS | None = None
+        self.commands_answered = 0
+        self._service: Service | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # nats-py can turn a cancellation inside a request into its own timeout error; the loops
+        # below also stop on this flag so such a swallowed cancellation cannot keep them alive
+        self._stopping = False
+
+    async def __aenter__(self) -> ConnectorRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.connector.emitter = _SpoolEmitter(self.publisher)
+        name = self.connector.name
+        self._tasks = [
+            asyncio.create_task(self.publisher.run(), name=f"{name}-publish"),
+            asyncio.create_task(self._connect_and_serve(), name=f"{name}-serve"),
+        ]
+        await self.connector.start()
+
+    async def stop(self, drain_timeout: float = 2.0) -> None:
+        await self.connector.stop()
+        if self.nc is not None and self.nc.is_connected:
+            await self.publisher.drain(drain_timeout)  # what is left stays spooled for the next start
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.wait(self._tasks, timeout=5)
+        if self._service is not None:
+            with contextlib.suppress(Exception):
+                await self._service.stop()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        self.spool.close()
+
+    async def _connect_and_serve(self) -> None:
+        while self.nc is None and not self._stopping:
+            try:
+                self.nc = await nats.connect(self.nats_url, name=f"switchboard-connector-{self.connector.name}",
+                                             max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                             connect_timeout=2)
+            except Exception as exc:  # noqa: BLE001 - unreachable at start: events wait in the spool
+                log.warning("NATS unreachable (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)
+        if self.nc is None:
+            return
+        self.publisher.attach(self.nc)
+        system = self.connector.system
+        self._service = await add_service(self.nc, name=f"switchboard-{system}", version=self.connector.version,
+                                          description=f"snapshots of {system}")
+        await self._service.add_endpoint(name="snapshot", subject=snapshot_subject(system),
+                                         handler=self._answer_snapshot)
+        await asyncio.gather(self._heartbeats(), self._consume_commands())
+
+    # --- heartbeats -----------------------------------------------------------------------------
+
+    async def heartbeat(self) -> CloudEvent:
+        connector = self.connector
+        return connector.event("connector.heartbeat", f"connector:{connector.name}",
+                               {"upstream": await connector.upstream_status(), "version": connector.version})
+
+    async def _heartbeats(self) -> None:
+        """Straight to JetStream, not spooled: a heartbeat is worth something only when it is fresh."""
+        assert self.nc is not None
+        js = self.nc.jetstream()
+        while not self._stopping:
+            event = await self.heartbeat()
+            try:
+                await js.publish(nats_subject(event), _encode(event), timeout=self.heartbeat_interval,
+                                 headers={"Nats-Msg-Id": nats_msg_id(event.source, event.id)})
+            except Exception as exc:  # noqa: BLE001 - a missed heartbeat is what down looks like
+                log.debug("heartbeat not sent: %s", type(exc).__name__)
+            await asyncio.sleep(self.heartbeat_interval)
+
+    # --- snapshots ------------------------------------------------------------------------------
+
+    async def _answer_snapshot(self, request: Request) -> None:
+        try:
+            ask = decode_request(request.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            await request.respond_error(BAD_REQUEST, str(exc)[:200])
+            return
+        try:
+            records = await self.connector.snapshot(ask.site, ask.day)
+        except Unavailable as exc:
+            await request.respond_error(UNAVAILABLE, str(exc)[:200] or "upstream unavailable")
+            return
+        ordered = sorted((r for r in records if ask.cursor is None or r.ref > ask.cursor), key=lambda r: r.ref)
+        page = ordered[: ask.limit]
+        next_cursor = page[-1].ref if len(ordered) > ask.limit else None
+        await request.respond(_encode(SnapshotPage(system=self.connector.system, site=ask.site, day=ask.day,
+                                                   records=page, next_cursor=next_cursor,
+                                                   as_of=datetime.now(UTC))))
+
+    # --- commands -------------------------------------------------------------------------------
+
+    async def _consume_commands(self) -> None:
+        assert self.nc is not None
+        js = self.nc.jetstream()
+        system = self.connector.system
+        while not self._stopping:
+            try:
+                await js.add_consumer(COMMANDS_STREAM, ConsumerConfig(
+                    durable_name=consumer_name(system), filter_subject=f"svc.commands.{system}.>",
+                    ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=self.connector.handle_timeout * 3, max_ack_pending=1000))
+                subscription = await js.pull_subscribe_bind(durable=consumer_name(system), stream=COMMANDS_STREAM)
+                break
+            except (NotFoundError, NatsTimeoutError, TimeoutError) as exc:
+                log.info("waiting for stream %s (%s)", COMMANDS_STREAM, type(exc).__name__)
+                await asyncio.sleep(1.0)
+        else:
+            return
+        while not self._stopping:
+            try:
+                messages = await subscription.fetch(50, timeout=1.0)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except Exception as exc:  # noqa: BLE001 - reconnecting: the consumer is durable, fetch again
+                log.debug("command fetch failed: %s", type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            for message in messages:  # in stream order: commands for one system are answered in order
+                result = await self.answer(message.data)
+                if result is not None:
+                    await self.connector.emit(result)
+                    self.commands_answered += 1
+                await message.ack()
+
+    async def answer(self, body: bytes) -> CloudEvent | None:
+        """The `command.result` for one command message; None when it has no id to answer to."""
+        connector = self.connector
+        try:
+            command = decode_command(body)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return self._malformed(body, str(exc))
+        if command.command not in connector.commands:
+            outcome = Outcome("failed", f"unknown command {command.command}")
+        else:
+            try:
+                outcome = await asyncio.wait_for(connector.handle(command), connector.handle_timeout)
+            except Unavailable:
+                outcome = Outcome("unavailable", "upstream unavailable")
+            except TimeoutError:
+                outcome = Outcome("unavailable", "upstream did not answer in time")
+            except Exception as exc:  # noqa: BLE001 - a handler bug is that command's failure, not the consumer's
+                outcome = Outcome("failed", type(exc).__name__)
+        subject = command.refs[0] if command.refs else f"connector:{connector.name}"
+        return self._result(subject, command.id, command_result_id(command), outcome)
+
+    def _malformed(self, body: bytes, reason: str) -> CloudEvent | None:
+        """A command that does not decode is still answered (failed) when it carries a usable id."""
+        log.warning("malformed command: %s", reason[:200])
+        try:
+            command_id = msgspec.json.decode(body, type=_CommandId).id
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        return self._result(f"connector:{self.connector.name}", command_id, f"result-{command_id}"[:128],
+                            Outcome("failed", "malformed command"))
+
+    def _result(self, subject: str, command_id: str, result_id: str, outcome: Outcome) -> CloudEvent:
+        error = None if outcome.error is None else "".join(
+            c if c.isalnum() or c in "_.:- " else " " for c in outcome.error)[:200]
+        return self.connector.event("command.result", subject, {
+            "command_id": command_id, "status": outcome.status, **({"error": error} if error else {})},
+            id=result_id)
+
+
+class _CommandId(msgspec.Struct):
+    id: EventId

@@ -1,0 +1,120 @@
+"""Outbound webhooks: a connector that delivers its system's commands to a URL as signed Standard Webhooks.
+
+For an upstream that cannot consume NATS: each command is POSTed as JSON with `webhook-id` (the
+command id, the same on every retry so the receiver can drop repeats), `webhook-timestamp` and
+`webhook-signature`. A 2xx is `ok`; 408, 429, 5xx and unreachable are retried on a schedule; any
+other status fails at once. Loopback, private, link-local and reserved targets are refused unless
+`SWITCHBOARD_WEBHOOK_ALLOW_PRIVATE` is set: a misconfigured target must not turn Switchboard into
+a way into the internal network. The address is checked before every delivery.
+
+    SWITCHBOARD_WEBHOOK_SYSTEM=ticketing SWITCHBOARD_WEBHOOK_TARGET_URL=https://… \\
+    SWITCHBOARD_WEBHOOK_TARGET_SECRET=whsec_… switchboard connector run connectors.webhook
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+from standardwebhooks.webhooks import Webhook
+
+from connectors.sdk import OK, Connector, Outcome
+from switchboard.commands import V1_COMMANDS, Command
+from switchboard.events import Upstream
+from switchboard.settings import get_settings
+
+REQUEST_TIMEOUT = 10.0
+RETRYABLE = frozenset({408, 429})
+
+
+class TargetRefused(Exception):  # noqa: N818 - a refusal, not a crash
+    pass
+
+
+async def check_target(url: str, *, allow_private: bool) -> None:
+    """Refuse a URL that is not http(s) or whose host resolves to a non-public address."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetRefused("the target must be an http(s) URL")
+    if allow_private:
+        return
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
+                                                             type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise TargetRefused(f"cannot resolve {parts.hostname}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise TargetRefused(f"{parts.hostname} resolves to a non-public address")
+
+
+class WebhookConnector(Connector):
+    commands = V1_COMMANDS
+
+    def __init__(self, *, system: str, url: str, secret: str, retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0),
+                 allow_private: bool = False) -> None:
+        super().__init__("webhook")
+        self.system = system  # type: ignore[misc] - one class serves any system it is configured for
+        self.url = url
+        self.signer = Webhook(secret)
+        self.retry_delays = retry_delays
+        self.allow_private = allow_private
+        self.handle_timeout = sum(retry_delays) + (len(retry_delays) + 1) * REQUEST_TIMEOUT + 5
+        self.deliveries = 0
+        self._reachable = True
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT, follow_redirects=False)
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def upstream_status(self) -> Upstream:
+        return "up" if self._reachable else "down"
+
+    async def handle(self, command: Command) -> Outcome:
+        assert self._client is not None
+        body = msgspec.json.encode(command)
+        last = "not attempted"
+        for delay in (0.0, *self.retry_delays):
+            await asyncio.sleep(delay)
+            try:
+                await check_target(self.url, allow_private=self.allow_private)
+            except TargetRefused as exc:
+                return Outcome("failed", f"target refused: {exc}")
+            now = datetime.now(UTC)
+            headers = {"content-type": "application/json", "webhook-id": command.id,
+                       "webhook-timestamp": str(int(now.timestamp())),
+                       "webhook-signature": self.signer.sign(command.id, now, body.decode())}
+            self.deliveries += 1
+            try:
+                response = await self._client.post(self.url, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                self._reachable, last = False, f"unreachable {type(exc).__name__}"
+                continue
+            self._reachable = True
+            if response.is_success:
+                return OK
+            last = f"HTTP {response.status_code}"
+            if response.status_code not in RETRYABLE and response.status_code < 500:
+                return Outcome("failed", last)
+        # never reached: the system is down and its commands are held; reached but failing: a failure
+        return Outcome("unavailable" if not self._reachable else "failed", f"gave up after retries: {last}")
+
+
+def create_connector() -> WebhookConnector:
+    settings = get_settings()
+    if not (settings.webhook_target_url and settings.webhook_target_secret):
+        raise SystemExit("set SWITCHBOARD_WEBHOOK_TARGET_URL and SWITCHBOARD_WEBHOOK_TARGET_SECRET")
+    return WebhookConnector(system=settings.webhook_system, url=settings.webhook_target_url,
+                            secret=settings.webhook_target_secret,
+                            retry_delays=tuple(float(s) for s in settings.webhook_retry_s),
+                            allow_private=settings.webhook_allow_private)

@@ -1,0 +1,45 @@
+"""The command message of CONTRACT section 3, shared by the backend's outbox and the connectors.
+
+The backend publishes a `Command` on `svc.commands.<system>.<command>` with its id as
+`Nats-Msg-Id`; the connector of `<system>` answers it with a `command.result` event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from switchboard.events import SYSTEM_PATTERN, AwareTime, Code, EventId, Ref
+
+CommandName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){1,3}$")]
+System = Annotated[str, Meta(pattern=f"^{SYSTEM_PATTERN}$")]
+
+# The v1 routing rules' commands (CONTRACT section 3); reconciliation's push_ours adds `record.push`.
+V1_COMMANDS = frozenset({"visit.hold", "ticket.prioritize", "visit.context", "staff.alert", "journey.summary"})
+
+
+class Command(msgspec.Struct, kw_only=True, frozen=True):
+    id: EventId
+    system: System
+    command: CommandName
+    journey_id: uuid.UUID
+    refs: Annotated[list[Ref], Meta(max_length=64)]
+    site: Code
+    data: dict[str, Any] = {}
+    attempt: Annotated[int, Meta(ge=1)] = 1
+    created_at: AwareTime
+
+
+def command_subject(command: Command) -> str:
+    return f"svc.commands.{command.system}.{command.command}"
+
+
+def command_result_id(command: Command) -> str:
+    """The id of the `command.result` answering one attempt: a redelivered attempt gets the same answer id."""
+    return f"result-{command.id}-{command.attempt}"[:128]
+
+
+decode_command = msgspec.json.Decoder(Command).decode

@@ -1,0 +1,70 @@
+"""Helpers for the connector tests: a JetStream server of the test's own, and reading what reached the stream."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from backend import messaging
+from connectors.sdk import Connector
+from switchboard.embedded import EmbeddedNats
+from switchboard.events import CloudEvent, Event
+
+_decode = msgspec.json.Decoder(Event).decode
+
+
+class Probe(Connector):
+    """A connector with nothing upstream: the test emits for it."""
+
+    system = "queue"
+
+    def ticket_called(self, n: int, site: str) -> CloudEvent:
+        return self.event("ticket.called", f"T-{n}", {"site": site, "counter": "C1"})
+
+
+@contextlib.asynccontextmanager
+async def own_jetstream(folder: Path) -> AsyncIterator[tuple[EmbeddedNats, NATS]]:
+    """An embedded nats-server with the Switchboard streams, that the test may stop and start."""
+    server = EmbeddedNats(folder)
+    server.start()
+    try:
+        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        await messaging.ensure_streams(nc.jetstream(), 120.0)
+        try:
+            yield server, nc
+        finally:
+            await nc.close()
+    finally:
+        server.stop()
+
+
+async def stream_messages(nc: NATS, subject: str) -> list[tuple[bytes, dict[str, str]]]:
+    """Every message the SVC_EVENTS stream holds on `subject`, in stream order, as (body, headers)."""
+    js = nc.jetstream()
+    info = await js.stream_info(messaging.EVENTS_STREAM, subjects_filter=subject)
+    total = sum((info.state.subjects or {}).values())
+    if not total:
+        return []
+    subscription = await js.subscribe(subject, ordered_consumer=True)
+    found = []
+    try:
+        while len(found) < total:
+            try:
+                msg = await subscription.next_msg(timeout=5)
+            except NatsTimeoutError:
+                break
+            found.append((msg.data, dict(msg.headers or {})))
+    finally:
+        await subscription.unsubscribe()
+    return found
+
+
+async def stream_events(nc: NATS, subject: str) -> list[CloudEvent]:
+    return [_decode(body) for body, _ in await stream_messages(nc, subject)]
+
