@@ -61,7 +61,8 @@ def _dashboard(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from switchboard.demo import run_demo  # noqa: PLC0415
 
-    run_demo(host=args.host, port=args.port, sites=args.sites, speed=args.speed)
+    run_demo(host=args.host, port=args.port, sites=args.sites, speed=args.speed,
+             dashboard_port=args.dashboard_port)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole stack on embedded Postgres and NATS")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--dashboard-port", type=int, default=8080)
     demo.add_argument("--sites", default="north,south,central", help="comma-separated site codes")
     demo.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
     demo.set_defaults(run=_demo)
