@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 from nicegui import app, ui
@@ -25,6 +26,7 @@ def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:
 
 def run(settings: Settings, *, host: str, port: int, demo: bool | None = None) -> None:
     build(settings, demo=demo)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per backend request drowns the log
     # sessions live in this process only, so a fresh secret per start costs nothing but a sign-in
     ui.run(host=host, port=port, title="Switchboard", reload=False, show=False, show_welcome_message=False,
            storage_secret=secrets.token_urlsafe(32), favicon="🔀", uvicorn_logging_level="warning")

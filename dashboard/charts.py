@@ -33,9 +33,9 @@ def per_minute(history: dict[str, list[FlowPoint]]) -> dict[str, Any]:
     data = []
     for site, points in sorted(history.items()):
         times = [p.time.isoformat() for p in points]
-        data.append({"type": "scatter", "mode": "lines", "name": f"{site} arrivals", "x": times,
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"{site} arrivals", "x": times,
                      "y": [p.arrivals_per_min for p in points]})
-        data.append({"type": "scatter", "mode": "lines", "name": f"{site} completions", "x": times,
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"{site} completions", "x": times,
                      "y": [p.completions_per_min for p in points], "line": {"dash": "dot"}})
     return {"data": data, "layout": {**_LAYOUT, "title": {"text": "Per minute"}, "yaxis": {"rangemode": "tozero"}}}
 

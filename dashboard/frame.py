@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from nicegui import ui
 
 from dashboard.context import Viewer
-from dashboard.live import CONNECTION
+from dashboard.live import CONNECTION, LiveState
 from dashboard.session import Principal
 
 
@@ -37,9 +37,8 @@ NAVIGATION = (
 )
 
 
-def connection_text(viewer: Viewer) -> str:
+def connection_text(state: LiveState) -> str:
     """Empty while connected; otherwise what is wrong and since when."""
-    state = viewer.live.state
     if state.ended:
         return f"Live updates stopped: {state.ended}."
     if state.connected:
@@ -67,7 +66,7 @@ def frame(viewer: Viewer, title: str) -> Iterator[None]:
     banner = ui.label().classes("w-full bg-red-700 text-white px-4 py-2 font-medium").props('data-testid=banner')
 
     def show_connection() -> None:
-        text = connection_text(viewer)
+        text = connection_text(viewer.live.state)
         banner.set_text(text)
         banner.set_visibility(bool(text))
 
