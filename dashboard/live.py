@@ -54,6 +54,7 @@ class LiveState:
     """Everything the pages read. Mutated only by the connection's task, on the event loop."""
 
     items: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {t: {} for t in TOPICS})
+    # per site; shared by every connection of the process, so a user who signs in sees the last hour
     flow_history: dict[str, deque[FlowPoint]] = field(default_factory=dict)
     # (seq, journey) newest first: one journey may change several times in a row
     latest_journeys: deque[tuple[int, dict[str, Any]]] = field(default_factory=lambda: deque(maxlen=LATEST_CHANGES))
@@ -82,11 +83,12 @@ class LiveState:
 
 
 class LiveConnection:
-    def __init__(self, backend_url: str, token: str, topics: tuple[str, ...] = TOPICS) -> None:
+    def __init__(self, backend_url: str, token: str, topics: tuple[str, ...] = TOPICS,
+                 flow_history: dict[str, deque[FlowPoint]] | None = None) -> None:
         self.url = backend_url.replace("http", "ws", 1).rstrip("/") + "/api/v1/live"
         self._token = token
         self.topics = topics
-        self.state = LiveState()
+        self.state = LiveState(flow_history={} if flow_history is None else flow_history)
         self._listeners: dict[str, set[Callable[[], None]]] = {}
         self._seq: dict[str, int] = {}
         self._epoch: str | None = None
@@ -186,6 +188,7 @@ class LiveRegistry:
         self._users: dict[str, int] = {}
         self._closing: dict[str, asyncio.TimerHandle] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self.flow_history: dict[str, deque[FlowPoint]] = {}
 
     @staticmethod
     def _key(token: str) -> str:
@@ -197,7 +200,8 @@ class LiveRegistry:
             self._closing.pop(key).cancel()
         connection = self._connections.get(key)
         if connection is None:
-            connection = self._connections[key] = LiveConnection(self.backend_url, token)
+            connection = self._connections[key] = LiveConnection(self.backend_url, token,
+                                                                 flow_history=self.flow_history)
             connection.start()
         self._users[key] = self._users.get(key, 0) + 1
         return connection

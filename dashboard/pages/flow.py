@@ -64,8 +64,9 @@ class FlowView:
         for stage, label in self.counts.items():
             label.set_text(str(totals[stage]))
         self.funnel.update_figure(charts.funnel(totals))
+        # the history is the process's: show only the sites this viewer's own flow topic has
         history = self.viewer.live.state.flow_history
-        shown = {site: list(points) for site, points in history.items() if self.site in (ALL_SITES, site)}
+        shown = {site: list(history[site]) for site in sites if site in history and self.site in (ALL_SITES, site)}
         self.per_minute.update_figure(charts.per_minute(shown))
         self.percentiles.update_figure(charts.percentiles(flows, self.viewer.dashboard.wait_target_s))
 

@@ -12,7 +12,7 @@ from dashboard import charts
 from dashboard.backend_client import Capabilities
 from dashboard.coalesce import Coalescer
 from dashboard.frame import connection_text
-from dashboard.live import HISTORY_STEP_S, MAX_ITEMS_PER_TOPIC, LiveConnection, LiveState
+from dashboard.live import HISTORY_STEP_S, MAX_ITEMS_PER_TOPIC, LiveConnection, LiveRegistry, LiveState
 from dashboard.pages.capacity import over_target
 from dashboard.pages.failures import ANY, matching
 from dashboard.session import Principal, Sessions
@@ -136,3 +136,11 @@ def test_stage_totals_add_sites_up_and_ignore_stages_outside_the_funnel():
     assert totals["booked"] == 3 and totals["waiting"] == 4 and totals["completed"] == 1 and "cancelled" not in totals
     figure = charts.funnel(totals)
     assert figure["data"][0]["x"] == [3, 0, 4, 0, 0, 1]
+
+
+def test_connections_of_one_process_share_the_flow_history():
+    registry = LiveRegistry("http://127.0.0.1:1")
+    first = LiveConnection(registry.backend_url, "a", flow_history=registry.flow_history)
+    second = LiveConnection(registry.backend_url, "b", flow_history=registry.flow_history)
+    first.state.apply("flow", "north", {"site": "north", "arrivals_per_min": 1.0, "completions_per_min": 0.0})
+    assert [p.arrivals_per_min for p in second.state.flow_history["north"]] == [1.0]
