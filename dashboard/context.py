@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fastapi.responses import RedirectResponse
 from nicegui import app, ui
 
 from dashboard.backend_client import BackendClient, BackendError, Capabilities
@@ -80,12 +81,15 @@ class Viewer:
         return coalescer
 
 
+def sign_in_redirect() -> RedirectResponse:
+    return RedirectResponse("/signin", status_code=303)
+
+
 async def current_viewer(dashboard: Dashboard) -> Viewer | None:
-    """The signed-in viewer of this tab, or None after sending the browser to sign in."""
+    """The signed-in viewer of this tab, or None: the page then answers with `sign_in_redirect()`."""
     browser_id = app.storage.browser["id"]
     token = dashboard.sessions.token(browser_id)
     if token is None:
-        ui.navigate.to("/signin")
         return None
     live = dashboard.live.acquire(token)
     ui.context.client.on_delete(lambda: dashboard.live.release(token))

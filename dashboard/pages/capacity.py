@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard import charts
-from dashboard.context import Dashboard, Viewer, current_viewer
+from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame
 
 
@@ -67,9 +68,9 @@ class CapacityView:
 
 def register(dashboard: Dashboard) -> None:
     @ui.page("/capacity")
-    async def capacity_page() -> None:
+    async def capacity_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:
-            return
+            return sign_in_redirect()
         with frame(viewer, "Capacity"):
             CapacityView(viewer).build()

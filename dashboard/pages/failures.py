@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard.backend_client import BackendError
-from dashboard.context import Dashboard, Viewer, current_viewer
+from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame
 
 ACTIVE = ("open", "retrying")
@@ -197,9 +198,9 @@ class FailuresView:
 
 def register(dashboard: Dashboard) -> None:
     @ui.page("/failures")
-    async def failures_page() -> None:
+    async def failures_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:
-            return
+            return sign_in_redirect()
         with frame(viewer, "Failures"):
             FailuresView(viewer).build()

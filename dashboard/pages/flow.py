@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard import charts
-from dashboard.context import Dashboard, Viewer, current_viewer
+from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame
 
 ALL_SITES = "all sites"
@@ -82,9 +83,9 @@ class FlowView:
 
 def register(dashboard: Dashboard) -> None:
     @ui.page("/")
-    async def flow_page() -> None:
+    async def flow_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:
-            return
+            return sign_in_redirect()
         with frame(viewer, "Flow"):
             FlowView(viewer).build()

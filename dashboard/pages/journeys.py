@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard.backend_client import BackendError
-from dashboard.context import Dashboard, Viewer, current_viewer
+from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame
 
 _FIELDS = ("site", "stage", "refs", "service", "slot_start", "priority", "eligibility", "counter", "ticket",
@@ -66,9 +67,9 @@ class JourneyLookup:
 
 def register(dashboard: Dashboard) -> None:
     @ui.page("/journeys")
-    async def journeys_page(ref: str | None = None) -> None:
+    async def journeys_page(ref: str | None = None) -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:
-            return
+            return sign_in_redirect()
         with frame(viewer, "Journeys"):
             JourneyLookup(viewer).build(ref)

@@ -7,10 +7,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard.backend_client import BackendError
-from dashboard.context import Dashboard, Viewer, current_viewer
+from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame, unavailable
 
 
@@ -56,10 +57,10 @@ async def show_listing(viewer: Viewer, listing: Listing) -> None:
 def register(dashboard: Dashboard) -> None:
     for listing in LISTINGS:
         def page(listing: Listing = listing) -> Any:
-            async def listing_page() -> None:
+            async def listing_page() -> RedirectResponse | None:
                 viewer = await current_viewer(dashboard)
                 if viewer is None:
-                    return
+                    return sign_in_redirect()
                 with frame(viewer, listing.title):
                     await show_listing(viewer, listing)
             return listing_page
