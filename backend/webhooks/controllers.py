@@ -25,7 +25,7 @@ from backend import metrics
 from backend.auth import PUBLIC
 from backend.failures.services import record_inbound
 from backend.ingest.validate import Rejected, validate
-from backend.resources import Resources
+from backend.resources import AppResources
 from backend.webhooks.mapping import to_canonical
 from switchboard.events import nats_msg_id, nats_subject
 
@@ -47,7 +47,7 @@ class WebhookController(Controller):
     @post("/{system:str}", opt=PUBLIC, operation_id="postWebhook", status_code=HTTP_202_ACCEPTED,
           request_max_body_size=256 * 1024)
     async def receive(self, system: str, request: Request[object, object, object],
-                      resources: Resources) -> WebhookAccepted:
+                      resources: AppResources) -> WebhookAccepted:
         secret = resources.settings.webhook_secret(system)
         if secret is None or system not in resources.known_systems:
             raise NotFoundException(f"no webhook endpoint for system {system!r}")
