@@ -18,6 +18,7 @@ import logging
 import msgspec
 from litestar import Controller, Request, post
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT, HTTP_422_UNPROCESSABLE_ENTITY
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -46,7 +47,7 @@ class WebhookController(Controller):
 
     @post("/{system:str}", opt=PUBLIC, operation_id="postWebhook", status_code=HTTP_202_ACCEPTED,
           request_max_body_size=256 * 1024)
-    async def receive(self, system: str, request: Request[object, object, object],
+    async def receive(self, system: FromPath[str], request: Request[object, object, object],
                       resources: AppResources) -> WebhookAccepted:
         secret = resources.settings.webhook_secret(system)
         if secret is None or system not in resources.known_systems:
