@@ -58,8 +58,7 @@ class Viewer:
     token: str
     principal: Principal
     live: LiveConnection
-    capabilities: Capabilities | None
-    coalescers: list[Coalescer] = field(default_factory=list)
+    capabilities: Capabilities | None  # None: the backend could not be reached to ask
 
     def http(self) -> BackendClient:
         return BackendClient(self.dashboard.backend_url, self.token)
@@ -71,7 +70,6 @@ class Viewer:
         """Re-render `render` when `topic` changes, at most four times a second, for as long as the tab lives."""
         coalescer = Coalescer(render)
         stop = self.live.listen(topic, coalescer.changed)
-        self.coalescers.append(coalescer)
 
         def close() -> None:
             stop()

@@ -82,8 +82,14 @@ def _sign_out(viewer: Viewer) -> None:
     ui.navigate.to("/signin")
 
 
-def unavailable(what: str, endpoint: str) -> None:
-    """The honest state of a view whose endpoint this backend does not have."""
+UNREACHABLE = "the backend could not be reached to tell what it offers; reload once the banner is gone"
+
+
+def unavailable(viewer: Viewer, what: str, endpoint: str) -> None:
+    """The honest state of a view whose endpoint this backend does not have (or cannot be asked about)."""
+    if viewer.capabilities is None:
+        ui.label(f"{what}: {UNREACHABLE}.").classes("text-red-700").props("data-testid=unavailable")
+        return
     with ui.card().classes("bg-amber-50").props("data-testid=unavailable"):
         ui.label(f"{what} is not available on this backend yet.").classes("font-medium")
         ui.label(f"The backend does not offer {endpoint} (checked against its OpenAPI document).") \

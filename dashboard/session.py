@@ -54,14 +54,6 @@ class Principal:
         return self.has("sre")
 
     @property
-    def may_see_audit(self) -> bool:
-        return self.has("sre")
-
-    @property
-    def may_run_fallback(self) -> bool:
-        return self.has("floor_staff", "sre")
-
-    @property
     def sites_text(self) -> str:
         return "all sites" if self.sites is None else ", ".join(self.sites)
 

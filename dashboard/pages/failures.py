@@ -12,7 +12,7 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import frame
+from dashboard.frame import UNREACHABLE, frame
 
 ACTIVE = ("open", "retrying")
 FILTERS = ("kind", "system", "site")
@@ -42,6 +42,8 @@ def matching(failures: list[dict[str, Any]], filters: dict[str, str]) -> list[di
 
 def action_block(viewer: Viewer, operation: tuple[str, str]) -> str | None:
     """Why an action cannot be pressed, or None when it can."""
+    if viewer.capabilities is None:
+        return UNREACHABLE
     if not viewer.offers(*operation):
         return f"not available on this backend yet (no {operation[0]} {operation[1]})"
     if not viewer.principal.may_act_on_failures:

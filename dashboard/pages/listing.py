@@ -36,7 +36,7 @@ def _cell(value: Any) -> str:
 
 async def show_listing(viewer: Viewer, listing: Listing) -> None:
     if not viewer.offers("GET", listing.endpoint):
-        unavailable(listing.title, f"GET {listing.endpoint}")
+        unavailable(viewer, listing.title, f"GET {listing.endpoint}")
         return
     try:
         async with viewer.http() as http:

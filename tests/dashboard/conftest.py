@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -34,7 +36,21 @@ class Board(msgspec.Struct):
 
 @pytest.fixture
 async def board(backend: BackendProcess, settings: Settings) -> AsyncIterator[Board]:
-    board_settings = msgspec.structs.replace(settings, backend_url=backend.url)
+    async with simulated_board(msgspec.structs.replace(settings, backend_url=backend.url)) as board:
+        yield board
+
+
+@pytest.fixture
+def own_backend(settings: Settings, tmp_path: Path) -> Iterator[BackendProcess]:
+    """A backend of the test's own, for tests that stop it."""
+    process = BackendProcess(settings, tmp_path / "backend.log")
+    yield process
+    if process.process.poll() is None:
+        process.stop()
+
+
+@contextlib.asynccontextmanager
+async def simulated_board(board_settings: Settings) -> AsyncIterator[Board]:
     with nicegui_reset_globals():
         os.environ["NICEGUI_USER_SIMULATION"] = "true"
         try:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
 from nicegui import ui
 
-from tests.conftest import cloud_event, eventually, publish
-from tests.dashboard.conftest import Board
+from tests.conftest import BackendProcess, cloud_event, eventually, publish
+from tests.dashboard.conftest import Board, simulated_board
 
 
 async def test_signed_out_visitors_are_sent_to_sign_in(board: Board):
@@ -96,3 +97,13 @@ async def test_views_without_an_endpoint_say_so_honestly(board: Board, token):
         await board.user.open(path)
         await board.user.should_see(f"{title} is not available on this backend yet.")
         await board.user.should_see(f"The backend does not offer {endpoint} (checked against its OpenAPI document).")
+
+
+async def test_every_page_says_when_the_live_connection_was_lost(own_backend: BackendProcess, settings, token):
+    async with simulated_board(msgspec.structs.replace(settings, backend_url=own_backend.url)) as board:
+        await board.sign_in(token("manager"))
+        own_backend.stop()
+        await board.user.should_see("Connection to the backend lost since", retries=100)
+        for path in ("/capacity", "/failures"):
+            await board.user.open(path)
+            await board.user.should_see("Connection to the backend lost since", retries=50)

@@ -102,7 +102,7 @@ def test_principal_reads_roles_and_sites_and_expiry_from_the_claims():
     token = jwt.encode({"sub": "u1", "roles": ["sre"], "sites": ["north", "south"], "exp": exp}, "k" * 32)
     principal = Principal.from_token(token)
     assert principal.roles == {"sre"} and principal.sites == ("north", "south") and not principal.expired
-    assert principal.may_act_on_failures and principal.may_see_audit and not principal.has("floor_staff")
+    assert principal.may_act_on_failures and principal.has("sre") and not principal.has("floor_staff")
     manager = Principal.from_token(jwt.encode({"sub": "m", "roles": ["manager"], "sites": "*"}, "k" * 32))
     assert manager.sites is None and manager.may_read and not manager.may_act_on_failures
 
