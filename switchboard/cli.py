@@ -75,7 +75,8 @@ def _bench_live(args: argparse.Namespace) -> None:
     from switchboard.bench.live import run_live_bench  # noqa: PLC0415
 
     run_live_bench(clients=args.clients, sites=args.sites, rate=args.rate, seconds=args.seconds,
-                   fanout_clients=args.fanout_clients, updates=args.updates, keys=args.keys, idle=args.idle)
+                   fanout_clients=args.fanout_clients, updates=args.updates, keys=args.keys, rounds=args.rounds,
+                   idle=args.idle)
 
 
 def _bench_publish(args: argparse.Namespace) -> None:
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--fanout-clients", type=int, default=100, help="throughput: clients watching one site")
     live.add_argument("--updates", type=int, default=3000, help="throughput: updates put on the bus")
     live.add_argument("--keys", type=int, default=1000, help="throughput: distinct keys the updates cycle over")
+    live.add_argument("--rounds", type=int, default=3, help="throughput: alternated rounds of each, medians taken")
     live.add_argument("--idle", type=int, default=500, help="memory: idle connections opened")
     live.set_defaults(run=_bench_live)
     publish = bench_kinds.add_parser("publish", help="connector publish rate against a bare nats-py async loop")

@@ -22,7 +22,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from backend.live.bus import SUBJECT_PREFIX, encode_update
+from backend.live.bus import ALL_SITES, SUBJECT_PREFIX, encode_update
+from backend.live.feed import SITE_INTERVAL_S
+from backend.live.handshake import QueryTokenMiddleware
 from backend.live.schemas import TOPICS
 from switchboard.settings import Settings
 from tests.conftest import BackendProcess, cloud_event, eventually, publish
@@ -36,8 +38,9 @@ def ws_url(backend: BackendProcess) -> str:
 
 @contextlib.asynccontextmanager
 async def connect(backend: BackendProcess, token: str, **kwargs: Any) -> AsyncIterator[ClientConnection]:
-    async with websockets.connect(ws_url(backend), additional_headers={"Authorization": f"Bearer {token}"},
-                                  open_timeout=10, **kwargs) as ws:
+    async with websockets.connect(
+        ws_url(backend), additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10, **kwargs
+    ) as ws:
         yield ws
 
 
@@ -45,8 +48,9 @@ async def receive(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]
     return _decode(await asyncio.wait_for(ws.recv(), timeout))  # type: ignore[no-any-return]
 
 
-async def receive_until(ws: ClientConnection, match: Callable[[dict[str, Any]], bool],
-                        timeout: float = 15.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+async def receive_until(
+    ws: ClientConnection, match: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The first frame that matches, and every frame received before it."""
     before: list[dict[str, Any]] = []
     try:
@@ -83,7 +87,7 @@ async def bus(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
     """Publish live updates onto the bus as a replica does."""
     nc = await nats.connect(settings.nats_url)
 
-    async def send(topic: str, site: str, key: str, data: Any) -> None:
+    async def send(topic: str, site: str | None, key: str, data: Any) -> None:
         await nc.publish(SUBJECT_PREFIX + topic, encode_update(site, key, data))
 
     yield send
@@ -95,41 +99,78 @@ async def metric(backend: BackendProcess, name: str, **labels: str) -> float:
     async with httpx.AsyncClient(base_url=backend.url, timeout=10) as client:
         text = (await client.get("/metrics")).text
     label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    found = re.search(rf"^{name}{{{re.escape(label_text)}}} (\S+)$" if labels else rf"^{name} (\S+)$", text, re.MULTILINE)
+    found = re.search(
+        rf"^{name}{{{re.escape(label_text)}}} (\S+)$" if labels else rf"^{name} (\S+)$", text, re.MULTILINE
+    )
     return float(found.group(1)) if found else 0.0
 
 
-def is_update(topic: str, match: Callable[[dict[str, Any]], bool] = lambda _: True) -> Callable[[dict[str, Any]], bool]:
+def is_update(
+    topic: str, match: Callable[[dict[str, Any]], bool] = lambda _: True
+) -> Callable[[dict[str, Any]], bool]:
     return lambda f: f["op"] == "update" and f["topic"] == topic and match(f)
 
 
-async def test_an_event_applied_by_either_replica_reaches_clients_on_both(backend, second_backend, js, token, uid):
+async def test_an_event_applied_by_either_replica_reaches_clients_on_both(
+    backend, second_backend, js, token, uid
+):
     site, ref = f"live-{uid}", f"queue:T-{uid}"
     manager = token("manager", [site])
     async with connect(backend, manager) as first, connect(second_backend, manager) as second:
         for ws in (first, second):
             snapshots = await subscribe(ws, ["journeys", "flow", "capacity", "reconciliation"])
             assert {t: s["data"] for t, s in snapshots.items()} == {
-                "journeys": [], "flow": [], "capacity": [], "reconciliation": []}
+                "journeys": [],
+                "flow": [],
+                "capacity": [],
+                "reconciliation": [],
+            }
             assert all(isinstance(s["seq"], int) and s["epoch"] for s in snapshots.values())
         await publish(js, cloud_event("customer.arrived", ref, {"site": site}))
         for ws in (first, second):
             journey, _ = await receive_until(ws, is_update("journeys", lambda f: ref in f["data"]["refs"]))
             assert (journey["site"], journey["key"], journey["data"]["stage"]) == (
-                site, journey["data"]["id"], "arrived")
+                site,
+                journey["data"]["id"],
+                "arrived",
+            )
             flow, _ = await receive_until(ws, is_update("flow"))
             assert (flow["key"], flow["data"]["stages"]) == (site, {"arrived": 1})
-        await publish(js, cloud_event("capacity.changed", f"site:{site}", {
-            "site": site, "counters_open": 4, "counters_busy": 3, "staff_on_duty": 5, "queue_length": 7},
-            source="/queue"))
+        await publish(
+            js,
+            cloud_event(
+                "capacity.changed",
+                f"site:{site}",
+                {"site": site, "counters_open": 4, "counters_busy": 3, "staff_on_duty": 5, "queue_length": 7},
+                source="/queue",
+            ),
+        )
         for ws in (first, second):
             capacity, _ = await receive_until(ws, is_update("capacity"))
             assert (capacity["data"]["queue_length"], capacity["data"]["utilisation"]) == (7, 0.75)
 
 
+async def test_flow_is_recomputed_per_site_at_most_once_a_second_not_per_event(backend, js, token, uid):
+    site = f"busy-{uid}"
+    async with connect(backend, token("manager", [site])) as ws:
+        await subscribe(ws, ["flow"])
+        started = asyncio.get_running_loop().time()
+        for n in range(40):
+            await publish(js, cloud_event("customer.arrived", f"queue:T-{uid}-{n}", {"site": site}))
+        last, before = await receive_until(
+            ws, is_update("flow", lambda f: f["data"]["stages"] == {"arrived": 40})
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+    flow_updates = [f for f in before if f["op"] == "update"] + [last]
+    assert len(flow_updates) <= elapsed / SITE_INTERVAL_S + 1 < 40
+
+
 async def test_a_client_receives_only_its_own_sites(backend, js, token, uid):
     mine, theirs = f"mine-{uid}", f"theirs-{uid}"
-    async with connect(backend, token("floor_staff", [mine])) as scoped, connect(backend, token("sre")) as everyone:
+    async with (
+        connect(backend, token("floor_staff", [mine])) as scoped,
+        connect(backend, token("sre")) as everyone,
+    ):
         await subscribe(scoped, ["journeys"])
         await subscribe(everyone, ["journeys"], sites=[mine, theirs])
         await publish(js, cloud_event("customer.arrived", f"queue:T-{uid}-x", {"site": theirs}))
@@ -141,19 +182,50 @@ async def test_a_client_receives_only_its_own_sites(backend, js, token, uid):
         _, frames = await receive_until(scoped, lambda f: f["op"] == "pong")
         assert [(f["topic"], f["site"]) for f in frames] == [("journeys", mine)]
 
-        await scoped.send(msgspec.json.encode({"op": "subscribe", "topics": ["flow"], "sites": [theirs]}).decode())
+        await scoped.send(
+            msgspec.json.encode({"op": "subscribe", "topics": ["flow"], "sites": [theirs]}).decode()
+        )
         refused = await receive(scoped)
         assert refused["op"] == "error" and theirs in refused["reason"]
+
+
+async def test_updates_of_no_site_reach_all_site_tokens_and_updates_for_all_sites_reach_everyone(
+    backend, bus, token, uid
+):
+    async with (
+        connect(backend, token("manager", [f"one-{uid}"])) as scoped,
+        connect(backend, token("sre")) as everyone,
+    ):
+        for ws in (scoped, everyone):
+            await subscribe(ws, ["integrations"])
+        await bus("integrations", None, f"unknown-{uid}", {"site": "unknown"})
+        await bus("integrations", ALL_SITES, f"queue-{uid}", {"status": "up"})
+        # one publisher's messages arrive in order: once `everyone` has the second, both were fanned out
+        last, before = await receive_until(
+            everyone, is_update("integrations", lambda f: f["key"] == f"queue-{uid}")
+        )
+        assert [f["key"] for f in before if f["op"] == "update"] == [f"unknown-{uid}"]
+        await scoped.send('{"op": "ping"}')
+        _, frames = await receive_until(scoped, lambda f: f["op"] == "pong")
+        assert [(f["key"], f["site"], f["data"]) for f in frames] == [
+            (last["key"], ALL_SITES, {"status": "up"})
+        ]
 
 
 async def test_a_recorded_failure_is_published_to_the_failures_topic(backend, js, token, uid):
     site = f"fail-{uid}"
     async with connect(backend, token("sre", [site])) as ws:
         await subscribe(ws, ["failures"])
-        bad = cloud_event("customer.arrived", f"queue:T-{uid}", {"site": site, "email": "someone@example.org"})
+        bad = cloud_event(
+            "customer.arrived", f"queue:T-{uid}", {"site": site, "email": "someone@example.org"}
+        )
         await publish(js, bad)
         update, _ = await receive_until(ws, is_update("failures"))
-    assert (update["site"], update["data"]["kind"], update["data"]["event_id"]) == (site, "pii_rejected", bad["id"])
+    assert (update["site"], update["data"]["kind"], update["data"]["event_id"]) == (
+        site,
+        "pii_rejected",
+        bad["id"],
+    )
     assert update["key"] == str(update["data"]["id"])
     assert "someone@example.org" not in msgspec.json.encode(update).decode()
 
@@ -188,8 +260,13 @@ async def test_a_slow_client_is_coalesced_then_dropped_without_delaying_others(b
 
         assert received == list(range(received[0], received[0] + sent))
         assert await metric(backend, "switchboard_live_dropped_total", topic="journeys") > dropped_before
-        assert await eventually(lambda: metric(backend, "switchboard_live_disconnects_total", reason="slow")) \
-            == slow_before + 1
+
+        async def slow_one_dropped() -> bool:
+            return (
+                await metric(backend, "switchboard_live_disconnects_total", reason="slow") == slow_before + 1
+            )
+
+        await eventually(slow_one_dropped)
         with pytest.raises(ConnectionClosed):
             async with asyncio.timeout(30):
                 while True:
@@ -209,17 +286,41 @@ async def test_resume_with_last_seq_gets_what_was_missed_or_a_fresh_snapshot(bac
     await bus("journeys", f"other-{uid}", "j9", {"v": 1})  # another site: never replayed to this token
 
     async with connect(backend, manager) as ws:
-        await ws.send(msgspec.json.encode({"op": "subscribe", "topics": ["journeys"],
-                                           "last_seq": {"journeys": last["seq"]}, "epoch": snapshot["epoch"]}).decode())
+        await ws.send(
+            msgspec.json.encode(
+                {
+                    "op": "subscribe",
+                    "topics": ["journeys"],
+                    "last_seq": {"journeys": last["seq"]},
+                    "epoch": snapshot["epoch"],
+                }
+            ).decode()
+        )
         missed = [await receive(ws), await receive(ws)]
         await ws.send('{"op": "ping"}')
         assert (await receive(ws))["op"] == "pong"
-    assert [(f["op"], f["key"], f["data"]) for f in missed] == [("update", "j2", {"v": 2}), ("update", "j3", {"v": 2})]
+    assert [(f["op"], f["key"], f["data"]) for f in missed] == [
+        ("update", "j2", {"v": 2}),
+        ("update", "j3", {"v": 2}),
+    ]
     assert all(f["seq"] > last["seq"] for f in missed)
 
     async with connect(backend, manager) as ws:
         fresh = await subscribe(ws, ["journeys"], last_seq={"journeys": last["seq"]}, epoch="another-replica")
     assert fresh["journeys"]["seq"] >= missed[-1]["seq"] and fresh["journeys"]["epoch"] == snapshot["epoch"]
+
+
+async def test_unsubscribed_topics_stop_arriving(backend, bus, token, uid):
+    site = f"unsub-{uid}"
+    async with connect(backend, token("manager", [site])) as ws:
+        await subscribe(ws, ["journeys", "capacity"])
+        await ws.send('{"op": "unsubscribe", "topics": ["journeys"]}')
+        await ws.send('{"op": "ping"}')
+        assert (await receive(ws))["op"] == "pong"
+        await bus("journeys", site, "j1", {"v": 1})
+        await bus("capacity", site, site, {"queue_length": 3})
+        update, before = await receive_until(ws, is_update("capacity"))
+    assert before == [] and update["data"] == {"queue_length": 3}
 
 
 async def test_malformed_messages_answer_an_error_and_change_nothing(backend, token):
@@ -274,7 +375,9 @@ async def test_the_handshake_is_refused(backend, token, case):
         headers["Authorization"] = f"Bearer {token('connector', system='queue')}"
     origin = "https://elsewhere.example" if case == "foreign origin" else None
     with pytest.raises(InvalidStatus) as refused:
-        async with websockets.connect(ws_url(backend), additional_headers=headers, origin=origin, open_timeout=10):
+        async with websockets.connect(
+            ws_url(backend), additional_headers=headers, origin=origin, open_timeout=10
+        ):
             pass
     assert refused.value.response.status_code in (401, 403)
 
@@ -286,4 +389,31 @@ async def test_a_browser_brings_its_token_in_the_query_from_our_own_origin(backe
 
 
 def test_topics_are_the_contract_topics():
-    assert set(TOPICS) == {"flow", "capacity", "journeys", "failures", "reconciliation", "fallbacks", "integrations"}
+    assert set(TOPICS) == {
+        "flow",
+        "capacity",
+        "journeys",
+        "failures",
+        "reconciliation",
+        "fallbacks",
+        "integrations",
+    }
+
+
+async def test_a_query_token_becomes_a_header_and_leaves_the_logged_query():
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Any, _receive: Any, _send: Any) -> None:
+        seen.append(scope)
+
+    server_scope = {
+        "type": "websocket",
+        "path": "/api/v1/live",
+        "query_string": b"token=abc.def.ghi&x=1",
+        "headers": [(b"host", b"example")],
+    }
+    await QueryTokenMiddleware(app)(server_scope, None, None)  # type: ignore[arg-type]
+    # the server logs from its own scope object: the token must be gone from it too
+    assert seen == [server_scope]
+    assert server_scope["query_string"] == b"x=1"
+    assert (b"authorization", b"Bearer abc.def.ghi") in server_scope["headers"]

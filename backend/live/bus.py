@@ -16,6 +16,8 @@ from nats.aio.client import Client as NATS
 from backend.live.schemas import BusUpdate, Topic
 
 SUBJECT_PREFIX = "svc.live."
+# `site` of an update that belongs to no site and that every reader may see (an integration's health)
+ALL_SITES = "*"
 
 _encode = msgspec.json.encode
 _nc: NATS | None = None
@@ -32,7 +34,11 @@ def encode_update(site: str | None, key: object, data: Any) -> bytes:
 
 
 async def publish(topic: Topic, site: str | None, key: object, data: Any) -> None:
-    """Announce that `key` of `topic` at `site` is now `data` (site None: seen only by all-site tokens)."""
+    """Announce that `key` of `topic` at `site` is now `data`.
+
+    `site` None: seen only by tokens for every site (a failure whose site is unknown, as in the API);
+    `ALL_SITES`: seen by every reader of the topic.
+    """
     if _nc is None:
         return  # a process without a backend (a CLI tool, a bench helper) has no live clients to tell
     await _nc.publish(SUBJECT_PREFIX + topic, encode_update(site, key, data))

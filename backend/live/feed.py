@@ -55,14 +55,13 @@ class JourneyFeed:
             try:
                 async with self.pool.acquire() as conn:
                     journeys = await get_journeys(conn, ids)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("live journeys not read (%s); retrying", type(exc).__name__)
+                for journey in journeys:
+                    await publish("journeys", journey.site, journey.id, journey)
+            except Exception:  # the feed outlives any one failure: Postgres or NATS away, a bad row
+                log.exception("live journeys not published; retrying")
                 self._journeys.update(ids)
                 self._journeys_changed.set()
                 await asyncio.sleep(_RETRY_S)
-                continue
-            for journey in journeys:
-                await publish("journeys", journey.site, journey.id, journey)
 
     async def _publish_sites(self) -> None:
         while True:
@@ -73,15 +72,13 @@ class JourneyFeed:
                 async with self.pool.acquire() as conn:
                     flows = await flow(conn, sites)
                     capacities = await capacity(conn, sites)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("live flow and capacity not read (%s); retrying", type(exc).__name__)
+                for site_flow in flows:
+                    await publish("flow", site_flow.site, site_flow.site, site_flow)
+                for site_capacity in capacities:
+                    await publish("capacity", site_capacity.site, site_capacity.site, site_capacity)
+            except Exception:  # as above: never let the feed die
+                log.exception("live flow and capacity not published; retrying")
                 self._sites.update(sites)
                 self._sites_changed.set()
-                await asyncio.sleep(_RETRY_S)
-                continue
-            for site_flow in flows:
-                await publish("flow", site_flow.site, site_flow.site, site_flow)
-            for site_capacity in capacities:
-                await publish("capacity", site_capacity.site, site_capacity.site, site_capacity)
             # whatever changes meanwhile is gathered and computed once, in the next round
             await asyncio.sleep(self.site_interval_s)

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from backend import metrics
-from backend.live.bus import SUBJECT_PREFIX
+from backend.live.bus import ALL_SITES, SUBJECT_PREFIX
 from backend.live.outbox import Frame
 from backend.live.schemas import TOPICS, BusUpdate, Update
 
@@ -54,6 +54,7 @@ class LiveHub:
         self.history: dict[str, deque[Entry]] = {t: deque(maxlen=history) for t in TOPICS}
         self._by_site: dict[tuple[str, str], set[Subscriber]] = defaultdict(set)
         self._every_site: dict[str, set[Subscriber]] = defaultdict(set)
+        self._scoped: dict[str, set[Subscriber]] = defaultdict(set)  # those in `_by_site`, once each
         self._subscription: Subscription | None = None
 
     async def start(self) -> None:
@@ -77,26 +78,37 @@ class LiveHub:
 
     def fan_out(self, topic: str, update: BusUpdate) -> None:
         seq = self.seq[topic] = self.seq[topic] + 1
-        frame = text_frame(_encode(Update(topic=topic, seq=seq, site=update.site, key=update.key, data=update.data)))
+        frame = text_frame(
+            _encode(Update(topic=topic, seq=seq, site=update.site, key=update.key, data=update.data))
+        )
         self.history[topic].append(Entry(seq, update.site, update.key, frame))
         metrics.LIVE_UPDATES.labels(topic).inc()
         for subscriber in self._every_site.get(topic, ()):
             subscriber.offer(topic, update.key, frame)
-        if update.site is not None:
-            for subscriber in self._by_site.get((topic, update.site), ()):
-                subscriber.offer(topic, update.key, frame)
+        if update.site == ALL_SITES:
+            scoped = self._scoped.get(topic, ())
+        elif update.site is not None:
+            scoped = self._by_site.get((topic, update.site), ())
+        else:
+            return
+        for subscriber in scoped:
+            subscriber.offer(topic, update.key, frame)
 
     def register(self, subscriber: Subscriber, topic: str, sites: frozenset[str] | None) -> None:
         """Start delivering `topic` for `sites` (None: every site) to `subscriber`."""
         if sites is None:
             self._every_site[topic].add(subscriber)
-        for site in sites or ():
+            return
+        self._scoped[topic].add(subscriber)
+        for site in sites:
             self._by_site[(topic, site)].add(subscriber)
 
     def unregister(self, subscriber: Subscriber, topic: str, sites: frozenset[str] | None) -> None:
         if sites is None:
             self._every_site[topic].discard(subscriber)
-        for site in sites or ():
+            return
+        self._scoped[topic].discard(subscriber)
+        for site in sites:
             subscribers = self._by_site.get((topic, site))
             if subscribers is not None:
                 subscribers.discard(subscriber)

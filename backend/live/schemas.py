@@ -14,7 +14,15 @@ from msgspec import Meta
 from switchboard.events import Code
 
 Topic = Literal["flow", "capacity", "journeys", "failures", "reconciliation", "fallbacks", "integrations"]
-TOPICS: tuple[Topic, ...] = ("flow", "capacity", "journeys", "failures", "reconciliation", "fallbacks", "integrations")
+TOPICS: tuple[Topic, ...] = (
+    "flow",
+    "capacity",
+    "journeys",
+    "failures",
+    "reconciliation",
+    "fallbacks",
+    "integrations",
+)
 
 # A subscribe names a few topics and sites; anything bigger is a broken or hostile client.
 MAX_CLIENT_MESSAGE_BYTES = 4096

@@ -22,6 +22,7 @@ from litestar.exceptions import WebSocketDisconnect
 
 from backend import metrics
 from backend.auth import Principal
+from backend.live.bus import ALL_SITES
 from backend.live.hub import LiveHub, text_frame
 from backend.live.outbox import Frame, Outbox, Overflow
 from backend.live.schemas import (
@@ -227,7 +228,7 @@ class LiveSession:
             return False
         latest: dict[str, Frame] = {}
         for entry in entries:
-            if sites is None or entry.site in sites:
+            if sites is None or entry.site in sites or entry.site == ALL_SITES:
                 latest.pop(entry.key, None)
                 latest[entry.key] = entry.frame
         if len(latest) > OUTBOX_LIMIT - len(self.outbox.frames):
@@ -244,7 +245,8 @@ class LiveSession:
                 held = self.priming.pop(topic, None)
                 if held is None:
                     continue  # unsubscribed meanwhile
-                self.outbox.put_control(text_frame(_encode(
-                    Snapshot(topic=topic, seq=seq, epoch=self.hub.epoch, data=data))))
+                self.outbox.put_control(
+                    text_frame(_encode(Snapshot(topic=topic, seq=seq, epoch=self.hub.epoch, data=data)))
+                )
                 for key, frame in held.items():
                     self.offer(topic, key, frame)

@@ -23,13 +23,22 @@ SnapshotReader = Callable[[asyncpg.Connection, list[str] | None], Awaitable[list
 
 
 async def _journeys(conn: asyncpg.Connection, sites: list[str] | None) -> list[Any]:
-    page = await list_journeys(conn, sites=sites, stage=None, ref=None, limit=JOURNEYS_IN_SNAPSHOT, cursor=None)
+    page = await list_journeys(
+        conn, sites=sites, stage=None, ref=None, limit=JOURNEYS_IN_SNAPSHOT, cursor=None
+    )
     return page.items  # type: ignore[return-value]
 
 
 async def _failures(conn: asyncpg.Connection, sites: list[str] | None) -> list[Any]:
-    return await list_failures(conn, sites=sites, status="open", kind=None, system=None,  # type: ignore[return-value]
-                               limit=FAILURES_IN_SNAPSHOT, cursor=None)
+    return await list_failures(
+        conn,
+        sites=sites,
+        status="open",
+        kind=None,
+        system=None,  # type: ignore[return-value]
+        limit=FAILURES_IN_SNAPSHOT,
+        cursor=None,
+    )
 
 
 async def _none_yet(_conn: asyncpg.Connection, _sites: list[str] | None) -> list[Any]:
