@@ -95,11 +95,22 @@ class Kit:
             self.observed.problems.append(f"id {event.id} was reused for a different event")
         self.observed.events.append(event)
 
+    async def watch(self, at_least: float = 1.5) -> None:
+        """Watch for `at_least` seconds, then until an event and a heartbeat came, `watch_seconds` at most."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.watch_seconds
+        await asyncio.sleep(min(at_least, self.watch_seconds))
+        while loop.time() < deadline and not (self._journey_events() and self.events_of("connector.heartbeat")):
+            await asyncio.sleep(0.1)
+
+    def _journey_events(self) -> list[CloudEvent]:
+        return [e for e in self.observed.events if e.type not in ("connector.heartbeat", "command.result")]
+
     def events_of(self, type_: str) -> list[CloudEvent]:
         return [e for e in self.observed.events if e.type == type_]
 
     def check_events(self) -> Check:
-        journey = [e for e in self.observed.events if e.type not in ("connector.heartbeat", "command.result")]
+        journey = self._journey_events()
         if self.observed.problems:
             return Check("events", False, "; ".join(self.observed.problems[:5]))
         if not journey:
@@ -196,7 +207,7 @@ class Kit:
         return Check("commands", True, f"one command.result per command and attempt ({statuses})")
 
 
-async def run_checks(module: str, *, nats_url: str | None, watch_seconds: float = 8.0) -> list[Check]:
+async def run_checks(module: str, *, nats_url: str | None, watch_seconds: float = 15.0) -> list[Check]:
     connector = load_connector(module)
     with tempfile.TemporaryDirectory(prefix="switchboard-check-") as tmp:
         async with nats_server(nats_url, Path(tmp)) as url:
@@ -206,8 +217,9 @@ async def run_checks(module: str, *, nats_url: str | None, watch_seconds: float 
                 kit = Kit(connector, nc, watch_seconds=watch_seconds)
                 await nc.subscribe(f"svc.events.{connector.system}.>", cb=_sync(kit.on_message))
                 async with ConnectorRuntime(connector, nats_url=url, data_dir=Path(tmp) / "data",
-                                            heartbeat_interval=1.0):
-                    await asyncio.sleep(watch_seconds)
+                                            heartbeat_interval=1.0) as runtime:
+                    await asyncio.wait_for(runtime.ready.wait(), 30)
+                    await kit.watch()
                     checks = [kit.check_heartbeats(), await kit.check_snapshots(), await kit.check_commands()]
                     checks.insert(0, kit.check_events())  # last: it also covers the command results
             finally:

@@ -33,6 +33,7 @@ async def simulation(tmp_path, systems: list[str]) -> AsyncIterator[tuple[Simula
                          data_dir=tmp_path / "data", arrivals_per_hour=0.001, heartbeat_interval=0.3)
         admin = AdminServer(sim, 0)
         async with sim:
+            await sim.ready()
             await admin.start()
             try:
                 yield sim, admin, nc

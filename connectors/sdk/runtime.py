@@ -67,6 +67,7 @@ class ConnectorRuntime:
         # nats-py can turn a cancellation inside a request into its own timeout error; the loops
         # below also stop on this flag so such a swallowed cancellation cannot keep them alive
         self._stopping = False
+        self.ready = asyncio.Event()  # set once snapshots are served and commands consumed
 
     async def __aenter__(self) -> ConnectorRuntime:
         await self.start()
@@ -172,6 +173,7 @@ class ConnectorRuntime:
                     ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
                     ack_wait=self.connector.handle_timeout * 3, max_ack_pending=1000))
                 subscription = await js.pull_subscribe_bind(durable=consumer_name(system), stream=COMMANDS_STREAM)
+                self.ready.set()
                 break
             except (NotFoundError, NatsTimeoutError, TimeoutError) as exc:
                 log.info("waiting for stream %s (%s)", COMMANDS_STREAM, type(exc).__name__)

@@ -41,7 +41,7 @@ def build_systems(names: list[str], *, sites: list[str], pace: Pace, faults: dic
 
 
 def standalone(name: str, *, sites: tuple[str, ...] = ("conformance",), speed: float = 600.0,
-               arrivals_per_hour: float = 60.0) -> SimulatedSystem:
+               arrivals_per_hour: float = 30.0) -> SimulatedSystem:
     """One simulated system, connected alone, in a fast branch network of all five (for `connector check`).
 
     The other four keep their records without a connector, so the one under test sees the traffic

@@ -35,6 +35,10 @@ class Simulation:
             await runtime.start()
         self._network = asyncio.create_task(self.network.run(), name="branch-network")
 
+    async def ready(self, timeout: float = 30.0) -> None:
+        """Wait until every connector serves snapshots and consumes commands."""
+        await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in self.runtimes.values())), timeout)
+
     async def stop(self) -> None:
         if self._network is not None:
             self._network.cancel()

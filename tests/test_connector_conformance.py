@@ -1,0 +1,42 @@
+"""The conformance kit passes the five simulated connectors, and fails a connector that breaks the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+
+from connectors.conformance import run_checks
+from connectors.sdk import Connector
+from switchboard.settings import Settings
+
+SIMULATED = ["crm", "appointments", "queue", "contact_center", "core"]
+
+
+async def test_the_five_simulated_connectors_pass_the_kit(settings: Settings):
+    reports = await asyncio.gather(*(
+        run_checks(f"connectors.sim.{name}", nats_url=settings.nats_url, watch_seconds=15) for name in SIMULATED))
+    for name, checks in zip(SIMULATED, reports, strict=True):
+        assert [c.name for c in checks] == ["events", "heartbeats", "snapshots", "commands"]
+        assert all(c.passed for c in checks), (name, [(c.name, c.detail) for c in checks if not c.passed])
+
+
+class Silent(Connector):
+    """Publishes nothing, keeps no snapshot and answers every command `failed`."""
+
+    system = "crm"
+    commands = frozenset({"journey.summary"})
+
+
+async def test_a_connector_without_events_or_snapshots_fails_the_kit(settings: Settings):
+    module = types.ModuleType("conformance_silent_connector")
+    module.create_connector = Silent  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+    try:
+        checks = {c.name: c for c in await run_checks(module.__name__, nats_url=settings.nats_url, watch_seconds=1.5)}
+    finally:
+        del sys.modules[module.__name__]
+    assert not checks["events"].passed and "no events" in checks["events"].detail
+    assert checks["heartbeats"].passed  # the SDK sends them whatever the connector does
+    assert not checks["snapshots"].passed
+    assert checks["commands"].passed  # answered, even if only `failed`

@@ -1,0 +1,105 @@
+"""Inbound Standard Webhooks: verified, replay- and staleness-proof, mapped to canonical events."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from tests.conftest import BackendProcess, eventually
+
+SECRET = "whsec_" + base64.b64encode(b"switchboard-webhook-test-secret!").decode()
+
+
+@pytest.fixture(scope="module")
+def webhook_backend(settings, tmp_path_factory) -> Iterator[BackendProcess]:
+    """A backend that shares a webhook secret with the `queue` system."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SWITCHBOARD_WEBHOOK_SECRETS", f"queue={SECRET}")
+        process = BackendProcess(settings, tmp_path_factory.mktemp("logs") / "webhook-backend.log")
+    yield process
+    process.stop()
+
+
+def signed(body: bytes, *, webhook_id: str | None = None, at: datetime | None = None,
+           secret: str = SECRET) -> dict[str, str]:
+    webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
+    at = at or datetime.now(UTC)
+    return {"webhook-id": webhook_id, "webhook-timestamp": str(int(at.timestamp())),
+            "webhook-signature": Webhook(secret).sign(webhook_id, at, body.decode()),
+            "content-type": "application/json"}
+
+
+def ticket_called(ref: str, site: str) -> bytes:
+    return httpx.Request("POST", "/", json={
+        "type": "ticket.called", "timestamp": datetime.now(UTC).isoformat(),
+        "data": {"ref": ref, "site": site, "counter": "C2"}}).content
+
+
+async def test_a_signed_webhook_becomes_a_journey_event_and_a_replay_is_refused(webhook_backend, token, uid):
+    site = f"wh-{uid}"
+    body = ticket_called(f"T-{uid}", site)
+    headers = signed(body)
+    async with httpx.AsyncClient(base_url=webhook_backend.url) as client:
+        response = await client.post("/api/v1/webhooks/queue", content=body, headers=headers)
+        assert response.status_code == 202, response.text
+        assert response.json() == {"source": "/queue", "id": headers["webhook-id"]}
+
+        replay = await client.post("/api/v1/webhooks/queue", content=body, headers=headers)
+        assert replay.status_code == 409
+
+        auth = {"Authorization": f"Bearer {token('manager', [site])}"}
+
+        async def journey():
+            items = (await client.get("/api/v1/journeys", params={"ref": f"queue:T-{uid}"}, headers=auth)).json()
+            return items["items"]
+
+        [found] = await eventually(journey)
+        assert (found["stage"], found["counter"], found["site"]) == ("called", "C2", site)
+
+
+async def test_bad_signatures_stale_timestamps_and_unknown_systems_are_refused(webhook_backend, uid):
+    body = ticket_called(f"T-{uid}", f"wh-{uid}")
+    async with httpx.AsyncClient(base_url=webhook_backend.url) as client:
+        other_secret = "whsec_" + base64.b64encode(b"not-the-shared-secret-at-all!!!!").decode()
+        wrong = await client.post("/api/v1/webhooks/queue", content=body, headers=signed(body, secret=other_secret))
+        stale = await client.post("/api/v1/webhooks/queue", content=body,
+                                  headers=signed(body, at=datetime.now(UTC) - timedelta(minutes=10)))
+        tampered = await client.post("/api/v1/webhooks/queue", content=body.replace(b"C2", b"C9"),
+                                     headers=signed(body))
+        unsigned = await client.post("/api/v1/webhooks/queue", content=body,
+                                     headers={"content-type": "application/json"})
+        no_secret = await client.post("/api/v1/webhooks/crm", content=body, headers=signed(body))
+    assert [r.status_code for r in (wrong, stale, tampered, unsigned)] == [401] * 4
+    assert "too old" in stale.text
+    assert no_secret.status_code == 404
+
+
+async def test_a_webhook_that_maps_to_no_valid_event_is_a_recorded_failure(webhook_backend, token, uid):
+    site = f"wh-{uid}"
+    bodies = {
+        "invalid_event": httpx.Request("POST", "/", json={
+            "type": "ticket.called", "timestamp": datetime.now(UTC).isoformat(),
+            "data": {"ref": f"T-{uid}", "site": site}}).content,  # no counter
+        "pii_rejected": httpx.Request("POST", "/", json={
+            "type": "customer.arrived", "timestamp": datetime.now(UTC).isoformat(),
+            "data": {"ref": f"T-{uid}-p", "site": site, "email": "someone@example.org"}}).content,
+        "unauthorized_source": httpx.Request("POST", "/", json={
+            "specversion": "1.0", "id": f"x-{uid}", "source": "/crm", "type": "customer.priority_changed",
+            "subject": f"crm:C-{uid}", "time": datetime.now(UTC).isoformat(),
+            "data": {"site": site, "priority": "high"}}).content,  # the queue's secret may not speak for crm
+    }
+    async with httpx.AsyncClient(base_url=webhook_backend.url) as client:
+        for kind, body in bodies.items():
+            response = await client.post("/api/v1/webhooks/queue", content=body, headers=signed(body))
+            assert response.status_code == 422 and kind in response.text, response.text
+        sre = {"Authorization": f"Bearer {token('sre')}"}
+        failures = (await client.get("/api/v1/failures", params={"site": site}, headers=sre)).json()["items"]
+    kinds = sorted(f["kind"] for f in failures if f["site"] == site)
+    assert kinds == sorted(bodies)
+    assert "someone@example.org" not in str(failures)  # stored redacted

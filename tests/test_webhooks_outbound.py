@@ -1,0 +1,110 @@
+"""The outbound webhook connector: signed deliveries, a retry schedule, no loopback or private targets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from connectors.webhook import TargetRefused, WebhookConnector, check_target
+from switchboard.commands import Command
+
+SECRET = "whsec_" + base64.b64encode(b"outbound-webhook-test-secret-32b").decode()
+
+
+class Receiver:
+    """A loopback HTTP endpoint answering with the given statuses in turn (the last one repeats)."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", 0)))
+        self.requests.append((headers, body))
+        status = self.statuses[min(len(self.requests), len(self.statuses)) - 1]
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def receiver(request) -> AsyncIterator[tuple[Receiver, str]]:
+    target = Receiver(request.param)
+    server = await asyncio.start_server(target.handle, "127.0.0.1", 0)
+    yield target, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hooks"
+    server.close()
+    await server.wait_closed()
+
+
+def command() -> Command:
+    return Command(id=uuid.uuid4().hex, system="ticketing", command="staff.alert", journey_id=uuid.uuid4(),
+                   refs=["ticketing:K-1"], site="north", data={"reason_code": "ELIGIBILITY_FAILED"},
+                   created_at=datetime.now(UTC))
+
+
+async def deliver(url: str, sent: Command, *, allow_private: bool) -> object:
+    connector = WebhookConnector(system="ticketing", url=url, secret=SECRET, retry_delays=(0.05, 0.05),
+                                 allow_private=allow_private)
+    await connector.start()
+    try:
+        return await connector.handle(sent)
+    finally:
+        await connector.stop()
+
+
+@pytest.mark.parametrize("receiver", [[503, 429, 200]], indirect=True)
+async def test_a_command_is_delivered_signed_and_retried_until_accepted(receiver):
+    target, url = receiver
+    sent = command()
+    outcome = await deliver(url, sent, allow_private=True)
+    assert outcome.status == "ok"
+    assert len(target.requests) == 3
+    assert {headers["webhook-id"] for headers, _ in target.requests} == {sent.id}  # one id across retries
+    headers, body = target.requests[-1]
+    Webhook(SECRET).verify(body, headers)  # raises if the signature does not hold
+    assert msgspec.json.decode(body, type=Command) == sent
+
+
+@pytest.mark.parametrize("receiver", [[400]], indirect=True)
+async def test_a_client_error_fails_at_once(receiver):
+    target, url = receiver
+    outcome = await deliver(url, command(), allow_private=True)
+    assert (outcome.status, outcome.error, len(target.requests)) == ("failed", "HTTP 400", 1)
+
+
+@pytest.mark.parametrize("receiver", [[500]], indirect=True)
+async def test_a_target_failing_through_the_schedule_is_a_failure(receiver):
+    target, url = receiver
+    outcome = await deliver(url, command(), allow_private=True)
+    assert outcome.status == "failed" and len(target.requests) == 3
+
+
+@pytest.mark.parametrize("receiver", [[200]], indirect=True)
+async def test_a_loopback_target_is_refused_unless_allowed(receiver):
+    target, url = receiver
+    outcome = await deliver(url, command(), allow_private=False)
+    assert outcome.status == "failed" and "target refused" in outcome.error
+    assert target.requests == []
+
+
+@pytest.mark.parametrize("url", ["http://10.1.2.3/x", "http://169.254.169.254/latest", "http://[::1]:9/x",
+                                 "http://192.168.0.10/x", "ftp://example.org/x", "http://100.64.0.1/x"])
+async def test_private_link_local_and_non_http_targets_are_refused(url):
+    with pytest.raises(TargetRefused):
+        await check_target(url, allow_private=False)
+
+
+async def test_a_public_address_is_allowed():
+    assert await check_target("https://93.184.216.34/hooks", allow_private=False) is None
