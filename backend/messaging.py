@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, ServiceUnavailableError
 
 EVENTS_STREAM = "SVC_EVENTS"
 COMMANDS_STREAM = "SVC_COMMANDS"
 APPLY_CONSUMER = "switchboard-apply"
 
+log = logging.getLogger(__name__)
+
 
 async def connect(url: str, name: str) -> NATS:
-    return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    """A client that reconnects for ever, logging the outage once rather than every failed attempt.
+
+    `url` may list several servers of a cluster, comma-separated.
+    """
+
+    async def on_error(exc: Exception) -> None:
+        quiet = isinstance(exc, OSError | nats.errors.StaleConnectionError | nats.errors.UnexpectedEOF)
+        log.log(logging.DEBUG if quiet else logging.WARNING, "nats (%s): %s", name, exc or type(exc).__name__)
+
+    async def on_disconnected() -> None:
+        if not client.is_closed:
+            log.warning("nats (%s): disconnected; reconnecting", name)
+
+    async def on_reconnected() -> None:
+        log.warning("nats (%s): reconnected", name)
+
+    client = NATS()
+    await client.connect([u.strip() for u in url.split(",")], name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                         error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected)
+    return client
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -25,17 +50,34 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(config)
 
 
-async def ensure_streams(js: JetStreamContext, duplicate_window_s: float) -> None:
-    """Create or update the streams and the apply consumer; idempotent across concurrent backends."""
+async def ensure_streams(js: JetStreamContext, duplicate_window_s: float, replicas: int = 1,
+                         wait_s: float = 60.0) -> None:
+    """Create or update the streams and the apply consumer; idempotent across concurrent backends.
+
+    `replicas` is JetStream's copies of each stream: 3 on a three-node cluster survives losing a node.
+    A cluster that is still electing its leader answers late: keep asking for up to `wait_s`.
+    """
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            return await _ensure_all(js, duplicate_window_s, replicas)
+        except (nats.errors.TimeoutError, ServiceUnavailableError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("JetStream is not answering yet; retrying")
+            await asyncio.sleep(0.5)
+
+
+async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas: int) -> None:
     await _ensure_stream(js, StreamConfig(
         name=EVENTS_STREAM, subjects=["svc.events.>"], storage=StorageType.FILE,
-        duplicate_window=duplicate_window_s,
+        duplicate_window=duplicate_window_s, num_replicas=replicas,
     ))
     await _ensure_stream(js, StreamConfig(
         name=COMMANDS_STREAM, subjects=["svc.commands.>"], storage=StorageType.FILE,
-        duplicate_window=duplicate_window_s,
+        duplicate_window=duplicate_window_s, num_replicas=replicas,
     ))
     await js.add_consumer(EVENTS_STREAM, ConsumerConfig(
         durable_name=APPLY_CONSUMER, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-        filter_subject="svc.events.>", ack_wait=30, max_ack_pending=50_000,
+        filter_subject="svc.events.>", ack_wait=10, max_ack_pending=50_000,
     ))

@@ -51,14 +51,14 @@ class SwitchboardPlugin(InitPluginProtocol):
             log.info("applied migrations: %s", ", ".join(applied))
         nc = await messaging.connect(settings.nats_url, "switchboard-backend")  # type: ignore[arg-type]
         js = nc.jetstream()
-        await messaging.ensure_streams(js, settings.duplicate_window_s)
+        await messaging.ensure_streams(js, settings.duplicate_window_s, settings.stream_replicas)
         resources = Resources(settings=settings, pool=pool, nc=nc, js=js)
         app.state.resources = resources
         live = app.state.live = LiveService(nc, pool)
         await live.start()
         worker = ApplyWorker(js, pool, batch=settings.apply_batch, max_bytes=settings.max_event_bytes,
                              known_systems=resources.known_systems, on_applied=live.on_applied)
-        task = asyncio.create_task(worker.run(), name="apply-worker")
+        task = asyncio.create_task(worker.run_forever(), name="apply-worker")
         try:
             yield
         finally:

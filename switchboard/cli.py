@@ -85,6 +85,12 @@ def _bench_publish(args: argparse.Namespace) -> None:
     run_publish_bench(events=args.events, max_in_flight=args.max_in_flight)
 
 
+def _chaos(args: argparse.Namespace) -> None:
+    from switchboard.chaos import run_chaos  # noqa: PLC0415
+
+    run_chaos(events=args.events, kills=args.kills, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.set_defaults(run=_bench_publish)
 
     add_connector_commands(commands)
+
+    chaos = commands.add_parser("chaos", help="kill backends, Postgres and NATS under load; check nothing is lost")
+    chaos.add_argument("--events", type=int, default=100_000)
+    chaos.add_argument("--kills", type=int, default=20)
+    chaos.add_argument("--seed", type=int)
+    chaos.set_defaults(run=_chaos)
     return parser
 
 

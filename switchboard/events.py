@@ -208,8 +208,6 @@ Event = (
 EVENT_TYPES: dict[str, type[CloudEvent]] = {
     cls.__struct_config__.tag: cls for cls in Event.__args__  # type: ignore[attr-defined]
 }
-JOURNEY_TYPES = frozenset(t for t, cls in EVENT_TYPES.items() if cls.kind == "journey")
-SUBJECT_PREFIX = {"capacity": "site:", "heartbeat": "connector:", "command_result": None}
 
 
 def nats_subject(event: CloudEvent) -> str:

@@ -22,6 +22,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = ".switchboard"
     # JetStream's duplicate window; Postgres keeps idempotency beyond it.
     duplicate_window_s: float = 120.0
+    # copies JetStream keeps of each stream: 3 on a three-node cluster
+    stream_replicas: int = 1
     apply_batch: int = 500
     max_event_bytes: int = 64 * 1024
     allowed_origins: tuple[str, ...] = ()
@@ -47,10 +49,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if name.strip() == system and secret.strip():
                 return secret.strip()
         return None
-
-    @property
-    def embedded(self) -> bool:
-        return not (self.database_url and self.nats_url)
 
 
 _ENV_PREFIX = "SWITCHBOARD_"

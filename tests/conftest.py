@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import time
-import urllib.request
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,20 +25,29 @@ import pytest
 
 from backend import db, messaging
 from backend.auth import mint_token
-from switchboard.embedded import embedded_servers, free_port
+from switchboard.backend_process import BackendProcess
+from switchboard.embedded import embedded_servers
 from switchboard.settings import Settings
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
 
 
 @pytest.fixture(scope="session")
-def server_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def workdir() -> Iterator[Path]:
+    """The session's own folder for servers, logs and data. Not pytest's numbered tmp folders: other
+    pytest runs on the machine prune those, which would delete a running server's data under it."""
+    with tempfile.TemporaryDirectory(prefix="switchboard-tests-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture(scope="session")
+def server_urls(workdir: Path) -> Iterator[dict[str, str]]:
     database_url = os.environ.get("SWITCHBOARD_DATABASE_URL")
     nats_url = os.environ.get("SWITCHBOARD_NATS_URL")
     if database_url and nats_url:
         yield {"database_url": database_url, "nats_url": nats_url}
         return
-    with embedded_servers(tmp_path_factory.mktemp("servers"), postgres=not database_url, nats=not nats_url) as urls:
+    with embedded_servers(workdir / "servers", postgres=not database_url, nats=not nats_url) as urls:
         yield {"database_url": database_url or urls["database_url"], "nats_url": nats_url or urls["nats_url"]}
 
 
@@ -51,7 +57,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-async def settings(server_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
+async def settings(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[Settings]:
     """A database of this session's own, migrated, and streams recreated from scratch."""
     name = f"switchboard_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_urls["database_url"])
@@ -72,7 +78,7 @@ async def settings(server_urls: dict[str, str], tmp_path_factory: pytest.TempPat
     await nc.close()
 
     yield Settings(database_url=database_url, nats_url=server_urls["nats_url"], jwt_secret=JWT_SECRET,
-                   data_dir=str(tmp_path_factory.mktemp("data")))
+                   data_dir=str(workdir / "data"))
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
 
@@ -99,51 +105,13 @@ def backend_env(settings: Settings) -> dict[str, str]:
     }
 
 
-class BackendProcess:
-    """A real `switchboard backend` process on a free port."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
-                env=backend_env(settings), stdout=log, stderr=subprocess.STDOUT,
-            )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.process.kill()
-            self.process.wait()
-            raise
-
-    def _wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"backend exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError("backend not ready")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError("the backend did not stop within 20s of SIGTERM") from None
+def start_backend(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> BackendProcess:
+    return BackendProcess(env or backend_env(settings), log_path).start().wait_ready()
 
 
 @pytest.fixture(scope="session")
-def backend(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendProcess]:
-    process = BackendProcess(settings, tmp_path_factory.mktemp("logs") / "backend.log")
+def backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
+    process = start_backend(settings, workdir / "backend.log")
     yield process
     process.stop()
 

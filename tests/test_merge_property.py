@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from backend.ingest.consumer import ApplyWorker
 from backend.journeys import services
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS, Event
-from tests.journey_reference import expected_journey, observed
+from switchboard.reference_merge import expected_journey, observed
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 SOURCES = {"appointments": "/appointments", "queue": "/queue", "crm": "/crm", "core": "/core"}

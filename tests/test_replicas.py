@@ -11,13 +11,13 @@ import msgspec
 import pytest
 
 from backend.journeys import services
-from tests.conftest import BackendProcess, cloud_event, eventually
-from tests.journey_reference import expected_journey, observed
+from tests.conftest import cloud_event, eventually, start_backend
+from switchboard.reference_merge import expected_journey, observed
 
 
 @pytest.fixture
-def second_backend(settings, tmp_path):
-    process = BackendProcess(settings, tmp_path / "backend-2.log")
+def second_backend(settings, workdir):
+    process = start_backend(settings, workdir / "backend-2.log")
     yield process
     process.stop()
 

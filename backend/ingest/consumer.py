@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
+import nats.errors
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -60,6 +61,17 @@ class ApplyWorker:
         self.known_systems = known_systems
         self.on_applied = on_applied
 
+    async def run_forever(self) -> None:
+        """`run`, restarted after anything unexpected: the worker outlives a bad moment."""
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("apply worker stopped unexpectedly; restarting in 1s")
+                await asyncio.sleep(1)
+
     async def run(self) -> None:
         sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         fetched: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=2)
@@ -70,12 +82,19 @@ class ApplyWorker:
                     msgs = await sub.fetch(self.batch, timeout=1.0)
                 except (NatsTimeoutError, TimeoutError):
                     continue
+                except nats.errors.Error as exc:
+                    # NATS is restarting or unreachable: the client reconnects by itself
+                    log.warning("fetch failed (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    continue
                 await fetched.put(msgs)
 
         fetcher = asyncio.create_task(fetch_loop(), name="apply-fetch")
         try:
             while True:
                 msgs = await fetched.get()
+                if fetcher.done():
+                    fetcher.result()  # surface a crash of the fetcher rather than wait forever
                 await self.handle(msgs)
         finally:
             fetcher.cancel()
@@ -106,8 +125,12 @@ class ApplyWorker:
             await asyncio.gather(*(m.nak(delay=2) for m in msgs), return_exceptions=True)
             await asyncio.sleep(1)
             return
-        for msg in msgs:
-            await msg.ack()
+        try:
+            for msg in msgs:
+                await msg.ack()
+        except nats.errors.Error as exc:
+            # committed but not acknowledged: JetStream redelivers and the inbox makes them duplicates
+            log.warning("acknowledging failed (%s); the batch will be redelivered", type(exc).__name__)
         self.handled += len(msgs)
         self._count(accepted, rejected, outcome)
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)

@@ -100,10 +100,12 @@ def _field_names(cls: type[msgspec.Struct]) -> frozenset[str]:
     return frozenset(f.encode_name for f in msgspec.structs.fields(cls))
 
 
-_KNOWN = {
-    name: (_field_names(cls) | {"type"}, _field_names(msgspec.structs.fields(cls)[-1].type))
-    for name, cls in EVENT_TYPES.items()
-}
+def _data_type(cls: type[CloudEvent]) -> type[msgspec.Struct]:
+    return next(f.type for f in msgspec.structs.fields(cls) if f.name == "data")
+
+
+# per event type: the envelope's field names and its data's field names
+_KNOWN = {name: (_field_names(cls) | {"type"}, _field_names(_data_type(cls))) for name, cls in EVENT_TYPES.items()}
 
 
 def _opaque_payload(body: bytes) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Flow and capacity per site, computed from journey state and the latest capacity events.
 
-Rates look at the last `RATE_WINDOW`, percentiles at the last `PERCENTILE_WINDOW`, stage counts at
-journeys updated within the last day; all by upstream event time.
+Rates look at the last `RATE_WINDOW_MIN` minutes and percentiles at the last `PERCENTILE_WINDOW`, by
+upstream event time; stage counts cover journeys updated within the last day.
 """
 
 from __future__ import annotations

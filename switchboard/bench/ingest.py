@@ -29,7 +29,7 @@ STREAM = "BENCH_EVENTS"
 PREFIX = "bench.events"
 
 
-def make_events(total: int, seed: int = 7) -> list[tuple[str, bytes, str]]:
+def make_events(total: int, seed: int = 7, prefix: str = PREFIX) -> list[tuple[str, bytes, str]]:
     """`(subject, body, msg_id)` for journeys of six events each across 20 sites, plus capacity updates."""
     rng = random.Random(seed)
     start = datetime(2026, 1, 5, 8, tzinfo=UTC)
@@ -38,7 +38,7 @@ def make_events(total: int, seed: int = 7) -> list[tuple[str, bytes, str]]:
     def add(system: str, type_: str, subject: str, at: datetime, data: dict[str, object]) -> None:
         event = {"specversion": "1.0", "id": uuid.UUID(int=rng.getrandbits(128)).hex, "source": f"/{system}",
                  "type": type_, "subject": subject, "time": at.isoformat(), "data": data}
-        out.append((f"{PREFIX}.{system}.{type_}", msgspec.json.encode(event), f"/{system} {event['id']}"))
+        out.append((f"{prefix}.{system}.{type_}", msgspec.json.encode(event), f"/{system} {event['id']}"))
 
     n = 0
     while len(out) < total:

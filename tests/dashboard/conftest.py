@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from nicegui.testing.user import User
 from dashboard.app import build
 from dashboard.context import Dashboard
 from switchboard.settings import Settings
-from tests.conftest import BackendProcess
+from tests.conftest import BackendProcess, start_backend
 
 
 class Board(msgspec.Struct):
@@ -41,12 +42,11 @@ async def board(backend: BackendProcess, settings: Settings) -> AsyncIterator[Bo
 
 
 @pytest.fixture
-def own_backend(settings: Settings, tmp_path: Path) -> Iterator[BackendProcess]:
+def own_backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
     """A backend of the test's own, for tests that stop it."""
-    process = BackendProcess(settings, tmp_path / "backend.log")
+    process = start_backend(settings, workdir / f"backend-{uuid.uuid4().hex[:8]}.log")
     yield process
-    if process.process.poll() is None:
-        process.stop()
+    process.stop()
 
 
 @contextlib.asynccontextmanager

@@ -28,10 +28,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(backend: BackendProcess, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def dashboard_url(backend: BackendProcess, settings: Settings, workdir: Path) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("logs") / "dashboard.log"
+    log_path = workdir / "dashboard.log"
     env = {**backend_env(settings), "SWITCHBOARD_BACKEND_URL": backend.url}
     env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would take the process for a test of its own
     with open(log_path, "ab") as log:

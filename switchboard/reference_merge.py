@@ -1,4 +1,4 @@
-"""An independent, deliberately plain statement of CONTRACT section 2's merge, for tests to compare with.
+"""An independent, deliberately plain statement of CONTRACT section 2's merge, for tests and chaos runs.
 
 It looks at the whole set of a journey's distinct events at once (no incremental state), so it
 shares no logic with `backend.journeys.merge`.

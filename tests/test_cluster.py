@@ -1,0 +1,58 @@
+"""The clustered topology without Docker: three NATS nodes (streams with three replicas) and two backends.
+One NATS node — the stream's leader — and one backend are SIGKILLed mid-run; nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from backend import messaging
+from switchboard import chaos
+from switchboard.backend_process import BackendProcess
+from switchboard.bench.common import scratch_database
+from switchboard.embedded import EmbeddedNatsCluster
+
+EVENTS = 3000
+
+
+@pytest.mark.slow
+async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workdir, uid):
+    cluster = EmbeddedNatsCluster(workdir / f"cluster-{uid}")
+    cluster.start()
+    backends: list[BackendProcess] = []
+    try:
+        async with scratch_database(server_urls["database_url"], "cluster") as database_url:
+            env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": cluster.url,
+                   "SWITCHBOARD_STREAM_REPLICAS": "3", "SWITCHBOARD_DATA_DIR": str(workdir),
+                   "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+            backends = [BackendProcess(env, workdir / f"cluster-backend-{i}.log").start() for i in range(2)]
+            for b in backends:
+                b.wait_ready()
+
+            messages, journeys = chaos.plan(EVENTS, seed=5)
+            tally = chaos.Tally()
+            publisher = asyncio.create_task(chaos.publish_all(cluster.url, messages, tally))
+            while len(tally.acknowledged) < EVENTS // 3:
+                await asyncio.sleep(0.05)
+            nc = await messaging.connect(cluster.url, "test-cluster")
+            info = await nc.jetstream().stream_info(messaging.EVENTS_STREAM)
+            assert info.config.num_replicas == 3
+            leader = next(n for n in cluster.nodes if n.cluster and n.cluster.server_name == info.cluster.leader)
+            leader.kill()
+            backends[0].kill()
+            await publisher
+            while not await chaos.drained(cluster.url):
+                await asyncio.sleep(0.5)
+            stream_messages = (await nc.jetstream().stream_info(messaging.EVENTS_STREAM)).state.messages
+            await nc.close()
+            figures = await chaos.verify(database_url, tally, journeys, stream_messages)
+            assert len(tally.acknowledged) == EVENTS
+            assert (figures["applied"], figures["lost"], figures["applied_twice"]) == (EVENTS, 0, 0)
+            assert figures["mismatched_journeys"] == 0
+            assert backends[1].ready(), "the surviving backend carried on"
+    finally:
+        for b in backends:
+            b.stop()
+        cluster.stop()
