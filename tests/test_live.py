@@ -12,6 +12,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ from backend.live.feed import SITE_INTERVAL_S
 from backend.live.handshake import QueryTokenMiddleware
 from backend.live.schemas import TOPICS
 from switchboard.settings import Settings
-from tests.conftest import BackendProcess, cloud_event, eventually, publish
+from tests.conftest import BackendProcess, cloud_event, eventually, publish, start_backend
 
 _decode = msgspec.json.decode
 
@@ -76,8 +77,8 @@ async def subscribe(ws: ClientConnection, topics: list[str], **fields: Any) -> d
 
 
 @pytest.fixture(scope="module")
-def second_backend(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendProcess]:
-    process = BackendProcess(settings, tmp_path_factory.mktemp("logs") / "backend-2.log")
+def second_backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
+    process = start_backend(settings, workdir / "live-backend-2.log")
     yield process
     process.stop()
 

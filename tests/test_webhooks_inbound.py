@@ -11,17 +11,17 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import BackendProcess, eventually
+from tests.conftest import BackendProcess, eventually, start_backend
 
 SECRET = "whsec_" + base64.b64encode(b"switchboard-webhook-test-secret!").decode()
 
 
 @pytest.fixture(scope="module")
-def webhook_backend(settings, tmp_path_factory) -> Iterator[BackendProcess]:
+def webhook_backend(settings, workdir) -> Iterator[BackendProcess]:
     """A backend that shares a webhook secret with the `queue` system."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SWITCHBOARD_WEBHOOK_SECRETS", f"queue={SECRET}")
-        process = BackendProcess(settings, tmp_path_factory.mktemp("logs") / "webhook-backend.log")
+        process = start_backend(settings, workdir / "webhook-backend.log")
     yield process
     process.stop()
 
