@@ -27,17 +27,33 @@ _COLUMNS = [
     {"name": "system", "label": "System", "field": "system", "sortable": True},
     {"name": "site", "label": "Site", "field": "site", "sortable": True},
     {"name": "status", "label": "Status", "field": "status"},
+    {"name": "impact", "label": "Journey", "field": "impact"},
     {"name": "attempts", "label": "Attempts", "field": "attempts"},
     {"name": "last_at", "label": "Last", "field": "last_at", "sortable": True},
     {"name": "reason", "label": "Reason", "field": "reason", "classes": "max-w-md truncate"},
 ]
 
 
+IN_BUILDING = ("arrived", "waiting", "called")
+
+
+def impact_rank(failure: dict[str, Any]) -> tuple[int, str]:
+    """Customers in the building first (longest waiting first), then upcoming appointments (soonest first),
+    then the rest — the backend's impact order, from the `impact` a backend with recovery attaches."""
+    impact = failure.get("impact") or {}
+    if impact.get("stage") in IN_BUILDING:
+        return 0, impact.get("waiting_since") or ""
+    if impact.get("stage") == "booked" and impact.get("slot_start"):
+        return 1, impact["slot_start"]
+    return 2, ""
+
+
 def matching(failures: list[dict[str, Any]], filters: dict[str, str]) -> list[dict[str, Any]]:
-    """Active failures that match every chosen filter, most recent first."""
+    """Active failures that match every chosen filter, ranked by impact, then most recent first."""
     chosen = {k: v for k, v in filters.items() if v != ANY}
     rows = [f for f in failures if f["status"] in ACTIVE and all(f.get(k) == v for k, v in chosen.items())]
-    return sorted(rows, key=lambda f: f["last_at"], reverse=True)
+    rows.sort(key=lambda f: f["last_at"], reverse=True)
+    return sorted(rows, key=impact_rank)  # stable: equal impact keeps the most recent first
 
 
 def action_block(viewer: Viewer, operation: tuple[str, str]) -> str | None:
@@ -112,7 +128,8 @@ class FailuresView:
                 select.set_options(options, value=select.value if select.value in options else ANY)
         rows = self.failures()
         self.count.set_text(f"{len(rows)} open failure{'s' * (len(rows) != 1)} match")
-        self.table.rows = [{c["field"]: f.get(c["field"]) for c in _COLUMNS} for f in rows]
+        self.table.rows = [{**{c["field"]: f.get(c["field"]) for c in _COLUMNS},
+                            "impact": (f.get("impact") or {}).get("stage", "–").replace("_", " ")} for f in rows]
         self.table.selected = [r for r in self.table.rows if any(r["id"] == s["id"] for s in self.table.selected)]
         self.table.update()
         self._selection_changed()

@@ -144,3 +144,18 @@ def test_connections_of_one_process_share_the_flow_history():
     second = LiveConnection(registry.backend_url, "b", flow_history=registry.flow_history)
     first.state.apply("flow", "north", {"site": "north", "arrivals_per_min": 1.0, "completions_per_min": 0.0})
     assert [p.arrivals_per_min for p in second.state.flow_history["north"]] == [1.0]
+
+
+def test_failures_holding_up_customers_in_the_building_rank_first_then_upcoming_appointments():
+    def failure(id_: int, last_at: str, impact: dict | None = None) -> dict:
+        return {"id": id_, "kind": "apply_error", "system": "queue", "site": "north", "status": "open",
+                "last_at": last_at, "impact": impact}
+
+    failures = [
+        failure(1, "2026-01-01T10:05", None),
+        failure(2, "2026-01-01T10:01", {"stage": "booked", "slot_start": "2026-01-01T12:00"}),
+        failure(3, "2026-01-01T10:02", {"stage": "waiting", "waiting_since": "2026-01-01T09:50"}),
+        failure(4, "2026-01-01T10:03", {"stage": "arrived", "waiting_since": "2026-01-01T09:40"}),
+        failure(5, "2026-01-01T10:04", {"stage": "completed"}),
+    ]
+    assert [f["id"] for f in matching(failures, dict.fromkeys(("kind", "system", "site"), ANY))] == [4, 3, 2, 1, 5]
