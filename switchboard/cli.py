@@ -52,10 +52,17 @@ def _token(args: argparse.Namespace) -> None:
                      ttl=timedelta(minutes=args.ttl_minutes)))
 
 
+def _dashboard(args: argparse.Namespace) -> None:
+    from dashboard.app import run  # noqa: PLC0415
+
+    run(get_settings(), host=args.host, port=args.port, demo=args.demo or None)
+
+
 def _demo(args: argparse.Namespace) -> None:
     from switchboard.demo import run_demo  # noqa: PLC0415
 
-    run_demo(host=args.host, port=args.port, sites=args.sites, speed=args.speed)
+    run_demo(host=args.host, port=args.port, sites=args.sites, speed=args.speed,
+             dashboard_port=args.dashboard_port)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -94,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument("--port", type=int, default=8000)
     backend.set_defaults(run=_backend)
 
+    dashboard = commands.add_parser("dashboard", help="the NiceGUI board (talks to SWITCHBOARD_BACKEND_URL)")
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--demo", action="store_true",
+                           help="let anyone pick a role and site (as SWITCHBOARD_DASHBOARD_DEMO=true)")
+    dashboard.set_defaults(run=_dashboard)
+
     commands.add_parser("migrate", help="apply the SQL migrations").set_defaults(run=_migrate)
 
     token = commands.add_parser("token", help="mint a local HS256 token")
@@ -107,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole stack on embedded Postgres and NATS")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--dashboard-port", type=int, default=8080)
     demo.add_argument("--sites", default="north,south,central", help="comma-separated site codes")
     demo.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
     demo.set_defaults(run=_demo)

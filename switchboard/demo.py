@@ -1,4 +1,5 @@
-"""`switchboard demo`: embedded Postgres and NATS, the backend, and the five simulated upstream systems."""
+"""`switchboard demo`: embedded Postgres and NATS, the backend, the five simulated upstream systems and
+the dashboard."""
 
 from __future__ import annotations
 
@@ -24,20 +25,20 @@ def _step(n: int, total: int, text: str) -> None:
     print(f"[{n}/{total}] {text}", flush=True)
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str = "backend", timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"the backend exited with code {process.returncode}")
+            raise SystemExit(f"the {name} exited with code {process.returncode}")
         with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url + "/ready", timeout=1) as response:  # noqa: S310 - our own loopback URL
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
                 if response.status == 200:
                     return
         time.sleep(0.2)
-    raise SystemExit("the backend did not become ready in time")
+    raise SystemExit(f"the {name} did not become ready in time")
 
 
-def run_demo(*, host: str, port: int, sites: str, speed: float) -> None:
+def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: int = 8080) -> None:
     from backend.auth import mint_token  # noqa: PLC0415
 
     # `kill` stops the demo as cleanly as Ctrl-C does
@@ -45,7 +46,7 @@ def run_demo(*, host: str, port: int, sites: str, speed: float) -> None:
     settings = get_settings()
     data_dir = Path(settings.data_dir) / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)
-    total = 4
+    total = 5
     _step(1, total, f"starting embedded Postgres and NATS JetStream in {data_dir}")
     with embedded_servers(data_dir) as urls:
         env = {**os.environ, "SWITCHBOARD_DATABASE_URL": urls["database_url"], "SWITCHBOARD_NATS_URL": urls["nats_url"]}
@@ -53,15 +54,23 @@ def run_demo(*, host: str, port: int, sites: str, speed: float) -> None:
         _step(2, total, f"starting the backend on {backend_url}")
         backend = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "backend", "--host", host,
                                     "--port", str(port)], env=env)
+        dashboard: subprocess.Popen[bytes] | None = None
         try:
-            _wait_ready(backend_url, backend)
-            _step(3, total, "tokens for this demo (12 hours):")
+            _wait_ready(backend_url + "/ready", backend)
+            dashboard_url = f"http://{host}:{dashboard_port}"
+            _step(3, total, f"starting the dashboard on {dashboard_url}")
+            dashboard = subprocess.Popen(
+                [sys.executable, "-m", "switchboard.cli", "dashboard", "--demo", "--host", host,
+                 "--port", str(dashboard_port)], env={**env, "SWITCHBOARD_BACKEND_URL": backend_url})
+            _wait_ready(dashboard_url + "/signin", dashboard, "dashboard")
+            print(f"  open {dashboard_url} and pick a role and site", flush=True)
+            _step(4, total, "tokens for this demo (12 hours):")
             for role in ("manager", "floor_staff", "sre", "admin"):
                 token = mint_token(settings, sub=f"demo-{role}", roles=[role], sites="*", ttl=timedelta(hours=12))
                 print(f"  {role:12s} {token}")
             print(f"  try: curl -H 'Authorization: Bearer <token>' {backend_url}/api/v1/flow")
             print(f"  API docs: {backend_url}/schema/swagger")
-            _step(4, total, f"simulating crm, appointments, queue, contact_center and core for sites {sites}"
+            _step(5, total, f"simulating crm, appointments, queue, contact_center and core for sites {sites}"
                   f" at {speed:g}x (Ctrl-C stops everything)")
             asyncio.run(run_simulation(
                 systems=list(SYSTEMS), sites=[s for s in sites.split(",") if s], speed=speed,
@@ -70,6 +79,9 @@ def run_demo(*, host: str, port: int, sites: str, speed: float) -> None:
         except KeyboardInterrupt:
             print("\nstopping…")
         finally:
+            if dashboard is not None:
+                dashboard.terminate()
+                dashboard.wait(timeout=20)
             backend.terminate()
             try:
                 backend.wait(timeout=20)

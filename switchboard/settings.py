@@ -49,6 +49,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval_s: float = 15.0
     # a second retry of the same failure within this window is the same click, not a new attempt
     retry_debounce_s: float = 5.0
+    # the dashboard: demo mode lets anyone pick a role and site (it mints the token); never in production
+    dashboard_demo: bool = False
+    # the wait (seconds) a site should stay under: the dashboard marks sites above it
+    wait_target_s: float = 600.0
 
     def webhook_secret(self, system: str) -> str | None:
         for pair in self.webhook_secrets:

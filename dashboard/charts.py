@@ -1,0 +1,69 @@
+"""Plotly figures as plain dicts built from live state: no figure-object validation on every render,
+which is most of the cost when many tabs redraw."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from dashboard.live import FlowPoint
+
+FUNNEL_STAGES = ("booked", "arrived", "waiting", "called", "in_service", "completed")
+_LAYOUT = {"margin": {"l": 50, "r": 20, "t": 30, "b": 40}, "height": 300, "legend": {"orientation": "h"}}
+
+
+def stage_totals(flows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    totals = dict.fromkeys(FUNNEL_STAGES, 0)
+    for flow in flows:
+        for stage in FUNNEL_STAGES:
+            totals[stage] += flow["stages"].get(stage, 0)
+    return totals
+
+
+def funnel(totals: dict[str, int]) -> dict[str, Any]:
+    return {
+        "data": [{"type": "funnel", "y": [s.replace("_", " ") for s in FUNNEL_STAGES],
+                  "x": [totals[s] for s in FUNNEL_STAGES], "textinfo": "value"}],
+        "layout": {**_LAYOUT, "title": {"text": "Journeys by stage"}},
+    }
+
+
+def per_minute(history: dict[str, list[FlowPoint]]) -> dict[str, Any]:
+    """Arrivals and completions per minute over time, one pair of lines per site."""
+    data = []
+    for site, points in sorted(history.items()):
+        times = [p.time.isoformat() for p in points]
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"{site} arrivals", "x": times,
+                     "y": [p.arrivals_per_min for p in points]})
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"{site} completions", "x": times,
+                     "y": [p.completions_per_min for p in points], "line": {"dash": "dot"}})
+    return {"data": data, "layout": {**_LAYOUT, "title": {"text": "Per minute"}, "yaxis": {"rangemode": "tozero"}}}
+
+
+def percentiles(flows: list[dict[str, Any]], target_s: float) -> dict[str, Any]:
+    """Wait p50/p90 and service p50 per site in minutes, against the wait target."""
+    sites = [f["site"] for f in flows]
+
+    def minutes(key: str) -> list[float | None]:
+        return [None if f[key] is None else round(f[key] / 60, 1) for f in flows]
+
+    bars = [{"type": "bar", "name": name, "x": sites, "y": minutes(key)}
+            for name, key in (("wait p50", "wait_p50_s"), ("wait p90", "wait_p90_s"), ("service p50", "service_p50_s"))]
+    target = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": target_s / 60, "y1": target_s / 60,
+              "line": {"color": "red", "dash": "dash"}}
+    return {"data": bars, "layout": {**_LAYOUT, "title": {"text": f"Minutes (target wait {target_s / 60:g})"},
+                                     "barmode": "group", "shapes": [target]}}
+
+
+def utilisation(capacities: list[dict[str, Any]]) -> dict[str, Any]:
+    sites = [c["site"] for c in capacities]
+    return {
+        "data": [
+            {"type": "bar", "name": "queue length", "x": sites, "y": [c["queue_length"] for c in capacities]},
+            {"type": "scatter", "mode": "markers+lines", "name": "utilisation %", "x": sites, "yaxis": "y2",
+             "y": [None if c["utilisation"] is None else round(c["utilisation"] * 100) for c in capacities]},
+        ],
+        "layout": {**_LAYOUT, "title": {"text": "Queue and utilisation"},
+                   "yaxis2": {"overlaying": "y", "side": "right", "range": [0, 100]}},
+    }
+

@@ -1,0 +1,95 @@
+"""The dashboard process's state in one place, and the per-tab view of it a page works with."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fastapi.responses import RedirectResponse
+from nicegui import app, ui
+
+from dashboard.backend_client import BackendClient, BackendError, Capabilities
+from dashboard.coalesce import Coalescer
+from dashboard.live import LiveConnection, LiveRegistry
+from dashboard.session import Principal, Sessions
+from switchboard.settings import Settings
+
+# how long the backend's OpenAPI answer is trusted: a backend upgraded under a running board shows
+# its new endpoints within a minute
+CAPABILITIES_TTL_S = 60.0
+
+
+@dataclass
+class Dashboard:
+    settings: Settings
+    backend_url: str
+    demo: bool
+    sessions: Sessions = field(default_factory=Sessions)
+    live: LiveRegistry = field(init=False)
+    _capabilities: Capabilities | None = None
+    _capabilities_at: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        self.live = LiveRegistry(self.backend_url)
+
+    @property
+    def wait_target_s(self) -> float:
+        return self.settings.wait_target_s
+
+    async def capabilities(self) -> Capabilities | None:
+        """What the backend offers, or None while it cannot be reached."""
+        if time.monotonic() - self._capabilities_at > CAPABILITIES_TTL_S:
+            try:
+                async with BackendClient(self.backend_url) as client:
+                    self._capabilities = await client.capabilities()
+                self._capabilities_at = time.monotonic()
+            except BackendError:
+                return self._capabilities
+        return self._capabilities
+
+
+@dataclass
+class Viewer:
+    """One tab of a signed-in user: who they are, their shared live connection, and HTTP with their token."""
+
+    dashboard: Dashboard
+    browser_id: str
+    token: str
+    principal: Principal
+    live: LiveConnection
+    capabilities: Capabilities | None  # None: the backend could not be reached to ask
+
+    def http(self) -> BackendClient:
+        return BackendClient(self.dashboard.backend_url, self.token)
+
+    def offers(self, method: str, path: str) -> bool:
+        return self.capabilities is not None and self.capabilities.has(method, path)
+
+    def on_change(self, topic: str, render: Callable[[], None]) -> Coalescer:
+        """Re-render `render` when `topic` changes, at most four times a second, for as long as the tab lives."""
+        coalescer = Coalescer(render)
+        stop = self.live.listen(topic, coalescer.changed)
+
+        def close() -> None:
+            stop()
+            coalescer.close()
+
+        ui.context.client.on_delete(close)
+        return coalescer
+
+
+def sign_in_redirect() -> RedirectResponse:
+    return RedirectResponse("/signin", status_code=303)
+
+
+async def current_viewer(dashboard: Dashboard) -> Viewer | None:
+    """The signed-in viewer of this tab, or None: the page then answers with `sign_in_redirect()`."""
+    browser_id = app.storage.browser["id"]
+    token = dashboard.sessions.token(browser_id)
+    if token is None:
+        return None
+    live = dashboard.live.acquire(token)
+    ui.context.client.on_delete(lambda: dashboard.live.release(token))
+    return Viewer(dashboard=dashboard, browser_id=browser_id, token=token, principal=Principal.from_token(token), live=live,
+                  capabilities=await dashboard.capabilities())

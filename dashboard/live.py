@@ -1,0 +1,235 @@
+"""The live websocket (CONTRACT section 7) as the dashboard holds it: one connection per signed-in
+token, shared by every tab of that user, reconnecting with backoff and resuming with `last_seq`.
+
+It keeps the latest item per key of each topic and tells listeners which topic changed; widgets
+re-read the state when they render (see `coalesce`), so updates are never queued per tab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import websockets
+from websockets.asyncio.client import connect
+
+log = logging.getLogger(__name__)
+
+TOPICS = ("flow", "capacity", "journeys", "failures")
+CONNECTION = "connection"  # the pseudo-topic listeners use to hear about the connection itself
+_KEY_FIELD = {"flow": "site", "capacity": "site", "journeys": "id", "failures": "id"}
+# journeys and failures keep arriving for hours; the board shows what is current
+MAX_ITEMS_PER_TOPIC = 2000
+LATEST_CHANGES = 15
+# one point per site every 10 s for an hour: enough for a per-minute chart, cheap to send
+HISTORY_STEP_S = 10.0
+HISTORY_POINTS = 360
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
+# close codes after which reconnecting cannot help: the user must sign in again
+_FINAL_CLOSE = {4401: "the token expired: sign in again", 1008: "the backend refused this token"}
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.encode
+
+
+@dataclass
+class FlowPoint:
+    time: datetime
+    arrivals_per_min: float
+    completions_per_min: float
+
+
+@dataclass
+class LiveState:
+    """Everything the pages read. Mutated only by the connection's task, on the event loop."""
+
+    items: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {t: {} for t in TOPICS})
+    # per site; shared by every connection of the process, so a user who signs in sees the last hour
+    flow_history: dict[str, deque[FlowPoint]] = field(default_factory=dict)
+    # (seq, journey) newest first: one journey may change several times in a row
+    latest_journeys: deque[tuple[int, dict[str, Any]]] = field(default_factory=lambda: deque(maxlen=LATEST_CHANGES))
+    connected: bool = False
+    lost_since: datetime | None = None
+    attempts: int = 0
+    ended: str | None = None
+
+    def apply(self, topic: str, key: str, item: dict[str, Any]) -> None:
+        entries = self.items[topic]
+        entries.pop(key, None)  # re-inserted last: the dict's order is the order of change
+        entries[key] = item
+        if len(entries) > MAX_ITEMS_PER_TOPIC:
+            del entries[next(iter(entries))]
+        if topic == "flow":
+            self._record_flow(item)
+
+    def _record_flow(self, item: dict[str, Any], now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
+        points = self.flow_history.setdefault(item["site"], deque(maxlen=HISTORY_POINTS))
+        point = FlowPoint(now, item["arrivals_per_min"], item["completions_per_min"])
+        if points and (now - points[-1].time).total_seconds() < HISTORY_STEP_S:
+            points[-1] = FlowPoint(points[-1].time, point.arrivals_per_min, point.completions_per_min)
+        else:
+            points.append(point)
+
+
+class LiveConnection:
+    def __init__(self, backend_url: str, token: str, topics: tuple[str, ...] = TOPICS,
+                 flow_history: dict[str, deque[FlowPoint]] | None = None) -> None:
+        self.url = backend_url.replace("http", "ws", 1).rstrip("/") + "/api/v1/live"
+        self._token = token
+        self.topics = topics
+        self.state = LiveState(flow_history={} if flow_history is None else flow_history)
+        self._listeners: dict[str, set[Callable[[], None]]] = {}
+        self._seq: dict[str, int] = {}
+        self._epoch: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def listen(self, topic: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` whenever `topic` changes; returns the function that stops it."""
+        self._listeners.setdefault(topic, set()).add(callback)
+        return lambda: self._listeners.get(topic, set()).discard(callback)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="dashboard-live")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _notify(self, topic: str) -> None:
+        for callback in list(self._listeners.get(topic, ())):
+            callback()
+
+    def _set_connected(self, connected: bool) -> None:
+        state = self.state
+        if connected:
+            state.connected, state.lost_since, state.attempts = True, None, 0
+        else:
+            if state.connected or state.lost_since is None:
+                state.lost_since = datetime.now(UTC)
+            state.connected = False
+        self._notify(CONNECTION)
+
+    async def _run(self) -> None:
+        delay = BACKOFF_FIRST_S
+        while self.state.ended is None:
+            self.state.attempts += 1
+            try:
+                async with connect(self.url, additional_headers={"Authorization": f"Bearer {self._token}"},
+                                   open_timeout=10, max_size=None, compression=None) as socket:
+                    await socket.send(_encode(self._subscribe()).decode())  # a text frame, as the protocol is JSON
+                    self._set_connected(True)
+                    delay = BACKOFF_FIRST_S
+                    async for frame in socket:
+                        self._handle(_decode(frame))
+            except websockets.ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd else None
+                if code in _FINAL_CLOSE:
+                    self.state.ended = _FINAL_CLOSE[code]
+                log.info("live connection closed (%s)", code)
+            except websockets.InvalidStatus as refused:
+                if refused.response.status_code in (401, 403):
+                    self.state.ended = "the backend refused this token"
+                log.info("live connection refused (%s)", refused.response.status_code)
+            except (OSError, TimeoutError, websockets.InvalidHandshake, msgspec.DecodeError) as exc:
+                log.info("live connection failed (%s)", type(exc).__name__)
+            self._set_connected(False)
+            if self.state.ended is None:
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not security
+                delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _subscribe(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"op": "subscribe", "topics": list(self.topics)}
+        if self._epoch is not None and self._seq:
+            message["last_seq"], message["epoch"] = self._seq, self._epoch
+        return message
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        op, topic = message.get("op"), message.get("topic")
+        if topic not in self.state.items:
+            return
+        if op == "snapshot":
+            self._epoch = message["epoch"]
+            self.state.items[topic] = {}
+            for item in message["data"]:
+                self.state.apply(topic, str(item[_KEY_FIELD[topic]]), item)
+        elif op == "update":
+            self.state.apply(topic, message["key"], message["data"])
+            if topic == "journeys":
+                self.state.latest_journeys.appendleft((message["seq"], message["data"]))
+        else:
+            return
+        self._seq[topic] = message["seq"]
+        self._notify(topic)
+
+
+class LiveRegistry:
+    """One connection per token, kept while any tab uses it and for a grace period after
+    (navigating between pages opens a new tab client before the old one is gone)."""
+
+    def __init__(self, backend_url: str, grace_s: float = 30.0) -> None:
+        self.backend_url = backend_url
+        self.grace_s = grace_s
+        self._connections: dict[str, LiveConnection] = {}
+        self._users: dict[str, int] = {}
+        self._closing: dict[str, asyncio.TimerHandle] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self.flow_history: dict[str, deque[FlowPoint]] = {}
+
+    @staticmethod
+    def _key(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def acquire(self, token: str) -> LiveConnection:
+        key = self._key(token)
+        if key in self._closing:
+            self._closing.pop(key).cancel()
+        connection = self._connections.get(key)
+        if connection is None:
+            connection = self._connections[key] = LiveConnection(self.backend_url, token,
+                                                                 flow_history=self.flow_history)
+            connection.start()
+        self._users[key] = self._users.get(key, 0) + 1
+        return connection
+
+    def release(self, token: str) -> None:
+        key = self._key(token)
+        self._users[key] -= 1
+        if self._users[key] == 0:
+            self._closing[key] = asyncio.get_running_loop().call_later(self.grace_s, self._close_later, key)
+
+    def _close_later(self, key: str) -> None:
+        task = asyncio.create_task(self._close(key))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def _close(self, key: str) -> None:
+        self._closing.pop(key, None)
+        if self._users.get(key):
+            return
+        self._users.pop(key, None)
+        connection = self._connections.pop(key, None)
+        if connection is not None:
+            await connection.stop()
+
+    async def close_all(self) -> None:
+        for handle in self._closing.values():
+            handle.cancel()
+        self._closing.clear()
+        for key in list(self._connections):
+            self._users.pop(key, None)
+            await self._connections.pop(key).stop()

@@ -1,0 +1,225 @@
+"""Failures: the open failures live, filtered; the redacted payload on demand; Retry, Retry all
+matching (count shown before confirming) and Discard with a reason when the backend offers them
+and the viewer's role allows — otherwise the buttons stay disabled and say why."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.responses import RedirectResponse
+from nicegui import ui
+
+from dashboard.backend_client import BackendError
+from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
+from dashboard.frame import UNREACHABLE, frame
+
+ACTIVE = ("open", "retrying")
+FILTERS = ("kind", "system", "site")
+ANY = "any"
+RETRY_ONE = ("POST", "/api/v1/failures/{failure_id}/retry")
+RETRY_MANY = ("POST", "/api/v1/failures/retry")
+DISCARD = ("POST", "/api/v1/failures/{failure_id}/discard")
+
+_COLUMNS = [
+    {"name": "id", "label": "#", "field": "id", "sortable": True},
+    {"name": "kind", "label": "Kind", "field": "kind", "sortable": True},
+    {"name": "system", "label": "System", "field": "system", "sortable": True},
+    {"name": "site", "label": "Site", "field": "site", "sortable": True},
+    {"name": "status", "label": "Status", "field": "status"},
+    {"name": "impact", "label": "Journey", "field": "impact"},
+    {"name": "attempts", "label": "Attempts", "field": "attempts"},
+    {"name": "last_at", "label": "Last", "field": "last_at", "sortable": True},
+    {"name": "reason", "label": "Reason", "field": "reason", "classes": "max-w-md truncate"},
+]
+
+
+IN_BUILDING = ("arrived", "waiting", "called")
+
+
+def impact_rank(failure: dict[str, Any]) -> tuple[int, str]:
+    """Customers in the building first (longest waiting first), then upcoming appointments (soonest first),
+    then the rest — the backend's impact order, from the `impact` a backend with recovery attaches."""
+    impact = failure.get("impact") or {}
+    if impact.get("stage") in IN_BUILDING:
+        return 0, impact.get("waiting_since") or ""
+    if impact.get("stage") == "booked" and impact.get("slot_start"):
+        return 1, impact["slot_start"]
+    return 2, ""
+
+
+def matching(failures: list[dict[str, Any]], filters: dict[str, str]) -> list[dict[str, Any]]:
+    """Active failures that match every chosen filter, ranked by impact, then most recent first."""
+    chosen = {k: v for k, v in filters.items() if v != ANY}
+    rows = [f for f in failures if f["status"] in ACTIVE and all(f.get(k) == v for k, v in chosen.items())]
+    rows.sort(key=lambda f: f["last_at"], reverse=True)
+    return sorted(rows, key=impact_rank)  # stable: equal impact keeps the most recent first
+
+
+def action_block(viewer: Viewer, operation: tuple[str, str]) -> str | None:
+    """Why an action cannot be pressed, or None when it can."""
+    if viewer.capabilities is None:
+        return UNREACHABLE
+    if not viewer.offers(*operation):
+        return f"not available on this backend yet (no {operation[0]} {operation[1]})"
+    if not viewer.principal.may_act_on_failures:
+        return "needs the sre or admin role"
+    return None
+
+
+class FailuresView:
+    def __init__(self, viewer: Viewer) -> None:
+        self.viewer = viewer
+        self.filters = dict.fromkeys(FILTERS, ANY)
+
+    def failures(self) -> list[dict[str, Any]]:
+        return matching(list(self.viewer.live.state.items["failures"].values()), self.filters)
+
+    def build(self) -> None:
+        with ui.row().classes("items-end gap-4"):
+            self.selects = {
+                name: ui.select([ANY], value=ANY, label=name.capitalize(), on_change=self._filter_changed)
+                .classes("w-44").props(f"data-testid=filter-{name}")
+                for name in FILTERS
+            }
+            self.count = ui.label().props("data-testid=failure-count")
+        with ui.row().classes("gap-2 items-center"):
+            self.payload_button = ui.button("Show payload", on_click=self.show_payload).props("outline")
+            self.retry_button = self._action("Retry", self.retry, RETRY_ONE)
+            self.retry_all_button = self._action("Retry all matching…", self.retry_all, RETRY_MANY)
+            self.discard_button = self._action("Discard…", self.discard, DISCARD)
+        self.blocked = ui.column().classes("gap-0 text-sm text-gray-600").props("data-testid=blocked")
+        with self.blocked:
+            for label, operation in (("Retry", RETRY_ONE), ("Retry all", RETRY_MANY), ("Discard", DISCARD)):
+                reason = action_block(self.viewer, operation)
+                if reason:
+                    ui.label(f"{label}: {reason}")
+        self.outcome = ui.label().classes("font-medium").props("data-testid=outcome")
+        self.table = ui.table(rows=[], columns=_COLUMNS, row_key="id", selection="single",
+                              pagination=25, on_select=self._selection_changed).classes("w-full")
+        self.render()
+        self.viewer.on_change("failures", self.render)
+
+    def _action(self, label: str, handler: Any, operation: tuple[str, str]) -> ui.button:
+        button = ui.button(label, on_click=handler)
+        button.set_enabled(action_block(self.viewer, operation) is None)
+        return button
+
+    def selected(self) -> dict[str, Any] | None:
+        if not self.table.selected:
+            return None
+        return self.viewer.live.state.items["failures"].get(str(self.table.selected[0]["id"]))
+
+    def _filter_changed(self) -> None:
+        self.filters = {name: select.value or ANY for name, select in self.selects.items()}
+        self.render()
+
+    def _selection_changed(self) -> None:
+        selected = self.selected() is not None
+        self.payload_button.set_enabled(selected)
+        self.retry_button.set_enabled(selected and action_block(self.viewer, RETRY_ONE) is None)
+        self.discard_button.set_enabled(selected and action_block(self.viewer, DISCARD) is None)
+
+    def render(self) -> None:
+        active = matching(list(self.viewer.live.state.items["failures"].values()), dict.fromkeys(FILTERS, ANY))
+        for name, select in self.selects.items():
+            options = [ANY, *sorted({f[name] for f in active if f.get(name)})]
+            if select.options != options:
+                select.set_options(options, value=select.value if select.value in options else ANY)
+        rows = self.failures()
+        self.count.set_text(f"{len(rows)} open failure{'s' * (len(rows) != 1)} match")
+        self.table.rows = [{**{c["field"]: f.get(c["field"]) for c in _COLUMNS},
+                            "impact": (f.get("impact") or {}).get("stage", "–").replace("_", " ")} for f in rows]
+        self.table.selected = [r for r in self.table.rows if any(r["id"] == s["id"] for s in self.table.selected)]
+        self.table.update()
+        self._selection_changed()
+
+    def show_payload(self) -> None:
+        failure = self.selected()
+        if failure is None:
+            return
+        with ui.dialog() as dialog, ui.card().classes("min-w-[40rem]"):
+            ui.label(f"Failure {failure['id']}: {failure['kind']}").classes("font-medium")
+            ui.label("Stored redacted: personal fields never leave the backend.").classes("text-sm text-gray-500")
+            ui.code(json.dumps(failure.get("payload"), indent=2, default=str), language="json").classes("w-full")
+            ui.button("Close", on_click=dialog.close)
+        dialog.open()
+
+    def _report(self, text: str) -> None:
+        self.outcome.set_text(text)
+        ui.notify(text)
+
+    async def retry(self) -> None:
+        failure = self.selected()
+        if failure is None:
+            return
+        try:
+            async with self.viewer.http() as http:
+                result = await http.post(f"/api/v1/failures/{failure['id']}/retry", {})
+        except BackendError as exc:
+            self._report(f"Retry of failure {failure['id']} refused: {exc}")
+            return
+        note = f" ({result['note']})" if result.get("note") else ""
+        self._report(f"Retry of failure {failure['id']}: {result['outcome'].replace('_', ' ')}{note}")
+
+    async def retry_all(self) -> None:
+        body = {"filter": {k: v for k, v in self.filters.items() if v != ANY}, "dry_run": True}
+        try:
+            async with self.viewer.http() as http:
+                preview = await http.post("/api/v1/failures/retry", body)
+        except BackendError as exc:
+            self._report(f"Retry all could not be previewed: {exc}")
+            return
+        with ui.dialog() as dialog, ui.card():
+            ui.label(f"Retry {preview['matched']} open failure{'s' * (preview['matched'] != 1)} matching "
+                     f"the filter?").props("data-testid=retry-all-count")
+            with ui.row():
+                ui.button("Cancel", on_click=lambda: dialog.submit(False)).props("flat")
+                ui.button(f"Retry {preview['matched']}", on_click=lambda: dialog.submit(True)) \
+                    .set_enabled(preview["matched"] > 0)
+        if not await dialog:
+            return
+        try:
+            async with self.viewer.http() as http:
+                result = await http.post("/api/v1/failures/retry", {**body, "dry_run": False,
+                                                                     "selection": preview["selection"]})
+        except BackendError as exc:
+            self._report(f"Retry all refused: {exc}")
+            return
+        outcomes: dict[str, int] = {}
+        for each in result["results"]:
+            outcomes[each["outcome"]] = outcomes.get(each["outcome"], 0) + 1
+        summary = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in sorted(outcomes.items())) or "nothing to retry"
+        self._report(f"Retry all: {summary}")
+
+    async def discard(self) -> None:
+        failure = self.selected()
+        if failure is None:
+            return
+        with ui.dialog() as dialog, ui.card():
+            ui.label(f"Discard failure {failure['id']} ({failure['kind']})?")
+            reason = ui.input("Reason (required, at least 3 characters)").classes("w-96")
+            with ui.row():
+                ui.button("Cancel", on_click=lambda: dialog.submit(None)).props("flat")
+                confirm = ui.button("Discard", color="red", on_click=lambda: dialog.submit(reason.value.strip()))
+                confirm.bind_enabled_from(reason, "value", backward=lambda v: len((v or "").strip()) >= 3)
+        text = await dialog
+        if not text:
+            return
+        try:
+            async with self.viewer.http() as http:
+                result = await http.post(f"/api/v1/failures/{failure['id']}/discard", {"reason": text})
+        except BackendError as exc:
+            self._report(f"Discard of failure {failure['id']} refused: {exc}")
+            return
+        self._report(f"Failure {failure['id']}: {result['outcome'].replace('_', ' ')}")
+
+
+def register(dashboard: Dashboard) -> None:
+    @ui.page("/failures")
+    async def failures_page() -> RedirectResponse | None:
+        viewer = await current_viewer(dashboard)
+        if viewer is None:
+            return sign_in_redirect()
+        with frame(viewer, "Failures"):
+            FailuresView(viewer).build()

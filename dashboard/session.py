@@ -1,0 +1,78 @@
+"""Who is signed in, and what the board lets them see and press.
+
+The dashboard reads the token's claims only to shape the board; the backend verifies the token on
+every request and enforces every action whatever the board shows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+READ_ROLES = frozenset({"manager", "floor_staff", "sre", "admin"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    sub: str
+    roles: frozenset[str]
+    sites: tuple[str, ...] | None  # None: every site
+    expires_at: float | None
+
+    @classmethod
+    def from_token(cls, token: str) -> Principal:
+        """The token's claims, unverified (see the module docstring); raises ValueError if it is no JWT."""
+        try:
+            claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise ValueError("this is not a token") from exc
+        roles = claims.get("roles") or []
+        sites = claims.get("sites")
+        return cls(
+            sub=str(claims.get("sub", "")),
+            roles=frozenset([roles] if isinstance(roles, str) else roles),
+            sites=None if sites == "*" or sites is None else tuple(sites),
+            expires_at=claims.get("exp"),
+        )
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= time.time()
+
+    def has(self, *roles: str) -> bool:
+        return bool(self.roles & ({"admin", *roles}))
+
+    @property
+    def may_read(self) -> bool:
+        return bool(self.roles & READ_ROLES)
+
+    @property
+    def may_act_on_failures(self) -> bool:
+        return self.has("sre")
+
+    @property
+    def sites_text(self) -> str:
+        return "all sites" if self.sites is None else ", ".join(self.sites)
+
+
+class Sessions:
+    """Tokens by browser id, in this process's memory only: never written to disk or to a cookie."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, str] = {}
+
+    def sign_in(self, browser_id: str, token: str) -> None:
+        self._tokens[browser_id] = token
+
+    def sign_out(self, browser_id: str) -> None:
+        self._tokens.pop(browser_id, None)
+
+    def token(self, browser_id: str) -> str | None:
+        token = self._tokens.get(browser_id)
+        if token is not None and Principal.from_token(token).expired:
+            self.sign_out(browser_id)
+            return None
+        return token

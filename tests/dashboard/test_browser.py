@@ -1,0 +1,111 @@
+"""End to end in a real headless Chromium (Debian's `chromium`): a running backend, a running
+`switchboard dashboard`, events published on NATS. Every page is saved as a screenshot under
+artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from switchboard.embedded import free_port
+from switchboard.settings import Settings
+from tests.conftest import BackendProcess, backend_env, cloud_event, publish
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+PAGES = ("/", "/capacity", "/journeys", "/failures", "/integrations", "/reconciliation", "/fallback", "/audit")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(backend: BackendProcess, settings: Settings, workdir: Path) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = workdir / "dashboard.log"
+    env = {**backend_env(settings), "SWITCHBOARD_BACKEND_URL": backend.url}
+    env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would take the process for a test of its own
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.cli", "dashboard", "--demo", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the dashboard did not start within 60 s"
+            try:
+                with urllib.request.urlopen(url + "/signin", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+async def sign_in_as(page: Page, url: str, role: str) -> None:
+    await page.goto(url + "/signin")
+    await page.get_by_test_id("demo-role").click()
+    await page.get_by_role("option", name=role, exact=True).click()
+    await page.get_by_test_id("demo-enter").click()
+    await expect(page.get_by_test_id("who")).to_contain_text(f"demo-{role}")
+
+
+async def test_a_count_on_the_board_changes_after_an_event_is_published(browser: Browser, dashboard_url, js, uid):
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await sign_in_as(page, dashboard_url, "manager")
+    arrived = page.get_by_test_id("count-arrived")
+    await expect(page.get_by_test_id("banner")).to_be_hidden()
+    before = int(await arrived.inner_text())
+    await publish(js, cloud_event("customer.arrived", f"queue:T-{uid}", {"site": f"site-{uid}"}))
+    await expect(arrived).to_have_text(str(before + 1), timeout=15_000)
+    await page.close()
+
+
+async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browser: Browser, dashboard_url, js, uid):
+    site = f"site-{uid}"
+    await publish(js, cloud_event("capacity.changed", f"site:{site}", {
+        "site": site, "counters_open": 3, "counters_busy": 2, "staff_on_duty": 4, "queue_length": 5}, source="/queue"))
+    await publish(js, cloud_event("ticket.issued", f"queue:T-{uid}", {"site": site, "ticket": f"T-{uid}",
+                                                                      "queue_name": "main"}))
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await sign_in_as(page, dashboard_url, "sre")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for path in PAGES:
+        await page.goto(dashboard_url + (f"/journeys?ref=queue:T-{uid}" if path == "/journeys" else path))
+        await expect(page.get_by_test_id("who")).to_contain_text("demo-sre")
+        if path == "/capacity":
+            await expect(page.get_by_test_id(f"capacity-{site}")).to_contain_text("3 / 2")
+        if path == "/journeys":
+            await expect(page.get_by_test_id("timeline")).to_contain_text("ticket.issued")
+        await page.wait_for_timeout(500)  # let plotly finish drawing before the picture
+        await page.screenshot(path=SCREENSHOTS / f"{path.strip('/') or 'flow'}.png", full_page=True)
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_test_id("demo-enter")).to_be_visible()
+    await page.screenshot(path=SCREENSHOTS / "signin.png")
+    assert errors == []
+    assert sorted(p.name for p in SCREENSHOTS.glob("*.png")) >= sorted(
+        [f"{p.strip('/') or 'flow'}.png" for p in PAGES] + ["signin.png"])
+    await page.close()

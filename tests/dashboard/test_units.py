@@ -1,0 +1,161 @@
+"""The dashboard's logic without a browser: coalescing, live state, capabilities, claims, banner text."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from dashboard import charts
+from dashboard.backend_client import Capabilities
+from dashboard.coalesce import Coalescer
+from dashboard.frame import connection_text
+from dashboard.live import HISTORY_STEP_S, MAX_ITEMS_PER_TOPIC, LiveConnection, LiveRegistry, LiveState
+from dashboard.pages.capacity import over_target
+from dashboard.pages.failures import ANY, matching
+from dashboard.session import Principal, Sessions
+from switchboard.embedded import free_port
+
+
+async def test_a_burst_of_changes_renders_at_most_four_times_a_second_and_ends_on_the_latest_state():
+    seen: list[int] = []
+    state = {"value": 0}
+    coalescer = Coalescer(lambda: seen.append(state["value"]))
+    start = time.monotonic()
+    while time.monotonic() - start < 1.0:
+        state["value"] += 1
+        coalescer.changed()
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.3)
+    assert state["value"] > 200
+    assert 2 <= coalescer.renders <= 5
+    assert seen[-1] == state["value"]
+    coalescer.close()
+
+
+async def test_a_closed_coalescer_never_renders_again():
+    renders: list[None] = []
+    coalescer = Coalescer(lambda: renders.append(None))
+    coalescer.changed()
+    coalescer.close()
+    coalescer.changed()
+    await asyncio.sleep(0.3)
+    assert renders == []
+
+
+def test_live_state_keeps_the_latest_item_per_key_bounded_and_in_order_of_change():
+    state = LiveState()
+    for i in range(MAX_ITEMS_PER_TOPIC + 10):
+        state.apply("journeys", str(i), {"id": str(i), "stage": "booked"})
+    state.apply("journeys", "20", {"id": "20", "stage": "arrived"})
+    journeys = state.items["journeys"]
+    assert len(journeys) == MAX_ITEMS_PER_TOPIC
+    assert "0" not in journeys and list(journeys)[-1] == "20" and journeys["20"]["stage"] == "arrived"
+
+
+def test_flow_history_keeps_one_point_per_step_with_the_latest_rates():
+    state = LiveState()
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    flow = {"site": "north", "arrivals_per_min": 1.0, "completions_per_min": 0.5}
+    state._record_flow(flow, now=t0)
+    state._record_flow({**flow, "arrivals_per_min": 2.0}, now=t0 + timedelta(seconds=HISTORY_STEP_S / 2))
+    state._record_flow({**flow, "arrivals_per_min": 3.0}, now=t0 + timedelta(seconds=HISTORY_STEP_S))
+    points = state.flow_history["north"]
+    assert [(p.time, p.arrivals_per_min) for p in points] == [(t0, 2.0), (t0 + timedelta(seconds=HISTORY_STEP_S), 3.0)]
+
+
+async def test_a_lost_backend_is_reported_with_the_time_it_was_lost_and_retried_with_backoff():
+    connection = LiveConnection(f"http://127.0.0.1:{free_port()}", "not-a-real-token")
+    changes: list[bool] = []
+    connection.listen("connection", lambda: changes.append(connection.state.connected))
+    before = datetime.now(UTC)
+    connection.start()
+    await asyncio.sleep(2.0)
+    await connection.stop()
+    state = connection.state
+    assert not state.connected and state.lost_since is not None and state.lost_since >= before
+    assert 2 <= state.attempts <= 4, "backoff doubles from 0.5 s: about three attempts in two seconds"
+    assert changes and not any(changes)
+    assert connection_text(state).startswith(f"Connection to the backend lost since {state.lost_since:%H:%M:%S} UTC")
+
+
+def test_banner_text_is_empty_while_connected_and_final_when_the_token_is_refused():
+    assert connection_text(LiveState(connected=True)) == ""
+    assert connection_text(LiveState()) == "Connecting to the backend…"
+    assert "sign in again" in connection_text(LiveState(ended="the token expired: sign in again"))
+
+
+def test_capabilities_normalise_path_parameters():
+    capabilities = Capabilities.from_openapi({"paths": {
+        "/api/v1/journeys/{journey_id}": {"get": {}, "parameters": []},
+        "/api/v1/failures": {"get": {}},
+    }})
+    assert capabilities.has("GET", "/api/v1/journeys/{id}")
+    assert not capabilities.has("POST", "/api/v1/failures")
+    assert not capabilities.has("POST", "/api/v1/failures/{failure_id}/retry")
+
+
+def test_principal_reads_roles_and_sites_and_expiry_from_the_claims():
+    exp = int(time.time()) + 60
+    token = jwt.encode({"sub": "u1", "roles": ["sre"], "sites": ["north", "south"], "exp": exp}, "k" * 32)
+    principal = Principal.from_token(token)
+    assert principal.roles == {"sre"} and principal.sites == ("north", "south") and not principal.expired
+    assert principal.may_act_on_failures and principal.has("sre") and not principal.has("floor_staff")
+    manager = Principal.from_token(jwt.encode({"sub": "m", "roles": ["manager"], "sites": "*"}, "k" * 32))
+    assert manager.sites is None and manager.may_read and not manager.may_act_on_failures
+
+
+def test_an_expired_token_signs_its_session_out():
+    sessions = Sessions()
+    sessions.sign_in("browser", jwt.encode({"sub": "u", "roles": ["manager"], "exp": int(time.time()) - 1}, "k" * 32))
+    assert sessions.token("browser") is None
+
+
+def test_failure_filters_keep_active_failures_that_match_every_chosen_value():
+    failures = [
+        {"id": 1, "kind": "pii_rejected", "system": "crm", "site": "north", "status": "open", "last_at": "2"},
+        {"id": 2, "kind": "pii_rejected", "system": "crm", "site": "south", "status": "open", "last_at": "3"},
+        {"id": 3, "kind": "invalid_event", "system": "crm", "site": "north", "status": "open", "last_at": "1"},
+        {"id": 4, "kind": "pii_rejected", "system": "crm", "site": "north", "status": "resolved", "last_at": "4"},
+    ]
+    assert [f["id"] for f in matching(failures, {"kind": "pii_rejected", "system": ANY, "site": ANY})] == [2, 1]
+    assert [f["id"] for f in matching(failures, {"kind": ANY, "system": "crm", "site": "north"})] == [1, 3]
+
+
+def test_a_site_over_its_wait_target_stands_out_and_one_without_an_estimate_does_not():
+    assert over_target({"est_wait_s": 601.0}, 600.0)
+    assert not over_target({"est_wait_s": 600.0}, 600.0)
+    assert not over_target({"est_wait_s": None}, 600.0)
+
+
+def test_stage_totals_add_sites_up_and_ignore_stages_outside_the_funnel():
+    flows = [{"stages": {"booked": 2, "completed": 1, "cancelled": 5}}, {"stages": {"booked": 1, "waiting": 4}}]
+    totals = charts.stage_totals(flows)
+    assert totals["booked"] == 3 and totals["waiting"] == 4 and totals["completed"] == 1 and "cancelled" not in totals
+    figure = charts.funnel(totals)
+    assert figure["data"][0]["x"] == [3, 0, 4, 0, 0, 1]
+
+
+def test_connections_of_one_process_share_the_flow_history():
+    registry = LiveRegistry("http://127.0.0.1:1")
+    first = LiveConnection(registry.backend_url, "a", flow_history=registry.flow_history)
+    second = LiveConnection(registry.backend_url, "b", flow_history=registry.flow_history)
+    first.state.apply("flow", "north", {"site": "north", "arrivals_per_min": 1.0, "completions_per_min": 0.0})
+    assert [p.arrivals_per_min for p in second.state.flow_history["north"]] == [1.0]
+
+
+def test_failures_holding_up_customers_in_the_building_rank_first_then_upcoming_appointments():
+    def failure(id_: int, last_at: str, impact: dict | None = None) -> dict:
+        return {"id": id_, "kind": "apply_error", "system": "queue", "site": "north", "status": "open",
+                "last_at": last_at, "impact": impact}
+
+    failures = [
+        failure(1, "2026-01-01T10:05", None),
+        failure(2, "2026-01-01T10:01", {"stage": "booked", "slot_start": "2026-01-01T12:00"}),
+        failure(3, "2026-01-01T10:02", {"stage": "waiting", "waiting_since": "2026-01-01T09:50"}),
+        failure(4, "2026-01-01T10:03", {"stage": "arrived", "waiting_since": "2026-01-01T09:40"}),
+        failure(5, "2026-01-01T10:04", {"stage": "completed"}),
+    ]
+    assert [f["id"] for f in matching(failures, dict.fromkeys(("kind", "system", "site"), ANY))] == [4, 3, 2, 1, 5]
