@@ -16,6 +16,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from backend.live.schemas import Error, Ping, Pong, Snapshot, Subscribe, Unsubscribe, Update
 from switchboard.commands import Command
 from switchboard.events import EVENT_TYPES
 from switchboard.snapshots import SnapshotPage, SnapshotRequest
@@ -61,9 +62,20 @@ def nats_channels() -> list[Channel]:
     ]
 
 
+def live_channels() -> list[Channel]:
+    return [
+        Channel(key="live_client", address="/api/v1/live", server="live", parameters=(),
+                description="what a client sends on the live websocket (token as Authorization header or ?token=)",
+                messages={"Subscribe": Subscribe, "Unsubscribe": Unsubscribe, "Ping": Ping}, action="receive"),
+        Channel(key="live_server", address="/api/v1/live", server="live", parameters=(),
+                description="what the backend sends: a snapshot per subscribed topic, then updates (latest per key)",
+                messages={"Snapshot": Snapshot, "Update": Update, "Pong": Pong, "Error": Error}, action="send"),
+    ]
+
+
 def channel_sets() -> list[Channel]:
-    """Every documented channel; the websocket's `GET /api/v1/live` messages are added here as one more list."""
-    return nats_channels()
+    """Every documented channel: NATS subjects and the websocket's `GET /api/v1/live` messages."""
+    return [*nats_channels(), *live_channels()]
 
 
 def _channel_doc(channel: Channel, messages: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +121,7 @@ def generate() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {"title": "Switchboard messaging", "version": "1",
                  "description": "Generated from the msgspec types by switchboard/asyncapi.py; see CONTRACT.md"
-                                " sections 2, 3 and 5. Do not edit by hand."},
+                                " sections 2, 3, 5 and 7. Do not edit by hand."},
         "servers": {
             "nats": {"host": "localhost:4222", "protocol": "nats",
                      "description": "NATS with JetStream (SWITCHBOARD_NATS_URL)"},
