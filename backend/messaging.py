@@ -10,7 +10,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 EVENTS_STREAM = "SVC_EVENTS"
 COMMANDS_STREAM = "SVC_COMMANDS"
@@ -81,3 +81,13 @@ async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas:
         durable_name=APPLY_CONSUMER, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
         filter_subject="svc.events.>", ack_wait=10, max_ack_pending=50_000,
     ))
+
+
+async def recreate_streams(js: JetStreamContext, duplicate_window_s: float = 120.0) -> None:
+    """Delete the streams and create them empty: for test sessions and benchmarks, never a deployment."""
+    for stream in (EVENTS_STREAM, COMMANDS_STREAM):
+        try:
+            await js.delete_stream(stream)
+        except NotFoundError:
+            pass
+    await ensure_streams(js, duplicate_window_s)

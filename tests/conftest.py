@@ -69,12 +69,7 @@ async def settings(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[
 
     nc = await nats.connect(server_urls["nats_url"])
     js = nc.jetstream()
-    for stream in (messaging.EVENTS_STREAM, messaging.COMMANDS_STREAM):
-        try:
-            await js.delete_stream(stream)
-        except nats.js.errors.NotFoundError:
-            pass
-    await messaging.ensure_streams(js, 120.0)
+    await messaging.recreate_streams(js)
     await nc.close()
 
     yield Settings(database_url=database_url, nats_url=server_urls["nats_url"], jwt_secret=JWT_SECRET,

@@ -173,12 +173,7 @@ async def _run(urls: dict[str, str], total: int, batch: int, replicas: int, stor
                ) -> dict[str, object]:
     nc = await nats.connect(urls["nats_url"])
     js = nc.jetstream()
-    for stream in (messaging.EVENTS_STREAM, messaging.COMMANDS_STREAM):
-        try:
-            await js.delete_stream(stream)
-        except nats.js.errors.NotFoundError:
-            pass
-    await messaging.ensure_streams(js, 120.0)
+    await messaging.recreate_streams(js)
     try:
         progress(f"generating {total:,} events")
         await _load(js, make_events(total))
