@@ -21,7 +21,9 @@ def _backend(args: argparse.Namespace) -> None:
     # per-message compression, whose zlib state would cost each connection hundreds of KiB
     uvicorn.run("backend.app:create_app", factory=True, host=args.host, port=args.port,
                 log_level=get_settings().log_level.lower(), access_log=False,
-                ws_max_size=4 * MAX_CLIENT_MESSAGE_BYTES, ws_per_message_deflate=False)
+                ws_max_size=4 * MAX_CLIENT_MESSAGE_BYTES, ws_per_message_deflate=False,
+                # SIGTERM never waits on a lingering connection for long: in-flight work is redelivered anyway
+                timeout_graceful_shutdown=10)
 
 
 def _migrate(_: argparse.Namespace) -> None:
