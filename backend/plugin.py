@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from litestar import Litestar, Router
 from litestar.config.app import AppConfig
@@ -82,9 +82,11 @@ class SwitchboardPlugin(InitPluginProtocol):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await live.stop()
-            await nc.close()  # unacknowledged messages are redelivered: nothing to drain
-            await pool.close()
+            # each step bounded: a stop must never hang (unacknowledged messages are redelivered anyway)
+            await _bounded("live service", live.stop())
+            await _bounded("NATS connection", nc.close())
+            if not await _bounded("Postgres pool", pool.close()):
+                pool.terminate()
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         auth = jwt_auth(self.settings)
@@ -109,6 +111,16 @@ class SwitchboardPlugin(InitPluginProtocol):
             description="Live operational state of customer journeys. See CONTRACT.md.",
         )
         return app_config
+
+
+async def _bounded(what: str, step: Awaitable[None], timeout_s: float = 5.0) -> bool:
+    """Await one shutdown step; after `timeout_s` give up on it, say which, and go on."""
+    try:
+        await asyncio.wait_for(step, timeout_s)
+    except TimeoutError:
+        log.warning("shutdown: %s did not close within %.0fs; going on without it", what, timeout_s)
+        return False
+    return True
 
 
 def _command_targets(settings: Settings) -> frozenset[str]:
