@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import msgspec
 
@@ -32,15 +32,13 @@ class Outcome(msgspec.Struct, frozen=True):
 OK = Outcome("ok")
 
 
-class Emitter:
+class Emitter(Protocol):
     """Where a connector's events go; the runtime provides the spool-backed one."""
 
-    async def emit(self, events: Sequence[CloudEvent]) -> None:
-        raise NotImplementedError
+    async def emit(self, events: Sequence[CloudEvent]) -> None: ...
 
     def emit_raw(self, rows: Sequence[tuple[str, str, bytes]]) -> None:
         """Already encoded (subject, Nats-Msg-Id, body): for tools and fault injection, not mappings."""
-        raise NotImplementedError
 
 
 class Connector:

@@ -25,7 +25,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from connectors.sdk.connector import Connector, Emitter, Outcome, Unavailable
+from connectors.sdk.connector import Connector, Outcome, Unavailable
 from connectors.sdk.publisher import Publisher
 from connectors.sdk.spool import Spool
 from switchboard.commands import command_result_id, decode_command
@@ -41,7 +41,7 @@ def consumer_name(system: str) -> str:
     return f"connector-{system}"
 
 
-class _SpoolEmitter(Emitter):
+class _SpoolEmitter:
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
 
