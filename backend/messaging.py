@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import nats
@@ -86,8 +87,6 @@ async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas:
 async def recreate_streams(js: JetStreamContext, duplicate_window_s: float = 120.0) -> None:
     """Delete the streams and create them empty: for test sessions and benchmarks, never a deployment."""
     for stream in (EVENTS_STREAM, COMMANDS_STREAM):
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream)
-        except NotFoundError:
-            pass
     await ensure_streams(js, duplicate_window_s)

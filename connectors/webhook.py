@@ -33,7 +33,7 @@ RETRYABLE = frozenset({408, 429})
 
 
 class TargetRefused(Exception):  # noqa: N818 - a refusal, not a crash
-    pass
+    """The configured target may not be called (loopback or private, or not http(s))."""
 
 
 async def check_target(url: str, *, allow_private: bool) -> None:

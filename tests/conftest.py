@@ -8,6 +8,7 @@ of each other's way by using their own references and sites (`uid`), never by tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import uuid
@@ -167,3 +168,20 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0,
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def refusing_site(pool: asyncpg.Pool, site: str) -> AsyncIterator[None]:
+    """An operator's constraint that makes the database refuse `site`'s journeys, standing in for any
+    database-side refusal of a valid event (it becomes an `apply_error`); dropped on exit."""
+    name = f"refuse_{uuid.uuid4().hex[:8]}"
+    await pool.execute(f"""
+        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.site = '{site}' THEN RAISE EXCEPTION 'site is closed for maintenance'; END IF;
+        RETURN NEW; END $$;
+        CREATE TRIGGER {name} BEFORE INSERT ON journeys FOR EACH ROW EXECUTE FUNCTION {name}();
+    """)
+    try:
+        yield
+    finally:
+        await pool.execute(f"DROP TRIGGER {name} ON journeys; DROP FUNCTION {name}()")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from tests.conftest import cloud_event, eventually, publish
+from tests.conftest import cloud_event, eventually, publish, refusing_site
 
 
 @pytest.fixture
@@ -76,15 +76,8 @@ async def test_a_redelivered_event_is_a_duplicate_not_a_second_application(api, 
 
 async def test_an_event_the_database_refuses_becomes_an_apply_error_and_the_rest_of_its_batch_applies(
         api, js, headers, pool, uid):
-    # An operator's constraint stands in for any database-side refusal of a valid event.
     poison_site = f"poison-{uid}"
-    await pool.execute(f"""
-        CREATE FUNCTION refuse_{uid}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN IF NEW.site = '{poison_site}' THEN RAISE EXCEPTION 'site is closed for maintenance'; END IF;
-        RETURN NEW; END $$;
-        CREATE TRIGGER refuse_{uid} BEFORE INSERT ON journeys FOR EACH ROW EXECUTE FUNCTION refuse_{uid}();
-    """)
-    try:
+    async with refusing_site(pool, poison_site):
         poison = cloud_event("customer.arrived", f"queue:P-{uid}", {"site": poison_site})
         fine = [cloud_event("customer.arrived", f"queue:F{n}-{uid}", {"site": f"fine-{uid}"}) for n in range(3)]
         for event in [fine[0], poison, *fine[1:]]:
@@ -103,5 +96,3 @@ async def test_an_event_the_database_refuses_becomes_an_apply_error_and_the_rest
                                        [e["id"] for e in fine]) == len(fine)
 
         await eventually(fine_applied)
-    finally:
-        await pool.execute(f"DROP TRIGGER refuse_{uid} ON journeys; DROP FUNCTION refuse_{uid}()")

@@ -10,6 +10,7 @@ from the first applied event to the last, so start-up is not counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import tempfile
@@ -135,10 +136,8 @@ async def _backends(nats_url: str, database_url: str, total: int, batch: int, re
     """Rate of `replicas` backend processes draining the stream from its start."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    try:
+    with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_consumer(messaging.EVENTS_STREAM, messaging.APPLY_CONSUMER)
-    except nats.js.errors.NotFoundError:
-        pass
     await nc.close()
     env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": nats_url,
            "SWITCHBOARD_DATA_DIR": str(root), "SWITCHBOARD_LOG_LEVEL": "WARNING",

@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from switchboard.embedded import free_port
 from switchboard.settings import Settings
-from tests.conftest import BackendProcess, backend_env, cloud_event, publish
+from tests.conftest import BackendProcess, backend_env, cloud_event, publish, refusing_site
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -112,23 +112,14 @@ async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browse
 
 
 async def test_retry_on_a_failure_resolves_it_once_its_cause_is_fixed(browser: Browser, dashboard_url, js, pool, uid):
-    # An operator's constraint makes the database refuse this site's journeys: the event becomes an apply_error.
     site = f"poison-{uid}"
-    await pool.execute(f"""
-        CREATE FUNCTION refuse_{uid}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN IF NEW.site = '{site}' THEN RAISE EXCEPTION 'site is closed for maintenance'; END IF;
-        RETURN NEW; END $$;
-        CREATE TRIGGER refuse_{uid} BEFORE INSERT ON journeys FOR EACH ROW EXECUTE FUNCTION refuse_{uid}();
-    """)
-    try:
+    async with refusing_site(pool, site):  # the event becomes an apply_error until the cause is fixed
         await publish(js, cloud_event("customer.arrived", f"queue:P-{uid}", {"site": site}))
         page = await browser.new_page(viewport={"width": 1400, "height": 1000})
         await sign_in_as(page, dashboard_url, "sre")
         await page.goto(dashboard_url + "/failures")
         row = page.locator("tr", has_text=site)
         await expect(row).to_be_visible(timeout=15_000)
-    finally:
-        await pool.execute(f"DROP TRIGGER refuse_{uid} ON journeys; DROP FUNCTION refuse_{uid}()")
     await row.locator(".q-checkbox").click()
     await page.get_by_role("button", name="Retry", exact=True).click()
     await expect(page.get_by_test_id("outcome")).to_contain_text("resolved", timeout=15_000)
