@@ -23,7 +23,11 @@ from backend.auth import PUBLIC, authorize, jwt_auth
 from backend.commands.controllers import CommandController
 from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.failures.controllers import FailureController
+from backend.fallbacks.controllers import FallbackController
 from backend.ingest.consumer import ApplyWorker
+from backend.integrations.controllers import IntegrationController
+from backend.integrations.monitor import IntegrationMonitor
+from backend.integrations.pace import PacePolicy
 from backend.ingest.controllers import IngestController
 from backend.journeys.controllers import JourneyController
 from backend.live.controllers import live_socket
@@ -72,9 +76,12 @@ class SwitchboardPlugin(InitPluginProtocol):
         relay = CommandRelay(pool, js, DeliveryPolicy(
             answer_timeout_s=settings.command_answer_timeout_s, backoff_s=settings.command_backoff_s,
             backoff_max_s=settings.command_backoff_max_s, max_attempts=settings.command_max_attempts,
-        ), interval_s=settings.command_relay_interval_s, heartbeat_interval_s=settings.heartbeat_interval_s)
+        ), PacePolicy.from_settings(settings), interval_s=settings.command_relay_interval_s, heartbeat_interval_s=settings.heartbeat_interval_s)
+        monitor = IntegrationMonitor(pool, _command_targets(settings), interval_s=settings.integration_check_interval_s,
+                                     heartbeat_interval_s=settings.heartbeat_interval_s)
         tasks = [asyncio.create_task(relay.run(), name="command-relay"),
-                 asyncio.create_task(worker.run_forever(), name="apply-worker")]
+                 asyncio.create_task(worker.run_forever(), name="apply-worker"),
+                 asyncio.create_task(monitor.run(), name="integration-monitor")]
         try:
             yield
         finally:
@@ -93,7 +100,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         app_config.route_handlers.extend([
             SystemController, MetricsController, IngestController, JourneyController, OperationsController,
             FailureController, CommandController, RuleController, AuditController, WebhookController,
-            live_socket,
+            IntegrationController, FallbackController, live_socket,
         ])
         app_config.lifespan.append(self.lifespan)
         app_config.guards.append(authorize)

@@ -47,6 +47,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     command_max_attempts: int = 5
     # a connector silent for three intervals counts as down
     heartbeat_interval_s: float = 15.0
+    # integration health is re-decided this often (every replica; a change is published once)
+    integration_check_interval_s: float = 2.0
+    # recovery pacing (docs/fallback.md): commands per minute per system, halved on trouble, raised by
+    # `pace_increase_per_s` per trouble-free second, restarting at `pace_start_per_min` after an outage
+    pace_min_per_min: float = 6.0
+    pace_max_per_min: float = 6000.0
+    pace_start_per_min: float = 60.0
+    pace_increase_per_s: float = 10.0
+    # while a system recovers, commands that reach staff go out at most this often per open counter of the site
+    pace_per_counter_per_min: float = 2.0
+    pace_staff_commands: tuple[str, ...] = ("staff.alert", "ticket.prioritize", "visit.context")
+    # a manual action answers once its event is applied, or says it is still on its way after this long
+    manual_apply_timeout_s: float = 10.0
     # a second retry of the same failure within this window is the same click, not a new attempt
     retry_debounce_s: float = 5.0
     # the dashboard: demo mode lets anyone pick a role and site (it mints the token); never in production
@@ -63,7 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _ENV_PREFIX = "SWITCHBOARD_"
-_LISTS = frozenset({"allowed_origins", "extra_systems", "webhook_secrets", "webhook_retry_s"})
+_LISTS = frozenset({"allowed_origins", "extra_systems", "webhook_secrets", "webhook_retry_s", "pace_staff_commands"})
 
 
 def _from_env() -> dict[str, object]:

@@ -22,6 +22,7 @@ from backend import db, messaging
 from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.ingest.apply import apply_events
 from backend.ingest.validate import Accepted, validate
+from backend.integrations.pace import PacePolicy
 from switchboard.commands import Command
 from switchboard.embedded import embedded_servers
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
@@ -99,7 +100,7 @@ async def test_a_relay_dying_after_publish_and_before_commit_publishes_the_same_
     js = nc.jetstream()
     pool = await db.create_pool(world.database_url)  # type: ignore[arg-type]
     relay = CommandRelay(pool, js, DeliveryPolicy(answer_timeout_s=30, backoff_s=1, backoff_max_s=1, max_attempts=3),
-                         interval_s=1, heartbeat_interval_s=15)
+                         PacePolicy.from_settings(Settings()), interval_s=1, heartbeat_interval_s=15)
     try:
         booking = validate(msgspec.json.encode(phone_booking(f"appointments:A-{site}", site)), max_bytes=65536,
                            known_systems=SEED_SYSTEMS | RESERVED_SYSTEMS)

@@ -7,7 +7,9 @@ was, so the next relay publishes the same attempt again under the same message i
 duplicate window drops the copy: a command is neither lost nor doubled.
 
 Per system one relay at a time publishes (an advisory lock), in creation order, so held commands
-go out in order when their system is back.
+go out in order when their system is back, at the system's pace (`backend/integrations/pace.py`):
+slower after an outage or trouble, and for commands that reach staff, no faster than the floor's
+open counters can take them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 import random
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -23,8 +26,9 @@ import msgspec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from backend.commands import health
 from backend.failures.services import CommandFailure, record_command_failures
+from backend.integrations import health
+from backend.integrations import pace as pacing
 from switchboard.commands import Command, command_subject
 
 log = logging.getLogger(__name__)
@@ -55,11 +59,12 @@ def _lock_key(text: str) -> int:
 
 
 class CommandRelay:
-    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, policy: DeliveryPolicy, *, interval_s: float,
-                 heartbeat_interval_s: float, batch: int = 200) -> None:
+    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, policy: DeliveryPolicy, pace: pacing.PacePolicy, *,
+                 interval_s: float, heartbeat_interval_s: float, batch: int = 200) -> None:
         self.pool = pool
         self.js = js
         self.policy = policy
+        self.pace = pace
         self.interval_s = interval_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.batch = batch
@@ -76,6 +81,7 @@ class CommandRelay:
         async with self.pool.acquire() as conn:
             down = await health.down_systems(conn, self.heartbeat_interval_s)
             await self.act_on_answers(conn, down)
+            await pacing.hold_while_down(conn, down, self.pace)
             if down:
                 await conn.execute("UPDATE commands SET status = 'held', updated_at = now()"
                                    " WHERE status = 'pending' AND system = ANY($1::text[])", sorted(down))
@@ -86,17 +92,31 @@ class CommandRelay:
                     await self.publish_due(conn, system)
 
     async def publish_due(self, conn: asyncpg.Connection, system: str) -> int:
-        """Publish the due commands of one system in order, in the caller's transaction; how many went out."""
+        """Publish the due commands of one system in order and at its pace, in the caller's transaction;
+        how many went out."""
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _lock_key(f"relay {system}")):
             return 0  # another relay is publishing this system's commands
         rows = await conn.fetch(
             "SELECT * FROM commands WHERE system = $1 AND status IN ('pending', 'held') AND next_at <= now()"
             " ORDER BY seq LIMIT $2 FOR UPDATE", system, self.batch)
+        granted = await pacing.allowance(conn, system, sorted({r["site"] for r in rows}), self.pace)
+        budget = granted.floor_budget
+        floor_held: set[str] = set()
         sent = []
         for row in rows:
+            if len(sent) >= granted.commands:
+                break
+            site = row["site"]
+            if site in floor_held:
+                continue  # an earlier command of this site waits for the floor: keep the site's order
+            if row["command"] in self.pace.staff_commands and site in budget:
+                if budget[site] <= 0:
+                    floor_held.add(site)
+                    continue
+                budget[site] -= 1
             attempt = row["attempts"] + 1
             command = Command(id=str(row["id"]), system=row["system"], command=row["command"], journey_id=row["journey_id"],
-                              refs=list(row["refs"]), site=row["site"], data=msgspec.json.decode(row["data"]),
+                              refs=list(row["refs"]), site=site, data=msgspec.json.decode(row["data"]),
                               attempt=attempt, created_at=row["created_at"])
             try:
                 await self.js.publish(command_subject(command), msgspec.json.encode(command),
@@ -110,6 +130,7 @@ class CommandRelay:
                 "UPDATE commands SET status = 'sent', attempts = attempts + 1, answer = NULL, sent_at = now(),"
                 " next_at = now() + make_interval(secs => $2), updated_at = now() WHERE id = ANY($1::uuid[])",
                 sent, self.policy.answer_timeout_s)
+        await pacing.spend(conn, granted, len(sent), floor_held, self.pace)
         return len(sent)
 
     async def act_on_answers(self, conn: asyncpg.Connection, down: set[str]) -> None:
@@ -124,13 +145,17 @@ class CommandRelay:
                 " FOR UPDATE SKIP LOCKED", self.batch)
             now = datetime.now(UTC)
             updates, failures = [], []
+            trouble: dict[str, list[pacing.TroubleKind]] = defaultdict(list)
             for row in rows:
                 limit = row["attempt_limit"] or self.policy.max_attempts
                 retry_at = now + self.policy.backoff(row["attempts"])
                 if row["answer"] == "unavailable" or (row["answer"] is None and row["system"] in down):
                     error = row["last_error"] if row["answer"] else f"{row['system']} is down"
                     updates.append((row["id"], "held", retry_at, limit + 1, error))
+                    if row["answer"]:
+                        trouble[row["system"]].append("unavailable")
                     continue
+                trouble[row["system"]].append("failed" if row["answer"] == "failed" else "timeout")
                 kind = "command_failed" if row["answer"] == "failed" else "command_timeout"
                 reason = (f"answered failed: {row['last_error']}" if row["answer"] == "failed"
                           else f"no answer within {self.policy.answer_timeout_s:g}s")
@@ -146,3 +171,4 @@ class CommandRelay:
                     "UPDATE commands SET status = $2, next_at = $3, attempt_limit = $4, last_error = $5, answer = NULL,"
                     " updated_at = now() WHERE id = $1", updates)
             await record_command_failures(conn, failures)
+            await pacing.record_trouble(conn, trouble, self.pace)

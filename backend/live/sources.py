@@ -12,6 +12,8 @@ from typing import Any
 import asyncpg
 
 from backend.failures.services import list_failures
+from backend.fallbacks.services import snapshot as fallbacks_snapshot
+from backend.integrations.services import statuses as integration_statuses
 from backend.journeys.services import list_journeys
 from backend.operations.services import capacity, flow
 
@@ -51,6 +53,6 @@ SNAPSHOTS: dict[str, SnapshotReader] = {
     "journeys": _journeys,
     "failures": _failures,
     "reconciliation": _none_yet,
-    "fallbacks": _none_yet,
-    "integrations": _none_yet,
+    "fallbacks": fallbacks_snapshot,  # type: ignore[dict-item]
+    "integrations": integration_statuses,  # type: ignore[dict-item]
 }

@@ -1,0 +1,155 @@
+"""Fallbacks (CONTRACT section 6): start, end, read, and their live topic.
+
+Ending a fallback sets it `replaying`; the reconciliation scheduler pushes its ledger to the system
+and sets it `ended` (and calls `publish_fallback` so the board hears of it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
+from litestar.status_codes import HTTP_409_CONFLICT
+
+from backend.audit import services as audit
+from backend.auth import Principal, jwt_secret
+from backend.fallbacks.schemas import Fallback, FallbackDetail, LedgerEntry, StartFallback
+from backend.live import publish
+from backend.resources import Resources
+from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
+
+# how long an ended fallback stays on the live board
+RECENT_HOURS = 12
+FALLBACKS_IN_SNAPSHOT = 200
+# a token `sub` used as it is in `/manual/<user>`: an opaque code, nothing that could be an address or number
+_SAFE_SUB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
+_LONG_NUMBER = re.compile(r"\d{7,}")
+
+
+class ConflictException(ClientException):
+    status_code = HTTP_409_CONFLICT
+
+
+def manual_user(principal: Principal, resources: Resources) -> str:
+    """The user part of `/manual/<user>`: the token's `sub` when it is a safe code, else a keyed pseudonym
+    (stable per user, not reversible without the secret)."""
+    sub = principal.sub
+    if _SAFE_SUB.fullmatch(sub) and not _LONG_NUMBER.search(sub):
+        return sub
+    digest = hmac.new(jwt_secret(resources.settings).encode(), sub.encode(), hashlib.sha256).hexdigest()
+    return f"u-{digest[:16]}"
+
+
+_COLUMNS = "f.*, (SELECT count(*) FROM fallback_ledger l WHERE l.fallback_id = f.id) AS ledger_size"
+
+
+def _fallback(row: asyncpg.Record) -> Fallback:
+    return Fallback(**{k: row[k] for k in Fallback.__struct_fields__ if k != "replay"},
+                    replay=msgspec.json.decode(row["replay"]) if row["replay"] is not None else None)
+
+
+async def list_fallbacks(conn: asyncpg.Connection, *, sites: list[str] | None, status: str | None, limit: int,
+                         cursor: int | None) -> list[Fallback]:
+    """Newest first; `cursor` is the last id seen."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM fallbacks f WHERE ($1::text[] IS NULL OR f.site = ANY($1))"
+        " AND ($2::text IS NULL OR f.status = $2) AND ($3::bigint IS NULL OR f.id < $3) ORDER BY f.id DESC LIMIT $4",
+        sites, status, cursor, limit)
+    return [_fallback(r) for r in rows]
+
+
+async def get_fallback(conn: asyncpg.Connection, fallback_id: int) -> FallbackDetail | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM fallbacks f WHERE f.id = $1", fallback_id)
+    if row is None:
+        return None
+    ledger = [LedgerEntry(**{k: r[k] for k in LedgerEntry.__struct_fields__ if k != "data"},
+                          data=msgspec.json.decode(r["data"]))
+              for r in await conn.fetch("SELECT * FROM fallback_ledger WHERE fallback_id = $1 ORDER BY seq",
+                                        fallback_id)]
+    return FallbackDetail(**msgspec.structs.asdict(_fallback(row)), ledger=ledger)
+
+
+async def snapshot(conn: asyncpg.Connection, sites: list[str] | None) -> list[Fallback]:
+    """The live topic's snapshot: fallbacks active or replaying, and those ended in the last hours."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM fallbacks f WHERE ($1::text[] IS NULL OR f.site = ANY($1))"
+        f" AND (f.status <> 'ended' OR f.ended_at > now() - interval '{RECENT_HOURS} hours')"
+        " ORDER BY f.id DESC LIMIT $2", sites, FALLBACKS_IN_SNAPSHOT)
+    return [_fallback(r) for r in rows]
+
+
+async def publish_fallback(resources_or_conn: Resources | asyncpg.Connection | asyncpg.Pool, fallback_id: int) -> None:
+    """Tell the live `fallbacks` topic how a fallback stands now (after its start, an action, its end, its
+    replay). Call it after the change commits, or with the connection that made it."""
+    source: Any = resources_or_conn.pool if isinstance(resources_or_conn, Resources) else resources_or_conn
+    row = await source.fetchrow(f"SELECT {_COLUMNS} FROM fallbacks f WHERE f.id = $1", fallback_id)
+    if row is not None:
+        fallback = _fallback(row)
+        await publish("fallbacks", fallback.site, fallback.id, fallback)
+
+
+async def locked(conn: asyncpg.Connection, principal: Principal, fallback_id: int) -> asyncpg.Record:
+    """The fallback's row, locked for the caller's transaction, if the caller may act on its site."""
+    row = await conn.fetchrow("SELECT * FROM fallbacks WHERE id = $1 FOR UPDATE", fallback_id)
+    if row is None:
+        raise NotFoundException("no such fallback")
+    if not principal.may_see(row["site"]):
+        raise PermissionDeniedException("this fallback is outside your sites")
+    return row
+
+
+def fallback_systems(resources: Resources) -> frozenset[str]:
+    """The systems staff can stand in for: the registered ones, not Switchboard's own sources."""
+    return (SEED_SYSTEMS | frozenset(resources.settings.extra_systems)) - RESERVED_SYSTEMS
+
+
+async def start(resources: Resources, principal: Principal, wanted: StartFallback) -> Fallback:
+    if not principal.may_see(wanted.site):
+        raise PermissionDeniedException(f"site {wanted.site!r} is outside your sites")
+    if wanted.system not in fallback_systems(resources):
+        raise ClientException(f"system {wanted.system!r} is not a registered system")
+    actor = manual_user(principal, resources)
+    async with resources.pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                fallback_id = await conn.fetchval(
+                    "INSERT INTO fallbacks (site, system, reason, started_by) VALUES ($1, $2, $3, $4) RETURNING id",
+                    wanted.site, wanted.system, wanted.reason, actor)
+                await audit.record(conn, principal, action="fallback.start", target=f"fallback:{fallback_id}",
+                                   reason=wanted.reason,
+                                   result={"site": wanted.site, "system": wanted.system, "status": "active"})
+        except asyncpg.UniqueViolationError:
+            raise ConflictException(f"a fallback for {wanted.system} at {wanted.site} is already active") from None
+        await publish_fallback(conn, fallback_id)
+        detail = await get_fallback(conn, fallback_id)
+    assert detail is not None
+    return _summary(detail)
+
+
+def _summary(detail: FallbackDetail) -> Fallback:
+    return Fallback(**{k: getattr(detail, k) for k in Fallback.__struct_fields__})
+
+
+async def end(resources: Resources, principal: Principal, fallback_id: int, reason: str | None) -> Fallback:
+    """Staff are done by hand: the fallback becomes `replaying` and its ledger is pushed to the system."""
+    async with resources.pool.acquire() as conn:
+        async with conn.transaction():
+            row = await locked(conn, principal, fallback_id)
+            if row["status"] != "active":
+                raise ConflictException(f"this fallback is {row['status']}, not active")
+            await conn.execute(
+                "UPDATE fallbacks SET status = 'replaying', ended_by = $2, ended_at = now(), end_reason = $3"
+                " WHERE id = $1", fallback_id, manual_user(principal, resources), reason)
+            ledger_size = await conn.fetchval("SELECT count(*) FROM fallback_ledger WHERE fallback_id = $1",
+                                              fallback_id)
+            await audit.record(conn, principal, action="fallback.end", target=f"fallback:{fallback_id}", reason=reason,
+                               result={"status": "replaying", "ledger_size": ledger_size})
+        await publish_fallback(conn, fallback_id)
+        detail = await get_fallback(conn, fallback_id)
+    assert detail is not None
+    return _summary(detail)
