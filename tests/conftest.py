@@ -31,6 +31,7 @@ from switchboard.embedded import embedded_servers
 from switchboard.settings import Settings
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
+LAB_SYSTEMS = ("lab_health", "lab_degraded", "lab_traffic", "lab_pace", "lab_floor")
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +103,8 @@ def backend_env(settings: Settings) -> dict[str, str]:
         "SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "0.1", "SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S": "4",
         "SWITCHBOARD_COMMAND_BACKOFF_S": "0.2", "SWITCHBOARD_COMMAND_BACKOFF_MAX_S": "0.5",
         "SWITCHBOARD_COMMAND_MAX_ATTEMPTS": "3", "SWITCHBOARD_RETRY_DEBOUNCE_S": "1",
+        # systems of their own for the integration tests, whose health no other test touches
+        "SWITCHBOARD_EXTRA_SYSTEMS": ",".join(LAB_SYSTEMS), "SWITCHBOARD_INTEGRATION_CHECK_INTERVAL_S": "0.5",
     }
 
 
