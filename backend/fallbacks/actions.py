@@ -15,11 +15,15 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 import msgspec
-from litestar.exceptions import ClientException, NotFoundException, ServiceUnavailableException
+from litestar.exceptions import (
+    ClientException,
+    NotFoundException,
+    PermissionDeniedException,
+    ServiceUnavailableException,
+)
 from nats.errors import Error as NatsError
 
 from backend.audit import services as audit
@@ -52,14 +56,15 @@ def _check_fields(step: ManualAction) -> None:
         raise ClientException("complete needs an outcome")
 
 
-async def _journey_of(conn: asyncpg.Connection, ref: str, site: str) -> UUID:
-    row = await conn.fetchrow("SELECT j.id, j.site FROM journey_refs r JOIN journeys j ON j.id = r.journey_id"
+async def _check_journey(conn: asyncpg.Connection, principal: Principal, ref: str, site: str) -> None:
+    row = await conn.fetchrow("SELECT j.site FROM journey_refs r JOIN journeys j ON j.id = r.journey_id"
                               " WHERE r.ref = $1", ref)
     if row is None:
         raise NotFoundException(f"no journey has the reference {ref}; check a walk-in in without one")
+    if not principal.may_see(row["site"]):
+        raise PermissionDeniedException(f"{ref} is a journey outside your sites")
     if row["site"] != site:
         raise ClientException(f"{ref} is a journey of another site than this fallback's")
-    return row["id"]  # type: ignore[no-any-return]
 
 
 async def _next_ticket(conn: asyncpg.Connection, site: str) -> tuple[str, str]:
@@ -114,7 +119,7 @@ async def _perform_locked(conn: asyncpg.Connection, resources: Resources, princi
     site = fallback["site"]
     ref = step.ref or f"manual:W-{uuid.uuid4().hex[:12]}"  # a walk-in gets a reference of its own
     if step.ref is not None:
-        await _journey_of(conn, step.ref, site)
+        await _check_journey(conn, principal, step.ref, site)
     data: dict[str, Any] = {"site": site}
     ticket = ticket_ref = None
     match step.action:

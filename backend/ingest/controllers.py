@@ -62,7 +62,7 @@ class IngestController(Controller):
         results = [
             validate(part, max_bytes=settings.max_event_bytes, known_systems=resources.known_systems,
                      allowed_system=None if admin else principal.system,
-                     allowed_sites=None if admin else principal.sites)
+                     allowed_sites=None if admin else principal.sites, from_outside=True)
             for part in parts
         ]
         rejected = [Refusal(i, r.reason, r.kind) for i, r in enumerate(results) if isinstance(r, Rejected)]

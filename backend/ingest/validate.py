@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from switchboard.events import EVENT_TYPES, CloudEvent, Event
+from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, CloudEvent, Event
 
 FailureKind = Literal["invalid_event", "pii_rejected", "source_mismatch", "unauthorized_source", "apply_error"]
 
@@ -194,11 +194,15 @@ def validate(
     subject_type: str | None = None,
     allowed_system: str | None = None,
     allowed_sites: frozenset[str] | None = None,
+    from_outside: bool = False,
 ) -> Accepted | Rejected:
     """Validate one message.
 
     `subject_system`/`subject_type` come from the NATS subject it arrived on; `allowed_system` and
-    `allowed_sites` from the token of a connector publishing over HTTP.
+    `allowed_sites` from the token of a connector publishing over HTTP. `from_outside`: it came over HTTP
+    (ingest, webhooks), where Switchboard's own sources (`manual`, `switchboard`) are never accepted,
+    whatever the token: only the backend publishes them (and NATS permissions keep connectors off
+    `svc.events.manual.>` and `svc.events.switchboard.>`).
     """
     if len(body) > max_bytes:
         return Rejected(kind="invalid_event", reason=f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit",
@@ -218,6 +222,8 @@ def validate(
         return reject("invalid_event", problem)
     if event.system not in known_systems:
         return reject("unauthorized_source", f"system {event.system!r} is not registered")
+    if from_outside and event.system in RESERVED_SYSTEMS:
+        return reject("unauthorized_source", f"only Switchboard itself publishes events from /{event.system}")
     if subject_system is not None and subject_system != event.system:
         return reject("source_mismatch", f"published on svc.events.{subject_system}.* but source is {event.source}")
     if subject_type is not None and subject_type != event.type:

@@ -62,7 +62,7 @@ class WebhookController(Controller):
         webhook_id = headers["webhook-id"]
         settings = resources.settings
         result = validate(to_canonical(system, webhook_id, body), max_bytes=settings.max_event_bytes,
-                          known_systems=resources.known_systems, allowed_system=system)
+                          known_systems=resources.known_systems, allowed_system=system, from_outside=True)
         if isinstance(result, Rejected):
             async with resources.pool.acquire() as conn:
                 await record_inbound(conn, [(result, f"webhook:{system}:{webhook_id}"[:500])])

@@ -1,0 +1,227 @@
+"""Manual fallback end to end: start and end, manual steps as `/manual/<user>` events applied by the apply
+worker, the ledger, manual ticket numbers, refusals, the audit log and the live `fallbacks` topic."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+
+from tests.conftest import cloud_event, eventually, publish, refusing_site
+from tests.test_live import connect, is_update, receive_until, subscribe
+
+USER = "test-floor_staff"  # the floor token's `sub`: a safe code, so it is the user in `/manual/<user>`
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def start(api: httpx.AsyncClient, headers: dict[str, str], site: str, system: str = "queue",
+                reason: str = "queue system unreachable") -> httpx.Response:
+    return await api.post("/api/v1/fallbacks", json={"site": site, "system": system, "reason": reason},
+                          headers=headers)
+
+
+async def act(api: httpx.AsyncClient, headers: dict[str, str], fallback_id: int, **body: Any) -> httpx.Response:
+    return await api.post(f"/api/v1/fallbacks/{fallback_id}/actions", json=body, headers=headers)
+
+
+async def acted(api, headers, fallback_id, **body) -> dict[str, Any]:
+    response = await act(api, headers, fallback_id, **body)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def audit_of(api: httpx.AsyncClient, token, fallback_id: int) -> list[dict[str, Any]]:
+    response = await api.get("/api/v1/audit", params={"actor": USER, "limit": 500}, headers=bearer(token("sre")))
+    assert response.status_code == 200, response.text
+    return [e for e in reversed(response.json()["items"]) if e["target"] == f"fallback:{fallback_id}"]
+
+
+async def test_a_fallback_starts_and_ends_with_reasons_once_per_site_and_system_and_is_audited(api, token, uid):
+    site = f"site-{uid}"
+    floor = bearer(token("floor_staff", [site]))
+    response = await start(api, floor, site)
+    assert response.status_code == 201, response.text
+    fallback = response.json()
+    assert (fallback["site"], fallback["system"], fallback["status"], fallback["reason"], fallback["started_by"]) == (
+        site, "queue", "active", "queue system unreachable", USER)
+    assert (await start(api, floor, site, reason="again")).status_code == 409
+    assert (await start(api, floor, site, system="appointments")).status_code == 201  # another system: its own
+
+    assert (await start(api, bearer(token("manager", [site])), site, system="crm")).status_code == 403
+    assert (await start(api, bearer(token("floor_staff", ["elsewhere"])), site, system="crm")).status_code == 403
+    assert (await start(api, floor, site, system="nosuch")).status_code == 400
+    assert (await start(api, floor, site, system="manual")).status_code == 400
+    assert (await start(api, floor, site, system="crm", reason="")).status_code == 400
+
+    listed = (await api.get("/api/v1/fallbacks", params={"site": site, "status": "active"},
+                            headers=bearer(token("manager", [site])))).json()["items"]
+    assert {(f["system"], f["status"]) for f in listed} == {("queue", "active"), ("appointments", "active")}
+    assert (await api.get("/api/v1/fallbacks", params={"site": site},
+                          headers=bearer(token("manager", ["elsewhere"])))).status_code == 403
+
+    ended = await api.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={"reason": "queue system is back"},
+                           headers=floor)
+    assert ended.status_code == 200, ended.text
+    assert (ended.json()["status"], ended.json()["end_reason"], ended.json()["ended_by"]) == (
+        "replaying", "queue system is back", USER)
+    assert (await api.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={}, headers=floor)).status_code == 409
+    assert (await start(api, floor, site, reason="down again")).status_code == 201  # the old one is no longer active
+
+    entries = await audit_of(api, token, fallback["id"])
+    assert [(e["action"], e["reason"], e["roles"]) for e in entries] == [
+        ("fallback.start", "queue system unreachable", ["floor_staff"]),
+        ("fallback.end", "queue system is back", ["floor_staff"]),
+    ]
+    assert entries[1]["result"] == {"status": "replaying", "ledger_size": 0}
+
+
+async def journey(api: httpx.AsyncClient, headers: dict[str, str], journey_id: str) -> dict[str, Any]:
+    response = await api.get(f"/api/v1/journeys/{journey_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_manual_steps_move_journeys_as_manual_events_recorded_in_the_ledger_in_order(
+        api, backend, js, token, uid):
+    site, appointment = f"site-{uid}", f"appointments:A-{uid}"
+    floor_token = token("floor_staff", [site])
+    floor, reader = bearer(floor_token), bearer(token("manager", [site]))
+    slot = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    await publish(js, cloud_event("appointment.booked", appointment, {"site": site, "service": "passport",
+                                                                      "channel": "web", "slot_start": slot}))
+    await eventually(lambda: _journey_by_ref(api, reader, appointment))
+
+    async with connect(backend, floor_token) as ws:
+        assert (await subscribe(ws, ["fallbacks"]))["fallbacks"]["data"] == []
+        fallback = (await start(api, floor, site)).json()
+        started, _ = await receive_until(ws, is_update("fallbacks"))
+        assert (started["site"], started["key"], started["data"]["ledger_size"]) == (site, str(fallback["id"]), 0)
+
+        booked_in = await acted(api, floor, fallback["id"], action="check_in", ref=appointment)
+        walk_in = await acted(api, floor, fallback["id"], action="check_in")
+        assert (booked_in["stage"], walk_in["stage"]) == ("arrived", "arrived")
+        assert walk_in["ref"].startswith("manual:W-") and walk_in["journey_id"] != booked_in["journey_id"]
+        first = await acted(api, floor, fallback["id"], action="issue_ticket", ref=appointment, queue_name="passports")
+        second = await acted(api, floor, fallback["id"], action="issue_ticket", ref=walk_in["ref"])
+        assert (first["ticket"], second["ticket"], first["stage"]) == ("M-001", "M-002", "waiting")
+        day = datetime.now(UTC).strftime("%Y%m%d")
+        assert first["ticket_ref"] == f"manual:{site}.{day}.M-001"
+        # the manual ticket is a reference of its own: staff call it by its number
+        called = await acted(api, floor, fallback["id"], action="call", ref=first["ticket_ref"], counter="C1")
+        in_service = await acted(api, floor, fallback["id"], action="start", ref=appointment, counter="C1")
+        done = await acted(api, floor, fallback["id"], action="complete", ref=appointment, outcome="DONE")
+        assert [s["stage"] for s in (called, in_service, done)] == ["called", "in_service", "completed"]
+        steps = [booked_in, walk_in, first, second, called, in_service, done]
+        assert [s["seq"] for s in steps] == [1, 2, 3, 4, 5, 6, 7]
+        assert {s["event_source"] for s in steps} == {f"/manual/{USER}"}
+
+        last, _ = await receive_until(ws, is_update("fallbacks", lambda f: f["data"]["ledger_size"] == 7))
+        assert last["data"]["status"] == "active"
+
+    served = await journey(api, reader, booked_in["journey_id"])
+    assert (served["stage"], served["ticket"], served["queue_name"], served["counter"], served["outcome"]) == (
+        "completed", "M-001", "passports", "C1", "DONE")
+    assert sorted(served["refs"]) == sorted([appointment, first["ticket_ref"]])
+    assert [(t["source"], t["type"]) for t in served["timeline"]] == [
+        ("/appointments", "appointment.booked"), (f"/manual/{USER}", "customer.arrived"),
+        (f"/manual/{USER}", "ticket.issued"), (f"/manual/{USER}", "ticket.called"),
+        (f"/manual/{USER}", "service.started"), (f"/manual/{USER}", "service.completed")]
+    waiting = await journey(api, reader, walk_in["journey_id"])
+    assert (waiting["stage"], waiting["ticket"], waiting["queue_name"]) == ("waiting", "M-002", "manual")
+
+    detail = (await api.get(f"/api/v1/fallbacks/{fallback['id']}", headers=reader)).json()
+    assert [(e["seq"], e["action"], e["ref"], e["event_id"]) for e in detail["ledger"]] == [
+        (s["seq"], s["action"], s["ref"], s["event_id"]) for s in steps]
+    assert {(e["actor"], e["replay_status"]) for e in detail["ledger"]} == {(USER, "pending")}
+    assert detail["ledger"][2]["data"] == {"site": site, "ticket": "M-001", "queue_name": "passports",
+                                           "links": [first["ticket_ref"]]}
+    entries = await audit_of(api, token, fallback["id"])
+    assert [e["action"] for e in entries] == ["fallback.start"] + ["fallback.action"] * 7
+    assert [(e["result"]["seq"], e["result"]["action"], e["result"]["event_id"]) for e in entries[1:]] == [
+        (s["seq"], s["action"], s["event_id"]) for s in steps]
+
+
+async def _journey_by_ref(api, headers, ref):
+    items = (await api.get("/api/v1/journeys", params={"ref": ref}, headers=headers)).json()["items"]
+    return items[0] if items else None
+
+
+async def test_concurrent_ticket_requests_get_distinct_numbers_in_order(api, token, uid):
+    site = f"site-{uid}"
+    floor = bearer(token("floor_staff", [site]))
+    by_queue = (await start(api, floor, site)).json()
+    by_crm = (await start(api, floor, site, system="crm", reason="crm unreachable")).json()
+    walk_ins = [await acted(api, floor, by_queue["id"], action="check_in") for _ in range(6)]
+    # two fallbacks of the same site draw from one sequence of manual tickets
+    issued = await asyncio.gather(*(
+        acted(api, floor, (by_queue if n % 2 else by_crm)["id"], action="issue_ticket", ref=w["ref"])
+        for n, w in enumerate(walk_ins)))
+    assert sorted(i["ticket"] for i in issued) == [f"M-00{n}" for n in range(1, 7)]
+    for fallback in (by_queue, by_crm):
+        ledger = (await api.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()["ledger"]
+        tickets = [e["data"]["ticket"] for e in ledger if e["action"] == "issue_ticket"]
+        assert tickets == sorted(tickets)  # numbered in the order the ledger took them
+        assert [e["seq"] for e in ledger] == list(range(1, len(ledger) + 1))
+
+
+async def test_manual_steps_are_refused_outside_the_sites_the_role_or_an_active_fallback(
+        api, pool: asyncpg.Pool, token, uid):
+    site, other = f"site-{uid}", f"other-{uid}"
+    floor = bearer(token("floor_staff", [site]))
+    fallback = (await start(api, floor, site)).json()
+    walk_in = await acted(api, floor, fallback["id"], action="check_in")
+
+    assert (await act(api, bearer(token("floor_staff", [other])), fallback["id"], action="check_in")).status_code == 403
+    assert (await act(api, bearer(token("manager", [site])), fallback["id"], action="check_in")).status_code == 403
+    assert (await act(api, floor, fallback["id"], action="call", ref=walk_in["ref"])).status_code == 400  # no counter
+    assert (await act(api, floor, fallback["id"], action="complete", ref=walk_in["ref"])).status_code == 400
+    assert (await act(api, floor, fallback["id"], action="call", counter="C1")).status_code == 400  # no ref
+    assert (await act(api, floor, fallback["id"], action="dance", ref=walk_in["ref"])).status_code == 400
+    assert (await act(api, floor, fallback["id"], action="call", ref=f"queue:nope-{uid}",
+                      counter="C1")).status_code == 404
+    elsewhere = (await start(api, bearer(token("floor_staff", [other])), other)).json()
+    stranger = await acted(api, bearer(token("floor_staff", [other])), elsewhere["id"], action="check_in")
+    assert (await act(api, floor, fallback["id"], action="call", ref=stranger["ref"], counter="C1")).status_code == 403
+    assert (await act(api, floor, 10**12, action="check_in")).status_code == 404
+
+    sre = bearer(token("sre", "*"))
+    assert (await api.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={}, headers=sre)).status_code == 200
+    assert (await act(api, floor, fallback["id"], action="call", ref=walk_in["ref"],
+                      counter="C1")).status_code == 409
+    ledger = (await api.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()["ledger"]
+    assert [e["action"] for e in ledger] == ["check_in"]
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE source LIKE '/manual/%' AND data->>'site' = $1",
+                               site) == 1
+
+
+async def test_a_manual_step_whose_event_is_refused_says_why_and_leaves_no_trace_but_the_failure(
+        api, pool: asyncpg.Pool, token, uid):
+    site = f"site-{uid}"
+    floor = bearer(token("floor_staff", [site]))
+    fallback = (await start(api, floor, site)).json()
+    async with refusing_site(pool, site):
+        response = await act(api, floor, fallback["id"], action="check_in")
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert "apply_error" in problem["title"] and "closed for maintenance" in problem["title"]
+    failure = (await api.get(f"/api/v1/failures/{problem['failure_id']}", headers=floor)).json()
+    assert (failure["kind"], failure["event_source"]) == ("apply_error", f"/manual/{USER}")
+    assert (await api.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()["ledger"] == []
+    [refused] = [e for e in await audit_of(api, token, fallback["id"]) if e["action"] == "fallback.action"]
+    assert refused["result"]["outcome"] == "refused" and refused["result"]["failure_id"] == failure["id"]
+
+
+async def test_only_the_backend_publishes_manual_events(api, token, uid):
+    event = cloud_event("customer.arrived", f"manual:W-{uid}", {"site": f"site-{uid}"}, source="/manual/someone")
+    for role, system in (("connector", "manual"), ("admin", None)):
+        response = await api.post("/api/v1/events", json=event, headers=bearer(token(role, "*", system)))
+        assert response.status_code == 202, response.text
+        [rejected] = response.json()["rejected"]
+        assert rejected["kind"] == "unauthorized_source"
+        assert rejected["reason"] == "only Switchboard itself publishes events from /manual"
