@@ -15,7 +15,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -80,6 +80,16 @@ class LiveState:
             points[-1] = FlowPoint(points[-1].time, point.arrivals_per_min, point.completions_per_min)
         else:
             points.append(point)
+
+
+def seed_history(history: dict[str, deque[FlowPoint]], site: str, past: list[FlowPoint]) -> None:
+    """Put the backend's minute-by-minute past before what this process has recorded live for `site`."""
+    kept = history.setdefault(site, deque(maxlen=HISTORY_POINTS))
+    older = [p for p in past if not kept or p.time < kept[0].time - timedelta(seconds=HISTORY_STEP_S)]
+    if older:
+        combined = [*older, *kept][-HISTORY_POINTS:]
+        kept.clear()
+        kept.extend(combined)
 
 
 class LiveConnection:
