@@ -8,10 +8,20 @@ import secrets
 from nicegui import app, ui
 
 from dashboard.context import Dashboard
-from dashboard.pages import capacity, failures, flow, journeys, listing, signin
+from dashboard.pages import (
+    capacity,
+    failures,
+    fallback,
+    flow,
+    integrations,
+    journeys,
+    listing,
+    reconciliation,
+    signin,
+)
 from switchboard.settings import Settings
 
-PAGES = (signin, flow, capacity, journeys, failures, listing)
+PAGES = (signin, flow, capacity, journeys, failures, integrations, reconciliation, fallback, listing)
 
 
 def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:
