@@ -39,4 +39,5 @@ def run(settings: Settings, *, host: str, port: int, demo: bool | None = None) -
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per backend request drowns the log
     # sessions live in this process only, so a fresh secret per start costs nothing but a sign-in
     ui.run(host=host, port=port, title="Switchboard", reload=False, show=False, show_welcome_message=False,
-           storage_secret=secrets.token_urlsafe(32), favicon="🔀", uvicorn_logging_level="warning")
+           storage_secret=secrets.token_urlsafe(32), favicon="🔀", uvicorn_logging_level="warning",
+           log_config=None)  # keep the scrubbing JSON handler of switchboard/logs.py
