@@ -7,7 +7,9 @@ from pathlib import Path
 
 import asyncpg
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_SOURCE_SQL = Path(__file__).resolve().parent.parent / "sql"
+# a source checkout has `sql/` beside the packages; an installed wheel (the Docker image) has it in `switchboard/`
+SQL_DIR = _SOURCE_SQL if _SOURCE_SQL.is_dir() else Path(__file__).resolve().parent.parent / "switchboard" / "sql"
 _MIGRATION_LOCK = 0x5357_4244  # any constant shared by every backend: serialises concurrent starts
 
 

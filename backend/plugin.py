@@ -24,6 +24,7 @@ from backend.commands.controllers import CommandController
 from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.failures.controllers import FailureController
 from backend.fallbacks.controllers import FallbackController
+from backend.ingest import partitions
 from backend.ingest.consumer import ApplyWorker
 from backend.integrations.controllers import IntegrationController
 from backend.integrations.monitor import IntegrationMonitor
@@ -39,6 +40,7 @@ from backend.routing import engine
 from backend.routing.controllers import RuleController
 from backend.routing.rules import DEFAULT_RULES, RulesFileError, load_rules
 from backend.system.controllers import MetricsController, SystemController
+from backend.system.sampler import MetricsSampler
 from backend.webhooks.controllers import WebhookController
 from switchboard.events import SEED_SYSTEMS
 from switchboard.settings import Settings
@@ -64,6 +66,7 @@ class SwitchboardPlugin(InitPluginProtocol):
             applied = await db.migrate(conn)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
+        await partitions.ensure_partitions(pool)
         nc = await messaging.connect(settings.nats_url, "switchboard-backend")  # type: ignore[arg-type]
         js = nc.jetstream()
         await messaging.ensure_streams(js, settings.duplicate_window_s, settings.stream_replicas)
@@ -76,12 +79,16 @@ class SwitchboardPlugin(InitPluginProtocol):
         relay = CommandRelay(pool, js, DeliveryPolicy(
             answer_timeout_s=settings.command_answer_timeout_s, backoff_s=settings.command_backoff_s,
             backoff_max_s=settings.command_backoff_max_s, max_attempts=settings.command_max_attempts,
-        ), PacePolicy.from_settings(settings), interval_s=settings.command_relay_interval_s, heartbeat_interval_s=settings.heartbeat_interval_s)
+        ), PacePolicy.from_settings(settings), interval_s=settings.command_relay_interval_s,
+            heartbeat_interval_s=settings.heartbeat_interval_s)
         monitor = IntegrationMonitor(pool, _command_targets(settings), interval_s=settings.integration_check_interval_s,
                                      heartbeat_interval_s=settings.heartbeat_interval_s)
+        sampler = MetricsSampler(pool, js, interval_s=settings.metrics_sample_interval_s)
         tasks = [asyncio.create_task(relay.run(), name="command-relay"),
                  asyncio.create_task(worker.run_forever(), name="apply-worker"),
-                 asyncio.create_task(monitor.run(), name="integration-monitor")]
+                 asyncio.create_task(monitor.run(), name="integration-monitor"),
+                 asyncio.create_task(sampler.run(), name="metrics-sampler"),
+                 asyncio.create_task(partitions.keep_partitions(pool), name="event-partitions")]
         try:
             yield
         finally:

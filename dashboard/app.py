@@ -8,10 +8,20 @@ import secrets
 from nicegui import app, ui
 
 from dashboard.context import Dashboard
-from dashboard.pages import capacity, failures, flow, journeys, listing, signin
+from dashboard.pages import (
+    capacity,
+    failures,
+    fallback,
+    flow,
+    integrations,
+    journeys,
+    listing,
+    reconciliation,
+    signin,
+)
 from switchboard.settings import Settings
 
-PAGES = (signin, flow, capacity, journeys, failures, listing)
+PAGES = (signin, flow, capacity, journeys, failures, integrations, reconciliation, fallback, listing)
 
 
 def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:
@@ -29,4 +39,5 @@ def run(settings: Settings, *, host: str, port: int, demo: bool | None = None) -
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per backend request drowns the log
     # sessions live in this process only, so a fresh secret per start costs nothing but a sign-in
     ui.run(host=host, port=port, title="Switchboard", reload=False, show=False, show_welcome_message=False,
-           storage_secret=secrets.token_urlsafe(32), favicon="🔀", uvicorn_logging_level="warning")
+           storage_secret=secrets.token_urlsafe(32), favicon="🔀", uvicorn_logging_level="warning",
+           log_config=None)  # keep the scrubbing JSON handler of switchboard/logs.py

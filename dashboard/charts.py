@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from dashboard.live import FlowPoint
+from dashboard.live import FlowPoint, IntegrationPoint
 
 FUNNEL_STAGES = ("booked", "arrived", "waiting", "called", "in_service", "completed")
 _LAYOUT = {"margin": {"l": 50, "r": 20, "t": 30, "b": 40}, "height": 300, "legend": {"orientation": "h"}}
@@ -67,3 +67,12 @@ def utilisation(capacities: list[dict[str, Any]]) -> dict[str, Any]:
                    "yaxis2": {"overlaying": "y", "side": "right", "range": [0, 100]}},
     }
 
+
+
+def integration_series(history: dict[str, list[IntegrationPoint]], field: str, title: str) -> dict[str, Any]:
+    """One line per system of one figure over time (events per minute, invalid per minute, …)."""
+    data = [{"type": "scatter", "mode": "lines", "name": system, "x": [p.time.isoformat() for p in points],
+             "y": [getattr(p, field) for p in points]}
+            for system, points in sorted(history.items())]
+    return {"data": data, "layout": {**_LAYOUT, "height": 240, "title": {"text": title},
+                                     "yaxis": {"rangemode": "tozero"}}}

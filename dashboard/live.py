@@ -15,7 +15,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -24,9 +24,10 @@ from websockets.asyncio.client import connect
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("flow", "capacity", "journeys", "failures")
+TOPICS = ("flow", "capacity", "journeys", "failures", "reconciliation", "fallbacks", "integrations")
 CONNECTION = "connection"  # the pseudo-topic listeners use to hear about the connection itself
-_KEY_FIELD = {"flow": "site", "capacity": "site", "journeys": "id", "failures": "id"}
+_KEY_FIELD = {"flow": "site", "capacity": "site", "journeys": "id", "failures": "id", "reconciliation": "key",
+              "fallbacks": "id", "integrations": "system"}
 # journeys and failures keep arriving for hours; the board shows what is current
 MAX_ITEMS_PER_TOPIC = 2000
 LATEST_CHANGES = 15
@@ -50,12 +51,23 @@ class FlowPoint:
 
 
 @dataclass
+class IntegrationPoint:
+    time: datetime
+    events_per_min: float
+    invalid_per_min: float
+    apply_latency_p99_ms: float | None
+    held_commands: int
+
+
+@dataclass
 class LiveState:
     """Everything the pages read. Mutated only by the connection's task, on the event loop."""
 
     items: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {t: {} for t in TOPICS})
     # per site; shared by every connection of the process, so a user who signs in sees the last hour
     flow_history: dict[str, deque[FlowPoint]] = field(default_factory=dict)
+    # per system, from the figures the backend publishes on the integrations topic
+    integration_history: dict[str, deque[IntegrationPoint]] = field(default_factory=dict)
     # (seq, journey) newest first: one journey may change several times in a row
     latest_journeys: deque[tuple[int, dict[str, Any]]] = field(default_factory=lambda: deque(maxlen=LATEST_CHANGES))
     connected: bool = False
@@ -71,6 +83,8 @@ class LiveState:
             del entries[next(iter(entries))]
         if topic == "flow":
             self._record_flow(item)
+        elif topic == "integrations" and "events_per_min" in item:
+            self._record_integration(item)
 
     def _record_flow(self, item: dict[str, Any], now: datetime | None = None) -> None:
         now = now or datetime.now(UTC)
@@ -82,13 +96,36 @@ class LiveState:
             points.append(point)
 
 
+def seed_history(history: dict[str, deque[FlowPoint]], site: str, past: list[FlowPoint]) -> None:
+    """Put the backend's minute-by-minute past before what this process has recorded live for `site`."""
+    kept = history.setdefault(site, deque(maxlen=HISTORY_POINTS))
+    older = [p for p in past if not kept or p.time < kept[0].time - timedelta(seconds=HISTORY_STEP_S)]
+    if older:
+        combined = [*older, *kept][-HISTORY_POINTS:]
+        kept.clear()
+        kept.extend(combined)
+
+
+    def _record_integration(self, item: dict[str, Any], now: datetime | None = None) -> None:
+        points = self.integration_history.setdefault(item["system"], deque(maxlen=HISTORY_POINTS))
+        point = IntegrationPoint(now or datetime.now(UTC), item["events_per_min"], item["invalid_per_min"],
+                                 item.get("apply_latency_p99_ms"), item["held_commands"])
+        if points and (point.time - points[-1].time).total_seconds() < HISTORY_STEP_S:
+            points[-1] = IntegrationPoint(points[-1].time, point.events_per_min, point.invalid_per_min,
+                                          point.apply_latency_p99_ms, point.held_commands)
+        else:
+            points.append(point)
+
+
 class LiveConnection:
     def __init__(self, backend_url: str, token: str, topics: tuple[str, ...] = TOPICS,
-                 flow_history: dict[str, deque[FlowPoint]] | None = None) -> None:
+                 flow_history: dict[str, deque[FlowPoint]] | None = None,
+                 integration_history: dict[str, deque[IntegrationPoint]] | None = None) -> None:
         self.url = backend_url.replace("http", "ws", 1).rstrip("/") + "/api/v1/live"
         self._token = token
         self.topics = topics
-        self.state = LiveState(flow_history={} if flow_history is None else flow_history)
+        self.state = LiveState(flow_history={} if flow_history is None else flow_history,
+                               integration_history={} if integration_history is None else integration_history)
         self._listeners: dict[str, set[Callable[[], None]]] = {}
         self._seq: dict[str, int] = {}
         self._epoch: str | None = None
@@ -189,6 +226,7 @@ class LiveRegistry:
         self._closing: dict[str, asyncio.TimerHandle] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self.flow_history: dict[str, deque[FlowPoint]] = {}
+        self.integration_history: dict[str, deque[IntegrationPoint]] = {}
 
     @staticmethod
     def _key(token: str) -> str:
@@ -200,8 +238,9 @@ class LiveRegistry:
             self._closing.pop(key).cancel()
         connection = self._connections.get(key)
         if connection is None:
-            connection = self._connections[key] = LiveConnection(self.backend_url, token,
-                                                                 flow_history=self.flow_history)
+            connection = self._connections[key] = LiveConnection(
+                self.backend_url, token, flow_history=self.flow_history,
+                integration_history=self.integration_history)
             connection.start()
         self._users[key] = self._users.get(key, 0) + 1
         return connection

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from datetime import timedelta
 
 from connectors.cli import add_connector_commands
+from switchboard import logs, tracing
 from switchboard.settings import get_settings
 
 
@@ -20,7 +20,7 @@ def _backend(args: argparse.Namespace) -> None:
     # live clients send small control messages: refuse big frames before buffering them, and skip
     # per-message compression, whose zlib state would cost each connection hundreds of KiB
     uvicorn.run("backend.app:create_app", factory=True, host=args.host, port=args.port,
-                log_level=get_settings().log_level.lower(), access_log=False,
+                log_level=get_settings().log_level.lower(), access_log=False, log_config=None,
                 ws_max_size=4 * MAX_CLIENT_MESSAGE_BYTES, ws_per_message_deflate=False,
                 # SIGTERM never waits on a lingering connection for long: in-flight work is redelivered anyway
                 timeout_graceful_shutdown=10)
@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    tracing.configure(settings, service=f"switchboard-{args.command}")
     args.run(args)
 
 

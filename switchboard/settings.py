@@ -38,6 +38,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_retry_s: tuple[str, ...] = ("1", "5", "30")  # waits between delivery attempts
     webhook_allow_private: bool = False  # allow loopback and private targets (local development only)
     log_level: str = "INFO"
+    # `json`: one JSON object per line, tokens and personal data scrubbed (switchboard/logs.py); `text` to read by eye
+    log_format: str = "json"
+    # traces (switchboard/tracing.py): `none`, `console` (spans as JSON lines on stderr) or `otlp` (OTLP/HTTP to
+    # otel_endpoint; needs the opentelemetry-exporter-otlp-proto-http package); connectors sample new traces
+    # at otel_sample_ratio, everything downstream follows their decision
+    otel_exporter: str = "none"
+    otel_endpoint: str = ""
+    otel_sample_ratio: float = 1.0
+    # how often each backend samples consumer lag and outbox depth for /metrics
+    metrics_sample_interval_s: float = 5.0
     # routing and command delivery (CONTRACT section 3); empty rules_file means the packaged v1 rules
     rules_file: str = ""
     command_relay_interval_s: float = 0.5

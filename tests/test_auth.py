@@ -12,7 +12,7 @@ from backend.auth import ROLES
 from switchboard.settings import Settings
 from tests.conftest import JWT_SECRET, cloud_event, eventually, publish
 
-READ_ROUTES = ["/api/v1/journeys", "/api/v1/flow", "/api/v1/capacity", "/api/v1/failures"]
+READ_ROUTES = ["/api/v1/journeys", "/api/v1/flow", "/api/v1/flow/history", "/api/v1/capacity", "/api/v1/failures"]
 READERS = {"manager", "floor_staff", "sre", "admin"}
 
 

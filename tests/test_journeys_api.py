@@ -109,6 +109,30 @@ async def test_capacity_keeps_the_latest_report_whatever_the_arrival_order(api, 
     assert cap["est_wait_s"] is None  # no completed service in the window to estimate from
 
 
+async def test_flow_history_gives_the_rate_minute_by_minute_for_the_last_hour(api, js, reader, token, uid):
+    site = f"hist-{uid}"
+    now = datetime.now(UTC)
+    for n, ago in enumerate((3, 3, 40)):
+        await publish(js, cloud_event("customer.arrived", f"queue:H{n}-{uid}", {"site": site},
+                                      time=now - timedelta(minutes=ago)))
+    await publish(js, cloud_event("service.completed", f"queue:H0-{uid}", {"site": site, "outcome": "served"},
+                                  time=now - timedelta(minutes=1)))
+
+    async def history():
+        items = (await api.get("/api/v1/flow/history", params={"site": site}, headers=reader)).json()["items"]
+        return items if items and items[0]["points"][-1]["completions_per_min"] else None
+
+    [site_history] = await eventually(history)
+    points = site_history["points"]
+    assert site_history["site"] == site and len(points) == 60
+    assert (points[-1]["arrivals_per_min"], points[-1]["completions_per_min"]) == (2 / 15, 1 / 15)
+    assert points[0]["arrivals_per_min"] == 0  # 59 minutes ago nothing had arrived in the 15 before
+    assert 1 / 15 in [p["arrivals_per_min"] for p in points]  # the arrival 40 minutes ago, alone in its window
+    other = await api.get("/api/v1/flow/history", params={"site": "elsewhere"},
+                          headers={"Authorization": f"Bearer {token('manager', [site])}"})
+    assert other.status_code == 403
+
+
 async def test_health_readiness_metrics_and_openapi_are_public(api):
     assert (await api.get("/health")).json() == {"status": "ok"}
     ready = (await api.get("/ready")).json()

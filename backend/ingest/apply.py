@@ -9,10 +9,12 @@ same journey therefore serialise on it, and a reference is never given two journ
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import asyncpg
 import msgspec
@@ -29,9 +31,13 @@ _encode = msgspec.json.encode
 class Outcome(msgspec.Struct, kw_only=True):
     applied: int = 0
     duplicates: int = 0
-    applied_types: Counter[str] = msgspec.field(default_factory=Counter)
+    applied_types: Counter[tuple[str, str]] = msgspec.field(default_factory=Counter)  # (type, system)
     journeys: list[UUID] = []
     sites: set[str] = set()
+    # events that carry a `traceparent`, by (source, id): the journey each went to (switchboard/tracing.py)
+    traced_journeys: dict[tuple[str, str], UUID] = {}
+    # journey → the `traceparent` its live update continues; set by the apply worker
+    traces: dict[UUID, str] = {}
 
     def add(self, other: Outcome) -> None:
         self.applied += other.applied
@@ -39,11 +45,23 @@ class Outcome(msgspec.Struct, kw_only=True):
         self.applied_types.update(other.applied_types)
         self.journeys.extend(other.journeys)
         self.sites |= other.sites
+        self.traced_journeys.update(other.traced_journeys)
 
 
 class _Working(msgspec.Struct):
     state: JourneyState
     created_at: datetime
+
+
+def time_ordered_id() -> UUID:
+    """A UUIDv7 (RFC 9562): milliseconds since the epoch, then random bits.
+
+    New journeys land at the right edge of every index on journey ids (journeys, journey_refs, events,
+    commands) instead of on a random page of each, so inserting one costs the same however many are stored.
+    """
+    rand = int.from_bytes(os.urandom(10), "big")
+    return UUID(int=(time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62
+                | rand & ((1 << 62) - 1))
 
 
 def _lock_key(text: str) -> int:
@@ -95,16 +113,17 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     sources, ids = zip(*unique) if unique else ((), ())
     seen = {
         (r["source"], r["id"]) for r in await conn.fetch(
-            "SELECT e.source, e.id FROM events e JOIN unnest($1::text[], $2::text[]) AS k(source, id)"
+            "SELECT e.source, e.id FROM event_inbox e JOIN unnest($1::text[], $2::text[]) AS k(source, id)"
             " ON e.source = k.source AND e.id = k.id", list(sources), list(ids))
     }
     fresh = [pair for key, pair in unique.items() if key not in seen]
     outcome = Outcome(applied=len(fresh), duplicates=len(batch) - len(fresh),
-                      applied_types=Counter(e.type for e, _ in fresh))
+                      applied_types=Counter((e.type, e.system) for e, _ in fresh))
     if not fresh:
         return outcome
 
     journey_events = [e for e, _ in fresh if e.kind == "journey"]
+    traced = {(e.source, e.id): e.traceparent for e in journey_events if e.traceparent}
     refs = sorted({r for e in journey_events for r in refs_of(e)})
     mapping, journeys = await _lock_journeys(conn, refs) if refs else ({}, {})
     before = {jid: work.state for jid, work in journeys.items()}
@@ -132,7 +151,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
                 journeys[jid].state = merge(journeys[jid].state, journeys[other].state)
                 absorbed_by[other] = jid
         else:
-            jid = uuid4()
+            jid = time_ordered_id()
             journeys[jid] = _Working(JourneyState(), now)
         journeys[jid].state = fold(journeys[jid].state, event)
         touched.add(jid)
@@ -177,6 +196,8 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
             list(new_refs), [find(j) for j in new_refs.values()],
         )
 
+    await conn.execute("INSERT INTO event_inbox (source, id) SELECT * FROM unnest($1::text[], $2::text[])",
+                       [e.source for e, _ in fresh], [e.id for e, _ in fresh])
     await conn.copy_records_to_table(
         "events",
         columns=["source", "id", "type", "subject", "site", "time", "data", "journey_id", "dropped_fields",
@@ -195,6 +216,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     await _apply_heartbeats(conn, [e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)])
 
     outcome.journeys = live
+    outcome.traced_journeys = {key: find(jid) for key, jid in event_journey.items() if traced.get(key)}
     outcome.sites = {getattr(e.data, "site", None) for e, _ in fresh} - {None}  # type: ignore[operator]
     return outcome
 

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+from uuid import UUID
 
 import asyncpg
 import nats.errors
@@ -23,12 +24,14 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from opentelemetry.trace import Span, SpanKind
 
 from backend import metrics
 from backend.failures.services import record_inbound
 from backend.ingest.apply import Outcome, apply_events
 from backend.ingest.validate import Accepted, Rejected, rejected_event, validate
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
+from switchboard import tracing
 from switchboard.events import CloudEvent
 
 log = logging.getLogger(__name__)
@@ -107,26 +110,35 @@ class ApplyWorker:
     def classify(self, msgs: list[Msg]) -> tuple[list[tuple[CloudEvent, int]], list[tuple[Rejected, str]]]:
         accepted: list[tuple[CloudEvent, int]] = []
         rejected: list[tuple[Rejected, str]] = []
+        arrived: Counter[tuple[str, str]] = Counter()
         for msg in msgs:
             system, type_ = _split_subject(msg.subject)
+            arrived[(metrics.type_label(type_), metrics.system_label(system, self.known_systems))] += 1
             result = validate(msg.data, max_bytes=self.max_bytes, known_systems=self.known_systems,
                               subject_system=system, subject_type=type_)
             if isinstance(result, Accepted):
                 accepted.append((result.event, result.dropped_fields))
             else:
                 rejected.append((result, f"nats:{self.stream}:{msg.metadata.sequence.stream}"))
+        for (type_label, system_label), n in arrived.items():
+            metrics.EVENTS_IN.labels(type_label, system_label).inc(n)
         return accepted, rejected
 
     async def handle(self, msgs: list[Msg]) -> None:
         started = time.perf_counter()
         accepted, rejected = self.classify(msgs)
+        spans = _start_apply_spans(accepted) if tracing.enabled() else {}
         try:
             outcome, rejected = await self.apply_batch(accepted, rejected)
         except _UNAVAILABLE as exc:
             log.warning("database unavailable (%s); %d messages left for redelivery", type(exc).__name__, len(msgs))
             await asyncio.gather(*(m.nak(delay=2) for m in msgs), return_exceptions=True)
+            for span in spans.values():
+                span.end()
             await asyncio.sleep(1)
             return
+        if spans:
+            outcome.traces = _end_apply_spans(spans, outcome)
         try:
             for msg in msgs:
                 await msg.ack()
@@ -137,6 +149,9 @@ class ApplyWorker:
         self._count(accepted, rejected, outcome)
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(msgs))
+        if msgs:
+            stored_at = msgs[0].metadata.timestamp.timestamp()
+            metrics.INGEST_DELAY.observe(max(time.time() - stored_at, 0.0))
         if self.on_applied and outcome.applied:
             await self.on_applied(outcome)
 
@@ -188,14 +203,36 @@ class ApplyWorker:
                 await asyncio.sleep(0.01 * 2**attempt * (1 + random.random()))
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _count(accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]], outcome: Outcome) -> None:
-        for type_, n in outcome.applied_types.items():
-            metrics.EVENTS_APPLIED.labels(type_).inc(n)
+    def _count(self, accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]],
+               outcome: Outcome) -> None:
+        for (type_, system), n in outcome.applied_types.items():
+            metrics.EVENTS_APPLIED.labels(type_, metrics.system_label(system, self.known_systems)).inc(n)
         for event, dropped in accepted:
             if dropped:
                 metrics.FIELDS_DROPPED.labels(event.type).inc(dropped)
-        for kind, n in Counter(failure.kind for failure, _ in rejected).items():
-            metrics.EVENTS_FAILED.labels(kind).inc(n)
+        metrics.count_failures((failure for failure, _ in rejected), self.known_systems)
         if outcome.duplicates:
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)
+
+
+def _start_apply_spans(accepted: list[tuple[CloudEvent, int]]) -> dict[tuple[str, str], Span]:
+    """An `apply` span, child of each sampled event's publish span, open until its batch commits."""
+    return {
+        (event.source, event.id): tracing.tracer().start_span(
+            f"apply {event.type}", context=tracing.parent(event.traceparent or None), kind=SpanKind.CONSUMER,
+            attributes={"cloudevents.event_source": event.source, "cloudevents.event_id": event.id})
+        for event, _ in accepted if tracing.is_sampled(event.traceparent or None)
+    }
+
+
+def _end_apply_spans(spans: dict[tuple[str, str], Span], outcome: Outcome) -> dict[UUID, str]:
+    """End the spans; returns the `traceparent` each changed journey's live update continues."""
+    traces: dict[UUID, str] = {}
+    for key, span in spans.items():
+        journey = outcome.traced_journeys.get(key)
+        span.set_attribute("switchboard.applied", journey is not None)  # False: a duplicate or not a journey event
+        span.end()
+        traceparent = tracing.traceparent_of(span)
+        if journey is not None and traceparent:
+            traces[journey] = traceparent
+    return traces

@@ -70,8 +70,7 @@ class IngestController(Controller):
         if failures:
             async with resources.pool.acquire() as conn:
                 await record_inbound(conn, failures)
-            for failure, _ in failures:
-                metrics.EVENTS_FAILED.labels(failure.kind).inc()
+            metrics.count_failures((failure for failure, _ in failures), resources.known_systems)
 
         to_publish = [(i, part, r.event) for i, (part, r) in enumerate(zip(parts, results, strict=True))
                       if isinstance(r, Accepted)]

@@ -13,10 +13,13 @@ from uuid import UUID
 
 import asyncpg
 
+from opentelemetry.trace import SpanKind
+
 from backend.ingest.apply import Outcome
 from backend.journeys.services import get_journeys
 from backend.live.bus import publish
 from backend.operations.services import capacity, flow
+from switchboard import tracing
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ class JourneyFeed:
         self.pool = pool
         self.site_interval_s = site_interval_s
         self._journeys: set[UUID] = set()
+        self._traces: dict[UUID, str] = {}  # journey → the trace of the apply that changed it
         self._sites: set[str] = set()
         self._journeys_changed = asyncio.Event()
         self._sites_changed = asyncio.Event()
@@ -37,6 +41,7 @@ class JourneyFeed:
         """ApplyWorker's hook, called after each committed batch."""
         if outcome.journeys:
             self._journeys.update(outcome.journeys)
+            self._traces.update(outcome.traces)
             self._journeys_changed.set()
         if outcome.sites:
             self._sites.update(outcome.sites)
@@ -52,14 +57,21 @@ class JourneyFeed:
             await self._journeys_changed.wait()
             self._journeys_changed.clear()
             ids, self._journeys = list(self._journeys), set()
+            traces, self._traces = self._traces, {}
             try:
                 async with self.pool.acquire() as conn:
                     journeys = await get_journeys(conn, ids)
                 for journey in journeys:
-                    await publish("journeys", journey.site, journey.id, journey)
+                    traceparent = traces.get(journey.id)
+                    if traceparent is None:
+                        await publish("journeys", journey.site, journey.id, journey)
+                        continue
+                    with tracing.span("live journeys", traceparent, SpanKind.PRODUCER) as span:
+                        await publish("journeys", journey.site, journey.id, journey, tracing.traceparent_of(span))
             except Exception:  # the feed outlives any one failure: Postgres or NATS away, a bad row
                 log.exception("live journeys not published; retrying")
                 self._journeys.update(ids)
+                self._traces.update(traces)
                 self._journeys_changed.set()
                 await asyncio.sleep(_RETRY_S)
 

@@ -17,10 +17,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from opentelemetry.trace import SpanKind
+
 from backend import metrics
-from backend.live.bus import ALL_SITES, SUBJECT_PREFIX
+from backend.live.bus import ALL_SITES, SUBJECT_PREFIX, TRACEPARENT
 from backend.live.outbox import Frame
 from backend.live.schemas import TOPICS, BusUpdate, Update
+from switchboard import tracing
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,11 @@ class LiveHub:
             update = _bus_decoder.decode(msg.data)
         except msgspec.DecodeError:
             log.warning("ignored a malformed live update on %s", msg.subject)
+            return
+        traceparent = msg.headers.get(TRACEPARENT) if msg.headers else None
+        if traceparent and tracing.enabled():
+            with tracing.span("websocket push", traceparent, SpanKind.CONSUMER, {"switchboard.topic": topic}):
+                self.fan_out(topic, update)
             return
         self.fan_out(topic, update)
 

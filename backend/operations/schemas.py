@@ -32,3 +32,21 @@ class FlowList(msgspec.Struct):
 
 class CapacityList(msgspec.Struct):
     items: list[SiteCapacity]
+
+
+class FlowMinute(msgspec.Struct, kw_only=True):
+    """Arrivals and completions per minute over the `RATE_WINDOW_MIN` minutes up to `minute`: the
+    same measure `SiteFlow` gives now, so a chart can draw the past and continue it live."""
+
+    minute: datetime
+    arrivals_per_min: float
+    completions_per_min: float
+
+
+class SiteFlowHistory(msgspec.Struct, kw_only=True):
+    site: str
+    points: list[FlowMinute]
+
+
+class FlowHistoryList(msgspec.Struct):
+    items: list[SiteFlowHistory]

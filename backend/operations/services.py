@@ -6,10 +6,13 @@ upstream event time; stage counts cover journeys updated within the last day.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from datetime import datetime, timedelta
+
 import asyncpg
 import msgspec
 
-from backend.operations.schemas import SiteCapacity, SiteFlow
+from backend.operations.schemas import FlowMinute, SiteCapacity, SiteFlow, SiteFlowHistory
 
 RATE_WINDOW_MIN = 15
 PERCENTILE_WINDOW = "60 minutes"
@@ -44,6 +47,40 @@ async def flow(conn: asyncpg.Connection, sites: list[str] | None) -> list[SiteFl
                  wait_p50_s=r["wait_p50_s"], wait_p90_s=r["wait_p90_s"], service_p50_s=r["service_p50_s"])
         for r in await conn.fetch(_FLOW_SQL, sites)
     ]
+
+
+_HISTORY_SQL = """
+SELECT site, arrived_at, CASE WHEN stage = 'completed' THEN finished_at END AS completed_at
+FROM journeys
+WHERE ($1::text[] IS NULL OR site = ANY($1))
+  AND (arrived_at > $2 OR (stage = 'completed' AND finished_at > $2))
+"""
+
+
+async def flow_history(conn: asyncpg.Connection, sites: list[str] | None, minutes: int,
+                       now: datetime) -> list[SiteFlowHistory]:
+    """Per site, one point per minute for the last `minutes`, each the rate over the window before it."""
+    last = now.replace(second=0, microsecond=0)
+    first = last - timedelta(minutes=minutes - 1)
+    window = timedelta(minutes=RATE_WINDOW_MIN)
+    times: dict[str, tuple[list[datetime], list[datetime]]] = {}
+    for r in await conn.fetch(_HISTORY_SQL, sites, first - window):
+        arrivals, completions = times.setdefault(r["site"], ([], []))
+        if r["arrived_at"] is not None:
+            arrivals.append(r["arrived_at"])
+        if r["completed_at"] is not None:
+            completions.append(r["completed_at"])
+
+    def rate(sorted_times: list[datetime], minute: datetime) -> float:
+        return (bisect_right(sorted_times, minute) - bisect_right(sorted_times, minute - window)) / RATE_WINDOW_MIN
+
+    history = []
+    for site in sorted(times):
+        arrivals, completions = (sorted(t) for t in times[site])
+        points = [FlowMinute(minute=m, arrivals_per_min=rate(arrivals, m), completions_per_min=rate(completions, m))
+                  for m in (first + timedelta(minutes=n) for n in range(minutes))]
+        history.append(SiteFlowHistory(site=site, points=points))
+    return history
 
 
 _CAPACITY_SQL = f"""

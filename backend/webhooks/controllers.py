@@ -66,7 +66,7 @@ class WebhookController(Controller):
         if isinstance(result, Rejected):
             async with resources.pool.acquire() as conn:
                 await record_inbound(conn, [(result, f"webhook:{system}:{webhook_id}"[:500])])
-            metrics.EVENTS_FAILED.labels(result.kind).inc()
+            metrics.count_failures([result], resources.known_systems)
             raise HTTPException(status_code=HTTP_422_UNPROCESSABLE_ENTITY, detail=f"{result.kind}: {result.reason}")
         event = result.event
         async with resources.pool.acquire() as conn, conn.transaction():

@@ -20,7 +20,10 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.js.api import PubAck
 
+from opentelemetry.trace import SpanKind
+
 from connectors.sdk.spool import Spool
+from switchboard import tracing
 from switchboard.events import CloudEvent, nats_msg_id, nats_subject
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,12 @@ class Publisher:
         self._wake.set()
 
     async def emit(self, events: Iterable[CloudEvent]) -> None:
-        """Store events durably; they are published in this order as soon as NATS can take them."""
+        """Store events durably; they are published in this order as soon as NATS can take them.
+
+        With tracing on, each event that carries no `traceparent` yet starts a trace with its `publish` span.
+        """
+        if tracing.enabled():
+            events = [_traced(e) for e in events]
         self.emit_raw((nats_subject(e), nats_msg_id(e.source, e.id), _encode(e)) for e in events)
 
     def emit_raw(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
@@ -155,3 +163,10 @@ class Publisher:
         if through > self._confirmed:
             self.spool.confirm_through(through)
             self._confirmed = through
+
+
+def _traced(event: CloudEvent) -> CloudEvent:
+    with tracing.span(f"publish {event.type}", event.traceparent or None, SpanKind.PRODUCER,
+                      {"cloudevents.event_source": event.source, "cloudevents.event_id": event.id}) as span:
+        event.traceparent = tracing.traceparent_of(span) or event.traceparent
+    return event

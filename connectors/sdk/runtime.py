@@ -104,7 +104,9 @@ class ConnectorRuntime:
     async def _connect_and_serve(self) -> None:
         while self.nc is None and not self._stopping:
             try:
-                self.nc = await nats.connect(self.nats_url, name=f"switchboard-connector-{self.connector.name}",
+                # a cluster's URLs, comma-separated: any one that answers will do
+                servers = [u.strip() for u in self.nats_url.split(",")]
+                self.nc = await nats.connect(servers, name=f"switchboard-connector-{self.connector.name}",
                                              max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                              connect_timeout=2)
             except Exception as exc:  # noqa: BLE001 - unreachable at start: events wait in the spool

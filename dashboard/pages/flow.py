@@ -3,16 +3,35 @@ target, and the latest journey changes — for one site or across all of them.""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard import charts
+from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame
+from dashboard.live import FlowPoint, seed_history
 
 ALL_SITES = "all sites"
+HISTORY = "/api/v1/flow/history"
+
+
+async def load_history(viewer: Viewer) -> None:
+    """The last hour from the backend, once per page open, so the chart never starts empty."""
+    if not viewer.offers("GET", HISTORY):
+        return
+    try:
+        async with viewer.http() as http:
+            body = await http.get(HISTORY)
+    except BackendError:
+        return  # the chart then starts from what arrives live, as before
+    for site in body["items"]:
+        seed_history(viewer.live.state.flow_history, site["site"], [
+            FlowPoint(datetime.fromisoformat(p["minute"]), p["arrivals_per_min"], p["completions_per_min"])
+            for p in site["points"]])
 
 
 class FlowView:
@@ -87,5 +106,6 @@ def register(dashboard: Dashboard) -> None:
         viewer = await current_viewer(dashboard)
         if viewer is None:
             return sign_in_redirect()
+        await load_history(viewer)
         with frame(viewer, "Flow"):
             FlowView(viewer).build()

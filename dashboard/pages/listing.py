@@ -1,5 +1,5 @@
-"""Integrations, Reconciliation, Fallback and Audit: each is shown from its list endpoint when the
-backend has it, and says honestly that it is not available when it does not."""
+"""Audit: shown from its list endpoint when the backend has it, and saying honestly that it is not
+available when it does not."""
 
 from __future__ import annotations
 
@@ -22,12 +22,7 @@ class Listing:
     endpoint: str
 
 
-LISTINGS = (
-    Listing("Integrations", "/integrations", "/api/v1/integrations"),
-    Listing("Reconciliation", "/reconciliation", "/api/v1/reconciliation"),
-    Listing("Fallback", "/fallback", "/api/v1/fallbacks"),
-    Listing("Audit", "/audit", "/api/v1/audit"),
-)
+LISTINGS = (Listing("Audit", "/audit", "/api/v1/audit"),)
 
 
 def _cell(value: Any) -> str:
@@ -49,7 +44,6 @@ async def show_listing(viewer: Viewer, listing: Listing) -> None:
         ui.label("Nothing to show.").classes("text-gray-500")
         return
     columns = list(items[0])
-    ui.label("Read-only: this dashboard does not act on this view yet.").classes("text-sm text-gray-500")
     ui.table(rows=[{c: _cell(item.get(c)) for c in columns} | {"_row": i} for i, item in enumerate(items)],
              row_key="_row", columns=[{"name": c, "label": c, "field": c} for c in columns]).classes("w-full")
 

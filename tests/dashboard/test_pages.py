@@ -88,17 +88,6 @@ async def test_a_failure_appears_live_and_its_actions_say_why_they_are_disabled(
     assert actions["Retry"] is actions["Retry all matching…"] is actions["Discard…"] is False
 
 
-async def test_views_without_an_endpoint_say_so_honestly(board: Board, token):
-    await board.sign_in(token("sre"))
-    for path, title, endpoint in (("/reconciliation", "Reconciliation", "GET /api/v1/reconciliation"),):
-        await board.user.open(path)
-        await board.user.should_see(f"{title} is not available on this backend yet.")
-        await board.user.should_see(f"The backend does not offer {endpoint} (checked against its OpenAPI document).")
-    for path, title in (("/audit", "Audit"), ("/integrations", "Integrations"), ("/fallback", "Fallback")):
-        await board.user.open(path)  # this backend has them
-        await board.user.should_not_see(f"{title} is not available on this backend yet.")
-
-
 async def test_every_page_says_when_the_live_connection_was_lost(own_backend: BackendProcess, settings, token):
     async with simulated_board(msgspec.structs.replace(settings, backend_url=own_backend.url)) as board:
         await board.sign_in(token("manager"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -12,7 +13,16 @@ from dashboard import charts
 from dashboard.backend_client import Capabilities
 from dashboard.coalesce import Coalescer
 from dashboard.frame import connection_text
-from dashboard.live import HISTORY_STEP_S, MAX_ITEMS_PER_TOPIC, LiveConnection, LiveRegistry, LiveState
+from dashboard.live import (
+    HISTORY_POINTS,
+    HISTORY_STEP_S,
+    MAX_ITEMS_PER_TOPIC,
+    FlowPoint,
+    LiveConnection,
+    LiveRegistry,
+    LiveState,
+    seed_history,
+)
 from dashboard.pages.capacity import over_target
 from dashboard.pages.failures import ANY, matching
 from dashboard.session import Principal, Sessions
@@ -64,6 +74,19 @@ def test_flow_history_keeps_one_point_per_step_with_the_latest_rates():
     state._record_flow({**flow, "arrivals_per_min": 3.0}, now=t0 + timedelta(seconds=HISTORY_STEP_S))
     points = state.flow_history["north"]
     assert [(p.time, p.arrivals_per_min) for p in points] == [(t0, 2.0), (t0 + timedelta(seconds=HISTORY_STEP_S), 3.0)]
+
+
+def test_the_backends_past_goes_before_the_live_points_once():
+    history: dict = {}
+    t0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+    live = FlowPoint(t0 + timedelta(minutes=3), 5.0, 4.0)
+    history["north"] = deque([live], maxlen=HISTORY_POINTS)
+    past = [FlowPoint(t0 + timedelta(minutes=m), float(m), 0.0) for m in range(4)]
+    seed_history(history, "north", past)
+    seed_history(history, "north", past)  # a second page open adds nothing
+    assert [p.arrivals_per_min for p in history["north"]] == [0.0, 1.0, 2.0, 5.0]
+    seed_history(history, "south", past)
+    assert len(history["south"]) == 4
 
 
 async def test_a_lost_backend_is_reported_with_the_time_it_was_lost_and_retried_with_backoff():
