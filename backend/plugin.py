@@ -81,7 +81,8 @@ class SwitchboardPlugin(InitPluginProtocol):
             backoff_max_s=settings.command_backoff_max_s, max_attempts=settings.command_max_attempts,
         ), PacePolicy.from_settings(settings), interval_s=settings.command_relay_interval_s,
             heartbeat_interval_s=settings.heartbeat_interval_s)
-        monitor = IntegrationMonitor(pool, _command_targets(settings), interval_s=settings.integration_check_interval_s,
+        monitor = IntegrationMonitor(pool, js, _command_targets(settings), interval_s=settings.integration_check_interval_s,
+                                     figures_interval_s=settings.integration_figures_interval_s,
                                      heartbeat_interval_s=settings.heartbeat_interval_s)
         sampler = MetricsSampler(pool, js, interval_s=settings.metrics_sample_interval_s)
         tasks = [asyncio.create_task(relay.run(), name="command-relay"),

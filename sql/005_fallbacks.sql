@@ -17,8 +17,10 @@ CREATE TABLE command_pace (
     updated_at   timestamptz      NOT NULL DEFAULT now()
 );
 
--- The pace reason last announced with the status, so a change of pace is published once too.
+-- The pace reason last announced with the status, so a change of pace is published once too; when the
+-- figures were last published (whichever replica claims a system's row for the round publishes them).
 ALTER TABLE integration_status ADD COLUMN pace_reason text;
+ALTER TABLE integration_status ADD COLUMN figures_at timestamptz;
 
 -- Commands sent to a site in the last minute (the floor's bound) and settled per system (success rate).
 CREATE INDEX commands_site_sent ON commands (site, sent_at) WHERE sent_at IS NOT NULL;

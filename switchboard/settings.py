@@ -59,6 +59,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval_s: float = 15.0
     # integration health is re-decided this often (every replica; a change is published once)
     integration_check_interval_s: float = 2.0
+    # and its figures (events/min, latency...) go out on the `integrations` topic this often besides
+    integration_figures_interval_s: float = 10.0
     # recovery pacing (docs/fallback.md): commands per minute per system, halved on trouble, raised by
     # `pace_increase_per_s` per trouble-free second, restarting at `pace_start_per_min` after an outage
     pace_min_per_min: float = 6.0

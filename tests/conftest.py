@@ -105,6 +105,8 @@ def backend_env(settings: Settings) -> dict[str, str]:
         "SWITCHBOARD_COMMAND_MAX_ATTEMPTS": "3", "SWITCHBOARD_RETRY_DEBOUNCE_S": "1",
         # systems of their own for the integration tests, whose health no other test touches
         "SWITCHBOARD_EXTRA_SYSTEMS": ",".join(LAB_SYSTEMS), "SWITCHBOARD_INTEGRATION_CHECK_INTERVAL_S": "0.5",
+        # figures once a minute only: a test of "published once" must not see a figures round
+        "SWITCHBOARD_INTEGRATION_FIGURES_INTERVAL_S": "60",
     }
 
 

@@ -58,6 +58,7 @@ async def test_silent_heartbeats_make_a_system_down_live_and_a_fresh_one_brings_
             went_down, _ = await receive_until(
                 ws, is_update("integrations", lambda f: f["key"] == system and f["data"]["status"] == "down"))
             assert went_down["site"] == "*"
+            assert {"events_per_min", "held_commands", "apply_latency_p99_ms", "pace"} <= went_down["data"].keys()
             assert went_down["data"]["reason"] == "no heartbeat for more than 45s (3 intervals)"
             down = await with_status(api, headers, system, "down")
             assert down and down["heartbeat_age_s"] >= 45 and down["since"] == went_down["data"]["since"]

@@ -15,6 +15,7 @@ class IntegrationController(Controller):
     @get("/", opt=READ, operation_id="listIntegrations")
     async def list_integrations(self, resources: AppResources) -> IntegrationPage:
         """Per system: health, traffic, command delivery and pace. Integrations belong to no site."""
+        lag = await services.consumer_lag(resources.js)
         async with resources.pool.acquire() as conn:
-            items = await services.integrations(conn)
-        return IntegrationPage(items=items, consumer_lag=await services.consumer_lag(resources.js))
+            items = await services.integrations(conn, consumer_lag=lag)
+        return IntegrationPage(items=items, consumer_lag=lag)

@@ -1,5 +1,7 @@
 """The integration monitor: every replica re-decides health every few seconds and records it; the one
-whose decision changed the stored status publishes the change on the live `integrations` topic."""
+whose decision changed the stored status publishes the change on the live `integrations` topic. Every
+`figures_interval_s` one replica (whichever claims the round) publishes every system's figures too,
+so the board's rates and latencies move without a change of status."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import logging
 
 import asyncpg
+from nats.js import JetStreamContext
 
 from backend.integrations import health, services
 from backend.integrations import pace as pacing
@@ -17,11 +20,13 @@ log = logging.getLogger(__name__)
 
 
 class IntegrationMonitor:
-    def __init__(self, pool: asyncpg.Pool, systems: frozenset[str], *, interval_s: float,
-                 heartbeat_interval_s: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, systems: frozenset[str], *, interval_s: float,
+                 figures_interval_s: float, heartbeat_interval_s: float) -> None:
         self.pool = pool
+        self.js = js
         self.systems = systems
         self.interval_s = interval_s
+        self.figures_interval_s = figures_interval_s
         self.heartbeat_interval_s = heartbeat_interval_s
 
     async def run(self) -> None:
@@ -33,11 +38,12 @@ class IntegrationMonitor:
             await asyncio.sleep(self.interval_s)
 
     async def check(self) -> list[str]:
-        """Decide, record, publish what changed; the systems published."""
+        """Decide, record, publish what changed and the figures due; the systems published."""
         async with self.pool.acquire() as conn:
             decided = await health.evaluate(conn, self.systems, self.heartbeat_interval_s)
             changed = await services.record(conn, decided, await pacing.read(conn))
-            current = [s for s in await services.statuses(conn) if s.system in changed] if changed else []
-        for status in current:
-            await publish("integrations", ALL_SITES, status.system, status)
-        return changed
+            due = await services.claim_figures(conn, changed, self.figures_interval_s)
+            items = await services.integrations(conn, due, await services.consumer_lag(self.js)) if due else []
+        for item in items:
+            await publish("integrations", ALL_SITES, item.system, item)
+        return due

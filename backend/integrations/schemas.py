@@ -18,7 +18,7 @@ class PaceView(msgspec.Struct, kw_only=True):
 
 
 class IntegrationStatus(msgspec.Struct, kw_only=True):
-    """A system's health as last decided: the `integrations` live topic's item, keyed by system."""
+    """A system's health as last decided."""
 
     system: str
     status: Status
@@ -29,7 +29,8 @@ class IntegrationStatus(msgspec.Struct, kw_only=True):
 
 
 class Integration(IntegrationStatus, kw_only=True):
-    """The status plus what the system's traffic looks like (rates over the last `RATE_WINDOW_MIN` minutes)."""
+    """The status plus what the system's traffic looks like (rates over the last `RATE_WINDOW_MIN` minutes):
+    the API's item and the `integrations` live topic's, keyed by system."""
 
     heartbeat_age_s: float | None
     events_per_min: float
@@ -40,6 +41,8 @@ class Integration(IntegrationStatus, kw_only=True):
     # event time to applied, over the last `RATE_WINDOW_MIN` minutes (heartbeats aside)
     apply_latency_p50_ms: float | None
     apply_latency_p99_ms: float | None
+    # the shared apply consumer's lag (the same for every system); None where it was not asked (snapshots)
+    consumer_lag: int | None = None
 
 
 class IntegrationPage(msgspec.Struct, kw_only=True):

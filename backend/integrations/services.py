@@ -27,8 +27,8 @@ def _pace_view(pace: pacing.Pace | None) -> PaceView | None:
                     floor=pace.floor)
 
 
-async def statuses(conn: asyncpg.Connection, _sites: list[str] | None = None) -> list[IntegrationStatus]:
-    """Every system's status as last decided (integrations belong to no site: every reader sees all)."""
+async def statuses(conn: asyncpg.Connection) -> list[IntegrationStatus]:
+    """Every system's status as last decided."""
     rows = await conn.fetch(
         "SELECT i.*, (SELECT max(seen_at) FROM heartbeats h WHERE h.system = i.system) AS last_heartbeat_at"
         " FROM integration_status i ORDER BY i.system")
@@ -62,8 +62,10 @@ GROUP BY system
 _HELD_SQL = "SELECT system, count(*) AS n FROM commands WHERE status = 'held' GROUP BY system"
 
 
-async def integrations(conn: asyncpg.Connection) -> list[Integration]:
-    current = await statuses(conn)
+async def integrations(conn: asyncpg.Connection, systems: list[str] | None = None,
+                       consumer_lag: int | None = None) -> list[Integration]:
+    """Every system's status and figures (or those of `systems`)."""
+    current = [s for s in await statuses(conn) if systems is None or s.system in systems]
     names = [s.system for s in current]
     traffic = {r["system"]: r for r in await conn.fetch(_TRAFFIC_SQL)}
     invalid = {r["system"]: r["per_min"] for r in await conn.fetch(_INVALID_SQL, INBOUND_KINDS)}
@@ -83,8 +85,23 @@ async def integrations(conn: asyncpg.Connection) -> list[Integration]:
             command_success_rate=done["ok"] / answered if answered else None,
             held_commands=held.get(status.system, 0),
             apply_latency_p50_ms=seen["p50"] if seen else None, apply_latency_p99_ms=seen["p99"] if seen else None,
+            consumer_lag=consumer_lag,
         ))
     return items
+
+
+async def snapshot(conn: asyncpg.Connection, _sites: list[str] | None) -> list[Integration]:
+    """The live topic's snapshot (integrations belong to no site: every reader sees all)."""
+    return await integrations(conn)
+
+
+async def claim_figures(conn: asyncpg.Connection, changed: list[str], interval_s: float) -> list[str]:
+    """The systems whose figures this replica publishes now: those whose status it just changed, and those
+    not published for `interval_s` (claimed in one statement, so one replica per round)."""
+    rows = await conn.fetch(
+        "UPDATE integration_status SET figures_at = now() WHERE system = ANY($1::text[]) OR figures_at IS NULL"
+        " OR figures_at < now() - make_interval(secs => $2) RETURNING system", changed, interval_s)
+    return sorted(r["system"] for r in rows)
 
 
 async def consumer_lag(js: JetStreamContext) -> int | None:

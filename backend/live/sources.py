@@ -13,7 +13,7 @@ import asyncpg
 
 from backend.failures.services import list_failures
 from backend.fallbacks.services import snapshot as fallbacks_snapshot
-from backend.integrations.services import statuses as integration_statuses
+from backend.integrations.services import snapshot as integrations_snapshot
 from backend.journeys.services import list_journeys
 from backend.operations.services import capacity, flow
 
@@ -54,5 +54,5 @@ SNAPSHOTS: dict[str, SnapshotReader] = {
     "failures": _failures,
     "reconciliation": _none_yet,
     "fallbacks": fallbacks_snapshot,  # type: ignore[dict-item]
-    "integrations": integration_statuses,  # type: ignore[dict-item]
+    "integrations": integrations_snapshot,  # type: ignore[dict-item]
 }
