@@ -95,17 +95,6 @@ class LiveState:
         else:
             points.append(point)
 
-
-def seed_history(history: dict[str, deque[FlowPoint]], site: str, past: list[FlowPoint]) -> None:
-    """Put the backend's minute-by-minute past before what this process has recorded live for `site`."""
-    kept = history.setdefault(site, deque(maxlen=HISTORY_POINTS))
-    older = [p for p in past if not kept or p.time < kept[0].time - timedelta(seconds=HISTORY_STEP_S)]
-    if older:
-        combined = [*older, *kept][-HISTORY_POINTS:]
-        kept.clear()
-        kept.extend(combined)
-
-
     def _record_integration(self, item: dict[str, Any], now: datetime | None = None) -> None:
         points = self.integration_history.setdefault(item["system"], deque(maxlen=HISTORY_POINTS))
         point = IntegrationPoint(now or datetime.now(UTC), item["events_per_min"], item["invalid_per_min"],
@@ -115,6 +104,16 @@ def seed_history(history: dict[str, deque[FlowPoint]], site: str, past: list[Flo
                                           point.apply_latency_p99_ms, point.held_commands)
         else:
             points.append(point)
+
+
+def seed_history(history: dict[str, deque[FlowPoint]], site: str, past: list[FlowPoint]) -> None:
+    """Put the backend's minute-by-minute past before what this process has recorded live for `site`."""
+    kept = history.setdefault(site, deque(maxlen=HISTORY_POINTS))
+    older = [p for p in past if not kept or p.time < kept[0].time - timedelta(seconds=HISTORY_STEP_S)]
+    if older:
+        combined = [*older, *kept][-HISTORY_POINTS:]
+        kept.clear()
+        kept.extend(combined)
 
 
 class LiveConnection:
