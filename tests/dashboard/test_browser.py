@@ -63,10 +63,11 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-async def sign_in_as(page: Page, url: str, role: str) -> None:
+async def sign_in_as(page: Page, url: str, role: str, sites: str = "*") -> None:
     await page.goto(url + "/signin")
     await page.get_by_test_id("demo-role").click()
     await page.get_by_role("option", name=role, exact=True).click()
+    await page.get_by_test_id("demo-site").fill(sites)
     await page.get_by_test_id("demo-enter").click()
     await expect(page.get_by_test_id("who")).to_contain_text(f"demo-{role}")
 
@@ -126,4 +127,28 @@ async def test_retry_on_a_failure_resolves_it_once_its_cause_is_fixed(browser: B
     await expect(row).to_be_hidden(timeout=15_000)  # resolved: it leaves the open failures, live
     assert await pool.fetchval("SELECT status FROM failures WHERE site = $1", site) == "resolved"
     assert await pool.fetchval("SELECT count(*) FROM journeys WHERE site = $1", site) == 1
+    await page.close()
+
+
+async def test_floor_staff_start_a_fallback_and_check_a_customer_in_by_hand(browser: Browser, dashboard_url, pool,
+                                                                          uid):
+    site = f"floor-{uid}"
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await sign_in_as(page, dashboard_url, "floor_staff", sites=site)
+    await page.goto(dashboard_url + "/fallback")
+    queue = page.get_by_test_id("system-queue")
+    await queue.get_by_role("button", name="Start fallback…").click()
+    await page.get_by_test_id("reason").fill("queue system down")
+    await page.get_by_role("button", name="Confirm").click()
+    await expect(queue).to_contain_text("FALLBACK since", timeout=15_000)
+    await page.get_by_test_id("step-check_in").click()
+    await expect(page.get_by_test_id("outcome")).to_contain_text("Check in done", timeout=15_000)
+    await expect(page.get_by_test_id("outcome")).to_contain_text("is arrived")
+    await expect(page.locator("tr", has_text="check in")).to_be_visible(timeout=15_000)  # the ledger, live
+    await page.screenshot(path=SCREENSHOTS / "fallback-active.png", full_page=True)
+    journey = await pool.fetchrow("SELECT j.stage, e.source FROM journeys j JOIN events e ON e.journey_id = j.id"
+                                  " WHERE j.site = $1", site)
+    assert (journey["stage"], journey["source"]) == ("arrived", "/manual/demo-floor_staff")
+    assert await pool.fetchval("SELECT count(*) FROM fallback_ledger l JOIN fallbacks f ON f.id = l.fallback_id"
+                               " WHERE f.site = $1 AND l.action = 'check_in'", site) == 1
     await page.close()
