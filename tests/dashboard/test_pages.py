@@ -6,6 +6,7 @@ import msgspec
 from nicegui import ui
 
 from tests.conftest import BackendProcess, cloud_event, eventually, publish
+from tests.connector_double import heartbeat
 from tests.dashboard.conftest import Board, simulated_board
 
 
@@ -96,3 +97,16 @@ async def test_every_page_says_when_the_live_connection_was_lost(own_backend: Ba
         for path in ("/capacity", "/failures"):
             await board.user.open(path)
             await board.user.should_see("Connection to the backend lost since", retries=50)
+
+
+async def test_an_integration_tile_shows_the_health_a_heartbeat_reports(board: Board, token, js, pool, uid):
+    connector = f"lab-board-{uid}"
+    await board.sign_in(token("sre"))
+    await board.user.open("/integrations")
+    try:
+        await publish(js, heartbeat("lab_board", connector, "degraded"))
+        await board.user.should_see(f"connector {connector} reports its upstream degraded", retries=100)
+        [badge] = [b for b in board.user.find(ui.badge).elements if b.props.get("data-testid") == "status-lab_board"]
+        assert badge.text == "degraded"
+    finally:
+        await pool.execute("DELETE FROM heartbeats WHERE connector = $1", connector)
