@@ -194,11 +194,14 @@ def validate(
     subject_type: str | None = None,
     allowed_system: str | None = None,
     allowed_sites: frozenset[str] | None = None,
+    signed_by_backend: bool = False,
 ) -> Accepted | Rejected:
     """Validate one message.
 
     `subject_system`/`subject_type` come from the NATS subject it arrived on; `allowed_system` and
-    `allowed_sites` from the token of a connector publishing over HTTP.
+    `allowed_sites` from the token of a connector publishing over HTTP; `signed_by_backend` says the
+    message carries a backend's signature (`backend.ingest.own_events`), without which no event may
+    come from `/switchboard`.
     """
     if len(body) > max_bytes:
         return Rejected(kind="invalid_event", reason=f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit",
@@ -218,6 +221,8 @@ def validate(
         return reject("invalid_event", problem)
     if event.system not in known_systems:
         return reject("unauthorized_source", f"system {event.system!r} is not registered")
+    if event.system == "switchboard" and not signed_by_backend:
+        return reject("unauthorized_source", "only Switchboard itself publishes as /switchboard")
     if subject_system is not None and subject_system != event.system:
         return reject("source_mismatch", f"published on svc.events.{subject_system}.* but source is {event.source}")
     if subject_type is not None and subject_type != event.type:

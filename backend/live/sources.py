@@ -14,6 +14,7 @@ import asyncpg
 from backend.failures.services import list_failures
 from backend.journeys.services import list_journeys
 from backend.operations.services import capacity, flow
+from backend.reconciliation import live as reconciliation
 
 # The board shows what is happening now: the most recent journeys and open failures, not all history.
 JOURNEYS_IN_SNAPSHOT = 500
@@ -50,7 +51,7 @@ SNAPSHOTS: dict[str, SnapshotReader] = {
     "capacity": capacity,  # type: ignore[dict-item]
     "journeys": _journeys,
     "failures": _failures,
-    "reconciliation": _none_yet,
+    "reconciliation": reconciliation.snapshot,
     "fallbacks": _none_yet,
     "integrations": _none_yet,
 }
