@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -475,9 +474,3 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(js, pool, 
     finally:
         process.stop()
 
-
-
-def test_record_push_ids_derive_from_fallback_and_ref():
-    assert replay_command_id(7, "queue:T-1") == replay_command_id(7, "queue:T-1")
-    assert replay_command_id(7, "queue:T-1") != replay_command_id(8, "queue:T-1")
-    assert isinstance(replay_command_id(7, "queue:T-1"), uuid.UUID)
