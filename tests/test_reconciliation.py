@@ -458,7 +458,7 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(js, pool, 
                 journeys = [await journey_of(api, sre, ref) for ref in (stuck, keyed_in)]
                 return journeys if all(journeys) and journeys[0]["stage"] == "completed" else None
 
-            await eventually(repaired, timeout=60)
+            await eventually(repaired, timeout=90)
             items = await drift(api, sre, site=site)
             for kind in ("stale", "missing_here"):
                 item = one(items, kind=kind)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -116,8 +117,10 @@ class Reconciler:
         async with self.pool.acquire() as conn:
             systems = [r["system"] for r in await conn.fetch("SELECT DISTINCT system FROM heartbeats ORDER BY 1")
                        if r["system"] not in RESERVED_SYSTEMS]
+            # the busiest sites first: a long round reaches the floors that are open now before the quiet ones
             sites = [r["site"] for r in await conn.fetch(
-                "SELECT DISTINCT site FROM journeys WHERE updated_at > now() - interval '1 day' ORDER BY 1")]
+                "SELECT site FROM journeys WHERE updated_at > now() - interval '1 day'"
+                " GROUP BY site ORDER BY max(updated_at) DESC")]
             recent = {(r["system"], r["site"]) for r in await conn.fetch(
                 "SELECT DISTINCT system, site FROM reconciliation_runs WHERE started_at > now() - make_interval(secs => $1)",
                 interval * 0.9)}
@@ -130,22 +133,35 @@ class Reconciler:
     # --- the loop -------------------------------------------------------------------------------
 
     async def run_forever(self) -> None:
-        settings = self.resources.settings
-        loop = asyncio.get_running_loop()
-        next_schedule = loop.time() + settings.reconcile_interval_s  # a fresh start leaves the first round a while
+        """Scheduled rounds and the short tick (replays, repair checks) as two loops: a long round of runs
+        never holds up the verification of a repair."""
+        await asyncio.gather(self._schedule_loop(), self._tick_loop())
+
+    async def _schedule_loop(self) -> None:
+        interval = self.resources.settings.reconcile_interval_s
+        if interval <= 0:
+            return
         while True:
-            try:
-                if settings.reconcile_interval_s > 0 and loop.time() >= next_schedule:
-                    next_schedule = loop.time() + settings.reconcile_interval_s
-                    await self.scheduled_runs()
-                await replay.replay_due(self)
-                await verify.verify_repairs(self.pool, self.client, stale_after=self.stale_after,
-                                            timeout=timedelta(seconds=settings.reconcile_repair_timeout_s))
-            except _UNAVAILABLE as exc:
-                log.warning("reconciler paused (%s)", type(exc).__name__)
-            except Exception:
-                log.exception("reconciler round failed; trying again next round")
+            await asyncio.sleep(interval)  # a fresh start leaves the first round a while
+            await self._guarded(self.scheduled_runs())
+
+    async def _tick_loop(self) -> None:
+        settings = self.resources.settings
+        timeout = timedelta(seconds=settings.reconcile_repair_timeout_s)
+        while True:
+            await self._guarded(replay.replay_due(self))
+            await self._guarded(verify.verify_repairs(self.pool, self.client, stale_after=self.stale_after,
+                                                      timeout=timeout))
             await asyncio.sleep(settings.reconcile_tick_s)
+
+    @staticmethod
+    async def _guarded(step: Awaitable[object]) -> None:
+        try:
+            await step
+        except _UNAVAILABLE as exc:
+            log.warning("reconciler paused (%s)", type(exc).__name__)
+        except Exception:
+            log.exception("reconciler round failed; trying again next round")
 
     async def stop(self) -> None:
         for task in list(self._tasks):
