@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.encode
+_UNREACHABLE_PAUSE_S = 30.0
 _REPLAY_NAMESPACE = uuid.UUID("6f1d5a52-37a4-4f0e-9a8e-2f4f7f9c1e01")
 
 
@@ -74,6 +75,11 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection, fallb
     system, site, started_at = fallback["system"], fallback["site"], fallback["started_at"]
     earlier = msgspec.json.decode(fallback["replay"]) if fallback["replay"] else {}
     runs = earlier.get("runs", [])
+    if not runs and await conn.fetchval(
+            "SELECT true FROM reconciliation_runs WHERE system = $1 AND site = $2 AND trigger = 'fallback_end'"
+            " AND status = 'unreachable' AND started_at > now() - make_interval(secs => $3) LIMIT 1",
+            system, site, _UNREACHABLE_PAUSE_S):
+        return None  # the system was away moments ago: ask again in a while, not every round
     if not runs:  # a replay that waited for a manual step to apply has had its runs
         for day in _days(started_at.astimezone(UTC).date(), datetime.now(UTC).date()):
             run = await reconciler.run_now(system, site, day, trigger="fallback_end", requested_by=None)
