@@ -30,11 +30,14 @@ from backend.integrations.controllers import IntegrationController
 from backend.integrations.monitor import IntegrationMonitor
 from backend.integrations.pace import PacePolicy
 from backend.ingest.controllers import IngestController
+from backend.ingest.own_events import signing_key
 from backend.journeys.controllers import JourneyController
 from backend.live.controllers import live_socket
 from backend.live.handshake import QueryTokenMiddleware
 from backend.live.service import LiveService
 from backend.operations.controllers import OperationsController
+from backend.reconciliation.controllers import ReconciliationController
+from backend.reconciliation.scheduler import Reconciler
 from backend.resources import Resources
 from backend.routing import engine
 from backend.routing.controllers import RuleController
@@ -75,7 +78,8 @@ class SwitchboardPlugin(InitPluginProtocol):
         live = app.state.live = LiveService(nc, pool)
         await live.start()
         worker = ApplyWorker(js, pool, batch=settings.apply_batch, max_bytes=settings.max_event_bytes,
-                             known_systems=resources.known_systems, on_applied=live.on_applied)
+                             known_systems=resources.known_systems, on_applied=live.on_applied,
+                             own_events_key=signing_key(settings))
         relay = CommandRelay(pool, js, DeliveryPolicy(
             answer_timeout_s=settings.command_answer_timeout_s, backoff_s=settings.command_backoff_s,
             backoff_max_s=settings.command_backoff_max_s, max_attempts=settings.command_max_attempts,
@@ -85,11 +89,13 @@ class SwitchboardPlugin(InitPluginProtocol):
                                      figures_interval_s=settings.integration_figures_interval_s,
                                      heartbeat_interval_s=settings.heartbeat_interval_s)
         sampler = MetricsSampler(pool, js, interval_s=settings.metrics_sample_interval_s)
+        reconciler = app.state.reconciler = Reconciler(resources)
         tasks = [asyncio.create_task(relay.run(), name="command-relay"),
                  asyncio.create_task(worker.run_forever(), name="apply-worker"),
                  asyncio.create_task(monitor.run(), name="integration-monitor"),
                  asyncio.create_task(sampler.run(), name="metrics-sampler"),
-                 asyncio.create_task(partitions.keep_partitions(pool), name="event-partitions")]
+                 asyncio.create_task(partitions.keep_partitions(pool), name="event-partitions"),
+                 asyncio.create_task(reconciler.run_forever(), name="reconciler")]
         try:
             yield
         finally:
@@ -98,6 +104,7 @@ class SwitchboardPlugin(InitPluginProtocol):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             # each step bounded: a stop must never hang (unacknowledged messages are redelivered anyway)
+            await _bounded("reconciliation runs", reconciler.stop())
             await _bounded("live service", live.stop())
             await _bounded("NATS connection", nc.close())
             if not await _bounded("Postgres pool", pool.close()):
@@ -108,7 +115,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         app_config.route_handlers.extend([
             SystemController, MetricsController, IngestController, JourneyController, OperationsController,
             FailureController, CommandController, RuleController, AuditController, WebhookController,
-            IntegrationController, FallbackController, live_socket,
+            IntegrationController, FallbackController, ReconciliationController, live_socket,
         ])
         app_config.lifespan.append(self.lifespan)
         app_config.guards.append(authorize)

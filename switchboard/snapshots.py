@@ -1,7 +1,8 @@
 """Snapshot request/reply on `svc.snapshot.<system>` (CONTRACT section 5), shared by connectors and the reconciler.
 
 A snapshot is the system's own truth for one site and day, ordered by `ref` and paged by it:
-the reconciler asks with `cursor=None`, then with each `next_cursor` until it is null.
+the reconciler asks with `cursor=None`, then with each `next_cursor` until it is null. With `refs`
+the reply holds just those records (the ones the system has), paged the same way.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from switchboard.events import AwareTime, Code, Ref
 MAX_PAGE = 1000
 
 
-class SnapshotRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class SnapshotRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     site: Code
     day: date
     cursor: Ref | None = None  # the last ref of the previous page
     limit: Annotated[int, Meta(ge=1, le=MAX_PAGE)] = 500
+    # Only these records of the site, whatever day they were made: the reconciler's read of a few records
+    # (verifying a repair, replaying a fallback). Omitted on the wire when unset, so older connectors
+    # keep answering whole-day requests; one that refuses `refs` answers 400.
+    refs: Annotated[list[Ref], Meta(max_length=MAX_PAGE)] | None = None
 
 
 class SnapshotRecord(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

@@ -29,6 +29,7 @@ from opentelemetry.trace import Span, SpanKind
 from backend import metrics
 from backend.failures.services import record_inbound
 from backend.ingest.apply import Outcome, apply_events
+from backend.ingest.own_events import OWN_SYSTEM, is_signed
 from backend.ingest.validate import Accepted, Rejected, rejected_event, validate
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
 from switchboard import tracing
@@ -55,7 +56,8 @@ def _split_subject(subject: str) -> tuple[str | None, str | None]:
 class ApplyWorker:
     def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, *, batch: int, max_bytes: int,
                  known_systems: frozenset[str], on_applied: OnApplied | None = None,
-                 stream: str = EVENTS_STREAM, durable: str = APPLY_CONSUMER) -> None:
+                 stream: str = EVENTS_STREAM, durable: str = APPLY_CONSUMER, own_events_key: bytes | None = None,
+                 ) -> None:
         self.js = js
         self.stream = stream
         self.durable = durable
@@ -65,6 +67,7 @@ class ApplyWorker:
         self.max_bytes = max_bytes
         self.known_systems = known_systems
         self.on_applied = on_applied
+        self.own_events_key = own_events_key  # None: no message is taken for the backend's own
 
     async def run_forever(self) -> None:
         """`run`, restarted after anything unexpected: the worker outlives a bad moment."""
@@ -114,8 +117,10 @@ class ApplyWorker:
         for msg in msgs:
             system, type_ = _split_subject(msg.subject)
             arrived[(metrics.type_label(type_), metrics.system_label(system, self.known_systems))] += 1
+            signed = (system == OWN_SYSTEM and self.own_events_key is not None
+                      and is_signed(self.own_events_key, msg.data, msg.headers))
             result = validate(msg.data, max_bytes=self.max_bytes, known_systems=self.known_systems,
-                              subject_system=system, subject_type=type_)
+                              subject_system=system, subject_type=type_, signed_by_backend=signed)
             if isinstance(result, Accepted):
                 accepted.append((result.event, result.dropped_fields))
             else:

@@ -1,7 +1,6 @@
 """What each topic's snapshot holds, read from Postgres for the client's sites.
 
-A topic whose data comes with later work answers an empty list until its domain adds a reader
-here (and publishes its changes with `backend.live.publish`).
+A new topic's domain adds its reader here and publishes its changes with `backend.live.publish`.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from backend.fallbacks.services import snapshot as fallbacks_snapshot
 from backend.integrations.services import snapshot as integrations_snapshot
 from backend.journeys.services import list_journeys
 from backend.operations.services import capacity, flow
+from backend.reconciliation import live as reconciliation
 
 # The board shows what is happening now: the most recent journeys and open failures, not all history.
 JOURNEYS_IN_SNAPSHOT = 500
@@ -43,16 +43,12 @@ async def _failures(conn: asyncpg.Connection, sites: list[str] | None) -> list[A
     )
 
 
-async def _none_yet(_conn: asyncpg.Connection, _sites: list[str] | None) -> list[Any]:
-    return []
-
-
 SNAPSHOTS: dict[str, SnapshotReader] = {
     "flow": flow,  # type: ignore[dict-item]
     "capacity": capacity,  # type: ignore[dict-item]
     "journeys": _journeys,
     "failures": _failures,
-    "reconciliation": _none_yet,
+    "reconciliation": reconciliation.snapshot,
     "fallbacks": fallbacks_snapshot,  # type: ignore[dict-item]
     "integrations": integrations_snapshot,  # type: ignore[dict-item]
 }

@@ -90,6 +90,15 @@ class Connector:
         """Every record this system holds for a site and day; the SDK sorts and pages them."""
         raise Unavailable("this connector keeps no snapshot")
 
+    async def lookup(self, site: str, day: date, refs: Sequence[str]) -> Sequence[SnapshotRecord]:
+        """The records among `refs` (a snapshot request with `refs`): by default those of `day`'s snapshot.
+
+        Override to find them whatever day they were made, as the reconciler then asks for a record
+        of another day (a booking made days ahead) by reference.
+        """
+        wanted = set(refs)
+        return [r for r in await self.snapshot(site, day) if r.ref in wanted]
+
     async def handle(self, command: Command) -> Outcome:
         """Execute one command; raise `Unavailable` when the upstream cannot be reached."""
         return Outcome("failed", f"{self.system} does not handle {command.command}")

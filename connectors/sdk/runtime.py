@@ -151,7 +151,8 @@ class ConnectorRuntime:
             await request.respond_error(BAD_REQUEST, str(exc)[:200])
             return
         try:
-            records = await self.connector.snapshot(ask.site, ask.day)
+            records = await (self.connector.snapshot(ask.site, ask.day) if ask.refs is None
+                             else self.connector.lookup(ask.site, ask.day, ask.refs))
         except Unavailable as exc:
             await request.respond_error(UNAVAILABLE, str(exc)[:200] or "upstream unavailable")
             return

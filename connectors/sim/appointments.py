@@ -13,7 +13,7 @@ from switchboard.commands import Command
 class Appointments(SimulatedSystem):
     system = "appointments"
     prefix = "A"
-    commands = frozenset({"visit.hold"})
+    commands = SimulatedSystem.commands | frozenset({"visit.hold"})
 
     async def book(self, site: str, service: str, channel: str, slot_start: datetime, links: list[str]) -> str:
         ref = self.new_ref()

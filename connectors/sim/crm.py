@@ -12,7 +12,7 @@ from switchboard.commands import Command
 class Crm(SimulatedSystem):
     system = "crm"
     prefix = "C"
-    commands = frozenset({"journey.summary"})
+    commands = SimulatedSystem.commands | frozenset({"journey.summary"})
 
     async def flag(self, site: str, links: list[str], *, reason_code: str) -> str:
         ref = self.new_ref()

@@ -34,7 +34,7 @@ class Floor:
 class Queue(SimulatedSystem):
     system = "queue"
     prefix = "T"
-    commands = frozenset({"ticket.prioritize", "visit.context", "staff.alert"})
+    commands = SimulatedSystem.commands | frozenset({"ticket.prioritize", "visit.context", "staff.alert"})
 
     def __init__(self, *, sites: list[str], pace: Pace, counters: tuple[int, int] = (3, 6),
                  faults: Faults | None = None, seed: int | None = None) -> None:

@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from connectors.sdk import Connector, Outcome, Unavailable
+from connectors.sdk import OK, Connector, Outcome, Unavailable
 from connectors.sim.faults import Faults
-from switchboard.commands import Command
+from switchboard.commands import RECORD_PUSH, Command
 from switchboard.events import CloudEvent, Upstream, nats_msg_id, nats_subject
 from switchboard.snapshots import SnapshotRecord
 
@@ -37,8 +37,14 @@ class Record:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+def _snapshot_record(record: Record) -> SnapshotRecord:
+    return SnapshotRecord(ref=record.ref, site=record.site, stage=record.stage, links=list(record.links),
+                          fields=dict(record.fields), updated_at=record.updated_at)
+
+
 class SimulatedSystem(Connector):
     prefix: ClassVar[str]  # of this system's external ids, e.g. "T" for tickets
+    commands: ClassVar[frozenset[str]] = frozenset({RECORD_PUSH})
 
     def __init__(self, *, faults: Faults | None = None, seed: int | None = None) -> None:
         super().__init__("sim")
@@ -137,15 +143,36 @@ class SimulatedSystem(Connector):
 
     async def snapshot(self, site: str, day: date) -> Sequence[SnapshotRecord]:
         await self._reach_upstream()
-        return [
-            SnapshotRecord(ref=r.ref, site=r.site, stage=r.stage, links=list(r.links), fields=dict(r.fields),
-                           updated_at=r.updated_at)
-            for r in list(self.records.values()) if r.site == site and r.created_at.date() == day
-        ]
+        return [_snapshot_record(r) for r in list(self.records.values())
+                if r.site == site and r.created_at.date() == day]
+
+    async def lookup(self, site: str, day: date, refs: Sequence[str]) -> Sequence[SnapshotRecord]:
+        await self._reach_upstream()
+        found = (self.records.get(ref) for ref in refs)
+        return [_snapshot_record(r) for r in found if r is not None and r.site == site]
 
     async def handle(self, command: Command) -> Outcome:
         await self._reach_upstream()
+        if command.command == RECORD_PUSH:
+            return self.take_pushed_record(command)
         return await self.execute(command)
+
+    def take_pushed_record(self, command: Command) -> Outcome:
+        """`record.push`: Switchboard's state of one reference becomes this system's record (created if missing).
+
+        No event follows: the state came from Switchboard, which already holds it.
+        """
+        ref, stage, fields = command.data.get("ref"), command.data.get("stage"), command.data.get("fields", {})
+        if not isinstance(ref, str) or not isinstance(fields, dict) or not (stage is None or isinstance(stage, str)):
+            return Outcome("failed", "record.push needs a ref, a fields object and an optional stage")
+        now = datetime.now(UTC)
+        record = self.records.get(ref)
+        if record is None:
+            record = self.records[ref] = Record(ref=ref, site=command.site, created_at=now, updated_at=now)
+        record.stage = stage or record.stage
+        record.fields.update(fields)
+        record.updated_at = now
+        return OK
 
     async def execute(self, command: Command) -> Outcome:
         """Run a command against this system's records (the upstream is reachable)."""

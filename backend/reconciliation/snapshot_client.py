@@ -1,0 +1,75 @@
+"""Reading a system's snapshot over `svc.snapshot.<system>` (request/reply, paged by ref)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import date
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NATS
+
+from switchboard.snapshots import (
+    BAD_REQUEST, ERROR_CODE_HEADER, ERROR_HEADER, MAX_PAGE, SnapshotRecord, SnapshotRequest, decode_page,
+    snapshot_subject,
+)
+
+
+class Unreachable(Exception):  # noqa: N818 - a state of the system, not a bug
+    """The system's connector did not answer, or answered that its upstream is unavailable."""
+
+
+class _Refused(Exception):  # noqa: N818
+    """The connector refused the request (400): an older one that does not know `refs`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotClient:
+    nc: NATS
+    timeout_s: float
+
+    async def day(self, system: str, site: str, day: date) -> list[SnapshotRecord]:
+        """Every record the system holds for a site and day."""
+        try:
+            return await self._pages(system, SnapshotRequest(site=site, day=day, limit=MAX_PAGE))
+        except _Refused as exc:
+            raise Unreachable(f"{system} refused the snapshot request: {exc}") from exc
+
+    async def refs(self, system: str, site: str, day: date, refs: Sequence[str]) -> dict[str, SnapshotRecord]:
+        """The records among `refs` that the system holds (read by reference, whatever their day)."""
+        found: dict[str, SnapshotRecord] = {}
+        wanted = sorted(set(refs))
+        for start in range(0, len(wanted), MAX_PAGE):
+            chunk = wanted[start:start + MAX_PAGE]
+            try:
+                records = await self._pages(system, SnapshotRequest(site=site, day=day, refs=chunk, limit=MAX_PAGE))
+            except _Refused:
+                records = [r for r in await self.day(system, site, day) if r.ref in set(chunk)]
+            found.update((r.ref, r) for r in records)
+        return found
+
+    async def _pages(self, system: str, request: SnapshotRequest) -> list[SnapshotRecord]:
+        records: list[SnapshotRecord] = []
+        while True:
+            try:
+                reply = await self.nc.request(snapshot_subject(system), msgspec.json.encode(request),
+                                              timeout=self.timeout_s)
+            except nats.errors.NoRespondersError as exc:
+                raise Unreachable(f"no connector of {system} answers snapshots") from exc
+            except (nats.errors.TimeoutError, TimeoutError) as exc:
+                raise Unreachable(f"{system} did not answer within {self.timeout_s:g}s") from exc
+            headers = reply.headers or {}
+            if code := headers.get(ERROR_CODE_HEADER):
+                reason = headers.get(ERROR_HEADER, "")[:200]
+                if code == BAD_REQUEST:
+                    raise _Refused(reason)
+                raise Unreachable(f"{system} answered {code}: {reason}")
+            try:
+                page = decode_page(reply.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise Unreachable(f"{system} answered a malformed page: {str(exc)[:160]}") from exc
+            records.extend(page.records)
+            if page.next_cursor is None:
+                return records
+            request = msgspec.structs.replace(request, cursor=page.next_cursor)

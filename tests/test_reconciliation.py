@@ -1,0 +1,476 @@
+"""Reconciliation (CONTRACT sections 5 and 6) against the simulated systems as real connectors on the test NATS.
+
+Each test keeps its own site; drift is made the way it happens upstream: a record changed by hand in
+the system (no event), a record Switchboard never heard of, a reference the system lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+
+from backend.reconciliation.replay import replay_command_id
+from connectors.sdk import ConnectorRuntime
+from connectors.sim.appointments import Appointments
+from connectors.sim.core import Core
+from connectors.sim.pace import Pace
+from connectors.sim.queue import Queue
+from connectors.sim.system import Record, SimulatedSystem
+from switchboard.backend_process import BackendProcess
+from switchboard.settings import Settings
+from tests.conftest import cloud_event, eventually, publish, start_backend
+from tests.test_live import connect, receive_until, subscribe
+
+
+@pytest.fixture(scope="module")
+def reconciling(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
+    """A backend of this module's own: runs on demand only, repairs checked every 0.3 s."""
+    process = start_backend(settings, workdir / "backend-reconciliation.log", {
+        "SWITCHBOARD_RECONCILE_INTERVAL_S": "0", "SWITCHBOARD_RECONCILE_TICK_S": "0.3"})
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def rapi(reconciling: BackendProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=reconciling.url, timeout=15) as client:
+        yield client
+
+
+def bearer(token, role: str, sites: list[str] | str = "*") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(role, sites)}"}
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, folder: Path, *systems: SimulatedSystem) -> AsyncIterator[None]:
+    """The simulated systems behind their connector runtimes, with no branch network driving them."""
+    runtimes = [ConnectorRuntime(s, nats_url=settings.nats_url, data_dir=folder, heartbeat_interval=1)  # type: ignore[arg-type]
+                for s in systems]
+    for runtime in runtimes:
+        await runtime.start()
+    try:
+        await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in runtimes)), 30)
+        yield
+    finally:
+        await asyncio.gather(*(r.stop() for r in runtimes))
+
+
+def still_queue(site: str) -> Queue:
+    """A queue with no counter open: nobody is called unless the test says so."""
+    return Queue(sites=[site], pace=Pace(1.0, random.Random(1)), counters=(0, 0))
+
+
+async def journey_of(api: httpx.AsyncClient, headers: dict[str, str], ref: str) -> dict[str, Any] | None:
+    items = (await api.get("/api/v1/journeys", params={"ref": ref}, headers=headers)).json()["items"]
+    return items[0] if items else None
+
+
+async def run(api: httpx.AsyncClient, headers: dict[str, str], system: str, site: str) -> dict[str, Any]:
+    """An on-demand run, waited for."""
+    response = await api.post("/api/v1/reconciliation/runs", json={"system": system, "site": site,
+                                                                   "reason": "checking"}, headers=headers)
+    assert response.status_code == 202, response.text
+    run_id = response.json()["run"]["id"]
+
+    async def finished():
+        found = (await api.get(f"/api/v1/reconciliation/runs/{run_id}", headers=headers)).json()
+        return found if found["status"] != "running" else None
+
+    return await eventually(finished)
+
+
+async def drift(api: httpx.AsyncClient, headers: dict[str, str], **params: str) -> list[dict[str, Any]]:
+    response = await api.get("/api/v1/reconciliation/drift", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+async def settled(api: httpx.AsyncClient, headers: dict[str, str], drift_id: int) -> dict[str, Any]:
+    async def done():
+        item = (await api.get(f"/api/v1/reconciliation/drift/{drift_id}", headers=headers)).json()
+        return item if item["status"] != "repairing" else None
+
+    return await eventually(done, timeout=30)
+
+
+def one(items: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
+    found = [i for i in items if all(i[k] == v for k, v in match.items())]
+    assert len(found) == 1, (match, items)
+    return found[0]
+
+
+async def test_silent_drift_is_found_previewed_repaired_both_ways_verified_and_a_second_run_is_clean(
+        rapi, js, settings, token, uid, tmp_path):
+    site = f"rec-{uid}"
+    sre = bearer(token, "sre", [site])
+    appointments, queue, core = Appointments(), still_queue(site), Core()
+    async with running(settings, tmp_path, appointments, queue, core):
+        slot = datetime.now(UTC) + timedelta(hours=1)
+        booking = await appointments.book(site, "passport", "web", slot, [])
+        ticket = await queue.arrive(site, "passport", [booking])
+        await core.check(site, [booking], passed=True)
+        ghost = f"queue:T-GHOST-{uid}"  # a ticket Switchboard heard of that the queue system has lost
+        await publish(js, cloud_event("customer.arrived", ghost, {"site": site}))
+
+        async def known():
+            journey = await journey_of(rapi, sre, ticket)
+            ghost_journey = await journey_of(rapi, sre, ghost)
+            return journey if journey and journey["eligibility"] == "passed" and ghost_journey else None
+
+        await eventually(known)
+        # silent drift: a counter called the ticket, core re-assessed, a booking was keyed in by hand
+        queue.records[ticket].stage = "called"
+        queue.records[ticket].fields["counter"] = "C2"
+        assert core.drift_one() is not None and core.records[next(iter(core.records))].fields["eligibility"] == "failed"
+        hand_made = f"appointments:A-HAND-{uid}"
+        now = datetime.now(UTC)
+        appointments.records[hand_made] = Record(ref=hand_made, site=site, created_at=now, updated_at=now,
+                                                 stage="booked", fields={"service": "tax",
+                                                                         "slot_start": slot.isoformat()})
+
+        for system, drifted in (("queue", 3), ("core", 1), ("appointments", 1)):
+            finished = await run(rapi, sre, system, site)
+            assert finished["status"] == "done" and finished["drifted"] == drifted, finished
+            assert finished["checked"] >= 1 and finished["duration_s"] is not None
+        items = await drift(rapi, sre, site=site, status="open")
+        stage = one(items, ref=ticket, field="stage")
+        assert (stage["kind"], stage["ours"], stage["theirs"], stage["proposed_action"]) == (
+            "state_mismatch", "waiting", "called", "accept_source")
+        one(items, ref=ticket, field="counter", ours=None, theirs="C2")
+        lost = one(items, ref=ghost, kind="missing_there")
+        assert lost["proposed_action"] == "push_ours" and lost["ours"]["stage"] == "arrived"
+        eligibility = one(items, field="eligibility", ours="passed", theirs="failed")
+        one(items, ref=hand_made, kind="missing_here")
+
+        # preview says what each repair changes before anything does
+        preview = (await rapi.post(f"/api/v1/reconciliation/drift/{stage['id']}/resolve",
+                                   json={"action": "accept_source", "dry_run": True}, headers=sre)).json()
+        assert preview["outcome"] == "preview" and preview["plan"]["possible"]
+        assert (preview["plan"]["from"], preview["plan"]["to"], preview["plan"]["changes"]) == (
+            "waiting", "called", "switchboard")
+
+        # accept_source: a corrective event from /switchboard, applied, then verified by a new read
+        accepted = await rapi.post(f"/api/v1/reconciliation/drift/{stage['id']}/resolve",
+                                   json={"action": "accept_source", "reason": "the counter called it"}, headers=sre)
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json()["status"] == "repairing" and len(accepted.json()["events"]) == 1
+        verified = await settled(rapi, sre, stage["id"])
+        assert verified["status"] == "resolved" and verified["last_check"]["found"] == "in order"
+        journey = await journey_of(rapi, sre, ticket)
+        assert journey["stage"] == "called" and journey["counter"] == "C2"
+
+        # push_ours: record.push through the outbox; verified after the command's ok
+        for item in (lost, eligibility):
+            pushed = await rapi.post(f"/api/v1/reconciliation/drift/{item['id']}/resolve",
+                                     json={"action": "push_ours"}, headers=sre)
+            assert pushed.status_code == 200 and pushed.json()["command_id"], pushed.text
+        for item in (lost, eligibility):
+            assert (await settled(rapi, sre, item["id"]))["status"] == "resolved"
+        assert queue.records[ghost].stage == "arrived"
+        assert core.records[next(iter(core.records))].fields["eligibility"] == "passed"
+
+        # the bulk form acts on exactly the items its preview showed
+        bulk = (await rapi.post("/api/v1/reconciliation/drift/preview",
+                                json={"filter": {"site": site, "system": "appointments"}}, headers=sre)).json()
+        assert bulk["matched"] == bulk["acting"] == 1
+        assert bulk["plans"][0]["ref"] == hand_made and bulk["plans"][0]["action"] == "accept_source"
+        done = await rapi.post("/api/v1/reconciliation/drift/resolve", json={"selection": bulk["selection"]},
+                               headers=sre)
+        assert done.status_code == 200 and done.json()["acted"] == 1, done.text
+        assert (await settled(rapi, sre, bulk["plans"][0]["drift_id"]))["status"] == "resolved"
+        created = await journey_of(rapi, sre, hand_made)
+        assert created["stage"] == "booked" and created["service"] == "tax"
+
+        for system in ("queue", "core", "appointments"):
+            again = await run(rapi, sre, system, site)
+            assert again["status"] == "done" and again["drifted"] == 0, again
+        assert await drift(rapi, sre, site=site, status="open") == []  # the counter item closed with the run
+        audit = (await rapi.get("/api/v1/audit", params={"actor": "test-sre"}, headers=bearer(token, "admin"))).json()
+        actions = {(e["action"], e["target"]) for e in audit["items"]}
+        assert ("drift.resolve", f"drift:{stage['id']}") in actions
+        assert ("reconciliation.run", f"reconciliation:queue:{site}:{datetime.now(UTC).date()}") in actions
+
+
+async def test_an_unreachable_system_gives_an_unreachable_run_and_no_false_drift(rapi, js, settings, token, uid,
+                                                                                tmp_path):
+    site = f"rec-{uid}"
+    sre = bearer(token, "sre", [site])
+    queue = still_queue(site)
+    async with running(settings, tmp_path, queue):
+        ticket = await queue.arrive(site, "licence", [])
+        await eventually(lambda: journey_of(rapi, sre, ticket))
+        queue.faults.outage = True
+        finished = await run(rapi, sre, "queue", site)
+        assert finished["status"] == "unreachable" and "503" in finished["error"], finished
+        assert finished["checked"] == 0 and await drift(rapi, sre, site=site) == []
+        [status] = (await rapi.get("/api/v1/reconciliation", params={"site": site}, headers=sre)).json()["items"]
+        assert status["reachable"] is False and status["last_run"]["id"] == finished["id"]
+    nobody = await run(rapi, sre, "crm", site)  # no connector at all answers
+    assert nobody["status"] == "unreachable"
+
+
+async def test_ignore_needs_a_reason_and_ignored_drift_is_not_raised_again(rapi, settings, token, uid, tmp_path):
+    site = f"rec-{uid}"
+    sre = bearer(token, "sre", [site])
+    queue = still_queue(site)
+    async with running(settings, tmp_path, queue):
+        ticket = await queue.arrive(site, "licence", [])
+        await eventually(lambda: journey_of(rapi, sre, ticket))
+        queue.records[ticket].fields["ticket"] = "T-RENUMBERED"
+        assert (await run(rapi, sre, "queue", site))["drifted"] == 1
+        [item] = await drift(rapi, sre, site=site, status="open")
+        url = f"/api/v1/reconciliation/drift/{item['id']}/resolve"
+        refused = await rapi.post(url, json={"action": "ignore"}, headers=sre)
+        assert refused.status_code == 400 and "needs a reason" in refused.text
+        assert (await rapi.post(url, json={"action": "ignore", "reason": "x"}, headers=sre)).status_code == 400
+        ignored = await rapi.post(url, json={"action": "ignore", "reason": "renumbered on purpose"}, headers=sre)
+        assert ignored.status_code == 200 and ignored.json()["status"] == "ignored"
+        assert (await rapi.post(url, json={"action": "ignore", "reason": "again"}, headers=sre)).status_code == 409
+        assert (await run(rapi, sre, "queue", site))["drifted"] == 0
+        assert await drift(rapi, sre, site=site, status="open") == []
+
+
+async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js, settings, token, uid, tmp_path):
+    site = f"rec-{uid}"
+    sre = bearer(token, "sre", [site])
+    queue = still_queue(site)
+    async with running(settings, tmp_path, queue):
+        ticket = await queue.arrive(site, "licence", [])
+        for type_, data in (("ticket.called", {"counter": "C1"}), ("service.started", {"counter": "C1"}),
+                            ("service.completed", {"outcome": "RESOLVED"})):
+            await publish(js, cloud_event(type_, ticket, {"site": site, **data}, source="/manual/floor1"))
+
+        async def completed():
+            journey = await journey_of(rapi, sre, ticket)
+            return journey and journey["stage"] == "completed"
+
+        await eventually(completed)
+        assert (await run(rapi, sre, "queue", site))["drifted"] == 1
+        [item] = await drift(rapi, sre, site=site, status="open")
+        assert (item["field"], item["ours"], item["theirs"], item["proposed_action"]) == (
+            "stage", "completed", "waiting", "push_ours")
+        preview = (await rapi.post("/api/v1/reconciliation/drift/preview",
+                                   json={"filter": {"site": site}, "action": "accept_source"}, headers=sre)).json()
+        assert preview["matched"] == 1 and preview["acting"] == 0
+        assert not preview["plans"][0]["possible"] and "final stage" in preview["plans"][0]["note"]
+        refused = await rapi.post(f"/api/v1/reconciliation/drift/{item['id']}/resolve",
+                                  json={"action": "accept_source"}, headers=sre)
+        assert refused.status_code == 409 and "not possible" in refused.text
+        assert (await drift(rapi, sre, site=site, status="open"))[0]["status"] == "open"
+
+
+async def test_roles_and_sites_are_enforced_on_every_route_and_a_refusal_changes_nothing(
+        rapi, pool, settings, token, uid, tmp_path):
+    site, other = f"rec-{uid}", f"rec-{uid}-other"
+    sre = bearer(token, "sre", [site])
+    queue = still_queue(site)
+    async with running(settings, tmp_path, queue):
+        ticket = await queue.arrive(site, "licence", [])
+        await eventually(lambda: journey_of(rapi, sre, ticket))
+        queue.records[ticket].fields["ticket"] = "T-OTHER"
+        finished = await run(rapi, sre, "queue", site)
+    [item] = await drift(rapi, sre, site=site)
+    runs_before = await pool.fetchval("SELECT count(*) FROM reconciliation_runs WHERE site = $1", site)
+    resolve = f"/api/v1/reconciliation/drift/{item['id']}/resolve"
+    acts = [
+        ("post", "/api/v1/reconciliation/runs", {"system": "queue", "site": site}),
+        ("post", resolve, {"action": "ignore", "reason": "not mine to ignore"}),
+        ("post", "/api/v1/reconciliation/drift/preview", {"filter": {"site": site}}),
+        ("post", "/api/v1/reconciliation/drift/resolve", {"selection": "e30"}),
+    ]
+    for role in ("manager", "floor_staff", "connector"):
+        for _, path, body in acts:
+            headers = {"Authorization": f"Bearer {token(role, [site], system='queue')}"}
+            response = await rapi.post(path, json=body, headers=headers)
+            assert response.status_code == 403, (role, path, response.text)
+    elsewhere = bearer(token, "sre", [other])
+    for path, body in [(p, b) for _, p, b in acts[:3]]:
+        response = await rapi.post(path, json=body, headers=elsewhere)
+        assert response.status_code == 403, (path, response.text)
+    for path in (f"/api/v1/reconciliation/drift/{item['id']}", f"/api/v1/reconciliation/runs/{finished['id']}",
+                 f"/api/v1/reconciliation/drift?site={site}", f"/api/v1/reconciliation?site={site}"):
+        assert (await rapi.get(path, headers=elsewhere)).status_code == 403, path
+        assert (await rapi.get(path, headers=bearer(token, "manager", [site]))).status_code == 200, path
+    assert await drift(rapi, elsewhere) == [] and (await rapi.get(
+        "/api/v1/reconciliation", headers=elsewhere)).json()["items"] == []
+    assert (await drift(rapi, sre, site=site))[0]["status"] == "open"
+    assert await pool.fetchval("SELECT count(*) FROM reconciliation_runs WHERE site = $1", site) == runs_before
+    malformed = await rapi.post("/api/v1/reconciliation/runs", json={"system": "queue"}, headers=sre)
+    assert malformed.status_code == 400
+    unknown = await rapi.post("/api/v1/reconciliation/runs", json={"system": "switchboard", "site": site}, headers=sre)
+    assert unknown.status_code == 400
+
+
+async def test_a_connector_can_never_publish_as_switchboard(rapi, js, pool, token, uid):
+    site = f"rec-{uid}"
+    forged = cloud_event("customer.arrived", f"queue:T-FORGED-{uid}", {"site": site}, source="/switchboard")
+    await publish(js, forged)
+    over_http = await rapi.post("/api/v1/events", json=forged, headers=bearer(token, "admin"))
+    assert over_http.json()["rejected"][0]["kind"] == "unauthorized_source"
+
+    async def refused():
+        return await pool.fetchval("SELECT reason FROM failures WHERE event_source = '/switchboard' AND site = $1"
+                                   " AND dedupe_key LIKE 'nats:%'", site)
+
+    assert "only Switchboard itself" in await eventually(refused)
+    assert await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref = $1", forged["subject"]) == 0
+
+
+async def test_live_topic_shows_status_and_drift_as_runs_finish(reconciling, rapi, token, settings, uid, tmp_path):
+    site = f"rec-{uid}"
+    sre = bearer(token, "sre", [site])
+    queue = still_queue(site)
+    async with running(settings, tmp_path, queue), connect(reconciling, token("manager", [site])) as ws:
+        snapshot = await subscribe(ws, ["reconciliation"])
+        assert snapshot["reconciliation"]["data"] == []
+        ticket = await queue.arrive(site, "licence", [])
+        await eventually(lambda: journey_of(rapi, sre, ticket))
+        queue.records[ticket].fields["ticket"] = "T-LIVE"
+        finished = await run(rapi, sre, "queue", site)
+        status, before = await receive_until(ws, lambda f: f["op"] == "update" and f["key"] == f"status:queue:{site}"
+                                             and f["data"]["status"]["last_run"]["status"] == "done")
+        assert status["site"] == site and status["data"]["status"]["last_run"]["id"] == finished["id"]
+        [item] = [f for f in before if f["key"].startswith("drift:")]  # the drift, announced before the run's end
+        assert item["data"]["drift"]["theirs"] == "T-LIVE"
+
+
+async def _fallback(pool: asyncpg.Pool, site: str, started_at: datetime) -> int:
+    return await pool.fetchval("INSERT INTO fallbacks (site, system, reason, started_by, started_at)"
+                               " VALUES ($1, 'queue', 'queue system down', 'floor1', $2) RETURNING id", site, started_at)
+
+
+async def _ledger(pool: asyncpg.Pool, fallback_id: int, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
+    for seq, (action, ref, event) in enumerate(entries, start=1):
+        await pool.execute(
+            "INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source, event_id, actor, data)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 'floor1', $7::jsonb)",
+            fallback_id, seq, action, ref, event["source"], event["id"], msgspec.json.encode(event["data"]).decode())
+
+
+async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_what_the_system_changed(
+        rapi, js, pool, settings, token, uid, tmp_path):
+    site = f"rec-{uid}"
+    sre = bearer(token, "sre", [site])
+    queue = still_queue(site)
+    async with running(settings, tmp_path, queue):
+        before = await queue.arrive(site, "tax", [])  # the system had it; staff called it by hand
+        changed = await queue.arrive(site, "tax", [])  # staff called it; the system served it meanwhile
+        agreed = await queue.arrive(site, "tax", [])  # staff only looked: the system holds what we hold
+        for ref in (before, changed, agreed):
+            await eventually(lambda ref=ref: journey_of(rapi, sre, ref))
+        fallback_id = await _fallback(pool, site, datetime.now(UTC))
+        made = f"queue:M-001-{uid}"  # a manual ticket the system never saw
+        manual = "/manual/floor1"
+        steps = [
+            ("check_in", made, cloud_event("customer.arrived", made, {"site": site}, source=manual)),
+            ("issue_ticket", made, cloud_event("ticket.issued", made, {"site": site, "ticket": "M-001",
+                                                                        "queue_name": "tax"}, source=manual)),
+            ("call", before, cloud_event("ticket.called", before, {"site": site, "counter": "C4"}, source=manual)),
+            ("call", changed, cloud_event("ticket.called", changed, {"site": site, "counter": "C5"}, source=manual)),
+            ("check_in", agreed, cloud_event("customer.arrived", agreed, {"site": site}, source=manual)),
+        ]
+        for _, _, event in steps:
+            await publish(js, event)
+        await _ledger(pool, fallback_id, steps)
+        await eventually(lambda: journey_of(rapi, sre, made))
+        queue.records[changed].stage = "completed"
+        queue.records[changed].updated_at = datetime.now(UTC)
+
+        async def called_by_hand():
+            journeys = [await journey_of(rapi, sre, ref) for ref in (before, changed)]
+            return all(j and j["stage"] == "called" for j in journeys)
+
+        await eventually(called_by_hand)
+        await pool.execute("UPDATE fallbacks SET status = 'replaying', ended_by = 'floor1', ended_at = now()"
+                           " WHERE id = $1", fallback_id)
+
+        async def ended():
+            row = await pool.fetchrow("SELECT status, replay FROM fallbacks WHERE id = $1", fallback_id)
+            return msgspec.json.decode(row["replay"]) if row["status"] == "ended" else None
+
+        replay = await eventually(ended, timeout=30)
+        assert (replay["pushed"], replay["in_system"], replay["conflicts"]) == (2, 1, [changed])
+        ledger = {(r["ref"], r["replay_status"], r["command_id"]) for r in await pool.fetch(
+            "SELECT DISTINCT ref, replay_status, command_id FROM fallback_ledger WHERE fallback_id = $1", fallback_id)}
+        assert ledger == {(made, "pushed", replay_command_id(fallback_id, made)),
+                          (before, "pushed", replay_command_id(fallback_id, before)),
+                          (changed, "conflict", None), (agreed, "in_system", None)}
+        assert await pool.fetchval("SELECT count(*) FROM reconciliation_runs WHERE site = $1"
+                                   " AND trigger = 'fallback_end'", site) >= 1
+
+        async def pushed():
+            return made in queue.records and queue.records[before].stage == "called"
+
+        await eventually(pushed)
+        assert queue.records[made].stage == "waiting" and queue.records[made].fields["ticket"] == "M-001"
+        assert queue.records[before].fields["counter"] == "C4"
+        assert queue.records[changed].stage == "completed", "the system's own change is never overwritten"
+        conflict = one(await drift(rapi, sre, site=site, status="open"), ref=changed, field="stage")
+        assert conflict["conflict"] and conflict["fallback_id"] == fallback_id
+        assert (conflict["ours"], conflict["theirs"]) == ("called", "completed")
+
+        # replaying again pushes nothing twice
+        await pool.execute("UPDATE fallbacks SET status = 'replaying' WHERE id = $1", fallback_id)
+        again = await eventually(ended, timeout=30)
+        assert again["pushed"] == 2
+        pushes = await pool.fetchval("SELECT count(*) FROM commands WHERE command = 'record.push' AND site = $1", site)
+        assert pushes == 2
+
+
+async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(js, pool, settings, workdir, token, uid,
+                                                                       tmp_path):
+    site = f"rec-{uid}"
+    process = start_backend(settings, workdir / f"backend-auto-{uid}.log", {
+        "SWITCHBOARD_RECONCILE_INTERVAL_S": "2", "SWITCHBOARD_RECONCILE_TICK_S": "0.3",
+        "SWITCHBOARD_RECONCILE_AUTO_REPAIR": "missing_here,stale"})
+    sre = bearer(token, "sre", [site])
+    appointments, queue = Appointments(), still_queue(site)
+    try:
+        async with (httpx.AsyncClient(base_url=process.url, timeout=15) as api,
+                    running(settings, tmp_path, appointments, queue)):
+            stuck = await queue.arrive(site, "passport", [])
+
+            async def waiting():
+                journey = await journey_of(api, sre, stuck)
+                return journey and journey["stage"] == "waiting"
+
+            await eventually(waiting)
+            await pool.execute("UPDATE journeys SET updated_at = now() - interval '5 hours'"
+                               " WHERE id = (SELECT journey_id FROM journey_refs WHERE ref = $1)", stuck)
+            queue.records[stuck].stage = "completed"  # finished upstream; Switchboard never heard
+            keyed_in = f"appointments:A-KEYED-{uid}"
+            now = datetime.now(UTC)
+            appointments.records[keyed_in] = Record(ref=keyed_in, site=site, created_at=now, updated_at=now,
+                                                    stage="booked", fields={"service": "licence",
+                                                                            "slot_start": now.isoformat()})
+
+            async def repaired():
+                journeys = [await journey_of(api, sre, ref) for ref in (stuck, keyed_in)]
+                return journeys if all(journeys) and journeys[0]["stage"] == "completed" else None
+
+            await eventually(repaired, timeout=90)
+            items = await drift(api, sre, site=site)
+            for kind in ("stale", "missing_here"):
+                item = one(items, kind=kind)
+                assert (item["action"], item["acted_by"]) == ("accept_source", "switchboard"), item
+
+            async def verified():
+                return all(i["status"] == "resolved" for i in await drift(api, sre, site=site))
+
+            await eventually(verified, timeout=30)
+            triggers = {r["trigger"] for r in await pool.fetch(
+                "SELECT trigger FROM reconciliation_runs WHERE site = $1", site)}
+            assert triggers == {"schedule"}
+    finally:
+        process.stop()
+
