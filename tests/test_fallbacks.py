@@ -106,7 +106,7 @@ async def test_manual_steps_move_journeys_as_manual_events_recorded_in_the_ledge
         booked_in = await acted(api, floor, fallback["id"], action="check_in", ref=appointment)
         walk_in = await acted(api, floor, fallback["id"], action="check_in")
         assert (booked_in["stage"], walk_in["stage"]) == ("arrived", "arrived")
-        assert walk_in["ref"].startswith("manual:W-") and walk_in["journey_id"] != booked_in["journey_id"]
+        assert walk_in["ref"].startswith("queue:W-") and walk_in["journey_id"] != booked_in["journey_id"]
         first = await acted(api, floor, fallback["id"], action="issue_ticket", ref=appointment, queue_name="passports")
         second = await acted(api, floor, fallback["id"], action="issue_ticket", ref=walk_in["ref"])
         assert (first["ticket"], second["ticket"], first["stage"]) == ("M-001", "M-002", "waiting")

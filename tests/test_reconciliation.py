@@ -29,6 +29,7 @@ from connectors.sim.system import Record, SimulatedSystem
 from switchboard.backend_process import BackendProcess
 from switchboard.settings import Settings
 from tests.conftest import cloud_event, eventually, publish, start_backend
+from tests.test_fallbacks import acted, start
 from tests.test_live import connect, receive_until, subscribe
 
 
@@ -474,3 +475,54 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(js, pool, 
     finally:
         process.stop()
 
+
+
+async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_once_and_with_conflicts_flagged(
+        rapi, pool, settings, token, uid, tmp_path):
+    site = f"rec-{uid}"
+    floor, sre = bearer(token, "floor_staff", [site]), bearer(token, "sre", [site])
+    queue = still_queue(site)
+    async with running(settings, tmp_path, queue):
+        meanwhile = await queue.arrive(site, "tax", [])  # the queue has this one; staff call it by hand
+        await eventually(lambda: journey_of(rapi, sre, meanwhile))
+        queue.faults.outage = True
+
+        async def queue_is(status: str) -> bool:
+            items = (await rapi.get("/api/v1/integrations", headers=sre)).json()["items"]
+            return any(i["system"] == "queue" and i["status"] == status for i in items)
+
+        await eventually(lambda: queue_is("down"), timeout=30)
+        fallback = (await start(rapi, floor, site)).json()
+        walk_in = await acted(rapi, floor, fallback["id"], action="check_in")
+        ticket = await acted(rapi, floor, fallback["id"], action="issue_ticket", ref=walk_in["ref"])
+        await acted(rapi, floor, fallback["id"], action="call", ref=meanwhile, counter="C2")
+        queue.records[meanwhile].stage = "completed"  # the queue's own staff served it while it was away
+        queue.records[meanwhile].updated_at = datetime.now(UTC)
+        queue.faults.outage = False
+        await eventually(lambda: queue_is("up"), timeout=30)
+        assert (await rapi.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={"reason": "queue is back"},
+                                headers=floor)).status_code == 200
+
+        async def replayed():
+            found = (await rapi.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()
+            return found if found["status"] == "ended" else None
+
+        ended = await eventually(replayed, timeout=30)
+        assert (ended["replay"]["pushed"], ended["replay"]["conflicts"]) == (1, [meanwhile])
+        assert {e["ref"]: e["replay_status"] for e in ended["ledger"]} == {walk_in["ref"]: "pushed",
+                                                                           meanwhile: "conflict"}
+
+        async def in_the_queue():
+            record = queue.records.get(walk_in["ref"])
+            return record if record and record.fields.get("ticket") == ticket["ticket"] == "M-001" else None
+
+        assert (await eventually(in_the_queue)).stage == "waiting"
+        assert queue.records[meanwhile].stage == "completed", "what the system changed meanwhile is never overwritten"
+        conflict = one(await drift(rapi, sre, site=site, status="open"), ref=meanwhile, field="stage")
+        assert conflict["conflict"] and conflict["fallback_id"] == fallback["id"]
+        again = await rapi.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={}, headers=floor)
+        assert again.status_code == 409
+        assert await pool.fetchval("SELECT count(*) FROM commands WHERE rule = 'fallback_replay' AND $1 = ANY(refs)",
+                                   walk_in["ref"]) == 1
+        await run(rapi, sre, "queue", site)
+        assert [d["ref"] for d in await drift(rapi, sre, site=site, status="open")] == [meanwhile]

@@ -30,6 +30,7 @@ from backend.audit import services as audit
 from backend.auth import Principal
 from backend.fallbacks import services
 from backend.fallbacks.schemas import ActionResult, ManualAction
+from backend.reconciliation.ownership import owned
 from backend.resources import Resources
 from switchboard.events import Event, nats_msg_id, nats_subject
 
@@ -65,6 +66,13 @@ async def _check_journey(conn: asyncpg.Connection, principal: Principal, ref: st
         raise PermissionDeniedException(f"{ref} is a journey outside your sites")
     if row["site"] != site:
         raise ClientException(f"{ref} is a journey of another site than this fallback's")
+
+
+def walk_in_ref(system: str) -> str:
+    """A walk-in's new reference: in the namespace of the fallback's system when it is the record of arrivals
+    (the queue), so the replay hands the system a record under a reference of its own; otherwise `manual:`."""
+    namespace = system if "arrived" in owned(system).stages else "manual"
+    return f"{namespace}:W-{uuid.uuid4().hex[:12]}"
 
 
 async def _next_ticket(conn: asyncpg.Connection, site: str) -> tuple[str, str]:
@@ -117,7 +125,7 @@ async def _perform_locked(conn: asyncpg.Connection, resources: Resources, princi
     if fallback["status"] != "active":
         raise services.ConflictException(f"this fallback is {fallback['status']}: manual steps are over")
     site = fallback["site"]
-    ref = step.ref or f"manual:W-{uuid.uuid4().hex[:12]}"  # a walk-in gets a reference of its own
+    ref = step.ref or walk_in_ref(fallback["system"])
     if step.ref is not None:
         await _check_journey(conn, principal, step.ref, site)
     data: dict[str, Any] = {"site": site}
