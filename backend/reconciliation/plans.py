@@ -28,7 +28,7 @@ RECONCILED = "RECONCILED"
 
 
 class NotPossible(Exception):  # noqa: N818 - an answer, not a bug
-    pass
+    """A repair that cannot be made as asked; the message says why."""
 
 
 def _json(value: Any) -> Any:
