@@ -83,7 +83,7 @@ class ReconciliationView:
     def build(self) -> None:
         with ui.row().classes("items-end gap-4"):
             self.run_system = ui.select(list(SYSTEMS), value="queue", label="System").classes("w-44")
-            self.run_site = ui.input("Site").classes("w-44").props("data-testid=run-site")
+            self.run_site = ui.input("Site").classes("w-44").props("data-testid=run-site").mark("run-site")
             run = ui.button("Run now", on_click=self.run_now).props("data-testid=run-now")
             run.set_enabled(self.blocked is None)
             if self.blocked:
@@ -100,7 +100,8 @@ class ReconciliationView:
             self.resolve_all_button.set_enabled(self.blocked is None)
         self.outcome = ui.label().classes("font-medium").props("data-testid=outcome")
         self.drift_table = ui.table(rows=[], columns=_DRIFT_COLUMNS, row_key="id", selection="single",
-                                    pagination=25, on_select=self._selection_changed).classes("w-full")
+                                    pagination=25, on_select=self._selection_changed).classes("w-full") \
+            .mark("drift-table")
         self.render()
         self.viewer.on_change("reconciliation", self.render)
 
@@ -182,7 +183,8 @@ class ReconciliationView:
             action.on_value_change(preview)
             with ui.row():
                 ui.button("Cancel", on_click=lambda: dialog.submit(None)).props("flat")
-                ui.button("Resolve", on_click=lambda: dialog.submit((action.value, reason.value.strip())))
+                ui.button("Resolve", on_click=lambda: dialog.submit((action.value, reason.value.strip()))) \
+                    .mark("confirm-resolve")
         await preview()
         chosen = await dialog
         if not chosen:

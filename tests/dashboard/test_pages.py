@@ -7,6 +7,7 @@ from nicegui import ui
 
 from tests.conftest import BackendProcess, cloud_event, eventually, publish
 from tests.connector_double import heartbeat
+from tests.test_reconciliation import journey_of, running, still_queue
 from tests.dashboard.conftest import Board, simulated_board
 
 
@@ -110,3 +111,39 @@ async def test_an_integration_tile_shows_the_health_a_heartbeat_reports(board: B
         assert badge.text == "degraded"
     finally:
         await pool.execute("DELETE FROM heartbeats WHERE connector = $1", connector)
+
+
+async def test_drift_is_found_with_run_now_previewed_and_resolved_from_the_board(board: Board, api, settings, token,
+                                                                                 workdir, uid):
+    site = f"board-{uid}"
+    queue = still_queue(site)
+    async with running(settings, workdir / f"sim-{uid}", queue):
+        ticket = await queue.arrive(site, "tax", [])
+        sre = {"Authorization": f"Bearer {token('sre', [site])}"}
+        await eventually(lambda: journey_of(api, sre, ticket))
+        queue.records[ticket].stage = "called"  # a counter called it; the queue told no one
+        await board.sign_in(token("sre"))
+        await board.user.open("/reconciliation")
+        board.user.find(marker="run-site").type(site)
+        board.user.find("Run now").click()
+        await board.user.should_see(f"of queue at {site} started", retries=100)
+        table = board.user.find(marker="drift-table")
+        [drift_table] = table.elements
+
+        async def stage_drift() -> dict | None:
+            return next((r for r in drift_table.rows if r["ref"] == ticket and r["field"] == "stage"), None)
+
+        row = await eventually(stage_drift)
+        assert (row["ours"], row["theirs"], row["proposed_action"]) == ("waiting", "called", "accept_source")
+        table.trigger("selection", {"added": True, "rows": [row], "keys": [row["id"]]})
+        board.user.find("Preview and resolve…").click()
+        await board.user.should_see(f"Will do: accept source on {ticket} · stage: waiting → called", retries=100)
+        board.user.find(marker="confirm-resolve").click()
+        await board.user.should_see(f"Drift #{row['id']}: repairing", retries=100)
+
+        async def resolved() -> bool:
+            item = (await api.get(f"/api/v1/reconciliation/drift/{row['id']}", headers=sre)).json()
+            journey = await journey_of(api, sre, ticket)
+            return item["status"] == "resolved" and journey["stage"] == "called"
+
+        assert await eventually(resolved, timeout=30)
