@@ -50,6 +50,8 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
     _step(1, total, f"starting embedded Postgres and NATS JetStream in {data_dir}")
     with embedded_servers(data_dir) as urls:
         env = {**os.environ, "SWITCHBOARD_DATABASE_URL": urls["database_url"], "SWITCHBOARD_NATS_URL": urls["nats_url"]}
+        # a person reads this terminal: plain lines unless JSON was asked for
+        env.setdefault("SWITCHBOARD_LOG_FORMAT", "text")
         backend_url = f"http://{host}:{port}"
         _step(2, total, f"starting the backend on {backend_url}")
         backend = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "backend", "--host", host,

@@ -58,6 +58,7 @@ class FallbackView:
         self.ledger_for: tuple[int, int] | None = None  # (fallback id, ledger size) the table shows
         self.fallback: dict[str, Any] | None = None  # the active fallback the manual steps are recorded in
         self.next_for: dict[str, dict[str, Any] | None] = {}  # per step, the journey it applies to
+        self.shown_systems: tuple[Any, ...] | None = None  # what the system rows were built from
 
     def sites(self) -> list[str]:
         state = self.viewer.live.state.items
@@ -79,8 +80,10 @@ class FallbackView:
         ui.label("Ledger: the steps taken by hand, in order").classes("font-medium")
         self.ledger = ui.table(rows=[], columns=_LEDGER_COLUMNS, row_key="seq").classes("w-full").props("dense flat")
         self.render()
-        for topic in ("fallbacks", "integrations", "journeys", "capacity"):
+        for topic in ("fallbacks", "integrations", "capacity"):
             self.viewer.on_change(topic, self.render)
+        # journeys change several times a second: they only move whom the step buttons call
+        self.viewer.on_change("journeys", self.render_steps)
 
     def _site_changed(self) -> None:
         self.site = self.site_select.value
@@ -92,16 +95,21 @@ class FallbackView:
             self.site = sites[0] if sites else None
         if self.site_select.options != sites or self.site_select.value != self.site:
             self.site_select.set_options(sites, value=self.site)
-        self.systems.clear()
         if self.site is None:
             self.steps.set_visibility(False)
+            self.systems.clear()
+            self.shown_systems = None
             with self.systems:
                 ui.label("No site known yet.").classes("text-gray-500")
             return
-        active = active_fallbacks(list(self.viewer.live.state.items["fallbacks"].values()), self.site)
-        with self.systems:
-            for system in SYSTEMS:
-                self._system_row(system, active.get(system))
+        active = self.active()
+        shown = tuple((system, self._health(system), active.get(system)) for system in SYSTEMS)
+        if shown != self.shown_systems:  # rebuilt only when a status or a fallback changed
+            self.shown_systems = shown
+            self.systems.clear()
+            with self.systems:
+                for system, health, fallback in shown:
+                    self._system_row(system, health, fallback)
         self._render_steps(active)
         fallback = next(iter(active.values()), None) or self._latest_fallback()
         if fallback is None:
@@ -114,9 +122,17 @@ class FallbackView:
         at_site = [f for f in self.viewer.live.state.items["fallbacks"].values() if f["site"] == self.site]
         return max(at_site, key=lambda f: f["id"], default=None)
 
-    def _system_row(self, system: str, fallback: dict[str, Any] | None) -> None:
+    def active(self) -> dict[str, dict[str, Any]]:
+        return active_fallbacks(list(self.viewer.live.state.items["fallbacks"].values()), self.site or "")
+
+    def _health(self, system: str) -> str:
         health = self.viewer.live.state.items["integrations"].get(system)
-        status = health["status"] if health else "unknown"
+        return health["status"] if health else "unknown"
+
+    def render_steps(self) -> None:
+        self._render_steps(self.active())
+
+    def _system_row(self, system: str, status: str, fallback: dict[str, Any] | None) -> None:
         with ui.row().classes("items-center gap-4 w-full").props(f"data-testid=system-{system}"):
             ui.label(system).classes("w-40 font-medium")
             ui.badge(status, color=STATUS_COLOUR.get(status, "grey"))
