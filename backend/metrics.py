@@ -22,3 +22,6 @@ LIVE_DROPPED = Counter("switchboard_live_dropped_total",
 LIVE_DISCONNECTS = Counter("switchboard_live_disconnects_total", "Live connections ended, by reason", ["reason"])
 LIVE_REFUSED = Counter("switchboard_live_refused_total", "Live handshakes refused, by reason", ["reason"])
 LIVE_CLIENT_ERRORS = Counter("switchboard_live_client_errors_total", "Malformed or refused client messages")
+
+# Retention (backend/retention)
+RETENTION_PURGED = Counter("switchboard_retention_purged_total", "Rows removed by the retention purge", ["kind"])

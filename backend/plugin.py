@@ -31,6 +31,8 @@ from backend.live.handshake import QueryTokenMiddleware
 from backend.live.service import LiveService
 from backend.operations.controllers import OperationsController
 from backend.resources import Resources
+from backend.retention.job import run_retention
+from backend.retention.services import RetentionPolicy, check_audit_floor
 from backend.routing import engine
 from backend.routing.controllers import RuleController
 from backend.routing.rules import DEFAULT_RULES, RulesFileError, load_rules
@@ -51,6 +53,10 @@ class SwitchboardPlugin(InitPluginProtocol):
             engine.activate(load_rules(settings.rules_file or DEFAULT_RULES, _command_targets(settings)))
         except RulesFileError as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
+        try:
+            self.retention = RetentionPolicy.from_settings(settings)
+        except ValueError as exc:
+            raise SystemExit(f"switchboard backend not started: {exc}") from exc
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
@@ -58,6 +64,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
         async with pool.acquire() as conn:
             applied = await db.migrate(conn)
+            await check_audit_floor(conn, self.retention)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         nc = await messaging.connect(settings.nats_url, "switchboard-backend")  # type: ignore[arg-type]
@@ -75,6 +82,9 @@ class SwitchboardPlugin(InitPluginProtocol):
         ), interval_s=settings.command_relay_interval_s, heartbeat_interval_s=settings.heartbeat_interval_s)
         tasks = [asyncio.create_task(relay.run(), name="command-relay"),
                  asyncio.create_task(worker.run_forever(), name="apply-worker")]
+        if settings.retention_interval_s > 0:
+            tasks.append(asyncio.create_task(run_retention(pool, self.retention, settings.retention_interval_s),
+                                             name="retention"))
         try:
             yield
         finally:
