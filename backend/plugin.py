@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
 
+import asyncpg
 from litestar import Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
@@ -14,8 +15,9 @@ from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
-from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.status_codes import HTTP_400_BAD_REQUEST
 
 from backend import db, messaging
 from backend.audit.controllers import AuditController
@@ -115,7 +117,10 @@ class SwitchboardPlugin(InitPluginProtocol):
         app_config = auth.on_app_init(app_config)
         # outermost, ahead of the JWT middleware: a browser's websocket brings its token as `?token=`
         app_config.middleware.insert(0, QueryTokenMiddleware)
-        app_config.plugins.append(ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True)))
+        app_config.plugins.append(ProblemDetailsPlugin(ProblemDetailsConfig(
+            enable_for_all_http_exceptions=True, exception_to_problem_detail_map={
+                asyncpg.CharacterNotInRepertoireError: _unstorable_text,
+                asyncpg.UntranslatableCharacterError: _unstorable_text})))
         app_config.openapi_config = OpenAPIConfig(
             title="Switchboard", version="1", openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),
             description="Live operational state of customer journeys. See CONTRACT.md.",
@@ -131,6 +136,12 @@ async def _bounded(what: str, step: Awaitable[None], timeout_s: float = 5.0) -> 
         log.warning("shutdown: %s did not close within %.0fs; going on without it", what, timeout_s)
         return False
     return True
+
+
+def _unstorable_text(_: asyncpg.PostgresError) -> ProblemDetailsException:
+    # a NUL (U+0000) in a query, path or body value reaches Postgres, which cannot hold it: the client's input
+    return ProblemDetailsException(status_code=HTTP_400_BAD_REQUEST, detail="a value holds a character (U+0000)"
+                                   " that cannot be stored or searched for")
 
 
 def _command_targets(settings: Settings) -> frozenset[str]:
