@@ -33,6 +33,7 @@ PUBLIC_ = None
 READ_ = READ_ROLES
 SRE_ = frozenset({"sre", "admin"})
 CONNECTOR_ = frozenset({"connector", "admin"})
+FLOOR_ = frozenset({"floor_staff", "sre", "admin"})  # fallbacks (CONTRACT section 6), rows to come
 AUDIT_ = frozenset({"sre", "admin"})
 
 
