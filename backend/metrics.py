@@ -78,3 +78,6 @@ def count_failures(failures: Iterable[_Failure], known_systems: frozenset[str] =
         (f.kind, type_label(f.event_type), system_label(f.system, known_systems)) for f in failures
     ).items():
         EVENTS_FAILED.labels(kind, type_, system).inc(n)
+
+# Retention (backend/retention)
+RETENTION_PURGED = Counter("switchboard_retention_purged_total", "Rows removed by the retention purge", ["kind"])

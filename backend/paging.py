@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar.exceptions import ValidationException
+from litestar.params import PathParameter
+
+BIGINT = 2**63  # Postgres bigint: ids and cursors beyond it are not ours, and asyncpg could not send them
+# a bigint id in a path (`{failure_id:int}`): anything else is a 400, not a database error
+BigintId = Annotated[int, PathParameter(ge=1, le=BIGINT - 1)]
 
 
 def encode_cursor(*key: Any) -> str:
@@ -19,4 +24,6 @@ def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
         values = msgspec.json.decode(raw, type=tuple[*types])  # type: ignore[valid-type]
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValidationException("cursor is not one this API issued") from exc
+    if any(isinstance(v, int) and not -BIGINT <= v < BIGINT for v in values):
+        raise ValidationException("cursor is not one this API issued")
     return values

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
 
+import asyncpg
 from litestar import Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
@@ -14,8 +15,9 @@ from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
-from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.status_codes import HTTP_400_BAD_REQUEST
 
 from backend import db, messaging
 from backend.audit.controllers import AuditController
@@ -39,6 +41,8 @@ from backend.operations.controllers import OperationsController
 from backend.reconciliation.controllers import ReconciliationController
 from backend.reconciliation.scheduler import Reconciler
 from backend.resources import Resources
+from backend.retention.job import run_retention
+from backend.retention.services import RetentionPolicy, check_audit_floor
 from backend.routing import engine
 from backend.routing.controllers import RuleController
 from backend.routing.rules import DEFAULT_RULES, RulesFileError, load_rules
@@ -60,6 +64,10 @@ class SwitchboardPlugin(InitPluginProtocol):
             engine.activate(load_rules(settings.rules_file or DEFAULT_RULES, _command_targets(settings)))
         except RulesFileError as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
+        try:
+            self.retention = RetentionPolicy.from_settings(settings)
+        except ValueError as exc:
+            raise SystemExit(f"switchboard backend not started: {exc}") from exc
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
@@ -67,6 +75,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
         async with pool.acquire() as conn:
             applied = await db.migrate(conn)
+            await check_audit_floor(conn, self.retention)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         await partitions.ensure_partitions(pool)
@@ -96,6 +105,9 @@ class SwitchboardPlugin(InitPluginProtocol):
                  asyncio.create_task(sampler.run(), name="metrics-sampler"),
                  asyncio.create_task(partitions.keep_partitions(pool), name="event-partitions"),
                  asyncio.create_task(reconciler.run_forever(), name="reconciler")]
+        if settings.retention_interval_s > 0:
+            tasks.append(asyncio.create_task(run_retention(pool, self.retention, settings.retention_interval_s),
+                                             name="retention"))
         try:
             yield
         finally:
@@ -127,7 +139,10 @@ class SwitchboardPlugin(InitPluginProtocol):
         app_config = auth.on_app_init(app_config)
         # outermost, ahead of the JWT middleware: a browser's websocket brings its token as `?token=`
         app_config.middleware.insert(0, QueryTokenMiddleware)
-        app_config.plugins.append(ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True)))
+        app_config.plugins.append(ProblemDetailsPlugin(ProblemDetailsConfig(
+            enable_for_all_http_exceptions=True, exception_to_problem_detail_map={
+                asyncpg.CharacterNotInRepertoireError: _unstorable_text,
+                asyncpg.UntranslatableCharacterError: _unstorable_text})))
         app_config.openapi_config = OpenAPIConfig(
             title="Switchboard", version="1", openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),
             description="Live operational state of customer journeys. See CONTRACT.md.",
@@ -143,6 +158,12 @@ async def _bounded(what: str, step: Awaitable[None], timeout_s: float = 5.0) -> 
         log.warning("shutdown: %s did not close within %.0fs; going on without it", what, timeout_s)
         return False
     return True
+
+
+def _unstorable_text(_: asyncpg.PostgresError) -> ProblemDetailsException:
+    # a NUL (U+0000) in a query, path or body value reaches Postgres, which cannot hold it: the client's input
+    return ProblemDetailsException(status_code=HTTP_400_BAD_REQUEST, detail="a value holds a character (U+0000)"
+                                   " that cannot be stored or searched for")
 
 
 def _command_targets(settings: Settings) -> frozenset[str]:

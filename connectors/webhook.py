@@ -50,7 +50,7 @@ async def check_target(url: str, *, allow_private: bool) -> None:
         raise TargetRefused(f"cannot resolve {parts.hostname}") from exc
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+        if not address.is_global or address.is_multicast:
             raise TargetRefused(f"{parts.hostname} resolves to a non-public address")
 
 

@@ -46,6 +46,40 @@ def _migrate(_: argparse.Namespace) -> None:
     print("applied: " + ", ".join(applied) if applied else "up to date")
 
 
+def _purge(args: argparse.Namespace) -> None:
+    import asyncpg  # noqa: PLC0415
+
+    from backend import db  # noqa: PLC0415
+    from backend.retention.services import RetentionPolicy, check_audit_floor, purge  # noqa: PLC0415
+
+    settings = get_settings()
+    if not settings.database_url:
+        sys.exit("set SWITCHBOARD_DATABASE_URL")
+    try:
+        policy = RetentionPolicy.from_settings(settings)
+    except ValueError as exc:
+        sys.exit(str(exc))
+
+    async def run() -> dict[str, int] | None:
+        pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)  # type: ignore[arg-type]
+        try:
+            async with pool.acquire() as conn:
+                await check_audit_floor(conn, policy)
+            return await purge(pool, policy, dry_run=args.dry_run)  # type: ignore[return-value]
+        finally:
+            await pool.close()
+
+    try:
+        counts = asyncio.run(run())
+    except (ValueError, asyncpg.PostgresError) as exc:
+        sys.exit(f"purge refused: {exc}")
+    if counts is None:
+        sys.exit("another purge is running (a backend's retention job or another `switchboard purge`)")
+    verb = "would remove" if args.dry_run else "removed"
+    for kind, count in counts.items():
+        print(f"{kind}: {verb} {count} (kept {policy.kept_for(kind).total_seconds() / 86400:g} days)")
+
+
 def _token(args: argparse.Namespace) -> None:
     from backend.auth import mint_token  # noqa: PLC0415
 
@@ -111,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.set_defaults(run=_dashboard)
 
     commands.add_parser("migrate", help="apply the SQL migrations").set_defaults(run=_migrate)
+
+    purge = commands.add_parser("purge", help="delete rows past their retention (SWITCHBOARD_RETENTION_*)")
+    purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    purge.set_defaults(run=_purge)
 
     token = commands.add_parser("token", help="mint a local HS256 token")
     token.add_argument("--role", action="append", required=True, help="repeat for several roles")

@@ -90,6 +90,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_snapshot_timeout_s: float = 5.0
     # an accept_source whose corrective events are not applied by then is reopened, unverified
     reconcile_repair_timeout_s: float = 60.0
+    # retention (backend/retention): days each kind of row is kept; a purge runs every interval (0: never)
+    retention_interval_s: float = 3600.0
+    retention_events_days: float = 30.0  # the inbox `events`: idempotency and journey timelines
+    retention_webhook_receipts_days: float = 1.0  # replay protection of inbound webhooks (needs 5 minutes)
+    retention_outbox_days: float = 30.0  # settled commands (ok, failed without an open failure)
+    retention_failures_days: float = 90.0  # resolved and discarded failures; open ones are never purged
+    retention_audit_days: float = 400.0  # the database refuses less than its floor of 90 days
 
     def webhook_secret(self, system: str) -> str | None:
         for pair in self.webhook_secrets:

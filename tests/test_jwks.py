@@ -4,6 +4,9 @@ and a rotated key accepted without restarting the backend."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import threading
 from datetime import UTC, datetime, timedelta
@@ -12,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.conftest import JWT_SECRET, start_backend
@@ -89,3 +93,42 @@ async def test_jwks_tokens_and_key_rotation_without_restart(jwks_backend):
         await asyncio.sleep(0.6)  # past the refetch cooldown the unknown kid above started
         assert await status(signed(second, "k2", alg="ES256")) == 200, "rotated key accepted without a restart"
         assert await status(signed(first, "k1")) == 401, "the retired key no longer verifies"
+
+
+def hand_signed(header: dict, claims: dict, key: bytes | None) -> str:
+    """A token made by hand, for the algorithms PyJWT rightly refuses to produce (none, HMAC with a public key)."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    signature = b"" if key is None else hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+async def test_forged_tokens_are_refused_with_an_identity_provider(jwks_backend):
+    process, jwks, first = jwks_backend
+    now = datetime.now(UTC)
+    claims = {"sub": "forger", "roles": ["admin"], "sites": "*", "iss": ISSUER, "aud": AUDIENCE,
+              "iat": int(now.timestamp()), "exp": int((now + timedelta(minutes=5)).timestamp())}
+    public_pem = first.public_key().public_bytes(serialization.Encoding.PEM,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+    attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = {
+        # key confusion: HMAC keyed with the provider's public key, which anyone can fetch
+        "hs256 with the public key": hand_signed({"alg": "HS256", "typ": "JWT", "kid": "k1"}, claims, public_pem),
+        "alg none with a known kid": hand_signed({"alg": "none", "typ": "JWT", "kid": "k1"}, claims, None),
+        "another key claiming kid k1": jwt.encode(claims, attacker, algorithm="RS256", headers={"kid": "k1"}),
+        # a key URL in the token is never followed: only the configured JWKS counts
+        "jku to the attacker's keys": jwt.encode(claims, attacker, algorithm="RS256",
+                                                 headers={"kid": "evil", "jku": "http://127.0.0.1:9/keys.json"}),
+        "no kid": jwt.encode(claims, first, algorithm="RS256"),
+        "expired": signed(first, "k1", exp=int((now - timedelta(minutes=1)).timestamp())),
+        "not yet valid": signed(first, "k1", nbf=int((now + timedelta(minutes=10)).timestamp())),
+        "no audience": signed(first, "k1", aud=None),
+    }
+    async with httpx.AsyncClient(base_url=process.url) as client:
+        statuses = {name: (await client.get("/api/v1/flow", headers={"Authorization": f"Bearer {token}"})).status_code
+                    for name, token in forged.items()}
+        assert (await client.get("/api/v1/flow", headers={"Authorization": f"Bearer {signed(first, 'k1')}"})
+                ).status_code == 200
+    assert statuses == dict.fromkeys(forged, 401)

@@ -105,6 +105,10 @@ def test_personal_data_nested_in_unknown_objects_is_found():
     (body_of("capacity.changed", data={**VALID_DATA["capacity.changed"], "queue_length": -1}), "queue_length"),
     (body_of("capacity.changed", subject="site:south"), "site:<data.site>"),
     (body_of("customer.arrived", subject="site:north"), "journey reference"),
+    # found by tests/test_fuzz.py: each once answered 500 on HTTP ingest
+    (b'{"a":' * 3000 + b"1" + b"}" * 3000, "nested more than"),
+    (b"[" * 5000 + b"]" * 5000, "nested more than"),
+    (body_of("ticket.called", type=["ticket.called"]), "type"),
 ])
 def test_invalid_events_are_refused_with_a_reason(body, fragment):
     result = check(body)

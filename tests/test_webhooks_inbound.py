@@ -101,3 +101,48 @@ async def test_a_webhook_that_maps_to_no_valid_event_is_a_recorded_failure(webho
     kinds = sorted(f["kind"] for f in failures if f["site"] == site)
     assert kinds == sorted(bodies)
     assert "someone@example.org" not in str(failures)  # stored redacted
+
+
+def _flip(signature: str) -> str:
+    version, _, value = signature.partition(",")
+    raw = bytearray(base64.b64decode(value))
+    raw[0] ^= 1
+    return f"{version},{base64.b64encode(bytes(raw)).decode()}"
+
+
+# each: a mutation of a correctly signed request; every one must be refused and change nothing
+MUTATIONS = {
+    "one bit of the signature": lambda h, b: ({**h, "webhook-signature": _flip(h["webhook-signature"])}, b),
+    "another scheme version": lambda h, b: ({**h, "webhook-signature": h["webhook-signature"].replace("v1,", "v2,")}, b),
+    "empty signature": lambda h, b: ({**h, "webhook-signature": ""}, b),
+    "only wrong signatures": lambda h, b: ({**h, "webhook-signature": f"v1,{'A' * 44} {_flip(h['webhook-signature'])}"}, b),
+    "another webhook-id": lambda h, b: ({**h, "webhook-id": h["webhook-id"] + "x"}, b),
+    "timestamp moved by a second": lambda h, b: ({**h, "webhook-timestamp": str(int(h["webhook-timestamp"]) + 1)}, b),
+    "timestamp not a number": lambda h, b: ({**h, "webhook-timestamp": "soon"}, b),
+    "body with a trailing space": lambda h, b: (h, b + b" "),
+    "no webhook-id": lambda h, b: ({k: v for k, v in h.items() if k != "webhook-id"}, b),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+async def test_every_mutation_of_a_signed_webhook_is_refused(webhook_backend, pool, uid, mutation):
+    body = ticket_called(f"T-{uid}", f"wh-{uid}")
+    headers, sent = MUTATIONS[mutation](signed(body), body)
+    async with httpx.AsyncClient(base_url=webhook_backend.url) as client:
+        response = await client.post("/api/v1/webhooks/queue", content=sent, headers=headers)
+    assert response.status_code == 401, response.text
+    assert await pool.fetchval("SELECT count(*) FROM webhook_receipts WHERE webhook_id LIKE $1",
+                               headers.get("webhook-id", "none") + "%") == 0
+
+
+async def test_a_future_timestamp_is_refused_and_one_valid_signature_among_several_is_enough(webhook_backend, uid):
+    body = ticket_called(f"T-{uid}", f"wh-{uid}")
+    future = signed(body, at=datetime.now(UTC) + timedelta(minutes=10))
+    rotated = signed(body)  # a sender rotating its secret sends the old and the new signature
+    rotated["webhook-signature"] = f"{_flip(rotated['webhook-signature'])} {rotated['webhook-signature']}"
+    async with httpx.AsyncClient(base_url=webhook_backend.url) as client:
+        assert (await client.post("/api/v1/webhooks/queue", content=body, headers=future)).status_code == 401
+        assert (await client.post("/api/v1/webhooks/queue", content=body, headers=rotated)).status_code == 202
+        # the same id again, even re-signed with a fresh timestamp, is a replay
+        again = signed(body, webhook_id=rotated["webhook-id"])
+        assert (await client.post("/api/v1/webhooks/queue", content=body, headers=again)).status_code == 409

@@ -100,7 +100,13 @@ async def test_a_loopback_target_is_refused_unless_allowed(receiver):
 
 
 @pytest.mark.parametrize("url", ["http://10.1.2.3/x", "http://169.254.169.254/latest", "http://[::1]:9/x",
-                                 "http://192.168.0.10/x", "ftp://example.org/x", "http://100.64.0.1/x"])
+                                 "http://192.168.0.10/x", "ftp://example.org/x", "http://100.64.0.1/x",
+                                 # the same places spelled otherwise, and what is no HTTP server at all
+                                 "http://localhost/x", "http://127.1/x", "http://2130706433/x", "http://0x7f.1/x",
+                                 "http://0177.0.0.1/x", "http://0.0.0.0/x", "http://[::]/x",
+                                 "http://[::ffff:127.0.0.1]/x", "https://[::ffff:10.0.0.1]:8443/",
+                                 "http://[fd00::1]/x", "http://[fe80::1]/x", "http://user:pw@127.0.0.1/x",
+                                 "http://224.0.0.1/x", "file:///etc/passwd", "gopher://127.0.0.1/"])
 async def test_private_link_local_and_non_http_targets_are_refused(url):
     with pytest.raises(TargetRefused):
         await check_target(url, allow_private=False)

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException, PermissionDeniedException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from backend.auth import READ, SRE, Principal
@@ -19,7 +19,7 @@ from backend.failures.schemas import (
     RetryRequest,
     RetryResult,
 )
-from backend.paging import decode_cursor, encode_cursor
+from backend.paging import BigintId, decode_cursor, encode_cursor
 from backend.resources import AppResources
 
 FailureStatus = Literal["open", "retrying", "resolved", "discarded"]
@@ -49,7 +49,7 @@ class FailureController(Controller):
 
     @get("/{failure_id:int}", opt=READ, operation_id="getFailure")
     async def get_failure(self, request: Request[Principal, object, object], resources: AppResources,
-                          failure_id: FromPath[int]) -> Failure:
+                          failure_id: BigintId) -> Failure:
         async with resources.pool.acquire() as conn:
             failure = await services.get_failure(conn, failure_id)
         if failure is None:
@@ -60,7 +60,7 @@ class FailureController(Controller):
 
     @post("/{failure_id:int}/retry", opt=SRE, operation_id="retryFailure", status_code=HTTP_200_OK)
     async def retry_failure(self, request: Request[Principal, object, object], resources: AppResources,
-                            failure_id: FromPath[int], data: JSONBody[RetryRequest | None] = None) -> RetryResult:
+                            failure_id: BigintId, data: JSONBody[RetryRequest | None] = None) -> RetryResult:
         return await actions.retry(resources, request.user, failure_id, data.reason if data else None)
 
     @post("/retry", opt=SRE, operation_id="retryFailures", status_code=HTTP_200_OK)
@@ -71,5 +71,5 @@ class FailureController(Controller):
 
     @post("/{failure_id:int}/discard", opt=SRE, operation_id="discardFailure", status_code=HTTP_200_OK)
     async def discard_failure(self, request: Request[Principal, object, object], resources: AppResources,
-                              failure_id: FromPath[int], data: JSONBody[DiscardRequest]) -> RetryResult:
+                              failure_id: BigintId, data: JSONBody[DiscardRequest]) -> RetryResult:
         return await actions.discard(resources, request.user, failure_id, data.reason)

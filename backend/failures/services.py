@@ -29,13 +29,24 @@ async def failure_changed(conn: asyncpg.Connection, failure_ids: Sequence[int], 
         await conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, payload)
 
 
+def _storable(value: Any) -> Any:
+    """Postgres text and jsonb cannot hold U+0000: a failure keeps it as U+FFFD, so it can always be recorded."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_storable(v) for v in value)
+    return value
+
+
 async def record_inbound(conn: asyncpg.Connection, rejected: Sequence[tuple[Rejected, str]]) -> None:
     """Store rejected inbound messages; `dedupe_key` makes a redelivered message the same failure."""
     if not rejected:
         return
     columns = list(zip(*[
-        (key, r.kind, r.system, r.site, r.subject, r.event_source, r.event_id, r.event_type, r.reason[:1000],
-         msgspec.json.encode(r.payload).decode())
+        _storable((key, r.kind, r.system, r.site, r.subject, r.event_source, r.event_id, r.event_type,
+                   r.reason[:1000], msgspec.json.encode(_storable(r.payload)).decode()))
         for r, key in rejected
     ], strict=True))
     opened = await conn.fetch(

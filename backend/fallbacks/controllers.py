@@ -4,7 +4,7 @@ from typing import Annotated
 
 from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException, PermissionDeniedException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
@@ -20,7 +20,7 @@ from backend.fallbacks.schemas import (
     ManualAction,
     StartFallback,
 )
-from backend.paging import decode_cursor, encode_cursor
+from backend.paging import BigintId, decode_cursor, encode_cursor
 from backend.resources import AppResources
 
 
@@ -49,7 +49,7 @@ class FallbackController(Controller):
 
     @get("/{fallback_id:int}", opt=READ, operation_id="getFallback")
     async def get_fallback(self, request: Request[Principal, object, object], resources: AppResources,
-                           fallback_id: FromPath[int]) -> FallbackDetail:
+                           fallback_id: BigintId) -> FallbackDetail:
         """One fallback with its ledger: the manual steps in the order they were taken."""
         async with resources.pool.acquire() as conn:
             fallback = await services.get_fallback(conn, fallback_id)
@@ -61,13 +61,13 @@ class FallbackController(Controller):
 
     @post("/{fallback_id:int}/end", opt=FLOOR, operation_id="endFallback", status_code=HTTP_200_OK)
     async def end_fallback(self, request: Request[Principal, object, object], resources: AppResources,
-                           fallback_id: FromPath[int], data: JSONBody[EndFallback | None] = None) -> Fallback:
+                           fallback_id: BigintId, data: JSONBody[EndFallback | None] = None) -> Fallback:
         """The fallback becomes `replaying`: what was done by hand is pushed to the system, then it is `ended`."""
         return await services.end(resources, request.user, fallback_id, data.reason if data else None)
 
     @post("/{fallback_id:int}/actions", opt=FLOOR, operation_id="performManualAction")
     async def perform_action(self, request: Request[Principal, object, object], resources: AppResources,
-                             fallback_id: FromPath[int], data: JSONBody[ManualAction]) -> Response[ActionResult]:
+                             fallback_id: BigintId, data: JSONBody[ManualAction]) -> Response[ActionResult]:
         """201 once the step's event is applied; 202 when it is recorded and still on its way to the journey."""
         result = await actions.perform(resources, request.user, fallback_id, data)
         return Response(result, status_code=HTTP_201_CREATED if result.applied else HTTP_202_ACCEPTED)

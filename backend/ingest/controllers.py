@@ -44,6 +44,8 @@ def _split(body: bytes) -> list[bytes]:
         return [bytes(raw) for raw in msgspec.json.decode(body, type=list[msgspec.Raw])]
     except msgspec.DecodeError as exc:
         raise ValidationException(f"malformed JSON array: {exc}") from exc
+    except RecursionError as exc:
+        raise ValidationException("a JSON array nested too deeply to read") from exc
 
 
 class IngestController(Controller):

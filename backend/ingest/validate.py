@@ -32,6 +32,8 @@ _PII_KEY_PARTS = ("email", "phone", "birth", "address", "passport", "national", 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"(?<![\w\-])\+\d[\d \-]{6,}\d|\b\d{9,}\b")
 REDACTED = "[redacted]"
+# deeper than any canonical event; deeper documents are refused unread (Postgres' jsonb and recursion have limits)
+MAX_DEPTH = 32
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -132,15 +134,32 @@ def _envelope_context(doc: dict[str, Any]) -> dict[str, str | None]:
     }
 
 
+def _too_deep(value: Any) -> bool:
+    level, layer = 0, [value]
+    while layer:
+        level += 1
+        if level > MAX_DEPTH:
+            return True
+        layer = [child for item in layer if isinstance(item, dict | list)
+                 for child in (item.values() if isinstance(item, dict) else item)]
+    return False
+
+
 def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
     try:
         doc = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         return Rejected(kind="invalid_event", reason=f"malformed JSON: {exc}", payload=_opaque_payload(body))
+    except RecursionError:
+        doc = body  # nested beyond the decoder's own limit: refused below, unread
+    if isinstance(doc, bytes) or _too_deep(doc):
+        return Rejected(kind="invalid_event", reason=f"nested more than {MAX_DEPTH} levels deep",
+                        payload=_opaque_payload(body))
     if not isinstance(doc, dict):
-        return Rejected(kind="invalid_event", reason="an event must be a JSON object", payload=redact(doc))
+        return Rejected(kind="invalid_event", reason="an event must be a JSON object", payload=_opaque_payload(body))
     context = _envelope_context(doc)
-    known = _KNOWN.get(doc.get("type"))  # type: ignore[arg-type]
+    type_ = doc.get("type")
+    known = _KNOWN.get(type_) if isinstance(type_, str) else None
     envelope_known, data_known = known if known else (frozenset(), frozenset())
     data = doc.get("data")
     personal = _personal_paths(data, data_known, "$.data") if isinstance(data, dict | list) else []
@@ -211,7 +230,7 @@ def validate(
                         payload=_opaque_payload(body))
     try:
         result: Accepted | Rejected = Accepted(_decoder.decode(body))
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         result = _slow_path(body, exc)
     if isinstance(result, Rejected):
         return result
@@ -219,7 +238,6 @@ def validate(
 
     def reject(kind: FailureKind, reason: str) -> Rejected:
         return rejected_event(event, kind, reason)
-
     if problem := _semantic_error(event):
         return reject("invalid_event", problem)
     if event.system not in known_systems:

@@ -8,12 +8,12 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from backend.audit import services as audit
 from backend.auth import READ, SRE, Principal
-from backend.paging import decode_cursor, encode_cursor
+from backend.paging import BigintId, decode_cursor, encode_cursor
 from backend.reconciliation import repair, services
 from backend.reconciliation.scheduler import Reconciler
 from backend.reconciliation.schemas import (
@@ -55,7 +55,7 @@ class ReconciliationController(Controller):
         return started
 
     @get("/runs/{run_id:int}", opt=READ, operation_id="getReconciliationRun")
-    async def get_run(self, request: AnyRequest, resources: AppResources, run_id: FromPath[int]) -> Run:
+    async def get_run(self, request: AnyRequest, resources: AppResources, run_id: BigintId) -> Run:
         async with resources.pool.acquire() as conn:
             run = await services.get_run(conn, run_id)
         if run is None:
@@ -79,7 +79,7 @@ class ReconciliationController(Controller):
         return DriftPage(items=items[:limit], next_cursor=next_cursor)
 
     @get("/drift/{drift_id:int}", opt=READ, operation_id="getDrift")
-    async def get_drift(self, request: AnyRequest, resources: AppResources, drift_id: FromPath[int]) -> DriftItem:
+    async def get_drift(self, request: AnyRequest, resources: AppResources, drift_id: BigintId) -> DriftItem:
         async with resources.pool.acquire() as conn:
             found = await services.get_drift(conn, [drift_id])
         if not found:
@@ -89,7 +89,7 @@ class ReconciliationController(Controller):
         return found[0]
 
     @post("/drift/{drift_id:int}/resolve", opt=SRE, operation_id="resolveDrift", status_code=HTTP_200_OK)
-    async def resolve(self, request: AnyRequest, resources: AppResources, drift_id: FromPath[int],
+    async def resolve(self, request: AnyRequest, resources: AppResources, drift_id: BigintId,
                       data: JSONBody[ResolveRequest]) -> ResolveResult:
         return await repair.resolve(resources, request.user, drift_id, data.action, data.reason,
                                     dry_run=data.dry_run)

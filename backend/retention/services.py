@@ -1,0 +1,115 @@
+"""What is purged, when, and what never is.
+
+Each kind of row is kept for its own setting (`SWITCHBOARD_RETENTION_*_DAYS`) and deleted in short
+batches, so a first purge of a large table never holds one long transaction. Never purged: open or
+retrying failures; commands still pending, held or sent, and failed commands whose failure is still
+open (a retry re-sends them); audit rows younger than the database's floor (sql/008: the audit log
+is append-only, and only `purge_audit_log()` may remove rows older than the floor).
+
+Events go with their inbox rows (`event_inbox`, where idempotency lives since sql/007), both after
+`retention_events_days`. A purged inbox row is a forgotten (source, id): the same event arriving again after that is
+applied again. JetStream's duplicate window (minutes) is far shorter than the retention, so this
+only concerns a connector replaying its history from further back than `retention_events_days`;
+the merge makes the journey's state come out the same, but its rules may issue their commands again.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+import asyncpg
+import msgspec
+
+from backend import metrics
+from switchboard.settings import Settings
+
+Kind = Literal["events", "inbox", "webhook_receipts", "outbox", "failures", "audit"]
+WEBHOOK_TIMESTAMP_TOLERANCE = timedelta(minutes=5)  # Standard Webhooks: a receipt must outlive it
+BATCH = 5000
+_LOCK = 0x5357_5254  # one purge at a time across replicas and the CLI
+
+# kind: (table, key columns, what may go; $1 is the retention as an interval)
+_BATCHED: dict[Kind, tuple[str, str, str]] = {
+    "events": ("events", "source, id", "applied_at < now() - $1::interval"),
+    "inbox": ("event_inbox", "source, id", "applied_at < now() - $1::interval"),
+    "webhook_receipts": ("webhook_receipts", "system, webhook_id", "received_at < now() - $1::interval"),
+    "outbox": ("commands", "id", "status IN ('ok', 'failed') AND updated_at < now() - $1::interval"
+               " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.command_id = commands.id::text"
+               " AND f.status IN ('open', 'retrying'))"),
+    "failures": ("failures", "id", "status IN ('resolved', 'discarded') AND last_at < now() - $1::interval"),
+}
+
+
+class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    events: timedelta
+    webhook_receipts: timedelta
+    outbox: timedelta
+    failures: timedelta
+    audit: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetentionPolicy:
+        policy = cls(events=timedelta(days=settings.retention_events_days),
+                     webhook_receipts=timedelta(days=settings.retention_webhook_receipts_days),
+                     outbox=timedelta(days=settings.retention_outbox_days),
+                     failures=timedelta(days=settings.retention_failures_days),
+                     audit=timedelta(days=settings.retention_audit_days))
+        if policy.events <= timedelta(seconds=settings.duplicate_window_s):
+            raise ValueError("retention_events_days must exceed JetStream's duplicate window")
+        if policy.webhook_receipts <= WEBHOOK_TIMESTAMP_TOLERANCE:
+            raise ValueError("retention_webhook_receipts_days must exceed the 5-minute webhook timestamp tolerance")
+        if min(policy.outbox, policy.failures) <= timedelta(0):
+            raise ValueError("retention periods must be positive")
+        return policy
+
+    def kept_for(self, kind: Kind) -> timedelta:
+        return self.events if kind == "inbox" else getattr(self, kind)  # type: ignore[no-any-return]
+
+
+async def check_audit_floor(conn: asyncpg.Connection, policy: RetentionPolicy) -> None:
+    """Refuse to start with an audit retention the database would refuse at every purge."""
+    floor: timedelta = await conn.fetchval("SELECT audit_retention_floor()")
+    if policy.audit < floor:
+        raise ValueError(f"retention_audit_days must be at least {floor.days} (the database's floor)")
+
+
+async def purge(pool: asyncpg.Pool, policy: RetentionPolicy, *, dry_run: bool = False,
+                batch: int = BATCH) -> dict[Kind, int] | None:
+    """Rows removed (or, with `dry_run`, that would be) per kind; None when another purge is running."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK):
+            return None
+        try:
+            counts: dict[Kind, int] = {}
+            for kind, (table, key, condition) in _BATCHED.items():
+                counts[kind] = await _purge_batched(conn, table, key, condition, policy.kept_for(kind),
+                                                    dry_run=dry_run, batch=batch)
+            counts["audit"] = await _purge_audit(conn, policy.audit, dry_run=dry_run)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+    if not dry_run:
+        for kind, removed in counts.items():
+            metrics.RETENTION_PURGED.labels(kind).inc(removed)
+    return counts
+
+
+async def _purge_batched(conn: asyncpg.Connection, table: str, key: str, condition: str, kept: timedelta, *,
+                         dry_run: bool, batch: int) -> int:
+    if dry_run:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {condition}", kept))
+    removed = 0
+    while True:
+        status = await conn.execute(
+            f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {condition} LIMIT $2)",
+            kept, batch)
+        deleted = int(status.split()[-1])
+        removed += deleted
+        if deleted < batch:
+            return removed
+
+
+async def _purge_audit(conn: asyncpg.Connection, kept: timedelta, *, dry_run: bool) -> int:
+    if dry_run:
+        return int(await conn.fetchval("SELECT count(*) FROM audit_log WHERE at < now() - $1::interval", kept))
+    return int(await conn.fetchval("SELECT purge_audit_log($1::interval)", kept))

@@ -1,0 +1,164 @@
+"""Retention: old rows go, recent ones stay, and what is still in use is never purged; the audit log
+stays append-only for everything younger than the database's floor."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from backend.retention.services import RetentionPolicy, check_audit_floor, purge
+from switchboard.settings import Settings
+from tests.conftest import backend_env, eventually, start_backend
+
+DEFAULTS = RetentionPolicy.from_settings(Settings())  # what every backend of the session purges with too
+
+
+def days_ago(days: float) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days)
+
+
+async def add_event(pool: asyncpg.Pool, uid: str, name: str, age_days: float) -> tuple[str, str]:
+    key = ("/queue", f"{name}-{uid}")
+    await pool.execute(
+        "INSERT INTO events (source, id, type, subject, site, time, data, applied_at)"
+        " VALUES ($1, $2, 'customer.arrived', $3, $4, $5, '{}', $5)",
+        *key, f"queue:{name}-{uid}", f"ret-{uid}", days_ago(age_days))
+    await pool.execute("INSERT INTO event_inbox (source, id, applied_at) VALUES ($1, $2, $3)", *key,
+                       days_ago(age_days))
+    return key
+
+
+async def add_command(pool: asyncpg.Pool, uid: str, status: str, age_days: float) -> uuid.UUID:
+    command_id = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO commands (id, rule, system, command, journey_id, refs, site, data, status, updated_at)"
+        " VALUES ($1, 'retention-test', 'queue', 'staff.alert', $2, $3, $4, '{}', $5, $6)",
+        command_id, uuid.uuid4(), [f"queue:C-{uid}"], f"ret-{uid}", status, days_ago(age_days))
+    return command_id
+
+
+async def add_failure(pool: asyncpg.Pool, uid: str, status: str, age_days: float,
+                      command_id: uuid.UUID | None = None) -> int:
+    return await pool.fetchval(  # type: ignore[no-any-return]
+        "INSERT INTO failures (dedupe_key, kind, status, site, command_id, reason, payload, first_at, last_at)"
+        " VALUES ($1, $2, $3, $4, $5, 'retention test', '{}', $6, $6) RETURNING id",
+        f"retention-{uuid.uuid4().hex}", "command_failed" if command_id else "invalid_event", status,
+        f"ret-{uid}", str(command_id) if command_id else None, days_ago(age_days))
+
+
+async def add_audit(pool: asyncpg.Pool, uid: str, age_days: float) -> int:
+    """An audit row dated in the past, as only the table's owner can seed one (the stamp trigger
+    otherwise dates every insert now)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_stamp")
+        row_id = await conn.fetchval(
+            "INSERT INTO audit_log (at, actor, roles, action, target, result)"
+            " VALUES ($1, 'retention-test', '{sre}', 'test.seed', $2, '{}') RETURNING id",
+            days_ago(age_days), f"ret-{uid}")
+        await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_stamp")
+    return row_id  # type: ignore[no-any-return]
+
+
+async def test_old_rows_go_recent_ones_stay_and_nothing_in_use_is_purged(pool, uid):
+    old_event, recent_event = await add_event(pool, uid, "old", 31), await add_event(pool, uid, "new", 29)
+    await pool.execute("INSERT INTO webhook_receipts (system, webhook_id, received_at) VALUES"
+                       " ('queue', $1, $2), ('queue', $3, now())",
+                       f"old-{uid}", days_ago(2), f"new-{uid}")
+    settled_old = {s: await add_command(pool, uid, s, 31) for s in ("ok", "failed")}
+    in_flight_old = {s: await add_command(pool, uid, s, 31) for s in ("pending", "held", "sent")}
+    ok_recent = await add_command(pool, uid, "ok", 1)
+    failed_with_open_failure = await add_command(pool, uid, "failed", 31)
+    open_command_failure = await add_failure(pool, uid, "open", 91, failed_with_open_failure)
+    closed_old = [await add_failure(pool, uid, s, 91) for s in ("resolved", "discarded")]
+    unsettled_old = [await add_failure(pool, uid, s, 91) for s in ("open", "retrying")]
+    resolved_recent = await add_failure(pool, uid, "resolved", 89)
+    audit_old, audit_kept = await add_audit(pool, uid, 401), await add_audit(pool, uid, 100)
+
+    counts = await eventually(lambda: purge(pool, DEFAULTS))  # None while a backend's own purge runs
+    assert set(counts) == {"events", "inbox", "webhook_receipts", "outbox", "failures", "audit"}
+
+    events = {(r["source"], r["id"]) for r in await pool.fetch("SELECT source, id FROM events WHERE site = $1",
+                                                               f"ret-{uid}")}
+    assert events == {recent_event}, "the 31-day-old inbox row goes, the 29-day-old one stays"
+    assert old_event not in events
+    inbox = {(r["source"], r["id"]) for r in await pool.fetch(
+        "SELECT source, id FROM event_inbox WHERE id = ANY($1::text[])", [old_event[1], recent_event[1]])}
+    assert inbox == {recent_event}, "idempotency is forgotten with the event, not before"
+    receipts = {r["webhook_id"] for r in await pool.fetch(
+        "SELECT webhook_id FROM webhook_receipts WHERE webhook_id = ANY($1::text[])", [f"old-{uid}", f"new-{uid}"])}
+    assert receipts == {f"new-{uid}"}
+    commands = {r["id"] for r in await pool.fetch("SELECT id FROM commands WHERE site = $1", f"ret-{uid}")}
+    assert commands == {*in_flight_old.values(), ok_recent, failed_with_open_failure}
+    failures = {r["id"] for r in await pool.fetch("SELECT id FROM failures WHERE site = $1", f"ret-{uid}")}
+    assert failures == {open_command_failure, *unsettled_old, resolved_recent}
+    audit = {r["id"] for r in await pool.fetch("SELECT id FROM audit_log WHERE target = $1", f"ret-{uid}")}
+    assert audit == {audit_kept}
+    assert not set(settled_old.values()) & commands and not set(closed_old) & failures
+
+
+async def test_a_dry_run_counts_and_deletes_nothing(pool, uid):
+    await add_event(pool, uid, "old", 40)
+    counts = await eventually(lambda: purge(pool, DEFAULTS, dry_run=True))
+    assert counts["events"] >= 1
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE site = $1", f"ret-{uid}") == 1
+
+
+async def test_the_application_cannot_alter_or_delete_recent_audit_rows(pool, uid):
+    recent, old = await add_audit(pool, uid, 10), await add_audit(pool, uid, 200)
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("UPDATE audit_log SET reason = 'rewritten' WHERE id = $1", old)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM audit_log WHERE id = $1", old)  # old, but not through the purge
+        async with conn.transaction():  # even with the purge's own switch set by hand, recent rows stay
+            await conn.execute("SELECT set_config('switchboard.audit_purge', 'on', true)")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("DELETE FROM audit_log WHERE id = $1", recent)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("TRUNCATE audit_log")
+        with pytest.raises(asyncpg.InvalidParameterValueError):
+            await conn.fetchval("SELECT purge_audit_log(interval '1 day')")
+        # a backdated insert is dated now, so it cannot be made old enough to purge
+        at = await conn.fetchval("INSERT INTO audit_log (at, actor, roles, action, target, result) VALUES"
+                                 " ('2000-01-01', 'x', '{sre}', 'test.backdate', $1, '{}') RETURNING at", f"ret-{uid}")
+        assert at > days_ago(1)
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE id = ANY($1::bigint[])", [recent, old]) == 2
+
+
+async def test_settings_below_what_is_safe_are_refused(pool):
+    with pytest.raises(ValueError, match="duplicate window"):
+        RetentionPolicy.from_settings(Settings(retention_events_days=0.001))
+    with pytest.raises(ValueError, match="tolerance"):
+        RetentionPolicy.from_settings(Settings(retention_webhook_receipts_days=0.001))
+    async with pool.acquire() as conn:
+        with pytest.raises(ValueError, match="floor"):
+            await check_audit_floor(conn, RetentionPolicy.from_settings(Settings(retention_audit_days=30)))
+
+
+async def test_the_backend_purges_in_the_background_and_operators_with_the_cli(settings, workdir, pool, uid):
+    process = start_backend(settings, workdir / "backend-retention.log", {
+        "SWITCHBOARD_RETENTION_INTERVAL_S": "0.5", "SWITCHBOARD_RETENTION_EVENTS_DAYS": "2"})
+    try:
+        await add_event(pool, uid, "old", 3)
+        await add_event(pool, uid, "new", 1)
+
+        async def purged():
+            return await pool.fetchval("SELECT count(*) FROM events WHERE site = $1", f"ret-{uid}") == 1
+
+        await eventually(purged)
+    finally:
+        process.stop()
+
+    await add_event(pool, uid, "older", 35)
+    env = {**backend_env(settings), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "switchboard.cli", "purge"], env=env,
+                                   capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "events: removed" in done.stdout and "audit: removed" in done.stdout
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE site = $1", f"ret-{uid}") == 1
