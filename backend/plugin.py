@@ -13,10 +13,12 @@ from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.types import Scope
 from litestar.status_codes import HTTP_400_BAD_REQUEST
 
 from backend import db, messaging
@@ -130,6 +132,7 @@ class SwitchboardPlugin(InitPluginProtocol):
             IntegrationController, FallbackController, ReconciliationController, live_socket,
         ])
         app_config.lifespan.append(self.lifespan)
+        app_config.after_exception.append(_log_server_error)
         app_config.guards.append(authorize)
         app_config.dependencies["resources"] = Provide(_resources, sync_to_thread=False)
         # HTTP only: a websocket is one "request" lasting hours; the live metrics count what happens on it
@@ -151,11 +154,14 @@ class SwitchboardPlugin(InitPluginProtocol):
 
 
 async def _bounded(what: str, step: Awaitable[None], timeout_s: float = 5.0) -> bool:
-    """Await one shutdown step; after `timeout_s` give up on it, say which, and go on."""
+    """Await one shutdown step; after `timeout_s`, or if it fails, say which, and go on."""
     try:
         await asyncio.wait_for(step, timeout_s)
     except TimeoutError:
         log.warning("shutdown: %s did not close within %.0fs; going on without it", what, timeout_s)
+        return False
+    except Exception as exc:  # e.g. NATS closing a connection its server already dropped
+        log.warning("shutdown: %s failed to close (%s: %s); going on without it", what, type(exc).__name__, exc)
         return False
     return True
 
@@ -164,6 +170,14 @@ def _unstorable_text(_: asyncpg.PostgresError) -> ProblemDetailsException:
     # a NUL (U+0000) in a query, path or body value reaches Postgres, which cannot hold it: the client's input
     return ProblemDetailsException(status_code=HTTP_400_BAD_REQUEST, detail="a value holds a character (U+0000)"
                                    " that cannot be stored or searched for")
+
+
+def _log_server_error(exc: Exception, scope: Scope) -> None:
+    """What becomes a 500 is logged with its traceback (through our scrubbed handlers: Litestar's own
+    logging config is off); refusals and bad requests are answered, not logged."""
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        return
+    log.error("unhandled error answering %s %s", scope.get("method", "WS"), scope.get("path"), exc_info=exc)
 
 
 def _command_targets(settings: Settings) -> frozenset[str]:

@@ -64,6 +64,19 @@ async def running(settings: Settings, folder: Path, *systems: SimulatedSystem) -
         yield
     finally:
         await asyncio.gather(*(r.stop() for r in runtimes))
+        await _forget_heartbeats(settings, [s.name for s in systems])
+
+
+async def _forget_heartbeats(settings: Settings, connectors: list[str]) -> None:
+    """A stopped simulator must not leave its system `down` (and its commands held) for the tests after it:
+    heartbeats live in the session's shared database. Twice, for a last heartbeat still being applied."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        for pause in (1.0, 0.0):
+            await conn.execute("DELETE FROM heartbeats WHERE connector = ANY($1::text[])", connectors)
+            await asyncio.sleep(pause)
+    finally:
+        await conn.close()
 
 
 def still_queue(site: str) -> Queue:

@@ -36,6 +36,15 @@ class ManualAction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     queue_name: Code | None = None
 
 
+class ReplaySummary(msgspec.Struct, kw_only=True):
+    """What the replay of a fallback's ledger did (backend/reconciliation/replay.py)."""
+
+    pushed: int  # records sent to the system with record.push
+    in_system: int  # records the system already held as we do
+    conflicts: list[str]  # references the system changed meanwhile: drift items for review
+    runs: list[int]  # the reconciliation runs made for it
+
+
 class Fallback(msgspec.Struct, kw_only=True):
     id: int
     site: str
@@ -47,8 +56,8 @@ class Fallback(msgspec.Struct, kw_only=True):
     ended_by: str | None
     ended_at: datetime | None
     end_reason: str | None
-    # what the replay did once it finished (pushed, conflicts, already in the system)
-    replay: Any | None
+    # what the replay did once it finished; while replaying, what it has done so far
+    replay: ReplaySummary | None
     ledger_size: int
 
 

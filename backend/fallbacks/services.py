@@ -18,7 +18,7 @@ from litestar.status_codes import HTTP_409_CONFLICT
 
 from backend.audit import services as audit
 from backend.auth import Principal, jwt_secret
-from backend.fallbacks.schemas import Fallback, FallbackDetail, LedgerEntry, StartFallback
+from backend.fallbacks.schemas import Fallback, FallbackDetail, LedgerEntry, ReplaySummary, StartFallback
 from backend.live import publish
 from backend.resources import Resources
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
@@ -50,7 +50,7 @@ _COLUMNS = "f.*, (SELECT count(*) FROM fallback_ledger l WHERE l.fallback_id = f
 
 def _fallback(row: asyncpg.Record) -> Fallback:
     return Fallback(**{k: row[k] for k in Fallback.__struct_fields__ if k != "replay"},
-                    replay=msgspec.json.decode(row["replay"]) if row["replay"] is not None else None)
+                    replay=msgspec.json.decode(row["replay"], type=ReplaySummary) if row["replay"] is not None else None)
 
 
 async def list_fallbacks(conn: asyncpg.Connection, *, sites: list[str] | None, status: str | None, limit: int,
