@@ -143,9 +143,8 @@ class SwitchboardPlugin(InitPluginProtocol):
         # outermost, ahead of the JWT middleware: a browser's websocket brings its token as `?token=`
         app_config.middleware.insert(0, QueryTokenMiddleware)
         app_config.plugins.append(ProblemDetailsPlugin(ProblemDetailsConfig(
-            enable_for_all_http_exceptions=True, exception_to_problem_detail_map={
-                asyncpg.CharacterNotInRepertoireError: _unstorable_text,
-                asyncpg.UntranslatableCharacterError: _unstorable_text})))
+            enable_for_all_http_exceptions=True,
+            exception_to_problem_detail_map=dict.fromkeys(_UNSTORABLE_TEXT, _unstorable_text))))
         app_config.openapi_config = OpenAPIConfig(
             title="Switchboard", version="1", openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),
             description="Live operational state of customer journeys. See CONTRACT.md.",
@@ -172,10 +171,14 @@ def _unstorable_text(_: asyncpg.PostgresError) -> ProblemDetailsException:
                                    " that cannot be stored or searched for")
 
 
+# text Postgres cannot store (a NUL): the caller's mistake, answered 400 by `_unstorable_text`
+_UNSTORABLE_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
+
+
 def _log_server_error(exc: Exception, scope: Scope) -> None:
     """What becomes a 500 is logged with its traceback (through our scrubbed handlers: Litestar's own
     logging config is off); refusals and bad requests are answered, not logged."""
-    if isinstance(exc, HTTPException) and exc.status_code < 500:
+    if isinstance(exc, _UNSTORABLE_TEXT) or (isinstance(exc, HTTPException) and exc.status_code < 500):
         return
     log.error("unhandled error answering %s %s", scope.get("method", "WS"), scope.get("path"), exc_info=exc)
 
