@@ -15,7 +15,7 @@ SIMULATED = ["crm", "appointments", "queue", "contact_center", "core"]
 
 async def test_the_five_simulated_connectors_pass_the_kit(settings: Settings):
     reports = await asyncio.gather(*(
-        run_checks(f"connectors.sim.{name}", nats_url=settings.nats_url, watch_seconds=15) for name in SIMULATED))
+        run_checks(f"connectors.sim.{name}", nats_url=settings.nats_url, watch_seconds=45) for name in SIMULATED))
     for name, checks in zip(SIMULATED, reports, strict=True):
         assert [c.name for c in checks] == ["events", "heartbeats", "snapshots", "commands"]
         assert all(c.passed for c in checks), (name, [(c.name, c.detail) for c in checks if not c.passed])

@@ -89,6 +89,12 @@ async def journey_of(api: httpx.AsyncClient, headers: dict[str, str], ref: str) 
     return items[0] if items else None
 
 
+async def waiting(api: httpx.AsyncClient, headers: dict[str, str], ref: str) -> dict[str, Any] | None:
+    """The journey of a ticket the queue issued, once both of its events are applied."""
+    journey = await journey_of(api, headers, ref)
+    return journey if journey and journey["stage"] == "waiting" else None
+
+
 async def run(api: httpx.AsyncClient, headers: dict[str, str], system: str, site: str) -> dict[str, Any]:
     """An on-demand run, waited for."""
     response = await api.post("/api/v1/reconciliation/runs", json={"system": system, "site": site,
@@ -222,7 +228,7 @@ async def test_an_unreachable_system_gives_an_unreachable_run_and_no_false_drift
     queue = still_queue(site)
     async with running(settings, tmp_path, queue):
         ticket = await queue.arrive(site, "licence", [])
-        await eventually(lambda: journey_of(rapi, sre, ticket))
+        await eventually(lambda: waiting(rapi, sre, ticket))
         queue.faults.outage = True
         finished = await run(rapi, sre, "queue", site)
         assert finished["status"] == "unreachable" and "503" in finished["error"], finished
@@ -239,7 +245,7 @@ async def test_ignore_needs_a_reason_and_ignored_drift_is_not_raised_again(rapi,
     queue = still_queue(site)
     async with running(settings, tmp_path, queue):
         ticket = await queue.arrive(site, "licence", [])
-        await eventually(lambda: journey_of(rapi, sre, ticket))
+        await eventually(lambda: waiting(rapi, sre, ticket))
         queue.records[ticket].fields["ticket"] = "T-RENUMBERED"
         assert (await run(rapi, sre, "queue", site))["drifted"] == 1
         [item] = await drift(rapi, sre, site=site, status="open")
@@ -290,7 +296,7 @@ async def test_roles_and_sites_are_enforced_on_every_route_and_a_refusal_changes
     queue = still_queue(site)
     async with running(settings, tmp_path, queue):
         ticket = await queue.arrive(site, "licence", [])
-        await eventually(lambda: journey_of(rapi, sre, ticket))
+        await eventually(lambda: waiting(rapi, sre, ticket))
         queue.records[ticket].fields["ticket"] = "T-OTHER"
         finished = await run(rapi, sre, "queue", site)
     [item] = await drift(rapi, sre, site=site)
@@ -348,7 +354,7 @@ async def test_live_topic_shows_status_and_drift_as_runs_finish(reconciling, rap
         snapshot = await subscribe(ws, ["reconciliation"])
         assert snapshot["reconciliation"]["data"] == []
         ticket = await queue.arrive(site, "licence", [])
-        await eventually(lambda: journey_of(rapi, sre, ticket))
+        await eventually(lambda: waiting(rapi, sre, ticket))
         queue.records[ticket].fields["ticket"] = "T-LIVE"
         finished = await run(rapi, sre, "queue", site)
         status, before = await receive_until(ws, lambda f: f["op"] == "update" and f["key"] == f"status:queue:{site}"
@@ -497,7 +503,7 @@ async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_on
     queue = still_queue(site)
     async with running(settings, tmp_path, queue):
         meanwhile = await queue.arrive(site, "tax", [])  # the queue has this one; staff call it by hand
-        await eventually(lambda: journey_of(rapi, sre, meanwhile))
+        await eventually(lambda: waiting(rapi, sre, meanwhile))
         queue.faults.outage = True
 
         async def queue_is(status: str) -> bool:

@@ -7,7 +7,7 @@ from nicegui import ui
 
 from tests.conftest import BackendProcess, cloud_event, eventually, publish
 from tests.connector_double import heartbeat
-from tests.test_reconciliation import journey_of, running, still_queue
+from tests.test_reconciliation import journey_of, running, still_queue, waiting
 from tests.dashboard.conftest import Board, simulated_board
 
 
@@ -120,7 +120,7 @@ async def test_drift_is_found_with_run_now_previewed_and_resolved_from_the_board
     async with running(settings, workdir / f"sim-{uid}", queue):
         ticket = await queue.arrive(site, "tax", [])
         sre = {"Authorization": f"Bearer {token('sre', [site])}"}
-        await eventually(lambda: journey_of(api, sre, ticket))
+        await eventually(lambda: waiting(api, sre, ticket))
         queue.records[ticket].stage = "called"  # a counter called it; the queue told no one
         await board.sign_in(token("sre"))
         await board.user.open("/reconciliation")
