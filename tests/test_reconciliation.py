@@ -387,7 +387,7 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
         changed = await queue.arrive(site, "tax", [])  # staff called it; the system served it meanwhile
         agreed = await queue.arrive(site, "tax", [])  # staff only looked: the system holds what we hold
         for ref in (before, changed, agreed):
-            await eventually(lambda ref=ref: journey_of(rapi, sre, ref))
+            await eventually(lambda ref=ref: waiting(rapi, sre, ref))
         fallback_id = await _fallback(pool, site, datetime.now(UTC))
         made = f"queue:M-001-{uid}"  # a manual ticket the system never saw
         manual = "/manual/floor1"
