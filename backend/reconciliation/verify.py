@@ -27,9 +27,12 @@ _BATCH = 200
 
 async def _ready(conn: asyncpg.Connection, timeout: timedelta) -> tuple[list[asyncpg.Record], list[int]]:
     """Repairing items ready for their read, and those reopened because their repair can no longer succeed."""
+    # a push still held or in flight is not looked at: hundreds held through an outage never crowd out the rest
     rows = await conn.fetch(
         "SELECT d.*, c.status AS command_status, c.last_error AS command_error FROM drift_items d"
-        " LEFT JOIN commands c ON c.id = d.command_id WHERE d.status = 'repairing' ORDER BY d.id LIMIT $1", _BATCH)
+        " LEFT JOIN commands c ON c.id = d.command_id WHERE d.status = 'repairing'"
+        " AND (d.action <> 'push_ours' OR c.status IS NULL OR c.status IN ('ok', 'failed'))"
+        " ORDER BY d.id LIMIT $1", _BATCH)
     ready, reopened = [], []
     now = datetime.now(UTC)
     for row in rows:
@@ -42,7 +45,7 @@ async def _ready(conn: asyncpg.Connection, timeout: timedelta) -> tuple[list[asy
                 note = f"the push failed: {row['command_error'] or 'the command is gone'}"
         else:
             ids = waiting.get("events", [])
-            applied = await conn.fetchval("SELECT count(*) FROM events WHERE source = '/switchboard'"
+            applied = await conn.fetchval("SELECT count(*) FROM event_inbox WHERE source = '/switchboard'"
                                           " AND id = ANY($1::text[])", ids)
             if applied == len(ids):
                 ready.append(row)
