@@ -121,13 +121,15 @@ class Reconciler:
             sites = [r["site"] for r in await conn.fetch(
                 "SELECT site FROM journeys WHERE updated_at > now() - interval '1 day'"
                 " GROUP BY site ORDER BY max(updated_at) DESC")]
-            recent = {(r["system"], r["site"]) for r in await conn.fetch(
-                "SELECT DISTINCT system, site FROM reconciliation_runs WHERE started_at > now() - make_interval(secs => $1)",
-                interval * 0.9)}
         today = datetime.now(UTC).date()
         for system in systems:
             for site in sites:
-                if (system, site) not in recent:
+                # asked pair by pair, just before: another replica's round may have run it a moment ago
+                async with self.pool.acquire() as conn:
+                    ran_lately = await conn.fetchval(
+                        "SELECT true FROM reconciliation_runs WHERE system = $1 AND site = $2"
+                        " AND started_at > now() - make_interval(secs => $3) LIMIT 1", system, site, interval * 0.9)
+                if not ran_lately:
                     await self.run_now(system, site, today, trigger="schedule", requested_by=None)
 
     # --- the loop -------------------------------------------------------------------------------
