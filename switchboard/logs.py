@@ -52,7 +52,10 @@ class JsonFormatter(logging.Formatter):
             args = _clean_value(args)
         elif isinstance(args, tuple):
             args = tuple(_clean_value(a) if isinstance(a, dict | list | tuple | str) else a for a in args)
-        message = record.msg % args if args else str(record.msg)
+        try:
+            message = record.msg % args if args else str(record.msg)
+        except (TypeError, ValueError):  # a bad format string: never let logging print it unscrubbed
+            message = f"{record.msg} {args!r}"
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(), "logger": record.name, "msg": clean(message),

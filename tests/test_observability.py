@@ -126,8 +126,9 @@ def test_json_log_lines_never_carry_tokens_or_personal_data():
         raise ValueError(f"bad token {jwt}")
     except ValueError:
         logger.exception("failed")
+    logger.warning("a format string that does not fit its arguments %d", "ada@example.org")
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 6
     parsed = [json.loads(line) for line in lines]
     everything = stream.getvalue()
     for secret in (jwt, jwt.split(".")[1], "ada@example.org", "Ada Lovelace", "+44 20 7946 0958", "7946"):
@@ -136,6 +137,7 @@ def test_json_log_lines_never_carry_tokens_or_personal_data():
     assert parsed[2]["msg"].count("[redacted]") == 2 and "'site': 'north'" in parsed[2]["msg"]
     assert parsed[3]["fields"] == {"email": "[redacted]", "site": "north", "subject": "queue:T-1"}
     assert "ValueError: bad token [redacted]" in parsed[4]["exc"]
+    assert parsed[5]["msg"].startswith("a format string that does not fit its arguments")
 
 
 @pytest.fixture
