@@ -1,9 +1,12 @@
 """The long-running apply worker: JetStream pull consumer → validate → apply → commit → ack.
 
-Fetching the next batch overlaps with applying the current one. A batch is applied in one
-transaction and acknowledged only after commit, so a crash redelivers it and the inbox turns the
-redelivery into duplicates. A message that cannot be applied becomes a failure and is
-acknowledged: a poison message never blocks the stream.
+Fetching and validating the next messages overlap with applying the current batch (they fill the
+time the worker waits for Postgres). Whatever arrived meanwhile is applied next as one batch, up to
+`batch` messages: a nearly empty stream gives small batches applied at once, a backlog full ones,
+and no batch queues behind another. A batch is applied in one transaction and acknowledged only
+after commit, so a crash redelivers it and the inbox turns the redelivery into duplicates. A
+message that cannot be applied becomes a failure and is acknowledged: a poison message never
+blocks the stream.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NamedTuple, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -44,8 +47,18 @@ _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, 
                 asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError)
 
 _CONTENTION_RETRIES = 8
+# fetched and validated batches waiting for the worker; it takes all of them at once, up to `batch` messages
+_FETCHED_AHEAD = 4
 _T = TypeVar("_T")
 OnApplied = Callable[[Outcome], Awaitable[None]]
+AcceptedEvents = list[tuple[CloudEvent, int]]
+RejectedMessages = list[tuple[Rejected, str]]
+
+
+class _Fetched(NamedTuple):
+    msgs: list[Msg]
+    accepted: AcceptedEvents
+    rejected: RejectedMessages
 
 
 def _split_subject(subject: str) -> tuple[str | None, str | None]:
@@ -68,6 +81,8 @@ class ApplyWorker:
         self.known_systems = known_systems
         self.on_applied = on_applied
         self.own_events_key = own_events_key  # None: no message is taken for the backend's own
+        self._keep_connection = False
+        self._held: asyncpg.Connection | None = None
 
     async def run_forever(self) -> None:
         """`run`, restarted after anything unexpected: the worker outlives a bad moment."""
@@ -82,7 +97,7 @@ class ApplyWorker:
 
     async def run(self) -> None:
         sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
-        fetched: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=2)
+        fetched: asyncio.Queue[_Fetched] = asyncio.Queue(maxsize=_FETCHED_AHEAD)
 
         async def fetch_loop() -> None:
             while True:
@@ -95,24 +110,35 @@ class ApplyWorker:
                     log.warning("fetch failed (%s); retrying", type(exc).__name__)
                     await asyncio.sleep(0.5)
                     continue
-                await fetched.put(msgs)
+                await fetched.put(_Fetched(msgs, *self.classify(msgs)))
 
         fetcher = asyncio.create_task(fetch_loop(), name="apply-fetch")
+        self._keep_connection = True
         try:
+            carried: _Fetched | None = None
             while True:
-                msgs = await fetched.get()
+                batch, carried = carried or await fetched.get(), None
+                while not fetched.empty():
+                    more = fetched.get_nowait()
+                    if len(batch.msgs) + len(more.msgs) > self.batch:
+                        carried = more  # the next batch starts with it
+                        break
+                    batch = _Fetched(batch.msgs + more.msgs, batch.accepted + more.accepted,
+                                     batch.rejected + more.rejected)
                 if fetcher.done():
                     fetcher.result()  # surface a crash of the fetcher rather than wait forever
-                await self.handle(msgs)
+                await self.handle(batch.msgs, batch.accepted, batch.rejected)
         finally:
             fetcher.cancel()
+            self._keep_connection = False
+            await self._drop_connection()
             # a reply that reached its inbox after the cancelled fetch would otherwise stall the connection's drain
             with contextlib.suppress(NatsError):
                 await sub.unsubscribe()
 
-    def classify(self, msgs: list[Msg]) -> tuple[list[tuple[CloudEvent, int]], list[tuple[Rejected, str]]]:
-        accepted: list[tuple[CloudEvent, int]] = []
-        rejected: list[tuple[Rejected, str]] = []
+    def classify(self, msgs: list[Msg]) -> tuple[AcceptedEvents, RejectedMessages]:
+        accepted: AcceptedEvents = []
+        rejected: RejectedMessages = []
         arrived: Counter[tuple[str, str]] = Counter()
         for msg in msgs:
             system, type_ = _split_subject(msg.subject)
@@ -129,9 +155,9 @@ class ApplyWorker:
             metrics.EVENTS_IN.labels(type_label, system_label).inc(n)
         return accepted, rejected
 
-    async def handle(self, msgs: list[Msg]) -> None:
+    async def handle(self, msgs: list[Msg], accepted: AcceptedEvents, rejected: RejectedMessages) -> None:
+        """Apply `msgs` (`classify`'s `accepted` and `rejected`), commit, then acknowledge them."""
         started = time.perf_counter()
-        accepted, rejected = self.classify(msgs)
         spans = _start_apply_spans(accepted) if tracing.enabled() else {}
         try:
             outcome, rejected = await self.apply_batch(accepted, rejected)
@@ -200,13 +226,38 @@ class ApplyWorker:
         """Run `work` in a transaction, again after a short jittered pause if another replica held a lock."""
         for attempt in range(_CONTENTION_RETRIES):
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
+                async with self._connection() as conn, conn.transaction():
                     return await work(conn)
             except _CONTENTION:
                 if attempt == _CONTENTION_RETRIES - 1:
                     raise
                 await asyncio.sleep(0.01 * 2**attempt * (1 + random.random()))
         raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pool connection; while `run` runs, the same one from batch to batch, because handing a connection
+        back costs a round trip (the pool resets its session). Given back once it may be broken."""
+        if not self._keep_connection:
+            async with self.pool.acquire() as conn:
+                yield conn
+            return
+        if self._held is None:
+            self._held = await self.pool.acquire()
+        try:
+            yield self._held
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, _UNAVAILABLE):
+                await self._drop_connection()
+            raise
+        except BaseException:
+            await self._drop_connection()
+            raise
+
+    async def _drop_connection(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await self.pool.release(held)
 
     def _count(self, accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]],
                outcome: Outcome) -> None:
