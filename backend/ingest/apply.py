@@ -16,7 +16,7 @@ import os
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -105,19 +105,70 @@ async def _lock_journeys(conn: asyncpg.Connection, refs: list[str]) -> tuple[dic
             return {r["ref"]: r["journey_id"] for r in rows}, locked
 
 
-def _at(state: JourneyState, stage: str) -> datetime | None:
-    at = state.reached.get(stage)
-    return datetime.fromisoformat(at) if at else None
+# One Struct per table written, its fields named as the table's columns: a batch's rows travel as one JSON
+# array per table (msgspec encodes them in one pass, Postgres reads them with json_populate_recordset), which
+# costs far less than binding every value of every row as an array element.
+class _JourneyRow(msgspec.Struct):
+    id: UUID
+    site: str | None
+    stage: str
+    state: JourneyState
+    arrived_at: str | None
+    waiting_at: str | None
+    called_at: str | None
+    in_service_at: str | None
+    finished_at: str | None
+    created_at: datetime
 
 
-def _journey_row(jid: UUID, work: _Working) -> tuple[object, ...]:
+class _RefRow(msgspec.Struct):
+    ref: str
+    journey_id: UUID
+
+
+class _EventRow(msgspec.Struct):
+    source: str
+    id: str
+    type: str
+    subject: str
+    site: str | None
+    time: datetime
+    data: msgspec.Struct
+    journey_id: UUID | None
+    dropped_fields: int
+    traceparent: str | None
+
+
+class _CapacityRow(msgspec.Struct):
+    site: str
+    counters_open: int
+    counters_busy: int
+    staff_on_duty: int
+    queue_length: int
+    event_key: str
+    updated_at: datetime
+
+
+class _HeartbeatRow(msgspec.Struct):
+    connector: str
+    system: str
+    upstream: str
+    version: str
+    event_key: str
+    seen_at: datetime
+
+
+def _journey_row(jid: UUID, work: _Working) -> _JourneyRow:
     state = work.state
     stage = state.value("stage") or "open"
-    return (
-        jid, state.value("site"), stage, _encode(state).decode(),
-        _at(state, "arrived"), _at(state, "waiting"), _at(state, "called"), _at(state, "in_service"),
-        _at(state, stage) if stage in FINAL_STAGES else None, work.created_at,
-    )
+    reached = state.reached
+    return _JourneyRow(jid, state.value("site"), stage, state, reached.get("arrived"), reached.get("waiting"),
+                       reached.get("called"), reached.get("in_service"),
+                       reached.get(stage) if stage in FINAL_STAGES else None, work.created_at)
+
+
+def _rows(rows: list[Any]) -> str:
+    return _encode(rows).decode()
 
 
 async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, int]]) -> Outcome:
@@ -187,17 +238,17 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
                                 after={j: journeys[j].state for j in live})
     await conn.execute(
         _WRITE,
-        *_columns([_journey_row(j, journeys[j]) for j in live], 10),
-        list(new_refs), [find(j) for j in new_refs.values()],
-        *_columns([(e.source, e.id, e.type, e.subject, getattr(e.data, "site", None), e.time, _encode(e.data).decode(),
-                    journey_of.get((e.source, e.id)), dropped, e.traceparent or None) for e, dropped in fresh], 10),
-        *_columns([(c.id, c.rule, c.system, c.command, c.journey_id, c.site, _encode(c.data).decode())
-                   for c in commands], 7),
-        *_columns([(e.data.site, e.data.counters_open, e.data.counters_busy, e.data.staff_on_duty,
-                    e.data.queue_length, e.key, e.time)
-                   for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, CapacityChanged)])], 7),
-        *_columns([(e.subject.removeprefix("connector:"), e.system, e.data.upstream, e.data.version, e.key, e.time)
-                   for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)])], 6),
+        _rows([_journey_row(j, journeys[j]) for j in live]),
+        _rows([_RefRow(ref, find(j)) for ref, j in new_refs.items()]),
+        _rows([_EventRow(e.source, e.id, e.type, e.subject, getattr(e.data, "site", None), e.time, e.data,
+                         journey_of.get((e.source, e.id)), dropped, e.traceparent or None) for e, dropped in fresh]),
+        _rows(commands),
+        _rows([_CapacityRow(e.data.site, e.data.counters_open, e.data.counters_busy, e.data.staff_on_duty,
+                            e.data.queue_length, e.key, e.time)
+               for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, CapacityChanged)])]),
+        _rows([_HeartbeatRow(e.subject.removeprefix("connector:"), e.system, e.data.upstream, e.data.version, e.key,
+                             e.time)
+               for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)])]),
     )
     results = [e for e, _ in fresh if isinstance(e, CommandResult)]
     if results:
@@ -207,11 +258,6 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     outcome.traced_journeys = {key: jid for key, jid in journey_of.items() if traced.get(key)}
     outcome.sites = {getattr(e.data, "site", None) for e, _ in fresh} - {None}  # type: ignore[operator]
     return outcome
-
-
-def _columns(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
-    """Rows as the column arrays `unnest` takes back apart."""
-    return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
 async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]]) -> None:
@@ -234,38 +280,40 @@ async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]
 # references are the stored ones plus those this batch adds). Capacity and heartbeats keep only the
 # newest event per site or connector, whatever order they arrive in.
 _WRITE = """
-WITH journeys_written AS (
+WITH new_refs AS (
+    SELECT ref, journey_id FROM json_populate_recordset(NULL::journey_refs, $2::json)
+), journeys_written AS (
     INSERT INTO journeys (id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at, finished_at,
                           created_at, updated_at)
-    SELECT u.*, now() FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[],
-         $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[]) AS u
+    SELECT id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at, finished_at, created_at, now()
+    FROM json_populate_recordset(NULL::journeys, $1::json)
     ON CONFLICT (id) DO UPDATE SET site = EXCLUDED.site, stage = EXCLUDED.stage, state = EXCLUDED.state,
         arrived_at = EXCLUDED.arrived_at, waiting_at = EXCLUDED.waiting_at, called_at = EXCLUDED.called_at,
         in_service_at = EXCLUDED.in_service_at, finished_at = EXCLUDED.finished_at, updated_at = now()
 ), refs_written AS (
-    INSERT INTO journey_refs (ref, journey_id) SELECT * FROM unnest($11::text[], $12::uuid[])
+    INSERT INTO journey_refs (ref, journey_id) SELECT ref, journey_id FROM new_refs
 ), events_written AS (
     INSERT INTO events (source, id, type, subject, site, time, data, journey_id, dropped_fields, traceparent)
-    SELECT * FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::timestamptz[],
-                         $19::jsonb[], $20::uuid[], $21::int[], $22::text[])
+    SELECT source, id, type, subject, site, time, data, journey_id, dropped_fields, traceparent
+    FROM json_populate_recordset(NULL::events, $3::json)
 ), commands_written AS (
     INSERT INTO commands (id, rule, system, command, journey_id, site, data, refs)
-    SELECT c.*, array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = c.journey_id
-                      UNION SELECT n.ref FROM unnest($11::text[], $12::uuid[]) AS n(ref, journey_id)
-                      WHERE n.journey_id = c.journey_id ORDER BY 1)
-    FROM unnest($23::uuid[], $24::text[], $25::text[], $26::text[], $27::uuid[], $28::text[], $29::jsonb[])
-         AS c(id, rule, system, command, journey_id, site, data)
+    SELECT c.id, c.rule, c.system, c.command, c.journey_id, c.site, c.data,
+           array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = c.journey_id
+                 UNION SELECT n.ref FROM new_refs n WHERE n.journey_id = c.journey_id ORDER BY 1)
+    FROM json_populate_recordset(NULL::commands, $4::json) c
     ON CONFLICT (id) DO NOTHING
 ), capacity_written AS (
     INSERT INTO capacity (site, counters_open, counters_busy, staff_on_duty, queue_length, event_key, updated_at)
-    SELECT * FROM unnest($30::text[], $31::int[], $32::int[], $33::int[], $34::int[], $35::text[], $36::timestamptz[])
+    SELECT site, counters_open, counters_busy, staff_on_duty, queue_length, event_key, updated_at
+    FROM json_populate_recordset(NULL::capacity, $5::json)
     ON CONFLICT (site) DO UPDATE SET counters_open = EXCLUDED.counters_open,
         counters_busy = EXCLUDED.counters_busy, staff_on_duty = EXCLUDED.staff_on_duty,
         queue_length = EXCLUDED.queue_length, event_key = EXCLUDED.event_key, updated_at = EXCLUDED.updated_at
     WHERE capacity.event_key < EXCLUDED.event_key
 ), heartbeats_written AS (
     INSERT INTO heartbeats (connector, system, upstream, version, event_key, seen_at)
-    SELECT * FROM unnest($37::text[], $38::text[], $39::text[], $40::text[], $41::text[], $42::timestamptz[])
+    SELECT connector, system, upstream, version, event_key, seen_at FROM json_populate_recordset(NULL::heartbeats, $6::json)
     ON CONFLICT (connector) DO UPDATE SET system = EXCLUDED.system, upstream = EXCLUDED.upstream,
         version = EXCLUDED.version, event_key = EXCLUDED.event_key, seen_at = EXCLUDED.seen_at
     WHERE heartbeats.event_key < EXCLUDED.event_key
