@@ -1,9 +1,9 @@
 """The long-running apply worker: JetStream pull consumer → validate → apply → commit → ack.
 
 Fetching and validating the next messages overlap with applying the current batch (they fill the
-time the worker waits for Postgres). Whatever arrived meanwhile is applied next as one batch, up to
-`batch` messages: a nearly empty stream gives small batches applied at once, a backlog full ones,
-and no batch queues behind another. A batch is applied in one transaction and acknowledged only
+time the worker waits for Postgres, in small chunks so as never to hold up its next statement).
+Whatever arrived meanwhile is applied next as one batch, up to `batch` messages: a nearly empty
+stream gives small batches applied at once, a backlog full ones, and no batch queues behind another. A batch is applied in one transaction and acknowledged only
 after commit, so a crash redelivers it and the inbox turns the redelivery into duplicates. A
 message that cannot be applied becomes a failure and is acknowledged: a poison message never
 blocks the stream.
@@ -16,7 +16,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NamedTuple, TypeVar
 from uuid import UUID
@@ -47,8 +47,9 @@ _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, 
                 asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError)
 
 _CONTENTION_RETRIES = 8
-# fetched and validated batches waiting for the worker; it takes all of them at once, up to `batch` messages
-_FETCHED_AHEAD = 4
+# Validation runs while the worker waits for Postgres, in chunks this small: one long run of it would hold up the
+# worker's next statement (its answer waits for the event loop), and the worker is the pipeline's bottleneck.
+_CLASSIFY_CHUNK = 50
 _T = TypeVar("_T")
 OnApplied = Callable[[Outcome], Awaitable[None]]
 AcceptedEvents = list[tuple[CloudEvent, int]]
@@ -59,6 +60,38 @@ class _Fetched(NamedTuple):
     msgs: list[Msg]
     accepted: AcceptedEvents
     rejected: RejectedMessages
+
+
+class _Ahead:
+    """Fetched and validated messages waiting for the worker (at most `limit`), taken all at once up to a batch."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._waiting: deque[_Fetched] = deque()
+        self._count = 0
+        self._changed = asyncio.Event()
+
+    async def put(self, fetched: _Fetched) -> None:
+        while self._count >= self.limit:
+            self._changed.clear()
+            await self._changed.wait()
+        self._waiting.append(fetched)
+        self._count += len(fetched.msgs)
+        self._changed.set()
+
+    async def take(self, most: int) -> _Fetched:
+        while not self._waiting:
+            self._changed.clear()
+            await self._changed.wait()
+        taken = [self._waiting.popleft()]
+        size = len(taken[0].msgs)
+        while self._waiting and size + len(self._waiting[0].msgs) <= most:
+            taken.append(self._waiting.popleft())
+            size += len(taken[-1].msgs)
+        self._count -= size
+        self._changed.set()
+        return _Fetched([m for f in taken for m in f.msgs], [a for f in taken for a in f.accepted],
+                        [r for f in taken for r in f.rejected])
 
 
 def _split_subject(subject: str) -> tuple[str | None, str | None]:
@@ -97,7 +130,7 @@ class ApplyWorker:
 
     async def run(self) -> None:
         sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
-        fetched: asyncio.Queue[_Fetched] = asyncio.Queue(maxsize=_FETCHED_AHEAD)
+        ahead = _Ahead(limit=2 * self.batch)
 
         async def fetch_loop() -> None:
             while True:
@@ -110,21 +143,16 @@ class ApplyWorker:
                     log.warning("fetch failed (%s); retrying", type(exc).__name__)
                     await asyncio.sleep(0.5)
                     continue
-                await fetched.put(_Fetched(msgs, *self.classify(msgs)))
+                for start in range(0, len(msgs), _CLASSIFY_CHUNK):
+                    chunk = msgs[start:start + _CLASSIFY_CHUNK]
+                    await ahead.put(_Fetched(chunk, *self.classify(chunk)))
+                    await asyncio.sleep(0)  # the worker's next step first, if Postgres has answered meanwhile
 
         fetcher = asyncio.create_task(fetch_loop(), name="apply-fetch")
         self._keep_connection = True
         try:
-            carried: _Fetched | None = None
             while True:
-                batch, carried = carried or await fetched.get(), None
-                while not fetched.empty():
-                    more = fetched.get_nowait()
-                    if len(batch.msgs) + len(more.msgs) > self.batch:
-                        carried = more  # the next batch starts with it
-                        break
-                    batch = _Fetched(batch.msgs + more.msgs, batch.accepted + more.accepted,
-                                     batch.rejected + more.rejected)
+                batch = await ahead.take(self.batch)
                 if fetcher.done():
                     fetcher.result()  # surface a crash of the fetcher rather than wait forever
                 await self.handle(batch.msgs, batch.accepted, batch.rejected)
