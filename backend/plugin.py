@@ -78,7 +78,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         app.state.resources = resources
         live = app.state.live = LiveService(nc, pool)
         await live.start()
-        worker = ApplyWorker(js, pool, batch=settings.apply_batch, max_bytes=settings.max_event_bytes,
+        worker = ApplyWorker(nc, pool, batch=settings.apply_batch, max_bytes=settings.max_event_bytes,
                              known_systems=resources.known_systems, on_applied=live.on_applied,
                              own_events_key=signing_key(settings))
         relay = CommandRelay(pool, js, DeliveryPolicy(

@@ -1,12 +1,12 @@
 """The long-running apply worker: JetStream pull consumer → validate → apply → commit → ack.
 
-Fetching and validating the next messages overlap with applying the current batch (they fill the
-time the worker waits for Postgres, in small chunks so as never to hold up its next statement).
-Whatever arrived meanwhile is applied next as one batch, up to `batch` messages: a nearly empty
-stream gives small batches applied at once, a backlog full ones, and no batch queues behind another. A batch is applied in one transaction and acknowledged only
-after commit, so a crash redelivers it and the inbox turns the redelivery into duplicates. A
-message that cannot be applied becomes a failure and is acknowledged: a poison message never
-blocks the stream.
+Messages arrive as they are stored (`backend.ingest.pull`); validating them overlaps with applying
+the current batch (it fills the time the worker waits for Postgres, in small chunks so as never to
+hold up its next statement). Whatever arrived meanwhile is applied next as one batch, up to `batch`
+messages: a nearly empty stream gives small batches applied at once, a backlog full ones, and no
+batch queues behind another. A batch is applied in one transaction and acknowledged only after
+commit, so a crash redelivers it and the inbox turns the redelivery into duplicates. A message that
+cannot be applied becomes a failure and is acknowledged: a poison message never blocks the stream.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ from uuid import UUID
 
 import asyncpg
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 from opentelemetry.trace import Span, SpanKind
 
 from backend import metrics
 from backend.failures.services import record_inbound
 from backend.ingest.apply import Outcome, apply_events
 from backend.ingest.own_events import OWN_SYSTEM, is_signed
+from backend.ingest.pull import PullFeed
 from backend.ingest.validate import Accepted, Rejected, rejected_event, validate
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
 from switchboard import tracing
@@ -100,11 +99,11 @@ def _split_subject(subject: str) -> tuple[str | None, str | None]:
 
 
 class ApplyWorker:
-    def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, *, batch: int, max_bytes: int,
+    def __init__(self, nc: NATS, pool: asyncpg.Pool, *, batch: int, max_bytes: int,
                  known_systems: frozenset[str], on_applied: OnApplied | None = None,
                  stream: str = EVENTS_STREAM, durable: str = APPLY_CONSUMER, own_events_key: bytes | None = None,
                  ) -> None:
-        self.js = js
+        self.nc = nc
         self.stream = stream
         self.durable = durable
         self.handled = 0
@@ -129,20 +128,13 @@ class ApplyWorker:
                 await asyncio.sleep(1)
 
     async def run(self) -> None:
-        sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        feed = PullFeed(self.nc, self.stream, self.durable, self.batch)
+        await feed.start()
         ahead = _Ahead(limit=2 * self.batch)
 
         async def fetch_loop() -> None:
             while True:
-                try:
-                    msgs = await sub.fetch(self.batch, timeout=1.0)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
-                except nats.errors.Error as exc:
-                    # NATS is restarting or unreachable: the client reconnects by itself
-                    log.warning("fetch failed (%s); retrying", type(exc).__name__)
-                    await asyncio.sleep(0.5)
-                    continue
+                msgs = await feed.take()
                 for start in range(0, len(msgs), _CLASSIFY_CHUNK):
                     chunk = msgs[start:start + _CLASSIFY_CHUNK]
                     await ahead.put(_Fetched(chunk, *self.classify(chunk)))
@@ -160,9 +152,7 @@ class ApplyWorker:
             fetcher.cancel()
             self._keep_connection = False
             await self._drop_connection()
-            # a reply that reached its inbox after the cancelled fetch would otherwise stall the connection's drain
-            with contextlib.suppress(NatsError):
-                await sub.unsubscribe()
+            await feed.stop()
 
     def classify(self, msgs: list[Msg]) -> tuple[AcceptedEvents, RejectedMessages]:
         accepted: AcceptedEvents = []
