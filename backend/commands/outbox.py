@@ -1,7 +1,8 @@
-"""The outbox side of a batch apply: commands written, answers recorded, in the batch's transaction.
+"""The outbox side of a batch apply: the commands a batch calls for, and the answers it records.
 
-Called once per batch by `apply_events` with the batch's new events only (duplicates never reach
-here), so a command is written exactly when the state change that causes it commits.
+Used once per batch by `apply_events` with the batch's new events only (duplicates never reach
+here), in the batch's transaction: a command is written (with the batch's other rows, in its one
+write statement) exactly when the state change that causes it commits.
 """
 
 from __future__ import annotations
@@ -11,26 +12,20 @@ from collections.abc import Callable
 from uuid import UUID
 
 import asyncpg
-import msgspec
 
 from backend.failures.services import failure_changed
 from backend.journeys.merge import JourneyState, merge
 from backend.routing.engine import JourneyChange, PlannedCommand, active, plan
 from switchboard.events import CloudEvent, CommandResult
 
-_encode = msgspec.json.encode
 
-
-async def write_commands_and_answers(
-    conn: asyncpg.Connection, *, events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID],
+def planned_commands(
+    *, events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID],
     before: dict[UUID, JourneyState], after: dict[UUID, JourneyState], survivor: Callable[[UUID], UUID],
-) -> None:
-    """`before`: the journeys' states as loaded (some may since have merged into a `survivor`)."""
-    if after:
-        await _write_commands(conn, plan(active(), _changes(events, journey_of, before, after, survivor)))
-    results = [e for e in events if isinstance(e, CommandResult)]
-    if results:
-        await record_answers(conn, results)
+) -> list[PlannedCommand]:
+    """The commands the rules in force call for. `before`: the journeys' states as loaded (some may since have
+    merged into a `survivor`)."""
+    return plan(active(), _changes(events, journey_of, before, after, survivor)) if after else []
 
 
 def _changes(events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID], before: dict[UUID, JourneyState],
@@ -45,23 +40,6 @@ def _changes(events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID], 
             by_journey[journey_of[(event.source, event.id)]].append(event)
     return [JourneyChange(journey_id=jid, before=merged_before.get(jid, JourneyState()), after=state,
                           events=by_journey[jid]) for jid, state in after.items()]
-
-
-async def _write_commands(conn: asyncpg.Connection, planned: list[PlannedCommand]) -> None:
-    if not planned:
-        return
-    await conn.execute(
-        """
-        INSERT INTO commands (id, rule, system, command, journey_id, site, data, refs)
-        SELECT u.*, array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = u.journey_id ORDER BY r.ref)
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::jsonb[])
-             AS u(id, rule, system, command, journey_id, site, data)
-        ON CONFLICT (id) DO NOTHING
-        """,
-        [p.id for p in planned], [p.rule for p in planned], [p.system for p in planned],
-        [p.command for p in planned], [p.journey_id for p in planned], [p.site for p in planned],
-        [_encode(p.data).decode() for p in planned],
-    )
 
 
 def _command_id(text: str) -> UUID | None:

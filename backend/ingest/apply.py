@@ -1,9 +1,12 @@
 """Apply a batch of validated events to Postgres in the caller's transaction.
 
-Set-based: a handful of statements per batch, whatever its size. Concurrency across replicas:
-advisory locks on every reference and event key the batch touches (taken in sorted order),
-then row locks on the journeys those references resolve to. Two replicas applying events of the
-same journey therefore serialise on it, and a reference is never given two journeys.
+Set-based, and three statements per batch whatever its size (a round trip each, which is what a
+small batch costs): claim the events, resolve and lock their journeys, write everything. Only a
+batch that joins journeys already stored adds the statements that re-point their rows.
+Concurrency across replicas: advisory locks on every reference and event key the batch touches
+(taken in sorted order), then row locks on the journeys those references resolve to. Two replicas
+applying events of the same journey therefore serialise on it, and a reference is never given two
+journeys.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ import os
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
-from backend.commands.outbox import write_commands_and_answers
+from backend.commands.outbox import planned_commands, record_answers
 from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge
-from switchboard.events import CapacityChanged, CloudEvent, ConnectorHeartbeat, refs_of
+from switchboard.events import CapacityChanged, CloudEvent, CommandResult, ConnectorHeartbeat, refs_of
 
 _E = TypeVar("_E", bound=CloudEvent)
 _state_decoder = msgspec.json.Decoder(JourneyState)
@@ -68,35 +71,104 @@ def _lock_key(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+# The advisory locks (on every reference and subject the batch names) are a one-time filter of the insert: all
+# taken, in the array's (sorted) order, before the first inbox row is written. The inbox's unique key then tells
+# new events from ones already applied, including one another replica committed after this statement began
+# (ON CONFLICT waits for an insert in progress and sees the committed row), so events need no lock of their own.
+_CLAIM = """
+INSERT INTO event_inbox (source, id)
+SELECT k.source, k.id FROM unnest($1::text[], $2::text[]) AS k(source, id)
+WHERE (SELECT count(*) FROM unnest($3::bigint[]) AS l WHERE pg_advisory_xact_lock(l) IS NOT NULL) >= 0
+ON CONFLICT DO NOTHING
+RETURNING source, id
+"""
+
+# References to journeys, and those journeys locked. Only a merge (which holds the absorbed journey's lock)
+# re-points a reference, and it deletes the absorbed journey in the same transaction: a reference whose journey
+# was gone once its lock was granted has moved, and is resolved again.
+_RESOLVE = """
+WITH mapped AS (SELECT ref, journey_id FROM journey_refs WHERE ref = ANY($1::text[])),
+locked AS (SELECT id, state, created_at FROM journeys WHERE id IN (SELECT journey_id FROM mapped) ORDER BY id FOR UPDATE)
+SELECT m.ref, m.journey_id, l.state, l.created_at FROM mapped m LEFT JOIN locked l ON l.id = m.journey_id
+"""
+
+
 async def _lock_journeys(conn: asyncpg.Connection, refs: list[str]) -> tuple[dict[str, UUID], dict[UUID, _Working]]:
-    """Resolve references to journeys and lock those rows; re-resolve until the mapping is stable."""
-    locked: dict[UUID, _Working] = {}
+    """Resolve references to journeys and lock those rows; again while a resolved journey was merged away."""
     while True:
-        rows = await conn.fetch("SELECT ref, journey_id FROM journey_refs WHERE ref = ANY($1::text[])", refs)
-        mapping = {r["ref"]: r["journey_id"] for r in rows}
-        missing = set(mapping.values()) - locked.keys()
-        if not missing:
-            return mapping, locked
-        for row in await conn.fetch(
-            "SELECT id, state, created_at FROM journeys WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-            list(missing),
-        ):
-            locked[row["id"]] = _Working(_state_decoder.decode(row["state"]), row["created_at"])
+        rows = await conn.fetch(_RESOLVE, refs)
+        if all(r["state"] is not None for r in rows):
+            locked: dict[UUID, _Working] = {}
+            for r in rows:
+                if r["journey_id"] not in locked:
+                    locked[r["journey_id"]] = _Working(_state_decoder.decode(r["state"]), r["created_at"])
+            return {r["ref"]: r["journey_id"] for r in rows}, locked
 
 
-def _at(state: JourneyState, stage: str) -> datetime | None:
-    at = state.reached.get(stage)
-    return datetime.fromisoformat(at) if at else None
+# One Struct per table written, its fields named as the table's columns: a batch's rows travel as one JSON
+# array per table (msgspec encodes them in one pass, Postgres reads them with json_populate_recordset), which
+# costs far less than binding every value of every row as an array element.
+class _JourneyRow(msgspec.Struct):
+    id: UUID
+    site: str | None
+    stage: str
+    state: JourneyState
+    arrived_at: str | None
+    waiting_at: str | None
+    called_at: str | None
+    in_service_at: str | None
+    finished_at: str | None
+    created_at: datetime
 
 
-def _journey_row(jid: UUID, work: _Working) -> tuple[object, ...]:
+class _RefRow(msgspec.Struct):
+    ref: str
+    journey_id: UUID
+
+
+class _EventRow(msgspec.Struct):
+    source: str
+    id: str
+    type: str
+    subject: str
+    site: str | None
+    time: datetime
+    data: msgspec.Struct
+    journey_id: UUID | None
+    dropped_fields: int
+    traceparent: str | None
+
+
+class _CapacityRow(msgspec.Struct):
+    site: str
+    counters_open: int
+    counters_busy: int
+    staff_on_duty: int
+    queue_length: int
+    event_key: str
+    updated_at: datetime
+
+
+class _HeartbeatRow(msgspec.Struct):
+    connector: str
+    system: str
+    upstream: str
+    version: str
+    event_key: str
+    seen_at: datetime
+
+
+def _journey_row(jid: UUID, work: _Working) -> _JourneyRow:
     state = work.state
     stage = state.value("stage") or "open"
-    return (
-        jid, state.value("site"), stage, _encode(state).decode(),
-        _at(state, "arrived"), _at(state, "waiting"), _at(state, "called"), _at(state, "in_service"),
-        _at(state, stage) if stage in FINAL_STAGES else None, work.created_at,
-    )
+    reached = state.reached
+    return _JourneyRow(jid, state.value("site"), stage, state, reached.get("arrived"), reached.get("waiting"),
+                       reached.get("called"), reached.get("in_service"),
+                       reached.get(stage) if stage in FINAL_STAGES else None, work.created_at)
+
+
+def _rows(rows: list[Any]) -> str:
+    return _encode(rows).decode()
 
 
 async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, int]]) -> Outcome:
@@ -104,19 +176,15 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     unique: dict[tuple[str, str], tuple[CloudEvent, int]] = {}
     for event, dropped in batch:
         unique.setdefault((event.source, event.id), (event, dropped))
-    lock_texts = {f"event {s} {i}" for s, i in unique}
+    lock_texts: set[str] = set()
     for event, _ in unique.values():
         lock_texts.update(refs_of(event) if event.kind == "journey" else [event.subject])
-    await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
-                       sorted(_lock_key(t) for t in lock_texts))
-
-    sources, ids = zip(*unique) if unique else ((), ())
-    seen = {
+    sources, ids = zip(*sorted(unique)) if unique else ((), ())
+    claimed = {
         (r["source"], r["id"]) for r in await conn.fetch(
-            "SELECT e.source, e.id FROM event_inbox e JOIN unnest($1::text[], $2::text[]) AS k(source, id)"
-            " ON e.source = k.source AND e.id = k.id", list(sources), list(ids))
+            _CLAIM, list(sources), list(ids), sorted(_lock_key(t) for t in lock_texts))
     }
-    fresh = [pair for key, pair in unique.items() if key not in seen]
+    fresh = [pair for key, pair in unique.items() if key in claimed]
     outcome = Outcome(applied=len(fresh), duplicates=len(batch) - len(fresh),
                       applied_types=Counter((e.type, e.system) for e, _ in fresh))
     if not fresh:
@@ -162,63 +230,96 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
         event_journey[(event.source, event.id)] = jid
 
     live = sorted({find(j) for j in touched})
-    if live:
-        rows = [_journey_row(j, journeys[j]) for j in live]
-        await conn.execute(
-            """
-            INSERT INTO journeys (id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at,
-                                  finished_at, created_at, updated_at)
-            SELECT u.*, now() FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[],
-                 $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[]) AS u
-            ON CONFLICT (id) DO UPDATE SET site = EXCLUDED.site, stage = EXCLUDED.stage, state = EXCLUDED.state,
-                arrived_at = EXCLUDED.arrived_at, waiting_at = EXCLUDED.waiting_at, called_at = EXCLUDED.called_at,
-                in_service_at = EXCLUDED.in_service_at, finished_at = EXCLUDED.finished_at, updated_at = now()
-            """,
-            *map(list, zip(*rows)),
-        )
     merged_away = [(old, find(old)) for old in absorbed_by if old in existing]
     if merged_away:
-        olds, news = map(list, zip(*merged_away))
-        for statement in (
-            "UPDATE journey_refs r SET journey_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
-            " WHERE r.journey_id = m.old",
-            "UPDATE events e SET journey_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
-            " WHERE e.journey_id = m.old",
-            "UPDATE journey_aliases a SET new_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
-            " WHERE a.new_id = m.old",
-            "INSERT INTO journey_aliases (old_id, new_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])",
-        ):
-            await conn.execute(statement, olds, news)
-        await conn.execute("DELETE FROM journeys WHERE id = ANY($1::uuid[])", olds)
-    if new_refs:
-        await conn.execute(
-            "INSERT INTO journey_refs (ref, journey_id) SELECT * FROM unnest($1::text[], $2::uuid[])",
-            list(new_refs), [find(j) for j in new_refs.values()],
-        )
-
-    await conn.execute("INSERT INTO event_inbox (source, id) SELECT * FROM unnest($1::text[], $2::text[])",
-                       [e.source for e, _ in fresh], [e.id for e, _ in fresh])
-    await conn.copy_records_to_table(
-        "events",
-        columns=["source", "id", "type", "subject", "site", "time", "data", "journey_id", "dropped_fields",
-                 "traceparent"],
-        records=[
-            (e.source, e.id, e.type, e.subject, getattr(e.data, "site", None), e.time, _encode(e.data).decode(),
-             find(event_journey[(e.source, e.id)]) if (e.source, e.id) in event_journey else None, dropped,
-             e.traceparent or None)
-            for e, dropped in fresh
-        ],
+        await _repoint(conn, merged_away)
+    journey_of = {key: find(jid) for key, jid in event_journey.items()}
+    commands = planned_commands(events=[e for e, _ in fresh], before=before, survivor=find, journey_of=journey_of,
+                                after={j: journeys[j].state for j in live})
+    await conn.execute(
+        _WRITE,
+        _rows([_journey_row(j, journeys[j]) for j in live]),
+        _rows([_RefRow(ref, find(j)) for ref, j in new_refs.items()]),
+        _rows([_EventRow(e.source, e.id, e.type, e.subject, getattr(e.data, "site", None), e.time, e.data,
+                         journey_of.get((e.source, e.id)), dropped, e.traceparent or None) for e, dropped in fresh]),
+        _rows(commands),
+        _rows([_CapacityRow(e.data.site, e.data.counters_open, e.data.counters_busy, e.data.staff_on_duty,
+                            e.data.queue_length, e.key, e.time)
+               for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, CapacityChanged)])]),
+        _rows([_HeartbeatRow(e.subject.removeprefix("connector:"), e.system, e.data.upstream, e.data.version, e.key,
+                             e.time)
+               for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)])]),
     )
-    await write_commands_and_answers(conn, events=[e for e, _ in fresh], before=before, survivor=find,
-                                     journey_of={k: find(j) for k, j in event_journey.items()},
-                                     after={j: journeys[j].state for j in live})
-    await _apply_capacity(conn, [e for e, _ in fresh if isinstance(e, CapacityChanged)])
-    await _apply_heartbeats(conn, [e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)])
+    results = [e for e, _ in fresh if isinstance(e, CommandResult)]
+    if results:
+        await record_answers(conn, results)
 
     outcome.journeys = live
-    outcome.traced_journeys = {key: find(jid) for key, jid in event_journey.items() if traced.get(key)}
+    outcome.traced_journeys = {key: jid for key, jid in journey_of.items() if traced.get(key)}
     outcome.sites = {getattr(e.data, "site", None) for e, _ in fresh} - {None}  # type: ignore[operator]
     return outcome
+
+
+async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]]) -> None:
+    """Journeys absorbed by a link: their references, events and aliases go to the survivor, their rows away."""
+    olds, news = map(list, zip(*merged_away))
+    for statement in (
+        "UPDATE journey_refs r SET journey_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
+        " WHERE r.journey_id = m.old",
+        "UPDATE events e SET journey_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
+        " WHERE e.journey_id = m.old",
+        "UPDATE journey_aliases a SET new_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
+        " WHERE a.new_id = m.old",
+        "INSERT INTO journey_aliases (old_id, new_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])",
+    ):
+        await conn.execute(statement, olds, news)
+    await conn.execute("DELETE FROM journeys WHERE id = ANY($1::uuid[])", olds)
+
+
+# Everything a batch writes, in one statement (the sub-statements see the same snapshot, so a command's
+# references are the stored ones plus those this batch adds). Capacity and heartbeats keep only the
+# newest event per site or connector, whatever order they arrive in.
+_WRITE = """
+WITH new_refs AS (
+    SELECT ref, journey_id FROM json_populate_recordset(NULL::journey_refs, $2::json)
+), journeys_written AS (
+    INSERT INTO journeys (id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at, finished_at,
+                          created_at, updated_at)
+    SELECT id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at, finished_at, created_at, now()
+    FROM json_populate_recordset(NULL::journeys, $1::json)
+    ON CONFLICT (id) DO UPDATE SET site = EXCLUDED.site, stage = EXCLUDED.stage, state = EXCLUDED.state,
+        arrived_at = EXCLUDED.arrived_at, waiting_at = EXCLUDED.waiting_at, called_at = EXCLUDED.called_at,
+        in_service_at = EXCLUDED.in_service_at, finished_at = EXCLUDED.finished_at, updated_at = now()
+), refs_written AS (
+    INSERT INTO journey_refs (ref, journey_id) SELECT ref, journey_id FROM new_refs
+), events_written AS (
+    INSERT INTO events (source, id, type, subject, site, time, data, journey_id, dropped_fields, traceparent)
+    SELECT source, id, type, subject, site, time, data, journey_id, dropped_fields, traceparent
+    FROM json_populate_recordset(NULL::events, $3::json)
+), commands_written AS (
+    INSERT INTO commands (id, rule, system, command, journey_id, site, data, refs)
+    SELECT c.id, c.rule, c.system, c.command, c.journey_id, c.site, c.data,
+           array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = c.journey_id
+                 UNION SELECT n.ref FROM new_refs n WHERE n.journey_id = c.journey_id ORDER BY 1)
+    FROM json_populate_recordset(NULL::commands, $4::json) c
+    ON CONFLICT (id) DO NOTHING
+), capacity_written AS (
+    INSERT INTO capacity (site, counters_open, counters_busy, staff_on_duty, queue_length, event_key, updated_at)
+    SELECT site, counters_open, counters_busy, staff_on_duty, queue_length, event_key, updated_at
+    FROM json_populate_recordset(NULL::capacity, $5::json)
+    ON CONFLICT (site) DO UPDATE SET counters_open = EXCLUDED.counters_open,
+        counters_busy = EXCLUDED.counters_busy, staff_on_duty = EXCLUDED.staff_on_duty,
+        queue_length = EXCLUDED.queue_length, event_key = EXCLUDED.event_key, updated_at = EXCLUDED.updated_at
+    WHERE capacity.event_key < EXCLUDED.event_key
+), heartbeats_written AS (
+    INSERT INTO heartbeats (connector, system, upstream, version, event_key, seen_at)
+    SELECT connector, system, upstream, version, event_key, seen_at FROM json_populate_recordset(NULL::heartbeats, $6::json)
+    ON CONFLICT (connector) DO UPDATE SET system = EXCLUDED.system, upstream = EXCLUDED.upstream,
+        version = EXCLUDED.version, event_key = EXCLUDED.event_key, seen_at = EXCLUDED.seen_at
+    WHERE heartbeats.event_key < EXCLUDED.event_key
+)
+SELECT
+"""
 
 
 def _latest_per_subject(events: list[_E]) -> list[_E]:
@@ -227,38 +328,3 @@ def _latest_per_subject(events: list[_E]) -> list[_E]:
         if event.subject not in latest or event.key > latest[event.subject].key:
             latest[event.subject] = event
     return list(latest.values())
-
-
-async def _apply_capacity(conn: asyncpg.Connection, events: list[CapacityChanged]) -> None:
-    if not events:
-        return
-    rows = [(e.data.site, e.data.counters_open, e.data.counters_busy, e.data.staff_on_duty, e.data.queue_length,
-             e.key, e.time) for e in _latest_per_subject(events)]
-    await conn.execute(
-        """
-        INSERT INTO capacity (site, counters_open, counters_busy, staff_on_duty, queue_length, event_key, updated_at)
-        SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::int[], $6::text[], $7::timestamptz[])
-        ON CONFLICT (site) DO UPDATE SET counters_open = EXCLUDED.counters_open,
-            counters_busy = EXCLUDED.counters_busy, staff_on_duty = EXCLUDED.staff_on_duty,
-            queue_length = EXCLUDED.queue_length, event_key = EXCLUDED.event_key, updated_at = EXCLUDED.updated_at
-        WHERE capacity.event_key < EXCLUDED.event_key
-        """,
-        *map(list, zip(*rows)),
-    )
-
-
-async def _apply_heartbeats(conn: asyncpg.Connection, events: list[ConnectorHeartbeat]) -> None:
-    if not events:
-        return
-    rows = [(e.subject.removeprefix("connector:"), e.system, e.data.upstream, e.data.version, e.key, e.time)
-            for e in _latest_per_subject(events)]
-    await conn.execute(
-        """
-        INSERT INTO heartbeats (connector, system, upstream, version, event_key, seen_at)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-        ON CONFLICT (connector) DO UPDATE SET system = EXCLUDED.system, upstream = EXCLUDED.upstream,
-            version = EXCLUDED.version, event_key = EXCLUDED.event_key, seen_at = EXCLUDED.seen_at
-        WHERE heartbeats.event_key < EXCLUDED.event_key
-        """,
-        *map(list, zip(*rows)),
-    )

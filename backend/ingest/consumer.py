@@ -1,9 +1,12 @@
 """The long-running apply worker: JetStream pull consumer → validate → apply → commit → ack.
 
-Fetching the next batch overlaps with applying the current one. A batch is applied in one
-transaction and acknowledged only after commit, so a crash redelivers it and the inbox turns the
-redelivery into duplicates. A message that cannot be applied becomes a failure and is
-acknowledged: a poison message never blocks the stream.
+Messages arrive as they are stored (`backend.ingest.pull`); validating them overlaps with applying
+the current batch (it fills the time the worker waits for Postgres, in small chunks so as never to
+hold up its next statement). Whatever arrived meanwhile is applied next as one batch, up to `batch`
+messages: a nearly empty stream gives small batches applied at once, a backlog full ones, and no
+batch queues behind another. A batch is applied in one transaction and acknowledged only after
+commit, so a crash redelivers it and the inbox turns the redelivery into duplicates. A message that
+cannot be applied becomes a failure and is acknowledged: a poison message never blocks the stream.
 """
 
 from __future__ import annotations
@@ -13,23 +16,22 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NamedTuple, TypeVar
 from uuid import UUID
 
 import asyncpg
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 from opentelemetry.trace import Span, SpanKind
 
 from backend import metrics
 from backend.failures.services import record_inbound
 from backend.ingest.apply import Outcome, apply_events
 from backend.ingest.own_events import OWN_SYSTEM, is_signed
+from backend.ingest.pull import PullFeed
 from backend.ingest.validate import Accepted, Rejected, rejected_event, validate
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
 from switchboard import tracing
@@ -44,8 +46,51 @@ _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, 
                 asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError)
 
 _CONTENTION_RETRIES = 8
+# Validation runs while the worker waits for Postgres, in chunks this small: one long run of it would hold up the
+# worker's next statement (its answer waits for the event loop), and the worker is the pipeline's bottleneck.
+_CLASSIFY_CHUNK = 50
 _T = TypeVar("_T")
 OnApplied = Callable[[Outcome], Awaitable[None]]
+AcceptedEvents = list[tuple[CloudEvent, int]]
+RejectedMessages = list[tuple[Rejected, str]]
+
+
+class _Fetched(NamedTuple):
+    msgs: list[Msg]
+    accepted: AcceptedEvents
+    rejected: RejectedMessages
+
+
+class _Ahead:
+    """Fetched and validated messages waiting for the worker (at most `limit`), taken all at once up to a batch."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._waiting: deque[_Fetched] = deque()
+        self._count = 0
+        self._changed = asyncio.Event()
+
+    async def put(self, fetched: _Fetched) -> None:
+        while self._count >= self.limit:
+            self._changed.clear()
+            await self._changed.wait()
+        self._waiting.append(fetched)
+        self._count += len(fetched.msgs)
+        self._changed.set()
+
+    async def take(self, most: int) -> _Fetched:
+        while not self._waiting:
+            self._changed.clear()
+            await self._changed.wait()
+        taken = [self._waiting.popleft()]
+        size = len(taken[0].msgs)
+        while self._waiting and size + len(self._waiting[0].msgs) <= most:
+            taken.append(self._waiting.popleft())
+            size += len(taken[-1].msgs)
+        self._count -= size
+        self._changed.set()
+        return _Fetched([m for f in taken for m in f.msgs], [a for f in taken for a in f.accepted],
+                        [r for f in taken for r in f.rejected])
 
 
 def _split_subject(subject: str) -> tuple[str | None, str | None]:
@@ -54,11 +99,11 @@ def _split_subject(subject: str) -> tuple[str | None, str | None]:
 
 
 class ApplyWorker:
-    def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, *, batch: int, max_bytes: int,
+    def __init__(self, nc: NATS, pool: asyncpg.Pool, *, batch: int, max_bytes: int,
                  known_systems: frozenset[str], on_applied: OnApplied | None = None,
                  stream: str = EVENTS_STREAM, durable: str = APPLY_CONSUMER, own_events_key: bytes | None = None,
                  ) -> None:
-        self.js = js
+        self.nc = nc
         self.stream = stream
         self.durable = durable
         self.handled = 0
@@ -68,6 +113,8 @@ class ApplyWorker:
         self.known_systems = known_systems
         self.on_applied = on_applied
         self.own_events_key = own_events_key  # None: no message is taken for the backend's own
+        self._keep_connection = False
+        self._held: asyncpg.Connection | None = None
 
     async def run_forever(self) -> None:
         """`run`, restarted after anything unexpected: the worker outlives a bad moment."""
@@ -81,38 +128,35 @@ class ApplyWorker:
                 await asyncio.sleep(1)
 
     async def run(self) -> None:
-        sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
-        fetched: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=2)
+        feed = PullFeed(self.nc, self.stream, self.durable, self.batch)
+        await feed.start()
+        ahead = _Ahead(limit=2 * self.batch)
 
         async def fetch_loop() -> None:
             while True:
-                try:
-                    msgs = await sub.fetch(self.batch, timeout=1.0)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
-                except nats.errors.Error as exc:
-                    # NATS is restarting or unreachable: the client reconnects by itself
-                    log.warning("fetch failed (%s); retrying", type(exc).__name__)
-                    await asyncio.sleep(0.5)
-                    continue
-                await fetched.put(msgs)
+                msgs = await feed.take()
+                for start in range(0, len(msgs), _CLASSIFY_CHUNK):
+                    chunk = msgs[start:start + _CLASSIFY_CHUNK]
+                    await ahead.put(_Fetched(chunk, *self.classify(chunk)))
+                    await asyncio.sleep(0)  # the worker's next step first, if Postgres has answered meanwhile
 
         fetcher = asyncio.create_task(fetch_loop(), name="apply-fetch")
+        self._keep_connection = True
         try:
             while True:
-                msgs = await fetched.get()
+                batch = await ahead.take(self.batch)
                 if fetcher.done():
                     fetcher.result()  # surface a crash of the fetcher rather than wait forever
-                await self.handle(msgs)
+                await self.handle(batch.msgs, batch.accepted, batch.rejected)
         finally:
             fetcher.cancel()
-            # a reply that reached its inbox after the cancelled fetch would otherwise stall the connection's drain
-            with contextlib.suppress(NatsError):
-                await sub.unsubscribe()
+            self._keep_connection = False
+            await self._drop_connection()
+            await feed.stop()
 
-    def classify(self, msgs: list[Msg]) -> tuple[list[tuple[CloudEvent, int]], list[tuple[Rejected, str]]]:
-        accepted: list[tuple[CloudEvent, int]] = []
-        rejected: list[tuple[Rejected, str]] = []
+    def classify(self, msgs: list[Msg]) -> tuple[AcceptedEvents, RejectedMessages]:
+        accepted: AcceptedEvents = []
+        rejected: RejectedMessages = []
         arrived: Counter[tuple[str, str]] = Counter()
         for msg in msgs:
             system, type_ = _split_subject(msg.subject)
@@ -129,9 +173,9 @@ class ApplyWorker:
             metrics.EVENTS_IN.labels(type_label, system_label).inc(n)
         return accepted, rejected
 
-    async def handle(self, msgs: list[Msg]) -> None:
+    async def handle(self, msgs: list[Msg], accepted: AcceptedEvents, rejected: RejectedMessages) -> None:
+        """Apply `msgs` (`classify`'s `accepted` and `rejected`), commit, then acknowledge them."""
         started = time.perf_counter()
-        accepted, rejected = self.classify(msgs)
         spans = _start_apply_spans(accepted) if tracing.enabled() else {}
         try:
             outcome, rejected = await self.apply_batch(accepted, rejected)
@@ -200,13 +244,38 @@ class ApplyWorker:
         """Run `work` in a transaction, again after a short jittered pause if another replica held a lock."""
         for attempt in range(_CONTENTION_RETRIES):
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
+                async with self._connection() as conn, conn.transaction():
                     return await work(conn)
             except _CONTENTION:
                 if attempt == _CONTENTION_RETRIES - 1:
                     raise
                 await asyncio.sleep(0.01 * 2**attempt * (1 + random.random()))
         raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pool connection; while `run` runs, the same one from batch to batch, because handing a connection
+        back costs a round trip (the pool resets its session). Given back once it may be broken."""
+        if not self._keep_connection:
+            async with self.pool.acquire() as conn:
+                yield conn
+            return
+        if self._held is None:
+            self._held = await self.pool.acquire()
+        try:
+            yield self._held
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, _UNAVAILABLE):
+                await self._drop_connection()
+            raise
+        except BaseException:
+            await self._drop_connection()
+            raise
+
+    async def _drop_connection(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await self.pool.release(held)
 
     def _count(self, accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]],
                outcome: Outcome) -> None:

@@ -59,15 +59,15 @@ class JourneyFeed:
             ids, self._journeys = list(self._journeys), set()
             traces, self._traces = self._traces, {}
             try:
+                # published before the connection goes back: handing it back costs a round trip (the pool's reset)
                 async with self.pool.acquire() as conn:
-                    journeys = await get_journeys(conn, ids)
-                for journey in journeys:
-                    traceparent = traces.get(journey.id)
-                    if traceparent is None:
-                        await publish("journeys", journey.site, journey.id, journey)
-                        continue
-                    with tracing.span("live journeys", traceparent, SpanKind.PRODUCER) as span:
-                        await publish("journeys", journey.site, journey.id, journey, tracing.traceparent_of(span))
+                    for journey in await get_journeys(conn, ids):
+                        traceparent = traces.get(journey.id)
+                        if traceparent is None:
+                            await publish("journeys", journey.site, journey.id, journey)
+                            continue
+                        with tracing.span("live journeys", traceparent, SpanKind.PRODUCER) as span:
+                            await publish("journeys", journey.site, journey.id, journey, tracing.traceparent_of(span))
             except Exception:  # the feed outlives any one failure: Postgres or NATS away, a bad row
                 log.exception("live journeys not published; retrying")
                 self._journeys.update(ids)
