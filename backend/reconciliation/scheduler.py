@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 from nats.errors import Error as NatsError
 
+from backend.integrations.health import MISSED_INTERVALS
 from backend.reconciliation import live, replay, runs, services, verify
 from backend.reconciliation.repair import SWITCHBOARD, resolve
 from backend.reconciliation.schemas import Run
@@ -115,8 +116,13 @@ class Reconciler:
         """A run per known system and active site, unless that pair ran within the interval."""
         interval = self.resources.settings.reconcile_interval_s
         async with self.pool.acquire() as conn:
-            systems = [r["system"] for r in await conn.fetch("SELECT DISTINCT system FROM heartbeats ORDER BY 1")
-                       if r["system"] not in RESERVED_SYSTEMS]
+            # systems whose connector is alive and reaching its upstream: asking one that is down costs a
+            # snapshot timeout per site and finds nothing (its fallback's end asks it once it is back)
+            systems = [r["system"] for r in await conn.fetch(
+                "SELECT DISTINCT system FROM heartbeats WHERE upstream <> 'down'"
+                " AND seen_at > now() - make_interval(secs => $1) ORDER BY 1",
+                self.resources.settings.heartbeat_interval_s * MISSED_INTERVALS)
+                if r["system"] not in RESERVED_SYSTEMS]
             # the busiest sites first: a long round reaches the floors that are open now before the quiet ones
             sites = [r["site"] for r in await conn.fetch(
                 "SELECT site FROM journeys WHERE updated_at > now() - interval '1 day'"
