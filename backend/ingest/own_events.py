@@ -13,7 +13,11 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
+import msgspec
+from nats.js import JetStreamContext
+
 from backend.auth import signing_secret
+from switchboard.events import CloudEvent, nats_msg_id, nats_subject
 from switchboard.settings import Settings
 
 SIGNATURE_HEADER = "Switchboard-Signature"
@@ -30,3 +34,10 @@ def sign(key: bytes, body: bytes) -> str:
 def is_signed(key: bytes, body: bytes, headers: Mapping[str, str] | None) -> bool:
     given = (headers or {}).get(SIGNATURE_HEADER)
     return given is not None and hmac.compare_digest(given, sign(key, body))
+
+
+async def publish(js: JetStreamContext, key: bytes, event: CloudEvent) -> None:
+    """Publish one of the backend's own events, signed; the message id makes a re-publish harmless."""
+    body = msgspec.json.encode(event)
+    await js.publish(nats_subject(event), body,
+                     headers={"Nats-Msg-Id": nats_msg_id(event.source, event.id), SIGNATURE_HEADER: sign(key, body)})
