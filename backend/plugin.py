@@ -24,7 +24,7 @@ from litestar.status_codes import HTTP_400_BAD_REQUEST
 
 from backend import db, messaging
 from backend.audit.controllers import AuditController
-from backend.auth import PUBLIC, authorize, jwt_auth
+from backend.auth import PUBLIC, MissingSigningSecret, authorize, jwt_auth, signing_secret
 from backend.commands.controllers import CommandController
 from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.failures.controllers import FailureController
@@ -69,7 +69,8 @@ class SwitchboardPlugin(InitPluginProtocol):
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
         try:
             self.retention = RetentionPolicy.from_settings(settings)
-        except ValueError as exc:
+            signing_secret(settings)
+        except (ValueError, MissingSigningSecret) as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
 
     @contextlib.asynccontextmanager

@@ -15,6 +15,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backend_url: str = "http://127.0.0.1:8000"
     jwt_secret: str | None = None
     jwks_url: str | None = None
+    # keys the backend's own event signatures and manual users' pseudonyms; every replica needs the same one.
+    # Unset: the JWT secret. With a JWKS and no JWT secret one of the two must be set (else the backend refuses to start)
+    signing_secret: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     # an unknown `kid` refetches the JWKS at most this often (rotation without restart, no fetch storms)

@@ -26,6 +26,7 @@ import pytest
 
 from backend import db, messaging
 from backend.auth import mint_token
+from backend.ingest.own_events import SIGNATURE_HEADER, sign, signing_key
 from switchboard.backend_process import BackendProcess
 from switchboard.embedded import embedded_servers
 from switchboard.settings import Settings
@@ -161,6 +162,14 @@ async def publish(js: nats.js.JetStreamContext, event: dict[str, Any] | bytes, s
     system = event["source"].split("/")[1]
     await js.publish(subject or f"svc.events.{system}.{event['type']}", msgspec.json.encode(event),
                      headers={"Nats-Msg-Id": f"{event['source']} {event['id']}"})
+
+
+async def publish_as_backend(js: nats.js.JetStreamContext, settings: Settings, event: dict[str, Any]) -> None:
+    """Publish as the backend publishes its own events (`/manual/<user>`, `/switchboard`): signed with its key."""
+    body = msgspec.json.encode(event)
+    await js.publish(f"svc.events.{event['source'].split('/')[1]}.{event['type']}", body,
+                     headers={"Nats-Msg-Id": f"{event['source']} {event['id']}",
+                              SIGNATURE_HEADER: sign(signing_key(settings), body)})
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, interval: float = 0.1) -> Any:

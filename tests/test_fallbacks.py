@@ -200,7 +200,7 @@ async def test_manual_steps_are_refused_outside_the_sites_the_role_or_an_active_
                                site) == 1
 
 
-async def test_a_manual_step_whose_event_is_refused_says_why_and_leaves_no_trace_but_the_failure(
+async def test_a_manual_step_whose_event_is_refused_says_why_and_stays_in_the_ledger_as_refused(
         api, pool: asyncpg.Pool, token, uid):
     site = f"site-{uid}"
     floor = bearer(token("floor_staff", [site]))
@@ -212,12 +212,15 @@ async def test_a_manual_step_whose_event_is_refused_says_why_and_leaves_no_trace
     assert "apply_error" in problem["title"] and "closed for maintenance" in problem["title"]
     failure = (await api.get(f"/api/v1/failures/{problem['failure_id']}", headers=floor)).json()
     assert (failure["kind"], failure["event_source"]) == ("apply_error", f"/manual/{USER}")
-    assert (await api.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()["ledger"] == []
-    [refused] = [e for e in await audit_of(api, token, fallback["id"]) if e["action"] == "fallback.action"]
+    [step] = (await api.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()["ledger"]
+    assert (step["seq"], step["action"], step["replay_status"]) == (problem["seq"], "check_in", "refused")
+    assert step["event_id"] == failure["event_id"]
+    recorded, refused = [e for e in await audit_of(api, token, fallback["id"]) if e["action"] == "fallback.action"]
+    assert recorded["result"]["event_id"] == failure["event_id"]
     assert refused["result"]["outcome"] == "refused" and refused["result"]["failure_id"] == failure["id"]
 
 
-async def test_only_the_backend_publishes_manual_events(api, token, uid):
+async def test_only_the_backend_publishes_manual_events(api, js, pool: asyncpg.Pool, token, uid):
     event = cloud_event("customer.arrived", f"manual:W-{uid}", {"site": f"site-{uid}"}, source="/manual/someone")
     for role, system in (("connector", "manual"), ("admin", None)):
         response = await api.post("/api/v1/events", json=event, headers=bearer(token(role, "*", system)))
@@ -225,3 +228,12 @@ async def test_only_the_backend_publishes_manual_events(api, token, uid):
         [rejected] = response.json()["rejected"]
         assert rejected["kind"] == "unauthorized_source"
         assert rejected["reason"] == "only Switchboard itself publishes events from /manual"
+    event = {**event, "id": f"nats-{uid}"}
+    await publish(js, event)  # straight on NATS, as any client there could, without the backend's signature
+
+    async def refused():
+        return await pool.fetchval("SELECT reason FROM failures WHERE event_source = '/manual/someone'"
+                                   " AND event_id = $1", event["id"])
+
+    assert await eventually(refused) == "only Switchboard itself publishes as /manual"
+    assert await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref = $1", event["subject"]) == 0

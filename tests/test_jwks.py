@@ -18,6 +18,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from backend.app import create_app
+from switchboard.settings import Settings
 from tests.conftest import JWT_SECRET, start_backend
 
 ISSUER, AUDIENCE = "https://idp.example.test", "switchboard"
@@ -132,3 +134,12 @@ async def test_forged_tokens_are_refused_with_an_identity_provider(jwks_backend)
         assert (await client.get("/api/v1/flow", headers={"Authorization": f"Bearer {signed(first, 'k1')}"})
                 ).status_code == 200
     assert statuses == dict.fromkeys(forged, 401)
+
+
+def test_with_a_jwks_the_backend_starts_only_with_a_signing_secret_every_replica_shares():
+    # a secret made up in each replica's data folder would sign manual and own events differently on each
+    settings = {"database_url": "postgresql://unused", "nats_url": "nats://unused",
+                "jwks_url": "http://127.0.0.1:9/jwks.json"}
+    with pytest.raises(SystemExit, match="SWITCHBOARD_SIGNING_SECRET"):
+        create_app(Settings(**settings))
+    assert create_app(Settings(**settings, signing_secret="shared")).plugins

@@ -28,7 +28,7 @@ from connectors.sim.queue import Queue
 from connectors.sim.system import Record, SimulatedSystem
 from switchboard.backend_process import BackendProcess
 from switchboard.settings import Settings
-from tests.conftest import cloud_event, eventually, publish, start_backend
+from tests.conftest import cloud_event, eventually, publish, publish_as_backend, start_backend
 from tests.test_fallbacks import acted, start
 from tests.test_live import connect, receive_until, subscribe
 
@@ -268,7 +268,8 @@ async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js,
         ticket = await queue.arrive(site, "licence", [])
         for type_, data in (("ticket.called", {"counter": "C1"}), ("service.started", {"counter": "C1"}),
                             ("service.completed", {"outcome": "RESOLVED"})):
-            await publish(js, cloud_event(type_, ticket, {"site": site, **data}, source="/manual/floor1"))
+            await publish_as_backend(js, settings, cloud_event(type_, ticket, {"site": site, **data},
+                                                                source="/manual/floor1"))
 
         async def completed():
             journey = await journey_of(rapi, sre, ticket)
@@ -400,8 +401,15 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
             ("check_in", agreed, cloud_event("customer.arrived", agreed, {"site": site}, source=manual)),
         ]
         for _, _, event in steps:
-            await publish(js, event)
+            await publish_as_backend(js, settings, event)
+        lost = f"queue:M-002-{uid}"  # a step whose event was refused: it must not hold the replay up
+        refused = cloud_event("customer.arrived", lost, {"site": site}, source=manual)
+        await publish(js, refused)  # unsigned: the apply worker refuses it
+        unsent = f"queue:M-003-{uid}"  # a step whose event never reached the bus: the replay sends it
+        steps += [("check_in", lost, refused),
+                  ("check_in", unsent, cloud_event("customer.arrived", unsent, {"site": site}, source=manual))]
         await _ledger(pool, fallback_id, steps)
+        await eventually(lambda: pool.fetchval("SELECT id FROM failures WHERE event_id = $1", refused["id"]))
         await eventually(lambda: journey_of(rapi, sre, made))
         queue.records[changed].stage = "completed"
         queue.records[changed].updated_at = datetime.now(UTC)
@@ -419,17 +427,18 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
             return msgspec.json.decode(row["replay"]) if row["status"] == "ended" else None
 
         replay = await eventually(ended, timeout=30)
-        assert (replay["pushed"], replay["in_system"], replay["conflicts"]) == (2, 1, [changed])
+        assert (replay["pushed"], replay["in_system"], replay["conflicts"]) == (3, 1, [changed])
         ledger = {(r["ref"], r["replay_status"], r["command_id"]) for r in await pool.fetch(
             "SELECT DISTINCT ref, replay_status, command_id FROM fallback_ledger WHERE fallback_id = $1", fallback_id)}
         assert ledger == {(made, "pushed", replay_command_id(fallback_id, made)),
                           (before, "pushed", replay_command_id(fallback_id, before)),
-                          (changed, "conflict", None), (agreed, "in_system", None)}
+                          (changed, "conflict", None), (agreed, "in_system", None), (lost, "refused", None),
+                          (unsent, "pushed", replay_command_id(fallback_id, unsent))}
         assert await pool.fetchval("SELECT count(*) FROM reconciliation_runs WHERE site = $1"
                                    " AND trigger = 'fallback_end'", site) >= 1
 
         async def pushed():
-            return made in queue.records and queue.records[before].stage == "called"
+            return made in queue.records and unsent in queue.records and queue.records[before].stage == "called"
 
         await eventually(pushed)
         assert queue.records[made].stage == "waiting" and queue.records[made].fields["ticket"] == "M-001"
@@ -442,9 +451,9 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
         # replaying again pushes nothing twice
         await pool.execute("UPDATE fallbacks SET status = 'replaying' WHERE id = $1", fallback_id)
         again = await eventually(ended, timeout=30)
-        assert again["pushed"] == 2
+        assert again["pushed"] == 3
         pushes = await pool.fetchval("SELECT count(*) FROM commands WHERE command = 'record.push' AND site = $1", site)
-        assert pushes == 2
+        assert pushes == 3
 
 
 async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(js, pool, settings, workdir, token, uid,

@@ -142,3 +142,14 @@ def test_unregistered_systems_and_foreign_connectors_are_unauthorised():
     assert isinstance(foreign, Rejected) and foreign.kind == "unauthorized_source"
     other_site = check(body_of("ticket.called"), allowed_system="queue", allowed_sites=frozenset({"south"}))
     assert isinstance(other_site, Rejected) and other_site.kind == "unauthorized_source"
+
+
+@pytest.mark.parametrize("source", ["/manual/floor1", "/switchboard"])
+def test_reserved_systems_need_the_backends_signature_even_on_nats(source):
+    system = source.split("/")[1]
+    unsigned = check(body_of("ticket.called", source=source), subject_system=system, subject_type="ticket.called")
+    assert isinstance(unsigned, Rejected) and unsigned.kind == "unauthorized_source"
+    assert unsigned.reason == f"only Switchboard itself publishes as /{system}"
+    signed = check(body_of("ticket.called", source=source), subject_system=system, subject_type="ticket.called",
+                   signed_by_backend=True)
+    assert isinstance(signed, Accepted)

@@ -1,12 +1,16 @@
-"""Manual steps during a fallback: each one a canonical event from `/manual/<user>`, published on NATS
-and applied by the apply worker like any other, then written to the fallback's ledger.
+"""Manual steps during a fallback: each one a canonical event from `/manual/<user>`, signed as the
+backend's own, published on NATS and applied by the apply worker like any other.
 
-A step runs in one transaction holding the fallback's row: steps of one fallback are numbered in the
-order they happened, and ending the fallback waits for a step in progress. The answer comes once the
-event is applied (the journey shows it), or says the event is on its way when the apply worker is
-slower than `manual_apply_timeout_s`: it is then in the ledger already and applies when its turn comes.
-An event the apply worker refuses is a failure like any other; the step then leaves no ledger entry
-and no ticket number used.
+A step is first written, in one short transaction holding the fallback's row, to the fallback's ledger
+(with its ticket number) and to the audit log; its event is published after the commit, so whatever
+fails afterwards the ledger and the audit know the step, and a re-publish (the replay re-sends an event
+that never settled) is harmless thanks to the message id. Steps of one fallback are numbered in the
+order they happened, and ending the fallback waits only for a step being written.
+
+The answer then waits, without a connection or a lock held, until the event is applied (the journey
+shows it) or says the event is on its way when the apply worker is slower than `manual_apply_timeout_s`.
+An event the apply worker refuses is a failure like any other; its step stays in the ledger as `refused`
+(its ticket number is used) and the replay skips it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import msgspec
@@ -30,9 +34,10 @@ from backend.audit import services as audit
 from backend.auth import Principal
 from backend.fallbacks import services
 from backend.fallbacks.schemas import ActionResult, ManualAction
+from backend.ingest import own_events
 from backend.reconciliation.ownership import owned
 from backend.resources import Resources
-from switchboard.events import Event, nats_msg_id, nats_subject
+from switchboard.events import Event
 
 EVENT_TYPES = {"check_in": "customer.arrived", "issue_ticket": "ticket.issued", "call": "ticket.called",
                "start": "service.started", "complete": "service.completed"}
@@ -40,12 +45,21 @@ DEFAULT_QUEUE = "manual"
 _POLL_S = 0.05
 
 
-class Refused(Exception):
-    """The apply worker refused the step's event: it is a failure, the step is undone."""
+class Refused(msgspec.Struct, frozen=True):
+    """The apply worker refused the step's event: it is a failure."""
 
-    def __init__(self, failure_id: int, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.failure_id, self.kind, self.reason = failure_id, kind, reason
+    failure_id: int
+    kind: str
+    reason: str
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """A step in the ledger and the audit log, its event not yet published."""
+
+    seq: int
+    event: Event
+    ticket: str | None
+    ticket_ref: str | None
 
 
 def _check_fields(step: ManualAction) -> None:
@@ -84,18 +98,25 @@ async def _next_ticket(conn: asyncpg.Connection, site: str) -> tuple[str, str]:
     return ticket, f"manual:{site}.{row['day']:%Y%m%d}.{ticket}"
 
 
-async def _await_applied(conn: asyncpg.Connection, source: str, event_id: str,
-                         timeout_s: float) -> asyncpg.Record | None:
-    """The applied event's row; None if it is not applied within `timeout_s`; `Refused` if it failed."""
+def step_event(action: str, ref: str, source: str, event_id: str, at: datetime, data: Any) -> Event:
+    """The canonical event of a manual step; from its ledger row the same event again (for a re-publish)."""
+    return msgspec.convert({"specversion": "1.0", "id": event_id, "source": source, "type": EVENT_TYPES[action],
+                            "subject": ref, "time": at, "data": data}, Event)  # type: ignore[arg-type]
+
+
+async def _settled(pool: asyncpg.Pool, source: str, event_id: str,
+                   timeout_s: float) -> asyncpg.Record | Refused | None:
+    """The applied event's row, or its refusal; None if neither within `timeout_s`. Each look takes a
+    connection only for its query: a slow apply worker must not starve the pool it shares with the steps."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        applied = await conn.fetchrow("SELECT journey_id FROM events WHERE source = $1 AND id = $2", source, event_id)
+        applied = await pool.fetchrow("SELECT journey_id FROM events WHERE source = $1 AND id = $2", source, event_id)
         if applied is not None:
             return applied
-        failure = await conn.fetchrow("SELECT id, kind, reason FROM failures WHERE event_source = $1 AND event_id = $2",
+        failure = await pool.fetchrow("SELECT id, kind, reason FROM failures WHERE event_source = $1 AND event_id = $2",
                                       source, event_id)
         if failure is not None:
-            raise Refused(failure["id"], failure["kind"], failure["reason"])
+            return Refused(failure["id"], failure["kind"], failure["reason"])
         if asyncio.get_running_loop().time() > deadline:
             return None
         await asyncio.sleep(_POLL_S)
@@ -104,23 +125,48 @@ async def _await_applied(conn: asyncpg.Connection, source: str, event_id: str,
 async def perform(resources: Resources, principal: Principal, fallback_id: int, step: ManualAction) -> ActionResult:
     _check_fields(step)
     user = services.manual_user(principal, resources)
-    source = f"/manual/{user}"
-    async with resources.pool.acquire() as conn:
-        try:
-            async with conn.transaction():
-                result = await _perform_locked(conn, resources, principal, fallback_id, step, source, user)
-        except Refused as refused:
-            await audit.record(conn, principal, action="fallback.action", target=f"fallback:{fallback_id}",
-                               reason=None, result={"action": step.action, "ref": step.ref, "outcome": "refused",
-                                                    "failure_id": refused.failure_id, "kind": refused.kind})
-            raise ClientException(f"the {step.action} event was refused ({refused.kind}): {refused.reason}",
-                                  extra={"failure_id": refused.failure_id}) from None
-        await services.publish_fallback(conn, fallback_id)
-    return result
+    async with resources.pool.acquire() as conn, conn.transaction():
+        recorded = await _record(conn, principal, fallback_id, step, f"/manual/{user}", user)
+    event = recorded.event
+    try:
+        await own_events.publish(resources.js, own_events.signing_key(resources.settings), event)
+    except (NatsError, TimeoutError) as exc:
+        # the bus may have taken it all the same: the step stays, and the replay re-sends an event never settled
+        raise ServiceUnavailableException(
+            f"the {step.action} is in the ledger (step {recorded.seq}) but the event bus did not confirm its event;"
+            " it is sent again when the fallback ends: do not repeat the step",
+            extra={"seq": recorded.seq, "event_id": event.id}) from exc
+    settled = await _settled(resources.pool, event.source, event.id, resources.settings.manual_apply_timeout_s)
+    if isinstance(settled, Refused):
+        await _refused(resources, principal, fallback_id, recorded.seq, step, settled)
+    journey_id = settled["journey_id"] if settled else None
+    stage = None
+    if journey_id is not None:
+        async with resources.pool.acquire() as conn:
+            await conn.execute("UPDATE fallback_ledger SET journey_id = $3 WHERE fallback_id = $1 AND seq = $2",
+                               fallback_id, recorded.seq, journey_id)
+            stage = await conn.fetchval("SELECT stage FROM journeys WHERE id = $1", journey_id)
+    await services.publish_fallback(resources, fallback_id)
+    return ActionResult(fallback_id=fallback_id, seq=recorded.seq, action=step.action, ref=event.subject,
+                        event_source=event.source, event_id=event.id, applied=settled is not None,
+                        journey_id=journey_id, stage=stage, ticket=recorded.ticket, ticket_ref=recorded.ticket_ref)
 
 
-async def _perform_locked(conn: asyncpg.Connection, resources: Resources, principal: Principal, fallback_id: int,
-                          step: ManualAction, source: str, user: str) -> ActionResult:
+async def _refused(resources: Resources, principal: Principal, fallback_id: int, seq: int, step: ManualAction,
+                   refused: Refused) -> NoReturn:
+    async with resources.pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE fallback_ledger SET replay_status = 'refused' WHERE fallback_id = $1 AND seq = $2",
+                           fallback_id, seq)
+        await audit.record(conn, principal, action="fallback.action", target=f"fallback:{fallback_id}", reason=None,
+                           result={"seq": seq, "action": step.action, "ref": step.ref, "outcome": "refused",
+                                   "failure_id": refused.failure_id, "kind": refused.kind})
+    await services.publish_fallback(resources, fallback_id)
+    raise ClientException(f"the {step.action} event was refused ({refused.kind}): {refused.reason}",
+                          extra={"failure_id": refused.failure_id, "seq": seq})
+
+
+async def _record(conn: asyncpg.Connection, principal: Principal, fallback_id: int, step: ManualAction,
+                  source: str, user: str) -> Recorded:
     fallback = await services.locked(conn, principal, fallback_id)
     if fallback["status"] != "active":
         raise services.ConflictException(f"this fallback is {fallback['status']}: manual steps are over")
@@ -138,25 +184,13 @@ async def _perform_locked(conn: asyncpg.Connection, resources: Resources, princi
             data["counter"] = step.counter
         case "complete":
             data["outcome"] = step.outcome
-    event = msgspec.convert({"specversion": "1.0", "id": uuid.uuid4().hex, "source": source,
-                             "type": EVENT_TYPES[step.action], "subject": ref, "time": datetime.now(UTC),
-                             "data": data}, Event)  # type: ignore[arg-type]
-    try:
-        await resources.js.publish(nats_subject(event), msgspec.json.encode(event),
-                                   headers={"Nats-Msg-Id": nats_msg_id(event.source, event.id)})
-    except (NatsError, TimeoutError) as exc:
-        raise ServiceUnavailableException("the event bus is unavailable; nothing was done, try again") from exc
-    applied = await _await_applied(conn, event.source, event.id, resources.settings.manual_apply_timeout_s)
-    journey_id = applied["journey_id"] if applied else None
-    stage = await conn.fetchval("SELECT stage FROM journeys WHERE id = $1", journey_id) if journey_id else None
+    event = step_event(step.action, ref, source, uuid.uuid4().hex, datetime.now(UTC), data)
     seq = await conn.fetchval(
-        "INSERT INTO fallback_ledger (fallback_id, seq, action, ref, journey_id, event_source, event_id, actor, data)"
-        " SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5, $6, $7, $8::jsonb FROM fallback_ledger"
+        "INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source, event_id, actor, data, at)"
+        " SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5, $6, $7::jsonb, $8 FROM fallback_ledger"
         " WHERE fallback_id = $1 RETURNING seq",
-        fallback_id, step.action, ref, journey_id, event.source, event.id, user, msgspec.json.encode(data).decode())
-    result = ActionResult(fallback_id=fallback_id, seq=seq, action=step.action, ref=ref, event_source=event.source,
-                          event_id=event.id, applied=applied is not None, journey_id=journey_id, stage=stage,
-                          ticket=ticket, ticket_ref=ticket_ref)
+        fallback_id, step.action, ref, event.source, event.id, user, msgspec.json.encode(data).decode(), event.time)
     await audit.record(conn, principal, action="fallback.action", target=f"fallback:{fallback_id}", reason=None,
-                       result=msgspec.to_builtins(result))
-    return result
+                       result={"seq": seq, "action": step.action, "ref": ref, "event_source": event.source,
+                               "event_id": event.id, "ticket": ticket, "ticket_ref": ticket_ref})
+    return Recorded(seq=seq, event=event, ticket=ticket, ticket_ref=ticket_ref)

@@ -17,7 +17,7 @@ from litestar.exceptions import ClientException, NotFoundException, PermissionDe
 from litestar.status_codes import HTTP_409_CONFLICT
 
 from backend.audit import services as audit
-from backend.auth import Principal, jwt_secret
+from backend.auth import Principal, signing_secret
 from backend.fallbacks.schemas import Fallback, FallbackDetail, LedgerEntry, ReplaySummary, StartFallback
 from backend.live import publish
 from backend.resources import Resources
@@ -41,7 +41,7 @@ def manual_user(principal: Principal, resources: Resources) -> str:
     sub = principal.sub
     if _SAFE_SUB.fullmatch(sub) and not _LONG_NUMBER.search(sub):
         return sub
-    digest = hmac.new(jwt_secret(resources.settings).encode(), sub.encode(), hashlib.sha256).hexdigest()
+    digest = hmac.new(signing_secret(resources.settings).encode(), sub.encode(), hashlib.sha256).hexdigest()
     return f"u-{digest[:16]}"
 
 

@@ -30,12 +30,12 @@ from opentelemetry.trace import Span, SpanKind
 from backend import metrics
 from backend.failures.services import record_inbound
 from backend.ingest.apply import Outcome, apply_events
-from backend.ingest.own_events import OWN_SYSTEM, is_signed
+from backend.ingest.own_events import is_signed
 from backend.ingest.pull import PullFeed
 from backend.ingest.validate import Accepted, Rejected, rejected_event, validate
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
 from switchboard import tracing
-from switchboard.events import CloudEvent
+from switchboard.events import RESERVED_SYSTEMS, CloudEvent
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class ApplyWorker:
         for msg in msgs:
             system, type_ = _split_subject(msg.subject)
             arrived[(metrics.type_label(type_), metrics.system_label(system, self.known_systems))] += 1
-            signed = (system == OWN_SYSTEM and self.own_events_key is not None
+            signed = (system in RESERVED_SYSTEMS and self.own_events_key is not None
                       and is_signed(self.own_events_key, msg.data, msg.headers))
             result = validate(msg.data, max_bytes=self.max_bytes, known_systems=self.known_systems,
                               subject_system=system, subject_type=type_, signed_by_backend=signed)

@@ -1,9 +1,10 @@
-"""Switchboard's own events (source `/switchboard`, e.g. reconciliation's corrective events).
+"""Switchboard's own events (sources `/switchboard` and `/manual/<user>`).
 
-`switchboard` is a reserved system: only the backend may publish as it. A backend signs each of
-its own events with an HMAC of the message body in a header; the apply side accepts an event from
-`/switchboard` only with a valid signature, so a connector on NATS (or a caller of the HTTP ingest)
-can never pass one off. The key derives from the JWT secret every replica already shares.
+`switchboard` and `manual` are reserved systems (RESERVED_SYSTEMS): only the backend may publish as them
+(reconciliation's corrective events, manual steps of a fallback). A backend signs each of its own events
+with an HMAC of the message body in a header; the apply side accepts an event from a reserved system only
+with a valid signature, so a client on NATS (or a caller of the HTTP ingest) can never pass one off. The
+key derives from the signing secret every replica shares (`backend.auth.signing_secret`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from backend.auth import jwt_secret
+import msgspec
+from nats.js import JetStreamContext
+
+from backend.auth import signing_secret
+from switchboard.events import CloudEvent, nats_msg_id, nats_subject
 from switchboard.settings import Settings
 
-OWN_SYSTEM = "switchboard"
 SIGNATURE_HEADER = "Switchboard-Signature"
 
 
 def signing_key(settings: Settings) -> bytes:
-    return hmac.new(jwt_secret(settings).encode(), b"switchboard own events v1", hashlib.sha256).digest()
+    return hmac.new(signing_secret(settings).encode(), b"switchboard own events v1", hashlib.sha256).digest()
 
 
 def sign(key: bytes, body: bytes) -> str:
@@ -30,3 +34,10 @@ def sign(key: bytes, body: bytes) -> str:
 def is_signed(key: bytes, body: bytes, headers: Mapping[str, str] | None) -> bool:
     given = (headers or {}).get(SIGNATURE_HEADER)
     return given is not None and hmac.compare_digest(given, sign(key, body))
+
+
+async def publish(js: JetStreamContext, key: bytes, event: CloudEvent) -> None:
+    """Publish one of the backend's own events, signed; the message id makes a re-publish harmless."""
+    body = msgspec.json.encode(event)
+    await js.publish(nats_subject(event), body,
+                     headers={"Nats-Msg-Id": nats_msg_id(event.source, event.id), SIGNATURE_HEADER: sign(key, body)})

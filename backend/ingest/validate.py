@@ -223,7 +223,7 @@ def validate(
     (ingest, webhooks), where Switchboard's own sources (`manual`, `switchboard`) are never accepted,
     whatever the token: only the backend publishes them (and NATS permissions keep connectors off
     `svc.events.manual.>` and `svc.events.switchboard.>`). `signed_by_backend` says the message carries
-    a backend's signature (`backend.ingest.own_events`), without which no event may come from `/switchboard`.
+    a backend's signature (`backend.ingest.own_events`), without which no event may come from a reserved system.
     """
     if len(body) > max_bytes:
         return Rejected(kind="invalid_event", reason=f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit",
@@ -244,8 +244,8 @@ def validate(
         return reject("unauthorized_source", f"system {event.system!r} is not registered")
     if from_outside and event.system in RESERVED_SYSTEMS:
         return reject("unauthorized_source", f"only Switchboard itself publishes events from /{event.system}")
-    if event.system == "switchboard" and not signed_by_backend:
-        return reject("unauthorized_source", "only Switchboard itself publishes as /switchboard")
+    if event.system in RESERVED_SYSTEMS and not signed_by_backend:
+        return reject("unauthorized_source", f"only Switchboard itself publishes as /{event.system}")
     if subject_system is not None and subject_system != event.system:
         return reject("source_mismatch", f"published on svc.events.{subject_system}.* but source is {event.source}")
     if subject_type is not None and subject_type != event.type:

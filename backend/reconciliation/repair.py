@@ -18,7 +18,8 @@ from litestar.status_codes import HTTP_409_CONFLICT
 
 from backend.audit import services as audit
 from backend.auth import Principal
-from backend.ingest.own_events import SIGNATURE_HEADER, sign, signing_key
+from backend.ingest import own_events
+from backend.ingest.own_events import signing_key
 from backend.journeys.merge import JourneyState
 from backend.paging import decode_cursor, encode_cursor
 from backend.reconciliation import live, services
@@ -29,7 +30,6 @@ from backend.reconciliation.schemas import (
 )
 from backend.resources import Resources
 from switchboard.commands import RECORD_PUSH
-from switchboard.events import nats_msg_id, nats_subject
 
 _state = msgspec.json.Decoder(JourneyState)
 _encode = msgspec.json.encode
@@ -91,9 +91,7 @@ async def _act(conn: asyncpg.Connection, resources: Resources, principal: Princi
     events = corrective_events(row, journey[2] if journey else None)
     key = signing_key(resources.settings)
     for event in events:  # published before the commit: an item is `repairing` only once its events are out
-        body = _encode(event)
-        await resources.js.publish(nats_subject(event), body, headers={
-            "Nats-Msg-Id": nats_msg_id(event.source, event.id), SIGNATURE_HEADER: sign(key, body)})
+        await own_events.publish(resources.js, key, event)
     ids = [e.id for e in events]
     await conn.execute(
         "UPDATE drift_items SET status = 'repairing', action = 'accept_source', reason = $2, acted_by = $3,"

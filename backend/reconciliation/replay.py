@@ -7,6 +7,9 @@ for each day it spanned; then every reference staff made or changed by hand is r
   (`record.push` through the outbox, paced by the relay), `pushed` with the command id;
 - it changed the record meanwhile: a drift item with `conflict` and the fallback, for a person to
   review, never overwritten.
+Before any of that every manual step's event must have settled: a step whose event became a failure is
+marked `refused` and skipped; one whose event is neither applied nor refused (its publish was not
+confirmed, or the apply worker is behind) is published again, and the replay waits for the next round.
 The fallback then ends with the counts in `replay`. Command ids derive from (fallback, ref) and only
 `pending` ledger rows are looked at, so replaying twice pushes nothing twice.
 """
@@ -21,8 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
+from nats.errors import Error as NatsError
 
 from backend.audit import services as audit
+from backend.fallbacks.actions import step_event
+from backend.ingest import own_events
 from backend.reconciliation import live
 from backend.reconciliation.compare import differences
 from backend.reconciliation.ownership import ours, theirs
@@ -80,7 +86,9 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection, fallb
             " AND status = 'unreachable' AND started_at > now() - make_interval(secs => $3) LIMIT 1",
             system, site, _UNREACHABLE_PAUSE_S):
         return None  # the system was away moments ago: ask again in a while, not every round
-    if not runs:  # a replay that waited for a manual step to apply has had its runs
+    if await _unsettled_steps_sent_again(reconciler, conn, fallback_id):
+        return None
+    if not runs:  # a replay that waited for the system has had its runs
         for day in _days(started_at.astimezone(UTC).date(), datetime.now(UTC).date()):
             run = await reconciler.run_now(system, site, day, trigger="fallback_end", requested_by=None)
             if run is None or run.status != "done":
@@ -98,7 +106,7 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection, fallb
         for ref in refs:
             journey = await journey_state(conn, ref)
             if journey is None:
-                continue  # the manual step is not applied yet: this ref waits for the next round
+                continue  # its journey is gone since its steps applied (retention): nothing to hand the system
             record = records.get(ref)
             differing = differences(system, record, journey[2]) if record else ["record"]
             if not differing:
@@ -121,7 +129,8 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection, fallb
                                                 differing)
                 conflicts.append(ref)
             await conn.execute("UPDATE fallback_ledger SET replay_status = $3, command_id = $4"
-                               " WHERE fallback_id = $1 AND ref = $2", fallback_id, ref, outcome, command_id)
+                               " WHERE fallback_id = $1 AND ref = $2 AND replay_status = 'pending'",
+                               fallback_id, ref, outcome, command_id)
         waiting = await conn.fetchval("SELECT count(*) FROM fallback_ledger WHERE fallback_id = $1"
                                       " AND replay_status = 'pending'", fallback_id)
         summary = {"pushed": earlier.get("pushed", 0) + len(pushed), "in_system": earlier.get("in_system", 0)
@@ -136,6 +145,30 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection, fallb
     if changed:
         await live.publish_drift(conn, changed)
     return summary
+
+
+async def _unsettled_steps_sent_again(reconciler: Reconciler, conn: asyncpg.Connection, fallback_id: int) -> bool:
+    """Marks the steps whose event was refused; publishes again those whose event is neither applied nor refused
+    (the message id and the apply side's inbox make that harmless) and says whether there were any."""
+    await conn.execute(
+        "UPDATE fallback_ledger l SET replay_status = 'refused' WHERE l.fallback_id = $1 AND l.replay_status = 'pending'"
+        " AND EXISTS (SELECT 1 FROM failures f WHERE f.event_source = l.event_source AND f.event_id = l.event_id)"
+        " AND NOT EXISTS (SELECT 1 FROM event_inbox e WHERE e.source = l.event_source AND e.id = l.event_id)", fallback_id)
+    unsettled = await conn.fetch(
+        "SELECT * FROM fallback_ledger l WHERE l.fallback_id = $1 AND l.replay_status = 'pending'"
+        " AND NOT EXISTS (SELECT 1 FROM event_inbox e WHERE e.source = l.event_source AND e.id = l.event_id)"
+        " ORDER BY seq", fallback_id)
+    if unsettled:
+        key = own_events.signing_key(reconciler.resources.settings)
+        for row in unsettled:
+            event = step_event(row["action"], row["ref"], row["event_source"], row["event_id"], row["at"],
+                               msgspec.json.decode(row["data"]))
+            try:
+                await own_events.publish(reconciler.resources.js, key, event)
+            except (NatsError, TimeoutError):
+                log.warning("fallback %s: the event of step %s could not be sent again", fallback_id, row["seq"])
+                break
+    return bool(unsettled)
 
 
 async def _flag_conflict(conn: asyncpg.Connection, fallback_id: int, run_id: int, system: str, site: str, ref: str,
