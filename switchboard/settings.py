@@ -99,6 +99,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retention_webhook_receipts_days: float = 1.0  # replay protection of inbound webhooks (needs 5 minutes)
     retention_outbox_days: float = 30.0  # settled commands (ok, failed without an open failure)
     retention_failures_days: float = 90.0  # resolved and discarded failures; open ones are never purged
+    retention_drift_days: float = 90.0  # resolved and ignored drift; open or repairing drift is never purged
+    retention_reconciliation_runs_days: float = 30.0  # runs no drift points to, but each pair's latest
+    retention_fallbacks_days: float = 400.0  # ended fallbacks with their ledger; active or replaying never
     retention_audit_days: float = 400.0  # the database refuses less than its floor of 90 days
 
     def webhook_secret(self, system: str) -> str | None:

@@ -202,8 +202,8 @@ async def _pace_reason_has(api, headers, system, text):
     return item if item["pace"] and text in item["pace"]["reason"] else None
 
 
-async def test_staff_commands_while_recovering_are_bounded_by_the_open_counters(
-        api, js, nc, pool: asyncpg.Pool, token, uid):
+async def test_staff_commands_while_recovering_are_bounded_by_the_open_counters_shown_to_their_sites_only(
+        api, backend, js, nc, pool: asyncpg.Pool, token, uid):
     system, site, connector = "lab_floor", f"site-{uid}", f"lab-floor-{uid}"
     headers = {"Authorization": f"Bearer {token('sre', '*')}"}
     await publish(js, cloud_event("capacity.changed", f"site:{site}", {
@@ -219,7 +219,16 @@ async def test_staff_commands_while_recovering_are_bounded_by_the_open_counters(
             await publish(js, heartbeat(system, connector, "up"))
             bounded = await eventually(lambda: _pace_reason_has(api, headers, system, "floor"), timeout=20)
             assert bounded["pace"]["floor"] == {site: 1}
-            assert bounded["pace"]["reason"].endswith(f"floor: 1 counter open at {site}")
+            assert bounded["pace"]["reason"].endswith("floor: open counters limit staff commands at 1 site")
+            own = await integration(api, {"Authorization": f"Bearer {token('manager', [site])}"}, system)
+            assert own is not None and own["pace"]["floor"] == {site: 1}
+            elsewhere = token("manager", [f"other-{uid}"])  # a manager of another site learns nothing of this one
+            seen = await integration(api, {"Authorization": f"Bearer {elsewhere}"}, system)
+            assert seen is not None and seen["pace"]["floor"] == {} and site not in seen["pace"]["reason"]
+            async with connect(backend, elsewhere) as ws:
+                [live] = [i for i in (await subscribe(ws, ["integrations"]))["integrations"]["data"]
+                          if i["system"] == system]
+            assert live["pace"]["floor"] is None and site not in live["pace"]["reason"]
             # two per open counter per minute: the first two go, the others wait for the floor
             assert [c.id for c in floor.received] == [str(i) for i in alerts[:2]]
             assert sorted(await _statuses(pool, alerts[2:])) == ["held", "held"]

@@ -81,7 +81,8 @@ async def test_old_rows_go_recent_ones_stay_and_nothing_in_use_is_purged(pool, u
     audit_old, audit_kept = await add_audit(pool, uid, 401), await add_audit(pool, uid, 100)
 
     counts = await eventually(lambda: purge(pool, DEFAULTS))  # None while a backend's own purge runs
-    assert set(counts) == {"events", "inbox", "webhook_receipts", "outbox", "failures", "audit"}
+    assert set(counts) == {"events", "inbox", "webhook_receipts", "outbox", "failures", "drift",
+                           "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets", "audit"}
 
     events = {(r["source"], r["id"]) for r in await pool.fetch("SELECT source, id FROM events WHERE site = $1",
                                                                f"ret-{uid}")}
@@ -100,6 +101,66 @@ async def test_old_rows_go_recent_ones_stay_and_nothing_in_use_is_purged(pool, u
     audit = {r["id"] for r in await pool.fetch("SELECT id FROM audit_log WHERE target = $1", f"ret-{uid}")}
     assert audit == {audit_kept}
     assert not set(settled_old.values()) & commands and not set(closed_old) & failures
+
+
+async def add_run(pool: asyncpg.Pool, uid: str, system: str, age_days: float) -> int:
+    return await pool.fetchval(  # type: ignore[no-any-return]
+        "INSERT INTO reconciliation_runs (system, site, day, trigger, status, started_at, finished_at)"
+        " VALUES ($1, $2, $3::timestamptz::date, 'schedule', 'done', $3, $3) RETURNING id",
+        system, f"ret-{uid}", days_ago(age_days))
+
+
+async def add_drift(pool: asyncpg.Pool, uid: str, run_id: int, status: str, age_days: float) -> int:
+    closed = status in ("resolved", "ignored")
+    return await pool.fetchval(  # type: ignore[no-any-return]
+        "INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, kind, status, detected_at, updated_at,"
+        " resolved_at) VALUES ($1, $2, 'queue', $3, $4, 'missing_here', $5, $6, $6, $7) RETURNING id",
+        f"ret|{uuid.uuid4().hex}", run_id, f"ret-{uid}", f"queue:D-{uid}", status, days_ago(age_days),
+        days_ago(age_days) if closed else None)
+
+
+async def add_fallback(pool: asyncpg.Pool, uid: str, system: str, status: str, age_days: float) -> int:
+    fallback_id = await pool.fetchval(
+        "INSERT INTO fallbacks (site, system, reason, status, started_by, started_at, ended_at)"
+        " VALUES ($1, $2, 'retention test', $3, 'tester', $4, $5) RETURNING id",
+        f"ret-{uid}", system, status, days_ago(age_days + 1), None if status == "active" else days_ago(age_days))
+    await pool.execute(
+        "INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source, event_id, actor, data, at)"
+        " VALUES ($1, 1, 'check_in', $2, '/manual/tester', $3, 'tester', '{}', $4)",
+        fallback_id, f"manual:W-{uid}", uuid.uuid4().hex, days_ago(age_days))
+    return fallback_id  # type: ignore[no-any-return]
+
+
+async def test_closed_drift_old_runs_and_ended_fallbacks_go_what_is_in_use_stays(pool, uid):
+    old_run, referenced_run, latest_run = (await add_run(pool, uid, "queue", 40),
+                                           await add_run(pool, uid, "queue", 35), await add_run(pool, uid, "queue", 31))
+    lone_old_run = await add_run(pool, uid, "crm", 60)  # the only run of crm here: its status stays on the board
+    recent_run = await add_run(pool, uid, "core", 1)
+    closed_old = [await add_drift(pool, uid, old_run, s, 91) for s in ("resolved", "ignored")]
+    unsettled_old = [await add_drift(pool, uid, referenced_run, s, 200) for s in ("open", "repairing")]
+    closed_recent = await add_drift(pool, uid, latest_run, "resolved", 89)
+    ended_old = await add_fallback(pool, uid, "queue", "ended", 401)
+    kept_fallbacks = {await add_fallback(pool, uid, "crm", "replaying", 500),
+                      await add_fallback(pool, uid, "core", "active", 500),
+                      await add_fallback(pool, uid, "appointments", "ended", 399)}
+    await pool.execute("INSERT INTO manual_tickets (site, day, last) VALUES ($1, $2, 3), ($1, $3, 1)",
+                       f"ret-{uid}", days_ago(402).date(), days_ago(0).date())
+
+    counts = await eventually(lambda: purge(pool, DEFAULTS))
+    assert counts["drift"] >= 2 and counts["reconciliation_runs"] >= 1 and counts["fallbacks"] >= 1
+
+    site = f"ret-{uid}"
+    drift = {r["id"] for r in await pool.fetch("SELECT id FROM drift_items WHERE site = $1", site)}
+    assert drift == {*unsettled_old, closed_recent} and not set(closed_old) & drift
+    runs = {r["id"] for r in await pool.fetch("SELECT id FROM reconciliation_runs WHERE site = $1", site)}
+    assert runs == {referenced_run, latest_run, lone_old_run, recent_run}, "a run no drift needs goes, unless latest"
+    fallbacks = {r["id"] for r in await pool.fetch("SELECT id FROM fallbacks WHERE site = $1", site)}
+    assert fallbacks == kept_fallbacks and ended_old not in fallbacks
+    ledger = {r["fallback_id"] for r in await pool.fetch(
+        "SELECT fallback_id FROM fallback_ledger WHERE fallback_id = ANY($1::bigint[])", [ended_old, *kept_fallbacks])}
+    assert ledger == kept_fallbacks
+    days = [r["day"] for r in await pool.fetch("SELECT day FROM manual_tickets WHERE site = $1", site)]
+    assert days == [days_ago(0).date()]
 
 
 async def test_a_dry_run_counts_and_deletes_nothing(pool, uid):

@@ -10,18 +10,17 @@ import msgspec
 
 from backend.audit.schemas import AuditEntry
 from backend.auth import Principal
-from backend.ingest.validate import scrub
+from backend.privacy import scrubbed_reason
 
 
 async def record(conn: asyncpg.Connection, principal: Principal, *, action: str, target: str, reason: str | None,
                  result: Any) -> None:
     """One action by one person, written in the transaction of the action itself.
 
-    The reason is free text typed by staff: e-mail addresses and phone numbers in it are scrubbed, so
-    a note like "customer rang from +44…" never puts personal data at rest."""
+    The reason is free text typed by staff: it is scrubbed like every stored reason (`backend.privacy`)."""
     await conn.execute(
         "INSERT INTO audit_log (actor, roles, action, target, reason, result) VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        principal.sub, sorted(principal.roles), action, target, scrub(reason) if reason else reason,
+        principal.sub, sorted(principal.roles), action, target, scrubbed_reason(reason),
         msgspec.json.encode(result).decode())
 
 

@@ -24,6 +24,7 @@ from backend.failures.schemas import BulkFilter, BulkRetryResult, RetryResult
 from backend.ingest.apply import apply_events
 from backend.ingest.validate import Accepted, validate
 from backend.paging import decode_cursor, encode_cursor
+from backend.privacy import acting_user
 from backend.resources import Resources
 
 COMMAND_KINDS = frozenset({"command_failed", "command_timeout"})
@@ -109,9 +110,9 @@ async def retry(resources: Resources, principal: Principal, failure_id: int, rea
         elif row["last_retry_at"] and datetime.now(UTC) - row["last_retry_at"] < debounce:
             result = _result(row, "just_retried", "the same failure was retried moments ago")
         elif row["kind"] in COMMAND_KINDS:
-            result = await _retry_command(conn, row, principal.sub)
+            result = await _retry_command(conn, row, acting_user(principal, resources))
         else:
-            result = await _retry_inbound(conn, row, principal.sub, resources)
+            result = await _retry_inbound(conn, row, acting_user(principal, resources), resources)
         details: dict[str, Any] = msgspec.to_builtins(result)
         if selection:
             details["selection"] = selection
@@ -130,7 +131,7 @@ async def discard(resources: Resources, principal: Principal, failure_id: int, r
         else:
             row = await conn.fetchrow(
                 "UPDATE failures SET status = 'discarded', last_at = now(), acted_by = $2 WHERE id = $1 RETURNING *",
-                failure_id, principal.sub)
+                failure_id, acting_user(principal, resources))
             if row["command_id"]:  # a command being re-sent stops here
                 await conn.execute(
                     "UPDATE commands SET status = 'failed', last_error = 'discarded', updated_at = now()"

@@ -6,9 +6,6 @@ and sets it `ended` (and calls `publish_fallback` so the board hears of it).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
 from typing import Any
 
 import asyncpg
@@ -17,32 +14,21 @@ from litestar.exceptions import ClientException, NotFoundException, PermissionDe
 from litestar.status_codes import HTTP_409_CONFLICT
 
 from backend.audit import services as audit
-from backend.auth import Principal, signing_secret
+from backend.auth import Principal
 from backend.fallbacks.schemas import Fallback, FallbackDetail, LedgerEntry, ReplaySummary, StartFallback
 from backend.live import publish
+from backend.privacy import acting_user as manual_user  # the name fallbacks.actions uses
+from backend.privacy import scrubbed_reason
 from backend.resources import Resources
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
 
 # how long an ended fallback stays on the live board
 RECENT_HOURS = 12
 FALLBACKS_IN_SNAPSHOT = 200
-# a token `sub` used as it is in `/manual/<user>`: an opaque code, nothing that could be an address or number
-_SAFE_SUB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
-_LONG_NUMBER = re.compile(r"\d{7,}")
 
 
 class ConflictException(ClientException):
     status_code = HTTP_409_CONFLICT
-
-
-def manual_user(principal: Principal, resources: Resources) -> str:
-    """The user part of `/manual/<user>`: the token's `sub` when it is a safe code, else a keyed pseudonym
-    (stable per user, not reversible without the secret)."""
-    sub = principal.sub
-    if _SAFE_SUB.fullmatch(sub) and not _LONG_NUMBER.search(sub):
-        return sub
-    digest = hmac.new(signing_secret(resources.settings).encode(), sub.encode(), hashlib.sha256).hexdigest()
-    return f"u-{digest[:16]}"
 
 
 _COLUMNS = "f.*, (SELECT count(*) FROM fallback_ledger l WHERE l.fallback_id = f.id) AS ledger_size"
@@ -119,7 +105,7 @@ async def start(resources: Resources, principal: Principal, wanted: StartFallbac
             async with conn.transaction():
                 fallback_id = await conn.fetchval(
                     "INSERT INTO fallbacks (site, system, reason, started_by) VALUES ($1, $2, $3, $4) RETURNING id",
-                    wanted.site, wanted.system, wanted.reason, actor)
+                    wanted.site, wanted.system, scrubbed_reason(wanted.reason), actor)
                 await audit.record(conn, principal, action="fallback.start", target=f"fallback:{fallback_id}",
                                    reason=wanted.reason,
                                    result={"site": wanted.site, "system": wanted.system, "status": "active"})
@@ -144,7 +130,7 @@ async def end(resources: Resources, principal: Principal, fallback_id: int, reas
                 raise ConflictException(f"this fallback is {row['status']}, not active")
             await conn.execute(
                 "UPDATE fallbacks SET status = 'replaying', ended_by = $2, ended_at = now(), end_reason = $3"
-                " WHERE id = $1", fallback_id, manual_user(principal, resources), reason)
+                " WHERE id = $1", fallback_id, manual_user(principal, resources), scrubbed_reason(reason))
             ledger_size = await conn.fetchval("SELECT count(*) FROM fallback_ledger WHERE fallback_id = $1",
                                               fallback_id)
             await audit.record(conn, principal, action="fallback.end", target=f"fallback:{fallback_id}", reason=reason,

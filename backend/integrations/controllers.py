@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from litestar import Controller, get
+from litestar import Controller, Request, get
 
-from backend.auth import READ
+from backend.auth import READ, Principal
 from backend.integrations import services
 from backend.integrations.schemas import IntegrationPage
 from backend.resources import AppResources
@@ -13,9 +13,11 @@ class IntegrationController(Controller):
     tags = ["integrations"]
 
     @get("/", opt=READ, operation_id="listIntegrations")
-    async def list_integrations(self, resources: AppResources) -> IntegrationPage:
-        """Per system: health, traffic, command delivery and pace. Integrations belong to no site."""
+    async def list_integrations(self, request: Request[Principal, object, object],
+                                resources: AppResources) -> IntegrationPage:
+        """Per system: health, traffic, command delivery and pace. Integrations belong to no site; a pace's
+        floor shows only the caller's sites."""
         lag = await services.consumer_lag(resources.js)
         async with resources.pool.acquire() as conn:
             items = await services.integrations(conn, consumer_lag=lag)
-        return IntegrationPage(items=items, consumer_lag=lag)
+        return IntegrationPage(items=services.seen_from(items, request.user.scope(None)), consumer_lag=lag)

@@ -44,6 +44,6 @@ class IntegrationMonitor:
             changed = await services.record(conn, decided, await pacing.read(conn))
             due = await services.claim_figures(conn, changed, self.figures_interval_s)
             items = await services.integrations(conn, due, await services.consumer_lag(self.js)) if due else []
-        for item in items:
+        for item in services.for_every_reader(items):
             await publish("integrations", ALL_SITES, item.system, item)
         return due

@@ -98,8 +98,8 @@ def describe(pace: Pace, policy: PacePolicy, *, down: bool = False) -> str:
     else:
         reason = "recovering: after trouble"
     if pace.floor:
-        reason += "; floor: " + ", ".join(f"{n} counter{'' if n == 1 else 's'} open at {site}"
-                                          for site, n in sorted(pace.floor.items()))
+        sites = len(pace.floor)  # how many, never which: every reader of any site sees this reason
+        reason += f"; floor: open counters limit staff commands at {sites} site{'' if sites == 1 else 's'}"
     return reason
 
 

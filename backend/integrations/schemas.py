@@ -13,8 +13,9 @@ class PaceView(msgspec.Struct, kw_only=True):
     rate_per_min: float
     recovering: bool
     reason: str
-    # sites whose open counters hold staff commands back: {site: counters open}
-    floor: dict[str, int]
+    # the caller's sites whose open counters hold staff commands back: {site: counters open}; None on the
+    # live topic, whose items every reader sees (the reason names no site, only how many)
+    floor: dict[str, int] | None = None
 
 
 class IntegrationStatus(msgspec.Struct, kw_only=True):

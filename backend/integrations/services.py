@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 import nats.errors
 from nats.js import JetStreamContext
 
@@ -90,9 +91,26 @@ async def integrations(conn: asyncpg.Connection, systems: list[str] | None = Non
     return items
 
 
+def _with_floor(item: Integration, floor: dict[str, int] | None) -> Integration:
+    return item if item.pace is None else msgspec.structs.replace(item, pace=msgspec.structs.replace(item.pace,
+                                                                                                     floor=floor))
+
+
+def seen_from(items: list[Integration], sites: list[str] | None) -> list[Integration]:
+    """The items with each pace's floor narrowed to `sites` (None: every site): a manager of one site does
+    not learn how many counters another site has open."""
+    return [_with_floor(item, {site: n for site, n in (item.pace.floor or {}).items() if sites is None or site in sites}
+                        if item.pace else None) for item in items]
+
+
+def for_every_reader(items: list[Integration]) -> list[Integration]:
+    """The items as the live topic carries them (to every reader, whatever their sites): without the floor."""
+    return [_with_floor(item, None) for item in items]
+
+
 async def snapshot(conn: asyncpg.Connection, _sites: list[str] | None) -> list[Integration]:
-    """The live topic's snapshot (integrations belong to no site: every reader sees all)."""
-    return await integrations(conn)
+    """The live topic's snapshot (integrations belong to no site: every reader sees all but the per-site floor)."""
+    return for_every_reader(await integrations(conn))
 
 
 async def claim_figures(conn: asyncpg.Connection, changed: list[str], interval_s: float) -> list[str]:

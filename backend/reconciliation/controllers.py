@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from backend.audit import services as audit
 from backend.auth import READ, SRE, Principal
 from backend.paging import BigintId, decode_cursor, encode_cursor
+from backend.privacy import acting_user
 from backend.reconciliation import repair, services
 from backend.reconciliation.scheduler import Reconciler
 from backend.reconciliation.schemas import (
@@ -44,7 +45,7 @@ class ReconciliationController(Controller):
         reconciler: Reconciler = request.app.state.reconciler
         day = data.day or datetime.now(UTC).date()
         run, task = await reconciler.begin(data.system, data.site, day, trigger="on_demand",
-                                           requested_by=request.user.sub)
+                                           requested_by=acting_user(request.user, resources))
         if run is None:
             raise repair.ConflictException("a run of this system and site is just starting or ending; ask again")
         started = RunStarted(run=run, started=task is not None)

@@ -11,26 +11,39 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
+from backend.ingest.validate import redact
 from backend.journeys.merge import FINAL_STAGES, FORWARD_STAGES, JourneyState
 from switchboard.snapshots import SnapshotRecord
 
 STAGE = "stage"
 _RANK = {stage: rank for rank, stage in enumerate(FORWARD_STAGES)}
+# a field a record states in several of its `fields` (see `theirs` and `as_fields`)
+_IN_RECORD = {"last_interaction": ("last_interaction", "outcome")}
 
 
 @dataclass(frozen=True)
 class Owned:
     stages: frozenset[str]
     fields: tuple[str, ...]
+    # record fields read, not compared, to build a corrective event (the queue's ticket names its queue)
+    read_too: tuple[str, ...] = ()
 
     @property
     def compared(self) -> tuple[str, ...]:
         return ((STAGE,) if self.stages else ()) + self.fields
 
+    @property
+    def record_fields(self) -> frozenset[str]:
+        """The names, in a snapshot record's `fields`, of what is compared or read: all a stored record keeps."""
+        return frozenset(name for field in self.fields for name in _IN_RECORD.get(field, (field,))) | set(self.read_too)
+
 
 OWNERSHIP: dict[str, Owned] = {
     "appointments": Owned(frozenset({"booked", "cancelled", "no_show"}), ("service", "slot_start")),
-    "queue": Owned(frozenset({"arrived", "waiting", "called", "in_service", "completed"}), ("ticket", "counter")),
+    "queue": Owned(frozenset({"arrived", "waiting", "called", "in_service", "completed"}), ("ticket", "counter"),
+                   read_too=("service",)),
     "core": Owned(frozenset(), ("eligibility",)),
     "crm": Owned(frozenset(), ("priority",)),
     "contact_center": Owned(frozenset(), ("last_interaction",)),
@@ -41,6 +54,13 @@ _NOTHING = Owned(frozenset(), ())
 
 def owned(system: str) -> Owned:
     return OWNERSHIP.get(system, _NOTHING)
+
+
+def kept(system: str, record: SnapshotRecord) -> SnapshotRecord:
+    """The record as Switchboard may hold it: only the fields the map has it compare or read, and those
+    redacted as events are (a connector's record may carry anything, a name or an e-mail address)."""
+    wanted = owned(system).record_fields
+    return msgspec.structs.replace(record, fields=redact({k: v for k, v in record.fields.items() if k in wanted}))
 
 
 def stage_seen_by(system: str, stage: str | None) -> str | None:

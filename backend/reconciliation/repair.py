@@ -22,6 +22,7 @@ from backend.ingest import own_events
 from backend.ingest.own_events import signing_key
 from backend.journeys.merge import JourneyState
 from backend.paging import decode_cursor, encode_cursor
+from backend.privacy import acting_user, scrubbed_reason
 from backend.reconciliation import live, services
 from backend.reconciliation.ownership import pushed_state
 from backend.reconciliation.plans import NotPossible, corrective_events, plan, proposed_action
@@ -72,10 +73,11 @@ async def push_command(conn: asyncpg.Connection, *, command_id: uuid.UUID, rule:
 async def _act(conn: asyncpg.Connection, resources: Resources, principal: Principal, row: asyncpg.Record,
                action: Action, reason: str | None, repair: RepairPlan) -> ResolveResult:
     journey = await journey_state(conn, row["ref"])
+    stored_reason, actor = scrubbed_reason(reason), acting_user(principal, resources)
     if action == "ignore":
         await conn.execute(
             "UPDATE drift_items SET status = 'ignored', action = 'ignore', reason = $2, acted_by = $3,"
-            " resolved_at = now(), updated_at = now() WHERE id = $1", row["id"], reason, principal.sub)
+            " resolved_at = now(), updated_at = now() WHERE id = $1", row["id"], stored_reason, actor)
         return ResolveResult(drift_id=row["id"], outcome="ignored", status="ignored", plan=repair)
     if action == "push_ours":
         assert journey is not None  # the plan said possible
@@ -85,7 +87,7 @@ async def _act(conn: asyncpg.Connection, resources: Resources, principal: Princi
         await conn.execute(
             "UPDATE drift_items SET status = 'repairing', action = 'push_ours', reason = $2, acted_by = $3,"
             " command_id = $4, last_check = $5::jsonb, updated_at = now() WHERE id = $1",
-            row["id"], reason, principal.sub, command_id, _encode({"waiting_for": "command"}).decode())
+            row["id"], stored_reason, actor, command_id, _encode({"waiting_for": "command"}).decode())
         return ResolveResult(drift_id=row["id"], outcome="repairing", status="repairing", plan=repair,
                              command_id=command_id)
     events = corrective_events(row, journey[2] if journey else None)
@@ -96,7 +98,7 @@ async def _act(conn: asyncpg.Connection, resources: Resources, principal: Princi
     await conn.execute(
         "UPDATE drift_items SET status = 'repairing', action = 'accept_source', reason = $2, acted_by = $3,"
         " last_check = $4::jsonb, updated_at = now() WHERE id = $1",
-        row["id"], reason, principal.sub, _encode({"waiting_for": "events", "events": ids}).decode())
+        row["id"], stored_reason, actor, _encode({"waiting_for": "events", "events": ids}).decode())
     return ResolveResult(drift_id=row["id"], outcome="repairing", status="repairing", plan=repair, events=ids)
 
 

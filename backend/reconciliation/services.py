@@ -126,15 +126,30 @@ async def get_drift(conn: asyncpg.Connection, ids: Sequence[int]) -> list[DriftI
 
 async def statuses(conn: asyncpg.Connection, *, sites: list[str] | None, system: str | None = None,
                    ) -> list[SystemStatus]:
-    """Per system and site: the last run and the open drift count."""
+    """Per system and site: the last run and the open drift count.
+
+    Every live reconciliation snapshot asks this, so it reads one run per pair, not every run kept: the
+    pairs by a skip scan of `reconciliation_runs_latest`, then each pair's latest run from the same index."""
     rows = await conn.fetch(
         """
-        SELECT DISTINCT ON (r.system, r.site) r.*,
+        WITH RECURSIVE pairs AS (
+            (SELECT system, site FROM reconciliation_runs
+             WHERE ($1::text[] IS NULL OR site = ANY($1::text[])) AND ($2::text IS NULL OR system = $2)
+             ORDER BY system, site LIMIT 1)
+            UNION ALL
+            SELECT next.system, next.site FROM pairs p CROSS JOIN LATERAL (
+                SELECT system, site FROM reconciliation_runs
+                WHERE (system, site) > (p.system, p.site)
+                  AND ($1::text[] IS NULL OR site = ANY($1::text[])) AND ($2::text IS NULL OR system = $2)
+                ORDER BY system, site LIMIT 1) next
+        )
+        SELECT r.*,
                (SELECT count(*) FROM drift_items d WHERE d.system = r.system AND d.site = r.site
                   AND d.status IN ('open', 'repairing')) AS open_drift
-        FROM reconciliation_runs r
-        WHERE ($1::text[] IS NULL OR r.site = ANY($1::text[])) AND ($2::text IS NULL OR r.system = $2)
-        ORDER BY r.system, r.site, r.started_at DESC, r.id DESC
+        FROM pairs p CROSS JOIN LATERAL (
+            SELECT * FROM reconciliation_runs r WHERE r.system = p.system AND r.site = p.site
+            ORDER BY r.started_at DESC, r.id DESC LIMIT 1) r
+        ORDER BY r.system, r.site
         """, sites, system)
     return [SystemStatus(system=r["system"], site=r["site"], reachable=r["status"] != "unreachable",
                          last_run=to_run(r), open_drift=r["open_drift"]) for r in rows]

@@ -1,4 +1,8 @@
-"""Reading a system's snapshot over `svc.snapshot.<system>` (request/reply, paged by ref)."""
+"""Reading a system's snapshot over `svc.snapshot.<system>` (request/reply, paged by ref).
+
+Records come out as Switchboard may hold them (`ownership.kept`): whatever reads them (a run, a
+repair's verification, a fallback's replay) may store them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 
+from backend.reconciliation.ownership import kept
 from switchboard.snapshots import (
     BAD_REQUEST, ERROR_CODE_HEADER, ERROR_HEADER, MAX_PAGE, SnapshotRecord, SnapshotRequest, decode_page,
     snapshot_subject,
@@ -69,7 +74,7 @@ class SnapshotClient:
                 page = decode_page(reply.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise Unreachable(f"{system} answered a malformed page: {str(exc)[:160]}") from exc
-            records.extend(page.records)
+            records.extend(kept(system, record) for record in page.records)
             if page.next_cursor is None:
                 return records
             request = msgspec.structs.replace(request, cursor=page.next_cursor)

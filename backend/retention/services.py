@@ -3,8 +3,15 @@
 Each kind of row is kept for its own setting (`SWITCHBOARD_RETENTION_*_DAYS`) and deleted in short
 batches, so a first purge of a large table never holds one long transaction. Never purged: open or
 retrying failures; commands still pending, held or sent, and failed commands whose failure is still
-open (a retry re-sends them); audit rows younger than the database's floor (sql/008: the audit log
-is append-only, and only `purge_audit_log()` may remove rows older than the floor).
+open (a retry re-sends them); drift still open or repairing, and the runs it points to; the latest run
+of each system and site (its status); fallbacks still active or replaying, with their ledgers; audit
+rows younger than the database's floor (sql/008: the audit log is append-only, and the trigger refuses
+any DELETE of a row younger than the floor).
+
+Ignored drift is not raised again while it stays the same (backend/reconciliation/runs.py) only as
+long as the ignored item is kept: after `retention_drift_days` the same drift may be raised anew.
+An ended fallback goes with its ledger and the manual ticket numbers of its days, after
+`retention_fallbacks_days` (the audit log keeps who started and ended it, and why).
 
 Events go with their inbox rows (`event_inbox`, where idempotency lives since sql/007), both after
 `retention_events_days`. A purged inbox row is a forgotten (source, id): the same event arriving again after that is
@@ -24,7 +31,8 @@ import msgspec
 from backend import metrics
 from switchboard.settings import Settings
 
-Kind = Literal["events", "inbox", "webhook_receipts", "outbox", "failures", "audit"]
+Kind = Literal["events", "inbox", "webhook_receipts", "outbox", "failures", "drift", "reconciliation_runs",
+               "fallback_ledger", "fallbacks", "manual_tickets", "audit"]
 WEBHOOK_TIMESTAMP_TOLERANCE = timedelta(minutes=5)  # Standard Webhooks: a receipt must outlive it
 BATCH = 5000
 _LOCK = 0x5357_5254  # one purge at a time across replicas and the CLI
@@ -38,7 +46,23 @@ _BATCHED: dict[Kind, tuple[str, str, str]] = {
                " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.command_id = commands.id::text"
                " AND f.status IN ('open', 'retrying'))"),
     "failures": ("failures", "id", "status IN ('resolved', 'discarded') AND last_at < now() - $1::interval"),
+    # in this order: drift before the runs it points to, a ledger before its fallback
+    "drift": ("drift_items", "id", "status IN ('resolved', 'ignored') AND resolved_at < now() - $1::interval"),
+    "reconciliation_runs": (
+        "reconciliation_runs", "id",
+        "status <> 'running' AND started_at < now() - $1::interval"
+        " AND NOT EXISTS (SELECT 1 FROM drift_items d WHERE d.run_id = reconciliation_runs.id)"
+        " AND EXISTS (SELECT 1 FROM reconciliation_runs later WHERE later.system = reconciliation_runs.system"
+        " AND later.site = reconciliation_runs.site AND later.started_at > reconciliation_runs.started_at)"),
+    "fallback_ledger": ("fallback_ledger", "fallback_id, seq",
+                        "fallback_id IN (SELECT id FROM fallbacks WHERE status = 'ended'"
+                        " AND ended_at < now() - $1::interval)"),
+    "fallbacks": ("fallbacks", "id", "status = 'ended' AND ended_at < now() - $1::interval"
+                  " AND NOT EXISTS (SELECT 1 FROM fallback_ledger l WHERE l.fallback_id = fallbacks.id)"),
+    "manual_tickets": ("manual_tickets", "site, day", "day < (now() - $1::interval)::date"),
 }
+# kinds kept as long as another: an inbox row with its event, a ledger and ticket numbers with their fallback
+_KEPT_WITH: dict[Kind, Kind] = {"inbox": "events", "fallback_ledger": "fallbacks", "manual_tickets": "fallbacks"}
 
 
 class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,6 +70,9 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
     webhook_receipts: timedelta
     outbox: timedelta
     failures: timedelta
+    drift: timedelta
+    reconciliation_runs: timedelta
+    fallbacks: timedelta
     audit: timedelta
 
     @classmethod
@@ -54,17 +81,21 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
                      webhook_receipts=timedelta(days=settings.retention_webhook_receipts_days),
                      outbox=timedelta(days=settings.retention_outbox_days),
                      failures=timedelta(days=settings.retention_failures_days),
+                     drift=timedelta(days=settings.retention_drift_days),
+                     reconciliation_runs=timedelta(days=settings.retention_reconciliation_runs_days),
+                     fallbacks=timedelta(days=settings.retention_fallbacks_days),
                      audit=timedelta(days=settings.retention_audit_days))
         if policy.events <= timedelta(seconds=settings.duplicate_window_s):
             raise ValueError("retention_events_days must exceed JetStream's duplicate window")
         if policy.webhook_receipts <= WEBHOOK_TIMESTAMP_TOLERANCE:
             raise ValueError("retention_webhook_receipts_days must exceed the 5-minute webhook timestamp tolerance")
-        if min(policy.outbox, policy.failures) <= timedelta(0):
+        if min(policy.outbox, policy.failures, policy.drift, policy.reconciliation_runs,
+               policy.fallbacks) <= timedelta(0):
             raise ValueError("retention periods must be positive")
         return policy
 
     def kept_for(self, kind: Kind) -> timedelta:
-        return self.events if kind == "inbox" else getattr(self, kind)  # type: ignore[no-any-return]
+        return getattr(self, _KEPT_WITH.get(kind, kind))  # type: ignore[no-any-return]
 
 
 async def check_audit_floor(conn: asyncpg.Connection, policy: RetentionPolicy) -> None:
