@@ -123,10 +123,12 @@ class Reconciler:
                 " AND seen_at > now() - make_interval(secs => $1) ORDER BY 1",
                 self.resources.settings.heartbeat_interval_s * MISSED_INTERVALS)
                 if r["system"] not in RESERVED_SYSTEMS]
-            # the busiest sites first: a long round reaches the floors that are open now before the quiet ones
+            # the sites reconciled longest ago first (never: first of all), so a long round starves none, not
+            # even a site whose journeys all stopped moving, which is the one most likely to have drifted
             sites = [r["site"] for r in await conn.fetch(
-                "SELECT site FROM journeys WHERE updated_at > now() - interval '1 day'"
-                " GROUP BY site ORDER BY max(updated_at) DESC")]
+                "SELECT j.site FROM journeys j WHERE j.updated_at > now() - interval '1 day' GROUP BY j.site"
+                " ORDER BY (SELECT max(r.started_at) FROM reconciliation_runs r WHERE r.site = j.site) NULLS FIRST,"
+                " max(j.updated_at) DESC")]
         today = datetime.now(UTC).date()
         for system in systems:
             for site in sites:
