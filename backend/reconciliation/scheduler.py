@@ -137,8 +137,11 @@ class Reconciler:
                     ran_lately = await conn.fetchval(
                         "SELECT true FROM reconciliation_runs WHERE system = $1 AND site = $2"
                         " AND started_at > now() - make_interval(secs => $3) LIMIT 1", system, site, interval * 0.9)
-                if not ran_lately:
-                    await self.run_now(system, site, today, trigger="schedule", requested_by=None)
+                if ran_lately:
+                    continue
+                run = await self.run_now(system, site, today, trigger="schedule", requested_by=None)
+                if run is not None and run.status == "unreachable":
+                    break  # its other sites wait for the next round, not a snapshot timeout each
 
     # --- the loop -------------------------------------------------------------------------------
 
