@@ -487,7 +487,17 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(js, pool, 
                 journeys = [await journey_of(api, sre, ref) for ref in (stuck, keyed_in)]
                 return journeys if all(journeys) and journeys[0]["stage"] == "completed" else None
 
-            await eventually(repaired, timeout=90)
+            try:
+                await eventually(repaired, timeout=90)
+            except AssertionError as exc:
+                runs_seen = [tuple(r) for r in await pool.fetch(
+                    "SELECT system, trigger, status, checked, drifted, error FROM reconciliation_runs WHERE site = $1",
+                    site)]
+                drift_seen = [tuple(r) for r in await pool.fetch(
+                    "SELECT system, kind, field, status, action, last_check FROM drift_items WHERE site = $1", site)]
+                beats = [tuple(r) for r in await pool.fetch("SELECT connector, system, upstream, seen_at FROM heartbeats")]
+                raise AssertionError(f"runs {runs_seen}; drift {drift_seen}; heartbeats {beats}; log "
+                                     f"{process.log_path.read_text()[-3000:]}") from exc
             items = await drift(api, sre, site=site)
             for kind in ("stale", "missing_here"):
                 item = one(items, kind=kind)

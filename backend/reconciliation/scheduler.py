@@ -13,6 +13,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 import asyncpg
 from nats.errors import Error as NatsError
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
                 asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError, NatsError)
 _AUTO_REASON = "auto-repair (SWITCHBOARD_RECONCILE_AUTO_REPAIR)"
+# (system, site) pairs per pass of a scheduled round: small, so the most overdue are chosen again often
+_PAIRS_PER_PASS = 20
+_T = TypeVar("_T")
 
 
 def _lock_key(system: str, site: str) -> int:
@@ -112,8 +116,9 @@ class Reconciler:
             except Exception as exc:  # noqa: BLE001 - an item auto-repair cannot settle stays open for a person
                 log.info("auto-repair left drift %s open: %s", drift_id, exc)
 
-    async def scheduled_runs(self) -> None:
-        """A run per known system and active site, unless that pair ran within the interval."""
+    async def scheduled_runs(self, limit: int) -> int:
+        """Runs for up to `limit` (system, site) pairs due (not run within the interval), the most overdue
+        first; how many it ran: fewer than `limit` when no more were due."""
         interval = self.resources.settings.reconcile_interval_s
         async with self.pool.acquire() as conn:
             # systems whose connector is alive and reaching its upstream: asking one that is down costs a
@@ -130,8 +135,11 @@ class Reconciler:
                 " ORDER BY (SELECT max(r.started_at) FROM reconciliation_runs r WHERE r.site = j.site) NULLS FIRST,"
                 " max(j.updated_at) DESC")]
         today = datetime.now(UTC).date()
+        ran = 0
         for system in systems:
             for site in sites:
+                if ran >= limit:
+                    return ran
                 # asked pair by pair, just before: another replica's round may have run it a moment ago
                 async with self.pool.acquire() as conn:
                     ran_lately = await conn.fetchval(
@@ -140,8 +148,10 @@ class Reconciler:
                 if ran_lately:
                     continue
                 run = await self.run_now(system, site, today, trigger="schedule", requested_by=None)
+                ran += 1
                 if run is not None and run.status == "unreachable":
                     break  # its other sites wait for the next round, not a snapshot timeout each
+        return ran
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -154,9 +164,12 @@ class Reconciler:
         interval = self.resources.settings.reconcile_interval_s
         if interval <= 0:
             return
+        await asyncio.sleep(interval)  # a fresh start leaves the first round a while
         while True:
-            await asyncio.sleep(interval)  # a fresh start leaves the first round a while
-            await self._guarded(self.scheduled_runs())
+            # a round in short passes, each re-reading which pairs are most overdue: a site that appears
+            # during a long round (never reconciled: first of all) waits for one pass, not the whole round
+            ran = await self._guarded(self.scheduled_runs(_PAIRS_PER_PASS))
+            await asyncio.sleep(0 if ran == _PAIRS_PER_PASS else interval)
 
     async def _tick_loop(self) -> None:
         settings = self.resources.settings
@@ -168,13 +181,14 @@ class Reconciler:
             await asyncio.sleep(settings.reconcile_tick_s)
 
     @staticmethod
-    async def _guarded(step: Awaitable[object]) -> None:
+    async def _guarded(step: Awaitable[_T]) -> _T | None:
         try:
-            await step
+            return await step
         except _UNAVAILABLE as exc:
             log.warning("reconciler paused (%s)", type(exc).__name__)
         except Exception:
             log.exception("reconciler round failed; trying again next round")
+        return None
 
     async def stop(self) -> None:
         for task in list(self._tasks):
