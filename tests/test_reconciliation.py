@@ -120,7 +120,8 @@ async def settled(api: httpx.AsyncClient, headers: dict[str, str], drift_id: int
         item = (await api.get(f"/api/v1/reconciliation/drift/{drift_id}", headers=headers)).json()
         return item if item["status"] != "repairing" else None
 
-    return await eventually(done, timeout=30)
+    # a push waits for its command's answer, and commands to a system go out in order, paced
+    return await eventually(done, timeout=90)
 
 
 def one(items: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
