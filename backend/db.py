@@ -48,3 +48,8 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=60)
+
+
+def lock_key(text: str) -> int:
+    """A Postgres advisory lock key for a name: every replica derives the same one."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)

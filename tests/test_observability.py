@@ -191,8 +191,9 @@ async def test_a_trace_runs_from_the_connector_publish_through_apply_to_the_webs
             await publisher.emit([event])
             assert await publisher.drain(10)
             async with asyncio.timeout(15):
-                while (frame := json.loads(await ws.recv())).get("op") != "update":
-                    pass
+                frame = json.loads(await ws.recv())
+                while frame.get("op") != "update":  # the snapshot first, then the update
+                    frame = json.loads(await ws.recv())
             assert frame["data"]["refs"] == [f"queue:T-{uid}"]
     finally:
         sender.cancel()

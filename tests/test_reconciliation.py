@@ -534,7 +534,7 @@ async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_on
             items = (await rapi.get("/api/v1/integrations", headers=sre)).json()["items"]
             return any(i["system"] == "queue" and i["status"] == status for i in items)
 
-        await eventually(lambda: queue_is("down"), timeout=30)
+        await eventually(lambda: queue_is("down"), timeout=60)
         fallback = (await start(rapi, floor, site)).json()
         walk_in = await acted(rapi, floor, fallback["id"], action="check_in")
         ticket = await acted(rapi, floor, fallback["id"], action="issue_ticket", ref=walk_in["ref"])
@@ -542,7 +542,7 @@ async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_on
         queue.records[meanwhile].stage = "completed"  # the queue's own staff served it while it was away
         queue.records[meanwhile].updated_at = datetime.now(UTC)
         queue.faults.outage = False
-        await eventually(lambda: queue_is("up"), timeout=30)
+        await eventually(lambda: queue_is("up"), timeout=60)
         assert (await rapi.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={"reason": "queue is back"},
                                 headers=floor)).status_code == 200
 
@@ -550,7 +550,7 @@ async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_on
             found = (await rapi.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()
             return found if found["status"] == "ended" else None
 
-        ended = await eventually(replayed, timeout=30)
+        ended = await eventually(replayed, timeout=90)
         assert (ended["replay"]["pushed"], ended["replay"]["conflicts"]) == (1, [meanwhile])
         assert {e["ref"]: e["replay_status"] for e in ended["ledger"]} == {walk_in["ref"]: "pushed",
                                                                            meanwhile: "conflict"}

@@ -15,7 +15,6 @@ open counters can take them.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 from collections import defaultdict
@@ -26,6 +25,7 @@ import msgspec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from backend.db import lock_key
 from backend.failures.services import CommandFailure, record_command_failures
 from backend.integrations import health
 from backend.integrations import pace as pacing
@@ -53,9 +53,6 @@ def message_id(command_id: object, attempt: int) -> str:
     """The command id for the first attempt; later attempts must not fall into JetStream's duplicate window."""
     return str(command_id) if attempt == 1 else f"{command_id}/{attempt}"
 
-
-def _lock_key(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 class CommandRelay:
@@ -94,7 +91,7 @@ class CommandRelay:
     async def publish_due(self, conn: asyncpg.Connection, system: str) -> int:
         """Publish the due commands of one system in order and at its pace, in the caller's transaction;
         how many went out."""
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _lock_key(f"relay {system}")):
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_key(f"relay {system}")):
             return 0  # another relay is publishing this system's commands
         rows = await conn.fetch(
             "SELECT * FROM commands WHERE system = $1 AND status IN ('pending', 'held') AND next_at <= now()"

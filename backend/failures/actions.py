@@ -15,10 +15,10 @@ from typing import Any
 import asyncpg
 import msgspec
 from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
-from litestar.status_codes import HTTP_409_CONFLICT
 
 from backend.audit import services as audit
 from backend.auth import Principal
+from backend.errors import ConflictException
 from backend.failures import services
 from backend.failures.schemas import BulkFilter, BulkRetryResult, RetryResult
 from backend.ingest.apply import apply_events
@@ -31,9 +31,6 @@ COMMAND_KINDS = frozenset({"command_failed", "command_timeout"})
 _PII_NOTE = ("personal data is stored redacted, so this payload can never become valid;"
              " the source must send the event again without it")
 
-
-class ConflictException(ClientException):
-    status_code = HTTP_409_CONFLICT
 
 
 async def _locked_failure(conn: asyncpg.Connection, principal: Principal, failure_id: int) -> asyncpg.Record:

@@ -32,6 +32,7 @@ from nats.errors import Error as NatsError
 
 from backend.audit import services as audit
 from backend.auth import Principal
+from backend.errors import ConflictException
 from backend.fallbacks import services
 from backend.fallbacks.schemas import ActionResult, ManualAction
 from backend.ingest import own_events
@@ -169,7 +170,7 @@ async def _record(conn: asyncpg.Connection, principal: Principal, fallback_id: i
                   source: str, user: str) -> Recorded:
     fallback = await services.locked(conn, principal, fallback_id)
     if fallback["status"] != "active":
-        raise services.ConflictException(f"this fallback is {fallback['status']}: manual steps are over")
+        raise ConflictException(f"this fallback is {fallback['status']}: manual steps are over")
     site = fallback["site"]
     ref = step.ref or walk_in_ref(fallback["system"])
     if step.ref is not None:

@@ -11,10 +11,10 @@ from typing import Any
 import asyncpg
 import msgspec
 from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
-from litestar.status_codes import HTTP_409_CONFLICT
 
 from backend.audit import services as audit
 from backend.auth import Principal
+from backend.errors import ConflictException
 from backend.fallbacks.schemas import Fallback, FallbackDetail, LedgerEntry, ReplaySummary, StartFallback
 from backend.live import publish
 from backend.privacy import acting_user as manual_user  # the name fallbacks.actions uses
@@ -26,9 +26,6 @@ from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
 RECENT_HOURS = 12
 FALLBACKS_IN_SNAPSHOT = 200
 
-
-class ConflictException(ClientException):
-    status_code = HTTP_409_CONFLICT
 
 
 _COLUMNS = "f.*, (SELECT count(*) FROM fallback_ledger l WHERE l.fallback_id = f.id) AS ledger_size"

@@ -11,7 +11,6 @@ journeys.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ import asyncpg
 import msgspec
 
 from backend.commands.outbox import planned_commands, record_answers
+from backend.db import lock_key
 from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge
 from switchboard.events import CapacityChanged, CloudEvent, CommandResult, ConnectorHeartbeat, refs_of
 
@@ -66,9 +66,6 @@ def time_ordered_id() -> UUID:
     return UUID(int=(time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62
                 | rand & ((1 << 62) - 1))
 
-
-def _lock_key(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 # The advisory locks (on every reference and subject the batch names) are a one-time filter of the insert: all
@@ -182,7 +179,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     sources, ids = zip(*sorted(unique)) if unique else ((), ())
     claimed = {
         (r["source"], r["id"]) for r in await conn.fetch(
-            _CLAIM, list(sources), list(ids), sorted(_lock_key(t) for t in lock_texts))
+            _CLAIM, list(sources), list(ids), sorted(lock_key(t) for t in lock_texts))
     }
     fresh = [pair for key, pair in unique.items() if key in claimed]
     outcome = Outcome(applied=len(fresh), duplicates=len(batch) - len(fresh),

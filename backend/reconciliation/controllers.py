@@ -13,6 +13,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from backend.audit import services as audit
 from backend.auth import READ, SRE, Principal
+from backend.errors import ConflictException
 from backend.paging import BigintId, decode_cursor, encode_cursor
 from backend.privacy import acting_user
 from backend.reconciliation import repair, services
@@ -47,7 +48,7 @@ class ReconciliationController(Controller):
         run, task = await reconciler.begin(data.system, data.site, day, trigger="on_demand",
                                            requested_by=acting_user(request.user, resources))
         if run is None:
-            raise repair.ConflictException("a run of this system and site is just starting or ending; ask again")
+            raise ConflictException("a run of this system and site is just starting or ending; ask again")
         started = RunStarted(run=run, started=task is not None)
         async with resources.pool.acquire() as conn:
             await audit.record(conn, request.user, action="reconciliation.run",

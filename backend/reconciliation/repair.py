@@ -13,11 +13,11 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException, ValidationException
-from litestar.status_codes import HTTP_409_CONFLICT
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
 
 from backend.audit import services as audit
 from backend.auth import Principal
+from backend.errors import ConflictException
 from backend.ingest import own_events
 from backend.ingest.own_events import signing_key
 from backend.journeys.merge import JourneyState
@@ -37,9 +37,6 @@ _encode = msgspec.json.encode
 # the principal of what Switchboard does by itself (auto-repair, a fallback's replay), in the audit log
 SWITCHBOARD = Principal(sub="switchboard", roles=frozenset({"system"}), sites=None)
 
-
-class ConflictException(ClientException):
-    status_code = HTTP_409_CONFLICT
 
 
 async def journey_state(conn: asyncpg.Connection, ref: str) -> tuple[uuid.UUID, list[str], JourneyState] | None:

@@ -16,7 +16,6 @@ The fallback then ends with the counts in `replay`. Command ids derive from (fal
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +26,7 @@ import msgspec
 from nats.errors import Error as NatsError
 
 from backend.audit import services as audit
+from backend.db import lock_key
 from backend.fallbacks.actions import step_event
 from backend.ingest import own_events
 from backend.reconciliation import live
@@ -48,9 +48,6 @@ def replay_command_id(fallback_id: int, ref: str) -> uuid.UUID:
     return uuid.uuid5(_REPLAY_NAMESPACE, f"fallback:{fallback_id}:{ref}")
 
 
-def _lock_key(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
-
 
 def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
@@ -66,12 +63,12 @@ async def replay_due(reconciler: Reconciler) -> None:
 async def replay(reconciler: Reconciler, fallback_id: int) -> dict[str, Any] | None:
     """Replay one fallback; None when it must wait (another replica has it, or the system cannot be reached)."""
     async with reconciler.pool.acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _lock_key(f"replay {fallback_id}")):
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(f"replay {fallback_id}")):
             return None
         try:
             return await _replay_locked(reconciler, conn, fallback_id)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _lock_key(f"replay {fallback_id}"))
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(f"replay {fallback_id}"))
 
 
 async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection, fallback_id: int) -> dict[str, Any] | None:

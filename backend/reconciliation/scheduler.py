@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Awaitable
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +17,7 @@ from typing import TypeVar
 import asyncpg
 from nats.errors import Error as NatsError
 
+from backend.db import lock_key
 from backend.integrations.health import MISSED_INTERVALS
 from backend.reconciliation import live, replay, runs, services, verify
 from backend.reconciliation.repair import SWITCHBOARD, resolve
@@ -34,10 +34,6 @@ _AUTO_REASON = "auto-repair (SWITCHBOARD_RECONCILE_AUTO_REPAIR)"
 _PAIRS_PER_PASS = 20
 _T = TypeVar("_T")
 
-
-def _lock_key(system: str, site: str) -> int:
-    digest = hashlib.blake2b(f"reconcile {system} {site}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 class Reconciler:
@@ -57,7 +53,7 @@ class Reconciler:
         """Start a run in the background; or, when this system and site has one in progress, that run and no task."""
         conn = await self.pool.acquire()
         try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _lock_key(system, site)):
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(f"reconcile {system} {site}")):
                 row = await conn.fetchrow("SELECT * FROM reconciliation_runs WHERE system = $1 AND site = $2"
                                           " AND status = 'running' ORDER BY id DESC LIMIT 1", system, site)
                 await self.pool.release(conn)
@@ -99,7 +95,7 @@ class Reconciler:
             await live.publish_status(conn, system, site)
         finally:
             with contextlib.suppress(Exception):
-                await conn.execute("SELECT pg_advisory_unlock($1)", _lock_key(system, site))
+                await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(f"reconcile {system} {site}"))
             await self.pool.release(conn)
         if changed and self.auto_repair:
             await self._auto_repair(changed)
