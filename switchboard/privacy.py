@@ -40,8 +40,8 @@ _NUMBERS = re.compile(f"{_PHONE}|{_NATIONAL_ID}")
 # digit runs a phone number or national id fills count (11 or more: random hex of 10 is all digits 1% of the time)
 _CANONICAL_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _IDENTIFIER = re.compile(rf"@|\d(?<![0-9A-Za-z]\d)\d{{10,}}(?![0-9A-Za-z])|{_NATIONAL_ID}")
-# a person's name as a code: two or more capitalised words (`John.Smith`, `Ada_Lovelace`, `crm:Jane-Doe`)
-_TITLED_NAME = re.compile(r"(?:[a-z][a-z0-9_]*:)?[A-Z][a-z]+(?:[._\- ][A-Z][a-z]+)+")
+# a person's name as a code: two or more capitalised words (`John.Smith`, `crm:Jane-Doe`, `/crm/Ada_Lovelace`)
+_TITLED_NAME = re.compile(r"(?:[a-z][a-z0-9_]*:|/[a-z][a-z0-9_]*/)?[A-Z][a-z]+(?:[._\- ][A-Z][a-z]+)+")
 # an actor's `sub` shaped like a name in any case: `john.smith`, `First_Last`
 _NAME_LIKE_SUB = re.compile(r"[A-Za-z][a-z]+[._ ][A-Za-z][a-z]+(?:[._ ][A-Za-z][a-z]+)*")
 

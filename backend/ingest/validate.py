@@ -112,6 +112,22 @@ def _personal_paths(data: Any, known: frozenset[str]) -> list[str]:
     return [_spelt(path) for path in found]
 
 
+def _personal_known_values(doc: dict[str, Any], envelope_known: frozenset[str],
+                           data_known: frozenset[str]) -> list[str]:
+    """Known fields of an event that did not decode whose strings look personal (an e-mail as its id...)."""
+    data = doc.get("data")
+    fields = [(f"$.{k}", v) for k, v in doc.items() if k in envelope_known and k != "data"]
+    if isinstance(data, dict):
+        fields += [(f"$.data.{k}", v) for k, v in data.items() if k in data_known]
+    found = []
+    for path, value in fields:
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(t, str) and (looks_personal_identifier(t) or (path == "$.data.error" and looks_personal(t)))
+               for t in texts):
+            found.append(path)
+    return found
+
+
 def _spelt(path: tuple[Any, ...] | None) -> str:
     parts: list[str] = []
     while path is not None:
@@ -204,6 +220,7 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
     envelope_known, data_known = known if known else (frozenset(), frozenset())
     data = doc.get("data")
     personal = _personal_paths(data, data_known) if isinstance(data, dict | list) else []
+    personal += _personal_known_values(doc, envelope_known, data_known)
     personal += [f"$.{redact_key(k[:_PATH_KEY_CHARS])}" for k in doc
                  if k not in envelope_known and k != "data" and is_pii_key(k)]
     if personal:
