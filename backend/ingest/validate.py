@@ -166,6 +166,14 @@ def _data_type(cls: type[CloudEvent]) -> type[msgspec.Struct]:
 _KNOWN = {name: (_field_names(cls) | {"type"}, _field_names(_data_type(cls))) for name, cls in EVENT_TYPES.items()}
 
 
+def _unreadable(body: bytes, reason: str) -> Rejected:
+    """A message that cannot be read as an event; `pii_rejected` (so that it is erased from its stream)
+    when its raw text looks personal, whatever its structure."""
+    personal = looks_personal(body.decode("utf-8", "replace"))
+    return Rejected(kind="pii_rejected" if personal else "invalid_event",
+                    reason=f"{reason}; it holds personal data" if personal else reason, payload=_opaque_payload(body))
+
+
 def _opaque_payload(body: bytes) -> dict[str, Any]:
     return {
         "size": len(body),
@@ -206,7 +214,7 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
     try:
         doc = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        return Rejected(kind="invalid_event", reason=f"malformed JSON: {exc}", payload=_opaque_payload(body))
+        return _unreadable(body, f"malformed JSON: {exc}")
     except RecursionError:
         doc = body  # nested beyond the decoder's own limit: refused below, unread
     if isinstance(doc, bytes) or _too_deep(doc):
@@ -299,8 +307,7 @@ def validate(
     `trust` bounds an event's date and the journeys its sender may speak about.
     """
     if len(body) > max_bytes:
-        return Rejected(kind="invalid_event", reason=f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit",
-                        payload=_opaque_payload(body))
+        return _unreadable(body, f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit")
     try:
         result: Accepted | Rejected = Accepted(_decoder.decode(body))
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
