@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import msgspec
 import websockets
-
 from nats.js.errors import NotFoundError
 
 from backend.auth import mint_token
