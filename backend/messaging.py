@@ -52,16 +52,17 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_streams(js: JetStreamContext, duplicate_window_s: float, replicas: int = 1,
-                         wait_s: float = 60.0) -> None:
+                         wait_s: float = 60.0, max_age_s: float = 7 * 24 * 3600.0) -> None:
     """Create or update the streams and the apply consumer; idempotent across concurrent backends.
 
     `replicas` is JetStream's copies of each stream: 3 on a three-node cluster survives losing a node.
+    `max_age_s` bounds how long a message is kept (`SWITCHBOARD_STREAM_MAX_AGE_S`): nothing raw stays for ever.
     A cluster that is still electing its leader answers late: keep asking for up to `wait_s`.
     """
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
         try:
-            return await _ensure_all(js, duplicate_window_s, replicas)
+            return await _ensure_all(js, duplicate_window_s, replicas, max_age_s)
         except (nats.errors.TimeoutError, ServiceUnavailableError):
             if asyncio.get_running_loop().time() > deadline:
                 raise
@@ -69,14 +70,14 @@ async def ensure_streams(js: JetStreamContext, duplicate_window_s: float, replic
             await asyncio.sleep(0.5)
 
 
-async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas: int) -> None:
+async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas: int, max_age_s: float) -> None:
     await _ensure_stream(js, StreamConfig(
         name=EVENTS_STREAM, subjects=["svc.events.>"], storage=StorageType.FILE,
-        duplicate_window=duplicate_window_s, num_replicas=replicas,
+        duplicate_window=duplicate_window_s, num_replicas=replicas, max_age=max_age_s,
     ))
     await _ensure_stream(js, StreamConfig(
         name=COMMANDS_STREAM, subjects=["svc.commands.>"], storage=StorageType.FILE,
-        duplicate_window=duplicate_window_s, num_replicas=replicas,
+        duplicate_window=duplicate_window_s, num_replicas=replicas, max_age=max_age_s,
     ))
     await js.add_consumer(EVENTS_STREAM, ConsumerConfig(
         durable_name=APPLY_CONSUMER, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,

@@ -17,10 +17,14 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
-from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
 from litestar.plugins.prometheus import PrometheusConfig
-from litestar.types import Scope
 from litestar.status_codes import HTTP_400_BAD_REQUEST
+from litestar.types import Scope
 
 from backend import db, messaging
 from backend.audit.controllers import AuditController
@@ -31,11 +35,12 @@ from backend.failures.controllers import FailureController
 from backend.fallbacks.controllers import FallbackController
 from backend.ingest import partitions
 from backend.ingest.consumer import ApplyWorker
+from backend.ingest.controllers import IngestController
+from backend.ingest.own_events import signing_key
+from backend.ingest.validate import trust_of
 from backend.integrations.controllers import IntegrationController
 from backend.integrations.monitor import IntegrationMonitor
 from backend.integrations.pace import PacePolicy
-from backend.ingest.controllers import IngestController
-from backend.ingest.own_events import signing_key
 from backend.journeys.controllers import JourneyController
 from backend.live.controllers import live_socket
 from backend.live.handshake import QueryTokenMiddleware
@@ -85,14 +90,15 @@ class SwitchboardPlugin(InitPluginProtocol):
         await partitions.ensure_partitions(pool)
         nc = await messaging.connect(settings.nats_url, "switchboard-backend")  # type: ignore[arg-type]
         js = nc.jetstream()
-        await messaging.ensure_streams(js, settings.duplicate_window_s, settings.stream_replicas)
+        await messaging.ensure_streams(js, settings.duplicate_window_s, settings.stream_replicas,
+                                       max_age_s=settings.stream_max_age_s)
         resources = Resources(settings=settings, pool=pool, nc=nc, js=js)
         app.state.resources = resources
         live = app.state.live = LiveService(nc, pool)
         await live.start()
         worker = ApplyWorker(nc, pool, batch=settings.apply_batch, max_bytes=settings.max_event_bytes,
                              known_systems=resources.known_systems, on_applied=live.on_applied,
-                             own_events_key=signing_key(settings))
+                             own_events_key=signing_key(settings), trust=trust_of(settings))
         relay = CommandRelay(pool, js, DeliveryPolicy(
             answer_timeout_s=settings.command_answer_timeout_s, backoff_s=settings.command_backoff_s,
             backoff_max_s=settings.command_backoff_max_s, max_attempts=settings.command_max_attempts,

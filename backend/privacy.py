@@ -1,7 +1,9 @@
-"""Keeping personal data out of what is stored: staff's free-text reasons and who did something.
+"""Keeping personal data out of what is stored: staff's free-text reasons, errors, and who did something.
 
-Every stored reason (audit log, fallbacks, drift items) goes through `scrubbed_reason`, and every
-stored actor other than the audit log's through `acting_user`, so one rule holds in one place.
+Every stored reason (audit log, fallbacks, drift items) goes through `scrubbed_reason`, every stored error
+(command results, reconciliation runs) through `scrubbed_error`, and every stored actor, the audit log's
+included, through `acting_user`/`actor_name`, so one rule holds in one place (the patterns themselves are
+switchboard/privacy.py's, shared with event validation and the logs).
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import hmac
 import re
 
 from backend.auth import Principal, signing_secret
-from backend.ingest.validate import scrub
 from backend.resources import Resources
+from switchboard.privacy import looks_like_a_name, looks_personal_identifier, scrub
+from switchboard.settings import Settings, get_settings
 
-# a token `sub` used as it is: an opaque code, nothing that could be an address or number
+# a token `sub` used as it is: an opaque code, nothing that could be an address, a number or a name
 _SAFE_SUB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 _LONG_NUMBER = re.compile(r"\d{7,}")
 
@@ -25,11 +28,31 @@ def scrubbed_reason(reason: str | None) -> str | None:
     return scrub(reason) if reason else reason
 
 
-def acting_user(principal: Principal, resources: Resources) -> str:
-    """Who acted, as stored outside the audit log (and as the user part of `/manual/<user>`): the token's
-    `sub` when it is a safe code, else a keyed pseudonym (stable per user, not reversible without the secret)."""
-    sub = principal.sub
-    if _SAFE_SUB.fullmatch(sub) and not _LONG_NUMBER.search(sub):
+def scrubbed_error(error: str | None) -> str | None:
+    """An error an upstream or a connector reported, stored without the personal data it may quote."""
+    return scrub(error) if error else error
+
+
+def _is_safe(sub: str) -> bool:
+    return (_SAFE_SUB.fullmatch(sub) is not None and not _LONG_NUMBER.search(sub)
+            and not looks_like_a_name(sub) and not looks_personal_identifier(sub))
+
+
+def actor_name(sub: str, settings: Settings) -> str:
+    """A token's `sub` as stored: as it is when it is a safe code, else a keyed pseudonym (stable per user,
+    not reversible without the secret). `John_Smith`, `jane.doe`, an e-mail or a phone number is pseudonymised."""
+    if _is_safe(sub):
         return sub
-    digest = hmac.new(signing_secret(resources.settings).encode(), sub.encode(), hashlib.sha256).hexdigest()
+    digest = hmac.new(signing_secret(settings).encode(), sub.encode(), hashlib.sha256).hexdigest()
     return f"u-{digest[:16]}"
+
+
+def acting_user(principal: Principal, resources: Resources) -> str:
+    """Who acted, as stored (and as the user part of `/manual/<user>`)."""
+    return actor_name(principal.sub, resources.settings)
+
+
+def audit_actor(principal: Principal) -> str:
+    """The audit log's actor: `actor_name` with this process's settings (the audit log is written where no
+    request's resources are at hand, by the reconciler too)."""
+    return actor_name(principal.sub, get_settings())

@@ -2,7 +2,7 @@
 
 Whatever a log call is given, the line never carries a token or personal data: bearer tokens and
 JWT-looking strings are cut, values under personal keys (in `extra` or in dict arguments) and
-e-mail/phone-like text are redacted, with the same rules as the event ingest (backend/ingest/validate.py).
+e-mail/phone-like text are redacted, with the same rules as the event ingest (switchboard/privacy.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from opentelemetry import trace
 
-from backend.ingest.validate import REDACTED, redact, scrub
+from switchboard.privacy import REDACTED, redact, scrub
 
 # `Bearer <anything>`, and three base64url parts the way a JWT (or a JWS of any kind) looks
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]+")

@@ -27,6 +27,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     duplicate_window_s: float = 120.0
     # copies JetStream keeps of each stream: 3 on a three-node cluster
     stream_replicas: int = 1
+    # how long JetStream keeps each message (both streams): the apply worker needs minutes, an outage of the
+    # database a few days at most; past that a raw message (which may carry what validation refuses) is gone
+    stream_max_age_s: float = 7 * 24 * 3600.0
+    # trust in the data (CONTRACT section 9): how far in the future an event may be dated, and `system=other`
+    # pairs naming the other systems whose references a system's events may have as subject
+    max_future_s: float = 300.0
+    acts_for: tuple[str, ...] = ("contact_center=appointments",)
     apply_batch: int = 500
     max_event_bytes: int = 64 * 1024
     allowed_origins: tuple[str, ...] = ()
@@ -114,7 +121,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 _ENV_PREFIX = "SWITCHBOARD_"
 _LISTS = frozenset({"allowed_origins", "extra_systems", "webhook_secrets", "webhook_retry_s", "pace_staff_commands",
-                    "reconcile_auto_repair"})
+                    "reconcile_auto_repair", "acts_for"})
 
 
 def _from_env() -> dict[str, object]:

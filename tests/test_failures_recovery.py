@@ -127,13 +127,12 @@ async def test_a_payload_that_cannot_become_valid_stays_open_and_says_why(api, j
     await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
     pii = await one_failure(api, sre, site=site, kind="pii_rejected")
     fax = await one_failure(api, sre, site=site, kind="unauthorized_source")
-    notes = []
-    for failure in (pii, fax):
-        retried = (await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})).json()
-        assert (retried["outcome"], retried["status"], retried["attempts"]) == ("still_failing", "open", 2)
-        notes.append(retried["note"])
-    assert "stored redacted, so this payload can never become valid" in notes[0]
-    assert notes[1] is None
+    retried = (await api.post(f"/api/v1/failures/{pii['id']}/retry", headers=sre, json={})).json()
+    assert (retried["outcome"], retried["status"], retried["attempts"]) == ("still_failing", "open", 2)
+    assert "stored redacted, so this payload can never become valid" in retried["note"]
+    refused = await api.post(f"/api/v1/failures/{fax['id']}/retry", headers=sre, json={})
+    assert refused.status_code == 409 and "never retried" in refused.text
+    assert (await api.get(f"/api/v1/failures/{fax['id']}", headers=sre)).json()["attempts"] == 1
     pii_retry = (await api.get(f"/api/v1/failures/{pii['id']}", headers=sre)).json()
     assert pii_retry["kind"] == "pii_rejected"
     last = (await api.get("/api/v1/audit", params={"actor": "test-sre"}, headers=sre)).json()["items"]
@@ -141,37 +140,45 @@ async def test_a_payload_that_cannot_become_valid_stays_open_and_says_why(api, j
     assert "stored redacted" in pii_audit["result"]["note"]
 
 
-async def test_bulk_retry_retries_exactly_the_previewed_set(api, js, token, uid):
+async def test_bulk_retry_retries_exactly_the_previewed_set(api, js, pool, token, uid):
     site, other = f"site-{uid}", f"other-{uid}"
     sre = bearer(token, "sre", [site, other])
-    for n in range(3):
-        await wrong_subject(js, cloud_event("customer.arrived", f"queue:M{n}-{uid}", {"site": site}))
-    await wrong_subject(js, cloud_event("customer.arrived", f"queue:O-{uid}", {"site": other}))
-    await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
-    await eventually(lambda: _count(api, sre, 3, site=site, kind="source_mismatch"))
-    await one_failure(api, sre, site=other)
-    await one_failure(api, sre, site=site, kind="unauthorized_source")
 
-    wanted = {"filter": {"site": site, "kind": "source_mismatch"}}
-    preview = (await api.post("/api/v1/failures/retry", headers=sre, json=wanted)).json()
-    assert (preview["matched"], preview["dry_run"], preview["results"]) == (3, True, [])
+    async def poisoned(name: str, at: str) -> None:
+        await publish(js, cloud_event("customer.arrived", f"queue:{name}-{uid}", {"site": at}, id=f"poison-{uid}-{name}"))
 
-    # after the preview: one more matching failure (not in the previewed set) and one of the set discarded
-    await wrong_subject(js, cloud_event("customer.arrived", f"queue:M3-{uid}", {"site": site}))
-    [newest, *previewed] = await eventually(lambda: _count(api, sre, 4, site=site, kind="source_mismatch"))
-    discarded = previewed[0]
-    await api.post(f"/api/v1/failures/{discarded['id']}/discard", headers=sre, json={"reason": "duplicate"})
-    stale = await api.post("/api/v1/failures/retry", headers=sre,
-                           json={"dry_run": False, "selection": preview["selection"]})
-    assert stale.status_code == 409
-    assert "2 match now, not 3" in stale.json()["title"]
-    assert all(f["attempts"] == 1 and f["status"] in ("open", "discarded")
-               for f in await failures_of(api, sre, site=site, kind="source_mismatch"))
+    await _poison_events(pool, uid)
+    try:
+        for n in range(3):
+            await poisoned(f"M{n}", site)
+        await poisoned("O", other)
+        await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
+        await eventually(lambda: _count(api, sre, 3, site=site, kind="apply_error"))
+        await one_failure(api, sre, site=other)
+        await one_failure(api, sre, site=site, kind="unauthorized_source")
 
-    preview = (await api.post("/api/v1/failures/retry", headers=sre, json=wanted)).json()
-    assert preview["matched"] == 3
-    await wrong_subject(js, cloud_event("customer.arrived", f"queue:M4-{uid}", {"site": site}))
-    [latecomer, *_] = await eventually(lambda: _count(api, sre, 5, site=site, kind="source_mismatch"))
+        wanted = {"filter": {"site": site, "kind": "apply_error"}}
+        preview = (await api.post("/api/v1/failures/retry", headers=sre, json=wanted)).json()
+        assert (preview["matched"], preview["dry_run"], preview["results"]) == (3, True, [])
+
+        # after the preview: one more matching failure (not in the previewed set) and one of the set discarded
+        await poisoned("M3", site)
+        [newest, *previewed] = await eventually(lambda: _count(api, sre, 4, site=site, kind="apply_error"))
+        discarded = previewed[0]
+        await api.post(f"/api/v1/failures/{discarded['id']}/discard", headers=sre, json={"reason": "duplicate"})
+        stale = await api.post("/api/v1/failures/retry", headers=sre,
+                               json={"dry_run": False, "selection": preview["selection"]})
+        assert stale.status_code == 409
+        assert "2 match now, not 3" in stale.json()["title"]
+        assert all(f["attempts"] == 1 and f["status"] in ("open", "discarded")
+                   for f in await failures_of(api, sre, site=site, kind="apply_error"))
+
+        preview = (await api.post("/api/v1/failures/retry", headers=sre, json=wanted)).json()
+        assert preview["matched"] == 3
+        await poisoned("M4", site)
+        [latecomer, *_] = await eventually(lambda: _count(api, sre, 5, site=site, kind="apply_error"))
+    finally:
+        await _cure_events(pool, uid)
     done = await api.post("/api/v1/failures/retry", headers=sre,
                           json={"dry_run": False, "selection": preview["selection"], "reason": "connector fixed"})
     assert done.status_code == 200
@@ -179,7 +186,7 @@ async def test_bulk_retry_retries_exactly_the_previewed_set(api, js, token, uid)
     retried = {newest["id"], *(f["id"] for f in previewed[1:])}
     assert sorted(r["failure_id"] for r in results) == sorted(retried)
     assert {r["outcome"] for r in results} == {"resolved"}
-    after = {f["id"]: f["status"] for f in await failures_of(api, sre, site=site, kind="source_mismatch")}
+    after = {f["id"]: f["status"] for f in await failures_of(api, sre, site=site, kind="apply_error")}
     assert after == {**dict.fromkeys(retried, "resolved"), discarded["id"]: "discarded", latecomer["id"]: "open"}
     assert [f["status"] for f in await failures_of(api, sre, site=other)] == ["open"]
     assert [f["status"] for f in await failures_of(api, sre, site=site, kind="unauthorized_source")] == ["open"]
@@ -303,26 +310,35 @@ async def _failure_with_subject(api, headers, site, ref):
     return [f for f in items if f["payload"].get("subject") == ref]
 
 
-async def test_every_failure_change_is_announced_once_committed(api, js, settings, token, uid):
+async def test_every_failure_change_is_announced_once_committed(api, js, pool, settings, token, uid):
     site = f"site-{uid}"
     sre = bearer(token, "sre", [site])
     heard: list[dict] = []
     listener = await asyncpg.connect(settings.database_url)
     await listener.add_listener("switchboard_failures", lambda *args: heard.append(msgspec.json.decode(args[3])))
     try:
-        await wrong_subject(js, cloud_event("customer.arrived", f"queue:M-{uid}", {"site": site}))
+        await _poison_events(pool, uid)
+        try:
+            await publish(js, cloud_event("customer.arrived", f"queue:M-{uid}", {"site": site}, id=f"poison-{uid}"))
+            poisoned = await one_failure(api, sre, site=site, kind="apply_error")
+        finally:
+            await _cure_events(pool, uid)
         await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
-        mismatch = await one_failure(api, sre, site=site, kind="source_mismatch")
         fax = await one_failure(api, sre, site=site, kind="unauthorized_source")
-        await api.post(f"/api/v1/failures/{mismatch['id']}/retry", headers=sre, json={})
-        await api.post(f"/api/v1/failures/{fax['id']}/retry", headers=sre, json={})
+        await publish(js, cloud_event("customer.arrived", f"queue:F-{uid}", {"site": site},
+                                      time=datetime(9999, 1, 1, tzinfo=UTC)))
+        future = await one_failure(api, sre, site=site, kind="invalid_event")
+        await api.post(f"/api/v1/failures/{poisoned['id']}/retry", headers=sre, json={})
+        assert (await api.post(f"/api/v1/failures/{fax['id']}/retry", headers=sre, json={})).status_code == 409
+        await api.post(f"/api/v1/failures/{future['id']}/retry", headers=sre, json={})
         await api.post(f"/api/v1/failures/{fax['id']}/discard", headers=sre, json={"reason": "retired system"})
 
         def changes_of(failure_id: int) -> list[str]:
             return [h["change"] for h in heard if failure_id in h["ids"]]
 
-        await eventually(lambda: asyncio.sleep(0, len(changes_of(fax["id"])) == 3))
-        assert changes_of(mismatch["id"]) == ["opened", "resolved"]
-        assert changes_of(fax["id"]) == ["opened", "retrying", "discarded"]
+        await eventually(lambda: asyncio.sleep(0, len(changes_of(fax["id"])) == 2))
+        assert changes_of(poisoned["id"]) == ["opened", "resolved"]
+        assert changes_of(future["id"]) == ["opened", "retrying"]
+        assert changes_of(fax["id"]) == ["opened", "discarded"]  # a refused retry changes nothing
     finally:
         await listener.close()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import msgspec
 import pytest
 
-from backend.ingest.validate import REDACTED, Accepted, Rejected, validate
+from backend.ingest.validate import REDACTED, Accepted, Rejected, Trust, trust_of, validate
 from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, SEED_SYSTEMS
+from switchboard.settings import Settings
 from tests.conftest import cloud_event
 
 SYSTEMS = SEED_SYSTEMS | RESERVED_SYSTEMS
@@ -153,3 +156,72 @@ def test_reserved_systems_need_the_backends_signature_even_on_nats(source):
     signed = check(body_of("ticket.called", source=source), subject_system=system, subject_type="ticket.called",
                    signed_by_backend=True)
     assert isinstance(signed, Accepted)
+
+
+# CONTRACT section 9: the values of a decoded event are checked too, and a connector speaks for its own journeys
+
+
+@pytest.mark.parametrize(("field", "changes"), [
+    ("$.subject", {"subject": "queue:07946123456"}),
+    ("$.data.service", {"data": {**VALID_DATA["appointment.booked"], "service": "John.Smith"}}),
+    ("$.data.links[0]", {"data": {**VALID_DATA["appointment.booked"], "links": ["crm:19800101-1234"]}}),
+    ("$.id", {"id": "ada.lovelace@example.org"}),
+    ("$.source", {"source": "/queue/Ada_Lovelace"}),
+    ("$.data.site", {"data": {**VALID_DATA["appointment.booked"], "site": "800101-1234"}}),
+])
+def test_personal_values_in_typed_fields_refuse_the_event(field, changes):
+    body = body_of("appointment.booked", **{"subject": "queue:T-0042", **changes})
+    result = check(body)
+    assert isinstance(result, Rejected) and result.kind == "pii_rejected", result
+    assert field in result.reason
+    stored = msgspec.json.encode([result.payload, result.subject, result.event_id, result.event_source, result.site,
+                                  result.reason]).decode()
+    for personal in ("07946123456", "John.Smith", "19800101-1234", "ada.lovelace@example.org", "Ada_Lovelace",
+                     "800101-1234"):
+        assert personal not in stored
+
+
+@pytest.mark.parametrize("reference", ["queue:T-0042", "queue:Q-1234567890", "appointments:A-1001",
+                                       "crm:123e4567-e89b-12d3-a456-426614174000", "queue:M-001"])
+def test_references_that_merely_hold_digits_are_accepted(reference):
+    result = check(body_of("customer.arrived", subject=reference, source=f"/{reference.split(':')[0]}",
+                           id="123e4567-e89b-12d3-a456-426614174000"))
+    assert isinstance(result, Accepted), result
+
+
+def test_a_command_error_quoting_a_customer_refuses_the_result():
+    data = {**VALID_DATA["command.result"], "error": "could not reach 07946 123456 x 0123456789"}
+    result = check(body_of("command.result", data=data))
+    assert isinstance(result, Rejected) and result.kind == "pii_rejected"
+    assert "0123456789" not in msgspec.json.encode(result.payload).decode()
+
+
+def test_an_event_dated_in_the_future_is_invalid_beyond_the_limit():
+    soon = datetime.now(UTC) + timedelta(seconds=200)
+    assert isinstance(check(body_of("ticket.called", time=soon.isoformat())), Accepted)
+    far = check(body_of("ticket.called", time="9999-12-31T23:59:59Z"))
+    assert isinstance(far, Rejected) and far.kind == "invalid_event" and "future" in far.reason
+    strict = check(body_of("ticket.called", time=soon.isoformat()), trust=Trust.from_pairs(60, []))
+    assert isinstance(strict, Rejected) and strict.kind == "invalid_event"
+
+
+def test_a_connector_names_only_its_own_references_or_those_it_acts_for():
+    booked = VALID_DATA["appointment.booked"]
+    foreign = check(body_of("customer.arrived", subject="queue:T-1", source="/crm"))
+    assert isinstance(foreign, Rejected) and foreign.kind == "unauthorized_source"
+    assert "crm" in foreign.reason and "queue" in foreign.reason
+    on_behalf = check(body_of("appointment.booked", subject="appointments:A-1", source="/contact_center", data=booked))
+    assert isinstance(on_behalf, Accepted), on_behalf
+    not_declared = check(body_of("appointment.booked", subject="appointments:A-1", source="/contact_center",
+                                 data=booked), trust=Trust.from_pairs(300, ["crm=appointments"]))
+    assert isinstance(not_declared, Rejected) and not_declared.kind == "unauthorized_source"
+    declared = check(body_of("customer.arrived", subject="queue:T-1", source="/crm"),
+                     trust=Trust.from_pairs(300, ["crm=queue", "crm=appointments"]))
+    assert isinstance(declared, Accepted)
+    # a command's result is about the command, whichever reference it names
+    result = check(body_of("command.result", subject="appointments:A-1"))
+    assert isinstance(result, Accepted)
+
+
+def test_the_default_acts_for_matches_the_catalogue():
+    assert trust_of(Settings()).acts_for == {"contact_center": frozenset({"appointments"})}

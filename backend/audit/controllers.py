@@ -10,6 +10,7 @@ from backend.audit import services
 from backend.audit.schemas import AuditPage
 from backend.auth import AUDIT
 from backend.paging import decode_cursor, encode_cursor
+from backend.privacy import actor_name
 from backend.resources import AppResources
 
 
@@ -23,6 +24,8 @@ class AuditController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
     ) -> AuditPage:
         before = decode_cursor(cursor, int)[0] if cursor else None
+        if actor is not None:  # a personal-looking `sub` is stored as its pseudonym: find it by either
+            actor = actor_name(actor, resources.settings)
         async with resources.pool.acquire() as conn:
             items = await services.list_entries(conn, actor=actor, since=since, limit=limit + 1, cursor=before)
         next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None

@@ -10,17 +10,18 @@ import msgspec
 
 from backend.audit.schemas import AuditEntry
 from backend.auth import Principal
-from backend.privacy import scrubbed_reason
+from backend.privacy import audit_actor, scrubbed_reason
 
 
 async def record(conn: asyncpg.Connection, principal: Principal, *, action: str, target: str, reason: str | None,
                  result: Any) -> None:
     """One action by one person, written in the transaction of the action itself.
 
-    The reason is free text typed by staff: it is scrubbed like every stored reason (`backend.privacy`)."""
+    The reason is free text typed by staff: it is scrubbed like every stored reason, and an actor whose `sub`
+    looks personal (an e-mail, a number, `First_Last`) is stored as its pseudonym (`backend.privacy`)."""
     await conn.execute(
         "INSERT INTO audit_log (actor, roles, action, target, reason, result) VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        principal.sub, sorted(principal.roles), action, target, scrubbed_reason(reason),
+        audit_actor(principal), sorted(principal.roles), action, target, scrubbed_reason(reason),
         msgspec.json.encode(result).decode())
 
 

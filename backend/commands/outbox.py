@@ -17,6 +17,7 @@ from backend.failures.services import failure_changed
 from backend.journeys.merge import JourneyState, merge
 from backend.routing.engine import JourneyChange, PlannedCommand, active, plan
 from switchboard.events import CloudEvent, CommandResult
+from switchboard.privacy import scrub
 
 
 def planned_commands(
@@ -79,7 +80,7 @@ async def record_answers(conn: asyncpg.Connection, results: list[CommandResult])
         RETURNING c.id, c.status
         """,
         list(answers), [r.system for r in answers.values()], [r.data.status for r in answers.values()],
-        [r.data.error for r in answers.values()],
+        [scrub(r.data.error) if r.data.error else None for r in answers.values()],  # an upstream may quote a customer
     )
     ok = [str(r["id"]) for r in settled if r["status"] == "ok"]
     if ok:

@@ -3,7 +3,9 @@
 A retry tells the truth: an inbound failure is resolved only when its stored event validates and
 applies now; a command failure is re-sent and resolved only when the system answers `ok`.
 A retry of the same failure again within the debounce window, or while its command is still being
-re-sent, is the same click: it changes nothing and says so.
+re-sent, is the same click: it changes nothing and says so. A retry never overrules the transport:
+an event refused for who sent it (`unauthorized_source`, `source_mismatch`) is only ever discarded
+(CONTRACT section 9), since what is stored of it no longer says how it arrived.
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ from backend.errors import ConflictException
 from backend.failures import services
 from backend.failures.schemas import BulkFilter, BulkRetryResult, RetryResult
 from backend.ingest.apply import apply_events
-from backend.ingest.validate import Accepted, validate
+from backend.ingest.validate import Accepted, trust_of, validate
 from backend.paging import decode_cursor, encode_cursor
 from backend.privacy import acting_user
 from backend.resources import Resources
 
 COMMAND_KINDS = frozenset({"command_failed", "command_timeout"})
+# refused for who sent them: a retry re-validates the stored payload without the NATS subject or the token
+# it came with, so it would apply an event its sender was not allowed to send
+UNRETRYABLE_KINDS = frozenset({"unauthorized_source", "source_mismatch"})
+UNRETRYABLE_NOTE = ("an event refused for who sent it is never applied by a retry; discard it, and have the"
+                    " system it belongs to send it")
 _PII_NOTE = ("personal data is stored redacted, so this payload can never become valid;"
              " the source must send the event again without it")
-
 
 
 async def _locked_failure(conn: asyncpg.Connection, principal: Principal, failure_id: int) -> asyncpg.Record:
@@ -70,9 +76,13 @@ async def _retry_command(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
 async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: str,
                          resources: Resources) -> RetryResult:
     settings = resources.settings
-    checked = validate(msgspec.json.encode(msgspec.json.decode(row["payload"])), max_bytes=settings.max_event_bytes,
-                       known_systems=resources.known_systems)
-    note = _PII_NOTE if row["kind"] == "pii_rejected" else None
+    note = None
+    if row["kind"] == "pii_rejected":  # the redacted payload is not what was sent: it is never applied
+        kind, reason, note = row["kind"], row["reason"], _PII_NOTE
+        checked = None
+    else:
+        checked = validate(msgspec.json.encode(msgspec.json.decode(row["payload"])), max_bytes=settings.max_event_bytes,
+                           known_systems=resources.known_systems, trust=trust_of(settings))
     if isinstance(checked, Accepted):
         try:
             async with conn.transaction():
@@ -86,7 +96,7 @@ async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
             await services.failure_changed(conn, [row["id"]], "resolved")
             done = "the event is applied" if applied.applied else "the event had already been applied"
             return _result(resolved, "resolved", done)
-    else:
+    elif checked is not None:
         kind, reason = checked.kind, checked.reason
     still = await conn.fetchrow(
         "UPDATE failures SET status = 'open', kind = $2, reason = $3, attempts = attempts + 1, last_at = now(),"
@@ -102,6 +112,8 @@ async def retry(resources: Resources, principal: Principal, failure_id: int, rea
         debounce = timedelta(seconds=resources.settings.retry_debounce_s)
         if row["status"] == "discarded":
             raise ConflictException("a discarded failure is not retried")
+        if row["kind"] in UNRETRYABLE_KINDS:
+            raise ConflictException(f"a {row['kind']} failure is never retried: {UNRETRYABLE_NOTE}")
         if row["status"] == "resolved":
             result = _result(row, "already_resolved")
         elif row["last_retry_at"] and datetime.now(UTC) - row["last_retry_at"] < debounce:
@@ -155,14 +167,19 @@ async def bulk_retry(resources: Resources, principal: Principal, wanted: BulkFil
     else:
         up_to = None
     async with resources.pool.acquire() as conn:
-        ids = await services.matching_ids(conn, sites=principal.scope(wanted.site), kind=wanted.kind,
+        matched = await services.matching(conn, sites=principal.scope(wanted.site), kind=wanted.kind,
                                           system=wanted.system, up_to=up_to)
+    ids = [failure_id for failure_id, _ in matched]
+    retryable = [failure_id for failure_id, kind in matched if kind not in UNRETRYABLE_KINDS]
+    skipped = len(ids) - len(retryable)
+    note = f"{skipped} refused for who sent them, never retried: discard them" if skipped else None
     if selection is not None and (len(ids) != count or _digest(ids) != digest):
         raise ConflictException(f"the matching set changed since the preview ({len(ids)} match now, not {count});"
                                 " preview again")
     token = encode_cursor(wanted.kind or "", wanted.system or "", wanted.site or "", max(ids, default=0), len(ids),
                           _digest(ids))
     if dry_run:
-        return BulkRetryResult(matched=len(ids), selection=token, dry_run=True)
-    results = [await retry(resources, principal, failure_id, reason, selection=token) for failure_id in ids]
-    return BulkRetryResult(matched=len(ids), selection=token, dry_run=False, results=results)
+        return BulkRetryResult(matched=len(ids), selection=token, dry_run=True, skipped=skipped, note=note)
+    results = [await retry(resources, principal, failure_id, reason, selection=token) for failure_id in retryable]
+    return BulkRetryResult(matched=len(ids), selection=token, dry_run=False, results=results, skipped=skipped,
+                           note=note)

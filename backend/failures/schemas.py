@@ -87,7 +87,11 @@ class BulkRetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
 
 class BulkRetryResult(msgspec.Struct, kw_only=True):
+    """`matched` counts the whole set; `skipped` those of it never retried (refused for who sent them)."""
+
     matched: int
     selection: str
     dry_run: bool
     results: list[RetryResult] = []
+    skipped: int = 0
+    note: str | None = None

@@ -11,6 +11,7 @@ import msgspec
 
 from backend.failures.schemas import Failure, FailureImpact
 from backend.ingest.validate import Rejected
+from switchboard.privacy import scrub, scrub_identifier
 
 FailureChange = Literal["opened", "retrying", "resolved", "discarded"]
 CHANGES_CHANNEL = "switchboard_failures"
@@ -41,12 +42,16 @@ def _storable(value: Any) -> Any:
 
 
 async def record_inbound(conn: asyncpg.Connection, rejected: Sequence[tuple[Rejected, str]]) -> None:
-    """Store rejected inbound messages; `dedupe_key` makes a redelivered message the same failure."""
+    """Store rejected inbound messages; `dedupe_key` makes a redelivered message the same failure.
+
+    The columns a failure is found by are checked like its payload: one that looks personal is dropped whole.
+    """
     if not rejected:
         return
     columns = list(zip(*[
-        _storable((key, r.kind, r.system, r.site, r.subject, r.event_source, r.event_id, r.event_type,
-                   r.reason[:1000], msgspec.json.encode(_storable(r.payload)).decode()))
+        _storable((key, r.kind, r.system, *map(scrub_identifier, (r.site, r.subject, r.event_source, r.event_id,
+                                                                  r.event_type)),
+                   scrub(r.reason[:1000]), msgspec.json.encode(_storable(r.payload)).decode()))
         for r, key in rejected
     ], strict=True))
     opened = await conn.fetch(
@@ -168,16 +173,16 @@ async def get_failure(conn: asyncpg.Connection, failure_id: int) -> Failure | No
     return found[0] if found else None
 
 
-async def matching_ids(conn: asyncpg.Connection, *, sites: list[str] | None, kind: str | None, system: str | None,
-                       up_to: int | None) -> list[int]:
-    """Ids of the open failures a bulk retry's filter matches, oldest first; `up_to` bounds the set."""
+async def matching(conn: asyncpg.Connection, *, sites: list[str] | None, kind: str | None, system: str | None,
+                   up_to: int | None) -> list[tuple[int, str]]:
+    """Ids and kinds of the open failures a bulk retry's filter matches, oldest first; `up_to` bounds the set."""
     args: list[Any] = []
     where = _filters(args, sites=sites, status="open", kind=kind, system=system)
     if up_to is not None:
         args.append(up_to)
         where.append(f"f.id <= ${len(args)}")
-    rows = await conn.fetch(f"SELECT f.id FROM failures f WHERE {' AND '.join(where)} ORDER BY f.id", *args)
-    return [r["id"] for r in rows]
+    rows = await conn.fetch(f"SELECT f.id, f.kind FROM failures f WHERE {' AND '.join(where)} ORDER BY f.id", *args)
+    return [(r["id"], r["kind"]) for r in rows]
 
 
 async def get_failures(conn: asyncpg.Connection, failure_ids: Sequence[int]) -> list[Failure]:

@@ -7,6 +7,7 @@ messages: a nearly empty stream gives small batches applied at once, a backlog f
 batch queues behind another. A batch is applied in one transaction and acknowledged only after
 commit, so a crash redelivers it and the inbox turns the redelivery into duplicates. A message that
 cannot be applied becomes a failure and is acknowledged: a poison message never blocks the stream.
+A message refused for personal data is erased from the stream once its redacted failure is committed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import NamedTuple, TypeVar
 from uuid import UUID
 
 import asyncpg
+import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -32,7 +34,7 @@ from backend.failures.services import record_inbound
 from backend.ingest.apply import Outcome, apply_events
 from backend.ingest.own_events import is_signed
 from backend.ingest.pull import PullFeed
-from backend.ingest.validate import Accepted, Rejected, rejected_event, validate
+from backend.ingest.validate import DEFAULT_TRUST, Accepted, Rejected, Trust, rejected_event, validate
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
 from switchboard import tracing
 from switchboard.events import RESERVED_SYSTEMS, CloudEvent
@@ -46,6 +48,7 @@ _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, 
                 asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError)
 
 _CONTENTION_RETRIES = 8
+_NO_SUCH_MESSAGE = 10037  # JetStream's "no message found"
 # Validation runs while the worker waits for Postgres, in chunks this small: one long run of it would hold up the
 # worker's next statement (its answer waits for the event loop), and the worker is the pipeline's bottleneck.
 _CLASSIFY_CHUNK = 50
@@ -102,7 +105,7 @@ class ApplyWorker:
     def __init__(self, nc: NATS, pool: asyncpg.Pool, *, batch: int, max_bytes: int,
                  known_systems: frozenset[str], on_applied: OnApplied | None = None,
                  stream: str = EVENTS_STREAM, durable: str = APPLY_CONSUMER, own_events_key: bytes | None = None,
-                 ) -> None:
+                 trust: Trust = DEFAULT_TRUST) -> None:
         self.nc = nc
         self.stream = stream
         self.durable = durable
@@ -113,6 +116,7 @@ class ApplyWorker:
         self.known_systems = known_systems
         self.on_applied = on_applied
         self.own_events_key = own_events_key  # None: no message is taken for the backend's own
+        self.trust = trust
         self._keep_connection = False
         self._held: asyncpg.Connection | None = None
 
@@ -154,6 +158,11 @@ class ApplyWorker:
             await self._drop_connection()
             await feed.stop()
 
+    @property
+    def _key_prefix(self) -> str:
+        """A stream message's failure is keyed by its sequence: a redelivery is the same failure."""
+        return f"nats:{self.stream}:"
+
     def classify(self, msgs: list[Msg]) -> tuple[AcceptedEvents, RejectedMessages]:
         accepted: AcceptedEvents = []
         rejected: RejectedMessages = []
@@ -164,11 +173,11 @@ class ApplyWorker:
             signed = (system in RESERVED_SYSTEMS and self.own_events_key is not None
                       and is_signed(self.own_events_key, msg.data, msg.headers))
             result = validate(msg.data, max_bytes=self.max_bytes, known_systems=self.known_systems,
-                              subject_system=system, subject_type=type_, signed_by_backend=signed)
+                              subject_system=system, subject_type=type_, signed_by_backend=signed, trust=self.trust)
             if isinstance(result, Accepted):
                 accepted.append((result.event, result.dropped_fields))
             else:
-                rejected.append((result, f"nats:{self.stream}:{msg.metadata.sequence.stream}"))
+                rejected.append((result, f"{self._key_prefix}{msg.metadata.sequence.stream}"))
         for (type_label, system_label), n in arrived.items():
             metrics.EVENTS_IN.labels(type_label, system_label).inc(n)
         return accepted, rejected
@@ -195,6 +204,7 @@ class ApplyWorker:
             # committed but not acknowledged: JetStream redelivers and the inbox makes them duplicates
             log.warning("acknowledging failed (%s); the batch will be redelivered", type(exc).__name__)
         self.handled += len(msgs)
+        await self._erase_personal(rejected)
         self._count(accepted, rejected, outcome)
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(msgs))
@@ -203,6 +213,16 @@ class ApplyWorker:
             metrics.INGEST_DELAY.observe(max(time.time() - stored_at, 0.0))
         if self.on_applied and outcome.applied:
             await self.on_applied(outcome)
+
+    async def _erase_personal(self, rejected: RejectedMessages) -> None:
+        """Erase (overwrite, not only delete) the messages refused for personal data, now that their redacted
+        failures are committed. One that cannot be erased now is still gone when the stream's age limit passes."""
+        sequences = [int(key.removeprefix(self._key_prefix)) for failure, key in rejected
+                     if failure.kind == "pii_rejected" and key.startswith(self._key_prefix)]
+        erased = await asyncio.gather(*(erase_message(self.nc, self.stream, seq) for seq in sequences),
+                                      return_exceptions=True)
+        if missed := sum(1 for e in erased if e is not True):
+            log.warning("%d messages refused for personal data could not be erased yet", missed)
 
     async def apply_batch(self, accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]],
                           ) -> tuple[Outcome, list[tuple[Rejected, str]]]:
@@ -287,6 +307,17 @@ class ApplyWorker:
         metrics.count_failures((failure for failure, _ in rejected), self.known_systems)
         if outcome.duplicates:
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)
+
+
+async def erase_message(nc: NATS, stream: str, seq: int) -> bool:
+    """JetStream's message delete with erase: the stored bytes are overwritten, not only unlinked.
+
+    The request is spelt out (`no_erase: false`) rather than left to a client library's default."""
+    reply = await nc.request(f"$JS.API.STREAM.MSG.DELETE.{stream}",
+                             msgspec.json.encode({"seq": seq, "no_erase": False}), timeout=5)
+    answer = msgspec.json.decode(reply.data)
+    # already gone (erased by another replica, or aged out) is as good as erased
+    return bool(answer.get("success")) or answer.get("error", {}).get("err_code") == _NO_SUCH_MESSAGE
 
 
 def _start_apply_spans(accepted: list[tuple[CloudEvent, int]]) -> dict[tuple[str, str], Span]:

@@ -2,38 +2,73 @@
 
 The common case is one typed decode of the whole message (the tagged union). Only a message that
 fails it is parsed generically, to tell personal data (refused whole) from unknown non-personal
-fields (dropped and counted) from plain invalid input.
+fields (dropped and counted) from plain invalid input. Either way the values of the event it makes
+are checked for personal data (switchboard/privacy.py), and its date and subject against what its
+sender may say (`Trust`). Everything here costs time linear in the message's size.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import msgspec
 
 from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, CloudEvent, Event
+from switchboard.privacy import (
+    REDACTED,
+    is_pii_key,
+    looks_personal,
+    looks_personal_identifier,
+    redact,
+    redact_key,
+    scrub,
+    scrub_identifier,
+)
+from switchboard.settings import Settings
+
+__all__ = ["REDACTED", "Accepted", "Rejected", "Trust", "redact", "rejected_event", "scrub", "trust_of",
+           "validate"]
 
 FailureKind = Literal["invalid_event", "pii_rejected", "source_mismatch", "unauthorized_source", "apply_error"]
 
 _decoder = msgspec.json.Decoder(Event)
-
-# Keys of a personal kind, compared lower-cased without separators.
-_PII_KEYS = frozenset({
-    "name", "firstname", "lastname", "fullname", "surname", "givenname", "familyname", "username", "displayname",
-    "email", "emailaddress", "mail", "phone", "phonenumber", "mobile", "tel", "telephone", "msisdn",
-    "address", "street", "streetaddress", "postcode", "postalcode", "zip", "zipcode",
-    "birthdate", "dateofbirth", "dob", "birthday", "nationalid", "ssn", "socialsecuritynumber", "passport",
-    "passportnumber", "taxid", "personalnumber", "idnumber", "iban",
-    "note", "notes", "comment", "comments", "freetext", "text", "message", "description", "remarks",
-})
-_PII_KEY_PARTS = ("email", "phone", "birth", "address", "passport", "national", "ssn", "firstname", "lastname")
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"(?<![\w\-])\+\d[\d \-]{6,}\d|\b\d{9,}\b")
-REDACTED = "[redacted]"
 # deeper than any canonical event; deeper documents are refused unread (Postgres' jsonb and recursion have limits)
 MAX_DEPTH = 32
+_REASON_PATHS = 10  # personal fields named in a refusal's reason
+_PATH_KEY_CHARS = 64  # of each key in such a path
+
+
+class Trust(msgspec.Struct, frozen=True, kw_only=True):
+    """What a connector may say about the world (CONTRACT section 9).
+
+    `max_future_s`: how far after its arrival an event may be dated. `acts_for`: per system, the other
+    systems whose references it may use as an event's subject (contact_center books appointments).
+    """
+
+    max_future_s: float = 300.0
+    acts_for: Mapping[str, frozenset[str]] = msgspec.field(
+        default_factory=lambda: {"contact_center": frozenset({"appointments"})})
+
+    @classmethod
+    def from_pairs(cls, max_future_s: float, pairs: Iterable[str]) -> Trust:
+        """From `system=other` pairs (`SWITCHBOARD_ACTS_FOR`), a system named once per system it acts for."""
+        acts_for: dict[str, set[str]] = {}
+        for pair in pairs:
+            system, _, other = pair.partition("=")
+            if system.strip() and other.strip():
+                acts_for.setdefault(system.strip(), set()).add(other.strip())
+        return cls(max_future_s=max_future_s, acts_for={k: frozenset(v) for k, v in acts_for.items()})
+
+
+DEFAULT_TRUST = Trust()
+
+
+def trust_of(settings: Settings) -> Trust:
+    """`SWITCHBOARD_MAX_FUTURE_S` and `SWITCHBOARD_ACTS_FOR`."""
+    return Trust.from_pairs(settings.max_future_s, settings.acts_for)
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -53,48 +88,69 @@ class Rejected(msgspec.Struct, frozen=True, kw_only=True):
     event_type: str | None = None
 
 
-def _is_pii_key(key: str) -> bool:
-    folded = re.sub(r"[\s_\-.]", "", key.lower())
-    return folded in _PII_KEYS or any(part in folded for part in _PII_KEY_PARTS)
+def _personal_paths(data: Any, known: frozenset[str]) -> list[str]:
+    """Paths (the first few) of unknown fields of `data` that are personal by name or by content.
+
+    One pass over the document, each string read once by linear-time patterns; a path is kept as a chain
+    of references to its parent and spelt out only for the few named in the reason.
+    """
+    found: list[tuple[Any, ...]] = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = []
+    if isinstance(data, dict):
+        stack = [(v, (None, k)) for k, v in data.items() if k not in known]
+    elif isinstance(data, list):
+        stack = [(v, (None, i)) for i, v in enumerate(data)]
+    while stack and len(found) < _REASON_PATHS:
+        value, path = stack.pop()
+        key = path[1]
+        if (isinstance(key, str) and is_pii_key(key)) or (isinstance(value, str) and looks_personal(value)):
+            found.append(path)
+        elif isinstance(value, dict):
+            stack.extend((v, (path, k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, (path, i)) for i, v in enumerate(value))
+    return [_spelt(path) for path in found]
 
 
-def _looks_personal(value: str) -> bool:
-    return bool(_EMAIL.search(value) or _PHONE.search(value))
+def _personal_known_values(doc: dict[str, Any], envelope_known: frozenset[str],
+                           data_known: frozenset[str]) -> list[str]:
+    """Known fields of an event that did not decode whose strings look personal (an e-mail as its id...)."""
+    data = doc.get("data")
+    fields = [(f"$.{k}", v) for k, v in doc.items() if k in envelope_known and k != "data"]
+    if isinstance(data, dict):
+        fields += [(f"$.data.{k}", v) for k, v in data.items() if k in data_known]
+    found = []
+    for path, value in fields:
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(t, str) and (looks_personal_identifier(t) or (path == "$.data.error" and looks_personal(t)))
+               for t in texts):
+            found.append(path)
+    return found
 
 
-def scrub(text: str) -> str:
-    return _PHONE.sub(REDACTED, _EMAIL.sub(REDACTED, text))
+def _spelt(path: tuple[Any, ...] | None) -> str:
+    parts: list[str] = []
+    while path is not None:
+        path, key = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{redact_key(key[:_PATH_KEY_CHARS])}")
+    return "$.data" + "".join(reversed(parts))
 
 
-def redact(value: Any) -> Any:
-    """A copy with values under personal keys replaced and e-mail/phone-like strings scrubbed."""
-    if isinstance(value, dict):
-        return {k: REDACTED if _is_pii_key(str(k)) else redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return scrub(value)
-    return value
-
-
-def _personal_paths(value: Any, known: frozenset[str], path: str) -> list[str]:
-    """Paths of unknown fields that are personal by name or by content."""
-    found: list[str] = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            here = f"{path}.{k}"
-            if k in known:
-                continue
-            if _is_pii_key(str(k)) or (isinstance(v, str) and _looks_personal(v)):
-                found.append(here)
-            else:
-                found.extend(_personal_paths(v, frozenset(), here))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            if isinstance(v, str) and _looks_personal(v):
-                found.append(f"{path}[{i}]")
-            else:
-                found.extend(_personal_paths(v, frozenset(), f"{path}[{i}]"))
+def _personal_values(event: CloudEvent) -> list[str]:
+    """The fields of a decoded event whose values look personal: ids, references, codes and the free text of
+    a command's error. Every string of a canonical event is one of these, bounded in length by its pattern."""
+    found = [f"$.{name}" for name, value in (("id", event.id), ("subject", event.subject),
+                                              ("source", event.source.partition("/")[2].partition("/")[2]))
+             if value and looks_personal_identifier(value)]
+    data = event.data  # type: ignore[attr-defined]
+    for name in data.__struct_fields__:
+        value = getattr(data, name)
+        if isinstance(value, str):
+            if looks_personal_identifier(value) or (name == "error" and looks_personal(value)):
+                found.append(f"$.data.{name}")
+        elif isinstance(value, list):
+            found += [f"$.data.{name}[{i}]" for i, v in enumerate(value)
+                      if isinstance(v, str) and looks_personal_identifier(v)]
     return found
 
 
@@ -110,6 +166,14 @@ def _data_type(cls: type[CloudEvent]) -> type[msgspec.Struct]:
 _KNOWN = {name: (_field_names(cls) | {"type"}, _field_names(_data_type(cls))) for name, cls in EVENT_TYPES.items()}
 
 
+def _unreadable(body: bytes, reason: str) -> Rejected:
+    """A message that cannot be read as an event; `pii_rejected` (so that it is erased from its stream)
+    when its raw text looks personal, whatever its structure."""
+    personal = looks_personal(body.decode("utf-8", "replace"))
+    return Rejected(kind="pii_rejected" if personal else "invalid_event",
+                    reason=f"{reason}; it holds personal data" if personal else reason, payload=_opaque_payload(body))
+
+
 def _opaque_payload(body: bytes) -> dict[str, Any]:
     return {
         "size": len(body),
@@ -119,9 +183,10 @@ def _opaque_payload(body: bytes) -> dict[str, Any]:
 
 
 def _envelope_context(doc: dict[str, Any]) -> dict[str, str | None]:
+    """The columns a failure is found by, each dropped whole when it looks personal."""
     def text(key: str, container: Any = doc) -> str | None:
         value = container.get(key) if isinstance(container, dict) else None
-        return value[:200] if isinstance(value, str) else None
+        return scrub_identifier(scrub(value[:200])) if isinstance(value, str) else None
 
     source = text("source")
     return {
@@ -149,7 +214,7 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
     try:
         doc = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        return Rejected(kind="invalid_event", reason=f"malformed JSON: {exc}", payload=_opaque_payload(body))
+        return _unreadable(body, f"malformed JSON: {exc}")
     except RecursionError:
         doc = body  # nested beyond the decoder's own limit: refused below, unread
     if isinstance(doc, bytes) or _too_deep(doc):
@@ -162,13 +227,15 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
     known = _KNOWN.get(type_) if isinstance(type_, str) else None
     envelope_known, data_known = known if known else (frozenset(), frozenset())
     data = doc.get("data")
-    personal = _personal_paths(data, data_known, "$.data") if isinstance(data, dict | list) else []
-    personal += [f"$.{k}" for k in doc if k not in envelope_known and k != "data" and _is_pii_key(k)]
+    personal = _personal_paths(data, data_known) if isinstance(data, dict | list) else []
+    personal += _personal_known_values(doc, envelope_known, data_known)
+    personal += [f"$.{redact_key(k[:_PATH_KEY_CHARS])}" for k in doc
+                 if k not in envelope_known and k != "data" and is_pii_key(k)]
     if personal:
         return Rejected(kind="pii_rejected", reason="personal data refused at " + ", ".join(personal[:10]),
                         payload=redact(doc), **context)
     if known is None:
-        return Rejected(kind="invalid_event", reason=str(first_error), payload=redact(doc), **context)
+        return Rejected(kind="invalid_event", reason=scrub(str(first_error)), payload=redact(doc), **context)
     cleaned = {k: v for k, v in doc.items() if k in envelope_known or k == "data"}
     dropped = len(doc) - len(cleaned)
     if isinstance(data, dict):
@@ -177,7 +244,7 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
     try:
         event = msgspec.convert(cleaned, Event)  # type: ignore[arg-type]
     except msgspec.ValidationError as exc:
-        return Rejected(kind="invalid_event", reason=str(exc), payload=redact(doc), **context)
+        return Rejected(kind="invalid_event", reason=scrub(str(exc)), payload=redact(doc), **context)
     return Accepted(event, dropped)
 
 
@@ -196,12 +263,24 @@ def _semantic_error(event: CloudEvent) -> str | None:
 
 
 def rejected_event(event: CloudEvent, kind: FailureKind, reason: str) -> Rejected:
-    """A failure for an event that decoded but may not be applied."""
+    """A failure for an event that decoded but may not be applied; a column that looks personal is dropped."""
     return Rejected(
-        kind=kind, reason=reason[:1000], payload=redact(msgspec.to_builtins(event)), system=event.system,
-        site=getattr(event.data, "site", None), subject=event.subject, event_source=event.source,
-        event_id=event.id, event_type=event.type,
+        kind=kind, reason=scrub(reason[:1000]), payload=redact(msgspec.to_builtins(event)), system=event.system,
+        site=scrub_identifier(getattr(event.data, "site", None)), subject=scrub_identifier(event.subject),
+        event_source=scrub_identifier(event.source), event_id=scrub_identifier(event.id), event_type=event.type,
     )
+
+
+def _trust_error(event: CloudEvent, trust: Trust) -> tuple[FailureKind, str] | None:
+    """An event dated in the future, or about another system's journey than its sender may speak for."""
+    if event.time.timestamp() - time.time() > trust.max_future_s:
+        return "invalid_event", f"dated more than {trust.max_future_s:g}s in the future"
+    if event.kind == "journey" and event.system not in RESERVED_SYSTEMS:
+        owner = event.subject.partition(":")[0]
+        if owner != event.system and owner not in trust.acts_for.get(event.system, ()):
+            return "unauthorized_source", (f"/{event.system} may not speak for {owner}'s references"
+                                           " (SWITCHBOARD_ACTS_FOR)")
+    return None
 
 
 def validate(
@@ -215,6 +294,7 @@ def validate(
     allowed_sites: frozenset[str] | None = None,
     from_outside: bool = False,
     signed_by_backend: bool = False,
+    trust: Trust = DEFAULT_TRUST,
 ) -> Accepted | Rejected:
     """Validate one message.
 
@@ -224,10 +304,10 @@ def validate(
     whatever the token: only the backend publishes them (and NATS permissions keep connectors off
     `svc.events.manual.>` and `svc.events.switchboard.>`). `signed_by_backend` says the message carries
     a backend's signature (`backend.ingest.own_events`), without which no event may come from a reserved system.
+    `trust` bounds an event's date and the journeys its sender may speak about.
     """
     if len(body) > max_bytes:
-        return Rejected(kind="invalid_event", reason=f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit",
-                        payload=_opaque_payload(body))
+        return _unreadable(body, f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit")
     try:
         result: Accepted | Rejected = Accepted(_decoder.decode(body))
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
@@ -238,6 +318,8 @@ def validate(
 
     def reject(kind: FailureKind, reason: str) -> Rejected:
         return rejected_event(event, kind, reason)
+    if personal := _personal_values(event):
+        return reject("pii_rejected", "personal data refused at " + ", ".join(personal[:_REASON_PATHS]))
     if problem := _semantic_error(event):
         return reject("invalid_event", problem)
     if event.system not in known_systems:
@@ -255,4 +337,6 @@ def validate(
     site = getattr(event.data, "site", None)
     if allowed_sites is not None and site is not None and site not in allowed_sites:
         return reject("unauthorized_source", f"the token does not cover site {site!r}")
+    if refused := _trust_error(event, trust):
+        return reject(*refused)
     return result

@@ -18,6 +18,7 @@ from backend.reconciliation import services
 from backend.reconciliation.compare import Finding, compare_absent, compare_record
 from backend.reconciliation.schemas import Run
 from backend.reconciliation.snapshot_client import SnapshotClient, Unreachable
+from switchboard.privacy import scrub
 from switchboard.snapshots import SnapshotRecord
 
 _encode = msgspec.json.encode
@@ -106,7 +107,7 @@ async def execute(conn: asyncpg.Connection, client: SnapshotClient, run: asyncpg
     except Unreachable as exc:
         row = await conn.fetchrow(
             "UPDATE reconciliation_runs SET status = 'unreachable', error = $2, finished_at = clock_timestamp()"
-            " WHERE id = $1 RETURNING *", run["id"], str(exc)[:500])
+            " WHERE id = $1 RETURNING *", run["id"], scrub(str(exc)[:500]))
         return services.to_run(row), []
     findings = await assess(conn, system, by_ref.values(), absent, stale_after=stale_after)
     async with conn.transaction():

@@ -19,6 +19,9 @@ FILTERS = ("kind", "system", "site")
 ANY = "any"
 RETRY_ONE = ("POST", "/api/v1/failures/{failure_id}/retry")
 RETRY_MANY = ("POST", "/api/v1/failures/retry")
+# refused for who sent them: the backend never retries these (CONTRACT section 9), only discards them
+UNRETRYABLE_KINDS = frozenset({"unauthorized_source", "source_mismatch"})
+UNRETRYABLE_WHY = "refused for who sent it: never retried, only discarded"
 DISCARD = ("POST", "/api/v1/failures/{failure_id}/discard")
 
 _COLUMNS = [
@@ -86,6 +89,7 @@ class FailuresView:
         with ui.row().classes("gap-2 items-center"):
             self.payload_button = ui.button("Show payload", on_click=self.show_payload).props("outline")
             self.retry_button = self._action("Retry", self.retry, RETRY_ONE)
+            self.retry_why = ui.label().classes("text-sm text-gray-600").props("data-testid=retry-why")
             self.retry_all_button = self._action("Retry all matching…", self.retry_all, RETRY_MANY)
             self.discard_button = self._action("Discard…", self.discard, DISCARD)
         self.blocked = ui.column().classes("gap-0 text-sm text-gray-600").props("data-testid=blocked")
@@ -115,9 +119,16 @@ class FailuresView:
         self.render()
 
     def _selection_changed(self) -> None:
-        selected = self.selected() is not None
+        failure = self.selected()
+        selected = failure is not None
+        unretryable = selected and failure["kind"] in UNRETRYABLE_KINDS  # type: ignore[index]
         self.payload_button.set_enabled(selected)
-        self.retry_button.set_enabled(selected and action_block(self.viewer, RETRY_ONE) is None)
+        self.retry_button.set_enabled(selected and not unretryable and action_block(self.viewer, RETRY_ONE) is None)
+        self.retry_why.set_text(f"Retry: {UNRETRYABLE_WHY}" if unretryable else "")
+        if unretryable:  # the reason on hover too
+            self.retry_button.props(f'title="{UNRETRYABLE_WHY}"')
+        else:
+            self.retry_button.props(remove="title")
         self.discard_button.set_enabled(selected and action_block(self.viewer, DISCARD) is None)
 
     def render(self) -> None:
@@ -173,6 +184,9 @@ class FailuresView:
         with ui.dialog() as dialog, ui.card():
             ui.label(f"Retry {preview['matched']} open failure{'s' * (preview['matched'] != 1)} matching "
                      f"the filter?").props("data-testid=retry-all-count")
+            if preview.get("skipped"):
+                ui.label(f"{preview['skipped']} of them will be skipped: {UNRETRYABLE_WHY}.") \
+                    .props("data-testid=retry-all-skipped")
             with ui.row():
                 ui.button("Cancel", on_click=lambda: dialog.submit(False)).props("flat")
                 ui.button(f"Retry {preview['matched']}", on_click=lambda: dialog.submit(True)) \
@@ -190,7 +204,8 @@ class FailuresView:
         for each in result["results"]:
             outcomes[each["outcome"]] = outcomes.get(each["outcome"], 0) + 1
         summary = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in sorted(outcomes.items())) or "nothing to retry"
-        self._report(f"Retry all: {summary}")
+        skipped = f"; {result['skipped']} skipped ({UNRETRYABLE_WHY})" if result.get("skipped") else ""
+        self._report(f"Retry all: {summary}{skipped}")
 
     async def discard(self) -> None:
         failure = self.selected()

@@ -1,0 +1,95 @@
+"""The personal-data rules every part shares: event validation, stored failures, audit actors, logs.
+
+Every pattern here runs in time linear in its input, whatever the input (CONTRACT section 9): each
+one can start a match only where a run of its characters starts (a look-behind refuses every other
+position at once), so no position is scanned twice over. tests/test_linear_validation.py holds them to it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REDACTED = "[redacted]"
+
+# Keys of a personal kind, compared lower-cased without separators.
+_PII_KEYS = frozenset({
+    "name", "firstname", "lastname", "fullname", "surname", "givenname", "familyname", "username", "displayname",
+    "email", "emailaddress", "mail", "phone", "phonenumber", "mobile", "tel", "telephone", "msisdn",
+    "address", "street", "streetaddress", "postcode", "postalcode", "zip", "zipcode",
+    "birthdate", "dateofbirth", "dob", "birthday", "nationalid", "ssn", "socialsecuritynumber", "passport",
+    "passportnumber", "taxid", "personalnumber", "idnumber", "iban",
+    "note", "notes", "comment", "comments", "freetext", "text", "message", "description", "remarks",
+})
+_PII_KEY_PARTS = ("email", "phone", "birth", "address", "passport", "national", "ssn", "firstname", "lastname")
+_KEY_SEPARATORS = str.maketrans("", "", " \t\r\n_-.")
+
+# Each pattern starts with a plain character class, so the regex engine skips ahead to where a match can
+# start, and then looks one character back (`\d(?<!\w\d)`: a digit with no word character before it) so
+# that a match starts only where a run starts.
+_LOCAL = r"[A-Za-z0-9._%+\-]"
+# an e-mail address
+_EMAIL = re.compile(rf"{_LOCAL}(?<!{_LOCAL}{_LOCAL}){_LOCAL}*@[A-Za-z0-9.\-]+\.[A-Za-z]{{2,}}")
+# an international number (+44 20 7946 0958), or a bare run of nine or more digits
+_PHONE = r"\+(?<![\w\-]\+)\d[\d \-]{6,}\d|\d(?<!\w\d)\d{8,}(?!\w)"
+# a national identity number: a birth date (yymmdd or yyyymmdd) and a serial (800101-1234, 19800101+1234)
+_NATIONAL_ID = r"\d(?<!\d\d)\d(?:\d\d)?(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])[-+]\d{4}(?!\d)"
+_NUMBERS = re.compile(f"{_PHONE}|{_NATIONAL_ID}")
+
+# In references and codes (`queue:T-0042`, `passport`), where random ids may hold long runs of digits, only
+# digit runs a phone number or national id fills count (11 or more: random hex of 10 is all digits 1% of the time)
+_CANONICAL_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_IDENTIFIER = re.compile(rf"@|\d(?<![0-9A-Za-z]\d)\d{{10,}}(?![0-9A-Za-z])|{_NATIONAL_ID}")
+# a person's name as a code: two or more capitalised words (`John.Smith`, `crm:Jane-Doe`, `/crm/Ada_Lovelace`)
+_TITLED_NAME = re.compile(r"(?:[a-z][a-z0-9_]*:|/[a-z][a-z0-9_]*/)?[A-Z][a-z]+(?:[._\- ][A-Z][a-z]+)+")
+# an actor's `sub` shaped like a name in any case: `john.smith`, `First_Last`
+_NAME_LIKE_SUB = re.compile(r"[A-Za-z][a-z]+[._ ][A-Za-z][a-z]+(?:[._ ][A-Za-z][a-z]+)*")
+
+
+def is_pii_key(key: str) -> bool:
+    folded = key.lower().translate(_KEY_SEPARATORS)
+    return folded in _PII_KEYS or any(part in folded for part in _PII_KEY_PARTS)
+
+
+def looks_personal(text: str) -> bool:
+    """Free text holding an e-mail address, a phone number or a national identity number."""
+    return ("@" in text and _EMAIL.search(text) is not None) or _NUMBERS.search(text) is not None
+
+
+def looks_personal_identifier(value: str) -> bool:
+    """A reference, id or code that holds an e-mail, a phone or national id number, or a person's name."""
+    if "-" in value and len(value) >= 36:
+        value = _CANONICAL_UUID.sub("", value)  # a UUID's last group is all digits one time in 280
+    return _IDENTIFIER.search(value) is not None or _TITLED_NAME.fullmatch(value) is not None
+
+
+def looks_like_a_name(sub: str) -> bool:
+    return _NAME_LIKE_SUB.fullmatch(sub) is not None
+
+
+def scrub(text: str) -> str:
+    """`text` with e-mail addresses, phone numbers and national identity numbers replaced."""
+    if "@" in text:
+        text = _EMAIL.sub(REDACTED, text)
+    return _NUMBERS.sub(REDACTED, text)
+
+
+def scrub_identifier(value: str | None) -> str | None:
+    """An id, reference or code kept as it is unless it looks personal, then replaced whole."""
+    return REDACTED if value is not None and looks_personal_identifier(value) else value
+
+
+def redact(value: Any) -> Any:
+    """A copy with values under personal keys replaced and personal-looking strings scrubbed."""
+    if isinstance(value, dict):
+        return {redact_key(k): REDACTED if is_pii_key(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return scrub_identifier(scrub(value))
+    return value
+
+
+def redact_key(key: Any) -> Any:
+    """A key is data too: `{"ada@example.org": 1}` keeps its value, not its name."""
+    return scrub(key) if isinstance(key, str) else key

@@ -1,0 +1,79 @@
+"""A retry never overrules the transport (CONTRACT section 9): an event refused for who sent it
+(`source_mismatch`, `unauthorized_source`) stays a failure after a retry and a bulk retry, no journey
+is made of it, and it can only be discarded. Real Postgres and NATS, state compared before and after."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+
+from tests.conftest import cloud_event, publish
+from tests.test_failures_recovery import bearer, one_failure
+
+
+async def _state(pool: asyncpg.Pool, uid: str, failure_ids: list[int]) -> dict:
+    return {
+        "journeys": await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref LIKE $1", f"%-{uid}"),
+        "events": await pool.fetchval("SELECT count(*) FROM events WHERE id LIKE $1", f"%{uid}%"),
+        "failures": [tuple(r) for r in await pool.fetch(
+            "SELECT id, kind, status, attempts FROM failures WHERE id = ANY($1::bigint[]) ORDER BY id", failure_ids)],
+    }
+
+
+async def test_a_laundering_retry_is_refused_and_changes_nothing(api, js, pool, token, uid):
+    site = f"site-{uid}"
+    sre = bearer(token, "sre", [site])
+    # an event from /crm published on the queue's subject, and a connector of the queue posting as /crm
+    await publish(js, cloud_event("customer.arrived", f"crm:C-{uid}", {"site": site}, id=f"launder-{uid}"),
+                  subject="svc.events.queue.customer.arrived")
+    posted = await api.post("/api/v1/events", json=cloud_event("customer.arrived", f"crm:H-{uid}", {"site": site},
+                                                                id=f"posted-{uid}"),
+                            headers={"Authorization": f"Bearer {token('connector', [site], system='queue')}"})
+    assert posted.status_code == 202 and posted.json()["rejected"][0]["kind"] == "unauthorized_source"
+    mismatch = await one_failure(api, sre, site=site, kind="source_mismatch")
+    unauthorized = await one_failure(api, sre, site=site, kind="unauthorized_source")
+    ids = [mismatch["id"], unauthorized["id"]]
+    before = await _state(pool, uid, ids)
+    assert before["journeys"] == 0 and before["events"] == 0
+
+    for failure in (mismatch, unauthorized):
+        refused = await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})
+        assert refused.status_code == 409, refused.text
+        assert "never retried" in refused.json()["title"] and "discard" in refused.json()["title"]
+    assert await _state(pool, uid, ids) == before
+
+    preview = (await api.post("/api/v1/failures/retry", headers=sre, json={"filter": {"site": site}})).json()
+    assert (preview["matched"], preview["skipped"]) == (2, 2)
+    done = await api.post("/api/v1/failures/retry", headers=sre,
+                          json={"dry_run": False, "selection": preview["selection"]})
+    assert done.status_code == 200, done.text
+    assert (done.json()["results"], done.json()["skipped"]) == ([], 2)
+    assert "never retried" in done.json()["note"]
+    assert await _state(pool, uid, ids) == before
+
+    discarded = await api.post(f"/api/v1/failures/{mismatch['id']}/discard", headers=sre,
+                               json={"reason": "published on the wrong subject"})
+    assert discarded.status_code == 200 and discarded.json()["status"] == "discarded"
+    after = await _state(pool, uid, ids)
+    assert after["journeys"] == 0 and after["events"] == 0
+
+
+async def test_bulk_retry_retries_the_others_and_skips_only_the_refused(api, js, pool, token, uid):
+    site = f"site-{uid}"
+    sre = bearer(token, "sre", [site])
+    await publish(js, cloud_event("customer.arrived", f"crm:C-{uid}", {"site": site}),
+                  subject="svc.events.queue.customer.arrived")
+    # pinned for ever by a date in 9999: invalid, and retried (still failing) like any invalid event
+    await publish(js, cloud_event("customer.arrived", f"queue:F-{uid}", {"site": site},
+                                  time=datetime(9999, 1, 1, tzinfo=UTC)))
+    await one_failure(api, sre, site=site, kind="source_mismatch")
+    future = await one_failure(api, sre, site=site, kind="invalid_event")
+    assert "future" in future["reason"]
+    preview = (await api.post("/api/v1/failures/retry", headers=sre, json={"filter": {"site": site}})).json()
+    assert (preview["matched"], preview["skipped"]) == (2, 1)
+    done = (await api.post("/api/v1/failures/retry", headers=sre,
+                           json={"dry_run": False, "selection": preview["selection"]})).json()
+    assert [(r["failure_id"], r["outcome"]) for r in done["results"]] == [(future["id"], "still_failing")]
+    assert done["skipped"] == 1
+    assert await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref LIKE $1", f"%-{uid}") == 0
