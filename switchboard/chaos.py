@@ -105,6 +105,15 @@ class CommandAnswerer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 5)
 
+    async def _answer(self, nc: NATS, message: Any) -> None:
+        command = decode_command(message.data)
+        self.delivered.add((command.id, command.attempt))
+        self.commands[command.id] = command
+        await self._publish(nc, self._event("command.result", command_result_id(command),
+                                            {"command_id": command.id, "status": "ok"}))
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await message.ack()  # a lost ack redelivers the command; its answer has the same id
+
     async def run(self, nats_url: str) -> None:
         nc = await within(CALL_DEADLINE_S, f"{self.system} connector connect",
                           messaging.connect(nats_url, f"switchboard-chaos-{self.system}"))
@@ -124,14 +133,9 @@ class CommandAnswerer:
                 except nats.errors.Error:
                     await asyncio.sleep(0.5)  # reconnecting: the consumer is durable
                     continue
-                for message in messages:
-                    command = decode_command(message.data)
-                    self.delivered.add((command.id, command.attempt))
-                    self.commands[command.id] = command
-                    await self._publish(nc, self._event("command.result", command_result_id(command),
-                                                        {"command_id": command.id, "status": "ok"}))
-                    with contextlib.suppress(nats.errors.Error, TimeoutError):
-                        await message.ack()  # a lost ack redelivers the command; its answer has the same id
+                # a batch's answers go out together, as a connector's publisher sends its spool: one at a
+                # time, each waiting for JetStream's fsync, they would miss the relay's answer timeout
+                await asyncio.gather(*(self._answer(nc, message) for message in messages))
         finally:
             self.stopping.set()
             await heartbeats
