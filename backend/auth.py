@@ -146,8 +146,9 @@ def jwks_keys(settings: Settings) -> JwksKeys | None:
     if not settings.jwks_url:
         return None
     if not (settings.jwt_issuer and settings.jwt_audience):
-        raise ValueError("with SWITCHBOARD_JWKS_URL set SWITCHBOARD_JWT_ISSUER and SWITCHBOARD_JWT_AUDIENCE must be set:"
-                         " without them a token the provider issued to any other application would be accepted")
+        raise ValueError("with SWITCHBOARD_JWKS_URL set SWITCHBOARD_JWT_ISSUER and SWITCHBOARD_JWT_AUDIENCE"
+                         " must be set: without them a token the provider issued to any other application"
+                         " would be accepted")
     return JwksKeys(settings.jwks_url, cooldown_s=settings.jwks_cooldown_s, refresh_s=settings.jwks_refresh_s)
 
 

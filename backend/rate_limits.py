@@ -41,5 +41,6 @@ def _limit(name: str, per_s: int, identify: Any) -> DefineMiddleware:
 
 
 def rate_limits(settings: Settings) -> list[DefineMiddleware]:
-    limits = [("ingest", settings.ingest_rate_per_s, _connector), ("webhook", settings.webhook_rate_per_s, _client)]
+    limits = [("ingest", settings.ingest_rate_per_s, _connector),
+              ("webhook", settings.webhook_rate_per_s, _client)]
     return [_limit(name, per_s, identify) for name, per_s, identify in limits if per_s > 0]

@@ -17,6 +17,10 @@ FRAMING_HEADERS = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b
 _FRAMING_NAMES = frozenset(name for name, _ in FRAMING_HEADERS)
 
 
+def _secure(cookie: bytes) -> bytes:
+    return cookie if b"secure" in cookie.lower() else cookie + b"; secure"
+
+
 class PageGuard:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -31,8 +35,7 @@ class PageGuard:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _FRAMING_NAMES]
                 if secure:
-                    headers = [(k, v + b"; secure" if k.lower() == b"set-cookie" and b"secure" not in v.lower()
-                                else v) for k, v in headers]
+                    headers = [(k, _secure(v) if k.lower() == b"set-cookie" else v) for k, v in headers]
                 message["headers"] = headers + FRAMING_HEADERS
             await send(message)
 
@@ -40,6 +43,6 @@ class PageGuard:
 
 
 def guard_pages(app: FastAPI, storage_secret: str) -> None:
-    """Before `ui.run(storage_secret=...)` with the same secret: the session middleware, the guard outside it."""
+    """Call before `ui.run(storage_secret=...)`, with its secret: NiceGUI's session middleware, guarded."""
     app.add_middleware(SessionMiddleware, secret_key=storage_secret)
     app.add_middleware(PageGuard)

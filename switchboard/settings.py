@@ -22,7 +22,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_audience: str | None = None
     # an unknown `kid` refetches the JWKS at most this often (rotation without restart, no fetch storms)
     jwks_cooldown_s: float = 30.0
-    # and the keys are refetched in the background this often besides (stale keys serve while the provider is down)
+    # and refetched in the background this often besides (the last keys serve while the provider is down)
     jwks_refresh_s: float = 300.0
     # a token valid for longer than this (exp - iat; exp - now without iat) is refused
     max_token_lifetime_s: float = 12 * 3600.0

@@ -69,7 +69,8 @@ def _claims(**changes):
     jwt.encode(_claims(roles=["connector"]), JWT_SECRET),  # a connector token without its system
     jwt.encode(_claims(exp=None), JWT_SECRET),
     # valid for longer than SWITCHBOARD_MAX_TOKEN_LIFETIME_S (12 h): by exp - iat, or exp - now without iat
-    jwt.encode(_claims(exp=int((datetime.now(UTC) + timedelta(hours=12, minutes=2)).timestamp())), JWT_SECRET),
+    jwt.encode(_claims(exp=int((datetime.now(UTC) + timedelta(hours=12, minutes=2)).timestamp())),
+               JWT_SECRET),
     jwt.encode(_claims(iat=None, exp=int((datetime.now(UTC) + timedelta(days=30)).timestamp())), JWT_SECRET),
     jwt.encode(_claims(iat=int((datetime.now(UTC) - timedelta(hours=13)).timestamp())), JWT_SECRET),
     "not-a-jwt",

@@ -26,9 +26,15 @@ SECRET = "whsec_" + base64.b64encode(b"switchboard-webhook-test-secret!").decode
 
 @pytest.fixture(scope="module")
 def limited_backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
-    process = start_backend(settings, workdir / "limited-backend.log", {
-        "SWITCHBOARD_INGEST_RATE_PER_S": str(RATE), "SWITCHBOARD_WEBHOOK_RATE_PER_S": str(RATE),
-        "SWITCHBOARD_WEBHOOK_SECRETS": f"queue={SECRET}"})
+    process = start_backend(
+        settings,
+        workdir / "limited-backend.log",
+        {
+            "SWITCHBOARD_INGEST_RATE_PER_S": str(RATE),
+            "SWITCHBOARD_WEBHOOK_RATE_PER_S": str(RATE),
+            "SWITCHBOARD_WEBHOOK_SECRETS": f"queue={SECRET}",
+        },
+    )
     yield process
     process.stop()
 
@@ -50,17 +56,27 @@ def within_limit(responses: list[httpx.Response], elapsed: float, ok: int) -> No
 
 
 async def test_event_ingest_is_limited_per_connector_system_and_nothing_refused_is_applied(
-        limited_backend, token, pool, uid):
+    limited_backend, token, pool, uid
+):
     queue = {"Authorization": f"Bearer {token('connector', system='queue')}"}
     crm = {"Authorization": f"Bearer {token('connector', system='crm')}"}
     reader = {"Authorization": f"Bearer {token('manager')}"}
-    events = [cloud_event("customer.arrived", f"queue:RL-{uid}-{i}", {"site": f"rl-{uid}"}) for i in range(10)]
+    events = [
+        cloud_event("customer.arrived", f"queue:RL-{uid}-{i}", {"site": f"rl-{uid}"}) for i in range(10)
+    ]
     async with httpx.AsyncClient(base_url=limited_backend.url, timeout=10) as client:
-        responses, elapsed = await burst(lambda i: client.post("/api/v1/events", json=events[i], headers=queue), 10)
+        responses, elapsed = await burst(
+            lambda i: client.post("/api/v1/events", json=events[i], headers=queue), 10
+        )
         within_limit(responses, elapsed, 202)
         # another system's connector has a budget of its own, and reading is not limited at all
-        assert (await client.post("/api/v1/events", json=cloud_event(
-            "customer.arrived", f"crm:RL-{uid}", {"site": f"rl-{uid}"}, source="/crm"), headers=crm)).status_code == 202
+        assert (
+            await client.post(
+                "/api/v1/events",
+                json=cloud_event("customer.arrived", f"crm:RL-{uid}", {"site": f"rl-{uid}"}, source="/crm"),
+                headers=crm,
+            )
+        ).status_code == 202
         reads, _ = await burst(lambda _: client.get("/api/v1/flow", headers=reader), 10)
         assert [r.status_code for r in reads] == [200] * 10
 
@@ -68,13 +84,19 @@ async def test_event_ingest_is_limited_per_connector_system_and_nothing_refused_
         refused = [e["id"] for e, r in zip(events, responses, strict=True) if r.status_code == 429]
 
         async def all_accepted_applied() -> bool:
-            return await pool.fetchval("SELECT count(*) FROM events WHERE id = ANY($1::text[])", accepted) == len(
-                accepted)
+            return await pool.fetchval(
+                "SELECT count(*) FROM events WHERE id = ANY($1::text[])", accepted
+            ) == len(accepted)
 
         await eventually(all_accepted_applied)
         # a 429 is the sender's to resend: nothing of it was published, applied or recorded
-        assert await pool.fetchval("SELECT count(*) FROM event_inbox WHERE id = ANY($1::text[])", refused) == 0
-        assert await pool.fetchval("SELECT count(*) FROM failures WHERE event_id = ANY($1::text[])", refused) == 0
+        assert (
+            await pool.fetchval("SELECT count(*) FROM event_inbox WHERE id = ANY($1::text[])", refused) == 0
+        )
+        assert (
+            await pool.fetchval("SELECT count(*) FROM failures WHERE event_id = ANY($1::text[])", refused)
+            == 0
+        )
 
         await asyncio.sleep(1.1)  # a new second, a new budget
         again = cloud_event("customer.arrived", f"queue:RL-{uid}-again", {"site": f"rl-{uid}"})
@@ -85,8 +107,12 @@ async def test_webhooks_are_limited_per_client_before_any_work(limited_backend, 
     async with httpx.AsyncClient(base_url=limited_backend.url, timeout=10) as client:
         before = await pool.fetchval("SELECT count(*) FROM webhook_receipts")
         # unsigned: each costs a signature check (401) until the client's budget is spent, then not even that
-        responses, elapsed = await burst(lambda i: client.post(
-            "/api/v1/webhooks/queue", content=b"{}", headers={"webhook-id": f"rl-{uid}-{i}"}), 10)
+        responses, elapsed = await burst(
+            lambda i: client.post(
+                "/api/v1/webhooks/queue", content=b"{}", headers={"webhook-id": f"rl-{uid}-{i}"}
+            ),
+            10,
+        )
         within_limit(responses, elapsed, 401)
         assert await pool.fetchval("SELECT count(*) FROM webhook_receipts") == before
         assert (await client.get("/health")).status_code == 200
@@ -101,8 +127,12 @@ def dashboard_url(backend: BackendProcess, settings: Settings, workdir: Path) ->
     env = {**backend_env(settings), "SWITCHBOARD_BACKEND_URL": backend.url}
     env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would take the process for a test of its own
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "dashboard", "--port", str(port)],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.cli", "dashboard", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -130,8 +160,9 @@ def test_dashboard_pages_refuse_to_be_framed(dashboard_url, path):
 def test_the_session_cookie_is_secure_behind_https_only(dashboard_url):
     plain = httpx.get(dashboard_url + "/signin", timeout=10).headers.get_list("set-cookie")
     # the test talks from loopback, which uvicorn trusts as a proxy by default (FORWARDED_ALLOW_IPS)
-    proxied = httpx.get(dashboard_url + "/signin", headers={"X-Forwarded-Proto": "https"},
-                        timeout=10).headers.get_list("set-cookie")
+    proxied = httpx.get(
+        dashboard_url + "/signin", headers={"X-Forwarded-Proto": "https"}, timeout=10
+    ).headers.get_list("set-cookie")
     assert plain and proxied, "a first visit gets a session cookie"
     assert not any("secure" in c.lower() for c in plain), plain
     assert all("; secure" in c.lower() and "httponly" in c.lower() for c in proxied), proxied

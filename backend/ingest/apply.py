@@ -36,7 +36,7 @@ _encode = msgspec.json.encode
 class Outcome(msgspec.Struct, kw_only=True):
     applied: int = 0
     duplicates: int = 0
-    # refused as `unauthorized_source` by the site rule (backend.journeys.merge.move_refusal), failures recorded
+    # refused as `unauthorized_source` by the site rule (journeys.merge.move_refusal), failures recorded
     refused: int = 0
     applied_types: Counter[tuple[str, str]] = msgspec.field(default_factory=Counter)  # (type, system)
     journeys: list[UUID] = []
@@ -223,7 +223,8 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
             proposed = fold(copy(state) if len(candidates) == 1 else state, event)
             reason = move_refusal(event, [journeys[c].state for c in candidates], proposed)
             if reason is not None:
-                refused.append((rejected_event(event, "unauthorized_source", reason), f"site:{event.source} {event.id}"))
+                refused.append((rejected_event(event, "unauthorized_source", reason),
+                                f"site:{event.source} {event.id}"))
                 continue
             jid = candidates[0]
             absorbed_by.update(dict.fromkeys(candidates[1:], jid))
