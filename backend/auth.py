@@ -20,6 +20,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.security.jwt import JWTAuth, Token
 
+from backend.jwks import JwksKeys
 from switchboard.settings import Settings
 
 ROLES = frozenset({"manager", "floor_staff", "sre", "connector", "admin"})
@@ -53,11 +54,14 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def principal_from_claims(claims: dict[str, Any], expires_at: datetime | None = None) -> Principal:
-    sub, roles, sites = claims.get("sub"), claims.get("roles"), claims.get("sites")
+    sub, roles, sites = claims.get("sub"), claims.get("roles", []), claims.get("sites")
     if not isinstance(sub, str) or not sub:
         raise NotAuthorizedException("token has no subject")
-    if not isinstance(roles, list) or not roles or not set(roles) <= ROLES:
-        raise NotAuthorizedException("token roles are missing or unknown")
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise NotAuthorizedException("token roles must be a list of names")
+    # an identity provider's token carries roles of other applications too: ours count, the rest are ignored
+    # (a token with none of ours is a valid identity that may do nothing: 403 on every route needing a role)
+    roles = [r for r in roles if r in ROLES]
     if sites == "*" or sites == ["*"]:
         scope = None
     elif isinstance(sites, list) and all(isinstance(s, str) for s in sites):
@@ -73,23 +77,29 @@ def principal_from_claims(claims: dict[str, Any], expires_at: datetime | None = 
 class SwitchboardToken(Token):
     """Litestar's token, verified against a JWKS when one is configured (keys rotate without a restart)."""
 
-    jwks_client: ClassVar[jwt.PyJWKClient | None] = None
+    jwks: ClassVar[JwksKeys | None] = None
 
     @classmethod
     def decode_payload(cls, encoded_token: str, secret: str, algorithms: list[str], issuer: Any = None,
                        audience: Any = None, options: Any = None) -> Any:
-        if cls.jwks_client is None:
+        if cls.jwks is None:
             return super().decode_payload(encoded_token, secret, algorithms, issuer, audience, options)
-        try:
-            key = cls.jwks_client.get_signing_key_from_jwt(encoded_token)
-        except jwt.PyJWKClientError as exc:
-            raise jwt.InvalidTokenError(str(exc)) from exc
+        kid = jwt.get_unverified_header(encoded_token).get("kid")
+        key = cls.jwks.key(kid) if isinstance(kid, str) else None  # in memory: never a fetch on a request
+        if key is None:
+            raise jwt.InvalidTokenError("the token's key is not among the identity provider's keys")
         return jwt.decode(encoded_token, key=key.key, algorithms=["RS256", "ES256"], issuer=issuer,
                           audience=audience, options=options)
 
 
-async def _retrieve_principal(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    return principal_from_claims({"sub": token.sub, **token.extras}, token.exp)
+def _principal_retriever(max_lifetime_s: float) -> Any:
+    async def retrieve(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+        # a token without `iat` gets Litestar's default, now: its lifetime is what it has left
+        if (token.exp - token.iat).total_seconds() > max_lifetime_s:
+            raise NotAuthorizedException(f"token lifetime exceeds {max_lifetime_s:g}s")
+        return principal_from_claims({"sub": token.sub, **token.extras}, token.exp)
+
+    return retrieve
 
 
 def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
@@ -131,13 +141,23 @@ class MissingSigningSecret(RuntimeError):
     """No secret all replicas share to sign the backend's own events."""
 
 
-def jwt_auth(settings: Settings) -> JWTAuth[Principal]:
+def jwks_keys(settings: Settings) -> JwksKeys | None:
+    """The identity provider's keys, when one is configured; it needs an issuer and an audience to check."""
+    if not settings.jwks_url:
+        return None
+    if not (settings.jwt_issuer and settings.jwt_audience):
+        raise ValueError("with SWITCHBOARD_JWKS_URL set SWITCHBOARD_JWT_ISSUER and SWITCHBOARD_JWT_AUDIENCE"
+                         " must be set: without them a token the provider issued to any other application"
+                         " would be accepted")
+    return JwksKeys(settings.jwks_url, cooldown_s=settings.jwks_cooldown_s, refresh_s=settings.jwks_refresh_s)
+
+
+def jwt_auth(settings: Settings, jwks: JwksKeys | None = None) -> JWTAuth[Principal]:
     token_cls = SwitchboardToken
-    if settings.jwks_url:
-        token_cls = type("JWKSToken", (SwitchboardToken,), {
-            "jwks_client": jwt.PyJWKClient(settings.jwks_url, cooldown_duration=settings.jwks_cooldown_s, timeout=5)})
+    if jwks is not None:
+        token_cls = type("JWKSToken", (SwitchboardToken,), {"jwks": jwks})
     return JWTAuth[Principal](
-        retrieve_user_handler=_retrieve_principal,
+        retrieve_user_handler=_principal_retriever(settings.max_token_lifetime_s),
         token_secret=jwt_secret(settings) if not settings.jwks_url else "unused-with-jwks",
         algorithm="HS256",
         token_cls=token_cls,

@@ -28,7 +28,7 @@ from litestar.types import Scope
 
 from backend import db, messaging
 from backend.audit.controllers import AuditController
-from backend.auth import PUBLIC, MissingSigningSecret, authorize, jwt_auth, signing_secret
+from backend.auth import PUBLIC, MissingSigningSecret, authorize, jwks_keys, jwt_auth, signing_secret
 from backend.commands.controllers import CommandController
 from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.failures.controllers import FailureController
@@ -42,10 +42,12 @@ from backend.integrations.controllers import IntegrationController
 from backend.integrations.monitor import IntegrationMonitor
 from backend.integrations.pace import PacePolicy
 from backend.journeys.controllers import JourneyController
+from backend.jwks import JwksKeys
 from backend.live.controllers import live_socket
 from backend.live.handshake import QueryTokenMiddleware
 from backend.live.service import LiveService
 from backend.operations.controllers import OperationsController
+from backend.rate_limits import rate_limits
 from backend.reconciliation.controllers import ReconciliationController
 from backend.reconciliation.scheduler import Reconciler
 from backend.resources import Resources
@@ -75,12 +77,14 @@ class SwitchboardPlugin(InitPluginProtocol):
         try:
             self.retention = RetentionPolicy.from_settings(settings)
             signing_secret(settings)
+            self.jwks = jwks_keys(settings)
         except (ValueError, MissingSigningSecret) as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
         settings = self.settings
+        jwks_task = await _keep_keys_fresh(self.jwks) if self.jwks else None
         pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
         async with pool.acquire() as conn:
             applied = await db.migrate(conn)
@@ -115,6 +119,8 @@ class SwitchboardPlugin(InitPluginProtocol):
                  asyncio.create_task(sampler.run(), name="metrics-sampler"),
                  asyncio.create_task(partitions.keep_partitions(pool), name="event-partitions"),
                  asyncio.create_task(reconciler.run_forever(), name="reconciler")]
+        if jwks_task is not None:
+            tasks.append(jwks_task)
         if settings.retention_interval_s > 0:
             tasks.append(asyncio.create_task(run_retention(pool, self.retention, settings.retention_interval_s),
                                              name="retention"))
@@ -136,7 +142,7 @@ class SwitchboardPlugin(InitPluginProtocol):
                 pool.terminate()
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        auth = jwt_auth(self.settings)
+        auth = jwt_auth(self.settings, self.jwks)
         app_config.route_handlers.extend([
             SystemController, MetricsController, IngestController, JourneyController, OperationsController,
             FailureController, CommandController, RuleController, AuditController, WebhookController,
@@ -151,6 +157,8 @@ class SwitchboardPlugin(InitPluginProtocol):
                                                       group_path=True, exclude=["/metrics"],
                                                       scopes={ScopeType.HTTP}).middleware)
         app_config = auth.on_app_init(app_config)
+        # inside the JWT middleware, so that ingest is limited per authenticated system
+        app_config.middleware.extend(rate_limits(self.settings))
         # outermost, ahead of the JWT middleware: a browser's websocket brings its token as `?token=`
         app_config.middleware.insert(0, QueryTokenMiddleware)
         app_config.plugins.append(ProblemDetailsPlugin(ProblemDetailsConfig(
@@ -161,6 +169,15 @@ class SwitchboardPlugin(InitPluginProtocol):
             description="Live operational state of customer journeys. See CONTRACT.md.",
         )
         return app_config
+
+
+async def _keep_keys_fresh(jwks: JwksKeys, first_fetch_s: float = 5.0) -> asyncio.Task[None]:
+    """The first fetch before serving (bounded: a provider down at start costs 401s until it is back, not the
+    start), then the background refreshes."""
+    with contextlib.suppress(TimeoutError):
+        if not await asyncio.wait_for(jwks.refresh(), first_fetch_s):
+            log.warning("no keys from the identity provider yet: tokens are refused until it answers")
+    return asyncio.create_task(jwks.run(), name="jwks-refresh")
 
 
 async def _bounded(what: str, step: Awaitable[None], timeout_s: float = 5.0) -> bool:

@@ -8,6 +8,7 @@ import secrets
 from nicegui import app, ui
 
 from dashboard.context import Dashboard
+from dashboard.page_guard import guard_pages
 from dashboard.pages import (
     capacity,
     failures,
@@ -38,6 +39,8 @@ def run(settings: Settings, *, host: str, port: int, demo: bool | None = None) -
     build(settings, demo=demo)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per backend request drowns the log
     # sessions live in this process only, so a fresh secret per start costs nothing but a sign-in
+    storage_secret = secrets.token_urlsafe(32)
+    guard_pages(app, storage_secret)
     ui.run(host=host, port=port, title="Switchboard", reload=False, show=False, show_welcome_message=False,
-           storage_secret=secrets.token_urlsafe(32), favicon="🔀", uvicorn_logging_level="warning",
+           storage_secret=storage_secret, favicon="🔀", uvicorn_logging_level="warning",
            log_config=None)  # keep the scrubbing JSON handler of switchboard/logs.py

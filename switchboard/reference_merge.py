@@ -25,7 +25,14 @@ def _latest(events: list[dict[str, Any]], types: set[str]) -> dict[str, Any] | N
     return max(matching, key=_order) if matching else None
 
 
+def _authority(event: dict[str, Any]) -> str:
+    system = event["source"].split("/")[1]
+    return event["subject"].split(":", 1)[0] if system == "switchboard" else system
+
+
 def expected_journey(events: list[dict[str, Any]]) -> dict[str, Any]:
+    # the site: the latest one said by the system of the earliest event, which owns it
+    owner = _authority(min(events, key=_order))
     staged = [e for e in events if e["type"] in STAGE_OF]
     finals = [e for e in staged if STAGE_OF[e["type"]] in FINAL]
     if finals:
@@ -41,7 +48,7 @@ def expected_journey(events: list[dict[str, Any]]) -> dict[str, Any]:
     counter = _latest(events, {"ticket.called", "service.started"})
     ticket = _latest(events, {"ticket.issued"})
     return {
-        "site": max(events, key=_order)["data"]["site"],
+        "site": max((e for e in events if _authority(e) == owner), key=_order)["data"]["site"],
         "stage": stage,
         "service": booked["data"]["service"] if booked else None,
         "slot_start": datetime.fromisoformat(slot["data"]["slot_start"]) if slot else None,

@@ -22,6 +22,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_audience: str | None = None
     # an unknown `kid` refetches the JWKS at most this often (rotation without restart, no fetch storms)
     jwks_cooldown_s: float = 30.0
+    # and refetched in the background this often besides (the last keys serve while the provider is down)
+    jwks_refresh_s: float = 300.0
+    # a token valid for longer than this (exp - iat; exp - now without iat) is refused
+    max_token_lifetime_s: float = 12 * 3600.0
+    # requests per second to the public ingest routes: per connector system (POST /api/v1/events) and per
+    # client address (POST /api/v1/webhooks/<system>), per backend replica; 0: no limit
+    ingest_rate_per_s: int = 100
+    webhook_rate_per_s: int = 100
     data_dir: str = ".switchboard"
     # JetStream's duplicate window; Postgres keeps idempotency beyond it.
     duplicate_window_s: float = 120.0

@@ -32,7 +32,8 @@ from switchboard.embedded import embedded_servers
 from switchboard.settings import Settings
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
-LAB_SYSTEMS = ("lab_health", "lab_degraded", "lab_traffic", "lab_pace", "lab_floor", "lab_board")
+LAB_SYSTEMS = ("lab_health", "lab_degraded", "lab_traffic", "lab_pace", "lab_floor", "lab_board", "lab_scope",
+               "lab_rogue")
 
 
 @pytest.fixture(scope="session")

@@ -64,17 +64,40 @@ def _claims(**changes):
     jwt.encode(_claims(exp=int((datetime.now(UTC) - timedelta(minutes=1)).timestamp())), JWT_SECRET),
     jwt.encode(_claims(), "another-secret-that-is-long-enough-for-hs256"),
     jwt.encode(_claims(), key=None, algorithm="none"),
-    jwt.encode(_claims(roles=None), JWT_SECRET),
-    jwt.encode(_claims(roles=["superuser"]), JWT_SECRET),
+    jwt.encode(_claims(roles="manager"), JWT_SECRET),
     jwt.encode(_claims(sites="north"), JWT_SECRET),
     jwt.encode(_claims(roles=["connector"]), JWT_SECRET),  # a connector token without its system
     jwt.encode(_claims(exp=None), JWT_SECRET),
+    # valid for longer than SWITCHBOARD_MAX_TOKEN_LIFETIME_S (12 h): by exp - iat, or exp - now without iat
+    jwt.encode(_claims(exp=int((datetime.now(UTC) + timedelta(hours=12, minutes=2)).timestamp())),
+               JWT_SECRET),
+    jwt.encode(_claims(iat=None, exp=int((datetime.now(UTC) + timedelta(days=30)).timestamp())), JWT_SECRET),
+    jwt.encode(_claims(iat=int((datetime.now(UTC) - timedelta(hours=13)).timestamp())), JWT_SECRET),
     "not-a-jwt",
-], ids=["expired", "wrong-key", "alg-none", "no-roles", "unknown-role", "sites-not-list", "connector-no-system",
-        "no-expiry", "garbage"])
+], ids=["expired", "wrong-key", "alg-none", "roles-not-a-list", "sites-not-list", "connector-no-system",
+        "no-expiry", "lifetime-over-12h", "no-iat-30-days-left", "issued-13h-ago", "garbage"])
 async def test_bad_tokens_are_refused(api, bad_token):
     response = await api.get("/api/v1/journeys", headers={"Authorization": f"Bearer {bad_token}"})
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("roles, status", [
+    (["floor_staff", "some-idp-role"], 200),  # the role we know counts, the other is ignored
+    (["some-idp-role", "another-app:admin"], 403),  # a valid identity with no role of ours: may do nothing
+    (None, 403),  # no roles claim at all: the same
+], ids=["known-and-unknown", "only-unknown", "no-roles-claim"])
+async def test_roles_the_service_does_not_know_are_ignored(api, roles, status):
+    headers = {"Authorization": f"Bearer {jwt.encode(_claims(roles=roles), JWT_SECRET)}"}
+    for path in READ_ROUTES:
+        response = await api.get(path, headers=headers)
+        assert response.status_code == status, (path, response.text)
+    assert (await api.post("/api/v1/failures/retry", json={}, headers=headers)).status_code == 403
+
+
+async def test_a_token_of_exactly_the_longest_lifetime_is_accepted(api, token):
+    longest = token("manager", ttl=timedelta(hours=12))
+    response = await api.get("/api/v1/flow", headers={"Authorization": f"Bearer {longest}"})
+    assert response.status_code == 200
 
 
 async def test_site_scoping(api, js, token, uid):

@@ -1,5 +1,6 @@
 """Tokens verified against an identity provider's JWKS: RS256 and ES256, issuer and audience,
-and a rotated key accepted without restarting the backend."""
+a rotated key accepted without restarting the backend, and keys fetched in the background only: a slow
+or down provider never holds a request, and unknown `kid`s cost it at most one fetch per cooldown."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from backend.app import create_app
 from switchboard.settings import Settings
-from tests.conftest import JWT_SECRET, start_backend
+from tests.conftest import JWT_SECRET, eventually, start_backend
 
 ISSUER, AUDIENCE = "https://idp.example.test", "switchboard"
 
@@ -30,10 +32,18 @@ class Jwks:
 
     def __init__(self) -> None:
         self.keys: list[dict] = []
+        self.fetches = 0
+        self.delay_s = 0.0  # a slow provider
+        self.down = False  # a provider answering 503
         jwks = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                jwks.fetches += 1
+                time.sleep(jwks.delay_s)
+                if jwks.down:
+                    self.send_error(503)
+                    return
                 body = json.dumps({"keys": jwks.keys}).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
@@ -92,9 +102,60 @@ async def test_jwks_tokens_and_key_rotation_without_restart(jwks_backend):
 
         second = ec.generate_private_key(ec.SECP256R1())
         jwks.publish("k2", second, "ES256")
-        await asyncio.sleep(0.6)  # past the refetch cooldown the unknown kid above started
-        assert await status(signed(second, "k2", alg="ES256")) == 200, "rotated key accepted without a restart"
+        # the first use of the new kid asks for a refresh in the background; it is there within the cooldown
+        await eventually(lambda: _is(200, status(signed(second, "k2", alg="ES256"))), timeout=5)
         assert await status(signed(first, "k1")) == 401, "the retired key no longer verifies"
+
+
+async def _is(expected: int, answer) -> bool:
+    return await answer == expected
+
+
+async def test_a_slow_or_down_provider_never_holds_a_request_and_its_last_keys_keep_serving(jwks_backend):
+    process, jwks, first = jwks_backend
+    async with httpx.AsyncClient(base_url=process.url) as client:
+        async def timed(token: str) -> tuple[int, float]:
+            started = time.perf_counter()
+            response = await client.get("/api/v1/flow", headers={"Authorization": f"Bearer {token}"})
+            return response.status_code, time.perf_counter() - started
+
+        assert (await timed(signed(first, "k1")))[0] == 200
+        jwks.delay_s = 3.0  # every fetch now takes 3 s
+        before = jwks.fetches
+        status, took = await timed(signed(first, "unknown-kid"))
+        assert status == 401 and took < 1.0, "an unknown kid is refused at once, not after a fetch"
+        await eventually(lambda: _more_than(jwks, before))  # the refresh it asked for runs, in the background
+        status, took = await timed(signed(first, "k1"))
+        assert status == 200 and took < 1.0, "known keys serve while a refresh is under way"
+
+        jwks.delay_s, jwks.down = 0.0, True
+        await asyncio.sleep(4)  # the slow refresh ends; then the cooldown
+        status, took = await timed(signed(first, "another-unknown-kid"))
+        assert status == 401 and took < 1.0
+        await asyncio.sleep(1.0)  # that refresh meets a provider answering 503
+        assert jwks.down and jwks.fetches > before + 1
+        assert (await timed(signed(first, "k1")))[0] == 200, "the last keys fetched keep serving"
+
+
+async def _more_than(jwks: Jwks, fetches: int) -> bool:
+    return jwks.fetches > fetches
+
+
+async def test_unknown_kids_cost_the_provider_at_most_one_fetch_per_cooldown(jwks_backend):
+    process, jwks, first = jwks_backend
+    async with httpx.AsyncClient(base_url=process.url) as client:
+        assert (await client.get("/api/v1/flow", headers={"Authorization": f"Bearer {signed(first, 'k1')}"})
+                ).status_code == 200
+        await asyncio.sleep(0.6)  # past any cooldown running
+        before, started = jwks.fetches, time.monotonic()
+        for n in range(60):
+            response = await client.get("/api/v1/flow",
+                                        headers={"Authorization": f"Bearer {signed(first, f'made-up-{n}')}"})
+            assert response.status_code == 401
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(0.6)  # a refresh asked for during the last cooldown runs after it
+    # one fetch right away, then at most one per cooldown (0.5 s) of the flood, and the one after it
+    assert 1 <= jwks.fetches - before <= 2 + int(elapsed / 0.5), (jwks.fetches - before, elapsed)
 
 
 def hand_signed(header: dict, claims: dict, key: bytes | None) -> str:
@@ -139,7 +200,18 @@ async def test_forged_tokens_are_refused_with_an_identity_provider(jwks_backend)
 def test_with_a_jwks_the_backend_starts_only_with_a_signing_secret_every_replica_shares():
     # a secret made up in each replica's data folder would sign manual and own events differently on each
     settings = {"database_url": "postgresql://unused", "nats_url": "nats://unused",
-                "jwks_url": "http://127.0.0.1:9/jwks.json"}
+                "jwks_url": "http://127.0.0.1:9/jwks.json", "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
     with pytest.raises(SystemExit, match="SWITCHBOARD_SIGNING_SECRET"):
         create_app(Settings(**settings))
     assert create_app(Settings(**settings, signing_secret="shared")).plugins
+
+
+@pytest.mark.parametrize("missing", ["jwt_issuer", "jwt_audience"])
+def test_with_a_jwks_the_backend_starts_only_with_an_issuer_and_an_audience(missing):
+    # without them any token the provider issued, to any application, for anyone, would do
+    settings = {"database_url": "postgresql://unused", "nats_url": "nats://unused",
+                "signing_secret": "shared",
+                "jwks_url": "http://127.0.0.1:9/jwks.json", "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
+    del settings[missing]
+    with pytest.raises(SystemExit, match="SWITCHBOARD_JWT_ISSUER and SWITCHBOARD_JWT_AUDIENCE"):
+        create_app(Settings(**settings))

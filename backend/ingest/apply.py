@@ -23,7 +23,9 @@ import msgspec
 
 from backend.commands.outbox import planned_commands, record_answers
 from backend.db import lock_key
-from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge
+from backend.failures.services import record_inbound
+from backend.ingest.validate import Rejected, rejected_event
+from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge, move_refusal
 from switchboard.events import CapacityChanged, CloudEvent, CommandResult, ConnectorHeartbeat, refs_of
 
 _E = TypeVar("_E", bound=CloudEvent)
@@ -34,6 +36,8 @@ _encode = msgspec.json.encode
 class Outcome(msgspec.Struct, kw_only=True):
     applied: int = 0
     duplicates: int = 0
+    # refused as `unauthorized_source` by the site rule (journeys.merge.move_refusal), failures recorded
+    refused: int = 0
     applied_types: Counter[tuple[str, str]] = msgspec.field(default_factory=Counter)  # (type, system)
     journeys: list[UUID] = []
     sites: set[str] = set()
@@ -45,6 +49,7 @@ class Outcome(msgspec.Struct, kw_only=True):
     def add(self, other: Outcome) -> None:
         self.applied += other.applied
         self.duplicates += other.duplicates
+        self.refused += other.refused
         self.applied_types.update(other.applied_types)
         self.journeys.extend(other.journeys)
         self.sites |= other.sites
@@ -206,25 +211,40 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     new_refs: dict[str, UUID] = {}
     event_journey: dict[tuple[str, str], UUID] = {}
     touched: set[UUID] = set()
+    refused: list[tuple[Rejected, str]] = []
     for event in journey_events:
         event_refs = refs_of(event)
         candidates = sorted({find(mapping[r]) for r in event_refs if r in mapping},
                             key=lambda j: (journeys[j].created_at, j))
         if candidates:
-            jid = candidates[0]
+            state = journeys[candidates[0]].state
             for other in candidates[1:]:  # a link joins journeys: the oldest survives
-                journeys[jid].state = merge(journeys[jid].state, journeys[other].state)
-                absorbed_by[other] = jid
+                state = merge(state, journeys[other].state)
+            proposed = fold(copy(state) if len(candidates) == 1 else state, event)
+            reason = move_refusal(event, [journeys[c].state for c in candidates], proposed)
+            if reason is not None:
+                refused.append((rejected_event(event, "unauthorized_source", reason),
+                                f"site:{event.source} {event.id}"))
+                continue
+            jid = candidates[0]
+            absorbed_by.update(dict.fromkeys(candidates[1:], jid))
+            journeys[jid].state = proposed
         else:
             jid = time_ordered_id()
-            journeys[jid] = _Working(JourneyState(), now)
-        journeys[jid].state = fold(journeys[jid].state, event)
+            journeys[jid] = _Working(fold(JourneyState(), event), now)
         touched.add(jid)
         for ref in event_refs:
             if ref not in mapping:
                 new_refs[ref] = jid
             mapping[ref] = jid
         event_journey[(event.source, event.id)] = jid
+    if refused:
+        # claimed in the inbox all the same: a resend of a refused event is its duplicate, never applied
+        await record_inbound(conn, refused)
+        refused_keys = {(r.event_source, r.event_id) for r, _ in refused}
+        fresh = [(e, dropped) for e, dropped in fresh if (e.source, e.id) not in refused_keys]
+        outcome.applied, outcome.refused = len(fresh), len(refused)
+        outcome.applied_types = Counter((e.type, e.system) for e, _ in fresh)
 
     live = sorted({find(j) for j in touched})
     merged_away = [(old, find(old)) for old in absorbed_by if old in existing]
@@ -243,9 +263,11 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
         _rows([_CapacityRow(e.data.site, e.data.counters_open, e.data.counters_busy, e.data.staff_on_duty,
                             e.data.queue_length, e.key, e.time)
                for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, CapacityChanged)])]),
+        # keyed by the system the connector is authenticated as; its `connector:<name>` is only a label
         _rows([_HeartbeatRow(e.subject.removeprefix("connector:"), e.system, e.data.upstream, e.data.version, e.key,
                              e.time)
-               for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)])]),
+               for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)],
+                                            by_system=True)]),
     )
     results = [e for e, _ in fresh if isinstance(e, CommandResult)]
     if results:
@@ -275,7 +297,7 @@ async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]
 
 # Everything a batch writes, in one statement (the sub-statements see the same snapshot, so a command's
 # references are the stored ones plus those this batch adds). Capacity and heartbeats keep only the
-# newest event per site or connector, whatever order they arrive in.
+# newest event per site, or per system and connector, whatever order they arrive in.
 _WRITE = """
 WITH new_refs AS (
     SELECT ref, journey_id FROM json_populate_recordset(NULL::journey_refs, $2::json)
@@ -311,7 +333,7 @@ WITH new_refs AS (
 ), heartbeats_written AS (
     INSERT INTO heartbeats (connector, system, upstream, version, event_key, seen_at)
     SELECT connector, system, upstream, version, event_key, seen_at FROM json_populate_recordset(NULL::heartbeats, $6::json)
-    ON CONFLICT (connector) DO UPDATE SET system = EXCLUDED.system, upstream = EXCLUDED.upstream,
+    ON CONFLICT (system, connector) DO UPDATE SET upstream = EXCLUDED.upstream,
         version = EXCLUDED.version, event_key = EXCLUDED.event_key, seen_at = EXCLUDED.seen_at
     WHERE heartbeats.event_key < EXCLUDED.event_key
 )
@@ -319,9 +341,10 @@ SELECT
 """
 
 
-def _latest_per_subject(events: list[_E]) -> list[_E]:
-    latest: dict[str, _E] = {}
+def _latest_per_subject(events: list[_E], by_system: bool = False) -> list[_E]:
+    latest: dict[tuple[str, str], _E] = {}
     for event in events:
-        if event.subject not in latest or event.key > latest[event.subject].key:
-            latest[event.subject] = event
+        at = (event.system if by_system else "", event.subject)
+        if at not in latest or event.key > latest[at].key:
+            latest[at] = event
     return list(latest.values())

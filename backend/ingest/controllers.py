@@ -14,6 +14,7 @@ from backend import metrics
 from backend.auth import CONNECTOR, Principal
 from backend.failures.services import record_inbound
 from backend.ingest.validate import Accepted, Rejected, validate
+from backend.rate_limits import INGEST
 from backend.resources import AppResources
 from switchboard.events import nats_msg_id, nats_subject
 
@@ -52,7 +53,7 @@ class IngestController(Controller):
     path = "/api/v1"
     tags = ["ingest"]
 
-    @post("/events", opt=CONNECTOR, operation_id="postEvents", status_code=HTTP_202_ACCEPTED,
+    @post("/events", opt=CONNECTOR | INGEST, operation_id="postEvents", status_code=HTTP_202_ACCEPTED,
           request_max_body_size=8 * 1024 * 1024)
     async def post_events(self, request: Request[Principal, object, object], resources: AppResources) -> IngestResult:
         principal = request.user

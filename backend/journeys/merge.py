@@ -5,6 +5,10 @@ attribute by attribute: the stage by rank, stage times by earliest, everything e
 The merge is commutative, associative and idempotent, so the same set of events gives the same
 journey whatever the order in which they arrive, however often each arrives, and however the
 journeys that a link joins were split before.
+
+The site is the one exception to "latest wins": a journey belongs to the system that placed it (the
+system of its earliest event, by key), and its site is the latest site *that* system said. What other
+systems say of the site never moves it; `move_refusal` is the apply-time check that refuses them.
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ class Stamped(msgspec.Struct, frozen=True, array_like=True):
 
 
 class JourneyState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    # derived: `sites[placed_by]`, kept stored because everything reads the journey's site from it
     site: Stamped | None = None
+    # the system of the earliest event (its key, its site authority): the system that owns the site
+    placed_by: Stamped | None = None
+    # per site authority, the latest site it said
+    sites: dict[str, Stamped] = {}
     stage: Stamped | None = None
     service: Stamped | None = None
     channel: Stamped | None = None
@@ -54,7 +63,29 @@ class JourneyState(msgspec.Struct, kw_only=True, omit_defaults=True):
         return None if stamped is None else stamped.value
 
 
-_LATEST_FIELDS = tuple(f for f in JourneyState.__struct_fields__ if f not in ("stage", "reached"))
+_LATEST_FIELDS = tuple(f for f in JourneyState.__struct_fields__
+                       if f not in ("stage", "reached", "site", "placed_by", "sites"))
+
+
+def site_authority(event: CloudEvent) -> str:
+    """The system an event speaks for about a site: its source's, except Switchboard's own corrective events,
+    which speak for the system of record named by their subject (they are signed by the backend)."""
+    if event.system == "switchboard":
+        return event.subject.split(":", 1)[0]
+    return event.system
+
+
+def _placed(state: JourneyState) -> JourneyState:
+    """A state stored before sites had owners: its latest site's event placed it."""
+    if state.placed_by is None and state.site is not None:
+        owner = state.site.key.split("|", 2)[1].split("/", 2)[1]
+        state.placed_by = Stamped(state.site.key, owner)
+        state.sites = {owner: state.site}
+    return state
+
+
+def _own_site(state: JourneyState) -> Stamped | None:
+    return None if state.placed_by is None else state.sites.get(state.placed_by.value)
 
 
 def _stage_key(stage: str, event_key: str) -> str:
@@ -70,9 +101,22 @@ def _latest(a: Stamped | None, b: Stamped | None) -> Stamped | None:
     return a if a.key >= b.key else b
 
 
+def _earliest(a: Stamped | None, b: Stamped | None) -> Stamped | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a.key <= b.key else b
+
+
 def merge(a: JourneyState, b: JourneyState) -> JourneyState:
+    a, b = _placed(a), _placed(b)
     merged = JourneyState(**{name: _latest(getattr(a, name), getattr(b, name)) for name in _LATEST_FIELDS})
     merged.stage = _latest(a.stage, b.stage)
+    merged.placed_by = _earliest(a.placed_by, b.placed_by)
+    merged.sites = {system: _latest(a.sites.get(system), b.sites.get(system))  # type: ignore[misc]
+                    for system in a.sites.keys() | b.sites.keys()}
+    merged.site = _own_site(merged)
     reached = dict(a.reached)
     for stage, at in b.reached.items():
         if stage not in reached or at < reached[stage]:
@@ -89,7 +133,7 @@ def contributions(event: CloudEvent) -> tuple[list[tuple[str, Stamped]], dict[st
     """What a single journey event says: stamped attribute values, and the stage times it reaches."""
     key = event.key
     at = _iso(event.time)
-    values: list[tuple[str, Stamped]] = [("site", Stamped(key, event.data.site))]  # type: ignore[attr-defined]
+    values: list[tuple[str, Stamped]] = []
     reached: dict[str, str] = {}
 
     def reach(stage: str) -> None:
@@ -139,11 +183,19 @@ def contributions(event: CloudEvent) -> tuple[list[tuple[str, Stamped]], dict[st
 
 def copy(state: JourneyState) -> JourneyState:
     """A state `fold` may change without touching the original (stamped values are immutable)."""
-    return msgspec.structs.replace(state, reached=dict(state.reached))
+    return msgspec.structs.replace(state, reached=dict(state.reached), sites=dict(state.sites))
 
 
 def fold(state: JourneyState, event: CloudEvent) -> JourneyState:
     """`merge(state, <the event's state>)`, computed in place: the per-event hot path."""
+    _placed(state)
+    key, authority = event.key, site_authority(event)
+    if state.placed_by is None or key < state.placed_by.key:
+        state.placed_by = Stamped(key, authority)
+    said = state.sites.get(authority)
+    if said is None or key > said.key:
+        state.sites[authority] = Stamped(key, event.data.site)  # type: ignore[attr-defined]
+    state.site = _own_site(state)
     values, reached = contributions(event)
     for name, stamped in values:
         current = getattr(state, name)
@@ -153,3 +205,21 @@ def fold(state: JourneyState, event: CloudEvent) -> JourneyState:
         if stage not in state.reached or at < state.reached[stage]:
             state.reached[stage] = at
     return state
+
+
+def move_refusal(event: CloudEvent, before: list[JourneyState], after: JourneyState) -> str | None:
+    """Why `event` may not be applied to the journeys `before` (its references resolve to them), giving `after`:
+    it would move a journey to another site, or merge journeys at different sites, without being from the
+    system that owns the site of each journey that moves. None: it may."""
+    authority = site_authority(event)
+    said, lands = event.data.site, after.value("site")  # type: ignore[attr-defined]
+    for state in map(_placed, before):
+        site, owner = state.value("site"), state.value("placed_by")
+        if site is None or owner == authority or site == lands == said:
+            continue
+        whose = f"the journey at site {site!r} belongs to {owner}, which placed it there"
+        others = sorted({s.value("site") for s in before} - {site, None})
+        if others:
+            return f"{whose}; {authority} may not merge it with a journey at site {others[0]!r}"
+        return f"{whose}; {authority} may not move it to site {lands if lands != site else said!r}"
+    return None

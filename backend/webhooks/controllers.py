@@ -26,6 +26,7 @@ from backend import metrics
 from backend.auth import PUBLIC
 from backend.failures.services import record_inbound
 from backend.ingest.validate import Rejected, validate
+from backend.rate_limits import WEBHOOK
 from backend.resources import AppResources
 from backend.webhooks.mapping import to_canonical
 from switchboard.events import nats_msg_id, nats_subject
@@ -45,7 +46,7 @@ class WebhookController(Controller):
     path = "/api/v1/webhooks"
     tags = ["ingest"]
 
-    @post("/{system:str}", opt=PUBLIC, operation_id="postWebhook", status_code=HTTP_202_ACCEPTED,
+    @post("/{system:str}", opt=PUBLIC | WEBHOOK, operation_id="postWebhook", status_code=HTTP_202_ACCEPTED,
           request_max_body_size=256 * 1024)
     async def receive(self, system: FromPath[str], request: Request[object, object, object],
                       resources: AppResources) -> WebhookAccepted:

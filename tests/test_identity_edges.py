@@ -1,0 +1,168 @@
+"""Identity edges (issue 13, CONTRACT section 7): the public ingest routes are rate limited, per connector
+system and per client, without touching any other route; the dashboard's pages refuse to be framed and
+its session cookie is `Secure` behind HTTPS. On a real backend (Postgres, NATS) and a real dashboard process.
+(Roles and token lifetimes: tests/test_auth.py; the identity provider's keys: tests/test_jwks.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from switchboard.embedded import free_port
+from switchboard.settings import Settings
+from tests.conftest import BackendProcess, backend_env, cloud_event, eventually, start_backend
+
+RATE = 3
+SECRET = "whsec_" + base64.b64encode(b"switchboard-webhook-test-secret!").decode()
+
+
+@pytest.fixture(scope="module")
+def limited_backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
+    process = start_backend(
+        settings,
+        workdir / "limited-backend.log",
+        {
+            "SWITCHBOARD_INGEST_RATE_PER_S": str(RATE),
+            "SWITCHBOARD_WEBHOOK_RATE_PER_S": str(RATE),
+            "SWITCHBOARD_WEBHOOK_SECRETS": f"queue={SECRET}",
+        },
+    )
+    yield process
+    process.stop()
+
+
+async def burst(send, n: int) -> tuple[list[httpx.Response], float]:
+    started = time.monotonic()
+    responses = await asyncio.gather(*(send(i) for i in range(n)))
+    return list(responses), time.monotonic() - started
+
+
+def within_limit(responses: list[httpx.Response], elapsed: float, ok: int) -> None:
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) == {ok, 429}, statuses
+    # RATE per second: a burst answered within one second admits exactly RATE
+    assert RATE <= statuses.count(ok) <= RATE * (1 + int(elapsed)), (statuses, elapsed)
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["status"] == 429 and "ratelimit-reset" in refused.headers
+
+
+async def test_event_ingest_is_limited_per_connector_system_and_nothing_refused_is_applied(
+    limited_backend, token, pool, uid
+):
+    queue = {"Authorization": f"Bearer {token('connector', system='queue')}"}
+    crm = {"Authorization": f"Bearer {token('connector', system='crm')}"}
+    reader = {"Authorization": f"Bearer {token('manager')}"}
+    events = [
+        cloud_event("customer.arrived", f"queue:RL-{uid}-{i}", {"site": f"rl-{uid}"}) for i in range(10)
+    ]
+    async with httpx.AsyncClient(base_url=limited_backend.url, timeout=10) as client:
+        responses, elapsed = await burst(
+            lambda i: client.post("/api/v1/events", json=events[i], headers=queue), 10
+        )
+        within_limit(responses, elapsed, 202)
+        # another system's connector has a budget of its own, and reading is not limited at all
+        assert (
+            await client.post(
+                "/api/v1/events",
+                json=cloud_event("customer.arrived", f"crm:RL-{uid}", {"site": f"rl-{uid}"}, source="/crm"),
+                headers=crm,
+            )
+        ).status_code == 202
+        reads, _ = await burst(lambda _: client.get("/api/v1/flow", headers=reader), 10)
+        assert [r.status_code for r in reads] == [200] * 10
+
+        accepted = [e["id"] for e, r in zip(events, responses, strict=True) if r.status_code == 202]
+        refused = [e["id"] for e, r in zip(events, responses, strict=True) if r.status_code == 429]
+
+        async def all_accepted_applied() -> bool:
+            return await pool.fetchval(
+                "SELECT count(*) FROM events WHERE id = ANY($1::text[])", accepted
+            ) == len(accepted)
+
+        await eventually(all_accepted_applied)
+        # a 429 is the sender's to resend: nothing of it was published, applied or recorded
+        assert (
+            await pool.fetchval("SELECT count(*) FROM event_inbox WHERE id = ANY($1::text[])", refused) == 0
+        )
+        assert (
+            await pool.fetchval("SELECT count(*) FROM failures WHERE event_id = ANY($1::text[])", refused)
+            == 0
+        )
+
+        await asyncio.sleep(1.1)  # a new second, a new budget
+        again = cloud_event("customer.arrived", f"queue:RL-{uid}-again", {"site": f"rl-{uid}"})
+        assert (await client.post("/api/v1/events", json=again, headers=queue)).status_code == 202
+
+
+async def test_webhooks_are_limited_per_client_before_any_work(limited_backend, pool, uid):
+    async with httpx.AsyncClient(base_url=limited_backend.url, timeout=10) as client:
+        before = await pool.fetchval("SELECT count(*) FROM webhook_receipts")
+        # unsigned: each costs a signature check (401) until the client's budget is spent, then not even that
+        responses, elapsed = await burst(
+            lambda i: client.post(
+                "/api/v1/webhooks/queue", content=b"{}", headers={"webhook-id": f"rl-{uid}-{i}"}
+            ),
+            10,
+        )
+        within_limit(responses, elapsed, 401)
+        assert await pool.fetchval("SELECT count(*) FROM webhook_receipts") == before
+        assert (await client.get("/health")).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(backend: BackendProcess, settings: Settings, workdir: Path) -> Iterator[str]:
+    """A real `switchboard dashboard` process (as tests/dashboard/test_browser.py starts it)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = workdir / "dashboard-headers.log"
+    env = {**backend_env(settings), "SWITCHBOARD_BACKEND_URL": backend.url}
+    env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would take the process for a test of its own
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.cli", "dashboard", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the dashboard did not start within 60 s"
+            try:
+                if httpx.get(url + "/signin", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.mark.parametrize("path", ["/signin", "/", "/failures"])
+def test_dashboard_pages_refuse_to_be_framed(dashboard_url, path):
+    response = httpx.get(dashboard_url + path, follow_redirects=False, timeout=10)
+    assert response.status_code in (200, 303), response.status_code  # 303: to the sign-in page
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["content-security-policy"] == "frame-ancestors 'none'"
+
+
+def test_the_session_cookie_is_secure_behind_https_only(dashboard_url):
+    plain = httpx.get(dashboard_url + "/signin", timeout=10).headers.get_list("set-cookie")
+    # the test talks from loopback, which uvicorn trusts as a proxy by default (FORWARDED_ALLOW_IPS)
+    proxied = httpx.get(
+        dashboard_url + "/signin", headers={"X-Forwarded-Proto": "https"}, timeout=10
+    ).headers.get_list("set-cookie")
+    assert plain and proxied, "a first visit gets a session cookie"
+    assert not any("secure" in c.lower() for c in plain), plain
+    assert all("; secure" in c.lower() and "httponly" in c.lower() for c in proxied), proxied
