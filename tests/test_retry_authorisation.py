@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from tests.conftest import cloud_event, publish
+from tests.conftest import cloud_event, eventually, publish, refusing_site
 from tests.test_failures_recovery import bearer, one_failure
 
 
@@ -77,3 +77,33 @@ async def test_bulk_retry_retries_the_others_and_skips_only_the_refused(api, js,
     assert [(r["failure_id"], r["outcome"]) for r in done["results"]] == [(future["id"], "still_failing")]
     assert done["skipped"] == 1
     assert await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref LIKE $1", f"%-{uid}") == 0
+
+
+async def test_a_retry_the_site_rule_refuses_stays_the_one_open_failure(api, js, pool, token, uid):
+    """An `apply_error` retried after the journey it links to was placed elsewhere by its owner: the
+    retry is undone whole, the failure stays open as `unauthorized_source`, and no second record appears."""
+    home, elsewhere = f"home-{uid}", f"away-{uid}"
+    sre = bearer(token, "sre", [home, elsewhere])
+    ticket, customer = f"queue:T-{uid}", f"crm:C-{uid}"
+    async with refusing_site(pool, elsewhere):
+        await publish(js, cloud_event("customer.priority_changed", customer,
+                                      {"site": elsewhere, "links": [ticket], "priority": "high",
+                                       "reason_code": "vip"}))
+        failure = await one_failure(api, sre, site=elsewhere, kind="apply_error")
+    await publish(js, cloud_event("customer.arrived", ticket, {"site": home}))
+
+    async def placed_at_home() -> bool:
+        return await pool.fetchval("SELECT j.site FROM journeys j JOIN journey_refs r ON r.journey_id = j.id"
+                                   " WHERE r.ref = $1", ticket) == home
+
+    await eventually(placed_at_home)
+    failures_before = await pool.fetchval("SELECT count(*) FROM failures WHERE site IN ($1, $2)", home, elsewhere)
+
+    retried = await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["outcome"] == "still_failing"
+    row = await pool.fetchrow("SELECT kind, status FROM failures WHERE id = $1", failure["id"])
+    assert (row["kind"], row["status"]) == ("unauthorized_source", "open")
+    assert await placed_at_home()
+    assert await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref = $1", customer) == 0
+    assert await pool.fetchval("SELECT count(*) FROM failures WHERE site IN ($1, $2)", home, elsewhere) == failures_before
