@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SWITCHBOARD_LOG_FORMAT=json
 
 WORKDIR /app
-# dependencies first, in a layer of their own: a code change does not reinstall them
+# runtime dependencies only (requirements.lock: no test, embedded-server or OTLP extras), first and in a
+# layer of their own: a code change does not reinstall them
 COPY requirements.lock ./
 RUN pip install -r requirements.lock
 
@@ -20,6 +21,7 @@ COPY switchboard ./switchboard
 COPY backend ./backend
 COPY dashboard ./dashboard
 COPY connectors ./connectors
+# the package itself, without extras: its dependencies are the lock above
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /var/lib/switchboard switchboard \
     && mkdir -p /var/lib/switchboard && chown switchboard /var/lib/switchboard

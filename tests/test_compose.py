@@ -73,6 +73,14 @@ def test_the_shared_nats_configuration_is_valid_for_nats_server():
     assert result.returncode == 0, result.stderr
 
 
+def test_the_nats_nodes_run_the_nats_server_version_the_tests_run(compose):
+    installed = subprocess.run([EmbeddedNats.binary(), "--version"], capture_output=True, text=True,
+                               timeout=30, check=True).stdout  # "nats-server: v2.15.1"
+    version = re.search(r"v(\d+\.\d+\.\d+)", installed).group(1)  # type: ignore[union-attr]
+    for node in NATS_NODES:
+        assert compose["services"][node]["image"] == f"nats:{version}-alpine"
+
+
 def test_two_backends_a_dashboard_and_connectors_from_one_image(compose):
     services = compose["services"]
     roles = {name: s["command"][0] for name, s in services.items() if s.get("build")}
