@@ -142,4 +142,4 @@ def test_with_a_jwks_the_backend_starts_only_with_a_signing_secret_every_replica
                 "jwks_url": "http://127.0.0.1:9/jwks.json"}
     with pytest.raises(SystemExit, match="SWITCHBOARD_SIGNING_SECRET"):
         create_app(Settings(**settings))
-    assert create_app(Settings(**settings, signing_secret="shared")).plugins
+    assert create_app(Settings(**settings, signing_secret="fake-signing-secret-every-replica-shares")).plugins
