@@ -50,5 +50,5 @@ def local_secret(data_dir: str | Path, name: str, make: Callable[[], str]) -> st
 def _check_private(path: Path, info: os.stat_result) -> None:
     if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o077:
         raise InsecureSecret(f"{path} may be read by others (mode {stat.S_IMODE(info.st_mode):o}, owner uid "
-                             f"{info.st_uid}): it must be this user's and 0700 for the folder, 0600 for a secret; "
-                             "fix it (chmod) or delete it and a new secret is made")
+                             f"{info.st_uid}): it must be this user's, 0700 for the folder and 0600 for a "
+                             "secret; fix it (chmod) or delete it and a new secret is made")
