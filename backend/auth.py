@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, ClassVar
 
 import jwt
@@ -21,6 +20,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.security.jwt import JWTAuth, Token
 
 from backend.jwks import JwksKeys
+from switchboard.local_secrets import InsecureSecret, local_secret
 from switchboard.settings import Settings
 
 ROLES = frozenset({"manager", "floor_staff", "sre", "connector", "admin"})
@@ -114,23 +114,35 @@ def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRoute
         raise PermissionDeniedException("your role may not do this")
 
 
-def jwt_secret(settings: Settings) -> str:
-    """The configured secret, or one kept in the data folder for local use (created once)."""
+MIN_SECRET_BYTES = 32  # an HS256 key at least as long as its hash (RFC 7518, section 3.2)
+
+
+def _strong(name: str, secret: str) -> str:
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise InsecureSecret(f"{name} is {len(secret.encode())} bytes; HS256 needs at least {MIN_SECRET_BYTES}"
+                             " (e.g. `openssl rand -hex 32`)")
+    return secret
+
+
+def check_secrets(settings: Settings) -> None:
+    """At start: every configured secret strong enough, and one the replicas share for their own events."""
     if settings.jwt_secret:
-        return settings.jwt_secret
-    path = Path(settings.data_dir) / "jwt-secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+        _strong("SWITCHBOARD_JWT_SECRET", settings.jwt_secret)
+    signing_secret(settings)
+
+
+def jwt_secret(settings: Settings) -> str:
+    """The configured secret, or one kept in the data folder for local use (created once, owner-only)."""
+    if settings.jwt_secret:
+        return _strong("SWITCHBOARD_JWT_SECRET", settings.jwt_secret)
+    return local_secret(settings.data_dir, "jwt-secret", lambda: secrets.token_urlsafe(48))
 
 
 def signing_secret(settings: Settings) -> str:
     """The secret every replica shares for the backend's own keys (own event signatures, manual pseudonyms).
     With a JWKS there is no JWT secret to fall back on: a per-data-folder one would differ between replicas."""
     if settings.signing_secret:
-        return settings.signing_secret
+        return _strong("SWITCHBOARD_SIGNING_SECRET", settings.signing_secret)
     if settings.jwks_url and not settings.jwt_secret:
         raise MissingSigningSecret("with SWITCHBOARD_JWKS_URL set SWITCHBOARD_SIGNING_SECRET (or SWITCHBOARD_JWT_SECRET) "
                                    "must be set, the same on every replica: it keys the backend's own event signatures")

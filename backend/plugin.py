@@ -28,7 +28,7 @@ from litestar.types import Scope
 
 from backend import db, messaging
 from backend.audit.controllers import AuditController
-from backend.auth import PUBLIC, MissingSigningSecret, authorize, jwks_keys, jwt_auth, signing_secret
+from backend.auth import PUBLIC, MissingSigningSecret, authorize, check_secrets, jwks_keys, jwt_auth
 from backend.commands.controllers import CommandController
 from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.failures.controllers import FailureController
@@ -76,7 +76,7 @@ class SwitchboardPlugin(InitPluginProtocol):
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
         try:
             self.retention = RetentionPolicy.from_settings(settings)
-            signing_secret(settings)
+            check_secrets(settings)
             self.jwks = jwks_keys(settings)
         except (ValueError, MissingSigningSecret) as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
@@ -87,7 +87,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         jwks_task = await _keep_keys_fresh(self.jwks) if self.jwks else None
         pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
         async with pool.acquire() as conn:
-            applied = await db.migrate(conn)
+            applied = await db.migrate_with_owner(conn, settings.database_owner_url)
             await check_audit_floor(conn, self.retention)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))

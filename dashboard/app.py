@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
+import sys
 
 from nicegui import app, ui
 
@@ -22,6 +24,7 @@ from dashboard.pages import (
 )
 from switchboard.settings import Settings
 
+log = logging.getLogger(__name__)
 PAGES = (signin, flow, capacity, journeys, failures, integrations, reconciliation, fallback, listing)
 
 
@@ -35,7 +38,34 @@ def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:
     return dashboard
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _refuse_unsafe_demo(settings: Settings, host: str, port: int) -> None:
+    """Demo mode hands anyone who reaches the page any role, admin included: this machine's users only."""
+    from backend.auth import jwt_secret  # noqa: PLC0415 - demo mode only: a real deployment never mints
+
+    if not is_loopback(host):
+        sys.exit(f"dashboard not started: demo mode (anyone may sign in as any role, admin included) serves "
+                 f"loopback only (127.0.0.0/8, ::1, localhost), not --host {host}; bind to 127.0.0.1 or turn "
+                 "demo mode off (no --demo, SWITCHBOARD_DASHBOARD_DEMO unset)")
+    try:
+        jwt_secret(settings)
+    except ValueError as exc:
+        sys.exit(f"dashboard not started: demo mode mints tokens, and {exc}")
+    log.warning("demo mode is on: anyone reaching %s:%s may sign in as any role, admin included", host, port)
+
+
 def run(settings: Settings, *, host: str, port: int, demo: bool | None = None) -> None:
+    demo = settings.dashboard_demo if demo is None else demo
+    if demo:
+        _refuse_unsafe_demo(settings, host, port)
     build(settings, demo=demo)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per backend request drowns the log
     # sessions live in this process only, so a fresh secret per start costs nothing but a sign-in

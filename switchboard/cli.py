@@ -31,18 +31,22 @@ def _migrate(_: argparse.Namespace) -> None:
 
     settings = get_settings()
     if not settings.database_url:
-        sys.exit("set SWITCHBOARD_DATABASE_URL")
+        sys.exit("set SWITCHBOARD_DATABASE_URL (and SWITCHBOARD_DATABASE_OWNER_URL to migrate as the owner)")
 
     async def run() -> list[str]:
         import asyncpg  # noqa: PLC0415
 
+        # as the owner when its URL is set, granting SWITCHBOARD_DATABASE_URL's role what the backend may do
         conn = await asyncpg.connect(settings.database_url)
         try:
-            return await db.migrate(conn)
+            return await db.migrate_with_owner(conn, settings.database_owner_url)
         finally:
             await conn.close()
 
-    applied = asyncio.run(run())
+    try:
+        applied = asyncio.run(run())
+    except db.MigrationsPending as exc:
+        sys.exit(str(exc))
     print("applied: " + ", ".join(applied) if applied else "up to date")
 
 
@@ -84,8 +88,12 @@ def _token(args: argparse.Namespace) -> None:
     from backend.auth import mint_token  # noqa: PLC0415
 
     sites = "*" if args.site == ["*"] else args.site
-    print(mint_token(get_settings(), sub=args.sub, roles=args.role, sites=sites, system=args.system,
-                     ttl=timedelta(minutes=args.ttl_minutes)))
+    try:
+        token = mint_token(get_settings(), sub=args.sub, roles=args.role, sites=sites, system=args.system,
+                           ttl=timedelta(minutes=args.ttl_minutes))
+    except ValueError as exc:  # an unknown role, or a secret too weak or too exposed to sign with
+        sys.exit(f"token not minted: {exc}")
+    print(token)
 
 
 def _dashboard(args: argparse.Namespace) -> None:
@@ -144,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="let anyone pick a role and site (as SWITCHBOARD_DASHBOARD_DEMO=true)")
     dashboard.set_defaults(run=_dashboard)
 
-    commands.add_parser("migrate", help="apply the SQL migrations").set_defaults(run=_migrate)
+    commands.add_parser("migrate", help="apply the SQL migrations (as SWITCHBOARD_DATABASE_OWNER_URL's role when set)").set_defaults(run=_migrate)
 
     purge = commands.add_parser("purge", help="delete rows past their retention (SWITCHBOARD_RETENTION_*)")
     purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")

@@ -15,6 +15,9 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
+import asyncpg
+
+from backend import db
 from connectors.cli import run_simulation
 from connectors.sim import SYSTEMS
 from switchboard.embedded import embedded_servers
@@ -38,6 +41,19 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str = "backend
     raise SystemExit(f"the {name} did not become ready in time")
 
 
+async def _create_runtime_role(owner_url: str) -> None:
+    conn = await asyncpg.connect(owner_url)
+    try:
+        await db.ensure_runtime_role(conn)
+    finally:
+        await conn.close()
+
+
+def _without_database(env: dict[str, str]) -> dict[str, str]:
+    """The dashboard talks to the backend only: it gets no database URL."""
+    return {k: v for k, v in env.items() if not k.startswith("SWITCHBOARD_DATABASE_")}
+
+
 def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: int = 8080) -> None:
     from backend.auth import mint_token  # noqa: PLC0415
 
@@ -49,7 +65,11 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
     total = 5
     _step(1, total, f"starting embedded Postgres and NATS JetStream in {data_dir}")
     with embedded_servers(data_dir) as urls:
-        env = {**os.environ, "SWITCHBOARD_DATABASE_URL": urls["database_url"], "SWITCHBOARD_NATS_URL": urls["nats_url"]}
+        # the backend runs as the runtime role and migrates as the owner (docs/security.md)
+        asyncio.run(_create_runtime_role(urls["database_url"]))
+        env = {**os.environ, "SWITCHBOARD_DATABASE_URL": db.with_role(urls["database_url"], db.RUNTIME_ROLE),
+               "SWITCHBOARD_DATABASE_OWNER_URL": urls["database_url"],
+               "SWITCHBOARD_NATS_URL": urls["nats_url"]}
         # a person reads this terminal: plain lines unless JSON was asked for
         env.setdefault("SWITCHBOARD_LOG_FORMAT", "text")
         backend_url = f"http://{host}:{port}"
@@ -63,7 +83,8 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
             _step(3, total, f"starting the dashboard on {dashboard_url}")
             dashboard = subprocess.Popen(
                 [sys.executable, "-m", "switchboard.cli", "dashboard", "--demo", "--host", host,
-                 "--port", str(dashboard_port)], env={**env, "SWITCHBOARD_BACKEND_URL": backend_url})
+                 "--port", str(dashboard_port)],
+                env={**_without_database(env), "SWITCHBOARD_BACKEND_URL": backend_url})
             _wait_ready(dashboard_url + "/signin", dashboard, "dashboard")
             print(f"  open {dashboard_url} and pick a role and site", flush=True)
             _step(4, total, "tokens for this demo (12 hours):")

@@ -11,6 +11,9 @@ from dotenv import load_dotenv
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
+    # the role that owns the tables, for migrations (`switchboard migrate`; the backend at start when set).
+    # Unset, the backend migrates as database_url's role (docs/security.md: production keeps them apart)
+    database_owner_url: str | None = None
     nats_url: str | None = None
     backend_url: str = "http://127.0.0.1:8000"
     jwt_secret: str | None = None

@@ -31,7 +31,7 @@ from switchboard.backend_process import BackendProcess
 from switchboard.embedded import embedded_servers
 from switchboard.settings import Settings
 
-JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
+JWT_SECRET = "fake-jwt-secret-for-tests-only-never-deployed"
 LAB_SYSTEMS = ("lab_health", "lab_degraded", "lab_traffic", "lab_pace", "lab_floor", "lab_board", "lab_scope",
                "lab_rogue")
 
@@ -62,13 +62,15 @@ def _with_database(url: str, name: str) -> str:
 
 @pytest.fixture(scope="session")
 async def settings(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[Settings]:
-    """A database of this session's own, migrated, and streams recreated from scratch."""
+    """A database of this session's own, migrated by its owner, and streams recreated from scratch.
+    The backend gets the runtime role's URL: the whole suite runs it without the owner's rights."""
     name = f"switchboard_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_urls["database_url"])
     await admin.execute(f'CREATE DATABASE "{name}"')
-    database_url = _with_database(server_urls["database_url"], name)
-    conn = await asyncpg.connect(database_url)
-    await db.migrate(conn)
+    await db.ensure_runtime_role(admin)
+    owner_url = _with_database(server_urls["database_url"], name)
+    conn = await asyncpg.connect(owner_url)
+    await db.migrate(conn, runtime_role=db.RUNTIME_ROLE)
     await conn.close()
 
     nc = await nats.connect(server_urls["nats_url"])
@@ -76,15 +78,16 @@ async def settings(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[
     await messaging.recreate_streams(js)
     await nc.close()
 
-    yield Settings(database_url=database_url, nats_url=server_urls["nats_url"], jwt_secret=JWT_SECRET,
-                   data_dir=str(workdir / "data"))
+    yield Settings(database_url=db.with_role(owner_url, db.RUNTIME_ROLE), database_owner_url=owner_url,
+                   nats_url=server_urls["nats_url"], jwt_secret=JWT_SECRET, data_dir=str(workdir / "data"))
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
 
 
 @pytest.fixture(scope="session")
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
+    """The operator's view, the owner's: it may set up what the backend may not (triggers, backdating)."""
+    pool = await db.create_pool(settings.database_owner_url)  # type: ignore[arg-type]
     yield pool
     await pool.close()
 
@@ -99,6 +102,8 @@ async def js(settings: Settings) -> AsyncIterator[nats.js.JetStreamContext]:
 def backend_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ, "SWITCHBOARD_DATABASE_URL": settings.database_url or "",
+        # the runtime role only: the session's database is migrated already
+        "SWITCHBOARD_DATABASE_OWNER_URL": "",
         "SWITCHBOARD_NATS_URL": settings.nats_url or "", "SWITCHBOARD_JWT_SECRET": JWT_SECRET,
         "SWITCHBOARD_DATA_DIR": str(settings.data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
         # command delivery in seconds, not minutes, so that retries and timeouts are testable

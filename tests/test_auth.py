@@ -17,7 +17,8 @@ READERS = {"manager", "floor_staff", "sre", "admin"}
 
 
 def test_every_route_declares_an_authorisation_decision():
-    app = create_app(Settings(database_url="postgresql://unused", nats_url="nats://unused", jwt_secret="x"))
+    app = create_app(Settings(database_url="postgresql://unused", nats_url="nats://unused",
+                              jwt_secret="fake-jwt-secret-for-listing-routes-only"))
     undecided = []
     for route in app.routes:
         for handler in getattr(route, "route_handlers", None) or [route.route_handler]:  # websockets have one

@@ -119,7 +119,8 @@ CALLERS = [ANONYMOUS, *sorted(ROLES)]
 
 def app_routes() -> dict[str, list[str] | str]:
     """Every route of the app as `METHOD path` with the roles it declares, "public" or "undecided"."""
-    app = create_app(Settings(database_url="postgresql://unused", nats_url="nats://unused", jwt_secret="x"))
+    app = create_app(Settings(database_url="postgresql://unused", nats_url="nats://unused",
+                              jwt_secret="fake-jwt-secret-for-listing-routes-only"))
     routes: dict[str, list[str] | str] = {}
     for route in app.routes:
         handlers = getattr(route, "route_handlers", None) or [route.route_handler]  # type: ignore[attr-defined]

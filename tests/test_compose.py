@@ -13,12 +13,13 @@ import json
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 import pytest
 import yaml
 
+from backend.db import RUNTIME_ROLE
 from switchboard.embedded import EmbeddedNats
 from switchboard.settings import Settings
 
@@ -84,8 +85,8 @@ def test_the_nats_nodes_run_the_nats_server_version_the_tests_run(compose):
 def test_two_backends_a_dashboard_and_connectors_from_one_image(compose):
     services = compose["services"]
     roles = {name: s["command"][0] for name, s in services.items() if s.get("build")}
-    assert roles == {"backend-1": "backend", "backend-2": "backend", "dashboard": "dashboard",
-                     "connectors": "connector"}
+    assert roles == {"migrate": "migrate", "backend-1": "backend", "backend-2": "backend",
+                     "dashboard": "dashboard", "connectors": "connector"}
     assert len({services[name]["image"] for name in roles}) == 1
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.startswith("#") and "FROM python:3.12-slim" in dockerfile
@@ -94,6 +95,8 @@ def test_two_backends_a_dashboard_and_connectors_from_one_image(compose):
 
 def test_every_long_running_service_has_a_health_check(compose):
     for name, service in compose["services"].items():
+        if service.get("restart") == "no":
+            continue  # one-shot: what waits for it waits for it to complete
         check = service.get("healthcheck")
         assert check and check["test"][0] == "CMD" and len(check["test"]) > 1, f"{name} has no health check"
     for backend in ("backend-1", "backend-2"):
@@ -112,7 +115,77 @@ def test_no_secret_is_written_in_the_file(compose):
             if SECRET_KEY.search(key):
                 seen += 1
                 assert INTERPOLATED_REQUIRED.match(str(value)), f"{name}.{key} must come from the environment"
-            if key.endswith("DATABASE_URL"):
+            if key.startswith("SWITCHBOARD_DATABASE_"):
                 password = re.fullmatch(r"postgresql://[^:]+:([^@]+)@.+", value).group(1)  # type: ignore[union-attr]
                 assert INTERPOLATED_REQUIRED.match(password), f"{name}: the database password is written in"
     assert seen >= 5  # the Postgres password and the JWT secret of every Switchboard process
+
+
+class Dsn(NamedTuple):
+    user: str
+    host: str
+    database: str
+
+
+def _dsn(value: str) -> Dsn:
+    """A database URL whose password is interpolated (which URL parsers do not read: `${X:?…}`)."""
+    match = re.fullmatch(r"postgresql://([^:@]+):\$\{[^}]+\}@([^/]+)/(\w+)", value)
+    assert match, f"{value} is not postgresql://user:${{PASSWORD}}@host/database"
+    return Dsn(*match.groups())
+
+
+def _environment(compose: dict[str, Any], name: str) -> dict[str, str]:
+    return compose["services"][name].get("environment", {})
+
+
+def test_the_dashboard_and_the_connectors_get_no_database_and_no_jwt_secret(compose):
+    for name in ("dashboard", "connectors"):
+        environment = _environment(compose, name)
+        assert environment, f"{name} has an environment"
+        assert not [key for key in environment if "DATABASE" in key or key.endswith("_SECRET")], name
+    assert "SWITCHBOARD_NATS_URL" in _environment(compose, "connectors")
+    assert _environment(compose, "dashboard")["SWITCHBOARD_DASHBOARD_DEMO"] == "false"
+    assert "--demo" not in compose["services"]["dashboard"]["command"]
+
+
+def test_backends_run_as_the_runtime_role_once_migrate_has_completed(compose):
+    services = compose["services"]
+    migrate = services["migrate"]
+    assert migrate["command"] == ["migrate"] and migrate["restart"] == "no"
+    owner = _dsn(_environment(compose, "migrate")["SWITCHBOARD_DATABASE_OWNER_URL"])
+    assert owner.user == "switchboard" and owner.database == "switchboard"
+    assert not [key for key in _environment(compose, "migrate") if key.endswith("_SECRET") or "NATS" in key]
+    for backend in ("backend-1", "backend-2"):
+        environment = _environment(compose, backend)
+        runtime = _dsn(environment["SWITCHBOARD_DATABASE_URL"])
+        assert runtime.user == RUNTIME_ROLE != owner.user and runtime.database == owner.database
+        assert "SWITCHBOARD_DATABASE_OWNER_URL" not in environment, "backends never get the owner's password"
+        assert services[backend]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert _environment(compose, "migrate")["SWITCHBOARD_DATABASE_URL"] == _environment(
+        compose, "backend-1")["SWITCHBOARD_DATABASE_URL"], "migrate grants the role the backends run as"
+
+
+def test_postgres_makes_the_two_roles_with_passwords_from_the_environment(compose):
+    postgres = compose["services"]["postgres"]
+    mounted = [v for v in postgres["volumes"] if v.startswith("./deploy/postgres-roles.sh:")]
+    assert mounted and mounted[0].split(":")[1].startswith("/docker-entrypoint-initdb.d/")
+    script = (ROOT / "deploy" / "postgres-roles.sh").read_text()
+    for role, variable in (("switchboard", "owner_password"), (RUNTIME_ROLE, "app_password")):
+        assert re.search(rf"CREATE ROLE {role} LOGIN NOSUPERUSER .*PASSWORD :'{variable}';", script)
+    assert 'owner_password="$SWITCHBOARD_OWNER_PASSWORD"' in script
+    assert 'app_password="$SWITCHBOARD_APP_PASSWORD"' in script
+    assert "CREATE DATABASE switchboard OWNER switchboard;" in script
+    for key in ("SWITCHBOARD_OWNER_PASSWORD", "SWITCHBOARD_APP_PASSWORD"):
+        assert INTERPOLATED_REQUIRED.match(postgres["environment"][key])
+    superuser = [name for name, service in compose["services"].items()
+                 for key, value in service.get("environment", {}).items()
+                 if key.startswith("SWITCHBOARD_DATABASE_") and _dsn(value).user == "postgres"]
+    assert superuser == [], "no Switchboard process connects as the superuser"
+
+
+def test_no_nats_monitoring_port_is_published(compose):
+    published = [(name, port) for name, service in compose["services"].items()
+                 for port in service.get("ports", []) if str(port).rsplit(":", 1)[-1] == "8222"]
+    assert published == []
+    assert all(str(port).startswith("127.0.0.1:") for service in compose["services"].values()
+               for port in service.get("ports", [])), "everything published is published on loopback only"

@@ -203,14 +203,14 @@ def test_with_a_jwks_the_backend_starts_only_with_a_signing_secret_every_replica
                 "jwks_url": "http://127.0.0.1:9/jwks.json", "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
     with pytest.raises(SystemExit, match="SWITCHBOARD_SIGNING_SECRET"):
         create_app(Settings(**settings))
-    assert create_app(Settings(**settings, signing_secret="shared")).plugins
+    assert create_app(Settings(**settings, signing_secret="fake-signing-secret-every-replica-shares")).plugins
 
 
 @pytest.mark.parametrize("missing", ["jwt_issuer", "jwt_audience"])
 def test_with_a_jwks_the_backend_starts_only_with_an_issuer_and_an_audience(missing):
     # without them any token the provider issued, to any application, for anyone, would do
     settings = {"database_url": "postgresql://unused", "nats_url": "nats://unused",
-                "signing_secret": "shared",
+                "signing_secret": "fake-signing-secret-every-replica-shares",
                 "jwks_url": "http://127.0.0.1:9/jwks.json", "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
     del settings[missing]
     with pytest.raises(SystemExit, match="SWITCHBOARD_JWT_ISSUER and SWITCHBOARD_JWT_AUDIENCE"):

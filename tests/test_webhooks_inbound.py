@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import BackendProcess, eventually, start_backend
 
-SECRET = "whsec_" + base64.b64encode(b"switchboard-webhook-test-secret!").decode()
+SECRET = "whsec_" + base64.b64encode(b"fake-inbound-webhook-secret-32by").decode()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ async def test_a_signed_webhook_becomes_a_journey_event_and_a_replay_is_refused(
 async def test_bad_signatures_stale_timestamps_and_unknown_systems_are_refused(webhook_backend, uid):
     body = ticket_called(f"T-{uid}", f"wh-{uid}")
     async with httpx.AsyncClient(base_url=webhook_backend.url) as client:
-        other_secret = "whsec_" + base64.b64encode(b"not-the-shared-secret-at-all!!!!").decode()
+        other_secret = "whsec_" + base64.b64encode(b"fake-and-not-the-shared-secret!!").decode()
         wrong = await client.post("/api/v1/webhooks/queue", content=body, headers=signed(body, secret=other_secret))
         stale = await client.post("/api/v1/webhooks/queue", content=body,
                                   headers=signed(body, at=datetime.now(UTC) - timedelta(minutes=10)))

@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 from connectors.webhook import TargetRefused, WebhookConnector, check_target
 from switchboard.commands import Command
 
-SECRET = "whsec_" + base64.b64encode(b"outbound-webhook-test-secret-32b").decode()
+SECRET = "whsec_" + base64.b64encode(b"fake-outbound-webhook-secret-32b").decode()
 
 
 class Receiver:
@@ -105,7 +105,7 @@ async def test_a_loopback_target_is_refused_unless_allowed(receiver):
                                  "http://localhost/x", "http://127.1/x", "http://2130706433/x", "http://0x7f.1/x",
                                  "http://0177.0.0.1/x", "http://0.0.0.0/x", "http://[::]/x",
                                  "http://[::ffff:127.0.0.1]/x", "https://[::ffff:10.0.0.1]:8443/",
-                                 "http://[fd00::1]/x", "http://[fe80::1]/x", "http://user:pw@127.0.0.1/x",
+                                 "http://[fd00::1]/x", "http://[fe80::1]/x", "http://fake:fake@127.0.0.1/x",
                                  "http://224.0.0.1/x", "file:///etc/passwd", "gopher://127.0.0.1/"])
 async def test_private_link_local_and_non_http_targets_are_refused(url):
     with pytest.raises(TargetRefused):

@@ -1,4 +1,7 @@
-"""Month partitions of `events` (sql/007): the coming months exist before any event needs them."""
+"""Month partitions of `events` (sql/007): the coming months exist before any event needs them.
+
+The backend's role may not create tables: sql/011's ensure_coming_event_partitions does it with the
+owner's rights, for the coming months only."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ _DAY_S = 86_400.0
 
 async def ensure_partitions(pool: asyncpg.Pool, months_ahead: int = MONTHS_AHEAD) -> int:
     async with pool.acquire() as conn:
-        created: int = await conn.fetchval("SELECT ensure_event_partitions($1)", months_ahead)
+        created: int = await conn.fetchval("SELECT ensure_coming_event_partitions($1)", months_ahead)
     if created:
         log.info("created %d month partitions of events", created)
     return created

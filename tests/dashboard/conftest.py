@@ -55,7 +55,7 @@ async def simulated_board(board_settings: Settings) -> AsyncIterator[Board]:
         os.environ["NICEGUI_USER_SIMULATION"] = "true"
         try:
             dashboard = build(board_settings, demo=True)
-            ui.run(storage_secret="simulated secret", show_welcome_message=False)
+            ui.run(storage_secret="fake storage secret", show_welcome_message=False)
             async with core.app.router.lifespan_context(core.app):
                 async with httpx.AsyncClient(transport=httpx.ASGITransport(core.app), base_url="http://test") as client:
                     yield Board(User(client), dashboard)
