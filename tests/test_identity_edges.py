@@ -21,7 +21,7 @@ from switchboard.settings import Settings
 from tests.conftest import BackendProcess, backend_env, cloud_event, eventually, start_backend
 
 RATE = 3
-SECRET = "whsec_" + base64.b64encode(b"switchboard-webhook-test-secret!").decode()
+SECRET = "whsec_" + base64.b64encode(b"fake-webhook-secret-for-the-test").decode()
 
 
 @pytest.fixture(scope="module")
