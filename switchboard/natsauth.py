@@ -24,6 +24,7 @@ from typing import Any
 
 import nkeys
 
+from switchboard.bus import connect
 from switchboard.commands import COMMANDS_STREAM, consumer_name
 
 SWITCHBOARD_ACCOUNT = "SWITCHBOARD"
@@ -100,12 +101,10 @@ def connector_permissions(system: str, sites: tuple[str, ...] = ()) -> dict[str,
     """A connector of `system`: its events (only its sites' journey events when limited), its heartbeats,
     replies to the snapshot requests it was sent, and its own commands through the backend's consumer."""
     consumer = consumer_name(system)
-    events = [f"svc.events.{system}.{kind}.{site}" for site in sites for kind in ("*.*", "*.*.*")] if sites \
-        else [f"svc.events.{system}.>"]
+    events = [f"svc.events.{system}.*.*.{site}" for site in sites] if sites else [f"svc.events.{system}.>"]
     if sites:
-        # heartbeats, command results and capacity carry no journey site token (docs/contract-notes.md)
-        events += [f"svc.events.{system}.connector.heartbeat", f"svc.events.{system}.command.result",
-                   f"svc.events.{system}.capacity.changed"]
+        # heartbeats and command results carry no site, so no site token (docs/contract-notes.md)
+        events += [f"svc.events.{system}.connector.heartbeat", f"svc.events.{system}.command.result"]
     service = f"switchboard-{system}"
     return {
         "pub": {"allow": [
@@ -242,10 +241,9 @@ class Issuer:
 
 async def push_account(nats_url: str, issuer: Issuer, timeout: float = 5.0) -> None:
     """Send the SWITCHBOARD account's current JWT to running servers (a cluster passes it on)."""
-    from switchboard.bus import connect  # noqa: PLC0415 - the kernel connect helper imports settings
-
-    creds = write_secret(issuer.folder / "system.creds", issuer.system_creds()) \
-        if not (issuer.folder / "system.creds").exists() else issuer.folder / "system.creds"
+    creds = issuer.folder / "system.creds"
+    if not creds.exists():
+        write_secret(creds, issuer.system_creds())
     nc = await connect(nats_url, "switchboard-issuer", creds=str(creds), reconnect=False)
     try:
         reply = await nc.request("$SYS.REQ.CLAIMS.UPDATE", issuer.account_jwt().encode(), timeout=timeout)
