@@ -26,6 +26,7 @@ import uvloop
 
 from backend import messaging
 from backend.journeys import services
+from switchboard import bus
 from switchboard.backend_process import BackendProcess
 from switchboard.bench.common import progress, report
 from switchboard.bench.ingest import make_events
@@ -70,8 +71,9 @@ def plan(total: int, seed: int) -> tuple[list[tuple[str, bytes, str]], dict[str,
     return messages, journeys
 
 
-async def publish_all(nats_url: str, messages: list[tuple[str, bytes, str]], tally: Tally) -> None:
-    nc = await messaging.connect(nats_url, "switchboard-chaos-publisher")
+async def publish_all(nats_url: str, messages: list[tuple[str, bytes, str]], tally: Tally,
+                      creds: str | None = None) -> None:
+    nc = await messaging.connect(nats_url, "switchboard-chaos-publisher", creds)
     js = nc.jetstream()
     started = time.monotonic()
 
@@ -112,9 +114,9 @@ async def count_applied(database_url: str) -> int | None:
         await conn.close()
 
 
-async def drained(nats_url: str) -> bool:
+async def drained(nats_url: str, creds: str | None = None) -> bool:
     with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
-        nc = await nats.connect(nats_url.split(","), connect_timeout=2, max_reconnect_attempts=0)
+        nc = await bus.connect(nats_url, "switchboard-chaos-drained", creds=creds, reconnect=False, connect_timeout=2)
         try:
             info = await nc.jetstream().consumer_info(messaging.EVENTS_STREAM, messaging.APPLY_CONSUMER)
             return info.num_pending == 0 and info.num_ack_pending == 0
@@ -159,11 +161,11 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
     pg.start()
     ns.start()
     env = {**os.environ, "SWITCHBOARD_DATABASE_URL": pg.url, "SWITCHBOARD_NATS_URL": ns.url,
-           "SWITCHBOARD_DATA_DIR": str(root), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+           "SWITCHBOARD_NATS_CREDS": ns.creds or "", "SWITCHBOARD_DATA_DIR": str(root), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
     backends = [BackendProcess(env, root / f"backend-{i}.log") for i in range(REPLICAS)]
     tally = Tally()
     try:
-        nc = await messaging.connect(ns.url, "switchboard-chaos-setup")
+        nc = await messaging.connect(ns.url, "switchboard-chaos-setup", ns.creds)
         await messaging.ensure_streams(nc.jetstream(), 120.0)
         await nc.close()
         for b in backends:
@@ -177,7 +179,7 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
         moments = sorted([("backend", rng.uniform(0.02, 0.98)) for _ in range(kills)]
                          + [("postgres", rng.uniform(0.2, 0.5)), ("nats", rng.uniform(0.5, 0.8))],
                          key=lambda m: m[1])
-        publisher = asyncio.create_task(publish_all(ns.url, messages, tally))
+        publisher = asyncio.create_task(publish_all(ns.url, messages, tally, ns.creds))
         started = time.monotonic()
         for what, share in moments:
             while len(tally.acknowledged) < share * total and not publisher.done():
@@ -198,10 +200,10 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
             await asyncio.sleep(1)
             progress(f"publishing: {len(tally.acknowledged):,}/{total:,} acknowledged")
         publisher.result()
-        while not (await drained(ns.url) and all(b.ready() for b in backends)):
+        while not (await drained(ns.url, ns.creds) and all(b.ready() for b in backends)):
             progress(f"draining: applied {await count_applied(pg.url)}")
             await asyncio.sleep(1)
-        nc = await nats.connect(ns.url)
+        nc = await messaging.connect(ns.url, "switchboard-chaos-verify", ns.creds)
         stream_messages = (await nc.jetstream().stream_info(messaging.EVENTS_STREAM)).state.messages
         await nc.close()
         figures = await verify(pg.url, tally, journeys, stream_messages)

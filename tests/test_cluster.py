@@ -25,7 +25,7 @@ async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workd
     try:
         async with scratch_database(server_urls["database_url"], "cluster") as database_url:
             env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": cluster.url,
-                   "SWITCHBOARD_STREAM_REPLICAS": "3", "SWITCHBOARD_DATA_DIR": str(workdir),
+                   "SWITCHBOARD_NATS_CREDS": cluster.creds or "", "SWITCHBOARD_STREAM_REPLICAS": "3", "SWITCHBOARD_DATA_DIR": str(workdir),
                    "SWITCHBOARD_LOG_LEVEL": "WARNING"}
             backends = [BackendProcess(env, workdir / f"cluster-backend-{i}.log").start() for i in range(2)]
             for b in backends:
@@ -33,17 +33,17 @@ async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workd
 
             messages, journeys = chaos.plan(EVENTS, seed=5)
             tally = chaos.Tally()
-            publisher = asyncio.create_task(chaos.publish_all(cluster.url, messages, tally))
+            publisher = asyncio.create_task(chaos.publish_all(cluster.url, messages, tally, cluster.creds))
             while len(tally.acknowledged) < EVENTS // 3:
                 await asyncio.sleep(0.05)
-            nc = await messaging.connect(cluster.url, "test-cluster")
+            nc = await messaging.connect(cluster.url, "test-cluster", cluster.creds)
             info = await nc.jetstream().stream_info(messaging.EVENTS_STREAM)
             assert info.config.num_replicas == 3
             leader = next(n for n in cluster.nodes if n.cluster and n.cluster.server_name == info.cluster.leader)
             leader.kill()
             backends[0].kill()
             await publisher
-            while not await chaos.drained(cluster.url):
+            while not await chaos.drained(cluster.url, cluster.creds):
                 await asyncio.sleep(0.5)
             stream_messages = (await nc.jetstream().stream_info(messaging.EVENTS_STREAM)).state.messages
             await nc.close()

@@ -23,8 +23,8 @@ from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.ingest.apply import apply_events
 from backend.ingest.validate import Accepted, validate
 from backend.integrations.pace import PacePolicy
-from switchboard.commands import Command
 from switchboard import bus
+from switchboard.commands import Command
 from switchboard.embedded import embedded_servers
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
 from switchboard.settings import Settings
