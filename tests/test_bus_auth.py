@@ -173,8 +173,9 @@ async def test_a_connector_cannot_read_another_systems_commands(world, uid):
 
 async def test_a_connector_cannot_answer_another_systems_snapshot_requests(world, uid):
     nc, errors = await as_connector(world.profile("queue"), "queue")
-    invented = SnapshotPage(system="crm", site=f"s-{uid}", day=date.today(), as_of=datetime.now(UTC),
-                            records=[SnapshotRecord(ref=f"crm:C-{uid}", site=f"s-{uid}", stage="completed")])
+    invented = SnapshotPage(system="crm", site=f"s-{uid}", day=date.today(), as_of=datetime.now(UTC), next_cursor=None,
+                            records=[SnapshotRecord(ref=f"crm:C-{uid}", site=f"s-{uid}", stage="completed",
+                                                    updated_at=datetime.now(UTC))])
 
     async def answer(msg: Msg) -> None:
         await msg.respond(msgspec.json.encode(invented))
@@ -188,22 +189,23 @@ async def test_a_connector_cannot_answer_another_systems_snapshot_requests(world
     await nc.close()
 
 
-async def test_only_backends_publish_or_read_live_updates(world):
+async def test_only_backends_publish_or_read_live_updates(world, uid):
     nc, errors = await as_connector(world.profile("queue"), "queue")
     by_connector: list[bytes] = []
     by_backend: list[bytes] = []
     await nc.subscribe("svc.live.>", cb=collector(by_connector))
-    await world.nc.subscribe("svc.live.>", cb=collector(by_backend))
+    await world.nc.subscribe(f"svc.live.probe-{uid}", cb=collector(by_backend))
     await nc.flush()
     await world.nc.flush()
-    await nc.publish("svc.live.flow", b'{"forged": true}')
+    await nc.publish(f"svc.live.probe-{uid}", b'{"forged": true}')
     await nc.flush()
-    await world.nc.publish("svc.live.flow", b'{"real": true}')
+    await world.nc.publish(f"svc.live.probe-{uid}", b'{"real": true}')
     await world.nc.flush()
     await eventually(holds(lambda: by_backend))
     await asyncio.sleep(0.3)
     assert by_backend == [b'{"real": true}'] and by_connector == []
-    assert 'publish to "svc.live.flow"' in violations(errors) and 'subscription to "svc.live.>"' in violations(errors)
+    assert f'publish to "svc.live.probe-{uid}"' in violations(errors)
+    assert 'subscription to "svc.live.>"' in violations(errors)
     await nc.close()
 
 
@@ -238,7 +240,8 @@ class Desk(Connector):
         self.handled: list[str] = []
 
     async def snapshot(self, site: str, day: date) -> Sequence[SnapshotRecord]:
-        return [SnapshotRecord(ref=f"queue:{self.ref}", site=self.site, stage="waiting")] if site == self.site else []
+        return [SnapshotRecord(ref=f"queue:{self.ref}", site=self.site, stage="waiting",
+                               updated_at=datetime.now(UTC))] if site == self.site else []
 
     async def handle(self, command: Command) -> Outcome:
         self.handled.append(command.id)
