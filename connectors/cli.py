@@ -172,6 +172,7 @@ def issue_profile(issuer_dir: Path, *, system: str, sites: list[str], out: Path,
     """Write `<out>/<system>.env` and the credentials file beside it (both owner-only); the .env's path."""
     from switchboard.natsauth import Issuer, write_secret  # noqa: PLC0415
 
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
     creds = write_secret(out.resolve() / f"{system}.creds", Issuer(issuer_dir).connector_creds(system, tuple(sites)))
     lines = [f"SWITCHBOARD_NATS_URL={nats_url}", f"SWITCHBOARD_NATS_CREDS={creds}",
              f"SWITCHBOARD_BACKEND_URL={backend_url}"]

@@ -222,9 +222,12 @@ class Issuer:
         return self._issue(self.account, f"connector-{system}", "connector", connector_permissions(system, sites),
                            system=system, sites=sites)
 
-    def system_creds(self) -> str:
-        """A user of the system account: it pushes account updates to the servers."""
-        return self._issue(self.system, "system", "system", {})
+    def system_creds(self) -> Path:
+        """The credentials file of a user of the system account: it pushes account updates to the servers."""
+        path = self.folder / "system.creds"
+        if not path.exists():
+            write_secret(path, self._issue(self.system, "system", "system", {}))
+        return path
 
     def revoke(self, system: str) -> list[Identity]:
         """Mark every connector identity of `system` revoked; push `account_jwt()` for it to take effect."""
@@ -241,10 +244,7 @@ class Issuer:
 
 async def push_account(nats_url: str, issuer: Issuer, timeout: float = 5.0) -> None:
     """Send the SWITCHBOARD account's current JWT to running servers (a cluster passes it on)."""
-    creds = issuer.folder / "system.creds"
-    if not creds.exists():
-        write_secret(creds, issuer.system_creds())
-    nc = await connect(nats_url, "switchboard-issuer", creds=str(creds), reconnect=False)
+    nc = await connect(nats_url, "switchboard-issuer", creds=str(issuer.system_creds()), reconnect=False)
     try:
         reply = await nc.request("$SYS.REQ.CLAIMS.UPDATE", issuer.account_jwt().encode(), timeout=timeout)
         answer = json.loads(reply.data)

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 
+import nats
+import nats.errors
 import pytest
 
 from backend import messaging
-from switchboard import chaos
+from switchboard import bus, chaos
 from switchboard.backend_process import BackendProcess
 from switchboard.bench.common import scratch_database
-from switchboard.embedded import EmbeddedNatsCluster
+from switchboard.embedded import ClusterMembership, EmbeddedNats, EmbeddedNatsCluster, free_port
+from tests.conftest import eventually
 
 EVENTS = 3000
 
@@ -56,3 +59,48 @@ async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workd
         for b in backends:
             b.stop()
         cluster.stop()
+
+
+async def servers_answering(cluster: EmbeddedNatsCluster) -> int:
+    """How many servers answer the system account's ping: the nodes that joined the cluster."""
+    assert cluster.issuer is not None
+    nc = await bus.connect(cluster.url, "test-cluster-sys", creds=str(cluster.issuer.system_creds()))
+    try:
+        inbox = nc.new_inbox()
+        answers = await nc.subscribe(inbox)
+        await nc.publish("$SYS.REQ.SERVER.PING", b"", reply=inbox)
+        await asyncio.sleep(1.0)
+        return answers.pending_msgs
+    finally:
+        await nc.close()
+
+
+async def test_a_node_or_client_without_credentials_cannot_join_the_cluster(workdir, uid):
+    cluster = EmbeddedNatsCluster(workdir / f"cluster-auth-{uid}")
+    cluster.start()
+    intruder: EmbeddedNats | None = None
+    try:
+        assert await eventually(lambda: _all_three(cluster), timeout=20)
+        # a node routed at the cluster without the route password
+        route_ports = cluster.nodes[0].cluster.route_ports  # type: ignore[union-attr]
+        port = free_port()
+        intruder = EmbeddedNats(workdir / f"cluster-auth-{uid}" / "intruder", auth=False, cluster=ClusterMembership(
+            "switchboard", "intruder", port, [*route_ports, port]))
+        intruder.start()
+        await eventually(lambda: _logged(intruder, "Authorization Violation"), timeout=10)
+        assert await servers_answering(cluster) == 3
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(cluster.url.split(","), allow_reconnect=False, max_reconnect_attempts=0,
+                               connect_timeout=2)
+    finally:
+        if intruder is not None:
+            intruder.stop()
+        cluster.stop()
+
+
+async def _all_three(cluster: EmbeddedNatsCluster) -> bool:
+    return await servers_answering(cluster) == 3
+
+
+async def _logged(server: EmbeddedNats, text: str) -> bool:
+    return text in (server.data_dir / "nats-server.log").read_text()
