@@ -105,7 +105,8 @@ def _bench(args: argparse.Namespace) -> None:
     from switchboard.bench.ingest import run_ingest_bench  # noqa: PLC0415
 
     run_ingest_bench(events=args.events, batch=args.batch, replicas=args.replicas,
-                     stored_journeys=args.stored_journeys, nats_fsync=not args.no_fsync)
+                     stored_journeys=args.stored_journeys, nats_fsync=not args.no_fsync,
+                     nats_auth=args.nats_auth == "on")
 
 
 def _chaos(args: argparse.Namespace) -> None:
@@ -174,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--replicas", type=int, default=1, help="also measure this many backends sharing the work")
     ingest.add_argument("--stored-journeys", type=int, default=0, help="journeys stored before the run")
     ingest.add_argument("--no-fsync", action="store_true", help="embedded NATS flushes every 2 min, not per write")
+    ingest.add_argument("--nats-auth", choices=("on", "off"), default="on",
+                        help="embedded NATS without authentication: to measure what it costs, never to run")
     ingest.set_defaults(run=_bench)
     live = bench_kinds.add_parser("live", help="live websocket latency, fan-out and memory against bare floors")
     live.add_argument("--clients", type=int, default=100, help="latency: clients, each scoped to one site")
