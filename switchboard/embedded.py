@@ -124,13 +124,12 @@ class EmbeddedNats:
             text += self.issuer.server_config(self.data_dir / "accounts")
         if self.cluster:
             # routes authenticate with the issuer's route password: a node without it cannot join
-            auth = f"route:{self.issuer.route_password}@" if self.issuer else ""
-            routes = ", ".join(f"nats-route://{auth}127.0.0.1:{p}" for p in self.cluster.route_ports)
-            authorization = (f"  authorization {{\n    user: route\n    password: {json.dumps(self.issuer.route_password)}\n"
-                             "  }\n") if self.issuer else ""
+            routes = [f"127.0.0.1:{p}" for p in self.cluster.route_ports]
+            inside = self.issuer.cluster_config(routes) if self.issuer \
+                else f"routes: [{', '.join('nats-route://' + r for r in routes)}]\n"
             text += (f"server_name: {self.cluster.server_name}\n"
                      f"cluster {{\n  name: {self.cluster.name}\n  listen: 127.0.0.1:{self.cluster.port}\n"
-                     f"  routes: [{routes}]\n{authorization}}}\n")
+                     f"{inside}}}\n")
         write_secret(config, text)  # holds the route password
         return config
 

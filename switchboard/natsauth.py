@@ -203,6 +203,13 @@ class Issuer:
         lines += [f"  {key}: {value}" for key, value in preload.items()]
         return "\n".join([*lines, "}", ""])
 
+    def cluster_config(self, routes: list[str]) -> str:
+        """The inside of a `cluster {}` block: the route user, and routes carrying its password (a node's
+        route to itself is ignored, so every node may list them all). A node without it cannot join."""
+        urls = ", ".join(f"nats-route://route:{self.route_password}@{route}" for route in routes)
+        return (f"authorization {{\n  user: route\n  password: {json.dumps(self.route_password)}\n}}\n"
+                f"routes: [{urls}]\n")
+
     # identities
 
     def _issue(self, signer: nkeys.KeyPair, name: str, kind: str, permissions: dict[str, Any], *,
@@ -252,3 +259,17 @@ async def push_account(nats_url: str, issuer: Issuer, timeout: float = 5.0) -> N
             raise RuntimeError(f"the server refused the account update: {answer['error']}")
     finally:
         await nc.close()
+
+
+def init_deployment(issuer_dir: Path, server_dir: Path, *, resolver_dir: str, routes: list[str],
+                    backend_creds: Path) -> list[Path]:
+    """What a deployment's NATS servers and backends need, from the issuer in `issuer_dir` (made on first
+    use): `auth.conf` (operator mode) and `cluster.conf` (route auth) to include, and the backend's
+    credentials. Run again, it rewrites the includes with the current account (its revocations) and
+    keeps the credentials already issued. The paths written."""
+    issuer = Issuer(issuer_dir)
+    written = [write_secret(server_dir / "auth.conf", issuer.server_config(Path(resolver_dir))),
+               write_secret(server_dir / "cluster.conf", issuer.cluster_config(routes))]
+    if not backend_creds.exists():
+        written.append(write_secret(backend_creds, issuer.backend_creds()))
+    return written
