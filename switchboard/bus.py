@@ -6,6 +6,7 @@ a bare nkey seed, or a token; unset, the connection is anonymous (a server witho
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,12 @@ async def connect(url: str, name: str, *, creds: str | None = None, reconnect: b
     if inbox_prefix:
         settings["inbox_prefix"] = inbox_prefix
     callbacks = {"error_cb": on_error, "disconnected_cb": on_disconnected, "reconnected_cb": on_reconnected}
-    await client.connect([u.strip() for u in url.split(",")], name=name,
-                         **{**callbacks, **settings, **credential_options(creds), **options})
+    try:
+        await client.connect([u.strip() for u in url.split(",")], name=name,
+                             **{**callbacks, **settings, **credential_options(creds), **options})
+    except BaseException:
+        # a refused connection (credentials, authorization) leaves nats-py's transport open otherwise
+        with contextlib.suppress(Exception):
+            await client.close()
+        raise
     return client

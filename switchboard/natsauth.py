@@ -59,7 +59,8 @@ def encode_jwt(signer: nkeys.KeyPair, subject: str, name: str, nats: dict[str, A
     """A NATS JWT (`ed25519-nkey`): what `nsc` writes, with the jti the hash of the claims as nats-io does."""
     claims: dict[str, Any] = {"jti": "", "iat": int(time.time()), "iss": signer.public_key.decode(),
                               "name": name, "sub": subject, "nats": {**nats, "version": 2}}
-    claims["jti"] = base64.b32encode(hashlib.new("sha512_256", json.dumps(claims).encode()).digest()).decode().rstrip("=")
+    digest = hashlib.new("sha512_256", json.dumps(claims).encode()).digest()
+    claims["jti"] = base64.b32encode(digest).decode().rstrip("=")
     header = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
     body = _b64(json.dumps(claims, separators=(",", ":")).encode())
     return f"{header}.{body}.{_b64(signer.sign(f'{header}.{body}'.encode()))}"
@@ -217,8 +218,8 @@ class Issuer:
         user = new_keypair(nkeys.PREFIX_BYTE_USER)
         user_jwt = encode_jwt(signer, user.public_key.decode(), name, {
             "type": "user", "subs": -1, "data": -1, "payload": -1, **permissions})
-        identity = Identity(name=name, kind=kind, public_key=user.public_key.decode(),
-                            issued_at=int(decode_jwt_claims(user_jwt)["iat"]), system=system, sites=list(sites))
+        identity = Identity(name=name, kind=kind, public_key=user.public_key.decode(), system=system,
+                            issued_at=int(decode_jwt_claims(user_jwt)["iat"]), sites=list(sites))
         self._save([*self.identities(), identity])
         return creds_text(user_jwt, user.seed)
 

@@ -129,7 +129,7 @@ def collector(into: list[bytes]) -> Callable[[Msg], Awaitable[None]]:
 async def test_an_anonymous_client_is_refused(world):
     before = await stream_count(world)
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(world.server.url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
+        await bus.connect(world.server.url, "test-anonymous", reconnect=False, connect_timeout=2)
     assert await stream_count(world) == before
 
 

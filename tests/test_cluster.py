@@ -90,8 +90,7 @@ async def test_a_node_or_client_without_credentials_cannot_join_the_cluster(work
         await eventually(lambda: _logged(intruder, "Authorization Violation"), timeout=10)
         assert await servers_answering(cluster) == 3
         with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-            await nats.connect(cluster.url.split(","), allow_reconnect=False, max_reconnect_attempts=0,
-                               connect_timeout=2)
+            await bus.connect(cluster.url, "test-anonymous", reconnect=False, connect_timeout=2)
     finally:
         if intruder is not None:
             intruder.stop()
