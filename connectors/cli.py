@@ -182,17 +182,13 @@ def issue_profile(issuer_dir: Path, *, system: str, sites: list[str], out: Path,
 
 
 def _profile(args: argparse.Namespace) -> None:
-    import msgspec  # noqa: PLC0415
-
-    from switchboard.commands import System  # noqa: PLC0415
-
     settings = get_settings()
     try:
-        msgspec.convert(args.system, System)
-    except msgspec.ValidationError:
-        sys.exit(f"--system {args.system!r} is not a system name")
-    path = issue_profile(_issuer_dir(args, settings), system=args.system, sites=args.site or [], out=Path(args.out),
-                         nats_url=args.nats_url or _nats_url(), backend_url=settings.backend_url)
+        path = issue_profile(_issuer_dir(args, settings), system=args.system, sites=args.site or [],
+                             out=Path(args.out), nats_url=args.nats_url or _nats_url(),
+                             backend_url=settings.backend_url)
+    except ValueError as exc:
+        sys.exit(str(exc))
     asyncio.run(_audit(settings, "connector.profile", f"system:{args.system}", {"sites": args.site or "*"}))
     print(path)
 

@@ -50,8 +50,8 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
     _step(1, total, f"starting embedded Postgres and NATS JetStream in {data_dir}")
     with embedded_servers(data_dir) as urls:
         print(f"nats: {urls['nats_url']}", flush=True)
-        env = {**os.environ, "SWITCHBOARD_DATABASE_URL": urls["database_url"], "SWITCHBOARD_NATS_URL": urls["nats_url"],
-               "SWITCHBOARD_NATS_CREDS": urls["nats_creds"]}
+        env = {**os.environ, "SWITCHBOARD_DATABASE_URL": urls["database_url"],
+               "SWITCHBOARD_NATS_URL": urls["nats_url"], "SWITCHBOARD_NATS_CREDS": urls["nats_creds"]}
         # a person reads this terminal: plain lines unless JSON was asked for
         env.setdefault("SWITCHBOARD_LOG_FORMAT", "text")
         backend_url = f"http://{host}:{port}"

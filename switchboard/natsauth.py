@@ -22,10 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nkeys
 
 from switchboard.bus import connect
-from switchboard.commands import COMMANDS_STREAM, consumer_name
+from switchboard.commands import COMMANDS_STREAM, System, consumer_name
+from switchboard.events import Code
 
 SWITCHBOARD_ACCOUNT = "SWITCHBOARD"
 SYSTEM_ACCOUNT = "SYS"
@@ -101,6 +103,11 @@ def backend_permissions() -> dict[str, Any]:
 def connector_permissions(system: str, sites: tuple[str, ...] = ()) -> dict[str, Any]:
     """A connector of `system`: its events (only its sites' journey events when limited), its heartbeats,
     replies to the snapshot requests it was sent, and its own commands through the backend's consumer."""
+    try:  # names become subject tokens: a `*` or `>` in one would widen the permission
+        msgspec.convert(system, System)
+        msgspec.convert(list(sites), list[Code])
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"not a system and site codes: {exc}") from exc
     consumer = consumer_name(system)
     events = [f"svc.events.{system}.*.*.{site}" for site in sites] if sites else [f"svc.events.{system}.>"]
     if sites:
@@ -227,7 +234,8 @@ class Issuer:
         return self._issue(self.account, name, "backend", backend_permissions())
 
     def connector_creds(self, system: str, sites: tuple[str, ...] = ()) -> str:
-        return self._issue(self.account, f"connector-{system}", "connector", connector_permissions(system, sites),
+        rights = connector_permissions(system, sites)
+        return self._issue(self.account, f"connector-{system}", "connector", rights,
                            system=system, sites=sites)
 
     def system_creds(self) -> Path:

@@ -49,8 +49,9 @@ class World:
     folder: Path
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "SWITCHBOARD_DATABASE_URL": self.database_url, "SWITCHBOARD_NATS_URL": self.server.url,
-                "SWITCHBOARD_DATA_DIR": str(self.folder / "data"), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+        return {**os.environ, "SWITCHBOARD_DATABASE_URL": self.database_url,
+                "SWITCHBOARD_NATS_URL": self.server.url, "SWITCHBOARD_DATA_DIR": str(self.folder / "data"),
+                "SWITCHBOARD_LOG_LEVEL": "WARNING"}
 
     def cli(self, *args: str) -> str:
         """`switchboard connector …` against this world's issuer and NATS, as an operator runs it."""
@@ -94,8 +95,9 @@ async def as_connector(profile: dict[str, str], system: str) -> tuple[NATS, list
     async def collect(exc: Exception) -> None:
         errors.append(exc)
 
-    nc = await bus.connect(profile["SWITCHBOARD_NATS_URL"], f"test-{system}", creds=profile["SWITCHBOARD_NATS_CREDS"],
-                           inbox_prefix=inbox_prefix(system), reconnect=False, error_cb=collect)
+    nc = await bus.connect(profile["SWITCHBOARD_NATS_URL"], f"test-{system}",
+                           creds=profile["SWITCHBOARD_NATS_CREDS"], inbox_prefix=inbox_prefix(system),
+                           reconnect=False, error_cb=collect)
     return nc, errors
 
 
@@ -105,7 +107,8 @@ async def stream_count(world: World, stream: str = messaging.EVENTS_STREAM) -> i
 
 async def consumer_names(world: World) -> dict[str, list[str]]:
     js = world.nc.jetstream()
-    return {s: sorted(c.name for c in await js.consumers_info(s)) for s in (messaging.EVENTS_STREAM, COMMANDS_STREAM)}
+    streams = (messaging.EVENTS_STREAM, COMMANDS_STREAM)
+    return {s: sorted(c.name for c in await js.consumers_info(s)) for s in streams}
 
 
 def violations(errors: list[Exception]) -> str:
@@ -143,7 +146,8 @@ async def test_a_queue_connector_cannot_publish_a_crm_event(world, uid):
                                      timeout=1)
     await nc.publish("svc.events.crm.customer.priority_changed", msgspec.json.encode(event))
     await nc.flush()
-    await eventually(holds(lambda: 'permissions violation for publish to "svc.events.crm' in violations(errors)))
+    refused = 'permissions violation for publish to "svc.events.crm'
+    await eventually(holds(lambda: refused in violations(errors)))
     assert await stream_count(world) == before
     await nc.close()
 
@@ -157,23 +161,26 @@ async def test_a_connector_cannot_read_another_systems_commands(world, uid):
     await nc.subscribe("svc.commands.>", cb=collector(seen))
     await nc.flush()
     command = Command(id=f"cmd-{uid}", system="crm", command="journey.summary", journey_id=str(uuid.uuid4()),
-                      refs=[f"crm:C-{uid}"], site=f"s-{uid}", data={}, attempt=1, created_at=datetime.now(UTC))
+                      refs=[f"crm:C-{uid}"], site=f"s-{uid}", data={}, attempt=1,
+                      created_at=datetime.now(UTC))
     await js.publish("svc.commands.crm.journey.summary", msgspec.json.encode(command),
                      headers={"Nats-Msg-Id": command.id})
     with pytest.raises(REFUSED):  # crm's own consumer, through the JetStream API
-        await nc.request(f"$JS.API.CONSUMER.MSG.NEXT.{COMMANDS_STREAM}.{consumer_name('crm')}", b'{"batch":1}',
-                         timeout=1)
+        await nc.request(f"$JS.API.CONSUMER.MSG.NEXT.{COMMANDS_STREAM}.{consumer_name('crm')}",
+                         b'{"batch":1}', timeout=1)
     await asyncio.sleep(0.5)
     assert seen == []
     assert "permissions violation for subscription to \"svc.commands.crm.>\"" in violations(errors)
     after = await js.consumer_info(COMMANDS_STREAM, consumer_name("crm"))
-    assert after.delivered.stream_seq == crm_consumer.delivered.stream_seq  # nothing handed out to the impostor
+    # nothing handed out to the impostor
+    assert after.delivered.stream_seq == crm_consumer.delivered.stream_seq
     await nc.close()
 
 
 async def test_a_connector_cannot_answer_another_systems_snapshot_requests(world, uid):
     nc, errors = await as_connector(world.profile("queue"), "queue")
-    invented = SnapshotPage(system="crm", site=f"s-{uid}", day=date.today(), as_of=datetime.now(UTC), next_cursor=None,
+    invented = SnapshotPage(system="crm", site=f"s-{uid}", day=date.today(), as_of=datetime.now(UTC),
+                            next_cursor=None,
                             records=[SnapshotRecord(ref=f"crm:C-{uid}", site=f"s-{uid}", stage="completed",
                                                     updated_at=datetime.now(UTC))])
 
@@ -214,7 +221,8 @@ async def test_a_connector_cannot_delete_or_purge_streams_or_consumers_nor_creat
     events_before = await stream_count(world)
     consumers_before = await consumer_names(world)
     assert messaging.APPLY_CONSUMER in consumers_before[messaging.EVENTS_STREAM]
-    for subject in (f"$JS.API.STREAM.DELETE.{messaging.EVENTS_STREAM}", f"$JS.API.STREAM.PURGE.{messaging.EVENTS_STREAM}",
+    for subject in (f"$JS.API.STREAM.DELETE.{messaging.EVENTS_STREAM}",
+                    f"$JS.API.STREAM.PURGE.{messaging.EVENTS_STREAM}",
                     f"$JS.API.CONSUMER.DELETE.{messaging.EVENTS_STREAM}.{messaging.APPLY_CONSUMER}",
                     f"$JS.API.STREAM.INFO.{messaging.EVENTS_STREAM}",
                     f"$JS.API.CONSUMER.INFO.{COMMANDS_STREAM}.{consumer_name('crm')}"):
@@ -251,34 +259,40 @@ class Desk(Connector):
 async def applied(world: World, source: str, event_id: str) -> bool:
     conn = await asyncpg.connect(world.database_url)
     try:
-        return bool(await conn.fetchval("SELECT count(*) FROM events WHERE source = $1 AND id = $2", source, event_id))
+        return bool(await conn.fetchval("SELECT count(*) FROM events WHERE source = $1 AND id = $2",
+                                        source, event_id))
     finally:
         await conn.close()
 
 
-async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consumes_its_commands(world, uid, tmp_path):
+async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consumes_its_commands(
+        world, uid, tmp_path):
     site = f"desk-{uid}"
     profile = world.profile("queue", site)
     assert Path(profile["SWITCHBOARD_NATS_CREDS"]).stat().st_mode & 0o777 == 0o600
     assert profile["SWITCHBOARD_CONNECTOR_SITES"] == site
     desk = Desk(site, f"T-{uid}")
     async with ConnectorRuntime(desk, nats_url=profile["SWITCHBOARD_NATS_URL"], data_dir=tmp_path,
-                                creds=profile["SWITCHBOARD_NATS_CREDS"], sites=(site,), heartbeat_interval=1) as runtime:
+                                sites=(site,), creds=profile["SWITCHBOARD_NATS_CREDS"],
+                                heartbeat_interval=1) as runtime:
         await asyncio.wait_for(runtime.ready.wait(), 30)
         arrived = desk.event("customer.arrived", f"T-{uid}", {"site": site})
         await desk.emit(arrived)
         await eventually(lambda: applied(world, arrived.source, arrived.id), timeout=20)
 
-        reply = await world.nc.request(snapshot_subject("queue"),
-                                       msgspec.json.encode(SnapshotRequest(site=site, day=date.today())), timeout=5)
+        ask = msgspec.json.encode(SnapshotRequest(site=site, day=date.today()))
+        reply = await world.nc.request(snapshot_subject("queue"), ask, timeout=5)
         assert [r.ref for r in decode_page(reply.data).records] == [f"queue:T-{uid}"]
 
-        command = Command(id=f"cmd-{uid}", system="queue", command="staff.alert", journey_id=str(uuid.uuid4()),
-                          refs=[f"queue:T-{uid}"], site=site, data={}, attempt=1, created_at=datetime.now(UTC))
+        command = Command(id=f"cmd-{uid}", system="queue", command="staff.alert",
+                          journey_id=str(uuid.uuid4()),
+                          refs=[f"queue:T-{uid}"], site=site, data={}, attempt=1,
+                          created_at=datetime.now(UTC))
         await world.nc.jetstream().publish("svc.commands.queue.staff.alert", msgspec.json.encode(command),
                                            headers={"Nats-Msg-Id": command.id})
-        await eventually(holds(lambda: desk.handled == [command.id] and runtime.commands_answered == 1), timeout=20)
-        assert await runtime.publisher.drain(10)  # its command.result reached JetStream through its permissions
+        await eventually(holds(lambda: desk.handled == [command.id] and runtime.commands_answered == 1),
+                         timeout=20)
+        assert await runtime.publisher.drain(10)  # its command.result went out through its permissions
 
 
 async def test_a_site_limited_connector_cannot_publish_for_another_site(world, uid):
@@ -322,8 +336,10 @@ async def test_a_revoked_profile_is_refused_without_restarting_nats(world, uid):
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await as_connector(profile, "core")
     assert world.server.process.pid == pid and world.server.process.poll() is None  # type: ignore[union-attr]
-    audit = await conn.fetchrow("SELECT actor, target FROM audit_log WHERE action = 'connector.revoke' ORDER BY id DESC")
-    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'connector.revoke'") == audit_before + 1
+    audit = await conn.fetchrow(
+        "SELECT actor, target FROM audit_log WHERE action = 'connector.revoke' ORDER BY id DESC")
+    revocations = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'connector.revoke'")
+    assert revocations == audit_before + 1
     assert audit["actor"].startswith("cli:") and audit["target"] == "system:core"
     await conn.close()
     # a profile issued after the revocation connects
@@ -338,3 +354,13 @@ async def test_the_backend_makes_a_command_consumer_for_every_system(world):
     assert {consumer_name(s) for s in SEED_SYSTEMS} <= set(names)
     with pytest.raises(NotFoundError):
         await world.nc.jetstream().consumer_info(COMMANDS_STREAM, consumer_name("nobody"))
+
+
+def test_a_profile_whose_names_would_widen_its_permissions_is_refused(world):
+    issued = len(world.server.issuer.identities())  # type: ignore[union-attr]
+    for args in (["--system", "queue", "--site", "*"], ["--system", "queue", "--site", "north.>"],
+                 ["--system", "*"], ["--system", "queue.x"]):
+        with pytest.raises(subprocess.CalledProcessError):
+            world.cli("profile", *args, "--out", str(world.folder / "wild"))
+    assert len(world.server.issuer.identities()) == issued  # type: ignore[union-attr]
+    assert not list((world.folder / "wild").glob("*.creds"))
