@@ -294,6 +294,12 @@ async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consum
                          timeout=20)
         assert await runtime.publisher.drain(10)  # its command.result went out through its permissions
 
+        async def acknowledged() -> bool:  # through `$JS.ACK.SVC_COMMANDS.connector-queue.>`, its only ack subject
+            info = await world.nc.jetstream().consumer_info(COMMANDS_STREAM, consumer_name("queue"))
+            return info.num_ack_pending == 0 and info.num_pending == 0 and info.delivered.stream_seq > 0
+
+        await eventually(acknowledged, timeout=10)
+
 
 async def test_a_site_limited_connector_cannot_publish_for_another_site(world, uid):
     site, other = f"mine-{uid}", f"theirs-{uid}"
