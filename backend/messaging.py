@@ -5,42 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 
-import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
+from switchboard import bus
+from switchboard.commands import COMMANDS_STREAM, consumer_name
+
 EVENTS_STREAM = "SVC_EVENTS"
-COMMANDS_STREAM = "SVC_COMMANDS"
 APPLY_CONSUMER = "switchboard-apply"
 
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, name: str) -> NATS:
-    """A client that reconnects for ever, logging the outage once rather than every failed attempt.
-
-    `url` may list several servers of a cluster, comma-separated.
-    """
-
-    async def on_error(exc: Exception) -> None:
-        quiet = isinstance(exc, OSError | nats.errors.StaleConnectionError | nats.errors.UnexpectedEOF)
-        log.log(logging.DEBUG if quiet else logging.WARNING, "nats (%s): %s", name, exc or type(exc).__name__)
-
-    async def on_disconnected() -> None:
-        if not client.is_closed:
-            log.warning("nats (%s): disconnected; reconnecting", name)
-
-    async def on_reconnected() -> None:
-        log.warning("nats (%s): reconnected", name)
-
-    client = NATS()
-    await client.connect([u.strip() for u in url.split(",")], name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                         error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected)
-    return client
+async def connect(url: str, name: str, creds: str | None = None) -> NATS:
+    """A client that reconnects for ever with the process's credentials file (SWITCHBOARD_NATS_CREDS)."""
+    return await bus.connect(url, name, creds=creds)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -52,8 +36,10 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_streams(js: JetStreamContext, duplicate_window_s: float, replicas: int = 1,
-                         wait_s: float = 60.0, max_age_s: float = 7 * 24 * 3600.0) -> None:
-    """Create or update the streams and the apply consumer; idempotent across concurrent backends.
+                         wait_s: float = 60.0, systems: Iterable[str] = (), max_age_s: float = 7 * 24 * 3600.0) -> None:
+    """Create or update the streams, the apply consumer and each system's command consumer; idempotent
+    across concurrent backends. Connectors may not create consumers (CONTRACT section 8): the backend
+    makes one for every system it may send commands to.
 
     `replicas` is JetStream's copies of each stream: 3 on a three-node cluster survives losing a node.
     `max_age_s` bounds how long a message is kept (`SWITCHBOARD_STREAM_MAX_AGE_S`): nothing raw stays for ever.
@@ -62,7 +48,7 @@ async def ensure_streams(js: JetStreamContext, duplicate_window_s: float, replic
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
         try:
-            return await _ensure_all(js, duplicate_window_s, replicas, max_age_s)
+            return await _ensure_all(js, duplicate_window_s, replicas, max_age_s, sorted(set(systems)))
         except (nats.errors.TimeoutError, ServiceUnavailableError):
             if asyncio.get_running_loop().time() > deadline:
                 raise
@@ -70,7 +56,8 @@ async def ensure_streams(js: JetStreamContext, duplicate_window_s: float, replic
             await asyncio.sleep(0.5)
 
 
-async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas: int, max_age_s: float) -> None:
+async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas: int, max_age_s: float,
+                      systems: list[str]) -> None:
     await _ensure_stream(js, StreamConfig(
         name=EVENTS_STREAM, subjects=["svc.events.>"], storage=StorageType.FILE,
         duplicate_window=duplicate_window_s, num_replicas=replicas, max_age=max_age_s,
@@ -83,11 +70,22 @@ async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas:
         durable_name=APPLY_CONSUMER, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
         filter_subject="svc.events.>", ack_wait=10, max_ack_pending=50_000,
     ))
+    for system in systems:
+        await js.add_consumer(COMMANDS_STREAM, command_consumer(system))
 
 
-async def recreate_streams(js: JetStreamContext, duplicate_window_s: float = 120.0) -> None:
+def command_consumer(system: str) -> ConsumerConfig:
+    """The durable pull consumer a system's connector reads its commands from; a command whose handling
+    outlasts `ack_wait` (the SDK's handle timeout is 10 s, and it marks each command in progress) is redelivered."""
+    return ConsumerConfig(durable_name=consumer_name(system), filter_subject=f"svc.commands.{system}.>",
+                          ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30,
+                          max_ack_pending=1000)
+
+
+async def recreate_streams(js: JetStreamContext, duplicate_window_s: float = 120.0,
+                           systems: Iterable[str] = ()) -> None:
     """Delete the streams and create them empty: for test sessions and benchmarks, never a deployment."""
     for stream in (EVENTS_STREAM, COMMANDS_STREAM):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream)
-    await ensure_streams(js, duplicate_window_s)
+    await ensure_streams(js, duplicate_window_s, systems=systems)

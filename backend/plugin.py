@@ -92,10 +92,11 @@ class SwitchboardPlugin(InitPluginProtocol):
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         await partitions.ensure_partitions(pool)
-        nc = await messaging.connect(settings.nats_url, "switchboard-backend")  # type: ignore[arg-type]
+        nc = await messaging.connect(settings.nats_url, "switchboard-backend", settings.nats_creds)  # type: ignore[arg-type]
         js = nc.jetstream()
         await messaging.ensure_streams(js, settings.duplicate_window_s, settings.stream_replicas,
-                                       max_age_s=settings.stream_max_age_s)
+                                       max_age_s=settings.stream_max_age_s,
+                                       systems=_command_targets(settings))
         resources = Resources(settings=settings, pool=pool, nc=nc, js=js)
         app.state.resources = resources
         live = app.state.live = LiveService(nc, pool)

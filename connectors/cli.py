@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import logging
 import re
 import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from switchboard.settings import get_settings
+from switchboard.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
 FAULT_FLAGS = ("malformed", "duplicates", "out_of_order", "drift", "slow")
 
 
@@ -51,13 +54,14 @@ def _services(text: str) -> dict[str, float]:
 
 async def run_simulation(*, systems: list[str], sites: list[str], speed: float, arrivals_per_hour: float,
                          nats_url: str, data_dir: Path, faults: dict[str, Any], admin_port: int | None,
-                         services: dict[str, float] | None = None, report_every: float = 10.0) -> None:
+                         services: dict[str, float] | None = None, report_every: float = 10.0,
+                         creds: dict[str, str] | None = None) -> None:
     """Run until cancelled; prints a line of counts every `report_every` seconds."""
     from connectors.sim.admin import AdminServer  # noqa: PLC0415
     from connectors.sim.run import Simulation  # noqa: PLC0415
 
     simulation = Simulation(systems=systems, sites=sites, speed=speed, nats_url=nats_url, data_dir=data_dir,
-                            arrivals_per_hour=arrivals_per_hour, faults=faults, services=services)
+                            arrivals_per_hour=arrivals_per_hour, faults=faults, services=services, creds=creds)
     admin = AdminServer(simulation, admin_port) if admin_port is not None else None
     async with simulation:
         if admin is not None:
@@ -78,10 +82,14 @@ async def run_simulation(*, systems: list[str], sites: list[str], speed: float, 
 
 def _sim(args: argparse.Namespace) -> None:
     settings = get_settings()
+    systems = _csv(args.systems)
+    # each system with its own profile's credentials, or all with the process's
+    creds = {s: str(Path(args.profiles) / f"{s}.creds") for s in systems} if args.profiles \
+        else {s: settings.nats_creds for s in systems if settings.nats_creds}
     print(f"simulating {args.systems} for sites {args.sites} at {args.speed}x (Ctrl-C stops)", flush=True)
     try:
         asyncio.run(run_simulation(
-            systems=_csv(args.systems), sites=_csv(args.sites), speed=args.speed,
+            systems=systems, sites=_csv(args.sites), speed=args.speed, creds=creds,
             arrivals_per_hour=args.arrivals_per_hour, nats_url=_nats_url(),
             data_dir=Path(settings.data_dir) / "connectors", faults=_faults_from_args(args),
             admin_port=args.admin_port, services=_services(args.services)))
@@ -92,7 +100,8 @@ def _sim(args: argparse.Namespace) -> None:
 def _check(args: argparse.Namespace) -> None:
     from connectors.conformance import main  # noqa: PLC0415
 
-    sys.exit(main(args.module, get_settings().nats_url))
+    settings = get_settings()
+    sys.exit(main(args.module, settings.nats_url, settings.nats_creds))
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -100,10 +109,12 @@ def _run(args: argparse.Namespace) -> None:
     from connectors.sdk import ConnectorRuntime  # noqa: PLC0415
 
     connector = load_connector(args.module)
-    data_dir = Path(get_settings().data_dir) / "connectors"
+    settings = get_settings()
+    data_dir = Path(settings.data_dir) / "connectors"
 
     async def run() -> None:
-        async with ConnectorRuntime(connector, nats_url=_nats_url(), data_dir=data_dir):
+        async with ConnectorRuntime(connector, nats_url=_nats_url(), data_dir=data_dir, creds=settings.nats_creds,
+                                    sites=settings.connector_sites):
             await asyncio.Event().wait()
 
     try:
@@ -127,6 +138,72 @@ def _faults(args: argparse.Namespace) -> None:
         print(response.read().decode())
 
 
+def _issuer_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    folder = Path(args.issuer) if args.issuer else Path(settings.data_dir) / "nats-auth"
+    if not (folder / "operator.secret").exists():
+        sys.exit(f"no NATS issuer in {folder}: run `switchboard nats init` (or pass the demo's --issuer)")
+    return folder
+
+
+async def _audit(settings: Settings, action: str, target: str, result: dict[str, Any]) -> None:
+    """An audit row by `cli:<os user>` when the database is reachable; else a log line that says so."""
+    import asyncpg  # noqa: PLC0415
+
+    from backend.audit.services import record  # noqa: PLC0415
+    from backend.auth import Principal  # noqa: PLC0415
+
+    actor = Principal(sub=f"cli:{getpass.getuser()}", roles=frozenset({"admin"}), sites=None)
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=5) if settings.database_url else None
+    except (OSError, asyncpg.PostgresError) as exc:
+        conn = None
+        log.warning("audit: database unreachable (%s)", type(exc).__name__)
+    if conn is None:
+        log.warning("audit (not stored): %s %s %s %s", actor.sub, action, target, json.dumps(result))
+        return
+    try:
+        await record(conn, actor, action=action, target=target, reason=None, result=result)
+    finally:
+        await conn.close()
+
+
+def issue_profile(issuer_dir: Path, *, system: str, sites: list[str], out: Path, nats_url: str,
+                  backend_url: str) -> Path:
+    """Write `<out>/<system>.env` and the credentials file beside it (both owner-only); the .env's path."""
+    from switchboard.natsauth import Issuer, write_secret  # noqa: PLC0415
+
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    creds = write_secret(out.resolve() / f"{system}.creds", Issuer(issuer_dir).connector_creds(system, tuple(sites)))
+    lines = [f"SWITCHBOARD_NATS_URL={nats_url}", f"SWITCHBOARD_NATS_CREDS={creds}",
+             f"SWITCHBOARD_BACKEND_URL={backend_url}"]
+    if sites:
+        lines.append(f"SWITCHBOARD_CONNECTOR_SITES={','.join(sites)}")
+    return write_secret(out.resolve() / f"{system}.env", "\n".join(lines) + "\n")
+
+
+def _profile(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    try:
+        path = issue_profile(_issuer_dir(args, settings), system=args.system, sites=args.site or [],
+                             out=Path(args.out), nats_url=args.nats_url or _nats_url(),
+                             backend_url=settings.backend_url)
+    except ValueError as exc:
+        sys.exit(str(exc))
+    asyncio.run(_audit(settings, "connector.profile", f"system:{args.system}", {"sites": args.site or "*"}))
+    print(path)
+
+
+def _revoke(args: argparse.Namespace) -> None:
+    from switchboard.natsauth import Issuer, push_account  # noqa: PLC0415
+
+    settings = get_settings()
+    issuer = Issuer(_issuer_dir(args, settings))
+    revoked = issuer.revoke(args.system)
+    asyncio.run(push_account(args.nats_url or _nats_url(), issuer))
+    asyncio.run(_audit(settings, "connector.revoke", f"system:{args.system}", {"profiles": len(revoked)}))
+    print(f"revoked {len(revoked)} profile(s) of {args.system}")
+
+
 def add_connector_commands(commands: Any) -> None:
     connector = commands.add_parser("connector", help="connectors: simulated systems, any connector, the kit")
     kinds = connector.add_subparsers(dest="connector", required=True)
@@ -140,6 +217,7 @@ def add_connector_commands(commands: Any) -> None:
     sim.add_argument("--arrivals-per-hour", type=float, default=20.0, help="new customers per site per simulated hour")
     sim.add_argument("--admin-port", type=int, default=8091, help="loopback admin endpoint for faults")
     sim.add_argument("--outage", action="append", metavar="SYSTEM", help="start with this upstream down")
+    sim.add_argument("--profiles", help="a folder of connector profiles: each system connects with its <system>.creds")
     for flag in FAULT_FLAGS:
         sim.add_argument(f"--{flag.replace('_', '-')}", action="append", metavar="SYSTEM=VALUE",
                          help="seconds of delay" if flag == "slow" else "share of events/changes, 0..1")
@@ -159,3 +237,15 @@ def add_connector_commands(commands: Any) -> None:
     faults.add_argument("--drift-now", action="store_true", help="change one record silently, now")
     faults.add_argument("--admin-port", type=int, default=8091)
     faults.set_defaults(run=_faults)
+
+    profile = kinds.add_parser("profile", help="issue a connector profile: <system>.env and its NATS credentials")
+    profile.add_argument("--system", required=True)
+    profile.add_argument("--site", action="append", help="limit it to this site (repeatable); all sites if none")
+    profile.add_argument("--out", required=True, help="the folder to write <system>.env and <system>.creds in")
+    revoke = kinds.add_parser("revoke", help="withdraw every profile of a system, without restarting NATS")
+    revoke.add_argument("--system", required=True)
+    for command in (profile, revoke):
+        command.add_argument("--issuer", help="the NATS issuer's folder (default: <data dir>/nats-auth)")
+        command.add_argument("--nats-url", help="the running NATS server (default: SWITCHBOARD_NATS_URL)")
+    profile.set_defaults(run=_profile)
+    revoke.set_defaults(run=_revoke)

@@ -19,16 +19,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from backend.ingest.validate import Accepted, validate
 from backend.messaging import ensure_streams
 from connectors.sdk import Connector, ConnectorRuntime
+from switchboard import bus
 from switchboard.commands import Command, command_result_id, command_subject
 from switchboard.embedded import EmbeddedNats
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS, CloudEvent
+from switchboard.natsauth import write_secret
 from switchboard.snapshots import (
     BAD_REQUEST, ERROR_CODE_HEADER, SnapshotPage, SnapshotRequest, decode_page, snapshot_subject,
 )
@@ -60,14 +61,19 @@ def load_connector(module: str) -> Connector:
 
 
 @contextlib.asynccontextmanager
-async def nats_server(url: str | None, data_dir: Path) -> AsyncIterator[str]:
+async def nats_server(url: str | None, creds: str | None, data_dir: Path,
+                      system: str) -> AsyncIterator[tuple[str, str | None, str | None]]:
+    """(URL, the kit's credentials, the connector's): the configured server with `creds` for both (they
+    must be a backend's), or an embedded authenticated one where the connector gets a profile of its own."""
     if url:
-        yield url
+        yield url, creds, creds
         return
     server = EmbeddedNats(data_dir / "nats")
     server.start()
+    assert server.issuer is not None
+    connector_creds = write_secret(data_dir / f"{system}.creds", server.issuer.connector_creds(system))
     try:
-        yield server.url
+        yield server.url, server.creds, str(connector_creds)
     finally:
         server.stop()
 
@@ -207,17 +213,18 @@ class Kit:
         return Check("commands", True, f"one command.result per command and attempt ({statuses})")
 
 
-async def run_checks(module: str, *, nats_url: str | None, watch_seconds: float = 15.0) -> list[Check]:
+async def run_checks(module: str, *, nats_url: str | None, creds: str | None = None,
+                     watch_seconds: float = 15.0) -> list[Check]:
     connector = load_connector(module)
     with tempfile.TemporaryDirectory(prefix="switchboard-check-") as tmp:
-        async with nats_server(nats_url, Path(tmp)) as url:
-            nc = await nats.connect(url)
+        async with nats_server(nats_url, creds, Path(tmp), connector.system) as (url, kit_creds, connector_creds):
+            nc = await bus.connect(url, "switchboard-conformance", creds=kit_creds)
             try:
-                await ensure_streams(nc.jetstream(), 120.0)
+                await ensure_streams(nc.jetstream(), 120.0, systems=[connector.system])
                 kit = Kit(connector, nc, watch_seconds=watch_seconds)
                 await nc.subscribe(f"svc.events.{connector.system}.>", cb=_sync(kit.on_message))
                 async with ConnectorRuntime(connector, nats_url=url, data_dir=Path(tmp) / "data",
-                                            heartbeat_interval=1.0) as runtime:
+                                            heartbeat_interval=1.0, creds=connector_creds) as runtime:
                     await asyncio.wait_for(runtime.ready.wait(), 30)
                     await kit.watch()
                     checks = [kit.check_heartbeats(), await kit.check_snapshots(), await kit.check_commands()]
@@ -234,8 +241,8 @@ def _sync(handler: Callable[[Msg], None]) -> Callable[[Msg], object]:
     return callback
 
 
-def main(module: str, nats_url: str | None) -> int:
-    checks = asyncio.run(run_checks(module, nats_url=nats_url))
+def main(module: str, nats_url: str | None, creds: str | None = None) -> int:
+    checks = asyncio.run(run_checks(module, nats_url=nats_url, creds=creds))
     for check in checks:
         print(f"{'PASS' if check.passed else 'FAIL'} {check.name}: {check.detail}", flush=True)
     failed = [c.name for c in checks if not c.passed]

@@ -34,11 +34,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from backend import messaging
 from backend.journeys import services
-from connectors.sdk.runtime import COMMANDS_STREAM, consumer_name
 from switchboard.backend_process import BackendProcess
 from switchboard.bench.common import progress, report
 from switchboard.chaos_plan import PlannedJourney, event_id, make_plan
-from switchboard.commands import command_result_id, decode_command
+from switchboard.commands import COMMANDS_STREAM, command_result_id, consumer_name, decode_command
 from switchboard.embedded import EmbeddedNats, EmbeddedPostgres
 from switchboard.reference_merge import expected_journey, observed
 
@@ -114,9 +113,9 @@ class CommandAnswerer:
         with contextlib.suppress(nats.errors.Error, TimeoutError):
             await message.ack()  # a lost ack redelivers the command; its answer has the same id
 
-    async def run(self, nats_url: str) -> None:
+    async def run(self, nats_url: str, creds: str | None) -> None:
         nc = await within(CALL_DEADLINE_S, f"{self.system} connector connect",
-                          messaging.connect(nats_url, f"switchboard-chaos-{self.system}"))
+                          messaging.connect(nats_url, f"switchboard-chaos-{self.system}", creds))
         js = nc.jetstream()
         await within(CALL_DEADLINE_S, f"{self.system} command consumer", js.add_consumer(
             COMMANDS_STREAM, ConsumerConfig(
@@ -142,8 +141,10 @@ class CommandAnswerer:
             await nc.close()
 
 
-async def publish_all(nats_url: str, messages: list[tuple[str, bytes, str]], tally: Tally) -> None:
-    nc = await within(CALL_DEADLINE_S, "publisher connect", messaging.connect(nats_url, "switchboard-chaos-publisher"))
+async def publish_all(nats_url: str, messages: list[tuple[str, bytes, str]], tally: Tally,
+                      creds: str | None) -> None:
+    nc = await within(CALL_DEADLINE_S, "publisher connect",
+                      messaging.connect(nats_url, "switchboard-chaos-publisher", creds))
     js = nc.jetstream()
     started = time.monotonic()
 
@@ -311,7 +312,7 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
     pg.start()
     ns.start()
     env = {**os.environ, "SWITCHBOARD_DATABASE_URL": pg.url, "SWITCHBOARD_NATS_URL": ns.url,
-           "SWITCHBOARD_DATA_DIR": str(root), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+           "SWITCHBOARD_NATS_CREDS": ns.creds or "", "SWITCHBOARD_DATA_DIR": str(root), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
     backends = [BackendProcess(env, root / f"backend-{i}.log") for i in range(REPLICAS)]
     answerers = {system: CommandAnswerer(system, random.Random(f"{seed}-{system}")) for system in COMMANDED_SYSTEMS}
     tally = Tally()
@@ -319,9 +320,9 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(ticker.run())]
     observer = None
     try:
-        observer = await within(CALL_DEADLINE_S, "observer connect", messaging.connect(ns.url, "switchboard-chaos"))
+        observer = await within(CALL_DEADLINE_S, "observer connect", messaging.connect(ns.url, "switchboard-chaos", ns.creds))
         await within(120, "creating the streams", messaging.ensure_streams(observer.jetstream(), 120.0))
-        answering = [asyncio.create_task(a.run(ns.url)) for a in answerers.values()]
+        answering = [asyncio.create_task(a.run(ns.url, ns.creds)) for a in answerers.values()]
         tasks += answering
         for b in backends:
             b.start()
@@ -334,7 +335,7 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
         moments = sorted([("backend", rng.uniform(0.02, 0.98)) for _ in range(kills)]
                          + [("postgres", rng.uniform(0.2, 0.5)), ("nats", rng.uniform(0.5, 0.8))],
                          key=lambda m: m[1])
-        publisher = asyncio.create_task(publish_all(ns.url, plan.messages, tally))
+        publisher = asyncio.create_task(publish_all(ns.url, plan.messages, tally, ns.creds))
         tasks.append(publisher)
         publish_deadline = time.monotonic() + 3 * len(plan.messages) / PUBLISH_RATE + 180
         ticker.phase = "publishing under kills"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 from connectors.cli import add_connector_commands
 from switchboard import logs, tracing
@@ -113,7 +115,8 @@ def _bench(args: argparse.Namespace) -> None:
     from switchboard.bench.ingest import run_ingest_bench  # noqa: PLC0415
 
     run_ingest_bench(events=args.events, batch=args.batch, replicas=args.replicas,
-                     stored_journeys=args.stored_journeys, nats_fsync=not args.no_fsync)
+                     stored_journeys=args.stored_journeys, nats_fsync=not args.no_fsync,
+                     nats_auth=args.nats_auth == "on")
 
 
 def _chaos(args: argparse.Namespace) -> None:
@@ -134,6 +137,26 @@ def _bench_publish(args: argparse.Namespace) -> None:
     from switchboard.bench.publish import run_publish_bench  # noqa: PLC0415
 
     run_publish_bench(events=args.events, max_in_flight=args.max_in_flight)
+
+
+def _nats_init(args: argparse.Namespace) -> None:
+    from connectors.cli import issue_profile  # noqa: PLC0415
+    from switchboard.natsauth import init_deployment  # noqa: PLC0415
+
+    issuer = Path(args.issuer)
+    written = init_deployment(issuer, Path(args.server_dir), resolver_dir=args.resolver_dir,
+                              routes=[r for r in args.routes.split(",") if r], backend_creds=Path(args.backend_creds))
+    # a profile per connector system, issued once (revoke and issue again to replace one)
+    for system in (s for s in args.profiles_for.split(",") if s):
+        if not (Path(args.profiles) / f"{system}.creds").exists():
+            written.append(issue_profile(issuer, system=system, sites=[], out=Path(args.profiles),
+                                         nats_url=args.nats_url, backend_url=get_settings().backend_url))
+    if args.owner is not None:  # the credentials go to the processes' user; the servers' includes stay root's
+        for folder in {Path(args.backend_creds).parent, *([Path(args.profiles)] if args.profiles else [])}:
+            for path in [folder, *folder.iterdir()]:
+                os.chown(path, args.owner, -1)
+    for path in written:
+        print(f"wrote {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--replicas", type=int, default=1, help="also measure this many backends sharing the work")
     ingest.add_argument("--stored-journeys", type=int, default=0, help="journeys stored before the run")
     ingest.add_argument("--no-fsync", action="store_true", help="embedded NATS flushes every 2 min, not per write")
+    ingest.add_argument("--nats-auth", choices=("on", "off"), default="on",
+                        help="embedded NATS without authentication: to measure what it costs, never to run")
     ingest.set_defaults(run=_bench)
     live = bench_kinds.add_parser("live", help="live websocket latency, fan-out and memory against bare floors")
     live.add_argument("--clients", type=int, default=100, help="latency: clients, each scoped to one site")
@@ -206,6 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.set_defaults(run=_chaos)
 
     add_connector_commands(commands)
+
+    nats_cmd = commands.add_parser("nats", help="NATS authentication for a deployment (CONTRACT section 8)")
+    nats_kinds = nats_cmd.add_subparsers(dest="nats", required=True)
+    init = nats_kinds.add_parser("init", help="the operator, accounts, server includes, backend credentials")
+    init.add_argument("--issuer", required=True, help="the issuer's folder: seeds, never mounted into a server")
+    init.add_argument("--server-dir", required=True, help="where auth.conf and cluster.conf go (the servers')")
+    init.add_argument("--resolver-dir", default="/data/accounts", help="the servers' account folder")
+    init.add_argument("--routes", default="", help="every node's host:port for routes, comma-separated")
+    init.add_argument("--backend-creds", required=True, help="the backend's credentials file")
+    init.add_argument("--profiles", default="", help="the folder for connector profiles")
+    init.add_argument("--profiles-for", default="", help="systems to issue a connector profile for")
+    init.add_argument("--nats-url", default="nats://127.0.0.1:4222", help="the URL written in the profiles")
+    init.add_argument("--owner", type=int, help="the uid that gets the credentials (run as root in compose)")
+    init.set_defaults(run=_nats_init)
     return parser
 
 

@@ -17,6 +17,13 @@ from switchboard.events import SYSTEM_PATTERN, AwareTime, Code, EventId, Ref
 CommandName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){1,3}$")]
 System = Annotated[str, Meta(pattern=f"^{SYSTEM_PATTERN}$")]
 
+COMMANDS_STREAM = "SVC_COMMANDS"
+
+
+def consumer_name(system: str) -> str:
+    """The durable pull consumer on SVC_COMMANDS that the backend creates for each system's connector."""
+    return f"connector-{system}"
+
 # The commands of the v1 routing rules (CONTRACT section 3).
 V1_COMMANDS = frozenset({"visit.hold", "ticket.prioritize", "visit.context", "staff.alert", "journey.summary"})
 # Switchboard's record of one reference, sent for the system to take as its own: reconciliation's

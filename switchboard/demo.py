@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 
 from backend import db
-from connectors.cli import run_simulation
+from connectors.cli import issue_profile, run_simulation
 from connectors.sim import SYSTEMS
 from switchboard.embedded import embedded_servers
 from switchboard.settings import get_settings
@@ -65,11 +65,12 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
     total = 5
     _step(1, total, f"starting embedded Postgres and NATS JetStream in {data_dir}")
     with embedded_servers(data_dir) as urls:
+        print(f"nats: {urls['nats_url']}", flush=True)
         # the backend runs as the runtime role and migrates as the owner (docs/security.md)
         asyncio.run(_create_runtime_role(urls["database_url"]))
         env = {**os.environ, "SWITCHBOARD_DATABASE_URL": db.with_role(urls["database_url"], db.RUNTIME_ROLE),
                "SWITCHBOARD_DATABASE_OWNER_URL": urls["database_url"],
-               "SWITCHBOARD_NATS_URL": urls["nats_url"]}
+               "SWITCHBOARD_NATS_URL": urls["nats_url"], "SWITCHBOARD_NATS_CREDS": urls["nats_creds"]}
         # a person reads this terminal: plain lines unless JSON was asked for
         env.setdefault("SWITCHBOARD_LOG_FORMAT", "text")
         backend_url = f"http://{host}:{port}"
@@ -93,12 +94,20 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
                 print(f"  {role:12s} {token}")
             print(f"  try: curl -H 'Authorization: Bearer <token>' {backend_url}/api/v1/flow")
             print(f"  API docs: {backend_url}/schema/swagger")
+            # each simulated system connects as its own connector, from a profile like any other's
+            profiles = data_dir / "connector-profiles"
+            for system in SYSTEMS:
+                issue_profile(Path(urls["nats_issuer"]), system=system, sites=[], out=profiles,
+                              nats_url=urls["nats_url"], backend_url=backend_url)
+            print(f"connector profiles: {profiles}", flush=True)
+            print(f"  revoke one: switchboard connector revoke --system queue --issuer {urls['nats_issuer']}"
+                  f" --nats-url {urls['nats_url']}", flush=True)
             _step(5, total, f"simulating crm, appointments, queue, contact_center and core for sites {sites}"
                   f" at {speed:g}x (Ctrl-C stops everything)")
             asyncio.run(run_simulation(
                 systems=list(SYSTEMS), sites=[s for s in sites.split(",") if s], speed=speed,
                 arrivals_per_hour=20.0, nats_url=urls["nats_url"], data_dir=data_dir / "connectors", faults={},
-                admin_port=0))
+                admin_port=0, creds={s: str(profiles / f"{s}.creds") for s in SYSTEMS}))
         except KeyboardInterrupt:
             print("\nstopping…")
         finally:

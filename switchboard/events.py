@@ -218,8 +218,11 @@ EVENT_TYPES: dict[str, type[CloudEvent]] = {
 JOURNEY_TYPES = frozenset(t for t, cls in EVENT_TYPES.items() if cls.kind == "journey")
 
 
-def nats_subject(event: CloudEvent) -> str:
-    return f"svc.events.{event.system}.{event.type}"
+def nats_subject(event: CloudEvent, *, with_site: bool = False) -> str:
+    """`svc.events.<system>.<type>`; `with_site` (a connector limited to sites) adds the event's site as a
+    last token, which NATS permissions check and the backend compares with `data.site`."""
+    site = getattr(event.data, "site", None) if with_site else None
+    return f"svc.events.{event.system}.{event.type}" + (f".{site}" if site else "")
 
 
 def nats_msg_id(source: str, event_id: str) -> str:

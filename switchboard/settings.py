@@ -15,6 +15,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Unset, the backend migrates as database_url's role (docs/security.md: production keeps them apart)
     database_owner_url: str | None = None
     nats_url: str | None = None
+    # the NATS credentials file (CONTRACT section 8): a user .creds file, a bare nkey seed or a token
+    nats_creds: str | None = None
+    # a connector profile limited to sites (`switchboard connector profile --site`): the sites it may publish for
+    connector_sites: tuple[str, ...] = ()
     backend_url: str = "http://127.0.0.1:8000"
     jwt_secret: str | None = None
     jwks_url: str | None = None
@@ -131,8 +135,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _ENV_PREFIX = "SWITCHBOARD_"
-_LISTS = frozenset({"allowed_origins", "extra_systems", "webhook_secrets", "webhook_retry_s", "pace_staff_commands",
-                    "reconcile_auto_repair", "acts_for"})
+_LISTS = frozenset({"connector_sites", "allowed_origins", "extra_systems", "webhook_secrets", "webhook_retry_s",
+                    "pace_staff_commands", "reconcile_auto_repair", "acts_for"})
 
 
 def _from_env() -> dict[str, object]:

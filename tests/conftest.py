@@ -23,12 +23,15 @@ import httpx
 import msgspec
 import nats
 import pytest
+from nats.aio.client import Client as NATS
 
 from backend import db, messaging
 from backend.auth import mint_token
 from backend.ingest.own_events import SIGNATURE_HEADER, sign, signing_key
+from switchboard import bus
 from switchboard.backend_process import BackendProcess
 from switchboard.embedded import embedded_servers
+from switchboard.events import SEED_SYSTEMS
 from switchboard.settings import Settings
 
 JWT_SECRET = "fake-jwt-secret-for-tests-only-never-deployed"
@@ -48,11 +51,13 @@ def workdir() -> Iterator[Path]:
 def server_urls(workdir: Path) -> Iterator[dict[str, str]]:
     database_url = os.environ.get("SWITCHBOARD_DATABASE_URL")
     nats_url = os.environ.get("SWITCHBOARD_NATS_URL")
+    """The servers' URLs, and with an embedded (authenticated) NATS its backend credentials ("nats_creds")
+    and issuer folder ("nats_issuer"). A configured NATS is used as it is, without credentials."""
     if database_url and nats_url:
         yield {"database_url": database_url, "nats_url": nats_url}
         return
     with embedded_servers(workdir / "servers", postgres=not database_url, nats=not nats_url) as urls:
-        yield {"database_url": database_url or urls["database_url"], "nats_url": nats_url or urls["nats_url"]}
+        yield {**urls, "database_url": database_url or urls["database_url"], "nats_url": nats_url or urls["nats_url"]}
 
 
 def _with_database(url: str, name: str) -> str:
@@ -73,13 +78,14 @@ async def settings(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[
     await db.migrate(conn, runtime_role=db.RUNTIME_ROLE)
     await conn.close()
 
-    nc = await nats.connect(server_urls["nats_url"])
+    nc = await bus.connect(server_urls["nats_url"], "test-setup", creds=server_urls.get("nats_creds"))
     js = nc.jetstream()
-    await messaging.recreate_streams(js)
+    await messaging.recreate_streams(js, systems=SEED_SYSTEMS | set(LAB_SYSTEMS))
     await nc.close()
 
     yield Settings(database_url=db.with_role(owner_url, db.RUNTIME_ROLE), database_owner_url=owner_url,
-                   nats_url=server_urls["nats_url"], jwt_secret=JWT_SECRET, data_dir=str(workdir / "data"))
+                   nats_url=server_urls["nats_url"], jwt_secret=JWT_SECRET, data_dir=str(workdir / "data"),
+                   nats_creds=server_urls.get("nats_creds"))
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
 
@@ -92,9 +98,14 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
+async def nats_connect(settings: Settings, name: str = "test") -> NATS:
+    """A harness connection to the session's NATS, with the backend's credentials when it wants them."""
+    return await bus.connect(settings.nats_url or "", name, creds=settings.nats_creds)
+
+
 @pytest.fixture(scope="session")
 async def js(settings: Settings) -> AsyncIterator[nats.js.JetStreamContext]:
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats_connect(settings)
     yield nc.jetstream()
     await nc.close()
 
@@ -104,7 +115,8 @@ def backend_env(settings: Settings) -> dict[str, str]:
         **os.environ, "SWITCHBOARD_DATABASE_URL": settings.database_url or "",
         # the runtime role only: the session's database is migrated already
         "SWITCHBOARD_DATABASE_OWNER_URL": "",
-        "SWITCHBOARD_NATS_URL": settings.nats_url or "", "SWITCHBOARD_JWT_SECRET": JWT_SECRET,
+        "SWITCHBOARD_NATS_URL": settings.nats_url or "", "SWITCHBOARD_NATS_CREDS": settings.nats_creds or "",
+        "SWITCHBOARD_JWT_SECRET": JWT_SECRET,
         "SWITCHBOARD_DATA_DIR": str(settings.data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
         # command delivery in seconds, not minutes, so that retries and timeouts are testable
         "SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "0.1", "SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S": "4",

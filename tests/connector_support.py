@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
-import nats
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from backend import messaging
 from connectors.sdk import Connector
+from switchboard import bus
 from switchboard.embedded import EmbeddedNats
-from switchboard.events import CloudEvent, Event
+from switchboard.events import SEED_SYSTEMS, CloudEvent, Event
 
 _decode = msgspec.json.Decoder(Event).decode
 
@@ -30,12 +30,13 @@ class Probe(Connector):
 
 @contextlib.asynccontextmanager
 async def own_jetstream(folder: Path) -> AsyncIterator[tuple[EmbeddedNats, NATS]]:
-    """An embedded nats-server with the Switchboard streams, that the test may stop and start."""
+    """An embedded nats-server with the Switchboard streams, that the test may stop and start; `nc` and
+    `server.creds` are the backend's."""
     server = EmbeddedNats(folder)
     server.start()
     try:
-        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-        await messaging.ensure_streams(nc.jetstream(), 120.0)
+        nc = await bus.connect(server.url, "test-own-jetstream", creds=server.creds, reconnect_time_wait=0.2)
+        await messaging.ensure_streams(nc.jetstream(), 120.0, systems=SEED_SYSTEMS)
         try:
             yield server, nc
         finally:

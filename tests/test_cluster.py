@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 
+import nats
+import nats.errors
 import pytest
 
 from backend import messaging
-from switchboard import chaos
+from switchboard import bus, chaos
 from switchboard.backend_process import BackendProcess
 from switchboard.bench.common import scratch_database
-from switchboard.embedded import EmbeddedNatsCluster
+from switchboard.embedded import ClusterMembership, EmbeddedNats, EmbeddedNatsCluster, free_port
+from tests.conftest import eventually
 
 EVENTS = 3000
 
@@ -25,7 +28,7 @@ async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workd
     try:
         async with scratch_database(server_urls["database_url"], "cluster") as database_url:
             env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": cluster.url,
-                   "SWITCHBOARD_STREAM_REPLICAS": "3", "SWITCHBOARD_DATA_DIR": str(workdir),
+                   "SWITCHBOARD_NATS_CREDS": cluster.creds or "", "SWITCHBOARD_STREAM_REPLICAS": "3", "SWITCHBOARD_DATA_DIR": str(workdir),
                    "SWITCHBOARD_LOG_LEVEL": "WARNING"}
             backends = [BackendProcess(env, workdir / f"cluster-backend-{i}.log").start() for i in range(2)]
             for b in backends:
@@ -33,17 +36,17 @@ async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workd
 
             messages, journeys = chaos.plan(EVENTS, seed=5)
             tally = chaos.Tally()
-            publisher = asyncio.create_task(chaos.publish_all(cluster.url, messages, tally))
+            publisher = asyncio.create_task(chaos.publish_all(cluster.url, messages, tally, cluster.creds))
             while len(tally.acknowledged) < EVENTS // 3:
                 await asyncio.sleep(0.05)
-            nc = await messaging.connect(cluster.url, "test-cluster")
+            nc = await messaging.connect(cluster.url, "test-cluster", cluster.creds)
             info = await nc.jetstream().stream_info(messaging.EVENTS_STREAM)
             assert info.config.num_replicas == 3
             leader = next(n for n in cluster.nodes if n.cluster and n.cluster.server_name == info.cluster.leader)
             leader.kill()
             backends[0].kill()
             await publisher
-            while not await chaos.drained(cluster.url):
+            while not await chaos.drained(cluster.url, cluster.creds):
                 await asyncio.sleep(0.5)
             stream_messages = (await nc.jetstream().stream_info(messaging.EVENTS_STREAM)).state.messages
             await nc.close()
@@ -56,3 +59,47 @@ async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workd
         for b in backends:
             b.stop()
         cluster.stop()
+
+
+async def servers_answering(cluster: EmbeddedNatsCluster) -> int:
+    """How many servers answer the system account's ping: the nodes that joined the cluster."""
+    assert cluster.issuer is not None
+    nc = await bus.connect(cluster.url, "test-cluster-sys", creds=str(cluster.issuer.system_creds()))
+    try:
+        inbox = nc.new_inbox()
+        answers = await nc.subscribe(inbox)
+        await nc.publish("$SYS.REQ.SERVER.PING", b"", reply=inbox)
+        await asyncio.sleep(1.0)
+        return answers.pending_msgs
+    finally:
+        await nc.close()
+
+
+async def test_a_node_or_client_without_credentials_cannot_join_the_cluster(workdir, uid):
+    cluster = EmbeddedNatsCluster(workdir / f"cluster-auth-{uid}")
+    cluster.start()
+    intruder: EmbeddedNats | None = None
+    try:
+        assert await eventually(lambda: _all_three(cluster), timeout=20)
+        # a node routed at the cluster without the route password
+        route_ports = cluster.nodes[0].cluster.route_ports  # type: ignore[union-attr]
+        port = free_port()
+        intruder = EmbeddedNats(workdir / f"cluster-auth-{uid}" / "intruder", auth=False, cluster=ClusterMembership(
+            "switchboard", "intruder", port, [*route_ports, port]))
+        intruder.start()
+        await eventually(lambda: _logged(intruder, "Authorization Violation"), timeout=10)
+        assert await servers_answering(cluster) == 3
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await bus.connect(cluster.url, "test-anonymous", reconnect=False, connect_timeout=2)
+    finally:
+        if intruder is not None:
+            intruder.stop()
+        cluster.stop()
+
+
+async def _all_three(cluster: EmbeddedNatsCluster) -> bool:
+    return await servers_answering(cluster) == 3
+
+
+async def _logged(server: EmbeddedNats, text: str) -> bool:
+    return text in (server.data_dir / "nats-server.log").read_text()

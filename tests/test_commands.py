@@ -15,13 +15,13 @@ import msgspec
 import nats
 import pytest
 
-from tests.conftest import cloud_event, eventually, publish
+from tests.conftest import cloud_event, eventually, nats_connect, publish
 from tests.connector_double import ConnectorDouble, heartbeat
 
 
 @pytest.fixture
 async def nc(settings) -> AsyncIterator[nats.NATS]:
-    client = await nats.connect(settings.nats_url)
+    client = await nats_connect(settings)
     yield client
     await client.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from backend.db import RUNTIME_ROLE
+from switchboard.cli import main
 from switchboard.embedded import EmbeddedNats
 from switchboard.settings import Settings
 
@@ -55,23 +57,34 @@ def test_a_file_breaking_the_specification_is_refused(compose):
 def test_three_nats_nodes_route_to_each_other_and_streams_get_three_replicas(compose):
     services = compose["services"]
     assert set(NATS_NODES) <= set(services)
+    # the routes, with their password, come from the include nats-init writes (a node skips its own)
+    routed = {re.fullmatch(r"([\w-]+):6222", r).group(1)  # type: ignore[union-attr]
+              for r in _flag(services["nats-init"]["command"], "--routes").split(",")}
+    assert routed == set(NATS_NODES)
     for node in NATS_NODES:
         command = services[node]["command"]
-        assert _flag(command, "--server_name") == node
-        routed = {re.fullmatch(r"nats-route://([\w-]+):6222", r).group(1)  # type: ignore[union-attr]
-                  for r in _flag(command, "--routes").split(",")}
-        assert routed == set(NATS_NODES) - {node}
+        assert _flag(command, "--server_name") == node and "--routes" not in command
         assert any(v.startswith("./deploy/nats.conf:") for v in services[node]["volumes"])
+        assert "nats-auth:/etc/nats/auth:ro" in services[node]["volumes"]
+        assert services[node]["depends_on"]["nats-init"]["condition"] == "service_completed_successfully"
     assert "sync_interval: always" in (ROOT / "deploy" / "nats.conf").read_text()
     backend_env = services["backend-1"]["environment"]
     assert Settings(stream_replicas=int(backend_env["SWITCHBOARD_STREAM_REPLICAS"])).stream_replicas == 3
     assert {u.split("//")[1].split(":")[0] for u in backend_env["SWITCHBOARD_NATS_URL"].split(",")} == set(NATS_NODES)
 
 
-def test_the_shared_nats_configuration_is_valid_for_nats_server():
-    result = subprocess.run([EmbeddedNats.binary(), "-c", str(ROOT / "deploy" / "nats.conf"), "-t"],
-                            capture_output=True, text=True, timeout=30, check=False)
+def test_the_shared_nats_configuration_is_valid_for_nats_server(tmp_path):
+    """With the includes `switchboard nats init` writes, as the nats-init service does; refused without them."""
+    shutil.copy(ROOT / "deploy" / "nats.conf", tmp_path / "nats.conf")
+    check = [EmbeddedNats.binary(), "-c", str(tmp_path / "nats.conf"), "-t"]
+    assert subprocess.run(check, capture_output=True, timeout=30, check=False).returncode != 0
+    main(["nats", "init", "--issuer", str(tmp_path / "issuer"), "--server-dir", str(tmp_path / "auth"),
+          "--resolver-dir", str(tmp_path / "accounts"), "--routes", "nats-1:6222,nats-2:6222,nats-3:6222",
+          "--backend-creds", str(tmp_path / "backend" / "backend.creds")])
+    result = subprocess.run(check, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
+    assert "nats-route://route:" in (tmp_path / "auth" / "cluster.conf").read_text()
+    assert "http: 127.0.0.1:8222" in (ROOT / "deploy" / "nats.conf").read_text()  # monitoring on loopback only
 
 
 def test_the_nats_nodes_run_the_nats_server_version_the_tests_run(compose):
@@ -86,7 +99,7 @@ def test_two_backends_a_dashboard_and_connectors_from_one_image(compose):
     services = compose["services"]
     roles = {name: s["command"][0] for name, s in services.items() if s.get("build")}
     assert roles == {"migrate": "migrate", "backend-1": "backend", "backend-2": "backend",
-                     "dashboard": "dashboard", "connectors": "connector"}
+                     "dashboard": "dashboard", "connectors": "connector", "nats-init": "nats"}
     assert len({services[name]["image"] for name in roles}) == 1
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.startswith("#") and "FROM python:3.12-slim" in dockerfile
@@ -95,8 +108,8 @@ def test_two_backends_a_dashboard_and_connectors_from_one_image(compose):
 
 def test_every_long_running_service_has_a_health_check(compose):
     for name, service in compose["services"].items():
-        if service.get("restart") == "no":
-            continue  # one-shot: what waits for it waits for it to complete
+        if service.get("restart") == "no":  # a one-shot (nats-init) is waited for by its exit, not its health
+            continue
         check = service.get("healthcheck")
         assert check and check["test"][0] == "CMD" and len(check["test"]) > 1, f"{name} has no health check"
     for backend in ("backend-1", "backend-2"):

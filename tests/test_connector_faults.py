@@ -30,7 +30,8 @@ async def simulation(tmp_path, systems: list[str]) -> AsyncIterator[tuple[Simula
     """Simulated systems with no branch traffic of their own (the test drives them), and their admin endpoint."""
     async with own_jetstream(tmp_path / "nats") as (server, nc):
         sim = Simulation(systems=systems, sites=["faults"], speed=600, nats_url=server.url,
-                         data_dir=tmp_path / "data", arrivals_per_hour=0.001, heartbeat_interval=0.3)
+                         data_dir=tmp_path / "data", arrivals_per_hour=0.001, heartbeat_interval=0.3,
+                         creds=dict.fromkeys(systems, server.creds))
         admin = AdminServer(sim, 0)
         async with sim:
             await sim.ready()

@@ -17,7 +17,8 @@ async def test_spool_survives_a_nats_restart_and_a_connector_restart_with_nothin
     site = f"spool-{uid}"
     async with own_jetstream(tmp_path / "nats") as (server, nc):
         connector = Probe()
-        runtime = ConnectorRuntime(connector, nats_url=server.url, data_dir=tmp_path / "data", heartbeat_interval=60)
+        runtime = ConnectorRuntime(connector, nats_url=server.url, data_dir=tmp_path / "data", heartbeat_interval=60,
+                                   creds=server.creds)
         await runtime.start()
         emitted = [connector.ticket_called(n, site) for n in range(40)]
         await connector.emit(*emitted)
@@ -51,7 +52,7 @@ async def test_spool_survives_a_nats_restart_and_a_connector_restart_with_nothin
 
         server.start()
         restarted = Probe()
-        async with ConnectorRuntime(restarted, nats_url=server.url, data_dir=tmp_path / "data",
+        async with ConnectorRuntime(restarted, nats_url=server.url, data_dir=tmp_path / "data", creds=server.creds,
                                     heartbeat_interval=60) as again:
             await eventually(lambda: stored(120), timeout=30)
             await eventually(lambda: again.publisher.drain(0.1))

@@ -14,7 +14,7 @@ import httpx
 import nats
 import pytest
 
-from tests.conftest import cloud_event, eventually, publish
+from tests.conftest import cloud_event, eventually, nats_connect, publish
 from tests.connector_double import ConnectorDouble, heartbeat
 from tests.test_live import connect, is_update, receive_until, second_backend, subscribe
 
@@ -25,7 +25,7 @@ SILENT_AFTER = timedelta(seconds=45)  # three intervals of the default 15 s
 
 @pytest.fixture
 async def nc(settings) -> AsyncIterator[nats.NATS]:
-    client = await nats.connect(settings.nats_url)
+    client = await nats_connect(settings)
     yield client
     await client.close()
 

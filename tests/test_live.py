@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import msgspec
-import nats
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -28,7 +27,7 @@ from backend.live.feed import SITE_INTERVAL_S
 from backend.live.handshake import QueryTokenMiddleware
 from backend.live.schemas import TOPICS
 from switchboard.settings import Settings
-from tests.conftest import BackendProcess, cloud_event, eventually, publish, start_backend
+from tests.conftest import BackendProcess, cloud_event, eventually, nats_connect, publish, start_backend
 
 _decode = msgspec.json.decode
 
@@ -86,7 +85,7 @@ def second_backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess
 @pytest.fixture
 async def bus(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
     """Publish live updates onto the bus as a replica does."""
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats_connect(settings)
 
     async def send(topic: str, site: str | None, key: str, data: Any) -> None:
         await nc.publish(SUBJECT_PREFIX + topic, encode_update(site, key, data))

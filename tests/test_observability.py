@@ -15,7 +15,6 @@ from typing import Any
 import asyncpg
 import httpx
 import msgspec
-import nats
 import pytest
 import websockets
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -28,7 +27,9 @@ from switchboard.bench.common import scratch_database
 from switchboard.embedded import EmbeddedNats
 from switchboard.events import Event
 from switchboard.settings import Settings
-from tests.conftest import JWT_SECRET, BackendProcess, cloud_event, eventually, publish, start_backend
+from tests.conftest import (
+    JWT_SECRET, BackendProcess, cloud_event, eventually, nats_connect, publish, start_backend,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "docs" / "grafana" / "switchboard.json"
@@ -148,7 +149,7 @@ async def traced_world(server_urls, workdir, uid):
     try:
         async with scratch_database(server_urls["database_url"], "traced") as database_url:
             settings = Settings(database_url=database_url, nats_url=ns.url, jwt_secret=JWT_SECRET,
-                                data_dir=str(workdir / "data"))
+                                data_dir=str(workdir / "data"), nats_creds=ns.creds)
             log_path = workdir / f"backend-traced-{uid}.log"
             process = await asyncio.to_thread(start_backend, settings, log_path, {
                 "SWITCHBOARD_OTEL_EXPORTER": "console", "SWITCHBOARD_LOG_LEVEL": "INFO",
@@ -179,7 +180,7 @@ async def test_a_trace_runs_from_the_connector_publish_through_apply_to_the_webs
     publisher = Publisher(spool)
     site = f"traced-{uid}"
     token = mint_token(settings, sub="u-obs", roles=["manager"], sites=[site])
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats_connect(settings)
     sender = asyncio.create_task(publisher.run())
     try:
         async with websockets.connect(backend.url.replace("http", "ws") + "/api/v1/live", open_timeout=10,
@@ -236,7 +237,7 @@ async def test_backend_logs_are_json_lines_without_tokens_or_personal_data(trace
         for token in (good, forged):
             await client.get("/api/v1/failures", headers={"Authorization": f"Bearer {token}"})
         await client.get(f"/api/v1/live?token={forged}")
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats_connect(settings)
     personal = cloud_event("customer.arrived", f"queue:L-{uid}", {"site": "north", **PERSONAL})
     await publish(nc.jetstream(), personal)
     await nc.close()

@@ -23,11 +23,12 @@ from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.ingest.apply import apply_events
 from backend.ingest.validate import Accepted, validate
 from backend.integrations.pace import PacePolicy
+from switchboard import bus
 from switchboard.commands import Command
 from switchboard.embedded import embedded_servers
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
 from switchboard.settings import Settings
-from tests.conftest import JWT_SECRET, eventually, publish, start_backend
+from tests.conftest import JWT_SECRET, eventually, nats_connect, publish, start_backend
 from tests.connector_double import ConnectorDouble
 from tests.test_commands import phone_booking
 
@@ -47,11 +48,11 @@ async def world(server_urls: dict[str, str], world_dir: Path) -> AsyncIterator[S
     await db.migrate(conn)
     await conn.close()
     with embedded_servers(world_dir / "servers", postgres=False, nats=True) as urls:
-        nc = await nats.connect(urls["nats_url"])
+        nc = await bus.connect(urls["nats_url"], "test-setup", creds=urls.get("nats_creds"))
         await messaging.ensure_streams(nc.jetstream(), 120.0)
         await nc.close()
         yield Settings(database_url=database_url, nats_url=urls["nats_url"], jwt_secret=JWT_SECRET,
-                       data_dir=str(world_dir / "data"))
+                       data_dir=str(world_dir / "data"), nats_creds=urls.get("nats_creds"))
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
 
@@ -64,7 +65,7 @@ async def _stream_messages(js: nats.js.JetStreamContext) -> list[tuple[str, Comm
 
 async def test_a_backend_killed_after_commit_and_before_publish_loses_nothing_and_doubles_nothing(world, world_dir):
     site = f"site-{uuid.uuid4().hex[:8]}"
-    nc = await nats.connect(world.nats_url)
+    nc = await nats_connect(world)
     js = nc.jetstream()
     pool = await db.create_pool(world.database_url)  # type: ignore[arg-type]
     # a relay that would only publish an hour from now: the command stays committed but unpublished
@@ -96,7 +97,7 @@ async def test_a_backend_killed_after_commit_and_before_publish_loses_nothing_an
 
 async def test_a_relay_dying_after_publish_and_before_commit_publishes_the_same_attempt_once(world):
     site = f"site-{uuid.uuid4().hex[:8]}"
-    nc = await nats.connect(world.nats_url)
+    nc = await nats_connect(world)
     js = nc.jetstream()
     pool = await db.create_pool(world.database_url)  # type: ignore[arg-type]
     relay = CommandRelay(pool, js, DeliveryPolicy(answer_timeout_s=30, backoff_s=1, backoff_max_s=1, max_attempts=3),

@@ -55,8 +55,8 @@ def bearer(token, role: str, sites: list[str] | str = "*") -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def running(settings: Settings, folder: Path, *systems: SimulatedSystem) -> AsyncIterator[None]:
     """The simulated systems behind their connector runtimes, with no branch network driving them."""
-    runtimes = [ConnectorRuntime(s, nats_url=settings.nats_url, data_dir=folder, heartbeat_interval=1)  # type: ignore[arg-type]
-                for s in systems]
+    runtimes = [ConnectorRuntime(s, nats_url=settings.nats_url, data_dir=folder, heartbeat_interval=1,  # type: ignore[arg-type]
+                                 creds=settings.nats_creds) for s in systems]
     for runtime in runtimes:
         await runtime.start()
     try:

@@ -16,7 +16,8 @@ async def test_a_simulated_branch_network_becomes_live_journeys_and_snapshots_ar
         api: httpx.AsyncClient, settings, token, uid, tmp_path, js):
     sites = [f"sim-{uid}-a", f"sim-{uid}-b"]
     headers = {"Authorization": f"Bearer {token('manager', sites)}"}
-    async with Simulation(systems=["crm", "appointments", "queue", "contact_center", "core"], sites=sites,
+    systems = ["crm", "appointments", "queue", "contact_center", "core"]
+    async with Simulation(systems=systems, sites=sites, creds=dict.fromkeys(systems, settings.nats_creds),
                           speed=300, nats_url=settings.nats_url, data_dir=tmp_path, arrivals_per_hour=30,
                           heartbeat_interval=1, seed=7, services={"passport": 10, "licence": 6}) as sim:
 

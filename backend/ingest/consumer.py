@@ -96,9 +96,13 @@ class _Ahead:
                         [r for f in taken for r in f.rejected])
 
 
-def _split_subject(subject: str) -> tuple[str | None, str | None]:
-    parts = subject.split(".", 3)
-    return (parts[2], parts[3]) if len(parts) == 4 else (None, None)
+def _split_subject(subject: str) -> tuple[str | None, str | None, str | None]:
+    """(system, type, site) of `svc.events.<system>.<type>[.<site>]`: every type has two tokens, and a
+    site-limited connector's subject adds the site (which may hold dots) after them."""
+    parts = subject.split(".", 5)
+    if len(parts) < 4:
+        return None, None, None
+    return parts[2], ".".join(parts[3:5]), parts[5] if len(parts) == 6 else None
 
 
 class ApplyWorker:
@@ -168,12 +172,14 @@ class ApplyWorker:
         rejected: RejectedMessages = []
         arrived: Counter[tuple[str, str]] = Counter()
         for msg in msgs:
-            system, type_ = _split_subject(msg.subject)
+            system, type_, site = _split_subject(msg.subject)
             arrived[(metrics.type_label(type_), metrics.system_label(system, self.known_systems))] += 1
             signed = (system in RESERVED_SYSTEMS and self.own_events_key is not None
                       and is_signed(self.own_events_key, msg.data, msg.headers))
             result = validate(msg.data, max_bytes=self.max_bytes, known_systems=self.known_systems,
-                              subject_system=system, subject_type=type_, signed_by_backend=signed, trust=self.trust)
+                              subject_system=system, subject_type=type_, signed_by_backend=signed, trust=self.trust,
+                              # the subject's site token is what NATS let this publisher use: data.site must match
+                              allowed_sites=None if site is None else frozenset((site,)))
             if isinstance(result, Accepted):
                 accepted.append((result.event, result.dropped_fields))
             else:

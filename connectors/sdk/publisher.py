@@ -33,8 +33,9 @@ READ_BATCH = 500
 
 class Publisher:
     def __init__(self, spool: Spool, *, max_in_flight: int = 1000, ack_timeout: float = 5.0,
-                 retry_delay: float = 0.5) -> None:
+                 retry_delay: float = 0.5, site_subjects: bool = False) -> None:
         self.spool = spool
+        self.site_subjects = site_subjects  # a site-limited connector: its site is the subject's last token
         self.max_in_flight = max_in_flight
         self.ack_timeout = ack_timeout
         self.retry_delay = retry_delay
@@ -61,7 +62,8 @@ class Publisher:
         """
         if tracing.enabled():
             events = [_traced(e) for e in events]
-        self.emit_raw((nats_subject(e), nats_msg_id(e.source, e.id), _encode(e)) for e in events)
+        self.emit_raw((nats_subject(e, with_site=self.site_subjects), nats_msg_id(e.source, e.id), _encode(e))
+                      for e in events)
 
     def emit_raw(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
         """Store already encoded messages as (subject, Nats-Msg-Id, body)."""

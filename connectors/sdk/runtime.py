@@ -16,10 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
-import nats
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -28,17 +26,14 @@ from nats.micro.service import Service
 from connectors.sdk.connector import Connector, Outcome, Unavailable
 from connectors.sdk.publisher import Publisher
 from connectors.sdk.spool import Spool
-from switchboard.commands import command_result_id, decode_command
+from switchboard import bus
+from switchboard.commands import COMMANDS_STREAM, command_result_id, consumer_name, decode_command
 from switchboard.events import CloudEvent, EventId, nats_msg_id, nats_subject
+from switchboard.natsauth import inbox_prefix
 from switchboard.snapshots import BAD_REQUEST, UNAVAILABLE, SnapshotPage, decode_request, snapshot_subject
 
 log = logging.getLogger(__name__)
-COMMANDS_STREAM = "SVC_COMMANDS"
 _encode = msgspec.json.Encoder().encode
-
-
-def consumer_name(system: str) -> str:
-    return f"connector-{system}"
 
 
 class _SpoolEmitter:
@@ -54,12 +49,15 @@ class _SpoolEmitter:
 
 class ConnectorRuntime:
     def __init__(self, connector: Connector, *, nats_url: str, data_dir: Path, heartbeat_interval: float = 5.0,
-                 max_in_flight: int = 1000) -> None:
+                 max_in_flight: int = 1000, creds: str | None = None, sites: Sequence[str] = ()) -> None:
+        """`creds`: its NATS credentials file (a connector profile's SWITCHBOARD_NATS_CREDS); `sites`: the
+        sites its profile is limited to, whose events then carry their site as the subject's last token."""
         self.connector = connector
         self.nats_url = nats_url
+        self.creds = creds
         self.heartbeat_interval = heartbeat_interval
         self.spool = Spool(Path(data_dir) / f"spool-{connector.name}.sqlite")
-        self.publisher = Publisher(self.spool, max_in_flight=max_in_flight)
+        self.publisher = Publisher(self.spool, max_in_flight=max_in_flight, site_subjects=bool(sites))
         self.nc: NATS | None = None
         self.commands_answered = 0
         self._service: Service | None = None
@@ -104,11 +102,11 @@ class ConnectorRuntime:
     async def _connect_and_serve(self) -> None:
         while self.nc is None and not self._stopping:
             try:
-                # a cluster's URLs, comma-separated: any one that answers will do
-                servers = [u.strip() for u in self.nats_url.split(",")]
-                self.nc = await nats.connect(servers, name=f"switchboard-connector-{self.connector.name}",
-                                             max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                             connect_timeout=2)
+                # a cluster's URLs, comma-separated: any one that answers will do. Replies come to an
+                # inbox of its own system, the only one its credentials let it read
+                self.nc = await bus.connect(self.nats_url, f"switchboard-connector-{self.connector.name}",
+                                            creds=self.creds, inbox_prefix=inbox_prefix(self.connector.system),
+                                            connect_timeout=2)
             except Exception as exc:  # noqa: BLE001 - unreachable at start: events wait in the spool
                 log.warning("NATS unreachable (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
@@ -172,16 +170,15 @@ class ConnectorRuntime:
         waited = False
         while not self._stopping:
             try:
-                await js.add_consumer(COMMANDS_STREAM, ConsumerConfig(
-                    durable_name=consumer_name(system), filter_subject=f"svc.commands.{system}.>",
-                    ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=self.connector.handle_timeout * 3, max_ack_pending=1000))
+                # the backend creates it (CONTRACT section 8): a connector may only read it
+                await js.consumer_info(COMMANDS_STREAM, consumer_name(system))
                 subscription = await js.pull_subscribe_bind(durable=consumer_name(system), stream=COMMANDS_STREAM)
                 self.ready.set()
                 break
             except (NotFoundError, NatsTimeoutError, TimeoutError) as exc:
                 if not waited:
-                    log.info("%s: waiting for stream %s (%s)", system, COMMANDS_STREAM, type(exc).__name__)
+                    log.info("%s: waiting for its consumer %s on %s (%s)", system, consumer_name(system),
+                             COMMANDS_STREAM, type(exc).__name__)
                     waited = True
                 await asyncio.sleep(1.0)
         else:

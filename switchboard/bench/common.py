@@ -18,17 +18,20 @@ from switchboard.settings import get_settings
 
 
 @contextlib.contextmanager
-def bench_servers(folder: Path, *, nats_fsync: bool = True) -> Iterator[dict[str, str]]:
-    """The configured servers, or embedded ones in `folder`."""
+def bench_servers(folder: Path, *, nats_fsync: bool = True, nats_auth: bool = True) -> Iterator[dict[str, str]]:
+    """The configured servers, or embedded ones in `folder`; "nats_creds" when NATS wants credentials
+    (the configured SWITCHBOARD_NATS_CREDS, or the embedded server's backend credentials)."""
     settings = get_settings()
     if settings.database_url and settings.nats_url:
-        yield {"database_url": settings.database_url, "nats_url": settings.nats_url}
+        yield {"database_url": settings.database_url, "nats_url": settings.nats_url,
+               **({"nats_creds": settings.nats_creds} if settings.nats_creds else {})}
         return
     progress("starting embedded Postgres and NATS")
     with embedded_servers(folder, postgres=not settings.database_url, nats=not settings.nats_url,
-                          nats_fsync=nats_fsync) as urls:
+                          nats_fsync=nats_fsync, nats_auth=nats_auth) as urls:
+        creds = urls.get("nats_creds") if not settings.nats_url else settings.nats_creds
         yield {"database_url": settings.database_url or urls["database_url"],
-               "nats_url": settings.nats_url or urls["nats_url"]}
+               "nats_url": settings.nats_url or urls["nats_url"], **({"nats_creds": creds} if creds else {})}
 
 
 @contextlib.asynccontextmanager

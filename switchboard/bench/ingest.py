@@ -139,15 +139,16 @@ async def _store_journeys(database_url: str, count: int) -> None:
     await conn.close()
 
 
-async def _backends(nats_url: str, database_url: str, total: int, batch: int, replicas: int, root: Path) -> float:
+async def _backends(nats_url: str, creds: str | None, database_url: str, total: int, batch: int, replicas: int,
+                    root: Path) -> float:
     """Rate of `replicas` backend processes draining the stream from its start."""
-    nc = await nats.connect(nats_url)
+    nc = await messaging.connect(nats_url, "bench-ingest", creds)
     js = nc.jetstream()
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_consumer(messaging.EVENTS_STREAM, messaging.APPLY_CONSUMER)
     await nc.close()
     env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": nats_url,
-           "SWITCHBOARD_DATA_DIR": str(root), "SWITCHBOARD_LOG_LEVEL": "WARNING",
+           "SWITCHBOARD_NATS_CREDS": creds or "", "SWITCHBOARD_DATA_DIR": str(root), "SWITCHBOARD_LOG_LEVEL": "WARNING",
            "SWITCHBOARD_APPLY_BATCH": str(batch)}
     conn = await asyncpg.connect(database_url)
     # counting only what this run applies (an index range on applied_at): a count of every stored event
@@ -178,7 +179,7 @@ async def _backends(nats_url: str, database_url: str, total: int, batch: int, re
 
 async def _run(urls: dict[str, str], total: int, batch: int, replicas: int, stored: int, root: Path,
                ) -> dict[str, object]:
-    nc = await nats.connect(urls["nats_url"])
+    nc = await messaging.connect(urls["nats_url"], "bench-ingest", urls.get("nats_creds"))
     js = nc.jetstream()
     await messaging.recreate_streams(js)
     try:
@@ -193,7 +194,8 @@ async def _run(urls: dict[str, str], total: int, batch: int, replicas: int, stor
         async with scratch_database(urls["database_url"], f"apply{count}") as apply_url:
             if stored:
                 await _store_journeys(apply_url, stored)
-            rates[count] = await _backends(urls["nats_url"], apply_url, total, batch, count, root)
+            rates[count] = await _backends(urls["nats_url"], urls.get("nats_creds"), apply_url, total, batch, count,
+                                           root)
     figures: dict[str, object] = {
         "events": total, "batch": batch, "stored_journeys": stored, "events_per_s": round(rates[1]),
         "baseline_events_per_s": round(baseline), "ratio": round(rates[1] / baseline, 3),
@@ -204,15 +206,17 @@ async def _run(urls: dict[str, str], total: int, batch: int, replicas: int, stor
     return figures
 
 
-def run_ingest_bench(*, events: int, batch: int, replicas: int, stored_journeys: int, nats_fsync: bool) -> None:
+def run_ingest_bench(*, events: int, batch: int, replicas: int, stored_journeys: int, nats_fsync: bool,
+                     nats_auth: bool = True) -> None:
     print(f"bench ingest: {events:,} events, batches of {batch}, {replicas} replica(s),"
-          f" {stored_journeys:,} journeys stored first, NATS fsync {'always' if nats_fsync else 'every 2 min'}",
-          flush=True)
+          f" {stored_journeys:,} journeys stored first, NATS fsync {'always' if nats_fsync else 'every 2 min'},"
+          f" embedded NATS auth {'on' if nats_auth else 'off'}", flush=True)
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp, \
-            bench_servers(Path(tmp), nats_fsync=nats_fsync) as urls:
+            bench_servers(Path(tmp), nats_fsync=nats_fsync, nats_auth=nats_auth) as urls:
         # uvloop, as under uvicorn: the backend's loop, and the same one for the bare consumer
         figures = uvloop.run(_run(urls, events, batch, replicas, stored_journeys, Path(tmp)))
     figures["nats_fsync"] = "always" if nats_fsync else "2m"
+    figures["nats_auth"] = "nats_creds" in urls
     print(f"backend {figures['events_per_s']:,} events/s, bare consumer {figures['baseline_events_per_s']:,}"
           f" events/s, ratio {figures['ratio']}", flush=True)
     report(figures)

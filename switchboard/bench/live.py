@@ -49,6 +49,7 @@ from backend import db, messaging
 from backend.auth import mint_token
 from backend.live.bus import SUBJECT_PREFIX, encode_update
 from backend.live.schemas import Update
+from switchboard import bus
 from switchboard.embedded import embedded_servers, free_port
 from switchboard.settings import Settings, get_settings
 
@@ -74,13 +75,15 @@ def percentile(values: list[float], q: float) -> float:
 def servers(data_dir: Path) -> Iterator[dict[str, str]]:
     settings = get_settings()
     if settings.database_url and settings.nats_url:
-        yield {"database_url": settings.database_url, "nats_url": settings.nats_url}
+        yield {"database_url": settings.database_url, "nats_url": settings.nats_url,
+               "nats_creds": settings.nats_creds or ""}
         return
     progress("starting embedded Postgres and NATS")
     with embedded_servers(data_dir, postgres=not settings.database_url, nats=not settings.nats_url) as urls:
         yield {
             "database_url": settings.database_url or urls["database_url"],
             "nats_url": settings.nats_url or urls["nats_url"],
+            "nats_creds": (settings.nats_creds if settings.nats_url else urls.get("nats_creds")) or "",
         }
 
 
@@ -104,13 +107,14 @@ async def scratch_database(server_url: str) -> AsyncIterator[str]:
 class Backend:
     """`switchboard backend` in a process of its own."""
 
-    def __init__(self, database_url: str, nats_url: str, secret: str, data_dir: Path) -> None:
+    def __init__(self, database_url: str, nats_url: str, secret: str, data_dir: Path, creds: str | None) -> None:
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}/api/v1/live"
         env = {
             **os.environ,
             "SWITCHBOARD_DATABASE_URL": database_url,
             "SWITCHBOARD_NATS_URL": nats_url,
+            "SWITCHBOARD_NATS_CREDS": creds or "",
             "SWITCHBOARD_JWT_SECRET": secret,
             "SWITCHBOARD_DATA_DIR": str(data_dir),
             "SWITCHBOARD_LOG_LEVEL": "WARNING",
@@ -182,8 +186,8 @@ async def subscribe(ws: websockets.ClientConnection, topics: list[str]) -> None:
 # ---- floors -----------------------------------------------------------------------------------
 
 
-async def floors(nats_url: str, database_url: str) -> dict[str, float]:
-    nc = await nats.connect(nats_url)
+async def floors(nats_url: str, database_url: str, creds: str | None) -> dict[str, float]:
+    nc = await bus.connect(nats_url, "bench-live-floors", creds=creds)
     js = nc.jetstream()
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_stream(FLOOR_STREAM)
@@ -305,7 +309,7 @@ async def end_to_end(
     await asyncio.gather(*(subscribe(ws, ["journeys"]) for ws in sockets))
     progress(f"latency: {clients} clients subscribed across {sites} sites")
     timing = Latencies(sockets, clients, sites)
-    nc = await nats.connect(nats_url)
+    nc = await bus.connect(nats_url, "bench-live", creds=settings.nats_creds)
     js = nc.jetstream()
     run = uuid.uuid4().hex[:6]
     published_wall: dict[str, float] = {}  # wall clock, to compare with Postgres's `applied_at`
@@ -466,7 +470,7 @@ async def live_fanout(
     ]
     for client in audience:
         await client.request_text(json.dumps({"op": "subscribe", "topics": ["journeys"]}), b'"op":"snapshot"')
-    nc = await nats.connect(nats_url)
+    nc = await bus.connect(nats_url, "bench-live-fanout", creds=settings.nats_creds)
     payloads = [
         encode_update(FANOUT_SITE, key, bench_data(n)) for n, key in enumerate(update_keys(updates, keys))
     ]
@@ -577,15 +581,15 @@ async def idle_memory(backend: Backend, settings: Settings, *, connections: int)
 
 async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) -> dict[str, Any]:
     secret = secrets.token_urlsafe(48)
-    settings = Settings(jwt_secret=secret, data_dir=str(data_dir))
+    settings = Settings(jwt_secret=secret, data_dir=str(data_dir), nats_creds=urls["nats_creds"] or None)
     async with scratch_database(urls["database_url"]) as database_url:
-        nc = await nats.connect(urls["nats_url"])
+        nc = await bus.connect(urls["nats_url"], "bench-live-setup", creds=settings.nats_creds)
         await messaging.ensure_streams(nc.jetstream(), 120.0)
         await nc.close()
         progress("measuring the floors")
-        floor = await floors(urls["nats_url"], database_url)
+        floor = await floors(urls["nats_url"], database_url, settings.nats_creds)
         progress("floors: " + ", ".join(f"{k} {v:.3f}" for k, v in floor.items()))
-        backend = Backend(database_url, urls["nats_url"], secret, data_dir)
+        backend = Backend(database_url, urls["nats_url"], secret, data_dir, settings.nats_creds)
         try:
             await asyncio.to_thread(backend.wait_ready)
             # memory first, while no earlier phase has left freed memory for new connections to reuse

@@ -25,6 +25,7 @@ import nats
 from backend.messaging import ensure_streams
 from connectors.sdk.publisher import Publisher
 from connectors.sdk.spool import Spool
+from switchboard import bus
 from switchboard.embedded import EmbeddedNats
 from switchboard.events import CloudEvent, TicketCalled, nats_msg_id, nats_subject
 
@@ -64,8 +65,8 @@ async def _bench(events: int, max_in_flight: int, workdir: Path) -> dict[str, fl
     server = EmbeddedNats(workdir / "nats")
     server.start()
     try:
-        bare = await nats.connect(server.url)
-        sdk = await nats.connect(server.url)
+        bare = await bus.connect(server.url, "bench-publish-bare", creds=server.creds)
+        sdk = await bus.connect(server.url, "bench-publish-sdk", creds=server.creds)
         js = bare.jetstream(publish_async_max_pending=max_in_flight)
         await ensure_streams(js, 120.0)
         publisher = Publisher(Spool(workdir / "spool.sqlite"), max_in_flight=max_in_flight)

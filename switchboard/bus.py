@@ -1,0 +1,68 @@
+"""One way for every Switchboard process to connect to NATS, with its credentials (CONTRACT section 8).
+
+`SWITCHBOARD_NATS_CREDS` names a file holding a NATS user credentials file (user JWT and nkey seed),
+a bare nkey seed, or a token; unset, the connection is anonymous (a server without auth).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NATS
+
+log = logging.getLogger(__name__)
+_JWT_MARK = "-----BEGIN NATS USER JWT-----"
+
+
+def credential_options(creds: str | None) -> dict[str, Any]:
+    """nats-py connect options for the credentials file at `creds` (none when unset)."""
+    if not creds:
+        return {}
+    text = Path(creds).read_text().strip()
+    if _JWT_MARK in text:
+        return {"user_credentials": creds}
+    if text.startswith("SU") and len(text.split()) == 1:
+        return {"nkeys_seed_str": text}
+    if not text:
+        raise ValueError(f"the NATS credentials file {creds} is empty")
+    return {"token": text}
+
+
+async def connect(url: str, name: str, *, creds: str | None = None, reconnect: bool = True,
+                  inbox_prefix: str | None = None, **options: Any) -> NATS:
+    """A client that reconnects for ever (unless `reconnect` is False), logging an outage once.
+
+    `url` may list several servers of a cluster, comma-separated.
+    """
+
+    async def on_error(exc: Exception) -> None:
+        quiet = isinstance(exc, OSError | nats.errors.StaleConnectionError | nats.errors.UnexpectedEOF)
+        log.log(logging.DEBUG if quiet else logging.WARNING, "nats (%s): %s", name, exc or type(exc).__name__)
+
+    async def on_disconnected() -> None:
+        if not client.is_closed:
+            log.warning("nats (%s): disconnected; reconnecting", name)
+
+    async def on_reconnected() -> None:
+        log.warning("nats (%s): reconnected", name)
+
+    client = NATS()
+    settings: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5} if reconnect \
+        else {"max_reconnect_attempts": 0, "allow_reconnect": False}
+    if inbox_prefix:
+        settings["inbox_prefix"] = inbox_prefix
+    callbacks = {"error_cb": on_error, "disconnected_cb": on_disconnected, "reconnected_cb": on_reconnected}
+    try:
+        await client.connect([u.strip() for u in url.split(",")], name=name,
+                             **{**callbacks, **settings, **credential_options(creds), **options})
+    except BaseException:
+        # a refused connection (credentials, authorization) leaves nats-py's transport open otherwise
+        with contextlib.suppress(Exception):
+            await client.close()
+        raise
+    return client

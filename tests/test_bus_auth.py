@@ -1,0 +1,372 @@
+"""Trust on the bus (CONTRACT section 8), on real servers: an authenticated NATS of this module's own
+(always, even when the suite runs against an unauthenticated NATS), a backend on it, and connector
+profiles issued by `switchboard connector profile`. Each refusal compares the state before and after."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import nats
+import nats.errors
+import pytest
+from dotenv import dotenv_values
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
+from nats.js.errors import NotFoundError
+
+from backend import messaging
+from connectors.sdk import Connector, ConnectorRuntime, Outcome
+from switchboard import bus
+from switchboard.backend_process import BackendProcess
+from switchboard.bench.common import scratch_database
+from switchboard.commands import COMMANDS_STREAM, Command, consumer_name
+from switchboard.embedded import EmbeddedNats
+from switchboard.events import SEED_SYSTEMS, nats_msg_id
+from switchboard.natsauth import inbox_prefix
+from switchboard.snapshots import SnapshotPage, SnapshotRecord, SnapshotRequest, decode_page, snapshot_subject
+from tests.conftest import JWT_SECRET, cloud_event, eventually, publish
+
+REFUSED = (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError)
+
+
+@dataclass
+class World:
+    server: EmbeddedNats
+    backend: BackendProcess
+    database_url: str
+    nc: NATS  # the backend's credentials: the harness
+    folder: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SWITCHBOARD_DATABASE_URL": self.database_url,
+                "SWITCHBOARD_NATS_URL": self.server.url, "SWITCHBOARD_DATA_DIR": str(self.folder / "data"),
+                "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+
+    def cli(self, *args: str) -> str:
+        """`switchboard connector …` against this world's issuer and NATS, as an operator runs it."""
+        done = subprocess.run([sys.executable, "-m", "switchboard.cli", "connector", *args, "--issuer",
+                               str(self.server.issuer.folder), "--nats-url", self.server.url],  # type: ignore[union-attr]
+                              env=self.env(), capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout
+
+    def profile(self, system: str, *sites: str) -> dict[str, str]:
+        out = self.folder / f"profiles-{uuid.uuid4().hex[:6]}"
+        self.cli("profile", "--system", system, "--out", str(out), *(a for s in sites for a in ("--site", s)))
+        return {k: v for k, v in dotenv_values(out / f"{system}.env").items() if v is not None}
+
+
+@pytest.fixture(scope="module")
+async def world(server_urls, workdir) -> AsyncIterator[World]:
+    folder = workdir / f"bus-auth-{uuid.uuid4().hex[:6]}"
+    server = EmbeddedNats(folder / "nats")
+    server.start()
+    try:
+        async with scratch_database(server_urls["database_url"], "busauth") as database_url:
+            env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": server.url,
+                   "SWITCHBOARD_NATS_CREDS": server.creds or "", "SWITCHBOARD_JWT_SECRET": JWT_SECRET,
+                   "SWITCHBOARD_DATA_DIR": str(folder / "data"), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+            backend = BackendProcess(env, folder / "backend.log").start()
+            await asyncio.to_thread(backend.wait_ready)
+            nc = await bus.connect(server.url, "test-bus-auth", creds=server.creds)
+            try:
+                yield World(server, backend, database_url, nc, folder)
+            finally:
+                await nc.close()
+                backend.stop()
+    finally:
+        server.stop()
+
+
+async def as_connector(profile: dict[str, str], system: str) -> tuple[NATS, list[Exception]]:
+    """A connection with a profile's credentials; the server's refusals land in the list."""
+    errors: list[Exception] = []
+
+    async def collect(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = await bus.connect(profile["SWITCHBOARD_NATS_URL"], f"test-{system}",
+                           creds=profile["SWITCHBOARD_NATS_CREDS"], inbox_prefix=inbox_prefix(system),
+                           reconnect=False, error_cb=collect)
+    return nc, errors
+
+
+async def stream_count(world: World, stream: str = messaging.EVENTS_STREAM) -> int:
+    return (await world.nc.jetstream().stream_info(stream)).state.messages
+
+
+async def consumer_names(world: World) -> dict[str, list[str]]:
+    js = world.nc.jetstream()
+    streams = (messaging.EVENTS_STREAM, COMMANDS_STREAM)
+    return {s: sorted(c.name for c in await js.consumers_info(s)) for s in streams}
+
+
+def violations(errors: list[Exception]) -> str:
+    return " ".join(str(e) for e in errors)
+
+
+def holds(predicate: Callable[[], object]) -> Callable[[], Awaitable[object]]:
+    async def probe() -> object:
+        return predicate()
+
+    return probe
+
+
+def collector(into: list[bytes]) -> Callable[[Msg], Awaitable[None]]:
+    async def keep(msg: Msg) -> None:
+        into.append(msg.data)
+
+    return keep
+
+
+async def test_an_anonymous_client_is_refused(world):
+    before = await stream_count(world)
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await bus.connect(world.server.url, "test-anonymous", reconnect=False, connect_timeout=2)
+    assert await stream_count(world) == before
+
+
+async def test_a_queue_connector_cannot_publish_a_crm_event(world, uid):
+    nc, errors = await as_connector(world.profile("queue"), "queue")
+    before = await stream_count(world)
+    event = cloud_event("customer.priority_changed", f"crm:C-{uid}", {"site": f"s-{uid}", "priority": "high",
+                                                                      "reason_code": "VIP"})
+    with pytest.raises(REFUSED):
+        await nc.jetstream().publish("svc.events.crm.customer.priority_changed", msgspec.json.encode(event),
+                                     timeout=1)
+    await nc.publish("svc.events.crm.customer.priority_changed", msgspec.json.encode(event))
+    await nc.flush()
+    refused = 'permissions violation for publish to "svc.events.crm'
+    await eventually(holds(lambda: refused in violations(errors)))
+    assert await stream_count(world) == before
+    await nc.close()
+
+
+async def test_a_connector_cannot_read_another_systems_commands(world, uid):
+    nc, errors = await as_connector(world.profile("queue"), "queue")
+    js = world.nc.jetstream()
+    crm_consumer = await js.consumer_info(COMMANDS_STREAM, consumer_name("crm"))
+    seen: list[bytes] = []
+    await nc.subscribe("svc.commands.crm.>", cb=collector(seen))
+    await nc.subscribe("svc.commands.>", cb=collector(seen))
+    await nc.flush()
+    command = Command(id=f"cmd-{uid}", system="crm", command="journey.summary", journey_id=str(uuid.uuid4()),
+                      refs=[f"crm:C-{uid}"], site=f"s-{uid}", data={}, attempt=1,
+                      created_at=datetime.now(UTC))
+    await js.publish("svc.commands.crm.journey.summary", msgspec.json.encode(command),
+                     headers={"Nats-Msg-Id": command.id})
+    with pytest.raises(REFUSED):  # crm's own consumer, through the JetStream API
+        await nc.request(f"$JS.API.CONSUMER.MSG.NEXT.{COMMANDS_STREAM}.{consumer_name('crm')}",
+                         b'{"batch":1}', timeout=1)
+    await asyncio.sleep(0.5)
+    assert seen == []
+    assert "permissions violation for subscription to \"svc.commands.crm.>\"" in violations(errors)
+    after = await js.consumer_info(COMMANDS_STREAM, consumer_name("crm"))
+    # nothing handed out to the impostor
+    assert after.delivered.stream_seq == crm_consumer.delivered.stream_seq
+    await nc.close()
+
+
+async def test_a_connector_cannot_answer_another_systems_snapshot_requests(world, uid):
+    nc, errors = await as_connector(world.profile("queue"), "queue")
+    invented = SnapshotPage(system="crm", site=f"s-{uid}", day=date.today(), as_of=datetime.now(UTC),
+                            next_cursor=None,
+                            records=[SnapshotRecord(ref=f"crm:C-{uid}", site=f"s-{uid}", stage="completed",
+                                                    updated_at=datetime.now(UTC))])
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(msgspec.json.encode(invented))
+
+    await nc.subscribe(snapshot_subject("crm"), cb=answer)
+    await nc.flush()
+    ask = msgspec.json.encode(SnapshotRequest(site=f"s-{uid}", day=date.today()))
+    with pytest.raises(REFUSED):
+        await world.nc.request(snapshot_subject("crm"), ask, timeout=1)
+    assert f'subscription to "{snapshot_subject("crm")}"' in violations(errors)
+    await nc.close()
+
+
+async def test_only_backends_publish_or_read_live_updates(world, uid):
+    nc, errors = await as_connector(world.profile("queue"), "queue")
+    by_connector: list[bytes] = []
+    by_backend: list[bytes] = []
+    await nc.subscribe("svc.live.>", cb=collector(by_connector))
+    await world.nc.subscribe(f"svc.live.probe-{uid}", cb=collector(by_backend))
+    await nc.flush()
+    await world.nc.flush()
+    await nc.publish(f"svc.live.probe-{uid}", b'{"forged": true}')
+    await nc.flush()
+    await world.nc.publish(f"svc.live.probe-{uid}", b'{"real": true}')
+    await world.nc.flush()
+    await eventually(holds(lambda: by_backend))
+    await asyncio.sleep(0.3)
+    assert by_backend == [b'{"real": true}'] and by_connector == []
+    assert f'publish to "svc.live.probe-{uid}"' in violations(errors)
+    assert 'subscription to "svc.live.>"' in violations(errors)
+    await nc.close()
+
+
+async def test_a_connector_cannot_delete_or_purge_streams_or_consumers_nor_create_one(world):
+    nc, _ = await as_connector(world.profile("queue"), "queue")
+    events_before = await stream_count(world)
+    consumers_before = await consumer_names(world)
+    assert messaging.APPLY_CONSUMER in consumers_before[messaging.EVENTS_STREAM]
+    for subject in (f"$JS.API.STREAM.DELETE.{messaging.EVENTS_STREAM}",
+                    f"$JS.API.STREAM.PURGE.{messaging.EVENTS_STREAM}",
+                    f"$JS.API.CONSUMER.DELETE.{messaging.EVENTS_STREAM}.{messaging.APPLY_CONSUMER}",
+                    f"$JS.API.STREAM.INFO.{messaging.EVENTS_STREAM}",
+                    f"$JS.API.CONSUMER.INFO.{COMMANDS_STREAM}.{consumer_name('crm')}"):
+        with pytest.raises(REFUSED):
+            await nc.request(subject, b"", timeout=1)
+    with pytest.raises(REFUSED):
+        await nc.jetstream(timeout=1).add_consumer(COMMANDS_STREAM, ConsumerConfig(
+            durable_name="sneaky", filter_subject="svc.commands.crm.>"))
+    assert await stream_count(world) == events_before
+    assert await consumer_names(world) == consumers_before
+    await nc.close()
+
+
+class Desk(Connector):
+    """A queue connector with one record upstream, that does every command it is sent."""
+
+    system = "queue"
+    commands = frozenset({"staff.alert"})
+
+    def __init__(self, site: str, ref: str) -> None:
+        super().__init__()
+        self.site, self.ref = site, ref
+        self.handled: list[str] = []
+
+    async def snapshot(self, site: str, day: date) -> Sequence[SnapshotRecord]:
+        return [SnapshotRecord(ref=f"queue:{self.ref}", site=self.site, stage="waiting",
+                               updated_at=datetime.now(UTC))] if site == self.site else []
+
+    async def handle(self, command: Command) -> Outcome:
+        self.handled.append(command.id)
+        return Outcome("ok")
+
+
+async def applied(world: World, source: str, event_id: str) -> bool:
+    conn = await asyncpg.connect(world.database_url)
+    try:
+        return bool(await conn.fetchval("SELECT count(*) FROM events WHERE source = $1 AND id = $2",
+                                        source, event_id))
+    finally:
+        await conn.close()
+
+
+async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consumes_its_commands(
+        world, uid, tmp_path):
+    site = f"desk-{uid}"
+    profile = world.profile("queue", site)
+    assert Path(profile["SWITCHBOARD_NATS_CREDS"]).stat().st_mode & 0o777 == 0o600
+    assert profile["SWITCHBOARD_CONNECTOR_SITES"] == site
+    desk = Desk(site, f"T-{uid}")
+    async with ConnectorRuntime(desk, nats_url=profile["SWITCHBOARD_NATS_URL"], data_dir=tmp_path,
+                                sites=(site,), creds=profile["SWITCHBOARD_NATS_CREDS"],
+                                heartbeat_interval=1) as runtime:
+        await asyncio.wait_for(runtime.ready.wait(), 30)
+        arrived = desk.event("customer.arrived", f"T-{uid}", {"site": site})
+        await desk.emit(arrived)
+        await eventually(lambda: applied(world, arrived.source, arrived.id), timeout=20)
+
+        ask = msgspec.json.encode(SnapshotRequest(site=site, day=date.today()))
+        reply = await world.nc.request(snapshot_subject("queue"), ask, timeout=5)
+        assert [r.ref for r in decode_page(reply.data).records] == [f"queue:T-{uid}"]
+
+        command = Command(id=f"cmd-{uid}", system="queue", command="staff.alert",
+                          journey_id=str(uuid.uuid4()),
+                          refs=[f"queue:T-{uid}"], site=site, data={}, attempt=1,
+                          created_at=datetime.now(UTC))
+        await world.nc.jetstream().publish("svc.commands.queue.staff.alert", msgspec.json.encode(command),
+                                           headers={"Nats-Msg-Id": command.id})
+        await eventually(holds(lambda: desk.handled == [command.id] and runtime.commands_answered == 1),
+                         timeout=20)
+        assert await runtime.publisher.drain(10)  # its command.result went out through its permissions
+
+        async def acknowledged() -> bool:  # through `$JS.ACK.SVC_COMMANDS.connector-queue.>`, its only ack subject
+            info = await world.nc.jetstream().consumer_info(COMMANDS_STREAM, consumer_name("queue"))
+            return info.num_ack_pending == 0 and info.num_pending == 0 and info.delivered.stream_seq > 0
+
+        await eventually(acknowledged, timeout=10)
+
+
+async def test_a_site_limited_connector_cannot_publish_for_another_site(world, uid):
+    site, other = f"mine-{uid}", f"theirs-{uid}"
+    nc, errors = await as_connector(world.profile("queue", site), "queue")
+    js = nc.jetstream()
+    before = await stream_count(world)
+    elsewhere = cloud_event("customer.arrived", f"queue:T-{uid}", {"site": other})
+    body = msgspec.json.encode(elsewhere)
+    for subject in (f"svc.events.queue.customer.arrived.{other}", "svc.events.queue.customer.arrived"):
+        with pytest.raises(REFUSED):
+            await js.publish(subject, body, timeout=1)
+    assert await stream_count(world) == before
+    # on its own site's subject with another site inside: NATS lets it through, the backend refuses it
+    await js.publish(f"svc.events.queue.customer.arrived.{site}", body,
+                     headers={"Nats-Msg-Id": nats_msg_id(elsewhere["source"], elsewhere["id"])})
+    conn = await asyncpg.connect(world.database_url)
+    try:
+        failure = await eventually(lambda: conn.fetchrow(
+            "SELECT kind, status FROM failures WHERE event_source = $1 AND event_id = $2",
+            elsewhere["source"], elsewhere["id"]))
+        assert (failure["kind"], failure["status"]) == ("unauthorized_source", "open")
+        assert not await applied(world, elsewhere["source"], elsewhere["id"])
+    finally:
+        await conn.close()
+    await nc.close()
+
+
+async def test_a_revoked_profile_is_refused_without_restarting_nats(world, uid):
+    pid = world.server.process.pid  # type: ignore[union-attr]
+    profile = world.profile("core")
+    nc, _ = await as_connector(profile, "core")
+    eligibility = cloud_event("eligibility.checked", f"core:E-{uid}", {"site": f"s-{uid}", "result": "passed",
+                                                                       "reason_code": "OK"})
+    await publish(nc.jetstream(), eligibility)  # it works before
+    conn = await asyncpg.connect(world.database_url)
+    audit_before = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'connector.revoke'")
+
+    assert "revoked" in world.cli("revoke", "--system", "core")
+    await eventually(holds(lambda: nc.is_closed or not nc.is_connected), timeout=10)
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await as_connector(profile, "core")
+    assert world.server.process.pid == pid and world.server.process.poll() is None  # type: ignore[union-attr]
+    audit = await conn.fetchrow(
+        "SELECT actor, target FROM audit_log WHERE action = 'connector.revoke' ORDER BY id DESC")
+    revocations = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'connector.revoke'")
+    assert revocations == audit_before + 1
+    assert audit["actor"].startswith("cli:") and audit["target"] == "system:core"
+    await conn.close()
+    # a profile issued after the revocation connects
+    fresh, _ = await as_connector(world.profile("core"), "core")
+    await publish(fresh.jetstream(), cloud_event("eligibility.checked", f"core:F-{uid}", {
+        "site": f"s-{uid}", "result": "passed", "reason_code": "OK"}))
+    await fresh.close()
+
+
+async def test_the_backend_makes_a_command_consumer_for_every_system(world):
+    names = (await consumer_names(world))[COMMANDS_STREAM]
+    assert {consumer_name(s) for s in SEED_SYSTEMS} <= set(names)
+    with pytest.raises(NotFoundError):
+        await world.nc.jetstream().consumer_info(COMMANDS_STREAM, consumer_name("nobody"))
+
+
+def test_a_profile_whose_names_would_widen_its_permissions_is_refused(world):
+    issued = len(world.server.issuer.identities())  # type: ignore[union-attr]
+    for args in (["--system", "queue", "--site", "*"], ["--system", "queue", "--site", "north.>"],
+                 ["--system", "*"], ["--system", "queue.x"]):
+        with pytest.raises(subprocess.CalledProcessError):
+            world.cli("profile", *args, "--out", str(world.folder / "wild"))
+    assert len(world.server.issuer.identities()) == issued  # type: ignore[union-attr]
+    assert not list((world.folder / "wild").glob("*.creds"))
