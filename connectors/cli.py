@@ -146,13 +146,14 @@ def _issuer_dir(args: argparse.Namespace, settings: Settings) -> Path:
 
 
 async def _audit(settings: Settings, action: str, target: str, result: dict[str, Any]) -> None:
-    """An audit row by `cli:<os user>` when the database is reachable; else a log line that says so."""
+    """An audit row by `cli-<os user>` (pseudonymised like any actor when it looks personal) when the
+    database is reachable; else a log line that says so."""
     import asyncpg  # noqa: PLC0415
 
     from backend.audit.services import record  # noqa: PLC0415
     from backend.auth import Principal  # noqa: PLC0415
 
-    actor = Principal(sub=f"cli:{getpass.getuser()}", roles=frozenset({"admin"}), sites=None)
+    actor = Principal(sub=f"cli-{getpass.getuser()}", roles=frozenset({"admin"}), sites=None)
     try:
         conn = await asyncpg.connect(settings.database_url, timeout=5) if settings.database_url else None
     except (OSError, asyncpg.PostgresError) as exc:

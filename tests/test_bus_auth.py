@@ -5,6 +5,7 @@ profiles issued by `switchboard connector profile`. Each refusal compares the st
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import subprocess
 import sys
@@ -346,7 +347,7 @@ async def test_a_revoked_profile_is_refused_without_restarting_nats(world, uid):
         "SELECT actor, target FROM audit_log WHERE action = 'connector.revoke' ORDER BY id DESC")
     revocations = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'connector.revoke'")
     assert revocations == audit_before + 1
-    assert audit["actor"].startswith("cli:") and audit["target"] == "system:core"
+    assert audit["actor"] == f"cli-{getpass.getuser()}" and audit["target"] == "system:core"
     await conn.close()
     # a profile issued after the revocation connects
     fresh, _ = await as_connector(world.profile("core"), "core")
