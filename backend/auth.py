@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import jwt
 import msgspec
@@ -118,24 +118,28 @@ def jwt_secret(settings: Settings) -> str:
 
 def signing_secret(settings: Settings) -> str:
     """The secret every replica shares for the backend's own keys (own event signatures, manual pseudonyms).
-    With a JWKS there is no JWT secret to fall back on: a per-data-folder one would differ between replicas."""
+    With a JWKS there is no JWT secret to fall back on: a per-data-folder one would differ between
+    replicas."""
     if settings.signing_secret:
         return settings.signing_secret
     if settings.jwks_url and not settings.jwt_secret:
-        raise MissingSigningSecret("with SWITCHBOARD_JWKS_URL set SWITCHBOARD_SIGNING_SECRET (or SWITCHBOARD_JWT_SECRET) "
-                                   "must be set, the same on every replica: it keys the backend's own event signatures")
+        raise MissingSigningSecret("with SWITCHBOARD_JWKS_URL set SWITCHBOARD_SIGNING_SECRET (or"
+                                   " SWITCHBOARD_JWT_SECRET) "
+                                   "must be set, the same on every replica: it keys the backend's own event"
+                                   " signatures")
     return jwt_secret(settings)
 
 
-class MissingSigningSecret(RuntimeError):
+class MissingSigningSecret(RuntimeError):  # noqa: N818 - a missing setting, named as such
     """No secret all replicas share to sign the backend's own events."""
 
 
 def jwt_auth(settings: Settings) -> JWTAuth[Principal]:
     token_cls = SwitchboardToken
     if settings.jwks_url:
-        token_cls = type("JWKSToken", (SwitchboardToken,), {
-            "jwks_client": jwt.PyJWKClient(settings.jwks_url, cooldown_duration=settings.jwks_cooldown_s, timeout=5)})
+        token_cls = cast("type[SwitchboardToken]", type("JWKSToken", (SwitchboardToken,), {
+            "jwks_client": jwt.PyJWKClient(settings.jwks_url, cooldown_duration=settings.jwks_cooldown_s,
+                                           timeout=5)}))
     return JWTAuth[Principal](
         retrieve_user_handler=_retrieve_principal,
         token_secret=jwt_secret(settings) if not settings.jwks_url else "unused-with-jwks",

@@ -8,8 +8,9 @@ from pathlib import Path
 import asyncpg
 
 _SOURCE_SQL = Path(__file__).resolve().parent.parent / "sql"
-# a source checkout has `sql/` beside the packages; an installed wheel (the Docker image) has it in `switchboard/`
-SQL_DIR = _SOURCE_SQL if _SOURCE_SQL.is_dir() else Path(__file__).resolve().parent.parent / "switchboard" / "sql"
+# a source checkout has `sql/` beside the packages; an installed wheel (the Docker image) has it in
+# `switchboard/`
+SQL_DIR = _SOURCE_SQL if _SOURCE_SQL.is_dir() else _SOURCE_SQL.parent / "switchboard" / "sql"
 _MIGRATION_LOCK = 0x5357_4244  # any constant shared by every backend: serialises concurrent starts
 
 
@@ -27,19 +28,23 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     try:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            " version text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT"
+            " now())"
         )
-        done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+        applied = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        done = {r["version"]: r["checksum"] for r in applied}
         for path in migration_files():
             text = path.read_text()
             checksum = hashlib.sha256(text.encode()).hexdigest()
             if path.name in done:
                 if done[path.name] != checksum:
-                    raise RuntimeError(f"migration {path.name} changed after it was applied; add a new one instead")
+                    raise RuntimeError(f"migration {path.name} changed after it was applied; add a new one"
+                                       " instead")
                 continue
             async with conn.transaction():
                 await conn.execute(text)
-                await conn.execute("INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", path.name, checksum)
+                await conn.execute("INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
+                                   path.name, checksum)
             applied_now.append(path.name)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)

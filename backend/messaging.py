@@ -38,7 +38,8 @@ async def connect(url: str, name: str) -> NATS:
         log.warning("nats (%s): reconnected", name)
 
     client = NATS()
-    await client.connect([u.strip() for u in url.split(",")], name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+    await client.connect([u.strip() for u in url.split(",")], name=name, max_reconnect_attempts=-1,
+                         reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py sleeps it: any number of s
                          error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected)
     return client
 

@@ -17,10 +17,14 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
-from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
 from litestar.plugins.prometheus import PrometheusConfig
-from litestar.types import Scope
 from litestar.status_codes import HTTP_400_BAD_REQUEST
+from litestar.types import Scope
 
 from backend import db, messaging
 from backend.audit.controllers import AuditController
@@ -31,11 +35,11 @@ from backend.failures.controllers import FailureController
 from backend.fallbacks.controllers import FallbackController
 from backend.ingest import partitions
 from backend.ingest.consumer import ApplyWorker
+from backend.ingest.controllers import IngestController
+from backend.ingest.own_events import signing_key
 from backend.integrations.controllers import IntegrationController
 from backend.integrations.monitor import IntegrationMonitor
 from backend.integrations.pace import PacePolicy
-from backend.ingest.controllers import IngestController
-from backend.ingest.own_events import signing_key
 from backend.journeys.controllers import JourneyController
 from backend.live.controllers import live_socket
 from backend.live.handshake import QueryTokenMiddleware
@@ -61,7 +65,8 @@ log = logging.getLogger("switchboard.backend")
 class SwitchboardPlugin(InitPluginProtocol):
     def __init__(self, settings: Settings) -> None:
         if not (settings.database_url and settings.nats_url):
-            raise RuntimeError("set SWITCHBOARD_DATABASE_URL and SWITCHBOARD_NATS_URL (or run `switchboard demo`)")
+            raise RuntimeError("set SWITCHBOARD_DATABASE_URL and SWITCHBOARD_NATS_URL (or run `switchboard"
+                               " demo`)")
         self.settings = settings
         try:
             engine.activate(load_rules(settings.rules_file or DEFAULT_RULES, _command_targets(settings)))
@@ -98,7 +103,8 @@ class SwitchboardPlugin(InitPluginProtocol):
             backoff_max_s=settings.command_backoff_max_s, max_attempts=settings.command_max_attempts,
         ), PacePolicy.from_settings(settings), interval_s=settings.command_relay_interval_s,
             heartbeat_interval_s=settings.heartbeat_interval_s)
-        monitor = IntegrationMonitor(pool, js, _command_targets(settings), interval_s=settings.integration_check_interval_s,
+        monitor = IntegrationMonitor(pool, js, _command_targets(settings),
+                                     interval_s=settings.integration_check_interval_s,
                                      figures_interval_s=settings.integration_figures_interval_s,
                                      heartbeat_interval_s=settings.heartbeat_interval_s)
         sampler = MetricsSampler(pool, js, interval_s=settings.metrics_sample_interval_s)
@@ -110,7 +116,8 @@ class SwitchboardPlugin(InitPluginProtocol):
                  asyncio.create_task(partitions.keep_partitions(pool), name="event-partitions"),
                  asyncio.create_task(reconciler.run_forever(), name="reconciler")]
         if settings.retention_interval_s > 0:
-            tasks.append(asyncio.create_task(run_retention(pool, self.retention, settings.retention_interval_s),
+            tasks.append(asyncio.create_task(run_retention(pool, self.retention,
+                                                           settings.retention_interval_s),
                                              name="retention"))
         # what start-up made (modules, the app, pools) lives as long as the process: a full collection
         # walking it all again froze the event loop for 60-130 ms, the live feed's worst latencies
@@ -151,7 +158,8 @@ class SwitchboardPlugin(InitPluginProtocol):
             enable_for_all_http_exceptions=True,
             exception_to_problem_detail_map=dict.fromkeys(_UNSTORABLE_TEXT, _unstorable_text))))
         app_config.openapi_config = OpenAPIConfig(
-            title="Switchboard", version="1", openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),
+            title="Switchboard", version="1",
+            openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),
             description="Live operational state of customer journeys. See CONTRACT.md.",
         )
         return app_config
@@ -164,15 +172,17 @@ async def _bounded(what: str, step: Awaitable[None], timeout_s: float = 5.0) -> 
     except TimeoutError:
         log.warning("shutdown: %s did not close within %.0fs; going on without it", what, timeout_s)
         return False
-    except Exception as exc:  # e.g. NATS closing a connection its server already dropped
-        log.warning("shutdown: %s failed to close (%s: %s); going on without it", what, type(exc).__name__, exc)
+    except Exception as exc:  # noqa: BLE001 - e.g. NATS closing a connection its server already dropped
+        log.warning("shutdown: %s failed to close (%s: %s); going on without it", what, type(exc).__name__,
+                    exc)
         return False
     return True
 
 
 def _unstorable_text(_: asyncpg.PostgresError) -> ProblemDetailsException:
     # a NUL (U+0000) in a query, path or body value reaches Postgres, which cannot hold it: the client's input
-    return ProblemDetailsException(status_code=HTTP_400_BAD_REQUEST, detail="a value holds a character (U+0000)"
+    return ProblemDetailsException(status_code=HTTP_400_BAD_REQUEST,
+                                   detail="a value holds a character (U+0000)"
                                    " that cannot be stored or searched for")
 
 
@@ -193,4 +203,4 @@ def _command_targets(settings: Settings) -> frozenset[str]:
 
 
 def _resources(state: State) -> Resources:
-    return state.resources  # type: ignore[no-any-return]
+    return state.resources

@@ -27,7 +27,8 @@ def scrubbed_reason(reason: str | None) -> str | None:
 
 def acting_user(principal: Principal, resources: Resources) -> str:
     """Who acted, as stored outside the audit log (and as the user part of `/manual/<user>`): the token's
-    `sub` when it is a safe code, else a keyed pseudonym (stable per user, not reversible without the secret)."""
+    `sub` when it is a safe code, else a keyed pseudonym (stable per user, not reversible without the
+    secret)."""
     sub = principal.sub
     if _SAFE_SUB.fullmatch(sub) and not _LONG_NUMBER.search(sub):
         return sub

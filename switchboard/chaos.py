@@ -132,7 +132,8 @@ async def verify(database_url: str, tally: Tally, journeys: dict[str, list[dict[
         failures = await conn.fetchval("SELECT count(*) FROM failures")
         mismatched = duplicated_journeys = 0
         for events in journeys.values():
-            refs = sorted({e["subject"] for e in events} | {r for e in events for r in e["data"].get("links", [])})
+            refs = sorted({e["subject"] for e in events}
+                          | {r for e in events for r in e["data"].get("links", [])})
             ids = {r["journey_id"] for r in await conn.fetch(
                 "SELECT journey_id FROM journey_refs WHERE ref = ANY($1::text[])", refs)}
             duplicated_journeys += max(len(ids) - 1, 0)
@@ -171,7 +172,8 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
         for b in backends:
             b.wait_ready()
         messages, journeys = plan(total, seed)
-        progress(f"{total:,} events as {len(messages):,} messages; {kills} backend kills, one Postgres and one"
+        progress(f"{total:,} events as {len(messages):,} messages; {kills} backend kills, one Postgres and"
+                 " one"
                  f" NATS kill, at random points of the run; seed {seed}")
         # each kill happens once this share of the events is acknowledged, so all land mid-run
         moments = sorted([("backend", rng.uniform(0.02, 0.98)) for _ in range(kills)]

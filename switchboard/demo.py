@@ -25,15 +25,16 @@ def _step(n: int, total: int, text: str) -> None:
     print(f"[{n}/{total}] {text}", flush=True)
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str = "backend", timeout: float = 60.0) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str = "backend",
+                timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"the {name} exited with code {process.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
-                if response.status == 200:
-                    return
+        with contextlib.suppress(OSError), \
+                urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
+            if response.status == 200:
+                return
         time.sleep(0.2)
     raise SystemExit(f"the {name} did not become ready in time")
 
@@ -49,7 +50,8 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
     total = 5
     _step(1, total, f"starting embedded Postgres and NATS JetStream in {data_dir}")
     with embedded_servers(data_dir) as urls:
-        env = {**os.environ, "SWITCHBOARD_DATABASE_URL": urls["database_url"], "SWITCHBOARD_NATS_URL": urls["nats_url"]}
+        env = {**os.environ, "SWITCHBOARD_DATABASE_URL": urls["database_url"],
+               "SWITCHBOARD_NATS_URL": urls["nats_url"]}
         # a person reads this terminal: plain lines unless JSON was asked for
         env.setdefault("SWITCHBOARD_LOG_FORMAT", "text")
         backend_url = f"http://{host}:{port}"
@@ -68,7 +70,8 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
             print(f"  open {dashboard_url} and pick a role and site", flush=True)
             _step(4, total, "tokens for this demo (12 hours):")
             for role in ("manager", "floor_staff", "sre", "admin"):
-                token = mint_token(settings, sub=f"demo-{role}", roles=[role], sites="*", ttl=timedelta(hours=12))
+                token = mint_token(settings, sub=f"demo-{role}", roles=[role], sites="*",
+                                   ttl=timedelta(hours=12))
                 print(f"  {role:12s} {token}")
             print(f"  try: curl -H 'Authorization: Bearer <token>' {backend_url}/api/v1/flow")
             print(f"  API docs: {backend_url}/schema/swagger")
@@ -76,8 +79,8 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
                   f" at {speed:g}x (Ctrl-C stops everything)")
             asyncio.run(run_simulation(
                 systems=list(SYSTEMS), sites=[s for s in sites.split(",") if s], speed=speed,
-                arrivals_per_hour=20.0, nats_url=urls["nats_url"], data_dir=data_dir / "connectors", faults={},
-                admin_port=0))
+                arrivals_per_hour=20.0, nats_url=urls["nats_url"], data_dir=data_dir / "connectors",
+                faults={}, admin_port=0))
         except KeyboardInterrupt:
             print("\nstopping…")
         finally:

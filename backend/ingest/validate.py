@@ -15,24 +15,28 @@ import msgspec
 
 from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, CloudEvent, Event
 
-FailureKind = Literal["invalid_event", "pii_rejected", "source_mismatch", "unauthorized_source", "apply_error"]
+FailureKind = Literal["invalid_event", "pii_rejected", "source_mismatch", "unauthorized_source",
+                      "apply_error"]
 
 _decoder = msgspec.json.Decoder(Event)
 
 # Keys of a personal kind, compared lower-cased without separators.
 _PII_KEYS = frozenset({
-    "name", "firstname", "lastname", "fullname", "surname", "givenname", "familyname", "username", "displayname",
+    "name", "firstname", "lastname", "fullname", "surname", "givenname", "familyname", "username",
+    "displayname",
     "email", "emailaddress", "mail", "phone", "phonenumber", "mobile", "tel", "telephone", "msisdn",
     "address", "street", "streetaddress", "postcode", "postalcode", "zip", "zipcode",
     "birthdate", "dateofbirth", "dob", "birthday", "nationalid", "ssn", "socialsecuritynumber", "passport",
     "passportnumber", "taxid", "personalnumber", "idnumber", "iban",
     "note", "notes", "comment", "comments", "freetext", "text", "message", "description", "remarks",
 })
-_PII_KEY_PARTS = ("email", "phone", "birth", "address", "passport", "national", "ssn", "firstname", "lastname")
+_PII_KEY_PARTS = ("email", "phone", "birth", "address", "passport", "national", "ssn", "firstname",
+                  "lastname")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"(?<![\w\-])\+\d[\d \-]{6,}\d|\b\d{9,}\b")
 REDACTED = "[redacted]"
-# deeper than any canonical event; deeper documents are refused unread (Postgres' jsonb and recursion have limits)
+# deeper than any canonical event; deeper documents are refused unread (Postgres' jsonb and recursion have
+# limits)
 MAX_DEPTH = 32
 
 
@@ -107,7 +111,8 @@ def _data_type(cls: type[CloudEvent]) -> type[msgspec.Struct]:
 
 
 # per event type: the envelope's field names and its data's field names
-_KNOWN = {name: (_field_names(cls) | {"type"}, _field_names(_data_type(cls))) for name, cls in EVENT_TYPES.items()}
+_KNOWN = {name: (_field_names(cls) | {"type"}, _field_names(_data_type(cls)))
+          for name, cls in EVENT_TYPES.items()}
 
 
 def _opaque_payload(body: bytes) -> dict[str, Any]:
@@ -125,7 +130,7 @@ def _envelope_context(doc: dict[str, Any]) -> dict[str, str | None]:
 
     source = text("source")
     return {
-        "system": source.split("/")[1] if source and source.count("/") >= 1 and source.startswith("/") else None,
+        "system": source.split("/")[1] if source and source.startswith("/") else None,
         "site": text("site", doc.get("data")),
         "subject": text("subject"),
         "event_source": source,
@@ -156,7 +161,8 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
         return Rejected(kind="invalid_event", reason=f"nested more than {MAX_DEPTH} levels deep",
                         payload=_opaque_payload(body))
     if not isinstance(doc, dict):
-        return Rejected(kind="invalid_event", reason="an event must be a JSON object", payload=_opaque_payload(body))
+        return Rejected(kind="invalid_event", reason="an event must be a JSON object",
+                        payload=_opaque_payload(body))
     context = _envelope_context(doc)
     type_ = doc.get("type")
     known = _KNOWN.get(type_) if isinstance(type_, str) else None
@@ -175,7 +181,7 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
         cleaned["data"] = {k: v for k, v in data.items() if k in data_known}
         dropped += len(data) - len(cleaned["data"])
     try:
-        event = msgspec.convert(cleaned, Event)  # type: ignore[arg-type]
+        event = msgspec.convert(cleaned, Event)
     except msgspec.ValidationError as exc:
         return Rejected(kind="invalid_event", reason=str(exc), payload=redact(doc), **context)
     return Accepted(event, dropped)
@@ -187,7 +193,7 @@ def _semantic_error(event: CloudEvent) -> str | None:
             if event.subject.startswith(("site:", "connector:")):
                 return f"a {event.type} event needs a journey reference as subject, not {event.subject!r}"
         case "capacity":
-            if event.subject != f"site:{event.data.site}":  # type: ignore[attr-defined]
+            if event.subject != f"site:{event.data.site}":
                 return "a capacity.changed event's subject must be site:<data.site>"
         case "heartbeat":
             if not event.subject.startswith("connector:"):
@@ -223,10 +229,12 @@ def validate(
     (ingest, webhooks), where Switchboard's own sources (`manual`, `switchboard`) are never accepted,
     whatever the token: only the backend publishes them (and NATS permissions keep connectors off
     `svc.events.manual.>` and `svc.events.switchboard.>`). `signed_by_backend` says the message carries
-    a backend's signature (`backend.ingest.own_events`), without which no event may come from a reserved system.
+    a backend's signature (`backend.ingest.own_events`), without which no event may come from a reserved
+    system.
     """
     if len(body) > max_bytes:
-        return Rejected(kind="invalid_event", reason=f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit",
+        return Rejected(kind="invalid_event",
+                        reason=f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit",
                         payload=_opaque_payload(body))
     try:
         result: Accepted | Rejected = Accepted(_decoder.decode(body))
@@ -247,11 +255,13 @@ def validate(
     if event.system in RESERVED_SYSTEMS and not signed_by_backend:
         return reject("unauthorized_source", f"only Switchboard itself publishes as /{event.system}")
     if subject_system is not None and subject_system != event.system:
-        return reject("source_mismatch", f"published on svc.events.{subject_system}.* but source is {event.source}")
+        return reject("source_mismatch",
+                      f"published on svc.events.{subject_system}.* but source is {event.source}")
     if subject_type is not None and subject_type != event.type:
         return reject("invalid_event", f"published as {subject_type} but type is {event.type}")
     if allowed_system is not None and allowed_system != event.system:
-        return reject("unauthorized_source", f"a connector of {allowed_system!r} may not publish for {event.system!r}")
+        return reject("unauthorized_source",
+                      f"a connector of {allowed_system!r} may not publish for {event.system!r}")
     site = getattr(event.data, "site", None)
     if allowed_sites is not None and site is not None and site not in allowed_sites:
         return reject("unauthorized_source", f"the token does not cover site {site!r}")

@@ -15,9 +15,20 @@ from typing import Any
 import msgspec
 
 from switchboard.events import (
-    AppointmentBooked, AppointmentCancelled, AppointmentNoShow, AppointmentRescheduled, CloudEvent,
-    CustomerArrived, EligibilityChecked, InteractionLogged, PriorityChanged, ReminderSent, ServiceCompleted,
-    ServiceStarted, TicketCalled, TicketIssued,
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentNoShow,
+    AppointmentRescheduled,
+    CloudEvent,
+    CustomerArrived,
+    EligibilityChecked,
+    InteractionLogged,
+    PriorityChanged,
+    ReminderSent,
+    ServiceCompleted,
+    ServiceStarted,
+    TicketCalled,
+    TicketIssued,
 )
 
 FORWARD_STAGES = ("booked", "arrived", "waiting", "called", "in_service", "completed")
@@ -71,7 +82,9 @@ def _latest(a: Stamped | None, b: Stamped | None) -> Stamped | None:
 
 
 def merge(a: JourneyState, b: JourneyState) -> JourneyState:
-    merged = JourneyState(**{name: _latest(getattr(a, name), getattr(b, name)) for name in _LATEST_FIELDS})
+    # the keys are the Stamped fields only, which a type checker cannot tell from a dict
+    merged = JourneyState(**{name: _latest(getattr(a, name), getattr(b, name))  # type: ignore[arg-type]
+                             for name in _LATEST_FIELDS})
     merged.stage = _latest(a.stage, b.stage)
     reached = dict(a.reached)
     for stage, at in b.reached.items():
@@ -89,7 +102,7 @@ def contributions(event: CloudEvent) -> tuple[list[tuple[str, Stamped]], dict[st
     """What a single journey event says: stamped attribute values, and the stage times it reaches."""
     key = event.key
     at = _iso(event.time)
-    values: list[tuple[str, Stamped]] = [("site", Stamped(key, event.data.site))]  # type: ignore[attr-defined]
+    values: list[tuple[str, Stamped]] = [("site", Stamped(key, event.data.site))]
     reached: dict[str, str] = {}
 
     def reach(stage: str) -> None:

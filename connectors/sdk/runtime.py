@@ -53,8 +53,8 @@ class _SpoolEmitter:
 
 
 class ConnectorRuntime:
-    def __init__(self, connector: Connector, *, nats_url: str, data_dir: Path, heartbeat_interval: float = 5.0,
-                 max_in_flight: int = 1000) -> None:
+    def __init__(self, connector: Connector, *, nats_url: str, data_dir: Path,
+                 heartbeat_interval: float = 5.0, max_in_flight: int = 1000) -> None:
         self.connector = connector
         self.nats_url = nats_url
         self.heartbeat_interval = heartbeat_interval
@@ -116,7 +116,8 @@ class ConnectorRuntime:
             return
         self.publisher.attach(self.nc)
         system = self.connector.system
-        self._service = await add_service(self.nc, name=f"switchboard-{system}", version=self.connector.version,
+        self._service = await add_service(self.nc, name=f"switchboard-{system}",
+                                          version=self.connector.version,
                                           description=f"snapshots of {system}")
         await self._service.add_endpoint(name="snapshot", subject=snapshot_subject(system),
                                          handler=self._answer_snapshot)
@@ -156,7 +157,8 @@ class ConnectorRuntime:
         except Unavailable as exc:
             await request.respond_error(UNAVAILABLE, str(exc)[:200] or "upstream unavailable")
             return
-        ordered = sorted((r for r in records if ask.cursor is None or r.ref > ask.cursor), key=lambda r: r.ref)
+        ordered = sorted((r for r in records if ask.cursor is None or r.ref > ask.cursor),
+                         key=lambda r: r.ref)
         page = ordered[: ask.limit]
         next_cursor = page[-1].ref if len(ordered) > ask.limit else None
         await request.respond(_encode(SnapshotPage(system=self.connector.system, site=ask.site, day=ask.day,
@@ -176,7 +178,8 @@ class ConnectorRuntime:
                     durable_name=consumer_name(system), filter_subject=f"svc.commands.{system}.>",
                     ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
                     ack_wait=self.connector.handle_timeout * 3, max_ack_pending=1000))
-                subscription = await js.pull_subscribe_bind(durable=consumer_name(system), stream=COMMANDS_STREAM)
+                subscription = await js.pull_subscribe_bind(durable=consumer_name(system),
+                                                            stream=COMMANDS_STREAM)
                 self.ready.set()
                 break
             except (NotFoundError, NatsTimeoutError, TimeoutError) as exc:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 from pathlib import Path
+from typing import Any
 
 from connectors.sdk import ConnectorRuntime
 from connectors.sim import build_systems
@@ -16,7 +17,8 @@ from connectors.sim.pace import Pace
 
 class Simulation:
     def __init__(self, *, systems: list[str], sites: list[str], speed: float, nats_url: str, data_dir: Path,
-                 arrivals_per_hour: float = 20.0, faults: dict[str, Faults] | None = None, seed: int | None = None,
+                 arrivals_per_hour: float = 20.0, faults: dict[str, Faults] | None = None,
+                 seed: int | None = None,
                  heartbeat_interval: float = 5.0, services: dict[str, float] | None = None) -> None:
         rng = random.Random(seed)
         self.pace = Pace(speed, rng, services)
@@ -53,7 +55,7 @@ class Simulation:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         return {
             "journeys": self.network.journeys,
             "systems": {
