@@ -140,16 +140,19 @@ def jwt_secret(settings: Settings) -> str:
 
 def signing_secret(settings: Settings) -> str:
     """The secret every replica shares for the backend's own keys (own event signatures, manual pseudonyms).
-    With a JWKS there is no JWT secret to fall back on: a per-data-folder one would differ between replicas."""
+    With a JWKS there is no JWT secret to fall back on: a per-data-folder one would differ between
+    replicas."""
     if settings.signing_secret:
         return _strong("SWITCHBOARD_SIGNING_SECRET", settings.signing_secret)
     if settings.jwks_url and not settings.jwt_secret:
-        raise MissingSigningSecret("with SWITCHBOARD_JWKS_URL set SWITCHBOARD_SIGNING_SECRET (or SWITCHBOARD_JWT_SECRET) "
-                                   "must be set, the same on every replica: it keys the backend's own event signatures")
+        raise MissingSigningSecret("with SWITCHBOARD_JWKS_URL set SWITCHBOARD_SIGNING_SECRET (or"
+                                   " SWITCHBOARD_JWT_SECRET) "
+                                   "must be set, the same on every replica: it keys the backend's own event"
+                                   " signatures")
     return jwt_secret(settings)
 
 
-class MissingSigningSecret(RuntimeError):
+class MissingSigningSecret(RuntimeError):  # noqa: N818 - a missing setting, named as such
     """No secret all replicas share to sign the backend's own events."""
 
 

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 _SOURCE_SQL = Path(__file__).resolve().parent.parent / "sql"
-# a source checkout has `sql/` beside the packages; an installed wheel (the Docker image) has it in `switchboard/`
-SQL_DIR = _SOURCE_SQL if _SOURCE_SQL.is_dir() else Path(__file__).resolve().parent.parent / "switchboard" / "sql"
+# a source checkout has `sql/` beside the packages; an installed wheel (the Docker image) has it in
+# `switchboard/`
+SQL_DIR = _SOURCE_SQL if _SOURCE_SQL.is_dir() else _SOURCE_SQL.parent / "switchboard" / "sql"
 _MIGRATION_LOCK = 0x5357_4244  # any constant shared by every backend: serialises concurrent starts
 
 
@@ -47,7 +48,8 @@ async def migrate(conn: asyncpg.Connection, *, runtime_role: str | None = None) 
             checksum = hashlib.sha256(text.encode()).hexdigest()
             if path.name in done:
                 if done[path.name] != checksum:
-                    raise RuntimeError(f"migration {path.name} changed after it was applied; add a new one instead")
+                    raise RuntimeError(f"migration {path.name} changed after it was applied; add a new one"
+                                       " instead")
                 continue
             async with conn.transaction():
                 await _as_owner(conn, text, path.name)

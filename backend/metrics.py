@@ -19,19 +19,23 @@ OTHER = "other"
 
 EVENTS_IN = Counter("switchboard_events_in_total", "Messages fetched from SVC_EVENTS, by the type and system"
                     " their subject names", ["type", "system"])
-EVENTS_APPLIED = Counter("switchboard_events_applied_total", "Events applied to journey state", ["type", "system"])
+EVENTS_APPLIED = Counter("switchboard_events_applied_total", "Events applied to journey state",
+                         ["type", "system"])
 EVENTS_DUPLICATE = Counter("switchboard_events_duplicate_total", "Events recognised as already applied")
 EVENTS_FAILED = Counter("switchboard_events_failed_total", "Inbound messages recorded as failures",
                         ["kind", "type", "system"])
-FIELDS_DROPPED = Counter("switchboard_unknown_fields_dropped_total", "Unknown non-personal fields dropped", ["type"])
+FIELDS_DROPPED = Counter("switchboard_unknown_fields_dropped_total", "Unknown non-personal fields dropped",
+                         ["type"])
 APPLY_SECONDS = Histogram(
-    "switchboard_apply_batch_seconds", "Time to apply, commit and acknowledge one batch (validated while the one before was applied)",
+    "switchboard_apply_batch_seconds",
+    "Time to apply, commit and acknowledge one batch (validated while the one before was applied)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 BATCH_SIZE = Histogram("switchboard_apply_batch_size", "Messages per applied batch",
                        buckets=(1, 10, 50, 100, 250, 500, 1000))
 INGEST_DELAY = Histogram(
-    "switchboard_ingest_delay_seconds", "From JetStream storing a batch's oldest message to the batch's commit",
+    "switchboard_ingest_delay_seconds",
+    "From JetStream storing a batch's oldest message to the batch's commit",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
@@ -47,11 +51,14 @@ OUTBOX_STATUSES = ("pending", "held", "sent")
 
 # The live websocket (backend/live): per replica.
 LIVE_CONNECTIONS = Gauge("switchboard_live_connections", "Open live websocket connections")
-LIVE_UPDATES = Counter("switchboard_live_updates_total", "Live updates received from the bus and fanned out", ["topic"])
+LIVE_UPDATES = Counter("switchboard_live_updates_total", "Live updates received from the bus and fanned out",
+                       ["topic"])
 LIVE_DELIVERIES = Counter("switchboard_live_deliveries_total", "Frames written to live clients")
 LIVE_DROPPED = Counter("switchboard_live_dropped_total",
-                       "Updates a slow client never got because a newer one for the same key replaced them", ["topic"])
-LIVE_DISCONNECTS = Counter("switchboard_live_disconnects_total", "Live connections ended, by reason", ["reason"])
+                       "Updates a slow client never got because a newer one for the same key replaced them",
+                       ["topic"])
+LIVE_DISCONNECTS = Counter("switchboard_live_disconnects_total", "Live connections ended, by reason",
+                           ["reason"])
 LIVE_REFUSED = Counter("switchboard_live_refused_total", "Live handshakes refused, by reason", ["reason"])
 LIVE_CLIENT_ERRORS = Counter("switchboard_live_client_errors_total", "Malformed or refused client messages")
 
@@ -80,4 +87,5 @@ def count_failures(failures: Iterable[_Failure], known_systems: frozenset[str] =
         EVENTS_FAILED.labels(kind, type_, system).inc(n)
 
 # Retention (backend/retention)
-RETENTION_PURGED = Counter("switchboard_retention_purged_total", "Rows removed by the retention purge", ["kind"])
+RETENTION_PURGED = Counter("switchboard_retention_purged_total", "Rows removed by the retention purge",
+                           ["kind"])

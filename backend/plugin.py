@@ -68,7 +68,8 @@ log = logging.getLogger("switchboard.backend")
 class SwitchboardPlugin(InitPluginProtocol):
     def __init__(self, settings: Settings) -> None:
         if not (settings.database_url and settings.nats_url):
-            raise RuntimeError("set SWITCHBOARD_DATABASE_URL and SWITCHBOARD_NATS_URL (or run `switchboard demo`)")
+            raise RuntimeError("set SWITCHBOARD_DATABASE_URL and SWITCHBOARD_NATS_URL (or run `switchboard"
+                               " demo`)")
         self.settings = settings
         try:
             engine.activate(load_rules(settings.rules_file or DEFAULT_RULES, _command_targets(settings)))
@@ -109,7 +110,8 @@ class SwitchboardPlugin(InitPluginProtocol):
             backoff_max_s=settings.command_backoff_max_s, max_attempts=settings.command_max_attempts,
         ), PacePolicy.from_settings(settings), interval_s=settings.command_relay_interval_s,
             heartbeat_interval_s=settings.heartbeat_interval_s)
-        monitor = IntegrationMonitor(pool, js, _command_targets(settings), interval_s=settings.integration_check_interval_s,
+        monitor = IntegrationMonitor(pool, js, _command_targets(settings),
+                                     interval_s=settings.integration_check_interval_s,
                                      figures_interval_s=settings.integration_figures_interval_s,
                                      heartbeat_interval_s=settings.heartbeat_interval_s)
         sampler = MetricsSampler(pool, js, interval_s=settings.metrics_sample_interval_s)
@@ -123,7 +125,8 @@ class SwitchboardPlugin(InitPluginProtocol):
         if jwks_task is not None:
             tasks.append(jwks_task)
         if settings.retention_interval_s > 0:
-            tasks.append(asyncio.create_task(run_retention(pool, self.retention, settings.retention_interval_s),
+            tasks.append(asyncio.create_task(run_retention(pool, self.retention,
+                                                           settings.retention_interval_s),
                                              name="retention"))
         # what start-up made (modules, the app, pools) lives as long as the process: a full collection
         # walking it all again froze the event loop for 60-130 ms, the live feed's worst latencies
@@ -166,7 +169,8 @@ class SwitchboardPlugin(InitPluginProtocol):
             enable_for_all_http_exceptions=True,
             exception_to_problem_detail_map=dict.fromkeys(_UNSTORABLE_TEXT, _unstorable_text))))
         app_config.openapi_config = OpenAPIConfig(
-            title="Switchboard", version="1", openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),
+            title="Switchboard", version="1",
+            openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),
             description="Live operational state of customer journeys. See CONTRACT.md.",
         )
         return app_config
@@ -188,15 +192,17 @@ async def _bounded(what: str, step: Awaitable[None], timeout_s: float = 5.0) -> 
     except TimeoutError:
         log.warning("shutdown: %s did not close within %.0fs; going on without it", what, timeout_s)
         return False
-    except Exception as exc:  # e.g. NATS closing a connection its server already dropped
-        log.warning("shutdown: %s failed to close (%s: %s); going on without it", what, type(exc).__name__, exc)
+    except Exception as exc:  # noqa: BLE001 - e.g. NATS closing a connection its server already dropped
+        log.warning("shutdown: %s failed to close (%s: %s); going on without it", what, type(exc).__name__,
+                    exc)
         return False
     return True
 
 
 def _unstorable_text(_: asyncpg.PostgresError) -> ProblemDetailsException:
     # a NUL (U+0000) in a query, path or body value reaches Postgres, which cannot hold it: the client's input
-    return ProblemDetailsException(status_code=HTTP_400_BAD_REQUEST, detail="a value holds a character (U+0000)"
+    return ProblemDetailsException(status_code=HTTP_400_BAD_REQUEST,
+                                   detail="a value holds a character (U+0000)"
                                    " that cannot be stored or searched for")
 
 
@@ -217,4 +223,4 @@ def _command_targets(settings: Settings) -> frozenset[str]:
 
 
 def _resources(state: State) -> Resources:
-    return state.resources  # type: ignore[no-any-return]
+    return state.resources

@@ -71,8 +71,8 @@ async def run_simulation(*, systems: list[str], sites: list[str], speed: float, 
             while True:
                 await asyncio.sleep(report_every)
                 stats = simulation.stats()
-                records = sum(s["records"] for s in stats["systems"].values())  # type: ignore[union-attr]
-                down = [n for n, s in stats["systems"].items() if s["upstream"] == "down"]  # type: ignore[union-attr]
+                records = sum(s["records"] for s in stats["systems"].values())
+                down = [n for n, s in stats["systems"].items() if s["upstream"] == "down"]
                 print(f"  {stats['journeys']} journeys, {records} upstream records"
                       + (f", down: {', '.join(down)}" if down else ""), flush=True)
         finally:
@@ -125,15 +125,15 @@ def _run(args: argparse.Namespace) -> None:
 
 def _faults(args: argparse.Namespace) -> None:
     """Switch faults of a running simulator through its admin endpoint."""
-    base = f"http://127.0.0.1:{args.admin_port}"
+    base = f"http://127.0.0.1:{args.admin_port}"  # the simulator's admin endpoint, on loopback only
     if args.drift_now:
-        request = urllib.request.Request(f"{base}/drift/{args.system}", data=b"{}", method="POST")
+        request = urllib.request.Request(f"{base}/drift/{args.system}", data=b"{}", method="POST")  # noqa: S310
     elif args.set:
         patch = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
-        request = urllib.request.Request(f"{base}/faults/{args.system}", data=json.dumps(patch).encode(),
+        request = urllib.request.Request(f"{base}/faults/{args.system}", data=json.dumps(patch).encode(),  # noqa: S310
                                          method="POST", headers={"Content-Type": "application/json"})
     else:
-        request = urllib.request.Request(f"{base}/faults")
+        request = urllib.request.Request(f"{base}/faults")  # noqa: S310
     with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback admin URL
         print(response.read().decode())
 
@@ -215,7 +215,8 @@ def add_connector_commands(commands: Any) -> None:
     sim.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
     sim.add_argument("--services", default="passport=12,benefits=20,licence=8,tax=15",
                      help="service types and their mean service minutes")
-    sim.add_argument("--arrivals-per-hour", type=float, default=20.0, help="new customers per site per simulated hour")
+    sim.add_argument("--arrivals-per-hour", type=float, default=20.0,
+                     help="new customers per site per simulated hour")
     sim.add_argument("--admin-port", type=int, default=8091, help="loopback admin endpoint for faults")
     sim.add_argument("--outage", action="append", metavar="SYSTEM", help="start with this upstream down")
     sim.add_argument("--profiles", help="a folder of connector profiles: each system connects with its <system>.creds")

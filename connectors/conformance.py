@@ -13,7 +13,7 @@ import contextlib
 import importlib
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +31,12 @@ from switchboard.embedded import EmbeddedNats
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS, CloudEvent
 from switchboard.natsauth import write_secret
 from switchboard.snapshots import (
-    BAD_REQUEST, ERROR_CODE_HEADER, SnapshotPage, SnapshotRequest, decode_page, snapshot_subject,
+    BAD_REQUEST,
+    ERROR_CODE_HEADER,
+    SnapshotPage,
+    SnapshotRequest,
+    decode_page,
+    snapshot_subject,
 )
 
 UNKNOWN_COMMAND = "conformance.unknown"
@@ -54,7 +59,8 @@ class Observed:
 
 
 def load_connector(module: str) -> Connector:
-    factory: Callable[[], Connector] | None = getattr(importlib.import_module(module), "create_connector", None)
+    factory: Callable[[], Connector] | None = getattr(importlib.import_module(module), "create_connector",
+                                                      None)
     if factory is None:
         raise SystemExit(f"{module} has no create_connector()")
     return factory()
@@ -106,7 +112,8 @@ class Kit:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.watch_seconds
         await asyncio.sleep(min(at_least, self.watch_seconds))
-        while loop.time() < deadline and not (self._journey_events() and self.events_of("connector.heartbeat")):
+        while loop.time() < deadline and not (self._journey_events()
+                                              and self.events_of("connector.heartbeat")):
             await asyncio.sleep(0.1)
 
     def _journey_events(self) -> list[CloudEvent]:
@@ -120,9 +127,11 @@ class Kit:
         if self.observed.problems:
             return Check("events", False, "; ".join(self.observed.problems[:5]))
         if not journey:
-            return Check("events", False, f"no events in {self.watch_seconds:.0f}s: give the connector upstream activity")
+            return Check("events", False,
+                         f"no events in {self.watch_seconds:.0f}s: give the connector upstream activity")
         types = sorted({e.type for e in journey})
-        return Check("events", True, f"{len(journey)} valid events ({', '.join(types)}), Nats-Msg-Id '<source> <id>'")
+        return Check("events", True,
+                     f"{len(journey)} valid events ({', '.join(types)}), Nats-Msg-Id '<source> <id>'")
 
     def check_heartbeats(self) -> Check:
         beats = self.events_of("connector.heartbeat")
@@ -131,7 +140,7 @@ class Kit:
         wrong = [b.subject for b in beats if b.subject != f"connector:{self.connector.name}"]
         if wrong:
             return Check("heartbeats", False, f"heartbeat subject {wrong[0]} is not connector:<name>")
-        return Check("heartbeats", True, f"{len(beats)} heartbeats, upstream {beats[-1].data.upstream}")  # type: ignore[attr-defined]
+        return Check("heartbeats", True, f"{len(beats)} heartbeats, upstream {beats[-1].data.upstream}")
 
     async def check_snapshots(self) -> Check:
         system = self.connector.system
@@ -170,13 +179,15 @@ class Kit:
             problems.append("a malformed request was not answered with error 400")
         if problems:
             return Check("snapshots", False, "; ".join(problems))
-        return Check("snapshots", True, f"{len(refs)} records of {site} in {pages} pages of 3, as many as one page held")
+        return Check("snapshots", True,
+                     f"{len(refs)} records of {site} in {pages} pages of 3, as many as one page held")
 
     async def _page(self, request: SnapshotRequest) -> SnapshotPage:
         reply = await self.nc.request(snapshot_subject(self.connector.system), msgspec.json.encode(request),
                                       timeout=10)
         if code := (reply.headers or {}).get(ERROR_CODE_HEADER):
-            raise RuntimeError(f"snapshot answered error {code}: {(reply.headers or {}).get('Nats-Service-Error')}")
+            raise RuntimeError(f"snapshot answered error {code}:"
+                               f" {(reply.headers or {}).get('Nats-Service-Error')}")
         return decode_page(reply.data)
 
     async def check_commands(self) -> Check:
@@ -187,7 +198,8 @@ class Kit:
         site = next((s for e in self.observed.events if (s := getattr(e.data, "site", None))), "conformance")
         sent: list[Command] = []
         for name in [*sorted(self.connector.commands), UNKNOWN_COMMAND]:
-            command = Command(id=uuid.uuid4().hex, system=system, command=name, journey_id=uuid.uuid4(), refs=refs,
+            command = Command(id=uuid.uuid4().hex, system=system, command=name, journey_id=uuid.uuid4(),
+                              refs=refs,
                               site=site, data={"reason_code": "CONFORMANCE"}, created_at=datetime.now(UTC))
             sent.append(command)
         sent.append(msgspec.structs.replace(sent[0], attempt=2))  # a retry is a new attempt, answered again
@@ -204,12 +216,12 @@ class Kit:
         missing = [c.command for rid, c in wanted.items() if rid not in results]
         if missing:
             return Check("commands", False, f"no command.result for {', '.join(missing)}")
-        wrong = [c.command for rid, c in wanted.items() if results[rid].data.command_id != c.id]  # type: ignore[attr-defined]
-        unknown = results[command_result_id(sent[-2])].data.status  # type: ignore[attr-defined]
+        wrong = [c.command for rid, c in wanted.items() if results[rid].data.command_id != c.id]
+        unknown = results[command_result_id(sent[-2])].data.status
         if wrong or unknown != "failed":
             return Check("commands", False, f"wrong command_id for {wrong}" if wrong
                          else f"an unknown command was answered {unknown}, not failed")
-        statuses = ", ".join(f"{c.command}={results[rid].data.status}" for rid, c in wanted.items())  # type: ignore[attr-defined]
+        statuses = ", ".join(f"{c.command}={results[rid].data.status}" for rid, c in wanted.items())
         return Check("commands", True, f"one command.result per command and attempt ({statuses})")
 
 
@@ -234,7 +246,7 @@ async def run_checks(module: str, *, nats_url: str | None, creds: str | None = N
     return checks
 
 
-def _sync(handler: Callable[[Msg], None]) -> Callable[[Msg], object]:
+def _sync(handler: Callable[[Msg], None]) -> Callable[[Msg], Awaitable[None]]:
     async def callback(msg: Msg) -> None:
         handler(msg)
 

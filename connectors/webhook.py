@@ -57,10 +57,10 @@ async def check_target(url: str, *, allow_private: bool) -> None:
 class WebhookConnector(Connector):
     commands = V1_COMMANDS
 
-    def __init__(self, *, system: str, url: str, secret: str, retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0),
-                 allow_private: bool = False) -> None:
+    def __init__(self, *, system: str, url: str, secret: str,
+                 retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0), allow_private: bool = False) -> None:
         super().__init__("webhook")
-        self.system = system  # type: ignore[misc] - one class serves any system it is configured for
+        self.system = system  # type: ignore[misc]  # one class serves any system it is configured for
         self.url = url
         self.signer = Webhook(secret)
         self.retry_delays = retry_delays

@@ -30,14 +30,15 @@ def funnel(totals: dict[str, int]) -> dict[str, Any]:
 
 def per_minute(history: dict[str, list[FlowPoint]]) -> dict[str, Any]:
     """Arrivals and completions per minute over time, one pair of lines per site."""
-    data = []
+    data: list[dict[str, Any]] = []
     for site, points in sorted(history.items()):
         times = [p.time.isoformat() for p in points]
         data.append({"type": "scatter", "mode": "lines+markers", "name": f"{site} arrivals", "x": times,
                      "y": [p.arrivals_per_min for p in points]})
         data.append({"type": "scatter", "mode": "lines+markers", "name": f"{site} completions", "x": times,
                      "y": [p.completions_per_min for p in points], "line": {"dash": "dot"}})
-    return {"data": data, "layout": {**_LAYOUT, "title": {"text": "Per minute"}, "yaxis": {"rangemode": "tozero"}}}
+    return {"data": data,
+            "layout": {**_LAYOUT, "title": {"text": "Per minute"}, "yaxis": {"rangemode": "tozero"}}}
 
 
 def percentiles(flows: list[dict[str, Any]], target_s: float) -> dict[str, Any]:
@@ -48,7 +49,8 @@ def percentiles(flows: list[dict[str, Any]], target_s: float) -> dict[str, Any]:
         return [None if f[key] is None else round(f[key] / 60, 1) for f in flows]
 
     bars = [{"type": "bar", "name": name, "x": sites, "y": minutes(key)}
-            for name, key in (("wait p50", "wait_p50_s"), ("wait p90", "wait_p90_s"), ("service p50", "service_p50_s"))]
+            for name, key in (("wait p50", "wait_p50_s"), ("wait p90", "wait_p90_s"),
+                              ("service p50", "service_p50_s"))]
     target = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": target_s / 60, "y1": target_s / 60,
               "line": {"color": "red", "dash": "dash"}}
     return {"data": bars, "layout": {**_LAYOUT, "title": {"text": f"Minutes (target wait {target_s / 60:g})"},

@@ -67,7 +67,8 @@ class Viewer:
         return self.capabilities is not None and self.capabilities.has(method, path)
 
     def on_change(self, topic: str, render: Callable[[], None]) -> Coalescer:
-        """Re-render `render` when `topic` changes, at most four times a second, for as long as the tab lives."""
+        """Re-render `render` when `topic` changes, at most four times a second, for as long as the tab
+        lives."""
         coalescer = Coalescer(render)
         stop = self.live.listen(topic, coalescer.changed)
 
@@ -91,5 +92,6 @@ async def current_viewer(dashboard: Dashboard) -> Viewer | None:
         return None
     live = dashboard.live.acquire(token)
     ui.context.client.on_delete(lambda: dashboard.live.release(token))
-    return Viewer(dashboard=dashboard, browser_id=browser_id, token=token, principal=Principal.from_token(token), live=live,
+    return Viewer(dashboard=dashboard, browser_id=browser_id, token=token,
+                  principal=Principal.from_token(token), live=live,
                   capabilities=await dashboard.capabilities())

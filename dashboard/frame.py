@@ -45,7 +45,8 @@ def connection_text(state: LiveState) -> str:
         return ""
     if state.lost_since is None:
         return "Connecting to the backend…"
-    return (f"Connection to the backend lost since {state.lost_since:%H:%M:%S} UTC; what you see may be out of "
+    return (f"Connection to the backend lost since {state.lost_since:%H:%M:%S} UTC; what you see may be out"
+            " of "
             f"date. Reconnecting (attempt {state.attempts})…")
 
 
@@ -58,12 +59,14 @@ def frame(viewer: Viewer, title: str) -> Iterator[None]:
         for item in NAVIGATION:
             if item.visible_to(principal):
                 ui.link(item.label, item.path).classes(
-                    "text-white no-underline px-2 py-1 rounded" + (" bg-slate-600" if item.label == title else ""))
+                    "text-white no-underline px-2 py-1 rounded"
+                    + (" bg-slate-600" if item.label == title else ""))
         ui.space()
         ui.label(f"{principal.sub} · {', '.join(sorted(principal.roles))} · {principal.sites_text}") \
             .classes("text-sm").props("data-testid=who")
         ui.button("Sign out", on_click=lambda: _sign_out(viewer)).props("flat color=white dense")
-    banner = ui.label().classes("w-full bg-red-700 text-white px-4 py-2 font-medium").props('data-testid=banner')
+    banner = ui.label().classes("w-full bg-red-700 text-white px-4 py-2 font-medium") \
+        .props("data-testid=banner")
 
     def show_connection() -> None:
         text = connection_text(viewer.live.state)

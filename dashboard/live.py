@@ -69,7 +69,8 @@ class LiveState:
     # per system, from the figures the backend publishes on the integrations topic
     integration_history: dict[str, deque[IntegrationPoint]] = field(default_factory=dict)
     # (seq, journey) newest first: one journey may change several times in a row
-    latest_journeys: deque[tuple[int, dict[str, Any]]] = field(default_factory=lambda: deque(maxlen=LATEST_CHANGES))
+    latest_journeys: deque[tuple[int, dict[str, Any]]] = field(
+        default_factory=lambda: deque(maxlen=LATEST_CHANGES))
     connected: bool = False
     lost_since: datetime | None = None
     attempts: int = 0
@@ -167,7 +168,8 @@ class LiveConnection:
             try:
                 async with connect(self.url, additional_headers={"Authorization": f"Bearer {self._token}"},
                                    open_timeout=10, max_size=None, compression=None) as socket:
-                    await socket.send(_encode(self._subscribe()).decode())  # a text frame, as the protocol is JSON
+                    # a text frame, as the protocol is JSON
+                    await socket.send(_encode(self._subscribe()).decode())
                     self._set_connected(True)
                     delay = BACKOFF_FIRST_S
                     async for frame in socket:

@@ -52,24 +52,30 @@ def nats_channels() -> list[Channel]:
     return [
         *events,
         Channel(key="commands", address="svc.commands.{system}.{command}", server="nats",
-                description="commands to a system's connector in stream SVC_COMMANDS; Nats-Msg-Id is the command id,"
+                description="commands to a system's connector in stream SVC_COMMANDS; Nats-Msg-Id is the"
+                " command id,"
                             " answered by a `command.result` event",
                 messages={"Command": Command}, action="send", parameters=("system", "command")),
         Channel(key="snapshot", address="svc.snapshot.{system}", server="nats",
                 description="request/reply: the records a system holds for a site and day, paged by ref;"
                             " errors as NATS micro headers (503 unavailable, 400 bad request)",
-                messages={"SnapshotRequest": SnapshotRequest}, reply={"SnapshotPage": SnapshotPage}, action="send"),
+                messages={"SnapshotRequest": SnapshotRequest}, reply={"SnapshotPage": SnapshotPage},
+                action="send"),
     ]
 
 
 def live_channels() -> list[Channel]:
     return [
         Channel(key="live_client", address="/api/v1/live", server="live", parameters=(),
-                description="what a client sends on the live websocket (token as Authorization header or ?token=)",
-                messages={"Subscribe": Subscribe, "Unsubscribe": Unsubscribe, "Ping": Ping}, action="receive"),
+                description="what a client sends on the live websocket (token as Authorization header or"
+                " ?token=)",
+                messages={"Subscribe": Subscribe, "Unsubscribe": Unsubscribe, "Ping": Ping},
+                action="receive"),
         Channel(key="live_server", address="/api/v1/live", server="live", parameters=(),
-                description="what the backend sends: a snapshot per subscribed topic, then updates (latest per key)",
-                messages={"Snapshot": Snapshot, "Update": Update, "Pong": Pong, "Error": Error}, action="send"),
+                description="what the backend sends: a snapshot per subscribed topic, then updates (latest"
+                " per key)",
+                messages={"Snapshot": Snapshot, "Update": Update, "Pong": Pong, "Error": Error},
+                action="send"),
     ]
 
 
@@ -86,8 +92,9 @@ def _channel_doc(channel: Channel, messages: dict[str, Any]) -> dict[str, Any]:
         "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in messages},
     }
     if channel.parameters:
-        doc["parameters"] = {p: {"description": f"the {p}" if p != "system" else SYSTEM_PARAMETER["description"]}
-                             for p in channel.parameters}
+        doc["parameters"] = {
+            p: {"description": f"the {p}" if p != "system" else SYSTEM_PARAMETER["description"]}
+            for p in channel.parameters}
     return doc
 
 
@@ -113,9 +120,11 @@ def generate() -> dict[str, Any]:
         if channel.reply:
             reply_key = f"{channel.key}_reply"
             channel_docs[reply_key] = {"address": None, "description": f"the reply to {channel.address}",
-                                       "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in channel.reply}}
+                                       "messages": {n: {"$ref": f"#/components/messages/{n}"}
+                                                    for n in channel.reply}}
             operation["reply"] = {"channel": {"$ref": f"#/channels/{reply_key}"},
-                                  "messages": [{"$ref": f"#/channels/{reply_key}/messages/{n}"} for n in channel.reply]}
+                                  "messages": [{"$ref": f"#/channels/{reply_key}/messages/{n}"}
+                                               for n in channel.reply]}
         operations[f"{channel.action}_{channel.key}"] = operation
     return {
         "asyncapi": "3.0.0",

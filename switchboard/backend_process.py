@@ -28,9 +28,9 @@ class BackendProcess:
         return self
 
     def ready(self) -> bool:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(self.url + "/ready", timeout=1) as response:  # noqa: S310 - loopback
-                return response.status == 200
+        with contextlib.suppress(OSError), \
+                urllib.request.urlopen(self.url + "/ready", timeout=1) as response:  # noqa: S310 - loopback
+            return response.status == 200
         return False
 
     def wait_ready(self, timeout: float = 60.0) -> BackendProcess:

@@ -56,7 +56,7 @@ def _purge(args: argparse.Namespace) -> None:
     import asyncpg  # noqa: PLC0415
 
     from backend import db  # noqa: PLC0415
-    from backend.retention.services import RetentionPolicy, check_audit_floor, purge  # noqa: PLC0415
+    from backend.retention.services import Kind, RetentionPolicy, check_audit_floor, purge  # noqa: PLC0415
 
     settings = get_settings()
     if not settings.database_url:
@@ -66,12 +66,12 @@ def _purge(args: argparse.Namespace) -> None:
     except ValueError as exc:
         sys.exit(str(exc))
 
-    async def run() -> dict[str, int] | None:
+    async def run() -> dict[Kind, int] | None:
         pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)  # type: ignore[arg-type]
         try:
             async with pool.acquire() as conn:
                 await check_audit_floor(conn, policy)
-            return await purge(pool, policy, dry_run=args.dry_run)  # type: ignore[return-value]
+            return await purge(pool, policy, dry_run=args.dry_run)
         finally:
             await pool.close()
 
@@ -129,8 +129,8 @@ def _bench_live(args: argparse.Namespace) -> None:
     from switchboard.bench.live import run_live_bench  # noqa: PLC0415
 
     run_live_bench(clients=args.clients, sites=args.sites, rate=args.rate, seconds=args.seconds,
-                   fanout_clients=args.fanout_clients, updates=args.updates, keys=args.keys, rounds=args.rounds,
-                   idle=args.idle)
+                   fanout_clients=args.fanout_clients, updates=args.updates, keys=args.keys,
+                   rounds=args.rounds, idle=args.idle)
 
 
 def _bench_publish(args: argparse.Namespace) -> None:
@@ -202,29 +202,35 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = bench_kinds.add_parser("ingest", help="apply rate against a bare JetStream→asyncpg consumer")
     ingest.add_argument("--events", type=int, default=100_000)
     ingest.add_argument("--batch", type=int, default=500)
-    ingest.add_argument("--replicas", type=int, default=1, help="also measure this many backends sharing the work")
+    ingest.add_argument("--replicas", type=int, default=1,
+                        help="also measure this many backends sharing the work")
     ingest.add_argument("--stored-journeys", type=int, default=0, help="journeys stored before the run")
     ingest.add_argument("--no-fsync", action="store_true", help="embedded NATS flushes every 2 min, not per write")
     ingest.add_argument("--nats-auth", choices=("on", "off"), default="on",
                         help="embedded NATS without authentication: to measure what it costs, never to run")
     ingest.set_defaults(run=_bench)
-    live = bench_kinds.add_parser("live", help="live websocket latency, fan-out and memory against bare floors")
+    live = bench_kinds.add_parser("live",
+                                  help="live websocket latency, fan-out and memory against bare floors")
     live.add_argument("--clients", type=int, default=100, help="latency: clients, each scoped to one site")
     live.add_argument("--sites", type=int, default=50, help="latency: sites the events spread over")
     live.add_argument("--rate", type=float, default=1000, help="latency: events per second")
     live.add_argument("--seconds", type=float, default=5)
     live.add_argument("--fanout-clients", type=int, default=100, help="throughput: clients watching one site")
     live.add_argument("--updates", type=int, default=3000, help="throughput: updates put on the bus")
-    live.add_argument("--keys", type=int, default=1000, help="throughput: distinct keys the updates cycle over")
-    live.add_argument("--rounds", type=int, default=3, help="throughput: alternated rounds of each, medians taken")
+    live.add_argument("--keys", type=int, default=1000,
+                      help="throughput: distinct keys the updates cycle over")
+    live.add_argument("--rounds", type=int, default=3,
+                      help="throughput: alternated rounds of each, medians taken")
     live.add_argument("--idle", type=int, default=500, help="memory: idle connections opened")
     live.set_defaults(run=_bench_live)
-    publish = bench_kinds.add_parser("publish", help="connector publish rate against a bare nats-py async loop")
+    publish = bench_kinds.add_parser("publish",
+                                     help="connector publish rate against a bare nats-py async loop")
     publish.add_argument("--events", type=int, default=50_000)
     publish.add_argument("--max-in-flight", type=int, default=1000)
     publish.set_defaults(run=_bench_publish)
 
-    chaos = commands.add_parser("chaos", help="kill backends, Postgres and NATS under load; check nothing is lost")
+    chaos = commands.add_parser("chaos",
+                                help="kill backends, Postgres and NATS under load; check nothing is lost")
     chaos.add_argument("--events", type=int, default=100_000)
     chaos.add_argument("--kills", type=int, default=20)
     chaos.add_argument("--seed", type=int)

@@ -25,9 +25,11 @@ def consumer_name(system: str) -> str:
     return f"connector-{system}"
 
 # The commands of the v1 routing rules (CONTRACT section 3).
-V1_COMMANDS = frozenset({"visit.hold", "ticket.prioritize", "visit.context", "staff.alert", "journey.summary"})
+V1_COMMANDS = frozenset({"visit.hold", "ticket.prioritize", "visit.context", "staff.alert",
+                         "journey.summary"})
 # Switchboard's record of one reference, sent for the system to take as its own: reconciliation's
-# `push_ours` and the replay of a fallback (CONTRACT sections 5 and 6; data: `ref`, `site`, `stage`, `fields`).
+# `push_ours` and the replay of a fallback (CONTRACT sections 5 and 6; data: `ref`, `site`, `stage`,
+# `fields`).
 RECORD_PUSH = "record.push"
 
 

@@ -28,15 +28,16 @@ def _step(n: int, total: int, text: str) -> None:
     print(f"[{n}/{total}] {text}", flush=True)
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str = "backend", timeout: float = 60.0) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str = "backend",
+                timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"the {name} exited with code {process.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
-                if response.status == 200:
-                    return
+        with contextlib.suppress(OSError), \
+                urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
+            if response.status == 200:
+                return
         time.sleep(0.2)
     raise SystemExit(f"the {name} did not become ready in time")
 
@@ -90,7 +91,8 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
             print(f"  open {dashboard_url} and pick a role and site", flush=True)
             _step(4, total, "tokens for this demo (12 hours):")
             for role in ("manager", "floor_staff", "sre", "admin"):
-                token = mint_token(settings, sub=f"demo-{role}", roles=[role], sites="*", ttl=timedelta(hours=12))
+                token = mint_token(settings, sub=f"demo-{role}", roles=[role], sites="*",
+                                   ttl=timedelta(hours=12))
                 print(f"  {role:12s} {token}")
             print(f"  try: curl -H 'Authorization: Bearer <token>' {backend_url}/api/v1/flow")
             print(f"  API docs: {backend_url}/schema/swagger")

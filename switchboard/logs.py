@@ -22,7 +22,8 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]+")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*")
 _TOKEN_QUERY = re.compile(r"(?i)([?&](?:token|access_token|secret)=)[^&\s\"']+")
 # what every LogRecord has: anything else on a record came in through `extra=`
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message",
+                                                                                "asctime", "taskName"}
 _encode = msgspec.json.Encoder(enc_hook=str).encode
 
 

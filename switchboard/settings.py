@@ -23,7 +23,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_secret: str | None = None
     jwks_url: str | None = None
     # keys the backend's own event signatures and manual users' pseudonyms; every replica needs the same one.
-    # Unset: the JWT secret. With a JWKS and no JWT secret one of the two must be set (else the backend refuses to start)
+    # Unset: the JWT secret. With a JWKS and no JWT secret one of the two must be set (else the backend
+    # refuses to start)
     signing_secret: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -63,11 +64,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_retry_s: tuple[str, ...] = ("1", "5", "30")  # waits between delivery attempts
     webhook_allow_private: bool = False  # allow loopback and private targets (local development only)
     log_level: str = "INFO"
-    # `json`: one JSON object per line, tokens and personal data scrubbed (switchboard/logs.py); `text` to read by eye
+    # `json`: one JSON object per line, tokens and personal data scrubbed (switchboard/logs.py); `text` to
+    # read by eye
     log_format: str = "json"
-    # traces (switchboard/tracing.py): `none`, `console` (spans as JSON lines on stderr) or `otlp` (OTLP/HTTP to
-    # otel_endpoint; needs the opentelemetry-exporter-otlp-proto-http package); connectors sample new traces
-    # at otel_sample_ratio, everything downstream follows their decision
+    # traces (switchboard/tracing.py): `none`, `console` (spans as JSON lines on stderr) or `otlp` (OTLP/HTTP
+    # to otel_endpoint; needs the opentelemetry-exporter-otlp-proto-http package); connectors sample new
+    # traces at otel_sample_ratio, everything downstream follows their decision
     otel_exporter: str = "none"
     otel_endpoint: str = ""
     otel_sample_ratio: float = 1.0
@@ -92,7 +94,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pace_max_per_min: float = 6000.0
     pace_start_per_min: float = 60.0
     pace_increase_per_s: float = 10.0
-    # while a system recovers, commands that reach staff go out at most this often per open counter of the site
+    # while a system recovers, commands that reach staff go out at most this often per open counter of the
+    # site
     pace_per_counter_per_min: float = 2.0
     pace_staff_commands: tuple[str, ...] = ("staff.alert", "ticket.prioritize", "visit.context")
     # a manual action answers once its event is applied, or says it is still on its way after this long
@@ -109,7 +112,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_tick_s: float = 2.0
     # a journey in a non-final stage unchanged for this long (a booking this long past its slot) is `stale`
     reconcile_stale_after_s: float = 4 * 3600.0
-    # drift kinds repaired without a person, with their proposed action (e.g. missing_here,stale); none by default
+    # drift kinds repaired without a person, with their proposed action (e.g. missing_here,stale); none by
+    # default
     reconcile_auto_repair: tuple[str, ...] = ()
     # a system that does not answer a snapshot page within this is `unreachable`
     reconcile_snapshot_timeout_s: float = 5.0
@@ -145,7 +149,8 @@ def _from_env() -> dict[str, object]:
         raw = os.environ.get(_ENV_PREFIX + field.name.upper())
         if raw is None or raw == "":
             continue
-        values[field.name] = tuple(s.strip() for s in raw.split(",") if s.strip()) if field.name in _LISTS else raw
+        values[field.name] = tuple(s.strip() for s in raw.split(",") if s.strip()) \
+            if field.name in _LISTS else raw
     return values
 
 

@@ -1,4 +1,5 @@
-"""Snapshot request/reply on `svc.snapshot.<system>` (CONTRACT section 5), shared by connectors and the reconciler.
+"""Snapshot request/reply on `svc.snapshot.<system>` (CONTRACT section 5), shared by connectors and the
+reconciler.
 
 A snapshot is the system's own truth for one site and day, ordered by `ref` and paged by it:
 the reconciler asks with `cursor=None`, then with each `next_cursor` until it is null. With `refs`
@@ -18,7 +19,8 @@ from switchboard.events import AwareTime, Code, Ref
 MAX_PAGE = 1000
 
 
-class SnapshotRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class SnapshotRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True,
+                      omit_defaults=True):
     site: Code
     day: date
     cursor: Ref | None = None  # the last ref of the previous page
@@ -30,7 +32,8 @@ class SnapshotRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
 
 
 class SnapshotRecord(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """One record as the upstream holds it: a reference, its stage, and the attributes it is authoritative for.
+    """One record as the upstream holds it: a reference, its stage, and the attributes it is authoritative
+    for.
 
     `fields` uses the journey's attribute names (`service`, `slot_start`, `priority`, `eligibility`,
     `counter`, `ticket`, `last_interaction`), so the reconciler compares like with like.

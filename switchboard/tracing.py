@@ -43,8 +43,8 @@ def configure(settings: Settings, service: str) -> None:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
         except ImportError as exc:
-            raise SystemExit("SWITCHBOARD_OTEL_EXPORTER=otlp needs the otlp extra: pip install 'switchboard[otlp]'"
-                             " (the image and requirements-dev.lock have it)") from exc
+            raise SystemExit("SWITCHBOARD_OTEL_EXPORTER=otlp needs the otlp extra: pip install"
+                             " 'switchboard[otlp]' (the image and requirements-dev.lock have it)") from exc
         exporter = OTLPSpanExporter(endpoint=settings.otel_endpoint or None)
     else:
         raise SystemExit(f"SWITCHBOARD_OTEL_EXPORTER: none, console or otlp, not {settings.otel_exporter!r}")

@@ -13,8 +13,8 @@ from backend.auth import Principal
 from backend.privacy import audit_actor, scrubbed_reason
 
 
-async def record(conn: asyncpg.Connection, principal: Principal, *, action: str, target: str, reason: str | None,
-                 result: Any) -> None:
+async def record(conn: asyncpg.Connection, principal: Principal, *, action: str, target: str,
+                 reason: str | None, result: Any) -> None:
     """One action by one person, written in the transaction of the action itself.
 
     The reason is free text typed by staff: it is scrubbed like every stored reason, and an actor whose `sub`
@@ -28,8 +28,9 @@ async def record(conn: asyncpg.Connection, principal: Principal, *, action: str,
 async def list_entries(conn: asyncpg.Connection, *, actor: str | None, since: datetime | None, limit: int,
                        cursor: int | None) -> list[AuditEntry]:
     rows = await conn.fetch(
-        "SELECT * FROM audit_log WHERE ($1::text IS NULL OR actor = $1) AND ($2::timestamptz IS NULL OR at >= $2)"
-        " AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+        "SELECT * FROM audit_log WHERE ($1::text IS NULL OR actor = $1) AND ($2::timestamptz IS NULL OR at >="
+        " $2) AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
         actor, since, cursor, limit)
     return [AuditEntry(id=r["id"], at=r["at"], actor=r["actor"], roles=list(r["roles"]), action=r["action"],
-                       target=r["target"], reason=r["reason"], result=msgspec.json.decode(r["result"])) for r in rows]
+                       target=r["target"], reason=r["reason"],
+                       result=msgspec.json.decode(r["result"])) for r in rows]

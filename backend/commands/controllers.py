@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, get
+from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
 
 from backend.auth import READ, Principal
@@ -19,8 +20,10 @@ class CommandController(Controller):
 
     @get("/", opt=READ, operation_id="listCommands")
     async def list_commands(
-        self, request: Request[Principal, object, object], resources: AppResources, system: FromQuery[str | None] = None,
-        status: FromQuery[CommandStatus | None] = None, journey: FromQuery[UUID | None] = None, site: FromQuery[str | None] = None,
+        self, request: Request[Principal, Any, State], resources: AppResources,
+        system: FromQuery[str | None] = None,
+        status: FromQuery[CommandStatus | None] = None, journey: FromQuery[UUID | None] = None,
+        site: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
     ) -> CommandPage:
         sites = request.user.scope(site)

@@ -29,7 +29,8 @@ def planned_commands(
     return plan(active(), _changes(events, journey_of, before, after, survivor)) if after else []
 
 
-def _changes(events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID], before: dict[UUID, JourneyState],
+def _changes(events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID],
+             before: dict[UUID, JourneyState],
              after: dict[UUID, JourneyState], survivor: Callable[[UUID], UUID]) -> list[JourneyChange]:
     merged_before: dict[UUID, JourneyState] = {}
     for jid, state in before.items():
@@ -51,8 +52,8 @@ def _command_id(text: str) -> UUID | None:
 
 
 async def record_answers(conn: asyncpg.Connection, results: list[CommandResult]) -> None:
-    """`ok` settles a command at once (and resolves its failure); `failed`/`unavailable` are left for the relay,
-    which owns the delivery policy. Only the system a command went to may answer it.
+    """`ok` settles a command at once (and resolves its failure); `failed`/`unavailable` are left for the
+    relay, which owns the delivery policy. Only the system a command went to may answer it.
 
     An answer can overtake the commit of its own publication (the relay publishes while holding the row).
     The condition therefore accepts a row that still looks unsent: the update then waits for the relay's
@@ -70,13 +71,15 @@ async def record_answers(conn: asyncpg.Connection, results: list[CommandResult])
         """
         UPDATE commands c SET
             status = CASE WHEN a.status = 'ok' THEN 'ok' ELSE c.status END,
-            answer = CASE WHEN a.status = 'ok' THEN NULL WHEN c.status = 'sent' THEN a.status ELSE c.answer END,
+            answer = CASE WHEN a.status = 'ok' THEN NULL WHEN c.status = 'sent' THEN a.status ELSE c.answer
+                END,
             last_error = CASE WHEN a.status <> 'ok' AND c.status = 'sent' THEN coalesce(a.error, a.status)
                               ELSE c.last_error END,
             next_at = CASE WHEN a.status <> 'ok' AND c.status = 'sent' THEN now() ELSE c.next_at END,
             updated_at = now()
         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS a(id, system, status, error)
-        WHERE c.id = a.id AND c.system = a.system AND c.status <> 'ok' AND (a.status = 'ok' OR c.status <> 'failed')
+        WHERE c.id = a.id AND c.system = a.system AND c.status <> 'ok' AND (a.status = 'ok' OR c.status <>
+            'failed')
         RETURNING c.id, c.status
         """,
         list(answers), [r.system for r in answers.values()], [r.data.status for r in answers.values()],

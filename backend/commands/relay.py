@@ -19,6 +19,8 @@ import logging
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from typing import Literal
+from uuid import UUID
 
 import asyncpg
 import msgspec
@@ -33,7 +35,8 @@ from switchboard.commands import Command, command_subject
 
 log = logging.getLogger(__name__)
 
-_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
+_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+                asyncpg.ConnectionDoesNotExistError,
                 asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError, NatsError)
 
 
@@ -50,13 +53,15 @@ class DeliveryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def message_id(command_id: object, attempt: int) -> str:
-    """The command id for the first attempt; later attempts must not fall into JetStream's duplicate window."""
+    """The command id for the first attempt; later attempts must not fall into JetStream's duplicate
+    window."""
     return str(command_id) if attempt == 1 else f"{command_id}/{attempt}"
 
 
 
 class CommandRelay:
-    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, policy: DeliveryPolicy, pace: pacing.PacePolicy, *,
+    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, policy: DeliveryPolicy,
+                 pace: pacing.PacePolicy, *,
                  interval_s: float, heartbeat_interval_s: float, batch: int = 200) -> None:
         self.pool = pool
         self.js = js
@@ -99,7 +104,7 @@ class CommandRelay:
         granted = await pacing.allowance(conn, system, sorted({r["site"] for r in rows}), self.pace)
         budget = granted.floor_budget
         floor_held: set[str] = set()
-        sent = []
+        sent: list[UUID] = []
         for row in rows:
             if len(sent) >= granted.commands:
                 break
@@ -112,7 +117,8 @@ class CommandRelay:
                     continue
                 budget[site] -= 1
             attempt = row["attempts"] + 1
-            command = Command(id=str(row["id"]), system=row["system"], command=row["command"], journey_id=row["journey_id"],
+            command = Command(id=str(row["id"]), system=row["system"], command=row["command"],
+                              journey_id=row["journey_id"],
                               refs=list(row["refs"]), site=site, data=msgspec.json.decode(row["data"]),
                               attempt=attempt, created_at=row["created_at"])
             try:
@@ -124,7 +130,8 @@ class CommandRelay:
             sent.append(row["id"])
         if sent:
             await conn.execute(
-                "UPDATE commands SET status = 'sent', attempts = attempts + 1, answer = NULL, sent_at = now(),"
+                "UPDATE commands SET status = 'sent', attempts = attempts + 1, answer = NULL, sent_at ="
+                " now(),"
                 " next_at = now() + make_interval(secs => $2), updated_at = now() WHERE id = ANY($1::uuid[])",
                 sent, self.policy.answer_timeout_s)
         await pacing.spend(conn, granted, len(sent), floor_held, self.pace)
@@ -153,19 +160,21 @@ class CommandRelay:
                         trouble[row["system"]].append("unavailable")
                     continue
                 trouble[row["system"]].append("failed" if row["answer"] == "failed" else "timeout")
-                kind = "command_failed" if row["answer"] == "failed" else "command_timeout"
+                kind: Literal["command_failed", "command_timeout"] = \
+                    "command_failed" if row["answer"] == "failed" else "command_timeout"
                 reason = (f"answered failed: {row['last_error']}" if row["answer"] == "failed"
                           else f"no answer within {self.policy.answer_timeout_s:g}s")
                 if row["attempts"] >= limit:
                     updates.append((row["id"], "failed", now, row["attempt_limit"], reason))
-                    failures.append(CommandFailure(command_id=row["id"], kind=kind, reason=reason, system=row["system"],
+                    failures.append(CommandFailure(command_id=row["id"], kind=kind, reason=reason,
+                                                   system=row["system"],
                                                    site=row["site"], journey_id=row["journey_id"],
                                                    attempts=row["attempts"]))
                 else:
                     updates.append((row["id"], "pending", retry_at, row["attempt_limit"], reason))
             if updates:
                 await conn.executemany(
-                    "UPDATE commands SET status = $2, next_at = $3, attempt_limit = $4, last_error = $5, answer = NULL,"
-                    " updated_at = now() WHERE id = $1", updates)
+                    "UPDATE commands SET status = $2, next_at = $3, attempt_limit = $4, last_error = $5,"
+                    " answer = NULL, updated_at = now() WHERE id = $1", updates)
             await record_command_failures(conn, failures)
             await pacing.record_trouble(conn, trouble, self.pace)

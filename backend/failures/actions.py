@@ -57,15 +57,15 @@ async def _retry_command(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
     if row["status"] == "retrying":
         return _result(row, "already_retrying")
     requeued = await conn.fetchval(
-        "UPDATE commands SET status = 'pending', next_at = now(), attempt_limit = attempts + 1, answer = NULL,"
-        " updated_at = now() WHERE id = $1::uuid AND status = 'failed' RETURNING id", row["command_id"])
+        "UPDATE commands SET status = 'pending', next_at = now(), attempt_limit = attempts + 1, answer ="
+        " NULL, updated_at = now() WHERE id = $1::uuid AND status = 'failed' RETURNING id", row["command_id"])
     answered_ok = not requeued and await conn.fetchval(
         "SELECT status = 'ok' FROM commands WHERE id = $1::uuid", row["command_id"])
     status = "resolved" if answered_ok else "retrying" if requeued else "open"
     row = await conn.fetchrow(
         "UPDATE failures SET status = $2, last_retry_at = now(), acted_by = $3 WHERE id = $1 RETURNING *",
         row["id"], status, actor)
-    await services.failure_changed(conn, [row["id"]], status if status != "open" else "retrying")
+    await services.failure_changed(conn, [row["id"]], "resolved" if answered_ok else "retrying")
     if answered_ok:
         return _result(row, "resolved", "the system has since answered ok")
     if not requeued:
@@ -110,8 +110,10 @@ async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
     elif checked is not None:
         kind, reason = checked.kind, checked.reason
     still = await conn.fetchrow(
-        "UPDATE failures SET status = 'open', kind = $2, reason = $3, attempts = attempts + 1, last_at = now(),"
-        " last_retry_at = now(), acted_by = $4 WHERE id = $1 RETURNING *", row["id"], kind, reason[:1000], actor)
+        "UPDATE failures SET status = 'open', kind = $2, reason = $3, attempts = attempts + 1, last_at ="
+        " now(),"
+        " last_retry_at = now(), acted_by = $4 WHERE id = $1 RETURNING *", row["id"], kind, reason[:1000],
+        actor)
     await services.failure_changed(conn, [row["id"]], "retrying")
     return _result(still, "still_failing", note)
 
@@ -136,8 +138,8 @@ async def retry(resources: Resources, principal: Principal, failure_id: int, rea
         details: dict[str, Any] = msgspec.to_builtins(result)
         if selection:
             details["selection"] = selection
-        await audit.record(conn, principal, action="failure.retry", target=f"failure:{failure_id}", reason=reason,
-                           result=details)
+        await audit.record(conn, principal, action="failure.retry", target=f"failure:{failure_id}",
+                           reason=reason, result=details)
         return result
 
 
@@ -150,7 +152,8 @@ async def discard(resources: Resources, principal: Principal, failure_id: int, r
             result = _result(row, "already_discarded")
         else:
             row = await conn.fetchrow(
-                "UPDATE failures SET status = 'discarded', last_at = now(), acted_by = $2 WHERE id = $1 RETURNING *",
+                "UPDATE failures SET status = 'discarded', last_at = now(), acted_by = $2 WHERE id = $1"
+                " RETURNING *",
                 failure_id, acting_user(principal, resources))
             if row["command_id"]:  # a command being re-sent stops here
                 await conn.execute(
@@ -158,8 +161,8 @@ async def discard(resources: Resources, principal: Principal, failure_id: int, r
                     " WHERE id = $1::uuid AND status IN ('pending', 'held')", row["command_id"])
             await services.failure_changed(conn, [failure_id], "discarded")
             result = _result(row, "discarded")
-        await audit.record(conn, principal, action="failure.discard", target=f"failure:{failure_id}", reason=reason,
-                           result=msgspec.to_builtins(result))
+        await audit.record(conn, principal, action="failure.discard", target=f"failure:{failure_id}",
+                           reason=reason, result=msgspec.to_builtins(result))
         return result
 
 
@@ -169,12 +172,13 @@ def _digest(ids: list[int]) -> str:
 
 async def bulk_retry(resources: Resources, principal: Principal, wanted: BulkFilter, *, dry_run: bool,
                      selection: str | None, reason: str | None) -> BulkRetryResult:
-    """A preview names the matching set; retrying needs that preview's `selection` and retries exactly that set."""
+    """A preview names the matching set; retrying needs that preview's `selection` and retries exactly that
+    set."""
     if not dry_run and selection is None:
         raise ClientException("preview first (dry_run) and send back its selection")
     if selection is not None:
         kind, system, site, up_to, count, digest = decode_cursor(selection, str, str, str, int, int, str)
-        wanted = BulkFilter(kind=kind or None, system=system or None, site=site or None)  # type: ignore[arg-type]
+        wanted = BulkFilter(kind=kind or None, system=system or None, site=site or None)
     else:
         up_to = None
     async with resources.pool.acquire() as conn:
@@ -185,10 +189,11 @@ async def bulk_retry(resources: Resources, principal: Principal, wanted: BulkFil
     skipped = len(ids) - len(retryable)
     note = f"{skipped} refused for who sent them, never retried: discard them" if skipped else None
     if selection is not None and (len(ids) != count or _digest(ids) != digest):
-        raise ConflictException(f"the matching set changed since the preview ({len(ids)} match now, not {count});"
+        raise ConflictException(f"the matching set changed since the preview ({len(ids)} match now, not"
+                                f" {count});"
                                 " preview again")
-    token = encode_cursor(wanted.kind or "", wanted.system or "", wanted.site or "", max(ids, default=0), len(ids),
-                          _digest(ids))
+    token = encode_cursor(wanted.kind or "", wanted.system or "", wanted.site or "", max(ids, default=0),
+                          len(ids), _digest(ids))
     if dry_run:
         return BulkRetryResult(matched=len(ids), selection=token, dry_run=True, skipped=skipped, note=note)
     results = [await retry(resources, principal, failure_id, reason, selection=token) for failure_id in retryable]

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, get, post
+from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
@@ -31,7 +32,7 @@ class FailureController(Controller):
 
     @get("/", opt=READ, operation_id="listFailures")
     async def list_failures(
-        self, request: Request[Principal, object, object], resources: AppResources,
+        self, request: Request[Principal, Any, State], resources: AppResources,
         status: FromQuery[FailureStatus | None] = None, kind: FromQuery[FailureKind | None] = None,
         system: FromQuery[str | None] = None, site: FromQuery[str | None] = None,
         order: FromQuery[Literal["time", "impact"]] = "time",
@@ -48,7 +49,7 @@ class FailureController(Controller):
         return FailurePage(items=items[:limit], next_cursor=next_cursor)
 
     @get("/{failure_id:int}", opt=READ, operation_id="getFailure")
-    async def get_failure(self, request: Request[Principal, object, object], resources: AppResources,
+    async def get_failure(self, request: Request[Principal, Any, State], resources: AppResources,
                           failure_id: BigintId) -> Failure:
         async with resources.pool.acquire() as conn:
             failure = await services.get_failure(conn, failure_id)
@@ -59,17 +60,17 @@ class FailureController(Controller):
         return failure
 
     @post("/{failure_id:int}/retry", opt=SRE, operation_id="retryFailure", status_code=HTTP_200_OK)
-    async def retry_failure(self, request: Request[Principal, object, object], resources: AppResources,
+    async def retry_failure(self, request: Request[Principal, Any, State], resources: AppResources,
                             failure_id: BigintId, data: JSONBody[RetryRequest | None] = None) -> RetryResult:
         return await actions.retry(resources, request.user, failure_id, data.reason if data else None)
 
     @post("/retry", opt=SRE, operation_id="retryFailures", status_code=HTTP_200_OK)
-    async def retry_failures(self, request: Request[Principal, object, object], resources: AppResources,
+    async def retry_failures(self, request: Request[Principal, Any, State], resources: AppResources,
                              data: JSONBody[BulkRetryRequest]) -> BulkRetryResult:
         return await actions.bulk_retry(resources, request.user, data.filter, dry_run=data.dry_run,
                                         selection=data.selection, reason=data.reason)
 
     @post("/{failure_id:int}/discard", opt=SRE, operation_id="discardFailure", status_code=HTTP_200_OK)
-    async def discard_failure(self, request: Request[Principal, object, object], resources: AppResources,
+    async def discard_failure(self, request: Request[Principal, Any, State], resources: AppResources,
                               failure_id: BigintId, data: JSONBody[DiscardRequest]) -> RetryResult:
         return await actions.discard(resources, request.user, failure_id, data.reason)

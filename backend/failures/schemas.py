@@ -7,8 +7,8 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-FailureKind = Literal["invalid_event", "pii_rejected", "source_mismatch", "unauthorized_source", "apply_error",
-                      "command_failed", "command_timeout"]
+FailureKind = Literal["invalid_event", "pii_rejected", "source_mismatch", "unauthorized_source",
+                      "apply_error", "command_failed", "command_timeout"]
 
 
 class FailureImpact(msgspec.Struct, kw_only=True):
@@ -45,8 +45,8 @@ class FailurePage(msgspec.Struct):
     next_cursor: str | None
 
 
-Outcome = Literal["resolved", "still_failing", "retrying", "already_resolved", "already_retrying", "just_retried",
-                  "discarded", "already_discarded"]
+Outcome = Literal["resolved", "still_failing", "retrying", "already_resolved", "already_retrying",
+                  "just_retried", "discarded", "already_discarded"]
 
 
 class RetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -18,7 +18,8 @@ CHANGES_CHANNEL = "switchboard_failures"
 _NOTIFY_IDS = 500  # ids per notification, well under Postgres' 8000-byte payload limit
 
 
-async def failure_changed(conn: asyncpg.Connection, failure_ids: Sequence[int], change: FailureChange) -> None:
+async def failure_changed(conn: asyncpg.Connection, failure_ids: Sequence[int],
+                          change: FailureChange) -> None:
     """The one place every failure change passes: opened, retrying, resolved, discarded.
 
     Notifies `switchboard_failures` in the caller's transaction, so listeners (the live `failures`
@@ -31,7 +32,8 @@ async def failure_changed(conn: asyncpg.Connection, failure_ids: Sequence[int], 
 
 
 def _storable(value: Any) -> Any:
-    """Postgres text and jsonb cannot hold U+0000: a failure keeps it as U+FFFD, so it can always be recorded."""
+    """Postgres text and jsonb cannot hold U+0000: a failure keeps it as U+FFFD, so it can always be
+    recorded."""
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd")
     if isinstance(value, dict):
@@ -58,7 +60,8 @@ async def record_inbound(conn: asyncpg.Connection, rejected: Sequence[tuple[Reje
         """
         INSERT INTO failures (dedupe_key, kind, system, site, subject, event_source, event_id, event_type,
                               reason, payload)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[],
                              $8::text[], $9::text[], $10::jsonb[])
         ON CONFLICT (dedupe_key) DO NOTHING
         RETURNING id
@@ -84,14 +87,18 @@ async def record_command_failures(conn: asyncpg.Connection, failures: Sequence[C
         return
     rows = await conn.fetch(
         """
-        INSERT INTO failures (dedupe_key, kind, system, site, command_id, journey_id, reason, attempts, payload)
+        INSERT INTO failures (dedupe_key, kind, system, site, command_id, journey_id, reason, attempts,
+            payload)
         SELECT 'command:' || c.id, f.kind, c.system, c.site, c.id::text, c.journey_id, f.reason, f.attempts,
-               jsonb_build_object('id', c.id, 'system', c.system, 'command', c.command, 'journey_id', c.journey_id,
-                                  'refs', to_jsonb(c.refs), 'site', c.site, 'data', c.data, 'attempt', c.attempts,
+               jsonb_build_object('id', c.id, 'system', c.system, 'command', c.command, 'journey_id',
+                   c.journey_id,
+                                  'refs', to_jsonb(c.refs), 'site', c.site, 'data', c.data, 'attempt',
+                                      c.attempts,
                                   'created_at', c.created_at)
         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) AS f(command_id, kind, reason, attempts)
         JOIN commands c ON c.id = f.command_id
-        ON CONFLICT (dedupe_key) DO UPDATE SET kind = EXCLUDED.kind, status = 'open', reason = EXCLUDED.reason,
+        ON CONFLICT (dedupe_key) DO UPDATE SET kind = EXCLUDED.kind, status = 'open', reason =
+            EXCLUDED.reason,
             attempts = failures.attempts + 1, last_at = now()
         RETURNING id
         """,
@@ -107,7 +114,8 @@ LEFT JOIN LATERAL (
     SELECT j.id, j.stage, coalesce(j.waiting_at, j.arrived_at) AS waiting_since,
            (j.state -> 'slot_start' ->> 1)::timestamptz AS slot_start
     FROM journeys j
-    WHERE j.id = coalesce((SELECT a.new_id FROM journey_aliases a WHERE a.old_id = f.journey_id), f.journey_id,
+    WHERE j.id = coalesce((SELECT a.new_id FROM journey_aliases a WHERE a.old_id = f.journey_id),
+        f.journey_id,
                           (SELECT r.journey_id FROM journey_refs r WHERE r.ref = f.subject))
 ) j ON true
 """
@@ -143,9 +151,11 @@ def _failure(row: asyncpg.Record) -> Failure:
                    payload=msgspec.json.decode(row["payload"]), impact=impact)
 
 
-async def list_failures(conn: asyncpg.Connection, *, sites: list[str] | None, status: str | None, kind: str | None,
-                        system: str | None, limit: int, cursor: int | None, order: str = "time") -> list[Failure]:
-    """Newest first, or by customer impact; a caller scoped to some sites sees only failures known to belong to them.
+async def list_failures(conn: asyncpg.Connection, *, sites: list[str] | None, status: str | None,
+                        kind: str | None, system: str | None, limit: int, cursor: int | None,
+                        order: str = "time") -> list[Failure]:
+    """Newest first, or by customer impact; a caller scoped to some sites sees only failures known to belong
+    to them.
 
     `cursor` is the last id seen when ordered by time, the offset when ordered by impact.
     """

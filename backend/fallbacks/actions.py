@@ -91,7 +91,8 @@ def walk_in_ref(system: str) -> str:
 
 
 async def _next_ticket(conn: asyncpg.Connection, site: str) -> tuple[str, str]:
-    """The site's next manual ticket today (UTC day) and its reference; the row lock makes numbers distinct."""
+    """The site's next manual ticket today (UTC day) and its reference; the row lock makes numbers
+    distinct."""
     row = await conn.fetchrow(
         "INSERT INTO manual_tickets (site, day, last) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 1)"
         " ON CONFLICT (site, day) DO UPDATE SET last = manual_tickets.last + 1 RETURNING day, last", site)
@@ -101,8 +102,9 @@ async def _next_ticket(conn: asyncpg.Connection, site: str) -> tuple[str, str]:
 
 def step_event(action: str, ref: str, source: str, event_id: str, at: datetime, data: Any) -> Event:
     """The canonical event of a manual step; from its ledger row the same event again (for a re-publish)."""
-    return msgspec.convert({"specversion": "1.0", "id": event_id, "source": source, "type": EVENT_TYPES[action],
-                            "subject": ref, "time": at, "data": data}, Event)  # type: ignore[arg-type]
+    return msgspec.convert({"specversion": "1.0", "id": event_id, "source": source,
+                            "type": EVENT_TYPES[action],
+                            "subject": ref, "time": at, "data": data}, Event)
 
 
 async def _settled(pool: asyncpg.Pool, source: str, event_id: str,
@@ -111,10 +113,12 @@ async def _settled(pool: asyncpg.Pool, source: str, event_id: str,
     connection only for its query: a slow apply worker must not starve the pool it shares with the steps."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        applied = await pool.fetchrow("SELECT journey_id FROM events WHERE source = $1 AND id = $2", source, event_id)
+        applied = await pool.fetchrow("SELECT journey_id FROM events WHERE source = $1 AND id = $2", source,
+                                      event_id)
         if applied is not None:
             return applied
-        failure = await pool.fetchrow("SELECT id, kind, reason FROM failures WHERE event_source = $1 AND event_id = $2",
+        failure = await pool.fetchrow("SELECT id, kind, reason FROM failures WHERE event_source = $1 AND"
+                                      " event_id = $2",
                                       source, event_id)
         if failure is not None:
             return Refused(failure["id"], failure["kind"], failure["reason"])
@@ -123,7 +127,8 @@ async def _settled(pool: asyncpg.Pool, source: str, event_id: str,
         await asyncio.sleep(_POLL_S)
 
 
-async def perform(resources: Resources, principal: Principal, fallback_id: int, step: ManualAction) -> ActionResult:
+async def perform(resources: Resources, principal: Principal, fallback_id: int,
+                  step: ManualAction) -> ActionResult:
     _check_fields(step)
     user = services.manual_user(principal, resources)
     async with resources.pool.acquire() as conn, conn.transaction():
@@ -132,33 +137,39 @@ async def perform(resources: Resources, principal: Principal, fallback_id: int, 
     try:
         await own_events.publish(resources.js, own_events.signing_key(resources.settings), event)
     except (NatsError, TimeoutError) as exc:
-        # the bus may have taken it all the same: the step stays, and the replay re-sends an event never settled
+        # the bus may have taken it all the same: the step stays, and the replay re-sends an event never
+        # settled
         raise ServiceUnavailableException(
-            f"the {step.action} is in the ledger (step {recorded.seq}) but the event bus did not confirm its event;"
-            " it is sent again when the fallback ends: do not repeat the step",
+            f"the {step.action} is in the ledger (step {recorded.seq}) but the event bus did not confirm its"
+            " event; it is sent again when the fallback ends: do not repeat the step",
             extra={"seq": recorded.seq, "event_id": event.id}) from exc
-    settled = await _settled(resources.pool, event.source, event.id, resources.settings.manual_apply_timeout_s)
+    settled = await _settled(resources.pool, event.source, event.id,
+                             resources.settings.manual_apply_timeout_s)
     if isinstance(settled, Refused):
         await _refused(resources, principal, fallback_id, recorded.seq, step, settled)
     journey_id = settled["journey_id"] if settled else None
     stage = None
     if journey_id is not None:
         async with resources.pool.acquire() as conn:
-            await conn.execute("UPDATE fallback_ledger SET journey_id = $3 WHERE fallback_id = $1 AND seq = $2",
+            await conn.execute("UPDATE fallback_ledger SET journey_id = $3 WHERE fallback_id = $1 AND seq ="
+                               " $2",
                                fallback_id, recorded.seq, journey_id)
             stage = await conn.fetchval("SELECT stage FROM journeys WHERE id = $1", journey_id)
     await services.publish_fallback(resources, fallback_id)
     return ActionResult(fallback_id=fallback_id, seq=recorded.seq, action=step.action, ref=event.subject,
                         event_source=event.source, event_id=event.id, applied=settled is not None,
-                        journey_id=journey_id, stage=stage, ticket=recorded.ticket, ticket_ref=recorded.ticket_ref)
+                        journey_id=journey_id, stage=stage, ticket=recorded.ticket,
+                        ticket_ref=recorded.ticket_ref)
 
 
 async def _refused(resources: Resources, principal: Principal, fallback_id: int, seq: int, step: ManualAction,
                    refused: Refused) -> NoReturn:
     async with resources.pool.acquire() as conn, conn.transaction():
-        await conn.execute("UPDATE fallback_ledger SET replay_status = 'refused' WHERE fallback_id = $1 AND seq = $2",
+        await conn.execute("UPDATE fallback_ledger SET replay_status = 'refused' WHERE fallback_id = $1 AND"
+                           " seq = $2",
                            fallback_id, seq)
-        await audit.record(conn, principal, action="fallback.action", target=f"fallback:{fallback_id}", reason=None,
+        await audit.record(conn, principal, action="fallback.action", target=f"fallback:{fallback_id}",
+                           reason=None,
                            result={"seq": seq, "action": step.action, "ref": step.ref, "outcome": "refused",
                                    "failure_id": refused.failure_id, "kind": refused.kind})
     await services.publish_fallback(resources, fallback_id)
@@ -190,8 +201,10 @@ async def _record(conn: asyncpg.Connection, principal: Principal, fallback_id: i
         "INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source, event_id, actor, data, at)"
         " SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5, $6, $7::jsonb, $8 FROM fallback_ledger"
         " WHERE fallback_id = $1 RETURNING seq",
-        fallback_id, step.action, ref, event.source, event.id, user, msgspec.json.encode(data).decode(), event.time)
-    await audit.record(conn, principal, action="fallback.action", target=f"fallback:{fallback_id}", reason=None,
+        fallback_id, step.action, ref, event.source, event.id, user, msgspec.json.encode(data).decode(),
+        event.time)
+    await audit.record(conn, principal, action="fallback.action", target=f"fallback:{fallback_id}",
+                       reason=None,
                        result={"seq": seq, "action": step.action, "ref": ref, "event_source": event.source,
                                "event_id": event.id, "ticket": ticket, "ticket_ref": ticket_ref})
     return Recorded(seq=seq, event=event, ticket=ticket, ticket_ref=ticket_ref)

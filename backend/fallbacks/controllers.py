@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
+from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.response import Response
@@ -30,25 +31,27 @@ class FallbackController(Controller):
 
     @get("/", opt=READ, operation_id="listFallbacks")
     async def list_fallbacks(
-        self, request: Request[Principal, object, object], resources: AppResources,
+        self, request: Request[Principal, Any, State], resources: AppResources,
         status: FromQuery[FallbackStatus | None] = None, site: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
     ) -> FallbackPage:
         sites = request.user.scope(site)
         before = decode_cursor(cursor, int)[0] if cursor else None
         async with resources.pool.acquire() as conn:
-            items = await services.list_fallbacks(conn, sites=sites, status=status, limit=limit + 1, cursor=before)
+            items = await services.list_fallbacks(conn, sites=sites, status=status, limit=limit + 1,
+                                                  cursor=before)
         next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
         return FallbackPage(items=items[:limit], next_cursor=next_cursor)
 
     @post("/", opt=FLOOR, operation_id="startFallback", status_code=HTTP_201_CREATED)
-    async def start_fallback(self, request: Request[Principal, object, object], resources: AppResources,
+    async def start_fallback(self, request: Request[Principal, Any, State], resources: AppResources,
                              data: JSONBody[StartFallback]) -> Fallback:
-        """Staff take over a system's part by hand at a site; one active fallback per site and system (409)."""
+        """Staff take over a system's part by hand at a site; one active fallback per site and system
+        (409)."""
         return await services.start(resources, request.user, data)
 
     @get("/{fallback_id:int}", opt=READ, operation_id="getFallback")
-    async def get_fallback(self, request: Request[Principal, object, object], resources: AppResources,
+    async def get_fallback(self, request: Request[Principal, Any, State], resources: AppResources,
                            fallback_id: BigintId) -> FallbackDetail:
         """One fallback with its ledger: the manual steps in the order they were taken."""
         async with resources.pool.acquire() as conn:
@@ -60,14 +63,16 @@ class FallbackController(Controller):
         return fallback
 
     @post("/{fallback_id:int}/end", opt=FLOOR, operation_id="endFallback", status_code=HTTP_200_OK)
-    async def end_fallback(self, request: Request[Principal, object, object], resources: AppResources,
+    async def end_fallback(self, request: Request[Principal, Any, State], resources: AppResources,
                            fallback_id: BigintId, data: JSONBody[EndFallback | None] = None) -> Fallback:
-        """The fallback becomes `replaying`: what was done by hand is pushed to the system, then it is `ended`."""
+        """The fallback becomes `replaying`: what was done by hand is pushed to the system, then it is
+        `ended`."""
         return await services.end(resources, request.user, fallback_id, data.reason if data else None)
 
     @post("/{fallback_id:int}/actions", opt=FLOOR, operation_id="performManualAction")
-    async def perform_action(self, request: Request[Principal, object, object], resources: AppResources,
+    async def perform_action(self, request: Request[Principal, Any, State], resources: AppResources,
                              fallback_id: BigintId, data: JSONBody[ManualAction]) -> Response[ActionResult]:
-        """201 once the step's event is applied; 202 when it is recorded and still on its way to the journey."""
+        """201 once the step's event is applied; 202 when it is recorded and still on its way to the
+        journey."""
         result = await actions.perform(resources, request.user, fallback_id, data)
         return Response(result, status_code=HTTP_201_CREATED if result.applied else HTTP_202_ACCEPTED)

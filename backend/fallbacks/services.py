@@ -33,7 +33,8 @@ _COLUMNS = "f.*, (SELECT count(*) FROM fallback_ledger l WHERE l.fallback_id = f
 
 def _fallback(row: asyncpg.Record) -> Fallback:
     return Fallback(**{k: row[k] for k in Fallback.__struct_fields__ if k != "replay"},
-                    replay=msgspec.json.decode(row["replay"], type=ReplaySummary) if row["replay"] is not None else None)
+                    replay=None if row["replay"] is None
+                    else msgspec.json.decode(row["replay"], type=ReplaySummary))
 
 
 async def list_fallbacks(conn: asyncpg.Connection, *, sites: list[str] | None, status: str | None, limit: int,
@@ -41,7 +42,8 @@ async def list_fallbacks(conn: asyncpg.Connection, *, sites: list[str] | None, s
     """Newest first; `cursor` is the last id seen."""
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM fallbacks f WHERE ($1::text[] IS NULL OR f.site = ANY($1))"
-        " AND ($2::text IS NULL OR f.status = $2) AND ($3::bigint IS NULL OR f.id < $3) ORDER BY f.id DESC LIMIT $4",
+        " AND ($2::text IS NULL OR f.status = $2) AND ($3::bigint IS NULL OR f.id < $3) ORDER BY f.id DESC"
+        " LIMIT $4",
         sites, status, cursor, limit)
     return [_fallback(r) for r in rows]
 
@@ -66,7 +68,8 @@ async def snapshot(conn: asyncpg.Connection, sites: list[str] | None) -> list[Fa
     return [_fallback(r) for r in rows]
 
 
-async def publish_fallback(resources_or_conn: Resources | asyncpg.Connection | asyncpg.Pool, fallback_id: int) -> None:
+async def publish_fallback(resources_or_conn: Resources | asyncpg.Connection | asyncpg.Pool,
+                           fallback_id: int) -> None:
     """Tell the live `fallbacks` topic how a fallback stands now (after its start, an action, its end, its
     replay). Call it after the change commits, or with the connection that made it."""
     source: Any = resources_or_conn.pool if isinstance(resources_or_conn, Resources) else resources_or_conn
@@ -101,13 +104,15 @@ async def start(resources: Resources, principal: Principal, wanted: StartFallbac
         try:
             async with conn.transaction():
                 fallback_id = await conn.fetchval(
-                    "INSERT INTO fallbacks (site, system, reason, started_by) VALUES ($1, $2, $3, $4) RETURNING id",
+                    "INSERT INTO fallbacks (site, system, reason, started_by) VALUES ($1, $2, $3, $4)"
+                    " RETURNING id",
                     wanted.site, wanted.system, scrubbed_reason(wanted.reason), actor)
                 await audit.record(conn, principal, action="fallback.start", target=f"fallback:{fallback_id}",
                                    reason=wanted.reason,
                                    result={"site": wanted.site, "system": wanted.system, "status": "active"})
         except asyncpg.UniqueViolationError:
-            raise ConflictException(f"a fallback for {wanted.system} at {wanted.site} is already active") from None
+            raise ConflictException(
+                f"a fallback for {wanted.system} at {wanted.site} is already active") from None
         await publish_fallback(conn, fallback_id)
         detail = await get_fallback(conn, fallback_id)
     assert detail is not None
@@ -130,8 +135,8 @@ async def end(resources: Resources, principal: Principal, fallback_id: int, reas
                 " WHERE id = $1", fallback_id, manual_user(principal, resources), scrubbed_reason(reason))
             ledger_size = await conn.fetchval("SELECT count(*) FROM fallback_ledger WHERE fallback_id = $1",
                                               fallback_id)
-            await audit.record(conn, principal, action="fallback.end", target=f"fallback:{fallback_id}", reason=reason,
-                               result={"status": "replaying", "ledger_size": ledger_size})
+            await audit.record(conn, principal, action="fallback.end", target=f"fallback:{fallback_id}",
+                               reason=reason, result={"status": "replaying", "ledger_size": ledger_size})
         await publish_fallback(conn, fallback_id)
         detail = await get_fallback(conn, fallback_id)
     assert detail is not None

@@ -74,9 +74,10 @@ def time_ordered_id() -> UUID:
 
 
 # The advisory locks (on every reference and subject the batch names) are a one-time filter of the insert: all
-# taken, in the array's (sorted) order, before the first inbox row is written. The inbox's unique key then tells
-# new events from ones already applied, including one another replica committed after this statement began
-# (ON CONFLICT waits for an insert in progress and sees the committed row), so events need no lock of their own.
+# taken, in the array's (sorted) order, before the first inbox row is written. The inbox's unique key then
+# tells new events from ones already applied, including one another replica committed after this statement
+# began (ON CONFLICT waits for an insert in progress and sees the committed row), so events need no lock of
+# their own.
 _CLAIM = """
 INSERT INTO event_inbox (source, id)
 SELECT k.source, k.id FROM unnest($1::text[], $2::text[]) AS k(source, id)
@@ -86,16 +87,18 @@ RETURNING source, id
 """
 
 # References to journeys, and those journeys locked. Only a merge (which holds the absorbed journey's lock)
-# re-points a reference, and it deletes the absorbed journey in the same transaction: a reference whose journey
-# was gone once its lock was granted has moved, and is resolved again.
+# re-points a reference, and it deletes the absorbed journey in the same transaction: a reference whose
+# journey was gone once its lock was granted has moved, and is resolved again.
 _RESOLVE = """
 WITH mapped AS (SELECT ref, journey_id FROM journey_refs WHERE ref = ANY($1::text[])),
-locked AS (SELECT id, state, created_at FROM journeys WHERE id IN (SELECT journey_id FROM mapped) ORDER BY id FOR UPDATE)
+locked AS (SELECT id, state, created_at FROM journeys WHERE id IN (SELECT journey_id FROM mapped) ORDER BY id
+    FOR UPDATE)
 SELECT m.ref, m.journey_id, l.state, l.created_at FROM mapped m LEFT JOIN locked l ON l.id = m.journey_id
 """
 
 
-async def _lock_journeys(conn: asyncpg.Connection, refs: list[str]) -> tuple[dict[str, UUID], dict[UUID, _Working]]:
+async def _lock_journeys(conn: asyncpg.Connection,
+                         refs: list[str]) -> tuple[dict[str, UUID], dict[UUID, _Working]]:
     """Resolve references to journeys and lock those rows; again while a resolved journey was merged away."""
     while True:
         rows = await conn.fetch(_RESOLVE, refs)
@@ -181,7 +184,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     lock_texts: set[str] = set()
     for event, _ in unique.values():
         lock_texts.update(refs_of(event) if event.kind == "journey" else [event.subject])
-    sources, ids = zip(*sorted(unique)) if unique else ((), ())
+    sources, ids = zip(*sorted(unique), strict=True) if unique else ((), ())
     claimed = {
         (r["source"], r["id"]) for r in await conn.fetch(
             _CLAIM, list(sources), list(ids), sorted(lock_key(t) for t in lock_texts))
@@ -251,14 +254,15 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     if merged_away:
         await _repoint(conn, merged_away)
     journey_of = {key: find(jid) for key, jid in event_journey.items()}
-    commands = planned_commands(events=[e for e, _ in fresh], before=before, survivor=find, journey_of=journey_of,
-                                after={j: journeys[j].state for j in live})
+    commands = planned_commands(events=[e for e, _ in fresh], before=before, survivor=find,
+                                journey_of=journey_of, after={j: journeys[j].state for j in live})
     await conn.execute(
         _WRITE,
         _rows([_journey_row(j, journeys[j]) for j in live]),
         _rows([_RefRow(ref, find(j)) for ref, j in new_refs.items()]),
         _rows([_EventRow(e.source, e.id, e.type, e.subject, getattr(e.data, "site", None), e.time, e.data,
-                         journey_of.get((e.source, e.id)), dropped, e.traceparent or None) for e, dropped in fresh]),
+                         journey_of.get((e.source, e.id)), dropped, e.traceparent or None)
+               for e, dropped in fresh]),
         _rows(commands),
         _rows([_CapacityRow(e.data.site, e.data.counters_open, e.data.counters_busy, e.data.staff_on_duty,
                             e.data.queue_length, e.key, e.time)
@@ -275,13 +279,14 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
 
     outcome.journeys = live
     outcome.traced_journeys = {key: jid for key, jid in journey_of.items() if traced.get(key)}
-    outcome.sites = {getattr(e.data, "site", None) for e, _ in fresh} - {None}  # type: ignore[operator]
+    outcome.sites = {site for e, _ in fresh if (site := getattr(e.data, "site", None)) is not None}
     return outcome
 
 
 async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]]) -> None:
-    """Journeys absorbed by a link: their references, events and aliases go to the survivor, their rows away."""
-    olds, news = map(list, zip(*merged_away))
+    """Journeys absorbed by a link: their references, events and aliases go to the survivor, their rows
+    away."""
+    olds, news = map(list, zip(*merged_away, strict=True))
     for statement in (
         "UPDATE journey_refs r SET journey_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
         " WHERE r.journey_id = m.old",
@@ -302,9 +307,11 @@ _WRITE = """
 WITH new_refs AS (
     SELECT ref, journey_id FROM json_populate_recordset(NULL::journey_refs, $2::json)
 ), journeys_written AS (
-    INSERT INTO journeys (id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at, finished_at,
+    INSERT INTO journeys (id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at,
+        finished_at,
                           created_at, updated_at)
-    SELECT id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at, finished_at, created_at, now()
+    SELECT id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at, finished_at, created_at,
+        now()
     FROM json_populate_recordset(NULL::journeys, $1::json)
     ON CONFLICT (id) DO UPDATE SET site = EXCLUDED.site, stage = EXCLUDED.stage, state = EXCLUDED.state,
         arrived_at = EXCLUDED.arrived_at, waiting_at = EXCLUDED.waiting_at, called_at = EXCLUDED.called_at,
@@ -323,7 +330,8 @@ WITH new_refs AS (
     FROM json_populate_recordset(NULL::commands, $4::json) c
     ON CONFLICT (id) DO NOTHING
 ), capacity_written AS (
-    INSERT INTO capacity (site, counters_open, counters_busy, staff_on_duty, queue_length, event_key, updated_at)
+    INSERT INTO capacity (site, counters_open, counters_busy, staff_on_duty, queue_length, event_key,
+        updated_at)
     SELECT site, counters_open, counters_busy, staff_on_duty, queue_length, event_key, updated_at
     FROM json_populate_recordset(NULL::capacity, $5::json)
     ON CONFLICT (site) DO UPDATE SET counters_open = EXCLUDED.counters_open,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 # Worth retrying the whole batch: another replica held a lock we needed.
 _CONTENTION = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.LockNotAvailableError)
 # The database itself is unreachable: keep the messages unacknowledged and wait.
-_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
+_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+                asyncpg.ConnectionDoesNotExistError,
                 asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError)
 
 _CONTENTION_RETRIES = 8
@@ -65,7 +67,8 @@ class _Fetched(NamedTuple):
 
 
 class _Ahead:
-    """Fetched and validated messages waiting for the worker (at most `limit`), taken all at once up to a batch."""
+    """Fetched and validated messages waiting for the worker (at most `limit`), taken all at once up to a
+    batch."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -195,7 +198,8 @@ class ApplyWorker:
         try:
             outcome, rejected = await self.apply_batch(accepted, rejected)
         except _UNAVAILABLE as exc:
-            log.warning("database unavailable (%s); %d messages left for redelivery", type(exc).__name__, len(msgs))
+            log.warning("database unavailable (%s); %d messages left for redelivery", type(exc).__name__,
+                        len(msgs))
             await asyncio.gather(*(m.nak(delay=2) for m in msgs), return_exceptions=True)
             for span in spans.values():
                 span.end()
@@ -247,14 +251,15 @@ class ApplyWorker:
             log.warning("batch of %d failed to apply (%s); applying one by one", len(accepted), exc.sqlstate)
             return await self._apply_one_by_one(accepted, rejected)
 
-    async def _apply_one_by_one(self, accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]],
+    async def _apply_one_by_one(self, accepted: list[tuple[CloudEvent, int]],
+                                rejected: list[tuple[Rejected, str]],
                                 ) -> tuple[Outcome, list[tuple[Rejected, str]]]:
         """Isolate the event that broke a batch: it becomes an `apply_error`, the others apply."""
         total = Outcome()
         failed = list(rejected)
         for pair in accepted:
             try:
-                one = await self._transaction(lambda conn, pair=pair: apply_events(conn, [pair]))
+                one = await self._transaction(functools.partial(apply_events, batch=[pair]))
             except asyncpg.PostgresError as exc:
                 if isinstance(exc, _UNAVAILABLE):
                     raise
@@ -275,7 +280,7 @@ class ApplyWorker:
             except _CONTENTION:
                 if attempt == _CONTENTION_RETRIES - 1:
                     raise
-                await asyncio.sleep(0.01 * 2**attempt * (1 + random.random()))
+                await asyncio.sleep(0.01 * 2**attempt * (1 + random.random()))  # noqa: S311 - jitter
         raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager
@@ -341,7 +346,8 @@ def _end_apply_spans(spans: dict[tuple[str, str], Span], outcome: Outcome) -> di
     traces: dict[UUID, str] = {}
     for key, span in spans.items():
         journey = outcome.traced_journeys.get(key)
-        span.set_attribute("switchboard.applied", journey is not None)  # False: a duplicate or not a journey event
+        # False: a duplicate or not a journey event
+        span.set_attribute("switchboard.applied", journey is not None)
         span.end()
         traceparent = tracing.traceparent_of(span)
         if journey is not None and traceparent:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, post
+from litestar.datastructures import State
 from litestar.exceptions import ValidationException
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -55,7 +57,8 @@ class IngestController(Controller):
 
     @post("/events", opt=CONNECTOR | INGEST, operation_id="postEvents", status_code=HTTP_202_ACCEPTED,
           request_max_body_size=8 * 1024 * 1024)
-    async def post_events(self, request: Request[Principal, object, object], resources: AppResources) -> IngestResult:
+    async def post_events(self, request: Request[Principal, Any, State],
+                          resources: AppResources) -> IngestResult:
         principal = request.user
         parts = _split(await request.body())
         if len(parts) > MAX_BATCH:
@@ -78,7 +81,8 @@ class IngestController(Controller):
         to_publish = [(i, part, r.event) for i, (part, r) in enumerate(zip(parts, results, strict=True))
                       if isinstance(r, Accepted)]
         acks = await asyncio.gather(
-            *(resources.js.publish(nats_subject(e), part, headers={"Nats-Msg-Id": nats_msg_id(e.source, e.id)})
+            *(resources.js.publish(nats_subject(e), part,
+                                   headers={"Nats-Msg-Id": nats_msg_id(e.source, e.id)})
               for _, part, e in to_publish),
             return_exceptions=True,
         )

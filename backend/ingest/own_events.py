@@ -40,4 +40,5 @@ async def publish(js: JetStreamContext, key: bytes, event: CloudEvent) -> None:
     """Publish one of the backend's own events, signed; the message id makes a re-publish harmless."""
     body = msgspec.json.encode(event)
     await js.publish(nats_subject(event), body,
-                     headers={"Nats-Msg-Id": nats_msg_id(event.source, event.id), SIGNATURE_HEADER: sign(key, body)})
+                     headers={"Nats-Msg-Id": nats_msg_id(event.source, event.id),
+                              SIGNATURE_HEADER: sign(key, body)})

@@ -2,11 +2,11 @@
 
 nats-py's `fetch`, once the stream is empty, sends a waiting request and then (by its code) holds
 the messages that arrive until the whole batch is there or its timeout ends (up to a second; a live
-bench run once had a p99 of 484 ms), and it waits for every message with a timer of its own. Here the server sends
-each message as soon as it is stored, the subscription's callback puts it in a buffer, and the
-worker takes whatever is there (up to a batch) whenever it is free. The next request goes out as
-soon as the current one is used up or ends, unless a batch already waits here: messages held here
-are not acknowledged yet, so the buffer stays small (JetStream redelivers what waits past `ack_wait`).
+bench run once had a p99 of 484 ms), and it waits for every message with a timer of its own. Here the server
+sends each message as soon as it is stored, the subscription's callback puts it in a buffer, and the worker
+takes whatever is there (up to a batch) whenever it is free. The next request goes out as soon as the current
+one is used up or ends, unless a batch already waits here: messages held here are not acknowledged yet, so the
+buffer stays small (JetStream redelivers what waits past `ack_wait`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Controller, Request, get
+from litestar.datastructures import State
 
 from backend.auth import READ, Principal
 from backend.integrations import services
@@ -13,7 +16,7 @@ class IntegrationController(Controller):
     tags = ["integrations"]
 
     @get("/", opt=READ, operation_id="listIntegrations")
-    async def list_integrations(self, request: Request[Principal, object, object],
+    async def list_integrations(self, request: Request[Principal, Any, State],
                                 resources: AppResources) -> IntegrationPage:
         """Per system: health, traffic, command delivery and pace. Integrations belong to no site; a pace's
         floor shows only the caller's sites."""

@@ -52,7 +52,8 @@ GROUP BY system
 """
 
 
-async def evaluate(conn: asyncpg.Connection, systems: Iterable[str], heartbeat_interval_s: float) -> list[Health]:
+async def evaluate(conn: asyncpg.Connection, systems: Iterable[str],
+                   heartbeat_interval_s: float) -> list[Health]:
     """The health of `systems` and of every system that sent heartbeats, by name."""
     silent_after = heartbeat_interval_s * MISSED_INTERVALS
     beats = {r["system"]: r for r in await conn.fetch(_HEARTBEATS_SQL, silent_after)}
@@ -60,7 +61,8 @@ async def evaluate(conn: asyncpg.Connection, systems: Iterable[str], heartbeat_i
     paces = await pacing.read(conn, names)
     answered_ok = {r["system"]: r["n"] for r in await conn.fetch(
         "SELECT system, count(*) AS n FROM commands WHERE system = ANY($1::text[]) AND status = 'ok'"
-        " AND updated_at > now() - make_interval(secs => $2) GROUP BY system", names, pacing.TROUBLE_WINDOW_S)}
+        " AND updated_at > now() - make_interval(secs => $2) GROUP BY system", names,
+        pacing.TROUBLE_WINDOW_S)}
     decided = []
     for system in names:
         beat = beats.get(system)

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class IntegrationMonitor:
-    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, systems: frozenset[str], *, interval_s: float,
-                 figures_interval_s: float, heartbeat_interval_s: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, systems: frozenset[str], *,
+                 interval_s: float, figures_interval_s: float, heartbeat_interval_s: float) -> None:
         self.pool = pool
         self.js = js
         self.systems = systems
@@ -43,7 +43,8 @@ class IntegrationMonitor:
             decided = await health.evaluate(conn, self.systems, self.heartbeat_interval_s)
             changed = await services.record(conn, decided, await pacing.read(conn))
             due = await services.claim_figures(conn, changed, self.figures_interval_s)
-            items = await services.integrations(conn, due, await services.consumer_lag(self.js)) if due else []
+            items = await services.integrations(conn, due,
+                                                await services.consumer_lag(self.js)) if due else []
         for item in services.for_every_reader(items):
             await publish("integrations", ALL_SITES, item.system, item)
         return due

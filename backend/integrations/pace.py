@@ -80,7 +80,8 @@ def _capacity(rate_per_min: float) -> float:
 
 
 def _plural(n: int, kind: str) -> str:
-    noun = {"timeout": "timeout", "failed": "failed answer", "unavailable": "unavailable answer"}.get(kind, kind)
+    noun = {"timeout": "timeout", "failed": "failed answer",
+            "unavailable": "unavailable answer"}.get(kind, kind)
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
@@ -90,7 +91,8 @@ def describe(pace: Pace, policy: PacePolicy, *, down: bool = False) -> str:
         return _HELD
     trouble = pace.recent_trouble()
     if trouble:
-        reason = "recovering: " + ", ".join(_plural(n, k) for k, n in sorted(trouble.items())) + " in the last minute"
+        kinds = ", ".join(_plural(n, k) for k, n in sorted(trouble.items()))
+        reason = f"recovering: {kinds} in the last minute"
     elif pace.rate_per_min >= policy.max_per_min:
         reason = _FULL_SPEED
     elif pace.reason.startswith(("held", _AFTER_OUTAGE)):
@@ -109,25 +111,30 @@ _decode_floor = msgspec.json.Decoder(dict[str, int])
 
 def _from_row(row: asyncpg.Record) -> Pace:
     return Pace(system=row["system"], rate_per_min=row["rate_per_min"], tokens=row["tokens"],
-                refilled_at=row["refilled_at"], halved_at=row["halved_at"], trouble=_decode_trouble.decode(row["trouble"]),
+                refilled_at=row["refilled_at"], halved_at=row["halved_at"],
+                trouble=_decode_trouble.decode(row["trouble"]),
                 floor=_decode_floor.decode(row["floor"]), reason=row["reason"])
 
 
 async def _locked(conn: asyncpg.Connection, systems: list[str], policy: PacePolicy) -> dict[str, Pace]:
     """The systems' paces, created at full speed when new, locked for the caller's transaction."""
     await conn.execute(
-        "INSERT INTO command_pace (system, rate_per_min, tokens, reason) SELECT s, $2, $3, $4 FROM unnest($1::text[]) s"
-        " ON CONFLICT (system) DO NOTHING", systems, policy.max_per_min, _capacity(policy.max_per_min), _FULL_SPEED)
-    rows = await conn.fetch("SELECT * FROM command_pace WHERE system = ANY($1::text[]) ORDER BY system FOR UPDATE",
+        "INSERT INTO command_pace (system, rate_per_min, tokens, reason) SELECT s, $2, $3, $4 FROM"
+        " unnest($1::text[]) s"
+        " ON CONFLICT (system) DO NOTHING", systems, policy.max_per_min, _capacity(policy.max_per_min),
+        _FULL_SPEED)
+    rows = await conn.fetch("SELECT * FROM command_pace WHERE system = ANY($1::text[]) ORDER BY system FOR"
+                            " UPDATE",
                             systems)
     return {r["system"]: _from_row(r) for r in rows}
 
 
 async def _save(conn: asyncpg.Connection, paces: list[Pace]) -> None:
     await conn.executemany(
-        "UPDATE command_pace SET rate_per_min = $2, tokens = $3, refilled_at = $4, halved_at = $5, trouble = $6::jsonb,"
-        " floor = $7::jsonb, reason = $8, updated_at = now() WHERE system = $1",
-        [(p.system, p.rate_per_min, p.tokens, p.refilled_at, p.halved_at, msgspec.json.encode(p.trouble).decode(),
+        "UPDATE command_pace SET rate_per_min = $2, tokens = $3, refilled_at = $4, halved_at = $5, trouble ="
+        " $6::jsonb, floor = $7::jsonb, reason = $8, updated_at = now() WHERE system = $1",
+        [(p.system, p.rate_per_min, p.tokens, p.refilled_at, p.halved_at,
+          msgspec.json.encode(p.trouble).decode(),
           msgspec.json.encode(p.floor).decode(), p.reason) for p in paces])
 
 
@@ -137,7 +144,8 @@ async def hold_while_down(conn: asyncpg.Connection, down: set[str], policy: Pace
         return
     async with conn.transaction():
         paces = await _locked(conn, sorted(down), policy)
-        changed = [p for p in paces.values() if p.reason != _HELD or p.rate_per_min > policy.start_per_min or p.tokens]
+        changed = [p for p in paces.values()
+                   if p.reason != _HELD or p.rate_per_min > policy.start_per_min or p.tokens]
         now = datetime.now(UTC)
         for pace in changed:
             pace.rate_per_min = min(pace.rate_per_min, policy.start_per_min)
@@ -146,7 +154,8 @@ async def hold_while_down(conn: asyncpg.Connection, down: set[str], policy: Pace
         await _save(conn, changed)
 
 
-async def record_trouble(conn: asyncpg.Connection, trouble: dict[str, list[TroubleKind]], policy: PacePolicy) -> None:
+async def record_trouble(conn: asyncpg.Connection, trouble: dict[str, list[TroubleKind]],
+                         policy: PacePolicy) -> None:
     """Trouble answers seen by the relay, in its transaction: halve the rate, remember them for a minute."""
     if not trouble:
         return
@@ -211,5 +220,6 @@ async def spend(conn: asyncpg.Connection, granted: Allowance, sent: int, floor_h
 
 
 async def read(conn: asyncpg.Connection, systems: list[str] | None = None) -> dict[str, Pace]:
-    rows = await conn.fetch("SELECT * FROM command_pace WHERE $1::text[] IS NULL OR system = ANY($1)", systems)
+    rows = await conn.fetch("SELECT * FROM command_pace WHERE $1::text[] IS NULL OR system = ANY($1)",
+                            systems)
     return {r["system"]: _from_row(r) for r in rows}

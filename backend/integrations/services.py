@@ -35,15 +35,18 @@ async def statuses(conn: asyncpg.Connection) -> list[IntegrationStatus]:
         " FROM integration_status i ORDER BY i.system")
     paces = await pacing.read(conn, [r["system"] for r in rows])
     return [IntegrationStatus(system=r["system"], status=r["status"], reason=r["reason"], since=r["since"],
-                              last_heartbeat_at=r["last_heartbeat_at"], pace=_pace_view(paces.get(r["system"])))
+                              last_heartbeat_at=r["last_heartbeat_at"],
+                              pace=_pace_view(paces.get(r["system"])))
             for r in rows]
 
 
 _TRAFFIC_SQL = f"""
 SELECT split_part(source, '/', 2) AS system,
        count(*) / {RATE_WINDOW_MIN}.0 AS events_per_min,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM applied_at - time), 0)) * 1000 AS p50,
-       percentile_cont(0.99) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM applied_at - time), 0)) * 1000 AS p99
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM applied_at - time), 0)) * 1000
+           AS p50,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM applied_at - time), 0)) * 1000
+           AS p99
 FROM events
 WHERE applied_at > now() - interval '{RATE_WINDOW_MIN} minutes' AND type <> 'connector.heartbeat'
 GROUP BY 1
@@ -54,7 +57,8 @@ WHERE last_at > now() - interval '{RATE_WINDOW_MIN} minutes' AND kind = ANY($1::
 GROUP BY system
 """
 _COMMANDS_SQL = f"""
-SELECT system, count(*) FILTER (WHERE status = 'ok') AS ok, count(*) FILTER (WHERE status = 'failed') AS failed
+SELECT system, count(*) FILTER (WHERE status = 'ok') AS ok, count(*) FILTER (WHERE status = 'failed') AS
+    failed
 FROM commands
 WHERE system = ANY($1::text[]) AND status IN ('ok', 'failed')
   AND updated_at > now() - interval '{SUCCESS_WINDOW_MIN} minutes'
@@ -80,27 +84,30 @@ async def integrations(conn: asyncpg.Connection, systems: list[str] | None = Non
         answered = (done["ok"] + done["failed"]) if done else 0
         items.append(Integration(
             **{f: getattr(status, f) for f in IntegrationStatus.__struct_fields__},
-            heartbeat_age_s=(now - status.last_heartbeat_at).total_seconds() if status.last_heartbeat_at else None,
+            heartbeat_age_s=(now - status.last_heartbeat_at).total_seconds()
+            if status.last_heartbeat_at else None,
             events_per_min=float(seen["events_per_min"]) if seen else 0.0,
             invalid_per_min=float(invalid.get(status.system, 0.0)),
-            command_success_rate=done["ok"] / answered if answered else None,
+            command_success_rate=done["ok"] / answered if done and answered else None,
             held_commands=held.get(status.system, 0),
-            apply_latency_p50_ms=seen["p50"] if seen else None, apply_latency_p99_ms=seen["p99"] if seen else None,
-            consumer_lag=consumer_lag,
+            apply_latency_p50_ms=seen["p50"] if seen else None,
+            apply_latency_p99_ms=seen["p99"] if seen else None, consumer_lag=consumer_lag,
         ))
     return items
 
 
 def _with_floor(item: Integration, floor: dict[str, int] | None) -> Integration:
-    return item if item.pace is None else msgspec.structs.replace(item, pace=msgspec.structs.replace(item.pace,
+    return item if item.pace is None else msgspec.structs.replace(item,
+                                                                  pace=msgspec.structs.replace(item.pace,
                                                                                                      floor=floor))
 
 
 def seen_from(items: list[Integration], sites: list[str] | None) -> list[Integration]:
     """The items with each pace's floor narrowed to `sites` (None: every site): a manager of one site does
     not learn how many counters another site has open."""
-    return [_with_floor(item, {site: n for site, n in (item.pace.floor or {}).items() if sites is None or site in sites}
-                        if item.pace else None) for item in items]
+    return [_with_floor(item, {site: n for site, n in (item.pace.floor or {}).items()
+                               if sites is None or site in sites} if item.pace else None)
+            for item in items]
 
 
 def for_every_reader(items: list[Integration]) -> list[Integration]:
@@ -109,7 +116,8 @@ def for_every_reader(items: list[Integration]) -> list[Integration]:
 
 
 async def snapshot(conn: asyncpg.Connection, _sites: list[str] | None) -> list[Integration]:
-    """The live topic's snapshot (integrations belong to no site: every reader sees all but the per-site floor)."""
+    """The live topic's snapshot (integrations belong to no site: every reader sees all but the per-site
+    floor)."""
     return for_every_reader(await integrations(conn))
 
 
@@ -117,8 +125,8 @@ async def claim_figures(conn: asyncpg.Connection, changed: list[str], interval_s
     """The systems whose figures this replica publishes now: those whose status it just changed, and those
     not published for `interval_s` (claimed in one statement, so one replica per round)."""
     rows = await conn.fetch(
-        "UPDATE integration_status SET figures_at = now() WHERE system = ANY($1::text[]) OR figures_at IS NULL"
-        " OR figures_at < now() - make_interval(secs => $2) RETURNING system", changed, interval_s)
+        "UPDATE integration_status SET figures_at = now() WHERE system = ANY($1::text[]) OR figures_at IS"
+        " NULL OR figures_at < now() - make_interval(secs => $2) RETURNING system", changed, interval_s)
     return sorted(r["system"] for r in rows)
 
 
@@ -145,18 +153,19 @@ async def record(conn: asyncpg.Connection, decided: list[Health], paces: dict[st
             "INSERT INTO integration_status (system, status, reason, pace_reason)"
             " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
             " ON CONFLICT (system) DO NOTHING RETURNING system",
-            [h.system for h in decided], [h.status for h in decided], [h.reason for h in decided], pace_reasons)
+            [h.system for h in decided], [h.status for h in decided], [h.reason for h in decided],
+            pace_reasons)
         # a row locked by another replica is read here as that replica committed it
         stored = {r["system"]: (r["status"], r["reason"], r["pace_reason"]) for r in await conn.fetch(
-            "SELECT system, status, reason, pace_reason FROM integration_status WHERE system = ANY($1::text[])"
-            " ORDER BY system FOR UPDATE", [h.system for h in decided])}
+            "SELECT system, status, reason, pace_reason FROM integration_status WHERE system ="
+            " ANY($1::text[]) ORDER BY system FOR UPDATE", [h.system for h in decided])}
         changed = [(h, pace_reason) for h, pace_reason in zip(decided, pace_reasons, strict=True)
                    if stored.get(h.system) != (h.status, h.reason, pace_reason)]
         await conn.execute(
-            "UPDATE integration_status i SET since = CASE WHEN i.status = n.status THEN i.since ELSE now() END,"
-            " status = n.status, reason = n.reason, pace_reason = n.pace_reason, checked_at = now()"
-            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS n(system, status, reason, pace_reason)"
-            " WHERE i.system = n.system",
+            "UPDATE integration_status i SET since = CASE WHEN i.status = n.status THEN i.since ELSE now()"
+            " END, status = n.status, reason = n.reason, pace_reason = n.pace_reason, checked_at = now()"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS n(system, status, reason,"
+            " pace_reason) WHERE i.system = n.system",
             [h.system for h, _ in changed], [h.status for h, _ in changed], [h.reason for h, _ in changed],
             [p for _, p in changed])
         await conn.execute("UPDATE integration_status SET checked_at = now() WHERE system = ANY($1::text[])",

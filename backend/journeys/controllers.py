@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, get
+from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
@@ -19,16 +20,18 @@ class JourneyController(Controller):
 
     @get("/", opt=READ, operation_id="listJourneys")
     async def list_journeys(
-        self, request: Request[Principal, object, object], resources: AppResources, site: FromQuery[str | None] = None,
+        self, request: Request[Principal, Any, State], resources: AppResources,
+        site: FromQuery[str | None] = None,
         stage: FromQuery[Stage | None] = None, ref: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50, cursor: FromQuery[str | None] = None,
     ) -> JourneyPage:
         sites = request.user.scope(site)
         async with resources.pool.acquire() as conn:
-            return await services.list_journeys(conn, sites=sites, stage=stage, ref=ref, limit=limit, cursor=cursor)
+            return await services.list_journeys(conn, sites=sites, stage=stage, ref=ref, limit=limit,
+                                                cursor=cursor)
 
     @get("/{journey_id:uuid}", opt=READ, operation_id="getJourney")
-    async def get_journey(self, request: Request[Principal, object, object], resources: AppResources,
+    async def get_journey(self, request: Request[Principal, Any, State], resources: AppResources,
                           journey_id: FromPath[UUID]) -> JourneyDetail:
         async with resources.pool.acquire() as conn:
             journey = await services.get_journey(conn, journey_id)

@@ -19,9 +19,20 @@ from typing import Any
 import msgspec
 
 from switchboard.events import (
-    AppointmentBooked, AppointmentCancelled, AppointmentNoShow, AppointmentRescheduled, CloudEvent,
-    CustomerArrived, EligibilityChecked, InteractionLogged, PriorityChanged, ReminderSent, ServiceCompleted,
-    ServiceStarted, TicketCalled, TicketIssued,
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentNoShow,
+    AppointmentRescheduled,
+    CloudEvent,
+    CustomerArrived,
+    EligibilityChecked,
+    InteractionLogged,
+    PriorityChanged,
+    ReminderSent,
+    ServiceCompleted,
+    ServiceStarted,
+    TicketCalled,
+    TicketIssued,
 )
 
 FORWARD_STAGES = ("booked", "arrived", "waiting", "called", "in_service", "completed")

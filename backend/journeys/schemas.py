@@ -6,7 +6,8 @@ from uuid import UUID
 
 import msgspec
 
-Stage = Literal["open", "booked", "arrived", "waiting", "called", "in_service", "completed", "cancelled", "no_show"]
+Stage = Literal["open", "booked", "arrived", "waiting", "called", "in_service", "completed", "cancelled",
+                "no_show"]
 
 
 class Interaction(msgspec.Struct):

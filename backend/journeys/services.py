@@ -36,8 +36,8 @@ def to_journey(row: asyncpg.Record, cls: type[Journey] = Journey, **extra: Any) 
     )
 
 
-async def list_journeys(conn: asyncpg.Connection, *, sites: list[str] | None, stage: str | None, ref: str | None,
-                        limit: int, cursor: str | None) -> JourneyPage:
+async def list_journeys(conn: asyncpg.Connection, *, sites: list[str] | None, stage: str | None,
+                        ref: str | None, limit: int, cursor: str | None) -> JourneyPage:
     where, args = [], []
 
     def arg(value: Any) -> str:
@@ -69,7 +69,8 @@ async def get_journey(conn: asyncpg.Connection, journey_id: UUID) -> JourneyDeta
     if row is None:
         return None
     timeline = await conn.fetch(
-        "SELECT source, id, type, time, applied_at FROM events WHERE journey_id = $1 ORDER BY time, source, id",
+        "SELECT source, id, type, time, applied_at FROM events WHERE journey_id = $1 ORDER BY time, source,"
+        " id",
         row["id"])
     return to_journey(row, JourneyDetail, timeline=[TimelineEntry(**dict(t)) for t in timeline])  # type: ignore[return-value]
 

@@ -34,7 +34,8 @@ def encode_update(site: str | None, key: object, data: Any) -> bytes:
     return _encode(BusUpdate(site=site, key=str(key), data=msgspec.Raw(_encode(data))))
 
 
-async def publish(topic: Topic, site: str | None, key: object, data: Any, traceparent: str | None = None) -> None:
+async def publish(topic: Topic, site: str | None, key: object, data: Any,
+                  traceparent: str | None = None) -> None:
     """Announce that `key` of `topic` at `site` is now `data`.
 
     `site` None: seen only by tokens for every site (a failure whose site is unknown, as in the API);

@@ -12,7 +12,6 @@ import logging
 from uuid import UUID
 
 import asyncpg
-
 from opentelemetry.trace import SpanKind
 
 from backend.ingest.apply import Outcome
@@ -59,7 +58,8 @@ class JourneyFeed:
             ids, self._journeys = list(self._journeys), set()
             traces, self._traces = self._traces, {}
             try:
-                # published before the connection goes back: handing it back costs a round trip (the pool's reset)
+                # published before the connection goes back: handing it back costs a round trip (the pool's
+                # reset)
                 async with self.pool.acquire() as conn:
                     for journey in await get_journeys(conn, ids):
                         traceparent = traces.get(journey.id)
@@ -67,7 +67,8 @@ class JourneyFeed:
                             await publish("journeys", journey.site, journey.id, journey)
                             continue
                         with tracing.span("live journeys", traceparent, SpanKind.PRODUCER) as span:
-                            await publish("journeys", journey.site, journey.id, journey, tracing.traceparent_of(span))
+                            await publish("journeys", journey.site, journey.id, journey,
+                                          tracing.traceparent_of(span))
             except Exception:  # the feed outlives any one failure: Postgres or NATS away, a bad row
                 log.exception("live journeys not published; retrying")
                 self._journeys.update(ids)

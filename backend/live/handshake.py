@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.exceptions import PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -26,7 +27,8 @@ class QueryTokenMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and not any(name == b"authorization" for name, _ in scope["headers"]):
+        if scope["type"] == ScopeType.WEBSOCKET \
+                and not any(name == b"authorization" for name, _ in scope["headers"]):
             query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
             token = next((value for name, value in query if name == "token"), None)
             if token:

@@ -16,7 +16,6 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-
 from opentelemetry.trace import SpanKind
 
 from backend import metrics

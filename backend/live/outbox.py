@@ -18,7 +18,7 @@ from backend import metrics
 Frame = dict[str, Any]  # an ASGI `websocket.send` event, built once per update and shared by clients
 
 
-class Overflow(Exception):
+class Overflow(Exception):  # noqa: N818 - a state of the outbox, not a bug
     """More distinct keys are waiting than the outbox holds."""
 
 

@@ -56,7 +56,7 @@ CLOSE: dict[str, tuple[int, str] | None] = {
 }
 
 log = logging.getLogger(__name__)
-_decoder = msgspec.json.Decoder(ClientMessage)  # type: ignore[arg-type]
+_decoder = msgspec.json.Decoder(ClientMessage)
 _encode = msgspec.json.encode
 
 

@@ -28,7 +28,7 @@ async def _journeys(conn: asyncpg.Connection, sites: list[str] | None) -> list[A
     page = await list_journeys(
         conn, sites=sites, stage=None, ref=None, limit=JOURNEYS_IN_SNAPSHOT, cursor=None
     )
-    return page.items  # type: ignore[return-value]
+    return page.items
 
 
 async def _failures(conn: asyncpg.Connection, sites: list[str] | None) -> list[Any]:
@@ -37,18 +37,18 @@ async def _failures(conn: asyncpg.Connection, sites: list[str] | None) -> list[A
         sites=sites,
         status="open",
         kind=None,
-        system=None,  # type: ignore[return-value]
+        system=None,
         limit=FAILURES_IN_SNAPSHOT,
         cursor=None,
     )
 
 
 SNAPSHOTS: dict[str, SnapshotReader] = {
-    "flow": flow,  # type: ignore[dict-item]
-    "capacity": capacity,  # type: ignore[dict-item]
+    "flow": flow,
+    "capacity": capacity,
     "journeys": _journeys,
     "failures": _failures,
     "reconciliation": reconciliation.snapshot,
-    "fallbacks": fallbacks_snapshot,  # type: ignore[dict-item]
-    "integrations": integrations_snapshot,  # type: ignore[dict-item]
+    "fallbacks": fallbacks_snapshot,
+    "integrations": integrations_snapshot,
 }

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get
+from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
 
 from backend.auth import READ, Principal
@@ -17,14 +18,14 @@ class OperationsController(Controller):
     tags = ["operations"]
 
     @get("/flow", opt=READ, operation_id="getFlow")
-    async def flow(self, request: Request[Principal, object, object], resources: AppResources,
+    async def flow(self, request: Request[Principal, Any, State], resources: AppResources,
                    site: FromQuery[str | None] = None) -> FlowList:
         sites = request.user.scope(site)
         async with resources.pool.acquire() as conn:
             return FlowList(items=await services.flow(conn, sites))
 
     @get("/flow/history", opt=READ, operation_id="getFlowHistory")
-    async def flow_history(self, request: Request[Principal, object, object], resources: AppResources,
+    async def flow_history(self, request: Request[Principal, Any, State], resources: AppResources,
                            site: FromQuery[str | None] = None,
                            minutes: Annotated[int, QueryParameter(ge=1, le=24 * 60)] = 60) -> FlowHistoryList:
         """The flow rates minute by minute for the last `minutes`, so a chart opened now shows the past."""
@@ -33,7 +34,7 @@ class OperationsController(Controller):
             return FlowHistoryList(items=await services.flow_history(conn, sites, minutes, datetime.now(UTC)))
 
     @get("/capacity", opt=READ, operation_id="getCapacity")
-    async def capacity(self, request: Request[Principal, object, object], resources: AppResources,
+    async def capacity(self, request: Request[Principal, Any, State], resources: AppResources,
                        site: FromQuery[str | None] = None) -> CapacityList:
         sites = request.user.scope(site)
         async with resources.pool.acquire() as conn:

@@ -19,21 +19,26 @@ PERCENTILE_WINDOW = "60 minutes"
 
 _FLOW_SQL = f"""
 WITH scoped AS (
-    SELECT * FROM journeys WHERE ($1::text[] IS NULL OR site = ANY($1)) AND updated_at > now() - interval '1 day'
+    SELECT * FROM journeys WHERE ($1::text[] IS NULL OR site = ANY($1)) AND updated_at > now() - interval
+        '1 day'
 )
 SELECT site,
        (SELECT jsonb_object_agg(stage, n) FROM (SELECT stage, count(*) AS n FROM scoped s2
             WHERE s2.site = s.site GROUP BY stage) c) AS stages,
        count(*) FILTER (WHERE arrived_at > now() - interval '{RATE_WINDOW_MIN} minutes') / {RATE_WINDOW_MIN}.0
            AS arrivals_per_min,
-       count(*) FILTER (WHERE stage = 'completed' AND finished_at > now() - interval '{RATE_WINDOW_MIN} minutes')
+       count(*) FILTER (WHERE stage = 'completed' AND finished_at > now() - interval
+           '{RATE_WINDOW_MIN} minutes')
            / {RATE_WINDOW_MIN}.0 AS completions_per_min,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM called_at - coalesce(waiting_at, arrived_at)))
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM called_at - coalesce(waiting_at,
+           arrived_at)))
            FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}') AS wait_p50_s,
-       percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM called_at - coalesce(waiting_at, arrived_at)))
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM called_at - coalesce(waiting_at,
+           arrived_at)))
            FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}') AS wait_p90_s,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - in_service_at))
-           FILTER (WHERE stage = 'completed' AND finished_at > now() - interval '{PERCENTILE_WINDOW}') AS service_p50_s
+           FILTER (WHERE stage = 'completed' AND finished_at > now() - interval '{PERCENTILE_WINDOW}') AS
+               service_p50_s
 FROM scoped s
 GROUP BY site
 ORDER BY site
@@ -43,7 +48,8 @@ ORDER BY site
 async def flow(conn: asyncpg.Connection, sites: list[str] | None) -> list[SiteFlow]:
     return [
         SiteFlow(site=r["site"], stages=msgspec.json.decode(r["stages"]) if r["stages"] else {},
-                 arrivals_per_min=float(r["arrivals_per_min"]), completions_per_min=float(r["completions_per_min"]),
+                 arrivals_per_min=float(r["arrivals_per_min"]),
+                 completions_per_min=float(r["completions_per_min"]),
                  wait_p50_s=r["wait_p50_s"], wait_p90_s=r["wait_p90_s"], service_p50_s=r["service_p50_s"])
         for r in await conn.fetch(_FLOW_SQL, sites)
     ]
@@ -72,12 +78,14 @@ async def flow_history(conn: asyncpg.Connection, sites: list[str] | None, minute
             completions.append(r["completed_at"])
 
     def rate(sorted_times: list[datetime], minute: datetime) -> float:
-        return (bisect_right(sorted_times, minute) - bisect_right(sorted_times, minute - window)) / RATE_WINDOW_MIN
+        return (bisect_right(sorted_times, minute) - bisect_right(sorted_times,
+                                                                  minute - window)) / RATE_WINDOW_MIN
 
     history = []
     for site in sorted(times):
         arrivals, completions = (sorted(t) for t in times[site])
-        points = [FlowMinute(minute=m, arrivals_per_min=rate(arrivals, m), completions_per_min=rate(completions, m))
+        points = [FlowMinute(minute=m, arrivals_per_min=rate(arrivals, m),
+                             completions_per_min=rate(completions, m))
                   for m in (first + timedelta(minutes=n) for n in range(minutes))]
         history.append(SiteFlowHistory(site=site, points=points))
     return history
@@ -100,8 +108,8 @@ async def capacity(conn: asyncpg.Connection, sites: list[str] | None) -> list[Si
         open_ = r["counters_open"]
         service_s = r["service_p50_s"]
         items.append(SiteCapacity(
-            site=r["site"], counters_open=open_, counters_busy=r["counters_busy"], staff_on_duty=r["staff_on_duty"],
-            queue_length=r["queue_length"],
+            site=r["site"], counters_open=open_, counters_busy=r["counters_busy"],
+            staff_on_duty=r["staff_on_duty"], queue_length=r["queue_length"],
             # the queue drains at one service time per open counter
             est_wait_s=None if service_s is None else r["queue_length"] * service_s / max(open_, 1),
             utilisation=r["counters_busy"] / open_ if open_ else None, updated_at=r["updated_at"],

@@ -59,8 +59,8 @@ def compare_record(system: str, record: SnapshotRecord, journey: Holding | None,
     """The drift between one record and the journey holding its reference (None: Switchboard has none)."""
     if journey is None:
         whole = {"stage": record.stage, **record.fields} if record.stage else dict(record.fields)
-        return [Finding(kind="missing_here", ref=record.ref, theirs=whole, theirs_updated_at=record.updated_at,
-                        record=record)]
+        return [Finding(kind="missing_here", ref=record.ref, theirs=whole,
+                        theirs_updated_at=record.updated_at, record=record)]
     found: list[Finding] = []
     same_system = [r for r in journey.refs if r != record.ref and r.startswith(f"{system}:")]
     for field in owned(system).compared:
@@ -71,12 +71,13 @@ def compare_record(system: str, record: SnapshotRecord, journey: Holding | None,
             continue  # the journey's value comes from another of this system's records
         our_value = ours(system, journey.state, field)
         if field == STAGE and _stuck(system, journey, now, stale_after):
-            found.append(Finding(kind="stale", ref=record.ref, field=STAGE, ours=journey.stage, theirs=their_value,
+            found.append(Finding(kind="stale", ref=record.ref, field=STAGE, ours=journey.stage,
+                                 theirs=their_value,
                                  theirs_updated_at=record.updated_at, journey_id=journey.id, record=record))
         elif not same(field, our_value, their_value):
             found.append(Finding(kind="state_mismatch", ref=record.ref, field=field, ours=our_value,
-                                 theirs=their_value, theirs_updated_at=record.updated_at, journey_id=journey.id,
-                                 record=record))
+                                 theirs=their_value, theirs_updated_at=record.updated_at,
+                                 journey_id=journey.id, record=record))
     return found
 
 
@@ -92,6 +93,8 @@ def compare_absent(system: str, ref: str, journey: Holding) -> Finding:
 
 
 def differences(system: str, record: SnapshotRecord, state: JourneyState) -> list[str]:
-    """The owned fields where the record does not hold Switchboard's value (a value we lack is no difference)."""
+    """The owned fields where the record does not hold Switchboard's value (a value we lack is no
+    difference)."""
     return [field for field in owned(system).compared
-            if (value := ours(system, state, field)) is not None and not same(field, value, theirs(record, field))]
+            if (value := ours(system, state, field)) is not None and not same(field, value,
+                                                                              theirs(record, field))]

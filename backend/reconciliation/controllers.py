@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
 from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
@@ -19,13 +20,25 @@ from backend.privacy import acting_user
 from backend.reconciliation import repair, services
 from backend.reconciliation.scheduler import Reconciler
 from backend.reconciliation.schemas import (
-    BulkPreview, BulkPreviewRequest, BulkResolveRequest, BulkResolveResult, DriftItem, DriftKind, DriftPage,
-    DriftStatus, ResolveRequest, ResolveResult, Run, RunRequest, RunStarted, StatusPage,
+    BulkPreview,
+    BulkPreviewRequest,
+    BulkResolveRequest,
+    BulkResolveResult,
+    DriftItem,
+    DriftKind,
+    DriftPage,
+    DriftStatus,
+    ResolveRequest,
+    ResolveResult,
+    Run,
+    RunRequest,
+    RunStarted,
+    StatusPage,
 )
 from backend.resources import AppResources
 from switchboard.events import RESERVED_SYSTEMS
 
-AnyRequest = Request[Principal, object, object]
+AnyRequest = Request[Principal, Any, State]
 
 
 class ReconciliationController(Controller):
@@ -36,10 +49,12 @@ class ReconciliationController(Controller):
     async def status(self, request: AnyRequest, resources: AppResources, site: FromQuery[str | None] = None,
                      system: FromQuery[str | None] = None) -> StatusPage:
         async with resources.pool.acquire() as conn:
-            return StatusPage(items=await services.statuses(conn, sites=request.user.scope(site), system=system))
+            return StatusPage(items=await services.statuses(conn, sites=request.user.scope(site),
+                                                            system=system))
 
     @post("/runs", opt=SRE, operation_id="startReconciliationRun", status_code=HTTP_202_ACCEPTED)
-    async def start_run(self, request: AnyRequest, resources: AppResources, data: JSONBody[RunRequest]) -> RunStarted:
+    async def start_run(self, request: AnyRequest, resources: AppResources,
+                        data: JSONBody[RunRequest]) -> RunStarted:
         request.user.scope(data.site)
         if data.system not in resources.known_systems - RESERVED_SYSTEMS:
             raise ValidationException(f"{data.system!r} is not a registered system")
@@ -75,8 +90,8 @@ class ReconciliationController(Controller):
     ) -> DriftPage:
         before = decode_cursor(cursor, int)[0] if cursor else None
         async with resources.pool.acquire() as conn:
-            items = await services.list_drift(conn, sites=request.user.scope(site), status=status, system=system,
-                                              kind=kind, limit=limit + 1, before=before)
+            items = await services.list_drift(conn, sites=request.user.scope(site), status=status,
+                                              system=system, kind=kind, limit=limit + 1, before=before)
         next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
         return DriftPage(items=items[:limit], next_cursor=next_cursor)
 

@@ -1,4 +1,5 @@
-"""The live `reconciliation` topic: a snapshot per client's sites, and updates where runs finish and items change."""
+"""The live `reconciliation` topic: a snapshot per client's sites, and updates where runs finish and items
+change."""
 
 from __future__ import annotations
 
@@ -40,4 +41,5 @@ async def publish_drift(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
     """Announce drift items as they now are (call after the change is committed)."""
     for start in range(0, len(ids), 500):
         for item in await services.get_drift(conn, ids[start:start + 500]):
-            await live.publish("reconciliation", item.site, f"drift:{item.id}", LiveEntry(key=f"drift:{item.id}", drift=item))
+            await live.publish("reconciliation", item.site, f"drift:{item.id}",
+                               LiveEntry(key=f"drift:{item.id}", drift=item))

@@ -36,14 +36,16 @@ class Owned:
 
     @property
     def record_fields(self) -> frozenset[str]:
-        """The names, in a snapshot record's `fields`, of what is compared or read: all a stored record keeps."""
-        return frozenset(name for field in self.fields for name in _IN_RECORD.get(field, (field,))) | set(self.read_too)
+        """The names, in a snapshot record's `fields`, of what is compared or read: all a stored record
+        keeps."""
+        in_record = (name for field in self.fields for name in _IN_RECORD.get(field, (field,)))
+        return frozenset(in_record) | set(self.read_too)
 
 
 OWNERSHIP: dict[str, Owned] = {
     "appointments": Owned(frozenset({"booked", "cancelled", "no_show"}), ("service", "slot_start")),
-    "queue": Owned(frozenset({"arrived", "waiting", "called", "in_service", "completed"}), ("ticket", "counter"),
-                   read_too=("service",)),
+    "queue": Owned(frozenset({"arrived", "waiting", "called", "in_service", "completed"}),
+                   ("ticket", "counter"), read_too=("service",)),
     "core": Owned(frozenset(), ("eligibility",)),
     "crm": Owned(frozenset(), ("priority",)),
     "contact_center": Owned(frozenset(), ("last_interaction",)),
@@ -60,7 +62,8 @@ def kept(system: str, record: SnapshotRecord) -> SnapshotRecord:
     """The record as Switchboard may hold it: only the fields the map has it compare or read, and those
     redacted as events are (a connector's record may carry anything, a name or an e-mail address)."""
     wanted = owned(system).record_fields
-    return msgspec.structs.replace(record, fields=redact({k: v for k, v in record.fields.items() if k in wanted}))
+    return msgspec.structs.replace(record,
+                                   fields=redact({k: v for k, v in record.fields.items() if k in wanted}))
 
 
 def stage_seen_by(system: str, stage: str | None) -> str | None:
@@ -88,7 +91,8 @@ def ours(system: str, state: JourneyState, field: str) -> Any:
             return state.value("priority") or "normal"
         case "last_interaction":
             interaction = state.value("last_interaction")
-            return {"reason_code": interaction["reason_code"], "outcome": interaction["outcome"]} if interaction else None
+            return {"reason_code": interaction["reason_code"],
+                    "outcome": interaction["outcome"]} if interaction else None
         case _:
             return state.value(field)
 

@@ -1,4 +1,5 @@
-"""What resolving a drift item would do, decided before anything changes: the action, the change, whether it can.
+"""What resolving a drift item would do, decided before anything changes: the action, the change, whether it
+can.
 
 `accept_source` takes the system's record: corrective events from `/switchboard`, built from the record
 the run read, applied like any other. They can only do what the merge does (stages move forward, a final
@@ -58,7 +59,8 @@ def proposed_action(row: Mapping[str, Any]) -> Action:
 
 def plan(row: Mapping[str, Any], action: Action, state: JourneyState | None) -> RepairPlan:
     ours, theirs = _json(row["ours"]), _json(row["theirs"])
-    common = {"drift_id": row["id"], "ref": row["ref"], "kind": row["kind"], "field": row["field"], "action": action}
+    common = {"drift_id": row["id"], "ref": row["ref"], "kind": row["kind"], "field": row["field"],
+              "action": action}
     if action == "ignore":
         return RepairPlan(**common, changes=None, from_=None, to=None, possible=True,
                           note="nothing changes anywhere; the item is closed with the reason")
@@ -68,17 +70,20 @@ def plan(row: Mapping[str, Any], action: Action, state: JourneyState | None) -> 
             possible, note = False, "Switchboard holds no journey for this reference: nothing of ours to push"
         elif row["conflict"]:
             note = "the system changed this record during the fallback: pushing overwrites its change"
-        return RepairPlan(**common, changes=row["system"], from_=theirs, to=ours, possible=possible, note=note)
+        return RepairPlan(**common, changes=row["system"], from_=theirs, to=ours, possible=possible,
+                          note=note)
     try:
         events = corrective_events(row, state)
     except NotPossible as exc:
-        return RepairPlan(**common, changes="switchboard", from_=ours, to=theirs, possible=False, note=str(exc))
+        return RepairPlan(**common, changes="switchboard", from_=ours, to=theirs, possible=False,
+                          note=str(exc))
     return RepairPlan(**common, changes="switchboard", from_=ours, to=theirs, possible=True,
                       note=f"{len(events)} event(s) from /switchboard: {', '.join(e.type for e in events)}")
 
 
 def corrective_events(row: Mapping[str, Any], state: JourneyState | None) -> list[CloudEvent]:
-    """The events from `/switchboard` that make the journey hold the system's record; NotPossible says why not."""
+    """The events from `/switchboard` that make the journey hold the system's record; NotPossible says why
+    not."""
     record = record_of(row)
     if row["kind"] == "missing_there" or record is None:
         raise NotPossible("the system has no record to take: Switchboard does not forget a reference;"
@@ -89,17 +94,18 @@ def corrective_events(row: Mapping[str, Any], state: JourneyState | None) -> lis
         made_all = [m for f in owned(system).compared if (m := _for_field(system, f, record, state))]
         events = [_event(type_, data, record, now) for type_, data in made_all]
         if not events:
-            raise NotPossible(f"{system} owns nothing of a journey that Switchboard could take from its record")
+            raise NotPossible(f"{system} owns nothing of a journey that Switchboard could take from its"
+                              " record")
         events[0] = msgspec.structs.replace(events[0], data=msgspec.structs.replace(
-            events[0].data, links=list(record.links)))  # type: ignore[attr-defined]
+            events[0].data, links=list(record.links)))
         return events
     if field == STAGE:
         current = state.value("stage") if state else None
         if record.stage is None:
             raise NotPossible("the system's record states no stage")
         if row["kind"] == "stale" and current == record.stage:
-            raise NotPossible(f"the system also holds {current}: nothing to take from it; ignore with a reason,"
-                              " or settle it on the floor")
+            raise NotPossible(f"the system also holds {current}: nothing to take from it; ignore with a"
+                              " reason, or settle it on the floor")
         if why := stage_move(current, record.stage):
             raise NotPossible(why)
     made = _for_field(system, field, record, state)
@@ -118,13 +124,16 @@ def _for_field(system: str, field: str, record: SnapshotRecord,
         case "service":
             return _booked(record, state)
         case "slot_start":
-            return ("appointment.rescheduled", {"slot_start": f["slot_start"]}) if f.get("slot_start") else None
+            if not f.get("slot_start"):
+                return None
+            return "appointment.rescheduled", {"slot_start": f["slot_start"]}
         case "ticket":
             return _ticket(record)
         case "counter":
             if not f.get("counter"):
                 return None
-            return ("ticket.called" if record.stage == "called" else "service.started", {"counter": f["counter"]})
+            return ("ticket.called" if record.stage == "called" else "service.started",
+                    {"counter": f["counter"]})
         case "eligibility":
             return ("eligibility.checked", {"result": f["eligibility"]}) if f.get("eligibility") else None
         case "priority":
@@ -134,7 +143,8 @@ def _for_field(system: str, field: str, record: SnapshotRecord,
                 return None
             earlier = state.value("last_interaction") if state else None
             return ("interaction.logged", {"channel": (earlier or {}).get("channel", "phone"),
-                                           "reason_code": f["last_interaction"], "outcome": f.get("outcome", RECONCILED)})
+                                           "reason_code": f["last_interaction"],
+                                           "outcome": f.get("outcome", RECONCILED)})
     return None
 
 

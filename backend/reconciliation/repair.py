@@ -1,4 +1,5 @@
-"""Resolving drift: one item or every item a previewed filter matched, each in one transaction with its audit row.
+"""Resolving drift: one item or every item a previewed filter matched, each in one transaction with its audit
+row.
 
 A repair is not called done when it is sent: the item is `repairing` until `verify` reads the record
 again (after the corrective events are applied, or the pushed command is answered) and finds the
@@ -27,7 +28,12 @@ from backend.reconciliation import live, services
 from backend.reconciliation.ownership import pushed_state
 from backend.reconciliation.plans import NotPossible, corrective_events, plan, proposed_action
 from backend.reconciliation.schemas import (
-    Action, BulkPreview, BulkResolveResult, DriftFilter, RepairPlan, ResolveResult,
+    Action,
+    BulkPreview,
+    BulkResolveResult,
+    DriftFilter,
+    RepairPlan,
+    ResolveResult,
 )
 from backend.resources import Resources
 from switchboard.commands import RECORD_PUSH
@@ -39,10 +45,11 @@ SWITCHBOARD = Principal(sub="switchboard", roles=frozenset({"system"}), sites=No
 
 
 
-async def journey_state(conn: asyncpg.Connection, ref: str) -> tuple[uuid.UUID, list[str], JourneyState] | None:
+async def journey_state(conn: asyncpg.Connection,
+                        ref: str) -> tuple[uuid.UUID, list[str], JourneyState] | None:
     row = await conn.fetchrow(
-        "SELECT j.id, j.state, array(SELECT o.ref FROM journey_refs o WHERE o.journey_id = j.id ORDER BY o.ref) AS refs"
-        " FROM journey_refs r JOIN journeys j ON j.id = r.journey_id WHERE r.ref = $1", ref)
+        "SELECT j.id, j.state, array(SELECT o.ref FROM journey_refs o WHERE o.journey_id = j.id ORDER BY"
+        " o.ref) AS refs FROM journey_refs r JOIN journeys j ON j.id = r.journey_id WHERE r.ref = $1", ref)
     return None if row is None else (row["id"], list(row["refs"]), _state.decode(row["state"]))
 
 
@@ -57,7 +64,8 @@ async def _locked_item(conn: asyncpg.Connection, principal: Principal, drift_id:
 
 async def push_command(conn: asyncpg.Connection, *, command_id: uuid.UUID, rule: str, system: str, site: str,
                        ref: str, journey: tuple[uuid.UUID, list[str], JourneyState]) -> None:
-    """`record.push` of our state of `ref` to `system`, through the outbox (the relay paces and retries it)."""
+    """`record.push` of our state of `ref` to `system`, through the outbox (the relay paces and retries
+    it)."""
     journey_id, refs, state = journey
     stage, fields = pushed_state(system, state)
     data = {"rule": rule, "ref": ref, "site": site, "stage": stage, "fields": fields}
@@ -100,8 +108,10 @@ async def _act(conn: asyncpg.Connection, resources: Resources, principal: Princi
 
 
 async def resolve(resources: Resources, principal: Principal, drift_id: int, action: Action | None,
-                  reason: str | None, *, dry_run: bool = False, selection: str | None = None) -> ResolveResult:
-    """Resolve one open item with `action` (None: its proposed action); `dry_run` only says what it would do."""
+                  reason: str | None, *, dry_run: bool = False,
+                  selection: str | None = None) -> ResolveResult:
+    """Resolve one open item with `action` (None: its proposed action); `dry_run` only says what it would
+    do."""
     async with resources.pool.acquire() as conn, conn.transaction():
         row = await _locked_item(conn, principal, drift_id)
         action = action or proposed_action(row)
@@ -129,11 +139,11 @@ async def resolve(resources: Resources, principal: Principal, drift_id: int, act
     return result
 
 
-async def _matching(conn: asyncpg.Connection, principal: Principal, wanted: DriftFilter, action: Action | None,
-                    up_to: int | None) -> list[RepairPlan]:
+async def _matching(conn: asyncpg.Connection, principal: Principal, wanted: DriftFilter,
+                    action: Action | None, up_to: int | None) -> list[RepairPlan]:
     args: list[Any] = []
-    where = services.drift_filters(args, sites=principal.scope(wanted.site), status="open", system=wanted.system,
-                                   kind=wanted.kind)
+    where = services.drift_filters(args, sites=principal.scope(wanted.site), status="open",
+                                   system=wanted.system, kind=wanted.kind)
     if up_to is not None:
         args.append(up_to)
         where.append(f"d.id <= ${len(args)}")
@@ -151,7 +161,8 @@ def _digest(plans: list[RepairPlan]) -> str:
 
 async def preview(resources: Resources, principal: Principal, wanted: DriftFilter,
                   action: Action | None) -> BulkPreview:
-    """Every open item the filter matches with what resolving it would change; `selection` names the possible ones."""
+    """Every open item the filter matches with what resolving it would change; `selection` names the possible
+    ones."""
     async with resources.pool.acquire() as conn:
         plans = await _matching(conn, principal, wanted, action, None)
     acting = [p for p in plans if p.possible]
@@ -163,15 +174,18 @@ async def preview(resources: Resources, principal: Principal, wanted: DriftFilte
 async def bulk_resolve(resources: Resources, principal: Principal, selection: str,
                        reason: str | None) -> BulkResolveResult:
     """Act on exactly the items the preview showed as possible, or on none (409) if that set changed since."""
-    system, site, kind, action, up_to, count, digest = decode_cursor(selection, str, str, str, str, int, int, str)
-    wanted = DriftFilter(system=system or None, site=site or None, kind=kind or None)  # type: ignore[arg-type]
-    chosen: Action | None = action or None  # type: ignore[assignment]
+    system, site, kind, action, up_to, count, digest = decode_cursor(selection, str, str, str,
+                                                                     str, int, int, str)
+    wanted = DriftFilter(system=system or None, site=site or None, kind=kind or None)
+    chosen: Action | None = action or None
     if chosen == "ignore" and not reason:
         raise ValidationException("ignore needs a reason")
     async with resources.pool.acquire() as conn:
         acting = [p for p in await _matching(conn, principal, wanted, chosen, up_to) if p.possible]
     if len(acting) != count or _digest(acting) != digest:
-        raise ConflictException(f"the items to act on changed since the preview ({len(acting)} now, not {count});"
+        raise ConflictException(f"the items to act on changed since the preview ({len(acting)} now, not"
+                                f" {count});"
                                 " preview again")
-    results = [await resolve(resources, principal, p.drift_id, p.action, reason, selection=selection) for p in acting]
+    results = [await resolve(resources, principal, p.drift_id, p.action, reason,
+                             selection=selection) for p in acting]
     return BulkResolveResult(acted=len(results), selection=selection, results=results)

@@ -55,13 +55,14 @@ def _days(first: date, last: date) -> list[date]:
 
 async def replay_due(reconciler: Reconciler) -> None:
     async with reconciler.pool.acquire() as conn:
-        due = [r["id"] for r in await conn.fetch("SELECT id FROM fallbacks WHERE status = 'replaying' ORDER BY id")]
-    for fallback_id in due:
+        replaying = await conn.fetch("SELECT id FROM fallbacks WHERE status = 'replaying' ORDER BY id")
+    for fallback_id in [r["id"] for r in replaying]:
         await replay(reconciler, fallback_id)
 
 
 async def replay(reconciler: Reconciler, fallback_id: int) -> dict[str, Any] | None:
-    """Replay one fallback; None when it must wait (another replica has it, or the system cannot be reached)."""
+    """Replay one fallback; None when it must wait (another replica has it, or the system cannot be
+    reached)."""
     async with reconciler.pool.acquire() as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(f"replay {fallback_id}")):
             return None
@@ -71,15 +72,18 @@ async def replay(reconciler: Reconciler, fallback_id: int) -> dict[str, Any] | N
             await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(f"replay {fallback_id}"))
 
 
-async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection, fallback_id: int) -> dict[str, Any] | None:
-    fallback = await conn.fetchrow("SELECT * FROM fallbacks WHERE id = $1 AND status = 'replaying'", fallback_id)
+async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection,
+                         fallback_id: int) -> dict[str, Any] | None:
+    fallback = await conn.fetchrow("SELECT * FROM fallbacks WHERE id = $1 AND status = 'replaying'",
+                                   fallback_id)
     if fallback is None:
         return None
     system, site, started_at = fallback["system"], fallback["site"], fallback["started_at"]
     earlier = msgspec.json.decode(fallback["replay"]) if fallback["replay"] else {}
     runs = earlier.get("runs", [])
     if not runs and await conn.fetchval(
-            "SELECT true FROM reconciliation_runs WHERE system = $1 AND site = $2 AND trigger = 'fallback_end'"
+            "SELECT true FROM reconciliation_runs WHERE system = $1 AND site = $2 AND trigger ="
+            " 'fallback_end'"
             " AND status = 'unreachable' AND started_at > now() - make_interval(secs => $3) LIMIT 1",
             system, site, _UNREACHABLE_PAUSE_S):
         return None  # the system was away moments ago: ask again in a while, not every round
@@ -103,7 +107,8 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection, fallb
         for ref in refs:
             journey = await journey_state(conn, ref)
             if journey is None:
-                continue  # its journey is gone since its steps applied (retention): nothing to hand the system
+                # its journey is gone since its steps applied (retention): nothing to hand the system
+                continue
             record = records.get(ref)
             differing = differences(system, record, journey[2]) if record else ["record"]
             if not differing:
@@ -111,19 +116,21 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection, fallb
                 in_system.append(ref)
             elif record is None or record.updated_at <= started_at:
                 command_id = replay_command_id(fallback_id, ref)
-                await push_command(conn, command_id=command_id, rule="fallback_replay", system=system, site=site,
-                                   ref=ref, journey=journey)
+                await push_command(conn, command_id=command_id, rule="fallback_replay", system=system,
+                                   site=site, ref=ref, journey=journey)
                 changed += [r["id"] for r in await conn.fetch(
-                    "UPDATE drift_items SET status = 'repairing', action = 'push_ours', acted_by = 'switchboard',"
-                    " reason = $4, command_id = $3, fallback_id = $5, last_check = '{\"waiting_for\": \"command\"}',"
+                    "UPDATE drift_items SET status = 'repairing', action = 'push_ours', acted_by ="
+                    " 'switchboard',"
+                    " reason = $4, command_id = $3, fallback_id = $5, last_check = '{\"waiting_for\":"
+                    " \"command\"}',"
                     " updated_at = now() WHERE system = $1 AND ref = $2 AND status = 'open' RETURNING id",
                     system, ref, command_id, f"replay of fallback {fallback_id}", fallback_id)]
                 outcome = "pushed"
                 pushed.append(ref)
             else:
                 outcome, command_id = "conflict", None
-                changed += await _flag_conflict(conn, fallback_id, runs[-1], system, site, ref, journey, record,
-                                                differing)
+                changed += await _flag_conflict(conn, fallback_id, runs[-1], system, site, ref, journey,
+                                                record, differing)
                 conflicts.append(ref)
             await conn.execute("UPDATE fallback_ledger SET replay_status = $3, command_id = $4"
                                " WHERE fallback_id = $1 AND ref = $2 AND replay_status = 'pending'",
@@ -131,11 +138,13 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection, fallb
         waiting = await conn.fetchval("SELECT count(*) FROM fallback_ledger WHERE fallback_id = $1"
                                       " AND replay_status = 'pending'", fallback_id)
         summary = {"pushed": earlier.get("pushed", 0) + len(pushed), "in_system": earlier.get("in_system", 0)
-                   + len(in_system), "conflicts": sorted({*earlier.get("conflicts", []), *conflicts}), "runs": runs}
+                   + len(in_system), "conflicts": sorted({*earlier.get("conflicts", []), *conflicts}),
+                   "runs": runs}
         ended = not waiting
         await conn.execute(
             "UPDATE fallbacks SET replay = $2::jsonb, status = CASE WHEN $3 THEN 'ended' ELSE status END,"
-            " ended_at = coalesce(ended_at, now()) WHERE id = $1", fallback_id, _encode(summary).decode(), ended)
+            " ended_at = coalesce(ended_at, now()) WHERE id = $1", fallback_id, _encode(summary).decode(),
+            ended)
         if ended or pushed or conflicts or in_system:
             await audit.record(conn, SWITCHBOARD, action="fallback.replay", target=f"fallback:{fallback_id}",
                                reason=None, result={**summary, "ended": ended, "pushed_now": pushed})
@@ -144,13 +153,17 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection, fallb
     return summary
 
 
-async def _unsettled_steps_sent_again(reconciler: Reconciler, conn: asyncpg.Connection, fallback_id: int) -> bool:
-    """Marks the steps whose event was refused; publishes again those whose event is neither applied nor refused
-    (the message id and the apply side's inbox make that harmless) and says whether there were any."""
+async def _unsettled_steps_sent_again(reconciler: Reconciler, conn: asyncpg.Connection,
+                                      fallback_id: int) -> bool:
+    """Marks the steps whose event was refused; publishes again those whose event is neither applied nor
+    refused (the message id and the apply side's inbox make that harmless) and says whether there were any."""
     await conn.execute(
-        "UPDATE fallback_ledger l SET replay_status = 'refused' WHERE l.fallback_id = $1 AND l.replay_status = 'pending'"
-        " AND EXISTS (SELECT 1 FROM failures f WHERE f.event_source = l.event_source AND f.event_id = l.event_id)"
-        " AND NOT EXISTS (SELECT 1 FROM event_inbox e WHERE e.source = l.event_source AND e.id = l.event_id)", fallback_id)
+        "UPDATE fallback_ledger l SET replay_status = 'refused' WHERE l.fallback_id = $1 AND l.replay_status"
+        " = 'pending'"
+        " AND EXISTS (SELECT 1 FROM failures f WHERE f.event_source = l.event_source AND f.event_id ="
+        " l.event_id)"
+        " AND NOT EXISTS (SELECT 1 FROM event_inbox e WHERE e.source = l.event_source AND e.id = l.event_id)",
+        fallback_id)
     unsettled = await conn.fetch(
         "SELECT * FROM fallback_ledger l WHERE l.fallback_id = $1 AND l.replay_status = 'pending'"
         " AND NOT EXISTS (SELECT 1 FROM event_inbox e WHERE e.source = l.event_source AND e.id = l.event_id)"
@@ -163,21 +176,24 @@ async def _unsettled_steps_sent_again(reconciler: Reconciler, conn: asyncpg.Conn
             try:
                 await own_events.publish(reconciler.resources.js, key, event)
             except (NatsError, TimeoutError):
-                log.warning("fallback %s: the event of step %s could not be sent again", fallback_id, row["seq"])
+                log.warning("fallback %s: the event of step %s could not be sent again", fallback_id,
+                            row["seq"])
                 break
     return bool(unsettled)
 
 
-async def _flag_conflict(conn: asyncpg.Connection, fallback_id: int, run_id: int, system: str, site: str, ref: str,
-                         journey: Any, record: Any, differing: list[str]) -> list[int]:
+async def _flag_conflict(conn: asyncpg.Connection, fallback_id: int, run_id: int, system: str, site: str,
+                         ref: str, journey: Any, record: Any, differing: list[str]) -> list[int]:
     """The system changed a record staff also changed by hand: one conflict item per differing field."""
     ids = []
     for field in differing:
         row = await conn.fetchrow(
             """
-            INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, journey_id, kind, field, ours, theirs,
+            INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, journey_id, kind, field, ours,
+                theirs,
                                      theirs_updated_at, record, fallback_id, conflict)
-            VALUES ($1, $2, $3, $4, $5, $6, 'state_mismatch', $7, $8::jsonb, $9::jsonb, $10, $11::jsonb, $12, true)
+            VALUES ($1, $2, $3, $4, $5, $6, 'state_mismatch', $7, $8::jsonb, $9::jsonb, $10, $11::jsonb, $12,
+                true)
             ON CONFLICT (dedupe_key) WHERE status IN ('open', 'repairing') DO UPDATE SET
                 conflict = true, fallback_id = EXCLUDED.fallback_id, updated_at = now()
             RETURNING id

@@ -36,8 +36,8 @@ def _decoded(value: str | None) -> Any:
     return None if value is None else msgspec.json.decode(value)
 
 
-async def assess(conn: asyncpg.Connection, system: str, records: Iterable[SnapshotRecord], absent: Iterable[str], *,
-                 stale_after: timedelta) -> list[Finding]:
+async def assess(conn: asyncpg.Connection, system: str, records: Iterable[SnapshotRecord],
+                 absent: Iterable[str], *, stale_after: timedelta) -> list[Finding]:
     """The drift between these records and Switchboard, and for `absent`: references the system lacks."""
     records, absent = list(records), list(absent)
     held = await services.holdings_by_ref(conn, [r.ref for r in records] + absent)
@@ -51,8 +51,8 @@ async def assess(conn: asyncpg.Connection, system: str, records: Iterable[Snapsh
     return found
 
 
-async def store_findings(conn: asyncpg.Connection, run_id: int, system: str, site: str, findings: list[Finding],
-                         checked_refs: list[str]) -> tuple[list[int], int]:
+async def store_findings(conn: asyncpg.Connection, run_id: int, system: str, site: str,
+                         findings: list[Finding], checked_refs: list[str]) -> tuple[list[int], int]:
     """Record a run's drift in the caller's transaction; the ids of the items it opened, updated or resolved,
     and how many drifted (drift a person ignored, unchanged since, does not count)."""
     keys = [f.dedupe_key(system) for f in findings]
@@ -66,20 +66,24 @@ async def store_findings(conn: asyncpg.Connection, run_id: int, system: str, sit
     if kept:
         rows = await conn.fetch(
             """
-            INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, journey_id, kind, field, ours, theirs,
+            INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, journey_id, kind, field, ours,
+                theirs,
                                      theirs_updated_at, record)
-            SELECT u.key, $1, $2, $3, u.ref, u.journey_id, u.kind, u.field, u.ours, u.theirs, u.theirs_updated_at,
+            SELECT u.key, $1, $2, $3, u.ref, u.journey_id, u.kind, u.field, u.ours, u.theirs,
+                u.theirs_updated_at,
                    u.record
             FROM unnest($4::text[], $5::text[], $6::uuid[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[],
                         $11::timestamptz[], $12::jsonb[])
                  AS u(key, ref, journey_id, kind, field, ours, theirs, theirs_updated_at, record)
             ON CONFLICT (dedupe_key) WHERE status IN ('open', 'repairing') DO UPDATE SET
                 run_id = EXCLUDED.run_id, journey_id = EXCLUDED.journey_id, ours = EXCLUDED.ours,
-                theirs = EXCLUDED.theirs, theirs_updated_at = EXCLUDED.theirs_updated_at, record = EXCLUDED.record,
+                theirs = EXCLUDED.theirs, theirs_updated_at = EXCLUDED.theirs_updated_at, record =
+                    EXCLUDED.record,
                 updated_at = CASE WHEN drift_items.status = 'open' THEN now() ELSE drift_items.updated_at END
             RETURNING id
             """,
-            run_id, system, site, [k for _, k in kept], [f.ref for f, _ in kept], [f.journey_id for f, _ in kept],
+            run_id, system, site, [k for _, k in kept], [f.ref for f, _ in kept],
+            [f.journey_id for f, _ in kept],
             [f.kind for f, _ in kept], [f.field for f, _ in kept], [_jsonb(f.ours) for f, _ in kept],
             [_jsonb(f.theirs) for f, _ in kept], [f.theirs_updated_at for f, _ in kept],
             [_jsonb(f.record) for f, _ in kept])
@@ -96,7 +100,8 @@ async def store_findings(conn: asyncpg.Connection, run_id: int, system: str, sit
 
 async def execute(conn: asyncpg.Connection, client: SnapshotClient, run: asyncpg.Record, *,
                   stale_after: timedelta) -> tuple[Run, list[int]]:
-    """Carry out a started run (its row exists, `status = 'running'`); the finished run and the drift ids it changed."""
+    """Carry out a started run (its row exists, `status = 'running'`); the finished run and the drift ids it
+    changed."""
     system, site, day = run["system"], run["site"], run["day"]
     try:
         by_ref = {r.ref: r for r in await client.day(system, site, day) if r.site == site}
@@ -113,6 +118,6 @@ async def execute(conn: asyncpg.Connection, client: SnapshotClient, run: asyncpg
     async with conn.transaction():
         changed, drifted = await store_findings(conn, run["id"], system, site, findings, [*by_ref, *absent])
         row = await conn.fetchrow(
-            "UPDATE reconciliation_runs SET status = 'done', checked = $2, drifted = $3, finished_at = clock_timestamp()"
-            " WHERE id = $1 RETURNING *", run["id"], len(by_ref) + len(absent), drifted)
+            "UPDATE reconciliation_runs SET status = 'done', checked = $2, drifted = $3, finished_at ="
+            " clock_timestamp() WHERE id = $1 RETURNING *", run["id"], len(by_ref) + len(absent), drifted)
     return services.to_run(row), changed

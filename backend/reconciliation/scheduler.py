@@ -27,7 +27,8 @@ from backend.resources import Resources
 from switchboard.events import RESERVED_SYSTEMS
 
 log = logging.getLogger(__name__)
-_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
+_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+                asyncpg.ConnectionDoesNotExistError,
                 asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError, NatsError)
 _AUTO_REASON = "auto-repair (SWITCHBOARD_RECONCILE_AUTO_REPAIR)"
 # (system, site) pairs per pass of a scheduled round: small, so the most overdue are chosen again often
@@ -50,20 +51,22 @@ class Reconciler:
 
     async def begin(self, system: str, site: str, day: date, *, trigger: str,
                     requested_by: str | None) -> tuple[Run | None, asyncio.Task[Run] | None]:
-        """Start a run in the background; or, when this system and site has one in progress, that run and no task."""
+        """Start a run in the background; or, when this system and site has one in progress, that run and no
+        task."""
         conn = await self.pool.acquire()
         try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(f"reconcile {system} {site}")):
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)",
+                                       lock_key(f"reconcile {system} {site}")):
                 row = await conn.fetchrow("SELECT * FROM reconciliation_runs WHERE system = $1 AND site = $2"
                                           " AND status = 'running' ORDER BY id DESC LIMIT 1", system, site)
                 await self.pool.release(conn)
                 return (services.to_run(row) if row else None), None
             # holding the lock, any other `running` row of this pair is one whose backend stopped mid-run
-            await conn.execute("UPDATE reconciliation_runs SET status = 'error', error = 'interrupted: its backend'"
-                               " || ' stopped', finished_at = now() WHERE system = $1 AND site = $2"
+            await conn.execute("UPDATE reconciliation_runs SET status = 'error', error = 'interrupted: its"
+                               " backend' || ' stopped', finished_at = now() WHERE system = $1 AND site = $2"
                                " AND status = 'running'", system, site)
-            row = await conn.fetchrow("INSERT INTO reconciliation_runs (system, site, day, trigger, requested_by)"
-                                      " VALUES ($1, $2, $3, $4, $5) RETURNING *",
+            row = await conn.fetchrow("INSERT INTO reconciliation_runs (system, site, day, trigger,"
+                                      " requested_by) VALUES ($1, $2, $3, $4, $5) RETURNING *",
                                       system, site, day, trigger, requested_by)
         except BaseException:
             await self.pool.release(conn)
@@ -88,7 +91,8 @@ class Reconciler:
             except Exception as exc:
                 log.exception("reconciliation run %s (%s at %s) failed", row["id"], system, site)
                 failed = await conn.fetchrow(
-                    "UPDATE reconciliation_runs SET status = 'error', error = $2, finished_at = clock_timestamp()"
+                    "UPDATE reconciliation_runs SET status = 'error', error = $2, finished_at ="
+                    " clock_timestamp()"
                     " WHERE id = $1 RETURNING *", row["id"], f"{type(exc).__name__}: {exc}"[:500])
                 run, changed = services.to_run(failed), []
             await live.publish_drift(conn, changed)
@@ -128,8 +132,8 @@ class Reconciler:
             # even a site whose journeys all stopped moving, which is the one most likely to have drifted
             sites = [r["site"] for r in await conn.fetch(
                 "SELECT j.site FROM journeys j WHERE j.updated_at > now() - interval '1 day' GROUP BY j.site"
-                " ORDER BY (SELECT max(r.started_at) FROM reconciliation_runs r WHERE r.site = j.site) NULLS FIRST,"
-                " max(j.updated_at) DESC")]
+                " ORDER BY (SELECT max(r.started_at) FROM reconciliation_runs r WHERE r.site = j.site) NULLS"
+                " FIRST, max(j.updated_at) DESC")]
         today = datetime.now(UTC).date()
         ran = 0
         for system in systems:
@@ -140,7 +144,8 @@ class Reconciler:
                 async with self.pool.acquire() as conn:
                     ran_lately = await conn.fetchval(
                         "SELECT true FROM reconciliation_runs WHERE system = $1 AND site = $2"
-                        " AND started_at > now() - make_interval(secs => $3) LIMIT 1", system, site, interval * 0.9)
+                        " AND started_at > now() - make_interval(secs => $3) LIMIT 1", system, site,
+                        interval * 0.9)
                 if ran_lately:
                     continue
                 run = await self.run_now(system, site, today, trigger="schedule", requested_by=None)

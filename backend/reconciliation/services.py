@@ -27,8 +27,8 @@ def _holding(row: asyncpg.Record) -> Holding:
 
 
 async def holdings_by_ref(conn: asyncpg.Connection, refs: Iterable[str]) -> dict[str, Holding]:
-    rows = await conn.fetch(f"SELECT r.ref, {_HOLDING} FROM journey_refs r JOIN journeys j ON j.id = r.journey_id"
-                            " WHERE r.ref = ANY($1::text[])", sorted(set(refs)))
+    rows = await conn.fetch(f"SELECT r.ref, {_HOLDING} FROM journey_refs r JOIN journeys j ON j.id ="
+                            " r.journey_id WHERE r.ref = ANY($1::text[])", sorted(set(refs)))
     return {r["ref"]: _holding(r) for r in rows}
 
 
@@ -42,8 +42,10 @@ async def refs_held_on(conn: asyncpg.Connection, system: str, site: str, day: da
     return [r["ref"] for r in rows]
 
 
-async def setters(conn: asyncpg.Connection, system: str, holdings: Iterable[Holding]) -> dict[tuple[UUID, str], str]:
-    """For journeys holding several of the system's references: which reference's event set each owned field."""
+async def setters(conn: asyncpg.Connection, system: str,
+                  holdings: Iterable[Holding]) -> dict[tuple[UUID, str], str]:
+    """For journeys holding several of the system's references: which reference's event set each owned
+    field."""
     wanted: dict[tuple[str, str], list[tuple[UUID, str]]] = {}
     for journey in holdings:
         if sum(r.startswith(f"{system}:") for r in journey.refs) < 2:
@@ -56,8 +58,10 @@ async def setters(conn: asyncpg.Connection, system: str, holdings: Iterable[Hold
     if not wanted:
         return {}
     sources, ids = zip(*wanted, strict=True)
-    rows = await conn.fetch("SELECT e.source, e.id, e.subject FROM events e JOIN unnest($1::text[], $2::text[])"
-                            " AS k(source, id) ON e.source = k.source AND e.id = k.id", list(sources), list(ids))
+    rows = await conn.fetch("SELECT e.source, e.id, e.subject FROM events e JOIN unnest($1::text[],"
+                            " $2::text[])"
+                            " AS k(source, id) ON e.source = k.source AND e.id = k.id", list(sources),
+                            list(ids))
     return {at: r["subject"] for r in rows for at in wanted[(r["source"], r["id"])]}
 
 
@@ -83,9 +87,10 @@ def to_drift(row: asyncpg.Record) -> DriftItem:
     return DriftItem(
         id=row["id"], run_id=row["run_id"], system=row["system"], site=row["site"], ref=row["ref"],
         journey_id=row["journey_id"], kind=row["kind"], field=row["field"], ours=_json(row["ours"]),
-        theirs=_json(row["theirs"]), theirs_updated_at=row["theirs_updated_at"], fallback_id=row["fallback_id"],
-        conflict=row["conflict"], status=row["status"], proposed_action=proposed_action(row), action=row["action"],
-        reason=row["reason"], acted_by=row["acted_by"], command_id=row["command_id"],
+        theirs=_json(row["theirs"]), theirs_updated_at=row["theirs_updated_at"],
+        fallback_id=row["fallback_id"],
+        conflict=row["conflict"], status=row["status"], proposed_action=proposed_action(row),
+        action=row["action"], reason=row["reason"], acted_by=row["acted_by"], command_id=row["command_id"],
         last_check=_json(row["last_check"]), detected_at=row["detected_at"], updated_at=row["updated_at"],
         resolved_at=row["resolved_at"])
 
@@ -105,8 +110,8 @@ def drift_filters(args: list[Any], *, sites: list[str] | None, status: str | Non
     return where
 
 
-async def list_drift(conn: asyncpg.Connection, *, sites: list[str] | None, status: str | None, system: str | None,
-                     kind: str | None, limit: int, before: int | None) -> list[DriftItem]:
+async def list_drift(conn: asyncpg.Connection, *, sites: list[str] | None, status: str | None,
+                     system: str | None, kind: str | None, limit: int, before: int | None) -> list[DriftItem]:
     """Newest first; `before` is the last id of the previous page."""
     args: list[Any] = []
     where = drift_filters(args, sites=sites, status=status, system=system, kind=kind)

@@ -16,7 +16,13 @@ from nats.aio.client import Client as NATS
 
 from backend.reconciliation.ownership import kept
 from switchboard.snapshots import (
-    BAD_REQUEST, ERROR_CODE_HEADER, ERROR_HEADER, MAX_PAGE, SnapshotRecord, SnapshotRequest, decode_page,
+    BAD_REQUEST,
+    ERROR_CODE_HEADER,
+    ERROR_HEADER,
+    MAX_PAGE,
+    SnapshotRecord,
+    SnapshotRequest,
+    decode_page,
     snapshot_subject,
 )
 
@@ -48,7 +54,8 @@ class SnapshotClient:
         for start in range(0, len(wanted), MAX_PAGE):
             chunk = wanted[start:start + MAX_PAGE]
             try:
-                records = await self._pages(system, SnapshotRequest(site=site, day=day, refs=chunk, limit=MAX_PAGE))
+                records = await self._pages(system,
+                                            SnapshotRequest(site=site, day=day, refs=chunk, limit=MAX_PAGE))
             except _Refused:
                 records = [r for r in await self.day(system, site, day) if r.ref in set(chunk)]
             found.update((r.ref, r) for r in records)

@@ -27,7 +27,8 @@ _BATCH = 200
 
 async def _ready(conn: asyncpg.Connection, timeout: timedelta) -> tuple[list[asyncpg.Record], list[int]]:
     """Repairing items ready for their read, and those reopened because their repair can no longer succeed."""
-    # a push still held or in flight is not looked at: hundreds held through an outage never crowd out the rest
+    # a push still held or in flight is not looked at: hundreds held through an outage never crowd out the
+    # rest
     rows = await conn.fetch(
         "SELECT d.*, c.status AS command_status, c.last_error AS command_error FROM drift_items d"
         " LEFT JOIN commands c ON c.id = d.command_id WHERE d.status = 'repairing'"
@@ -51,7 +52,8 @@ async def _ready(conn: asyncpg.Connection, timeout: timedelta) -> tuple[list[asy
                 ready.append(row)
             elif row["updated_at"] + timeout < now:
                 note = f"the corrective events were not applied within {timeout.total_seconds():g}s"
-        if note is not None and await _settle(conn, row["id"], "open", {"found": "not verified", "note": note}):
+        if note is not None and await _settle(conn, row["id"], "open",
+                                              {"found": "not verified", "note": note}):
             reopened.append(row["id"])
     return ready, reopened
 
@@ -61,7 +63,8 @@ async def _settle(conn: asyncpg.Connection, drift_id: int, status: str, check: d
     check = {**check, "at": datetime.now(UTC)}
     done = await conn.fetchval(
         "UPDATE drift_items SET status = $2, last_check = $3::jsonb, updated_at = now(),"
-        " resolved_at = CASE WHEN $2 = 'resolved' THEN now() END WHERE id = $1 AND status = 'repairing' RETURNING id",
+        " resolved_at = CASE WHEN $2 = 'resolved' THEN now() END WHERE id = $1 AND status = 'repairing'"
+        " RETURNING id",
         drift_id, status, _encode(check).decode())
     return done is not None
 

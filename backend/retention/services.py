@@ -14,10 +14,10 @@ An ended fallback goes with its ledger and the manual ticket numbers of its days
 `retention_fallbacks_days` (the audit log keeps who started and ended it, and why).
 
 Events go with their inbox rows (`event_inbox`, where idempotency lives since sql/007), both after
-`retention_events_days`. A purged inbox row is a forgotten (source, id): the same event arriving again after that is
-applied again. JetStream's duplicate window (minutes) is far shorter than the retention, so this
-only concerns a connector replaying its history from further back than `retention_events_days`;
-the merge makes the journey's state come out the same, but its rules may issue their commands again.
+`retention_events_days`. A purged inbox row is a forgotten (source, id): the same event arriving again after
+that is applied again. JetStream's duplicate window (minutes) is far shorter than the retention, so this only
+concerns a connector replaying its history from further back than `retention_events_days`; the merge makes the
+journey's state come out the same, but its rules may issue their commands again.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ _BATCHED: dict[Kind, tuple[str, str, str]] = {
                " AND f.status IN ('open', 'retrying'))"),
     "failures": ("failures", "id", "status IN ('resolved', 'discarded') AND last_at < now() - $1::interval"),
     # in this order: drift before the runs it points to, a ledger before its fallback
-    "drift": ("drift_items", "id", "status IN ('resolved', 'ignored') AND resolved_at < now() - $1::interval"),
+    "drift": ("drift_items", "id",
+              "status IN ('resolved', 'ignored') AND resolved_at < now() - $1::interval"),
     "reconciliation_runs": (
         "reconciliation_runs", "id",
         "status <> 'running' AND started_at < now() - $1::interval"
@@ -62,7 +63,8 @@ _BATCHED: dict[Kind, tuple[str, str, str]] = {
     "manual_tickets": ("manual_tickets", "site, day", "day < (now() - $1::interval)::date"),
 }
 # kinds kept as long as another: an inbox row with its event, a ledger and ticket numbers with their fallback
-_KEPT_WITH: dict[Kind, Kind] = {"inbox": "events", "fallback_ledger": "fallbacks", "manual_tickets": "fallbacks"}
+_KEPT_WITH: dict[Kind, Kind] = {"inbox": "events", "fallback_ledger": "fallbacks",
+                                "manual_tickets": "fallbacks"}
 
 
 class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,14 +90,15 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
         if policy.events <= timedelta(seconds=settings.duplicate_window_s):
             raise ValueError("retention_events_days must exceed JetStream's duplicate window")
         if policy.webhook_receipts <= WEBHOOK_TIMESTAMP_TOLERANCE:
-            raise ValueError("retention_webhook_receipts_days must exceed the 5-minute webhook timestamp tolerance")
+            raise ValueError("retention_webhook_receipts_days must exceed the 5-minute webhook timestamp"
+                             " tolerance")
         if min(policy.outbox, policy.failures, policy.drift, policy.reconciliation_runs,
                policy.fallbacks) <= timedelta(0):
             raise ValueError("retention periods must be positive")
         return policy
 
     def kept_for(self, kind: Kind) -> timedelta:
-        return getattr(self, _KEPT_WITH.get(kind, kind))  # type: ignore[no-any-return]
+        return getattr(self, _KEPT_WITH.get(kind, kind))
 
 
 async def check_audit_floor(conn: asyncpg.Connection, policy: RetentionPolicy) -> None:
@@ -142,5 +145,6 @@ async def _purge_batched(conn: asyncpg.Connection, table: str, key: str, conditi
 
 async def _purge_audit(conn: asyncpg.Connection, kept: timedelta, *, dry_run: bool) -> int:
     if dry_run:
-        return int(await conn.fetchval("SELECT count(*) FROM audit_log WHERE at < now() - $1::interval", kept))
+        return int(await conn.fetchval("SELECT count(*) FROM audit_log WHERE at < now() - $1::interval",
+                                       kept))
     return int(await conn.fetchval("SELECT purge_audit_log($1::interval)", kept))

@@ -55,7 +55,7 @@ def attribute(state: JourneyState, name: str) -> Any:
 
 # Plain loops, the cheap test first: these run for every journey of every batch.
 def _state_holds(rule: Rule, state: JourneyState) -> bool:
-    for name, values in rule.when.state.items():
+    for name, values in rule.when.state.items():  # noqa: SIM110 - a plain loop is cheaper than all()
         if attribute(state, name) not in values:
             return False
     return True
@@ -81,7 +81,8 @@ def command_id(rule: Rule, journey_id: UUID, cause: CloudEvent) -> UUID:
 
 
 def plan(rules: RuleSet, changes: list[JourneyChange]) -> list[PlannedCommand]:
-    """One command per (rule, journey, cause): the matching event, or the journey's latest event for `becomes`."""
+    """One command per (rule, journey, cause): the matching event, or the journey's latest event for
+    `becomes`."""
     on_event: dict[str, list[Rule]] = {}
     on_change: list[Rule] = []
     for rule in rules.rules:
@@ -93,7 +94,8 @@ def plan(rules: RuleSet, changes: list[JourneyChange]) -> list[PlannedCommand]:
 
     def add(rule: Rule, change: JourneyChange, cause: CloudEvent) -> None:
         planned.append(PlannedCommand(
-            id=command_id(rule, change.journey_id, cause), rule=rule.name, system=rule.to, command=rule.command,
+            id=command_id(rule, change.journey_id, cause), rule=rule.name, system=rule.to,
+            command=rule.command,
             journey_id=change.journey_id, site=change.after.value("site"), data=_data(rule, change.after)))
 
     for change in changes:

@@ -23,7 +23,8 @@ STAGES = frozenset(FORWARD_STAGES) | FINAL_STAGES
 # journey attributes a condition may test; `eligibility` means its result
 CONDITION_ATTRIBUTES = frozenset({"stage", "priority", "eligibility", "channel", "service", "site"})
 # journey attributes a command may carry
-INCLUDABLE = frozenset({"stage", "service", "slot_start", "channel", "priority", "eligibility", "counter", "ticket",
+INCLUDABLE = frozenset({"stage", "service", "slot_start", "channel", "priority", "eligibility", "counter",
+                        "ticket",
                         "outcome", "last_interaction", "reminder_at"})
 
 Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9\-]{0,63}$")]
@@ -108,17 +109,19 @@ def _check_rule(rule: Rule, systems: frozenset[str]) -> list[tuple[str, str]]:
         elif when.event in JOURNEY_TYPES:
             data_type = msgspec.structs.fields(EVENT_TYPES[when.event])[-1].type
             known = {f.name for f in msgspec.structs.fields(data_type)}
-            problems += [("data", f"{when.event} has no data field {k!r}") for k in when.data if k not in known]
+            problems += [("data", f"{when.event} has no data field {k!r}")
+                         for k in when.data if k not in known]
     for section, conditions in (("becomes", when.becomes), ("state", when.state)):
         for attribute, values in conditions.items():
             if attribute not in CONDITION_ATTRIBUTES:
-                known = ", ".join(sorted(CONDITION_ATTRIBUTES))
-                problems.append((section, f"unknown journey attribute {attribute!r} (one of {known})"))
+                choices = ", ".join(sorted(CONDITION_ATTRIBUTES))
+                problems.append((section, f"unknown journey attribute {attribute!r} (one of {choices})"))
             elif attribute == "stage" and not set(values) <= STAGES:
                 problems.append((section, f"unknown stage in {values!r}"))
     if rule.to not in systems or rule.to in RESERVED_SYSTEMS:
         problems.append(("to", f"{rule.to!r} is not a registered system that can receive commands"))
-    problems += [("include", f"cannot include unknown attribute {a!r}") for a in rule.include if a not in INCLUDABLE]
+    problems += [("include", f"cannot include unknown attribute {a!r}")
+                 for a in rule.include if a not in INCLUDABLE]
     return problems
 
 
@@ -141,7 +144,8 @@ def load_rules(path: Path | str, systems: frozenset[str]) -> RuleSet:
         index, key = _problem_location(str(exc))
         raise RulesFileError(f"{path} line {lines.of(index, key)}: {exc}") from exc
     if parsed.version != 1:
-        raise RulesFileError(f"{path} line {lines.of(None, 'version')}: version {parsed.version} is not supported")
+        raise RulesFileError(f"{path} line {lines.of(None, 'version')}: version {parsed.version} is not"
+                             " supported")
     seen: set[str] = set()
     for index, rule in enumerate(parsed.rule):
         problems = _check_rule(rule, systems)

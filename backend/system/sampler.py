@@ -1,4 +1,5 @@
-"""Figures no single request or batch sees, sampled for /metrics: the apply consumer's lag and the outbox depth."""
+"""Figures no single request or batch sees, sampled for /metrics: the apply consumer's lag and the outbox
+depth."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class MetricsSampler:
             log.debug("consumer lag not sampled: %s", type(exc).__name__)
         try:
             async with self.pool.acquire(timeout=2) as conn:
-                rows = await conn.fetch(  # the predicate of the outbox's partial index: only unsettled rows are read
+                # the predicate of the outbox's partial index: only unsettled rows are read
+                rows = await conn.fetch(
                     "SELECT status, count(*) AS n FROM commands WHERE status IN ('pending', 'held', 'sent')"
                     " GROUP BY status", timeout=2)
             counts = {r["status"]: r["n"] for r in rows}

@@ -14,9 +14,11 @@ from __future__ import annotations
 import binascii
 import itertools
 import logging
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, post
+from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT, HTTP_422_UNPROCESSABLE_ENTITY
@@ -48,7 +50,7 @@ class WebhookController(Controller):
 
     @post("/{system:str}", opt=PUBLIC | WEBHOOK, operation_id="postWebhook", status_code=HTTP_202_ACCEPTED,
           request_max_body_size=256 * 1024)
-    async def receive(self, system: FromPath[str], request: Request[object, object, object],
+    async def receive(self, system: FromPath[str], request: Request[Any, Any, State],
                       resources: AppResources) -> WebhookAccepted:
         secret = resources.settings.webhook_secret(system)
         if secret is None or system not in resources.known_systems:
@@ -68,20 +70,24 @@ class WebhookController(Controller):
             async with resources.pool.acquire() as conn:
                 await record_inbound(conn, [(result, f"webhook:{system}:{webhook_id}"[:500])])
             metrics.count_failures([result], resources.known_systems)
-            raise HTTPException(status_code=HTTP_422_UNPROCESSABLE_ENTITY, detail=f"{result.kind}: {result.reason}")
+            raise HTTPException(status_code=HTTP_422_UNPROCESSABLE_ENTITY,
+                                detail=f"{result.kind}: {result.reason}")
         event = result.event
         async with resources.pool.acquire() as conn, conn.transaction():
             # the receipt commits only if the publish succeeds: a sender retrying after a 503 is not a replay
             fresh = await conn.fetchval(
-                "INSERT INTO webhook_receipts (system, webhook_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
+                "INSERT INTO webhook_receipts (system, webhook_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+                " RETURNING true",
                 system, webhook_id)
             if not fresh:
-                raise HTTPException(status_code=HTTP_409_CONFLICT, detail="this webhook-id was already received")
+                raise HTTPException(status_code=HTTP_409_CONFLICT,
+                                    detail="this webhook-id was already received")
             try:
                 await resources.js.publish(nats_subject(event), msgspec.json.encode(event),
                                            headers={"Nats-Msg-Id": nats_msg_id(event.source, event.id)})
             except Exception as exc:
                 raise HTTPException(status_code=503, detail="event bus unavailable; resend later") from exc
             if next(_requests) % PRUNE_EVERY == 0:
-                await conn.execute("DELETE FROM webhook_receipts WHERE received_at < now() - interval '1 hour'")
+                await conn.execute("DELETE FROM webhook_receipts WHERE received_at < now() - interval '1"
+                                   " hour'")
         return WebhookAccepted(source=event.source, id=event.id)

@@ -32,7 +32,7 @@ def to_canonical(system: str, webhook_id: str, body: bytes) -> bytes:
         return body
     data = dict(data)
     ref = data.pop("ref", None)
-    subject = ref if isinstance(ref, str) and ":" in ref else f"{system}:{ref}" if isinstance(ref, str) else None
+    subject = (ref if ":" in ref else f"{system}:{ref}") if isinstance(ref, str) else None
     return msgspec.json.encode({
         "specversion": "1.0", "id": webhook_id, "source": f"/{system}", "type": doc.get("type"),
         "time": doc.get("timestamp"), "datacontenttype": "application/json", "data": data,

@@ -19,7 +19,6 @@ from collections.abc import Iterable
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js.api import PubAck
-
 from opentelemetry.trace import SpanKind
 
 from connectors.sdk.spool import Spool

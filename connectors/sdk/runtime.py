@@ -114,7 +114,8 @@ class ConnectorRuntime:
             return
         self.publisher.attach(self.nc)
         system = self.connector.system
-        self._service = await add_service(self.nc, name=f"switchboard-{system}", version=self.connector.version,
+        self._service = await add_service(self.nc, name=f"switchboard-{system}",
+                                          version=self.connector.version,
                                           description=f"snapshots of {system}")
         await self._service.add_endpoint(name="snapshot", subject=snapshot_subject(system),
                                          handler=self._answer_snapshot)
@@ -154,7 +155,8 @@ class ConnectorRuntime:
         except Unavailable as exc:
             await request.respond_error(UNAVAILABLE, str(exc)[:200] or "upstream unavailable")
             return
-        ordered = sorted((r for r in records if ask.cursor is None or r.ref > ask.cursor), key=lambda r: r.ref)
+        ordered = sorted((r for r in records if ask.cursor is None or r.ref > ask.cursor),
+                         key=lambda r: r.ref)
         page = ordered[: ask.limit]
         next_cursor = page[-1].ref if len(ordered) > ask.limit else None
         await request.respond(_encode(SnapshotPage(system=self.connector.system, site=ask.site, day=ask.day,

@@ -21,7 +21,8 @@ def build_systems(names: list[str], *, sites: list[str], pace: Pace, faults: dic
                   seed: int | None = None) -> dict[str, SimulatedSystem]:
     unknown = set(names) - set(SYSTEMS)
     if unknown:
-        raise ValueError(f"no simulated system {', '.join(sorted(unknown))}; choose from {', '.join(SYSTEMS)}")
+        raise ValueError(f"no simulated system {', '.join(sorted(unknown))};"
+                         f" choose from {', '.join(SYSTEMS)}")
     faults = faults or {}
     built: dict[str, SimulatedSystem] = {}
     for index, name in enumerate(names):
@@ -50,7 +51,8 @@ def standalone(name: str, *, sites: tuple[str, ...] = ("conformance",), speed: f
     rng = random.Random()
     pace = Pace(speed, rng)
     systems = build_systems(list(SYSTEMS), sites=list(sites), pace=pace)
-    network = BranchNetwork(systems, sites=list(sites), pace=pace, arrivals_per_hour=arrivals_per_hour, rng=rng)
+    network = BranchNetwork(systems, sites=list(sites), pace=pace, arrivals_per_hour=arrivals_per_hour,
+                            rng=rng)
     system = systems[name]
     system.drivers.append(network.run)
     for other in systems.values():

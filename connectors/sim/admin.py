@@ -72,7 +72,8 @@ class AdminServer:
         except (ValueError, asyncio.IncompleteReadError):
             status, payload = 400, {"error": "bad request"}
         data = msgspec.json.encode(payload)
-        writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: application/json\r\n"
+        writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type:"
+                     " application/json\r\n"
                      f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
         with contextlib.suppress(ConnectionError):
             await writer.drain()

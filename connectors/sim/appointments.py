@@ -1,4 +1,5 @@
-"""The appointment tool: bookings ahead (web, phone, branch), reminders, reschedules, cancellations, no-shows."""
+"""The appointment tool: bookings ahead (web, phone, branch), reminders, reschedules, cancellations,
+no-shows."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ class Appointments(SimulatedSystem):
     prefix = "A"
     commands = SimulatedSystem.commands | frozenset({"visit.hold"})
 
-    async def book(self, site: str, service: str, channel: str, slot_start: datetime, links: list[str]) -> str:
+    async def book(self, site: str, service: str, channel: str, slot_start: datetime,
+                   links: list[str]) -> str:
         ref = self.new_ref()
         await self.change(ref, "appointment.booked", {"service": service, "slot_start": slot_start,
                                                       "channel": channel},
@@ -29,12 +31,12 @@ class Appointments(SimulatedSystem):
             await self.change(ref, "reminder.sent", {"channel": "web"}, site=record.site)
 
     async def reschedule(self, ref: str, slot_start: datetime) -> None:
-        await self.change(ref, "appointment.rescheduled", {"slot_start": slot_start}, site=self.records[ref].site,
-                          fields={"slot_start": slot_start.isoformat()})
+        await self.change(ref, "appointment.rescheduled", {"slot_start": slot_start},
+                          site=self.records[ref].site, fields={"slot_start": slot_start.isoformat()})
 
     async def cancel(self, ref: str, reason_code: str) -> None:
-        await self.change(ref, "appointment.cancelled", {"reason_code": reason_code}, site=self.records[ref].site,
-                          stage="cancelled")
+        await self.change(ref, "appointment.cancelled", {"reason_code": reason_code},
+                          site=self.records[ref].site, stage="cancelled")
 
     async def no_show(self, ref: str) -> None:
         await self.change(ref, "appointment.no_show", {}, site=self.records[ref].site, stage="no_show")
@@ -51,7 +53,8 @@ class Appointments(SimulatedSystem):
 
 
 def create_connector() -> SimulatedSystem:
-    """For `switchboard connector check connectors.sim.appointments`: this system alone in a fast branch network."""
+    """For `switchboard connector check connectors.sim.appointments`: this system alone in a fast branch
+    network."""
     from connectors.sim import standalone  # noqa: PLC0415 - the network imports this module
 
     return standalone("appointments")

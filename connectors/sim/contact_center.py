@@ -15,7 +15,8 @@ class ContactCenter(SimulatedSystem):
         ref = self.new_ref()
         await self.change(ref, "interaction.logged", {"channel": channel, "reason_code": reason_code,
                                                       "outcome": outcome},
-                          site=site, links=links, fields={"last_interaction": reason_code, "outcome": outcome})
+                          site=site, links=links,
+                          fields={"last_interaction": reason_code, "outcome": outcome})
         return ref
 
     def drift_field(self, record: Record) -> tuple[str, Any] | None:
@@ -23,7 +24,8 @@ class ContactCenter(SimulatedSystem):
 
 
 def create_connector() -> SimulatedSystem:
-    """For `switchboard connector check connectors.sim.contact_center`: this system alone in a fast branch network."""
+    """For `switchboard connector check connectors.sim.contact_center`: this system alone in a fast branch
+    network."""
     from connectors.sim import standalone  # noqa: PLC0415 - the network imports this module
 
     return standalone("contact_center")

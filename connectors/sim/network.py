@@ -73,8 +73,8 @@ class BranchNetwork:
         links: list[str] = []
         contact_center = self._up("contact_center")
         if channel == "phone" and isinstance(contact_center, ContactCenter):
-            links.append(await contact_center.log(site, channel="phone", reason_code="BOOKING", outcome="BOOKED",
-                                                  links=[]))
+            links.append(await contact_center.log(site, channel="phone", reason_code="BOOKING",
+                                                  outcome="BOOKED", links=[]))
         lead = r.uniform(10, 45) * 60
         slot = datetime.now(UTC) + timedelta(seconds=self.pace.real(lead))
         appointment = await appointments.book(site, service, channel, slot, links)

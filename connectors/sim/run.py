@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 from pathlib import Path
+from typing import Any
 
 from connectors.sdk import ConnectorRuntime
 from connectors.sim import build_systems
@@ -55,7 +56,7 @@ class Simulation:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         return {
             "journeys": self.network.journeys,
             "systems": {

@@ -51,7 +51,8 @@ class SimulatedSystem(Connector):
         self.faults = faults or Faults()
         self.random = random.Random(seed)
         self.records: dict[str, Record] = {}
-        self.silent_changes = 0  # changes made under the drift fault: the upstream knows, Switchboard does not
+        # changes made under the drift fault: the upstream knows, Switchboard does not
+        self.silent_changes = 0
         # what drives this upstream while it runs (a branch network, or the system's own loops)
         self.drivers: list[Callable[[], Awaitable[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -158,12 +159,15 @@ class SimulatedSystem(Connector):
         return await self.execute(command)
 
     def take_pushed_record(self, command: Command) -> Outcome:
-        """`record.push`: Switchboard's state of one reference becomes this system's record (created if missing).
+        """`record.push`: Switchboard's state of one reference becomes this system's record (created if
+        missing).
 
         No event follows: the state came from Switchboard, which already holds it.
         """
-        ref, stage, fields = command.data.get("ref"), command.data.get("stage"), command.data.get("fields", {})
-        if not isinstance(ref, str) or not isinstance(fields, dict) or not (stage is None or isinstance(stage, str)):
+        ref, stage, fields = (command.data.get("ref"), command.data.get("stage"),
+                              command.data.get("fields", {}))
+        if not (isinstance(ref, str) and isinstance(fields, dict)
+                and (stage is None or isinstance(stage, str))):
             return Outcome("failed", "record.push needs a ref, a fields object and an optional stage")
         now = datetime.now(UTC)
         record = self.records.get(ref)

@@ -74,3 +74,4 @@ def register(dashboard: Dashboard) -> None:
             return sign_in_redirect()
         with frame(viewer, "Capacity"):
             CapacityView(viewer).build()
+        return None

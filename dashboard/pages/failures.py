@@ -24,7 +24,7 @@ UNRETRYABLE_KINDS = frozenset({"unauthorized_source", "source_mismatch"})
 UNRETRYABLE_WHY = "refused for who sent it: never retried, only discarded"
 DISCARD = ("POST", "/api/v1/failures/{failure_id}/discard")
 
-_COLUMNS = [
+_COLUMNS: list[dict[str, Any]] = [
     {"name": "id", "label": "#", "field": "id", "sortable": True},
     {"name": "kind", "label": "Kind", "field": "kind", "sortable": True},
     {"name": "system", "label": "System", "field": "system", "sortable": True},
@@ -132,7 +132,8 @@ class FailuresView:
         self.discard_button.set_enabled(selected and action_block(self.viewer, DISCARD) is None)
 
     def render(self) -> None:
-        active = matching(list(self.viewer.live.state.items["failures"].values()), dict.fromkeys(FILTERS, ANY))
+        active = matching(list(self.viewer.live.state.items["failures"].values()),
+                          dict.fromkeys(FILTERS, ANY))
         for name, select in self.selects.items():
             options = [ANY, *sorted({f[name] for f in active if f.get(name)})]
             if select.options != options:
@@ -140,8 +141,10 @@ class FailuresView:
         rows = self.failures()
         self.count.set_text(f"{len(rows)} open failure{'s' * (len(rows) != 1)} match")
         self.table.rows = [{**{c["field"]: f.get(c["field"]) for c in _COLUMNS},
-                            "impact": (f.get("impact") or {}).get("stage", "–").replace("_", " ")} for f in rows]
-        self.table.selected = [r for r in self.table.rows if any(r["id"] == s["id"] for s in self.table.selected)]
+                            "impact": (f.get("impact") or {}).get("stage", "–").replace("_", " ")}
+                           for f in rows]
+        still_shown = {s["id"] for s in self.table.selected}
+        self.table.selected = [r for r in self.table.rows if r["id"] in still_shown]
         self.table.update()
         self._selection_changed()
 
@@ -151,8 +154,10 @@ class FailuresView:
             return
         with ui.dialog() as dialog, ui.card().classes("min-w-[40rem]"):
             ui.label(f"Failure {failure['id']}: {failure['kind']}").classes("font-medium")
-            ui.label("Stored redacted: personal fields never leave the backend.").classes("text-sm text-gray-500")
-            ui.code(json.dumps(failure.get("payload"), indent=2, default=str), language="json").classes("w-full")
+            ui.label("Stored redacted: personal fields never leave the backend.") \
+                .classes("text-sm text-gray-500")
+            ui.code(json.dumps(failure.get("payload"), indent=2, default=str),
+                    language="json").classes("w-full")
             ui.button("Close", on_click=dialog.close)
         dialog.open()
 
@@ -216,7 +221,8 @@ class FailuresView:
             reason = ui.input("Reason (required, at least 3 characters)").classes("w-96")
             with ui.row():
                 ui.button("Cancel", on_click=lambda: dialog.submit(None)).props("flat")
-                confirm = ui.button("Discard", color="red", on_click=lambda: dialog.submit(reason.value.strip()))
+                confirm = ui.button("Discard", color="red",
+                                    on_click=lambda: dialog.submit(reason.value.strip()))
                 confirm.bind_enabled_from(reason, "value", backward=lambda v: len((v or "").strip()) >= 3)
         text = await dialog
         if not text:
@@ -238,3 +244,4 @@ def register(dashboard: Dashboard) -> None:
             return sign_in_redirect()
         with frame(viewer, "Failures"):
             FailuresView(viewer).build()
+        return None

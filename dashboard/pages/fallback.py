@@ -18,7 +18,8 @@ FALLBACKS = "/api/v1/fallbacks"
 SYSTEMS = ("appointments", "queue", "crm", "core", "contact_center")
 # each step and the stage of the journey it applies to (None: a new arrival, no journey needed)
 STEPS = (("check_in", "Check in", None), ("issue_ticket", "Issue ticket", "arrived"),
-         ("call", "Call next", "waiting"), ("start", "Start service", "called"), ("complete", "Complete", "in_service"))
+         ("call", "Call next", "waiting"), ("start", "Start service", "called"),
+         ("complete", "Complete", "in_service"))
 _LEDGER_COLUMNS = [
     {"name": "seq", "label": "#", "field": "seq"},
     {"name": "at", "label": "Time", "field": "at"},
@@ -71,14 +72,16 @@ class FallbackView:
             self.site_select = ui.select([], label="Site", on_change=self._site_changed).classes("w-48") \
                 .props("data-testid=fallback-site")
             if self.blocked:
-                ui.label(f"Actions: {self.blocked}").classes("text-sm text-gray-600").props("data-testid=blocked")
+                ui.label(f"Actions: {self.blocked}").classes("text-sm text-gray-600") \
+                    .props("data-testid=blocked")
         self.systems = ui.column().classes("w-full gap-2")
         self.steps = ui.column().classes("w-full gap-2")
         with self.steps:
             self._build_steps()
         self.outcome = ui.label().classes("text-lg font-medium").props("data-testid=outcome")
         ui.label("Ledger: the steps taken by hand, in order").classes("font-medium")
-        self.ledger = ui.table(rows=[], columns=_LEDGER_COLUMNS, row_key="seq").classes("w-full").props("dense flat")
+        self.ledger = ui.table(rows=[], columns=_LEDGER_COLUMNS, row_key="seq").classes("w-full") \
+            .props("dense flat")
         self.render()
         for topic in ("fallbacks", "integrations", "capacity"):
             self.viewer.on_change(topic, self.render)
@@ -138,7 +141,8 @@ class FallbackView:
             ui.badge(status, color=STATUS_COLOUR.get(status, "grey"))
             if fallback is None:
                 ui.label("normal operation").classes("text-gray-500 w-72")
-                button = ui.button("Start fallback…", on_click=lambda s=system: self.start(s)).props("color=orange")
+                button = ui.button("Start fallback…",
+                                   on_click=lambda s=system: self.start(s)).props("color=orange")
             else:
                 ui.label(f"FALLBACK since {fallback['started_at'][11:16]} by {fallback['started_by']}: "
                          f"{fallback['reason']}").classes("text-orange-800 font-medium w-72")
@@ -202,7 +206,7 @@ class FallbackView:
                 confirm = ui.button("Confirm", on_click=lambda: dialog.submit(reason.value.strip()))
                 if required:
                     confirm.bind_enabled_from(reason, "value", backward=lambda v: len((v or "").strip()) >= 3)
-        return await dialog  # type: ignore[no-any-return]
+        return await dialog
 
     async def start(self, system: str) -> None:
         reason = await self._reason(f"Start a fallback for {system} at {self.site}?", required=True)
@@ -264,3 +268,4 @@ def register(dashboard: Dashboard) -> None:
             return sign_in_redirect()
         with frame(viewer, "Fallback"):
             FallbackView(viewer).build()
+        return None

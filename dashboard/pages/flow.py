@@ -86,14 +86,16 @@ class FlowView:
         self.funnel.update_figure(charts.funnel(totals))
         # the history is the process's: show only the sites this viewer's own flow topic has
         history = self.viewer.live.state.flow_history
-        shown = {site: list(history[site]) for site in sites if site in history and self.site in (ALL_SITES, site)}
+        shown = {site: list(history[site]) for site in sites
+                 if site in history and self.site in (ALL_SITES, site)}
         self.per_minute.update_figure(charts.per_minute(shown))
         self.percentiles.update_figure(charts.percentiles(flows, self.viewer.dashboard.wait_target_s))
 
     def render_latest(self) -> None:
         latest = self.viewer.live.state.latest_journeys
         self.latest.rows = [
-            {"seq": seq, "time": j["updated_at"][11:19], "site": j["site"], "stage": j["stage"].replace("_", " "),
+            {"seq": seq, "time": j["updated_at"][11:19], "site": j["site"],
+             "stage": j["stage"].replace("_", " "),
              "refs": ", ".join(j["refs"])}
             for seq, j in latest if self.site in (ALL_SITES, j["site"])
         ]
@@ -109,3 +111,4 @@ def register(dashboard: Dashboard) -> None:
         await load_history(viewer)
         with frame(viewer, "Flow"):
             FlowView(viewer).build()
+        return None

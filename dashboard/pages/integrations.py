@@ -55,7 +55,8 @@ class IntegrationsView:
     def build(self) -> None:
         self.tiles = ui.row().classes("w-full gap-4")
         with ui.grid(columns=2).classes("w-full"):
-            self.charts = {name: ui.plotly(charts.integration_series({}, name, title)) for name, title in CHARTS}
+            self.charts = {name: ui.plotly(charts.integration_series({}, name, title))
+                           for name, title in CHARTS}
         self.render()
         self.viewer.on_change("integrations", self.render)
 
@@ -68,7 +69,8 @@ class IntegrationsView:
                 ui.label("No connector has reported yet.").classes("text-gray-500")
             for system in sorted(items):
                 self._tile(items[system], now)
-        history = {system: list(points) for system, points in self.viewer.live.state.integration_history.items()}
+        history = {system: list(points)
+                   for system, points in self.viewer.live.state.integration_history.items()}
         for (name, title), chart in zip(CHARTS, self.charts.values(), strict=True):
             chart.update_figure(charts.integration_series(history, name, title))
 
@@ -78,7 +80,8 @@ class IntegrationsView:
         with ui.card().classes("min-w-72").props(f"data-testid=integration-{item['system']}"):
             with ui.row().classes("items-center justify-between w-full"):
                 ui.label(item["system"]).classes("text-lg font-bold")
-                ui.badge(status, color=STATUS_COLOUR.get(status, "grey")).props(f"data-testid=status-{item['system']}")
+                ui.badge(status, color=STATUS_COLOUR.get(status, "grey")) \
+                    .props(f"data-testid=status-{item['system']}")
             ui.label(f"{item['reason']} · since {item['since'][11:19]}").classes("text-sm text-gray-600")
             for label, value in figures(item, now):
                 with ui.row().classes("justify-between w-full"):
@@ -94,3 +97,4 @@ def register(dashboard: Dashboard) -> None:
             return sign_in_redirect()
         with frame(viewer, "Integrations"):
             IntegrationsView(viewer).build()
+        return None

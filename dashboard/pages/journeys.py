@@ -36,7 +36,8 @@ class JourneyLookup:
         try:
             async with self.viewer.http() as http:
                 page = await http.get("/api/v1/journeys", ref=ref, limit=1)
-                journey = await http.get(f"/api/v1/journeys/{page['items'][0]['id']}") if page["items"] else None
+                journey = await http.get(f"/api/v1/journeys/{page['items'][0]['id']}") \
+                    if page["items"] else None
         except BackendError as exc:
             with self.result:
                 ui.label(f"Lookup failed: {exc}").classes("text-red-700")
@@ -55,9 +56,11 @@ class JourneyLookup:
                 for name in _FIELDS:
                     value = journey.get(name)
                     ui.label(name.replace("_", " ")).classes("text-gray-500")
-                    ui.label("–" if value in (None, []) else ", ".join(value) if isinstance(value, list) else str(value))
+                    ui.label("–" if value in (None, [])
+                             else ", ".join(value) if isinstance(value, list) else str(value))
         ui.label("Timeline").classes("font-medium")
-        ui.table(rows=[{**e, "key": f"{e['source']} {e['id']}"} for e in journey["timeline"]], row_key="key", columns=[
+        ui.table(rows=[{**e, "key": f"{e['source']} {e['id']}"} for e in journey["timeline"]], row_key="key",
+                 columns=[
             {"name": "time", "label": "Event time", "field": "time"},
             {"name": "type", "label": "Type", "field": "type"},
             {"name": "source", "label": "Source", "field": "source"},
@@ -73,3 +76,4 @@ def register(dashboard: Dashboard) -> None:
             return sign_in_redirect()
         with frame(viewer, "Journeys"):
             JourneyLookup(viewer).build(ref)
+        return None

@@ -57,5 +57,6 @@ def register(dashboard: Dashboard) -> None:
                     return sign_in_redirect()
                 with frame(viewer, listing.title):
                     await show_listing(viewer, listing)
+                return None
             return listing_page
         ui.page(listing.path)(page())

@@ -22,7 +22,8 @@ _STATUS_COLUMNS = [{"name": n, "label": label, "field": n} for n, label in (
     ("system", "System"), ("site", "Site"), ("reachable", "Reachable"), ("last_run", "Last run"),
     ("duration", "Took"), ("checked", "Checked"), ("drifted", "Drifted"), ("open_drift", "Open drift"))]
 _DRIFT_COLUMNS = [{"name": n, "label": label, "field": n, "align": "left"} for n, label in (
-    ("id", "#"), ("system", "System"), ("site", "Site"), ("ref", "Reference"), ("kind", "Kind"), ("field", "Field"),
+    ("id", "#"), ("system", "System"), ("site", "Site"), ("ref", "Reference"), ("kind", "Kind"),
+    ("field", "Field"),
     ("ours", "Ours"), ("theirs", "Theirs"), ("status", "Status"), ("proposed_action", "Proposed"))]
 
 
@@ -42,13 +43,17 @@ def action_block(viewer: Viewer) -> str | None:
 
 def status_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for status in sorted((e["status"] for e in entries if e.get("status")), key=lambda s: (s["system"], s["site"])):
+    for status in sorted((e["status"] for e in entries if e.get("status")),
+                         key=lambda s: (s["system"], s["site"])):
         run = status["last_run"]
-        rows.append({"key": f"{status['system']}@{status['site']}", "system": status["system"], "site": status["site"],
+        rows.append({"key": f"{status['system']}@{status['site']}", "system": status["system"],
+                     "site": status["site"],
                      "reachable": "yes" if status["reachable"] else "NO",
-                     "last_run": f"{(run['finished_at'] or run['started_at'])[11:19]} ({run['trigger']}, {run['status']})",
+                     "last_run": f"{(run['finished_at'] or run['started_at'])[11:19]} ({run['trigger']},"
+                     f" {run['status']})",
                      "duration": "–" if run["duration_s"] is None else f"{run['duration_s']:.1f} s",
-                     "checked": run["checked"], "drifted": run["drifted"], "open_drift": status["open_drift"]})
+                     "checked": run["checked"], "drifted": run["drifted"],
+                     "open_drift": status["open_drift"]})
     return rows
 
 
@@ -87,11 +92,13 @@ class ReconciliationView:
             run = ui.button("Run now", on_click=self.run_now).props("data-testid=run-now")
             run.set_enabled(self.blocked is None)
             if self.blocked:
-                ui.label(f"Actions: {self.blocked}").classes("text-sm text-gray-600").props("data-testid=blocked")
+                ui.label(f"Actions: {self.blocked}").classes("text-sm text-gray-600") \
+                    .props("data-testid=blocked")
         self.status_table = ui.table(rows=[], columns=_STATUS_COLUMNS, row_key="key").classes("w-full") \
             .props("dense flat")
         with ui.row().classes("items-end gap-4"):
-            self.selects = {name: ui.select([ANY], value=ANY, label=name.capitalize(), on_change=self._filter_changed)
+            self.selects = {name: ui.select([ANY], value=ANY, label=name.capitalize(),
+                                            on_change=self._filter_changed)
                             .classes("w-40") for name in FILTERS}
             self.count = ui.label().props("data-testid=drift-count")
         with ui.row().classes("gap-2"):
@@ -115,7 +122,8 @@ class ReconciliationView:
     def selected(self) -> dict[str, Any] | None:
         if not self.drift_table.selected:
             return None
-        entry = self.viewer.live.state.items["reconciliation"].get(f"drift:{self.drift_table.selected[0]['id']}")
+        drift_id = self.drift_table.selected[0]["id"]
+        entry = self.viewer.live.state.items["reconciliation"].get(f"drift:{drift_id}")
         return entry["drift"] if entry and entry.get("drift") else None
 
     def render(self) -> None:
@@ -129,9 +137,10 @@ class ReconciliationView:
                 select.set_options(options, value=select.value if select.value in options else ANY)
         drift = open_drift(entries, self.filters)
         self.count.set_text(f"{len(drift)} open drift item{'s' * (len(drift) != 1)} match")
-        self.drift_table.rows = [{c["field"]: _text(d.get(c["field"])) if c["field"] in ("ours", "theirs", "field")
-                                  else d.get(c["field"]) for c in _DRIFT_COLUMNS}
-                                 | {"kind": d["kind"] + (" · CONFLICT" if d["conflict"] else "")} for d in drift]
+        self.drift_table.rows = [
+            {c["field"]: _text(d.get(c["field"])) if c["field"] in ("ours", "theirs", "field")
+             else d.get(c["field"]) for c in _DRIFT_COLUMNS}
+            | {"kind": d["kind"] + (" · CONFLICT" if d["conflict"] else "")} for d in drift]
         self.drift_table.selected = [r for r in self.drift_table.rows
                                      if any(r["id"] == s["id"] for s in self.drift_table.selected)]
         self.drift_table.update()
@@ -237,3 +246,4 @@ def register(dashboard: Dashboard) -> None:
             return sign_in_redirect()
         with frame(viewer, "Reconciliation"):
             ReconciliationView(viewer).build()
+        return None

@@ -39,7 +39,8 @@ async def check_token(dashboard: Dashboard, token: str) -> str | None:
 def mint_demo_token(dashboard: Dashboard, role: str, site: str) -> str:
     from backend.auth import mint_token  # noqa: PLC0415 - demo mode only: a real deployment never mints
 
-    sites: str | list[str] = "*" if site.strip() in ("", "*") else [s.strip() for s in site.split(",") if s.strip()]
+    sites: str | list[str] = "*" if site.strip() in ("", "*") \
+        else [s.strip() for s in site.split(",") if s.strip()]
     return mint_token(dashboard.settings, sub=f"demo-{role}", roles=[role], sites=sites, ttl=DEMO_TOKEN_TTL)
 
 
@@ -69,6 +70,7 @@ def register(dashboard: Dashboard) -> None:
                     role = ui.select(list(DEMO_ROLES), value="manager", label="Role").classes("w-40") \
                         .props("data-testid=demo-role")
                     site = ui.input("Sites", value="*").classes("w-40").props("data-testid=demo-site")
-                    ui.button("Enter", on_click=lambda: sign_in(mint_demo_token(dashboard, role.value, site.value))) \
+                    ui.button("Enter",
+                              on_click=lambda: sign_in(mint_demo_token(dashboard, role.value, site.value))) \
                         .props("data-testid=demo-enter")
             error = ui.label().classes("text-red-700").props("data-testid=signin-error")

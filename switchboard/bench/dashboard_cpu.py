@@ -26,7 +26,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-async def measure(url: str, pid: int, tabs: int, page_path: str, warmup_s: float, seconds: float) -> dict[str, float]:
+async def measure(url: str, pid: int, tabs: int, page_path: str, warmup_s: float,
+                  seconds: float) -> dict[str, float | str]:
     from playwright.async_api import async_playwright  # noqa: PLC0415 - a test dependency, only for this tool
 
     async with async_playwright() as playwright:
@@ -51,11 +52,13 @@ async def measure(url: str, pid: int, tabs: int, page_path: str, warmup_s: float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8080")
     parser.add_argument("--pid", type=int, required=True, help="the dashboard process")
     parser.add_argument("--tabs", type=int, default=20)
-    parser.add_argument("--page", default="/", help="the page every tab shows (Flow, the busiest, by default)")
+    parser.add_argument("--page", default="/",
+                        help="the page every tab shows (Flow, the busiest, by default)")
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()

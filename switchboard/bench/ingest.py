@@ -51,13 +51,15 @@ def make_events(total: int, seed: int = 7, prefix: str = PREFIX) -> list[tuple[s
         at = start + timedelta(seconds=n)
         appt, ticket = f"appointments:A-{n}", f"queue:T-{n}"
         add("appointments", "appointment.booked", appt, at,
-            {"site": site, "service": "passport", "channel": "web", "slot_start": (at + timedelta(hours=2)).isoformat()})
+            {"site": site, "service": "passport", "channel": "web",
+             "slot_start": (at + timedelta(hours=2)).isoformat()})
         add("queue", "customer.arrived", ticket, at + timedelta(minutes=100), {"site": site, "links": [appt]})
         add("queue", "ticket.issued", ticket, at + timedelta(minutes=101),
             {"site": site, "ticket": f"T-{n}", "queue_name": "main"})
         add("queue", "ticket.called", ticket, at + timedelta(minutes=110), {"site": site, "counter": "C1"})
         add("queue", "service.started", ticket, at + timedelta(minutes=111), {"site": site, "counter": "C1"})
-        add("queue", "service.completed", ticket, at + timedelta(minutes=120), {"site": site, "outcome": "DONE"})
+        add("queue", "service.completed", ticket, at + timedelta(minutes=120),
+            {"site": site, "outcome": "DONE"})
         if n % 10 == 0:
             add("queue", "capacity.changed", f"site:{site}", at,
                 {"site": site, "counters_open": 6, "counters_busy": rng.randint(0, 6), "staff_on_duty": 7,
@@ -82,8 +84,8 @@ async def _load(js: JetStreamContext, events: list[tuple[str, bytes, str]]) -> N
 
 async def _bare(js: JetStreamContext, database_url: str, total: int, batch: int) -> float:
     conn = await asyncpg.connect(database_url)
-    await conn.execute("CREATE TABLE bare_events (source text, id text, type text, subject text, time timestamptz,"
-                       " data jsonb, PRIMARY KEY (source, id))")
+    await conn.execute("CREATE TABLE bare_events (source text, id text, type text, subject text, time"
+                       " timestamptz, data jsonb, PRIMARY KEY (source, id))")
     await js.add_consumer(messaging.EVENTS_STREAM, ConsumerConfig(
         durable_name="bench-bare", ack_policy=AckPolicy.EXPLICIT, ack_wait=60, max_ack_pending=50_000))
     sub = await js.pull_subscribe_bind(durable="bench-bare", stream=messaging.EVENTS_STREAM)
@@ -109,7 +111,8 @@ async def _bare(js: JetStreamContext, database_url: str, total: int, batch: int)
 
 
 async def _store_journeys(database_url: str, count: int) -> None:
-    """Journeys (with a reference and an event each) already stored before the run, as after months of service.
+    """Journeys (with a reference and an event each) already stored before the run, as after months of
+    service.
 
     Their ids are UUIDv7 (Postgres 18's `uuidv7()`), as the backend makes them.
     """
@@ -128,7 +131,8 @@ async def _store_journeys(database_url: str, count: int) -> None:
         refs AS (INSERT INTO journey_refs (ref, journey_id) SELECT 'queue:OLD-' || n, id FROM numbered),
         inbox AS (INSERT INTO event_inbox (source, id) SELECT '/queue', 'old-' || n FROM numbered)
         INSERT INTO events (source, id, type, subject, site, time, data, journey_id)
-        SELECT '/queue', 'old-' || n, 'service.completed', 'queue:OLD-' || n, 'old', now(), '{}', id FROM numbered
+        SELECT '/queue', 'old-' || n, 'service.completed', 'queue:OLD-' || n, 'old', now(), '{}', id FROM
+            numbered
         """,
         count,
     )

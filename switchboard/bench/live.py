@@ -409,6 +409,8 @@ class CountingClient(asyncio.Protocol):
     @classmethod
     async def open(cls, url: str, headers: dict[str, str] | None = None) -> CountingClient:
         address = urlsplit(url)
+        if address.hostname is None or address.port is None:
+            raise ValueError(f"{url}: a host and a port are needed")
         _, client = await asyncio.get_running_loop().create_connection(
             lambda: cls(url, headers or {}), address.hostname, address.port
         )

@@ -36,7 +36,8 @@ EMIT_BATCH = 1000
 def _events(n: int) -> list[CloudEvent]:
     now = datetime.now(UTC)
     return [
-        msgspec.convert({"specversion": "1.0", "id": uuid.uuid4().hex, "source": "/queue", "subject": f"queue:T-{i}",
+        msgspec.convert({"specversion": "1.0", "id": uuid.uuid4().hex, "source": "/queue",
+                         "subject": f"queue:T-{i}",
                          "time": now, "data": {"site": "bench", "counter": f"C{i % 8 + 1}"}}, TicketCalled)
         for i in range(n)
     ]
@@ -94,7 +95,8 @@ async def _bench(events: int, max_in_flight: int, workdir: Path) -> dict[str, fl
 
 
 def run_publish_bench(*, events: int, max_in_flight: int) -> None:
-    print(f"publishing {events:,} events each way in {ROUNDS} alternating rounds, {max_in_flight} acks in flight",
+    print(f"publishing {events:,} events each way in {ROUNDS} alternating rounds, {max_in_flight} acks in"
+          " flight",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
         result = asyncio.run(_bench(events, max_in_flight, Path(tmp)))
