@@ -119,7 +119,8 @@ MIN_SECRET_BYTES = 32  # an HS256 key at least as long as its hash (RFC 7518, se
 
 def _strong(name: str, secret: str) -> str:
     if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise InsecureSecret(f"{name} is {len(secret.encode())} bytes; HS256 needs at least {MIN_SECRET_BYTES}"
+        raise InsecureSecret(f"{name} is {len(secret.encode())} bytes; HS256 needs at least"
+                             f" {MIN_SECRET_BYTES}"
                              " (e.g. `openssl rand -hex 32`)")
     return secret
 

@@ -53,7 +53,8 @@ async def migrate(conn: asyncpg.Connection, *, runtime_role: str | None = None) 
                 continue
             async with conn.transaction():
                 await _as_owner(conn, text, path.name)
-                await conn.execute("INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", path.name, checksum)
+                await conn.execute("INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
+                                   path.name, checksum)
             applied_now.append(path.name)
         if runtime_role:
             await conn.execute("SELECT grant_runtime_privileges($1)", runtime_role)

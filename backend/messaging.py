@@ -36,14 +36,15 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_streams(js: JetStreamContext, duplicate_window_s: float, replicas: int = 1,
-                         wait_s: float = 60.0, systems: Iterable[str] = (), max_age_s: float = 7 * 24 * 3600.0) -> None:
+                         wait_s: float = 60.0, systems: Iterable[str] = (),
+                         max_age_s: float = 7 * 24 * 3600.0) -> None:
     """Create or update the streams, the apply consumer and each system's command consumer; idempotent
     across concurrent backends. Connectors may not create consumers (CONTRACT section 8): the backend
     makes one for every system it may send commands to.
 
     `replicas` is JetStream's copies of each stream: 3 on a three-node cluster survives losing a node.
-    `max_age_s` bounds how long a message is kept (`SWITCHBOARD_STREAM_MAX_AGE_S`): nothing raw stays for ever.
-    A cluster that is still electing its leader answers late: keep asking for up to `wait_s`.
+    `max_age_s` bounds how long a message is kept (`SWITCHBOARD_STREAM_MAX_AGE_S`): nothing raw stays for
+    ever. A cluster that is still electing its leader answers late: keep asking for up to `wait_s`.
     """
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
@@ -76,7 +77,8 @@ async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas:
 
 def command_consumer(system: str) -> ConsumerConfig:
     """The durable pull consumer a system's connector reads its commands from; a command whose handling
-    outlasts `ack_wait` (the SDK's handle timeout is 10 s, and it marks each command in progress) is redelivered."""
+    outlasts `ack_wait` (the SDK's handle timeout is 10 s, and it marks each command in progress) is
+    redelivered."""
     return ConsumerConfig(durable_name=consumer_name(system), filter_subject=f"svc.commands.{system}.>",
                           ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30,
                           max_ack_pending=1000)

@@ -40,7 +40,8 @@ def _is_safe(sub: str) -> bool:
 
 def actor_name(sub: str, settings: Settings) -> str:
     """A token's `sub` as stored: as it is when it is a safe code, else a keyed pseudonym (stable per user,
-    not reversible without the secret). `John_Smith`, `jane.doe`, an e-mail or a phone number is pseudonymised."""
+    not reversible without the secret). `John_Smith`, `jane.doe`, an e-mail or a phone number is
+    pseudonymised."""
     if _is_safe(sub):
         return sub
     digest = hmac.new(signing_secret(settings).encode(), sub.encode(), hashlib.sha256).hexdigest()

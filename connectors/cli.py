@@ -61,7 +61,8 @@ async def run_simulation(*, systems: list[str], sites: list[str], speed: float, 
     from connectors.sim.run import Simulation  # noqa: PLC0415
 
     simulation = Simulation(systems=systems, sites=sites, speed=speed, nats_url=nats_url, data_dir=data_dir,
-                            arrivals_per_hour=arrivals_per_hour, faults=faults, services=services, creds=creds)
+                            arrivals_per_hour=arrivals_per_hour, faults=faults, services=services,
+                            creds=creds)
     admin = AdminServer(simulation, admin_port) if admin_port is not None else None
     async with simulation:
         if admin is not None:
@@ -113,8 +114,8 @@ def _run(args: argparse.Namespace) -> None:
     data_dir = Path(settings.data_dir) / "connectors"
 
     async def run() -> None:
-        async with ConnectorRuntime(connector, nats_url=_nats_url(), data_dir=data_dir, creds=settings.nats_creds,
-                                    sites=settings.connector_sites):
+        async with ConnectorRuntime(connector, nats_url=_nats_url(), data_dir=data_dir,
+                                    creds=settings.nats_creds, sites=settings.connector_sites):
             await asyncio.Event().wait()
 
     try:
@@ -174,7 +175,8 @@ def issue_profile(issuer_dir: Path, *, system: str, sites: list[str], out: Path,
     from switchboard.natsauth import Issuer, write_secret  # noqa: PLC0415
 
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    creds = write_secret(out.resolve() / f"{system}.creds", Issuer(issuer_dir).connector_creds(system, tuple(sites)))
+    creds = write_secret(out.resolve() / f"{system}.creds",
+                         Issuer(issuer_dir).connector_creds(system, tuple(sites)))
     lines = [f"SWITCHBOARD_NATS_URL={nats_url}", f"SWITCHBOARD_NATS_CREDS={creds}",
              f"SWITCHBOARD_BACKEND_URL={backend_url}"]
     if sites:
@@ -219,7 +221,8 @@ def add_connector_commands(commands: Any) -> None:
                      help="new customers per site per simulated hour")
     sim.add_argument("--admin-port", type=int, default=8091, help="loopback admin endpoint for faults")
     sim.add_argument("--outage", action="append", metavar="SYSTEM", help="start with this upstream down")
-    sim.add_argument("--profiles", help="a folder of connector profiles: each system connects with its <system>.creds")
+    sim.add_argument("--profiles",
+                     help="a folder of connector profiles: each system connects with its <system>.creds")
     for flag in FAULT_FLAGS:
         sim.add_argument(f"--{flag.replace('_', '-')}", action="append", metavar="SYSTEM=VALUE",
                          help="seconds of delay" if flag == "slow" else "share of events/changes, 0..1")
@@ -240,10 +243,13 @@ def add_connector_commands(commands: Any) -> None:
     faults.add_argument("--admin-port", type=int, default=8091)
     faults.set_defaults(run=_faults)
 
-    profile = kinds.add_parser("profile", help="issue a connector profile: <system>.env and its NATS credentials")
+    profile = kinds.add_parser("profile",
+                               help="issue a connector profile: <system>.env and its NATS credentials")
     profile.add_argument("--system", required=True)
-    profile.add_argument("--site", action="append", help="limit it to this site (repeatable); all sites if none")
-    profile.add_argument("--out", required=True, help="the folder to write <system>.env and <system>.creds in")
+    profile.add_argument("--site", action="append",
+                         help="limit it to this site (repeatable); all sites if none")
+    profile.add_argument("--out", required=True,
+                         help="the folder to write <system>.env and <system>.creds in")
     revoke = kinds.add_parser("revoke", help="withdraw every profile of a system, without restarting NATS")
     revoke.add_argument("--system", required=True)
     for command in (profile, revoke):

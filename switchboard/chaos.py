@@ -84,7 +84,8 @@ class CommandAnswerer:
 
     def _event(self, type_: str, event_id: str, data: dict[str, Any]) -> tuple[str, bytes, str]:
         event = {"specversion": "1.0", "id": event_id, "source": f"/{self.system}", "type": type_,
-                 "subject": f"connector:{self.system}-chaos", "time": datetime.now(UTC).isoformat(), "data": data}
+                 "subject": f"connector:{self.system}-chaos", "time": datetime.now(UTC).isoformat(),
+                 "data": data}
         return f"svc.events.{self.system}.{type_}", msgspec.json.encode(event), f"/{self.system} {event_id}"
 
     async def _publish(self, nc: NATS, message: tuple[str, bytes, str]) -> None:
@@ -100,7 +101,8 @@ class CommandAnswerer:
         while not self.stopping.is_set():
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await nc.jetstream().publish(*self._event("connector.heartbeat", event_id(self.rng),
-                                                          {"upstream": "up", "version": "1.0.0"})[:2], timeout=2)
+                                                          {"upstream": "up", "version": "1.0.0"})[:2],
+                                                          timeout=2)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 5)
 
@@ -120,8 +122,10 @@ class CommandAnswerer:
         await within(CALL_DEADLINE_S, f"{self.system} command consumer", js.add_consumer(
             COMMANDS_STREAM, ConsumerConfig(
                 durable_name=consumer_name(self.system), filter_subject=f"svc.commands.{self.system}.>",
-                ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30, max_ack_pending=1000)))
-        subscription = await js.pull_subscribe_bind(durable=consumer_name(self.system), stream=COMMANDS_STREAM)
+                ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30,
+                max_ack_pending=1000)))
+        subscription = await js.pull_subscribe_bind(durable=consumer_name(self.system),
+                                                    stream=COMMANDS_STREAM)
         heartbeats = asyncio.create_task(self._heartbeats(nc))
         try:
             while not self.stopping.is_set():
@@ -195,7 +199,8 @@ async def unsettled_commands(database_url: str) -> int | None:
 
 async def apply_consumer(nc: NATS) -> Any | None:
     with contextlib.suppress(nats.errors.Error, TimeoutError):
-        return await nc.jetstream().consumer_info(messaging.EVENTS_STREAM, messaging.APPLY_CONSUMER, timeout=2)
+        return await nc.jetstream().consumer_info(messaging.EVENTS_STREAM, messaging.APPLY_CONSUMER,
+                                                  timeout=2)
     return None
 
 
@@ -233,7 +238,8 @@ def _command_findings(journeys: list[PlannedJourney], rows: list[asyncpg.Record]
             "commands_missing": missing, "commands_doubled": doubled, "commands_unexpected": unexpected}
 
 
-async def verify(database_url: str, tally: Tally, journeys: list[PlannedJourney], crm: CommandAnswerer) -> dict[str, Any]:
+async def verify(database_url: str, tally: Tally, journeys: list[PlannedJourney],
+                 crm: CommandAnswerer) -> dict[str, Any]:
     conn = await asyncpg.connect(database_url)
     try:
         planned = {(e["source"], e["id"]) for journey in journeys for e in journey.events} | tally.acknowledged
@@ -292,7 +298,8 @@ def _or_unknown(value: int | None) -> str:
 
 async def _drain(nc: NATS, pg: EmbeddedPostgres, backends: list[BackendProcess],
                  answering: list[asyncio.Task[None]]) -> Any:
-    """Until every message is applied and acknowledged and every command answered; the apply consumer's info."""
+    """Until every message is applied and acknowledged and every command answered; the apply consumer's
+    info."""
     while True:
         for task in answering:
             if task.done():
@@ -312,7 +319,8 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
     pg.start()
     ns.start()
     env = {**os.environ, "SWITCHBOARD_DATABASE_URL": pg.url, "SWITCHBOARD_NATS_URL": ns.url,
-           "SWITCHBOARD_NATS_CREDS": ns.creds or "", "SWITCHBOARD_DATA_DIR": str(root), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+           "SWITCHBOARD_NATS_CREDS": ns.creds or "", "SWITCHBOARD_DATA_DIR": str(root),
+           "SWITCHBOARD_LOG_LEVEL": "WARNING"}
     backends = [BackendProcess(env, root / f"backend-{i}.log") for i in range(REPLICAS)]
     answerers = {system: CommandAnswerer(system, random.Random(f"{seed}-{system}")) for system in COMMANDED_SYSTEMS}
     tally = Tally()
@@ -320,7 +328,8 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(ticker.run())]
     observer = None
     try:
-        observer = await within(CALL_DEADLINE_S, "observer connect", messaging.connect(ns.url, "switchboard-chaos", ns.creds))
+        observer = await within(CALL_DEADLINE_S, "observer connect",
+                                messaging.connect(ns.url, "switchboard-chaos", ns.creds))
         await within(120, "creating the streams", messaging.ensure_streams(observer.jetstream(), 120.0))
         answering = [asyncio.create_task(a.run(ns.url, ns.creds)) for a in answerers.values()]
         tasks += answering
@@ -330,7 +339,8 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
             b.wait_ready()
         plan = make_plan(total, seed)
         progress(f"{total:,} events of {len(plan.journeys):,} journeys as {len(plan.messages):,} messages;"
-                 f" {kills} backend kills, one Postgres and one NATS kill, at random points of the run; seed {seed}")
+                 f" {kills} backend kills, one Postgres and one NATS kill, at random points of the run; seed"
+                 f" {seed}")
         # each kill happens once this share of the events is acknowledged, so all land mid-run
         moments = sorted([("backend", rng.uniform(0.02, 0.98)) for _ in range(kills)]
                          + [("postgres", rng.uniform(0.2, 0.5)), ("nats", rng.uniform(0.5, 0.8))],
@@ -382,11 +392,13 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
             # deliveries beyond the first of each stream message: only a replica that took a message and
             # died (or stalled) before acknowledging it causes one, never a resend of the plan
             "redelivered": info.delivered.consumer_seq - info.delivered.stream_seq,
-            "kills_in_flight": tally.kills_in_flight, "seed": seed, "backend_kills": kills, "server_restarts": 2}
+            "kills_in_flight": tally.kills_in_flight, "seed": seed, "backend_kills": kills,
+            "server_restarts": 2}
 
 
 def passed(figures: dict[str, Any]) -> bool:
-    zero = ("lost", "applied_twice", "mismatched_journeys", "failures", "commands_missing", "commands_doubled",
+    zero = ("lost", "applied_twice", "mismatched_journeys", "failures", "commands_missing",
+            "commands_doubled",
             "commands_unexpected", "commands_unsettled")
     return all(figures[name] == 0 for name in zero) and figures["acknowledged"] == figures["applied"]
 

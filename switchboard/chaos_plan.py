@@ -44,7 +44,8 @@ class PlannedJourney:
         return any(STAGE_OF.get(e["type"]) in FINAL for e in self.events)
 
     def command_bounds(self) -> dict[str, tuple[int, int]]:
-        """(least, most) commands of each kind the v1 rules may write for this journey, whatever the arrival order.
+        """(least, most) commands of each kind the v1 rules may write for this journey, whatever the arrival
+        order.
 
         `journey.summary` and `visit.context` do not depend on the order; the others fire only when their
         cause arrives after the state it needs, so only their upper bound is certain (zero when the cause
@@ -93,7 +94,8 @@ class _Builder:
         self.journeys.append(journey)
         booked_at = self.now - timedelta(hours=40) + timedelta(seconds=rng.uniform(0, 30 * 3600))
         home = f"site-{rng.randrange(SITES):02d}"
-        visited = f"site-{rng.randrange(SITES):02d}" if rng.random() < 0.15 else home  # served at another branch
+        # served at another branch
+        visited = f"site-{rng.randrange(SITES):02d}" if rng.random() < 0.15 else home
         appt, ticket, check, customer = f"appointments:A-{n:05d}", f"queue:T-{n:05d}", f"core:E-{n:05d}", \
             f"crm:C-{n:05d}"
         walk_in = rng.random() < 0.25
@@ -103,20 +105,21 @@ class _Builder:
             slot = booked_at + timedelta(hours=2)
             booker = "contact_center" if channel == "phone" and rng.random() < 0.5 else "appointments"
             self.add(journey, booker, "appointment.booked", appt, booked_at,
-                     {"site": home, "service": rng.choice(["passport", "licence", "permit"]), "channel": channel,
+                     {"site": home, "service": rng.choice(["passport", "licence", "permit"]),
+                      "channel": channel,
                       "slot_start": slot.isoformat()})
             if rng.random() < 0.3:
                 slot += timedelta(minutes=30)
-                self.add(journey, "appointments", "appointment.rescheduled", appt, booked_at + timedelta(minutes=5),
-                         {"site": home, "slot_start": slot.isoformat()})
+                self.add(journey, "appointments", "appointment.rescheduled", appt,
+                         booked_at + timedelta(minutes=5), {"site": home, "slot_start": slot.isoformat()})
             if rng.random() < 0.35:
                 result = "failed" if rng.random() < 0.4 else "passed"
                 self.add(journey, "core", "eligibility.checked", check, booked_at + timedelta(minutes=10),
                          {"site": home, "links": [appt], "result": result, "reason_code": result.upper()})
             ending = rng.choices(["served", "cancelled", "no_show", "open"], [0.6, 0.15, 0.1, 0.15])[0]
             if ending == "cancelled":
-                self.add(journey, "appointments", "appointment.cancelled", appt, booked_at + timedelta(minutes=40),
-                         {"site": home, "reason_code": "CUSTOMER"})
+                self.add(journey, "appointments", "appointment.cancelled", appt,
+                         booked_at + timedelta(minutes=40), {"site": home, "reason_code": "CUSTOMER"})
             elif ending == "no_show":
                 self.add(journey, "appointments", "appointment.no_show", appt, slot + timedelta(minutes=20),
                          {"site": home})
@@ -141,20 +144,23 @@ class _Builder:
 
     def _priority(self, journey: PlannedJourney, customer: str, ref: str, site: str, at: datetime, *,
                   late: bool) -> None:
-        """The CRM flags a customer high priority (linking its own reference in), and sometimes takes it back."""
+        """The CRM flags a customer high priority (linking its own reference in), and sometimes takes it
+        back."""
         if self.rng.random() >= 0.3:
             return
         self.add(journey, "crm", "customer.priority_changed", customer, at,
                  {"site": site, "links": [ref], "priority": "high", "reason_code": "ASSISTANCE"})
         if self.rng.random() < 0.4:
-            self.add(journey, "crm", "customer.priority_changed", customer, at + timedelta(minutes=2 if late else 30),
+            self.add(journey, "crm", "customer.priority_changed", customer,
+                     at + timedelta(minutes=2 if late else 30),
                      {"site": site, "priority": "normal", "reason_code": "RESOLVED"})
 
     def capacity(self) -> None:
         site = f"site-{self.rng.randrange(SITES):02d}"
         self.add(None, "queue", "capacity.changed", f"site:{site}",
                  self.now - timedelta(hours=self.rng.uniform(1, 40)),
-                 {"site": site, "counters_open": 6, "counters_busy": self.rng.randint(0, 6), "staff_on_duty": 7,
+                 {"site": site, "counters_open": 6, "counters_busy": self.rng.randint(0, 6),
+                  "staff_on_duty": 7,
                   "queue_length": self.rng.randint(0, 30)})
 
 
@@ -185,13 +191,15 @@ def make_plan(total: int, seed: int, now: datetime | None = None) -> Plan:
     messages = []
     for event in builder.events[:total]:
         system = event["source"][1:]
-        message = (f"svc.events.{system}.{event['type']}", msgspec.json.encode(event), f"/{system} {event['id']}")
+        message = (f"svc.events.{system}.{event['type']}", msgspec.json.encode(event),
+                   f"/{system} {event['id']}")
         messages.append(message)
         roll = rng.random()
         if roll < 0.05:
             messages.append(message)  # a resend JetStream's duplicate window catches
         elif roll < 0.10:
-            messages.append((message[0], message[1], f"{message[2]} resent"))  # one only Postgres can recognise
+            # one only Postgres can recognise
+            messages.append((message[0], message[1], f"{message[2]} resent"))
     return Plan(messages=_reorder(messages, rng), journeys=[j for j in builder.journeys if j.events],
                 events=total)
 

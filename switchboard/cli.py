@@ -145,7 +145,8 @@ def _nats_init(args: argparse.Namespace) -> None:
 
     issuer = Path(args.issuer)
     written = init_deployment(issuer, Path(args.server_dir), resolver_dir=args.resolver_dir,
-                              routes=[r for r in args.routes.split(",") if r], backend_creds=Path(args.backend_creds))
+                              routes=[r for r in args.routes.split(",") if r],
+                              backend_creds=Path(args.backend_creds))
     # a profile per connector system, issued once (revoke and issue again to replace one)
     for system in (s for s in args.profiles_for.split(",") if s):
         if not (Path(args.profiles) / f"{system}.creds").exists():
@@ -175,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="let anyone pick a role and site (as SWITCHBOARD_DASHBOARD_DEMO=true)")
     dashboard.set_defaults(run=_dashboard)
 
-    commands.add_parser("migrate", help="apply the SQL migrations (as SWITCHBOARD_DATABASE_OWNER_URL's role when set)").set_defaults(run=_migrate)
+    commands.add_parser("migrate", help="apply the SQL migrations (as SWITCHBOARD_DATABASE_OWNER_URL's role"
+                        " when set)").set_defaults(run=_migrate)
 
     purge = commands.add_parser("purge", help="delete rows past their retention (SWITCHBOARD_RETENTION_*)")
     purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
@@ -205,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--replicas", type=int, default=1,
                         help="also measure this many backends sharing the work")
     ingest.add_argument("--stored-journeys", type=int, default=0, help="journeys stored before the run")
-    ingest.add_argument("--no-fsync", action="store_true", help="embedded NATS flushes every 2 min, not per write")
+    ingest.add_argument("--no-fsync", action="store_true",
+                        help="embedded NATS flushes every 2 min, not per write")
     ingest.add_argument("--nats-auth", choices=("on", "off"), default="on",
                         help="embedded NATS without authentication: to measure what it costs, never to run")
     ingest.set_defaults(run=_bench)
@@ -241,8 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     nats_cmd = commands.add_parser("nats", help="NATS authentication for a deployment (CONTRACT section 8)")
     nats_kinds = nats_cmd.add_subparsers(dest="nats", required=True)
     init = nats_kinds.add_parser("init", help="the operator, accounts, server includes, backend credentials")
-    init.add_argument("--issuer", required=True, help="the issuer's folder: seeds, never mounted into a server")
-    init.add_argument("--server-dir", required=True, help="where auth.conf and cluster.conf go (the servers')")
+    init.add_argument("--issuer", required=True,
+                      help="the issuer's folder: seeds, never mounted into a server")
+    init.add_argument("--server-dir", required=True,
+                      help="where auth.conf and cluster.conf go (the servers')")
     init.add_argument("--resolver-dir", default="/data/accounts", help="the servers' account folder")
     init.add_argument("--routes", default="", help="every node's host:port for routes, comma-separated")
     init.add_argument("--backend-creds", required=True, help="the backend's credentials file")

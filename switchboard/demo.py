@@ -108,8 +108,8 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
                   f" at {speed:g}x (Ctrl-C stops everything)")
             asyncio.run(run_simulation(
                 systems=list(SYSTEMS), sites=[s for s in sites.split(",") if s], speed=speed,
-                arrivals_per_hour=20.0, nats_url=urls["nats_url"], data_dir=data_dir / "connectors", faults={},
-                admin_port=0, creds={s: str(profiles / f"{s}.creds") for s in SYSTEMS}))
+                arrivals_per_hour=20.0, nats_url=urls["nats_url"], data_dir=data_dir / "connectors",
+                faults={}, admin_port=0, creds={s: str(profiles / f"{s}.creds") for s in SYSTEMS}))
         except KeyboardInterrupt:
             print("\nstopping…")
         finally:

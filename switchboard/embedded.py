@@ -91,7 +91,8 @@ class EmbeddedNats:
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, *, sync_always: bool = True,
-                 cluster: ClusterMembership | None = None, auth: bool = True, issuer: Issuer | None = None) -> None:
+                 cluster: ClusterMembership | None = None, auth: bool = True,
+                 issuer: Issuer | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.sync_always = sync_always
@@ -241,7 +242,8 @@ class EmbeddedNatsCluster:
         route_ports = [free_port() for _ in range(size)]
         self.issuer = Issuer(data_dir.resolve() / "auth") if auth else None
         self.nodes = [
-            EmbeddedNats(data_dir / f"node-{i}", cluster=ClusterMembership("switchboard", f"node-{i}", port, route_ports),
+            EmbeddedNats(data_dir / f"node-{i}",
+                         cluster=ClusterMembership("switchboard", f"node-{i}", port, route_ports),
                          auth=auth, issuer=self.issuer)
             for i, port in enumerate(route_ports)
         ]

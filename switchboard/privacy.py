@@ -14,14 +14,16 @@ REDACTED = "[redacted]"
 
 # Keys of a personal kind, compared lower-cased without separators.
 _PII_KEYS = frozenset({
-    "name", "firstname", "lastname", "fullname", "surname", "givenname", "familyname", "username", "displayname",
+    "name", "firstname", "lastname", "fullname", "surname", "givenname", "familyname", "username",
+    "displayname",
     "email", "emailaddress", "mail", "phone", "phonenumber", "mobile", "tel", "telephone", "msisdn",
     "address", "street", "streetaddress", "postcode", "postalcode", "zip", "zipcode",
     "birthdate", "dateofbirth", "dob", "birthday", "nationalid", "ssn", "socialsecuritynumber", "passport",
     "passportnumber", "taxid", "personalnumber", "idnumber", "iban",
     "note", "notes", "comment", "comments", "freetext", "text", "message", "description", "remarks",
 })
-_PII_KEY_PARTS = ("email", "phone", "birth", "address", "passport", "national", "ssn", "firstname", "lastname")
+_PII_KEY_PARTS = ("email", "phone", "birth", "address", "passport", "national", "ssn", "firstname",
+                  "lastname")
 _KEY_SEPARATORS = str.maketrans("", "", " \t\r\n_-.")
 
 # Each pattern starts with a plain character class, so the regex engine skips ahead to where a match can
@@ -37,7 +39,8 @@ _NATIONAL_ID = r"\d(?<!\d\d)\d(?:\d\d)?(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])[
 _NUMBERS = re.compile(f"{_PHONE}|{_NATIONAL_ID}")
 
 # In references and codes (`queue:T-0042`, `passport`), where random ids may hold long runs of digits, only
-# digit runs a phone number or national id fills count (11 or more: random hex of 10 is all digits 1% of the time)
+# digit runs a phone number or national id fills count (11 or more: random hex of 10 is all digits 1% of the
+# time)
 _CANONICAL_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _IDENTIFIER = re.compile(rf"@|\d(?<![0-9A-Za-z]\d)\d{{10,}}(?![0-9A-Za-z])|{_NATIONAL_ID}")
 # a person's name as a code: two or more capitalised words (`John.Smith`, `crm:Jane-Doe`, `/crm/Ada_Lovelace`)

@@ -17,7 +17,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str | None = None
     # the NATS credentials file (CONTRACT section 8): a user .creds file, a bare nkey seed or a token
     nats_creds: str | None = None
-    # a connector profile limited to sites (`switchboard connector profile --site`): the sites it may publish for
+    # a connector profile limited to sites (`switchboard connector profile --site`): the sites it may publish
+    # for
     connector_sites: tuple[str, ...] = ()
     backend_url: str = "http://127.0.0.1:8000"
     jwt_secret: str | None = None
@@ -139,7 +140,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _ENV_PREFIX = "SWITCHBOARD_"
-_LISTS = frozenset({"connector_sites", "allowed_origins", "extra_systems", "webhook_secrets", "webhook_retry_s",
+_LISTS = frozenset({"connector_sites", "allowed_origins", "extra_systems", "webhook_secrets",
+                    "webhook_retry_s",
                     "pace_staff_commands", "reconcile_auto_repair", "acts_for"})
 
 

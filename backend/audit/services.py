@@ -20,7 +20,8 @@ async def record(conn: asyncpg.Connection, principal: Principal, *, action: str,
     The reason is free text typed by staff: it is scrubbed like every stored reason, and an actor whose `sub`
     looks personal (an e-mail, a number, `First_Last`) is stored as its pseudonym (`backend.privacy`)."""
     await conn.execute(
-        "INSERT INTO audit_log (actor, roles, action, target, reason, result) VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+        "INSERT INTO audit_log (actor, roles, action, target, reason, result) VALUES ($1, $2, $3, $4, $5,"
+        " $6::jsonb)",
         audit_actor(principal), sorted(principal.roles), action, target, scrubbed_reason(reason),
         msgspec.json.encode(result).decode())
 

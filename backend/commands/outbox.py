@@ -83,7 +83,8 @@ async def record_answers(conn: asyncpg.Connection, results: list[CommandResult])
         RETURNING c.id, c.status
         """,
         list(answers), [r.system for r in answers.values()], [r.data.status for r in answers.values()],
-        [scrub(r.data.error) if r.data.error else None for r in answers.values()],  # an upstream may quote a customer
+        # an upstream may quote a customer
+        [scrub(r.data.error) if r.data.error else None for r in answers.values()],
     )
     ok = [str(r["id"]) for r in settled if r["status"] == "ok"]
     if ok:

@@ -88,7 +88,8 @@ async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
         kind, reason, note = row["kind"], row["reason"], _PII_NOTE
         checked = None
     else:
-        checked = validate(msgspec.json.encode(msgspec.json.decode(row["payload"])), max_bytes=settings.max_event_bytes,
+        checked = validate(msgspec.json.encode(msgspec.json.decode(row["payload"])),
+                           max_bytes=settings.max_event_bytes,
                            known_systems=resources.known_systems, trust=trust_of(settings))
     if isinstance(checked, Accepted):
         try:

@@ -51,7 +51,8 @@ async def record_inbound(conn: asyncpg.Connection, rejected: Sequence[tuple[Reje
     if not rejected:
         return
     columns = list(zip(*[
-        _storable((key, r.kind, r.system, *map(scrub_identifier, (r.site, r.subject, r.event_source, r.event_id,
+        _storable((key, r.kind, r.system,
+                   *map(scrub_identifier, (r.site, r.subject, r.event_source, r.event_id,
                                                                   r.event_type)),
                    scrub(r.reason[:1000]), msgspec.json.encode(_storable(r.payload)).decode()))
         for r, key in rejected
@@ -185,13 +186,15 @@ async def get_failure(conn: asyncpg.Connection, failure_id: int) -> Failure | No
 
 async def matching(conn: asyncpg.Connection, *, sites: list[str] | None, kind: str | None, system: str | None,
                    up_to: int | None) -> list[tuple[int, str]]:
-    """Ids and kinds of the open failures a bulk retry's filter matches, oldest first; `up_to` bounds the set."""
+    """Ids and kinds of the open failures a bulk retry's filter matches, oldest first; `up_to` bounds the
+    set."""
     args: list[Any] = []
     where = _filters(args, sites=sites, status="open", kind=kind, system=system)
     if up_to is not None:
         args.append(up_to)
         where.append(f"f.id <= ${len(args)}")
-    rows = await conn.fetch(f"SELECT f.id, f.kind FROM failures f WHERE {' AND '.join(where)} ORDER BY f.id", *args)
+    rows = await conn.fetch(f"SELECT f.id, f.kind FROM failures f WHERE {' AND '.join(where)} ORDER BY f.id",
+                            *args)
     return [(r["id"], r["kind"]) for r in rows]
 
 

@@ -268,8 +268,8 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
                             e.data.queue_length, e.key, e.time)
                for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, CapacityChanged)])]),
         # keyed by the system the connector is authenticated as; its `connector:<name>` is only a label
-        _rows([_HeartbeatRow(e.subject.removeprefix("connector:"), e.system, e.data.upstream, e.data.version, e.key,
-                             e.time)
+        _rows([_HeartbeatRow(e.subject.removeprefix("connector:"), e.system, e.data.upstream, e.data.version,
+                             e.key, e.time)
                for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)],
                                             by_system=True)]),
     )
@@ -340,7 +340,8 @@ WITH new_refs AS (
     WHERE capacity.event_key < EXCLUDED.event_key
 ), heartbeats_written AS (
     INSERT INTO heartbeats (connector, system, upstream, version, event_key, seen_at)
-    SELECT connector, system, upstream, version, event_key, seen_at FROM json_populate_recordset(NULL::heartbeats, $6::json)
+    SELECT connector, system, upstream, version, event_key, seen_at FROM
+        json_populate_recordset(NULL::heartbeats, $6::json)
     ON CONFLICT (system, connector) DO UPDATE SET upstream = EXCLUDED.upstream,
         version = EXCLUDED.version, event_key = EXCLUDED.event_key, seen_at = EXCLUDED.seen_at
     WHERE heartbeats.event_key < EXCLUDED.event_key

@@ -51,8 +51,9 @@ _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
 
 _CONTENTION_RETRIES = 8
 _NO_SUCH_MESSAGE = 10037  # JetStream's "no message found"
-# Validation runs while the worker waits for Postgres, in chunks this small: one long run of it would hold up the
-# worker's next statement (its answer waits for the event loop), and the worker is the pipeline's bottleneck.
+# Validation runs while the worker waits for Postgres, in chunks this small: one long run of it would hold up
+# the worker's next statement (its answer waits for the event loop), and the worker is the pipeline's
+# bottleneck.
 _CLASSIFY_CHUNK = 50
 _T = TypeVar("_T")
 OnApplied = Callable[[Outcome], Awaitable[None]]
@@ -111,8 +112,8 @@ def _split_subject(subject: str) -> tuple[str | None, str | None, str | None]:
 class ApplyWorker:
     def __init__(self, nc: NATS, pool: asyncpg.Pool, *, batch: int, max_bytes: int,
                  known_systems: frozenset[str], on_applied: OnApplied | None = None,
-                 stream: str = EVENTS_STREAM, durable: str = APPLY_CONSUMER, own_events_key: bytes | None = None,
-                 trust: Trust = DEFAULT_TRUST) -> None:
+                 stream: str = EVENTS_STREAM, durable: str = APPLY_CONSUMER,
+                 own_events_key: bytes | None = None, trust: Trust = DEFAULT_TRUST) -> None:
         self.nc = nc
         self.stream = stream
         self.durable = durable
@@ -180,8 +181,10 @@ class ApplyWorker:
             signed = (system in RESERVED_SYSTEMS and self.own_events_key is not None
                       and is_signed(self.own_events_key, msg.data, msg.headers))
             result = validate(msg.data, max_bytes=self.max_bytes, known_systems=self.known_systems,
-                              subject_system=system, subject_type=type_, signed_by_backend=signed, trust=self.trust,
-                              # the subject's site token is what NATS let this publisher use: data.site must match
+                              subject_system=system, subject_type=type_, signed_by_backend=signed,
+                              trust=self.trust,
+                              # the subject's site token is what NATS let this publisher use: data.site must
+                              # match
                               allowed_sites=None if site is None else frozenset((site,)))
             if isinstance(result, Accepted):
                 accepted.append((result.event, result.dropped_fields))
@@ -226,7 +229,8 @@ class ApplyWorker:
 
     async def _erase_personal(self, rejected: RejectedMessages) -> None:
         """Erase (overwrite, not only delete) the messages refused for personal data, now that their redacted
-        failures are committed. One that cannot be erased now is still gone when the stream's age limit passes."""
+        failures are committed. One that cannot be erased now is still gone when the stream's age limit
+        passes."""
         sequences = [int(key.removeprefix(self._key_prefix)) for failure, key in rejected
                      if failure.kind == "pii_rejected" and key.startswith(self._key_prefix)]
         erased = await asyncio.gather(*(erase_message(self.nc, self.stream, seq) for seq in sequences),

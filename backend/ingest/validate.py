@@ -36,7 +36,8 @@ FailureKind = Literal["invalid_event", "pii_rejected", "source_mismatch", "unaut
                       "apply_error"]
 
 _decoder = msgspec.json.Decoder(Event)
-# deeper than any canonical event; deeper documents are refused unread (Postgres' jsonb and recursion have limits)
+# deeper than any canonical event; deeper documents are refused unread (Postgres' jsonb and recursion have
+# limits)
 MAX_DEPTH = 32
 _REASON_PATHS = 10  # personal fields named in a refusal's reason
 _PATH_KEY_CHARS = 64  # of each key in such a path
@@ -173,7 +174,8 @@ def _unreadable(body: bytes, reason: str) -> Rejected:
     when its raw text looks personal, whatever its structure."""
     personal = looks_personal(body.decode("utf-8", "replace"))
     return Rejected(kind="pii_rejected" if personal else "invalid_event",
-                    reason=f"{reason}; it holds personal data" if personal else reason, payload=_opaque_payload(body))
+                    reason=f"{reason}; it holds personal data" if personal else reason,
+                    payload=_opaque_payload(body))
 
 
 def _opaque_payload(body: bytes) -> dict[str, Any]:
@@ -268,9 +270,11 @@ def _semantic_error(event: CloudEvent) -> str | None:
 def rejected_event(event: CloudEvent, kind: FailureKind, reason: str) -> Rejected:
     """A failure for an event that decoded but may not be applied; a column that looks personal is dropped."""
     return Rejected(
-        kind=kind, reason=scrub(reason[:1000]), payload=redact(msgspec.to_builtins(event)), system=event.system,
+        kind=kind, reason=scrub(reason[:1000]), payload=redact(msgspec.to_builtins(event)),
+        system=event.system,
         site=scrub_identifier(getattr(event.data, "site", None)), subject=scrub_identifier(event.subject),
-        event_source=scrub_identifier(event.source), event_id=scrub_identifier(event.id), event_type=event.type,
+        event_source=scrub_identifier(event.source), event_id=scrub_identifier(event.id),
+        event_type=event.type,
     )
 
 
@@ -306,8 +310,8 @@ def validate(
     (ingest, webhooks), where Switchboard's own sources (`manual`, `switchboard`) are never accepted,
     whatever the token: only the backend publishes them (and NATS permissions keep connectors off
     `svc.events.manual.>` and `svc.events.switchboard.>`). `signed_by_backend` says the message carries
-    a backend's signature (`backend.ingest.own_events`), without which no event may come from a reserved system.
-    `trust` bounds an event's date and the journeys its sender may speak about.
+    a backend's signature (`backend.ingest.own_events`), without which no event may come from a reserved
+    system. `trust` bounds an event's date and the journeys its sender may speak about.
     """
     if len(body) > max_bytes:
         return _unreadable(body, f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit")

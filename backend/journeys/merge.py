@@ -219,9 +219,9 @@ def fold(state: JourneyState, event: CloudEvent) -> JourneyState:
 
 
 def move_refusal(event: CloudEvent, before: list[JourneyState], after: JourneyState) -> str | None:
-    """Why `event` may not be applied to the journeys `before` (its references resolve to them), giving `after`:
-    it would move a journey to another site, or merge journeys at different sites, without being from the
-    system that owns the site of each journey that moves. None: it may."""
+    """Why `event` may not be applied to the journeys `before` (its references resolve to them), giving
+    `after`: it would move a journey to another site, or merge journeys at different sites, without being from
+    the system that owns the site of each journey that moves. None: it may."""
     authority = site_authority(event)
     said, lands = event.data.site, after.value("site")  # type: ignore[attr-defined]
     for state in map(_placed, before):

@@ -111,8 +111,8 @@ async def execute(conn: asyncpg.Connection, client: SnapshotClient, run: asyncpg
             absent = [ref for ref in absent if ref not in by_ref]
     except Unreachable as exc:
         row = await conn.fetchrow(
-            "UPDATE reconciliation_runs SET status = 'unreachable', error = $2, finished_at = clock_timestamp()"
-            " WHERE id = $1 RETURNING *", run["id"], scrub(str(exc)[:500]))
+            "UPDATE reconciliation_runs SET status = 'unreachable', error = $2, finished_at ="
+            " clock_timestamp() WHERE id = $1 RETURNING *", run["id"], scrub(str(exc)[:500]))
         return services.to_run(row), []
     findings = await assess(conn, system, by_ref.values(), absent, stale_after=stale_after)
     async with conn.transaction():

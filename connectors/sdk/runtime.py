@@ -48,7 +48,8 @@ class _SpoolEmitter:
 
 
 class ConnectorRuntime:
-    def __init__(self, connector: Connector, *, nats_url: str, data_dir: Path, heartbeat_interval: float = 5.0,
+    def __init__(self, connector: Connector, *, nats_url: str, data_dir: Path,
+                 heartbeat_interval: float = 5.0,
                  max_in_flight: int = 1000, creds: str | None = None, sites: Sequence[str] = ()) -> None:
         """`creds`: its NATS credentials file (a connector profile's SWITCHBOARD_NATS_CREDS); `sites`: the
         sites its profile is limited to, whose events then carry their site as the subject's last token."""
@@ -105,7 +106,8 @@ class ConnectorRuntime:
                 # a cluster's URLs, comma-separated: any one that answers will do. Replies come to an
                 # inbox of its own system, the only one its credentials let it read
                 self.nc = await bus.connect(self.nats_url, f"switchboard-connector-{self.connector.name}",
-                                            creds=self.creds, inbox_prefix=inbox_prefix(self.connector.system),
+                                            creds=self.creds,
+                                            inbox_prefix=inbox_prefix(self.connector.system),
                                             connect_timeout=2)
             except Exception as exc:  # noqa: BLE001 - unreachable at start: events wait in the spool
                 log.warning("NATS unreachable (%s); retrying", type(exc).__name__)
@@ -174,7 +176,8 @@ class ConnectorRuntime:
             try:
                 # the backend creates it (CONTRACT section 8): a connector may only read it
                 await js.consumer_info(COMMANDS_STREAM, consumer_name(system))
-                subscription = await js.pull_subscribe_bind(durable=consumer_name(system), stream=COMMANDS_STREAM)
+                subscription = await js.pull_subscribe_bind(durable=consumer_name(system),
+                                                            stream=COMMANDS_STREAM)
                 self.ready.set()
                 break
             except (NotFoundError, NatsTimeoutError, TimeoutError) as exc:

@@ -17,7 +17,8 @@ from connectors.sim.pace import Pace
 
 class Simulation:
     def __init__(self, *, systems: list[str], sites: list[str], speed: float, nats_url: str, data_dir: Path,
-                 arrivals_per_hour: float = 20.0, faults: dict[str, Faults] | None = None, seed: int | None = None,
+                 arrivals_per_hour: float = 20.0, faults: dict[str, Faults] | None = None,
+                 seed: int | None = None,
                  heartbeat_interval: float = 5.0, services: dict[str, float] | None = None,
                  creds: dict[str, str] | None = None) -> None:
         """`creds`: each system's NATS credentials file (its connector profile's), when the server wants them."""

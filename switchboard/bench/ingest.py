@@ -143,8 +143,8 @@ async def _store_journeys(database_url: str, count: int) -> None:
     await conn.close()
 
 
-async def _backends(nats_url: str, creds: str | None, database_url: str, total: int, batch: int, replicas: int,
-                    root: Path) -> float:
+async def _backends(nats_url: str, creds: str | None, database_url: str, total: int, batch: int,
+                    replicas: int, root: Path) -> float:
     """Rate of `replicas` backend processes draining the stream from its start."""
     nc = await messaging.connect(nats_url, "bench-ingest", creds)
     js = nc.jetstream()
@@ -152,7 +152,8 @@ async def _backends(nats_url: str, creds: str | None, database_url: str, total: 
         await js.delete_consumer(messaging.EVENTS_STREAM, messaging.APPLY_CONSUMER)
     await nc.close()
     env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": nats_url,
-           "SWITCHBOARD_NATS_CREDS": creds or "", "SWITCHBOARD_DATA_DIR": str(root), "SWITCHBOARD_LOG_LEVEL": "WARNING",
+           "SWITCHBOARD_NATS_CREDS": creds or "", "SWITCHBOARD_DATA_DIR": str(root),
+           "SWITCHBOARD_LOG_LEVEL": "WARNING",
            "SWITCHBOARD_APPLY_BATCH": str(batch)}
     conn = await asyncpg.connect(database_url)
     # counting only what this run applies (an index range on applied_at): a count of every stored event
@@ -198,8 +199,8 @@ async def _run(urls: dict[str, str], total: int, batch: int, replicas: int, stor
         async with scratch_database(urls["database_url"], f"apply{count}") as apply_url:
             if stored:
                 await _store_journeys(apply_url, stored)
-            rates[count] = await _backends(urls["nats_url"], urls.get("nats_creds"), apply_url, total, batch, count,
-                                           root)
+            rates[count] = await _backends(urls["nats_url"], urls.get("nats_creds"), apply_url, total, batch,
+                                           count, root)
     figures: dict[str, object] = {
         "events": total, "batch": batch, "stored_journeys": stored, "events_per_s": round(rates[1]),
         "baseline_events_per_s": round(baseline), "ratio": round(rates[1] / baseline, 3),
@@ -213,7 +214,8 @@ async def _run(urls: dict[str, str], total: int, batch: int, replicas: int, stor
 def run_ingest_bench(*, events: int, batch: int, replicas: int, stored_journeys: int, nats_fsync: bool,
                      nats_auth: bool = True) -> None:
     print(f"bench ingest: {events:,} events, batches of {batch}, {replicas} replica(s),"
-          f" {stored_journeys:,} journeys stored first, NATS fsync {'always' if nats_fsync else 'every 2 min'},"
+          f" {stored_journeys:,} journeys stored first, NATS fsync"
+          f" {'always' if nats_fsync else 'every 2 min'},"
           f" embedded NATS auth {'on' if nats_auth else 'off'}", flush=True)
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp, \
             bench_servers(Path(tmp), nats_fsync=nats_fsync, nats_auth=nats_auth) as urls:

@@ -107,7 +107,8 @@ async def scratch_database(server_url: str) -> AsyncIterator[str]:
 class Backend:
     """`switchboard backend` in a process of its own."""
 
-    def __init__(self, database_url: str, nats_url: str, secret: str, data_dir: Path, creds: str | None) -> None:
+    def __init__(self, database_url: str, nats_url: str, secret: str, data_dir: Path,
+                 creds: str | None) -> None:
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}/api/v1/live"
         env = {
