@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import nats
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -20,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from switchboard.bench.common import scratch_database
 from switchboard.embedded import EmbeddedNats
 from switchboard.settings import Settings
-from tests.conftest import JWT_SECRET, cloud_event, eventually, publish, start_backend
+from tests.conftest import JWT_SECRET, cloud_event, eventually, nats_connect, publish, start_backend
 
 
 class OtlpReceiver(ThreadingHTTPServer):
@@ -93,7 +92,7 @@ async def otlp_backend(server_urls, workdir, uid, receiver):
     try:
         async with scratch_database(server_urls["database_url"], "otlp") as database_url:
             settings = Settings(database_url=database_url, nats_url=ns.url, jwt_secret=JWT_SECRET,
-                                data_dir=str(workdir / "data"))
+                                data_dir=str(workdir / "data"), nats_creds=ns.creds)
             process = await asyncio.to_thread(start_backend, settings, workdir / f"backend-otlp-{uid}.log", {
                 "SWITCHBOARD_OTEL_EXPORTER": "otlp", "SWITCHBOARD_OTEL_ENDPOINT": receiver.endpoint})
             try:
@@ -107,7 +106,7 @@ async def otlp_backend(server_urls, workdir, uid, receiver):
 async def test_a_backend_exports_the_spans_of_a_sampled_event_over_otlp(otlp_backend, receiver, uid):
     settings, backend = otlp_backend
     unsampled, trace_id, parent_span_id = secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(8)
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats_connect(settings)
     try:
         # the connector's decision travels in the traceparent flags: 00 is not recorded, 01 is
         for traceparent in (f"00-{unsampled}-{secrets.token_hex(8)}-00",

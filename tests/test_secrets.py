@@ -28,16 +28,18 @@ from detect_secrets.settings import default_settings
 from backend.app import create_app
 from backend.auth import jwt_secret, mint_token, signing_secret
 from switchboard.local_secrets import InsecureSecret, local_secret
+from switchboard.natsauth import creds_text
 from switchboard.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_NAME = re.compile(r"(secret|credential|password|\.creds$|\.nk$|\.pem$|\.key$|\.p12$|\.pfx$"
                          r"|^id_(rsa|ed25519)|^\.env$|^\.htpasswd$)", re.IGNORECASE)
 BASE32 = string.ascii_uppercase + "234567"
+# a credentials file's block with something in it (the markers alone are what code and docs talk about)
+FILLED_CREDENTIALS = re.compile(rb"-----BEGIN (?:USER NKEY SEED|NATS USER JWT)-----\s*\n\s*[A-Za-z0-9_.-]{20,}")
 CODE_OR_DOCS = (".py", ".md")  # a module or page *about* secrets, scanned by content like every file
 SHAPES = {
     "private key": re.compile(r"-----BEGIN ([A-Z]+ )*PRIVATE KEY-----"),
-    "NATS credentials": re.compile(r"-----BEGIN (USER NKEY SEED|NATS USER JWT)-----"),
     "nkey seed": re.compile(r"\bS[UANOCPX]A[A-Z2-7]{55}\b"),
     "webhook secret": re.compile(r"whsec_[A-Za-z0-9+/]{16,}"),
     "hex blob": re.compile(r"\b[0-9a-fA-F]{40,}\b"),
@@ -63,6 +65,8 @@ def shape_findings(path: str, content: bytes) -> list[str]:
         found.append(f"{path}: named like a secret")
     if b"\0" in content:
         return found  # images: nothing to read
+    if FILLED_CREDENTIALS.search(content):
+        found.append(f"{path}: NATS credentials")
     for number, line in enumerate(content.decode(errors="replace").splitlines(), 1):
         for shape, pattern in SHAPES.items():
             if pattern.search(line) and not allowed(path, line):
@@ -108,6 +112,8 @@ def _planted() -> dict[str, str]:
         "deploy/b.txt": f"value: {secrets.token_urlsafe(48)}\n",
         "deploy/c.txt": f"url: postgresql://switchboard:{secrets.token_hex(8)}@db:5432/switchboard\n",
         ".switchboard/jwt-secret": secrets.token_urlsafe(48),
+        "deploy/connector.txt.bak": creds_text(f"eyJ0eXAiOiJKV1QifQ.{secrets.token_urlsafe(40)}.sig",
+                                               ("SUA" + "".join(secrets.choice(BASE32) for _ in range(55))).encode()),
     }
 
 
@@ -115,6 +121,11 @@ def _planted() -> dict[str, str]:
 def test_each_kind_of_secret_is_found_where_it_is_planted(path):
     content = _planted()[path]
     assert shape_findings(path, content.encode()), content
+
+
+def test_the_markers_of_a_credentials_file_alone_are_no_secret():
+    assert shape_findings("docs/x.md", b"a `-----BEGIN NATS USER JWT-----` block, then the seed") == []
+    assert shape_findings("switchboard/x.py", b'MARK = "-----BEGIN USER NKEY SEED-----"\n') == []
 
 
 def test_the_allowance_is_for_tests_that_say_they_are_fake_only():
