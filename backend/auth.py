@@ -20,7 +20,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.security.jwt import JWTAuth, Token
 
 from backend.jwks import JwksKeys
-from switchboard.local_secrets import InsecureSecret, local_secret
+from switchboard.local_secrets import InsecureSecretError, local_secret
 from switchboard.settings import Settings
 
 ROLES = frozenset({"manager", "floor_staff", "sre", "connector", "admin"})
@@ -119,7 +119,7 @@ MIN_SECRET_BYTES = 32  # an HS256 key at least as long as its hash (RFC 7518, se
 
 def _strong(name: str, secret: str) -> str:
     if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise InsecureSecret(f"{name} is {len(secret.encode())} bytes; HS256 needs at least"
+        raise InsecureSecretError(f"{name} is {len(secret.encode())} bytes; HS256 needs at least"
                              f" {MIN_SECRET_BYTES}"
                              " (e.g. `openssl rand -hex 32`)")
     return secret
@@ -169,7 +169,7 @@ def jwks_keys(settings: Settings) -> JwksKeys | None:
 
 
 def jwt_auth(settings: Settings, jwks: JwksKeys | None = None) -> JWTAuth[Principal]:
-    token_cls = SwitchboardToken
+    token_cls: type[SwitchboardToken] = SwitchboardToken
     if jwks is not None:
         token_cls = type("JWKSToken", (SwitchboardToken,), {"jwks": jwks})
     return JWTAuth[Principal](

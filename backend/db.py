@@ -28,7 +28,7 @@ def migration_files() -> list[Path]:
     return files
 
 
-class MigrationsPending(RuntimeError):
+class MigrationsPendingError(RuntimeError):
     """Migrations are due and the role at hand may not apply them."""
 
 
@@ -42,7 +42,8 @@ async def migrate(conn: asyncpg.Connection, *, runtime_role: str | None = None) 
         if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
             await _as_owner(conn, "CREATE TABLE schema_migrations (version text PRIMARY KEY,"
                                   " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        done = {r["version"]: r["checksum"] for r in rows}
         for path in migration_files():
             text = path.read_text()
             checksum = hashlib.sha256(text.encode()).hexdigest()
@@ -67,7 +68,7 @@ async def _as_owner(conn: asyncpg.Connection, sql: str, what: str = "schema_migr
     try:
         await conn.execute(sql)
     except asyncpg.InsufficientPrivilegeError as exc:
-        raise MigrationsPending(
+        raise MigrationsPendingError(
             f"migration {what} is due and this role may not apply it ({exc}): run `switchboard migrate` with "
             "SWITCHBOARD_DATABASE_OWNER_URL, or give the backend that URL too") from exc
 
@@ -102,7 +103,8 @@ async def ensure_runtime_role(admin: asyncpg.Connection, role: str = RUNTIME_ROL
     END $$""")
     if await admin.fetchval("SELECT rolsuper OR rolbypassrls OR NOT rolcanlogin FROM pg_roles"
                             " WHERE rolname = $1", role):
-        raise RuntimeError(f"role {role} exists with rights other than a runtime role's (superuser, no login)")
+        raise RuntimeError(f"role {role} exists with rights other than a runtime role's"
+                           " (superuser, no login)")
 
 
 def with_role(url: str, role: str) -> str:

@@ -9,6 +9,7 @@ reached the keys last fetched keep serving; they are refetched every `refresh_s`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import httpx
@@ -52,10 +53,8 @@ class JwksKeys:
     async def run(self) -> None:
         """Refresh every `refresh_s`, or sooner when asked, never more often than every `cooldown_s`."""
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wanted.wait(), self.refresh_s)
-            except TimeoutError:
-                pass
             self._wanted.clear()
             await self.refresh()
             await asyncio.sleep(self.cooldown_s)  # a kid asked for meanwhile is refreshed right after it

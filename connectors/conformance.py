@@ -230,7 +230,8 @@ async def run_checks(module: str, *, nats_url: str | None, creds: str | None = N
                      watch_seconds: float = 15.0) -> list[Check]:
     connector = load_connector(module)
     with tempfile.TemporaryDirectory(prefix="switchboard-check-") as tmp:
-        async with nats_server(nats_url, creds, Path(tmp), connector.system) as (url, kit_creds, connector_creds):
+        server = nats_server(nats_url, creds, Path(tmp), connector.system)
+        async with server as (url, kit_creds, connector_creds):
             nc = await bus.connect(url, "switchboard-conformance", creds=kit_creds)
             try:
                 await ensure_streams(nc.jetstream(), 120.0, systems=[connector.system])

@@ -50,7 +50,7 @@ DRAIN_DEADLINE_S = 900.0  # from the last acknowledgement until every event and 
 _T = TypeVar("_T")
 
 
-class DeadlinePassed(Exception):
+class DeadlinePassedError(Exception):
     """A wait of the run took longer than its deadline: the run fails with this reason."""
 
 
@@ -58,7 +58,7 @@ async def within(seconds: float, what: str, awaitable: Awaitable[_T]) -> _T:
     try:
         return await asyncio.wait_for(awaitable, seconds)
     except TimeoutError:
-        raise DeadlinePassed(f"{what}: no result within {seconds:.0f}s") from None
+        raise DeadlinePassedError(f"{what}: no result within {seconds:.0f}s") from None
 
 
 @dataclass
@@ -304,7 +304,7 @@ async def _drain(nc: NATS, pg: EmbeddedPostgres, backends: list[BackendProcess],
         for task in answering:
             if task.done():
                 task.result()  # a connector that stopped says why
-                raise DeadlinePassed("a command answerer stopped before the run drained")
+                raise DeadlinePassedError("a command answerer stopped before the run drained")
         info = await apply_consumer(nc)
         if info is not None and info.num_pending == 0 and info.num_ack_pending == 0 \
                 and await unsettled_commands(pg.url) == 0 and all(b.ready() for b in backends):
@@ -352,7 +352,7 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
         for what, share in moments:
             while len(tally.acknowledged) < share * total and not publisher.done():
                 if time.monotonic() > publish_deadline:
-                    raise DeadlinePassed(f"publishing: {len(tally.acknowledged):,} of {total:,} acknowledged"
+                    raise DeadlinePassedError(f"publishing: {len(tally.acknowledged):,} of {total:,} acknowledged"
                                          f" when the deadline passed")
                 await asyncio.sleep(0.02)
             if what == "backend":
@@ -409,7 +409,7 @@ def run_chaos(*, events: int, kills: int, seed: int | None) -> None:
     with tempfile.TemporaryDirectory(prefix="switchboard-chaos-") as tmp:
         try:
             figures = uvloop.run(_chaos(events, kills, seed, Path(tmp)))
-        except DeadlinePassed as exc:
+        except DeadlinePassedError as exc:
             print(f"FAIL: {exc}", flush=True)
             report({"published": events, "seed": seed, "backend_kills": kills, "reason": str(exc)})
             sys.exit(1)

@@ -47,7 +47,7 @@ def _migrate(_: argparse.Namespace) -> None:
 
     try:
         applied = asyncio.run(run())
-    except db.MigrationsPending as exc:
+    except db.MigrationsPendingError as exc:
         sys.exit(str(exc))
     print("applied: " + ", ".join(applied) if applied else "up to date")
 

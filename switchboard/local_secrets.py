@@ -3,6 +3,7 @@ the folder 0700 and each file 0600 from the moment it exists, and never seen hal
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -12,7 +13,7 @@ from pathlib import Path
 FOLDER = "secrets"
 
 
-class InsecureSecret(ValueError):
+class InsecureSecretError(ValueError):
     """A secret too weak to use, or kept where others may read it."""
 
 
@@ -32,10 +33,9 @@ def local_secret(data_dir: str | Path, name: str, make: Callable[[], str]) -> st
                 file.write(make())
                 file.flush()
                 os.fsync(file.fileno())
-            try:
+            # another process linked its own first: that one is the secret
+            with contextlib.suppress(FileExistsError):
                 os.link(draft, path)
-            except FileExistsError:
-                pass  # another process linked its own first: that one is the secret
         finally:
             draft.unlink(missing_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -43,12 +43,13 @@ def local_secret(data_dir: str | Path, name: str, make: Callable[[], str]) -> st
         _check_private(path, os.fstat(file.fileno()))
         value = file.read().strip()
     if not value:
-        raise InsecureSecret(f"{path} is empty: delete it and a new secret is made")
+        raise InsecureSecretError(f"{path} is empty: delete it and a new secret is made")
     return value
 
 
 def _check_private(path: Path, info: os.stat_result) -> None:
     if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o077:
-        raise InsecureSecret(f"{path} may be read by others (mode {stat.S_IMODE(info.st_mode):o}, owner uid "
-                             f"{info.st_uid}): it must be this user's, 0700 for the folder and 0600 for a "
-                             "secret; fix it (chmod) or delete it and a new secret is made")
+        raise InsecureSecretError(
+            f"{path} may be read by others (mode {stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid}):"
+            " it must be this user's, 0700 for the folder and 0600 for a secret; fix it (chmod) or delete it"
+            " and a new secret is made")

@@ -27,7 +27,7 @@ from detect_secrets.settings import default_settings
 
 from backend.app import create_app
 from backend.auth import jwt_secret, mint_token, signing_secret
-from switchboard.local_secrets import InsecureSecret, local_secret
+from switchboard.local_secrets import InsecureSecretError, local_secret
 from switchboard.natsauth import creds_text
 from switchboard.settings import Settings
 
@@ -175,12 +175,12 @@ def test_a_secret_others_may_read_is_refused(tmp_path):
     secret = jwt_secret(settings)
     path = tmp_path / "secrets" / "jwt-secret"
     path.chmod(0o644)
-    with pytest.raises(InsecureSecret, match="may be read by others"):
+    with pytest.raises(InsecureSecretError, match="may be read by others"):
         jwt_secret(settings)
     assert path.read_text() == secret, "refused, not replaced"
     path.chmod(0o600)
     (tmp_path / "secrets").chmod(0o755)
-    with pytest.raises(InsecureSecret, match="may be read by others"):
+    with pytest.raises(InsecureSecretError, match="may be read by others"):
         jwt_secret(settings)
 
 
@@ -202,11 +202,11 @@ LONG_ENOUGH = "fake-32-byte-secret-0123456789ab"
 
 def test_secrets_shorter_than_32_bytes_are_refused():
     assert len(SHORT.encode()) == 31 and len(LONG_ENOUGH.encode()) == 32
-    with pytest.raises(InsecureSecret, match="SWITCHBOARD_JWT_SECRET is 31 bytes"):
+    with pytest.raises(InsecureSecretError, match="SWITCHBOARD_JWT_SECRET is 31 bytes"):
         jwt_secret(Settings(jwt_secret=SHORT))
-    with pytest.raises(InsecureSecret, match="SWITCHBOARD_SIGNING_SECRET is 31 bytes"):
+    with pytest.raises(InsecureSecretError, match="SWITCHBOARD_SIGNING_SECRET is 31 bytes"):
         signing_secret(Settings(jwt_secret=LONG_ENOUGH, signing_secret=SHORT))
-    with pytest.raises(InsecureSecret):
+    with pytest.raises(InsecureSecretError):
         mint_token(Settings(jwt_secret=SHORT), sub="u", roles=["sre"], sites="*")
     assert jwt_secret(Settings(jwt_secret=LONG_ENOUGH)) == LONG_ENOUGH
 

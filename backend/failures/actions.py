@@ -73,11 +73,12 @@ async def _retry_command(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
     return _result(row, "retrying", "re-sent; resolved when the system answers ok")
 
 
-class _SiteRefused(Exception):
+class _SiteRefusedError(Exception):
     pass
 
 
-_SITE_REFUSED_NOTE = "refused on retry: only the system that owns the journey's site may move it or join it to another site"
+_SITE_REFUSED_NOTE = ("refused on retry: only the system that owns the journey's site may move it or join it"
+                      " to another site")
 
 
 async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: str,
@@ -96,10 +97,10 @@ async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
             async with conn.transaction():
                 applied = await apply_events(conn, [(checked.event, checked.dropped_fields)])
                 if applied.refused:  # the site rule refused it: undone, so this failure stays the one record
-                    raise _SiteRefused
+                    raise _SiteRefusedError
         except asyncpg.PostgresError as exc:
             kind, reason = "apply_error", f"{type(exc).__name__}: {exc}"
-        except _SiteRefused:
+        except _SiteRefusedError:
             kind, reason = "unauthorized_source", _SITE_REFUSED_NOTE
         else:
             resolved = await conn.fetchrow(
@@ -197,6 +198,7 @@ async def bulk_retry(resources: Resources, principal: Principal, wanted: BulkFil
                           len(ids), _digest(ids))
     if dry_run:
         return BulkRetryResult(matched=len(ids), selection=token, dry_run=True, skipped=skipped, note=note)
-    results = [await retry(resources, principal, failure_id, reason, selection=token) for failure_id in retryable]
+    results = [await retry(resources, principal, failure_id, reason, selection=token)
+               for failure_id in retryable]
     return BulkRetryResult(matched=len(ids), selection=token, dry_run=False, results=results, skipped=skipped,
                            note=note)

@@ -124,7 +124,8 @@ def _personal_known_values(doc: dict[str, Any], envelope_known: frozenset[str],
     found = []
     for path, value in fields:
         texts = value if isinstance(value, list) else [value]
-        if any(isinstance(t, str) and (looks_personal_identifier(t) or (path == "$.data.error" and looks_personal(t)))
+        free_text = path == "$.data.error"
+        if any(isinstance(t, str) and (looks_personal_identifier(t) or (free_text and looks_personal(t)))
                for t in texts):
             found.append(path)
     return found
@@ -144,7 +145,7 @@ def _personal_values(event: CloudEvent) -> list[str]:
     found = [f"$.{name}" for name, value in (("id", event.id), ("subject", event.subject),
                                               ("source", event.source.partition("/")[2].partition("/")[2]))
              if value and looks_personal_identifier(value)]
-    data = event.data  # type: ignore[attr-defined]
+    data = event.data
     for name in data.__struct_fields__:
         value = getattr(data, name)
         if isinstance(value, str):

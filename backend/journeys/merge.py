@@ -122,7 +122,9 @@ def _earliest(a: Stamped | None, b: Stamped | None) -> Stamped | None:
 
 def merge(a: JourneyState, b: JourneyState) -> JourneyState:
     a, b = _placed(a), _placed(b)
-    merged = JourneyState(**{name: _latest(getattr(a, name), getattr(b, name)) for name in _LATEST_FIELDS})
+    # every field in _LATEST_FIELDS is a `Stamped | None`: mypy cannot tie the names to their types
+    merged = JourneyState(**{name: _latest(getattr(a, name), getattr(b, name))  # type: ignore[arg-type]
+                             for name in _LATEST_FIELDS})
     merged.stage = _latest(a.stage, b.stage)
     merged.placed_by = _earliest(a.placed_by, b.placed_by)
     merged.sites = {system: _latest(a.sites.get(system), b.sites.get(system))  # type: ignore[misc]
@@ -205,7 +207,7 @@ def fold(state: JourneyState, event: CloudEvent) -> JourneyState:
         state.placed_by = Stamped(key, authority)
     said = state.sites.get(authority)
     if said is None or key > said.key:
-        state.sites[authority] = Stamped(key, event.data.site)  # type: ignore[attr-defined]
+        state.sites[authority] = Stamped(key, event.data.site)
     state.site = _own_site(state)
     values, reached = contributions(event)
     for name, stamped in values:
@@ -223,7 +225,7 @@ def move_refusal(event: CloudEvent, before: list[JourneyState], after: JourneySt
     `after`: it would move a journey to another site, or merge journeys at different sites, without being from
     the system that owns the site of each journey that moves. None: it may."""
     authority = site_authority(event)
-    said, lands = event.data.site, after.value("site")  # type: ignore[attr-defined]
+    said, lands = event.data.site, after.value("site")
     for state in map(_placed, before):
         site, owner = state.value("site"), state.value("placed_by")
         if site is None or owner == authority or site == lands == said:

@@ -21,7 +21,8 @@ class Simulation:
                  seed: int | None = None,
                  heartbeat_interval: float = 5.0, services: dict[str, float] | None = None,
                  creds: dict[str, str] | None = None) -> None:
-        """`creds`: each system's NATS credentials file (its connector profile's), when the server wants them."""
+        """`creds`: each system's NATS credentials file (its connector profile's), when the server wants
+        them."""
         rng = random.Random(seed)
         self.pace = Pace(speed, rng, services)
         self.systems = build_systems(systems, sites=sites, pace=self.pace, faults=faults, seed=seed)

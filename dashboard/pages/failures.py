@@ -123,7 +123,8 @@ class FailuresView:
         selected = failure is not None
         unretryable = selected and failure["kind"] in UNRETRYABLE_KINDS  # type: ignore[index]
         self.payload_button.set_enabled(selected)
-        self.retry_button.set_enabled(selected and not unretryable and action_block(self.viewer, RETRY_ONE) is None)
+        allowed = action_block(self.viewer, RETRY_ONE) is None
+        self.retry_button.set_enabled(selected and not unretryable and allowed)
         self.retry_why.set_text(f"Retry: {UNRETRYABLE_WHY}" if unretryable else "")
         if unretryable:  # the reason on hover too
             self.retry_button.props(f'title="{UNRETRYABLE_WHY}"')
@@ -208,7 +209,8 @@ class FailuresView:
         outcomes: dict[str, int] = {}
         for each in result["results"]:
             outcomes[each["outcome"]] = outcomes.get(each["outcome"], 0) + 1
-        summary = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in sorted(outcomes.items())) or "nothing to retry"
+        summary = (", ".join(f"{n} {o.replace('_', ' ')}" for o, n in sorted(outcomes.items()))
+                   or "nothing to retry")
         skipped = f"; {result['skipped']} skipped ({UNRETRYABLE_WHY})" if result.get("skipped") else ""
         self._report(f"Retry all: {summary}{skipped}")
 

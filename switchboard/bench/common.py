@@ -18,7 +18,8 @@ from switchboard.settings import get_settings
 
 
 @contextlib.contextmanager
-def bench_servers(folder: Path, *, nats_fsync: bool = True, nats_auth: bool = True) -> Iterator[dict[str, str]]:
+def bench_servers(folder: Path, *, nats_fsync: bool = True,
+                  nats_auth: bool = True) -> Iterator[dict[str, str]]:
     """The configured servers, or embedded ones in `folder`; "nats_creds" when NATS wants credentials
     (the configured SWITCHBOARD_NATS_CREDS, or the embedded server's backend credentials)."""
     settings = get_settings()
