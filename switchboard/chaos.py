@@ -212,10 +212,11 @@ def _command_findings(journeys: list[PlannedJourney], rows: list[asyncpg.Record]
     unexpected = 0
     for row in rows:
         found = {owner.get(ref) for ref in row["refs"]}
-        if len(found) != 1 or None in found:
+        index = found.pop() if len(found) == 1 else None
+        if index is None:
             unexpected += 1  # its references are no planned journey's, or several journeys'
             continue
-        written[found.pop()][row["command"]] += 1
+        written[index][row["command"]] += 1
     delivered: Counter[int] = Counter()
     for command_id, _attempt in crm.delivered:
         command = crm.commands[command_id]
@@ -228,7 +229,10 @@ def _command_findings(journeys: list[PlannedJourney], rows: list[asyncpg.Record]
             count = written[n][kind]
             missing += count < least
             if count > most:
-                doubled, unexpected = (doubled + 1, unexpected) if least == most else (doubled, unexpected + 1)
+                if least == most:
+                    doubled += 1
+                else:
+                    unexpected += 1
         summaries = delivered[n]
         missing += journey.finished and summaries == 0
         doubled += journey.finished and summaries > 1
@@ -239,11 +243,14 @@ def _command_findings(journeys: list[PlannedJourney], rows: list[asyncpg.Record]
 
 
 async def verify(database_url: str, tally: Tally, journeys: list[PlannedJourney],
-                 crm: CommandAnswerer) -> dict[str, Any]:
+                 crm: CommandAnswerer | None) -> dict[str, Any]:
+    """What the run left, against the plan; commands are checked when `crm` answered them."""
     conn = await asyncpg.connect(database_url)
     try:
-        planned = {(e["source"], e["id"]) for journey in journeys for e in journey.events} | tally.acknowledged
-        rows = [r for r in await conn.fetch("SELECT source, id FROM events") if (r["source"], r["id"]) in planned]
+        planned = {(e["source"], e["id"]) for journey in journeys for e in journey.events}
+        planned |= tally.acknowledged
+        stored = await conn.fetch("SELECT source, id FROM events")
+        rows = [r for r in stored if (r["source"], r["id"]) in planned]
         applied = {(r["source"], r["id"]) for r in rows}
         failure_kinds = {r["kind"]: r["n"] for r in await conn.fetch(
             "SELECT kind, count(*) AS n FROM failures GROUP BY kind")}
@@ -270,8 +277,8 @@ async def verify(database_url: str, tally: Tally, journeys: list[PlannedJourney]
         "mismatched_journeys": mismatched,
         "failures": failures,
         "failure_kinds": failure_kinds,
-        **_command_findings(journeys, commands, crm),
-        "commands_unsettled": unsettled,
+        **(_command_findings(journeys, commands, crm) if crm else {}),
+        **({"commands_unsettled": unsettled} if crm else {}),
     }
 
 
@@ -286,7 +293,8 @@ class Progress:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
-            applied, unsettled = await count_applied(self.database_url), await unsettled_commands(self.database_url)
+            applied = await count_applied(self.database_url)
+            unsettled = await unsettled_commands(self.database_url)
             progress(f"t={time.monotonic() - self.started:6.1f}s {self.phase}: acknowledged"
                      f" {len(self.tally.acknowledged):,}/{self.total:,}, applied {_or_unknown(applied)},"
                      f" commands unsettled {_or_unknown(unsettled)}")
@@ -322,7 +330,8 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
            "SWITCHBOARD_NATS_CREDS": ns.creds or "", "SWITCHBOARD_DATA_DIR": str(root),
            "SWITCHBOARD_LOG_LEVEL": "WARNING"}
     backends = [BackendProcess(env, root / f"backend-{i}.log") for i in range(REPLICAS)]
-    answerers = {system: CommandAnswerer(system, random.Random(f"{seed}-{system}")) for system in COMMANDED_SYSTEMS}
+    answerers = {system: CommandAnswerer(system, random.Random(f"{seed}-{system}"))
+                 for system in COMMANDED_SYSTEMS}
     tally = Tally()
     ticker = Progress(pg.url, tally, total)
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(ticker.run())]
@@ -352,12 +361,12 @@ async def _chaos(total: int, kills: int, seed: int, root: Path) -> dict[str, Any
         for what, share in moments:
             while len(tally.acknowledged) < share * total and not publisher.done():
                 if time.monotonic() > publish_deadline:
-                    raise DeadlinePassedError(f"publishing: {len(tally.acknowledged):,} of {total:,} acknowledged"
-                                         f" when the deadline passed")
+                    raise DeadlinePassedError(f"publishing: {len(tally.acknowledged):,} of {total:,}"
+                                              " acknowledged when the deadline passed")
                 await asyncio.sleep(0.02)
             if what == "backend":
-                info = await apply_consumer(observer)
-                tally.kills_in_flight += bool(info and info.num_ack_pending)
+                before_kill = await apply_consumer(observer)
+                tally.kills_in_flight += bool(before_kill and before_kill.num_ack_pending)
                 victim = rng.choice(backends)
                 victim.kill()
                 victim.start()
