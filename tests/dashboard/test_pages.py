@@ -90,6 +90,28 @@ async def test_a_failure_appears_live_and_its_actions_say_why_they_are_disabled(
     assert actions["Retry"] is actions["Retry all matching…"] is actions["Discard…"] is False
 
 
+async def test_a_failure_refused_for_who_sent_it_cannot_be_retried_and_the_page_says_why(board: Board, token,
+                                                                                         js, uid):
+    site = f"site-{uid}"
+    await board.sign_in(token("sre"))
+    await board.user.open("/failures")
+    # an event from /crm published on the queue's subject: a source_mismatch, which only a discard ends
+    await publish(js, cloud_event("customer.arrived", f"crm:C-{uid}", {"site": site}),
+                  subject="svc.events.queue.customer.arrived")
+    table = next(iter(board.user.find(ui.table).elements))
+
+    async def listed() -> list[dict]:
+        return [row for row in table.rows if row["site"] == site]
+
+    [row] = await eventually(listed)
+    assert row["kind"] == "source_mismatch"
+    board.user.find(ui.table).trigger("selection", {"added": True, "rows": [row], "keys": [row["id"]]})
+    buttons = {b.text: b for b in board.user.find(ui.button).elements}
+    assert buttons["Retry"].enabled is False and buttons["Discard…"].enabled is True
+    assert buttons["Retry"].props["title"] == "refused for who sent it: never retried, only discarded"
+    await board.user.should_see("Retry: refused for who sent it: never retried, only discarded")
+
+
 async def test_every_page_says_when_the_live_connection_was_lost(own_backend: BackendProcess, settings, token):
     async with simulated_board(msgspec.structs.replace(settings, backend_url=own_backend.url)) as board:
         await board.sign_in(token("manager"))
