@@ -53,7 +53,6 @@ from backend.reconciliation.scheduler import Reconciler
 from backend.resources import Resources
 from backend.retention.job import run_retention
 from backend.retention.services import RetentionPolicy, check_audit_floor
-from backend.routing import engine
 from backend.routing.controllers import RuleController
 from backend.routing.rules import DEFAULT_RULES, RulesFileError, load_rules
 from backend.system.controllers import MetricsController, SystemController
@@ -72,7 +71,7 @@ class SwitchboardPlugin(InitPluginProtocol):
                                " demo`)")
         self.settings = settings
         try:
-            engine.activate(load_rules(settings.rules_file or DEFAULT_RULES, _command_targets(settings)))
+            self.rules = load_rules(settings.rules_file or DEFAULT_RULES, _command_targets(settings))
         except RulesFileError as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
         try:
@@ -98,11 +97,12 @@ class SwitchboardPlugin(InitPluginProtocol):
         await messaging.ensure_streams(js, settings.duplicate_window_s, settings.stream_replicas,
                                        max_age_s=settings.stream_max_age_s,
                                        systems=_command_targets(settings))
-        resources = Resources(settings=settings, pool=pool, nc=nc, js=js)
+        resources = Resources(settings=settings, rules=self.rules, pool=pool, nc=nc, js=js)
         app.state.resources = resources
         live = app.state.live = LiveService(nc, pool)
         await live.start()
-        worker = ApplyWorker(nc, pool, batch=settings.apply_batch, max_bytes=settings.max_event_bytes,
+        worker = ApplyWorker(nc, pool, rules=self.rules, batch=settings.apply_batch,
+                             max_bytes=settings.max_event_bytes,
                              known_systems=resources.known_systems, on_applied=live.on_applied,
                              own_events_key=signing_key(settings), trust=trust_of(settings))
         relay = CommandRelay(pool, js, DeliveryPolicy(

@@ -1,4 +1,4 @@
-"""What the handlers share for the life of the app: settings, the Postgres pool, NATS."""
+"""What the handlers share for the life of the app: settings, the routing rules, the Postgres pool, NATS."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from litestar.di import NamedDependency
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from backend.routing.rules import RuleSet
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
 from switchboard.settings import Settings
 
 
 class Resources(msgspec.Struct, kw_only=True):
     settings: Settings
+    rules: RuleSet  # loaded and checked once at start; apply and retry route by the same set
     pool: Pool
     nc: NATS
     js: JetStreamContext

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from backend.ingest.consumer import ApplyWorker
 from backend.journeys import services
 from backend.journeys.merge import JourneyState, copy, fold, merge
+from backend.routing.rules import DEFAULT_RULES, load_rules
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS, Event
 from switchboard.reference_merge import expected_journey, observed
 
@@ -104,7 +105,9 @@ async def test_any_order_duplicates_and_two_consumers_give_the_reference_journey
     deliveries = [(ev, 0) for ev, n in zip(decoded, copies, strict=False) for _ in range(n)]
     rng.shuffle(deliveries)
     cut = rng.randint(0, len(deliveries))
-    workers = [ApplyWorker(None, pool, batch=4, max_bytes=65536, known_systems=SEED_SYSTEMS | RESERVED_SYSTEMS)  # type: ignore[arg-type]
+    rules = load_rules(DEFAULT_RULES, SEED_SYSTEMS)
+    workers = [ApplyWorker(None, pool, rules=rules, batch=4, max_bytes=65536,  # type: ignore[arg-type]
+                           known_systems=SEED_SYSTEMS | RESERVED_SYSTEMS)
                for _ in range(2)]
 
     async def consume(worker: ApplyWorker, share: list[Any]) -> int:

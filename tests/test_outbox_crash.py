@@ -23,6 +23,7 @@ from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.ingest.apply import apply_events
 from backend.ingest.validate import Accepted, validate
 from backend.integrations.pace import PacePolicy
+from backend.routing.rules import DEFAULT_RULES, load_rules
 from switchboard import bus
 from switchboard.commands import Command
 from switchboard.embedded import embedded_servers
@@ -107,7 +108,7 @@ async def test_a_relay_dying_after_publish_and_before_commit_publishes_the_same_
                            known_systems=SEED_SYSTEMS | RESERVED_SYSTEMS)
         assert isinstance(booking, Accepted)
         async with pool.acquire() as conn, conn.transaction():
-            await apply_events(conn, [(booking.event, 0)])
+            await apply_events(conn, [(booking.event, 0)], rules=load_rules(DEFAULT_RULES, SEED_SYSTEMS))
         command_id = await pool.fetchval("SELECT id FROM commands WHERE site = $1", site)
 
         async with pool.acquire() as conn:

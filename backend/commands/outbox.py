@@ -15,18 +15,19 @@ import asyncpg
 
 from backend.failures.services import failure_changed
 from backend.journeys.merge import JourneyState, merge
-from backend.routing.engine import JourneyChange, PlannedCommand, active, plan
+from backend.routing.engine import JourneyChange, PlannedCommand, plan
+from backend.routing.rules import RuleSet
 from switchboard.events import CloudEvent, CommandResult
 from switchboard.privacy import scrub
 
 
 def planned_commands(
-    *, events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID],
+    rules: RuleSet, *, events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID],
     before: dict[UUID, JourneyState], after: dict[UUID, JourneyState], survivor: Callable[[UUID], UUID],
 ) -> list[PlannedCommand]:
-    """The commands the rules in force call for. `before`: the journeys' states as loaded (some may since have
+    """The commands `rules` call for. `before`: the journeys' states as loaded (some may since have
     merged into a `survivor`)."""
-    return plan(active(), _changes(events, journey_of, before, after, survivor)) if after else []
+    return plan(rules, _changes(events, journey_of, before, after, survivor)) if after else []
 
 
 def _changes(events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID],

@@ -95,7 +95,8 @@ async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
     if isinstance(checked, Accepted):
         try:
             async with conn.transaction():
-                applied = await apply_events(conn, [(checked.event, checked.dropped_fields)])
+                applied = await apply_events(conn, [(checked.event, checked.dropped_fields)],
+                                             rules=resources.rules)
                 if applied.refused:  # the site rule refused it: undone, so this failure stays the one record
                     raise _SiteRefusedError
         except asyncpg.PostgresError as exc:

@@ -26,6 +26,7 @@ from backend.db import lock_key
 from backend.failures.services import record_inbound
 from backend.ingest.validate import Rejected, rejected_event
 from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge, move_refusal
+from backend.routing.rules import RuleSet
 from switchboard.events import CapacityChanged, CloudEvent, CommandResult, ConnectorHeartbeat, refs_of
 
 _E = TypeVar("_E", bound=CloudEvent)
@@ -176,8 +177,10 @@ def _rows(rows: list[Any]) -> str:
     return _encode(rows).decode()
 
 
-async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, int]]) -> Outcome:
-    """Apply `(event, dropped_fields)` pairs; events already applied are counted as duplicates."""
+async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, int]], *,
+                       rules: RuleSet) -> Outcome:
+    """Apply `(event, dropped_fields)` pairs, writing the commands `rules` call for; events already applied
+    are counted as duplicates."""
     unique: dict[tuple[str, str], tuple[CloudEvent, int]] = {}
     for event, dropped in batch:
         unique.setdefault((event.source, event.id), (event, dropped))
@@ -254,7 +257,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     if merged_away:
         await _repoint(conn, merged_away)
     journey_of = {key: find(jid) for key, jid in event_journey.items()}
-    commands = planned_commands(events=[e for e, _ in fresh], before=before, survivor=find,
+    commands = planned_commands(rules, events=[e for e, _ in fresh], before=before, survivor=find,
                                 journey_of=journey_of, after={j: journeys[j].state for j in live})
     await conn.execute(
         _WRITE,

@@ -37,6 +37,7 @@ from backend.ingest.own_events import is_signed
 from backend.ingest.pull import PullFeed
 from backend.ingest.validate import DEFAULT_TRUST, Accepted, Rejected, Trust, rejected_event, validate
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
+from backend.routing.rules import RuleSet
 from switchboard import tracing
 from switchboard.events import RESERVED_SYSTEMS, CloudEvent
 
@@ -110,7 +111,7 @@ def _split_subject(subject: str) -> tuple[str | None, str | None, str | None]:
 
 
 class ApplyWorker:
-    def __init__(self, nc: NATS, pool: asyncpg.Pool, *, batch: int, max_bytes: int,
+    def __init__(self, nc: NATS, pool: asyncpg.Pool, *, rules: RuleSet, batch: int, max_bytes: int,
                  known_systems: frozenset[str], on_applied: OnApplied | None = None,
                  stream: str = EVENTS_STREAM, durable: str = APPLY_CONSUMER,
                  own_events_key: bytes | None = None, trust: Trust = DEFAULT_TRUST) -> None:
@@ -119,6 +120,7 @@ class ApplyWorker:
         self.durable = durable
         self.handled = 0
         self.pool = pool
+        self.rules = rules
         self.batch = batch
         self.max_bytes = max_bytes
         self.known_systems = known_systems
@@ -243,7 +245,7 @@ class ApplyWorker:
         """Apply and record in one transaction; returns the outcome and every failure recorded."""
 
         async def apply_and_record(conn: asyncpg.Connection) -> Outcome:
-            outcome = await apply_events(conn, accepted)
+            outcome = await apply_events(conn, accepted, rules=self.rules)
             await record_inbound(conn, rejected)
             return outcome
 
@@ -263,7 +265,7 @@ class ApplyWorker:
         failed = list(rejected)
         for pair in accepted:
             try:
-                one = await self._transaction(functools.partial(apply_events, batch=[pair]))
+                one = await self._transaction(functools.partial(apply_events, batch=[pair], rules=self.rules))
             except asyncpg.PostgresError as exc:
                 if isinstance(exc, _UNAVAILABLE):
                     raise

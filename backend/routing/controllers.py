@@ -5,7 +5,7 @@ from pathlib import Path
 from litestar import Controller, get
 
 from backend.auth import READ
-from backend.routing import engine
+from backend.resources import AppResources
 from backend.routing.schemas import RulesInForce
 
 
@@ -14,6 +14,6 @@ class RuleController(Controller):
     tags = ["routing"]
 
     @get("/", opt=READ, operation_id="listRules")
-    async def list_rules(self) -> RulesInForce:
-        rules = engine.active()
+    async def list_rules(self, resources: AppResources) -> RulesInForce:
+        rules = resources.rules
         return RulesInForce(file=Path(rules.path).name, version=rules.version, items=list(rules.rules))

@@ -1,4 +1,4 @@
-"""Which commands a batch of applied events calls for, by the rules in force.
+"""Which commands a batch of applied events calls for, by the rules it is given.
 
 Pure and in memory: it sees each touched journey's state before and after the batch and the
 batch's new events of that journey, and returns the commands to write to the outbox.
@@ -12,23 +12,8 @@ from uuid import UUID, uuid5
 import msgspec
 
 from backend.journeys.merge import JourneyState
-from backend.routing.rules import DEFAULT_RULES, Rule, RuleSet, load_rules
-from switchboard.events import SEED_SYSTEMS, CloudEvent
-
-_active: RuleSet | None = None
-
-
-def activate(rules: RuleSet) -> None:
-    """Put a checked rule set in force for this process (at start)."""
-    global _active  # noqa: PLW0603 - one rule set per process, chosen at start
-    _active = rules
-
-
-def active() -> RuleSet:
-    """The rules in force; the packaged v1 rules when the process activated none (tools, benchmarks)."""
-    if _active is None:
-        activate(load_rules(DEFAULT_RULES, SEED_SYSTEMS))
-    return _active  # type: ignore[return-value]
+from backend.routing.rules import Rule, RuleSet
+from switchboard.events import CloudEvent
 
 
 class JourneyChange(msgspec.Struct, kw_only=True):
