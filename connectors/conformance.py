@@ -108,11 +108,12 @@ class Kit:
         self.observed.events.append(event)
 
     async def watch(self, at_least: float = 1.5) -> None:
-        """Watch for `at_least` seconds, then until an event and a heartbeat came, `watch_seconds` at most."""
+        """Watch for `at_least` seconds, then until a journey event (the snapshot check asks for its site)
+        and a heartbeat came, `watch_seconds` at most."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.watch_seconds
         await asyncio.sleep(min(at_least, self.watch_seconds))
-        while loop.time() < deadline and not (self._journey_events()
+        while loop.time() < deadline and not (any(e.kind == "journey" for e in self.observed.events)
                                               and self.events_of("connector.heartbeat")):
             await asyncio.sleep(0.1)
 
