@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from backend.commands import lifecycle
 from backend.failures.services import failure_changed
 from backend.journeys.merge import JourneyState, merge
 from backend.routing.engine import JourneyChange, PlannedCommand, plan
@@ -54,42 +55,18 @@ def _command_id(text: str) -> UUID | None:
 
 async def record_answers(conn: asyncpg.Connection, results: list[CommandResult]) -> None:
     """`ok` settles a command at once (and resolves its failure); `failed`/`unavailable` are left for the
-    relay, which owns the delivery policy. Only the system a command went to may answer it.
-
-    An answer can overtake the commit of its own publication (the relay publishes while holding the row).
-    The condition therefore accepts a row that still looks unsent: the update then waits for the relay's
-    commit and is re-checked against the committed `sent` row. A `failed`/`unavailable` answer for a row
-    that is not `sent` answers an earlier attempt: it changes nothing.
-    """
+    relay, which owns the delivery policy (`lifecycle.settle` says which answers count)."""
     answers: dict[UUID, CommandResult] = {}
     for result in sorted(results, key=lambda e: e.key):
         command_id = _command_id(result.data.command_id)
         if command_id is not None and (command_id not in answers or answers[command_id].data.status != "ok"):
             answers[command_id] = result
-    if not answers:
-        return
-    settled = await conn.fetch(
-        """
-        UPDATE commands c SET
-            status = CASE WHEN a.status = 'ok' THEN 'ok' ELSE c.status END,
-            answer = CASE WHEN a.status = 'ok' THEN NULL WHEN c.status = 'sent' THEN a.status ELSE c.answer
-                END,
-            last_error = CASE WHEN a.status <> 'ok' AND c.status = 'sent' THEN coalesce(a.error, a.status)
-                              ELSE c.last_error END,
-            next_at = CASE WHEN a.status <> 'ok' AND c.status = 'sent' THEN now() ELSE c.next_at END,
-            updated_at = now()
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS a(id, system, status, error)
-        WHERE c.id = a.id AND c.system = a.system AND c.status <> 'ok' AND (a.status = 'ok' OR c.status <>
-            'failed')
-        RETURNING c.id, c.status
-        """,
-        list(answers), [r.system for r in answers.values()], [r.data.status for r in answers.values()],
-        # an upstream may quote a customer
-        [scrub(r.data.error) if r.data.error else None for r in answers.values()],
-    )
-    ok = [str(r["id"]) for r in settled if r["status"] == "ok"]
+    ok = await lifecycle.settle(conn, [
+        lifecycle.Answer(command_id, r.system, r.data.status,
+                         scrub(r.data.error) if r.data.error else None)  # an upstream may quote a customer
+        for command_id, r in answers.items()])
     if ok:
         resolved = await conn.fetch(
             "UPDATE failures SET status = 'resolved', last_at = now() WHERE command_id = ANY($1::text[])"
-            " AND status IN ('open', 'retrying') RETURNING id", ok)
+            " AND status IN ('open', 'retrying') RETURNING id", [str(i) for i in ok])
         await failure_changed(conn, [r["id"] for r in resolved], "resolved")

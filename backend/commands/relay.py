@@ -27,6 +27,7 @@ import msgspec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from backend.commands import lifecycle
 from backend.db import lock_key
 from backend.failures.services import CommandFailure, record_command_failures
 from backend.integrations import health
@@ -85,8 +86,7 @@ class CommandRelay:
             await self.act_on_answers(conn, down)
             await pacing.hold_while_down(conn, down, self.pace)
             if down:
-                await conn.execute("UPDATE commands SET status = 'held', updated_at = now()"
-                                   " WHERE status = 'pending' AND system = ANY($1::text[])", sorted(down))
+                await lifecycle.hold_for_down_systems(conn, sorted(down))
             due = await conn.fetch("SELECT DISTINCT system FROM commands WHERE status IN ('pending', 'held')"
                                    " AND next_at <= now()")
             for system in sorted({r["system"] for r in due} - down):
@@ -129,11 +129,7 @@ class CommandRelay:
                 break  # the rest stays due, in order, for the next tick
             sent.append(row["id"])
         if sent:
-            await conn.execute(
-                "UPDATE commands SET status = 'sent', attempts = attempts + 1, answer = NULL, sent_at ="
-                " now(),"
-                " next_at = now() + make_interval(secs => $2), updated_at = now() WHERE id = ANY($1::uuid[])",
-                sent, self.policy.answer_timeout_s)
+            await lifecycle.mark_sent(conn, sent, self.policy.answer_timeout_s)
         await pacing.spend(conn, granted, len(sent), floor_held, self.pace)
         return len(sent)
 
@@ -148,14 +144,17 @@ class CommandRelay:
                 "SELECT * FROM commands WHERE status = 'sent' AND next_at <= now() ORDER BY seq LIMIT $1"
                 " FOR UPDATE SKIP LOCKED", self.batch)
             now = datetime.now(UTC)
-            updates, failures = [], []
+            retries: list[lifecycle.Retry] = []
+            holds: list[lifecycle.Hold] = []
+            given_up: dict[UUID, str] = {}
+            failures: list[CommandFailure] = []
             trouble: dict[str, list[pacing.TroubleKind]] = defaultdict(list)
             for row in rows:
                 limit = row["attempt_limit"] or self.policy.max_attempts
                 retry_at = now + self.policy.backoff(row["attempts"])
                 if row["answer"] == "unavailable" or (row["answer"] is None and row["system"] in down):
                     error = row["last_error"] if row["answer"] else f"{row['system']} is down"
-                    updates.append((row["id"], "held", retry_at, limit + 1, error))
+                    holds.append(lifecycle.Hold(row["id"], retry_at, limit + 1, error))
                     if row["answer"]:
                         trouble[row["system"]].append("unavailable")
                     continue
@@ -165,16 +164,15 @@ class CommandRelay:
                 reason = (f"answered failed: {row['last_error']}" if row["answer"] == "failed"
                           else f"no answer within {self.policy.answer_timeout_s:g}s")
                 if row["attempts"] >= limit:
-                    updates.append((row["id"], "failed", now, row["attempt_limit"], reason))
+                    given_up[row["id"]] = reason
                     failures.append(CommandFailure(command_id=row["id"], kind=kind, reason=reason,
                                                    system=row["system"],
                                                    site=row["site"], journey_id=row["journey_id"],
                                                    attempts=row["attempts"]))
                 else:
-                    updates.append((row["id"], "pending", retry_at, row["attempt_limit"], reason))
-            if updates:
-                await conn.executemany(
-                    "UPDATE commands SET status = $2, next_at = $3, attempt_limit = $4, last_error = $5,"
-                    " answer = NULL, updated_at = now() WHERE id = $1", updates)
+                    retries.append(lifecycle.Retry(row["id"], retry_at, reason))
+            await lifecycle.hold_until_back(conn, holds)
+            await lifecycle.schedule_retry(conn, retries)
+            await lifecycle.fail_for_good(conn, given_up)
             await record_command_failures(conn, failures)
             await pacing.record_trouble(conn, trouble, self.pace)

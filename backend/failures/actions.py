@@ -20,6 +20,7 @@ from litestar.exceptions import ClientException, NotFoundException, PermissionDe
 
 from backend.audit import services as audit
 from backend.auth import Principal
+from backend.commands import lifecycle
 from backend.errors import ConflictException
 from backend.failures import services
 from backend.failures.schemas import BulkFilter, BulkRetryResult, RetryResult
@@ -56,9 +57,7 @@ def _result(row: asyncpg.Record, outcome: str, note: str | None = None) -> Retry
 async def _retry_command(conn: asyncpg.Connection, row: asyncpg.Record, actor: str) -> RetryResult:
     if row["status"] == "retrying":
         return _result(row, "already_retrying")
-    requeued = await conn.fetchval(
-        "UPDATE commands SET status = 'pending', next_at = now(), attempt_limit = attempts + 1, answer ="
-        " NULL, updated_at = now() WHERE id = $1::uuid AND status = 'failed' RETURNING id", row["command_id"])
+    requeued = await lifecycle.requeue_for_retry(conn, row["command_id"])
     answered_ok = not requeued and await conn.fetchval(
         "SELECT status = 'ok' FROM commands WHERE id = $1::uuid", row["command_id"])
     status = "resolved" if answered_ok else "retrying" if requeued else "open"
@@ -159,9 +158,7 @@ async def discard(resources: Resources, principal: Principal, failure_id: int, r
                 " RETURNING *",
                 failure_id, acting_user(principal, resources))
             if row["command_id"]:  # a command being re-sent stops here
-                await conn.execute(
-                    "UPDATE commands SET status = 'failed', last_error = 'discarded', updated_at = now()"
-                    " WHERE id = $1::uuid AND status IN ('pending', 'held')", row["command_id"])
+                await lifecycle.abandon(conn, row["command_id"])
             await services.failure_changed(conn, [failure_id], "discarded")
             result = _result(row, "discarded")
         await audit.record(conn, principal, action="failure.discard", target=f"failure:{failure_id}",
