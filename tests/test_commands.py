@@ -15,8 +15,10 @@ import msgspec
 import nats
 import pytest
 
-from tests.conftest import cloud_event, eventually, nats_connect, publish
-from tests.connector_double import ConnectorDouble, heartbeat
+from tests.support.backends import nats_connect
+from tests.support.connector_double import ConnectorDouble, heartbeat
+from tests.support.events import cloud_event, phone_booking, publish
+from tests.support.waits import eventually
 
 
 @pytest.fixture
@@ -24,12 +26,6 @@ async def nc(settings) -> AsyncIterator[nats.NATS]:
     client = await nats_connect(settings)
     yield client
     await client.close()
-
-
-def phone_booking(ref: str, site: str) -> dict[str, object]:
-    slot = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
-    return cloud_event("appointment.booked", ref, {"site": site, "service": "passport", "channel": "phone",
-                                                   "slot_start": slot})
 
 
 async def commands_of(api: httpx.AsyncClient, headers: dict[str, str], **params: str) -> list[dict]:

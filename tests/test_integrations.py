@@ -14,11 +14,11 @@ import httpx
 import nats
 import pytest
 
-from tests.conftest import cloud_event, eventually, nats_connect, publish
-from tests.connector_double import ConnectorDouble, heartbeat
-from tests.test_live import connect, is_update, receive_until, second_backend, subscribe
-
-__all__ = ["second_backend"]  # the fixture: a second replica
+from tests.support.backends import nats_connect
+from tests.support.connector_double import ConnectorDouble, heartbeat
+from tests.support.events import cloud_event, publish
+from tests.support.live import connect, is_update, receive_until, subscribe
+from tests.support.waits import eventually
 
 SILENT_AFTER = timedelta(seconds=45)  # three intervals of the default 15 s
 

@@ -6,9 +6,6 @@ the system (no event), a record Switchboard never heard of, a reference the syst
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,17 +17,17 @@ import msgspec
 import pytest
 
 from backend.reconciliation.replay import replay_command_id
-from connectors.sdk import ConnectorRuntime
 from connectors.sim.appointments import Appointments
 from connectors.sim.core import Core
-from connectors.sim.pace import Pace
-from connectors.sim.queue import Queue
-from connectors.sim.system import Record, SimulatedSystem
+from connectors.sim.system import Record
 from switchboard.backend_process import BackendProcess
 from switchboard.settings import Settings
-from tests.conftest import cloud_event, eventually, publish, publish_as_backend, start_backend
-from tests.test_fallbacks import acted, start
-from tests.test_live import connect, receive_until, subscribe
+from tests.support.backends import start_backend
+from tests.support.events import cloud_event, publish, publish_as_backend
+from tests.support.fallbacks import acted, start
+from tests.support.live import connect, receive_until, subscribe
+from tests.support.simulators import journey_of, running, still_queue, waiting
+from tests.support.waits import eventually
 
 
 @pytest.fixture(scope="module")
@@ -50,49 +47,6 @@ async def rapi(reconciling: BackendProcess) -> AsyncIterator[httpx.AsyncClient]:
 
 def bearer(token, role: str, sites: list[str] | str = "*") -> dict[str, str]:
     return {"Authorization": f"Bearer {token(role, sites)}"}
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings, folder: Path, *systems: SimulatedSystem) -> AsyncIterator[None]:
-    """The simulated systems behind their connector runtimes, with no branch network driving them."""
-    runtimes = [ConnectorRuntime(s, nats_url=settings.nats_url, data_dir=folder, heartbeat_interval=1,  # type: ignore[arg-type]
-                                 creds=settings.nats_creds) for s in systems]
-    for runtime in runtimes:
-        await runtime.start()
-    try:
-        await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in runtimes)), 30)
-        yield
-    finally:
-        await asyncio.gather(*(r.stop() for r in runtimes))
-        await _forget_heartbeats(settings, [s.name for s in systems])
-
-
-async def _forget_heartbeats(settings: Settings, connectors: list[str]) -> None:
-    """A stopped simulator must not leave its system `down` (and its commands held) for the tests after it:
-    heartbeats live in the session's shared database. Twice, for a last heartbeat still being applied."""
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        for pause in (1.0, 0.0):
-            await conn.execute("DELETE FROM heartbeats WHERE connector = ANY($1::text[])", connectors)
-            await asyncio.sleep(pause)
-    finally:
-        await conn.close()
-
-
-def still_queue(site: str) -> Queue:
-    """A queue with no counter open: nobody is called unless the test says so."""
-    return Queue(sites=[site], pace=Pace(1.0, random.Random(1)), counters=(0, 0))
-
-
-async def journey_of(api: httpx.AsyncClient, headers: dict[str, str], ref: str) -> dict[str, Any] | None:
-    items = (await api.get("/api/v1/journeys", params={"ref": ref}, headers=headers)).json()["items"]
-    return items[0] if items else None
-
-
-async def waiting(api: httpx.AsyncClient, headers: dict[str, str], ref: str) -> dict[str, Any] | None:
-    """The journey of a ticket the queue issued, once both of its events are applied."""
-    journey = await journey_of(api, headers, ref)
-    return journey if journey and journey["stage"] == "waiting" else None
 
 
 async def run(api: httpx.AsyncClient, headers: dict[str, str], system: str, site: str) -> dict[str, Any]:
@@ -517,7 +471,6 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(js, pool, 
             assert triggers == {"schedule"}
     finally:
         process.stop()
-
 
 
 async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_once_and_with_conflicts_flagged(

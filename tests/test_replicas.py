@@ -11,8 +11,10 @@ import msgspec
 import pytest
 
 from backend.journeys import services
-from tests.conftest import cloud_event, eventually, start_backend
 from switchboard.reference_merge import expected_journey, observed
+from tests.support.backends import start_backend
+from tests.support.events import cloud_event
+from tests.support.waits import eventually
 
 
 @pytest.fixture
