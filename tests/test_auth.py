@@ -10,7 +10,9 @@ import pytest
 from backend.app import create_app
 from backend.auth import ROLES
 from switchboard.settings import Settings
-from tests.conftest import JWT_SECRET, cloud_event, eventually, publish
+from tests.support.backends import JWT_SECRET
+from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 READ_ROUTES = ["/api/v1/journeys", "/api/v1/flow", "/api/v1/flow/history", "/api/v1/capacity", "/api/v1/failures"]
 READERS = {"manager", "floor_staff", "sre", "admin"}

@@ -26,7 +26,8 @@ from backend.app import create_app
 from backend.auth import READ_ROLES, ROLES
 from backend.live.schemas import TOPICS
 from switchboard.settings import Settings
-from tests.conftest import cloud_event, eventually, publish
+from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 ANONYMOUS = "anonymous"
 PUBLIC_ = None

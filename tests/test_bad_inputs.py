@@ -5,7 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from tests.conftest import cloud_event, eventually, publish, refusing_site
+from tests.support.database import refusing_site
+from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 
 @pytest.fixture

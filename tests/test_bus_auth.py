@@ -36,7 +36,9 @@ from switchboard.embedded import EmbeddedNats
 from switchboard.events import SEED_SYSTEMS, nats_msg_id
 from switchboard.natsauth import inbox_prefix
 from switchboard.snapshots import SnapshotPage, SnapshotRecord, SnapshotRequest, decode_page, snapshot_subject
-from tests.conftest import JWT_SECRET, cloud_event, eventually, publish
+from tests.support.backends import JWT_SECRET
+from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 REFUSED = (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError)
 

@@ -15,7 +15,7 @@ from switchboard import bus, chaos, chaos_plan
 from switchboard.backend_process import BackendProcess
 from switchboard.bench.common import scratch_database
 from switchboard.embedded import ClusterMembership, EmbeddedNats, EmbeddedNatsCluster, free_port
-from tests.conftest import eventually
+from tests.support.waits import eventually
 
 EVENTS = 3000
 

@@ -8,28 +8,50 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
 import msgspec
 import nats
 import pytest
+from nats.js import JetStreamContext
 
-from tests.conftest import cloud_event, eventually, nats_connect, publish
-from tests.connector_double import ConnectorDouble, heartbeat
+from tests.support.backends import Stack, own_stack
+from tests.support.connector_double import ConnectorDouble, heartbeat
+from tests.support.events import cloud_event, phone_booking, publish
+from tests.support.waits import eventually
 
 
 @pytest.fixture
-async def nc(settings) -> AsyncIterator[nats.NATS]:
-    client = await nats_connect(settings)
-    yield client
-    await client.close()
+async def stack(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[Stack]:
+    """A backend of the test's own on its own NATS and database: the rules send to the seed systems
+    (`queue`, `appointments`, `crm`), whose command pace and heartbeats no other test may share."""
+    async with own_stack(server_urls["database_url"], workdir) as stack:
+        yield stack
 
 
-def phone_booking(ref: str, site: str) -> dict[str, object]:
-    slot = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
-    return cloud_event("appointment.booked", ref, {"site": site, "service": "passport", "channel": "phone",
-                                                   "slot_start": slot})
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.backend.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def nc(stack: Stack) -> nats.NATS:
+    return stack.nc
+
+
+@pytest.fixture
+def js(stack: Stack) -> JetStreamContext:
+    """The test's own JetStream, in place of the session's."""
+    return stack.js
+
+
+@pytest.fixture
+def pool(stack: Stack) -> asyncpg.Pool:
+    """The owner's view of the test's own database, in place of the session's."""
+    return stack.pool
 
 
 async def commands_of(api: httpx.AsyncClient, headers: dict[str, str], **params: str) -> list[dict]:
@@ -113,7 +135,7 @@ async def test_a_command_failing_to_its_last_attempt_is_a_failure_and_a_retry_af
     answer = {"now": "failed"}
     async with ConnectorDouble(nc, "queue", site, lambda _: answer["now"]) as queue:
         await publish(js, phone_booking(f"appointments:A-{uid}", site))
-        [command] = await eventually(lambda: _with_status(api, reader, "failed", site=site), timeout=20)
+        [command] = await eventually(lambda: _with_status(api, reader, "failed", site=site))
         assert command["attempts"] == 3
         assert command["last_error"] == "answered failed: upstream said no"
         assert [c.attempt for c in queue.received] == [1, 2, 3]
@@ -155,7 +177,8 @@ async def test_an_unanswered_command_times_out_into_a_failure(api, js, nc, token
     reader = {"Authorization": f"Bearer {token('manager', [site])}"}
     async with ConnectorDouble(nc, "queue", site, lambda _: None) as queue:
         await publish(js, phone_booking(f"appointments:A-{uid}", site))
-        [command] = await eventually(lambda: _with_status(api, reader, "failed", site=site), timeout=40)
+        # three attempts, each unanswered for the answer timeout (4 s) and backed off: slow by design
+        [command] = await eventually(lambda: _with_status(api, reader, "failed", site=site), timeout=25)
     assert command["attempts"] == 3
     assert command["last_error"] == "no answer within 4s"
     assert [c.attempt for c in queue.received] == [1, 2, 3]
@@ -204,7 +227,7 @@ async def test_a_system_answering_unavailable_gets_the_command_again_without_usi
     answers = iter(["unavailable"] * 3 + ["ok"])  # three times the limit would allow for failures
     async with ConnectorDouble(nc, "queue", site, lambda _: next(answers)) as queue:
         await publish(js, phone_booking(f"appointments:A-{uid}", site))
-        [command] = await eventually(lambda: _with_status(api, reader, "ok", site=site), timeout=20)
+        [command] = await eventually(lambda: _with_status(api, reader, "ok", site=site))
     assert command["attempts"] == 4
     assert [c.attempt for c in queue.received] == [1, 2, 3, 4]
     assert await failures_of_site(api, reader, site) == []

@@ -20,9 +20,15 @@ from connectors.sim.admin import AdminServer
 from connectors.sim.run import Simulation
 from switchboard.commands import Command, command_result_id, command_subject
 from switchboard.events import SEED_SYSTEMS
-from switchboard.snapshots import ERROR_CODE_HEADER, UNAVAILABLE, SnapshotRequest, decode_page, snapshot_subject
-from tests.conftest import eventually
-from tests.connector_support import own_jetstream, stream_events, stream_messages
+from switchboard.snapshots import (
+    ERROR_CODE_HEADER,
+    UNAVAILABLE,
+    SnapshotRequest,
+    decode_page,
+    snapshot_subject,
+)
+from tests.support.connectors import own_jetstream, stream_events, stream_messages
+from tests.support.waits import eventually
 
 
 @contextlib.asynccontextmanager

@@ -12,8 +12,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import cloud_event, eventually, publish
-from tests.connector_double import heartbeat
+from tests.support.connector_double import heartbeat
+from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 T0 = datetime.now(UTC) - timedelta(minutes=30)
 

@@ -7,8 +7,8 @@ from collections import Counter
 import nats.errors
 
 from connectors.sdk import ConnectorRuntime
-from tests.conftest import eventually
-from tests.connector_support import Probe, own_jetstream, stream_events
+from tests.support.connectors import Probe, own_jetstream, stream_events
+from tests.support.waits import eventually
 
 SUBJECT = "svc.events.queue.ticket.called"
 

@@ -18,8 +18,10 @@ from backend.ingest.partitions import ensure_partitions
 from backend.retention.services import RetentionPolicy, purge
 from switchboard.bench.common import scratch_database
 from switchboard.settings import Settings
-from tests.conftest import backend_env, cloud_event, eventually, publish
-from tests.test_retention import add_audit, add_event
+from tests.support.backends import backend_env
+from tests.support.events import cloud_event, publish
+from tests.support.rows import add_audit, add_event
+from tests.support.waits import eventually
 
 DENIED = asyncpg.InsufficientPrivilegeError
 DML = ("SELECT", "INSERT", "UPDATE", "DELETE")

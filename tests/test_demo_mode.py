@@ -13,7 +13,7 @@ import pytest
 
 from dashboard.app import is_loopback
 from switchboard.embedded import free_port
-from tests.conftest import JWT_SECRET
+from tests.support.backends import JWT_SECRET
 
 
 def _dashboard(host: str, port: int, log: Path, *, flag: bool = True) -> subprocess.Popen[bytes]:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from tests.conftest import cloud_event, eventually, publish
+from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 
 async def test_events_on_nats_become_one_journey_readable_through_the_api(api: httpx.AsyncClient, js, token, uid):

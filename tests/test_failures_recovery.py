@@ -10,29 +10,12 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import httpx
 import msgspec
 import pytest
 
-from tests.conftest import cloud_event, eventually, publish
-
-
-def bearer(token, role, sites="*") -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(role, sites)}"}
-
-
-async def failures_of(api: httpx.AsyncClient, headers: dict[str, str], **params: str) -> list[dict]:
-    response = await api.get("/api/v1/failures", params=params, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()["items"]
-
-
-async def one_failure(api, headers, **params) -> dict:
-    async def found():
-        items = await failures_of(api, headers, **params)
-        return items[0] if len(items) == 1 else None
-
-    return await eventually(found)
+from tests.support.events import cloud_event, publish
+from tests.support.failures import bearer, failures_of, one_failure
+from tests.support.waits import eventually
 
 
 async def wrong_subject(js, event: dict, system: str = "crm") -> None:

@@ -10,30 +10,17 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.conftest import cloud_event, eventually, publish, refusing_site
-from tests.test_live import connect, is_update, receive_until, subscribe
+from tests.support.database import refusing_site
+from tests.support.events import cloud_event, publish
+from tests.support.fallbacks import act, acted, start
+from tests.support.live import connect, is_update, receive_until, subscribe
+from tests.support.waits import eventually
 
 USER = "test-floor_staff"  # the floor token's `sub`: a safe code, so it is the user in `/manual/<user>`
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-async def start(api: httpx.AsyncClient, headers: dict[str, str], site: str, system: str = "queue",
-                reason: str = "queue system unreachable") -> httpx.Response:
-    return await api.post("/api/v1/fallbacks", json={"site": site, "system": system, "reason": reason},
-                          headers=headers)
-
-
-async def act(api: httpx.AsyncClient, headers: dict[str, str], fallback_id: int, **body: Any) -> httpx.Response:
-    return await api.post(f"/api/v1/fallbacks/{fallback_id}/actions", json=body, headers=headers)
-
-
-async def acted(api, headers, fallback_id, **body) -> dict[str, Any]:
-    response = await act(api, headers, fallback_id, **body)
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 async def audit_of(api: httpx.AsyncClient, token, fallback_id: int) -> list[dict[str, Any]]:

@@ -20,7 +20,8 @@ from websockets.exceptions import ConnectionClosed
 from backend.messaging import EVENTS_STREAM
 from backend.paging import encode_cursor
 from switchboard.events import EVENT_TYPES, SEED_SYSTEMS
-from tests.conftest import cloud_event, eventually, publish
+from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 # hostile messages are large on purpose; hypothesis would warn on printing them
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning")

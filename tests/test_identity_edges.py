@@ -16,9 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from switchboard.backend_process import BackendProcess
 from switchboard.embedded import free_port
 from switchboard.settings import Settings
-from tests.conftest import BackendProcess, backend_env, cloud_event, eventually, start_backend
+from tests.support.backends import backend_env, start_backend
+from tests.support.events import cloud_event
+from tests.support.waits import eventually
 
 RATE = 3
 SECRET = "whsec_" + base64.b64encode(b"fake-webhook-secret-for-the-test").decode()

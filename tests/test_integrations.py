@@ -14,11 +14,11 @@ import httpx
 import nats
 import pytest
 
-from tests.conftest import cloud_event, eventually, nats_connect, publish
-from tests.connector_double import ConnectorDouble, heartbeat
-from tests.test_live import connect, is_update, receive_until, second_backend, subscribe
-
-__all__ = ["second_backend"]  # the fixture: a second replica
+from tests.support.backends import nats_connect
+from tests.support.connector_double import ConnectorDouble, heartbeat
+from tests.support.events import cloud_event, publish
+from tests.support.live import connect, is_update, receive_until, subscribe
+from tests.support.waits import eventually
 
 SILENT_AFTER = timedelta(seconds=45)  # three intervals of the default 15 s
 
@@ -171,7 +171,7 @@ async def test_held_commands_leave_in_order_at_the_paced_rate_and_errors_slow_th
             assert paused["pace"]["reason"] == "held: the system is down"
 
             await publish(js, heartbeat(system, connector, "up"))
-            await eventually(lambda: _all(pool, held, "ok"), timeout=30)
+            await eventually(lambda: _all(pool, held, "ok"))
             assert [a for a, _ in arrivals] == [str(i) for i in held]  # in order
             gaps = [b - a for (_, a), (_, b) in zip(arrivals, arrivals[1:], strict=False)]
             # restarting at 60/min (+10/min each second): about one a second, never all at once
@@ -187,7 +187,7 @@ async def test_held_commands_leave_in_order_at_the_paced_rate_and_errors_slow_th
             failing = await _outbox(pool, system, site, "record.push", 1)
             slowed = await eventually(lambda: _pace_reason_has(api, headers, system, "failed answer"))
             assert slowed["pace"]["rate_per_min"] < rate_before * 0.75
-            await eventually(lambda: _all(pool, failing, "failed"), timeout=30)
+            await eventually(lambda: _all(pool, failing, "failed"))
             assert (await integration(api, headers, system))["command_success_rate"] == pytest.approx(8 / 9)
     finally:
         await pool.execute("DELETE FROM heartbeats WHERE connector = $1", connector)
@@ -217,7 +217,7 @@ async def test_staff_commands_while_recovering_are_bounded_by_the_open_counters_
             alerts = await _outbox(pool, system, site, "staff.alert", 4)
             await eventually(lambda: _all(pool, alerts, "held"))
             await publish(js, heartbeat(system, connector, "up"))
-            bounded = await eventually(lambda: _pace_reason_has(api, headers, system, "floor"), timeout=20)
+            bounded = await eventually(lambda: _pace_reason_has(api, headers, system, "floor"))
             assert bounded["pace"]["floor"] == {site: 1}
             assert bounded["pace"]["reason"].endswith("floor: open counters limit staff commands at 1 site")
             own = await integration(api, {"Authorization": f"Bearer {token('manager', [site])}"}, system)

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import cloud_event, eventually, publish
+from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 
 @pytest.fixture

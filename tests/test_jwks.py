@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from backend.app import create_app
 from switchboard.settings import Settings
-from tests.conftest import JWT_SECRET, eventually, start_backend
+from tests.support.backends import JWT_SECRET, start_backend
+from tests.support.waits import eventually
 
 ISSUER, AUDIENCE = "https://idp.example.test", "switchboard"
 

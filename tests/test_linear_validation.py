@@ -18,7 +18,7 @@ import pytest
 from backend.ingest.validate import validate
 from backend.live.session import _decoder as live_decoder
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
-from tests.conftest import cloud_event, publish
+from tests.support.events import cloud_event, publish
 
 LIMIT = 64 * 1024
 BUDGET_S = 0.25

@@ -8,78 +8,27 @@ as a replica publishes them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
 import websockets
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from backend.live.bus import ALL_SITES, SUBJECT_PREFIX, encode_update
 from backend.live.feed import SITE_INTERVAL_S
 from backend.live.handshake import QueryTokenMiddleware
 from backend.live.schemas import TOPICS
+from switchboard.backend_process import BackendProcess
 from switchboard.settings import Settings
-from tests.conftest import BackendProcess, cloud_event, eventually, nats_connect, publish, start_backend
-
-_decode = msgspec.json.decode
-
-
-def ws_url(backend: BackendProcess) -> str:
-    return backend.url.replace("http://", "ws://") + "/api/v1/live"
-
-
-@contextlib.asynccontextmanager
-async def connect(backend: BackendProcess, token: str, **kwargs: Any) -> AsyncIterator[ClientConnection]:
-    async with websockets.connect(
-        ws_url(backend), additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10, **kwargs
-    ) as ws:
-        yield ws
-
-
-async def receive(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
-    return _decode(await asyncio.wait_for(ws.recv(), timeout))  # type: ignore[no-any-return]
-
-
-async def receive_until(
-    ws: ClientConnection, match: Callable[[dict[str, Any]], bool], timeout: float = 15.0
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The first frame that matches, and every frame received before it."""
-    before: list[dict[str, Any]] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = _decode(await ws.recv())
-                if match(frame):
-                    return frame, before
-                before.append(frame)
-    except TimeoutError:
-        seen = [(f["op"], f.get("topic"), f.get("site")) for f in before]
-        raise AssertionError(f"no matching frame within {timeout}s; received {seen}") from None
-
-
-async def subscribe(ws: ClientConnection, topics: list[str], **fields: Any) -> dict[str, dict[str, Any]]:
-    """Subscribe and return the snapshot of each topic."""
-    await ws.send(msgspec.json.encode({"op": "subscribe", "topics": topics, **fields}).decode())
-    snapshots = {}
-    while len(snapshots) < len(topics):
-        frame, _ = await receive_until(ws, lambda f: f["op"] == "snapshot")
-        snapshots[frame["topic"]] = frame
-    return snapshots
-
-
-@pytest.fixture(scope="module")
-def second_backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
-    process = start_backend(settings, workdir / "backend-live-2.log")
-    yield process
-    process.stop()
+from tests.support.backends import nats_connect
+from tests.support.events import cloud_event, publish
+from tests.support.live import connect, is_update, receive, receive_until, subscribe, ws_url
+from tests.support.waits import eventually
 
 
 @pytest.fixture
@@ -103,12 +52,6 @@ async def metric(backend: BackendProcess, name: str, **labels: str) -> float:
         rf"^{name}{{{re.escape(label_text)}}} (\S+)$" if labels else rf"^{name} (\S+)$", text, re.MULTILINE
     )
     return float(found.group(1)) if found else 0.0
-
-
-def is_update(
-    topic: str, match: Callable[[dict[str, Any]], bool] = lambda _: True
-) -> Callable[[dict[str, Any]], bool]:
-    return lambda f: f["op"] == "update" and f["topic"] == topic and match(f)
 
 
 async def test_an_event_applied_by_either_replica_reaches_clients_on_both(

@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 
 from backend import db
-from tests.conftest import _with_database
+from tests.support.backends import with_database
 
 
 async def test_concurrent_migrations_apply_each_file_once(server_urls):
@@ -16,7 +16,7 @@ async def test_concurrent_migrations_apply_each_file_once(server_urls):
     admin = await asyncpg.connect(server_urls["database_url"])
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        url = _with_database(server_urls["database_url"], name)
+        url = with_database(server_urls["database_url"], name)
         conns = [await asyncpg.connect(url) for _ in range(4)]
         results = await asyncio.gather(*(db.migrate(c) for c in conns))
         files = [p.name for p in db.migration_files()]

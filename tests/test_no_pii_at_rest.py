@@ -19,8 +19,10 @@ from nats.js.errors import NotFoundError
 from backend.auth import mint_token
 from backend.messaging import COMMANDS_STREAM, EVENTS_STREAM
 from connectors.sim.system import Record
-from tests.conftest import cloud_event, eventually, publish, start_backend
-from tests.test_reconciliation import running, still_queue
+from tests.support.backends import start_backend
+from tests.support.events import cloud_event, publish
+from tests.support.simulators import running, still_queue
+from tests.support.waits import eventually
 
 
 async def test_personal_data_and_tokens_reach_neither_logs_nor_tables(settings, workdir, pool, js, token, uid,

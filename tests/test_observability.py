@@ -23,13 +23,14 @@ from backend.auth import mint_token
 from connectors.sdk.publisher import Publisher
 from connectors.sdk.spool import Spool
 from switchboard import logs, tracing
+from switchboard.backend_process import BackendProcess
 from switchboard.bench.common import scratch_database
 from switchboard.embedded import EmbeddedNats
 from switchboard.events import Event
 from switchboard.settings import Settings
-from tests.conftest import (
-    JWT_SECRET, BackendProcess, cloud_event, eventually, nats_connect, publish, start_backend,
-)
+from tests.support.backends import JWT_SECRET, nats_connect, start_backend
+from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "docs" / "grafana" / "switchboard.json"

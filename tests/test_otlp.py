@@ -19,7 +19,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from switchboard.bench.common import scratch_database
 from switchboard.embedded import EmbeddedNats
 from switchboard.settings import Settings
-from tests.conftest import JWT_SECRET, cloud_event, eventually, nats_connect, publish, start_backend
+from tests.support.backends import JWT_SECRET, nats_connect, start_backend
+from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 
 class OtlpReceiver(ThreadingHTTPServer):

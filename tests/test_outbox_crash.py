@@ -29,9 +29,10 @@ from switchboard.commands import Command
 from switchboard.embedded import embedded_servers
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
 from switchboard.settings import Settings
-from tests.conftest import JWT_SECRET, eventually, nats_connect, publish, start_backend
-from tests.connector_double import ConnectorDouble
-from tests.test_commands import phone_booking
+from tests.support.backends import JWT_SECRET, nats_connect, start_backend
+from tests.support.connector_double import ConnectorDouble
+from tests.support.events import phone_booking, publish
+from tests.support.waits import eventually
 
 
 @pytest.fixture

@@ -6,10 +6,7 @@ the system (no event), a record Switchboard never heard of, a reference the syst
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,81 +15,51 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+from nats.js import JetStreamContext
 
 from backend.reconciliation.replay import replay_command_id
-from connectors.sdk import ConnectorRuntime
 from connectors.sim.appointments import Appointments
 from connectors.sim.core import Core
-from connectors.sim.pace import Pace
-from connectors.sim.queue import Queue
-from connectors.sim.system import Record, SimulatedSystem
-from switchboard.backend_process import BackendProcess
-from switchboard.settings import Settings
-from tests.conftest import cloud_event, eventually, publish, publish_as_backend, start_backend
-from tests.test_fallbacks import acted, start
-from tests.test_live import connect, receive_until, subscribe
+from connectors.sim.system import Record
+from tests.support.backends import Stack, own_stack
+from tests.support.events import cloud_event, publish, publish_as_backend
+from tests.support.fallbacks import acted, start
+from tests.support.live import connect, receive_until, subscribe
+from tests.support.simulators import journey_of, running, still_queue, waiting
+from tests.support.waits import eventually
 
-
-@pytest.fixture(scope="module")
-def reconciling(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
-    """A backend of this module's own: runs on demand only, repairs checked every 0.3 s."""
-    process = start_backend(settings, workdir / "backend-reconciliation.log", {
-        "SWITCHBOARD_RECONCILE_INTERVAL_S": "0", "SWITCHBOARD_RECONCILE_TICK_S": "0.3"})
-    yield process
-    process.stop()
+RECONCILING = {"SWITCHBOARD_RECONCILE_INTERVAL_S": "0", "SWITCHBOARD_RECONCILE_TICK_S": "0.3"}
 
 
 @pytest.fixture
-async def rapi(reconciling: BackendProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=reconciling.url, timeout=15) as client:
+async def stack(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[Stack]:
+    """A backend of the test's own on its own NATS and database: the queue system's commands, pace and
+    heartbeats are this test's alone, never paced behind another test's. Runs on demand only, repairs
+    checked every 0.3 s."""
+    async with own_stack(server_urls["database_url"], workdir, RECONCILING) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def rapi(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.backend.url, timeout=15) as client:
         yield client
+
+
+@pytest.fixture
+def js(stack: Stack) -> JetStreamContext:
+    """The test's own JetStream, in place of the session's."""
+    return stack.js
+
+
+@pytest.fixture
+def pool(stack: Stack) -> asyncpg.Pool:
+    """The owner's view of the test's own database, in place of the session's."""
+    return stack.pool
 
 
 def bearer(token, role: str, sites: list[str] | str = "*") -> dict[str, str]:
     return {"Authorization": f"Bearer {token(role, sites)}"}
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings, folder: Path, *systems: SimulatedSystem) -> AsyncIterator[None]:
-    """The simulated systems behind their connector runtimes, with no branch network driving them."""
-    runtimes = [ConnectorRuntime(s, nats_url=settings.nats_url, data_dir=folder, heartbeat_interval=1,  # type: ignore[arg-type]
-                                 creds=settings.nats_creds) for s in systems]
-    for runtime in runtimes:
-        await runtime.start()
-    try:
-        await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in runtimes)), 30)
-        yield
-    finally:
-        await asyncio.gather(*(r.stop() for r in runtimes))
-        await _forget_heartbeats(settings, [s.name for s in systems])
-
-
-async def _forget_heartbeats(settings: Settings, connectors: list[str]) -> None:
-    """A stopped simulator must not leave its system `down` (and its commands held) for the tests after it:
-    heartbeats live in the session's shared database. Twice, for a last heartbeat still being applied."""
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        for pause in (1.0, 0.0):
-            await conn.execute("DELETE FROM heartbeats WHERE connector = ANY($1::text[])", connectors)
-            await asyncio.sleep(pause)
-    finally:
-        await conn.close()
-
-
-def still_queue(site: str) -> Queue:
-    """A queue with no counter open: nobody is called unless the test says so."""
-    return Queue(sites=[site], pace=Pace(1.0, random.Random(1)), counters=(0, 0))
-
-
-async def journey_of(api: httpx.AsyncClient, headers: dict[str, str], ref: str) -> dict[str, Any] | None:
-    items = (await api.get("/api/v1/journeys", params={"ref": ref}, headers=headers)).json()["items"]
-    return items[0] if items else None
-
-
-async def waiting(api: httpx.AsyncClient, headers: dict[str, str], ref: str) -> dict[str, Any] | None:
-    """The journey of a ticket the queue issued, once both of its events are applied."""
-    journey = await journey_of(api, headers, ref)
-    return journey if journey and journey["stage"] == "waiting" else None
 
 
 async def run(api: httpx.AsyncClient, headers: dict[str, str], system: str, site: str) -> dict[str, Any]:
@@ -120,8 +87,7 @@ async def settled(api: httpx.AsyncClient, headers: dict[str, str], drift_id: int
         item = (await api.get(f"/api/v1/reconciliation/drift/{drift_id}", headers=headers)).json()
         return item if item["status"] != "repairing" else None
 
-    # a push waits for its command's answer, and commands to a system go out in order, paced
-    return await eventually(done, timeout=90)
+    return await eventually(done)
 
 
 def one(items: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
@@ -131,11 +97,11 @@ def one(items: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
 
 
 async def test_silent_drift_is_found_previewed_repaired_both_ways_verified_and_a_second_run_is_clean(
-        rapi, js, settings, token, uid, tmp_path):
+        rapi, js, stack, token, uid, tmp_path):
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])
     appointments, queue, core = Appointments(), still_queue(site), Core()
-    async with running(settings, tmp_path, appointments, queue, core):
+    async with running(stack.settings, tmp_path, appointments, queue, core):
         slot = datetime.now(UTC) + timedelta(hours=1)
         booking = await appointments.book(site, "passport", "web", slot, [])
         ticket = await queue.arrive(site, "passport", [booking])
@@ -222,12 +188,12 @@ async def test_silent_drift_is_found_previewed_repaired_both_ways_verified_and_a
         assert ("reconciliation.run", f"reconciliation:queue:{site}:{datetime.now(UTC).date()}") in actions
 
 
-async def test_an_unreachable_system_gives_an_unreachable_run_and_no_false_drift(rapi, js, settings, token, uid,
+async def test_an_unreachable_system_gives_an_unreachable_run_and_no_false_drift(rapi, js, stack, token, uid,
                                                                                 tmp_path):
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])
     queue = still_queue(site)
-    async with running(settings, tmp_path, queue):
+    async with running(stack.settings, tmp_path, queue):
         ticket = await queue.arrive(site, "licence", [])
         await eventually(lambda: waiting(rapi, sre, ticket))
         queue.faults.outage = True
@@ -240,11 +206,11 @@ async def test_an_unreachable_system_gives_an_unreachable_run_and_no_false_drift
     assert nobody["status"] == "unreachable"
 
 
-async def test_ignore_needs_a_reason_and_ignored_drift_is_not_raised_again(rapi, settings, token, uid, tmp_path):
+async def test_ignore_needs_a_reason_and_ignored_drift_is_not_raised_again(rapi, stack, token, uid, tmp_path):
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])
     queue = still_queue(site)
-    async with running(settings, tmp_path, queue):
+    async with running(stack.settings, tmp_path, queue):
         ticket = await queue.arrive(site, "licence", [])
         await eventually(lambda: waiting(rapi, sre, ticket))
         queue.records[ticket].fields["ticket"] = "T-RENUMBERED"
@@ -261,15 +227,15 @@ async def test_ignore_needs_a_reason_and_ignored_drift_is_not_raised_again(rapi,
         assert await drift(rapi, sre, site=site, status="open") == []
 
 
-async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js, settings, token, uid, tmp_path):
+async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js, stack, token, uid, tmp_path):
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])
     queue = still_queue(site)
-    async with running(settings, tmp_path, queue):
+    async with running(stack.settings, tmp_path, queue):
         ticket = await queue.arrive(site, "licence", [])
         for type_, data in (("ticket.called", {"counter": "C1"}), ("service.started", {"counter": "C1"}),
                             ("service.completed", {"outcome": "RESOLVED"})):
-            await publish_as_backend(js, settings, cloud_event(type_, ticket, {"site": site, **data},
+            await publish_as_backend(js, stack.settings, cloud_event(type_, ticket, {"site": site, **data},
                                                                 source="/manual/floor1"))
 
         async def completed():
@@ -277,8 +243,10 @@ async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js,
             return journey and journey["stage"] == "completed"
 
         await eventually(completed)
-        assert (await run(rapi, sre, "queue", site))["drifted"] == 1
-        [item] = await drift(rapi, sre, site=site, status="open")
+        found = await run(rapi, sre, "queue", site)
+        items = await drift(rapi, sre, site=site, status="open")
+        assert found["drifted"] == 1, items
+        [item] = items
         assert (item["field"], item["ours"], item["theirs"], item["proposed_action"]) == (
             "stage", "completed", "waiting", "push_ours")
         preview = (await rapi.post("/api/v1/reconciliation/drift/preview",
@@ -292,11 +260,11 @@ async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js,
 
 
 async def test_roles_and_sites_are_enforced_on_every_route_and_a_refusal_changes_nothing(
-        rapi, pool, settings, token, uid, tmp_path):
+        rapi, pool, stack, token, uid, tmp_path):
     site, other = f"rec-{uid}", f"rec-{uid}-other"
     sre = bearer(token, "sre", [site])
     queue = still_queue(site)
-    async with running(settings, tmp_path, queue):
+    async with running(stack.settings, tmp_path, queue):
         ticket = await queue.arrive(site, "licence", [])
         await eventually(lambda: waiting(rapi, sre, ticket))
         queue.records[ticket].fields["ticket"] = "T-OTHER"
@@ -348,11 +316,11 @@ async def test_a_connector_can_never_publish_as_switchboard(rapi, js, pool, toke
     assert await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref = $1", forged["subject"]) == 0
 
 
-async def test_live_topic_shows_status_and_drift_as_runs_finish(reconciling, rapi, token, settings, uid, tmp_path):
+async def test_live_topic_shows_status_and_drift_as_runs_finish(rapi, token, stack, uid, tmp_path):
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])
     queue = still_queue(site)
-    async with running(settings, tmp_path, queue), connect(reconciling, token("manager", [site])) as ws:
+    async with running(stack.settings, tmp_path, queue), connect(stack.backend, token("manager", [site])) as ws:
         snapshot = await subscribe(ws, ["reconciliation"])
         assert snapshot["reconciliation"]["data"] == []
         ticket = await queue.arrive(site, "licence", [])
@@ -380,11 +348,11 @@ async def _ledger(pool: asyncpg.Pool, fallback_id: int, entries: list[tuple[str,
 
 
 async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_what_the_system_changed(
-        rapi, js, pool, settings, token, uid, tmp_path):
+        rapi, js, pool, stack, token, uid, tmp_path):
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])
     queue = still_queue(site)
-    async with running(settings, tmp_path, queue):
+    async with running(stack.settings, tmp_path, queue):
         before = await queue.arrive(site, "tax", [])  # the system had it; staff called it by hand
         changed = await queue.arrive(site, "tax", [])  # staff called it; the system served it meanwhile
         agreed = await queue.arrive(site, "tax", [])  # staff only looked: the system holds what we hold
@@ -402,7 +370,7 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
             ("check_in", agreed, cloud_event("customer.arrived", agreed, {"site": site}, source=manual)),
         ]
         for _, _, event in steps:
-            await publish_as_backend(js, settings, event)
+            await publish_as_backend(js, stack.settings, event)
         lost = f"queue:M-002-{uid}"  # a step whose event was refused: it must not hold the replay up
         refused = cloud_event("customer.arrived", lost, {"site": site}, source=manual)
         await publish(js, refused)  # unsigned: the apply worker refuses it
@@ -427,7 +395,7 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
             row = await pool.fetchrow("SELECT status, replay FROM fallbacks WHERE id = $1", fallback_id)
             return msgspec.json.decode(row["replay"]) if row["status"] == "ended" else None
 
-        replay = await eventually(ended, timeout=30)
+        replay = await eventually(ended)
         assert (replay["pushed"], replay["in_system"], replay["conflicts"]) == (3, 1, [changed])
         ledger = {(r["ref"], r["replay_status"], r["command_id"]) for r in await pool.fetch(
             "SELECT DISTINCT ref, replay_status, command_id FROM fallback_ledger WHERE fallback_id = $1", fallback_id)}
@@ -451,23 +419,22 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
 
         # replaying again pushes nothing twice
         await pool.execute("UPDATE fallbacks SET status = 'replaying' WHERE id = $1", fallback_id)
-        again = await eventually(ended, timeout=30)
+        again = await eventually(ended)
         assert again["pushed"] == 3
         pushes = await pool.fetchval("SELECT count(*) FROM commands WHERE command = 'record.push' AND site = $1", site)
         assert pushes == 3
 
 
-async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(js, pool, settings, workdir, token, uid,
-                                                                       tmp_path):
+async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(server_urls, workdir, token, uid, tmp_path):
     site = f"rec-{uid}"
-    process = start_backend(settings, workdir / f"backend-auto-{uid}.log", {
-        "SWITCHBOARD_RECONCILE_INTERVAL_S": "2", "SWITCHBOARD_RECONCILE_TICK_S": "0.3",
-        "SWITCHBOARD_RECONCILE_AUTO_REPAIR": "missing_here,stale"})
     sre = bearer(token, "sre", [site])
     appointments, queue = Appointments(), still_queue(site)
-    try:
+    scheduled = {"SWITCHBOARD_RECONCILE_INTERVAL_S": "2", "SWITCHBOARD_RECONCILE_TICK_S": "0.3",
+                 "SWITCHBOARD_RECONCILE_AUTO_REPAIR": "missing_here,stale"}
+    async with own_stack(server_urls["database_url"], workdir, scheduled) as stack:
+        pool, process = stack.pool, stack.backend
         async with (httpx.AsyncClient(base_url=process.url, timeout=15) as api,
-                    running(settings, tmp_path, appointments, queue)):
+                    running(stack.settings, tmp_path, appointments, queue)):
             stuck = await queue.arrive(site, "passport", [])
 
             async def waiting():
@@ -486,14 +453,14 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(js, pool, 
 
             async def repaired():
                 # stuck it stays, whatever else reaches the journey meanwhile (an answer to a command the
-                # rules sent for it, late when the queue's commands are paced behind other tests' ones)
+                # rules sent for it)
                 await pool.execute("UPDATE journeys SET updated_at = now() - interval '5 hours' WHERE stage = 'waiting'"
                                    " AND id = (SELECT journey_id FROM journey_refs WHERE ref = $1)", stuck)
                 journeys = [await journey_of(api, sre, ref) for ref in (stuck, keyed_in)]
                 return journeys if all(journeys) and journeys[0]["stage"] == "completed" else None
 
             try:
-                await eventually(repaired, timeout=90)
+                await eventually(repaired)
             except AssertionError as exc:
                 runs_seen = [tuple(r) for r in await pool.fetch(
                     "SELECT system, trigger, status, checked, drifted, error FROM reconciliation_runs WHERE site = $1",
@@ -511,21 +478,18 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(js, pool, 
             async def verified():
                 return all(i["status"] == "resolved" for i in await drift(api, sre, site=site))
 
-            await eventually(verified, timeout=30)
+            await eventually(verified)
             triggers = {r["trigger"] for r in await pool.fetch(
                 "SELECT trigger FROM reconciliation_runs WHERE site = $1", site)}
             assert triggers == {"schedule"}
-    finally:
-        process.stop()
-
 
 
 async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_once_and_with_conflicts_flagged(
-        rapi, pool, settings, token, uid, tmp_path):
+        rapi, pool, stack, token, uid, tmp_path):
     site = f"rec-{uid}"
     floor, sre = bearer(token, "floor_staff", [site]), bearer(token, "sre", [site])
     queue = still_queue(site)
-    async with running(settings, tmp_path, queue):
+    async with running(stack.settings, tmp_path, queue):
         meanwhile = await queue.arrive(site, "tax", [])  # the queue has this one; staff call it by hand
         await eventually(lambda: waiting(rapi, sre, meanwhile))
         queue.faults.outage = True
@@ -534,7 +498,7 @@ async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_on
             items = (await rapi.get("/api/v1/integrations", headers=sre)).json()["items"]
             return any(i["system"] == "queue" and i["status"] == status for i in items)
 
-        await eventually(lambda: queue_is("down"), timeout=60)
+        await eventually(lambda: queue_is("down"))
         fallback = (await start(rapi, floor, site)).json()
         walk_in = await acted(rapi, floor, fallback["id"], action="check_in")
         ticket = await acted(rapi, floor, fallback["id"], action="issue_ticket", ref=walk_in["ref"])
@@ -542,7 +506,7 @@ async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_on
         queue.records[meanwhile].stage = "completed"  # the queue's own staff served it while it was away
         queue.records[meanwhile].updated_at = datetime.now(UTC)
         queue.faults.outage = False
-        await eventually(lambda: queue_is("up"), timeout=60)
+        await eventually(lambda: queue_is("up"))
         assert (await rapi.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={"reason": "queue is back"},
                                 headers=floor)).status_code == 200
 
@@ -550,7 +514,7 @@ async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_on
             found = (await rapi.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()
             return found if found["status"] == "ended" else None
 
-        ended = await eventually(replayed, timeout=90)
+        ended = await eventually(replayed)
         assert (ended["replay"]["pushed"], ended["replay"]["conflicts"]) == (1, [meanwhile])
         assert {e["ref"]: e["replay_status"] for e in ended["ledger"]} == {walk_in["ref"]: "pushed",
                                                                            meanwhile: "conflict"}

@@ -11,18 +11,22 @@ import msgspec
 import pytest
 
 from backend.journeys import services
-from tests.conftest import cloud_event, eventually, start_backend
 from switchboard.reference_merge import expected_journey, observed
+from tests.support.backends import own_stack
+from tests.support.events import cloud_event
+from tests.support.waits import eventually
 
 
 @pytest.fixture
-def second_backend(settings, workdir):
-    process = start_backend(settings, workdir / "backend-2.log")
-    yield process
-    process.stop()
+async def replicas(server_urls, workdir):
+    """Two replicas alone on their own NATS and database: the session's backend must not apply a share of
+    the events, or "both took part" would hold even with one of these two idle."""
+    async with own_stack(server_urls["database_url"], workdir, replicas=2) as stack:
+        yield stack
 
 
-async def test_two_replicas_apply_shared_journeys_exactly(backend, second_backend, js, pool, uid):
+async def test_two_replicas_apply_shared_journeys_exactly(replicas, uid):
+    js, pool = replicas.js, replicas.pool
     rng = random.Random(uid)
     t0 = datetime.now(UTC) - timedelta(hours=1)
     by_journey: dict[str, list[dict]] = {}
@@ -53,7 +57,7 @@ async def test_two_replicas_apply_shared_journeys_exactly(backend, second_backen
     async def all_applied():
         return await pool.fetchval("SELECT count(*) FROM events WHERE id = ANY($1::text[])", ids) == len(ids)
 
-    await eventually(all_applied, timeout=30)
+    await eventually(all_applied)
     async with pool.acquire() as conn:
         for ticket, events in by_journey.items():
             refs = sorted({e["subject"] for e in events} | {r for e in events for r in e["data"].get("links", [])})
@@ -63,7 +67,7 @@ async def test_two_replicas_apply_shared_journeys_exactly(backend, second_backen
             journey = await services.get_journey(conn, journey_ids.pop())
             assert observed(journey) == expected_journey(events)
             assert len(journey.timeline) == len(events)
-    for process in (backend, second_backend):
+    for process in replicas.backends:
         assert "Traceback" not in process.log_path.read_text()
         async with httpx.AsyncClient(base_url=process.url) as client:
             metrics = (await client.get("/metrics")).text

@@ -7,31 +7,17 @@ import asyncio
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from backend.retention.services import RetentionPolicy, check_audit_floor, purge
 from switchboard.settings import Settings
-from tests.conftest import backend_env, eventually, start_backend
+from tests.support.backends import backend_env, start_backend
+from tests.support.rows import add_audit, add_event, days_ago
+from tests.support.waits import eventually
 
 DEFAULTS = RetentionPolicy.from_settings(Settings())  # what every backend of the session purges with too
-
-
-def days_ago(days: float) -> datetime:
-    return datetime.now(UTC) - timedelta(days=days)
-
-
-async def add_event(pool: asyncpg.Pool, uid: str, name: str, age_days: float) -> tuple[str, str]:
-    key = ("/queue", f"{name}-{uid}")
-    await pool.execute(
-        "INSERT INTO events (source, id, type, subject, site, time, data, applied_at)"
-        " VALUES ($1, $2, 'customer.arrived', $3, $4, $5, '{}', $5)",
-        *key, f"queue:{name}-{uid}", f"ret-{uid}", days_ago(age_days))
-    await pool.execute("INSERT INTO event_inbox (source, id, applied_at) VALUES ($1, $2, $3)", *key,
-                       days_ago(age_days))
-    return key
 
 
 async def add_command(pool: asyncpg.Pool, uid: str, status: str, age_days: float) -> uuid.UUID:
@@ -50,19 +36,6 @@ async def add_failure(pool: asyncpg.Pool, uid: str, status: str, age_days: float
         " VALUES ($1, $2, $3, $4, $5, 'retention test', '{}', $6, $6) RETURNING id",
         f"retention-{uuid.uuid4().hex}", "command_failed" if command_id else "invalid_event", status,
         f"ret-{uid}", str(command_id) if command_id else None, days_ago(age_days))
-
-
-async def add_audit(pool: asyncpg.Pool, uid: str, age_days: float) -> int:
-    """An audit row dated in the past, as only the table's owner can seed one (the stamp trigger
-    otherwise dates every insert now)."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_stamp")
-        row_id = await conn.fetchval(
-            "INSERT INTO audit_log (at, actor, roles, action, target, result)"
-            " VALUES ($1, 'retention-test', '{sre}', 'test.seed', $2, '{}') RETURNING id",
-            days_ago(age_days), f"ret-{uid}")
-        await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_stamp")
-    return row_id  # type: ignore[no-any-return]
 
 
 async def test_old_rows_go_recent_ones_stay_and_nothing_in_use_is_purged(pool, uid):

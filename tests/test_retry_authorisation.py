@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from tests.conftest import cloud_event, eventually, publish, refusing_site
-from tests.test_failures_recovery import bearer, one_failure
+from tests.support.database import refusing_site
+from tests.support.events import cloud_event, publish
+from tests.support.failures import bearer, one_failure
+from tests.support.waits import eventually
 
 
 async def _state(pool: asyncpg.Pool, uid: str, failure_ids: list[int]) -> dict:

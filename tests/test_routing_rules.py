@@ -11,7 +11,7 @@ import pytest
 from backend.routing.rules import DEFAULT_RULES, RulesFileError, load_rules
 from switchboard.embedded import free_port
 from switchboard.events import SEED_SYSTEMS
-from tests.conftest import backend_env
+from tests.support.backends import backend_env
 
 GOOD_RULE = """version = 1
 

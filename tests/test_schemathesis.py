@@ -6,8 +6,8 @@ the schema. A modest number of examples per operation keeps the run well under a
 from __future__ import annotations
 
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 

@@ -9,7 +9,7 @@ import msgspec
 
 from connectors.sim.run import Simulation
 from switchboard.snapshots import SnapshotRequest, decode_page, snapshot_subject
-from tests.conftest import eventually
+from tests.support.waits import eventually
 
 
 async def test_a_simulated_branch_network_becomes_live_journeys_and_snapshots_are_the_systems_truth(

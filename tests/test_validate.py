@@ -10,7 +10,7 @@ import pytest
 from backend.ingest.validate import REDACTED, Accepted, Rejected, Trust, trust_of, validate
 from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, SEED_SYSTEMS
 from switchboard.settings import Settings
-from tests.conftest import cloud_event
+from tests.support.events import cloud_event
 
 SYSTEMS = SEED_SYSTEMS | RESERVED_SYSTEMS
 SITE = {"site": "north"}

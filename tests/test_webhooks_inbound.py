@@ -11,7 +11,9 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import BackendProcess, eventually, start_backend
+from switchboard.backend_process import BackendProcess
+from tests.support.backends import start_backend
+from tests.support.waits import eventually
 
 SECRET = "whsec_" + base64.b64encode(b"fake-inbound-webhook-secret-32by").decode()
 

@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from switchboard.backend_process import BackendProcess
 from switchboard.embedded import free_port
 from switchboard.settings import Settings
-from tests.conftest import BackendProcess, backend_env, cloud_event, publish, refusing_site
+from tests.support.backends import backend_env
+from tests.support.database import refusing_site
+from tests.support.events import cloud_event, publish
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from switchboard.commands import Command
-from tests.conftest import cloud_event, publish
+from tests.support.events import cloud_event, publish
 
 Answer = Callable[[Command], str | None]  # "ok", "failed", "unavailable", or None for no answer
 
