@@ -21,6 +21,7 @@ COPY switchboard ./switchboard
 COPY backend ./backend
 COPY dashboard ./dashboard
 COPY connectors ./connectors
+COPY tools ./tools
 # the package itself, without extras: its dependencies are the lock above
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /var/lib/switchboard switchboard \

@@ -7,9 +7,7 @@ closed. Site scoping is checked where the site is known: in the handlers and ser
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar
 
 import jwt
@@ -20,10 +18,9 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.security.jwt import JWTAuth, Token
 
 from backend.jwks import JwksKeys
-from switchboard.local_secrets import InsecureSecretError, local_secret
 from switchboard.settings import Settings
+from switchboard.tokens import ROLES, jwt_secret, strong_secret
 
-ROLES = frozenset({"manager", "floor_staff", "sre", "connector", "admin"})
 READ_ROLES = frozenset({"manager", "floor_staff", "sre", "admin"})
 
 PUBLIC: dict[str, Any] = {"public": True, "exclude_from_auth": True}
@@ -114,29 +111,11 @@ def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRoute
         raise PermissionDeniedException("your role may not do this")
 
 
-MIN_SECRET_BYTES = 32  # an HS256 key at least as long as its hash (RFC 7518, section 3.2)
-
-
-def _strong(name: str, secret: str) -> str:
-    if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise InsecureSecretError(f"{name} is {len(secret.encode())} bytes; HS256 needs at least"
-                             f" {MIN_SECRET_BYTES}"
-                             " (e.g. `openssl rand -hex 32`)")
-    return secret
-
-
 def check_secrets(settings: Settings) -> None:
     """At start: every configured secret strong enough, and one the replicas share for their own events."""
     if settings.jwt_secret:
-        _strong("SWITCHBOARD_JWT_SECRET", settings.jwt_secret)
+        strong_secret("SWITCHBOARD_JWT_SECRET", settings.jwt_secret)
     signing_secret(settings)
-
-
-def jwt_secret(settings: Settings) -> str:
-    """The configured secret, or one kept in the data folder for local use (created once, owner-only)."""
-    if settings.jwt_secret:
-        return _strong("SWITCHBOARD_JWT_SECRET", settings.jwt_secret)
-    return local_secret(settings.data_dir, "jwt-secret", lambda: secrets.token_urlsafe(48))
 
 
 def signing_secret(settings: Settings) -> str:
@@ -144,7 +123,7 @@ def signing_secret(settings: Settings) -> str:
     With a JWKS there is no JWT secret to fall back on: a per-data-folder one would differ between
     replicas."""
     if settings.signing_secret:
-        return _strong("SWITCHBOARD_SIGNING_SECRET", settings.signing_secret)
+        return strong_secret("SWITCHBOARD_SIGNING_SECRET", settings.signing_secret)
     if settings.jwks_url and not settings.jwt_secret:
         raise MissingSigningSecret("with SWITCHBOARD_JWKS_URL set SWITCHBOARD_SIGNING_SECRET (or"
                                    " SWITCHBOARD_JWT_SECRET) "
@@ -181,22 +160,3 @@ def jwt_auth(settings: Settings, jwks: JwksKeys | None = None) -> JWTAuth[Princi
         accepted_audiences=[settings.jwt_audience] if settings.jwt_audience else None,
         exclude_opt_key="exclude_from_auth",
     )
-
-
-def mint_token(settings: Settings, *, sub: str, roles: Sequence[str], sites: Iterable[str] | str,
-               system: str | None = None, ttl: timedelta = timedelta(hours=12)) -> str:
-    unknown = set(roles) - ROLES
-    if unknown:
-        raise ValueError(f"unknown roles: {', '.join(sorted(unknown))}")
-    now = datetime.now(UTC)
-    claims: dict[str, Any] = {
-        "sub": sub, "roles": list(roles), "sites": sites if sites == "*" else list(sites),
-        "iat": int(now.timestamp()), "exp": int((now + ttl).timestamp()),
-    }
-    if system:
-        claims["system"] = system
-    if settings.jwt_issuer:
-        claims["iss"] = settings.jwt_issuer
-    if settings.jwt_audience:
-        claims["aud"] = settings.jwt_audience
-    return jwt.encode(claims, jwt_secret(settings), algorithm="HS256")

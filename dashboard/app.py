@@ -49,7 +49,7 @@ def is_loopback(host: str) -> bool:
 
 def _refuse_unsafe_demo(settings: Settings, host: str, port: int) -> None:
     """Demo mode hands anyone who reaches the page any role, admin included: this machine's users only."""
-    from backend.auth import jwt_secret  # noqa: PLC0415 - demo mode only: a real deployment never mints
+    from switchboard.tokens import jwt_secret  # noqa: PLC0415 - demo mode only: a real deployment never mints
 
     if not is_loopback(host):
         sys.exit(f"dashboard not started: demo mode (anyone may sign in as any role, admin included) serves "

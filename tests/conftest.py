@@ -20,13 +20,13 @@ import nats
 import pytest
 
 from backend import db, messaging
-from backend.auth import mint_token
 from switchboard import bus
-from switchboard.backend_process import BackendProcess
-from switchboard.embedded import embedded_servers
 from switchboard.events import SEED_SYSTEMS
 from switchboard.settings import Settings
+from switchboard.tokens import mint_token
 from tests.support.backends import JWT_SECRET, LAB_SYSTEMS, nats_connect, start_backend, with_database
+from tools.backend_process import BackendProcess
+from tools.embedded import embedded_servers
 
 
 @pytest.fixture(scope="session")

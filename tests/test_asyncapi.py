@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import yaml
 
-from switchboard.asyncapi import DOCUMENT, generate
 from switchboard.events import EVENT_TYPES
+from tools.asyncapi import DOCUMENT, generate
 
 
 def test_the_asyncapi_document_matches_the_code():
     assert yaml.safe_load(DOCUMENT.read_text()) == generate(), (
-        "docs/asyncapi.yaml is out of date: run `python -m switchboard.asyncapi`")
+        "docs/asyncapi.yaml is out of date: run `python -m tools.asyncapi`")
 
 
 def test_every_subject_of_the_contract_is_documented_with_a_resolvable_schema():

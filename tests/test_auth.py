@@ -8,8 +8,8 @@ import jwt
 import pytest
 
 from backend.app import create_app
-from backend.auth import ROLES
 from switchboard.settings import Settings
+from switchboard.tokens import ROLES
 from tests.support.backends import JWT_SECRET
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually

@@ -23,9 +23,10 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from backend.app import create_app
-from backend.auth import READ_ROLES, ROLES
+from backend.auth import READ_ROLES
 from backend.live.schemas import TOPICS
 from switchboard.settings import Settings
+from switchboard.tokens import ROLES
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
 

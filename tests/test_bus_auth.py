@@ -29,16 +29,16 @@ from nats.js.errors import NotFoundError
 from backend import messaging
 from connectors.sdk import Connector, ConnectorRuntime, Outcome
 from switchboard import bus
-from switchboard.backend_process import BackendProcess
-from switchboard.bench.common import scratch_database
 from switchboard.commands import COMMANDS_STREAM, Command, consumer_name
-from switchboard.embedded import EmbeddedNats
 from switchboard.events import SEED_SYSTEMS, nats_msg_id
 from switchboard.natsauth import inbox_prefix
 from switchboard.snapshots import SnapshotPage, SnapshotRecord, SnapshotRequest, decode_page, snapshot_subject
 from tests.support.backends import JWT_SECRET
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
+from tools.backend_process import BackendProcess
+from tools.bench.common import scratch_database
+from tools.embedded import EmbeddedNats
 
 REFUSED = (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError)
 
@@ -58,7 +58,7 @@ class World:
 
     def cli(self, *args: str) -> str:
         """`switchboard connector …` against this world's issuer and NATS, as an operator runs it."""
-        done = subprocess.run([sys.executable, "-m", "switchboard.cli", "connector", *args, "--issuer",
+        done = subprocess.run([sys.executable, "-m", "tools.cli", "connector", *args, "--issuer",
                                str(self.server.issuer.folder), "--nats-url", self.server.url],  # type: ignore[union-attr]
                               env=self.env(), capture_output=True, text=True, timeout=60, check=True)
         return done.stdout

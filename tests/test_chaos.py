@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from switchboard.chaos_plan import make_plan
+from tools.chaos_plan import make_plan
 
 EVENTS, KILLS, SEED = 6000, 3, 11
 
@@ -16,7 +16,7 @@ EVENTS, KILLS, SEED = 6000, 3, 11
 @pytest.mark.slow
 def test_chaos_short_run_loses_nothing_and_applies_nothing_twice():
     run = subprocess.run(
-        [sys.executable, "-m", "switchboard.cli", "chaos", "--events", str(EVENTS), "--kills", str(KILLS),
+        [sys.executable, "-m", "tools.cli", "chaos", "--events", str(EVENTS), "--kills", str(KILLS),
          "--seed", str(SEED)],
         capture_output=True, text=True, timeout=600, check=False,
     )

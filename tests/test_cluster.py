@@ -11,11 +11,12 @@ import nats.errors
 import pytest
 
 from backend import messaging
-from switchboard import bus, chaos, chaos_plan
-from switchboard.backend_process import BackendProcess
-from switchboard.bench.common import scratch_database
-from switchboard.embedded import ClusterMembership, EmbeddedNats, EmbeddedNatsCluster, free_port
+from switchboard import bus
 from tests.support.waits import eventually
+from tools import chaos, chaos_plan
+from tools.backend_process import BackendProcess
+from tools.bench.common import scratch_database
+from tools.embedded import ClusterMembership, EmbeddedNats, EmbeddedNatsCluster, free_port
 
 EVENTS = 3000
 

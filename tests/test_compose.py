@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from backend.db import RUNTIME_ROLE
-from switchboard.cli import main
-from switchboard.embedded import EmbeddedNats
 from switchboard.settings import Settings
+from tools.cli import main
+from tools.embedded import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parent.parent
 NATS_NODES = ("nats-1", "nats-2", "nats-3")

@@ -6,9 +6,9 @@ import asyncio
 import sys
 import types
 
-from connectors.conformance import run_checks
 from connectors.sdk import Connector
 from switchboard.settings import Settings
+from tools.conformance import run_checks
 
 SIMULATED = ["crm", "appointments", "queue", "contact_center", "core"]
 

@@ -15,7 +15,6 @@ import httpx
 import msgspec
 
 from backend.ingest.validate import validate
-from connectors.cli import _faults_from_args, add_connector_commands
 from connectors.sim.admin import AdminServer
 from connectors.sim.run import Simulation
 from switchboard.commands import Command, command_result_id, command_subject
@@ -29,6 +28,7 @@ from switchboard.snapshots import (
 )
 from tests.support.connectors import own_jetstream, stream_events, stream_messages
 from tests.support.waits import eventually
+from tools.connector_cli import _faults_from_args, add_connector_commands
 
 
 @contextlib.asynccontextmanager

@@ -16,12 +16,12 @@ import pytest
 from backend import db
 from backend.ingest.partitions import ensure_partitions
 from backend.retention.services import RetentionPolicy, purge
-from switchboard.bench.common import scratch_database
 from switchboard.settings import Settings
 from tests.support.backends import backend_env
 from tests.support.events import cloud_event, publish
 from tests.support.rows import add_audit, add_event
 from tests.support.waits import eventually
+from tools.bench.common import scratch_database
 
 DENIED = asyncpg.InsufficientPrivilegeError
 DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -221,7 +221,7 @@ async def test_runtime_role_creation_is_idempotent_when_sessions_race(server_url
 
 
 async def _migrate_command(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "switchboard.cli", "migrate"],
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "tools.cli", "migrate"],
                                    env=env, capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from dashboard.app import is_loopback
-from switchboard.embedded import free_port
 from tests.support.backends import JWT_SECRET
+from tools.embedded import free_port
 
 
 def _dashboard(host: str, port: int, log: Path, *, flag: bool = True) -> subprocess.Popen[bytes]:
@@ -23,11 +23,11 @@ def _dashboard(host: str, port: int, log: Path, *, flag: bool = True) -> subproc
     env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would take the process for a test of its own
     with open(log, "ab") as out:
         demo = ["--demo"] if flag else []
-        return subprocess.Popen([sys.executable, "-m", "switchboard.cli", "dashboard", *demo, "--host", host,
+        return subprocess.Popen([sys.executable, "-m", "tools.cli", "dashboard", *demo, "--host", host,
                                  "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-@pytest.mark.parametrize(("host", "flag"), [("0.0.0.0", True), ("0.0.0.0", False), ("::", True)],  # noqa: S104
+@pytest.mark.parametrize(("host", "flag"), [("0.0.0.0", True), ("0.0.0.0", False), ("::", True)],
                          ids=["--demo", "SWITCHBOARD_DASHBOARD_DEMO", "ipv6-any"])
 def test_demo_mode_is_refused_off_loopback(tmp_path, host, flag):
     log = tmp_path / "dashboard.log"

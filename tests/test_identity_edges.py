@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from switchboard.backend_process import BackendProcess
-from switchboard.embedded import free_port
 from switchboard.settings import Settings
 from tests.support.backends import backend_env, start_backend
 from tests.support.events import cloud_event
 from tests.support.waits import eventually
+from tools.backend_process import BackendProcess
+from tools.embedded import free_port
 
 RATE = 3
 SECRET = "whsec_" + base64.b64encode(b"fake-webhook-secret-for-the-test").decode()
@@ -131,7 +131,7 @@ def dashboard_url(backend: BackendProcess, settings: Settings, workdir: Path) ->
     env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would take the process for a test of its own
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.cli", "dashboard", "--port", str(port)],
+            [sys.executable, "-m", "tools.cli", "dashboard", "--port", str(port)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -23,12 +23,12 @@ from backend.live.bus import ALL_SITES, SUBJECT_PREFIX, encode_update
 from backend.live.feed import SITE_INTERVAL_S
 from backend.live.handshake import QueryTokenMiddleware
 from backend.live.schemas import TOPICS
-from switchboard.backend_process import BackendProcess
 from switchboard.settings import Settings
 from tests.support.backends import nats_connect
 from tests.support.events import cloud_event, publish
 from tests.support.live import connect, is_update, receive, receive_until, subscribe, ws_url
 from tests.support.waits import eventually
+from tools.backend_process import BackendProcess
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from backend.journeys import services
 from backend.journeys.merge import JourneyState, copy, fold, merge
 from backend.routing.rules import DEFAULT_RULES, load_rules
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS, Event
-from switchboard.reference_merge import expected_journey, observed
+from tools.reference_merge import expected_journey, observed
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 SOURCES = {"appointments": "/appointments", "queue": "/queue", "crm": "/crm", "core": "/core"}
@@ -147,7 +147,7 @@ def _state(events: list[Event]) -> JourneyState:
 @given(case=journeys(), seed=st.integers(0, 2**32))
 def test_the_site_merge_is_order_free_and_belongs_to_the_system_that_placed_the_journey(case, seed):
     """Sites differing freely: folding in any order, or merging any split, gives one state, whose site is the
-    latest one said by the system of the earliest event (switchboard/reference_merge.py)."""
+    latest one said by the system of the earliest event (tools/reference_merge.py)."""
     events, _ = case
     decoded = [msgspec.convert(e, Event) for e in events]
     rng = random.Random(seed)

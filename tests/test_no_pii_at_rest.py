@@ -16,9 +16,9 @@ import msgspec
 import websockets
 from nats.js.errors import NotFoundError
 
-from backend.auth import mint_token
 from backend.messaging import COMMANDS_STREAM, EVENTS_STREAM
 from connectors.sim.system import Record
+from switchboard.tokens import mint_token
 from tests.support.backends import start_backend
 from tests.support.events import cloud_event, publish
 from tests.support.simulators import running, still_queue

@@ -19,18 +19,18 @@ import pytest
 import websockets
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from backend.auth import mint_token
 from connectors.sdk.publisher import Publisher
 from connectors.sdk.spool import Spool
 from switchboard import logs, tracing
-from switchboard.backend_process import BackendProcess
-from switchboard.bench.common import scratch_database
-from switchboard.embedded import EmbeddedNats
 from switchboard.events import Event
 from switchboard.settings import Settings
+from switchboard.tokens import mint_token
 from tests.support.backends import JWT_SECRET, nats_connect, start_backend
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
+from tools.backend_process import BackendProcess
+from tools.bench.common import scratch_database
+from tools.embedded import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "docs" / "grafana" / "switchboard.json"

@@ -16,12 +16,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from switchboard.bench.common import scratch_database
-from switchboard.embedded import EmbeddedNats
 from switchboard.settings import Settings
 from tests.support.backends import JWT_SECRET, nats_connect, start_backend
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
+from tools.bench.common import scratch_database
+from tools.embedded import EmbeddedNats
 
 
 class OtlpReceiver(ThreadingHTTPServer):

@@ -26,13 +26,13 @@ from backend.integrations.pace import PacePolicy
 from backend.routing.rules import DEFAULT_RULES, load_rules
 from switchboard import bus
 from switchboard.commands import Command
-from switchboard.embedded import embedded_servers
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
 from switchboard.settings import Settings
 from tests.support.backends import JWT_SECRET, nats_connect, start_backend
 from tests.support.connector_double import ConnectorDouble
 from tests.support.events import phone_booking, publish
 from tests.support.waits import eventually
+from tools.embedded import embedded_servers
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("backend", "dashboard", "connectors", "switchboard")
+SHIPPED = ("backend", "dashboard", "connectors", "switchboard", "tools")
 RUNTIME_LOCK_COMMAND = ("uv pip compile pyproject.toml --extra otlp --python-version 3.11 "
                         "-c requirements-dev.lock -o requirements.lock")
 DEV_LOCK_COMMAND = "uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements-dev.lock"

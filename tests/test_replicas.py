@@ -11,10 +11,10 @@ import msgspec
 import pytest
 
 from backend.journeys import services
-from switchboard.reference_merge import expected_journey, observed
 from tests.support.backends import own_stack
 from tests.support.events import cloud_event
 from tests.support.waits import eventually
+from tools.reference_merge import expected_journey, observed
 
 
 @pytest.fixture

@@ -191,7 +191,7 @@ async def test_the_backend_purges_in_the_background_and_operators_with_the_cli(s
 
     await add_event(pool, uid, "older", 35)
     env = {**backend_env(settings), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "switchboard.cli", "purge"], env=env,
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "tools.cli", "purge"], env=env,
                                    capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "events: removed" in done.stdout and "audit: removed" in done.stdout

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from backend.routing.rules import DEFAULT_RULES, RulesFileError, load_rules
-from switchboard.embedded import free_port
 from switchboard.events import SEED_SYSTEMS
 from tests.support.backends import backend_env
+from tools.embedded import free_port
 
 GOOD_RULE = """version = 1
 
@@ -57,7 +57,7 @@ def test_a_backend_with_a_bad_rules_file_does_not_start(settings, tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(GOOD_RULE.replace('to = "queue"', 'to = "fax"'))
     started = subprocess.run(
-        [sys.executable, "-m", "switchboard.cli", "backend", "--port", str(free_port())],
+        [sys.executable, "-m", "tools.cli", "backend", "--port", str(free_port())],
         env={**backend_env(settings), "SWITCHBOARD_RULES_FILE": str(path)}, capture_output=True, text=True,
         timeout=60, check=False,
     )

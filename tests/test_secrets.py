@@ -26,10 +26,11 @@ from detect_secrets import SecretsCollection
 from detect_secrets.settings import default_settings
 
 from backend.app import create_app
-from backend.auth import jwt_secret, mint_token, signing_secret
+from backend.auth import signing_secret
 from switchboard.local_secrets import InsecureSecretError, local_secret
 from switchboard.natsauth import creds_text
 from switchboard.settings import Settings
+from switchboard.tokens import jwt_secret, mint_token
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_NAME = re.compile(r"(secret|credential|password|\.creds$|\.nk$|\.pem$|\.key$|\.p12$|\.pfx$"
@@ -223,7 +224,7 @@ def test_the_backend_refuses_to_start_with_a_short_secret(secrets_set):
 
 def _token_command(secret: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SWITCHBOARD_JWT_SECRET": secret, "SWITCHBOARD_DATA_DIR": str(tmp_path)}
-    return subprocess.run([sys.executable, "-m", "switchboard.cli", "token", "--role", "sre", "--site", "*"],
+    return subprocess.run([sys.executable, "-m", "tools.cli", "token", "--role", "sre", "--site", "*"],
                           env=env, capture_output=True, text=True, timeout=60, check=False)
 
 

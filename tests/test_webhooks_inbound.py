@@ -11,9 +11,9 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from switchboard.backend_process import BackendProcess
 from tests.support.backends import start_backend
 from tests.support.waits import eventually
+from tools.backend_process import BackendProcess
 
 SECRET = "whsec_" + base64.b64encode(b"fake-inbound-webhook-secret-32by").decode()
 

@@ -37,7 +37,7 @@ async def check_token(dashboard: Dashboard, token: str) -> str | None:
 
 
 def mint_demo_token(dashboard: Dashboard, role: str, site: str) -> str:
-    from backend.auth import mint_token  # noqa: PLC0415 - demo mode only: a real deployment never mints
+    from switchboard.tokens import mint_token  # noqa: PLC0415 - demo mode only: a real deployment never mints
 
     sites: str | list[str] = "*" if site.strip() in ("", "*") \
         else [s.strip() for s in site.split(",") if s.strip()]

@@ -9,10 +9,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from switchboard.backend_process import BackendProcess
 from switchboard.settings import Settings
 from tests.support.backends import start_backend
 from tests.support.board import Board, simulated_board
+from tools.backend_process import BackendProcess
 
 
 @pytest.fixture

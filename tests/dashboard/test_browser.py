@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from switchboard.backend_process import BackendProcess
-from switchboard.embedded import free_port
 from switchboard.settings import Settings
 from tests.support.backends import backend_env
 from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish
+from tools.backend_process import BackendProcess
+from tools.embedded import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -39,7 +39,7 @@ def dashboard_url(backend: BackendProcess, settings: Settings, workdir: Path) ->
     env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would take the process for a test of its own
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.cli", "dashboard", "--demo", "--port", str(port)],
+            [sys.executable, "-m", "tools.cli", "dashboard", "--demo", "--port", str(port)],
             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60

@@ -5,12 +5,12 @@ from __future__ import annotations
 import msgspec
 from nicegui import ui
 
-from switchboard.backend_process import BackendProcess
 from tests.support.board import Board, simulated_board
 from tests.support.connector_double import heartbeat
 from tests.support.events import cloud_event, publish
 from tests.support.simulators import journey_of, running, still_queue, waiting
 from tests.support.waits import eventually
+from tools.backend_process import BackendProcess
 
 
 async def test_signed_out_visitors_are_sent_to_sign_in(board: Board):

@@ -26,7 +26,7 @@ from dashboard.live import (
 from dashboard.pages.capacity import over_target
 from dashboard.pages.failures import ANY, matching
 from dashboard.session import Principal, Sessions
-from switchboard.embedded import free_port
+from tools.embedded import free_port
 
 
 async def test_a_burst_of_changes_renders_at_most_four_times_a_second_and_ends_on_the_latest_state():

@@ -16,10 +16,10 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from switchboard import bus
-from switchboard.backend_process import BackendProcess
-from switchboard.bench.common import scratch_database
-from switchboard.embedded import EmbeddedNats
 from switchboard.settings import Settings
+from tools.backend_process import BackendProcess
+from tools.bench.common import scratch_database
+from tools.embedded import EmbeddedNats
 
 JWT_SECRET = "fake-jwt-secret-for-tests-only-never-deployed"
 

@@ -13,8 +13,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from backend import messaging
 from connectors.sdk import Connector
 from switchboard import bus
-from switchboard.embedded import EmbeddedNats
 from switchboard.events import SEED_SYSTEMS, CloudEvent, Event
+from tools.embedded import EmbeddedNats
 
 _decode = msgspec.json.Decoder(Event).decode
 

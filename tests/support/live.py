@@ -11,7 +11,7 @@ import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from switchboard.backend_process import BackendProcess
+from tools.backend_process import BackendProcess
 
 _decode = msgspec.json.decode
 

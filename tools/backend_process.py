@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from switchboard.embedded import free_port
+from tools.embedded import free_port
 
 
 class BackendProcess:
@@ -23,7 +23,7 @@ class BackendProcess:
     def start(self) -> BackendProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
+                [sys.executable, "-m", "tools.cli", "backend", "--port", str(self.port)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 

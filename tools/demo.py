@@ -18,10 +18,10 @@ from pathlib import Path
 import asyncpg
 
 from backend import db
-from connectors.cli import issue_profile, run_simulation
 from connectors.sim import SYSTEMS
-from switchboard.embedded import embedded_servers
 from switchboard.settings import get_settings
+from tools.connector_cli import issue_profile, run_simulation
+from tools.embedded import embedded_servers
 
 
 def _step(n: int, total: int, text: str) -> None:
@@ -56,7 +56,7 @@ def _without_database(env: dict[str, str]) -> dict[str, str]:
 
 
 def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: int = 8080) -> None:
-    from backend.auth import mint_token  # noqa: PLC0415
+    from switchboard.tokens import mint_token  # noqa: PLC0415
 
     # `kill` stops the demo as cleanly as Ctrl-C does
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -76,7 +76,7 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
         env.setdefault("SWITCHBOARD_LOG_FORMAT", "text")
         backend_url = f"http://{host}:{port}"
         _step(2, total, f"starting the backend on {backend_url}")
-        backend = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "backend", "--host", host,
+        backend = subprocess.Popen([sys.executable, "-m", "tools.cli", "backend", "--host", host,
                                     "--port", str(port)], env=env)
         dashboard: subprocess.Popen[bytes] | None = None
         try:
@@ -84,7 +84,7 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
             dashboard_url = f"http://{host}:{dashboard_port}"
             _step(3, total, f"starting the dashboard on {dashboard_url}")
             dashboard = subprocess.Popen(
-                [sys.executable, "-m", "switchboard.cli", "dashboard", "--demo", "--host", host,
+                [sys.executable, "-m", "tools.cli", "dashboard", "--demo", "--host", host,
                  "--port", str(dashboard_port)],
                 env={**_without_database(env), "SWITCHBOARD_BACKEND_URL": backend_url})
             _wait_ready(dashboard_url + "/signin", dashboard, "dashboard")

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from switchboard.embedded import embedded_servers
 from switchboard.settings import get_settings
+from tools.embedded import embedded_servers
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """CPU of a running dashboard process with N browser tabs open on a page, in headless Debian chromium.
 
-    python -m switchboard.bench.dashboard_cpu --url http://127.0.0.1:8080 --pid <dashboard pid> [--tabs 20]
+    python -m tools.bench.dashboard_cpu --url http://127.0.0.1:8080 --pid <dashboard pid> [--tabs 20]
 
 The tabs share one signed-in browser session (demo mode, as `switchboard demo` runs it), like one
 person's or one control room's screens; the figure is the dashboard process's own user+system

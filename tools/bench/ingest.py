@@ -27,8 +27,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from backend import db, messaging
-from switchboard.backend_process import BackendProcess
-from switchboard.bench.common import Meter, bench_servers, progress, report, scratch_database
+from tools.backend_process import BackendProcess
+from tools.bench.common import Meter, bench_servers, progress, report, scratch_database
 
 PREFIX = "svc.events"
 

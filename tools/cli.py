@@ -9,9 +9,9 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from connectors.cli import add_connector_commands
 from switchboard import logs, tracing
 from switchboard.settings import get_settings
+from tools.connector_cli import add_connector_commands
 
 
 def _backend(args: argparse.Namespace) -> None:
@@ -87,7 +87,7 @@ def _purge(args: argparse.Namespace) -> None:
 
 
 def _token(args: argparse.Namespace) -> None:
-    from backend.auth import mint_token  # noqa: PLC0415
+    from switchboard.tokens import mint_token  # noqa: PLC0415
 
     sites = "*" if args.site == ["*"] else args.site
     try:
@@ -105,14 +105,14 @@ def _dashboard(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from switchboard.demo import run_demo  # noqa: PLC0415
+    from tools.demo import run_demo  # noqa: PLC0415
 
     run_demo(host=args.host, port=args.port, sites=args.sites, speed=args.speed,
              dashboard_port=args.dashboard_port)
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from switchboard.bench.ingest import run_ingest_bench  # noqa: PLC0415
+    from tools.bench.ingest import run_ingest_bench  # noqa: PLC0415
 
     run_ingest_bench(events=args.events, batch=args.batch, replicas=args.replicas,
                      stored_journeys=args.stored_journeys, nats_fsync=not args.no_fsync,
@@ -120,13 +120,13 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _chaos(args: argparse.Namespace) -> None:
-    from switchboard.chaos import run_chaos  # noqa: PLC0415
+    from tools.chaos import run_chaos  # noqa: PLC0415
 
     run_chaos(events=args.events, kills=args.kills, seed=args.seed)
 
 
 def _bench_live(args: argparse.Namespace) -> None:
-    from switchboard.bench.live import run_live_bench  # noqa: PLC0415
+    from tools.bench.live import run_live_bench  # noqa: PLC0415
 
     run_live_bench(clients=args.clients, sites=args.sites, rate=args.rate, seconds=args.seconds,
                    fanout_clients=args.fanout_clients, updates=args.updates, keys=args.keys,
@@ -134,14 +134,14 @@ def _bench_live(args: argparse.Namespace) -> None:
 
 
 def _bench_publish(args: argparse.Namespace) -> None:
-    from switchboard.bench.publish import run_publish_bench  # noqa: PLC0415
+    from tools.bench.publish import run_publish_bench  # noqa: PLC0415
 
     run_publish_bench(events=args.events, max_in_flight=args.max_in_flight)
 
 
 def _nats_init(args: argparse.Namespace) -> None:
-    from connectors.cli import issue_profile  # noqa: PLC0415
     from switchboard.natsauth import init_deployment  # noqa: PLC0415
+    from tools.connector_cli import issue_profile  # noqa: PLC0415
 
     issuer = Path(args.issuer)
     written = init_deployment(issuer, Path(args.server_dir), resolver_dir=args.resolver_dir,

@@ -1,6 +1,6 @@
 """The AsyncAPI 3 document of Switchboard's messaging, generated from the msgspec types.
 
-`docs/asyncapi.yaml` is this module's output (`python -m switchboard.asyncapi docs/asyncapi.yaml`),
+`docs/asyncapi.yaml` is this module's output (`python -m tools.asyncapi docs/asyncapi.yaml`),
 and a test fails when the two differ. Each `Channel` below is one entry; the live websocket's
 messages join as further entries built from their own msgspec types, with no change here.
 The document describes the backend: it receives events, sends commands and requests snapshots.
@@ -129,7 +129,7 @@ def generate() -> dict[str, Any]:
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "Switchboard messaging", "version": "1",
-                 "description": "Generated from the msgspec types by switchboard/asyncapi.py; see CONTRACT.md"
+                 "description": "Generated from the msgspec types by tools/asyncapi.py; see CONTRACT.md"
                                 " sections 2, 3, 5 and 7. Do not edit by hand."},
         "servers": {
             "nats": {"host": "localhost:4222", "protocol": "nats",

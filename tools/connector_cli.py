@@ -99,15 +99,15 @@ def _sim(args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from connectors.conformance import main  # noqa: PLC0415
+    from tools.conformance import main  # noqa: PLC0415
 
     settings = get_settings()
     sys.exit(main(args.module, settings.nats_url, settings.nats_creds))
 
 
 def _run(args: argparse.Namespace) -> None:
-    from connectors.conformance import load_connector  # noqa: PLC0415
     from connectors.sdk import ConnectorRuntime  # noqa: PLC0415
+    from tools.conformance import load_connector  # noqa: PLC0415
 
     connector = load_connector(args.module)
     settings = get_settings()

@@ -46,12 +46,12 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from backend import db, messaging
-from backend.auth import mint_token
 from backend.live.bus import SUBJECT_PREFIX, encode_update
 from backend.live.schemas import Update
 from switchboard import bus
-from switchboard.embedded import embedded_servers, free_port
 from switchboard.settings import Settings, get_settings
+from switchboard.tokens import mint_token
+from tools.embedded import embedded_servers, free_port
 
 FLOOR_SAMPLES = 300
 FLOOR_STREAM = "BENCH_LIVE_FLOOR"
@@ -122,7 +122,7 @@ class Backend:
         }
         self.log = open(data_dir / "backend.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.cli", "backend", "--port", str(self.port)],
+            [sys.executable, "-m", "tools.cli", "backend", "--port", str(self.port)],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -34,12 +34,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from backend import messaging
 from backend.journeys import services
-from switchboard.backend_process import BackendProcess
-from switchboard.bench.common import progress, report
-from switchboard.chaos_plan import PlannedJourney, event_id, make_plan
 from switchboard.commands import COMMANDS_STREAM, command_result_id, consumer_name, decode_command
-from switchboard.embedded import EmbeddedNats, EmbeddedPostgres
-from switchboard.reference_merge import expected_journey, observed
+from tools.backend_process import BackendProcess
+from tools.bench.common import progress, report
+from tools.chaos_plan import PlannedJourney, event_id, make_plan
+from tools.embedded import EmbeddedNats, EmbeddedPostgres
+from tools.reference_merge import expected_journey, observed
 
 REPLICAS = 2
 PUBLISH_RATE = 2500  # events per second: slow enough that kills land while work is in flight

@@ -26,8 +26,8 @@ from backend.messaging import ensure_streams
 from connectors.sdk.publisher import Publisher
 from connectors.sdk.spool import Spool
 from switchboard import bus
-from switchboard.embedded import EmbeddedNats
 from switchboard.events import CloudEvent, TicketCalled, nats_msg_id, nats_subject
+from tools.embedded import EmbeddedNats
 
 ROUNDS = 3
 EMIT_BATCH = 1000

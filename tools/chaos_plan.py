@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from switchboard.reference_merge import FINAL, STAGE_OF
+from tools.reference_merge import FINAL, STAGE_OF
 
 SITES = 12
 SPAN = 5000  # messages shuffled together: an event may overtake thousands of others

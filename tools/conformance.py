@@ -27,7 +27,6 @@ from backend.messaging import ensure_streams
 from connectors.sdk import Connector, ConnectorRuntime
 from switchboard import bus
 from switchboard.commands import Command, command_result_id, command_subject
-from switchboard.embedded import EmbeddedNats
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS, CloudEvent
 from switchboard.natsauth import write_secret
 from switchboard.snapshots import (
@@ -38,6 +37,7 @@ from switchboard.snapshots import (
     decode_page,
     snapshot_subject,
 )
+from tools.embedded import EmbeddedNats
 
 UNKNOWN_COMMAND = "conformance.unknown"
 
