@@ -73,7 +73,7 @@ async def _retry_command(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
 
 
 class _SiteRefusedError(Exception):
-    pass
+    """The site rule refused the retried event: the retry's transaction is rolled back."""
 
 
 _SITE_REFUSED_NOTE = ("refused on retry: only the system that owns the journey's site may move it or join it"
