@@ -10,6 +10,8 @@ from typing import Any
 import asyncpg
 import httpx
 
+from backend.fallbacks.actions import walk_in_ref
+from switchboard.privacy import looks_personal_identifier
 from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish
 from tests.support.fallbacks import act, acted, start
@@ -224,3 +226,9 @@ async def test_only_the_backend_publishes_manual_events(api, js, pool: asyncpg.P
 
     assert await eventually(refused) == "only Switchboard itself publishes as /manual"
     assert await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref = $1", event["subject"]) == 0
+
+
+def test_a_walk_in_reference_never_looks_like_personal_data():
+    """One draw in 280 of twelve hex digits is all decimal, which the personal-data check takes for a number."""
+    assert looks_personal_identifier("queue:W-123456789012")
+    assert not any(looks_personal_identifier(walk_in_ref("queue")) for _ in range(5000))

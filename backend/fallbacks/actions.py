@@ -39,6 +39,7 @@ from backend.ingest import own_events
 from backend.reconciliation.ownership import owned
 from backend.resources import Resources
 from switchboard.events import Event
+from switchboard.privacy import looks_personal_identifier
 
 EVENT_TYPES = {"check_in": "customer.arrived", "issue_ticket": "ticket.issued", "call": "ticket.called",
                "start": "service.started", "complete": "service.completed"}
@@ -87,7 +88,11 @@ def walk_in_ref(system: str) -> str:
     """A walk-in's new reference: in the namespace of the fallback's system when it is the record of arrivals
     (the queue), so the replay hands the system a record under a reference of its own; otherwise `manual:`."""
     namespace = system if "arrived" in owned(system).stages else "manual"
-    return f"{namespace}:W-{uuid.uuid4().hex[:12]}"
+    # twelve hex digits are all decimal one time in 280: a reference the personal-data check would refuse
+    while True:
+        ref = f"{namespace}:W-{uuid.uuid4().hex[:12]}"
+        if not looks_personal_identifier(ref):
+            return ref
 
 
 async def _next_ticket(conn: asyncpg.Connection, site: str) -> tuple[str, str]:
