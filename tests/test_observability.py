@@ -25,12 +25,10 @@ from switchboard import logs, tracing
 from switchboard.events import Event
 from switchboard.settings import Settings
 from switchboard.tokens import mint_token
-from tests.support.backends import JWT_SECRET, nats_connect, start_backend
+from tests.support.backends import JWT_SECRET, nats_connect, own_stack
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
 from tools.backend_process import BackendProcess
-from tools.bench.common import scratch_database
-from tools.embedded import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "docs" / "grafana" / "switchboard.json"
@@ -143,24 +141,11 @@ def test_json_log_lines_never_carry_tokens_or_personal_data():
 
 
 @pytest.fixture
-async def traced_world(server_urls, workdir, uid):
+async def traced_world(server_urls, workdir):
     """A backend of its own (its own NATS and database) exporting spans to its log as JSON lines."""
-    ns = EmbeddedNats(workdir / f"nats-traced-{uid}")
-    ns.start()
-    try:
-        async with scratch_database(server_urls["database_url"], "traced") as database_url:
-            settings = Settings(database_url=database_url, nats_url=ns.url, jwt_secret=JWT_SECRET,
-                                data_dir=str(workdir / "data"), nats_creds=ns.creds)
-            log_path = workdir / f"backend-traced-{uid}.log"
-            process = await asyncio.to_thread(start_backend, settings, log_path, {
-                "SWITCHBOARD_OTEL_EXPORTER": "console", "SWITCHBOARD_LOG_LEVEL": "INFO",
-                "SWITCHBOARD_LOG_FORMAT": "json"})
-            try:
-                yield settings, process
-            finally:
-                process.stop()
-    finally:
-        ns.stop()
+    env = {"SWITCHBOARD_OTEL_EXPORTER": "console", "SWITCHBOARD_LOG_LEVEL": "INFO", "SWITCHBOARD_LOG_FORMAT": "json"}
+    async with own_stack(server_urls["database_url"], workdir, env) as stack:
+        yield stack.settings, stack.backend
 
 
 def _spans(log_path: Path) -> list[dict[str, Any]]:

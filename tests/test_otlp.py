@@ -3,7 +3,6 @@ receiver in the test, which decodes them with the OpenTelemetry protocol definit
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import threading
 from collections.abc import Iterator
@@ -16,12 +15,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from switchboard.settings import Settings
-from tests.support.backends import JWT_SECRET, nats_connect, start_backend
+from tests.support.backends import nats_connect, own_stack
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
-from tools.bench.common import scratch_database
-from tools.embedded import EmbeddedNats
 
 
 class OtlpReceiver(ThreadingHTTPServer):
@@ -87,22 +83,11 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture
-async def otlp_backend(server_urls, workdir, uid, receiver):
+async def otlp_backend(server_urls, workdir, receiver):
     """A backend of its own (its own NATS and database, so that it alone applies) exporting over OTLP."""
-    ns = EmbeddedNats(workdir / f"nats-otlp-{uid}")
-    ns.start()
-    try:
-        async with scratch_database(server_urls["database_url"], "otlp") as database_url:
-            settings = Settings(database_url=database_url, nats_url=ns.url, jwt_secret=JWT_SECRET,
-                                data_dir=str(workdir / "data"), nats_creds=ns.creds)
-            process = await asyncio.to_thread(start_backend, settings, workdir / f"backend-otlp-{uid}.log", {
-                "SWITCHBOARD_OTEL_EXPORTER": "otlp", "SWITCHBOARD_OTEL_ENDPOINT": receiver.endpoint})
-            try:
-                yield settings, process
-            finally:
-                process.stop()
-    finally:
-        ns.stop()
+    env = {"SWITCHBOARD_OTEL_EXPORTER": "otlp", "SWITCHBOARD_OTEL_ENDPOINT": receiver.endpoint}
+    async with own_stack(server_urls["database_url"], workdir, env) as stack:
+        yield stack.settings, stack.backend
 
 
 async def test_a_backend_exports_the_spans_of_a_sampled_event_over_otlp(otlp_backend, receiver, uid):
