@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import typing
+from typing import TypeVar
 
 import msgspec
 from dotenv import load_dotenv
@@ -140,23 +142,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _ENV_PREFIX = "SWITCHBOARD_"
-_LISTS = frozenset({"connector_sites", "allowed_origins", "extra_systems", "webhook_secrets",
-                    "webhook_retry_s",
-                    "pace_staff_commands", "reconcile_auto_repair", "acts_for"})
+SectionT = TypeVar("SectionT", bound=msgspec.Struct)
 
 
-def _from_env() -> dict[str, object]:
+def _is_list(annotation: object) -> bool:
+    return typing.get_origin(annotation) is tuple or annotation is tuple
+
+
+def _from_env(section: type[msgspec.Struct]) -> dict[str, object]:
+    """Each field from `SWITCHBOARD_<FIELD>`; a tuple field from a comma-separated list."""
+    hints = typing.get_type_hints(section)
     values: dict[str, object] = {}
-    for field in msgspec.structs.fields(Settings):
+    for field in msgspec.structs.fields(section):
         raw = os.environ.get(_ENV_PREFIX + field.name.upper())
         if raw is None or raw == "":
             continue
         values[field.name] = tuple(s.strip() for s in raw.split(",") if s.strip()) \
-            if field.name in _LISTS else raw
+            if _is_list(hints[field.name]) else raw
     return values
 
 
 @functools.cache
-def get_settings() -> Settings:
+def load_section(section: type[SectionT]) -> SectionT:
+    """One package's section of the settings (a frozen Struct of defaults), read once per process.
+
+    A package declares its own section beside its code; every section shares the `SWITCHBOARD_` names.
+    """
     load_dotenv(override=False)
-    return msgspec.convert(_from_env(), Settings, strict=False)
+    return msgspec.convert(_from_env(section), section, strict=False)
+
+
+def get_settings() -> Settings:
+    return load_section(Settings)

@@ -1,0 +1,1 @@
+"""Sites: each site's settings (time zone, wait targets, counters) from configuration (CONTRACT 10)."""

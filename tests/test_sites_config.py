@@ -1,0 +1,36 @@
+import pytest
+
+from backend.sites.config import SitesError, SitesSection, parse_sites
+
+
+def test_a_site_the_file_names_gets_its_own_settings_and_others_the_defaults():
+    sites = parse_sites("""
+[defaults]
+time_zone = "Europe/Amsterdam"
+wait_target_s = 700
+[sites.north]
+wait_target_s = 900
+counters = ["1", "2"]
+service_targets_s = { passport = 1200 }
+""", SitesSection())
+    north, elsewhere = sites.get("north"), sites.get("south")
+    assert (north.time_zone, north.wait_target_s, north.counters) == ("Europe/Amsterdam", 900, ("1", "2"))
+    assert north.target_for("passport") == 1200 and north.target_for("tax") == 900
+    assert (elsewhere.site, elsewhere.time_zone, elsewhere.wait_target_s) == ("south", "Europe/Amsterdam", 700)
+    assert sites.configured == ["north"]
+
+
+def test_no_file_means_the_section_defaults():
+    site = parse_sites("", SitesSection(wait_target_s=300, site_time_zone="Asia/Tokyo")).get("x")
+    assert (site.time_zone, site.wait_target_s) == ("Asia/Tokyo", 300)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('[sites.north]\ntime_zone = "Mars/Olympus"', "unknown time zone"),
+    ("[sites.north]\nwait_target_s = -1", "positive"),
+    ("[sites.north]\ncolour = 1", "colour"),
+    ("[sites.north", "sites file"),
+])
+def test_a_bad_sites_file_is_refused_with_the_reason(text, problem):
+    with pytest.raises(SitesError, match=problem):
+        parse_sites(text, SitesSection())
