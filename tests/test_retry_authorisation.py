@@ -4,7 +4,7 @@ is made of it, and it can only be discarded. Real Postgres and NATS, state compa
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -81,31 +81,38 @@ async def test_bulk_retry_retries_the_others_and_skips_only_the_refused(api, js,
     assert await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref LIKE $1", f"%-{uid}") == 0
 
 
-async def test_a_retry_the_site_rule_refuses_stays_the_one_open_failure(api, js, pool, token, uid):
-    """An `apply_error` retried after the journey it links to was placed elsewhere by its owner: the
-    retry is undone whole, the failure stays open as `unauthorized_source`, and no second record appears."""
+async def test_a_retried_link_across_sites_is_applied_and_leaves_the_site_to_its_owner(
+        api, js, pool, token, uid):
+    """An `apply_error` retried after the journey it links to was placed at another site by the queue: the
+    retry applies it (a claim of another site is no reason to refuse), the journeys join, the site stays the
+    queue's (its event is the earliest), and no failure is added."""
     home, elsewhere = f"home-{uid}", f"away-{uid}"
     sre = bearer(token, "sre", [home, elsewhere])
     ticket, customer = f"queue:T-{uid}", f"crm:C-{uid}"
+    now = datetime.now(UTC)
     async with refusing_site(pool, elsewhere):
         await publish(js, cloud_event("customer.priority_changed", customer,
                                       {"site": elsewhere, "links": [ticket], "priority": "high",
-                                       "reason_code": "vip"}))
+                                       "reason_code": "vip"}, time=now))
         failure = await one_failure(api, sre, site=elsewhere, kind="apply_error")
-    await publish(js, cloud_event("customer.arrived", ticket, {"site": home}))
+    await publish(js, cloud_event("customer.arrived", ticket, {"site": home},
+                                  time=now - timedelta(minutes=1)))
+
+    async def site_of(ref: str) -> str | None:
+        return await pool.fetchval("SELECT j.site FROM journeys j JOIN journey_refs r ON r.journey_id = j.id"
+                                   " WHERE r.ref = $1", ref)
 
     async def placed_at_home() -> bool:
-        return await pool.fetchval("SELECT j.site FROM journeys j JOIN journey_refs r ON r.journey_id = j.id"
-                                   " WHERE r.ref = $1", ticket) == home
+        return await site_of(ticket) == home
 
     await eventually(placed_at_home)
-    failures_before = await pool.fetchval("SELECT count(*) FROM failures WHERE site IN ($1, $2)", home, elsewhere)
+    count_failures = "SELECT count(*) FROM failures WHERE site IN ($1, $2)"
+    failures_before = await pool.fetchval(count_failures, home, elsewhere)
 
     retried = await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})
     assert retried.status_code == 200, retried.text
-    assert retried.json()["outcome"] == "still_failing"
+    assert retried.json()["outcome"] == "resolved"
     row = await pool.fetchrow("SELECT kind, status FROM failures WHERE id = $1", failure["id"])
-    assert (row["kind"], row["status"]) == ("unauthorized_source", "open")
-    assert await placed_at_home()
-    assert await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref = $1", customer) == 0
-    assert await pool.fetchval("SELECT count(*) FROM failures WHERE site IN ($1, $2)", home, elsewhere) == failures_before
+    assert (row["kind"], row["status"]) == ("apply_error", "resolved")
+    assert await site_of(customer) == await site_of(ticket) == home
+    assert await pool.fetchval(count_failures, home, elsewhere) == failures_before

@@ -72,14 +72,6 @@ async def _retry_command(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
     return _result(row, "retrying", "re-sent; resolved when the system answers ok")
 
 
-class _SiteRefusedError(Exception):
-    """The site rule refused the retried event: the retry's transaction is rolled back."""
-
-
-_SITE_REFUSED_NOTE = ("refused on retry: only the system that owns the journey's site may move it or join it"
-                      " to another site")
-
-
 async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: str,
                          resources: Resources) -> RetryResult:
     settings = resources.settings
@@ -96,12 +88,8 @@ async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
             async with conn.transaction():
                 applied = await apply_events(conn, [(checked.event, checked.dropped_fields)],
                                              rules=resources.rules)
-                if applied.refused:  # the site rule refused it: undone, so this failure stays the one record
-                    raise _SiteRefusedError
         except asyncpg.PostgresError as exc:
             kind, reason = "apply_error", f"{type(exc).__name__}: {exc}"
-        except _SiteRefusedError:
-            kind, reason = "unauthorized_source", _SITE_REFUSED_NOTE
         else:
             resolved = await conn.fetchrow(
                 "UPDATE failures SET status = 'resolved', attempts = attempts + 1, last_at = now(),"

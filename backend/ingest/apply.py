@@ -23,9 +23,7 @@ import msgspec
 
 from backend.commands.outbox import planned_commands, record_answers
 from backend.db import lock_key
-from backend.failures.services import record_inbound
-from backend.ingest.validate import Rejected, rejected_event
-from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge, move_refusal
+from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge
 from backend.routing.rules import RuleSet
 from switchboard.events import CapacityChanged, CloudEvent, CommandResult, ConnectorHeartbeat, refs_of
 
@@ -37,8 +35,6 @@ _encode = msgspec.json.encode
 class Outcome(msgspec.Struct, kw_only=True):
     applied: int = 0
     duplicates: int = 0
-    # refused as `unauthorized_source` by the site rule (journeys.merge.move_refusal), failures recorded
-    refused: int = 0
     applied_types: Counter[tuple[str, str]] = msgspec.field(default_factory=Counter)  # (type, system)
     journeys: list[UUID] = []
     sites: set[str] = set()
@@ -50,7 +46,6 @@ class Outcome(msgspec.Struct, kw_only=True):
     def add(self, other: Outcome) -> None:
         self.applied += other.applied
         self.duplicates += other.duplicates
-        self.refused += other.refused
         self.applied_types.update(other.applied_types)
         self.journeys.extend(other.journeys)
         self.sites |= other.sites
@@ -217,7 +212,6 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     new_refs: dict[str, UUID] = {}
     event_journey: dict[tuple[str, str], UUID] = {}
     touched: set[UUID] = set()
-    refused: list[tuple[Rejected, str]] = []
     for event in journey_events:
         event_refs = refs_of(event)
         candidates = sorted({find(mapping[r]) for r in event_refs if r in mapping},
@@ -226,15 +220,9 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
             state = journeys[candidates[0]].state
             for other in candidates[1:]:  # a link joins journeys: the oldest survives
                 state = merge(state, journeys[other].state)
-            proposed = fold(copy(state) if len(candidates) == 1 else state, event)
-            reason = move_refusal(event, [journeys[c].state for c in candidates], proposed)
-            if reason is not None:
-                refused.append((rejected_event(event, "unauthorized_source", reason),
-                                f"site:{event.source} {event.id}"))
-                continue
             jid = candidates[0]
             absorbed_by.update(dict.fromkeys(candidates[1:], jid))
-            journeys[jid].state = proposed
+            journeys[jid].state = fold(state, event)
         else:
             jid = time_ordered_id()
             journeys[jid] = _Working(fold(JourneyState(), event), now)
@@ -244,14 +232,6 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
                 new_refs[ref] = jid
             mapping[ref] = jid
         event_journey[(event.source, event.id)] = jid
-    if refused:
-        # claimed in the inbox all the same: a resend of a refused event is its duplicate, never applied
-        await record_inbound(conn, refused)
-        refused_keys = {(r.event_source, r.event_id) for r, _ in refused}
-        fresh = [(e, dropped) for e, dropped in fresh if (e.source, e.id) not in refused_keys]
-        outcome.applied, outcome.refused = len(fresh), len(refused)
-        outcome.applied_types = Counter((e.type, e.system) for e, _ in fresh)
-
     live = sorted({find(j) for j in touched})
     merged_away = [(old, find(old)) for old in absorbed_by if old in existing]
     if merged_away:

@@ -7,8 +7,14 @@ journey whatever the order in which they arrive, however often each arrives, and
 journeys that a link joins were split before.
 
 The site is the one exception to "latest wins": a journey belongs to the system that placed it (the
-system of its earliest event, by key), and its site is the latest site *that* system said. What other
-systems say of the site never moves it; `move_refusal` is the apply-time check that refuses them.
+system of its earliest event, by key), and its site is the latest site *that* system said. Every other
+system's word on the site is kept too (`sites`, per authority) but decides nothing, so a foreign system
+never moves a journey, and nothing is refused for it: refusing would depend on which event arrived
+first, and the same events must give the same journey, site included, in any order. A link that joins
+journeys at different sites is no exception: the joined journey belongs to whichever system placed the
+earliest of all their events, and sits where that system last said. What a connector may claim at all is
+decided before apply, whatever the order (its system, its references, its profile's sites:
+`backend/ingest/validate.py`).
 """
 
 from __future__ import annotations
@@ -219,20 +225,3 @@ def fold(state: JourneyState, event: CloudEvent) -> JourneyState:
             state.reached[stage] = at
     return state
 
-
-def move_refusal(event: CloudEvent, before: list[JourneyState], after: JourneyState) -> str | None:
-    """Why `event` may not be applied to the journeys `before` (its references resolve to them), giving
-    `after`: it would move a journey to another site, or merge journeys at different sites, without being from
-    the system that owns the site of each journey that moves. None: it may."""
-    authority = site_authority(event)
-    said, lands = event.data.site, after.value("site")
-    for state in map(_placed, before):
-        site, owner = state.value("site"), state.value("placed_by")
-        if site is None or owner == authority or site == lands == said:
-            continue
-        whose = f"the journey at site {site!r} belongs to {owner}, which placed it there"
-        others = sorted({s.value("site") for s in before} - {site, None})
-        if others:
-            return f"{whose}; {authority} may not merge it with a journey at site {others[0]!r}"
-        return f"{whose}; {authority} may not move it to site {lands if lands != site else said!r}"
-    return None
