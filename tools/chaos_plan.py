@@ -3,12 +3,15 @@
 Journeys are built the way branches see them: bookings (web, phone, branch) that are rescheduled,
 checked for eligibility (sometimes failed), flagged high priority and back, cancelled, missed or
 served; walk-ins that start at the queue; and references of four systems that only links join
-into one journey. Journeys are spread over twelve sites, each served where it was booked: a journey
-moved by a system that does not own its site is refused (docs/contract-notes.md), and which of two
-conflicting site claims is refused depends on arrival order, which chaos scrambles on purpose. The
-messages then arrive out of order across the whole run (large spans shuffled, stragglers held back to
-the very end), some twice. Every event is valid: dated in the past, each system naming its own
-references, no id with a long digit run.
+into one journey. Journeys are spread over twelve sites, and many name several: a customer booked at
+one branch walks into another, the appointment system reschedules a booking the contact centre made
+(or its own) to another branch, the CRM names the customer's usual branch, and an arrival may make a
+journey of its own at its branch before a ticket's link joins it to the booking's. Whatever the order,
+the journey sits where the system of its earliest event last said (docs/contract-notes.md), and
+nothing is refused. The messages then arrive out of order across the whole run (large spans shuffled,
+stragglers held back to the very end), some twice. Every event is valid: dated in the past, each
+system naming its own references (the contact centre those of the appointment system it acts for),
+no id with a long digit run.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tools.reference_merge import FINAL, STAGE_OF
 SITES = 12
 SPAN = 5000  # messages shuffled together: an event may overtake thousands of others
 STRAGGLERS = 0.02  # share of messages held back to the end of the run
+ELSEWHERE = 0.3  # share of visits (and of reschedules) at another branch than the one booked
 _LONG_DIGIT_RUN = re.compile(r"\d{9,}")  # what personal-data checks take for a phone or account number
 
 
@@ -93,11 +97,16 @@ class _Builder:
         if journey is not None:
             journey.events.append(event)
 
+    def other_site(self, than: str) -> str:
+        return f"site-{(int(than[5:]) + self.rng.randrange(1, SITES)) % SITES:02d}"
+
     def journey(self, n: int) -> None:
         rng, journey = self.rng, PlannedJourney()
         self.journeys.append(journey)
         booked_at = self.now - timedelta(hours=40) + timedelta(seconds=rng.uniform(0, 30 * 3600))
         home = f"site-{rng.randrange(SITES):02d}"
+        # the branch the customer walks into: sometimes not the one booked
+        visit = self.other_site(home) if rng.random() < ELSEWHERE else home
         appt, ticket, check, customer = f"appointments:A-{n:05d}", f"queue:T-{n:05d}", f"core:E-{n:05d}", \
             f"crm:C-{n:05d}"
         walk_in = rng.random() < 0.25
@@ -110,10 +119,17 @@ class _Builder:
                      {"site": home, "service": rng.choice(["passport", "licence", "permit"]),
                       "channel": channel,
                       "slot_start": slot.isoformat()})
+            appt_site = home  # where the appointment system has the booking, as its later events say
             if rng.random() < 0.3:
+                # by the booker (which owns the site) or by the appointment system for a contact-centre
+                # booking (whose word on the site is kept but moves nothing), sometimes to another branch
+                rescheduler = rng.choice([booker, "appointments"])
+                moved_to = self.other_site(home) if rng.random() < ELSEWHERE else home
+                if rescheduler == "appointments":
+                    appt_site = moved_to
                 slot += timedelta(minutes=30)
-                self.add(journey, "appointments", "appointment.rescheduled", appt,
-                         booked_at + timedelta(minutes=5), {"site": home, "slot_start": slot.isoformat()})
+                self.add(journey, rescheduler, "appointment.rescheduled", appt,
+                         booked_at + timedelta(minutes=5), {"site": moved_to, "slot_start": slot.isoformat()})
             if rng.random() < 0.35:
                 result = "failed" if rng.random() < 0.4 else "passed"
                 self.add(journey, "core", "eligibility.checked", check, booked_at + timedelta(minutes=10),
@@ -121,28 +137,34 @@ class _Builder:
             ending = rng.choices(["served", "cancelled", "no_show", "open"], [0.6, 0.15, 0.1, 0.15])[0]
             if ending == "cancelled":
                 self.add(journey, "appointments", "appointment.cancelled", appt,
-                         booked_at + timedelta(minutes=40), {"site": home, "reason_code": "CUSTOMER"})
+                         booked_at + timedelta(minutes=40), {"site": appt_site, "reason_code": "CUSTOMER"})
             elif ending == "no_show":
                 self.add(journey, "appointments", "appointment.no_show", appt, slot + timedelta(minutes=20),
-                         {"site": home})
+                         {"site": appt_site})
             if ending != "served":
-                self._priority(journey, customer, anchor, home, booked_at + timedelta(minutes=15), late=False)
+                self._priority(journey, customer, anchor, rng.choice([home, visit]),
+                               booked_at + timedelta(minutes=15), late=False)
                 return
         arrived_at = booked_at + timedelta(minutes=100)
+        # the booking is linked when the customer arrives, or only when the ticket is issued: then the
+        # arrival makes a journey of its own at the branch, which the ticket's link joins to the booking's
+        link_on_arrival = walk_in or rng.random() < 0.7
         self.add(journey, "queue", "customer.arrived", ticket, arrived_at,
-                 {"site": home, **({} if walk_in else {"links": [appt]})})
+                 {"site": visit, **({"links": [appt]} if not walk_in and link_on_arrival else {})})
         steps = rng.choices([2, 5], [0.2, 0.8])[0]  # some are still waiting when the run ends
         self.add(journey, "queue", "ticket.issued", ticket, arrived_at + timedelta(minutes=1),
-                 {"site": home, "ticket": f"T-{n:05d}", "queue_name": "main"})
-        self._priority(journey, customer, ticket, home, arrived_at + timedelta(minutes=3), late=True)
+                 {"site": visit, "ticket": f"T-{n:05d}", "queue_name": "main",
+                  **({} if link_on_arrival else {"links": [appt]})})
+        self._priority(journey, customer, ticket, rng.choice([home, visit]),
+                       arrived_at + timedelta(minutes=3), late=True)
         counter = f"C{rng.randint(1, 6)}"
         if steps == 5:
             self.add(journey, "queue", "ticket.called", ticket, arrived_at + timedelta(minutes=10),
-                     {"site": home, "counter": counter})
+                     {"site": visit, "counter": counter})
             self.add(journey, "queue", "service.started", ticket, arrived_at + timedelta(minutes=11),
-                     {"site": home, "counter": counter})
+                     {"site": visit, "counter": counter})
             self.add(journey, "queue", "service.completed", ticket, arrived_at + timedelta(minutes=20),
-                     {"site": home, "outcome": "DONE"})
+                     {"site": visit, "outcome": "DONE"})
 
     def _priority(self, journey: PlannedJourney, customer: str, ref: str, site: str, at: datetime, *,
                   late: bool) -> None:
