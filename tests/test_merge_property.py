@@ -185,3 +185,29 @@ def test_the_site_merge_is_order_free_and_belongs_to_the_system_that_placed_the_
     assert merge(left, right) == merge(right, left) == _state(shuffled) == in_order
     assert merge(in_order, copy(in_order)) == in_order, "idempotent"
     assert in_order.value("site") == expected_journey(events)["site"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=journeys(), foreign=st.lists(st.sampled_from(STEPS), min_size=1, max_size=4),
+       seed=st.integers(0, 2**32))
+def test_no_later_event_of_another_system_moves_a_journey_whatever_its_site_or_links(case, foreign, seed):
+    """The security side of the rule: a system that did not place a journey says any site, links anything of
+    the journey, in any order among its events; the site stays the owner's and the owner stays."""
+    events, groups = case
+    decoded = [msgspec.convert(e, Event) for e in events]
+    owner_state = _state(decoded)
+    owner = owner_state.value("placed_by")
+    earliest = min(datetime.fromisoformat(e["time"]) for e in events)
+    rng = random.Random(seed)
+    claims = []
+    for n, (type_, system, extra) in enumerate(foreign):
+        if system == owner or SUBJECT_SYSTEM.get(system) == owner:
+            continue
+        subject = f"{SUBJECT_SYSTEM.get(system, system)}:TAG-x{n}"
+        claims.append(msgspec.convert({
+            "specversion": "1.0", "id": f"TAG-x{n}", "source": SOURCES[system], "type": type_,
+            "subject": subject, "time": (earliest + timedelta(seconds=rng.randint(1, 600))).isoformat(),
+            "data": {"site": f"elsewhere-{n}", **extra, "links": [r for grp in groups for r in grp][:3]},
+        }, Event))
+    attacked = _state(rng.sample(decoded + claims, len(decoded) + len(claims)))
+    assert (attacked.value("site"), attacked.value("placed_by")) == (owner_state.value("site"), owner)
