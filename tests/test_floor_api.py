@@ -203,6 +203,8 @@ async def test_actions_are_refused_outside_the_role_the_sites_and_the_customers_
     assert bad.status_code == 400 and "step_id" in bad.text
     free_text = await act(fapi, floor, jid, "no_show", reason="customer rang from +44 20 7946 0958")
     assert free_text.status_code == 400, "a reason is a code, never free text"
+    number = await act(fapi, floor, jid, "no_show", reason="447946095812")
+    assert number.status_code == 400 and "personal data" in number.json()["title"]
     step = uuid.uuid4().hex
     assert (await act(fapi, floor, jid, "call", step, counter="C1")).status_code == 202
     assert (await act(fapi, floor, jid, "no_show", step)).status_code == 409, "one step id, one step"
