@@ -107,6 +107,7 @@ async def test_the_floor_lists_customers_at_the_counters_then_by_priority_appoin
     assert f"appointments:A-{tag}" in four["refs"] and ticket(4) in four["refs"]
     assert datetime.fromisoformat(four["arrived_at"]) == t0 + timedelta(minutes=4)
     assert 25 * 60 < four["wait_s"] < 40 * 60
+    assert (four["wait_target_s"], customers[2]["wait_target_s"]) == (1200.0, 900.0), "passport's own target"
     called = customers[1]
     assert called["counter"] == "C2" and datetime.fromisoformat(called["called_at"]) > t0
     assert floor["counters"] == [
