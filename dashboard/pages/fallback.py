@@ -138,11 +138,11 @@ class FallbackView:
     def _system_row(self, system: str, status: str, fallback: dict[str, Any] | None) -> None:
         with ui.row().classes("items-center gap-4 w-full").props(f"data-testid=system-{system}"):
             ui.label(system).classes("w-40 font-medium")
-            ui.badge(status, color=STATUS_COLOUR.get(status, "grey"))
+            ui.badge(status, color=STATUS_COLOUR.get(status, "grey-8"))
             if fallback is None:
                 ui.label("normal operation").classes("text-gray-500 w-72")
                 button = ui.button("Start fallback…",
-                                   on_click=lambda s=system: self.start(s)).props("color=orange")
+                                   on_click=lambda s=system: self.start(s)).props("color=warning")
             else:
                 ui.label(f"FALLBACK since {fallback['started_at'][11:16]} by {fallback['started_by']}: "
                          f"{fallback['reason']}").classes("text-orange-800 font-medium w-72")
