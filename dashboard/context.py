@@ -13,6 +13,7 @@ from dashboard.backend_client import BackendClient, BackendError, Capabilities
 from dashboard.coalesce import Coalescer
 from dashboard.live import LiveConnection, LiveRegistry
 from dashboard.session import Principal, Sessions
+from dashboard.sites import SITES, SiteBook, load_site_book
 from switchboard.settings import Settings
 
 # how long the backend's OpenAPI answer is trusted: a backend upgraded under a running board shows
@@ -59,9 +60,10 @@ class Viewer:
     principal: Principal
     live: LiveConnection
     capabilities: Capabilities | None  # None: the backend could not be reached to ask
+    sites: SiteBook  # the viewer's sites' settings: time zones, wait targets, counters
 
-    def http(self) -> BackendClient:
-        return BackendClient(self.dashboard.backend_url, self.token)
+    def http(self, timeout_s: float = 10.0) -> BackendClient:
+        return BackendClient(self.dashboard.backend_url, self.token, timeout_s)
 
     def offers(self, method: str, path: str) -> bool:
         return self.capabilities is not None and self.capabilities.has(method, path)
@@ -90,8 +92,12 @@ async def current_viewer(dashboard: Dashboard) -> Viewer | None:
     token = dashboard.sessions.token(browser_id)
     if token is None:
         return None
+    principal = Principal.from_token(token)
+    capabilities = await dashboard.capabilities()
+    async with BackendClient(dashboard.backend_url, token) as http:
+        sites = await load_site_book(http, capabilities is not None and capabilities.has("GET", SITES),
+                                     principal.sites)
     live = dashboard.live.acquire(token)
     ui.context.client.on_delete(lambda: dashboard.live.release(token))
-    return Viewer(dashboard=dashboard, browser_id=browser_id, token=token,
-                  principal=Principal.from_token(token), live=live,
-                  capabilities=await dashboard.capabilities())
+    return Viewer(dashboard=dashboard, browser_id=browser_id, token=token, principal=principal, live=live,
+                  capabilities=capabilities, sites=sites)

@@ -12,6 +12,7 @@ from nicegui import app, ui
 from dashboard.context import Viewer
 from dashboard.live import CONNECTION, LiveState
 from dashboard.session import Principal
+from dashboard.sites import SiteBook
 
 # Quasar's colours darkened until white text on them reads at 4.5:1 or better (WCAG AA), board-wide
 THEME = {"primary": "#1d4ed8", "secondary": "#0f766e", "accent": "#7e22ce", "positive": "#15803d",
@@ -45,17 +46,16 @@ NAVIGATION = (
 )
 
 
-def connection_text(state: LiveState) -> str:
-    """Empty while connected; otherwise what is wrong and since when."""
+def connection_text(state: LiveState, sites: SiteBook | None = None) -> str:
+    """Empty while connected; otherwise what is wrong and since when (in the viewer's site's zone)."""
     if state.ended:
         return f"Live updates stopped: {state.ended}."
     if state.connected:
         return ""
     if state.lost_since is None:
         return "Connecting to the backend…"
-    return (f"Connection to the backend lost since {state.lost_since:%H:%M:%S} UTC; what you see may be out"
-            " of "
-            f"date. Reconnecting (attempt {state.attempts})…")
+    return (f"Connection to the backend lost since {(sites or SiteBook()).time(state.lost_since)}; what you"
+            f" see may be out of date. Reconnecting (attempt {state.attempts})…")
 
 
 @contextlib.contextmanager
@@ -77,7 +77,7 @@ def frame(viewer: Viewer, title: str) -> Iterator[None]:
         .props("data-testid=banner")
 
     def show_connection() -> None:
-        text = connection_text(viewer.live.state)
+        text = connection_text(viewer.live.state, viewer.sites)
         banner.set_text(text)
         banner.set_visibility(bool(text))
 

@@ -144,7 +144,8 @@ class FallbackView:
                 button = ui.button("Start fallback…",
                                    on_click=lambda s=system: self.start(s)).props("color=warning")
             else:
-                ui.label(f"FALLBACK since {fallback['started_at'][11:16]} by {fallback['started_by']}: "
+                since = self.viewer.sites.time(fallback["started_at"], fallback["site"], seconds=False)
+                ui.label(f"FALLBACK since {since} by {fallback['started_by']}: "
                          f"{fallback['reason']}").classes("text-orange-800 font-medium w-72")
                 button = ui.button("End fallback…", on_click=lambda f=fallback: self.end(f))
             button.set_enabled(self.blocked is None)
@@ -188,8 +189,8 @@ class FallbackView:
         except BackendError as exc:
             self.outcome.set_text(f"The ledger could not be read: {exc}")
             return
-        self.ledger.rows = [{**entry, "at": entry["at"][11:19], "action": entry["action"].replace("_", " ")}
-                            for entry in detail["ledger"]]
+        self.ledger.rows = [{**entry, "at": self.viewer.sites.time(entry["at"], detail["site"]),
+                             "action": entry["action"].replace("_", " ")} for entry in detail["ledger"]]
         self.ledger.update()
 
     def _report(self, text: str) -> None:

@@ -74,15 +74,15 @@ class IntegrationsView:
         for (name, title), chart in zip(CHARTS, self.charts.values(), strict=True):
             chart.update_figure(charts.integration_series(history, name, title))
 
-    @staticmethod
-    def _tile(item: dict[str, Any], now: datetime) -> None:
+    def _tile(self, item: dict[str, Any], now: datetime) -> None:
         status = item["status"]
         with ui.card().classes("min-w-72").props(f"data-testid=integration-{item['system']}"):
             with ui.row().classes("items-center justify-between w-full"):
                 ui.label(item["system"]).classes("text-lg font-bold")
                 ui.badge(status, color=STATUS_COLOUR.get(status, "grey-8")) \
                     .props(f"data-testid=status-{item['system']}")
-            ui.label(f"{item['reason']} · since {item['since'][11:19]}").classes("text-sm text-gray-600")
+            ui.label(f"{item['reason']} · since {self.viewer.sites.time(item['since'])}") \
+                .classes("text-sm text-gray-600")
             for label, value in figures(item, now):
                 with ui.row().classes("justify-between w-full"):
                     ui.label(label).classes("text-gray-500")

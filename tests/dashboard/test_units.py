@@ -26,6 +26,7 @@ from dashboard.live import (
 from dashboard.pages.capacity import over_target
 from dashboard.pages.failures import ANY, matching
 from dashboard.session import Principal, Sessions
+from dashboard.sites import site_book
 from tools.embedded import free_port
 
 
@@ -182,3 +183,16 @@ def test_failures_holding_up_customers_in_the_building_rank_first_then_upcoming_
         failure(5, "2026-01-01T10:04", {"stage": "completed"}),
     ]
     assert [f["id"] for f in matching(failures, dict.fromkeys(("kind", "system", "site"), ANY))] == [4, 3, 2, 1, 5]
+
+
+def test_times_show_in_the_site_s_own_zone_and_say_which_zone_they_are_in():
+    book = site_book([{"site": "north", "time_zone": "Europe/Amsterdam", "wait_target_s": 600},
+                      {"site": "east", "time_zone": "Asia/Kathmandu", "wait_target_s": 900}], ("north",))
+    at = "2026-12-04T14:05:09.123456+00:00"
+    assert book.time(at, "north") == "15:05:09 CET"
+    assert book.time(at, "east") == "19:50:09 +0545"
+    assert book.time(at, "east", seconds=False) == "19:50 +0545"
+    assert book.time(at, "unlisted") == "14:05:09 UTC"  # a site the backend did not list: UTC, and says so
+    assert book.time(at) == "15:05:09 CET"  # a time of no site: the viewer's own site's zone
+    assert site_book([], None).time(datetime(2026, 7, 1, 9, 0, tzinfo=UTC)) == "09:00:00 UTC"
+    assert book.time(None, "north") == "–"
