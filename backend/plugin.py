@@ -55,6 +55,8 @@ from backend.retention.job import run_retention
 from backend.retention.services import RetentionPolicy, check_audit_floor
 from backend.routing.controllers import RuleController
 from backend.routing.rules import DEFAULT_RULES, RulesFileError, load_rules
+from backend.sites.config import SitesError, load_sites
+from backend.sites.controllers import FloorActionController, SiteController
 from backend.system.controllers import MetricsController, SystemController
 from backend.system.sampler import MetricsSampler
 from backend.webhooks.controllers import WebhookController
@@ -78,7 +80,8 @@ class SwitchboardPlugin(InitPluginProtocol):
             self.retention = RetentionPolicy.from_settings(settings)
             check_secrets(settings)
             self.jwks = jwks_keys(settings)
-        except (ValueError, MissingSigningSecret) as exc:
+            self.sites = load_sites()
+        except (ValueError, MissingSigningSecret, SitesError, OSError) as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
 
     @contextlib.asynccontextmanager
@@ -97,7 +100,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         await messaging.ensure_streams(js, settings.duplicate_window_s, settings.stream_replicas,
                                        max_age_s=settings.stream_max_age_s,
                                        systems=_command_targets(settings))
-        resources = Resources(settings=settings, rules=self.rules, pool=pool, nc=nc, js=js)
+        resources = Resources(settings=settings, rules=self.rules, pool=pool, nc=nc, js=js, sites=self.sites)
         app.state.resources = resources
         live = app.state.live = LiveService(nc, pool)
         await live.start()
@@ -150,7 +153,8 @@ class SwitchboardPlugin(InitPluginProtocol):
         app_config.route_handlers.extend([
             SystemController, MetricsController, IngestController, JourneyController, OperationsController,
             FailureController, CommandController, RuleController, AuditController, WebhookController,
-            IntegrationController, FallbackController, ReconciliationController, live_socket,
+            IntegrationController, FallbackController, ReconciliationController, SiteController,
+            FloorActionController, live_socket,
         ])
         app_config.lifespan.append(self.lifespan)
         app_config.after_exception.append(_log_server_error)

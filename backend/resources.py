@@ -9,6 +9,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from backend.routing.rules import RuleSet
+from backend.sites.config import SiteDirectory
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
 from switchboard.settings import Settings
 
@@ -19,6 +20,7 @@ class Resources(msgspec.Struct, kw_only=True):
     pool: Pool
     nc: NATS
     js: JetStreamContext
+    sites: SiteDirectory  # each site's settings, read and checked once at start
 
     @property
     def known_systems(self) -> frozenset[str]:

@@ -27,6 +27,11 @@ def consumer_name(system: str) -> str:
 # The commands of the v1 routing rules (CONTRACT section 3).
 V1_COMMANDS = frozenset({"visit.hold", "ticket.prioritize", "visit.context", "staff.alert",
                          "journey.summary"})
+# Floor operations (CONTRACT section 10): staff act on a customer through the queue system; each command
+# names the ticket in `refs` and answers with the canonical event of what happened (data: `counter` for
+# call, recall and start; `queue_name` for transfer; `outcome` for complete; `reason` where given).
+FLOOR_COMMANDS = {"call": "ticket.call", "recall": "ticket.recall", "no_show": "ticket.no_show",
+                  "transfer": "ticket.transfer", "start": "service.start", "complete": "service.complete"}
 # Switchboard's record of one reference, sent for the system to take as its own: reconciliation's
 # `push_ours` and the replay of a fallback (CONTRACT sections 5 and 6; data: `ref`, `site`, `stage`,
 # `fields`).

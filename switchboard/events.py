@@ -62,7 +62,8 @@ class ChannelData(JourneyData, kw_only=True):
 
 
 class EligibilityCheckedData(JourneyData, kw_only=True):
-    result: Literal["passed", "failed"]
+    # `unverified`: staff let the customer through while the core system was down, to be verified later
+    result: Literal["passed", "failed", "unverified"]
     reason_code: Code | None = None
 
 

@@ -100,6 +100,13 @@ MATRIX: dict[str, Row] = {
     # the first allowed caller ends it; the next are told it is no longer active
     "POST /api/v1/fallbacks/{fallback_id:int}/end": Row(FLOOR_, "/api/v1/fallbacks/{ending}/end", (200, 409),
                                                         foreign=True, body=lambda w: {"reason": "matrix"}),
+    "GET /api/v1/sites": Row(READ_, "/api/v1/sites", listing=True),
+    "GET /api/v1/sites/{site:str}/floor": Row(READ_, "/api/v1/sites/{site}/floor", foreign=True),
+    # the site's queue has an active fallback here: the first allowed caller's call is a manual step (applied
+    # or on its way); the next are told the customer is called already
+    "POST /api/v1/journeys/{journey_id:uuid}/actions": Row(
+        FLOOR_, "/api/v1/journeys/{journey}/actions", (201, 202, 409), foreign=True,
+        body=lambda w: {"action": "call", "counter": "C1", "step_id": uuid.uuid4().hex}),
     "GET /api/v1/commands": Row(READ_, "/api/v1/commands?site={site}", foreign=True, listing=True),
     "GET /api/v1/rules": Row(READ_, "/api/v1/rules"),
     "GET /api/v1/audit": Row(AUDIT_, "/api/v1/audit"),

@@ -17,7 +17,7 @@ import msgspec
 import yaml
 
 from backend.live.schemas import Error, Ping, Pong, Snapshot, Subscribe, Unsubscribe, Update
-from switchboard.commands import Command
+from switchboard.commands import FLOOR_COMMANDS, RECORD_PUSH, V1_COMMANDS, Command
 from switchboard.events import EVENT_TYPES
 from switchboard.snapshots import SnapshotPage, SnapshotRequest
 
@@ -54,7 +54,9 @@ def nats_channels() -> list[Channel]:
         Channel(key="commands", address="svc.commands.{system}.{command}", server="nats",
                 description="commands to a system's connector in stream SVC_COMMANDS; Nats-Msg-Id is the"
                 " command id,"
-                            " answered by a `command.result` event",
+                            " answered by a `command.result` event. The catalogue: "
+                            + ", ".join(f"`{c}`" for c in sorted({*V1_COMMANDS, RECORD_PUSH,
+                                                                  *FLOOR_COMMANDS.values()})),
                 messages={"Command": Command}, action="send", parameters=("system", "command")),
         Channel(key="snapshot", address="svc.snapshot.{system}", server="nats",
                 description="request/reply: the records a system holds for a site and day, paged by ref;"

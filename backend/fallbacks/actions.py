@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -34,17 +34,26 @@ from backend.audit import services as audit
 from backend.auth import Principal
 from backend.errors import ConflictException
 from backend.fallbacks import services
-from backend.fallbacks.schemas import ActionResult, ManualAction
+from backend.fallbacks.schemas import STEPS, ActionResult, ManualAction, StepStatus
 from backend.ingest import own_events
+from backend.journeys.merge import JourneyState
 from backend.reconciliation.ownership import owned
 from backend.resources import Resources
 from switchboard.events import Event
 from switchboard.privacy import looks_personal_identifier
 
 EVENT_TYPES = {"check_in": "customer.arrived", "issue_ticket": "ticket.issued", "call": "ticket.called",
-               "start": "service.started", "complete": "service.completed"}
+               "recall": "ticket.called", "no_show": "appointment.no_show", "transfer": "ticket.issued",
+               "start": "service.started", "complete": "service.completed",
+               "book_walk_in": "appointment.booked", "mark_unverified": "eligibility.checked",
+               "verify": "eligibility.checked", "set_priority": "customer.priority_changed"}
+# what each step needs besides its ref
+_NEEDS = {"call": ("counter",), "recall": ("counter",), "start": ("counter",), "complete": ("outcome",),
+          "transfer": ("queue_name",), "book_walk_in": ("service",), "verify": ("result",),
+          "set_priority": ("priority",)}
 DEFAULT_QUEUE = "manual"
 _POLL_S = 0.05
+_state = msgspec.json.Decoder(JourneyState)
 
 
 class Refused(msgspec.Struct, frozen=True):
@@ -59,35 +68,50 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
     """A step in the ledger and the audit log, its event not yet published."""
 
     seq: int
-    event: Event
-    ticket: str | None
-    ticket_ref: str | None
+    event: Event | None  # None: a repeated step id, nothing new to publish
 
 
-def _check_fields(step: ManualAction) -> None:
-    if step.ref is None and step.action != "check_in":
+def _check_fields(step: ManualAction, system: str) -> None:
+    steps = STEPS.get(system, ())
+    if step.action not in steps:
+        raise ClientException(f"{step.action} is not a manual step of a {system} fallback (its steps:"
+                              f" {', '.join(steps) or 'none'})")
+    walk_in = step.action == "book_walk_in" or (step.action == "check_in" and system == "queue")
+    if step.action == "book_walk_in" and step.ref is not None:
+        raise ClientException("book_walk_in makes the appointment's reference: send no ref")
+    if step.ref is None and not walk_in:
         raise ClientException(f"{step.action} needs the journey's ref")
-    if step.action in ("call", "start") and step.counter is None:
-        raise ClientException(f"{step.action} needs a counter")
-    if step.action == "complete" and step.outcome is None:
-        raise ClientException("complete needs an outcome")
+    if system == "appointments" and step.action == "check_in" and not (step.ref or "").startswith(
+            "appointments:"):
+        raise ClientException("check_in during an appointments fallback needs the appointment's reference")
+    missing = [name for name in _NEEDS.get(step.action, ()) if getattr(step, name) is None]
+    if missing:
+        raise ClientException(f"{step.action} needs {' and '.join(missing)}")
 
 
-async def _check_journey(conn: asyncpg.Connection, principal: Principal, ref: str, site: str) -> None:
-    row = await conn.fetchrow("SELECT j.site FROM journey_refs r JOIN journeys j ON j.id = r.journey_id"
-                              " WHERE r.ref = $1", ref)
+async def _check_journey(conn: asyncpg.Connection, principal: Principal, ref: str, site: str,
+                         system: str) -> tuple[str, JourneyState]:
+    """The reference the step is recorded under (the journey's own in the fallback's system, when it has
+    one: the replay hands the system its own record) and the journey's state."""
+    row = await conn.fetchrow(
+        "SELECT j.site, j.state, array(SELECT o.ref FROM journey_refs o WHERE o.journey_id = j.id"
+        " AND o.ref LIKE $2 ORDER BY o.ref LIMIT 1) AS own FROM journey_refs r JOIN journeys j ON j.id ="
+        " r.journey_id WHERE r.ref = $1", ref, f"{system}:%")
     if row is None:
         raise NotFoundException(f"no journey has the reference {ref}; check a walk-in in without one")
     if not principal.may_see(row["site"]):
         raise PermissionDeniedException(f"{ref} is a journey outside your sites")
     if row["site"] != site:
         raise ClientException(f"{ref} is a journey of another site than this fallback's")
+    own = ref if ref.startswith(f"{system}:") else (row["own"][0] if row["own"] else ref)
+    return own, _state.decode(row["state"])
 
 
 def walk_in_ref(system: str) -> str:
     """A walk-in's new reference: in the namespace of the fallback's system when it is the record of arrivals
-    (the queue), so the replay hands the system a record under a reference of its own; otherwise `manual:`."""
-    namespace = system if "arrived" in owned(system).stages else "manual"
+    (the queue) or of bookings (the appointments' `book_walk_in`), so the replay hands the system a record
+    under a reference of its own; otherwise `manual:`."""
+    namespace = system if owned(system).stages & {"arrived", "booked"} else "manual"
     # twelve hex digits are all decimal one time in 280: a reference the personal-data check would refuse
     while True:
         ref = f"{namespace}:W-{uuid.uuid4().hex[:12]}"
@@ -132,13 +156,16 @@ async def _settled(pool: asyncpg.Pool, source: str, event_id: str,
         await asyncio.sleep(_POLL_S)
 
 
-async def perform(resources: Resources, principal: Principal, fallback_id: int,
-                  step: ManualAction) -> ActionResult:
-    _check_fields(step)
+async def perform(resources: Resources, principal: Principal, fallback_id: int, step: ManualAction, *,
+                  wait_s: float | None = None) -> ActionResult:
+    """Record the step, publish its event and wait up to `wait_s` (default `manual_apply_timeout_s`) for it
+    to settle; the answer is the step as it then stands. A repeated `step_id` only reads the first step."""
     user = services.manual_user(principal, resources)
     async with resources.pool.acquire() as conn, conn.transaction():
         recorded = await _record(conn, principal, fallback_id, step, f"/manual/{user}", user)
     event = recorded.event
+    if event is None:
+        return await step_answer(resources.pool, fallback_id, recorded.seq, repeated=True)
     try:
         await own_events.publish(resources.js, own_events.signing_key(resources.settings), event)
     except (NatsError, TimeoutError) as exc:
@@ -149,26 +176,40 @@ async def perform(resources: Resources, principal: Principal, fallback_id: int,
             " event; it is sent again when the fallback ends: do not repeat the step",
             extra={"seq": recorded.seq, "event_id": event.id}) from exc
     settled = await _settled(resources.pool, event.source, event.id,
-                             resources.settings.manual_apply_timeout_s)
+                             resources.settings.manual_apply_timeout_s if wait_s is None else wait_s)
     if isinstance(settled, Refused):
         await _refused(resources, principal, fallback_id, recorded.seq, step, settled)
-    journey_id = settled["journey_id"] if settled else None
-    stage = None
-    if journey_id is not None:
-        async with resources.pool.acquire() as conn:
-            await conn.execute("UPDATE fallback_ledger SET journey_id = $3 WHERE fallback_id = $1 AND seq ="
-                               " $2",
-                               fallback_id, recorded.seq, journey_id)
-            stage = await conn.fetchval("SELECT stage FROM journeys WHERE id = $1", journey_id)
+    elif settled is not None:
+        await resources.pool.execute("UPDATE fallback_ledger SET journey_id = $3 WHERE fallback_id = $1 AND"
+                                     " seq = $2", fallback_id, recorded.seq, settled["journey_id"])
     await services.publish_fallback(resources, fallback_id)
-    return ActionResult(fallback_id=fallback_id, seq=recorded.seq, action=step.action, ref=event.subject,
-                        event_source=event.source, event_id=event.id, applied=settled is not None,
-                        journey_id=journey_id, stage=stage, ticket=recorded.ticket,
-                        ticket_ref=recorded.ticket_ref)
+    return await step_answer(resources.pool, fallback_id, recorded.seq)
+
+
+async def step_answer(pool: asyncpg.Pool | asyncpg.Connection, fallback_id: int, seq: int, *,
+                      repeated: bool = False) -> ActionResult:
+    """A ledger step as it stands now: applied, refused, or recorded with its event still on its way."""
+    row = await pool.fetchrow(
+        "SELECT l.*, e.journey_id AS applied_to, j.stage,"
+        " (SELECT f.id FROM failures f WHERE f.event_source = l.event_source AND f.event_id = l.event_id"
+        "  ORDER BY f.id LIMIT 1) AS failure_id"
+        " FROM fallback_ledger l LEFT JOIN events e ON e.source = l.event_source AND e.id = l.event_id"
+        " LEFT JOIN journeys j ON j.id = e.journey_id WHERE l.fallback_id = $1 AND l.seq = $2",
+        fallback_id, seq)
+    data = msgspec.json.decode(row["data"])
+    status: StepStatus = ("applied" if row["applied_to"] is not None
+                          else "refused" if row["failure_id"] is not None else "recorded")
+    issued = row["action"] == "issue_ticket"
+    return ActionResult(fallback_id=fallback_id, seq=seq, action=row["action"], ref=row["ref"],
+                        event_source=row["event_source"], event_id=row["event_id"], status=status,
+                        applied=status == "applied", journey_id=row["applied_to"], stage=row["stage"],
+                        ticket=data.get("ticket") if issued else None,
+                        ticket_ref=data["links"][0] if issued else None, step_id=row["step_id"],
+                        failure_id=row["failure_id"], repeated=repeated)
 
 
 async def _refused(resources: Resources, principal: Principal, fallback_id: int, seq: int, step: ManualAction,
-                   refused: Refused) -> NoReturn:
+                   refused: Refused) -> None:
     async with resources.pool.acquire() as conn, conn.transaction():
         await conn.execute("UPDATE fallback_ledger SET replay_status = 'refused' WHERE fallback_id = $1 AND"
                            " seq = $2",
@@ -177,39 +218,73 @@ async def _refused(resources: Resources, principal: Principal, fallback_id: int,
                            reason=None,
                            result={"seq": seq, "action": step.action, "ref": step.ref, "outcome": "refused",
                                    "failure_id": refused.failure_id, "kind": refused.kind})
-    await services.publish_fallback(resources, fallback_id)
-    raise ClientException(f"the {step.action} event was refused ({refused.kind}): {refused.reason}",
-                          extra={"failure_id": refused.failure_id, "seq": seq})
+
+
+async def _repeated(conn: asyncpg.Connection, fallback_id: int, step: ManualAction) -> int | None:
+    """The seq of the step recorded earlier under `step.step_id` in this fallback, if any."""
+    if step.step_id is None:
+        return None
+    first = await conn.fetchrow("SELECT fallback_id, seq, action FROM fallback_ledger WHERE step_id = $1",
+                                step.step_id)
+    if first is None:
+        return None
+    if first["fallback_id"] != fallback_id or first["action"] != step.action:
+        raise ConflictException(f"step id {step.step_id} names another step already: choose a new one")
+    return int(first["seq"])
 
 
 async def _record(conn: asyncpg.Connection, principal: Principal, fallback_id: int, step: ManualAction,
                   source: str, user: str) -> Recorded:
-    fallback = await services.locked(conn, principal, fallback_id)
+    fallback = await services.locked(conn, principal, fallback_id)  # serialises the fallback's steps
+    if (seq := await _repeated(conn, fallback_id, step)) is not None:
+        return Recorded(seq=seq, event=None)
     if fallback["status"] != "active":
         raise ConflictException(f"this fallback is {fallback['status']}: manual steps are over")
-    site = fallback["site"]
-    ref = step.ref or walk_in_ref(fallback["system"])
+    site, system = fallback["site"], fallback["system"]
+    _check_fields(step, system)
+    ref, state = walk_in_ref(system), None
     if step.ref is not None:
-        await _check_journey(conn, principal, step.ref, site)
+        ref, state = await _check_journey(conn, principal, step.ref, site, system)
     data: dict[str, Any] = {"site": site}
     ticket = ticket_ref = None
     match step.action:
         case "issue_ticket":
             ticket, ticket_ref = await _next_ticket(conn, site)
             data |= {"ticket": ticket, "queue_name": step.queue_name or DEFAULT_QUEUE, "links": [ticket_ref]}
-        case "call" | "start":
+        case "transfer":
+            current = (state.value("ticket") if state else None) or {}
+            if "ticket" not in current:
+                raise ConflictException("transfer needs a customer with a ticket")
+            data |= {"ticket": current["ticket"], "queue_name": step.queue_name}
+        case "call" | "recall" | "start":
             data["counter"] = step.counter
         case "complete":
             data["outcome"] = step.outcome
+        case "book_walk_in":
+            data |= {"service": step.service, "slot_start": datetime.now(UTC), "channel": "branch"}
+        case "mark_unverified":
+            data["result"] = "unverified"
+        case "verify":
+            data["result"] = step.result
+        case "set_priority":
+            data["priority"] = step.priority
+    if step.reason_code is not None and step.action in ("verify", "set_priority"):
+        data["reason_code"] = step.reason_code
     event = step_event(step.action, ref, source, uuid.uuid4().hex, datetime.now(UTC), data)
-    seq = await conn.fetchval(
-        "INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source, event_id, actor, data, at)"
-        " SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5, $6, $7::jsonb, $8 FROM fallback_ledger"
-        " WHERE fallback_id = $1 RETURNING seq",
-        fallback_id, step.action, ref, event.source, event.id, user, msgspec.json.encode(data).decode(),
-        event.time)
+    try:
+        seq = await conn.fetchval(
+            "INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source, event_id, actor, data,"
+            " at, step_id) SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9"
+            " FROM fallback_ledger WHERE fallback_id = $1 RETURNING seq",
+            fallback_id, step.action, ref, event.source, event.id, user,
+            msgspec.json.encode(data).decode(), event.time, step.step_id)
+    except asyncpg.UniqueViolationError:
+        # the same step id in another fallback's step, taken meanwhile
+        raise ConflictException(f"step id {step.step_id} names another step already: choose a new"
+                                " one") from None
     await audit.record(conn, principal, action="fallback.action", target=f"fallback:{fallback_id}",
                        reason=None,
                        result={"seq": seq, "action": step.action, "ref": ref, "event_source": event.source,
-                               "event_id": event.id, "ticket": ticket, "ticket_ref": ticket_ref})
-    return Recorded(seq=seq, event=event, ticket=ticket, ticket_ref=ticket_ref)
+                               "event_id": event.id, "ticket": ticket, "ticket_ref": ticket_ref,
+                               "step_id": step.step_id})
+    return Recorded(seq=seq, event=event)

@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
 from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
@@ -73,6 +73,14 @@ class FallbackController(Controller):
     async def perform_action(self, request: Request[Principal, Any, State], resources: AppResources,
                              fallback_id: BigintId, data: JSONBody[ManualAction]) -> Response[ActionResult]:
         """201 once the step's event is applied; 202 when it is recorded and still on its way to the
-        journey."""
+        journey; 400 when its event was refused. A repeated `step_id` answers with the first step as it
+        stands now (`repeated`), recording nothing."""
         result = await actions.perform(resources, request.user, fallback_id, data)
+        if result.status == "refused":
+            failure = await resources.pool.fetchrow("SELECT kind, reason FROM failures WHERE id = $1",
+                                                    result.failure_id)
+            raise ClientException(f"the {result.action} event was refused ({failure['kind']}):"
+                                  f" {failure['reason']}",
+                                  extra={"failure_id": result.failure_id, "seq": result.seq,
+                                         "status": "refused"})
         return Response(result, status_code=HTTP_201_CREATED if result.applied else HTTP_202_ACCEPTED)

@@ -15,7 +15,14 @@ from litestar.exceptions import ClientException, NotFoundException, PermissionDe
 from backend.audit import services as audit
 from backend.auth import Principal
 from backend.errors import ConflictException
-from backend.fallbacks.schemas import Fallback, FallbackDetail, LedgerEntry, ReplaySummary, StartFallback
+from backend.fallbacks.schemas import (
+    STEPS,
+    Fallback,
+    FallbackDetail,
+    LedgerEntry,
+    ReplaySummary,
+    StartFallback,
+)
 from backend.live import publish
 from backend.privacy import acting_user as manual_user  # the name fallbacks.actions uses
 from backend.privacy import scrubbed_reason
@@ -32,9 +39,10 @@ _COLUMNS = "f.*, (SELECT count(*) FROM fallback_ledger l WHERE l.fallback_id = f
 
 
 def _fallback(row: asyncpg.Record) -> Fallback:
-    return Fallback(**{k: row[k] for k in Fallback.__struct_fields__ if k != "replay"},
+    return Fallback(**{k: row[k] for k in Fallback.__struct_fields__ if k not in ("replay", "steps")},
                     replay=None if row["replay"] is None
-                    else msgspec.json.decode(row["replay"], type=ReplaySummary))
+                    else msgspec.json.decode(row["replay"], type=ReplaySummary),
+                    steps=list(STEPS.get(row["system"], ())))
 
 
 async def list_fallbacks(conn: asyncpg.Connection, *, sites: list[str] | None, status: str | None, limit: int,

@@ -25,7 +25,7 @@ class Journey(msgspec.Struct, kw_only=True):
     service: str | None
     slot_start: datetime | None
     priority: Literal["normal", "high"]
-    eligibility: Literal["passed", "failed"] | None
+    eligibility: Literal["passed", "failed", "unverified"] | None
     eligibility_reason: str | None
     last_interaction: Interaction | None
     counter: str | None

@@ -2,7 +2,9 @@
 
 It owns the floor: who is waiting, which counters are open, who is being served where. Every
 change of a ticket is one canonical event; the floor's load is a `capacity.changed` per site.
-It executes three commands: `ticket.prioritize`, `visit.context` and `staff.alert`.
+It executes the commands of the routing rules (`ticket.prioritize`, `visit.context`, `staff.alert`) and
+the floor's (`ticket.call`, `ticket.recall`, `ticket.no_show`, `ticket.transfer`, `service.start`,
+`service.complete`), each of those answered by the canonical event of what it did.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from connectors.sdk import OK, Outcome
 from connectors.sim.faults import Faults
 from connectors.sim.pace import Pace
 from connectors.sim.system import Record, SimulatedSystem
-from switchboard.commands import Command
+from switchboard.commands import FLOOR_COMMANDS, Command
 
 
 @dataclass
@@ -31,10 +33,18 @@ class Floor:
         return next((f"C{n}" for n in range(1, self.counters_open + 1) if f"C{n}" not in self.busy), None)
 
 
+# the stages of a ticket each floor command acts on
+_FLOOR_STAGES = {"ticket.call": ("arrived", "waiting"), "ticket.recall": ("called",),
+                 "ticket.no_show": ("arrived", "waiting", "called"),
+                 "ticket.transfer": ("arrived", "waiting"),
+                 "service.start": ("called",), "service.complete": ("in_service",)}
+
+
 class Queue(SimulatedSystem):
     system = "queue"
     prefix = "T"
-    commands = SimulatedSystem.commands | frozenset({"ticket.prioritize", "visit.context", "staff.alert"})
+    commands = SimulatedSystem.commands | frozenset({"ticket.prioritize", "visit.context", "staff.alert",
+                                                     *FLOOR_COMMANDS.values()})
 
     def __init__(self, *, sites: list[str], pace: Pace, counters: tuple[int, int] = (3, 6),
                  faults: Faults | None = None, seed: int | None = None) -> None:
@@ -80,7 +90,8 @@ class Queue(SimulatedSystem):
             await self.pace.sleep(self.pace.service_seconds(self.records[ref].fields["service"]))
             await self.change(ref, "service.completed", {"outcome": "RESOLVED"}, site=site, stage="completed")
         finally:
-            del floor.busy[counter]
+            if floor.busy.get(counter) == ref:  # staff may have freed it (a no-show) meanwhile
+                del floor.busy[counter]
             floor.wake.set()
 
     async def _run_staffing(self) -> None:
@@ -128,7 +139,54 @@ class Queue(SimulatedSystem):
             case "staff.alert":
                 if record is not None:
                     record.fields["alerts"] = record.fields.get("alerts", 0) + 1
+            case name if name in _FLOOR_STAGES:
+                if record is None or record.stage not in _FLOOR_STAGES[name]:
+                    return Outcome("failed", f"{name} needs a ticket {' or '.join(_FLOOR_STAGES[name])}")
+                return await self._floor_command(record, name, command.data)
         return OK
+
+    async def _floor_command(self, record: Record, name: str, data: dict[str, Any]) -> Outcome:
+        """Staff at the floor act on one ticket; the event says what happened."""
+        floor, ref, site = self.floors[record.site], record.ref, record.site
+        counter = data.get("counter") or record.fields.get("counter")
+        if name in ("ticket.call", "ticket.recall", "service.start") and not isinstance(counter, str):
+            return Outcome("failed", f"{name} needs a counter")
+        if name in ("ticket.no_show", "service.complete", "ticket.call"):
+            self._leave(floor, ref)
+        match name:
+            case "ticket.call":
+                floor.busy[str(counter)] = ref
+                await self.change(ref, "ticket.called", {"counter": counter}, site=site, stage="called",
+                                  fields={"counter": counter})
+            case "ticket.recall":
+                await self.change(ref, "ticket.called", {"counter": counter}, site=site, stage="called",
+                                  fields={"counter": counter})
+            case "ticket.no_show":
+                await self.change(ref, "appointment.no_show", {}, site=site, stage="no_show")
+            case "ticket.transfer":
+                queue_name = data.get("queue_name")
+                if not isinstance(queue_name, str):
+                    return Outcome("failed", "ticket.transfer needs a queue_name")
+                await self.change(ref, "ticket.issued", {"ticket": record.fields["ticket"],
+                                                         "queue_name": queue_name},
+                                  site=site, fields={"queue_name": queue_name})
+            case "service.start":
+                await self.change(ref, "service.started", {"counter": counter}, site=site, stage="in_service",
+                                  fields={"counter": counter})
+            case "service.complete":
+                outcome = data.get("outcome") if isinstance(data.get("outcome"), str) else "SERVED"
+                await self.change(ref, "service.completed", {"outcome": outcome}, site=site,
+                                  stage="completed")
+        floor.wake.set()
+        return OK
+
+    @staticmethod
+    def _leave(floor: Floor, ref: str) -> None:
+        """The ticket is no longer waiting, nor at a counter."""
+        if ref in floor.waiting:
+            floor.waiting.remove(ref)
+        for counter in [c for c, r in floor.busy.items() if r == ref]:
+            del floor.busy[counter]
 
     def drift_field(self, record: Record) -> tuple[str, Any] | None:
         counter = record.fields.get("counter")
