@@ -16,6 +16,7 @@ from dashboard.pages import (
     capacity,
     failures,
     fallback,
+    floor,
     flow,
     integrations,
     journeys,
@@ -26,7 +27,7 @@ from dashboard.pages import (
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
-PAGES = (signin, flow, capacity, journeys, failures, integrations, reconciliation, fallback, listing)
+PAGES = (signin, flow, floor, capacity, journeys, failures, integrations, reconciliation, fallback, listing)
 
 
 def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:

@@ -36,6 +36,7 @@ class NavItem:
 
 NAVIGATION = (
     NavItem("Flow", "/", "timeline"),
+    NavItem("Floor", "/floor", "storefront"),
     NavItem("Capacity", "/capacity", "groups"),
     NavItem("Journeys", "/journeys", "search"),
     NavItem("Failures", "/failures", "error_outline"),
@@ -60,15 +61,22 @@ def connection_text(state: LiveState, sites: SiteBook | None = None) -> str:
 
 @contextlib.contextmanager
 def frame(viewer: Viewer, title: str) -> Iterator[None]:
+    """The page's header, navigation and connection banner around its content. Navigation sits in the
+    header on wide screens and in a drawer behind the menu button on tablets and below."""
     principal = viewer.principal
     ui.page_title(f"{title} · Switchboard")
+    items = [item for item in NAVIGATION if item.visible_to(principal)]
+    drawer = ui.left_drawer(value=False).props("overlay bordered").classes("bg-slate-800 xl:hidden")
+    with drawer, ui.column().classes("gap-1 w-full").props("role=navigation aria-label=Pages"):
+        for item in items:
+            _nav_link(item, title).classes("text-lg py-3 w-full")
     with ui.header().classes("items-center bg-slate-800 gap-2 py-1"):
+        ui.button(icon="menu", on_click=drawer.toggle).props("flat round color=white aria-label=Navigation") \
+            .classes("xl:hidden").props("data-testid=menu")
         ui.label("Switchboard").classes("text-lg font-bold mr-4")
-        for item in NAVIGATION:
-            if item.visible_to(principal):
-                ui.link(item.label, item.path).classes(
-                    "text-white no-underline px-2 py-1 rounded"
-                    + (" bg-slate-600" if item.label == title else ""))
+        with ui.row().classes("gap-1 max-xl:hidden").props("role=navigation aria-label=Pages"):
+            for item in items:
+                _nav_link(item, title)
         ui.space()
         ui.label(f"{principal.sub} · {', '.join(sorted(principal.roles))} · {principal.sites_text}") \
             .classes("text-sm").props("data-testid=who")
@@ -83,9 +91,16 @@ def frame(viewer: Viewer, title: str) -> Iterator[None]:
 
     show_connection()
     viewer.on_change(CONNECTION, show_connection)
-    with ui.column().classes("w-full p-4 gap-4"):
-        ui.label(title).classes("text-2xl font-semibold")
+    with ui.column().classes("w-full p-4 gap-4").props("role=main"):
+        ui.label(title).classes("text-2xl font-semibold").props("role=heading aria-level=1")
         yield
+
+
+def _nav_link(item: NavItem, title: str) -> ui.link:
+    current = item.label == title
+    return ui.link(item.label, item.path).classes(
+        "text-white no-underline px-2 py-1 rounded" + (" bg-slate-600" if current else "")) \
+        .props("aria-current=page" if current else "")
 
 
 def _sign_out(viewer: Viewer) -> None:
