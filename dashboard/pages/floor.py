@@ -22,6 +22,9 @@ ACTIONS = "/api/v1/journeys/{journey_id}/actions"
 APPOINTMENT_DUE_S = 10 * 60
 # waits move by the minute: the list is read again this often even when nothing else changes
 REFRESH_S = 30.0
+# what the floor shows once an action took effect: the customer's stage then (None: gone from the floor)
+EFFECT: dict[str, str | None] = {"call": "called", "recall": "called", "start": "in_service",
+                                 "complete": None, "no_show": None, "transfer": "waiting"}
 BUTTON = "min-h-12 text-base"  # touch targets of 48 px at least
 STATUS_TEXT = {"pending": "sent, waiting for the queue system", "held": "held: the queue system is down",
                "sent": "sent to the queue system", "ok": "done by the queue system",
@@ -90,6 +93,7 @@ class FloorView:
         self.waits: dict[str, ui.label] = {}
         self.loading = False
         self.again = False
+        self.awaiting: tuple[str, str, str] | None = None  # (journey, action, what) sent, not seen done yet
 
     @property
     def counter(self) -> str | None:
@@ -173,6 +177,17 @@ class FloorView:
         for customer in waiting:
             if (label := self.waits.get(customer["journey_id"])) is not None:
                 label.set_text(wait_text(customer["wait_s"]))
+        self._check_awaited(floor)
+
+    def _check_awaited(self, floor: dict[str, Any]) -> None:
+        """Say "done" once the floor shows what was sent, as the system that did it reported it."""
+        if self.awaiting is None:
+            return
+        journey_id, action, what = self.awaiting
+        now = next((c for c in floor["customers"] if c["journey_id"] == journey_id), None)
+        if (now["stage"] if now else None) == EFFECT[action]:
+            self.awaiting = None
+            self.outcome.set_text(f"{what}: done")
 
     def _build_banner(self, floor: dict[str, Any]) -> None:
         self.banner.clear()
@@ -299,6 +314,10 @@ class FloorView:
             text += " (asked before: not done again)"
         self.outcome.set_text(f"{what}: {text}")
         ui.notify(f"{what}: {text}")
+        if sent.status in ("pending", "sent", "held", "recorded"):
+            self.awaiting = (customer["journey_id"], action, what)
+            if self.floor is not None:
+                self._check_awaited(self.floor)
 
 
 def register(dashboard: Dashboard) -> None:

@@ -89,6 +89,7 @@ async def test_floor_at_tablet_size_calls_a_customer_to_my_counter_in_the_queue_
         assert box is not None and box["height"] >= 48 and box["width"] >= 48, box  # a finger's target
         await call.click()
         await expect(page.get_by_test_id("floor-outcome")).to_contain_text(f"Call {ticket}: sent")
+        await expect(page.get_by_test_id("floor-outcome")).to_have_text(f"Call {ticket}: done", timeout=15_000)
 
         async def called_at_c2() -> bool:
             record = queue.records[first]

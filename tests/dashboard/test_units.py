@@ -25,6 +25,7 @@ from dashboard.live import (
 )
 from dashboard.pages.capacity import over_target
 from dashboard.pages.failures import ANY, matching
+from dashboard.pages.floor import badges, wait_text
 from dashboard.session import Principal, Sessions
 from dashboard.sites import site_book
 from tools.embedded import free_port
@@ -196,3 +197,15 @@ def test_times_show_in_the_site_s_own_zone_and_say_which_zone_they_are_in():
     assert book.time(at) == "15:05:09 CET"  # a time of no site: the viewer's own site's zone
     assert site_book([], None).time(datetime(2026, 7, 1, 9, 0, tzinfo=UTC)) == "09:00:00 UTC"
     assert book.time(None, "north") == "–"
+
+
+def test_floor_badges_say_priority_eligibility_and_an_appointment_due_within_ten_minutes():
+    now = datetime(2026, 12, 4, 14, 0, tzinfo=UTC)
+    plain = {"priority": "normal", "eligibility": "passed", "slot_start": None}
+    assert badges(plain, now) == []
+    assert [text for text, _ in badges({**plain, "priority": "high", "eligibility": "failed",
+                                        "slot_start": "2026-12-04T14:09:00+00:00"}, now)] == [
+        "priority", "eligibility failed", "appointment due"]
+    assert badges({**plain, "slot_start": "2026-12-04T14:11:00+00:00"}, now) == []  # not yet due
+    assert [t for t, _ in badges({**plain, "eligibility": "unverified"}, now)] == ["eligibility unverified"]
+    assert (wait_text(59), wait_text(61), wait_text(3600)) == ("just arrived", "waiting 1 min", "waiting 60 min")
