@@ -27,6 +27,8 @@ class Dashboard:
     backend_url: str
     demo: bool
     sessions: Sessions = field(default_factory=Sessions)
+    # the counter each browser works at, per site, chosen on the Floor page (this process's memory only)
+    counters: dict[tuple[str, str], str] = field(default_factory=dict)
     live: LiveRegistry = field(init=False)
     _capabilities: Capabilities | None = None
     _capabilities_at: float = float("-inf")

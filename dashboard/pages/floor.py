@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.responses import RedirectResponse
-from nicegui import app, background_tasks, ui
+from nicegui import background_tasks, ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
@@ -20,8 +20,8 @@ FLOOR = "/api/v1/sites/{site}/floor"
 ACTIONS = "/api/v1/journeys/{journey_id}/actions"
 # an appointment this close, or past, is due: the customer should not wait behind walk-ins
 APPOINTMENT_DUE_S = 10 * 60
-# waits move by the minute: the list is read again this often even when nothing else changes
-REFRESH_S = 30.0
+# waits move by the minute: their text is brought up to date this often, from the clock (never a poll)
+TICK_S = 15.0
 # what the floor shows once an action took effect: the customer's stage then (None: gone from the floor)
 EFFECT: dict[str, str | None] = {"call": "called", "recall": "called", "start": "in_service",
                                  "complete": None, "no_show": None, "transfer": "waiting"}
@@ -97,7 +97,10 @@ class FloorView:
 
     @property
     def counter(self) -> str | None:
-        return app.storage.user.get(f"floor-counter-{self.site}")
+        return self.viewer.dashboard.counters.get((self.viewer.browser_id, self.site or ""))
+
+    def _work_at(self, counter: str) -> None:
+        self.viewer.dashboard.counters[(self.viewer.browser_id, self.site or "")] = counter
 
     def build(self) -> None:
         self.banner = ui.column().classes("w-full gap-1").props("role=alert data-testid=fallback-banner")
@@ -125,7 +128,7 @@ class FloorView:
         self.refresh()
         self.viewer.on_change("journeys", self._journeys_changed)
         self.viewer.on_change("fallbacks", self.refresh)
-        ui.timer(REFRESH_S, self.refresh)
+        ui.timer(TICK_S, self.show_waits)
 
     def _journeys_changed(self) -> None:
         """Read the floor again only when a journey of this site changed (the topic carries every site's)."""
@@ -164,7 +167,7 @@ class FloorView:
             return
         counters = [c["counter"] for c in floor["counters"]]
         if self.counter not in counters and counters:
-            app.storage.user[f"floor-counter-{self.site}"] = counters[0]
+            self._work_at(counters[0])
         self.counter_select.set_options(counters, value=self.counter)
         waiting = [c for c in floor["customers"] if c["position"] is not None]
         self.call_next.set_enabled(self.blocked is None and bool(waiting) and self.counter is not None)
@@ -174,10 +177,17 @@ class FloorView:
             self._build_banner(floor)
             self._build_counters(floor)
             self._build_waiting(waiting)
-        for customer in waiting:
-            if (label := self.waits.get(customer["journey_id"])) is not None:
-                label.set_text(wait_text(customer["wait_s"]))
+        self.show_waits()
         self._check_awaited(floor)
+
+    def show_waits(self) -> None:
+        """Each wait as it is now: the backend's figure when it read the floor, plus the time since."""
+        if self.floor is None:
+            return
+        since = (datetime.now(UTC) - datetime.fromisoformat(self.floor["at"])).total_seconds()
+        for customer in self.floor["customers"]:
+            if (label := self.waits.get(customer["journey_id"])) is not None:
+                label.set_text(wait_text(customer["wait_s"] + max(0.0, since)))
 
     def _check_awaited(self, floor: dict[str, Any]) -> None:
         """Say "done" once the floor shows what was sent, as the system that did it reported it."""
@@ -276,7 +286,7 @@ class FloorView:
 
     def _counter_chosen(self) -> None:
         if self.counter_select.value and self.counter_select.value != self.counter:
-            app.storage.user[f"floor-counter-{self.site}"] = self.counter_select.value
+            self._work_at(self.counter_select.value)
             self.shown = None  # the buttons name the counter
             self.render()
 
