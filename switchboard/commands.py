@@ -32,6 +32,10 @@ V1_COMMANDS = frozenset({"visit.hold", "ticket.prioritize", "visit.context", "st
 # call, recall and start; `queue_name` for transfer; `outcome` for complete; `reason` where given).
 FLOOR_COMMANDS = {"call": "ticket.call", "recall": "ticket.recall", "no_show": "ticket.no_show",
                   "transfer": "ticket.transfer", "start": "service.start", "complete": "service.complete"}
+# the canonical event a floor command carried out is followed by, on the ticket's reference
+FLOOR_COMMAND_EVENTS = {"ticket.call": "ticket.called", "ticket.recall": "ticket.called",
+                        "ticket.no_show": "appointment.no_show", "ticket.transfer": "ticket.issued",
+                        "service.start": "service.started", "service.complete": "service.completed"}
 # Switchboard's record of one reference, sent for the system to take as its own: reconciliation's
 # `push_ours` and the replay of a fallback (CONTRACT sections 5 and 6; data: `ref`, `site`, `stage`,
 # `fields`).

@@ -6,7 +6,8 @@ import asyncio
 import sys
 import types
 
-from connectors.sdk import Connector
+from connectors.sdk import OK, Connector, Outcome
+from switchboard.commands import Command
 from switchboard.settings import Settings
 from tools.conformance import run_checks
 
@@ -41,3 +42,26 @@ async def test_a_connector_without_events_or_snapshots_fails_the_kit(settings: S
     assert checks["heartbeats"].passed  # the SDK sends them whatever the connector does
     assert not checks["snapshots"].passed
     assert checks["commands"].passed  # answered, even if only `failed`
+
+
+class ClaimsFloorWork(Connector):
+    """Says `ok` to the floor's `ticket.call` without publishing the ticket's `ticket.called`."""
+
+    system = "queue"
+    commands = frozenset({"ticket.call"})
+
+    async def handle(self, command: Command) -> Outcome:
+        return OK
+
+
+async def test_a_floor_command_answered_ok_without_its_event_fails_the_kit(settings: Settings):
+    module = types.ModuleType("conformance_floor_connector")
+    module.create_connector = ClaimsFloorWork  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+    try:
+        checks = {c.name: c for c in await run_checks(module.__name__, nats_url=settings.nats_url,
+                                                         creds=settings.nats_creds, watch_seconds=1.5)}
+    finally:
+        del sys.modules[module.__name__]
+    assert not checks["commands"].passed
+    assert "without the event of what they did: ['ticket.call']" in checks["commands"].detail

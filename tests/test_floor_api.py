@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.support.backends import Stack, own_stack
+from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish
 from tests.support.failures import bearer
 from tests.support.fallbacks import start
@@ -202,6 +203,8 @@ async def test_actions_are_refused_outside_the_role_the_sites_and_the_customers_
     assert bad.status_code == 400 and "step_id" in bad.text
     free_text = await act(fapi, floor, jid, "no_show", reason="customer rang from +44 20 7946 0958")
     assert free_text.status_code == 400, "a reason is a code, never free text"
+    number = await act(fapi, floor, jid, "no_show", reason="447946095812")
+    assert number.status_code == 400 and "personal data" in number.json()["title"]
     step = uuid.uuid4().hex
     assert (await act(fapi, floor, jid, "call", step, counter="C1")).status_code == 202
     assert (await act(fapi, floor, jid, "no_show", step)).status_code == 409, "one step id, one step"
@@ -271,3 +274,42 @@ async def test_the_ledger_of_a_fallback_is_its_own_when_another_started_later(fa
     refused = await fapi.post(f"/api/v1/fallbacks/{by_crm['id']}/actions", json={"action": "check_in"},
                               headers=floor)
     assert refused.status_code == 400 and "set_priority" in refused.json()["title"]
+
+
+async def test_a_fallback_step_repeated_with_its_step_id_is_answered_as_it_stands_even_once_refused(
+        fapi, stack, token):
+    site = f"rep-{letters()}"
+    floor = bearer(token, "floor_staff", [site])
+    fallback = (await start(fapi, floor, site)).json()
+    url = f"/api/v1/fallbacks/{fallback['id']}/actions"
+    step = uuid.uuid4().hex
+    first = await fapi.post(url, json={"action": "check_in", "step_id": step}, headers=floor)
+    assert first.status_code in (201, 202), first.text
+
+    async def applied():
+        again = await fapi.post(url, json={"action": "check_in", "step_id": step}, headers=floor)
+        return again.json() if again.status_code == 201 else None
+
+    again = await eventually(applied)
+    assert (again["seq"], again["ref"], again["status"], again["repeated"]) == (1, first.json()["ref"], "applied",
+                                                                                 True)
+    other = await fapi.post(url, json={"action": "issue_ticket", "ref": again["ref"], "step_id": step},
+                            headers=floor)
+    assert other.status_code == 409, "a step id names one step"
+    async with refusing_site(stack.pool, site):
+        refused_step = uuid.uuid4().hex
+        refused = await fapi.post(url, json={"action": "check_in", "step_id": refused_step}, headers=floor)
+
+        async def refused_for_good():
+            answer = await fapi.post(url, json={"action": "check_in", "step_id": refused_step}, headers=floor)
+            return answer.json() if answer.status_code == 400 else None
+
+        problem = await eventually(refused_for_good)
+    assert refused.status_code in (202, 400)
+    assert (problem["seq"], problem["status"]) == (2, "refused") and problem["failure_id"]
+    ledger = (await fapi.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()["ledger"]
+    assert [(e["seq"], e["step_id"]) for e in ledger] == [(1, step), (2, refused_step)], "never a second step"
+    ended = await fapi.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={}, headers=floor)
+    assert ended.status_code == 200
+    late = await fapi.post(url, json={"action": "check_in", "step_id": step}, headers=floor)
+    assert late.status_code == 201 and late.json()["repeated"], "a late repeat still gets the first answer"

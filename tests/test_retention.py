@@ -54,7 +54,7 @@ async def test_old_rows_go_recent_ones_stay_and_nothing_in_use_is_purged(pool, u
     audit_old, audit_kept = await add_audit(pool, uid, 401), await add_audit(pool, uid, 100)
 
     counts = await eventually(lambda: purge(pool, DEFAULTS))  # None while a backend's own purge runs
-    assert set(counts) == {"events", "inbox", "webhook_receipts", "outbox", "failures", "drift",
+    assert set(counts) == {"events", "inbox", "webhook_receipts", "outbox", "floor_steps", "failures", "drift",
                            "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets", "audit"}
 
     events = {(r["source"], r["id"]) for r in await pool.fetch("SELECT source, id FROM events WHERE site = $1",
@@ -74,6 +74,19 @@ async def test_old_rows_go_recent_ones_stay_and_nothing_in_use_is_purged(pool, u
     audit = {r["id"] for r in await pool.fetch("SELECT id FROM audit_log WHERE target = $1", f"ret-{uid}")}
     assert audit == {audit_kept}
     assert not set(settled_old.values()) & commands and not set(closed_old) & failures
+
+
+async def test_a_floor_step_id_goes_with_its_command_never_before(pool, uid):
+    steps = {}
+    for name, status, age in (("settled", "ok", 31), ("in_flight", "sent", 31), ("recent", "ok", 1)):
+        command_id = await add_command(pool, uid, status, age)
+        steps[name] = f"step-{name}-{uid}"
+        await pool.execute("INSERT INTO floor_steps (step_id, journey_id, site, action, actor, command_id,"
+                           " created_at) VALUES ($1, $2, $3, 'call', 'tester', $4, $5)",
+                           steps[name], uuid.uuid4(), f"ret-{uid}", command_id, days_ago(age))
+    await eventually(lambda: purge(pool, DEFAULTS))
+    kept = {r["step_id"] for r in await pool.fetch("SELECT step_id FROM floor_steps WHERE site = $1", f"ret-{uid}")}
+    assert kept == {steps["in_flight"], steps["recent"]}
 
 
 async def add_run(pool: asyncpg.Pool, uid: str, system: str, age_days: float) -> int:

@@ -3,7 +3,8 @@
 MODULE names a Python module with `create_connector()` returning a `Connector`. The kit runs it
 with the SDK runtime against real NATS JetStream (the configured server, or an embedded one)
 and checks what the rest of Switchboard relies on: canonical events with ids and `Nats-Msg-Id`,
-heartbeats, paged snapshots, and a `command.result` for every command.
+heartbeats, paged snapshots, and a `command.result` for every command (and, for a floor command
+answered `ok`, the canonical event of what it did on the ticket's reference).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from backend.ingest.validate import Accepted, validate
 from backend.messaging import ensure_streams
 from connectors.sdk import Connector, ConnectorRuntime
 from switchboard import bus
-from switchboard.commands import Command, command_result_id, command_subject
+from switchboard.commands import FLOOR_COMMAND_EVENTS, Command, command_result_id, command_subject
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS, CloudEvent
 from switchboard.natsauth import write_secret
 from switchboard.snapshots import (
@@ -40,6 +41,9 @@ from switchboard.snapshots import (
 from tools.embedded import EmbeddedNats
 
 UNKNOWN_COMMAND = "conformance.unknown"
+# what every command carries: what a floor command needs (CONTRACT section 10), harmless to the others
+COMMAND_DATA = {"reason_code": "CONFORMANCE", "counter": "CK1", "queue_name": "conformance",
+                "outcome": "CONFORMANCE"}
 
 
 @dataclass
@@ -202,9 +206,10 @@ class Kit:
         for name in [*sorted(self.connector.commands), UNKNOWN_COMMAND]:
             command = Command(id=uuid.uuid4().hex, system=system, command=name, journey_id=uuid.uuid4(),
                               refs=refs,
-                              site=site, data={"reason_code": "CONFORMANCE"}, created_at=datetime.now(UTC))
+                              site=site, data=COMMAND_DATA, created_at=datetime.now(UTC))
             sent.append(command)
         sent.append(msgspec.structs.replace(sent[0], attempt=2))  # a retry is a new attempt, answered again
+        sent_at = datetime.now(UTC)
         for command in sent:
             await js.publish(command_subject(command), msgspec.json.encode(command),
                              headers={"Nats-Msg-Id": f"{command.id}-{command.attempt}"})
@@ -223,8 +228,24 @@ class Kit:
         if wrong or unknown != "failed":
             return Check("commands", False, f"wrong command_id for {wrong}" if wrong
                          else f"an unknown command was answered {unknown}, not failed")
+        done = [c for rid, c in wanted.items() if c.command in FLOOR_COMMAND_EVENTS
+                and results[rid].data.status == "ok"]
+        if unproven := await self._without_their_event(done, sent_at):
+            return Check("commands", False, f"answered ok without the event of what they did: {unproven}")
         statuses = ", ".join(f"{c.command}={results[rid].data.status}" for rid, c in wanted.items())
         return Check("commands", True, f"one command.result per command and attempt ({statuses})")
+
+    async def _without_their_event(self, done: list[Command], since: datetime) -> list[str]:
+        """The floor commands answered `ok` with no event of what they did on their reference (5 s to
+        come)."""
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            missing = [c.command for c in done if not any(
+                e.type == FLOOR_COMMAND_EVENTS[c.command] and e.subject in c.refs and e.time >= since
+                for e in self._journey_events())]
+            if not missing or asyncio.get_running_loop().time() > deadline:
+                return sorted(set(missing))  # a command and its retry: one name
+            await asyncio.sleep(0.1)
 
 
 async def run_checks(module: str, *, nats_url: str | None, creds: str | None = None,

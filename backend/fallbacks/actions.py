@@ -84,6 +84,8 @@ def _check_fields(step: ManualAction, system: str) -> None:
     if system == "appointments" and step.action == "check_in" and not (step.ref or "").startswith(
             "appointments:"):
         raise ClientException("check_in during an appointments fallback needs the appointment's reference")
+    if step.step_id is not None and looks_personal_identifier(step.step_id):
+        raise ClientException("step_id looks like personal data: send a UUID or a code")
     missing = [name for name in _NEEDS.get(step.action, ()) if getattr(step, name) is None]
     if missing:
         raise ClientException(f"{step.action} needs {' and '.join(missing)}")

@@ -31,8 +31,8 @@ import msgspec
 from backend import metrics
 from switchboard.settings import Settings
 
-Kind = Literal["events", "inbox", "webhook_receipts", "outbox", "failures", "drift", "reconciliation_runs",
-               "fallback_ledger", "fallbacks", "manual_tickets", "audit"]
+Kind = Literal["events", "inbox", "webhook_receipts", "outbox", "floor_steps", "failures", "drift",
+               "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets", "audit"]
 WEBHOOK_TIMESTAMP_TOLERANCE = timedelta(minutes=5)  # Standard Webhooks: a receipt must outlive it
 BATCH = 5000
 _LOCK = 0x5357_5254  # one purge at a time across replicas and the CLI
@@ -45,6 +45,9 @@ _BATCHED: dict[Kind, tuple[str, str, str]] = {
     "outbox": ("commands", "id", "status IN ('ok', 'failed') AND updated_at < now() - $1::interval"
                " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.command_id = commands.id::text"
                " AND f.status IN ('open', 'retrying'))"),
+    # a floor action's step id goes with its command (after it: a repeat must find the command it names)
+    "floor_steps": ("floor_steps", "step_id", "created_at < now() - $1::interval"
+                    " AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.id = floor_steps.command_id)"),
     "failures": ("failures", "id", "status IN ('resolved', 'discarded') AND last_at < now() - $1::interval"),
     # in this order: drift before the runs it points to, a ledger before its fallback
     "drift": ("drift_items", "id",
@@ -63,7 +66,7 @@ _BATCHED: dict[Kind, tuple[str, str, str]] = {
     "manual_tickets": ("manual_tickets", "site, day", "day < (now() - $1::interval)::date"),
 }
 # kinds kept as long as another: an inbox row with its event, a ledger and ticket numbers with their fallback
-_KEPT_WITH: dict[Kind, Kind] = {"inbox": "events", "fallback_ledger": "fallbacks",
+_KEPT_WITH: dict[Kind, Kind] = {"inbox": "events", "floor_steps": "outbox", "fallback_ledger": "fallbacks",
                                 "manual_tickets": "fallbacks"}
 
 

@@ -29,6 +29,7 @@ from backend.privacy import acting_user
 from backend.resources import Resources
 from backend.sites.schemas import FloorAction, FloorActionAnswer
 from switchboard.commands import FLOOR_COMMANDS
+from switchboard.privacy import looks_personal_identifier
 from switchboard.settings import load_section
 
 QUEUE = "queue"
@@ -78,6 +79,11 @@ async def _journey(conn: asyncpg.Connection, principal: Principal, journey_id: U
 
 def _checked(journey: Journey, wanted: FloorAction) -> dict[str, Any]:
     """What the action sends besides the ticket: its fields, the customer's counter where none is given."""
+    for name in ("counter", "queue_name", "outcome", "reason", "step_id"):
+        value = getattr(wanted, name)
+        if value is not None and looks_personal_identifier(value):
+            # it would be stored with the command and sent on: codes only, never a number or a name
+            raise ClientException(f"{name} looks like personal data: send a code")
     if journey.stage not in _FROM[wanted.action]:
         raise ConflictException(f"{wanted.action} is for a customer {' or '.join(_FROM[wanted.action])};"
                                 f" this one is {journey.stage}")
