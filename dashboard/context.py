@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi.responses import RedirectResponse
 from nicegui import app, ui
@@ -19,6 +22,7 @@ from switchboard.settings import Settings
 # how long the backend's OpenAPI answer is trusted: a backend upgraded under a running board shows
 # its new endpoints within a minute
 CAPABILITIES_TTL_S = 60.0
+SHARED_READ_S = 2.0
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Dashboard:
     # the counter each browser works at, per site, chosen on the Floor page (this process's memory only)
     counters: dict[tuple[str, str], str] = field(default_factory=dict)
     live: LiveRegistry = field(init=False)
+    _reads: dict[tuple[str, str, int], asyncio.Task[Any]] = field(default_factory=dict)
     _capabilities: Capabilities | None = None
     _capabilities_at: float = float("-inf")
 
@@ -39,6 +44,23 @@ class Dashboard:
     @property
     def wait_target_s(self) -> float:
         return self.settings.wait_target_s
+
+    async def read_once(self, token: str, path: str, version: int) -> Any:
+        """GET `path` once for all the tabs of one sign-in that ask for it having seen the same `version`
+        of what changed: twenty tabs on one page cost one request, not twenty, and none gets an older
+        answer than what it has seen."""
+        key = (hashlib.sha256(token.encode()).hexdigest(), path, version)
+        task = self._reads.get(key)
+        if task is None:
+            task = self._reads[key] = asyncio.create_task(self._read(token, path))
+            # kept a moment for the tabs whose renders come a little later
+            task.add_done_callback(lambda _: asyncio.get_running_loop().call_later(
+                SHARED_READ_S, self._reads.pop, key, None))
+        return await asyncio.shield(task)
+
+    async def _read(self, token: str, path: str) -> Any:
+        async with BackendClient(self.backend_url, token) as http:
+            return await http.get(path)
 
     async def capabilities(self) -> Capabilities | None:
         """What the backend offers, or None while it cannot be reached."""

@@ -5,6 +5,7 @@ taps are recorded as manual steps. Kept current by the live journeys and fallbac
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,8 @@ TICK_S = 15.0
 # what the floor shows once an action took effect: the customer's stage then (None: gone from the floor)
 EFFECT: dict[str, str | None] = {"call": "called", "recall": "called", "start": "in_service",
                                  "complete": None, "no_show": None, "transfer": "waiting"}
+# a busy site changes several times a second: a tab reads its floor at most this often
+MIN_READ_INTERVAL_S = 1.0
 BUTTON = "min-h-12 text-base"  # touch targets of 48 px at least
 STATUS_TEXT = {"pending": "sent, waiting for the queue system", "held": "held: the queue system is down",
                "sent": "sent to the queue system", "ok": "done by the queue system",
@@ -132,11 +135,14 @@ class FloorView:
 
     def _journeys_changed(self) -> None:
         """Read the floor again only when a journey of this site changed (the topic carries every site's)."""
-        seen = tuple((k, j["updated_at"]) for k, j in self.viewer.live.state.items["journeys"].items()
-                     if j["site"] == self.site)
-        if seen != self.seen:
-            self.seen = seen
+        if self.version() != self.seen:
             self.refresh()
+
+    def version(self) -> tuple[Any, ...]:
+        """What this tab has seen of the site on the live topics; tabs that saw the same share one read."""
+        items = self.viewer.live.state.items
+        return (tuple((k, j["updated_at"]) for k, j in items["journeys"].items() if j["site"] == self.site),
+                tuple((k, f["status"]) for k, f in items["fallbacks"].items() if f["site"] == self.site))
 
     def refresh(self) -> None:
         if self.loading:  # one read at a time; one more after it if something changed meanwhile
@@ -149,15 +155,17 @@ class FloorView:
         try:
             while True:
                 self.again = False
+                self.seen = self.version()
                 try:
-                    async with self.viewer.http() as http:
-                        self.floor = await http.get(FLOOR.format(site=self.site))
+                    self.floor = await self.viewer.dashboard.read_once(
+                        self.viewer.token, FLOOR.format(site=self.site), hash(self.seen))
                 except BackendError as exc:
                     self.outcome.set_text(f"The floor could not be read: {exc}")
                     return
                 self.render()
                 if not self.again:
                     return
+                await asyncio.sleep(MIN_READ_INTERVAL_S)
         finally:
             self.loading = False
 
