@@ -91,7 +91,7 @@ def frame(viewer: Viewer, title: str) -> Iterator[None]:
 
     show_connection()
     viewer.on_change(CONNECTION, show_connection)
-    with ui.column().classes("w-full p-4 gap-4").props("role=main"):
+    with ui.column().classes("w-full p-4 gap-4"):
         ui.label(title).classes("text-2xl font-semibold").props("role=heading aria-level=1")
         yield
 

@@ -231,7 +231,7 @@ class FloorView:
             for counter in floor["counters"]:
                 customer = by_id.get(counter["journey_id"]) if counter["journey_id"] else None
                 mine = counter["counter"] == self.counter
-                with ui.card().classes("min-w-56 gap-2" + (" border-4 border-blue-700" if mine else "")) \
+                with ui.card().classes("min-w-48 gap-1 p-3" + (" border-4 border-blue-700" if mine else "")) \
                         .props(f"role=listitem data-testid=counter-{counter['counter']}"):
                     ui.label(f"Counter {counter['counter']}" + (" (mine)" if mine else "")) \
                         .classes("text-lg font-bold")
