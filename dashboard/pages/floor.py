@@ -6,6 +6,7 @@ taps are recorded as manual steps. Kept current by the live journeys and fallbac
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,12 +71,15 @@ def queue_fallback(floor: dict[str, Any]) -> dict[str, Any] | None:
     return next((f for f in floor["fallbacks"] if f["system"] == "queue" and f["status"] == "active"), None)
 
 
-def shape(floor: dict[str, Any]) -> tuple[Any, ...]:
-    """What the page's layout is built from; a change of anything else (the waits) only updates text."""
-    return (tuple((c["journey_id"], c["stage"], c["counter"], c["priority"], c["eligibility"], c["ticket"])
-                  for c in floor["customers"]),
-            tuple((c["counter"], c["journey_id"], c["stage"]) for c in floor["counters"]),
-            tuple((f["id"], f["system"], f["status"]) for f in floor["fallbacks"]))
+@dataclass
+class Row:
+    """A waiting customer's card, kept while what it shows stays the same (`signature`); its position and
+    wait change as text only, so a busy floor moves cards instead of rebuilding every one."""
+
+    signature: tuple[Any, ...]
+    card: ui.card
+    position: ui.label
+    wait: ui.label
 
 
 def _heading(text: str) -> ui.label:
@@ -91,9 +95,10 @@ class FloorView:
         self.sites = sorted(viewer.sites.sites) if own is None else list(own)
         self.site = site if site in self.sites else (self.sites[0] if self.sites else None)
         self.floor: dict[str, Any] | None = None
-        self.shown: tuple[Any, ...] | None = None
+        self.shown_banner: tuple[Any, ...] | None = None  # what the banner and the counters were built from
+        self.shown_counters: tuple[Any, ...] | None = None
+        self.rows: dict[str, Row] = {}  # by journey
         self.seen: tuple[Any, ...] | None = None  # the site's journeys in the live state at the last read
-        self.waits: dict[str, ui.label] = {}
         self.loading = False
         self.again = False
         self.awaiting: tuple[str, str, str] | None = None  # (journey, action, what) sent, not seen done yet
@@ -125,6 +130,7 @@ class FloorView:
         self.counters = ui.row().classes("w-full gap-3").props("role=list aria-label=Counters")
         self.waiting_title = _heading("Waiting")
         self.waiting = ui.column().classes("w-full gap-2").props("role=list aria-label='Customers waiting'")
+        self.nobody = ui.label("No one is waiting.").classes("text-gray-600")
         if self.site is None:
             ui.label("No site: this sign-in names none, and the backend lists none.").classes("text-gray-600")
             return
@@ -179,12 +185,16 @@ class FloorView:
         self.counter_select.set_options(counters, value=self.counter)
         waiting = [c for c in floor["customers"] if c["position"] is not None]
         self.call_next.set_enabled(self.blocked is None and bool(waiting) and self.counter is not None)
-        shown = shape(floor)
-        if shown != self.shown:
-            self.shown = shown
+        banner = tuple((f["id"], f["system"], f["status"]) for f in floor["fallbacks"])
+        if banner != self.shown_banner:
+            self.shown_banner = banner
             self._build_banner(floor)
+        counters_now = (tuple((c["counter"], c["journey_id"], c["stage"]) for c in floor["counters"]),
+                        self.counter)
+        if counters_now != self.shown_counters:
+            self.shown_counters = counters_now
             self._build_counters(floor)
-            self._build_waiting(waiting)
+        self._sync_waiting(waiting)
         self.show_waits()
         self._check_awaited(floor)
 
@@ -194,8 +204,8 @@ class FloorView:
             return
         since = (datetime.now(UTC) - datetime.fromisoformat(self.floor["at"])).total_seconds()
         for customer in self.floor["customers"]:
-            if (label := self.waits.get(customer["journey_id"])) is not None:
-                label.set_text(wait_text(customer["wait_s"] + max(0.0, since)))
+            if (row := self.rows.get(customer["journey_id"])) is not None:
+                row.wait.set_text(wait_text(customer["wait_s"] + max(0.0, since)))
 
     def _check_awaited(self, floor: dict[str, Any]) -> None:
         """Say "done" once the floor shows what was sent, as the system that did it reported it."""
@@ -248,22 +258,33 @@ class FloorView:
                         else:
                             self._button("Complete", customer, "complete", outcome="served")
 
-    def _build_waiting(self, waiting: list[dict[str, Any]]) -> None:
-        self.waiting.clear()
-        self.waits = {}
+    def _sync_waiting(self, waiting: list[dict[str, Any]]) -> None:
+        """The waiting cards in serving order: new ones built, changed ones rebuilt, the rest moved."""
         self.waiting_title.set_text(f"Waiting ({len(waiting)})")
+        self.nobody.set_visibility(not waiting)
         now = datetime.now(UTC)
-        with self.waiting:
-            if not waiting:
-                ui.label("No one is waiting.").classes("text-gray-600")
-            for customer in waiting:
-                self._customer_row(customer, now)
+        present = {c["journey_id"] for c in waiting}
+        for gone in [j for j in self.rows if j not in present]:
+            self.waiting.remove(self.rows.pop(gone).card)
+        for index, customer in enumerate(waiting):
+            signature = (customer["ticket"], customer["refs"][0], customer["queue_name"], customer["service"],
+                         customer["arrived_at"], customer["slot_start"], tuple(badges(customer, now)),
+                         self.counter, self.blocked)
+            row = self.rows.get(customer["journey_id"])
+            if row is None or row.signature != signature:
+                if row is not None:
+                    self.waiting.remove(row.card)
+                with self.waiting:
+                    row = self.rows[customer["journey_id"]] = self._customer_row(customer, now, signature)
+            if self.waiting.default_slot.children.index(row.card) != index:
+                row.card.move(self.waiting, target_index=index)
+            row.position.set_text(str(customer["position"]))
 
-    def _customer_row(self, customer: dict[str, Any], now: datetime) -> None:
+    def _customer_row(self, customer: dict[str, Any], now: datetime, signature: tuple[Any, ...]) -> Row:
         name = customer["ticket"] or customer["refs"][0]
-        with ui.card().classes("w-full").props(f"role=listitem data-testid=customer-{name}"), \
+        with ui.card().classes("w-full").props(f"role=listitem data-testid=customer-{name}") as card, \
                 ui.row().classes("items-center gap-4 w-full"):
-            ui.label(str(customer["position"])).classes("text-2xl text-gray-600 w-8")
+            position = ui.label(str(customer["position"])).classes("text-2xl text-gray-600 w-8")
             with ui.column().classes("gap-0 grow"):
                 with ui.row().classes("items-center gap-2"):
                     ui.label(name).classes("text-2xl font-bold")
@@ -274,12 +295,12 @@ class FloorView:
                 if customer.get("slot_start"):
                     details.append(f"appointment {self._time(customer['slot_start'])}")
                 ui.label(" · ".join(d for d in details if d)).classes("text-gray-700")
-                self.waits[customer["journey_id"]] = ui.label(wait_text(customer["wait_s"])) \
-                    .classes("text-gray-700")
+                wait = ui.label(wait_text(customer["wait_s"])).classes("text-gray-700")
             self._button(f"Call to counter {self.counter}" if self.counter else "Call", customer, "call",
                          counter=self.counter, label=f"Call {name} to counter {self.counter}") \
                 .props("size=lg")
             self._button("Transfer…", customer, "transfer", ask_queue=True).props("outline")
+        return Row(signature, card, position, wait)
 
     def _time(self, at: str | None) -> str:
         return self.viewer.sites.time(at, self.site, seconds=False)
@@ -295,7 +316,6 @@ class FloorView:
     def _counter_chosen(self) -> None:
         if self.counter_select.value and self.counter_select.value != self.counter:
             self._work_at(self.counter_select.value)
-            self.shown = None  # the buttons name the counter
             self.render()
 
     async def _call_next(self) -> None:
