@@ -25,6 +25,7 @@ from dashboard.live import (
 )
 from dashboard.pages.capacity import over_target
 from dashboard.pages.failures import ANY, matching
+from dashboard.pages.fallback import next_journey, reference_label, steps_of
 from dashboard.pages.floor import badges, wait_text
 from dashboard.session import Principal, Sessions
 from dashboard.sites import site_book
@@ -209,3 +210,35 @@ def test_floor_badges_say_priority_eligibility_and_an_appointment_due_within_ten
     assert badges({**plain, "slot_start": "2026-12-04T14:11:00+00:00"}, now) == []  # not yet due
     assert [t for t, _ in badges({**plain, "eligibility": "unverified"}, now)] == ["eligibility unverified"]
     assert (wait_text(59), wait_text(61), wait_text(3600)) == ("just arrived", "waiting 1 min", "waiting 60 min")
+
+
+def test_floor_fallback_steps_are_those_of_the_system_down_as_far_as_the_backend_offers_them():
+    def actions(fallback: dict) -> list[str]:
+        return [step.action for step in steps_of(fallback)]
+
+    assert actions({"system": "crm", "steps": ["set_priority"]}) == ["set_priority"]
+    assert actions({"system": "core", "steps": ["mark_unverified", "verify"]}) == ["mark_unverified", "verify"]
+    assert actions({"system": "appointments", "steps": ["check_in", "book_walk_in"]}) == ["check_in", "book_walk_in"]
+    assert actions({"system": "queue", "steps": ["check_in", "call"]}) == ["check_in", "call"]  # narrowed
+    assert actions({"system": "contact_center", "steps": []}) == []
+    assert reference_label(steps_of({"system": "crm", "steps": ["set_priority"]})) == "Reference"
+    assert reference_label(steps_of({"system": "queue", "steps": ["check_in", "call"]})) == \
+        "Reference (empty: the next one or a new walk-in)"
+
+
+def test_floor_fallback_next_is_the_first_in_serving_order_not_the_longest_untouched():
+    journeys = [
+        {"site": "n", "stage": "waiting", "priority": "normal", "slot_start": None,
+         "created_at": "2026-12-04T09:00:00+00:00", "updated_at": "2026-12-04T09:00:00+00:00", "refs": ["a"]},
+        {"site": "n", "stage": "waiting", "priority": "normal", "slot_start": "2026-12-04T09:30:00+00:00",
+         "created_at": "2026-12-04T09:20:00+00:00", "updated_at": "2026-12-04T09:20:00+00:00", "refs": ["b"]},
+        {"site": "n", "stage": "waiting", "priority": "high", "slot_start": None,
+         "created_at": "2026-12-04T09:25:00+00:00", "updated_at": "2026-12-04T09:25:00+00:00", "refs": ["c"]},
+        {"site": "s", "stage": "waiting", "priority": "high", "slot_start": None,
+         "created_at": "2026-12-04T08:00:00+00:00", "updated_at": "2026-12-04T08:00:00+00:00", "refs": ["d"]},
+    ]
+    order = []
+    while (journey := next_journey(journeys, "n", "waiting")) is not None:
+        order.append(journey["refs"][0])
+        journey["stage"] = "called"
+    assert order == ["c", "b", "a"]  # priority, then the appointment, then arrival
