@@ -107,6 +107,7 @@ async def test_the_floor_lists_customers_at_the_counters_then_by_priority_appoin
     assert f"appointments:A-{tag}" in four["refs"] and ticket(4) in four["refs"]
     assert datetime.fromisoformat(four["arrived_at"]) == t0 + timedelta(minutes=4)
     assert 25 * 60 < four["wait_s"] < 40 * 60
+    assert (four["wait_target_s"], customers[2]["wait_target_s"]) == (1200.0, 900.0), "passport's own target"
     called = customers[1]
     assert called["counter"] == "C2" and datetime.fromisoformat(called["called_at"]) > t0
     assert floor["counters"] == [
@@ -196,6 +197,8 @@ async def test_actions_are_refused_outside_the_role_the_sites_and_the_customers_
     assert (await act(fapi, floor, str(uuid.uuid4()), "call", counter="C1")).status_code == 404
     assert (await act(fapi, floor, jid, "start", counter="C1")).status_code == 409, "not called yet"
     assert (await act(fapi, floor, jid, "call")).status_code == 400, "a call needs a counter"
+    elsewhere = await act(fapi, floor, jid, "call", counter="C9")
+    assert elsewhere.status_code == 400 and "C1, C2" in elsewhere.json()["title"], "the site's counters only"
     assert (await act(fapi, floor, jid, "transfer")).status_code == 400, "a transfer needs a queue"
     assert (await act(fapi, floor, jid, "dance", counter="C1")).status_code == 400
     bad = await fapi.post(f"/api/v1/journeys/{jid}/actions", json={"action": "call", "counter": "C1"},

@@ -7,8 +7,8 @@
 
 Each transition is one statement whose WHERE clause names the statuses it may leave, so a move from any
 other status changes nothing; each says what it moved (the ids, a count or a bool). Commands are written
-by the outbox (`apply_events`, reconciliation's `push_command`) and purged by retention; nothing else
-updates them.
+by the outbox (`apply_events`, reconciliation's `push_command`, a floor action in backend/sites/actions.py)
+and purged by retention; nothing else updates them.
 """
 
 from __future__ import annotations

@@ -77,8 +77,9 @@ async def _journey(conn: asyncpg.Connection, principal: Principal, journey_id: U
                    refs=list(row["refs"]))
 
 
-def _checked(journey: Journey, wanted: FloorAction) -> dict[str, Any]:
-    """What the action sends besides the ticket: its fields, the customer's counter where none is given."""
+def _checked(journey: Journey, wanted: FloorAction, counters: tuple[str, ...]) -> dict[str, Any]:
+    """What the action sends besides the ticket: its fields, the customer's counter where none is given.
+    `counters`: the site's configured counters (none configured: any counter)."""
     for name in ("counter", "queue_name", "outcome", "reason", "step_id"):
         value = getattr(wanted, name)
         if value is not None and looks_personal_identifier(value):
@@ -94,6 +95,8 @@ def _checked(journey: Journey, wanted: FloorAction) -> dict[str, Any]:
             raise ClientException(f"{wanted.action} needs a counter")
         case "transfer" if wanted.queue_name is None:
             raise ClientException("transfer needs a queue_name")
+    if wanted.counter is not None and counters and wanted.counter not in counters:
+        raise ClientException(f"counter {wanted.counter} is not one of the site's: {', '.join(counters)}")
     fields = {"counter": counter, "queue_name": wanted.queue_name, "reason": wanted.reason,
               "outcome": wanted.outcome or DEFAULT_OUTCOME if wanted.action == "complete" else None}
     return {k: v for k, v in fields.items() if v is not None}
@@ -105,7 +108,7 @@ async def perform(resources: Resources, principal: Principal, journey_id: UUID,
         journey = await _journey(conn, principal, journey_id)
         if (first := await _first_answer(conn, journey, wanted)) is not None:
             return first
-        fields = _checked(journey, wanted)
+        fields = _checked(journey, wanted, resources.sites.get(journey.site).counters)
         fallback_id = await conn.fetchval("SELECT id FROM fallbacks WHERE site = $1 AND system = $2"
                                           " AND status = 'active'", journey.site, QUEUE)
         if fallback_id is None:

@@ -46,8 +46,10 @@ class FloorCustomer(msgspec.Struct, kw_only=True):
     slot_start: datetime | None
     arrived_at: datetime | None
     called_at: datetime | None
-    # waited so far, or until called
+    # waited so far, or until called; and the wait this customer's service should stay under (the site's
+    # per-service target for `service`, else for `queue_name`, else the site's)
     wait_s: float
+    wait_target_s: float
 
 
 class CounterState(msgspec.Struct, kw_only=True):

@@ -56,17 +56,18 @@ async def floor(conn: asyncpg.Connection, settings: SiteSettings) -> Floor:
     customers, position = [], 0
     for row in rows:
         state = _state.decode(row["state"])
-        ticket, slot = state.value("ticket") or {}, state.value("slot_start")
+        ticket, slot, service = state.value("ticket") or {}, state.value("slot_start"), state.value("service")
         waiting = row["stage"] not in _AT_COUNTER
         position += waiting
         customers.append(FloorCustomer(
             journey_id=row["id"], refs=list(row["refs"]), stage=row["stage"],
             position=position if waiting else None,
-            ticket=ticket.get("ticket"), queue_name=ticket.get("queue_name"), service=state.value("service"),
+            ticket=ticket.get("ticket"), queue_name=ticket.get("queue_name"), service=service,
             counter=state.value("counter"), priority=state.value("priority") or "normal",
             eligibility=(state.value("eligibility") or {}).get("result"),
             slot_start=datetime.fromisoformat(slot) if slot else None, arrived_at=row["arrived_at"],
-            called_at=row["called_at"], wait_s=max(0.0, float(row["wait_s"]))))
+            called_at=row["called_at"], wait_s=max(0.0, float(row["wait_s"])),
+            wait_target_s=settings.target_for(service or ticket.get("queue_name"))))
     return Floor(site=site_view(settings), at=datetime.now(UTC), customers=customers,
                  counters=_counters(settings, customers),
                  fallbacks=await fallbacks.list_fallbacks(conn, sites=[settings.site], status="active",
