@@ -179,10 +179,12 @@ class FloorView:
         floor = self.floor
         if floor is None:
             return
-        counters = [c["counter"] for c in floor["counters"]]
+        # the site's counters; where none are configured, those in use
+        counters = floor["site"]["counters"] or [c["counter"] for c in floor["counters"]]
         if self.counter not in counters and counters:
             self._work_at(counters[0])
-        self.counter_select.set_options(counters, value=self.counter)
+        kept = [self.counter] if self.counter is not None and self.counter not in counters else []
+        self.counter_select.set_options(counters + kept, value=self.counter)
         waiting = [c for c in floor["customers"] if c["position"] is not None]
         self.call_next.set_enabled(self.blocked is None and bool(waiting) and self.counter is not None)
         banner = tuple((f["id"], f["system"], f["status"]) for f in floor["fallbacks"])
