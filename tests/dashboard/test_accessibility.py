@@ -23,8 +23,9 @@ def openable(route: str, ref: str) -> str:
     return f"{route}?ref={ref}" if route == "/journeys" else route
 
 
-@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 900}, {"width": 768, "height": 1024}],
-                         ids=["desktop", "tablet-portrait"])
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 900}, {"width": 1024, "height": 768},
+                                      {"width": 768, "height": 1024}],
+                         ids=["desktop", "tablet-landscape", "tablet-portrait"])
 async def test_no_page_of_the_board_has_a_serious_or_critical_accessibility_violation(
         browser: Browser, dashboard_url, board_routes, axe_source, api, token, uid, viewport):
     site = f"axe-{uid}"
