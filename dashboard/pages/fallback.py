@@ -99,7 +99,9 @@ def step_caption(step: Step, journey: dict[str, Any] | None) -> str:
         return "new arrival"
     if step.next_in is None:
         return "by reference"
-    return journey["refs"][0] if journey else f"no one {step.next_in.replace('_', ' ')}"
+    if journey is None:
+        return f"no one {step.next_in.replace('_', ' ')}"
+    return journey.get("ticket") or journey["refs"][0]
 
 
 def reference_label(steps: tuple[Step, ...]) -> str:
@@ -251,6 +253,9 @@ class FallbackView:
             self.fields: dict[str, ui.input | ui.select] = {}
             for name in (n for n in INPUTS if n in inputs):
                 label, value, options = INPUTS[name]
+                counters = self.viewer.sites.settings(fallback["site"]).counters
+                if name == "counter" and counters:  # the site's configured counters, the first to start with
+                    value, options = counters[0], tuple(counters)
                 field = ui.select(list(options), value=value, label=label) if options \
                     else ui.input(label, value=value)
                 self.fields[name] = field.classes("w-44").props(f"data-testid=input-{name.replace('_', '-')}")

@@ -159,6 +159,17 @@ async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_led
     await expect(page.get_by_test_id("step-check_in")).to_be_visible(timeout=15_000)
     await expect(page.get_by_test_id("step-set_priority")).to_have_count(0)
     await expect(page.get_by_test_id("ledger")).to_contain_text("check in")
+    # the queue's steps on "the next one": ticket for the walk-in, then a call to a counter of the site's
+    await expect(page.get_by_test_id("input-counter")).to_contain_text("C1")
+    await page.get_by_test_id("step-issue_ticket").click()
+    await expect(page.get_by_test_id("outcome")).to_contain_text(f"Issue ticket done: ticket M-001 {walk_in}",
+                                                                 timeout=15_000)
+    await expect(page.get_by_test_id("steps")).to_contain_text("M-001")  # next to call: the walk-in's ticket
+    await page.get_by_test_id("step-call").click()
+    await expect(page.get_by_test_id("outcome")).to_contain_text("Call next done: ", timeout=15_000)
+    await expect(page.get_by_test_id("outcome")).to_contain_text(" is called")
+    assert await stack.pool.fetchval("SELECT data->>'counter' FROM fallback_ledger WHERE fallback_id = $1 AND"
+                                     " action = 'call'", queue_fallback["id"]) == "C1"
 
     # crm goes down too; staff switch to it: only its step, and its own (empty, then growing) ledger
     crm = page.get_by_test_id("system-crm")
