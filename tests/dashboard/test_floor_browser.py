@@ -143,6 +143,7 @@ async def test_floor_during_the_queue_fallback_shows_a_banner_and_a_call_is_a_ma
                                     " ORDER BY seq", fallback["id"])
     assert [r["action"] for r in ledger] == ["check_in", "issue_ticket", "call"]
     assert ledger[2]["step_id"]  # the page chose it: a repeat would be done once
+    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)
     await page.screenshot(path=DOC_SCREENSHOTS / "floor-fallback.png", full_page=True)
     await page.close()
 
@@ -195,5 +196,6 @@ async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_led
     await page.wait_for_timeout(1000)
     await expect(page.get_by_test_id("ledger")).not_to_contain_text("check in")
     DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)  # the picture without toasts
     await page.screenshot(path=DOC_SCREENSHOTS / "fallback.png", full_page=True)
     await page.close()
