@@ -67,6 +67,13 @@ def wait_text(seconds: float) -> str:
     return "just arrived" if minutes == 0 else f"waiting {minutes} min"
 
 
+def wait_shown(seconds: float, target_s: float | None) -> tuple[str, bool]:
+    """The wait as shown, and whether it is over the customer's service's target."""
+    if target_s is None or seconds <= target_s:
+        return wait_text(seconds), False
+    return f"{wait_text(seconds)}, over the {target_s / 60:.0f} min target", True
+
+
 def queue_fallback(floor: dict[str, Any]) -> dict[str, Any] | None:
     return next((f for f in floor["fallbacks"] if f["system"] == "queue" and f["status"] == "active"), None)
 
@@ -207,7 +214,9 @@ class FloorView:
         since = (datetime.now(UTC) - datetime.fromisoformat(self.floor["at"])).total_seconds()
         for customer in self.floor["customers"]:
             if (row := self.rows.get(customer["journey_id"])) is not None:
-                row.wait.set_text(wait_text(customer["wait_s"] + max(0.0, since)))
+                text, over = wait_shown(customer["wait_s"] + max(0.0, since), customer.get("wait_target_s"))
+                row.wait.set_text(text)
+                row.wait.classes(replace="text-red-800 font-bold" if over else "text-gray-700")
 
     def _check_awaited(self, floor: dict[str, Any]) -> None:
         """Say "done" once the floor shows what was sent, as the system that did it reported it."""

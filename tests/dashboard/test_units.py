@@ -26,7 +26,7 @@ from dashboard.live import (
 from dashboard.pages.capacity import over_target
 from dashboard.pages.failures import ANY, matching
 from dashboard.pages.fallback import next_journey, reference_label, steps_of
-from dashboard.pages.floor import badges, wait_text
+from dashboard.pages.floor import badges, wait_shown, wait_text
 from dashboard.session import Principal, Sessions
 from dashboard.sites import site_book
 from tools.embedded import free_port
@@ -210,6 +210,9 @@ def test_floor_badges_say_priority_eligibility_and_an_appointment_due_within_ten
     assert badges({**plain, "slot_start": "2026-12-04T14:11:00+00:00"}, now) == []  # not yet due
     assert [t for t, _ in badges({**plain, "eligibility": "unverified"}, now)] == ["eligibility unverified"]
     assert (wait_text(59), wait_text(61), wait_text(3600)) == ("just arrived", "waiting 1 min", "waiting 60 min")
+    assert wait_shown(660, 600) == ("waiting 11 min, over the 10 min target", True)
+    assert wait_shown(540, 600) == ("waiting 9 min", False)
+    assert wait_shown(540, None) == ("waiting 9 min", False)
 
 
 def test_floor_fallback_steps_are_those_of_the_system_down_as_far_as_the_backend_offers_them():
