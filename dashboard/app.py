@@ -10,11 +10,13 @@ import sys
 from nicegui import app, ui
 
 from dashboard.context import Dashboard
+from dashboard.frame import apply_theme
 from dashboard.page_guard import guard_pages
 from dashboard.pages import (
     capacity,
     failures,
     fallback,
+    floor,
     flow,
     integrations,
     journeys,
@@ -25,13 +27,14 @@ from dashboard.pages import (
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
-PAGES = (signin, flow, capacity, journeys, failures, integrations, reconciliation, fallback, listing)
+PAGES = (signin, flow, floor, capacity, journeys, failures, integrations, reconciliation, fallback, listing)
 
 
 def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:
     """Register every page and the shutdown hook; returns the process's dashboard state."""
     dashboard = Dashboard(settings=settings, backend_url=settings.backend_url,
                           demo=settings.dashboard_demo if demo is None else demo)
+    apply_theme()
     for page in PAGES:
         page.register(dashboard)
     app.on_shutdown(dashboard.live.close_all)
@@ -72,5 +75,5 @@ def run(settings: Settings, *, host: str, port: int, demo: bool | None = None) -
     storage_secret = secrets.token_urlsafe(32)
     guard_pages(app, storage_secret)
     ui.run(host=host, port=port, title="Switchboard", reload=False, show=False, show_welcome_message=False,
-           storage_secret=storage_secret, favicon="🔀", uvicorn_logging_level="warning",
+           storage_secret=storage_secret, favicon="🔀", uvicorn_logging_level="warning", language="en-US",
            log_config=None)  # keep the scrubbing JSON handler of switchboard/logs.py

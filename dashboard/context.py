@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi.responses import RedirectResponse
 from nicegui import app, ui
@@ -13,11 +16,13 @@ from dashboard.backend_client import BackendClient, BackendError, Capabilities
 from dashboard.coalesce import Coalescer
 from dashboard.live import LiveConnection, LiveRegistry
 from dashboard.session import Principal, Sessions
+from dashboard.sites import SITES, SiteBook, load_site_book
 from switchboard.settings import Settings
 
 # how long the backend's OpenAPI answer is trusted: a backend upgraded under a running board shows
 # its new endpoints within a minute
 CAPABILITIES_TTL_S = 60.0
+SHARED_READ_S = 2.0
 
 
 @dataclass
@@ -26,7 +31,10 @@ class Dashboard:
     backend_url: str
     demo: bool
     sessions: Sessions = field(default_factory=Sessions)
+    # the counter each browser works at, per site, chosen on the Floor page (this process's memory only)
+    counters: dict[tuple[str, str], str] = field(default_factory=dict)
     live: LiveRegistry = field(init=False)
+    _reads: dict[tuple[str, str, int], asyncio.Task[Any]] = field(default_factory=dict)
     _capabilities: Capabilities | None = None
     _capabilities_at: float = float("-inf")
 
@@ -36,6 +44,23 @@ class Dashboard:
     @property
     def wait_target_s(self) -> float:
         return self.settings.wait_target_s
+
+    async def read_once(self, token: str, path: str, version: int) -> Any:
+        """GET `path` once for all the tabs of one sign-in that ask for it having seen the same `version`
+        of what changed: twenty tabs on one page cost one request, not twenty, and none gets an older
+        answer than what it has seen."""
+        key = (hashlib.sha256(token.encode()).hexdigest(), path, version)
+        task = self._reads.get(key)
+        if task is None:
+            task = self._reads[key] = asyncio.create_task(self._read(token, path))
+            # kept a moment for the tabs whose renders come a little later
+            task.add_done_callback(lambda _: asyncio.get_running_loop().call_later(
+                SHARED_READ_S, self._reads.pop, key, None))
+        return await asyncio.shield(task)
+
+    async def _read(self, token: str, path: str) -> Any:
+        async with BackendClient(self.backend_url, token) as http:
+            return await http.get(path)
 
     async def capabilities(self) -> Capabilities | None:
         """What the backend offers, or None while it cannot be reached."""
@@ -59,9 +84,10 @@ class Viewer:
     principal: Principal
     live: LiveConnection
     capabilities: Capabilities | None  # None: the backend could not be reached to ask
+    sites: SiteBook  # the viewer's sites' settings: time zones, wait targets, counters
 
-    def http(self) -> BackendClient:
-        return BackendClient(self.dashboard.backend_url, self.token)
+    def http(self, timeout_s: float = 10.0) -> BackendClient:
+        return BackendClient(self.dashboard.backend_url, self.token, timeout_s)
 
     def offers(self, method: str, path: str) -> bool:
         return self.capabilities is not None and self.capabilities.has(method, path)
@@ -90,8 +116,12 @@ async def current_viewer(dashboard: Dashboard) -> Viewer | None:
     token = dashboard.sessions.token(browser_id)
     if token is None:
         return None
+    principal = Principal.from_token(token)
+    capabilities = await dashboard.capabilities()
+    async with BackendClient(dashboard.backend_url, token) as http:
+        sites = await load_site_book(http, capabilities is not None and capabilities.has("GET", SITES),
+                                     principal.sites)
     live = dashboard.live.acquire(token)
     ui.context.client.on_delete(lambda: dashboard.live.release(token))
-    return Viewer(dashboard=dashboard, browser_id=browser_id, token=token,
-                  principal=Principal.from_token(token), live=live,
-                  capabilities=await dashboard.capabilities())
+    return Viewer(dashboard=dashboard, browser_id=browser_id, token=token, principal=principal, live=live,
+                  capabilities=capabilities, sites=sites)

@@ -7,11 +7,20 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from nicegui import ui
+from nicegui import app, ui
 
 from dashboard.context import Viewer
 from dashboard.live import CONNECTION, LiveState
 from dashboard.session import Principal
+from dashboard.sites import SiteBook
+
+# Quasar's colours darkened until white text on them reads at 4.5:1 or better (WCAG AA), board-wide
+THEME = {"primary": "#1d4ed8", "secondary": "#0f766e", "accent": "#7e22ce", "positive": "#15803d",
+         "negative": "#b91c1c", "info": "#0e7490", "warning": "#9a3412"}
+
+
+def apply_theme() -> None:
+    app.colors(**THEME)
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class NavItem:
 
 NAVIGATION = (
     NavItem("Flow", "/", "timeline"),
+    NavItem("Floor", "/floor", "storefront"),
     NavItem("Capacity", "/capacity", "groups"),
     NavItem("Journeys", "/journeys", "search"),
     NavItem("Failures", "/failures", "error_outline"),
@@ -37,30 +47,36 @@ NAVIGATION = (
 )
 
 
-def connection_text(state: LiveState) -> str:
-    """Empty while connected; otherwise what is wrong and since when."""
+def connection_text(state: LiveState, sites: SiteBook | None = None) -> str:
+    """Empty while connected; otherwise what is wrong and since when (in the viewer's site's zone)."""
     if state.ended:
         return f"Live updates stopped: {state.ended}."
     if state.connected:
         return ""
     if state.lost_since is None:
         return "Connecting to the backend…"
-    return (f"Connection to the backend lost since {state.lost_since:%H:%M:%S} UTC; what you see may be out"
-            " of "
-            f"date. Reconnecting (attempt {state.attempts})…")
+    return (f"Connection to the backend lost since {(sites or SiteBook()).time(state.lost_since)}; what you"
+            f" see may be out of date. Reconnecting (attempt {state.attempts})…")
 
 
 @contextlib.contextmanager
 def frame(viewer: Viewer, title: str) -> Iterator[None]:
+    """The page's header, navigation and connection banner around its content. Navigation sits in the
+    header on wide screens and in a drawer behind the menu button on tablets and below."""
     principal = viewer.principal
     ui.page_title(f"{title} · Switchboard")
+    items = [item for item in NAVIGATION if item.visible_to(principal)]
+    drawer = ui.left_drawer(value=False).props("overlay bordered").classes("bg-slate-800 xl:hidden")
+    with drawer, ui.column().classes("gap-1 w-full").props("role=navigation aria-label=Pages"):
+        for item in items:
+            _nav_link(item, title).classes("text-lg py-3 w-full")
     with ui.header().classes("items-center bg-slate-800 gap-2 py-1"):
+        ui.button(icon="menu", on_click=drawer.toggle).props("flat round color=white aria-label=Navigation") \
+            .classes("xl:hidden").props("data-testid=menu")
         ui.label("Switchboard").classes("text-lg font-bold mr-4")
-        for item in NAVIGATION:
-            if item.visible_to(principal):
-                ui.link(item.label, item.path).classes(
-                    "text-white no-underline px-2 py-1 rounded"
-                    + (" bg-slate-600" if item.label == title else ""))
+        with ui.row().classes("gap-1 max-xl:hidden").props("role=navigation aria-label=Pages"):
+            for item in items:
+                _nav_link(item, title)
         ui.space()
         ui.label(f"{principal.sub} · {', '.join(sorted(principal.roles))} · {principal.sites_text}") \
             .classes("text-sm").props("data-testid=who")
@@ -69,15 +85,22 @@ def frame(viewer: Viewer, title: str) -> Iterator[None]:
         .props("data-testid=banner")
 
     def show_connection() -> None:
-        text = connection_text(viewer.live.state)
+        text = connection_text(viewer.live.state, viewer.sites)
         banner.set_text(text)
         banner.set_visibility(bool(text))
 
     show_connection()
     viewer.on_change(CONNECTION, show_connection)
     with ui.column().classes("w-full p-4 gap-4"):
-        ui.label(title).classes("text-2xl font-semibold")
+        ui.label(title).classes("text-2xl font-semibold").props("role=heading aria-level=1")
         yield
+
+
+def _nav_link(item: NavItem, title: str) -> ui.link:
+    current = item.label == title
+    return ui.link(item.label, item.path).classes(
+        "text-white no-underline px-2 py-1 rounded" + (" bg-slate-600" if current else "")) \
+        .props("aria-current=page" if current else "")
 
 
 def _sign_out(viewer: Viewer) -> None:

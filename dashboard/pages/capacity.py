@@ -52,7 +52,7 @@ class CapacityView:
             with ui.row().classes("items-center"):
                 ui.label(capacity["site"]).classes("text-lg font-bold")
                 if late:
-                    ui.badge("over wait target", color="red")
+                    ui.badge("over wait target", color="negative")
             utilisation = capacity["utilisation"]
             for label, value in (
                 ("counters open / busy", f"{capacity['counters_open']} / {capacity['counters_busy']}"),

@@ -223,7 +223,7 @@ class FailuresView:
             reason = ui.input("Reason (required, at least 3 characters)").classes("w-96")
             with ui.row():
                 ui.button("Cancel", on_click=lambda: dialog.submit(None)).props("flat")
-                confirm = ui.button("Discard", color="red",
+                confirm = ui.button("Discard", color="negative",
                                     on_click=lambda: dialog.submit(reason.value.strip()))
                 confirm.bind_enabled_from(reason, "value", backward=lambda v: len((v or "").strip()) >= 3)
         text = await dialog

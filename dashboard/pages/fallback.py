@@ -1,9 +1,11 @@
 """Fallback (for floor staff): per site, each system's health; Start and End fallback with a reason;
-while one is active, large buttons for the manual steps (check in, issue ticket, call next, start,
-complete) and the ledger of what was done by hand."""
+while one is active, large buttons for the manual steps of the system that is down (queue: check in,
+ticket, call, start, complete…; appointments: check in by appointment, book a walk-in; core: eligibility
+unverified, verify; crm: priority by hand) and the ledger of the fallback being worked on."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import RedirectResponse
@@ -13,13 +15,46 @@ from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import UNREACHABLE, frame
 from dashboard.pages.integrations import STATUS_COLOUR
+from dashboard.steps import StepSender
 
 FALLBACKS = "/api/v1/fallbacks"
 SYSTEMS = ("appointments", "queue", "crm", "core", "contact_center")
-# each step and the stage of the journey it applies to (None: a new arrival, no journey needed)
-STEPS = (("check_in", "Check in", None), ("issue_ticket", "Issue ticket", "arrived"),
-         ("call", "Call next", "waiting"), ("start", "Start service", "called"),
-         ("complete", "Complete", "in_service"))
+
+
+@dataclass(frozen=True)
+class Step:
+    """A manual step: its button, the inputs it takes besides the reference, whether it needs one, and
+    for a step on whoever is next, the stage that person is in."""
+
+    action: str
+    label: str
+    inputs: tuple[str, ...] = ()
+    needs_ref: bool = True
+    next_in: str | None = None
+
+
+# each system's manual steps (CONTRACT section 10); the backend's `steps` of a fallback narrow them
+STEPS: dict[str, tuple[Step, ...]] = {
+    "queue": (Step("check_in", "Check in", needs_ref=False),
+              Step("issue_ticket", "Issue ticket", next_in="arrived"),
+              Step("call", "Call next", ("counter",), next_in="waiting"),
+              Step("recall", "Recall", ("counter",)),
+              Step("no_show", "No-show"), Step("transfer", "Transfer", ("queue_name",)),
+              Step("start", "Start service", ("counter",), next_in="called"),
+              Step("complete", "Complete", ("outcome",), next_in="in_service")),
+    "appointments": (Step("check_in", "Check in appointment"),
+                     Step("book_walk_in", "Book walk-in", ("service",), needs_ref=False)),
+    "core": (Step("mark_unverified", "Eligibility unverified"),
+             Step("verify", "Verify eligibility", ("result",))),
+    "crm": (Step("set_priority", "Set priority", ("priority",)),),
+}
+# what a step may ask besides the reference: label, first value, choices (None: typed)
+INPUTS: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
+    "counter": ("Counter", "1", None), "queue_name": ("Transfer to queue", "main", None),
+    "outcome": ("Outcome", "served", ("served", "not_served")), "service": ("Service", "general", None),
+    "result": ("Result", "passed", ("passed", "failed")),
+    "priority": ("Priority", "high", ("high", "normal")),
+}
 _LEDGER_COLUMNS = [
     {"name": "seq", "label": "#", "field": "seq"},
     {"name": "at", "label": "Time", "field": "at"},
@@ -41,24 +76,59 @@ def action_block(viewer: Viewer) -> str | None:
     return None
 
 
+def queue_order(journey: dict[str, Any]) -> tuple[int, str, str]:
+    """The queue's serving order: high priority first, then the earliest appointment, then arrival."""
+    return (0 if journey.get("priority") == "high" else 1, journey.get("slot_start") or "~",
+            journey.get("created_at") or journey["updated_at"])
+
+
 def next_journey(journeys: list[dict[str, Any]], site: str, stage: str) -> dict[str, Any] | None:
-    """Whom a step applies to: the journey at `site` in `stage` that has been there longest."""
-    waiting = [j for j in journeys if j["site"] == site and j["stage"] == stage]
-    return min(waiting, key=lambda j: j["updated_at"], default=None)
+    """Whom a step on "the next one" applies to: the first at `site` in `stage`, in the queue's order."""
+    return min((j for j in journeys if j["site"] == site and j["stage"] == stage), key=queue_order,
+               default=None)
 
 
 def active_fallbacks(fallbacks: list[dict[str, Any]], site: str) -> dict[str, dict[str, Any]]:
-    return {f["system"]: f for f in fallbacks if f["site"] == site and f["status"] == "active"}
+    return {f["system"]: f for f in sorted(fallbacks, key=lambda f: f["id"])
+            if f["site"] == site and f["status"] == "active"}
+
+
+def step_caption(step: Step, journey: dict[str, Any] | None) -> str:
+    """Whom the step applies to when no reference is typed."""
+    if not step.needs_ref:
+        return "new arrival"
+    if step.next_in is None:
+        return "by reference"
+    if journey is None:
+        return f"no one {step.next_in.replace('_', ' ')}"
+    return journey.get("ticket") or journey["refs"][0]
+
+
+def reference_label(steps: tuple[Step, ...]) -> str:
+    """What the reference field takes, and what leaving it empty does for these steps."""
+    empty = [text for text, applies in (("the next one", any(s.next_in for s in steps)),
+                                        ("a new walk-in", any(not s.needs_ref for s in steps))) if applies]
+    return "Reference" + (f" (empty: {' or '.join(empty)})" if empty else "")
+
+
+def steps_of(fallback: dict[str, Any]) -> tuple[Step, ...]:
+    """The steps of the fallback's system, as far as the backend offers them for it."""
+    steps = STEPS.get(fallback["system"], ())
+    offered = fallback.get("steps")
+    return steps if offered is None else tuple(step for step in steps if step.action in offered)
 
 
 class FallbackView:
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
         self.blocked = action_block(viewer)
+        self.sender = StepSender(viewer)
         self.site: str | None = None
+        self.working_on: str | None = None  # the system whose fallback the person chose to work on
         self.ledger_for: tuple[int, int] | None = None  # (fallback id, ledger size) the table shows
         self.fallback: dict[str, Any] | None = None  # the active fallback the manual steps are recorded in
-        self.next_for: dict[str, dict[str, Any] | None] = {}  # per step, the journey it applies to
+        self.steps_for: int | None = None  # the fallback the step buttons were built for
+        self.next_for: dict[str, dict[str, Any] | None] = {}  # per step, the journey "next" applies to
         self.shown_systems: tuple[Any, ...] | None = None  # what the system rows were built from
 
     def sites(self) -> list[str]:
@@ -75,21 +145,24 @@ class FallbackView:
                 ui.label(f"Actions: {self.blocked}").classes("text-sm text-gray-600") \
                     .props("data-testid=blocked")
         self.systems = ui.column().classes("w-full gap-2")
-        self.steps = ui.column().classes("w-full gap-2")
-        with self.steps:
-            self._build_steps()
-        self.outcome = ui.label().classes("text-lg font-medium").props("data-testid=outcome")
-        ui.label("Ledger: the steps taken by hand, in order").classes("font-medium")
+        self.working = ui.toggle([], on_change=self._working_changed).props("data-testid=working-on")
+        self.steps = ui.column().classes("w-full gap-2").props("data-testid=steps")
+        self.outcome = ui.label().classes("text-lg font-medium").props('data-testid=outcome role=status')
+        self.ledger_title = ui.label("Ledger: the steps taken by hand, in order").classes("font-medium")
         self.ledger = ui.table(rows=[], columns=_LEDGER_COLUMNS, row_key="seq").classes("w-full") \
-            .props("dense flat")
+            .props("dense flat wrap-cells data-testid=ledger")
         self.render()
         for topic in ("fallbacks", "integrations", "capacity"):
             self.viewer.on_change(topic, self.render)
-        # journeys change several times a second: they only move whom the step buttons call
-        self.viewer.on_change("journeys", self.render_steps)
+        # journeys change several times a second: they only move whom the "next" buttons apply to
+        self.viewer.on_change("journeys", self.render_next)
 
     def _site_changed(self) -> None:
         self.site = self.site_select.value
+        self.render()
+
+    def _working_changed(self) -> None:
+        self.working_on = self.working.value
         self.render()
 
     def render(self) -> None:
@@ -100,6 +173,7 @@ class FallbackView:
             self.site_select.set_options(sites, value=self.site)
         if self.site is None:
             self.steps.set_visibility(False)
+            self.working.set_visibility(False)
             self.systems.clear()
             self.shown_systems = None
             with self.systems:
@@ -113,13 +187,22 @@ class FallbackView:
             with self.systems:
                 for system, health, fallback in shown:
                     self._system_row(system, health, fallback)
-        self._render_steps(active)
-        fallback = next(iter(active.values()), None) or self._latest_fallback()
-        if fallback is None:
+        if self.working_on not in active:  # the oldest active fallback until the person picks another
+            self.working_on = next(iter(active), None)
+        self.working.set_options(list(active), value=self.working_on)
+        self.working.set_visibility(len(active) > 1)
+        self.fallback = active.get(self.working_on) if self.working_on else None
+        self._render_steps()
+        shown_ledger = self.fallback or self._latest_fallback()
+        if shown_ledger is None:
             self.ledger.rows = []
-        elif self.ledger_for != (fallback["id"], fallback["ledger_size"]):
-            self.ledger_for = (fallback["id"], fallback["ledger_size"])
-            background_tasks.create(self.load_ledger(fallback["id"]), name="fallback-ledger")
+            self.ledger_for = None
+            self.ledger.update()
+        elif self.ledger_for != (shown_ledger["id"], shown_ledger["ledger_size"]):
+            self.ledger_for = (shown_ledger["id"], shown_ledger["ledger_size"])
+            self.ledger_title.set_text(f"Ledger of fallback #{shown_ledger['id']} ({shown_ledger['system']}):"
+                                       " the steps taken by hand, in order")
+            background_tasks.create(self.load_ledger(shown_ledger["id"]), name="fallback-ledger")
 
     def _latest_fallback(self) -> dict[str, Any] | None:
         at_site = [f for f in self.viewer.live.state.items["fallbacks"].values() if f["site"] == self.site]
@@ -132,54 +215,71 @@ class FallbackView:
         health = self.viewer.live.state.items["integrations"].get(system)
         return health["status"] if health else "unknown"
 
-    def render_steps(self) -> None:
-        self._render_steps(self.active())
-
     def _system_row(self, system: str, status: str, fallback: dict[str, Any] | None) -> None:
         with ui.row().classes("items-center gap-4 w-full").props(f"data-testid=system-{system}"):
             ui.label(system).classes("w-40 font-medium")
-            ui.badge(status, color=STATUS_COLOUR.get(status, "grey"))
+            ui.badge(status, color=STATUS_COLOUR.get(status, "grey-8"))
             if fallback is None:
-                ui.label("normal operation").classes("text-gray-500 w-72")
+                ui.label("normal operation").classes("text-gray-600 w-72")
                 button = ui.button("Start fallback…",
-                                   on_click=lambda s=system: self.start(s)).props("color=orange")
+                                   on_click=lambda s=system: self.start(s)).props("color=warning")
             else:
-                ui.label(f"FALLBACK since {fallback['started_at'][11:16]} by {fallback['started_by']}: "
-                         f"{fallback['reason']}").classes("text-orange-800 font-medium w-72")
+                since = self.viewer.sites.time(fallback["started_at"], fallback["site"], seconds=False)
+                ui.label(f"FALLBACK since {since} by {fallback['started_by']}: "
+                         f"{fallback['reason']}").classes("text-orange-900 font-medium w-72")
                 button = ui.button("End fallback…", on_click=lambda f=fallback: self.end(f))
             button.set_enabled(self.blocked is None)
 
-    def _build_steps(self) -> None:
-        """Built once, so what staff type survives the re-renders live updates cause."""
-        self.steps_title = ui.label().classes("text-lg font-medium")
-        with ui.row().classes("items-end gap-4"):
-            self.ref_input = ui.input("Appointment reference (empty: walk-in)").classes("w-80") \
-                .props("data-testid=check-in-ref")
-            self.counter_input = ui.input("Counter", value="1").classes("w-32").props("data-testid=counter")
-        self.step_buttons: dict[str, tuple[ui.button, ui.label]] = {}
-        with ui.row().classes("gap-4"):
-            for action, label, _stage in STEPS:
-                with ui.column().classes("items-center gap-1"):
-                    button = ui.button(label, on_click=lambda a=action: self.step(a)) \
-                        .classes("text-xl px-8 py-6 min-w-48").props(f"size=xl data-testid=step-{action}")
-                    self.step_buttons[action] = (button, ui.label().classes("text-sm text-gray-600"))
-
-    def _render_steps(self, active: dict[str, dict[str, Any]]) -> None:
-        self.steps.set_visibility(bool(active))
-        self.fallback = active.get("queue") or next(iter(active.values()), None)
-        if self.fallback is None:
+    def _render_steps(self) -> None:
+        fallback = self.fallback
+        self.steps.set_visibility(fallback is not None)
+        if fallback is None or self.steps_for == fallback["id"]:
+            self.render_next()
             return
-        self.steps_title.set_text(f"Manual steps, recorded in fallback #{self.fallback['id']} "
-                                  f"({self.fallback['system']})")
+        self.steps_for = fallback["id"]  # rebuilt only for another fallback: what staff type survives
+        self.steps.clear()
+        with self.steps:
+            self._build_steps(fallback)
+        self.render_next()
+
+    def _build_steps(self, fallback: dict[str, Any]) -> None:
+        steps = steps_of(fallback)
+        ui.label(f"Manual steps for {fallback['system']}, recorded in fallback #{fallback['id']}") \
+            .classes("text-lg font-medium")
+        inputs = {name for step in steps for name in step.inputs}
+        with ui.row().classes("items-end gap-4"):
+            self.ref_input = ui.input(reference_label(steps)).classes("w-96") \
+                .props("data-testid=step-ref")
+            self.fields: dict[str, ui.input | ui.select] = {}
+            for name in (n for n in INPUTS if n in inputs):
+                label, value, options = INPUTS[name]
+                counters = self.viewer.sites.settings(fallback["site"]).counters
+                if name == "counter" and counters:  # the site's configured counters, the first to start with
+                    value, options = counters[0], tuple(counters)
+                field = ui.select(list(options), value=value, label=label) if options \
+                    else ui.input(label, value=value)
+                self.fields[name] = field.classes("w-44").props(f"data-testid=input-{name.replace('_', '-')}")
+        self.step_buttons: dict[str, tuple[ui.button, ui.label, Step]] = {}
+        with ui.row().classes("gap-4"):
+            for step in steps:
+                with ui.column().classes("items-center gap-1"):
+                    button = ui.button(step.label, on_click=lambda s=step: self.step(s)) \
+                        .classes("text-xl px-8 py-6 min-w-48") \
+                        .props(f"size=xl data-testid=step-{step.action}")
+                    caption = ui.label().classes("text-sm text-gray-600")
+                    self.step_buttons[step.action] = (button, caption, step)
+
+    def render_next(self) -> None:
+        """Whom each "next" step applies to now, on its caption."""
+        if self.fallback is None or self.steps_for != self.fallback["id"]:
+            return
         journeys = list(self.viewer.live.state.items["journeys"].values())
         self.next_for = {}
-        for action, _label, stage in STEPS:
-            journey = None if stage is None else next_journey(journeys, self.site or "", stage)
+        for action, (button, caption, step) in self.step_buttons.items():
+            journey = None if step.next_in is None else next_journey(journeys, self.site or "", step.next_in)
             self.next_for[action] = journey
-            button, caption = self.step_buttons[action]
-            button.set_enabled(self.blocked is None and (stage is None or journey is not None))
-            caption.set_text("new arrival" if stage is None else
-                             journey["refs"][0] if journey else f"no one {stage.replace('_', ' ')}")
+            button.set_enabled(self.blocked is None)
+            caption.set_text(step_caption(step, journey))
 
     async def load_ledger(self, fallback_id: int) -> None:
         try:
@@ -188,8 +288,10 @@ class FallbackView:
         except BackendError as exc:
             self.outcome.set_text(f"The ledger could not be read: {exc}")
             return
-        self.ledger.rows = [{**entry, "at": entry["at"][11:19], "action": entry["action"].replace("_", " ")}
-                            for entry in detail["ledger"]]
+        if self.ledger_for is None or self.ledger_for[0] != fallback_id:
+            return  # another fallback was chosen meanwhile
+        self.ledger.rows = [{**entry, "at": self.viewer.sites.time(entry["at"], detail["site"]),
+                             "action": entry["action"].replace("_", " ")} for entry in detail["ledger"]]
         self.ledger.update()
 
     def _report(self, text: str) -> None:
@@ -233,30 +335,49 @@ class FallbackView:
             return
         self._report(f"Fallback #{fallback['id']} ended: replaying the ledger to {fallback['system']}")
 
-    async def step(self, action: str) -> None:
-        fallback, journey = self.fallback, self.next_for.get(action)
+    def _body(self, step: Step) -> dict[str, Any] | str:
+        """The step's request, or why it cannot be sent."""
+        body: dict[str, Any] = {"action": step.action}
+        ref = (self.ref_input.value or "").strip()
+        journey = self.next_for.get(step.action)
+        if ref:
+            body["ref"] = ref
+        elif journey is not None:
+            body["ref"] = journey["refs"][0]
+        elif step.needs_ref:
+            return "type the customer's reference first" if step.next_in is None \
+                else f"no one {step.next_in.replace('_', ' ')}: type a reference"
+        for name in step.inputs:
+            value = (self.fields[name].value or "").strip()
+            if not value:
+                return f"fill in {name.replace('_', ' ')} first"
+            body[name] = value
+        return body
+
+    async def step(self, step: Step) -> None:
+        fallback = self.fallback
         if fallback is None:
             return
-        body: dict[str, Any] = {"action": action}
-        if journey is not None:
-            body["ref"] = journey["refs"][0]
-        elif (self.ref_input.value or "").strip():
-            body["ref"] = self.ref_input.value.strip()
-        if action in ("call", "start"):
-            body["counter"] = (self.counter_input.value or "").strip() or "1"
-        if action == "complete":
-            body["outcome"] = "served"
-        try:
-            async with self.viewer.http() as http:
-                result = await http.post(f"{FALLBACKS}/{fallback['id']}/actions", body)
-        except BackendError as exc:
-            self._report(f"{action.replace('_', ' ').capitalize()} refused: {exc}")
+        body = self._body(step)
+        what = step.label
+        if isinstance(body, str):
+            self._report(f"{what}: {body}")
             return
-        if action == "check_in":
+        sent = await self.sender.send(f"{FALLBACKS}/{fallback['id']}/actions", body)
+        if sent.status == "unanswered":
+            self._report(f"{what}: no answer yet ({sent.problem}). It may be in the ledger already: pressing "
+                         "it again repeats the same step, which is never done twice.")
+            return
+        if sent.answer is None:
+            self._report(f"{what} refused: {sent.problem}")
+            return
+        if step.action in ("check_in", "book_walk_in"):
             self.ref_input.set_value("")
+        result = sent.answer
         ticket = f" ticket {result['ticket']}" if result.get("ticket") else ""
-        state = "done" if result["applied"] else "recorded, on its way"
-        self._report(f"{action.replace('_', ' ').capitalize()} {state}:{ticket} {result['ref']}"
+        state = {"applied": "done", "recorded": "recorded, on its way"}.get(sent.status, sent.status)
+        repeated = " (already done before: not done again)" if result.get("repeated") else ""
+        self._report(f"{what} {state}{repeated}:{ticket} {result['ref']}"
                      + (f" is {result['stage'].replace('_', ' ')}" if result.get("stage") else ""))
 
 

@@ -94,7 +94,7 @@ class FlowView:
     def render_latest(self) -> None:
         latest = self.viewer.live.state.latest_journeys
         self.latest.rows = [
-            {"seq": seq, "time": j["updated_at"][11:19], "site": j["site"],
+            {"seq": seq, "time": self.viewer.sites.time(j["updated_at"], j["site"]), "site": j["site"],
              "stage": j["stage"].replace("_", " "),
              "refs": ", ".join(j["refs"])}
             for seq, j in latest if self.site in (ALL_SITES, j["site"])

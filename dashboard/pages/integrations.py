@@ -13,7 +13,7 @@ from dashboard import charts
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame
 
-STATUS_COLOUR = {"up": "green", "degraded": "orange", "down": "red"}
+STATUS_COLOUR = {"up": "positive", "degraded": "warning", "down": "negative"}
 CHARTS = (("events_per_min", "Events per minute"), ("invalid_per_min", "Invalid per minute"),
           ("apply_latency_p99_ms", "Apply latency p99 (ms)"), ("held_commands", "Held commands"))
 
@@ -74,15 +74,15 @@ class IntegrationsView:
         for (name, title), chart in zip(CHARTS, self.charts.values(), strict=True):
             chart.update_figure(charts.integration_series(history, name, title))
 
-    @staticmethod
-    def _tile(item: dict[str, Any], now: datetime) -> None:
+    def _tile(self, item: dict[str, Any], now: datetime) -> None:
         status = item["status"]
         with ui.card().classes("min-w-72").props(f"data-testid=integration-{item['system']}"):
             with ui.row().classes("items-center justify-between w-full"):
                 ui.label(item["system"]).classes("text-lg font-bold")
-                ui.badge(status, color=STATUS_COLOUR.get(status, "grey")) \
+                ui.badge(status, color=STATUS_COLOUR.get(status, "grey-8")) \
                     .props(f"data-testid=status-{item['system']}")
-            ui.label(f"{item['reason']} · since {item['since'][11:19]}").classes("text-sm text-gray-600")
+            ui.label(f"{item['reason']} · since {self.viewer.sites.time(item['since'])}") \
+                .classes("text-sm text-gray-600")
             for label, value in figures(item, now):
                 with ui.row().classes("justify-between w-full"):
                     ui.label(label).classes("text-gray-500")

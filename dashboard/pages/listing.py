@@ -44,8 +44,11 @@ async def show_listing(viewer: Viewer, listing: Listing) -> None:
         ui.label("Nothing to show.").classes("text-gray-500")
         return
     columns = list(items[0])
-    ui.table(rows=[{c: _cell(item.get(c)) for c in columns} | {"_row": i} for i, item in enumerate(items)],
-             row_key="_row", columns=[{"name": c, "label": c, "field": c} for c in columns]).classes("w-full")
+    # cells wrap to fit the width: a region scrolling sideways is one a keyboard cannot reach
+    rows = [{c: _cell(item.get(c)) for c in columns} | {"_row": i} for i, item in enumerate(items)]
+    ui.table(rows=rows, row_key="_row", columns=[{"name": c, "label": c, "field": c} for c in columns]) \
+        .classes("w-full") \
+        .props('wrap-cells table-style="table-layout: fixed; overflow-wrap: anywhere"')
 
 
 def register(dashboard: Dashboard) -> None:

@@ -13,6 +13,7 @@ from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import UNREACHABLE, frame
 from dashboard.pages.fallback import SYSTEMS
+from dashboard.sites import SiteBook
 
 BASE = "/api/v1/reconciliation"
 ACTIONS = ("accept_source", "push_ours", "ignore")
@@ -41,7 +42,7 @@ def action_block(viewer: Viewer) -> str | None:
     return None
 
 
-def status_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def status_rows(entries: list[dict[str, Any]], sites: SiteBook) -> list[dict[str, Any]]:
     rows = []
     for status in sorted((e["status"] for e in entries if e.get("status")),
                          key=lambda s: (s["system"], s["site"])):
@@ -49,8 +50,8 @@ def status_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"key": f"{status['system']}@{status['site']}", "system": status["system"],
                      "site": status["site"],
                      "reachable": "yes" if status["reachable"] else "NO",
-                     "last_run": f"{(run['finished_at'] or run['started_at'])[11:19]} ({run['trigger']},"
-                     f" {run['status']})",
+                     "last_run": f"{sites.time(run['finished_at'] or run['started_at'], status['site'])}"
+                                 f" ({run['trigger']}, {run['status']})",
                      "duration": "–" if run["duration_s"] is None else f"{run['duration_s']:.1f} s",
                      "checked": run["checked"], "drifted": run["drifted"],
                      "open_drift": status["open_drift"]})
@@ -128,7 +129,7 @@ class ReconciliationView:
 
     def render(self) -> None:
         entries = self.entries()
-        self.status_table.rows = status_rows(entries)
+        self.status_table.rows = status_rows(entries, self.viewer.sites)
         self.status_table.update()
         everything = open_drift(entries, dict.fromkeys(FILTERS, ANY))
         for name, select in self.selects.items():

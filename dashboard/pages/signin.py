@@ -59,7 +59,7 @@ def register(dashboard: Dashboard) -> None:
             ui.navigate.to("/")
 
         with ui.card().classes("absolute-center w-[32rem]"):
-            ui.label("Switchboard").classes("text-2xl font-bold")
+            ui.label("Switchboard").classes("text-2xl font-bold").props("role=heading aria-level=1")
             token = ui.textarea("Token", placeholder="paste a token (switchboard token --role … --site …)") \
                 .classes("w-full").props("data-testid=token")
             ui.button("Sign in", on_click=lambda: sign_in(token.value.strip())).props("data-testid=sign-in")

@@ -1,4 +1,5 @@
-"""A dashboard in this test process against the session's real backend, driven by NiceGUI's simulated user."""
+"""A dashboard in this test process against the session's real backend, driven by NiceGUI's simulated user;
+and the real one in a real headless Chromium for the browser tests."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from nicegui.client import Client
+from nicegui.testing.general import nicegui_reset_globals
+from playwright.async_api import Browser, async_playwright
 
+from dashboard.app import build
 from switchboard.settings import Settings
+from tests.support.axe import fetch_axe
 from tests.support.backends import start_backend
 from tests.support.board import Board, simulated_board
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, running_dashboard
 from tools.backend_process import BackendProcess
 
 
@@ -29,3 +36,30 @@ def own_backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
     process.stop()
 
 
+@pytest.fixture(scope="module")
+def dashboard_url(backend: BackendProcess, settings: Settings, workdir: Path) -> Iterator[str]:
+    with running_dashboard(backend, settings, workdir / "dashboard.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture(scope="session")
+def axe_source(workdir: Path) -> str:
+    """axe-core from the npm registry, fetched once per session."""
+    return fetch_axe(workdir / "axe-core")
+
+
+@pytest.fixture(scope="session")
+def board_routes(settings: Settings) -> list[str]:
+    """Every page path the dashboard registers, read from NiceGUI's routes after building it, so a page
+    added later is covered without naming it here."""
+    with nicegui_reset_globals():
+        build(settings, demo=True)
+        return sorted(set(Client.page_routes.values()))

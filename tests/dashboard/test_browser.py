@@ -4,75 +4,14 @@ artifacts/screenshots/."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 
-from switchboard.settings import Settings
-from tests.support.backends import backend_env
+from tests.support.browser import SCREENSHOTS, sign_in_as
 from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish
-from tools.backend_process import BackendProcess
-from tools.embedded import free_port
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-PAGES = ("/", "/capacity", "/journeys", "/failures", "/integrations", "/reconciliation", "/fallback", "/audit")
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def dashboard_url(backend: BackendProcess, settings: Settings, workdir: Path) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = workdir / "dashboard.log"
-    env = {**backend_env(settings), "SWITCHBOARD_BACKEND_URL": backend.url}
-    env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would take the process for a test of its own
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "dashboard", "--demo", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text()[-2000:]
-            assert time.monotonic() < deadline, "the dashboard did not start within 60 s"
-            try:
-                with urllib.request.urlopen(url + "/signin", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
-
-
-async def sign_in_as(page: Page, url: str, role: str, sites: str = "*") -> None:
-    await page.goto(url + "/signin")
-    await page.get_by_test_id("demo-role").click()
-    await page.get_by_role("option", name=role, exact=True).click()
-    await page.get_by_test_id("demo-site").fill(sites)
-    await page.get_by_test_id("demo-enter").click()
-    await expect(page.get_by_test_id("who")).to_contain_text(f"demo-{role}")
 
 
 async def test_a_count_on_the_board_changes_after_an_event_is_published(browser: Browser, dashboard_url, js, uid):
@@ -86,7 +25,9 @@ async def test_a_count_on_the_board_changes_after_an_event_is_published(browser:
     await page.close()
 
 
-async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browser: Browser, dashboard_url, js, uid):
+async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browser: Browser, dashboard_url, board_routes,
+                                                                          js, uid):
+    pages = [route for route in board_routes if route != "/signin"]  # every page the dashboard registers
     site = f"site-{uid}"
     await publish(js, cloud_event("capacity.changed", f"site:{site}", {
         "site": site, "counters_open": 3, "counters_busy": 2, "staff_on_duty": 4, "queue_length": 5}, source="/queue"))
@@ -97,7 +38,7 @@ async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browse
     page.on("pageerror", lambda error: errors.append(str(error)))
     await sign_in_as(page, dashboard_url, "sre")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for path in PAGES:
+    for path in pages:
         await page.goto(dashboard_url + (f"/journeys?ref=queue:T-{uid}" if path == "/journeys" else path))
         await expect(page.get_by_test_id("who")).to_contain_text("demo-sre")
         if path == "/capacity":
@@ -110,7 +51,7 @@ async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browse
     await expect(page.get_by_test_id("demo-enter")).to_be_visible()
     await page.screenshot(path=SCREENSHOTS / "signin.png")
     assert errors == []
-    assert {p.name for p in SCREENSHOTS.glob("*.png")} >= {f"{p.strip('/') or 'flow'}.png" for p in PAGES} | {
+    assert {p.name for p in SCREENSHOTS.glob("*.png")} >= {f"{p.strip('/') or 'flow'}.png" for p in pages} | {
         "signin.png"}
     await page.close()
 

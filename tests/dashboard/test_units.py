@@ -25,7 +25,10 @@ from dashboard.live import (
 )
 from dashboard.pages.capacity import over_target
 from dashboard.pages.failures import ANY, matching
+from dashboard.pages.fallback import next_journey, reference_label, steps_of
+from dashboard.pages.floor import badges, wait_shown, wait_text
 from dashboard.session import Principal, Sessions
+from dashboard.sites import site_book
 from tools.embedded import free_port
 
 
@@ -182,3 +185,63 @@ def test_failures_holding_up_customers_in_the_building_rank_first_then_upcoming_
         failure(5, "2026-01-01T10:04", {"stage": "completed"}),
     ]
     assert [f["id"] for f in matching(failures, dict.fromkeys(("kind", "system", "site"), ANY))] == [4, 3, 2, 1, 5]
+
+
+def test_times_show_in_the_site_s_own_zone_and_say_which_zone_they_are_in():
+    book = site_book([{"site": "north", "time_zone": "Europe/Amsterdam", "wait_target_s": 600},
+                      {"site": "east", "time_zone": "Asia/Kathmandu", "wait_target_s": 900}], ("north",))
+    at = "2026-12-04T14:05:09.123456+00:00"
+    assert book.time(at, "north") == "15:05:09 CET"
+    assert book.time(at, "east") == "19:50:09 +0545"
+    assert book.time(at, "east", seconds=False) == "19:50 +0545"
+    assert book.time(at, "unlisted") == "14:05:09 UTC"  # a site the backend did not list: UTC, and says so
+    assert book.time(at) == "15:05:09 CET"  # a time of no site: the viewer's own site's zone
+    assert site_book([], None).time(datetime(2026, 7, 1, 9, 0, tzinfo=UTC)) == "09:00:00 UTC"
+    assert book.time(None, "north") == "–"
+
+
+def test_floor_badges_say_priority_eligibility_and_an_appointment_due_within_ten_minutes():
+    now = datetime(2026, 12, 4, 14, 0, tzinfo=UTC)
+    plain = {"priority": "normal", "eligibility": "passed", "slot_start": None}
+    assert badges(plain, now) == []
+    assert [text for text, _ in badges({**plain, "priority": "high", "eligibility": "failed",
+                                        "slot_start": "2026-12-04T14:09:00+00:00"}, now)] == [
+        "priority", "eligibility failed", "appointment due"]
+    assert badges({**plain, "slot_start": "2026-12-04T14:11:00+00:00"}, now) == []  # not yet due
+    assert [t for t, _ in badges({**plain, "eligibility": "unverified"}, now)] == ["eligibility unverified"]
+    assert (wait_text(59), wait_text(61), wait_text(3600)) == ("just arrived", "waiting 1 min", "waiting 60 min")
+    assert wait_shown(660, 600) == ("waiting 11 min, over the 10 min target", True)
+    assert wait_shown(540, 600) == ("waiting 9 min", False)
+    assert wait_shown(540, None) == ("waiting 9 min", False)
+
+
+def test_floor_fallback_steps_are_those_of_the_system_down_as_far_as_the_backend_offers_them():
+    def actions(fallback: dict) -> list[str]:
+        return [step.action for step in steps_of(fallback)]
+
+    assert actions({"system": "crm", "steps": ["set_priority"]}) == ["set_priority"]
+    assert actions({"system": "core", "steps": ["mark_unverified", "verify"]}) == ["mark_unverified", "verify"]
+    assert actions({"system": "appointments", "steps": ["check_in", "book_walk_in"]}) == ["check_in", "book_walk_in"]
+    assert actions({"system": "queue", "steps": ["check_in", "call"]}) == ["check_in", "call"]  # narrowed
+    assert actions({"system": "contact_center", "steps": []}) == []
+    assert reference_label(steps_of({"system": "crm", "steps": ["set_priority"]})) == "Reference"
+    assert reference_label(steps_of({"system": "queue", "steps": ["check_in", "call"]})) == \
+        "Reference (empty: the next one or a new walk-in)"
+
+
+def test_floor_fallback_next_is_the_first_in_serving_order_not_the_longest_untouched():
+    journeys = [
+        {"site": "n", "stage": "waiting", "priority": "normal", "slot_start": None,
+         "created_at": "2026-12-04T09:00:00+00:00", "updated_at": "2026-12-04T09:00:00+00:00", "refs": ["a"]},
+        {"site": "n", "stage": "waiting", "priority": "normal", "slot_start": "2026-12-04T09:30:00+00:00",
+         "created_at": "2026-12-04T09:20:00+00:00", "updated_at": "2026-12-04T09:20:00+00:00", "refs": ["b"]},
+        {"site": "n", "stage": "waiting", "priority": "high", "slot_start": None,
+         "created_at": "2026-12-04T09:25:00+00:00", "updated_at": "2026-12-04T09:25:00+00:00", "refs": ["c"]},
+        {"site": "s", "stage": "waiting", "priority": "high", "slot_start": None,
+         "created_at": "2026-12-04T08:00:00+00:00", "updated_at": "2026-12-04T08:00:00+00:00", "refs": ["d"]},
+    ]
+    order = []
+    while (journey := next_journey(journeys, "n", "waiting")) is not None:
+        order.append(journey["refs"][0])
+        journey["stage"] = "called"
+    assert order == ["c", "b", "a"]  # priority, then the appointment, then arrival

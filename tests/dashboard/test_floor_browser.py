@@ -1,0 +1,201 @@
+"""The Floor page and the per-system Fallback page in a real headless Chromium, on a backend of this
+module's own with a sites file (site-local times in a zone no one mistakes for UTC), with the simulated
+queue carrying out what the page asks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests.support import fallbacks
+from tests.support.backends import Stack, own_stack
+from tests.support.browser import DOC_SCREENSHOTS, running_dashboard, sign_in_as
+from tests.support.failures import bearer
+from tests.support.floor import customer, letters, sites_file
+from tests.support.simulators import running, still_queue, waiting
+from tests.support.waits import eventually
+
+pytestmark = pytest.mark.slow
+
+ZONE = "Asia/Kathmandu"  # +05:45: a time shown in it is never UTC or any whole-hour zone by accident
+ZONE_MARK = "+0545"
+COUNTERS = ["C1", "C2", "C3"]
+TABLETS = {"landscape": {"width": 1024, "height": 768}, "portrait": {"width": 768, "height": 1024}}
+SITES = {orientation: f"floor-{orientation}-{letters()}" for orientation in TABLETS}
+FALLBACK_SITE, SYSTEMS_SITE = f"floor-fallback-{letters()}", f"floor-systems-{letters()}"
+
+
+@pytest.fixture(scope="module")
+async def stack(server_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    folder = tmp_path_factory.mktemp("floor-board")
+    path = sites_file(folder, {site: {"time_zone": ZONE, "counters": COUNTERS}
+                               for site in (*SITES.values(), FALLBACK_SITE, SYSTEMS_SITE)})
+    async with own_stack(server_urls["database_url"], folder, {"SWITCHBOARD_SITES_FILE": str(path)}) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def floor_board(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_dashboard(stack.backend, stack.settings,
+                           tmp_path_factory.mktemp("floor-dashboard") / "dashboard.log") as url:
+        yield url
+
+
+@pytest.fixture
+async def fapi(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.backend.url, timeout=15) as client:
+        yield client
+
+
+async def floor_page(browser: Browser, url: str, site: str, viewport: dict[str, int]) -> Page:
+    page = await browser.new_page(viewport=viewport)
+    await sign_in_as(page, url, "floor_staff", sites=site)
+    await page.goto(url + "/floor")
+    await expect(page.get_by_test_id("my-counter")).to_contain_text("C1", timeout=15_000)
+    return page
+
+
+async def choose_counter(page: Page, counter: str) -> None:
+    await page.get_by_test_id("my-counter").click()
+    await page.get_by_role("option", name=counter, exact=True).click()
+    await expect(page.get_by_test_id(f"counter-{counter}")).to_contain_text("(mine)")
+
+
+@pytest.mark.parametrize("orientation", list(TABLETS))
+async def test_floor_at_tablet_size_calls_a_customer_to_my_counter_in_the_queue_and_updates_live(
+        browser: Browser, floor_board, stack, fapi, token, tmp_path, orientation):
+    site, viewport = SITES[orientation], TABLETS[orientation]
+    sre = bearer(token, "sre", [site])
+    queue = still_queue(site)
+    async with running(stack.settings, tmp_path, queue):
+        first, second, third = [await queue.arrive(site, "tax", []) for _ in range(3)]
+        for ref in (first, second, third):
+            await eventually(lambda ref=ref: waiting(fapi, sre, ref))
+        arrived = (await customer(fapi, sre, site, first))["arrived_at"]  # type: ignore[index]
+        page = await floor_page(browser, floor_board, site, viewport)
+        ticket, other = first.split(":", 1)[1], second.split(":", 1)[1]
+        row = page.get_by_test_id(f"customer-{ticket}")
+        await expect(row).to_contain_text(f"arrived {_local(arrived)} {ZONE_MARK}")
+        await expect(page.get_by_test_id(f"customer-{other}")).to_be_visible()
+
+        await choose_counter(page, "C2")
+        call = row.get_by_role("button", name=f"Call {ticket} to counter C2")
+        box = await call.bounding_box()
+        assert box is not None and box["height"] >= 48 and box["width"] >= 48, box  # a finger's target
+        await call.click()
+        await expect(page.get_by_test_id("floor-outcome")).to_contain_text(f"Call {ticket}: sent")
+        await expect(page.get_by_test_id("floor-outcome")).to_have_text(f"Call {ticket}: done", timeout=15_000)
+
+        async def called_at_c2() -> bool:
+            record = queue.records[first]
+            return record.stage == "called" and record.fields.get("counter") == "C2"
+
+        assert await eventually(called_at_c2)
+        await expect(page.get_by_test_id("counter-C2")).to_contain_text(f"{ticket} · called", timeout=15_000)
+        await expect(row).to_be_hidden()  # it left the waiting list, live
+        DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=DOC_SCREENSHOTS / f"floor-{orientation}.png", full_page=True)
+
+        # the keyboard alone calls the next one: focus the button and press Enter
+        await choose_counter(page, "C3")
+        await page.get_by_test_id("call-next").focus()
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_test_id("counter-C3")).to_contain_text(f"{other} · called", timeout=15_000)
+        assert queue.records[second].fields.get("counter") == "C3"
+
+        # narrow or not, the navigation is one tap away in the drawer
+        await expect(page.get_by_role("navigation").filter(has_text="Fallback").last).to_be_hidden()
+        await page.get_by_test_id("menu").click()
+        await page.get_by_role("navigation").get_by_role("link", name="Fallback").click()
+        await expect(page).to_have_url(f"{floor_board}/fallback")
+        await page.goto(floor_board + "/floor")
+        await expect(page.get_by_test_id("counter-C3")).to_contain_text(f"{other} · called", timeout=15_000)
+        await page.close()
+
+
+def _local(at: str) -> str:
+    return datetime.fromisoformat(at).astimezone(ZoneInfo(ZONE)).strftime("%H:%M")
+
+
+async def test_floor_during_the_queue_fallback_shows_a_banner_and_a_call_is_a_manual_step(
+        browser: Browser, floor_board, stack, fapi, token):
+    site = FALLBACK_SITE
+    staff = bearer(token, "floor_staff", [site])
+    fallback = (await fallbacks.start(fapi, staff, site)).json()
+    arrived = await fallbacks.act(fapi, staff, fallback["id"], action="check_in")
+    ref = arrived.json()["ref"]
+    issued = (await fallbacks.act(fapi, staff, fallback["id"], action="issue_ticket", ref=ref)).json()
+    page = await floor_page(browser, floor_board, site, TABLETS["landscape"])
+    banner = page.get_by_test_id("fallback-banner")
+    await expect(banner).to_contain_text("Queue system in fallback since")
+    await expect(banner).to_contain_text(f"recorded by hand in fallback #{fallback['id']}")
+    ticket = issued["ticket"]
+    await page.get_by_role("button", name=f"Call {ticket} to counter C1").click()
+    await expect(page.get_by_test_id("floor-outcome")).to_contain_text(f"Call {ticket}: ")
+    await expect(page.get_by_test_id("floor-outcome")).to_contain_text("recorded by hand")
+    await expect(page.get_by_test_id("counter-C1")).to_contain_text(f"{ticket} · called", timeout=15_000)
+    ledger = await stack.pool.fetch("SELECT action, step_id, data FROM fallback_ledger WHERE fallback_id = $1"
+                                    " ORDER BY seq", fallback["id"])
+    assert [r["action"] for r in ledger] == ["check_in", "issue_ticket", "call"]
+    assert ledger[2]["step_id"]  # the page chose it: a repeat would be done once
+    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)
+    await page.screenshot(path=DOC_SCREENSHOTS / "floor-fallback.png", full_page=True)
+    await page.close()
+
+
+async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_ledger_of_that_fallback(
+        browser: Browser, floor_board, stack, fapi, token):
+    site = SYSTEMS_SITE
+    staff = bearer(token, "floor_staff", [site])
+    queue_fallback = (await fallbacks.start(fapi, staff, site)).json()
+    walk_in = (await fallbacks.acted(fapi, staff, queue_fallback["id"], action="check_in"))["ref"]
+    page = await browser.new_page(viewport=TABLETS["landscape"])
+    await sign_in_as(page, floor_board, "floor_staff", sites=site)
+    await page.goto(floor_board + "/fallback")
+    await expect(page.get_by_test_id("step-check_in")).to_be_visible(timeout=15_000)
+    await expect(page.get_by_test_id("step-set_priority")).to_have_count(0)
+    await expect(page.get_by_test_id("ledger")).to_contain_text("check in")
+    # the queue's steps on "the next one": ticket for the walk-in, then a call to a counter of the site's
+    await expect(page.get_by_test_id("input-counter")).to_contain_text("C1")
+    await page.get_by_test_id("step-issue_ticket").click()
+    await expect(page.get_by_test_id("outcome")).to_contain_text(f"Issue ticket done: ticket M-001 {walk_in}",
+                                                                 timeout=15_000)
+    await expect(page.get_by_test_id("steps")).to_contain_text("M-001")  # next to call: the walk-in's ticket
+    await page.get_by_test_id("step-call").click()
+    await expect(page.get_by_test_id("outcome")).to_contain_text("Call next done: ", timeout=15_000)
+    await expect(page.get_by_test_id("outcome")).to_contain_text(" is called")
+    assert await stack.pool.fetchval("SELECT data->>'counter' FROM fallback_ledger WHERE fallback_id = $1 AND"
+                                     " action = 'call'", queue_fallback["id"]) == "C1"
+
+    # crm goes down too; staff switch to it: only its step, and its own (empty, then growing) ledger
+    crm = page.get_by_test_id("system-crm")
+    await crm.get_by_role("button", name="Start fallback…").click()
+    await page.get_by_test_id("reason").fill("crm unreachable")
+    await page.get_by_role("button", name="Confirm").click()
+    await expect(crm).to_contain_text("FALLBACK since", timeout=15_000)
+    await expect(crm).to_contain_text(ZONE_MARK)
+    # still working on the queue's fallback: its steps and its ledger, not the later fallback's
+    await expect(page.get_by_test_id("step-check_in")).to_be_visible()
+    await expect(page.get_by_test_id("ledger")).to_contain_text("check in")
+    await page.get_by_test_id("working-on").get_by_text("crm").click()
+    await expect(page.get_by_test_id("step-set_priority")).to_be_visible()
+    await expect(page.get_by_test_id("step-check_in")).to_have_count(0)
+    await expect(page.get_by_test_id("ledger")).not_to_contain_text("check in")
+    await page.get_by_test_id("step-ref").fill(walk_in)
+    await page.get_by_test_id("step-set_priority").click()
+    await expect(page.get_by_test_id("outcome")).to_contain_text("Set priority done", timeout=15_000)
+    await expect(page.get_by_test_id("ledger")).to_contain_text("set priority", timeout=15_000)
+    await expect(page.get_by_test_id("ledger")).to_contain_text(ZONE_MARK)
+    # a step on the queue meanwhile, in the later fallback, does not take the ledger over
+    await fallbacks.acted(fapi, staff, queue_fallback["id"], action="check_in")
+    await page.wait_for_timeout(1000)
+    await expect(page.get_by_test_id("ledger")).not_to_contain_text("check in")
+    DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)  # the picture without toasts
+    await page.screenshot(path=DOC_SCREENSHOTS / "fallback.png", full_page=True)
+    await page.close()
