@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+AlertStatus = Literal["open", "acknowledged", "resolved"]
+# `active`: open or acknowledged, what a banner shows
+StatusFilter = Literal["open", "acknowledged", "resolved", "active"]
+WebhookEvent = Literal["alert.raised", "alert.resolved"]
+
+
+class Alert(msgspec.Struct, kw_only=True):
+    id: int
+    rule: str
+    kind: str
+    subject: str
+    site: str | None  # None: concerns every site
+    status: AlertStatus
+    summary: str
+    value: float
+    threshold: float
+    raised_at: datetime
+    acked_at: datetime | None
+    acked_by: str | None
+    resolved_at: datetime | None
+
+
+class AlertPage(msgspec.Struct, kw_only=True):
+    items: list[Alert]
+    next_cursor: str | None
+
+
+class AckRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    note: Annotated[str, Meta(max_length=500)] | None = None
+
+
+class AlertWebhook(msgspec.Struct, kw_only=True):
+    """The body of a delivery, as Standard Webhooks suggests: a type, a timestamp and the data."""
+
+    type: WebhookEvent
+    timestamp: datetime
+    data: Alert
