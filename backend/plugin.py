@@ -55,6 +55,9 @@ from backend.operations.controllers import OperationsController
 from backend.rate_limits import rate_limits
 from backend.reconciliation.controllers import ReconciliationController
 from backend.reconciliation.scheduler import Reconciler
+from backend.reports.controllers import ReportController
+from backend.reports.job import run_reports
+from backend.reports.settings import ReportsSection
 from backend.resources import Resources
 from backend.retention.job import run_retention
 from backend.retention.services import RetentionPolicy, check_audit_floor
@@ -137,6 +140,10 @@ class SwitchboardPlugin(InitPluginProtocol):
                  asyncio.create_task(partitions.keep_partitions(pool), name="event-partitions"),
                  asyncio.create_task(reconciler.run_forever(), name="reconciler")]
         tasks += self._alert_tasks(pool)
+        reports = load_section(ReportsSection)
+        if reports.reports_interval_s > 0:
+            tasks.append(asyncio.create_task(run_reports(pool, self.sites, reports.reports_interval_s),
+                                             name="daily-reports"))
         if jwks_task is not None:
             tasks.append(jwks_task)
         if settings.retention_interval_s > 0:
@@ -178,7 +185,8 @@ class SwitchboardPlugin(InitPluginProtocol):
         app_config.route_handlers.extend([
             SystemController, MetricsController, IngestController, JourneyController, OperationsController,
             FailureController, CommandController, RuleController, AuditController, WebhookController,
-            IntegrationController, FallbackController, ReconciliationController, AlertController, live_socket,
+            IntegrationController, FallbackController, ReconciliationController, AlertController,
+            ReportController, live_socket,
         ])
         app_config.lifespan.append(self.lifespan)
         app_config.after_exception.append(_log_server_error)
