@@ -62,6 +62,12 @@ async def test_a_report_day_counts_what_happened_once_however_often_it_is_comput
     assert day["within_target"] == sum(w <= 600 for w in waits) / 2
 
     headers = {"Authorization": f"Bearer {token('manager', [site])}"}
+    # Flow shows the same figures live: one call of the two within target, of three ended one no-show
+    flows = await api.get("/api/v1/flow", params={"site": site}, headers=headers)
+    assert flows.status_code == 200, flows.text
+    [flow] = flows.json()["items"]
+    assert flow["within_target"] == 0.5
+    assert abs(flow["no_show_rate"] - 1 / 3) < 1e-9 and abs(flow["cancellation_rate"] - 1 / 3) < 1e-9
     answer = await api.get("/api/v1/reports/daily", params={"site": site, "from": str(today), "to": str(today)},
                            headers=headers)
     assert answer.status_code == 200, answer.text

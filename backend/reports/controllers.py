@@ -9,7 +9,7 @@ import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import ValidationException
-from litestar.params import FromQuery, Parameter
+from litestar.params import FromQuery, QueryParameter
 
 from backend.auth import READ, Principal
 from backend.reports import services
@@ -46,8 +46,8 @@ class ReportController(Controller):
     async def daily(
         self, request: Request[Principal, Any, State], resources: AppResources,
         site: FromQuery[str | None] = None,
-        first: Annotated[date | None, Parameter(query="from")] = None,
-        last: Annotated[date | None, Parameter(query="to")] = None,
+        first: Annotated[date | None, QueryParameter(name="from")] = None,
+        last: Annotated[date | None, QueryParameter(name="to")] = None,
     ) -> Response[Any]:
         """Per site and day (the site's time zone) from `from` to `to` inclusive (default: the last 400
         days); JSON, or CSV with `Accept: text/csv`."""
