@@ -12,6 +12,7 @@ from nicegui import app, ui
 from dashboard.context import Dashboard
 from dashboard.page_guard import guard_pages
 from dashboard.pages import (
+    alerts,
     capacity,
     failures,
     fallback,
@@ -20,12 +21,14 @@ from dashboard.pages import (
     journeys,
     listing,
     reconciliation,
+    reports,
     signin,
 )
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
-PAGES = (signin, flow, capacity, journeys, failures, integrations, reconciliation, fallback, listing)
+PAGES = (signin, flow, capacity, journeys, failures, integrations, reconciliation, fallback, reports, alerts,
+         listing)
 
 
 def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:
