@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 
@@ -41,12 +41,13 @@ class AlertEngine:
 
     async def check(self) -> list[Alert]:
         """One round: raise what is due, resolve what cleared; returns (and announces) what changed here."""
-        now = datetime.now(UTC)
         changed: list[Alert] = []
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 # replicas take turns (no deadlock between their updates); the unique index raises once
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _ROUND_LOCK)
+                # the database's clock, the one `alert_pending.since` is stamped with
+                now: datetime = await conn.fetchval("SELECT now()")
                 still: list[tuple[str, str]] = []
                 for rule in self.rules:
                     found = await conditions.firing(conn, rule, self.sites, now)
