@@ -4,20 +4,24 @@ SRE (audited), resolved by themselves, and delivered as signed Standard Webhooks
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
+import pytest
 from standardwebhooks.webhooks import Webhook
 
+from backend.alerts.rules import DEFAULT_RULES, AlertRulesError, load_alert_rules, parse_rules
 from switchboard.tokens import mint_token
-from tests.support.backends import Stack
+from tests.support.backends import Stack, start_backend
 from tests.support.connector_double import heartbeat
 from tests.support.events import cloud_event, publish
 from tests.support.live import connect, is_update, receive_until, subscribe
 from tests.support.waits import eventually
-from tests.support.webhook_receiver import ALERT_SECRET, Receiver
+from tests.support.webhook_receiver import ALERT_SECRET, Receiver, webhook_receiver
 
 
 def _token(stack: Stack, role: str, sites: list[str] | str = "*") -> dict[str, str]:
@@ -176,3 +180,24 @@ async def test_failures_piling_up_and_open_drift_raise_alerts_for_their_site(
     await stack.pool.execute("UPDATE drift_items SET status = 'resolved', resolved_at = now() WHERE id = $1",
                              drift)
     await eventually(lambda: _one(stack, "drift-open", site, "resolved"))
+
+
+def test_alert_rules_files_are_checked_and_name_what_is_wrong() -> None:
+    rules = parse_rules('[[rules]]\nname = "slow"\nkind = "wait_over_target"\nfor_minutes = 2\n'
+                        '[[rules]]\nname = "noisy"\nkind = "failure_rate"\nper_minute = 1.5\n')
+    assert [(type(r).__name__, r.name, r.for_minutes) for r in rules] == [("WaitOverTarget", "slow", 2),
+                                                                         ("FailureRate", "noisy", 0)]
+    assert load_alert_rules("") == DEFAULT_RULES
+    for text, reason in (('[[rules]]\nname = "x"\nkind = "weather"\n', "Invalid value 'weather'"),
+                         ('[[rules]]\nname = "x"\nkind = "drift_open"\nfor_minutes = -1\n', ">= 0"),
+                         ('[[rules]]\nname = "x"\nkind = "drift_open"\nper_minute = 1\n', "unknown field"),
+                         ('[[rules]]\nname = "x"\nkind = "drift_open"\n' * 2, "share a name"),
+                         ("[[rules]\n", "alert rules file")):
+        with pytest.raises(AlertRulesError, match=reason):
+            parse_rules(text)
+
+
+def test_a_backend_with_alert_webhooks_but_no_secret_refuses_to_start(settings, workdir: Path) -> None:
+    with webhook_receiver() as receiver, pytest.raises(RuntimeError, match="ALERT_WEBHOOK_SECRET"):
+        start_backend(settings, workdir / f"backend-nosecret-{uuid.uuid4().hex[:8]}.log",
+                      {"SWITCHBOARD_ALERT_WEBHOOKS": receiver.url})
