@@ -15,6 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from backend.alerts.rules import DEFAULT_RULES, AlertRulesError, load_alert_rules, parse_rules
+from backend.alerts.services import shown_target
 from switchboard.tokens import mint_token
 from tests.support.backends import Stack, start_backend
 from tests.support.connector_double import heartbeat
@@ -101,9 +102,13 @@ async def test_a_wait_over_target_alert_is_raised_once_across_replicas_announced
         assert body["data"]["id"] == raised["data"]["id"]
     assert sorted(msgspec.json.decode(r.body)["type"] for r in deliveries()) == ["alert.raised", "alert.resolved"]
     assert len(set(ids)) == 2
-    rows = await stack.pool.fetch("SELECT status, attempts FROM alert_deliveries WHERE alert_id = $1",
-                                  raised["data"]["id"])
-    assert [(r["status"], r["attempts"]) for r in rows] == [("delivered", 2), ("delivered", 2)]
+    async with httpx.AsyncClient(base_url=stack.backend.url, timeout=10) as http:
+        path = f"/api/v1/alerts/{raised['data']['id']}/deliveries"
+        shown = (await http.get(path, headers=_token(stack, "sre", [site]))).json()["items"]
+        assert (await http.get(path, headers=_token(stack, "manager", [site]))).status_code == 403
+        assert (await http.get(path, headers=_token(stack, "sre", [other]))).status_code == 403
+    assert [(d["event"], d["status"], d["attempts"], d["last_error"], d["target"]) for d in shown] == [
+        ("alert.raised", "delivered", 2, None, receiver.url), ("alert.resolved", "delivered", 2, None, receiver.url)]
 
 
 async def _async(value: Any) -> Any:
@@ -201,3 +206,7 @@ def test_a_backend_with_alert_webhooks_but_no_secret_refuses_to_start(settings, 
     with webhook_receiver() as receiver, pytest.raises(RuntimeError, match="ALERT_WEBHOOK_SECRET"):
         start_backend(settings, workdir / f"backend-nosecret-{uuid.uuid4().hex[:8]}.log",
                       {"SWITCHBOARD_ALERT_WEBHOOKS": receiver.url})
+
+
+def test_an_alert_receiver_is_shown_without_its_credentials() -> None:
+    assert shown_target("https://user:pw@hooks.example.org:8443/a/b?token=x#f") == "https://hooks.example.org:8443/a/b"

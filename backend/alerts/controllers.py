@@ -10,9 +10,9 @@ from litestar.status_codes import HTTP_200_OK
 
 from backend.alerts import services
 from backend.alerts.announce import announce
-from backend.alerts.schemas import AckRequest, Alert, AlertPage, StatusFilter
+from backend.alerts.schemas import AckRequest, Alert, AlertDeliveryList, AlertPage, StatusFilter
 from backend.audit.services import record
-from backend.auth import READ, Principal
+from backend.auth import READ, SRE, Principal
 from backend.errors import ConflictException
 from backend.paging import BigintId, decode_cursor, encode_cursor
 from backend.privacy import audit_actor
@@ -43,6 +43,18 @@ class AlertController(Controller):
                                                cursor=before)
         next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
         return AlertPage(items=items[:limit], next_cursor=next_cursor)
+
+    @get("/{alert_id:int}/deliveries", opt=SRE, operation_id="listAlertDeliveries")
+    async def list_deliveries(self, request: Request[Principal, Any, State], resources: AppResources,
+                              alert_id: BigintId) -> AlertDeliveryList:
+        """The alert's webhooks: each receiver's status, attempts and last error (receivers are an SRE's)."""
+        async with resources.pool.acquire() as conn:
+            alert = await services.get_alert(conn, alert_id)
+            if alert is None:
+                raise NotFoundException("no such alert")
+            if not _visible(request.user, alert):
+                raise PermissionDeniedException("this alert is outside your sites")
+            return AlertDeliveryList(items=await services.deliveries(conn, alert_id))
 
     @post("/{alert_id:int}/ack", opt=ACK, operation_id="acknowledgeAlert", status_code=HTTP_200_OK)
     async def acknowledge(self, request: Request[Principal, Any, State], resources: AppResources,

@@ -43,3 +43,20 @@ class AlertWebhook(msgspec.Struct, kw_only=True):
     type: WebhookEvent
     timestamp: datetime
     data: Alert
+
+
+class AlertDelivery(msgspec.Struct, kw_only=True):
+    """One webhook of one alert event, as Svix shows a message's attempts: where (without credentials or
+    query), how far, and why it last failed."""
+
+    event: WebhookEvent
+    target: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_error: str | None
+    next_at: datetime | None  # when pending: the next attempt
+    delivered_at: datetime | None
+
+
+class AlertDeliveryList(msgspec.Struct):
+    items: list[AlertDelivery]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
 
 from backend.alerts.conditions import Firing
 from backend.alerts.rules import Rule
-from backend.alerts.schemas import Alert, AlertWebhook, StatusFilter, WebhookEvent
+from backend.alerts.schemas import Alert, AlertDelivery, AlertWebhook, StatusFilter, WebhookEvent
 
 _encode = msgspec.json.encode
 
@@ -120,3 +121,18 @@ async def counts(conn: asyncpg.Connection) -> tuple[dict[str, int], int]:
         "SELECT rule, count(*) AS n FROM alerts WHERE status IN ('open', 'acknowledged') GROUP BY rule")}
     pending = await conn.fetchval("SELECT count(*) FROM alert_deliveries WHERE status = 'pending'")
     return active, int(pending)
+
+
+def shown_target(url: str) -> str:
+    """A receiver's URL without what may be a credential (user info, query, fragment)."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+
+
+async def deliveries(conn: asyncpg.Connection, alert_id: int) -> list[AlertDelivery]:
+    rows = await conn.fetch("SELECT * FROM alert_deliveries WHERE alert_id = $1 ORDER BY id", alert_id)
+    return [AlertDelivery(event=r["event"], target=shown_target(r["url"]), status=r["status"],
+                          attempts=r["attempts"], last_error=r["last_error"],
+                          next_at=r["next_at"] if r["status"] == "pending" else None,
+                          delivered_at=r["delivered_at"]) for r in rows]

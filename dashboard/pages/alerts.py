@@ -17,6 +17,7 @@ from dashboard.frame import active_alerts, frame, unavailable
 LIST = "/api/v1/alerts"
 ACK = ("POST", "/api/v1/alerts/{alert_id}/ack")
 ACK_ROLES = ("manager", "sre")
+DELIVERIES = ("GET", "/api/v1/alerts/{alert_id}/deliveries")
 HISTORY_ROWS = 200
 
 _HISTORY_COLUMNS: list[dict[str, Any]] = [
@@ -57,6 +58,10 @@ class AlertsView:
         ui.label("History").classes("text-lg font-medium")
         self.history = ui.table(rows=[], columns=_HISTORY_COLUMNS, row_key="id") \
             .classes("w-full").props("dense flat data-testid=alert-history")
+        if self.viewer.principal.has("sre") and self.viewer.offers(*DELIVERIES):
+            ui.label("Select an alert to see its webhook deliveries.").classes("text-sm text-gray-500")
+            self.history.on("rowClick", lambda e: self.show_deliveries(e.args[1]["id"]))
+        self.deliveries = ui.column().classes("w-full").props("data-testid=deliveries")
         await self.load_history()
         self.render_active()
         self.viewer.on_change("alerts", self.render_active)
@@ -104,6 +109,28 @@ class AlertsView:
             ui.notify("Acknowledged", type="positive")
         self.known[acknowledged["id"]] = acknowledged
         self.render_history()
+
+    async def show_deliveries(self, alert_id: int) -> None:
+        """Each receiver's status, attempts and last error, as Svix shows a message's attempts."""
+        try:
+            async with self.viewer.http() as http:
+                items = (await http.get(f"{LIST}/{alert_id}/deliveries"))["items"]
+        except BackendError as exc:
+            with self.deliveries:
+                ui.notify(f"Deliveries could not be read: {exc}", type="negative")
+            return
+        self.deliveries.clear()
+        with self.deliveries:
+            ui.label(f"Webhook deliveries of alert #{alert_id}").classes("font-medium")
+            if not items:
+                ui.label("None: no alert webhooks are configured (SWITCHBOARD_ALERT_WEBHOOKS).") \
+                    .classes("text-gray-500")
+                return
+            ui.table(rows=[{**d, "key": f"{d['event']} {d['target']}", "last_error": d["last_error"] or "–"}
+                           for d in items], row_key="key", columns=[
+                {"name": c, "label": c.replace("_", " ").capitalize(), "field": c}
+                for c in ("event", "target", "status", "attempts", "last_error", "next_at", "delivered_at")
+            ]).classes("w-full").props("dense flat")
 
     async def load_history(self) -> None:
         try:

@@ -204,6 +204,15 @@ async def test_an_alert_is_a_banner_on_every_page_of_its_site_acknowledged_and_r
     await expect(page.get_by_test_id("alert-history").locator("tr", has_text=site)).to_contain_text("resolved")
     await page.close()
 
+    # an SRE sees where each alert was sent: this backend has no receivers, and says so
+    sre = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await sign_in_as(sre, dashboard_url, "sre")
+    await sre.goto(dashboard_url + "/alerts")
+    await sre.get_by_test_id("alert-history").locator("tr", has_text=site).click()
+    await expect(sre.get_by_test_id("deliveries")).to_contain_text(f"Webhook deliveries of alert #{alert_id}")
+    await expect(sre.get_by_test_id("deliveries")).to_contain_text("no alert webhooks are configured")
+    await sre.close()
+
 
 async def test_the_reports_page_charts_a_sites_days_and_downloads_them_as_csv(browser: Browser, dashboard_url, js,
                                                                               pool, uid):
