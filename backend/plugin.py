@@ -116,6 +116,7 @@ class SwitchboardPlugin(InitPluginProtocol):
                                        systems=_command_targets(settings))
         resources = Resources(settings=settings, rules=self.rules, pool=pool, nc=nc, js=js)
         app.state.resources = resources
+        app.state.alert_rules = self.alert_rules
         live = app.state.live = LiveService(nc, pool)
         await live.start()
         worker = ApplyWorker(nc, pool, rules=self.rules, batch=settings.apply_batch,

@@ -187,6 +187,29 @@ async def test_failures_piling_up_and_open_drift_raise_alerts_for_their_site(
     await eventually(lambda: _one(stack, "drift-open", site, "resolved"))
 
 
+async def test_the_alert_rules_in_force_are_listed_with_their_active_alerts_among_the_readers_sites(
+        alert_stack: tuple[Stack, Receiver], uid: str) -> None:
+    stack, _ = alert_stack
+    site = f"rules-{uid}"
+    await publish(stack.js, cloud_event("customer.arrived", f"queue:R-{uid}", {"site": site},
+                                        time=datetime.now(UTC) - timedelta(minutes=5)))
+    await eventually(lambda: _one(stack, "wait-over-target", site, "open"))
+    async with httpx.AsyncClient(base_url=stack.backend.url, timeout=10) as http:
+        assert (await http.get("/api/v1/alerts/rules")).status_code == 401
+
+        async def rules(sites: list[str]) -> dict[str, dict[str, Any]]:
+            answer = await http.get("/api/v1/alerts/rules", headers=_token(stack, "floor_staff", sites))
+            return {r["name"]: r for r in answer.json()["items"]}
+
+        mine, theirs = await rules([site]), await rules([f"none-{uid}"])
+    assert list(mine) == ["system-down", "wait-over-target", "failures-piling-up", "drift-open"]
+    assert mine["failures-piling-up"]["kind"] == "failure_rate"
+    assert mine["failures-piling-up"]["settings"] == {"for_minutes": 0, "per_minute": 0.5, "window_minutes": 2}
+    assert mine["wait-over-target"]["active"] == 1 and theirs["wait-over-target"]["active"] == 0
+    await publish(stack.js, cloud_event("ticket.called", f"queue:R-{uid}", {"site": site, "counter": "1"}))
+    await eventually(lambda: _one(stack, "wait-over-target", site, "resolved"))
+
+
 def test_alert_rules_files_are_checked_and_name_what_is_wrong() -> None:
     rules = parse_rules('[[rules]]\nname = "slow"\nkind = "wait_over_target"\nfor_minutes = 2\n'
                         '[[rules]]\nname = "noisy"\nkind = "failure_rate"\nper_minute = 1.5\n')

@@ -106,6 +106,7 @@ MATRIX: dict[str, Row] = {
     "GET /api/v1/audit": Row(AUDIT_, "/api/v1/audit"),
     "GET /api/v1/reports/daily": Row(READ_, "/api/v1/reports/daily?site={site}", foreign=True),
     "GET /api/v1/alerts": Row(READ_, "/api/v1/alerts?site={site}", foreign=True),
+    "GET /api/v1/alerts/rules": Row(READ_, "/api/v1/alerts/rules"),  # the rules in force: configuration
     "GET /api/v1/alerts/{alert_id:int}/deliveries": Row(SRE_, "/api/v1/alerts/{alert}/deliveries", foreign=True),
     # the first allowed caller acknowledges it; the next are told it is acknowledged (or resolved meanwhile)
     "POST /api/v1/alerts/{alert_id:int}/ack": Row(ACK_, "/api/v1/alerts/{alert}/ack", (200, 409), foreign=True,

@@ -10,7 +10,14 @@ from litestar.status_codes import HTTP_200_OK
 
 from backend.alerts import services
 from backend.alerts.announce import announce
-from backend.alerts.schemas import AckRequest, Alert, AlertDeliveryList, AlertPage, StatusFilter
+from backend.alerts.schemas import (
+    AckRequest,
+    Alert,
+    AlertDeliveryList,
+    AlertPage,
+    AlertRuleList,
+    StatusFilter,
+)
 from backend.audit.services import record
 from backend.auth import READ, SRE, Principal
 from backend.errors import ConflictException
@@ -43,6 +50,14 @@ class AlertController(Controller):
                                                cursor=before)
         next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
         return AlertPage(items=items[:limit], next_cursor=next_cursor)
+
+    @get("/rules", opt=READ, operation_id="listAlertRules")
+    async def list_rules(self, request: Request[Principal, Any, State],
+                         resources: AppResources) -> AlertRuleList:
+        """The rules in force, each with its active alerts among the reader's sites."""
+        async with resources.pool.acquire() as conn:
+            return AlertRuleList(items=await services.rule_states(conn, request.app.state.alert_rules,
+                                                                  request.user.scope(None)))
 
     @get("/{alert_id:int}/deliveries", opt=SRE, operation_id="listAlertDeliveries")
     async def list_deliveries(self, request: Request[Principal, Any, State], resources: AppResources,

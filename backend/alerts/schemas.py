@@ -60,3 +60,17 @@ class AlertDelivery(msgspec.Struct, kw_only=True):
 
 class AlertDeliveryList(msgspec.Struct):
     items: list[AlertDelivery]
+
+
+class AlertRuleState(msgspec.Struct, kw_only=True):
+    """A configured rule as Grafana lists them: what it watches, its settings, and how many of its alerts
+    are active for the reader's sites."""
+
+    name: str
+    kind: str
+    settings: dict[str, float]
+    active: int
+
+
+class AlertRuleList(msgspec.Struct):
+    items: list[AlertRuleState]

@@ -12,7 +12,14 @@ import msgspec
 
 from backend.alerts.conditions import Firing
 from backend.alerts.rules import Rule
-from backend.alerts.schemas import Alert, AlertDelivery, AlertWebhook, StatusFilter, WebhookEvent
+from backend.alerts.schemas import (
+    Alert,
+    AlertDelivery,
+    AlertRuleState,
+    AlertWebhook,
+    StatusFilter,
+    WebhookEvent,
+)
 
 _encode = msgspec.json.encode
 
@@ -136,3 +143,13 @@ async def deliveries(conn: asyncpg.Connection, alert_id: int) -> list[AlertDeliv
                           attempts=r["attempts"], last_error=r["last_error"],
                           next_at=r["next_at"] if r["status"] == "pending" else None,
                           delivered_at=r["delivered_at"]) for r in rows]
+
+
+async def rule_states(conn: asyncpg.Connection, rules: Iterable[Rule],
+                      sites: list[str] | None) -> list[AlertRuleState]:
+    active = {r["rule"]: r["n"] for r in await conn.fetch(
+        "SELECT rule, count(*) AS n FROM alerts WHERE status IN ('open', 'acknowledged')"
+        " AND ($1::text[] IS NULL OR site IS NULL OR site = ANY($1)) GROUP BY rule", sites)}
+    return [AlertRuleState(name=rule.name, kind=type(rule).__struct_config__.tag,  # type: ignore[arg-type]
+                           settings={k: v for k, v in msgspec.structs.asdict(rule).items() if k != "name"},
+                           active=active.get(rule.name, 0)) for rule in rules]

@@ -18,6 +18,7 @@ LIST = "/api/v1/alerts"
 ACK = ("POST", "/api/v1/alerts/{alert_id}/ack")
 ACK_ROLES = ("manager", "sre")
 DELIVERIES = ("GET", "/api/v1/alerts/{alert_id}/deliveries")
+RULES = "/api/v1/alerts/rules"
 HISTORY_ROWS = 200
 
 _HISTORY_COLUMNS: list[dict[str, Any]] = [
@@ -40,6 +41,10 @@ def lasted(alert: dict[str, Any]) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+def settings_text(settings: dict[str, float]) -> str:
+    return ", ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in settings.items())
+
+
 def history_row(alert: dict[str, Any]) -> dict[str, Any]:
     return {**alert, "site": alert["site"] or "every site",
             "raised_at": alert["raised_at"][:16].replace("T", " "), "lasted": lasted(alert),
@@ -51,10 +56,18 @@ class AlertsView:
         self.viewer = viewer
         self.may_ack = viewer.principal.has(*ACK_ROLES) and viewer.offers(*ACK)
         self.known: dict[int, dict[str, Any]] = {}  # the history by id: read once, then kept live
+        self.rules: ui.table | None = None
 
     async def build(self) -> None:
         ui.label("Active").classes("text-lg font-medium")
         self.active = ui.column().classes("w-full gap-2").props("data-testid=active-alerts")
+        if self.viewer.offers("GET", RULES):
+            ui.label("Rules").classes("text-lg font-medium")
+            self.rules = rules = ui.table(rows=[], row_key="name", columns=[
+                {"name": c, "label": c.capitalize(), "field": c, "align": "left"}
+                for c in ("name", "kind", "settings", "active")]) \
+                .classes("w-full").props("dense flat data-testid=rules")
+            await self.load_rules(rules)
         ui.label("History").classes("text-lg font-medium")
         self.history = ui.table(rows=[], columns=_HISTORY_COLUMNS, row_key="id") \
             .classes("w-full").props("dense flat data-testid=alert-history")
@@ -71,6 +84,10 @@ class AlertsView:
         self.known.update((a["id"], a) for a in live)
         self.render_history()
         active = active_alerts(live)
+        if self.rules is not None:  # each rule's count of active alerts follows the live topic
+            for row in self.rules.rows:
+                row["active"] = sum(a["rule"] == row["name"] for a in active)
+            self.rules.update()
         self.active.clear()
         with self.active:
             if not active:
@@ -131,6 +148,17 @@ class AlertsView:
                 {"name": c, "label": c.replace("_", " ").capitalize(), "field": c}
                 for c in ("event", "target", "status", "attempts", "last_error", "next_at", "delivered_at")
             ]).classes("w-full").props("dense flat")
+
+    async def load_rules(self, table: ui.table) -> None:
+        try:
+            async with self.viewer.http() as http:
+                items = (await http.get(RULES))["items"]
+        except BackendError as exc:
+            ui.notify(f"Alert rules could not be read: {exc}", type="negative")
+            return
+        table.rows = [{**r, "kind": r["kind"].replace("_", " "), "settings": settings_text(r["settings"])}
+                      for r in items]
+        table.update()
 
     async def load_history(self) -> None:
         try:
