@@ -31,7 +31,7 @@ from backend.alerts.controllers import AlertController
 from backend.alerts.delivery import AlertDelivery
 from backend.alerts.engine import AlertEngine
 from backend.alerts.rules import AlertRulesError, load_alert_rules
-from backend.alerts.settings import AlertsSection
+from backend.alerts.settings import AlertsSection, check_alert_webhooks
 from backend.audit.controllers import AuditController
 from backend.auth import PUBLIC, MissingSigningSecret, authorize, check_secrets, jwks_keys, jwt_auth
 from backend.commands.controllers import CommandController
@@ -93,8 +93,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         try:
             self.sites = load_sites()
             self.alert_rules = load_alert_rules(self.alerts.alert_rules_file)
-            if self.alerts.alert_webhooks and not self.alerts.alert_webhook_secret:
-                raise ValueError("SWITCHBOARD_ALERT_WEBHOOKS needs SWITCHBOARD_ALERT_WEBHOOK_SECRET")
+            check_alert_webhooks(self.alerts)
         except (OSError, SitesError, AlertRulesError, ValueError) as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
 

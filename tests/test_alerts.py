@@ -225,10 +225,13 @@ def test_alert_rules_files_are_checked_and_name_what_is_wrong() -> None:
             parse_rules(text)
 
 
-def test_a_backend_with_alert_webhooks_but_no_secret_refuses_to_start(settings, workdir: Path) -> None:
-    with webhook_receiver() as receiver, pytest.raises(RuntimeError, match="ALERT_WEBHOOK_SECRET"):
+@pytest.mark.parametrize(("secret", "reason"), [("", "needs SWITCHBOARD_ALERT_WEBHOOK_SECRET"),
+                                               ("whsec_!!!", "not a Standard Webhooks key")])
+def test_a_backend_with_alert_webhooks_but_no_usable_secret_refuses_to_start(settings, workdir: Path, secret,
+                                                                              reason) -> None:
+    with webhook_receiver() as receiver, pytest.raises(RuntimeError, match=reason):
         start_backend(settings, workdir / f"backend-nosecret-{uuid.uuid4().hex[:8]}.log",
-                      {"SWITCHBOARD_ALERT_WEBHOOKS": receiver.url})
+                      {"SWITCHBOARD_ALERT_WEBHOOKS": receiver.url, "SWITCHBOARD_ALERT_WEBHOOK_SECRET": secret})
 
 
 def test_an_alert_receiver_is_shown_without_its_credentials() -> None:
