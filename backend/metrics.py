@@ -89,3 +89,10 @@ def count_failures(failures: Iterable[_Failure], known_systems: frozenset[str] =
 # Retention (backend/retention)
 RETENTION_PURGED = Counter("switchboard_retention_purged_total", "Rows removed by the retention purge",
                            ["kind"])
+ALERTS_RAISED = Counter("switchboard_alerts_raised_total", "Alerts raised, by rule (once across replicas)",
+                        ["rule"])
+ALERTS_ACTIVE = Gauge("switchboard_alerts_active", "Alerts open or acknowledged, by rule", ["rule"])
+ALERT_DELIVERIES = Counter("switchboard_alert_deliveries_total",
+                           "Alert webhook delivery attempts, by outcome", ["outcome"])
+ALERT_DELIVERIES_PENDING = Gauge("switchboard_alert_deliveries_pending",
+                                 "Alert webhook deliveries queued and not yet delivered or given up")

@@ -27,6 +27,11 @@ from litestar.status_codes import HTTP_400_BAD_REQUEST
 from litestar.types import Scope
 
 from backend import db, messaging
+from backend.alerts.controllers import AlertController
+from backend.alerts.delivery import AlertDelivery
+from backend.alerts.engine import AlertEngine
+from backend.alerts.rules import AlertRulesError, load_alert_rules
+from backend.alerts.settings import AlertsSection, check_alert_webhooks
 from backend.audit.controllers import AuditController
 from backend.auth import PUBLIC, MissingSigningSecret, authorize, check_secrets, jwks_keys, jwt_auth
 from backend.commands.controllers import CommandController
@@ -50,6 +55,9 @@ from backend.operations.controllers import OperationsController
 from backend.rate_limits import rate_limits
 from backend.reconciliation.controllers import ReconciliationController
 from backend.reconciliation.scheduler import Reconciler
+from backend.reports.controllers import ReportController
+from backend.reports.job import run_reports
+from backend.reports.settings import ReportsSection
 from backend.resources import Resources
 from backend.retention.job import run_retention
 from backend.retention.services import RetentionPolicy, check_audit_floor
@@ -61,7 +69,7 @@ from backend.system.controllers import MetricsController, SystemController
 from backend.system.sampler import MetricsSampler
 from backend.webhooks.controllers import WebhookController
 from switchboard.events import SEED_SYSTEMS
-from switchboard.settings import Settings
+from switchboard.settings import Settings, load_section
 
 log = logging.getLogger("switchboard.backend")
 
@@ -83,6 +91,13 @@ class SwitchboardPlugin(InitPluginProtocol):
             self.sites = load_sites()
         except (ValueError, MissingSigningSecret, SitesError, OSError) as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
+        self.alerts = load_section(AlertsSection)
+        try:
+            self.sites = load_sites()
+            self.alert_rules = load_alert_rules(self.alerts.alert_rules_file)
+            check_alert_webhooks(self.alerts)
+        except (OSError, SitesError, AlertRulesError, ValueError) as exc:
+            raise SystemExit(f"switchboard backend not started: {exc}") from exc
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
@@ -102,6 +117,7 @@ class SwitchboardPlugin(InitPluginProtocol):
                                        systems=_command_targets(settings))
         resources = Resources(settings=settings, rules=self.rules, pool=pool, nc=nc, js=js, sites=self.sites)
         app.state.resources = resources
+        app.state.alert_rules = self.alert_rules
         live = app.state.live = LiveService(nc, pool)
         await live.start()
         worker = ApplyWorker(nc, pool, rules=self.rules, batch=settings.apply_batch,
@@ -125,6 +141,11 @@ class SwitchboardPlugin(InitPluginProtocol):
                  asyncio.create_task(sampler.run(), name="metrics-sampler"),
                  asyncio.create_task(partitions.keep_partitions(pool), name="event-partitions"),
                  asyncio.create_task(reconciler.run_forever(), name="reconciler")]
+        tasks += self._alert_tasks(pool)
+        reports = load_section(ReportsSection)
+        if reports.reports_interval_s > 0:
+            tasks.append(asyncio.create_task(run_reports(pool, self.sites, reports.reports_interval_s),
+                                             name="daily-reports"))
         if jwks_task is not None:
             tasks.append(jwks_task)
         if settings.retention_interval_s > 0:
@@ -148,13 +169,26 @@ class SwitchboardPlugin(InitPluginProtocol):
             if not await _bounded("Postgres pool", pool.close()):
                 pool.terminate()
 
+    def _alert_tasks(self, pool: asyncpg.Pool) -> list[asyncio.Task[None]]:
+        section = self.alerts
+        engine = AlertEngine(pool, self.alert_rules, self.sites, webhooks=section.alert_webhooks,
+                             interval_s=section.alert_check_interval_s)
+        tasks = [asyncio.create_task(engine.run(), name="alert-engine")]
+        if section.alert_webhooks and section.alert_webhook_secret:
+            delivery = AlertDelivery(pool, secret=section.alert_webhook_secret,
+                                     retry_s=tuple(float(s) for s in section.alert_webhook_retry_s),
+                                     allow_private=section.alert_webhook_allow_private,
+                                     interval_s=section.alert_delivery_interval_s)
+            tasks.append(asyncio.create_task(delivery.run(), name="alert-delivery"))
+        return tasks
+
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         auth = jwt_auth(self.settings, self.jwks)
         app_config.route_handlers.extend([
             SystemController, MetricsController, IngestController, JourneyController, OperationsController,
             FailureController, CommandController, RuleController, AuditController, WebhookController,
             IntegrationController, FallbackController, ReconciliationController, SiteController,
-            FloorActionController, live_socket,
+            FloorActionController, AlertController, ReportController, live_socket,
         ])
         app_config.lifespan.append(self.lifespan)
         app_config.after_exception.append(_log_server_error)

@@ -14,10 +14,7 @@ a way into the internal network. The address is checked before every delivery.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -27,31 +24,10 @@ from connectors.sdk import OK, Connector, Outcome
 from switchboard.commands import V1_COMMANDS, Command
 from switchboard.events import Upstream
 from switchboard.settings import get_settings
+from switchboard.webhook_targets import TargetRefused, check_target
 
 REQUEST_TIMEOUT = 10.0
 RETRYABLE = frozenset({408, 429})
-
-
-class TargetRefused(Exception):  # noqa: N818 - a refusal, not a crash
-    """The configured target may not be called (loopback or private, or not http(s))."""
-
-
-async def check_target(url: str, *, allow_private: bool) -> None:
-    """Refuse a URL that is not http(s) or whose host resolves to a non-public address."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetRefused("the target must be an http(s) URL")
-    if allow_private:
-        return
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
-                                                             type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise TargetRefused(f"cannot resolve {parts.hostname}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise TargetRefused(f"{parts.hostname} resolves to a non-public address")
 
 
 class WebhookConnector(Connector):

@@ -13,6 +13,7 @@ from dashboard.context import Dashboard
 from dashboard.frame import apply_theme
 from dashboard.page_guard import guard_pages
 from dashboard.pages import (
+    alerts,
     capacity,
     failures,
     fallback,
@@ -22,12 +23,14 @@ from dashboard.pages import (
     journeys,
     listing,
     reconciliation,
+    reports,
     signin,
 )
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
-PAGES = (signin, flow, floor, capacity, journeys, failures, integrations, reconciliation, fallback, listing)
+PAGES = (signin, flow, floor, capacity, journeys, failures, integrations, reconciliation, fallback, reports,
+         alerts, listing)
 
 
 def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:

@@ -74,6 +74,17 @@ class BackendClient:
     async def get(self, path: str, **params: Any) -> Any:
         return await self._request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
+    async def get_csv(self, path: str, **params: Any) -> bytes:
+        """The same read as CSV (`Accept: text/csv`), for a download."""
+        try:
+            response = await self._http.get(path, params={k: v for k, v in params.items() if v is not None},
+                                            headers={"Accept": "text/csv"})
+        except httpx.HTTPError as exc:
+            raise BackendError(f"the backend could not be reached ({type(exc).__name__})") from exc
+        if response.status_code >= 400:
+            raise BackendError(_problem(response), response.status_code)
+        return response.content
+
     async def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return await self._request("POST", path, json=body)
 

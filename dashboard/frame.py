@@ -1,11 +1,13 @@
-"""The layout every page shares: navigation that follows the viewer's role, who is signed in, and
-the connection banner that says when the live connection is lost and since when."""
+"""The layout every page shares: navigation that follows the viewer's role, who is signed in, the
+connection banner that says when the live connection is lost and since when, and the alerts banner with
+the active alerts of the viewer's sites (live topic `alerts`; the backend scopes it to the token)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from nicegui import app, ui
 
@@ -43,6 +45,8 @@ NAVIGATION = (
     NavItem("Integrations", "/integrations", "hub"),
     NavItem("Reconciliation", "/reconciliation", "compare_arrows"),
     NavItem("Fallback", "/fallback", "back_hand"),
+    NavItem("Reports", "/reports", "insights"),
+    NavItem("Alerts", "/alerts", "notifications"),
     NavItem("Audit", "/audit", "policy", frozenset({"sre"})),
 )
 
@@ -57,6 +61,23 @@ def connection_text(state: LiveState, sites: SiteBook | None = None) -> str:
         return "Connecting to the backend…"
     return (f"Connection to the backend lost since {(sites or SiteBook()).time(state.lost_since)}; what you"
             f" see may be out of date. Reconnecting (attempt {state.attempts})…")
+
+
+MAX_BANNER_ALERTS = 3
+BANNER_CLASSES = {"open": "bg-red-800", "acknowledged": "bg-amber-700"}
+
+
+def active_alerts(alerts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Open before acknowledged, newest first: what still needs someone comes first."""
+    active = [a for a in alerts if a["status"] in BANNER_CLASSES]
+    return sorted(active, key=lambda a: (a["status"] != "open", -a["id"]))
+
+
+def banner_text(alert: dict[str, Any]) -> str:
+    since = alert["raised_at"][11:16]
+    if alert["status"] == "acknowledged":
+        return f"⚠ {alert['summary']} (since {since} UTC; acknowledged by {alert['acked_by']})"
+    return f"⚠ {alert['summary']} (since {since} UTC)"
 
 
 @contextlib.contextmanager
@@ -91,6 +112,23 @@ def frame(viewer: Viewer, title: str) -> Iterator[None]:
 
     show_connection()
     viewer.on_change(CONNECTION, show_connection)
+    alerts = ui.column().classes("w-full gap-0").props("data-testid=alerts-banner")
+
+    def show_alerts() -> None:
+        active = active_alerts(viewer.live.state.items["alerts"].values())
+        alerts.clear()
+        alerts.set_visibility(bool(active))
+        with alerts:
+            for alert in active[:MAX_BANNER_ALERTS]:
+                with ui.link(target="/alerts").classes("w-full no-underline text-white px-4 py-1 "
+                                                      + BANNER_CLASSES[alert["status"]]):
+                    ui.label(banner_text(alert)).props(f"data-testid=alert-{alert['id']}")
+            if len(active) > MAX_BANNER_ALERTS:
+                ui.link(f"and {len(active) - MAX_BANNER_ALERTS} more alerts", "/alerts") \
+                    .classes("w-full px-4 py-1 bg-red-900 text-white")
+
+    show_alerts()
+    viewer.on_change("alerts", show_alerts)
     with ui.column().classes("w-full p-4 gap-4"):
         ui.label(title).classes("text-2xl font-semibold").props("role=heading aria-level=1")
         yield

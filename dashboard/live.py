@@ -24,10 +24,10 @@ from websockets.asyncio.client import connect
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("flow", "capacity", "journeys", "failures", "reconciliation", "fallbacks", "integrations")
+TOPICS = ("flow", "capacity", "journeys", "failures", "reconciliation", "fallbacks", "integrations", "alerts")
 CONNECTION = "connection"  # the pseudo-topic listeners use to hear about the connection itself
 _KEY_FIELD = {"flow": "site", "capacity": "site", "journeys": "id", "failures": "id", "reconciliation": "key",
-              "fallbacks": "id", "integrations": "system"}
+              "fallbacks": "id", "integrations": "system", "alerts": "id"}
 # journeys and failures keep arriving for hours; the board shows what is current
 MAX_ITEMS_PER_TOPIC = 2000
 LATEST_CHANGES = 15

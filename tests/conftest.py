@@ -7,6 +7,7 @@ of each other's way by using their own references and sites (`uid`), never by tr
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
 import uuid
@@ -24,7 +25,16 @@ from switchboard import bus
 from switchboard.events import SEED_SYSTEMS
 from switchboard.settings import Settings
 from switchboard.tokens import mint_token
-from tests.support.backends import JWT_SECRET, LAB_SYSTEMS, nats_connect, start_backend, with_database
+from tests.support.backends import (
+    JWT_SECRET,
+    LAB_SYSTEMS,
+    Stack,
+    nats_connect,
+    own_stack,
+    start_backend,
+    with_database,
+)
+from tests.support.webhook_receiver import ALERT_RULES, ALERT_SECRET, Receiver, webhook_receiver
 from tools.backend_process import BackendProcess
 from tools.embedded import embedded_servers
 
@@ -125,3 +135,21 @@ def second_backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess
     process = start_backend(settings, workdir / f"backend-second-{uuid.uuid4().hex[:8]}.log")
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module")
+async def alert_stack(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[tuple[Stack, Receiver]]:
+    """Two replicas with alert rules of seconds, a one-minute wait target at `site-*`, and their webhooks sent
+    to a real receiver on loopback that answers each message's first attempt 503."""
+    folder = workdir / f"alerts-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    (folder / "rules.toml").write_text(ALERT_RULES)
+    (folder / "sites.toml").write_text("[defaults]\nwait_target_s = 60\n")
+    with webhook_receiver(fail_first=1) as receiver:
+        env = {"SWITCHBOARD_ALERT_RULES_FILE": str(folder / "rules.toml"),
+               "SWITCHBOARD_SITES_FILE": str(folder / "sites.toml"),
+               "SWITCHBOARD_ALERT_CHECK_INTERVAL_S": "0.3", "SWITCHBOARD_ALERT_WEBHOOKS": receiver.url,
+               "SWITCHBOARD_ALERT_WEBHOOK_SECRET": ALERT_SECRET, "SWITCHBOARD_ALERT_WEBHOOK_RETRY_S": "0.3,0.6",
+               "SWITCHBOARD_ALERT_WEBHOOK_ALLOW_PRIVATE": "true", "SWITCHBOARD_ALERT_DELIVERY_INTERVAL_S": "0.2"}
+        async with own_stack(server_urls["database_url"], folder, env, replicas=2) as stack:
+            yield stack, receiver

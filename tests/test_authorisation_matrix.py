@@ -37,6 +37,7 @@ SRE_ = frozenset({"sre", "admin"})
 CONNECTOR_ = frozenset({"connector", "admin"})
 FLOOR_ = frozenset({"floor_staff", "sre", "admin"})  # fallbacks (CONTRACT section 6), rows to come
 AUDIT_ = frozenset({"sre", "admin"})
+ACK_ = frozenset({"manager", "sre", "admin"})
 FLOOR_ = frozenset({"floor_staff", "sre", "admin"})
 
 
@@ -110,6 +111,13 @@ MATRIX: dict[str, Row] = {
     "GET /api/v1/commands": Row(READ_, "/api/v1/commands?site={site}", foreign=True, listing=True),
     "GET /api/v1/rules": Row(READ_, "/api/v1/rules"),
     "GET /api/v1/audit": Row(AUDIT_, "/api/v1/audit"),
+    "GET /api/v1/reports/daily": Row(READ_, "/api/v1/reports/daily?site={site}", foreign=True),
+    "GET /api/v1/alerts": Row(READ_, "/api/v1/alerts?site={site}", foreign=True),
+    "GET /api/v1/alerts/rules": Row(READ_, "/api/v1/alerts/rules"),  # the rules in force: configuration
+    "GET /api/v1/alerts/{alert_id:int}/deliveries": Row(SRE_, "/api/v1/alerts/{alert}/deliveries", foreign=True),
+    # the first allowed caller acknowledges it; the next are told it is acknowledged (or resolved meanwhile)
+    "POST /api/v1/alerts/{alert_id:int}/ack": Row(ACK_, "/api/v1/alerts/{alert}/ack", (200, 409), foreign=True,
+                                                  body=lambda w: {}),
     # a handshake refused before accept is an HTTP 403 whatever the reason (uvicorn's websocket denial)
     "WS /api/v1/live": Row(READ_, "/api/v1/live", 101, foreign=True, anonymous=403),
     "GET /schema": Row(PUBLIC_, "/schema"),
@@ -201,7 +209,10 @@ async def world(backend, js, pool, token) -> World:
             preview = await api.post("/api/v1/reconciliation/drift/preview",
                                      json={"filter": {"site": site, "kind": "stale"}},
                                      headers={"Authorization": f"Bearer {token('admin', [site])}"})
-        places[name] = {"site": site, "journey": await eventually(journey), "failure": str(failures[0]),
+        alert = await pool.fetchval(
+            "INSERT INTO alerts (rule, kind, subject, site, summary, value, threshold) VALUES"
+            " ('matrix', 'drift_open', $1, $1, 'matrix', 1, 0) RETURNING id", site)
+        places[name] = {"alert": str(alert), "site": site, "journey": await eventually(journey), "failure": str(failures[0]),
                         "discardable": str(failures[1]), "fallback": str(fallback), "ending": str(ending),
                         "run": str(run), "drift": str(drift), "selection": preview.json()["selection"]}
     return World(own=places["a"], other=places["b"])
@@ -316,6 +327,8 @@ def sites_of(topic: str, item: dict[str, Any]) -> set[str]:
     match topic:
         case "integrations":
             return set()
+        case "alerts":  # an alert of no site (a system down) concerns every reader
+            return {item["site"]} - {None}
         case "reconciliation":
             return {(item.get("status") or item.get("drift"))["site"]}
         case _:

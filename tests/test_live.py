@@ -353,6 +353,7 @@ def test_topics_are_the_contract_topics():
         "reconciliation",
         "fallbacks",
         "integrations",
+        "alerts",
     }
 
 

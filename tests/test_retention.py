@@ -55,7 +55,8 @@ async def test_old_rows_go_recent_ones_stay_and_nothing_in_use_is_purged(pool, u
 
     counts = await eventually(lambda: purge(pool, DEFAULTS))  # None while a backend's own purge runs
     assert set(counts) == {"events", "inbox", "webhook_receipts", "outbox", "floor_steps", "failures", "drift",
-                           "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets", "audit"}
+                           "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets", "alerts",
+                           "reports", "audit"}
 
     events = {(r["source"], r["id"]) for r in await pool.fetch("SELECT source, id FROM events WHERE site = $1",
                                                                f"ret-{uid}")}

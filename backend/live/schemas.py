@@ -13,7 +13,8 @@ from msgspec import Meta
 
 from switchboard.events import Code
 
-Topic = Literal["flow", "capacity", "journeys", "failures", "reconciliation", "fallbacks", "integrations"]
+Topic = Literal["flow", "capacity", "journeys", "failures", "reconciliation", "fallbacks", "integrations",
+                "alerts"]
 TOPICS: tuple[Topic, ...] = (
     "flow",
     "capacity",
@@ -22,6 +23,7 @@ TOPICS: tuple[Topic, ...] = (
     "reconciliation",
     "fallbacks",
     "integrations",
+    "alerts",
 )
 
 # A subscribe names a few topics and sites; anything bigger is a broken or hostile client.

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from backend.alerts.services import snapshot as alerts_snapshot
 from backend.failures.services import list_failures
 from backend.fallbacks.services import snapshot as fallbacks_snapshot
 from backend.integrations.services import snapshot as integrations_snapshot
@@ -51,4 +52,5 @@ SNAPSHOTS: dict[str, SnapshotReader] = {
     "reconciliation": reconciliation.snapshot,
     "fallbacks": fallbacks_snapshot,
     "integrations": integrations_snapshot,
+    "alerts": alerts_snapshot,
 }

@@ -13,6 +13,11 @@ class SiteFlow(msgspec.Struct, kw_only=True):
     wait_p50_s: float | None
     wait_p90_s: float | None
     service_p50_s: float | None
+    # share of the last hour's calls whose wait stayed within the site's (or service's) target
+    within_target: float | None = None
+    # of the last day's ended journeys, the share that were no-shows, and cancelled
+    no_show_rate: float | None = None
+    cancellation_rate: float | None = None
 
 
 class SiteCapacity(msgspec.Struct, kw_only=True):

@@ -1,11 +1,14 @@
 """Flow and capacity per site, computed from journey state and the latest capacity events.
 
 Rates look at the last `RATE_WINDOW_MIN` minutes and percentiles at the last `PERCENTILE_WINDOW`, by
-upstream event time; stage counts cover journeys updated within the last day.
+upstream event time; stage counts cover journeys updated within the last day. The share served within
+target is of the calls in the last `PERCENTILE_WINDOW`, each against its site's and service's target;
+no-show and cancellation rates are of the last day's journeys that ended (completed, no-show, cancelled).
 """
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from datetime import datetime, timedelta
 
@@ -13,9 +16,18 @@ import asyncpg
 import msgspec
 
 from backend.operations.schemas import FlowMinute, SiteCapacity, SiteFlow, SiteFlowHistory
+from backend.reports.targets import target_sql, targets_document, wait_sql
+from backend.sites.config import load_sites
 
 RATE_WINDOW_MIN = 15
 PERCENTILE_WINDOW = "60 minutes"
+_ENDED = "('completed', 'no_show', 'cancelled')"
+
+
+@functools.cache
+def _targets() -> str:
+    """The sites' wait targets, read once per process like every setting."""
+    return targets_document(load_sites())
 
 _FLOW_SQL = f"""
 WITH scoped AS (
@@ -38,7 +50,13 @@ SELECT site,
            FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}') AS wait_p90_s,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - in_service_at))
            FILTER (WHERE stage = 'completed' AND finished_at > now() - interval '{PERCENTILE_WINDOW}') AS
-               service_p50_s
+               service_p50_s,
+       (avg(({wait_sql("s")} <= {target_sql("$2::jsonb", "s")})::int)
+           FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}'))::float8 AS within_target,
+       count(*) FILTER (WHERE stage = 'no_show')::float8
+           / nullif(count(*) FILTER (WHERE stage IN {_ENDED}), 0) AS no_show_rate,
+       count(*) FILTER (WHERE stage = 'cancelled')::float8
+           / nullif(count(*) FILTER (WHERE stage IN {_ENDED}), 0) AS cancellation_rate
 FROM scoped s
 GROUP BY site
 ORDER BY site
@@ -50,8 +68,10 @@ async def flow(conn: asyncpg.Connection, sites: list[str] | None) -> list[SiteFl
         SiteFlow(site=r["site"], stages=msgspec.json.decode(r["stages"]) if r["stages"] else {},
                  arrivals_per_min=float(r["arrivals_per_min"]),
                  completions_per_min=float(r["completions_per_min"]),
-                 wait_p50_s=r["wait_p50_s"], wait_p90_s=r["wait_p90_s"], service_p50_s=r["service_p50_s"])
-        for r in await conn.fetch(_FLOW_SQL, sites)
+                 wait_p50_s=r["wait_p50_s"], wait_p90_s=r["wait_p90_s"], service_p50_s=r["service_p50_s"],
+                 within_target=r["within_target"], no_show_rate=r["no_show_rate"],
+                 cancellation_rate=r["cancellation_rate"])
+        for r in await conn.fetch(_FLOW_SQL, sites, _targets())
     ]
 
 

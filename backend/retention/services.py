@@ -4,9 +4,10 @@ Each kind of row is kept for its own setting (`SWITCHBOARD_RETENTION_*_DAYS`) an
 batches, so a first purge of a large table never holds one long transaction. Never purged: open or
 retrying failures; commands still pending, held or sent, and failed commands whose failure is still
 open (a retry re-sends them); drift still open or repairing, and the runs it points to; the latest run
-of each system and site (its status); fallbacks still active or replaying, with their ledgers; audit
-rows younger than the database's floor (sql/008: the audit log is append-only, and the trigger refuses
-any DELETE of a row younger than the floor).
+of each system and site (its status); fallbacks still active or replaying, with their ledgers;
+daily reports younger than their floor of 400 days (`SWITCHBOARD_RETENTION_REPORTS_DAYS` may only
+raise it); open or acknowledged alerts; audit rows younger than the database's floor (sql/008: the
+audit log is append-only, and the trigger refuses any DELETE of a row younger than the floor).
 
 Ignored drift is not raised again while it stays the same (backend/reconciliation/runs.py) only as
 long as the ignored item is kept: after `retention_drift_days` the same drift may be raised anew.
@@ -29,10 +30,13 @@ import asyncpg
 import msgspec
 
 from backend import metrics
-from switchboard.settings import Settings
+from backend.alerts.settings import AlertsSection
+from backend.reports.settings import REPORTS_RETENTION_FLOOR_DAYS, ReportsSection
+from switchboard.settings import Settings, load_section
 
 Kind = Literal["events", "inbox", "webhook_receipts", "outbox", "floor_steps", "failures", "drift",
-               "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets", "audit"]
+               "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets", "alerts", "reports",
+               "audit"]
 WEBHOOK_TIMESTAMP_TOLERANCE = timedelta(minutes=5)  # Standard Webhooks: a receipt must outlive it
 BATCH = 5000
 _LOCK = 0x5357_5254  # one purge at a time across replicas and the CLI
@@ -64,6 +68,9 @@ _BATCHED: dict[Kind, tuple[str, str, str]] = {
     "fallbacks": ("fallbacks", "id", "status = 'ended' AND ended_at < now() - $1::interval"
                   " AND NOT EXISTS (SELECT 1 FROM fallback_ledger l WHERE l.fallback_id = fallbacks.id)"),
     "manual_tickets": ("manual_tickets", "site, day", "day < (now() - $1::interval)::date"),
+    # resolved alerts go with their webhook deliveries (ON DELETE CASCADE)
+    "alerts": ("alerts", "id", "status = 'resolved' AND resolved_at < now() - $1::interval"),
+    "reports": ("daily_reports", "site, day", "day < (now() - $1::interval)::date"),
 }
 # kinds kept as long as another: an inbox row with its event, a ledger and ticket numbers with their fallback
 _KEPT_WITH: dict[Kind, Kind] = {"inbox": "events", "floor_steps": "outbox", "fallback_ledger": "fallbacks",
@@ -79,6 +86,8 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
     reconciliation_runs: timedelta
     fallbacks: timedelta
     audit: timedelta
+    alerts: timedelta = timedelta(days=400)
+    reports: timedelta = timedelta(days=REPORTS_RETENTION_FLOOR_DAYS)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
@@ -89,14 +98,19 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
                      drift=timedelta(days=settings.retention_drift_days),
                      reconciliation_runs=timedelta(days=settings.retention_reconciliation_runs_days),
                      fallbacks=timedelta(days=settings.retention_fallbacks_days),
-                     audit=timedelta(days=settings.retention_audit_days))
+                     audit=timedelta(days=settings.retention_audit_days),
+                     alerts=timedelta(days=load_section(AlertsSection).retention_alerts_days),
+                     reports=timedelta(days=load_section(ReportsSection).retention_reports_days))
         if policy.events <= timedelta(seconds=settings.duplicate_window_s):
             raise ValueError("retention_events_days must exceed JetStream's duplicate window")
         if policy.webhook_receipts <= WEBHOOK_TIMESTAMP_TOLERANCE:
             raise ValueError("retention_webhook_receipts_days must exceed the 5-minute webhook timestamp"
                              " tolerance")
+        if policy.reports < timedelta(days=REPORTS_RETENTION_FLOOR_DAYS):
+            raise ValueError(f"retention_reports_days must be at least {REPORTS_RETENTION_FLOOR_DAYS:g} (the"
+                             " daily reports' floor)")
         if min(policy.outbox, policy.failures, policy.drift, policy.reconciliation_runs,
-               policy.fallbacks) <= timedelta(0):
+               policy.fallbacks, policy.alerts) <= timedelta(0):
             raise ValueError("retention periods must be positive")
         return policy
 

@@ -71,6 +71,11 @@ class SiteDirectory:
         return found if found is not None else msgspec.structs.replace(self._default, site=site)
 
     @property
+    def default(self) -> SiteSettings:
+        """What a site the file does not name gets."""
+        return self._default
+
+    @property
     def configured(self) -> list[str]:
         return sorted(self._configured)
 

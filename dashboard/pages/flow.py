@@ -16,6 +16,19 @@ from dashboard.frame import frame
 from dashboard.live import FlowPoint, seed_history
 
 ALL_SITES = "all sites"
+# per site from the backend (within target: the last hour's calls; rates: the last day's ended journeys)
+SHARES = {"within_target": "Served within target", "no_show_rate": "No-shows",
+          "cancellation_rate": "Cancelled"}
+
+
+def mean_share(flows: list[dict[str, Any]], field: str) -> float | None:
+    """Across the shown sites, the mean of those that have the figure (an older backend has none)."""
+    values = [f[field] for f in flows if f.get(field) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def percent(share: float | None) -> str:
+    return "–" if share is None else f"{share * 100:.0f}%"
 HISTORY = "/api/v1/flow/history"
 
 
@@ -49,6 +62,8 @@ class FlowView:
                                      on_change=self._site_changed).classes("w-48").props("data-testid=site")
         with ui.row().classes("gap-6"):
             self.counts = {stage: self._count(stage) for stage in charts.FUNNEL_STAGES}
+        with ui.row().classes("gap-6"):
+            self.shares = {field: self._share(label, field) for field, label in SHARES.items()}
         with ui.grid(columns=2).classes("w-full"):
             self.funnel = ui.plotly(charts.funnel(charts.stage_totals([])))
             self.per_minute = ui.plotly(charts.per_minute({}))
@@ -71,6 +86,12 @@ class FlowView:
             ui.label(stage.replace("_", " ")).classes("text-sm text-gray-500")
             return ui.label("0").classes("text-3xl font-bold").props(f"data-testid=count-{stage}")
 
+    @staticmethod
+    def _share(label: str, field: str) -> ui.label:
+        with ui.card().classes("items-center min-w-40"):
+            ui.label(label).classes("text-sm text-gray-500")
+            return ui.label("–").classes("text-2xl font-bold").props(f"data-testid=share-{field}")
+
     def _site_changed(self) -> None:
         self.site = self.site_select.value or ALL_SITES
         self.render_flow()
@@ -83,6 +104,8 @@ class FlowView:
         totals = charts.stage_totals(flows)
         for stage, label in self.counts.items():
             label.set_text(str(totals[stage]))
+        for field, label in self.shares.items():
+            label.set_text(percent(mean_share(flows, field)))
         self.funnel.update_figure(charts.funnel(totals))
         # the history is the process's: show only the sites this viewer's own flow topic has
         history = self.viewer.live.state.flow_history

@@ -4,12 +4,18 @@ artifacts/screenshots/."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 import pytest
 from playwright.async_api import Browser, expect
 
+from backend.reports.services import roll_up_recent
+from backend.sites.config import load_sites
 from tests.support.browser import SCREENSHOTS, sign_in_as
 from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -95,4 +101,107 @@ async def test_floor_staff_start_a_fallback_and_check_a_customer_in_by_hand(brow
     assert (journey["stage"], journey["source"]) == ("arrived", "/manual/demo-floor_staff")
     assert await pool.fetchval("SELECT count(*) FROM fallback_ledger l JOIN fallbacks f ON f.id = l.fallback_id"
                                " WHERE f.site = $1 AND l.action = 'check_in'", site) == 1
+    await page.close()
+
+
+async def test_an_alert_is_a_banner_on_every_page_of_its_site_acknowledged_and_resolved_by_itself(
+        browser: Browser, dashboard_url, js, pool, uid):
+    site = f"alert-{uid}"
+    # someone has waited 30 minutes at a site whose target is 10: over it for 20, past the rule's 10 minutes
+    await publish(js, cloud_event("customer.arrived", f"queue:W-{uid}", {"site": site},
+                                  time=datetime.now(UTC) - timedelta(minutes=30)))
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await sign_in_as(page, dashboard_url, "manager", sites=site)
+    banner = page.get_by_test_id("alerts-banner")
+    await expect(banner).to_contain_text(f"Site {site}: a wait of", timeout=15_000)
+    for path in ("/capacity", "/failures", "/reports"):
+        await page.goto(dashboard_url + path)
+        await expect(banner).to_contain_text(f"Site {site}", timeout=15_000)
+    alert_id = await pool.fetchval("SELECT id FROM alerts WHERE subject = $1 AND status = 'open'", site)
+    await page.goto(dashboard_url + "/alerts")
+    card = page.get_by_test_id(f"active-{alert_id}")
+    await expect(card).to_contain_text("wait-over-target")
+    rule = page.get_by_test_id("rules").locator("tr", has_text="wait-over-target")
+    await expect(rule).to_contain_text("wait over target")
+    await expect(rule).to_contain_text("for minutes 10")
+    await page.get_by_test_id(f"ack-{alert_id}").click()
+    await expect(card).to_contain_text("acknowledged by demo-manager", timeout=15_000)
+    await expect(banner).to_contain_text("acknowledged by demo-manager", timeout=15_000)
+    await expect(page.get_by_test_id("alert-history")).to_contain_text("acknowledged", timeout=15_000)
+    await page.wait_for_timeout(500)
+    await page.screenshot(path=SCREENSHOTS / "alerts.png", full_page=True)
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE target = $1 AND action = 'alert.ack'",
+                               f"alert:{alert_id}") == 1
+
+    # a reader of another site sees no banner for it, and a floor worker of the site cannot acknowledge
+    other = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await sign_in_as(other, dashboard_url, "floor_staff", sites=f"elsewhere-{uid}")
+    await other.goto(dashboard_url + "/alerts")
+    await expect(other.get_by_test_id(f"active-{alert_id}")).to_have_count(0)
+    await expect(other.get_by_test_id("alerts-banner")).not_to_contain_text(site)
+    await other.close()
+
+    # called at last: nobody waits past the target, the alert resolves itself and the banner goes
+    await publish(js, cloud_event("ticket.called", f"queue:W-{uid}", {"site": site, "counter": "3"}))
+    await expect(card).to_have_count(0, timeout=15_000)
+    await expect(banner).to_be_hidden(timeout=15_000)
+    await page.reload()
+    await expect(page.get_by_test_id("alert-history").locator("tr", has_text=site)).to_contain_text("resolved")
+    await page.close()
+
+    # an SRE sees where each alert was sent: this backend has no receivers, and says so
+    sre = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await sign_in_as(sre, dashboard_url, "sre")
+    await sre.goto(dashboard_url + "/alerts")
+    await sre.get_by_test_id("alert-history").locator("tr", has_text=site).click()
+    await expect(sre.get_by_test_id("deliveries")).to_contain_text(f"Webhook deliveries of alert #{alert_id}")
+    await expect(sre.get_by_test_id("deliveries")).to_contain_text("no alert webhooks are configured")
+    await sre.close()
+
+
+async def test_the_reports_page_charts_a_sites_days_and_downloads_them_as_csv(browser: Browser, dashboard_url, js,
+                                                                              pool, uid):
+    site = f"report-{uid}"
+    start = max(datetime.now(UTC) - timedelta(minutes=30), datetime.now(UTC).replace(hour=0, minute=0))
+    for n, kind in enumerate(("completed", "no_show", "waiting")):
+        ref = f"queue:R{n}-{uid}"
+        await publish(js, cloud_event("customer.arrived", ref, {"site": site}, time=start))
+        if kind == "completed":
+            await publish(js, cloud_event("ticket.called", ref, {"site": site, "counter": "1"},
+                                          time=start + timedelta(minutes=3)))
+            await publish(js, cloud_event("service.completed", ref, {"site": site, "outcome": "DONE"},
+                                          time=start + timedelta(minutes=9)))
+        elif kind == "no_show":
+            await publish(js, cloud_event("appointment.no_show", ref, {"site": site},
+                                          time=start + timedelta(minutes=5)))
+
+    async def rolled_up() -> bool:
+        await roll_up_recent(pool, load_sites(), datetime.now(UTC))
+        return await pool.fetchval("SELECT arrivals FROM daily_reports WHERE site = $1 AND day = $2", site,
+                                   datetime.now(UTC).date()) == 3
+
+    await eventually(rolled_up)
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await sign_in_as(page, dashboard_url, "manager", sites=site)
+    # Flow's live figures: the one call waited 3 minutes (target 10); of two ended journeys one was a no-show
+    await expect(page.get_by_test_id("share-within_target")).to_have_text("100%", timeout=15_000)
+    await expect(page.get_by_test_id("share-no_show_rate")).to_have_text("50%")
+    await expect(page.get_by_test_id("share-cancellation_rate")).to_have_text("0%")
+    await page.goto(dashboard_url + "/reports")
+    summary = page.get_by_test_id("report-summary")
+    await expect(summary).to_contain_text("3 arrivals, 1 served, 1 no-shows, 0 cancellations")
+    for period in ("year", "week"):
+        await page.get_by_test_id("period").get_by_text(period, exact=True).click()
+        await expect(summary).to_contain_text("3 arrivals")
+    await expect(page.get_by_test_id("chart-volumes").locator(".main-svg").first).to_be_visible()
+    await page.wait_for_timeout(500)
+    await page.screenshot(path=SCREENSHOTS / "reports.png", full_page=True)
+    async with page.expect_download() as download_info:
+        await page.get_by_test_id("csv").click()
+    download = await download_info.value
+    text = Path(await download.path()).read_text()
+    assert text.startswith("site,day,arrivals") and f"{site},{datetime.now(UTC).date()},3,1,1,0" in text
+    assert errors == []
     await page.close()

@@ -54,6 +54,8 @@ def backend_env(settings: Settings) -> dict[str, str]:
         "SWITCHBOARD_EXTRA_SYSTEMS": ",".join(LAB_SYSTEMS), "SWITCHBOARD_INTEGRATION_CHECK_INTERVAL_S": "0.5",
         # figures once a minute only: a test of "published once" must not see a figures round
         "SWITCHBOARD_INTEGRATION_FIGURES_INTERVAL_S": "60",
+        # alert rules evaluated every second, so that a banner shows within the suite's waits
+        "SWITCHBOARD_ALERT_CHECK_INTERVAL_S": "1",
     }
 
 

@@ -1,0 +1,104 @@
+"""Alert webhooks: the durable queue `alert_deliveries`, sent as Standard Webhooks with retries.
+
+Every replica works the queue; a delivery is claimed by moving its `next_at` past the time one attempt
+can take (`FOR UPDATE SKIP LOCKED`), so two replicas never send it at once and a replica that dies
+mid-attempt leaves it to be tried again. `webhook-id` is the same on every attempt, so a receiver
+drops repeats. A 2xx delivers; 408, 429, 5xx, unreachable and a refused target are retried on the
+schedule (`SWITCHBOARD_ALERT_WEBHOOK_RETRY_S`) and then `failed`; any other status fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from backend import metrics
+from switchboard.webhook_targets import TargetRefused, check_target
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_S = 10.0
+_LEASE_S = REQUEST_TIMEOUT_S + 5  # an attempt cannot take longer: after that the delivery is free again
+_BATCH = 20
+_RETRYABLE = frozenset({408, 429})
+
+_CLAIM_SQL = """
+UPDATE alert_deliveries SET attempts = attempts + 1, next_at = now() + make_interval(secs => $1)
+WHERE id IN (SELECT id FROM alert_deliveries WHERE status = 'pending' AND next_at <= now()
+             ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+RETURNING id, alert_id, event, url, attempts, payload::text AS payload
+"""
+
+
+class AlertDelivery:
+    def __init__(self, pool: asyncpg.Pool, *, secret: str, retry_s: tuple[float, ...], allow_private: bool,
+                 interval_s: float) -> None:
+        self.pool = pool
+        self.signer = Webhook(secret)
+        self.retry_s = retry_s
+        self.allow_private = allow_private
+        self.interval_s = interval_s
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, follow_redirects=False) as client:
+            while True:
+                try:
+                    sent = await self.deliver_due(client)
+                except Exception:  # the queue outlives any one failure: Postgres away
+                    log.exception("alert deliveries not worked; trying again")
+                    sent = 0
+                if not sent:
+                    await asyncio.sleep(self.interval_s)
+
+    async def deliver_due(self, client: httpx.AsyncClient) -> int:
+        async with self.pool.acquire() as conn:
+            claimed = await conn.fetch(_CLAIM_SQL, _LEASE_S, _BATCH)
+        for row in claimed:
+            error = await self._attempt(client, row)
+            await self._record(row, error)
+        return len(claimed)
+
+    async def _attempt(self, client: httpx.AsyncClient, row: asyncpg.Record) -> tuple[str, bool] | None:
+        """None when delivered; else the error and whether another attempt may help."""
+        try:
+            await check_target(row["url"], allow_private=self.allow_private)
+        except TargetRefused as exc:
+            return f"target refused: {exc}", True  # a DNS answer may change: retried, then failed
+        now = datetime.now(UTC)
+        message_id = f"msg_alert_{row['alert_id']}_{row['event'].split('.')[1]}"
+        headers = {"content-type": "application/json", "webhook-id": message_id,
+                   "webhook-timestamp": str(int(now.timestamp())),
+                   "webhook-signature": self.signer.sign(message_id, now, row["payload"])}
+        try:
+            response = await client.post(row["url"], content=row["payload"].encode(), headers=headers)
+        except httpx.HTTPError as exc:
+            return f"unreachable ({type(exc).__name__})", True
+        if response.is_success:
+            return None
+        retryable = response.status_code in _RETRYABLE or response.status_code >= 500
+        return f"HTTP {response.status_code}", retryable
+
+    async def _record(self, row: asyncpg.Record, error: tuple[str, bool] | None) -> None:
+        async with self.pool.acquire() as conn:
+            if error is None:
+                metrics.ALERT_DELIVERIES.labels("delivered").inc()
+                await conn.execute("UPDATE alert_deliveries SET status = 'delivered', delivered_at = now(),"
+                                   " last_error = NULL WHERE id = $1", row["id"])
+                return
+            reason, retryable = error
+            attempt = row["attempts"]
+            if retryable and attempt <= len(self.retry_s):
+                metrics.ALERT_DELIVERIES.labels("retried").inc()
+                await conn.execute("UPDATE alert_deliveries SET next_at = now() + make_interval(secs => $2),"
+                                   " last_error = $3 WHERE id = $1", row["id"], self.retry_s[attempt - 1],
+                                   reason)
+                return
+            metrics.ALERT_DELIVERIES.labels("failed").inc()
+            log.warning("alert delivery %s given up after %d attempts: %s", row["id"], attempt, reason)
+            await conn.execute("UPDATE alert_deliveries SET status = 'failed', last_error = $2 WHERE id = $1",
+                               row["id"], reason)

@@ -1,0 +1,35 @@
+"""Where Switchboard may send a webhook: an http(s) URL whose host resolves to public addresses only.
+
+Loopback, private, link-local and reserved targets are refused unless explicitly allowed (local
+development): a misconfigured target must not turn Switchboard into a way into the internal network.
+Checked before every delivery, since an address may change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+
+class TargetRefused(Exception):  # noqa: N818 - a refusal, not a crash
+    """The configured target may not be called (loopback or private, or not http(s))."""
+
+
+async def check_target(url: str, *, allow_private: bool) -> None:
+    """Refuse a URL that is not http(s) or whose host resolves to a non-public address."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetRefused("the target must be an http(s) URL")
+    if allow_private:
+        return
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
+                                                             type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise TargetRefused(f"cannot resolve {parts.hostname}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            raise TargetRefused(f"{parts.hostname} resolves to a non-public address")
