@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import secrets
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ALERT_SECRET = "whsec_" + base64.b64encode(b"alert-webhook-secret-for-tests!!").decode()
+ALERT_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()  # fake: made per run
 ALERT_RULES = """
 [[rules]]
 name = "system-down"
