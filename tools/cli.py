@@ -116,7 +116,7 @@ def _bench(args: argparse.Namespace) -> None:
 
     run_ingest_bench(events=args.events, batch=args.batch, replicas=args.replicas,
                      stored_journeys=args.stored_journeys, nats_fsync=not args.no_fsync,
-                     nats_auth=args.nats_auth == "on")
+                     nats_auth=args.nats_auth == "on", rounds=args.rounds, deadline_s=args.deadline)
 
 
 def _chaos(args: argparse.Namespace) -> None:
@@ -211,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="embedded NATS flushes every 2 min, not per write")
     ingest.add_argument("--nats-auth", choices=("on", "off"), default="on",
                         help="embedded NATS without authentication: to measure what it costs, never to run")
+    ingest.add_argument("--rounds", type=int, default=3,
+                        help="alternated rounds of each side (bare, backend, bare...), medians taken")
+    ingest.add_argument("--deadline", type=float, default=300.0,
+                        help="seconds any side may take to commit every event before the run fails")
     ingest.set_defaults(run=_bench)
     live = bench_kinds.add_parser("live",
                                   help="live websocket latency, fan-out and memory against bare floors")
