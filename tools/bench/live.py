@@ -417,7 +417,8 @@ async def live_fanout(
 ) -> float:
     token = mint_token(settings, sub="bench-fanout", roles=["manager"], sites=[FANOUT_SITE])
     audience = [
-        await CountingClient.open(backend.ws_url, {"Authorization": f"Bearer {token}"}) for _ in range(clients)
+        await CountingClient.open(backend.ws_url, {"Authorization": f"Bearer {token}"})
+        for _ in range(clients)
     ]
     for client in audience:
         await client.request_text(json.dumps({"op": "subscribe", "topics": ["journeys"]}), b'"op":"snapshot"')
