@@ -113,9 +113,10 @@ async def connect(url: str, token: str) -> websockets.ClientConnection:
 
 async def subscribe(ws: websockets.ClientConnection, topics: list[str]) -> None:
     await ws.send(json.dumps({"op": "subscribe", "topics": topics}))
-    for _ in topics:
-        while _decode(await ws.recv())["op"] != "snapshot":
-            pass
+    async with asyncio.timeout(30):  # a snapshot that never comes fails the run rather than hang it
+        for _ in topics:
+            while _decode(await ws.recv())["op"] != "snapshot":
+                pass
 
 
 # ---- floors -----------------------------------------------------------------------------------
