@@ -116,7 +116,7 @@ def _bench(args: argparse.Namespace) -> None:
 
     run_ingest_bench(events=args.events, batch=args.batch, replicas=args.replicas,
                      stored_journeys=args.stored_journeys, nats_fsync=not args.no_fsync,
-                     nats_auth=args.nats_auth == "on")
+                     nats_auth=args.nats_auth == "on", rounds=args.rounds, deadline_s=args.deadline)
 
 
 def _chaos(args: argparse.Namespace) -> None:
@@ -130,13 +130,13 @@ def _bench_live(args: argparse.Namespace) -> None:
 
     run_live_bench(clients=args.clients, sites=args.sites, rate=args.rate, seconds=args.seconds,
                    fanout_clients=args.fanout_clients, updates=args.updates, keys=args.keys,
-                   rounds=args.rounds, idle=args.idle)
+                   rounds=args.rounds, idle=args.idle, nats_fsync=not args.no_fsync)
 
 
 def _bench_publish(args: argparse.Namespace) -> None:
     from tools.bench.publish import run_publish_bench  # noqa: PLC0415
 
-    run_publish_bench(events=args.events, max_in_flight=args.max_in_flight)
+    run_publish_bench(events=args.events, max_in_flight=args.max_in_flight, nats_fsync=not args.no_fsync)
 
 
 def _nats_init(args: argparse.Namespace) -> None:
@@ -211,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="embedded NATS flushes every 2 min, not per write")
     ingest.add_argument("--nats-auth", choices=("on", "off"), default="on",
                         help="embedded NATS without authentication: to measure what it costs, never to run")
+    ingest.add_argument("--rounds", type=int, default=3,
+                        help="alternated rounds of each side (bare, backend, bare...), medians taken")
+    ingest.add_argument("--deadline", type=float, default=300.0,
+                        help="seconds any side may take to commit every event before the run fails")
     ingest.set_defaults(run=_bench)
     live = bench_kinds.add_parser("live",
                                   help="live websocket latency, fan-out and memory against bare floors")
@@ -225,11 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--rounds", type=int, default=3,
                       help="throughput: alternated rounds of each, medians taken")
     live.add_argument("--idle", type=int, default=500, help="memory: idle connections opened")
+    live.add_argument("--no-fsync", action="store_true",
+                      help="embedded NATS flushes every 2 min, not per write")
     live.set_defaults(run=_bench_live)
     publish = bench_kinds.add_parser("publish",
                                      help="connector publish rate against a bare nats-py async loop")
     publish.add_argument("--events", type=int, default=50_000)
     publish.add_argument("--max-in-flight", type=int, default=1000)
+    publish.add_argument("--no-fsync", action="store_true",
+                         help="embedded NATS flushes every 2 min, not per write")
     publish.set_defaults(run=_bench_publish)
 
     chaos = commands.add_parser("chaos",

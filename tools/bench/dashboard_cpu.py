@@ -1,10 +1,13 @@
 """CPU of a running dashboard process with N browser tabs open on a page, in headless Debian chromium.
 
     python -m tools.bench.dashboard_cpu --url http://127.0.0.1:8080 --pid <dashboard pid> [--tabs 20]
+        [--backend-url http://127.0.0.1:8000]
 
 The tabs share one signed-in browser session (demo mode, as `switchboard demo` runs it), like one
 person's or one control room's screens; the figure is the dashboard process's own user+system
-time over the window, from /proc, in cores. The last line is one JSON object.
+time over the window, from /proc, in cores. The baseline is the same process over a window of the same
+length in the same run with no tab open. With `--backend-url`, the events the backend applied during
+each window (its /metrics) prove the load was there. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import json
 import os
 import time
+import urllib.request
 
 # a few renderer processes for all tabs: twenty would starve the dashboard being measured on a small machine
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -26,10 +30,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def events_applied(backend_url: str | None) -> float | None:
+    """The backend's `switchboard_events_applied_total`, summed over its labels."""
+    if backend_url is None:
+        return None
+    with urllib.request.urlopen(backend_url + "/metrics", timeout=5) as response:  # noqa: S310 - operator's URL
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.startswith("switchboard_events_applied_total"))
+
+
+async def window(pid: int, seconds: float, backend_url: str | None) -> tuple[float, float | None]:
+    """The dashboard's cores over `seconds`, and the events the backend applied meanwhile."""
+    applied, start_cpu, start = events_applied(backend_url), cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    cores = (cpu_seconds(pid) - start_cpu) / (time.monotonic() - start)
+    after = events_applied(backend_url)
+    return cores, None if applied is None or after is None else after - applied
+
+
 async def measure(url: str, pid: int, tabs: int, page_path: str, warmup_s: float,
-                  seconds: float) -> dict[str, float | str]:
+                  seconds: float, backend_url: str | None = None) -> dict[str, object]:
     from playwright.async_api import async_playwright  # noqa: PLC0415 - a test dependency, only for this tool
 
+    baseline, baseline_events = await window(pid, seconds, backend_url)  # no tab open, same load
+    print(f"  baseline without tabs: {baseline:.3f} cores", flush=True)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         context = await browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -44,11 +69,11 @@ async def measure(url: str, pid: int, tabs: int, page_path: str, warmup_s: float
             await page.get_by_test_id("who").wait_for()
             print(f"  tab {number} open", flush=True)
         await asyncio.sleep(warmup_s)
-        start_cpu, start = cpu_seconds(pid), time.monotonic()
-        await asyncio.sleep(seconds)
-        cores = (cpu_seconds(pid) - start_cpu) / (time.monotonic() - start)
+        cores, events = await window(pid, seconds, backend_url)
         await browser.close()
-    return {"tabs": tabs, "page": page_path, "seconds": seconds, "cores": round(cores, 3)}
+    return {"tabs": tabs, "page": page_path, "seconds": seconds, "cores": round(cores, 3),
+            "baseline_cores": round(baseline, 3), "cores_per_tab": round((cores - baseline) / tabs, 4),
+            "events_applied": events, "baseline_events_applied": baseline_events}
 
 
 def main() -> None:
@@ -61,9 +86,12 @@ def main() -> None:
                         help="the page every tab shows (Flow, the busiest, by default)")
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--backend-url", help="the backend whose applied events prove the load (/metrics)")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.url, args.pid, args.tabs, args.page, args.warmup, args.seconds))
-    print(f"dashboard CPU with {result['tabs']} tabs on {result['page']}: {result['cores']:.2f} cores")
+    result = asyncio.run(measure(args.url, args.pid, args.tabs, args.page, args.warmup, args.seconds,
+                                 args.backend_url))
+    print(f"dashboard CPU with {result['tabs']} tabs on {result['page']}: {result['cores']} cores"
+          f" (without tabs {result['baseline_cores']}), events applied meanwhile: {result['events_applied']}")
     print(json.dumps(result))
 
 

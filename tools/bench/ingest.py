@@ -1,10 +1,16 @@
 """`switchboard bench ingest`: the backend's apply rate against a bare consumer, same events, same run.
 
-The bare consumer is the floor any design pays here: fetch from JetStream in batches, decode the
-JSON, insert the rows with one batched asyncpg statement, commit, ack. The backend does that plus
-validation, personal-data checks, locking, the journey merge, routing rules and the outbox. Both run
-with `synchronous_commit` on. The backend side is real `switchboard backend` processes, measured
-from the first applied event to the last, so start-up is not counted.
+The bare consumer is the floor a competent hand-written consumer sets here ("baseline": "pipelined"):
+it fetches the next batch from JetStream while the current one is inserted, decodes the JSON, inserts
+the rows with one batched asyncpg statement, commits, then acknowledges, the same batches and the
+same durability (`synchronous_commit` on, ack after commit) as the backend. The backend does that plus
+validation, personal-data checks, locking, the journey merge, routing rules and the outbox, as real
+`switchboard backend` processes.
+
+Fair by construction: both sides start from a database migrated and prefilled alike
+(`--stored-journeys`), both are timed by the same watcher (rows committed, from the first seen to the
+last), rounds alternate (bare, backend, bare, backend...) and the medians and spread are reported.
+Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ import asyncio
 import contextlib
 import os
 import random
+import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +31,7 @@ import asyncpg
 import msgspec
 import nats
 import uvloop
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -31,6 +40,10 @@ from tools.backend_process import BackendProcess
 from tools.bench.common import Meter, bench_servers, progress, report, scratch_database
 
 PREFIX = "svc.events"
+
+
+POLL_S = 0.05
+BARE_TABLE = "bare_events"
 
 
 def make_events(total: int, seed: int = 7, prefix: str = PREFIX) -> list[tuple[str, bytes, str]]:
@@ -82,32 +95,88 @@ async def _load(js: JetStreamContext, events: list[tuple[str, bytes, str]]) -> N
     meter.update(len(events))
 
 
-async def _bare(js: JetStreamContext, database_url: str, total: int, batch: int) -> float:
-    conn = await asyncpg.connect(database_url)
-    await conn.execute("CREATE TABLE bare_events (source text, id text, type text, subject text, time"
-                       " timestamptz, data jsonb, PRIMARY KEY (source, id))")
-    await js.add_consumer(messaging.EVENTS_STREAM, ConsumerConfig(
-        durable_name="bench-bare", ack_policy=AckPolicy.EXPLICIT, ack_wait=60, max_ack_pending=50_000))
-    sub = await js.pull_subscribe_bind(durable="bench-bare", stream=messaging.EVENTS_STREAM)
-    meter, done = Meter("bare consumer", total), 0
-    while done < total:
-        msgs = await sub.fetch(batch, timeout=5)
-        docs = [msgspec.json.decode(m.data) for m in msgs]
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO bare_events SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-                " $5::timestamptz[], $6::jsonb[]) ON CONFLICT DO NOTHING",
-                [d["source"] for d in docs], [d["id"] for d in docs], [d["type"] for d in docs],
-                [d["subject"] for d in docs], [datetime.fromisoformat(d["time"]) for d in docs],
-                [msgspec.json.encode(d["data"]).decode() for d in docs],
-            )
-        for m in msgs:
-            await m.ack()
-        done += len(msgs)
+async def _watch(conn: asyncpg.Connection, count_sql: str, args: tuple[object, ...], total: int,
+                 label: str, deadline_s: float, check: Callable[[], None], cpu: Callable[[], float],
+                 ) -> tuple[float, float]:
+    """The one clock for every side: rows committed, polled every 50 ms; it starts at the first poll that
+    sees any and stops at the first that sees all, so start-up is counted on neither side. Returns the rate
+    and the CPU seconds `cpu` says were spent in between."""
+    meter = Meter(label, total)
+    give_up = time.monotonic() + deadline_s
+    started: float | None = None
+    first, cpu_at_start = 0, 0.0
+    while True:
+        await asyncio.sleep(POLL_S)
+        done = await conn.fetchval(count_sql, *args)
+        now = time.perf_counter()
+        if started is None and done:
+            started, first, cpu_at_start = now, done, cpu()
         meter.update(done)
-    await sub.unsubscribe()
-    await conn.close()
-    return total / meter.elapsed()
+        if done >= total and started is not None:
+            # a run too short for two polls is timed over one poll interval
+            return (total - first or total) / max(now - started, POLL_S), cpu() - cpu_at_start
+        check()
+        if time.monotonic() > give_up:
+            raise SystemExit(f"{label}: only {done:,} of {total:,} events committed after {deadline_s:.0f}s")
+
+
+async def _bare(js: JetStreamContext, database_url: str, total: int, batch: int, round_: int,
+                deadline_s: float) -> float:
+    """The pipelined bare consumer: the next fetch overlaps the current batch's insert; commit, then ack."""
+    conn, watcher = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    durable = f"bench-bare-{round_}"
+    await js.add_consumer(messaging.EVENTS_STREAM, ConsumerConfig(
+        durable_name=durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=60, max_ack_pending=50_000))
+    sub = await js.pull_subscribe_bind(durable=durable, stream=messaging.EVENTS_STREAM)
+    fetched: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=2)
+
+    async def fetch() -> None:
+        count = 0
+        while count < total:
+            try:
+                msgs = await sub.fetch(batch, timeout=5)
+            except TimeoutError:
+                continue  # the watcher's deadline ends a run that stalls
+            count += len(msgs)
+            await fetched.put(msgs)
+
+    async def write() -> None:
+        count = 0
+        while count < total:
+            msgs = await fetched.get()
+            docs = [msgspec.json.decode(m.data) for m in msgs]
+            async with conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO {BARE_TABLE} SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+                    " $4::text[], $5::timestamptz[], $6::jsonb[]) ON CONFLICT DO NOTHING",
+                    [d["source"] for d in docs], [d["id"] for d in docs], [d["type"] for d in docs],
+                    [d["subject"] for d in docs], [datetime.fromisoformat(d["time"]) for d in docs],
+                    [msgspec.json.encode(d["data"]).decode() for d in docs],
+                )
+            for m in msgs:
+                await m.ack()
+            count += len(msgs)
+
+    tasks = [asyncio.create_task(fetch()), asyncio.create_task(write())]
+
+    def check() -> None:
+        for task in tasks:
+            if task.done() and task.exception():
+                raise SystemExit(f"the bare consumer failed: {task.exception()!r}")
+
+    try:
+        rate, _ = await _watch(watcher, f"SELECT count(*) FROM {BARE_TABLE}", (), total,
+                               f"round {round_} bare (pipelined)", deadline_s, check, lambda: 0.0)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+            await js.delete_consumer(messaging.EVENTS_STREAM, durable)
+        await conn.close()
+        await watcher.close()
+    return rate
 
 
 async def _store_journeys(database_url: str, count: int) -> None:
@@ -143,86 +212,132 @@ async def _store_journeys(database_url: str, count: int) -> None:
     await conn.close()
 
 
-async def _backends(nats_url: str, creds: str | None, database_url: str, total: int, batch: int,
-                    replicas: int, root: Path) -> float:
-    """Rate of `replicas` backend processes draining the stream from its start."""
-    nc = await messaging.connect(nats_url, "bench-ingest", creds)
+
+async def _prepare(database_url: str, stored: int) -> None:
+    """Every side's database alike: migrated, the bare consumer's table, `stored` journeys, vacuumed."""
+    conn = await asyncpg.connect(database_url)
+    await db.migrate(conn)
+    await conn.execute(f"CREATE TABLE {BARE_TABLE} (source text, id text, type text, subject text, time"
+                       " timestamptz, data jsonb, PRIMARY KEY (source, id))")
+    await conn.close()
+    if stored:
+        await _store_journeys(database_url, stored)
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU of the processes so far (/proc/<pid>/stat fields 14 and 15)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def _backends(urls: dict[str, str], database_url: str, total: int, batch: int, replicas: int,
+                    round_: int, root: Path, deadline_s: float) -> tuple[float, float]:
+    """Rate of `replicas` backend processes draining the stream from its start, and their CPU seconds."""
+    nc = await messaging.connect(urls["nats_url"], "bench-ingest", urls.get("nats_creds"))
     js = nc.jetstream()
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_consumer(messaging.EVENTS_STREAM, messaging.APPLY_CONSUMER)
     await nc.close()
-    env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": nats_url,
-           "SWITCHBOARD_NATS_CREDS": creds or "", "SWITCHBOARD_DATA_DIR": str(root),
-           "SWITCHBOARD_LOG_LEVEL": "WARNING",
-           "SWITCHBOARD_APPLY_BATCH": str(batch)}
+    env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": urls["nats_url"],
+           "SWITCHBOARD_NATS_CREDS": urls.get("nats_creds") or "", "SWITCHBOARD_DATA_DIR": str(root),
+           "SWITCHBOARD_LOG_LEVEL": "WARNING", "SWITCHBOARD_APPLY_BATCH": str(batch)}
     conn = await asyncpg.connect(database_url)
     # counting only what this run applies (an index range on applied_at): a count of every stored event
     # would itself grow with the stored data and slow the server being measured
     since = await conn.fetchval("SELECT clock_timestamp()")
-    backends = [BackendProcess(env, root / f"bench-backend-{i}.log").start() for i in range(replicas)]
+    backends = [BackendProcess(env, root / f"bench-backend-{round_}-{i}.log").start()
+                for i in range(replicas)]
+
+    def check() -> None:
+        for b in backends:
+            if b.process is not None and b.process.poll() is not None:
+                raise SystemExit(f"a backend exited: {b.log_path.read_text()[-2000:]}")
+
     try:
-        meter = Meter(f"backend x{replicas}", total)
-        started, first_count = None, 0
-        while True:
-            await asyncio.sleep(0.05)
-            if not await conn.fetchval("SELECT to_regclass('events') IS NOT NULL"):
-                continue  # still migrating
-            applied = await conn.fetchval("SELECT count(*) FROM events WHERE applied_at > $1", since)
-            if started is None and applied:
-                started, first_count = time.perf_counter(), applied
-            meter.update(applied)
-            if applied >= total:
-                return (total - first_count) / (time.perf_counter() - started)  # type: ignore[operator]
-            for b in backends:
-                if b.process is not None and b.process.poll() is not None:
-                    raise SystemExit(f"a backend exited: {b.log_path.read_text()[-2000:]}")
+        return await _watch(conn, "SELECT count(*) FROM events WHERE applied_at > $1", (since,), total,
+                            f"round {round_} backend x{replicas}", deadline_s, check,
+                            lambda: _cpu_seconds([b.process.pid for b in backends if b.process]))
     finally:
         await conn.close()
         for b in backends:
             b.stop()
 
 
-async def _run(urls: dict[str, str], total: int, batch: int, replicas: int, stored: int, root: Path,
-               ) -> dict[str, object]:
+def _spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+
+
+async def _run(urls: dict[str, str], options: dict[str, int], root: Path) -> dict[str, object]:
+    total, batch, replicas, stored = (options[k] for k in ("events", "batch", "replicas", "stored_journeys"))
     nc = await messaging.connect(urls["nats_url"], "bench-ingest", urls.get("nats_creds"))
     js = nc.jetstream()
     await messaging.recreate_streams(js)
+    counts = sorted({1, replicas})
+    bare: list[float] = []
+    rates: dict[int, list[float]] = {n: [] for n in counts}
+    per_cpu_s: dict[int, list[float]] = {n: [] for n in counts}
     try:
         progress(f"generating {total:,} events")
         await _load(js, make_events(total))
-        async with scratch_database(urls["database_url"], "bare") as bare_url:
-            baseline = await _bare(js, bare_url, total, batch)
+        # alternated: bare, backend, bare, backend... so a busy moment on the shared machine hits both
+        for round_ in range(1, options["rounds"] + 1):
+            async with scratch_database(urls["database_url"], "bare") as url:
+                await _prepare(url, stored)
+                bare.append(await _bare(js, url, total, batch, round_, options["deadline_s"]))
+            for count in counts:
+                async with scratch_database(urls["database_url"], f"apply{count}") as url:
+                    await _prepare(url, stored)
+                    rate, cpu_s = await _backends(urls, url, total, batch, count, round_, root,
+                                                  options["deadline_s"])
+                rates[count].append(rate)
+                per_cpu_s[count].append(total / cpu_s if cpu_s else 0.0)
+            progress(f"round {round_}: bare {bare[-1]:,.0f}/s, "
+                     + ", ".join(f"backend x{n} {rates[n][-1]:,.0f}/s" for n in counts))
     finally:
         await nc.close()
-    rates: dict[int, float] = {}
-    for count in sorted({1, replicas}):
-        async with scratch_database(urls["database_url"], f"apply{count}") as apply_url:
-            if stored:
-                await _store_journeys(apply_url, stored)
-            rates[count] = await _backends(urls["nats_url"], urls.get("nats_creds"), apply_url, total, batch,
-                                           count, root)
+    ratios = [r / b for r, b in zip(rates[1], bare, strict=True)]
+    progress(f"bare (pipelined) {_spread(bare)} events/s")
+    for n in counts:
+        progress(f"backend x{n} {_spread(rates[n])} events/s, {_spread(per_cpu_s[n])} events per CPU-second")
     figures: dict[str, object] = {
-        "events": total, "batch": batch, "stored_journeys": stored, "events_per_s": round(rates[1]),
-        "baseline_events_per_s": round(baseline), "ratio": round(rates[1] / baseline, 3),
+        "baseline": "pipelined", "events": total, "batch": batch, "rounds": options["rounds"],
+        "stored_journeys": stored, "events_per_s": round(statistics.median(rates[1])),
+        "baseline_events_per_s": round(statistics.median(bare)), "ratio": round(statistics.median(ratios), 3),
+        "events_per_s_rounds": [round(r) for r in rates[1]],
+        "baseline_events_per_s_rounds": [round(b) for b in bare],
+        "ratio_rounds": [round(r, 3) for r in ratios],
+        "events_per_cpu_s": round(statistics.median(per_cpu_s[1])),
     }
     if replicas > 1:
-        figures[f"events_per_s_{replicas}_replicas"] = round(rates[replicas])
-        figures["replica_scaling"] = round(rates[replicas] / rates[1], 3)
+        figures[f"events_per_s_{replicas}_replicas"] = round(statistics.median(rates[replicas]))
+        figures[f"events_per_s_{replicas}_replicas_rounds"] = [round(r) for r in rates[replicas]]
+        figures["replica_scaling"] = round(
+            statistics.median(rates[replicas]) / statistics.median(rates[1]), 3)
+        figures[f"events_per_cpu_s_{replicas}_replicas"] = round(statistics.median(per_cpu_s[replicas]))
+        # events per backend CPU-second, N replicas against one: what coordinating them costs
+        figures["replica_cpu_efficiency"] = round(
+            statistics.median(per_cpu_s[replicas]) / statistics.median(per_cpu_s[1]), 3)
     return figures
 
 
 def run_ingest_bench(*, events: int, batch: int, replicas: int, stored_journeys: int, nats_fsync: bool,
-                     nats_auth: bool = True) -> None:
-    print(f"bench ingest: {events:,} events, batches of {batch}, {replicas} replica(s),"
-          f" {stored_journeys:,} journeys stored first, NATS fsync"
+                     nats_auth: bool = True, rounds: int = 3, deadline_s: float = 300.0) -> None:
+    print(f"bench ingest: {events:,} events, batches of {batch}, {replicas} replica(s), {rounds} alternated"
+          f" rounds, {stored_journeys:,} journeys stored first in every database, NATS fsync"
           f" {'always' if nats_fsync else 'every 2 min'},"
           f" embedded NATS auth {'on' if nats_auth else 'off'}", flush=True)
+    options = {"events": events, "batch": batch, "replicas": replicas, "stored_journeys": stored_journeys,
+               "rounds": rounds, "deadline_s": int(deadline_s)}
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp, \
             bench_servers(Path(tmp), nats_fsync=nats_fsync, nats_auth=nats_auth) as urls:
         # uvloop, as under uvicorn: the backend's loop, and the same one for the bare consumer
-        figures = uvloop.run(_run(urls, events, batch, replicas, stored_journeys, Path(tmp)))
+        figures = uvloop.run(_run(urls, options, Path(tmp)))
     figures["nats_fsync"] = "always" if nats_fsync else "2m"
     figures["nats_auth"] = "nats_creds" in urls
-    print(f"backend {figures['events_per_s']:,} events/s, bare consumer {figures['baseline_events_per_s']:,}"
-          f" events/s, ratio {figures['ratio']}", flush=True)
+    print(f"backend {figures['events_per_s']:,} events/s, pipelined bare consumer"
+          f" {figures['baseline_events_per_s']:,} events/s, ratio {figures['ratio']} (medians of {rounds})",
+          flush=True)
     report(figures)

@@ -23,16 +23,13 @@ import multiprocessing
 import os
 import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
@@ -49,21 +46,20 @@ from backend import db, messaging
 from backend.live.bus import SUBJECT_PREFIX, encode_update
 from backend.live.schemas import Update
 from switchboard import bus
-from switchboard.settings import Settings, get_settings
+from switchboard.settings import Settings
 from switchboard.tokens import mint_token
-from tools.embedded import embedded_servers, free_port
+from tools.backend_process import BackendProcess
+from tools.bench.common import bench_servers, progress, report, scratch_database
+from tools.embedded import free_port
 
 FLOOR_SAMPLES = 300
 FLOOR_STREAM = "BENCH_LIVE_FLOOR"
 FANOUT_SITE = "bench-fanout"
+DELIVERY_DEADLINE_S = 15.0  # after the last publish, for the last deliveries
 LAST_KEY = "last"  # the final update of a throughput round: newest for its key, so never coalesced away
 LAST_MARKER = f'"key":"{LAST_KEY}"'.encode()
 
 _decode = msgspec.json.decode
-
-
-def progress(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -71,47 +67,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-@contextlib.contextmanager
-def servers(data_dir: Path) -> Iterator[dict[str, str]]:
-    settings = get_settings()
-    if settings.database_url and settings.nats_url:
-        yield {"database_url": settings.database_url, "nats_url": settings.nats_url,
-               "nats_creds": settings.nats_creds or ""}
-        return
-    progress("starting embedded Postgres and NATS")
-    with embedded_servers(data_dir, postgres=not settings.database_url, nats=not settings.nats_url) as urls:
-        yield {
-            "database_url": settings.database_url or urls["database_url"],
-            "nats_url": settings.nats_url or urls["nats_url"],
-            "nats_creds": (settings.nats_creds if settings.nats_url else urls.get("nats_creds")) or "",
-        }
-
-
-@contextlib.asynccontextmanager
-async def scratch_database(server_url: str) -> AsyncIterator[str]:
-    """A database for this run only, migrated, dropped afterwards."""
-    name = f"bench_live_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(server_url)._replace(path="/" + name))
-    try:
-        conn = await asyncpg.connect(url)
-        await db.migrate(conn)
-        await conn.close()
-        yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-class Backend:
-    """`switchboard backend` in a process of its own."""
+class Backend(BackendProcess):
+    """`switchboard backend` in a process of its own, with what this benchmark reads from it."""
 
     def __init__(self, database_url: str, nats_url: str, secret: str, data_dir: Path,
                  creds: str | None) -> None:
-        self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}/api/v1/live"
-        env = {
+        super().__init__({
             **os.environ,
             "SWITCHBOARD_DATABASE_URL": database_url,
             "SWITCHBOARD_NATS_URL": nats_url,
@@ -119,32 +80,13 @@ class Backend:
             "SWITCHBOARD_JWT_SECRET": secret,
             "SWITCHBOARD_DATA_DIR": str(data_dir),
             "SWITCHBOARD_LOG_LEVEL": "WARNING",
-        }
-        self.log = open(data_dir / "backend.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "backend", "--port", str(self.port)],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("the backend exited during start-up; see backend.log")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=1) as response,
-            ):
-                if response.status == 200:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError("the backend did not become ready")
+        }, data_dir / "backend.log")
+        self.ws_url = f"ws://127.0.0.1:{self.port}/api/v1/live"
+        self.start()
 
     def metric_sums(self, *names: str) -> dict[str, float]:
         """`<name>_sum` and `<name>_count` of histograms on the backend's /metrics."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:  # noqa: S310 - loopback
             lines = response.read().decode().splitlines()
         wanted = {f"{name}_{part}" for name in names for part in ("sum", "count")}
         return {
@@ -152,19 +94,11 @@ class Backend:
         }
 
     def rss_kib(self) -> int:
+        assert self.process is not None
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS for the backend process")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
 
 
 async def connect(url: str, token: str) -> websockets.ClientConnection:
@@ -179,9 +113,10 @@ async def connect(url: str, token: str) -> websockets.ClientConnection:
 
 async def subscribe(ws: websockets.ClientConnection, topics: list[str]) -> None:
     await ws.send(json.dumps({"op": "subscribe", "topics": topics}))
-    for _ in topics:
-        while _decode(await ws.recv())["op"] != "snapshot":
-            pass
+    async with asyncio.timeout(30):  # a snapshot that never comes fails the run rather than hang it
+        for _ in topics:
+            while _decode(await ws.recv())["op"] != "snapshot":
+                pass
 
 
 # ---- floors -----------------------------------------------------------------------------------
@@ -240,6 +175,16 @@ async def floors(nats_url: str, database_url: str, creds: str | None) -> dict[st
 # ---- end-to-end latency -------------------------------------------------------------------------
 
 
+class Paced(NamedTuple):
+    samples: list[float]  # one latency per frame delivered
+    expected: int  # frames the clients should have received
+    achieved_per_s: float  # the publish rate reached, not the one asked for
+
+    @property
+    def missing(self) -> int:
+        return max(self.expected - len(self.samples), 0)
+
+
 class Latencies:
     """Clients scoped to one site each, timing every update they receive against when it was published."""
 
@@ -261,8 +206,9 @@ class Latencies:
                     if len(self.samples) >= self.expected:
                         self.done.set()
 
-    async def paced(self, label: str, total: int, rate: float, publish_one: Any) -> list[float]:
-        """`publish_one(n, site)` for n < total at a steady `rate`; the latencies of the deliveries."""
+    async def paced(self, label: str, total: int, rate: float, publish_one: Any) -> Paced:
+        """`publish_one(n, site)` for n < total at a steady `rate`; the deliveries, counted against those
+        expected, within a deadline: an update that never arrives is counted missing, never left out."""
         self.samples, self.done = [], asyncio.Event()
         self.expected = sum(
             self.clients // self.sites + (n % self.sites < self.clients % self.sites) for n in range(total)
@@ -280,9 +226,12 @@ class Latencies:
                 )
         achieved = total / (time.perf_counter() - started)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.done.wait(), 30)
-        progress(f"{label}: {total:,} at {achieved:,.0f}/s, {len(self.samples):,}/{self.expected:,} received")
-        return self.samples
+            await asyncio.wait_for(self.done.wait(), DELIVERY_DEADLINE_S)
+        result = Paced(list(self.samples), self.expected, achieved)
+        delivered = len(result.samples)
+        progress(f"{label}: {total:,} published at {achieved:,.0f}/s, {delivered:,}/{self.expected:,}"
+                 f" frames delivered, {result.missing:,} missing after {DELIVERY_DEADLINE_S:.0f}s")
+        return result
 
     async def close(self) -> None:
         for task in self.readers:
@@ -300,13 +249,13 @@ async def end_to_end(
     sites: int,
     rate: float,
     seconds: float,
-) -> dict[str, list[float]]:
+) -> dict[str, Any]:
     """Latencies publish → websocket receive ("e2e"), publish → the event's row written by the apply
     worker ("ingest"), and, for the live path alone, `svc.live` bus → websocket receive ("live")."""
     sockets = []
     for n in range(clients):
         token = mint_token(settings, sub=f"bench-{n}", roles=["manager"], sites=[f"bench-{n % sites:03d}"])
-        sockets.append(await connect(backend.url, token))
+        sockets.append(await connect(backend.ws_url, token))
     await asyncio.gather(*(subscribe(ws, ["journeys"]) for ws in sockets))
     progress(f"latency: {clients} clients subscribed across {sites} sites")
     timing = Latencies(sockets, clients, sites)
@@ -469,7 +418,8 @@ async def live_fanout(
 ) -> float:
     token = mint_token(settings, sub="bench-fanout", roles=["manager"], sites=[FANOUT_SITE])
     audience = [
-        await CountingClient.open(backend.url, {"Authorization": f"Bearer {token}"}) for _ in range(clients)
+        await CountingClient.open(backend.ws_url, {"Authorization": f"Bearer {token}"})
+        for _ in range(clients)
     ]
     for client in audience:
         await client.request_text(json.dumps({"op": "subscribe", "topics": ["journeys"]}), b'"op":"snapshot"')
@@ -560,13 +510,13 @@ async def bare_fanout(*, clients: int, updates: int, keys: int) -> float:
 async def idle_memory(backend: Backend, settings: Settings, *, connections: int) -> float:
     token = mint_token(settings, sub="bench-idle", roles=["manager"], sites=["bench-idle"])
     # one connection first: the first one pays for code paths and caches, not per connection
-    warm = await connect(backend.url, token)
+    warm = await connect(backend.ws_url, token)
     await subscribe(warm, ["integrations"])
     await asyncio.sleep(1)
     before = backend.rss_kib()
     sockets = []
     for _ in range(connections):
-        ws = await connect(backend.url, token)
+        ws = await connect(backend.ws_url, token)
         await subscribe(ws, ["integrations"])
         sockets.append(ws)
     await asyncio.sleep(2)
@@ -584,8 +534,11 @@ async def idle_memory(backend: Backend, settings: Settings, *, connections: int)
 
 async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) -> dict[str, Any]:
     secret = secrets.token_urlsafe(48)
-    settings = Settings(jwt_secret=secret, data_dir=str(data_dir), nats_creds=urls["nats_creds"] or None)
-    async with scratch_database(urls["database_url"]) as database_url:
+    settings = Settings(jwt_secret=secret, data_dir=str(data_dir), nats_creds=urls.get("nats_creds") or None)
+    async with scratch_database(urls["database_url"], "live") as database_url:
+        conn = await asyncpg.connect(database_url)
+        await db.migrate(conn)
+        await conn.close()
         nc = await bus.connect(urls["nats_url"], "bench-live-setup", creds=settings.nats_creds)
         await messaging.ensure_streams(nc.jetstream(), 120.0)
         await nc.close()
@@ -629,8 +582,11 @@ async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) ->
         finally:
             backend.stop()
 
+    e2e, live = latency["e2e"], latency["live"]
+    samples = {"e2e": e2e.samples, "ingest": latency["ingest"], "live": live.samples}
+
     def ms(name: str, q: float) -> float | None:
-        return round(percentile(latency[name], q) * 1000, 3) if latency[name] else None
+        return round(percentile(samples[name], q) * 1000, 3) if samples[name] else None
 
     return {
         "e2e_p50_ms": ms("e2e", 0.50),
@@ -646,8 +602,13 @@ async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) ->
         "ingest_p99_ms": ms("ingest", 0.99),
         "live_path_p50_ms": ms("live", 0.50),
         "live_path_p99_ms": ms("live", 0.99),
-        "e2e_deliveries": len(latency["e2e"]),
-        "events_per_s": options["rate"],
+        "missing_updates": e2e.missing + live.missing,
+        "e2e_frames_delivered": len(e2e.samples),
+        "e2e_frames_expected": e2e.expected,
+        "live_path_frames_delivered": len(live.samples),
+        "live_path_frames_expected": live.expected,
+        "events_per_s": round(e2e.achieved_per_s, 1),
+        "events_per_s_requested": options["rate"],
         "clients": options["clients"],
         "sites": options["sites"],
         "fanout_clients": options["fanout_clients"],
@@ -668,6 +629,7 @@ def run_live_bench(
     keys: int,
     rounds: int,
     idle: int,
+    nats_fsync: bool = True,
 ) -> None:
     logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per connection otherwise
     options = {
@@ -681,6 +643,13 @@ def run_live_bench(
         "rounds": rounds,
         "idle": idle,
     }
-    with tempfile.TemporaryDirectory(prefix="switchboard-bench-live-") as tmp, servers(Path(tmp)) as urls:
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-live-") as tmp, \
+            bench_servers(Path(tmp), nats_fsync=nats_fsync) as urls:
         figures = uvloop.run(_run(Path(tmp), urls, options))
-    print(json.dumps(figures), flush=True)
+    figures["nats_fsync"] = "always" if nats_fsync else "2m"
+    missing = figures["missing_updates"]
+    if missing:
+        progress(f"{missing:,} updates never arrived: the latency figures leave them out")
+    report(figures)
+    if missing:
+        raise SystemExit(1)

@@ -1,0 +1,63 @@
+"""The benchmark tools themselves, at small sizes: they finish, and their closing JSON line holds the figures
+the README quotes, each one sensible. Timing is never asserted (the machine is shared): speed is shown in
+benchmarks, not tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _bench(*args: str) -> dict[str, object]:
+    """`switchboard bench ...` on embedded servers of its own (it recreates the streams it measures)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SWITCHBOARD_DATABASE_URL", "SWITCHBOARD_NATS_URL", "SWITCHBOARD_NATS_CREDS")}
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "bench", *args], env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "round 1" in done.stderr + done.stdout or "latency" in done.stderr  # progress shown while running
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert isinstance(figures, dict)
+    return figures
+
+
+@pytest.mark.timeout(600)
+def test_bench_ingest_reports_alternated_rounds_against_a_pipelined_baseline() -> None:
+    figures = _bench("ingest", "--events", "1500", "--batch", "100", "--rounds", "3", "--replicas", "2",
+                     "--stored-journeys", "200", "--deadline", "120")
+    assert figures["baseline"] == "pipelined"
+    assert figures["nats_fsync"] == "always"
+    assert figures["rounds"] == 3 and figures["stored_journeys"] == 200
+    for key in ("events_per_s_rounds", "baseline_events_per_s_rounds", "ratio_rounds",
+                "events_per_s_2_replicas_rounds"):
+        rounds = figures[key]
+        assert isinstance(rounds, list) and len(rounds) == 3 and all(r > 0 for r in rounds), key
+    assert sorted(figures["events_per_s_rounds"])[1] == figures["events_per_s"]  # type: ignore[index]
+    ratio = figures["events_per_s"] / figures["baseline_events_per_s"]  # type: ignore[operator]
+    assert 0 < figures["ratio"] < 10 and 0 < ratio < 10  # type: ignore[operator]
+    assert figures["events_per_cpu_s"] > 0 and figures["replica_cpu_efficiency"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.timeout(600)
+def test_bench_live_counts_every_frame_and_the_rate_achieved() -> None:
+    figures = _bench("live", "--clients", "10", "--sites", "5", "--rate", "100", "--seconds", "1",
+                     "--fanout-clients", "5", "--updates", "100", "--keys", "50", "--rounds", "1",
+                     "--idle", "5")
+    assert figures["nats_fsync"] == "always"
+    assert figures["missing_updates"] == 0
+    # 100 events over 5 sites, 10 clients two per site: each event reaches two clients
+    assert figures["e2e_frames_expected"] == figures["e2e_frames_delivered"] == 200
+    assert figures["live_path_frames_expected"] == figures["live_path_frames_delivered"] == 200
+    assert 0 < figures["events_per_s"] <= 1.5 * figures["events_per_s_requested"]  # type: ignore[operator]
+    assert figures["e2e_p50_ms"] <= figures["e2e_p99_ms"]  # type: ignore[operator]
+
+
+@pytest.mark.timeout(600)
+def test_bench_publish_says_how_nats_stores() -> None:
+    figures = _bench("publish", "--events", "600", "--max-in-flight", "100")
+    assert figures["nats_fsync"] == "always"
+    assert figures["publish_per_s"] > 0 and figures["baseline_per_s"] > 0  # type: ignore[operator]
