@@ -101,8 +101,12 @@ MATRIX: dict[str, Row] = {
     "POST /api/v1/fallbacks/{fallback_id:int}/end": Row(FLOOR_, "/api/v1/fallbacks/{ending}/end", (200, 409),
                                                         foreign=True, body=lambda w: {"reason": "matrix"}),
     "GET /api/v1/commands": Row(READ_, "/api/v1/commands?site={site}", foreign=True, listing=True),
+    "GET /api/v1/commands/{command_id:uuid}": Row(READ_, "/api/v1/commands/{command}", foreign=True),
+    # the world's command is settled `ok`: an allowed caller is told it cannot be sent again
+    "POST /api/v1/commands/{command_id:uuid}/resend": Row(SRE_, "/api/v1/commands/{command}/resend", 409,
+                                                          foreign=True, body=lambda w: {}),
     "GET /api/v1/rules": Row(READ_, "/api/v1/rules"),
-    "GET /api/v1/audit": Row(AUDIT_, "/api/v1/audit"),
+    "GET /api/v1/audit": Row(AUDIT_, "/api/v1/audit?site={site}", foreign=True),
     # a handshake refused before accept is an HTTP 403 whatever the reason (uvicorn's websocket denial)
     "WS /api/v1/live": Row(READ_, "/api/v1/live", 101, foreign=True, anonymous=403),
     "GET /schema": Row(PUBLIC_, "/schema"),
@@ -168,10 +172,11 @@ async def world(backend, js, pool, token) -> World:
             "INSERT INTO failures (dedupe_key, kind, system, site, reason, payload) VALUES"
             " ($1, 'invalid_event', 'queue', $2, 'matrix', '{}') RETURNING id", f"matrix-{uuid.uuid4().hex}", site)
             for _ in range(2)]
+        command = uuid.uuid4()
         await pool.execute(
             "INSERT INTO commands (id, rule, system, command, journey_id, refs, site, data, status)"
             " VALUES ($1, 'matrix', 'queue', 'staff.alert', $2, $3, $4, '{}', 'ok')",
-            uuid.uuid4(), uuid.uuid4(), [f"queue:MX-{site}"], site)
+            command, uuid.uuid4(), [f"queue:MX-{site}"], site)
 
         async def journey(site: str = site) -> str | None:
             return await pool.fetchval("SELECT id::text FROM journeys WHERE site = $1", site)
@@ -196,7 +201,7 @@ async def world(backend, js, pool, token) -> World:
                                      headers={"Authorization": f"Bearer {token('admin', [site])}"})
         places[name] = {"site": site, "journey": await eventually(journey), "failure": str(failures[0]),
                         "discardable": str(failures[1]), "fallback": str(fallback), "ending": str(ending),
-                        "run": str(run), "drift": str(drift), "selection": preview.json()["selection"]}
+                        "run": str(run), "drift": str(drift), "command": str(command), "selection": preview.json()["selection"]}
     return World(own=places["a"], other=places["b"])
 
 

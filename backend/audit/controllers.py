@@ -35,9 +35,11 @@ class AuditController(Controller):
             actor = actor_name(actor, resources.settings)
         wanted = services.AuditFilter(actor=actor, action=action, sites=request.user.scope(site), since=since,
                                       until=until)
-        if request.accept.best_match(["application/json", CSV], default="application/json") == CSV:
-            return Stream(services.csv_lines(resources.pool, wanted), media_type=f"{CSV}; charset=utf-8",
-                          headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
+        if any(media.split(";")[0].strip() == CSV for media in request.headers.get("accept", "").split(",")):
+            # the header, not `media_type`: the route's JSON media type would override that
+            return Stream(services.csv_lines(resources.pool, wanted),
+                          headers={"Content-Type": f"{CSV}; charset=utf-8",
+                                   "Content-Disposition": 'attachment; filename="audit.csv"'})
         before = decode_cursor(cursor, int)[0] if cursor else None
         async with resources.pool.acquire() as conn:
             items = await services.list_entries(conn, wanted, limit=limit + 1, cursor=before)
