@@ -85,7 +85,6 @@ async def settle(conn: asyncpg.Connection, answers: Sequence[Answer]) -> list[UU
         return []
     settled = await conn.fetch(
         """
-        WITH settled AS (
         UPDATE commands c SET
             status = CASE WHEN a.status = 'ok' THEN 'ok' ELSE c.status END,
             answer = CASE WHEN a.status = 'ok' THEN NULL WHEN c.status = 'sent' THEN a.status ELSE c.answer
@@ -98,16 +97,18 @@ async def settle(conn: asyncpg.Connection, answers: Sequence[Answer]) -> list[UU
         WHERE c.id = a.id AND c.system = a.system AND c.status <> 'ok' AND (a.status = 'ok' OR c.status <>
             'failed')
         RETURNING c.id, c.status, c.attempts, a.status AS answer, a.error
-        ), noted AS (
-        -- the attempt in flight keeps the first answer it got
-        UPDATE command_attempts t SET answer = s.answer, error = s.error, answered_at = now()
-        FROM settled s WHERE t.command_id = s.id AND t.attempt = s.attempts AND t.answer IS NULL
-        )
-        SELECT id, status FROM settled
         """,
         [a.command_id for a in answers], [a.system for a in answers], [a.status for a in answers],
         [a.error for a in answers],
     )
+    # A statement of its own: it sees the attempt the relay committed while the update above waited for it.
+    # The attempt in flight keeps the first answer it got.
+    await conn.execute(
+        "UPDATE command_attempts t SET answer = s.answer, error = s.error, answered_at = now()"
+        " FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[]) AS s(id, attempt, answer, error)"
+        " WHERE t.command_id = s.id AND t.attempt = s.attempt AND t.answer IS NULL",
+        [r["id"] for r in settled], [r["attempts"] for r in settled], [r["answer"] for r in settled],
+        [r["error"] for r in settled])
     return [r["id"] for r in settled if r["status"] == "ok"]
 
 
