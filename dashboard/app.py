@@ -12,20 +12,24 @@ from nicegui import app, ui
 from dashboard.context import Dashboard
 from dashboard.page_guard import guard_pages
 from dashboard.pages import (
+    audit,
     capacity,
+    commands,
     failures,
     fallback,
     flow,
     integrations,
+    journey,
     journeys,
-    listing,
     reconciliation,
+    rules,
     signin,
 )
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
-PAGES = (signin, flow, capacity, journeys, failures, integrations, reconciliation, fallback, listing)
+PAGES = (signin, flow, capacity, journeys, journey, commands, failures, integrations, reconciliation,
+         fallback, rules, audit)
 
 
 def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:

@@ -29,11 +29,13 @@ NAVIGATION = (
     NavItem("Flow", "/", "timeline"),
     NavItem("Capacity", "/capacity", "groups"),
     NavItem("Journeys", "/journeys", "search"),
+    NavItem("Commands", "/commands", "send"),
     NavItem("Failures", "/failures", "error_outline"),
     NavItem("Integrations", "/integrations", "hub"),
     NavItem("Reconciliation", "/reconciliation", "compare_arrows"),
     NavItem("Fallback", "/fallback", "back_hand"),
-    NavItem("Audit", "/audit", "policy", frozenset({"sre"})),
+    NavItem("Rules", "/rules", "rule"),
+    NavItem("Audit", "/audit", "policy", frozenset({"sre", "admin"})),
 )
 
 
