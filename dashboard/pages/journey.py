@@ -21,6 +21,18 @@ def journey_link(journey_id: str, text: str | None = None) -> None:
     ui.link(text or str(journey_id)[:8], f"/journeys/{journey_id}").props("data-testid=journey-link")
 
 
+def link_journeys_in(table: ui.table, column: str) -> None:
+    """A table's `column` links to journeys: by the row's `journey_id`, else a search of its `ref`."""
+    table.add_slot(f"body-cell-{column}", r"""
+        <q-td :props="props">
+          <a v-if="props.row.journey_id" :href="'/journeys/' + props.row.journey_id"
+             data-testid="journey-link">{{ props.value }}</a>
+          <a v-else-if="props.row.ref" :href="'/journeys?q=' + encodeURIComponent(props.row.ref)"
+             data-testid="journey-link">{{ props.value }}</a>
+          <span v-else>{{ props.value }}</span>
+        </q-td>""")
+
+
 def attempts_text(command: dict[str, Any]) -> str:
     return "; ".join(f"#{a['attempt']} {a['sent_at'][11:19]} {a['answer'] or 'no answer'}"
                      + (f" ({a['error']})" if a["error"] else "") for a in command["attempt_history"])
