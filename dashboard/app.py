@@ -14,23 +14,26 @@ from dashboard.frame import apply_theme
 from dashboard.page_guard import guard_pages
 from dashboard.pages import (
     alerts,
+    audit,
     capacity,
+    commands,
     failures,
     fallback,
     floor,
     flow,
     integrations,
+    journey,
     journeys,
-    listing,
     reconciliation,
     reports,
+    rules,
     signin,
 )
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
-PAGES = (signin, flow, floor, capacity, journeys, failures, integrations, reconciliation, fallback, reports,
-         alerts, listing)
+PAGES = (signin, flow, floor, capacity, journeys, journey, commands, failures, integrations, reconciliation,
+         fallback, rules, reports, alerts, audit)
 
 
 def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:

@@ -41,13 +41,15 @@ NAVIGATION = (
     NavItem("Floor", "/floor", "storefront"),
     NavItem("Capacity", "/capacity", "groups"),
     NavItem("Journeys", "/journeys", "search"),
+    NavItem("Commands", "/commands", "send"),
     NavItem("Failures", "/failures", "error_outline"),
     NavItem("Integrations", "/integrations", "hub"),
     NavItem("Reconciliation", "/reconciliation", "compare_arrows"),
     NavItem("Fallback", "/fallback", "back_hand"),
+    NavItem("Rules", "/rules", "rule"),
     NavItem("Reports", "/reports", "insights"),
     NavItem("Alerts", "/alerts", "notifications"),
-    NavItem("Audit", "/audit", "policy", frozenset({"sre"})),
+    NavItem("Audit", "/audit", "policy", frozenset({"sre", "admin"})),
 )
 
 

@@ -141,9 +141,10 @@ async def test_acknowledging_an_alert_takes_a_manager_or_sre_of_its_site_and_is_
         assert bad.status_code == 400
         refused = await http.get("/api/v1/alerts", params={"site": site}, headers=_token(stack, "manager", ["x"]))
         assert refused.status_code == 403
-    audit = await stack.pool.fetchrow("SELECT actor, action, reason, result FROM audit_log WHERE target = $1",
+    audit = await stack.pool.fetchrow("SELECT actor, action, reason, site FROM audit_log WHERE target = $1",
                                       f"alert:{alert['id']}")
     assert (audit["actor"], audit["action"], audit["reason"]) == ("alert-manager", "alert.ack", "on it")
+    assert audit["site"] == site, "the audit log's site filter finds the acknowledgement"
     # acknowledged is still active, and resolves by itself like any alert
     assert await _one(stack, "wait-over-target", site, "acknowledged")
     await publish(stack.js, cloud_event("ticket.called", f"queue:A-{uid}", {"site": site, "counter": "2"}))

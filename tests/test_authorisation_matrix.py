@@ -109,8 +109,12 @@ MATRIX: dict[str, Row] = {
         FLOOR_, "/api/v1/journeys/{journey}/actions", (201, 202, 409), foreign=True,
         body=lambda w: {"action": "call", "counter": "C1", "step_id": uuid.uuid4().hex}),
     "GET /api/v1/commands": Row(READ_, "/api/v1/commands?site={site}", foreign=True, listing=True),
+    "GET /api/v1/commands/{command_id:uuid}": Row(READ_, "/api/v1/commands/{command}", foreign=True),
+    # the world's command is settled `ok`: an allowed caller is told it cannot be sent again
+    "POST /api/v1/commands/{command_id:uuid}/resend": Row(SRE_, "/api/v1/commands/{command}/resend", 409,
+                                                          foreign=True, body=lambda w: {}),
     "GET /api/v1/rules": Row(READ_, "/api/v1/rules"),
-    "GET /api/v1/audit": Row(AUDIT_, "/api/v1/audit"),
+    "GET /api/v1/audit": Row(AUDIT_, "/api/v1/audit?site={site}", foreign=True),
     "GET /api/v1/reports/daily": Row(READ_, "/api/v1/reports/daily?site={site}", foreign=True),
     "GET /api/v1/alerts": Row(READ_, "/api/v1/alerts?site={site}", foreign=True),
     "GET /api/v1/alerts/rules": Row(READ_, "/api/v1/alerts/rules"),  # the rules in force: configuration
@@ -183,10 +187,11 @@ async def world(backend, js, pool, token) -> World:
             "INSERT INTO failures (dedupe_key, kind, system, site, reason, payload) VALUES"
             " ($1, 'invalid_event', 'queue', $2, 'matrix', '{}') RETURNING id", f"matrix-{uuid.uuid4().hex}", site)
             for _ in range(2)]
+        command = uuid.uuid4()
         await pool.execute(
             "INSERT INTO commands (id, rule, system, command, journey_id, refs, site, data, status)"
             " VALUES ($1, 'matrix', 'queue', 'staff.alert', $2, $3, $4, '{}', 'ok')",
-            uuid.uuid4(), uuid.uuid4(), [f"queue:MX-{site}"], site)
+            command, uuid.uuid4(), [f"queue:MX-{site}"], site)
 
         async def journey(site: str = site) -> str | None:
             return await pool.fetchval("SELECT id::text FROM journeys WHERE site = $1", site)
@@ -214,7 +219,7 @@ async def world(backend, js, pool, token) -> World:
             " ('matrix', 'drift_open', $1, $1, 'matrix', 1, 0) RETURNING id", site)
         places[name] = {"alert": str(alert), "site": site, "journey": await eventually(journey), "failure": str(failures[0]),
                         "discardable": str(failures[1]), "fallback": str(fallback), "ending": str(ending),
-                        "run": str(run), "drift": str(drift), "selection": preview.json()["selection"]}
+                        "run": str(run), "drift": str(drift), "command": str(command), "selection": preview.json()["selection"]}
     return World(own=places["a"], other=places["b"])
 
 

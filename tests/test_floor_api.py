@@ -212,8 +212,8 @@ async def test_actions_are_refused_outside_the_role_the_sites_and_the_customers_
     assert (await act(fapi, floor, jid, "call", step, counter="C1")).status_code == 202
     assert (await act(fapi, floor, jid, "no_show", step)).status_code == 409, "one step id, one step"
     assert len(await _commands_of(stack, jid)) == 1
-    assert await stack.pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'floor.action' AND target = $1",
-                                     f"journey:{jid}") == 1
+    assert await stack.pool.fetchval("SELECT array_agg(site) FROM audit_log WHERE action = 'floor.action'"
+                                     " AND target = $1", f"journey:{jid}") == [site], "once, at its site"
 
 
 async def test_during_the_queues_fallback_an_action_is_a_manual_step_reported_as_it_stands_and_never_doubled(

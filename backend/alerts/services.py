@@ -1,4 +1,4 @@
-"""Alerts in Postgres: raised once per rule and subject (the partial unique index of sql/012), resolved
+"""Alerts in Postgres: raised once per rule and subject (the partial unique index of sql/013), resolved
 once, acknowledged once; each raise and resolve queues one delivery per webhook in the same transaction."""
 
 from __future__ import annotations

@@ -1,17 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, get
+from litestar import Controller, Request, get
+from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
+from litestar.response import Stream
 
 from backend.audit import services
 from backend.audit.schemas import AuditPage
-from backend.auth import AUDIT
+from backend.auth import AUDIT, Principal
 from backend.paging import decode_cursor, encode_cursor
 from backend.privacy import actor_name
 from backend.resources import AppResources
+
+CSV = "text/csv"
 
 
 class AuditController(Controller):
@@ -20,15 +24,25 @@ class AuditController(Controller):
 
     @get("/", opt=AUDIT, operation_id="listAudit")
     async def list_audit(
-        self, resources: AppResources, actor: FromQuery[str | None] = None,
-        since: FromQuery[datetime | None] = None,
+        self, request: Request[Principal, Any, State], resources: AppResources,
+        actor: FromQuery[str | None] = None, action: FromQuery[str | None] = None,
+        site: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None, until: FromQuery[datetime | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
     ) -> AuditPage:
-        before = decode_cursor(cursor, int)[0] if cursor else None
+        """JSON pages, or with `Accept: text/csv` every matching entry as one streamed CSV file."""
         if actor is not None:  # a personal-looking `sub` is stored as its pseudonym: find it by either
             actor = actor_name(actor, resources.settings)
+        wanted = services.AuditFilter(actor=actor, action=action, sites=request.user.scope(site), since=since,
+                                      until=until)
+        if any(media.split(";")[0].strip() == CSV for media in request.headers.get("accept", "").split(",")):
+            # the header, not `media_type`: the route's JSON media type would override that. Litestar sends a
+            # Response as it is; the schema documents the JSON answer (a union would make it ambiguous)
+            return Stream(services.csv_lines(resources.pool, wanted),  # type: ignore[return-value]
+                          headers={"Content-Type": f"{CSV}; charset=utf-8",
+                                   "Content-Disposition": 'attachment; filename="audit.csv"'})
+        before = decode_cursor(cursor, int)[0] if cursor else None
         async with resources.pool.acquire() as conn:
-            items = await services.list_entries(conn, actor=actor, since=since, limit=limit + 1,
-                                                cursor=before)
+            items = await services.list_entries(conn, wanted, limit=limit + 1, cursor=before)
         next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
         return AuditPage(items=items[:limit], next_cursor=next_cursor)

@@ -13,6 +13,8 @@ class AuditEntry(msgspec.Struct, kw_only=True):
     roles: list[str]
     action: str
     target: str
+    # the site the action concerns; None: no one site
+    site: str | None = None
     reason: str | None
     result: Any
 

@@ -3,14 +3,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, Request, get
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.params import FromQuery, QueryParameter
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK
 
-from backend.auth import READ, Principal
+from backend.auth import READ, SRE, Principal
 from backend.commands import services
-from backend.commands.schemas import CommandPage, CommandStatus
+from backend.commands.schemas import CommandPage, CommandState, CommandStatus, ResendRequest, ResendResult
 from backend.paging import decode_cursor, encode_cursor
+from backend.privacy import acting_user
 from backend.resources import AppResources
 
 
@@ -32,3 +35,21 @@ class CommandController(Controller):
             items, next_seq = await services.list_commands(conn, sites=sites, system=system, status=status,
                                                            journey=journey, limit=limit, cursor=before)
         return CommandPage(items=items, next_cursor=encode_cursor(next_seq) if next_seq is not None else None)
+
+    @get("/{command_id:uuid}", opt=READ, operation_id="getCommand")
+    async def get_command(self, request: Request[Principal, Any, State], resources: AppResources,
+                          command_id: FromPath[UUID]) -> CommandState:
+        async with resources.pool.acquire() as conn:
+            command = await services.get_command(conn, command_id)
+        if command is None:
+            raise NotFoundException("no such command")
+        if not request.user.may_see(command.site):
+            raise PermissionDeniedException("this command is outside your sites")
+        return command
+
+    @post("/{command_id:uuid}/resend", opt=SRE, operation_id="resendCommand", status_code=HTTP_200_OK)
+    async def resend(self, request: Request[Principal, Any, State], resources: AppResources,
+                     command_id: FromPath[UUID], data: JSONBody[ResendRequest | None] = None) -> ResendResult:
+        async with resources.pool.acquire() as conn:
+            return await services.resend(conn, request.user, acting_user(request.user, resources), command_id,
+                                         data.reason if data else None)

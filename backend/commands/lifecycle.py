@@ -4,7 +4,9 @@
     pending ──hold_for_down_systems──▶ held ──mark_sent──▶ sent
     sent ──schedule_retry──▶ pending    sent ──hold_until_back──▶ held    sent ──fail_for_good──▶ failed
     failed ──requeue_for_retry──▶ pending                   pending, held ──abandon──▶ failed
+    failed, pending/held after a failed or unavailable answer ──resend──▶ pending, due now
 
+`mark_sent` and `settle` also keep each attempt and its answer in `command_attempts`.
 Each transition is one statement whose WHERE clause names the statuses it may leave, so a move from any
 other status changes nothing; each says what it moved (the ids, a count or a bool). Commands are written
 by the outbox (`apply_events`, reconciliation's `push_command`, a floor action in backend/sites/actions.py)
@@ -61,9 +63,11 @@ async def mark_sent(conn: asyncpg.Connection, ids: Sequence[UUID], answer_timeou
     if not ids:
         return []
     return _ids(await conn.fetch(
-        "UPDATE commands SET status = 'sent', attempts = attempts + 1, answer = NULL, sent_at = now(),"
-        " next_at = now() + make_interval(secs => $2), updated_at = now()"
-        " WHERE id = ANY($1::uuid[]) AND status IN ('pending', 'held') RETURNING id",
+        "WITH sent AS (UPDATE commands SET status = 'sent', attempts = attempts + 1, answer = NULL,"
+        " sent_at = now(), next_at = now() + make_interval(secs => $2), updated_at = now()"
+        " WHERE id = ANY($1::uuid[]) AND status IN ('pending', 'held') RETURNING id, attempts),"
+        " logged AS (INSERT INTO command_attempts (command_id, attempt) SELECT id, attempts FROM sent"
+        " ON CONFLICT DO NOTHING) SELECT id FROM sent",
         list(ids), answer_timeout_s))
 
 
@@ -92,11 +96,19 @@ async def settle(conn: asyncpg.Connection, answers: Sequence[Answer]) -> list[UU
         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS a(id, system, status, error)
         WHERE c.id = a.id AND c.system = a.system AND c.status <> 'ok' AND (a.status = 'ok' OR c.status <>
             'failed')
-        RETURNING c.id, c.status
+        RETURNING c.id, c.status, c.attempts, a.status AS answer, a.error
         """,
         [a.command_id for a in answers], [a.system for a in answers], [a.status for a in answers],
         [a.error for a in answers],
     )
+    # A statement of its own: it sees the attempt the relay committed while the update above waited for it.
+    # The attempt in flight keeps the first answer it got.
+    await conn.execute(
+        "UPDATE command_attempts t SET answer = s.answer, error = s.error, answered_at = now()"
+        " FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[]) AS s(id, attempt, answer, error)"
+        " WHERE t.command_id = s.id AND t.attempt = s.attempt AND t.answer IS NULL",
+        [r["id"] for r in settled], [r["attempts"] for r in settled], [r["answer"] for r in settled],
+        [r["error"] for r in settled])
     return [r["id"] for r in settled if r["status"] == "ok"]
 
 
@@ -148,3 +160,22 @@ async def abandon(conn: asyncpg.Connection, command_id: UUID | str) -> bool:
     return await conn.fetchval(
         "UPDATE commands SET status = 'failed', last_error = 'discarded', updated_at = now()"
         " WHERE id = $1::uuid AND status IN ('pending', 'held') RETURNING true", str(command_id)) is not None
+
+
+async def resend(conn: asyncpg.Connection, command_id: UUID) -> bool:
+    """→ pending, due now, for a command that failed for good (allowed one attempt more) or whose last
+    attempt was answered `failed`/`unavailable` and that waits to be tried again; whether it moved.
+
+    A resend already asked for and not yet published matches nothing, so concurrent resends of one command
+    move it once and it goes out once."""
+    return await conn.fetchval(
+        """
+        UPDATE commands c SET status = 'pending', next_at = now(), answer = NULL,
+            attempt_limit = CASE WHEN c.status = 'failed' THEN c.attempts + 1 ELSE c.attempt_limit END,
+            resend_requested_at = clock_timestamp(), updated_at = now()
+        WHERE c.id = $1 AND (c.resend_requested_at IS NULL OR c.resend_requested_at < c.sent_at)
+          AND (c.status = 'failed' OR c.status IN ('pending', 'held') AND EXISTS (
+              SELECT 1 FROM command_attempts t WHERE t.command_id = c.id AND t.attempt = c.attempts
+                AND t.answer IN ('failed', 'unavailable')))
+        RETURNING true
+        """, command_id) is not None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -13,6 +14,9 @@ from backend.journeys import services
 from backend.journeys.schemas import JourneyDetail, JourneyPage, Stage
 from backend.resources import AppResources
 
+# printable text: a control character is never part of a reference
+SEARCHABLE = r"^[^\x00-\x1f\x7f]+$"
+
 
 class JourneyController(Controller):
     path = "/api/v1/journeys"
@@ -24,11 +28,14 @@ class JourneyController(Controller):
         site: FromQuery[str | None] = None,
         stage: FromQuery[Stage | None] = None, ref: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50, cursor: FromQuery[str | None] = None,
+        q: Annotated[str | None, QueryParameter(min_length=1, max_length=100, pattern=SEARCHABLE)] = None,
+        since: FromQuery[datetime | None] = None, until: FromQuery[datetime | None] = None,
     ) -> JourneyPage:
+        """`q`: the start of any reference (`queue:T-00` or `T-00`) or ticket number, any case."""
         sites = request.user.scope(site)
         async with resources.pool.acquire() as conn:
             return await services.list_journeys(conn, sites=sites, stage=stage, ref=ref, limit=limit,
-                                                cursor=cursor)
+                                                cursor=cursor, q=q, since=since, until=until)
 
     @get("/{journey_id:uuid}", opt=READ, operation_id="getJourney")
     async def get_journey(self, request: Request[Principal, Any, State], resources: AppResources,

@@ -6,6 +6,10 @@ from uuid import UUID
 
 import msgspec
 
+from backend.commands.schemas import CommandState
+from backend.failures.schemas import Failure
+from backend.reconciliation.schemas import DriftItem
+
 Stage = Literal["open", "booked", "arrived", "waiting", "called", "in_service", "completed", "cancelled",
                 "no_show"]
 
@@ -47,6 +51,10 @@ class TimelineEntry(msgspec.Struct):
 
 class JourneyDetail(Journey, kw_only=True):
     timeline: list[TimelineEntry]
+    # what Switchboard sent for it, what went wrong with it and where the systems disagree about it
+    commands: list[CommandState] = []
+    failures: list[Failure] = []
+    drift: list[DriftItem] = []
 
 
 class JourneyPage(msgspec.Struct):

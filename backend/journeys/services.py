@@ -1,4 +1,5 @@
-"""Reading journeys: keyset-paged lists and one journey with its timeline."""
+"""Reading journeys: keyset-paged lists, found by the start of a reference or ticket number, and one
+journey with its timeline, commands, failures and drift."""
 
 from __future__ import annotations
 
@@ -9,11 +10,26 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.commands.services import list_commands
+from backend.failures.services import get_failures
 from backend.journeys.merge import JourneyState
 from backend.journeys.schemas import Interaction, Journey, JourneyDetail, JourneyPage, TimelineEntry
 from backend.paging import decode_cursor, encode_cursor
+from backend.reconciliation.services import get_drift
 
 _state = msgspec.json.Decoder(JourneyState)
+# A journey's page shows at most this many of its commands, failures and drift items (newest first).
+DETAIL_LIMIT = 200
+# Prefix ranges over the text_pattern_ops indexes of sql/014: each reads only the entries of its prefix.
+_FOUND_BY_PREFIX = """(
+    SELECT r.journey_id FROM journey_refs r WHERE lower(r.ref) ~>=~ {lo} AND lower(r.ref) ~<~ {hi}
+    UNION SELECT r.journey_id FROM journey_refs r
+        WHERE lower(substr(r.ref, strpos(r.ref, ':') + 1)) ~>=~ {lo}
+          AND lower(substr(r.ref, strpos(r.ref, ':') + 1)) ~<~ {hi}
+    UNION SELECT t.id FROM journeys t
+        WHERE lower(t.state #>> '{{ticket,1,ticket}}') ~>=~ {lo}
+          AND lower(t.state #>> '{{ticket,1,ticket}}') ~<~ {hi}
+)"""
 _COLUMNS = ("j.id, j.site, j.stage, j.state, j.created_at, j.updated_at,"
             " array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = j.id ORDER BY r.ref) AS refs")
 
@@ -36,8 +52,26 @@ def to_journey(row: asyncpg.Record, cls: type[Journey] = Journey, **extra: Any) 
     )
 
 
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """The byte-ordered range [low, high) holding exactly the strings that start with `prefix` (lower-cased):
+    the last character stepped up by one (UTF-8 byte order is code point order), dropping characters that
+    cannot step."""
+    low = high = prefix.lower()
+    while high:
+        last = ord(high[-1]) + 1
+        if last == 0xD800:  # surrogates are not characters
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return low, high[:-1] + chr(last)
+        high = high[:-1]
+    return low, "\U0010ffff" * 2  # a prefix of only U+10FFFF: everything from it on
+
+
 async def list_journeys(conn: asyncpg.Connection, *, sites: list[str] | None, stage: str | None,
-                        ref: str | None, limit: int, cursor: str | None) -> JourneyPage:
+                        ref: str | None, limit: int, cursor: str | None, q: str | None = None,
+                        since: datetime | None = None, until: datetime | None = None) -> JourneyPage:
+    """Newest first. `q` finds the start of any reference (`queue:T-00`, or its id alone `T-00`) or ticket
+    number; `since`/`until` bound when the journey began."""
     where, args = [], []
 
     def arg(value: Any) -> str:
@@ -50,6 +84,13 @@ async def list_journeys(conn: asyncpg.Connection, *, sites: list[str] | None, st
         where.append(f"j.stage = {arg(stage)}")
     if ref:
         where.append(f"j.id = (SELECT journey_id FROM journey_refs WHERE ref = {arg(ref)})")
+    if q:
+        low, high = prefix_range(q)
+        where.append(f"j.id IN {_FOUND_BY_PREFIX.format(lo=arg(low), hi=arg(high))}")
+    if since:
+        where.append(f"j.created_at >= {arg(since)}")
+    if until:
+        where.append(f"j.created_at < {arg(until)}")
     if cursor:
         created_at, last_id = decode_cursor(cursor, datetime, UUID)
         where.append(f"(j.created_at, j.id) < ({arg(created_at)}, {arg(last_id)})")
@@ -72,7 +113,26 @@ async def get_journey(conn: asyncpg.Connection, journey_id: UUID) -> JourneyDeta
         "SELECT source, id, type, time, applied_at FROM events WHERE journey_id = $1 ORDER BY time, source,"
         " id",
         row["id"])
-    return to_journey(row, JourneyDetail, timeline=[TimelineEntry(**dict(t)) for t in timeline])  # type: ignore[return-value]
+    commands, _ = await list_commands(conn, sites=None, system=None, status=None, journey=row["id"],
+                                      limit=DETAIL_LIMIT, cursor=None)
+    refs = list(row["refs"])
+    failure_ids = await conn.fetch(
+        "SELECT id FROM failures WHERE journey_id = ANY($1::uuid[]) OR subject = ANY($2::text[])"
+        " OR command_id = ANY($3::text[]) ORDER BY id DESC LIMIT $4",
+        await _ids_of(conn, row["id"]), refs, [str(c.id) for c in commands], DETAIL_LIMIT)
+    drift_ids = await conn.fetch(
+        "SELECT id FROM drift_items WHERE journey_id = ANY($1::uuid[]) OR ref = ANY($2::text[])"
+        " ORDER BY id DESC LIMIT $3", await _ids_of(conn, row["id"]), refs, DETAIL_LIMIT)
+    return to_journey(row, JourneyDetail, timeline=[TimelineEntry(**dict(t)) for t in timeline],  # type: ignore[return-value]
+                      commands=commands,
+                      failures=await get_failures(conn, [r["id"] for r in failure_ids]),
+                      drift=await get_drift(conn, [r["id"] for r in drift_ids]))
+
+
+async def _ids_of(conn: asyncpg.Connection, journey_id: UUID) -> list[UUID]:
+    """The journey's id and those a merge folded into it."""
+    folded = await conn.fetch("SELECT old_id FROM journey_aliases WHERE new_id = $1", journey_id)
+    return [journey_id, *(r["old_id"] for r in folded)]
 
 
 async def get_journeys(conn: asyncpg.Connection, journey_ids: list[UUID]) -> list[Journey]:

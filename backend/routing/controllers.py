@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
-from litestar import Controller, get
+from litestar import Controller, Request, get
+from litestar.datastructures import State
+from litestar.params import FromQuery
 
-from backend.auth import READ
+from backend.auth import READ, Principal
 from backend.resources import AppResources
+from backend.routing import services
 from backend.routing.schemas import RulesInForce
 
 
@@ -14,6 +17,8 @@ class RuleController(Controller):
     tags = ["routing"]
 
     @get("/", opt=READ, operation_id="listRules")
-    async def list_rules(self, resources: AppResources) -> RulesInForce:
-        rules = resources.rules
-        return RulesInForce(file=Path(rules.path).name, version=rules.version, items=list(rules.rules))
+    async def list_rules(self, request: Request[Principal, Any, State], resources: AppResources,
+                         site: FromQuery[str | None] = None) -> RulesInForce:
+        sites = request.user.scope(site)
+        async with resources.pool.acquire() as conn:
+            return await services.rules_in_force(conn, resources.rules, sites)

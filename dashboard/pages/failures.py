@@ -13,6 +13,7 @@ from nicegui import ui
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import UNREACHABLE, frame
+from dashboard.pages.journey import link_journeys_in
 
 ACTIVE = ("open", "retrying")
 FILTERS = ("kind", "system", "site")
@@ -101,6 +102,7 @@ class FailuresView:
         self.outcome = ui.label().classes("font-medium").props("data-testid=outcome")
         self.table = ui.table(rows=[], columns=_COLUMNS, row_key="id", selection="single",
                               pagination=25, on_select=self._selection_changed).classes("w-full")
+        link_journeys_in(self.table, "impact")
         self.render()
         self.viewer.on_change("failures", self.render)
 
@@ -142,7 +144,8 @@ class FailuresView:
         rows = self.failures()
         self.count.set_text(f"{len(rows)} open failure{'s' * (len(rows) != 1)} match")
         self.table.rows = [{**{c["field"]: f.get(c["field"]) for c in _COLUMNS},
-                            "impact": (f.get("impact") or {}).get("stage", "–").replace("_", " ")}
+                            "impact": (f.get("impact") or {}).get("stage", "–").replace("_", " "),
+                            "journey_id": (f.get("impact") or {}).get("journey_id")}
                            for f in rows]
         still_shown = {s["id"] for s in self.table.selected}
         self.table.selected = [r for r in self.table.rows if r["id"] in still_shown]

@@ -14,6 +14,7 @@ from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame
 from dashboard.live import FlowPoint, seed_history
+from dashboard.pages.journey import link_journeys_in
 
 ALL_SITES = "all sites"
 # per site from the backend (within target: the last hour's calls; rates: the last day's ended journeys)
@@ -75,6 +76,7 @@ class FlowView:
             {"name": "stage", "label": "Stage", "field": "stage"},
             {"name": "refs", "label": "References", "field": "refs", "align": "left"},
         ]).classes("w-full").props("dense flat")
+        link_journeys_in(self.latest, "refs")
         self.render_flow()
         self.render_latest()
         self.viewer.on_change("flow", self.render_flow)
@@ -119,7 +121,7 @@ class FlowView:
         self.latest.rows = [
             {"seq": seq, "time": self.viewer.sites.time(j["updated_at"], j["site"]), "site": j["site"],
              "stage": j["stage"].replace("_", " "),
-             "refs": ", ".join(j["refs"])}
+             "refs": ", ".join(j["refs"]), "journey_id": j["id"]}
             for seq, j in latest if self.site in (ALL_SITES, j["site"])
         ]
         self.latest.update()

@@ -1,8 +1,6 @@
-"""Journey lookup: a reference (`queue:T-0042`) to its journey and event timeline, read on demand."""
+"""Finding journeys: the start of any reference or ticket number, by site and stage; each opens its page."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi.responses import RedirectResponse
 from nicegui import ui
@@ -10,70 +8,60 @@ from nicegui import ui
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame
+from dashboard.pages.journey import journey_link, show_journey
 
-_FIELDS = ("site", "stage", "refs", "service", "slot_start", "priority", "eligibility", "counter", "ticket",
-           "updated_at")
+_STAGES = ["", "open", "booked", "arrived", "waiting", "called", "in_service", "completed", "cancelled",
+           "no_show"]
 
 
-class JourneyLookup:
+class JourneySearch:
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
 
-    def build(self, ref: str | None) -> None:
+    def build(self, q: str | None) -> None:
         with ui.row().classes("items-end"):
-            self.ref = ui.input("Reference", placeholder="system:id, e.g. queue:T-0042", value=ref or "") \
-                .classes("w-80").props("data-testid=ref").on("keydown.enter", self.look_up)
-            ui.button("Look up", on_click=self.look_up)
+            self.q = ui.input("Reference or ticket", placeholder="e.g. queue:T-00 or T-00", value=q or "") \
+                .classes("w-80").props("data-testid=search").on("keydown.enter", self.search)
+            self.site = ui.input("Site").props("data-testid=search-site").on("keydown.enter", self.search)
+            self.stage = ui.select(_STAGES, value="", label="Stage").classes("w-40")
+            ui.button("Search", on_click=self.search)
         self.result = ui.column().classes("w-full")
-        if ref:
-            ui.timer(0, self.look_up, once=True)
+        if q:
+            ui.timer(0, self.search, once=True)
 
-    async def look_up(self) -> None:
-        ref = (self.ref.value or "").strip()
+    async def search(self) -> None:
+        wanted = (("q", self.q.value), ("site", self.site.value), ("stage", self.stage.value))
+        params = {k: v.strip() for k, v in wanted if (v or "").strip()}
         self.result.clear()
-        if not ref:
-            return
         try:
             async with self.viewer.http() as http:
-                page = await http.get("/api/v1/journeys", ref=ref, limit=1)
-                journey = await http.get(f"/api/v1/journeys/{page['items'][0]['id']}") \
-                    if page["items"] else None
+                page = await http.get("/api/v1/journeys", limit=100, **params)
+                # one match: show it at once
+                only = await http.get(f"/api/v1/journeys/{page['items'][0]['id']}") \
+                    if len(page["items"]) == 1 else None
         except BackendError as exc:
             with self.result:
-                ui.label(f"Lookup failed: {exc}").classes("text-red-700")
+                ui.label(f"Search failed: {exc}").classes("text-red-700")
             return
         with self.result:
-            if journey is None:
-                ui.label(f"No journey has the reference {ref}.").props("data-testid=not-found")
-            else:
-                self._show(journey)
-
-    @staticmethod
-    def _show(journey: dict[str, Any]) -> None:
-        with ui.card().classes("w-full").props("data-testid=journey"):
-            ui.label(f"Journey {journey['id']}").classes("font-medium")
-            with ui.grid(columns=2).classes("gap-x-6"):
-                for name in _FIELDS:
-                    value = journey.get(name)
-                    ui.label(name.replace("_", " ")).classes("text-gray-500")
-                    ui.label("–" if value in (None, [])
-                             else ", ".join(value) if isinstance(value, list) else str(value))
-        ui.label("Timeline").classes("font-medium")
-        ui.table(rows=[{**e, "key": f"{e['source']} {e['id']}"} for e in journey["timeline"]], row_key="key",
-                 columns=[
-            {"name": "time", "label": "Event time", "field": "time"},
-            {"name": "type", "label": "Type", "field": "type"},
-            {"name": "source", "label": "Source", "field": "source"},
-            {"name": "applied_at", "label": "Applied", "field": "applied_at"},
-        ]).classes("w-full").props("dense flat data-testid=timeline")
+            if not page["items"]:
+                ui.label("No journey matches.").props("data-testid=not-found")
+            for j in page["items"]:
+                with ui.row().classes("gap-4 items-center").props("data-testid=found"):
+                    journey_link(j["id"])
+                    ui.label(", ".join(j["refs"]))
+                    ticket = f" · ticket {j['ticket']}" if j["ticket"] else ""
+                    ui.label(f"{j['site']} · {j['stage']}{ticket}")
+            if only:
+                show_journey(only)
 
 
 def register(dashboard: Dashboard) -> None:
     @ui.page("/journeys")
-    async def journeys_page(ref: str | None = None) -> RedirectResponse | None:
+    async def journeys_page(q: str | None = None, ref: str | None = None) -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:
             return sign_in_redirect()
         with frame(viewer, "Journeys"):
-            JourneyLookup(viewer).build(ref)
+            JourneySearch(viewer).build(q or ref)
         return None

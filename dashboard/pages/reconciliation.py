@@ -13,6 +13,7 @@ from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import UNREACHABLE, frame
 from dashboard.pages.fallback import SYSTEMS
+from dashboard.pages.journey import link_journeys_in
 from dashboard.sites import SiteBook
 
 BASE = "/api/v1/reconciliation"
@@ -110,6 +111,7 @@ class ReconciliationView:
         self.drift_table = ui.table(rows=[], columns=_DRIFT_COLUMNS, row_key="id", selection="single",
                                     pagination=25, on_select=self._selection_changed).classes("w-full") \
             .mark("drift-table")
+        link_journeys_in(self.drift_table, "ref")
         self.render()
         self.viewer.on_change("reconciliation", self.render)
 
@@ -141,7 +143,9 @@ class ReconciliationView:
         self.drift_table.rows = [
             {c["field"]: _text(d.get(c["field"])) if c["field"] in ("ours", "theirs", "field")
              else d.get(c["field"]) for c in _DRIFT_COLUMNS}
-            | {"kind": d["kind"] + (" · CONFLICT" if d["conflict"] else "")} for d in drift]
+            | {"kind": d["kind"] + (" · CONFLICT" if d["conflict"] else ""),
+               "journey_id": d.get("journey_id")}
+            for d in drift]
         self.drift_table.selected = [r for r in self.drift_table.rows
                                      if any(r["id"] == s["id"] for s in self.drift_table.selected)]
         self.drift_table.update()

@@ -4,6 +4,7 @@ artifacts/screenshots/."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from backend.reports.services import roll_up_recent
 from backend.sites.config import load_sites
 from tests.support.browser import SCREENSHOTS, sign_in_as
 from tests.support.database import refusing_site
-from tests.support.events import cloud_event, publish
+from tests.support.events import cloud_event, phone_booking, publish
 from tests.support.waits import eventually
 
 pytestmark = pytest.mark.slow
@@ -204,4 +205,45 @@ async def test_the_reports_page_charts_a_sites_days_and_downloads_them_as_csv(br
     text = Path(await download.path()).read_text()
     assert text.startswith("site,day,arrivals") and f"{site},{datetime.now(UTC).date()},3,1,1,0" in text
     assert errors == []
+
+
+async def test_search_finds_a_journey_and_its_page_shows_its_command_and_attempts(browser: Browser, dashboard_url,
+                                                                                   js, uid):
+    site = f"search-{uid}"
+    await publish(js, phone_booking(f"appointments:S{uid}", site))  # the phone rule sends `visit.context`
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await sign_in_as(page, dashboard_url, "manager", site)
+    await page.goto(dashboard_url + "/journeys")
+    await page.get_by_test_id("search").fill(f"s{uid}")
+    await page.get_by_test_id("search").press("Enter")
+    await page.get_by_test_id("found").get_by_test_id("journey-link").click(timeout=15_000)
+    await expect(page).to_have_url(re.compile(r"/journeys/[0-9a-f-]{36}$"))
+    await expect(page.get_by_test_id("timeline")).to_contain_text("appointment.booked")
+    await expect(page.get_by_test_id("commands")).to_contain_text("visit.context")
+    await page.screenshot(path=SCREENSHOTS / "journey.png", full_page=True)
+    # the Commands console lists it with its attempts; a manager gets no resend button
+    await page.goto(dashboard_url + "/commands")
+    await expect(page.get_by_text("visit.context → queue").first).to_be_visible(timeout=15_000)
+    assert await page.get_by_role("button", name="Resend").count() == 0
+    await page.close()
+
+
+async def test_audit_page_filters_and_downloads_csv_and_rules_page_lists_the_rules(browser: Browser, dashboard_url,
+                                                                                   uid):
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    await sign_in_as(page, dashboard_url, "sre")
+    await page.goto(dashboard_url + "/rules")
+    await expect(page.get_by_test_id("rules")).to_contain_text("visit-context-for-phone-bookings")
+    await expect(page.get_by_test_id("ownership")).to_contain_text("appointments")
+    await page.screenshot(path=SCREENSHOTS / "rules.png", full_page=True)
+    await page.goto(dashboard_url + "/audit")
+    await page.get_by_test_id("audit-action").fill(f"nothing-{uid}")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.get_by_text("Nothing to show.")).to_be_visible()
+    await page.get_by_test_id("audit-action").fill("")
+    async with page.expect_download() as download:
+        await page.get_by_test_id("audit-download").click()
+    saved = await (await download.value).path()
+    assert Path(saved).read_text().startswith("id,at,actor,roles,action,target,site,reason,result")
+    await page.screenshot(path=SCREENSHOTS / "audit.png", full_page=True)
     await page.close()

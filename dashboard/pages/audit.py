@@ -1,0 +1,97 @@
+"""Audit: who did what, when and why, filtered by actor, action, site and time, paged, and downloaded as
+CSV (the backend's export, with the same filters)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from fastapi.responses import RedirectResponse
+from nicegui import ui
+
+from dashboard.backend_client import BackendError
+from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
+from dashboard.frame import frame
+
+_COLUMNS = ("at", "actor", "action", "target", "site", "reason", "result")
+
+
+class AuditLog:
+    def __init__(self, viewer: Viewer) -> None:
+        self.viewer = viewer
+        self.cursors: list[str | None] = [None]
+
+    def build(self) -> None:
+        with ui.row().classes("items-end"):
+            self.actor = ui.input("Actor").props("data-testid=audit-actor")
+            self.action = ui.input("Action", placeholder="e.g. command.resend") \
+                .props("data-testid=audit-action")
+            self.site = ui.input("Site").props("data-testid=audit-site")
+            self.since = ui.input("Since (ISO time)").props("data-testid=audit-since")
+            self.until = ui.input("Until (ISO time)")
+            ui.button("Filter", on_click=self.first_page)
+            ui.button("Download CSV", on_click=self.download).props("outline data-testid=audit-download")
+        self.result = ui.column().classes("w-full")
+        ui.timer(0, self.first_page, once=True)
+
+    def filters(self) -> dict[str, str]:
+        values = (("actor", self.actor), ("action", self.action), ("site", self.site), ("since", self.since),
+                  ("until", self.until))
+        return {k: v.value.strip() for k, v in values if (v.value or "").strip()}
+
+    async def first_page(self) -> None:
+        self.cursors = [None]
+        await self.show()
+
+    async def next_page(self, cursor: str) -> None:
+        self.cursors.append(cursor)
+        await self.show()
+
+    async def show(self) -> None:
+        cursor = self.cursors[-1]
+        self.result.clear()
+        try:
+            async with self.viewer.http() as http:
+                page = await http.get("/api/v1/audit", limit=50, **self.filters(),
+                                      **({"cursor": cursor} if cursor else {}))
+        except BackendError as exc:
+            with self.result:
+                ui.label(f"The audit log could not be read: {exc}").classes("text-red-700")
+            return
+        with self.result:
+            if not page["items"]:
+                ui.label("Nothing to show.").classes("text-gray-500")
+                return
+            ui.table(rows=[{c: _cell(e.get(c)) for c in _COLUMNS} | {"id": e["id"]} for e in page["items"]],
+                     row_key="id",
+                     columns=[{"name": c, "label": c, "field": c, "align": "left"} for c in _COLUMNS]) \
+                .classes("w-full").props("dense flat data-testid=audit")
+            if page["next_cursor"]:
+                ui.button("Older", on_click=lambda: self.next_page(page["next_cursor"]))
+
+    async def download(self) -> None:
+        try:
+            async with httpx.AsyncClient(base_url=self.viewer.dashboard.backend_url, timeout=60) as client:
+                response = await client.get("/api/v1/audit", params=self.filters(), headers={
+                    "Authorization": f"Bearer {self.viewer.token}", "Accept": "text/csv"})
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            ui.notify(f"The export failed: {exc}", type="negative")
+            return
+        ui.download(response.content, "audit.csv", "text/csv")
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def register(dashboard: Dashboard) -> None:
+    @ui.page("/audit")
+    async def audit_page() -> RedirectResponse | None:
+        viewer = await current_viewer(dashboard)
+        if viewer is None:
+            return sign_in_redirect()
+        with frame(viewer, "Audit"):
+            AuditLog(viewer).build()
+        return None
