@@ -20,7 +20,7 @@ from litestar.exceptions import ClientException, NotFoundException, PermissionDe
 
 from backend.audit import services as audit
 from backend.auth import Principal
-from backend.commands.schemas import CommandState
+from backend.commands import services as commands
 from backend.errors import ConflictException
 from backend.fallbacks import actions as manual
 from backend.fallbacks.schemas import ManualAction
@@ -39,7 +39,6 @@ DEFAULT_OUTCOME = "SERVED"
 _FROM = {"call": ("arrived", "waiting"), "recall": ("called",), "no_show": ("arrived", "waiting", "called"),
          "transfer": ("arrived", "waiting"), "start": ("called",), "complete": ("in_service",)}
 _state = msgspec.json.Decoder(JourneyState)
-_COMMAND_FIELDS = tuple(f for f in CommandState.__struct_fields__ if f not in ("refs", "data"))
 
 
 class FloorSection(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,13 +157,12 @@ async def _by_hand(resources: Resources, principal: Principal, fallback_id: int,
 async def _first_answer(conn: asyncpg.Connection, journey: Journey,
                         wanted: FloorAction) -> FloorActionAnswer | None:
     """The answer to an earlier action with this step id, as it stands now; None if there was none."""
-    command = await conn.fetchrow(
-        "SELECT c.*, s.journey_id AS step_journey, s.action AS step_action FROM floor_steps s JOIN commands c"
-        " ON c.id = s.command_id WHERE s.step_id = $1", wanted.step_id)
-    if command is not None:
-        _same_step(wanted, command["step_action"], command["step_journey"] == journey.id)
-        state = CommandState(**{f: command[f] for f in _COMMAND_FIELDS}, refs=list(command["refs"]),
-                             data=msgspec.json.decode(command["data"]))
+    sent = await conn.fetchrow("SELECT command_id, journey_id, action FROM floor_steps WHERE step_id = $1",
+                               wanted.step_id)
+    if sent is not None:
+        _same_step(wanted, sent["action"], sent["journey_id"] == journey.id)
+        state = await commands.get_command(conn, sent["command_id"])
+        assert state is not None, "a floor step's command goes only with the step (retention purges both)"
         return FloorActionAnswer(step_id=wanted.step_id, journey_id=journey.id, action=wanted.action,
                                  via="command", status=state.status, repeated=True, command=state)
     step = await conn.fetchrow("SELECT fallback_id, seq, action, ref FROM fallback_ledger WHERE step_id = $1",

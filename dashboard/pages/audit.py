@@ -12,7 +12,7 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import frame
+from dashboard.frame import WRAPPED_TABLE, frame
 
 _COLUMNS = ("at", "actor", "action", "target", "site", "reason", "result")
 
@@ -66,7 +66,7 @@ class AuditLog:
             ui.table(rows=[{c: _cell(e.get(c)) for c in _COLUMNS} | {"id": e["id"]} for e in page["items"]],
                      row_key="id",
                      columns=[{"name": c, "label": c, "field": c, "align": "left"} for c in _COLUMNS]) \
-                .classes("w-full").props("dense flat data-testid=audit")
+                .classes("w-full").props(f"dense flat {WRAPPED_TABLE} data-testid=audit")
             if page["next_cursor"]:
                 ui.button("Older", on_click=lambda: self.next_page(page["next_cursor"]))
 

@@ -10,7 +10,7 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, current_viewer, sign_in_redirect
-from dashboard.frame import frame
+from dashboard.frame import WRAPPED_TABLE, frame
 
 _FIELDS = ("site", "stage", "refs", "service", "slot_start", "priority", "eligibility", "counter", "ticket",
            "updated_at")
@@ -46,7 +46,7 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...], testid: str) ->
                    for i, r in enumerate(rows)], row_key="_k",
              columns=[{"name": c, "label": c.replace("_", " "), "field": c, "align": "left"}
                       for c in columns]) \
-        .classes("w-full").props(f"dense flat data-testid={testid}")
+        .classes("w-full").props(f"dense flat {WRAPPED_TABLE} data-testid={testid}")
 
 
 def show_journey(journey: dict[str, Any]) -> None:

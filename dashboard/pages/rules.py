@@ -9,7 +9,7 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, current_viewer, sign_in_redirect
-from dashboard.frame import frame
+from dashboard.frame import WRAPPED_TABLE, frame
 
 
 def register(dashboard: Dashboard) -> None:
@@ -31,11 +31,11 @@ def register(dashboard: Dashboard) -> None:
                            for r in rules["items"]], row_key="name",
                      columns=[{"name": c, "label": c, "field": c, "align": "left"}
                               for c in ("name", "when", "command", "to", "today", "description")]) \
-                .classes("w-full").props("dense flat data-testid=rules")
+                .classes("w-full").props(f"dense flat {WRAPPED_TABLE} data-testid=rules")
             ui.label("Ownership: which system is the record for what").classes("font-medium")
             ui.table(rows=[{"system": o["system"], "stages": ", ".join(o["stages"]) or "–",
                             "fields": ", ".join(o["fields"]) or "–"} for o in rules["ownership"]],
                      row_key="system", columns=[{"name": c, "label": c, "field": c, "align": "left"}
                                                 for c in ("system", "stages", "fields")]) \
-                .classes("w-full").props("dense flat data-testid=ownership")
+                .classes("w-full").props(f"dense flat {WRAPPED_TABLE} data-testid=ownership")
         return None

@@ -9,17 +9,20 @@ from playwright.async_api import Browser, expect
 from tests.support import fallbacks
 from tests.support.axe import blocking, violations
 from tests.support.browser import sign_in_as
+from tests.support.simulators import journey_of
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.slow
 
 # what a page with a path parameter is opened with; a new parameterised page must add its example here
-EXAMPLES: dict[str, str] = {}
+# (`{journey}`: the id of the journey the test checks a customer in to)
+EXAMPLES: dict[str, str] = {"/journeys/{journey_id}": "/journeys/{journey}"}
 
 
-def openable(route: str, ref: str) -> str:
+def openable(route: str, ref: str, journey: str) -> str:
     if "{" in route:
         assert route in EXAMPLES, f"{route} has a path parameter: add an example to EXAMPLES"
-        return EXAMPLES[route]
+        return EXAMPLES[route].format(journey=journey)
     return f"{route}?ref={ref}" if route == "/journeys" else route
 
 
@@ -32,6 +35,7 @@ async def test_no_page_of_the_board_has_a_serious_or_critical_accessibility_viol
     staff = {"Authorization": f"Bearer {token('floor_staff', [site])}"}
     fallback = (await fallbacks.start(api, staff, site)).json()
     checked_in = await fallbacks.acted(api, staff, fallback["id"], action="check_in")
+    journey = await eventually(lambda: journey_of(api, staff, checked_in["ref"]))
     assert len(board_routes) >= 9 and "/signin" in board_routes and "/fallback" in board_routes
     page = await browser.new_page(viewport=viewport)
     found: dict[str, list[dict]] = {}
@@ -41,7 +45,7 @@ async def test_no_page_of_the_board_has_a_serious_or_critical_accessibility_viol
     for route in board_routes:
         if route == "/signin":
             continue
-        await page.goto(dashboard_url + openable(route, checked_in["ref"]))
+        await page.goto(dashboard_url + openable(route, checked_in["ref"], journey["id"]))
         await expect(page.get_by_test_id("who")).to_contain_text("demo-sre")
         await page.wait_for_load_state("networkidle")
         await page.wait_for_timeout(500)  # live snapshots and charts drawn

@@ -16,6 +16,7 @@ from backend.sites.config import load_sites
 from tests.support.browser import SCREENSHOTS, sign_in_as
 from tests.support.database import refusing_site
 from tests.support.events import cloud_event, phone_booking, publish
+from tests.support.simulators import journey_of
 from tests.support.waits import eventually
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ async def test_a_count_on_the_board_changes_after_an_event_is_published(browser:
 
 
 async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browser: Browser, dashboard_url, board_routes,
-                                                                          js, uid):
+                                                                          js, uid, api, token):
     pages = [route for route in board_routes if route != "/signin"]  # every page the dashboard registers
     site = f"site-{uid}"
     await publish(js, cloud_event("capacity.changed", f"site:{site}", {
@@ -45,21 +46,25 @@ async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browse
     page.on("pageerror", lambda error: errors.append(str(error)))
     await sign_in_as(page, dashboard_url, "sre")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    journey = await eventually(lambda: journey_of(api, {"Authorization": f"Bearer {token('sre')}"},
+                                                  f"queue:T-{uid}"))
+    opened = {"/journeys": f"/journeys?ref=queue:T-{uid}", "/journeys/{journey_id}": f"/journeys/{journey['id']}"}
+    shot = {"/journeys/{journey_id}": "journey"}
     for path in pages:
-        await page.goto(dashboard_url + (f"/journeys?ref=queue:T-{uid}" if path == "/journeys" else path))
+        await page.goto(dashboard_url + opened.get(path, path))
         await expect(page.get_by_test_id("who")).to_contain_text("demo-sre")
         if path == "/capacity":
             await expect(page.get_by_test_id(f"capacity-{site}")).to_contain_text("3 / 2")
         if path == "/journeys":
             await expect(page.get_by_test_id("timeline")).to_contain_text("ticket.issued")
         await page.wait_for_timeout(500)  # let plotly finish drawing before the picture
-        await page.screenshot(path=SCREENSHOTS / f"{path.strip('/') or 'flow'}.png", full_page=True)
+        await page.screenshot(path=SCREENSHOTS / f"{shot.get(path, path.strip('/') or 'flow')}.png", full_page=True)
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_test_id("demo-enter")).to_be_visible()
     await page.screenshot(path=SCREENSHOTS / "signin.png")
     assert errors == []
-    assert {p.name for p in SCREENSHOTS.glob("*.png")} >= {f"{p.strip('/') or 'flow'}.png" for p in pages} | {
-        "signin.png"}
+    shots = {f"{shot.get(p, p.strip('/') or 'flow')}.png" for p in pages}
+    assert {p.name for p in SCREENSHOTS.glob("*.png")} >= shots | {"signin.png"}
     await page.close()
 
 
