@@ -16,6 +16,7 @@ from nicegui import background_tasks, ui
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import UNREACHABLE, frame, unavailable
+from dashboard.pages.journey import journey_link
 from dashboard.steps import StepSender
 
 FLOOR = "/api/v1/sites/{site}/floor"
@@ -298,7 +299,7 @@ class FloorView:
             position = ui.label(str(customer["position"])).classes("text-2xl text-gray-600 w-8")
             with ui.column().classes("gap-0 grow"):
                 with ui.row().classes("items-center gap-2"):
-                    ui.label(name).classes("text-2xl font-bold")
+                    journey_link(customer["journey_id"], name).classes("text-2xl font-bold")
                     for text, colour in badges(customer, now):
                         ui.badge(text, color=colour).classes("text-sm")
                 details = [customer["queue_name"] or customer["service"] or "",

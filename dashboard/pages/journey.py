@@ -16,9 +16,9 @@ _FIELDS = ("site", "stage", "refs", "service", "slot_start", "priority", "eligib
            "updated_at")
 
 
-def journey_link(journey_id: str, text: str | None = None) -> None:
+def journey_link(journey_id: str, text: str | None = None) -> ui.link:
     """The one way every page links a journey to this page."""
-    ui.link(text or str(journey_id)[:8], f"/journeys/{journey_id}").props("data-testid=journey-link")
+    return ui.link(text or str(journey_id)[:8], f"/journeys/{journey_id}").props("data-testid=journey-link")
 
 
 def link_journeys_in(table: ui.table, column: str) -> None:

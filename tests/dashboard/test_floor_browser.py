@@ -82,6 +82,9 @@ async def test_floor_at_tablet_size_calls_a_customer_to_my_counter_in_the_queue_
         row = page.get_by_test_id(f"customer-{ticket}")
         await expect(row).to_contain_text(f"arrived {_local(arrived)} {ZONE_MARK}")
         await expect(page.get_by_test_id(f"customer-{other}")).to_be_visible()
+        journey = await waiting(fapi, sre, first)
+        await expect(row.get_by_role("link", name=ticket)).to_have_attribute(  # the customer's Journey page
+            "href", f"/journeys/{journey['id']}")  # type: ignore[index]
 
         await choose_counter(page, "C2")
         call = row.get_by_role("button", name=f"Call {ticket} to counter C2")
