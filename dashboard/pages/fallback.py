@@ -15,6 +15,7 @@ from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import UNREACHABLE, frame
 from dashboard.pages.integrations import STATUS_COLOUR
+from dashboard.pages.journey import link_journeys_in
 from dashboard.steps import StepSender
 
 FALLBACKS = "/api/v1/fallbacks"
@@ -151,6 +152,7 @@ class FallbackView:
         self.ledger_title = ui.label("Ledger: the steps taken by hand, in order").classes("font-medium")
         self.ledger = ui.table(rows=[], columns=_LEDGER_COLUMNS, row_key="seq").classes("w-full") \
             .props("dense flat wrap-cells data-testid=ledger")
+        link_journeys_in(self.ledger, "ref")
         self.render()
         for topic in ("fallbacks", "integrations", "capacity"):
             self.viewer.on_change(topic, self.render)

@@ -17,7 +17,7 @@ from tests.support.backends import Stack, own_stack
 from tests.support.browser import DOC_SCREENSHOTS, running_dashboard, sign_in_as
 from tests.support.failures import bearer
 from tests.support.floor import customer, letters, sites_file
-from tests.support.simulators import running, still_queue, waiting
+from tests.support.simulators import journey_of, running, still_queue, waiting
 from tests.support.waits import eventually
 
 pytestmark = pytest.mark.slow
@@ -163,6 +163,9 @@ async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_led
     await expect(page.get_by_test_id("step-check_in")).to_be_visible(timeout=15_000)
     await expect(page.get_by_test_id("step-set_priority")).to_have_count(0)
     await expect(page.get_by_test_id("ledger")).to_contain_text("check in")
+    checked_in = await eventually(lambda: journey_of(fapi, staff, walk_in))
+    await expect(page.get_by_test_id("ledger").get_by_test_id("journey-link")).to_have_attribute(
+        "href", f"/journeys/{checked_in['id']}")  # type: ignore[index]
     # the queue's steps on "the next one": ticket for the walk-in, then a call to a counter of the site's
     await expect(page.get_by_test_id("input-counter")).to_contain_text("C1")
     await page.get_by_test_id("step-issue_ticket").click()
