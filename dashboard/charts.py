@@ -41,8 +41,8 @@ def per_minute(history: dict[str, list[FlowPoint]]) -> dict[str, Any]:
             "layout": {**_LAYOUT, "title": {"text": "Per minute"}, "yaxis": {"rangemode": "tozero"}}}
 
 
-def percentiles(flows: list[dict[str, Any]], target_s: float) -> dict[str, Any]:
-    """Wait p50/p90 and service p50 per site in minutes, against the wait target."""
+def percentiles(flows: list[dict[str, Any]], targets_s: list[float]) -> dict[str, Any]:
+    """Wait p50/p90 and service p50 per site in minutes, each site against its own wait target."""
     sites = [f["site"] for f in flows]
 
     def minutes(key: str) -> list[float | None]:
@@ -51,10 +51,11 @@ def percentiles(flows: list[dict[str, Any]], target_s: float) -> dict[str, Any]:
     bars = [{"type": "bar", "name": name, "x": sites, "y": minutes(key)}
             for name, key in (("wait p50", "wait_p50_s"), ("wait p90", "wait_p90_s"),
                               ("service p50", "service_p50_s"))]
-    target = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": target_s / 60, "y1": target_s / 60,
-              "line": {"color": "red", "dash": "dash"}}
-    return {"data": bars, "layout": {**_LAYOUT, "title": {"text": f"Minutes (target wait {target_s / 60:g})"},
-                                     "barmode": "group", "shapes": [target]}}
+    target = {"type": "scatter", "mode": "markers", "name": "wait target", "x": sites,
+              "y": [round(t / 60, 1) for t in targets_s],
+              "marker": {"symbol": "line-ew-open", "size": 36, "color": "red", "line": {"width": 3}}}
+    title = {"text": "Minutes, against each site's wait target"}
+    return {"data": [*bars, target], "layout": {**_LAYOUT, "title": title, "barmode": "group"}}
 
 
 def utilisation(capacities: list[dict[str, Any]]) -> dict[str, Any]:

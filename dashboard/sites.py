@@ -45,6 +45,11 @@ class SiteBook:
     def settings(self, site: str) -> SiteSettings:
         return self.sites.get(site) or SiteSettings(site=site)
 
+    def wait_target_s(self, site: str, default_s: float) -> float:
+        """The wait the site should stay under: its own (CONTRACT section 10), else the board's default."""
+        own = self.settings(site).wait_target_s
+        return default_s if own is None else own
+
     def zone(self, site: str | None) -> tzinfo:
         site = site or self.home
         return _zone(self.sites[site].time_zone) if site in self.sites else UTC

@@ -23,7 +23,6 @@ def _minutes(seconds: float | None) -> str:
 class CapacityView:
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
-        self.target_s = viewer.dashboard.wait_target_s
 
     def capacities(self) -> list[dict[str, Any]]:
         items = self.viewer.live.state.items["capacity"]
@@ -46,7 +45,8 @@ class CapacityView:
         self.chart.update_figure(charts.utilisation(capacities))
 
     def _card(self, capacity: dict[str, Any]) -> None:
-        late = over_target(capacity, self.target_s)
+        late = over_target(capacity, self.viewer.sites.wait_target_s(capacity["site"],
+                                                                    self.viewer.dashboard.wait_target_s))
         style = "border-2 border-red-600 bg-red-50" if late else ""
         with ui.card().classes(f"min-w-56 {style}").props(f"data-testid=capacity-{capacity['site']}"):
             with ui.row().classes("items-center"):

@@ -68,7 +68,7 @@ class FlowView:
         with ui.grid(columns=2).classes("w-full"):
             self.funnel = ui.plotly(charts.funnel(charts.stage_totals([])))
             self.per_minute = ui.plotly(charts.per_minute({}))
-            self.percentiles = ui.plotly(charts.percentiles([], self.viewer.dashboard.wait_target_s))
+            self.percentiles = ui.plotly(charts.percentiles([], []))
         ui.label("Latest journey changes").classes("font-medium")
         self.latest = ui.table(rows=[], row_key="seq", columns=[
             {"name": "time", "label": "Updated", "field": "time"},
@@ -114,7 +114,9 @@ class FlowView:
         shown = {site: list(history[site]) for site in sites
                  if site in history and self.site in (ALL_SITES, site)}
         self.per_minute.update_figure(charts.per_minute(shown))
-        self.percentiles.update_figure(charts.percentiles(flows, self.viewer.dashboard.wait_target_s))
+        default_s = self.viewer.dashboard.wait_target_s
+        targets = [self.viewer.sites.wait_target_s(f["site"], default_s) for f in flows]
+        self.percentiles.update_figure(charts.percentiles(flows, targets))
 
     def render_latest(self) -> None:
         latest = self.viewer.live.state.latest_journeys

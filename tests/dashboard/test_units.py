@@ -156,6 +156,17 @@ def test_a_site_over_its_wait_target_stands_out_and_one_without_an_estimate_does
     assert not over_target({"est_wait_s": None}, 600.0)
 
 
+def test_each_site_is_held_to_its_own_wait_target_and_one_without_to_the_boards():
+    book = site_book([{"site": "north", "wait_target_s": 1200.0}, {"site": "south"}], None)
+    assert (book.wait_target_s("north", 600.0), book.wait_target_s("south", 600.0)) == (1200.0, 600.0)
+    assert book.wait_target_s("unlisted", 600.0) == 600.0
+    capacity = {"site": "north", "est_wait_s": 900.0}
+    assert not over_target(capacity, book.wait_target_s("north", 600.0)) and over_target(capacity, 600.0)
+    flows = [{"site": s, "wait_p50_s": 60.0, "wait_p90_s": 120.0, "service_p50_s": None} for s in ("north", "south")]
+    target = charts.percentiles(flows, [1200.0, 600.0])["data"][-1]
+    assert (target["name"], target["x"], target["y"]) == ("wait target", ["north", "south"], [20.0, 10.0])
+
+
 def test_stage_totals_add_sites_up_and_ignore_stages_outside_the_funnel():
     flows = [{"stages": {"booked": 2, "completed": 1, "cancelled": 5}}, {"stages": {"booked": 1, "waiting": 4}}]
     totals = charts.stage_totals(flows)
