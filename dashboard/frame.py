@@ -81,11 +81,11 @@ def active_alerts(alerts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(active, key=lambda a: (a["status"] != "open", -a["id"]))
 
 
-def banner_text(alert: dict[str, Any]) -> str:
-    since = alert["raised_at"][11:16]
+def banner_text(alert: dict[str, Any], sites: SiteBook) -> str:
+    since = sites.time(alert["raised_at"], alert["site"], seconds=False)
     if alert["status"] == "acknowledged":
-        return f"⚠ {alert['summary']} (since {since} UTC; acknowledged by {alert['acked_by']})"
-    return f"⚠ {alert['summary']} (since {since} UTC)"
+        return f"⚠ {alert['summary']} (since {since}; acknowledged by {alert['acked_by']})"
+    return f"⚠ {alert['summary']} (since {since})"
 
 
 @contextlib.contextmanager
@@ -130,7 +130,7 @@ def frame(viewer: Viewer, title: str) -> Iterator[None]:
             for alert in active[:MAX_BANNER_ALERTS]:
                 with ui.link(target="/alerts").classes("w-full no-underline text-white px-4 py-1 "
                                                       + BANNER_CLASSES[alert["status"]]):
-                    ui.label(banner_text(alert)).props(f"data-testid=alert-{alert['id']}")
+                    ui.label(banner_text(alert, viewer.sites)).props(f"data-testid=alert-{alert['id']}")
             if len(active) > MAX_BANNER_ALERTS:
                 ui.link(f"and {len(active) - MAX_BANNER_ALERTS} more alerts", "/alerts") \
                     .classes("w-full px-4 py-1 bg-red-900 text-white")

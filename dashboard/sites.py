@@ -56,12 +56,19 @@ class SiteBook:
 
     def time(self, at: str | datetime | None, site: str | None = None, *, seconds: bool = True) -> str:
         """`at` as the site's wall-clock time with the zone's abbreviation, e.g. `14:05:09 CET`."""
+        return self._format(at, site, "%H:%M:%S %Z" if seconds else "%H:%M %Z")
+
+    def moment(self, at: str | datetime | None, site: str | None = None) -> str:
+        """`at` with its date, for what may lie days back, e.g. `2026-12-04 14:05:09 CET`."""
+        return self._format(at, site, "%Y-%m-%d %H:%M:%S %Z")
+
+    def _format(self, at: str | datetime | None, site: str | None, pattern: str) -> str:
         if at is None:
             return "–"
         moment = datetime.fromisoformat(at) if isinstance(at, str) else at
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(self.zone(site)).strftime("%H:%M:%S %Z" if seconds else "%H:%M %Z")
+        return moment.astimezone(self.zone(site)).strftime(pattern)
 
 
 def site_book(items: list[dict[str, Any]], own_sites: tuple[str, ...] | None) -> SiteBook:

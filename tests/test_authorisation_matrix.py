@@ -103,6 +103,7 @@ MATRIX: dict[str, Row] = {
                                                         foreign=True, body=lambda w: {"reason": "matrix"}),
     "GET /api/v1/sites": Row(READ_, "/api/v1/sites", listing=True),
     "GET /api/v1/sites/{site:str}/floor": Row(READ_, "/api/v1/sites/{site}/floor", foreign=True),
+    "GET /api/v1/sites/{site:str}/bookings": Row(READ_, "/api/v1/sites/{site}/bookings", foreign=True),
     # the site's queue has an active fallback here: the first allowed caller's call is a manual step (applied
     # or on its way); the next are told the customer is called already
     "POST /api/v1/journeys/{journey_id:uuid}/actions": Row(

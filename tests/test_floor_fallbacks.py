@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import httpx
@@ -162,28 +162,48 @@ async def test_a_core_fallback_marks_eligibility_unverified_verifies_later_and_i
     assert (await open_conflicts(fapi, sre, site)) == {disputed: "eligibility"}
 
 
+async def bookings_today(api: httpx.AsyncClient, headers: dict[str, str], site: str) -> set[str]:
+    """The references `GET /api/v1/sites/<site>/bookings` offers for check-in, once the list has them."""
+    response = await api.get(f"/api/v1/sites/{site}/bookings", headers=headers)
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert page["day"] == datetime.now(UTC).date().isoformat()
+    return {item["ref"] for item in page["items"]}
+
+
 async def test_an_appointments_fallback_checks_in_by_reference_books_walk_ins_and_its_replay_pushes_the_bookings(
         fapi, stack, token, tmp_path):
     site = f"apt-{letters()}"
     floor, sre = bearer(token, "floor_staff", [site]), bearer(token, "sre", [site])
     appointments = Appointments()
-    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=20)
+    # noon UTC today: today at the site (UTC, as the site is in no sites file) whatever the hour of the run
+    slot = datetime.combine(datetime.now(UTC).date(), time(12), UTC)
     async with running(stack.settings, tmp_path, appointments):
-        kept, cancelled = [await appointments.book(site, "passport", "web", slot, []) for _ in range(2)]
-        for ref in (kept, cancelled):
+        kept, cancelled, tomorrow = [await appointments.book(site, "passport", "web", at, [])
+                                     for at in (slot, slot, slot + timedelta(days=1))]
+        for ref in (kept, cancelled, tomorrow):
             await known(fapi, sre, ref, lambda j: j["stage"] == "booked")
         async with outage(fapi, sre, appointments):
             fallback = (await start(fapi, floor, site, system="appointments", reason="bookings down")).json()
             assert fallback["steps"] == ["check_in", "book_walk_in"]
+            assert await bookings_today(fapi, floor, site) == {kept, cancelled}
             walk_in = await step(fapi, floor, fallback["id"], action="book_walk_in", service="tax")
             assert walk_in["ref"].startswith("appointments:W-") and walk_in["stage"] == "booked"
+            assert await bookings_today(fapi, floor, site) == {kept, cancelled, walk_in["ref"]}
             for ref in (kept, cancelled):
                 arrived = await step(fapi, floor, fallback["id"], action="check_in", ref=ref)
                 assert arrived["stage"] == "arrived"
+            assert await bookings_today(fapi, floor, site) == {walk_in["ref"]}
+            again = await act(fapi, floor, fallback["id"], action="check_in", ref=kept)
+            assert again.status_code == 409 and "not an open booking" in again.json()["title"]
+            not_today = await act(fapi, floor, fallback["id"], action="check_in", ref=tomorrow)
+            assert not_today.status_code == 409 and "not booked for today" in not_today.json()["title"]
             unknown = await act(fapi, floor, fallback["id"], action="check_in", ref="appointments:A-NOSUCH")
             assert unknown.status_code == 404
             no_ref = await act(fapi, floor, fallback["id"], action="check_in")
             assert no_ref.status_code == 400
+            foreign = await fapi.get(f"/api/v1/sites/{site}x/bookings", headers=floor)
+            assert foreign.status_code == 403
             changed_meanwhile(appointments, cancelled, stage="cancelled")
         ended = await replayed(fapi, floor, fallback["id"], "bookings are back")
 

@@ -1,3 +1,5 @@
+from datetime import UTC, date, datetime
+
 import pytest
 
 from backend.sites.config import SitesError, SitesSection, parse_sites
@@ -34,3 +36,14 @@ def test_no_file_means_the_section_defaults():
 def test_a_bad_sites_file_is_refused_with_the_reason(text, problem):
     with pytest.raises(SitesError, match=problem):
         parse_sites(text, SitesSection())
+
+
+def test_a_site_s_day_runs_midnight_to_midnight_in_its_own_zone_even_across_a_clock_change():
+    sites = parse_sites('[sites.east]\ntime_zone = "Pacific/Kiritimati"\n[sites.north]\n'
+                        'time_zone = "Europe/Amsterdam"', SitesSection())
+    late_utc = datetime(2026, 12, 4, 20, 0, tzinfo=UTC)  # 10:00 the next day at UTC+14
+    assert sites.get("east").day_of(late_utc) == date(2026, 12, 5)
+    assert sites.get("east").today_began(late_utc) == datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+    assert sites.get("unnamed").today_began(late_utc) == datetime(2026, 12, 4, tzinfo=UTC)
+    start, end = sites.get("north").day_bounds(date(2026, 10, 25))  # summer time ends: a 25-hour day
+    assert (end.astimezone(UTC) - start.astimezone(UTC)).total_seconds() == 25 * 3600

@@ -39,6 +39,7 @@ from backend.ingest import own_events
 from backend.journeys.merge import JourneyState
 from backend.reconciliation.ownership import owned
 from backend.resources import Resources
+from backend.sites.config import SiteDirectory, SiteSettings
 from switchboard.events import Event
 from switchboard.privacy import looks_personal_identifier
 
@@ -92,11 +93,11 @@ def _check_fields(step: ManualAction, system: str) -> None:
 
 
 async def _check_journey(conn: asyncpg.Connection, principal: Principal, ref: str, site: str,
-                         system: str) -> tuple[str, JourneyState]:
+                         system: str) -> tuple[str, str, JourneyState]:
     """The reference the step is recorded under (the journey's own in the fallback's system, when it has
-    one: the replay hands the system its own record) and the journey's state."""
+    one: the replay hands the system its own record), the journey's stage and its state."""
     row = await conn.fetchrow(
-        "SELECT j.site, j.state, array(SELECT o.ref FROM journey_refs o WHERE o.journey_id = j.id"
+        "SELECT j.site, j.stage, j.state, array(SELECT o.ref FROM journey_refs o WHERE o.journey_id = j.id"
         " AND o.ref LIKE $2 ORDER BY o.ref LIMIT 1) AS own FROM journey_refs r JOIN journeys j ON j.id ="
         " r.journey_id WHERE r.ref = $1", ref, f"{system}:%")
     if row is None:
@@ -106,7 +107,18 @@ async def _check_journey(conn: asyncpg.Connection, principal: Principal, ref: st
     if row["site"] != site:
         raise ClientException(f"{ref} is a journey of another site than this fallback's")
     own = ref if ref.startswith(f"{system}:") else (row["own"][0] if row["own"] else ref)
-    return own, _state.decode(row["state"])
+    return own, row["stage"], _state.decode(row["state"])
+
+
+def _check_booked_today(ref: str, stage: str, state: JourneyState, site: SiteSettings) -> None:
+    """A check-in while the appointments system is down names one of today's bookings at the site (the list
+    `GET /api/v1/sites/<site>/bookings` gives), as Switchboard last heard of it."""
+    if stage != "booked":
+        raise ConflictException(f"{ref} is not an open booking: the journey is {stage}")
+    slot = state.value("slot_start")
+    today = site.day_of(datetime.now(UTC))
+    if slot is None or site.day_of(datetime.fromisoformat(slot)) != today:
+        raise ConflictException(f"{ref} is not booked for today ({today:%Y-%m-%d} at {site.site})")
 
 
 def walk_in_ref(system: str) -> str:
@@ -121,14 +133,15 @@ def walk_in_ref(system: str) -> str:
             return ref
 
 
-async def _next_ticket(conn: asyncpg.Connection, site: str) -> tuple[str, str]:
-    """The site's next manual ticket today (UTC day) and its reference; the row lock makes numbers
-    distinct."""
+async def _next_ticket(conn: asyncpg.Connection, site: SiteSettings) -> tuple[str, str]:
+    """The site's next manual ticket today (the site's own day: numbers restart at its midnight) and its
+    reference; the row lock makes numbers distinct."""
     row = await conn.fetchrow(
-        "INSERT INTO manual_tickets (site, day, last) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 1)"
-        " ON CONFLICT (site, day) DO UPDATE SET last = manual_tickets.last + 1 RETURNING day, last", site)
+        "INSERT INTO manual_tickets (site, day, last) VALUES ($1, $2, 1)"
+        " ON CONFLICT (site, day) DO UPDATE SET last = manual_tickets.last + 1 RETURNING day, last",
+        site.site, site.day_of(datetime.now(UTC)))
     ticket = f"M-{row['last']:03d}"
-    return ticket, f"manual:{site}.{row['day']:%Y%m%d}.{ticket}"
+    return ticket, f"manual:{site.site}.{row['day']:%Y%m%d}.{ticket}"
 
 
 def step_event(action: str, ref: str, source: str, event_id: str, at: datetime, data: Any) -> Event:
@@ -164,7 +177,7 @@ async def perform(resources: Resources, principal: Principal, fallback_id: int, 
     to settle; the answer is the step as it then stands. A repeated `step_id` only reads the first step."""
     user = services.manual_user(principal, resources)
     async with resources.pool.acquire() as conn, conn.transaction():
-        recorded = await _record(conn, principal, fallback_id, step, f"/manual/{user}", user)
+        recorded = await _record(conn, principal, fallback_id, step, f"/manual/{user}", user, resources.sites)
     event = recorded.event
     if event is None:
         return await step_answer(resources.pool, fallback_id, recorded.seq, repeated=True)
@@ -236,7 +249,7 @@ async def _repeated(conn: asyncpg.Connection, fallback_id: int, step: ManualActi
 
 
 async def _record(conn: asyncpg.Connection, principal: Principal, fallback_id: int, step: ManualAction,
-                  source: str, user: str) -> Recorded:
+                  source: str, user: str, sites: SiteDirectory) -> Recorded:
     fallback = await services.locked(conn, principal, fallback_id)  # serialises the fallback's steps
     if (seq := await _repeated(conn, fallback_id, step)) is not None:
         return Recorded(seq=seq, event=None)
@@ -246,12 +259,14 @@ async def _record(conn: asyncpg.Connection, principal: Principal, fallback_id: i
     _check_fields(step, system)
     ref, state = walk_in_ref(system), None
     if step.ref is not None:
-        ref, state = await _check_journey(conn, principal, step.ref, site, system)
+        ref, stage, state = await _check_journey(conn, principal, step.ref, site, system)
+        if system == "appointments" and step.action == "check_in":
+            _check_booked_today(ref, stage, state, sites.get(site))
     data: dict[str, Any] = {"site": site}
     ticket = ticket_ref = None
     match step.action:
         case "issue_ticket":
-            ticket, ticket_ref = await _next_ticket(conn, site)
+            ticket, ticket_ref = await _next_ticket(conn, sites.get(site))
             data |= {"ticket": ticket, "queue_name": step.queue_name or DEFAULT_QUEUE, "links": [ticket_ref]}
         case "transfer":
             current = (state.value("ticket") if state else None) or {}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -53,15 +52,8 @@ UNION SELECT site FROM drift_items WHERE updated_at >= $1
 """
 
 
-def day_bounds(day: date, time_zone: str) -> tuple[datetime, datetime]:
-    zone = ZoneInfo(time_zone)
-    start = datetime.combine(day, datetime.min.time(), zone)
-    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), zone)
-    return start, end
-
-
 async def roll_up(conn: asyncpg.Connection, sites: SiteDirectory, site: str, day: date) -> None:
-    start, end = day_bounds(day, sites.get(site).time_zone)
+    start, end = sites.get(site).day_bounds(day)
     await conn.execute(_ROLL_UP_SQL, site, start, end, targets_document(sites), day)
 
 
@@ -75,7 +67,7 @@ async def roll_up_recent(pool: asyncpg.Pool, sites: SiteDirectory, now: datetime
             names = {r["site"] for r in await conn.fetch(_ACTIVE_SITES_SQL, now - timedelta(days=2))}
             written = 0
             for site in sorted(names | set(sites.configured)):
-                today = now.astimezone(ZoneInfo(sites.get(site).time_zone)).date()
+                today = sites.get(site).day_of(now)
                 for day in (today - timedelta(days=1), today):
                     await roll_up(conn, sites, site, day)
                     written += 1

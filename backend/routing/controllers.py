@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, get
@@ -21,4 +22,5 @@ class RuleController(Controller):
                          site: FromQuery[str | None] = None) -> RulesInForce:
         sites = request.user.scope(site)
         async with resources.pool.acquire() as conn:
-            return await services.rules_in_force(conn, resources.rules, sites)
+            return await services.rules_in_force(conn, resources.rules, sites, resources.sites,
+                                                 datetime.now(UTC))

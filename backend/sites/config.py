@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import tomllib
 import zoneinfo
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -43,6 +44,19 @@ class SiteSettings(msgspec.Struct, frozen=True, kw_only=True):
         if service is not None and service in self.service_targets_s:
             return self.service_targets_s[service]
         return self.wait_target_s
+
+    def day_of(self, at: datetime) -> date:
+        """The site's own date at `at`."""
+        return at.astimezone(zoneinfo.ZoneInfo(self.time_zone)).date()
+
+    def day_bounds(self, day: date) -> tuple[datetime, datetime]:
+        """Midnight to midnight of `day` in the site's time zone (23 or 25 hours on a clock change)."""
+        zone = zoneinfo.ZoneInfo(self.time_zone)
+        return (datetime.combine(day, datetime.min.time(), zone),
+                datetime.combine(day + timedelta(days=1), datetime.min.time(), zone))
+
+    def today_began(self, now: datetime) -> datetime:
+        return self.day_bounds(self.day_of(now))[0]
 
 
 class _Defaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -13,7 +14,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 from backend.auth import FLOOR, READ, Principal
 from backend.resources import AppResources
 from backend.sites import actions, services
-from backend.sites.schemas import Floor, FloorAction, FloorActionAnswer, SitePage
+from backend.sites.schemas import BookingPage, Floor, FloorAction, FloorActionAnswer, SitePage
 from switchboard.events import Code
 
 
@@ -36,6 +37,15 @@ class SiteController(Controller):
         request.user.scope(site)  # 403 outside the caller's sites
         async with resources.pool.acquire() as conn:
             return await services.floor(conn, resources.sites.get(site))
+
+    @get("/{site:str}/bookings", opt=READ, operation_id="listTodaysBookings")
+    async def list_bookings(self, request: Request[Principal, Any, State], resources: AppResources,
+                            site: FromPath[Code]) -> BookingPage:
+        """Today's appointments at the site (its own day) not yet checked in, by slot: during an
+        appointments fallback, whom floor staff can check in."""
+        request.user.scope(site)  # 403 outside the caller's sites
+        async with resources.pool.acquire() as conn:
+            return await services.bookings_today(conn, resources.sites.get(site), datetime.now(UTC))
 
 
 class FloorActionController(Controller):

@@ -3,7 +3,7 @@ customer."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 from uuid import UUID
 
@@ -70,6 +70,21 @@ class Floor(msgspec.Struct, kw_only=True):
     counters: list[CounterState]
     # fallbacks active at the site: actions on the queue become manual steps while one runs for it
     fallbacks: list[Fallback]
+
+
+class Booking(msgspec.Struct, kw_only=True):
+    """An appointment booked at the site today (the site's own day) and not yet checked in."""
+
+    journey_id: UUID
+    ref: str  # the appointment's reference (`appointments:…`): what a check-in during its fallback names
+    service: str | None
+    slot_start: datetime
+
+
+class BookingPage(msgspec.Struct, kw_only=True):
+    site: str
+    day: date
+    items: list[Booking]
 
 
 class FloorAction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

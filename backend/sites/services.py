@@ -11,7 +11,7 @@ from backend.auth import Principal
 from backend.fallbacks import services as fallbacks
 from backend.journeys.merge import JourneyState
 from backend.sites.config import SiteDirectory, SiteSettings
-from backend.sites.schemas import CounterState, Floor, FloorCustomer, Site
+from backend.sites.schemas import Booking, BookingPage, CounterState, Floor, FloorCustomer, Site
 
 _state = msgspec.json.Decoder(JourneyState)
 # more than any floor holds; a bound, so that one request never reads without end
@@ -72,6 +72,29 @@ async def floor(conn: asyncpg.Connection, settings: SiteSettings) -> Floor:
                  counters=_counters(settings, customers),
                  fallbacks=await fallbacks.list_fallbacks(conn, sites=[settings.site], status="active",
                                                           limit=50, cursor=None))
+
+
+async def bookings_today(conn: asyncpg.Connection, settings: SiteSettings, now: datetime) -> BookingPage:
+    """Today's appointments at the site not yet checked in, by slot: what Switchboard last heard from the
+    appointments system (its events, and reconciliation against its snapshots), so that a check-in
+    during its fallback names a booking that exists. Read through the (site, stage) index: linear in the
+    site's open bookings, not its history."""
+    day = settings.day_of(now)
+    start, end = settings.day_bounds(day)
+    rows = await conn.fetch(
+        """
+        SELECT * FROM (
+            SELECT j.id, j.state -> 'service' ->> 1 AS service,
+                   (j.state -> 'slot_start' ->> 1)::timestamptz AS slot,
+                   (SELECT min(r.ref) FROM journey_refs r
+                    WHERE r.journey_id = j.id AND r.ref LIKE 'appointments:%') AS ref
+            FROM journeys j WHERE j.site = $1 AND j.stage = 'booked') b
+        WHERE slot >= $2 AND slot < $3
+        ORDER BY slot, id LIMIT $4
+        """, settings.site, start, end, FLOOR_LIMIT)
+    return BookingPage(site=settings.site, day=day, items=[
+        Booking(journey_id=row["id"], ref=row["ref"], service=row["service"], slot_start=row["slot"])
+        for row in rows if row["ref"] is not None])
 
 
 def _counters(settings: SiteSettings, customers: list[FloorCustomer]) -> list[CounterState]:

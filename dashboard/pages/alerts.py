@@ -13,6 +13,7 @@ from nicegui import ui
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import active_alerts, frame, unavailable
+from dashboard.sites import SiteBook
 
 LIST = "/api/v1/alerts"
 ACK = ("POST", "/api/v1/alerts/{alert_id}/ack")
@@ -45,9 +46,9 @@ def settings_text(settings: dict[str, float]) -> str:
     return ", ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in settings.items())
 
 
-def history_row(alert: dict[str, Any]) -> dict[str, Any]:
+def history_row(alert: dict[str, Any], sites: SiteBook) -> dict[str, Any]:
     return {**alert, "site": alert["site"] or "every site",
-            "raised_at": alert["raised_at"][:16].replace("T", " "), "lasted": lasted(alert),
+            "raised_at": sites.moment(alert["raised_at"], alert["site"]), "lasted": lasted(alert),
             "acked_by": alert["acked_by"] or "–"}
 
 
@@ -103,7 +104,7 @@ class AlertsView:
             with ui.column().classes("gap-0 grow"):
                 ui.label(alert["summary"]).classes("font-medium")
                 ui.label(f"{alert['rule']} · {alert['site'] or 'every site'} · raised"
-                         f" {alert['raised_at'][:16].replace('T', ' ')} UTC"
+                         f" {self.viewer.sites.moment(alert['raised_at'], alert['site'])}"
                          + ("" if open_ else f" · acknowledged by {alert['acked_by']}")) \
                     .classes("text-sm text-gray-600")
             if open_:
@@ -172,7 +173,7 @@ class AlertsView:
 
     def render_history(self) -> None:
         newest = sorted(self.known, reverse=True)[:HISTORY_ROWS]
-        self.history.rows = [history_row(self.known[i]) for i in newest]
+        self.history.rows = [history_row(self.known[i], self.viewer.sites) for i in newest]
         self.history.update()
 
 

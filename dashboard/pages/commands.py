@@ -59,7 +59,8 @@ class CommandsConsole:
                 journey_link(command["journey_id"])
                 if self.may_resend and command["resendable"]:
                     ui.button("Resend", on_click=lambda c=command: self.resend(c)).props("dense")
-            ui.label(f"Attempts: {attempts_text(command) or 'none yet'}").classes("text-sm") \
+            attempts = attempts_text(command, self.viewer.sites, command["site"])
+            ui.label(f"Attempts: {attempts or 'none yet'}").classes("text-sm") \
                 .props("data-testid=attempts")
             if command["last_error"]:
                 ui.label(f"Last error: {command['last_error']}").classes("text-sm text-red-700")

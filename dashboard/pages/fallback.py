@@ -13,7 +13,7 @@ from nicegui import background_tasks, ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import UNREACHABLE, frame
+from dashboard.frame import UNREACHABLE, WRAPPED_TABLE, frame
 from dashboard.pages.integrations import STATUS_COLOUR
 from dashboard.pages.journey import link_journeys_in
 from dashboard.steps import StepSender
@@ -56,6 +56,19 @@ INPUTS: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
     "result": ("Result", "passed", ("passed", "failed")),
     "priority": ("Priority", "high", ("high", "normal")),
 }
+_BOOKING_COLUMNS = [
+    {"name": "slot", "label": "Slot", "field": "slot"},
+    {"name": "service", "label": "Service", "field": "service", "align": "left"},
+    {"name": "ref", "label": "Appointment", "field": "ref", "align": "left"},
+    {"name": "check_in", "label": "", "field": "ref"},
+]
+# a touch-sized button per booking: checks that appointment in
+_CHECK_IN_CELL = r"""
+    <q-td :props="props">
+      <q-btn color="primary" size="lg" no-caps label="Check in" data-testid="booking-check-in"
+             :aria-label="'Check in ' + props.row.ref"
+             @click="() => $parent.$emit('check_in', props.row.ref)"/>
+    </q-td>"""
 _LEDGER_COLUMNS = [
     {"name": "seq", "label": "#", "field": "seq"},
     {"name": "at", "label": "Time", "field": "at"},
@@ -131,6 +144,7 @@ class FallbackView:
         self.steps_for: int | None = None  # the fallback the step buttons were built for
         self.next_for: dict[str, dict[str, Any] | None] = {}  # per step, the journey "next" applies to
         self.shown_systems: tuple[Any, ...] | None = None  # what the system rows were built from
+        self.bookings: ui.table | None = None  # an appointments fallback's list of today's bookings
 
     def sites(self) -> list[str]:
         state = self.viewer.live.state.items
@@ -270,6 +284,37 @@ class FallbackView:
                         .props(f"size=xl data-testid=step-{step.action}")
                     caption = ui.label().classes("text-sm text-gray-600")
                     self.step_buttons[step.action] = (button, caption, step)
+        self.bookings = None
+        check_in = next((s for s in steps if s.action == "check_in"), None)
+        if fallback["system"] == "appointments" and check_in is not None:
+            self._build_bookings(fallback, check_in)
+
+    def _build_bookings(self, fallback: dict[str, Any], check_in: Step) -> None:
+        """Today's bookings at the site not yet checked in, as Switchboard last heard of them: the
+        appointments a check-in may name while the appointments system is down."""
+        with ui.row().classes("items-center gap-4"):
+            ui.label("Today's appointments not yet checked in").classes("font-medium")
+            ui.button("Refresh", on_click=lambda: self.load_bookings(fallback)).props("flat no-caps")
+        self.bookings = ui.table(rows=[], columns=_BOOKING_COLUMNS, row_key="ref").classes("w-full") \
+            .props(f"flat {WRAPPED_TABLE} data-testid=bookings")
+        self.bookings.add_slot("body-cell-check_in", _CHECK_IN_CELL)
+        self.bookings.on("check_in", lambda event: self.step(check_in, ref=event.args))
+        background_tasks.create(self.load_bookings(fallback), name="fallback-bookings")
+
+    async def load_bookings(self, fallback: dict[str, Any]) -> None:
+        try:
+            async with self.viewer.http() as http:
+                page = await http.get(f"/api/v1/sites/{fallback['site']}/bookings")
+        except BackendError as exc:
+            self.outcome.set_text(f"Today's appointments could not be read: {exc}")
+            return
+        if self.bookings is None or self.steps_for != fallback["id"]:
+            return  # another fallback was chosen meanwhile
+        slot = self.viewer.sites.time
+        self.bookings.rows = [{"slot": slot(item["slot_start"], page["site"], seconds=False),
+                               "service": item["service"] or "–", "ref": item["ref"]}
+                              for item in page["items"]]
+        self.bookings.update()
 
     def render_next(self) -> None:
         """Whom each "next" step applies to now, on its caption."""
@@ -337,10 +382,9 @@ class FallbackView:
             return
         self._report(f"Fallback #{fallback['id']} ended: replaying the ledger to {fallback['system']}")
 
-    def _body(self, step: Step) -> dict[str, Any] | str:
+    def _body(self, step: Step, ref: str) -> dict[str, Any] | str:
         """The step's request, or why it cannot be sent."""
         body: dict[str, Any] = {"action": step.action}
-        ref = (self.ref_input.value or "").strip()
         journey = self.next_for.get(step.action)
         if ref:
             body["ref"] = ref
@@ -356,11 +400,12 @@ class FallbackView:
             body[name] = value
         return body
 
-    async def step(self, step: Step) -> None:
+    async def step(self, step: Step, ref: str | None = None) -> None:
+        """Send `step` for `ref` (a booking's button), else for the typed reference or whoever is next."""
         fallback = self.fallback
         if fallback is None:
             return
-        body = self._body(step)
+        body = self._body(step, ref or (self.ref_input.value or "").strip())
         what = step.label
         if isinstance(body, str):
             self._report(f"{what}: {body}")
@@ -375,6 +420,8 @@ class FallbackView:
             return
         if step.action in ("check_in", "book_walk_in"):
             self.ref_input.set_value("")
+            if self.bookings is not None:
+                await self.load_bookings(fallback)
         result = sent.answer
         ticket = f" ticket {result['ticket']}" if result.get("ticket") else ""
         state = {"applied": "done", "recorded": "recorded, on its way"}.get(sent.status, sent.status)

@@ -11,7 +11,9 @@ from nicegui import ui
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, current_viewer, sign_in_redirect
 from dashboard.frame import WRAPPED_TABLE, frame
+from dashboard.sites import SiteBook
 
+_TIMES = ("slot_start", "updated_at")  # shown in the site's zone
 _FIELDS = ("site", "stage", "refs", "service", "slot_start", "priority", "eligibility", "counter", "ticket",
            "updated_at")
 
@@ -33,8 +35,9 @@ def link_journeys_in(table: ui.table, column: str) -> None:
         </q-td>""")
 
 
-def attempts_text(command: dict[str, Any]) -> str:
-    return "; ".join(f"#{a['attempt']} {a['sent_at'][11:19]} {a['answer'] or 'no answer'}"
+def attempts_text(command: dict[str, Any], sites: SiteBook, site: str) -> str:
+    """Each send of the command: its number, time (in the site's zone) and the answer it got."""
+    return "; ".join(f"#{a['attempt']} {sites.moment(a['sent_at'], site)} {a['answer'] or 'no answer'}"
                      + (f" ({a['error']})" if a["error"] else "") for a in command["attempt_history"])
 
 
@@ -49,22 +52,27 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...], testid: str) ->
         .classes("w-full").props(f"dense flat {WRAPPED_TABLE} data-testid={testid}")
 
 
-def show_journey(journey: dict[str, Any]) -> None:
+def show_journey(journey: dict[str, Any], sites: SiteBook) -> None:
+    """The journey's fields, timeline, commands, failures and drift; times in the journey's site's zone."""
+    site = journey["site"]
     with ui.card().classes("w-full").props("data-testid=journey"):
         ui.label(f"Journey {journey['id']}").classes("font-medium")
         with ui.grid(columns=2).classes("gap-x-6"):
             for name in _FIELDS:
-                value = journey.get(name)
+                value = sites.moment(journey.get(name), site) if name in _TIMES and journey.get(name) \
+                    else journey.get(name)
                 ui.label(name.replace("_", " ")).classes("text-gray-500")
                 ui.label("–" if value in (None, [])
                          else ", ".join(value) if isinstance(value, list) else str(value))
     ui.label("Timeline").classes("font-medium")
-    _table(journey["timeline"], ("time", "type", "source", "applied_at"), "timeline")
+    _table([e | {"time": sites.moment(e["time"], site), "applied_at": sites.moment(e["applied_at"], site)}
+            for e in journey["timeline"]], ("time", "type", "source", "applied_at"), "timeline")
     ui.label("Commands").classes("font-medium")
-    _table([c | {"attempt_history": attempts_text(c)} for c in journey.get("commands", [])],
+    _table([c | {"attempt_history": attempts_text(c, sites, site)} for c in journey.get("commands", [])],
            ("command", "system", "rule", "status", "attempts", "attempt_history", "last_error"), "commands")
     ui.label("Failures").classes("font-medium")
-    _table(journey.get("failures", []), ("id", "kind", "status", "system", "reason", "last_at"), "failures")
+    _table([f | {"last_at": sites.moment(f.get("last_at"), site)} for f in journey.get("failures", [])],
+           ("id", "kind", "status", "system", "reason", "last_at"), "failures")
     ui.label("Drift").classes("font-medium")
     _table(journey.get("drift", []), ("id", "system", "kind", "field", "ours", "theirs", "status"), "drift")
 
@@ -82,5 +90,5 @@ def register(dashboard: Dashboard) -> None:
             except BackendError as exc:
                 ui.label(f"This journey could not be read: {exc}").classes("text-red-700")
                 return None
-            show_journey(journey)
+            show_journey(journey, viewer.sites)
         return None

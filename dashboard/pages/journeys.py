@@ -53,7 +53,7 @@ class JourneySearch:
                     ticket = f" · ticket {j['ticket']}" if j["ticket"] else ""
                     ui.label(f"{j['site']} · {j['stage']}{ticket}")
             if only:
-                show_journey(only)
+                show_journey(only, self.viewer.sites)
 
 
 def register(dashboard: Dashboard) -> None:

@@ -28,13 +28,14 @@ COUNTERS = ["C1", "C2", "C3"]
 TABLETS = {"landscape": {"width": 1024, "height": 768}, "portrait": {"width": 768, "height": 1024}}
 SITES = {orientation: f"floor-{orientation}-{letters()}" for orientation in TABLETS}
 FALLBACK_SITE, SYSTEMS_SITE = f"floor-fallback-{letters()}", f"floor-systems-{letters()}"
+BOOKINGS_SITE = f"floor-bookings-{letters()}"
 
 
 @pytest.fixture(scope="module")
 async def stack(server_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     folder = tmp_path_factory.mktemp("floor-board")
     path = sites_file(folder, {site: {"time_zone": ZONE, "counters": COUNTERS}
-                               for site in (*SITES.values(), FALLBACK_SITE, SYSTEMS_SITE)})
+                               for site in (*SITES.values(), FALLBACK_SITE, SYSTEMS_SITE, BOOKINGS_SITE)})
     async with own_stack(server_urls["database_url"], folder, {"SWITCHBOARD_SITES_FILE": str(path)}) as stack:
         yield stack
 
@@ -204,4 +205,36 @@ async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_led
     DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)  # the picture without toasts
     await page.screenshot(path=DOC_SCREENSHOTS / "fallback.png", full_page=True)
+    await page.close()
+
+
+async def test_fallback_of_appointments_lists_todays_bookings_and_checks_one_in_with_a_tap(
+        browser: Browser, floor_board, stack, fapi, token):
+    site = BOOKINGS_SITE
+    staff = bearer(token, "floor_staff", [site])
+    fallback = (await fallbacks.start(fapi, staff, site, system="appointments",
+                                      reason="bookings down")).json()
+    booked = [(await fallbacks.acted(fapi, staff, fallback["id"], action="book_walk_in",
+                                     service=service))["ref"] for service in ("passport", "tax")]
+    page = await browser.new_page(viewport=TABLETS["portrait"])
+    await sign_in_as(page, floor_board, "floor_staff", sites=site)
+    await page.goto(floor_board + "/fallback")
+    bookings = page.get_by_test_id("bookings")
+    for ref in booked:
+        await expect(bookings).to_contain_text(ref, timeout=15_000)
+    await expect(bookings).to_contain_text(ZONE_MARK)  # slots in the site's own time
+    await expect(page.get_by_test_id("step-set_priority")).to_have_count(0)
+    first = page.get_by_role("button", name=f"Check in {booked[0]}")
+    box = await first.bounding_box()
+    assert box is not None and box["height"] >= 44, box  # a touch-sized target
+    await first.click()
+    await expect(page.get_by_test_id("outcome")).to_contain_text(
+        f"Check in appointment done: {booked[0]} is arrived", timeout=15_000)
+    await expect(bookings).not_to_contain_text(booked[0])
+    await expect(bookings).to_contain_text(booked[1])
+    await expect(page.get_by_test_id("ledger")).to_contain_text("check in", timeout=15_000)
+    journey = await journey_of(fapi, staff, booked[0])
+    assert journey is not None and journey["stage"] == "arrived"
+    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)  # the picture without toasts
+    await page.screenshot(path=DOC_SCREENSHOTS / "fallback-appointments.png", full_page=True)
     await page.close()

@@ -12,7 +12,7 @@ import jwt
 from dashboard import charts
 from dashboard.backend_client import Capabilities
 from dashboard.coalesce import Coalescer
-from dashboard.frame import connection_text
+from dashboard.frame import banner_text, connection_text
 from dashboard.live import (
     HISTORY_POINTS,
     HISTORY_STEP_S,
@@ -27,6 +27,7 @@ from dashboard.pages.capacity import over_target
 from dashboard.pages.failures import ANY, matching
 from dashboard.pages.fallback import next_journey, reference_label, steps_of
 from dashboard.pages.floor import badges, wait_shown, wait_text
+from dashboard.pages.journey import attempts_text
 from dashboard.session import Principal, Sessions
 from dashboard.sites import site_book
 from tools.embedded import free_port
@@ -209,6 +210,20 @@ def test_times_show_in_the_site_s_own_zone_and_say_which_zone_they_are_in():
     assert book.time(at) == "15:05:09 CET"  # a time of no site: the viewer's own site's zone
     assert site_book([], None).time(datetime(2026, 7, 1, 9, 0, tzinfo=UTC)) == "09:00:00 UTC"
     assert book.time(None, "north") == "–"
+
+
+def test_alerts_and_command_attempts_show_the_site_s_zone_with_the_date_where_it_may_be_days_back():
+    book = site_book([{"site": "east", "time_zone": "Asia/Kathmandu", "wait_target_s": 900}], ("east",))
+    at = "2026-12-04T20:05:09+00:00"  # already the next day in Kathmandu
+    alert = {"summary": "Queue is down", "site": "east", "raised_at": at, "status": "acknowledged",
+             "acked_by": "sre-1"}
+    assert banner_text(alert, book) == "⚠ Queue is down (since 01:50 +0545; acknowledged by sre-1)"
+    assert book.moment(at, "east") == "2026-12-05 01:50:09 +0545"
+    command = {"attempt_history": [{"attempt": 1, "sent_at": at, "answer": "unavailable", "error": "timeout"},
+                                   {"attempt": 2, "sent_at": "2026-12-04T20:06:00+00:00", "answer": "ok",
+                                    "error": None}]}
+    assert attempts_text(command, book, "east") == (
+        "#1 2026-12-05 01:50:09 +0545 unavailable (timeout); #2 2026-12-05 01:51:00 +0545 ok")
 
 
 def test_floor_badges_say_priority_eligibility_and_an_appointment_due_within_ten_minutes():
