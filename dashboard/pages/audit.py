@@ -63,7 +63,9 @@ class AuditLog:
             if not page["items"]:
                 ui.label("Nothing to show.").classes("text-gray-500")
                 return
-            ui.table(rows=[{c: _cell(e.get(c)) for c in _COLUMNS} | {"id": e["id"]} for e in page["items"]],
+            moment = self.viewer.sites.moment
+            ui.table(rows=[{c: _cell(e.get(c)) for c in _COLUMNS}
+                           | {"id": e["id"], "at": moment(e["at"], e.get("site"))} for e in page["items"]],
                      row_key="id",
                      columns=[{"name": c, "label": c, "field": c, "align": "left"} for c in _COLUMNS]) \
                 .classes("w-full").props(f"dense flat {WRAPPED_TABLE} data-testid=audit")

@@ -144,6 +144,7 @@ class FailuresView:
         rows = self.failures()
         self.count.set_text(f"{len(rows)} open failure{'s' * (len(rows) != 1)} match")
         self.table.rows = [{**{c["field"]: f.get(c["field"]) for c in _COLUMNS},
+                            "last_at": self.viewer.sites.moment(f["last_at"], f.get("site")),
                             "impact": (f.get("impact") or {}).get("stage", "–").replace("_", " "),
                             "journey_id": (f.get("impact") or {}).get("journey_id")}
                            for f in rows]

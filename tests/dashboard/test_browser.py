@@ -78,6 +78,7 @@ async def test_retry_on_a_failure_resolves_it_once_its_cause_is_fixed(browser: B
         await page.goto(dashboard_url + "/failures")
         row = page.locator("tr", has_text=site)
         await expect(row).to_be_visible(timeout=15_000)
+        await expect(row).to_contain_text(" UTC")  # its last time in the site's zone, which says its name
     await row.locator(".q-checkbox").click()
     await page.get_by_role("button", name="Retry", exact=True).click()
     await expect(page.get_by_test_id("outcome")).to_contain_text("resolved", timeout=15_000)
@@ -247,6 +248,9 @@ async def test_audit_page_filters_and_downloads_csv_and_rules_page_lists_the_rul
     await page.get_by_role("button", name="Filter").click()
     await expect(page.get_by_text("Nothing to show.")).to_be_visible()
     await page.get_by_test_id("audit-action").fill("")
+    await page.get_by_role("button", name="Filter").click()
+    # times as the site's wall clock with its zone (UTC for sites no sites file names), never a raw ISO string
+    await expect(page.get_by_test_id("audit").locator("tbody tr").first).to_contain_text(" UTC")
     async with page.expect_download() as download:
         await page.get_by_test_id("audit-download").click()
     saved = await (await download.value).path()
