@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 import msgspec
 from litestar.exceptions import ValidationException
-from litestar.params import PathParameter
+from litestar.params import PathParameter, QueryParameter
 
 BIGINT = 2**63  # Postgres bigint: ids and cursors beyond it are not ours, and asyncpg could not send them
 # a bigint id in a path (`{failure_id:int}`): anything else is a 400, not a database error
 BigintId = Annotated[int, PathParameter(ge=1, le=BIGINT - 1)]
+# how many items one page of a list may ask for
+PageLimit = Annotated[int, QueryParameter(ge=1, le=500)]
+
+
+class _ById(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+ById = TypeVar("ById", bound=_ById)
+
+
+def id_page(items: list[ById], limit: int) -> tuple[list[ById], str | None]:
+    """The first `limit` of `items` (read as `limit + 1`: one more only says there is a next page) and the
+    cursor of that next page, keyed by the last id shown."""
+    return items[:limit], encode_cursor(items[limit - 1].id) if len(items) > limit else None
 
 
 def encode_cursor(*key: Any) -> str:

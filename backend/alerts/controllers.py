@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, PermissionDeniedException
-from litestar.params import FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from backend.alerts import services
@@ -21,7 +21,7 @@ from backend.alerts.schemas import (
 from backend.audit.services import record
 from backend.auth import READ, SRE, Principal
 from backend.errors import ConflictException
-from backend.paging import BigintId, decode_cursor, encode_cursor
+from backend.paging import BigintId, PageLimit, decode_cursor, id_page
 from backend.privacy import audit_actor
 from backend.resources import AppResources
 
@@ -40,7 +40,7 @@ class AlertController(Controller):
     async def list_alerts(
         self, request: Request[Principal, Any, State], resources: AppResources,
         status: FromQuery[StatusFilter | None] = None, site: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
+        limit: PageLimit = 100, cursor: FromQuery[str | None] = None,
     ) -> AlertPage:
         """Newest first; `status=active` for open and acknowledged ones. Alerts of no site concern all."""
         sites = request.user.scope(site)
@@ -48,8 +48,8 @@ class AlertController(Controller):
         async with resources.pool.acquire() as conn:
             items = await services.list_alerts(conn, sites=sites, status=status, limit=limit + 1,
                                                cursor=before)
-        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
-        return AlertPage(items=items[:limit], next_cursor=next_cursor)
+        shown, next_cursor = id_page(items, limit)
+        return AlertPage(items=shown, next_cursor=next_cursor)
 
     @get("/rules", opt=READ, operation_id="listAlertRules")
     async def list_rules(self, request: Request[Principal, Any, State],

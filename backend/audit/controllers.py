@@ -1,17 +1,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.datastructures import State
-from litestar.params import FromQuery, QueryParameter
+from litestar.params import FromQuery
 from litestar.response import Stream
 
 from backend.audit import services
 from backend.audit.schemas import AuditPage
 from backend.auth import AUDIT, Principal
-from backend.paging import decode_cursor, encode_cursor
+from backend.paging import PageLimit, decode_cursor, id_page
 from backend.privacy import actor_name
 from backend.resources import AppResources
 
@@ -28,7 +28,7 @@ class AuditController(Controller):
         actor: FromQuery[str | None] = None, action: FromQuery[str | None] = None,
         site: FromQuery[str | None] = None,
         since: FromQuery[datetime | None] = None, until: FromQuery[datetime | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
+        limit: PageLimit = 100, cursor: FromQuery[str | None] = None,
     ) -> AuditPage:
         """JSON pages, or with `Accept: text/csv` every matching entry as one streamed CSV file."""
         if actor is not None:  # a personal-looking `sub` is stored as its pseudonym: find it by either
@@ -44,5 +44,5 @@ class AuditController(Controller):
         before = decode_cursor(cursor, int)[0] if cursor else None
         async with resources.pool.acquire() as conn:
             items = await services.list_entries(conn, wanted, limit=limit + 1, cursor=before)
-        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
-        return AuditPage(items=items[:limit], next_cursor=next_cursor)
+        shown, next_cursor = id_page(items, limit)
+        return AuditPage(items=shown, next_cursor=next_cursor)

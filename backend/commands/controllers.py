@@ -1,20 +1,20 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException, PermissionDeniedException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from backend.auth import READ, SRE, Principal
 from backend.commands import services
 from backend.commands.schemas import CommandPage, CommandState, CommandStatus, ResendRequest, ResendResult
-from backend.paging import decode_cursor, encode_cursor
+from backend.paging import PageLimit, decode_cursor, encode_cursor
 from backend.privacy import acting_user
 from backend.resources import AppResources
+from backend.visibility import visible
 
 
 class CommandController(Controller):
@@ -27,7 +27,7 @@ class CommandController(Controller):
         system: FromQuery[str | None] = None,
         status: FromQuery[CommandStatus | None] = None, journey: FromQuery[UUID | None] = None,
         site: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
+        limit: PageLimit = 100, cursor: FromQuery[str | None] = None,
     ) -> CommandPage:
         sites = request.user.scope(site)
         before = decode_cursor(cursor, int)[0] if cursor else None
@@ -41,11 +41,7 @@ class CommandController(Controller):
                           command_id: FromPath[UUID]) -> CommandState:
         async with resources.pool.acquire() as conn:
             command = await services.get_command(conn, command_id)
-        if command is None:
-            raise NotFoundException("no such command")
-        if not request.user.may_see(command.site):
-            raise PermissionDeniedException("this command is outside your sites")
-        return command
+        return visible(request.user, "command", command)
 
     @post("/{command_id:uuid}/resend", opt=SRE, operation_id="resendCommand", status_code=HTTP_200_OK)
     async def resend(self, request: Request[Principal, Any, State], resources: AppResources,

@@ -7,7 +7,6 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
-from litestar.exceptions import NotFoundException, PermissionDeniedException
 
 from backend.audit import services as audit
 from backend.auth import Principal
@@ -15,6 +14,7 @@ from backend.commands import lifecycle
 from backend.commands.schemas import CommandAttempt, CommandState, ResendResult
 from backend.errors import ConflictException
 from backend.failures.services import failure_changed
+from backend.visibility import visible
 
 _FIELDS = tuple(f for f in CommandState.__struct_fields__
                 if f not in ("refs", "data", "attempt_history", "resendable"))
@@ -72,10 +72,7 @@ async def resend(conn: asyncpg.Connection, principal: Principal, actor: str, com
     allow it (a resend already waiting included, so concurrent resends send it once)."""
     async with conn.transaction():
         site = await conn.fetchval("SELECT site FROM commands WHERE id = $1", command_id)
-        if site is None:
-            raise NotFoundException("no such command")
-        if not principal.may_see(site):
-            raise PermissionDeniedException("this command is outside your sites")
+        visible(principal, "command", site, site=lambda own_site: own_site)
         if not await lifecycle.resend(conn, command_id):
             state = await conn.fetchval("SELECT status FROM commands WHERE id = $1", command_id)
             raise ConflictException(

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
 import msgspec
-from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
+from litestar.exceptions import ClientException
 
 from backend.audit import services as audit
 from backend.auth import Principal
@@ -29,6 +30,7 @@ from backend.ingest.validate import Accepted, trust_of, validate
 from backend.paging import decode_cursor, encode_cursor
 from backend.privacy import acting_user
 from backend.resources import Resources
+from backend.visibility import visible
 
 COMMAND_KINDS = frozenset({"command_failed", "command_timeout"})
 # refused for who sent them: a retry re-validates the stored payload without the NATS subject or the token
@@ -42,11 +44,7 @@ _PII_NOTE = ("personal data is stored redacted, so this payload can never become
 
 async def _locked_failure(conn: asyncpg.Connection, principal: Principal, failure_id: int) -> asyncpg.Record:
     row = await conn.fetchrow("SELECT * FROM failures WHERE id = $1 FOR UPDATE", failure_id)
-    if row is None:
-        raise NotFoundException("no such failure")
-    if not principal.may_see(row["site"]):
-        raise PermissionDeniedException("this failure is outside your sites")
-    return row
+    return visible(principal, "failure", row, itemgetter("site"))
 
 
 def _result(row: asyncpg.Record, outcome: str, note: str | None = None) -> RetryResult:

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException, PermissionDeniedException
-from litestar.params import FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from backend.auth import READ, SRE, Principal
@@ -20,8 +19,9 @@ from backend.failures.schemas import (
     RetryRequest,
     RetryResult,
 )
-from backend.paging import BigintId, decode_cursor, encode_cursor
+from backend.paging import BigintId, PageLimit, decode_cursor, encode_cursor
 from backend.resources import AppResources
+from backend.visibility import visible
 
 FailureStatus = Literal["open", "retrying", "resolved", "discarded"]
 
@@ -36,7 +36,7 @@ class FailureController(Controller):
         status: FromQuery[FailureStatus | None] = None, kind: FromQuery[FailureKind | None] = None,
         system: FromQuery[str | None] = None, site: FromQuery[str | None] = None,
         order: FromQuery[Literal["time", "impact"]] = "time",
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
+        limit: PageLimit = 100, cursor: FromQuery[str | None] = None,
     ) -> FailurePage:
         sites = request.user.scope(site)
         position = decode_cursor(cursor, int)[0] if cursor else None
@@ -53,11 +53,7 @@ class FailureController(Controller):
                           failure_id: BigintId) -> Failure:
         async with resources.pool.acquire() as conn:
             failure = await services.get_failure(conn, failure_id)
-        if failure is None:
-            raise NotFoundException("no such failure")
-        if not request.user.may_see(failure.site):
-            raise PermissionDeniedException("this failure is outside your sites")
-        return failure
+        return visible(request.user, "failure", failure)
 
     @post("/{failure_id:int}/retry", opt=SRE, operation_id="retryFailure", status_code=HTTP_200_OK)
     async def retry_failure(self, request: Request[Principal, Any, State], resources: AppResources,

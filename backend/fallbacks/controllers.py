@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
-from litestar.params import FromQuery, JSONBody, QueryParameter
+from litestar.exceptions import ClientException
+from litestar.params import FromQuery, JSONBody
 from litestar.response import Response
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
@@ -21,8 +21,9 @@ from backend.fallbacks.schemas import (
     ManualAction,
     StartFallback,
 )
-from backend.paging import BigintId, decode_cursor, encode_cursor
+from backend.paging import BigintId, PageLimit, decode_cursor, id_page
 from backend.resources import AppResources
+from backend.visibility import visible
 
 
 class FallbackController(Controller):
@@ -33,15 +34,15 @@ class FallbackController(Controller):
     async def list_fallbacks(
         self, request: Request[Principal, Any, State], resources: AppResources,
         status: FromQuery[FallbackStatus | None] = None, site: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, cursor: FromQuery[str | None] = None,
+        limit: PageLimit = 100, cursor: FromQuery[str | None] = None,
     ) -> FallbackPage:
         sites = request.user.scope(site)
         before = decode_cursor(cursor, int)[0] if cursor else None
         async with resources.pool.acquire() as conn:
             items = await services.list_fallbacks(conn, sites=sites, status=status, limit=limit + 1,
                                                   cursor=before)
-        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
-        return FallbackPage(items=items[:limit], next_cursor=next_cursor)
+        shown, next_cursor = id_page(items, limit)
+        return FallbackPage(items=shown, next_cursor=next_cursor)
 
     @post("/", opt=FLOOR, operation_id="startFallback", status_code=HTTP_201_CREATED)
     async def start_fallback(self, request: Request[Principal, Any, State], resources: AppResources,
@@ -56,11 +57,7 @@ class FallbackController(Controller):
         """One fallback with its ledger: the manual steps in the order they were taken."""
         async with resources.pool.acquire() as conn:
             fallback = await services.get_fallback(conn, fallback_id)
-        if fallback is None:
-            raise NotFoundException("no such fallback")
-        if not request.user.may_see(fallback.site):
-            raise PermissionDeniedException("this fallback is outside your sites")
-        return fallback
+        return visible(request.user, "fallback", fallback)
 
     @post("/{fallback_id:int}/end", opt=FLOOR, operation_id="endFallback", status_code=HTTP_200_OK)
     async def end_fallback(self, request: Request[Principal, Any, State], resources: AppResources,

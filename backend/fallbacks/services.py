@@ -6,11 +6,12 @@ and sets it `ended` (and calls `publish_fallback` so the board hears of it).
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
 import msgspec
-from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
+from litestar.exceptions import ClientException, PermissionDeniedException
 
 from backend.audit import services as audit
 from backend.auth import Principal
@@ -27,6 +28,7 @@ from backend.live import publish
 from backend.privacy import acting_user as manual_user  # the name fallbacks.actions uses
 from backend.privacy import scrubbed_reason
 from backend.resources import Resources
+from backend.visibility import visible
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
 
 # how long an ended fallback stays on the live board
@@ -90,11 +92,7 @@ async def publish_fallback(resources_or_conn: Resources | asyncpg.Connection | a
 async def locked(conn: asyncpg.Connection, principal: Principal, fallback_id: int) -> asyncpg.Record:
     """The fallback's row, locked for the caller's transaction, if the caller may act on its site."""
     row = await conn.fetchrow("SELECT * FROM fallbacks WHERE id = $1 FOR UPDATE", fallback_id)
-    if row is None:
-        raise NotFoundException("no such fallback")
-    if not principal.may_see(row["site"]):
-        raise PermissionDeniedException("this fallback is outside your sites")
-    return row
+    return visible(principal, "fallback", row, itemgetter("site"))
 
 
 def fallback_systems(resources: Resources) -> frozenset[str]:

@@ -6,13 +6,14 @@ from uuid import UUID
 
 from litestar import Controller, Request, get
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from backend.auth import READ, Principal
 from backend.journeys import services
 from backend.journeys.schemas import JourneyDetail, JourneyPage, Stage
+from backend.paging import PageLimit
 from backend.resources import AppResources
+from backend.visibility import visible
 
 # printable text: a control character is never part of a reference
 SEARCHABLE = r"^[^\x00-\x1f\x7f]+$"
@@ -27,7 +28,7 @@ class JourneyController(Controller):
         self, request: Request[Principal, Any, State], resources: AppResources,
         site: FromQuery[str | None] = None,
         stage: FromQuery[Stage | None] = None, ref: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50, cursor: FromQuery[str | None] = None,
+        limit: PageLimit = 50, cursor: FromQuery[str | None] = None,
         q: Annotated[str | None, QueryParameter(min_length=1, max_length=100, pattern=SEARCHABLE)] = None,
         since: FromQuery[datetime | None] = None, until: FromQuery[datetime | None] = None,
     ) -> JourneyPage:
@@ -42,8 +43,4 @@ class JourneyController(Controller):
                           journey_id: FromPath[UUID]) -> JourneyDetail:
         async with resources.pool.acquire() as conn:
             journey = await services.get_journey(conn, journey_id)
-        if journey is None:
-            raise NotFoundException("no such journey")
-        if not request.user.may_see(journey.site):
-            raise PermissionDeniedException("this journey is outside your sites")
-        return journey
+        return visible(request.user, "journey", journey)

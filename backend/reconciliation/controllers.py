@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
-from litestar.params import FromQuery, JSONBody, QueryParameter
+from litestar.exceptions import ValidationException
+from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from backend.audit import services as audit
 from backend.auth import READ, SRE, Principal
 from backend.errors import ConflictException
-from backend.paging import BigintId, decode_cursor, encode_cursor
+from backend.paging import BigintId, PageLimit, decode_cursor, id_page
 from backend.privacy import acting_user
 from backend.reconciliation import repair, services
 from backend.reconciliation.scheduler import Reconciler
@@ -36,6 +36,7 @@ from backend.reconciliation.schemas import (
     StatusPage,
 )
 from backend.resources import AppResources
+from backend.visibility import visible
 from switchboard.events import RESERVED_SYSTEMS
 
 AnyRequest = Request[Principal, Any, State]
@@ -75,35 +76,27 @@ class ReconciliationController(Controller):
     async def get_run(self, request: AnyRequest, resources: AppResources, run_id: BigintId) -> Run:
         async with resources.pool.acquire() as conn:
             run = await services.get_run(conn, run_id)
-        if run is None:
-            raise NotFoundException("no such run")
-        if not request.user.may_see(run.site):
-            raise PermissionDeniedException("this run is outside your sites")
-        return run
+        return visible(request.user, "run", run)
 
     @get("/drift", opt=READ, operation_id="listDrift")
     async def list_drift(
         self, request: AnyRequest, resources: AppResources, status: FromQuery[DriftStatus | None] = None,
         system: FromQuery[str | None] = None, site: FromQuery[str | None] = None,
-        kind: FromQuery[DriftKind | None] = None, limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+        kind: FromQuery[DriftKind | None] = None, limit: PageLimit = 100,
         cursor: FromQuery[str | None] = None,
     ) -> DriftPage:
         before = decode_cursor(cursor, int)[0] if cursor else None
         async with resources.pool.acquire() as conn:
             items = await services.list_drift(conn, sites=request.user.scope(site), status=status,
                                               system=system, kind=kind, limit=limit + 1, before=before)
-        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
-        return DriftPage(items=items[:limit], next_cursor=next_cursor)
+        shown, next_cursor = id_page(items, limit)
+        return DriftPage(items=shown, next_cursor=next_cursor)
 
     @get("/drift/{drift_id:int}", opt=READ, operation_id="getDrift")
     async def get_drift(self, request: AnyRequest, resources: AppResources, drift_id: BigintId) -> DriftItem:
         async with resources.pool.acquire() as conn:
             found = await services.get_drift(conn, [drift_id])
-        if not found:
-            raise NotFoundException("no such drift item")
-        if not request.user.may_see(found[0].site):
-            raise PermissionDeniedException("this drift item is outside your sites")
-        return found[0]
+        return visible(request.user, "drift item", found[0] if found else None)
 
     @post("/drift/{drift_id:int}/resolve", opt=SRE, operation_id="resolveDrift", status_code=HTTP_200_OK)
     async def resolve(self, request: AnyRequest, resources: AppResources, drift_id: BigintId,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
 import msgspec
-from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from litestar.exceptions import ValidationException
 
 from backend.audit import services as audit
 from backend.auth import Principal
@@ -36,6 +37,7 @@ from backend.reconciliation.schemas import (
     ResolveResult,
 )
 from backend.resources import Resources
+from backend.visibility import visible
 from switchboard.commands import RECORD_PUSH
 
 _state = msgspec.json.Decoder(JourneyState)
@@ -55,11 +57,7 @@ async def journey_state(conn: asyncpg.Connection,
 
 async def _locked_item(conn: asyncpg.Connection, principal: Principal, drift_id: int) -> asyncpg.Record:
     row = await conn.fetchrow("SELECT * FROM drift_items WHERE id = $1 FOR UPDATE", drift_id)
-    if row is None:
-        raise NotFoundException("no such drift item")
-    if not principal.may_see(row["site"]):
-        raise PermissionDeniedException("this drift item is outside your sites")
-    return row
+    return visible(principal, "drift item", row, itemgetter("site"))
 
 
 async def push_command(conn: asyncpg.Connection, *, command_id: uuid.UUID, rule: str, system: str, site: str,

@@ -11,12 +11,13 @@ step, as it stands now) and does nothing again.
 from __future__ import annotations
 
 import uuid
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import msgspec
-from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
+from litestar.exceptions import ClientException
 
 from backend.audit import services as audit
 from backend.auth import Principal
@@ -28,6 +29,7 @@ from backend.journeys.merge import JourneyState
 from backend.privacy import acting_user
 from backend.resources import Resources
 from backend.sites.schemas import FloorAction, FloorActionAnswer
+from backend.visibility import visible
 from switchboard.commands import FLOOR_COMMANDS
 from switchboard.privacy import looks_personal_identifier
 from switchboard.settings import load_section
@@ -68,10 +70,7 @@ async def _journey(conn: asyncpg.Connection, principal: Principal, journey_id: U
         "SELECT j.id, j.site, j.stage, j.state, array(SELECT r.ref FROM journey_refs r WHERE r.journey_id ="
         " j.id ORDER BY r.ref) AS refs FROM journeys j WHERE j.id = coalesce((SELECT new_id FROM"
         " journey_aliases WHERE old_id = $1), $1)", journey_id)
-    if row is None:
-        raise NotFoundException("no such journey")
-    if not principal.may_see(row["site"]):
-        raise PermissionDeniedException("this journey is outside your sites")
+    row = visible(principal, "journey", row, itemgetter("site"))
     return Journey(id=row["id"], site=row["site"], stage=row["stage"], state=_state.decode(row["state"]),
                    refs=list(row["refs"]))
 
