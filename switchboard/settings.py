@@ -93,5 +93,5 @@ def sections_of(settings: type[msgspec.Struct]) -> dict[str, type[msgspec.Struct
 
 @functools.cache
 def load_settings(settings: type[SectionT]) -> SectionT:
-    """A process's settings (a Struct whose every field is a section), each section read with `load_section`."""
+    """A process's settings (a Struct whose every field is a section), each section read once."""
     return settings(**{name: load_section(section) for name, section in sections_of(settings).items()})

@@ -92,8 +92,8 @@ def _token(args: argparse.Namespace) -> None:
 
     sites = "*" if args.site == ["*"] else args.site
     try:
-        token = mint_token(load_section(TokenSection), sub=args.sub, roles=args.role, sites=sites, system=args.system,
-                           ttl=timedelta(minutes=args.ttl_minutes))
+        token = mint_token(load_section(TokenSection), sub=args.sub, roles=args.role, sites=sites,
+                           system=args.system, ttl=timedelta(minutes=args.ttl_minutes))
     except ValueError as exc:  # an unknown role, or a secret too weak or too exposed to sign with
         sys.exit(f"token not minted: {exc}")
     print(token)
@@ -151,10 +151,11 @@ def _nats_init(args: argparse.Namespace) -> None:
                               routes=[r for r in args.routes.split(",") if r],
                               backend_creds=Path(args.backend_creds))
     # a profile per connector system, issued once (revoke and issue again to replace one)
+    backend_url = load_section(DashboardSection).backend_url
     for system in (s for s in args.profiles_for.split(",") if s):
         if not (Path(args.profiles) / f"{system}.creds").exists():
             written.append(issue_profile(issuer, system=system, sites=[], out=Path(args.profiles),
-                                         nats_url=args.nats_url, backend_url=load_section(DashboardSection).backend_url))
+                                         nats_url=args.nats_url, backend_url=backend_url))
     if args.owner is not None:  # the credentials go to the processes' user; the servers' includes stay root's
         for folder in {Path(args.backend_creds).parent, *([Path(args.profiles)] if args.profiles else [])}:
             for path in [folder, *folder.iterdir()]:

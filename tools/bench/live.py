@@ -255,7 +255,8 @@ async def end_to_end(
     worker ("ingest"), and, for the live path alone, `svc.live` bus → websocket receive ("live")."""
     sockets = []
     for n in range(clients):
-        token = mint_token(settings.tokens, sub=f"bench-{n}", roles=["manager"], sites=[f"bench-{n % sites:03d}"])
+        token = mint_token(settings.tokens, sub=f"bench-{n}", roles=["manager"],
+                           sites=[f"bench-{n % sites:03d}"])
         sockets.append(await connect(backend.ws_url, token))
     await asyncio.gather(*(subscribe(ws, ["journeys"]) for ws in sockets))
     progress(f"latency: {clients} clients subscribed across {sites} sites")
