@@ -56,7 +56,7 @@ async def world(server_urls: dict[str, str], world_dir: Path) -> AsyncIterator[B
         await messaging.ensure_streams(nc.jetstream(), 120.0)
         await nc.close()
         yield backend_settings(database_url=database_url, nats_url=urls["nats_url"], jwt_secret=JWT_SECRET,
-                       data_dir=str(world_dir / "data"), nats_creds=urls.get("nats_creds"))
+                               data_dir=str(world_dir / "data"), nats_creds=urls.get("nats_creds"))
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
 
@@ -71,7 +71,7 @@ async def test_a_backend_killed_after_commit_and_before_publish_loses_nothing_an
     site = f"site-{uuid.uuid4().hex[:8]}"
     nc = await nats_connect(world)
     js = nc.jetstream()
-    pool = await db.create_pool(world.database_url)  # type: ignore[arg-type]
+    pool = await db.create_pool(world.database.database_url)  # type: ignore[arg-type]
     # a relay that would only publish an hour from now: the command stays committed but unpublished
     doomed = start_backend(world, world_dir / "doomed.log", {"SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "3600"})
     survivor = None
@@ -103,7 +103,7 @@ async def test_a_relay_dying_after_publish_and_before_commit_publishes_the_same_
     site = f"site-{uuid.uuid4().hex[:8]}"
     nc = await nats_connect(world)
     js = nc.jetstream()
-    pool = await db.create_pool(world.database_url)  # type: ignore[arg-type]
+    pool = await db.create_pool(world.database.database_url)  # type: ignore[arg-type]
     relay = CommandRelay(pool, js, DeliveryPolicy(answer_timeout_s=30, backoff_s=1, backoff_max_s=1, max_attempts=3),
                          PacePolicy.from_section(IntegrationsSection()), interval_s=1,
                          heartbeat_interval_s=15)
