@@ -1,4 +1,4 @@
-"""Settings for tests: the defaults with the fields a test names, each routed into the section declaring it."""
+"""Settings for tests: the defaults with the fields a test names, each in the section declaring it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def settings_with(settings: type[SettingsT], **fields: object) -> SettingsT:
     """`settings` of the defaults (never the environment) with `fields` set; a name no section declares
     fails, so a test cannot set what nothing reads."""
     sections = sections_of(settings)
-    owners = {field.name: name for name, section in sections.items() for field in msgspec.structs.fields(section)}
+    owners = {field.name: name for name, section in sections.items()
+              for field in msgspec.structs.fields(section)}
     unknown = sorted(set(fields) - set(owners))
     if unknown:
         raise TypeError(f"no section of {settings.__name__} declares {', '.join(unknown)}")
