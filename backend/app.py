@@ -8,7 +8,7 @@ import os
 from litestar import Litestar
 
 from backend.plugin import SwitchboardPlugin
-from switchboard.settings import Settings, get_settings
+from backend.settings import BackendSettings
 
 _WEBSOCKETS_LIBRARY = f"{os.sep}websockets{os.sep}"
 
@@ -21,7 +21,7 @@ class NoWebsocketWireLogs(logging.Filter):
         return _WEBSOCKETS_LIBRARY not in record.pathname
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: BackendSettings | None = None) -> Litestar:
     # uvicorn hands the websockets library its own error logger; the library's own logger too
     for name in ("uvicorn.error", "websockets"):
         logger = logging.getLogger(name)
@@ -29,4 +29,4 @@ def create_app(settings: Settings | None = None) -> Litestar:
             logger.addFilter(NoWebsocketWireLogs())
     # logging_config=None: Litestar's default would replace the root handler; ours (switchboard/logs.py)
     # writes scrubbed JSON lines and is set up by the CLI before the app starts
-    return Litestar(plugins=[SwitchboardPlugin(settings or get_settings())], logging_config=None)
+    return Litestar(plugins=[SwitchboardPlugin(settings or BackendSettings.from_env())], logging_config=None)

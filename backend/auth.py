@@ -8,7 +8,7 @@ closed. Site scoping is checked where the site is known: in the handlers and ser
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jwt
 import msgspec
@@ -18,8 +18,10 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.security.jwt import JWTAuth, Token
 
 from backend.jwks import JwksKeys
-from switchboard.settings import Settings
 from switchboard.tokens import ROLES, jwt_secret, strong_secret
+
+if TYPE_CHECKING:
+    from backend.settings import BackendSettings
 
 READ_ROLES = frozenset({"manager", "floor_staff", "sre", "admin"})
 
@@ -29,6 +31,22 @@ SRE: dict[str, Any] = {"roles": frozenset({"sre", "admin"})}
 FLOOR: dict[str, Any] = {"roles": frozenset({"floor_staff", "sre", "admin"})}
 CONNECTOR: dict[str, Any] = {"roles": frozenset({"connector", "admin"})}
 AUDIT: dict[str, Any] = {"roles": frozenset({"sre", "admin"})}
+
+
+class AuthSection(msgspec.Struct, frozen=True, kw_only=True):
+    """How tokens are checked beyond the kernel's `TokenSection` (the HS256 secret, issuer and audience)."""
+
+    jwks_url: str | None = None
+    # keys the backend's own event signatures and manual users' pseudonyms; every replica needs the same one.
+    # Unset: the JWT secret. With a JWKS and no JWT secret one of the two must be set (else the backend
+    # refuses to start)
+    signing_secret: str | None = None
+    # an unknown `kid` refetches the JWKS at most this often (rotation without restart, no fetch storms)
+    jwks_cooldown_s: float = 30.0
+    # and refetched in the background this often besides (the last keys serve while the provider is down)
+    jwks_refresh_s: float = 300.0
+    # a token valid for longer than this (exp - iat; exp - now without iat) is refused
+    max_token_lifetime_s: float = 12 * 3600.0
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,52 +129,54 @@ def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRoute
         raise PermissionDeniedException("your role may not do this")
 
 
-def check_secrets(settings: Settings) -> None:
+def check_secrets(settings: BackendSettings) -> None:
     """At start: every configured secret strong enough, and one the replicas share for their own events."""
-    if settings.jwt_secret:
-        strong_secret("SWITCHBOARD_JWT_SECRET", settings.jwt_secret)
+    if settings.tokens.jwt_secret:
+        strong_secret("SWITCHBOARD_JWT_SECRET", settings.tokens.jwt_secret)
     signing_secret(settings)
 
 
-def signing_secret(settings: Settings) -> str:
+def signing_secret(settings: BackendSettings) -> str:
     """The secret every replica shares for the backend's own keys (own event signatures, manual pseudonyms).
     With a JWKS there is no JWT secret to fall back on: a per-data-folder one would differ between
     replicas."""
-    if settings.signing_secret:
-        return strong_secret("SWITCHBOARD_SIGNING_SECRET", settings.signing_secret)
-    if settings.jwks_url and not settings.jwt_secret:
+    if settings.auth.signing_secret:
+        return strong_secret("SWITCHBOARD_SIGNING_SECRET", settings.auth.signing_secret)
+    if settings.auth.jwks_url and not settings.tokens.jwt_secret:
         raise MissingSigningSecret("with SWITCHBOARD_JWKS_URL set SWITCHBOARD_SIGNING_SECRET (or"
                                    " SWITCHBOARD_JWT_SECRET) "
                                    "must be set, the same on every replica: it keys the backend's own event"
                                    " signatures")
-    return jwt_secret(settings)
+    return jwt_secret(settings.tokens)
 
 
 class MissingSigningSecret(RuntimeError):  # noqa: N818 - a missing setting, named as such
     """No secret all replicas share to sign the backend's own events."""
 
 
-def jwks_keys(settings: Settings) -> JwksKeys | None:
+def jwks_keys(settings: BackendSettings) -> JwksKeys | None:
     """The identity provider's keys, when one is configured; it needs an issuer and an audience to check."""
-    if not settings.jwks_url:
+    auth, tokens = settings.auth, settings.tokens
+    if not auth.jwks_url:
         return None
-    if not (settings.jwt_issuer and settings.jwt_audience):
+    if not (tokens.jwt_issuer and tokens.jwt_audience):
         raise ValueError("with SWITCHBOARD_JWKS_URL set SWITCHBOARD_JWT_ISSUER and SWITCHBOARD_JWT_AUDIENCE"
                          " must be set: without them a token the provider issued to any other application"
                          " would be accepted")
-    return JwksKeys(settings.jwks_url, cooldown_s=settings.jwks_cooldown_s, refresh_s=settings.jwks_refresh_s)
+    return JwksKeys(auth.jwks_url, cooldown_s=auth.jwks_cooldown_s, refresh_s=auth.jwks_refresh_s)
 
 
-def jwt_auth(settings: Settings, jwks: JwksKeys | None = None) -> JWTAuth[Principal]:
+def jwt_auth(settings: BackendSettings, jwks: JwksKeys | None = None) -> JWTAuth[Principal]:
+    auth, tokens = settings.auth, settings.tokens
     token_cls: type[SwitchboardToken] = SwitchboardToken
     if jwks is not None:
         token_cls = type("JWKSToken", (SwitchboardToken,), {"jwks": jwks})
     return JWTAuth[Principal](
-        retrieve_user_handler=_principal_retriever(settings.max_token_lifetime_s),
-        token_secret=jwt_secret(settings) if not settings.jwks_url else "unused-with-jwks",
+        retrieve_user_handler=_principal_retriever(auth.max_token_lifetime_s),
+        token_secret=jwt_secret(tokens) if not auth.jwks_url else "unused-with-jwks",
         algorithm="HS256",
         token_cls=token_cls,
-        accepted_issuers=[settings.jwt_issuer] if settings.jwt_issuer else None,
-        accepted_audiences=[settings.jwt_audience] if settings.jwt_audience else None,
+        accepted_issuers=[tokens.jwt_issuer] if tokens.jwt_issuer else None,
+        accepted_audiences=[tokens.jwt_audience] if tokens.jwt_audience else None,
         exclude_opt_key="exclude_from_auth",
     )

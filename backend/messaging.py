@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
+import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -20,6 +21,16 @@ EVENTS_STREAM = "SVC_EVENTS"
 APPLY_CONSUMER = "switchboard-apply"
 
 log = logging.getLogger(__name__)
+
+
+class StreamsSection(msgspec.Struct, frozen=True, kw_only=True):
+    # JetStream's duplicate window; Postgres keeps idempotency beyond it.
+    duplicate_window_s: float = 120.0
+    # copies JetStream keeps of each stream: 3 on a three-node cluster
+    stream_replicas: int = 1
+    # how long JetStream keeps each message (both streams): the apply worker needs minutes, an outage of the
+    # database a few days at most; past that a raw message (which may carry what validation refuses) is gone
+    stream_max_age_s: float = 7 * 24 * 3600.0
 
 
 async def connect(url: str, name: str, creds: str | None = None) -> NATS:

@@ -31,7 +31,7 @@ from backend.alerts.controllers import AlertController
 from backend.alerts.delivery import AlertDelivery
 from backend.alerts.engine import AlertEngine
 from backend.alerts.rules import AlertRulesError, load_alert_rules
-from backend.alerts.settings import AlertsSection, check_alert_webhooks
+from backend.alerts.settings import check_alert_webhooks
 from backend.audit.controllers import AuditController
 from backend.auth import PUBLIC, MissingSigningSecret, authorize, check_secrets, jwks_keys, jwt_auth
 from backend.commands.controllers import CommandController
@@ -57,43 +57,41 @@ from backend.reconciliation.controllers import ReconciliationController
 from backend.reconciliation.scheduler import Reconciler
 from backend.reports.controllers import ReportController
 from backend.reports.job import run_reports
-from backend.reports.settings import ReportsSection
 from backend.resources import Resources
 from backend.retention.job import run_retention
 from backend.retention.services import RetentionPolicy, check_audit_floor
 from backend.routing.controllers import RuleController
 from backend.routing.rules import DEFAULT_RULES, RulesFileError, load_rules
+from backend.settings import BackendSettings
 from backend.sites.config import SitesError, load_sites
 from backend.sites.controllers import FloorActionController, SiteController
 from backend.system.controllers import MetricsController, SystemController
 from backend.system.sampler import MetricsSampler
 from backend.webhooks.controllers import WebhookController
 from switchboard.events import SEED_SYSTEMS
-from switchboard.settings import Settings, load_section
 
 log = logging.getLogger("switchboard.backend")
 
 
 class SwitchboardPlugin(InitPluginProtocol):
-    def __init__(self, settings: Settings) -> None:
-        if not (settings.database_url and settings.nats_url):
+    def __init__(self, settings: BackendSettings) -> None:
+        if not (settings.database.database_url and settings.bus.nats_url):
             raise RuntimeError("set SWITCHBOARD_DATABASE_URL and SWITCHBOARD_NATS_URL (or run `switchboard"
                                " demo`)")
         self.settings = settings
         try:
-            self.rules = load_rules(settings.rules_file or DEFAULT_RULES, _command_targets(settings))
+            self.rules = load_rules(settings.routing.rules_file or DEFAULT_RULES, _command_targets(settings))
         except RulesFileError as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
         try:
             self.retention = RetentionPolicy.from_settings(settings)
             check_secrets(settings)
             self.jwks = jwks_keys(settings)
-            self.sites = load_sites()
+            self.sites = load_sites(settings.sites)
         except (ValueError, MissingSigningSecret, SitesError, OSError) as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
-        self.alerts = load_section(AlertsSection)
+        self.alerts = settings.alerts
         try:
-            self.sites = load_sites()
             self.alert_rules = load_alert_rules(self.alerts.alert_rules_file)
             check_alert_webhooks(self.alerts)
         except (OSError, SitesError, AlertRulesError, ValueError) as exc:
@@ -103,37 +101,40 @@ class SwitchboardPlugin(InitPluginProtocol):
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
         settings = self.settings
         jwks_task = await _keep_keys_fresh(self.jwks) if self.jwks else None
-        pool = await db.create_pool(settings.database_url)  # type: ignore[arg-type]
+        pool = await db.create_pool(settings.database.database_url)  # type: ignore[arg-type]
         async with pool.acquire() as conn:
-            applied = await db.migrate_with_owner(conn, settings.database_owner_url)
+            applied = await db.migrate_with_owner(conn, settings.database.database_owner_url)
             await check_audit_floor(conn, self.retention)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         await partitions.ensure_partitions(pool)
-        nc = await messaging.connect(settings.nats_url, "switchboard-backend", settings.nats_creds)  # type: ignore[arg-type]
+        nc = await messaging.connect(settings.bus.nats_url,  # type: ignore[arg-type]
+                                     "switchboard-backend", settings.bus.nats_creds)
         js = nc.jetstream()
-        await messaging.ensure_streams(js, settings.duplicate_window_s, settings.stream_replicas,
-                                       max_age_s=settings.stream_max_age_s,
+        streams = settings.streams
+        await messaging.ensure_streams(js, streams.duplicate_window_s, streams.stream_replicas,
+                                       max_age_s=streams.stream_max_age_s,
                                        systems=_command_targets(settings))
         resources = Resources(settings=settings, rules=self.rules, pool=pool, nc=nc, js=js, sites=self.sites)
         app.state.resources = resources
         app.state.alert_rules = self.alert_rules
         live = app.state.live = LiveService(nc, pool)
         await live.start()
-        worker = ApplyWorker(nc, pool, rules=self.rules, batch=settings.apply_batch,
-                             max_bytes=settings.max_event_bytes,
+        ingest, commands, integrations = settings.ingest, settings.commands, settings.integrations
+        worker = ApplyWorker(nc, pool, rules=self.rules, batch=ingest.apply_batch,
+                             max_bytes=ingest.max_event_bytes,
                              known_systems=resources.known_systems, on_applied=live.on_applied,
-                             own_events_key=signing_key(settings), trust=trust_of(settings))
+                             own_events_key=signing_key(settings), trust=trust_of(ingest))
         relay = CommandRelay(pool, js, DeliveryPolicy(
-            answer_timeout_s=settings.command_answer_timeout_s, backoff_s=settings.command_backoff_s,
-            backoff_max_s=settings.command_backoff_max_s, max_attempts=settings.command_max_attempts,
-        ), PacePolicy.from_settings(settings), interval_s=settings.command_relay_interval_s,
-            heartbeat_interval_s=settings.heartbeat_interval_s)
+            answer_timeout_s=commands.command_answer_timeout_s, backoff_s=commands.command_backoff_s,
+            backoff_max_s=commands.command_backoff_max_s, max_attempts=commands.command_max_attempts,
+        ), PacePolicy.from_section(integrations), interval_s=commands.command_relay_interval_s,
+            heartbeat_interval_s=integrations.heartbeat_interval_s)
         monitor = IntegrationMonitor(pool, js, _command_targets(settings),
-                                     interval_s=settings.integration_check_interval_s,
-                                     figures_interval_s=settings.integration_figures_interval_s,
-                                     heartbeat_interval_s=settings.heartbeat_interval_s)
-        sampler = MetricsSampler(pool, js, interval_s=settings.metrics_sample_interval_s)
+                                     interval_s=integrations.integration_check_interval_s,
+                                     figures_interval_s=integrations.integration_figures_interval_s,
+                                     heartbeat_interval_s=integrations.heartbeat_interval_s)
+        sampler = MetricsSampler(pool, js, interval_s=settings.system.metrics_sample_interval_s)
         reconciler = app.state.reconciler = Reconciler(resources)
         tasks = [asyncio.create_task(relay.run(), name="command-relay"),
                  asyncio.create_task(worker.run_forever(), name="apply-worker"),
@@ -142,15 +143,15 @@ class SwitchboardPlugin(InitPluginProtocol):
                  asyncio.create_task(partitions.keep_partitions(pool), name="event-partitions"),
                  asyncio.create_task(reconciler.run_forever(), name="reconciler")]
         tasks += self._alert_tasks(pool)
-        reports = load_section(ReportsSection)
+        reports = settings.reports
         if reports.reports_interval_s > 0:
             tasks.append(asyncio.create_task(run_reports(pool, self.sites, reports.reports_interval_s),
                                              name="daily-reports"))
         if jwks_task is not None:
             tasks.append(jwks_task)
-        if settings.retention_interval_s > 0:
+        if settings.retention.retention_interval_s > 0:
             tasks.append(asyncio.create_task(run_retention(pool, self.retention,
-                                                           settings.retention_interval_s),
+                                                           settings.retention.retention_interval_s),
                                              name="retention"))
         # what start-up made (modules, the app, pools) lives as long as the process: a full collection
         # walking it all again froze the event loop for 60-130 ms, the live feed's worst latencies
@@ -200,7 +201,7 @@ class SwitchboardPlugin(InitPluginProtocol):
                                                       scopes={ScopeType.HTTP}).middleware)
         app_config = auth.on_app_init(app_config)
         # inside the JWT middleware, so that ingest is limited per authenticated system
-        app_config.middleware.extend(rate_limits(self.settings))
+        app_config.middleware.extend(rate_limits(self.settings.rate_limits))
         # outermost, ahead of the JWT middleware: a browser's websocket brings its token as `?token=`
         app_config.middleware.insert(0, QueryTokenMiddleware)
         app_config.plugins.append(ProblemDetailsPlugin(ProblemDetailsConfig(
@@ -256,8 +257,8 @@ def _log_server_error(exc: Exception, scope: Scope) -> None:
     log.error("unhandled error answering %s %s", scope.get("method", "WS"), scope.get("path"), exc_info=exc)
 
 
-def _command_targets(settings: Settings) -> frozenset[str]:
-    return SEED_SYSTEMS | frozenset(settings.extra_systems)
+def _command_targets(settings: BackendSettings) -> frozenset[str]:
+    return SEED_SYSTEMS | frozenset(settings.ingest.extra_systems)
 
 
 def _resources(state: State) -> Resources:

@@ -14,8 +14,8 @@ import re
 
 from backend.auth import Principal, signing_secret
 from backend.resources import Resources
+from backend.settings import BackendSettings
 from switchboard.privacy import looks_like_a_name, looks_personal_identifier, scrub
-from switchboard.settings import Settings, get_settings
 
 # a token `sub` used as it is: an opaque code, nothing that could be an address, a number or a name
 _SAFE_SUB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
@@ -38,7 +38,7 @@ def _is_safe(sub: str) -> bool:
             and not looks_like_a_name(sub) and not looks_personal_identifier(sub))
 
 
-def actor_name(sub: str, settings: Settings) -> str:
+def actor_name(sub: str, settings: BackendSettings) -> str:
     """A token's `sub` as stored: as it is when it is a safe code, else a keyed pseudonym (stable per user,
     not reversible without the secret). `John_Smith`, `jane.doe`, an e-mail or a phone number is
     pseudonymised."""
@@ -56,4 +56,4 @@ def acting_user(principal: Principal, resources: Resources) -> str:
 def audit_actor(principal: Principal) -> str:
     """The audit log's actor: `actor_name` with this process's settings (the audit log is written where no
     request's resources are at hand, by the reconciler too)."""
-    return actor_name(principal.sub, get_settings())
+    return actor_name(principal.sub, BackendSettings.from_env())

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 
-from switchboard.settings import Settings
-
 RATE_LIMITED = "rate_limit"
 INGEST: dict[str, Any] = {RATE_LIMITED: "ingest"}
 WEBHOOK: dict[str, Any] = {RATE_LIMITED: "webhook"}
+
+
+class RateLimitSection(msgspec.Struct, frozen=True, kw_only=True):
+    # requests per second to the public ingest routes: per connector system (POST /api/v1/events) and per
+    # client address (POST /api/v1/webhooks/<system>), per backend replica; 0: no limit
+    ingest_rate_per_s: int = 100
+    webhook_rate_per_s: int = 100
 
 
 def _connector(request: Request[Any, Any, Any]) -> str:
@@ -40,7 +46,7 @@ def _limit(name: str, per_s: int, identify: Any) -> DefineMiddleware:
                            check_throttle_handler=applies).middleware
 
 
-def rate_limits(settings: Settings) -> list[DefineMiddleware]:
-    limits = [("ingest", settings.ingest_rate_per_s, _connector),
-              ("webhook", settings.webhook_rate_per_s, _client)]
+def rate_limits(section: RateLimitSection) -> list[DefineMiddleware]:
+    limits = [("ingest", section.ingest_rate_per_s, _connector),
+              ("webhook", section.webhook_rate_per_s, _client)]
     return [_limit(name, per_s, identify) for name, per_s, identify in limits if per_s > 0]

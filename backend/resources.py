@@ -9,13 +9,13 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from backend.routing.rules import RuleSet
+from backend.settings import BackendSettings
 from backend.sites.config import SiteDirectory
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
-from switchboard.settings import Settings
 
 
 class Resources(msgspec.Struct, kw_only=True):
-    settings: Settings
+    settings: BackendSettings  # every section, read once at start
     rules: RuleSet  # loaded and checked once at start; apply and retry route by the same set
     pool: Pool
     nc: NATS
@@ -24,7 +24,7 @@ class Resources(msgspec.Struct, kw_only=True):
 
     @property
     def known_systems(self) -> frozenset[str]:
-        return SEED_SYSTEMS | RESERVED_SYSTEMS | frozenset(self.settings.extra_systems)
+        return SEED_SYSTEMS | RESERVED_SYSTEMS | frozenset(self.settings.ingest.extra_systems)
 
 
 # How handlers ask for them: `resources: AppResources` (an explicit named dependency).

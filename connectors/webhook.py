@@ -23,11 +23,20 @@ from standardwebhooks.webhooks import Webhook
 from connectors.sdk import OK, Connector, Outcome
 from switchboard.commands import V1_COMMANDS, Command
 from switchboard.events import Upstream
-from switchboard.settings import get_settings
+from switchboard.settings import load_section
 from switchboard.webhook_targets import TargetRefused, check_target
 
 REQUEST_TIMEOUT = 10.0
 RETRYABLE = frozenset({408, 429})
+
+
+class WebhookTargetSection(msgspec.Struct, frozen=True, kw_only=True):
+    # commands for `webhook_system`, signed with the target secret (`whsec_…`), to this URL
+    webhook_target_url: str | None = None
+    webhook_target_secret: str | None = None
+    webhook_system: str = "webhook"
+    webhook_retry_s: tuple[str, ...] = ("1", "5", "30")  # waits between delivery attempts
+    webhook_allow_private: bool = False  # allow loopback and private targets (local development only)
 
 
 class WebhookConnector(Connector):
@@ -87,7 +96,7 @@ class WebhookConnector(Connector):
 
 
 def create_connector() -> WebhookConnector:
-    settings = get_settings()
+    settings = load_section(WebhookTargetSection)
     if not (settings.webhook_target_url and settings.webhook_target_secret):
         raise SystemExit("set SWITCHBOARD_WEBHOOK_TARGET_URL and SWITCHBOARD_WEBHOOK_TARGET_SECRET")
     return WebhookConnector(system=settings.webhook_system, url=settings.webhook_target_url,

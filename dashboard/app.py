@@ -29,17 +29,17 @@ from dashboard.pages import (
     rules,
     signin,
 )
-from switchboard.settings import Settings
+from dashboard.settings import DashboardSettings
 
 log = logging.getLogger(__name__)
 PAGES = (signin, flow, floor, capacity, journeys, journey, commands, failures, integrations, reconciliation,
          fallback, rules, reports, alerts, audit)
 
 
-def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:
+def build(settings: DashboardSettings, *, demo: bool | None = None) -> Dashboard:
     """Register every page and the shutdown hook; returns the process's dashboard state."""
-    dashboard = Dashboard(settings=settings, backend_url=settings.backend_url,
-                          demo=settings.dashboard_demo if demo is None else demo)
+    dashboard = Dashboard(settings=settings, backend_url=settings.dashboard.backend_url,
+                          demo=settings.dashboard.dashboard_demo if demo is None else demo)
     apply_theme()
     for page in PAGES:
         page.register(dashboard)
@@ -56,7 +56,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _refuse_unsafe_demo(settings: Settings, host: str, port: int) -> None:
+def _refuse_unsafe_demo(settings: DashboardSettings, host: str, port: int) -> None:
     """Demo mode hands anyone who reaches the page any role, admin included: this machine's users only."""
     from switchboard.tokens import jwt_secret  # noqa: PLC0415 - demo mode only: a real deployment never mints
 
@@ -65,14 +65,14 @@ def _refuse_unsafe_demo(settings: Settings, host: str, port: int) -> None:
                  f"loopback only (127.0.0.0/8, ::1, localhost), not --host {host}; bind to 127.0.0.1 or turn "
                  "demo mode off (no --demo, SWITCHBOARD_DASHBOARD_DEMO unset)")
     try:
-        jwt_secret(settings)
+        jwt_secret(settings.tokens)
     except ValueError as exc:
         sys.exit(f"dashboard not started: demo mode mints tokens, and {exc}")
     log.warning("demo mode is on: anyone reaching %s:%s may sign in as any role, admin included", host, port)
 
 
-def run(settings: Settings, *, host: str, port: int, demo: bool | None = None) -> None:
-    demo = settings.dashboard_demo if demo is None else demo
+def run(settings: DashboardSettings, *, host: str, port: int, demo: bool | None = None) -> None:
+    demo = settings.dashboard.dashboard_demo if demo is None else demo
     if demo:
         _refuse_unsafe_demo(settings, host, port)
     build(settings, demo=demo)

@@ -16,8 +16,8 @@ from dashboard.backend_client import BackendClient, BackendError, Capabilities
 from dashboard.coalesce import Coalescer
 from dashboard.live import LiveConnection, LiveRegistry
 from dashboard.session import Principal, Sessions
+from dashboard.settings import DashboardSettings
 from dashboard.sites import SITES, SiteBook, load_site_book
-from switchboard.settings import Settings
 
 # how long the backend's OpenAPI answer is trusted: a backend upgraded under a running board shows
 # its new endpoints within a minute
@@ -27,7 +27,7 @@ SHARED_READ_S = 2.0
 
 @dataclass
 class Dashboard:
-    settings: Settings
+    settings: DashboardSettings
     backend_url: str
     demo: bool
     sessions: Sessions = field(default_factory=Sessions)
@@ -43,7 +43,7 @@ class Dashboard:
 
     @property
     def wait_target_s(self) -> float:
-        return self.settings.wait_target_s
+        return self.settings.dashboard.wait_target_s
 
     async def read_once(self, token: str, path: str, version: int) -> Any:
         """GET `path` once for all the tabs of one sign-in that ask for it having seen the same `version`

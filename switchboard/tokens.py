@@ -11,7 +11,7 @@ from typing import Any
 import jwt
 
 from switchboard.local_secrets import InsecureSecretError, local_secret
-from switchboard.settings import Settings
+from switchboard.settings import TokenSection
 
 ROLES = frozenset({"manager", "floor_staff", "sre", "connector", "admin"})
 
@@ -26,14 +26,14 @@ def strong_secret(name: str, secret: str) -> str:
     return secret
 
 
-def jwt_secret(settings: Settings) -> str:
+def jwt_secret(section: TokenSection) -> str:
     """The configured secret, or one kept in the data folder for local use (created once, owner-only)."""
-    if settings.jwt_secret:
-        return strong_secret("SWITCHBOARD_JWT_SECRET", settings.jwt_secret)
-    return local_secret(settings.data_dir, "jwt-secret", lambda: secrets.token_urlsafe(48))
+    if section.jwt_secret:
+        return strong_secret("SWITCHBOARD_JWT_SECRET", section.jwt_secret)
+    return local_secret(section.data_dir, "jwt-secret", lambda: secrets.token_urlsafe(48))
 
 
-def mint_token(settings: Settings, *, sub: str, roles: Sequence[str], sites: Iterable[str] | str,
+def mint_token(section: TokenSection, *, sub: str, roles: Sequence[str], sites: Iterable[str] | str,
                system: str | None = None, ttl: timedelta = timedelta(hours=12)) -> str:
     unknown = set(roles) - ROLES
     if unknown:
@@ -45,8 +45,8 @@ def mint_token(settings: Settings, *, sub: str, roles: Sequence[str], sites: Ite
     }
     if system:
         claims["system"] = system
-    if settings.jwt_issuer:
-        claims["iss"] = settings.jwt_issuer
-    if settings.jwt_audience:
-        claims["aud"] = settings.jwt_audience
-    return jwt.encode(claims, jwt_secret(settings), algorithm="HS256")
+    if section.jwt_issuer:
+        claims["iss"] = section.jwt_issuer
+    if section.jwt_audience:
+        claims["aud"] = section.jwt_audience
+    return jwt.encode(claims, jwt_secret(section), algorithm="HS256")

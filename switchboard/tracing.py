@@ -26,29 +26,29 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from switchboard.settings import Settings
+from switchboard.settings import TracingSection
 
 _propagator = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
 
 
-def configure(settings: Settings, service: str) -> None:
-    """Set up this process's tracer from the settings; `none` leaves tracing off."""
-    if settings.otel_exporter == "none":
+def configure(section: TracingSection, service: str) -> None:
+    """Set up this process's tracer from its section of the settings; `none` leaves tracing off."""
+    if section.otel_exporter == "none":
         return
-    if settings.otel_exporter == "console":
+    if section.otel_exporter == "console":
         exporter: SpanExporter = ConsoleSpanExporter(out=sys.stderr,
                                                      formatter=lambda span: span.to_json(indent=None) + "\n")
-    elif settings.otel_exporter == "otlp":
+    elif section.otel_exporter == "otlp":
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
         except ImportError as exc:
             raise SystemExit("SWITCHBOARD_OTEL_EXPORTER=otlp needs the otlp extra: pip install"
                              " 'switchboard[otlp]' (the image and requirements-dev.lock have it)") from exc
-        exporter = OTLPSpanExporter(endpoint=settings.otel_endpoint or None)
+        exporter = OTLPSpanExporter(endpoint=section.otel_endpoint or None)
     else:
-        raise SystemExit(f"SWITCHBOARD_OTEL_EXPORTER: none, console or otlp, not {settings.otel_exporter!r}")
-    use(exporter, service, settings.otel_sample_ratio)
+        raise SystemExit(f"SWITCHBOARD_OTEL_EXPORTER: none, console or otlp, not {section.otel_exporter!r}")
+    use(exporter, service, section.otel_sample_ratio)
 
 
 def use(exporter: SpanExporter, service: str, sample_ratio: float = 1.0) -> TracerProvider:

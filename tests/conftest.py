@@ -7,7 +7,6 @@ of each other's way by using their own references and sites (`uid`), never by tr
 
 from __future__ import annotations
 
-import base64
 import os
 import tempfile
 import uuid
@@ -21,9 +20,9 @@ import nats
 import pytest
 
 from backend import db, messaging
+from backend.settings import BackendSettings
 from switchboard import bus
 from switchboard.events import SEED_SYSTEMS
-from switchboard.settings import Settings
 from switchboard.tokens import mint_token
 from tests.support.backends import (
     JWT_SECRET,
@@ -34,6 +33,7 @@ from tests.support.backends import (
     start_backend,
     with_database,
 )
+from tests.support.settings import backend_settings
 from tests.support.webhook_receiver import ALERT_RULES, ALERT_SECRET, Receiver, webhook_receiver
 from tools.backend_process import BackendProcess
 from tools.embedded import embedded_servers
@@ -61,7 +61,7 @@ def server_urls(workdir: Path) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-async def settings(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[Settings]:
+async def settings(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[BackendSettings]:
     """A database of this session's own, migrated by its owner, and streams recreated from scratch.
     The backend gets the runtime role's URL: the whole suite runs it without the owner's rights."""
     name = f"switchboard_test_{uuid.uuid4().hex[:12]}"
@@ -78,41 +78,43 @@ async def settings(server_urls: dict[str, str], workdir: Path) -> AsyncIterator[
     await messaging.recreate_streams(js, systems=SEED_SYSTEMS | set(LAB_SYSTEMS))
     await nc.close()
 
-    yield Settings(database_url=db.with_role(owner_url, db.RUNTIME_ROLE), database_owner_url=owner_url,
-                   nats_url=server_urls["nats_url"], jwt_secret=JWT_SECRET, data_dir=str(workdir / "data"),
-                   nats_creds=server_urls.get("nats_creds"))
+    yield backend_settings(database_url=db.with_role(owner_url, db.RUNTIME_ROLE),
+                           database_owner_url=owner_url, nats_url=server_urls["nats_url"],
+                           nats_creds=server_urls.get("nats_creds"), jwt_secret=JWT_SECRET,
+                           data_dir=str(workdir / "data"))
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
 
 
 @pytest.fixture(scope="session")
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+async def pool(settings: BackendSettings) -> AsyncIterator[asyncpg.Pool]:
     """The operator's view, the owner's: it may set up what the backend may not (triggers, backdating)."""
-    pool = await db.create_pool(settings.database_owner_url)  # type: ignore[arg-type]
+    pool = await db.create_pool(settings.database.database_owner_url)  # type: ignore[arg-type]
     yield pool
     await pool.close()
 
 
 @pytest.fixture(scope="session")
-async def js(settings: Settings) -> AsyncIterator[nats.js.JetStreamContext]:
+async def js(settings: BackendSettings) -> AsyncIterator[nats.js.JetStreamContext]:
     nc = await nats_connect(settings)
     yield nc.jetstream()
     await nc.close()
 
 
 @pytest.fixture(scope="session")
-def backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
+def backend(settings: BackendSettings, workdir: Path) -> Iterator[BackendProcess]:
     process = start_backend(settings, workdir / "backend.log")
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="session")
-def token(settings: Settings) -> Callable[..., str]:
+def token(settings: BackendSettings) -> Callable[..., str]:
     def make(role: str | list[str], sites: list[str] | str = "*", system: str | None = None,
              ttl: timedelta = timedelta(hours=1)) -> str:
         roles = [role] if isinstance(role, str) else role
-        return mint_token(settings, sub=f"test-{'-'.join(roles)}", roles=roles, sites=sites, system=system, ttl=ttl)
+        return mint_token(settings.tokens, sub=f"test-{'-'.join(roles)}", roles=roles, sites=sites,
+                          system=system, ttl=ttl)
 
     return make
 
@@ -130,7 +132,7 @@ def uid() -> str:
 
 
 @pytest.fixture(scope="module")
-def second_backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
+def second_backend(settings: BackendSettings, workdir: Path) -> Iterator[BackendProcess]:
     """A second replica on the session's database and NATS, for the module that asks for it."""
     process = start_backend(settings, workdir / f"backend-second-{uuid.uuid4().hex[:8]}.log")
     yield process

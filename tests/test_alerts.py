@@ -26,7 +26,7 @@ from tests.support.webhook_receiver import ALERT_SECRET, Receiver, webhook_recei
 
 
 def _token(stack: Stack, role: str, sites: list[str] | str = "*") -> dict[str, str]:
-    return {"Authorization": "Bearer " + mint_token(stack.settings, sub=f"alert-{role}", roles=[role],
+    return {"Authorization": "Bearer " + mint_token(stack.settings.tokens, sub=f"alert-{role}", roles=[role],
                                                     sites=sites, ttl=timedelta(hours=1))}
 
 
@@ -47,9 +47,9 @@ async def test_a_wait_over_target_alert_is_raised_once_across_replicas_announced
         alert_stack: tuple[Stack, Receiver], uid: str) -> None:
     stack, receiver = alert_stack
     site, other = f"site-{uid}", f"other-{uid}"
-    scoped = mint_token(stack.settings, sub="alert-floor", roles=["floor_staff"], sites=[site],
+    scoped = mint_token(stack.settings.tokens, sub="alert-floor", roles=["floor_staff"], sites=[site],
                         ttl=timedelta(hours=1))
-    outsider = mint_token(stack.settings, sub="alert-outsider", roles=["manager"], sites=[other],
+    outsider = mint_token(stack.settings.tokens, sub="alert-outsider", roles=["manager"], sites=[other],
                           ttl=timedelta(hours=1))
     async with connect(stack.backends[1], scoped) as ws, connect(stack.backends[0], outsider) as ws_other:
         assert (await subscribe(ws, ["alerts"]))["alerts"]["data"] == []

@@ -8,10 +8,10 @@ import jwt
 import pytest
 
 from backend.app import create_app
-from switchboard.settings import Settings
 from switchboard.tokens import ROLES
 from tests.support.backends import JWT_SECRET
 from tests.support.events import cloud_event, publish
+from tests.support.settings import backend_settings
 from tests.support.waits import eventually
 
 READ_ROUTES = ["/api/v1/journeys", "/api/v1/flow", "/api/v1/flow/history", "/api/v1/capacity", "/api/v1/failures"]
@@ -19,7 +19,7 @@ READERS = {"manager", "floor_staff", "sre", "admin"}
 
 
 def test_every_route_declares_an_authorisation_decision():
-    app = create_app(Settings(database_url="postgresql://unused", nats_url="nats://unused",
+    app = create_app(backend_settings(database_url="postgresql://unused", nats_url="nats://unused",
                               jwt_secret="fake-jwt-secret-for-listing-routes-only"))
     undecided = []
     for route in app.routes:

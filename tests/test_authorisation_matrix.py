@@ -25,9 +25,9 @@ from websockets.exceptions import InvalidStatus
 from backend.app import create_app
 from backend.auth import READ_ROLES
 from backend.live.schemas import TOPICS
-from switchboard.settings import Settings
 from switchboard.tokens import ROLES
 from tests.support.events import cloud_event, publish
+from tests.support.settings import backend_settings
 from tests.support.waits import eventually
 
 ANONYMOUS = "anonymous"
@@ -141,7 +141,7 @@ CALLERS = [ANONYMOUS, *sorted(ROLES)]
 
 def app_routes() -> dict[str, list[str] | str]:
     """Every route of the app as `METHOD path` with the roles it declares, "public" or "undecided"."""
-    app = create_app(Settings(database_url="postgresql://unused", nats_url="nats://unused",
+    app = create_app(backend_settings(database_url="postgresql://unused", nats_url="nats://unused",
                               jwt_secret="fake-jwt-secret-for-listing-routes-only"))
     routes: dict[str, list[str] | str] = {}
     for route in app.routes:

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jsonschema
+import msgspec
 import pytest
 import yaml
 
 from backend.db import RUNTIME_ROLE
-from switchboard.settings import Settings
+from backend.messaging import StreamsSection
 from tools.cli import main
 from tools.embedded import EmbeddedNats
 
@@ -69,7 +70,9 @@ def test_three_nats_nodes_route_to_each_other_and_streams_get_three_replicas(com
         assert services[node]["depends_on"]["nats-init"]["condition"] == "service_completed_successfully"
     assert "sync_interval: always" in (ROOT / "deploy" / "nats.conf").read_text()
     backend_env = services["backend-1"]["environment"]
-    assert Settings(stream_replicas=int(backend_env["SWITCHBOARD_STREAM_REPLICAS"])).stream_replicas == 3
+    streams = msgspec.convert({"stream_replicas": backend_env["SWITCHBOARD_STREAM_REPLICAS"]}, StreamsSection,
+                              strict=False)  # as load_section reads it
+    assert streams.stream_replicas == 3
     assert {u.split("//")[1].split(":")[0] for u in backend_env["SWITCHBOARD_NATS_URL"].split(",")} == set(NATS_NODES)
 
 

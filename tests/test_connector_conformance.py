@@ -6,17 +6,17 @@ import asyncio
 import sys
 import types
 
+from backend.settings import BackendSettings
 from connectors.sdk import OK, Connector, Outcome
 from switchboard.commands import Command
-from switchboard.settings import Settings
 from tools.conformance import run_checks
 
 SIMULATED = ["crm", "appointments", "queue", "contact_center", "core"]
 
 
-async def test_the_five_simulated_connectors_pass_the_kit(settings: Settings):
+async def test_the_five_simulated_connectors_pass_the_kit(settings: BackendSettings):
     reports = await asyncio.gather(*(
-        run_checks(f"connectors.sim.{name}", nats_url=settings.nats_url, creds=settings.nats_creds, watch_seconds=45) for name in SIMULATED))
+        run_checks(f"connectors.sim.{name}", nats_url=settings.bus.nats_url, creds=settings.bus.nats_creds, watch_seconds=45) for name in SIMULATED))
     for name, checks in zip(SIMULATED, reports, strict=True):
         assert [c.name for c in checks] == ["events", "heartbeats", "snapshots", "commands"]
         assert all(c.passed for c in checks), (name, [(c.name, c.detail) for c in checks if not c.passed])
@@ -29,12 +29,12 @@ class Silent(Connector):
     commands = frozenset({"journey.summary"})
 
 
-async def test_a_connector_without_events_or_snapshots_fails_the_kit(settings: Settings):
+async def test_a_connector_without_events_or_snapshots_fails_the_kit(settings: BackendSettings):
     module = types.ModuleType("conformance_silent_connector")
     module.create_connector = Silent  # type: ignore[attr-defined]
     sys.modules[module.__name__] = module
     try:
-        checks = {c.name: c for c in await run_checks(module.__name__, nats_url=settings.nats_url, creds=settings.nats_creds,
+        checks = {c.name: c for c in await run_checks(module.__name__, nats_url=settings.bus.nats_url, creds=settings.bus.nats_creds,
                                                          watch_seconds=1.5)}
     finally:
         del sys.modules[module.__name__]
@@ -54,13 +54,13 @@ class ClaimsFloorWork(Connector):
         return OK
 
 
-async def test_a_floor_command_answered_ok_without_its_event_fails_the_kit(settings: Settings):
+async def test_a_floor_command_answered_ok_without_its_event_fails_the_kit(settings: BackendSettings):
     module = types.ModuleType("conformance_floor_connector")
     module.create_connector = ClaimsFloorWork  # type: ignore[attr-defined]
     sys.modules[module.__name__] = module
     try:
-        checks = {c.name: c for c in await run_checks(module.__name__, nats_url=settings.nats_url,
-                                                         creds=settings.nats_creds, watch_seconds=1.5)}
+        checks = {c.name: c for c in await run_checks(module.__name__, nats_url=settings.bus.nats_url,
+                                                         creds=settings.bus.nats_creds, watch_seconds=1.5)}
     finally:
         del sys.modules[module.__name__]
     assert not checks["commands"].passed

@@ -16,10 +16,11 @@ import pytest
 from backend import db
 from backend.ingest.partitions import ensure_partitions
 from backend.retention.services import RetentionPolicy, purge
-from switchboard.settings import Settings
+from backend.settings import BackendSettings
 from tests.support.backends import backend_env
 from tests.support.events import cloud_event, publish
 from tests.support.rows import add_audit, add_event
+from tests.support.settings import backend_settings
 from tests.support.waits import eventually
 from tools.bench.common import scratch_database
 
@@ -29,8 +30,8 @@ NEVER = ("TRUNCATE", "REFERENCES", "TRIGGER")
 
 
 @pytest.fixture
-async def runtime(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(settings.database_url)
+async def runtime(settings: BackendSettings) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(settings.database.database_url)
     yield conn
     await conn.close()
 
@@ -160,7 +161,7 @@ async def test_partitions_come_only_through_the_guarded_function(settings, runti
         await runtime.execute("SELECT grant_runtime_privileges($1)", db.RUNTIME_ROLE)
     assert await pool.fetchval(count) == before
 
-    runtime_pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)  # type: ignore[arg-type]
+    runtime_pool = await db.create_pool(settings.database.database_url, min_size=1, max_size=1)  # type: ignore[arg-type]
     try:
         created = await ensure_partitions(runtime_pool, months_ahead=6)  # as the backend does, further ahead
     finally:
@@ -177,9 +178,9 @@ async def test_partitions_come_only_through_the_guarded_function(settings, runti
 async def test_the_purge_runs_as_the_runtime_role(settings, pool, uid):
     old_event, recent_event = await add_event(pool, uid, "old", 31), await add_event(pool, uid, "new", 1)
     audit_old, audit_kept = await add_audit(pool, uid, 401), await add_audit(pool, uid, 100)
-    runtime_pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)  # type: ignore[arg-type]
+    runtime_pool = await db.create_pool(settings.database.database_url, min_size=1, max_size=1)  # type: ignore[arg-type]
     try:
-        policy = RetentionPolicy.from_settings(Settings())
+        policy = RetentionPolicy.from_settings(backend_settings())
         counts = await eventually(lambda: purge(runtime_pool, policy))  # None while a backend's purge runs
     finally:
         await runtime_pool.close()
@@ -197,7 +198,7 @@ async def test_the_backend_ingests_as_the_runtime_role(backend, js, pool, settin
     await publish(js, cloud_event("customer.arrived", ref, {"site": f"roles-{uid}", "ticket": "R1"}))
     await eventually(lambda: pool.fetchval("SELECT count(*) FROM events WHERE subject = $1", ref))
     assert before == 0
-    name = urlsplit(settings.database_owner_url).path.lstrip("/")
+    name = urlsplit(settings.database.database_owner_url).path.lstrip("/")
     users = {r["usename"] for r in await pool.fetch(
         "SELECT usename FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
         " AND backend_type = 'client backend'", name)}

@@ -297,7 +297,7 @@ async def test_every_failure_change_is_announced_once_committed(api, js, pool, s
     site = f"site-{uid}"
     sre = bearer(token, "sre", [site])
     heard: list[dict] = []
-    listener = await asyncpg.connect(settings.database_url)
+    listener = await asyncpg.connect(settings.database.database_url)
     await listener.add_listener("switchboard_failures", lambda *args: heard.append(msgspec.json.decode(args[3])))
     try:
         await _poison_events(pool, uid)

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from switchboard.settings import Settings
+from backend.settings import BackendSettings
 from tests.support.backends import backend_env, start_backend
 from tests.support.events import cloud_event
 from tests.support.waits import eventually
@@ -28,7 +28,7 @@ SECRET = "whsec_" + base64.b64encode(b"fake-webhook-secret-for-the-test").decode
 
 
 @pytest.fixture(scope="module")
-def limited_backend(settings: Settings, workdir: Path) -> Iterator[BackendProcess]:
+def limited_backend(settings: BackendSettings, workdir: Path) -> Iterator[BackendProcess]:
     process = start_backend(
         settings,
         workdir / "limited-backend.log",
@@ -122,7 +122,7 @@ async def test_webhooks_are_limited_per_client_before_any_work(limited_backend, 
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(backend: BackendProcess, settings: Settings, workdir: Path) -> Iterator[str]:
+def dashboard_url(backend: BackendProcess, settings: BackendSettings, workdir: Path) -> Iterator[str]:
     """A real `switchboard dashboard` process (as tests/dashboard/test_browser.py starts it)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from backend.app import create_app
-from switchboard.settings import Settings
 from tests.support.backends import JWT_SECRET, start_backend
+from tests.support.settings import backend_settings
 from tests.support.waits import eventually
 
 ISSUER, AUDIENCE = "https://idp.example.test", "switchboard"
@@ -39,7 +39,7 @@ class Jwks:
         jwks = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 jwks.fetches += 1
                 time.sleep(jwks.delay_s)
                 if jwks.down:
@@ -203,8 +203,9 @@ def test_with_a_jwks_the_backend_starts_only_with_a_signing_secret_every_replica
     settings = {"database_url": "postgresql://unused", "nats_url": "nats://unused",
                 "jwks_url": "http://127.0.0.1:9/jwks.json", "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
     with pytest.raises(SystemExit, match="SWITCHBOARD_SIGNING_SECRET"):
-        create_app(Settings(**settings))
-    assert create_app(Settings(**settings, signing_secret="fake-signing-secret-every-replica-shares")).plugins
+        create_app(backend_settings(**settings))
+    shared = backend_settings(**settings, signing_secret="fake-signing-secret-every-replica-shares")
+    assert create_app(shared).plugins
 
 
 @pytest.mark.parametrize("missing", ["jwt_issuer", "jwt_audience"])
@@ -215,4 +216,4 @@ def test_with_a_jwks_the_backend_starts_only_with_an_issuer_and_an_audience(miss
                 "jwks_url": "http://127.0.0.1:9/jwks.json", "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
     del settings[missing]
     with pytest.raises(SystemExit, match="SWITCHBOARD_JWT_ISSUER and SWITCHBOARD_JWT_AUDIENCE"):
-        create_app(Settings(**settings))
+        create_app(backend_settings(**settings))

@@ -23,7 +23,7 @@ from backend.live.bus import ALL_SITES, SUBJECT_PREFIX, encode_update
 from backend.live.feed import SITE_INTERVAL_S
 from backend.live.handshake import QueryTokenMiddleware
 from backend.live.schemas import TOPICS
-from switchboard.settings import Settings
+from backend.settings import BackendSettings
 from tests.support.backends import nats_connect
 from tests.support.events import cloud_event, publish
 from tests.support.live import connect, is_update, receive, receive_until, subscribe, ws_url
@@ -32,7 +32,7 @@ from tools.backend_process import BackendProcess
 
 
 @pytest.fixture
-async def bus(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
+async def bus(settings: BackendSettings) -> AsyncIterator[Callable[..., Any]]:
     """Publish live updates onto the bus as a replica does."""
     nc = await nats_connect(settings)
 

@@ -35,7 +35,7 @@ async def test_personal_data_and_tokens_reach_neither_logs_nor_tables(settings, 
     unsafe_sub = f"staff {uid} 0123456789"  # not a safe code: pseudonymised, in the audit log too
     digits, birth_id, person = f"0794{int(uid, 16) % 10_000_000:07d}", f"19800101-{int(uid, 16) % 10_000:04d}", \
         f"Ada.Lovelace{uid.translate(str.maketrans('0123456789', 'abcdefghij'))}"
-    sre_unsafe_sub = mint_token(settings, sub=unsafe_sub, roles=["sre"], sites=[site])
+    sre_unsafe_sub = mint_token(settings.tokens, sub=unsafe_sub, roles=["sre"], sites=[site])
     secrets = [live_token, expired, connector, sre, sre_unsafe_sub]
     first_seq = await stream_ends(js)
     process = start_backend(settings, workdir / "backend-pii.log", {"SWITCHBOARD_LOG_LEVEL": "DEBUG"})

@@ -19,11 +19,12 @@ import pytest
 import websockets
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from backend.settings import BackendSettings
 from connectors.sdk.publisher import Publisher
 from connectors.sdk.spool import Spool
 from switchboard import logs, tracing
 from switchboard.events import Event
-from switchboard.settings import Settings
+from switchboard.settings import TokenSection
 from switchboard.tokens import mint_token
 from tests.support.backends import JWT_SECRET, nats_connect, own_stack
 from tests.support.events import cloud_event, publish
@@ -110,8 +111,7 @@ async def test_the_grafana_dashboard_charts_only_metrics_the_backend_exposes(bac
 
 
 def test_json_log_lines_never_carry_tokens_or_personal_data():
-    settings = Settings(jwt_secret=JWT_SECRET)
-    jwt = mint_token(settings, sub="u-1", roles=["sre"], sites="*")
+    jwt = mint_token(TokenSection(jwt_secret=JWT_SECRET), sub="u-1", roles=["sre"], sites="*")
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs.JsonFormatter())
@@ -165,7 +165,7 @@ async def test_a_trace_runs_from_the_connector_publish_through_apply_to_the_webs
     spool = Spool(workdir / f"spool-{uid}")
     publisher = Publisher(spool)
     site = f"traced-{uid}"
-    token = mint_token(settings, sub="u-obs", roles=["manager"], sites=[site])
+    token = mint_token(settings.tokens, sub="u-obs", roles=["manager"], sites=[site])
     nc = await nats_connect(settings)
     sender = asyncio.create_task(publisher.run())
     try:
@@ -207,8 +207,8 @@ async def test_a_trace_runs_from_the_connector_publish_through_apply_to_the_webs
     assert stored == event.traceparent
 
 
-async def _stored_traceparent(settings: Settings, event_id: str) -> str | None:
-    conn = await asyncpg.connect(settings.database_url)
+async def _stored_traceparent(settings: BackendSettings, event_id: str) -> str | None:
+    conn = await asyncpg.connect(settings.database.database_url)
     try:
         return await conn.fetchval("SELECT traceparent FROM events WHERE id = $1", event_id)  # type: ignore[no-any-return]
     finally:
@@ -217,7 +217,7 @@ async def _stored_traceparent(settings: Settings, event_id: str) -> str | None:
 
 async def test_backend_logs_are_json_lines_without_tokens_or_personal_data(traced_world, uid):
     settings, backend = traced_world
-    good = mint_token(settings, sub="u-log", roles=["sre"], sites="*")
+    good = mint_token(settings.tokens, sub="u-log", roles=["sre"], sites="*")
     forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
     async with httpx_client(backend) as client:
         for token in (good, forged):

@@ -22,15 +22,17 @@ from backend import db, messaging
 from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.ingest.apply import apply_events
 from backend.ingest.validate import Accepted, validate
+from backend.integrations.config import IntegrationsSection
 from backend.integrations.pace import PacePolicy
 from backend.routing.rules import DEFAULT_RULES, load_rules
+from backend.settings import BackendSettings
 from switchboard import bus
 from switchboard.commands import Command
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
-from switchboard.settings import Settings
 from tests.support.backends import JWT_SECRET, nats_connect, start_backend
 from tests.support.connector_double import ConnectorDouble
 from tests.support.events import phone_booking, publish
+from tests.support.settings import backend_settings
 from tests.support.waits import eventually
 from tools.embedded import embedded_servers
 
@@ -41,7 +43,7 @@ def world_dir(workdir: Path) -> Path:
 
 
 @pytest.fixture
-async def world(server_urls: dict[str, str], world_dir: Path) -> AsyncIterator[Settings]:
+async def world(server_urls: dict[str, str], world_dir: Path) -> AsyncIterator[BackendSettings]:
     name = f"switchboard_crash_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_urls["database_url"])
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -53,8 +55,8 @@ async def world(server_urls: dict[str, str], world_dir: Path) -> AsyncIterator[S
         nc = await bus.connect(urls["nats_url"], "test-setup", creds=urls.get("nats_creds"))
         await messaging.ensure_streams(nc.jetstream(), 120.0)
         await nc.close()
-        yield Settings(database_url=database_url, nats_url=urls["nats_url"], jwt_secret=JWT_SECRET,
-                       data_dir=str(world_dir / "data"), nats_creds=urls.get("nats_creds"))
+        yield backend_settings(database_url=database_url, nats_url=urls["nats_url"], jwt_secret=JWT_SECRET,
+                               data_dir=str(world_dir / "data"), nats_creds=urls.get("nats_creds"))
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
 
@@ -69,7 +71,7 @@ async def test_a_backend_killed_after_commit_and_before_publish_loses_nothing_an
     site = f"site-{uuid.uuid4().hex[:8]}"
     nc = await nats_connect(world)
     js = nc.jetstream()
-    pool = await db.create_pool(world.database_url)  # type: ignore[arg-type]
+    pool = await db.create_pool(world.database.database_url)  # type: ignore[arg-type]
     # a relay that would only publish an hour from now: the command stays committed but unpublished
     doomed = start_backend(world, world_dir / "doomed.log", {"SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "3600"})
     survivor = None
@@ -101,9 +103,10 @@ async def test_a_relay_dying_after_publish_and_before_commit_publishes_the_same_
     site = f"site-{uuid.uuid4().hex[:8]}"
     nc = await nats_connect(world)
     js = nc.jetstream()
-    pool = await db.create_pool(world.database_url)  # type: ignore[arg-type]
+    pool = await db.create_pool(world.database.database_url)  # type: ignore[arg-type]
     relay = CommandRelay(pool, js, DeliveryPolicy(answer_timeout_s=30, backoff_s=1, backoff_max_s=1, max_attempts=3),
-                         PacePolicy.from_settings(Settings()), interval_s=1, heartbeat_interval_s=15)
+                         PacePolicy.from_section(IntegrationsSection()), interval_s=1,
+                         heartbeat_interval_s=15)
     try:
         booking = validate(msgspec.json.encode(phone_booking(f"appointments:A-{site}", site)), max_bytes=65536,
                            known_systems=SEED_SYSTEMS | RESERVED_SYSTEMS)

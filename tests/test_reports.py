@@ -18,8 +18,8 @@ from backend.reports.schemas import DailyReport
 from backend.reports.services import roll_up_recent
 from backend.retention.services import RetentionPolicy, purge
 from backend.sites.config import load_sites
-from switchboard.settings import Settings
 from tests.support.events import cloud_event, publish
+from tests.support.settings import backend_settings
 from tests.support.waits import eventually
 
 
@@ -110,11 +110,11 @@ async def test_report_rows_are_kept_400_days_and_the_floor_cannot_be_lowered(poo
     for age in (399, 402):
         await pool.execute("INSERT INTO daily_reports (site, day, arrivals, served, no_shows, cancellations,"
                            " failures, drift) VALUES ($1, $2, 1, 1, 0, 0, 0, 0)", site, today - timedelta(days=age))
-    await eventually(lambda: purge(pool, RetentionPolicy.from_settings(Settings())))
+    await eventually(lambda: purge(pool, RetentionPolicy.from_settings(backend_settings())))
     kept = [r["day"] for r in await pool.fetch("SELECT day FROM daily_reports WHERE site = $1", site)]
     assert kept == [today - timedelta(days=399)]
     refused = subprocess.run(
         [sys.executable, "-c", "from backend.retention.services import RetentionPolicy as P;"
-         " from switchboard.settings import Settings; P.from_settings(Settings())"],
+         " from backend.settings import BackendSettings as S; P.from_settings(S.from_env())"],
         env={"SWITCHBOARD_RETENTION_REPORTS_DAYS": "100", "PATH": "/usr/bin"}, capture_output=True, text=True)
     assert refused.returncode != 0 and "retention_reports_days must be at least 400" in refused.stderr

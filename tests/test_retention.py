@@ -12,12 +12,12 @@ import asyncpg
 import pytest
 
 from backend.retention.services import RetentionPolicy, check_audit_floor, purge
-from switchboard.settings import Settings
 from tests.support.backends import backend_env, start_backend
 from tests.support.rows import add_audit, add_event, days_ago
+from tests.support.settings import backend_settings
 from tests.support.waits import eventually
 
-DEFAULTS = RetentionPolicy.from_settings(Settings())  # what every backend of the session purges with too
+DEFAULTS = RetentionPolicy.from_settings(backend_settings())  # what every backend of the session purges with
 
 
 async def add_command(pool: asyncpg.Pool, uid: str, status: str, age_days: float) -> uuid.UUID:
@@ -181,12 +181,13 @@ async def test_the_application_cannot_alter_or_delete_recent_audit_rows(pool, ui
 
 async def test_settings_below_what_is_safe_are_refused(pool):
     with pytest.raises(ValueError, match="duplicate window"):
-        RetentionPolicy.from_settings(Settings(retention_events_days=0.001))
+        RetentionPolicy.from_settings(backend_settings(retention_events_days=0.001))
     with pytest.raises(ValueError, match="tolerance"):
-        RetentionPolicy.from_settings(Settings(retention_webhook_receipts_days=0.001))
+        RetentionPolicy.from_settings(backend_settings(retention_webhook_receipts_days=0.001))
     async with pool.acquire() as conn:
         with pytest.raises(ValueError, match="floor"):
-            await check_audit_floor(conn, RetentionPolicy.from_settings(Settings(retention_audit_days=30)))
+            short = RetentionPolicy.from_settings(backend_settings(retention_audit_days=30))
+            await check_audit_floor(conn, short)
 
 
 async def test_the_backend_purges_in_the_background_and_operators_with_the_cli(settings, workdir, pool, uid):

@@ -29,8 +29,9 @@ from backend.app import create_app
 from backend.auth import signing_secret
 from switchboard.local_secrets import InsecureSecretError, local_secret
 from switchboard.natsauth import creds_text
-from switchboard.settings import Settings
+from switchboard.settings import TokenSection
 from switchboard.tokens import jwt_secret, mint_token
+from tests.support.settings import backend_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_NAME = re.compile(r"(secret|credential|password|\.creds$|\.nk$|\.pem$|\.key$|\.p12$|\.pfx$"
@@ -150,7 +151,7 @@ def test_detect_secrets_finds_a_planted_password(tmp_path, monkeypatch):
 
 
 def test_a_local_secret_is_made_once_owner_only(tmp_path):
-    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings = TokenSection(data_dir=str(tmp_path / "data"))
     first = jwt_secret(settings)
     folder = tmp_path / "data" / "secrets"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
@@ -172,7 +173,7 @@ def test_processes_starting_together_get_the_same_secret(tmp_path):
 
 
 def test_a_secret_others_may_read_is_refused(tmp_path):
-    settings = Settings(data_dir=str(tmp_path))
+    settings = TokenSection(data_dir=str(tmp_path))
     secret = jwt_secret(settings)
     path = tmp_path / "secrets" / "jwt-secret"
     path.chmod(0o644)
@@ -192,7 +193,7 @@ def test_a_secret_behind_a_symlink_is_refused(tmp_path):
     elsewhere.chmod(0o600)
     (tmp_path / "secrets" / "jwt-secret").symlink_to(elsewhere)
     with pytest.raises(OSError):
-        jwt_secret(Settings(data_dir=str(tmp_path)))
+        jwt_secret(TokenSection(data_dir=str(tmp_path)))
 
 
 # ---- 32 bytes at least ------------------------------------------------------------------------
@@ -204,12 +205,12 @@ LONG_ENOUGH = "fake-32-byte-secret-0123456789ab"
 def test_secrets_shorter_than_32_bytes_are_refused():
     assert len(SHORT.encode()) == 31 and len(LONG_ENOUGH.encode()) == 32
     with pytest.raises(InsecureSecretError, match="SWITCHBOARD_JWT_SECRET is 31 bytes"):
-        jwt_secret(Settings(jwt_secret=SHORT))
+        jwt_secret(TokenSection(jwt_secret=SHORT))
     with pytest.raises(InsecureSecretError, match="SWITCHBOARD_SIGNING_SECRET is 31 bytes"):
-        signing_secret(Settings(jwt_secret=LONG_ENOUGH, signing_secret=SHORT))
+        signing_secret(backend_settings(jwt_secret=LONG_ENOUGH, signing_secret=SHORT))
     with pytest.raises(InsecureSecretError):
-        mint_token(Settings(jwt_secret=SHORT), sub="u", roles=["sre"], sites="*")
-    assert jwt_secret(Settings(jwt_secret=LONG_ENOUGH)) == LONG_ENOUGH
+        mint_token(TokenSection(jwt_secret=SHORT), sub="u", roles=["sre"], sites="*")
+    assert jwt_secret(TokenSection(jwt_secret=LONG_ENOUGH)) == LONG_ENOUGH
 
 
 @pytest.mark.parametrize("secrets_set", [{"jwt_secret": SHORT},
@@ -217,8 +218,9 @@ def test_secrets_shorter_than_32_bytes_are_refused():
                                          {"signing_secret": LONG_ENOUGH, "jwt_secret": SHORT}])
 def test_the_backend_refuses_to_start_with_a_short_secret(secrets_set):
     with pytest.raises(SystemExit, match="backend not started: SWITCHBOARD_.*_SECRET is 31 bytes"):
-        create_app(Settings(database_url="postgresql://unused", nats_url="nats://unused", **secrets_set))
-    assert create_app(Settings(database_url="postgresql://unused", nats_url="nats://unused",
+        create_app(backend_settings(database_url="postgresql://unused", nats_url="nats://unused",
+                                    **secrets_set))
+    assert create_app(backend_settings(database_url="postgresql://unused", nats_url="nats://unused",
                                jwt_secret=LONG_ENOUGH)).plugins
 
 

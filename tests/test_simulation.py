@@ -17,8 +17,8 @@ async def test_a_simulated_branch_network_becomes_live_journeys_and_snapshots_ar
     sites = [f"sim-{uid}-a", f"sim-{uid}-b"]
     headers = {"Authorization": f"Bearer {token('manager', sites)}"}
     systems = ["crm", "appointments", "queue", "contact_center", "core"]
-    async with Simulation(systems=systems, sites=sites, creds=dict.fromkeys(systems, settings.nats_creds),
-                          speed=300, nats_url=settings.nats_url, data_dir=tmp_path, arrivals_per_hour=30,
+    async with Simulation(systems=systems, sites=sites, creds=dict.fromkeys(systems, settings.bus.nats_creds),
+                          speed=300, nats_url=settings.bus.nats_url, data_dir=tmp_path, arrivals_per_hour=30,
                           heartbeat_interval=1, seed=7, services={"passport": 10, "licence": 6}) as sim:
 
         async def served_everywhere():

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
+from backend.ingest.config import IngestSection
 from backend.ingest.validate import REDACTED, Accepted, Rejected, Trust, trust_of, validate
 from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, SEED_SYSTEMS
-from switchboard.settings import Settings
 from tests.support.events import cloud_event
 
 SYSTEMS = SEED_SYSTEMS | RESERVED_SYSTEMS
@@ -224,4 +224,4 @@ def test_a_connector_names_only_its_own_references_or_those_it_acts_for():
 
 
 def test_the_default_acts_for_matches_the_catalogue():
-    assert trust_of(Settings()).acts_for == {"contact_center": frozenset({"appointments"})}
+    assert trust_of(IngestSection()).acts_for == {"contact_center": frozenset({"appointments"})}

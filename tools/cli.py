@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from switchboard import logs, tracing
-from switchboard.settings import get_settings
+from switchboard.settings import DatabaseSection, LogSection, TokenSection, TracingSection, load_section
 from tools.connector_cli import add_connector_commands
 
 
@@ -22,7 +22,7 @@ def _backend(args: argparse.Namespace) -> None:
     # live clients send small control messages: refuse big frames before buffering them, and skip
     # per-message compression, whose zlib state would cost each connection hundreds of KiB
     uvicorn.run("backend.app:create_app", factory=True, host=args.host, port=args.port,
-                log_level=get_settings().log_level.lower(), access_log=False, log_config=None,
+                log_level=load_section(LogSection).log_level.lower(), access_log=False, log_config=None,
                 ws_max_size=4 * MAX_CLIENT_MESSAGE_BYTES, ws_per_message_deflate=False,
                 # SIGTERM never waits on a lingering connection for long: in-flight work is redelivered anyway
                 timeout_graceful_shutdown=10)
@@ -31,7 +31,7 @@ def _backend(args: argparse.Namespace) -> None:
 def _migrate(_: argparse.Namespace) -> None:
     from backend import db  # noqa: PLC0415
 
-    settings = get_settings()
+    settings = load_section(DatabaseSection)
     if not settings.database_url:
         sys.exit("set SWITCHBOARD_DATABASE_URL (and SWITCHBOARD_DATABASE_OWNER_URL to migrate as the owner)")
 
@@ -57,9 +57,10 @@ def _purge(args: argparse.Namespace) -> None:
 
     from backend import db  # noqa: PLC0415
     from backend.retention.services import Kind, RetentionPolicy, check_audit_floor, purge  # noqa: PLC0415
+    from backend.settings import BackendSettings  # noqa: PLC0415
 
-    settings = get_settings()
-    if not settings.database_url:
+    settings = BackendSettings.from_env()
+    if not settings.database.database_url:
         sys.exit("set SWITCHBOARD_DATABASE_URL")
     try:
         policy = RetentionPolicy.from_settings(settings)
@@ -67,7 +68,7 @@ def _purge(args: argparse.Namespace) -> None:
         sys.exit(str(exc))
 
     async def run() -> dict[Kind, int] | None:
-        pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)  # type: ignore[arg-type]
+        pool = await db.create_pool(settings.database.database_url, min_size=1, max_size=1)  # type: ignore[arg-type]
         try:
             async with pool.acquire() as conn:
                 await check_audit_floor(conn, policy)
@@ -91,8 +92,8 @@ def _token(args: argparse.Namespace) -> None:
 
     sites = "*" if args.site == ["*"] else args.site
     try:
-        token = mint_token(get_settings(), sub=args.sub, roles=args.role, sites=sites, system=args.system,
-                           ttl=timedelta(minutes=args.ttl_minutes))
+        token = mint_token(load_section(TokenSection), sub=args.sub, roles=args.role, sites=sites,
+                           system=args.system, ttl=timedelta(minutes=args.ttl_minutes))
     except ValueError as exc:  # an unknown role, or a secret too weak or too exposed to sign with
         sys.exit(f"token not minted: {exc}")
     print(token)
@@ -100,8 +101,9 @@ def _token(args: argparse.Namespace) -> None:
 
 def _dashboard(args: argparse.Namespace) -> None:
     from dashboard.app import run  # noqa: PLC0415
+    from dashboard.settings import DashboardSettings  # noqa: PLC0415
 
-    run(get_settings(), host=args.host, port=args.port, demo=args.demo or None)
+    run(DashboardSettings.from_env(), host=args.host, port=args.port, demo=args.demo or None)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -140,6 +142,7 @@ def _bench_publish(args: argparse.Namespace) -> None:
 
 
 def _nats_init(args: argparse.Namespace) -> None:
+    from dashboard.settings import DashboardSection  # noqa: PLC0415
     from switchboard.natsauth import init_deployment  # noqa: PLC0415
     from tools.connector_cli import issue_profile  # noqa: PLC0415
 
@@ -148,10 +151,11 @@ def _nats_init(args: argparse.Namespace) -> None:
                               routes=[r for r in args.routes.split(",") if r],
                               backend_creds=Path(args.backend_creds))
     # a profile per connector system, issued once (revoke and issue again to replace one)
+    backend_url = load_section(DashboardSection).backend_url
     for system in (s for s in args.profiles_for.split(",") if s):
         if not (Path(args.profiles) / f"{system}.creds").exists():
             written.append(issue_profile(issuer, system=system, sites=[], out=Path(args.profiles),
-                                         nats_url=args.nats_url, backend_url=get_settings().backend_url))
+                                         nats_url=args.nats_url, backend_url=backend_url))
     if args.owner is not None:  # the credentials go to the processes' user; the servers' includes stay root's
         for folder in {Path(args.backend_creds).parent, *([Path(args.profiles)] if args.profiles else [])}:
             for path in [folder, *folder.iterdir()]:
@@ -269,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    settings = get_settings()
-    logs.configure(settings.log_level, settings.log_format)
-    tracing.configure(settings, service=f"switchboard-{args.command}")
+    log = load_section(LogSection)
+    logs.configure(log.log_level, log.log_format)
+    tracing.configure(load_section(TracingSection), service=f"switchboard-{args.command}")
     args.run(args)
 
 

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from switchboard.settings import Settings, get_settings
+from switchboard.settings import BusSection, DatabaseSection, TokenSection, load_section
 
 log = logging.getLogger(__name__)
 FAULT_FLAGS = ("malformed", "duplicates", "out_of_order", "drift", "slow")
@@ -37,7 +37,7 @@ def _faults_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _nats_url() -> str:
-    url = get_settings().nats_url
+    url = load_section(BusSection).nats_url
     if not url:
         sys.exit("set SWITCHBOARD_NATS_URL (or run `switchboard demo`)")
     return url
@@ -82,17 +82,17 @@ async def run_simulation(*, systems: list[str], sites: list[str], speed: float, 
 
 
 def _sim(args: argparse.Namespace) -> None:
-    settings = get_settings()
+    bus = load_section(BusSection)
     systems = _csv(args.systems)
     # each system with its own profile's credentials, or all with the process's
     creds = {s: str(Path(args.profiles) / f"{s}.creds") for s in systems} if args.profiles \
-        else {s: settings.nats_creds for s in systems if settings.nats_creds}
+        else {s: bus.nats_creds for s in systems if bus.nats_creds}
     print(f"simulating {args.systems} for sites {args.sites} at {args.speed}x (Ctrl-C stops)", flush=True)
     try:
         asyncio.run(run_simulation(
             systems=systems, sites=_csv(args.sites), speed=args.speed, creds=creds,
             arrivals_per_hour=args.arrivals_per_hour, nats_url=_nats_url(),
-            data_dir=Path(settings.data_dir) / "connectors", faults=_faults_from_args(args),
+            data_dir=Path(load_section(TokenSection).data_dir) / "connectors", faults=_faults_from_args(args),
             admin_port=args.admin_port, services=_services(args.services)))
     except KeyboardInterrupt:
         print("\nstopped; unsent events stay spooled for the next start")
@@ -101,21 +101,22 @@ def _sim(args: argparse.Namespace) -> None:
 def _check(args: argparse.Namespace) -> None:
     from tools.conformance import main  # noqa: PLC0415
 
-    settings = get_settings()
-    sys.exit(main(args.module, settings.nats_url, settings.nats_creds))
+    bus = load_section(BusSection)
+    sys.exit(main(args.module, bus.nats_url, bus.nats_creds))
 
 
 def _run(args: argparse.Namespace) -> None:
     from connectors.sdk import ConnectorRuntime  # noqa: PLC0415
+    from connectors.sdk.runtime import ConnectorSection  # noqa: PLC0415
     from tools.conformance import load_connector  # noqa: PLC0415
 
     connector = load_connector(args.module)
-    settings = get_settings()
-    data_dir = Path(settings.data_dir) / "connectors"
+    data_dir = Path(load_section(TokenSection).data_dir) / "connectors"
 
     async def run() -> None:
         async with ConnectorRuntime(connector, nats_url=_nats_url(), data_dir=data_dir,
-                                    creds=settings.nats_creds, sites=settings.connector_sites):
+                                    creds=load_section(BusSection).nats_creds,
+                                    sites=load_section(ConnectorSection).connector_sites):
             await asyncio.Event().wait()
 
     try:
@@ -139,14 +140,14 @@ def _faults(args: argparse.Namespace) -> None:
         print(response.read().decode())
 
 
-def _issuer_dir(args: argparse.Namespace, settings: Settings) -> Path:
-    folder = Path(args.issuer) if args.issuer else Path(settings.data_dir) / "nats-auth"
+def _issuer_dir(args: argparse.Namespace) -> Path:
+    folder = Path(args.issuer) if args.issuer else Path(load_section(TokenSection).data_dir) / "nats-auth"
     if not (folder / "operator.secret").exists():
         sys.exit(f"no NATS issuer in {folder}: run `switchboard nats init` (or pass the demo's --issuer)")
     return folder
 
 
-async def _audit(settings: Settings, action: str, target: str, result: dict[str, Any]) -> None:
+async def _audit(action: str, target: str, result: dict[str, Any]) -> None:
     """An audit row by `cli-<os user>` (pseudonymised like any actor when it looks personal) when the
     database is reachable; else a log line that says so."""
     import asyncpg  # noqa: PLC0415
@@ -155,8 +156,9 @@ async def _audit(settings: Settings, action: str, target: str, result: dict[str,
     from backend.auth import Principal  # noqa: PLC0415
 
     actor = Principal(sub=f"cli-{getpass.getuser()}", roles=frozenset({"admin"}), sites=None)
+    database_url = load_section(DatabaseSection).database_url
     try:
-        conn = await asyncpg.connect(settings.database_url, timeout=5) if settings.database_url else None
+        conn = await asyncpg.connect(database_url, timeout=5) if database_url else None
     except (OSError, asyncpg.PostgresError) as exc:
         conn = None
         log.warning("audit: database unreachable (%s)", type(exc).__name__)
@@ -185,25 +187,25 @@ def issue_profile(issuer_dir: Path, *, system: str, sites: list[str], out: Path,
 
 
 def _profile(args: argparse.Namespace) -> None:
-    settings = get_settings()
+    from dashboard.settings import DashboardSection  # noqa: PLC0415
+
     try:
-        path = issue_profile(_issuer_dir(args, settings), system=args.system, sites=args.site or [],
+        path = issue_profile(_issuer_dir(args), system=args.system, sites=args.site or [],
                              out=Path(args.out), nats_url=args.nats_url or _nats_url(),
-                             backend_url=settings.backend_url)
+                             backend_url=load_section(DashboardSection).backend_url)
     except ValueError as exc:
         sys.exit(str(exc))
-    asyncio.run(_audit(settings, "connector.profile", f"system:{args.system}", {"sites": args.site or "*"}))
+    asyncio.run(_audit("connector.profile", f"system:{args.system}", {"sites": args.site or "*"}))
     print(path)
 
 
 def _revoke(args: argparse.Namespace) -> None:
     from switchboard.natsauth import Issuer, push_account  # noqa: PLC0415
 
-    settings = get_settings()
-    issuer = Issuer(_issuer_dir(args, settings))
+    issuer = Issuer(_issuer_dir(args))
     revoked = issuer.revoke(args.system)
     asyncio.run(push_account(args.nats_url or _nats_url(), issuer))
-    asyncio.run(_audit(settings, "connector.revoke", f"system:{args.system}", {"profiles": len(revoked)}))
+    asyncio.run(_audit("connector.revoke", f"system:{args.system}", {"profiles": len(revoked)}))
     print(f"revoked {len(revoked)} profile(s) of {args.system}")
 
 

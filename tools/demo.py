@@ -19,7 +19,7 @@ import asyncpg
 
 from backend import db
 from connectors.sim import SYSTEMS
-from switchboard.settings import get_settings
+from switchboard.settings import TokenSection, load_section
 from tools.connector_cli import issue_profile, run_simulation
 from tools.embedded import embedded_servers
 
@@ -60,7 +60,7 @@ def run_demo(*, host: str, port: int, sites: str, speed: float, dashboard_port: 
 
     # `kill` stops the demo as cleanly as Ctrl-C does
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    settings = get_settings()
+    settings = load_section(TokenSection)
     data_dir = Path(settings.data_dir) / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)
     total = 5

@@ -72,7 +72,7 @@ async def _retry_command(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
 
 async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: str,
                          resources: Resources) -> RetryResult:
-    settings = resources.settings
+    settings = resources.settings.ingest
     note = None
     if row["kind"] == "pii_rejected":  # the redacted payload is not what was sent: it is never applied
         kind, reason, note = row["kind"], row["reason"], _PII_NOTE
@@ -110,7 +110,7 @@ async def retry(resources: Resources, principal: Principal, failure_id: int, rea
                 selection: str | None = None) -> RetryResult:
     async with resources.pool.acquire() as conn, conn.transaction():
         row = await _locked_failure(conn, principal, failure_id)
-        debounce = timedelta(seconds=resources.settings.retry_debounce_s)
+        debounce = timedelta(seconds=resources.settings.failures.retry_debounce_s)
         if row["status"] == "discarded":
             raise ConflictException("a discarded failure is not retried")
         if row["kind"] in UNRETRYABLE_KINDS:

@@ -190,8 +190,8 @@ async def perform(resources: Resources, principal: Principal, fallback_id: int, 
             f"the {step.action} is in the ledger (step {recorded.seq}) but the event bus did not confirm its"
             " event; it is sent again when the fallback ends: do not repeat the step",
             extra={"seq": recorded.seq, "event_id": event.id}) from exc
-    settled = await _settled(resources.pool, event.source, event.id,
-                             resources.settings.manual_apply_timeout_s if wait_s is None else wait_s)
+    timeout_s = resources.settings.fallbacks.manual_apply_timeout_s if wait_s is None else wait_s
+    settled = await _settled(resources.pool, event.source, event.id, timeout_s)
     if isinstance(settled, Refused):
         await _refused(resources, principal, fallback_id, recorded.seq, step, settled)
     elif settled is not None:

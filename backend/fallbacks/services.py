@@ -97,7 +97,7 @@ async def locked(conn: asyncpg.Connection, principal: Principal, fallback_id: in
 
 def fallback_systems(resources: Resources) -> frozenset[str]:
     """The systems staff can stand in for: the registered ones, not Switchboard's own sources."""
-    return (SEED_SYSTEMS | frozenset(resources.settings.extra_systems)) - RESERVED_SYSTEMS
+    return (SEED_SYSTEMS | frozenset(resources.settings.ingest.extra_systems)) - RESERVED_SYSTEMS
 
 
 async def start(resources: Resources, principal: Principal, wanted: StartFallback) -> Fallback:

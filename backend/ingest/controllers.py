@@ -63,7 +63,7 @@ class IngestController(Controller):
         parts = _split(await request.body())
         if len(parts) > MAX_BATCH:
             raise ValidationException(f"at most {MAX_BATCH} events per request")
-        settings = resources.settings
+        settings = resources.settings.ingest
         admin = "admin" in principal.roles
         results = [
             validate(part, max_bytes=settings.max_event_bytes, known_systems=resources.known_systems,

@@ -12,18 +12,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import msgspec
 from nats.js import JetStreamContext
 
 from backend.auth import signing_secret
 from switchboard.events import CloudEvent, nats_msg_id, nats_subject
-from switchboard.settings import Settings
+
+if TYPE_CHECKING:
+    from backend.settings import BackendSettings
 
 SIGNATURE_HEADER = "Switchboard-Signature"
 
 
-def signing_key(settings: Settings) -> bytes:
+def signing_key(settings: BackendSettings) -> bytes:
     return hmac.new(signing_secret(settings).encode(), b"switchboard own events v1", hashlib.sha256).digest()
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from backend.ingest.config import IngestSection
 from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, CloudEvent, Event
 from switchboard.privacy import (
     REDACTED,
@@ -27,7 +28,6 @@ from switchboard.privacy import (
     scrub,
     scrub_identifier,
 )
-from switchboard.settings import Settings
 
 __all__ = ["REDACTED", "Accepted", "Rejected", "Trust", "redact", "rejected_event", "scrub", "trust_of",
            "validate"]
@@ -68,9 +68,9 @@ class Trust(msgspec.Struct, frozen=True, kw_only=True):
 DEFAULT_TRUST = Trust()
 
 
-def trust_of(settings: Settings) -> Trust:
+def trust_of(section: IngestSection) -> Trust:
     """`SWITCHBOARD_MAX_FUTURE_S` and `SWITCHBOARD_ACTS_FOR`."""
-    return Trust.from_pairs(settings.max_future_s, settings.acts_for)
+    return Trust.from_pairs(section.max_future_s, section.acts_for)
 
 
 class Accepted(msgspec.Struct, frozen=True):

@@ -24,7 +24,7 @@ from typing import Literal
 import asyncpg
 import msgspec
 
-from switchboard.settings import Settings
+from backend.integrations.config import IntegrationsSection
 
 TROUBLE_WINDOW_S = 60.0
 HALVE_EVERY_S = 1.0
@@ -46,12 +46,12 @@ class PacePolicy(msgspec.Struct, frozen=True, kw_only=True):
     staff_commands: frozenset[str]
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PacePolicy:
-        return cls(min_per_min=settings.pace_min_per_min, max_per_min=settings.pace_max_per_min,
-                   start_per_min=min(settings.pace_start_per_min, settings.pace_max_per_min),
-                   increase_per_s=settings.pace_increase_per_s,
-                   per_counter_per_min=settings.pace_per_counter_per_min,
-                   staff_commands=frozenset(settings.pace_staff_commands))
+    def from_section(cls, section: IntegrationsSection) -> PacePolicy:
+        return cls(min_per_min=section.pace_min_per_min, max_per_min=section.pace_max_per_min,
+                   start_per_min=min(section.pace_start_per_min, section.pace_max_per_min),
+                   increase_per_s=section.pace_increase_per_s,
+                   per_counter_per_min=section.pace_per_counter_per_min,
+                   staff_commands=frozenset(section.pace_staff_commands))
 
 
 class Pace(msgspec.Struct, kw_only=True):

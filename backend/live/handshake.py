@@ -53,7 +53,7 @@ def allowed_origin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteH
     origin = connection.headers.get("origin")
     if origin is None:
         return
-    allowed = connection.app.state.resources.settings.allowed_origins
+    allowed = connection.app.state.resources.settings.live.allowed_origins
     if origin in allowed or _same_origin(origin, connection.headers.get("host")):
         return
     metrics.LIVE_REFUSED.labels("origin").inc()

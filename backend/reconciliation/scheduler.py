@@ -41,7 +41,7 @@ class Reconciler:
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
         self.pool = resources.pool
-        settings = resources.settings
+        settings = resources.settings.reconciliation
         self.client = SnapshotClient(resources.nc, settings.reconcile_snapshot_timeout_s)
         self.stale_after = timedelta(seconds=settings.reconcile_stale_after_s)
         self.auto_repair = frozenset(settings.reconcile_auto_repair)
@@ -119,14 +119,14 @@ class Reconciler:
     async def scheduled_runs(self, limit: int) -> int:
         """Runs for up to `limit` (system, site) pairs due (not run within the interval), the most overdue
         first; how many it ran: fewer than `limit` when no more were due."""
-        interval = self.resources.settings.reconcile_interval_s
+        interval = self.resources.settings.reconciliation.reconcile_interval_s
         async with self.pool.acquire() as conn:
             # systems whose connector is alive and reaching its upstream: asking one that is down costs a
             # snapshot timeout per site and finds nothing (its fallback's end asks it once it is back)
             systems = [r["system"] for r in await conn.fetch(
                 "SELECT DISTINCT system FROM heartbeats WHERE upstream <> 'down'"
                 " AND seen_at > now() - make_interval(secs => $1) ORDER BY 1",
-                self.resources.settings.heartbeat_interval_s * MISSED_INTERVALS)
+                self.resources.settings.integrations.heartbeat_interval_s * MISSED_INTERVALS)
                 if r["system"] not in RESERVED_SYSTEMS]
             # the sites reconciled longest ago first (never: first of all), so a long round starves none, not
             # even a site whose journeys all stopped moving, which is the one most likely to have drifted
@@ -162,7 +162,7 @@ class Reconciler:
         await asyncio.gather(self._schedule_loop(), self._tick_loop())
 
     async def _schedule_loop(self) -> None:
-        interval = self.resources.settings.reconcile_interval_s
+        interval = self.resources.settings.reconciliation.reconcile_interval_s
         if interval <= 0:
             return
         await asyncio.sleep(interval)  # a fresh start leaves the first round a while
@@ -173,7 +173,7 @@ class Reconciler:
             await asyncio.sleep(0 if ran == _PAIRS_PER_PASS else interval)
 
     async def _tick_loop(self) -> None:
-        settings = self.resources.settings
+        settings = self.resources.settings.reconciliation
         timeout = timedelta(seconds=settings.reconcile_repair_timeout_s)
         while True:
             await self._guarded(replay.replay_due(self))

@@ -30,9 +30,8 @@ import asyncpg
 import msgspec
 
 from backend import metrics
-from backend.alerts.settings import AlertsSection
-from backend.reports.settings import REPORTS_RETENTION_FLOOR_DAYS, ReportsSection
-from switchboard.settings import Settings, load_section
+from backend.reports.settings import REPORTS_RETENTION_FLOOR_DAYS
+from backend.settings import BackendSettings
 
 Kind = Literal["events", "inbox", "webhook_receipts", "outbox", "floor_steps", "failures", "drift",
                "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets", "alerts", "reports",
@@ -90,18 +89,20 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
     reports: timedelta = timedelta(days=REPORTS_RETENTION_FLOOR_DAYS)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetentionPolicy:
-        policy = cls(events=timedelta(days=settings.retention_events_days),
-                     webhook_receipts=timedelta(days=settings.retention_webhook_receipts_days),
-                     outbox=timedelta(days=settings.retention_outbox_days),
-                     failures=timedelta(days=settings.retention_failures_days),
-                     drift=timedelta(days=settings.retention_drift_days),
-                     reconciliation_runs=timedelta(days=settings.retention_reconciliation_runs_days),
-                     fallbacks=timedelta(days=settings.retention_fallbacks_days),
-                     audit=timedelta(days=settings.retention_audit_days),
-                     alerts=timedelta(days=load_section(AlertsSection).retention_alerts_days),
-                     reports=timedelta(days=load_section(ReportsSection).retention_reports_days))
-        if policy.events <= timedelta(seconds=settings.duplicate_window_s):
+    def from_settings(cls, settings: BackendSettings) -> RetentionPolicy:
+        """The retention section's periods, with the alerts' and reports' own."""
+        days = settings.retention
+        policy = cls(events=timedelta(days=days.retention_events_days),
+                     webhook_receipts=timedelta(days=days.retention_webhook_receipts_days),
+                     outbox=timedelta(days=days.retention_outbox_days),
+                     failures=timedelta(days=days.retention_failures_days),
+                     drift=timedelta(days=days.retention_drift_days),
+                     reconciliation_runs=timedelta(days=days.retention_reconciliation_runs_days),
+                     fallbacks=timedelta(days=days.retention_fallbacks_days),
+                     audit=timedelta(days=days.retention_audit_days),
+                     alerts=timedelta(days=settings.alerts.retention_alerts_days),
+                     reports=timedelta(days=settings.reports.retention_reports_days))
+        if policy.events <= timedelta(seconds=settings.streams.duplicate_window_s):
             raise ValueError("retention_events_days must exceed JetStream's duplicate window")
         if policy.webhook_receipts <= WEBHOOK_TIMESTAMP_TOLERANCE:
             raise ValueError("retention_webhook_receipts_days must exceed the 5-minute webhook timestamp"

@@ -32,7 +32,6 @@ from backend.sites.schemas import FloorAction, FloorActionAnswer
 from backend.visibility import visible
 from switchboard.commands import FLOOR_COMMANDS
 from switchboard.privacy import looks_personal_identifier
-from switchboard.settings import load_section
 
 QUEUE = "queue"
 RULE = "floor"
@@ -41,14 +40,6 @@ DEFAULT_OUTCOME = "SERVED"
 _FROM = {"call": ("arrived", "waiting"), "recall": ("called",), "no_show": ("arrived", "waiting", "called"),
          "transfer": ("arrived", "waiting"), "start": ("called",), "complete": ("in_service",)}
 _state = msgspec.json.Decoder(JourneyState)
-
-
-class FloorSection(msgspec.Struct, frozen=True, kw_only=True):
-    # how long a manual step's answer waits for its event to apply before saying `recorded`
-    floor_apply_wait_s: float = 3.0
-
-
-_section = load_section(FloorSection)
 
 
 class Journey(msgspec.Struct, kw_only=True):
@@ -148,7 +139,8 @@ async def _by_hand(resources: Resources, principal: Principal, fallback_id: int,
     step = ManualAction(action=wanted.action, ref=ref, counter=fields.get("counter"),
                         queue_name=fields.get("queue_name"), outcome=fields.get("outcome"),
                         step_id=wanted.step_id)
-    result = await manual.perform(resources, principal, fallback_id, step, wait_s=_section.floor_apply_wait_s)
+    result = await manual.perform(resources, principal, fallback_id, step,
+                                  wait_s=resources.settings.floor.floor_apply_wait_s)
     return FloorActionAnswer(step_id=wanted.step_id, journey_id=journey.id, action=wanted.action,
                              via="manual", status=result.status, repeated=result.repeated, step=result)
 

@@ -32,6 +32,11 @@ class SitesSection(msgspec.Struct, frozen=True, kw_only=True):
     site_time_zone: str = "UTC"
 
 
+class FloorSection(msgspec.Struct, frozen=True, kw_only=True):
+    # how long a manual step's answer waits for its event to apply before saying `recorded`
+    floor_apply_wait_s: float = 3.0
+
+
 class SiteSettings(msgspec.Struct, frozen=True, kw_only=True):
     site: str
     time_zone: str = "UTC"

@@ -52,7 +52,7 @@ class WebhookController(Controller):
           request_max_body_size=256 * 1024)
     async def receive(self, system: FromPath[str], request: Request[Any, Any, State],
                       resources: AppResources) -> WebhookAccepted:
-        secret = resources.settings.webhook_secret(system)
+        secret = resources.settings.webhooks.webhook_secret(system)
         if secret is None or system not in resources.known_systems:
             raise NotFoundException(f"no webhook endpoint for system {system!r}")
         body = await request.body()
@@ -63,7 +63,7 @@ class WebhookController(Controller):
             log.info("webhook for %s refused: %s", system, exc)  # the reason only: never the signature
             raise NotAuthorizedException(f"webhook refused: {exc}") from exc
         webhook_id = headers["webhook-id"]
-        settings = resources.settings
+        settings = resources.settings.ingest
         result = validate(to_canonical(system, webhook_id, body), max_bytes=settings.max_event_bytes,
                           known_systems=resources.known_systems, allowed_system=system, from_outside=True)
         if isinstance(result, Rejected):

@@ -47,6 +47,12 @@ class _SpoolEmitter:
         self.publisher.emit_raw(rows)
 
 
+class ConnectorSection(msgspec.Struct, frozen=True, kw_only=True):
+    # a connector profile limited to sites (`switchboard connector profile --site`): the sites it may publish
+    # for
+    connector_sites: tuple[str, ...] = ()
+
+
 class ConnectorRuntime:
     def __init__(self, connector: Connector, *, nats_url: str, data_dir: Path,
                  heartbeat_interval: float = 5.0,

@@ -41,7 +41,8 @@ def mint_demo_token(dashboard: Dashboard, role: str, site: str) -> str:
 
     sites: str | list[str] = "*" if site.strip() in ("", "*") \
         else [s.strip() for s in site.split(",") if s.strip()]
-    return mint_token(dashboard.settings, sub=f"demo-{role}", roles=[role], sites=sites, ttl=DEMO_TOKEN_TTL)
+    return mint_token(dashboard.settings.tokens, sub=f"demo-{role}", roles=[role], sites=sites,
+                      ttl=DEMO_TOKEN_TTL)
 
 
 def register(dashboard: Dashboard) -> None:

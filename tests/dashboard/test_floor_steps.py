@@ -3,31 +3,34 @@
 
 from __future__ import annotations
 
+from backend.fallbacks.config import FallbacksSection
+from backend.settings import BackendSettings
 from dashboard.context import Dashboard, Viewer
 from dashboard.live import LiveConnection
 from dashboard.session import Principal
 from dashboard.sites import SiteBook
 from dashboard.steps import ACTION_TIMEOUT_S, StepSender
-from switchboard.settings import Settings
 from tests.support import fallbacks
 from tests.support.failures import bearer
 from tests.support.floor import letters
+from tests.support.settings import dashboard_settings
 from tools.backend_process import BackendProcess
 from tools.embedded import free_port
 
 
-def viewer_of(settings: Settings, backend_url: str, token: str) -> Viewer:
-    return Viewer(dashboard=Dashboard(settings=settings, backend_url=backend_url, demo=False), browser_id="test",
+def viewer_of(settings: BackendSettings, backend_url: str, token: str) -> Viewer:
+    dashboard = Dashboard(settings=dashboard_settings(settings.tokens), backend_url=backend_url, demo=False)
+    return Viewer(dashboard=dashboard, browser_id="test",
                   token=token, principal=Principal.from_token(token), live=LiveConnection(backend_url, token),
                   capabilities=None, sites=SiteBook())
 
 
 def test_floor_steps_wait_longer_than_the_backend_waits_for_a_step_to_apply():
-    assert ACTION_TIMEOUT_S >= 2 * Settings().manual_apply_timeout_s
+    assert 2 * FallbacksSection().manual_apply_timeout_s <= ACTION_TIMEOUT_S
 
 
 async def test_floor_a_step_whose_answer_was_lost_is_repeated_with_its_step_id_and_done_once(
-        backend: BackendProcess, settings: Settings, api, pool, token):
+        backend: BackendProcess, settings: BackendSettings, api, pool, token):
     site = f"steps-{letters()}"
     staff_token = token("floor_staff", [site])
     staff = bearer(token, "floor_staff", [site])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import msgspec
 from nicegui import ui
 
 from tests.support.board import Board, simulated_board
 from tests.support.connector_double import heartbeat
 from tests.support.events import cloud_event, publish
+from tests.support.settings import dashboard_settings
 from tests.support.simulators import journey_of, running, still_queue, waiting
 from tests.support.waits import eventually
 from tools.backend_process import BackendProcess
@@ -115,7 +115,7 @@ async def test_a_failure_refused_for_who_sent_it_cannot_be_retried_and_the_page_
 
 
 async def test_every_page_says_when_the_live_connection_was_lost(own_backend: BackendProcess, settings, token):
-    async with simulated_board(msgspec.structs.replace(settings, backend_url=own_backend.url)) as board:
+    async with simulated_board(dashboard_settings(settings.tokens, backend_url=own_backend.url)) as board:
         await board.sign_in(token("manager"))
         own_backend.stop()
         await board.user.should_see("Connection to the backend lost since", retries=100)

@@ -15,8 +15,9 @@ import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from backend.settings import BackendSettings
 from switchboard import bus
-from switchboard.settings import Settings
+from tests.support.settings import backend_settings
 from tools.backend_process import BackendProcess
 from tools.bench.common import scratch_database
 from tools.embedded import EmbeddedNats
@@ -33,19 +34,20 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
-async def nats_connect(settings: Settings, name: str = "test") -> NATS:
+async def nats_connect(settings: BackendSettings, name: str = "test") -> NATS:
     """A harness connection to the session's NATS, with the backend's credentials when it wants them."""
-    return await bus.connect(settings.nats_url or "", name, creds=settings.nats_creds)
+    return await bus.connect(settings.bus.nats_url or "", name, creds=settings.bus.nats_creds)
 
 
-def backend_env(settings: Settings) -> dict[str, str]:
+def backend_env(settings: BackendSettings) -> dict[str, str]:
     return {
-        **os.environ, "SWITCHBOARD_DATABASE_URL": settings.database_url or "",
+        **os.environ, "SWITCHBOARD_DATABASE_URL": settings.database.database_url or "",
         # the runtime role only: the session's database is migrated already
         "SWITCHBOARD_DATABASE_OWNER_URL": "",
-        "SWITCHBOARD_NATS_URL": settings.nats_url or "", "SWITCHBOARD_NATS_CREDS": settings.nats_creds or "",
+        "SWITCHBOARD_NATS_URL": settings.bus.nats_url or "",
+        "SWITCHBOARD_NATS_CREDS": settings.bus.nats_creds or "",
         "SWITCHBOARD_JWT_SECRET": JWT_SECRET,
-        "SWITCHBOARD_DATA_DIR": str(settings.data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        "SWITCHBOARD_DATA_DIR": str(settings.tokens.data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING",
         # command delivery in seconds, not minutes, so that retries and timeouts are testable
         "SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "0.1", "SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S": "4",
         "SWITCHBOARD_COMMAND_BACKOFF_S": "0.2", "SWITCHBOARD_COMMAND_BACKOFF_MAX_S": "0.5",
@@ -59,7 +61,7 @@ def backend_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def start_backend(settings: Settings, log_path: Path,
+def start_backend(settings: BackendSettings, log_path: Path,
                   extra_env: dict[str, str] | None = None) -> BackendProcess:
     return BackendProcess({**backend_env(settings), **(extra_env or {})}, log_path).start().wait_ready()
 
@@ -68,7 +70,7 @@ def start_backend(settings: Settings, log_path: Path,
 class Stack:
     """Backend replicas on a NATS and a database nobody else uses, with a harness connection to each."""
 
-    settings: Settings
+    settings: BackendSettings
     backends: list[BackendProcess]
     pool: asyncpg.Pool
     nc: NATS
@@ -93,7 +95,7 @@ async def own_stack(server_url: str, folder: Path, extra_env: dict[str, str] | N
     ns.start()
     try:
         async with scratch_database(server_url, "test") as database_url:
-            settings = Settings(database_url=database_url, nats_url=ns.url, jwt_secret=JWT_SECRET,
+            settings = backend_settings(database_url=database_url, nats_url=ns.url, jwt_secret=JWT_SECRET,
                                 data_dir=str(folder / f"data-{label}"), nats_creds=ns.creds)
             backends: list[BackendProcess] = []
             try:

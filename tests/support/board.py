@@ -17,7 +17,7 @@ from nicegui.testing.user import User
 
 from dashboard.app import build
 from dashboard.context import Dashboard
-from switchboard.settings import Settings
+from dashboard.settings import DashboardSettings
 
 
 class Board(msgspec.Struct):
@@ -32,7 +32,7 @@ class Board(msgspec.Struct):
 
 
 @contextlib.asynccontextmanager
-async def simulated_board(board_settings: Settings) -> AsyncIterator[Board]:
+async def simulated_board(board_settings: DashboardSettings) -> AsyncIterator[Board]:
     with nicegui_reset_globals():
         os.environ["NICEGUI_USER_SIMULATION"] = "true"
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playwright.async_api import Page, expect
 
-from switchboard.settings import Settings
+from backend.settings import BackendSettings
 from tests.support.backends import backend_env
 from tools.backend_process import BackendProcess
 from tools.embedded import free_port
@@ -26,7 +26,7 @@ DOC_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 @contextmanager
-def running_dashboard(backend: BackendProcess, settings: Settings, log_path: Path,
+def running_dashboard(backend: BackendProcess, settings: BackendSettings, log_path: Path,
                       extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """`switchboard dashboard --demo` on a free port, talking to `backend`; yields its URL."""
     port = free_port()

@@ -10,7 +10,7 @@ import msgspec
 import nats
 
 from backend.ingest.own_events import SIGNATURE_HEADER, sign, signing_key
-from switchboard.settings import Settings
+from backend.settings import BackendSettings
 
 
 def cloud_event(type_: str, subject: str, data: dict[str, Any], *, source: str | None = None,
@@ -33,7 +33,8 @@ async def publish(js: nats.js.JetStreamContext, event: dict[str, Any] | bytes, s
                      headers={"Nats-Msg-Id": f"{event['source']} {event['id']}"})
 
 
-async def publish_as_backend(js: nats.js.JetStreamContext, settings: Settings, event: dict[str, Any]) -> None:
+async def publish_as_backend(js: nats.js.JetStreamContext, settings: BackendSettings,
+                             event: dict[str, Any]) -> None:
     """Publish as the backend publishes its own events (`/manual/<user>`, `/switchboard`): signed with its key."""
     body = msgspec.json.encode(event)
     await js.publish(f"svc.events.{event['source'].split('/')[1]}.{event['type']}", body,

@@ -12,18 +12,18 @@ from typing import Any
 import asyncpg
 import httpx
 
+from backend.settings import BackendSettings
 from connectors.sdk import ConnectorRuntime
 from connectors.sim.pace import Pace
 from connectors.sim.queue import Queue
 from connectors.sim.system import SimulatedSystem
-from switchboard.settings import Settings
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, folder: Path, *systems: SimulatedSystem) -> AsyncIterator[None]:
+async def running(settings: BackendSettings, folder: Path, *systems: SimulatedSystem) -> AsyncIterator[None]:
     """The simulated systems behind their connector runtimes, with no branch network driving them."""
-    runtimes = [ConnectorRuntime(s, nats_url=settings.nats_url, data_dir=folder, heartbeat_interval=1,  # type: ignore[arg-type]
-                                 creds=settings.nats_creds) for s in systems]
+    runtimes = [ConnectorRuntime(s, nats_url=settings.bus.nats_url, data_dir=folder, heartbeat_interval=1,  # type: ignore[arg-type]
+                                 creds=settings.bus.nats_creds) for s in systems]
     for runtime in runtimes:
         await runtime.start()
     try:
@@ -34,10 +34,10 @@ async def running(settings: Settings, folder: Path, *systems: SimulatedSystem) -
         await _forget_heartbeats(settings, [s.name for s in systems])
 
 
-async def _forget_heartbeats(settings: Settings, connectors: list[str]) -> None:
+async def _forget_heartbeats(settings: BackendSettings, connectors: list[str]) -> None:
     """A stopped simulator must not leave its system `down` (and its commands held) for the tests after it:
     heartbeats live in the session's shared database. Twice, for a last heartbeat still being applied."""
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.database.database_url)
     try:
         for pause in (1.0, 0.0):
             await conn.execute("DELETE FROM heartbeats WHERE connector = ANY($1::text[])", connectors)

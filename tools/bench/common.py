@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from switchboard.settings import get_settings
+from switchboard.settings import BusSection, DatabaseSection, load_section
 from tools.embedded import embedded_servers
 
 
@@ -22,17 +22,17 @@ def bench_servers(folder: Path, *, nats_fsync: bool = True,
                   nats_auth: bool = True) -> Iterator[dict[str, str]]:
     """The configured servers, or embedded ones in `folder`; "nats_creds" when NATS wants credentials
     (the configured SWITCHBOARD_NATS_CREDS, or the embedded server's backend credentials)."""
-    settings = get_settings()
-    if settings.database_url and settings.nats_url:
-        yield {"database_url": settings.database_url, "nats_url": settings.nats_url,
-               **({"nats_creds": settings.nats_creds} if settings.nats_creds else {})}
+    database, bus = load_section(DatabaseSection), load_section(BusSection)
+    if database.database_url and bus.nats_url:
+        yield {"database_url": database.database_url, "nats_url": bus.nats_url,
+               **({"nats_creds": bus.nats_creds} if bus.nats_creds else {})}
         return
     progress("starting embedded Postgres and NATS")
-    with embedded_servers(folder, postgres=not settings.database_url, nats=not settings.nats_url,
+    with embedded_servers(folder, postgres=not database.database_url, nats=not bus.nats_url,
                           nats_fsync=nats_fsync, nats_auth=nats_auth) as urls:
-        creds = urls.get("nats_creds") if not settings.nats_url else settings.nats_creds
-        yield {"database_url": settings.database_url or urls["database_url"],
-               "nats_url": settings.nats_url or urls["nats_url"], **({"nats_creds": creds} if creds else {})}
+        creds = urls.get("nats_creds") if not bus.nats_url else bus.nats_creds
+        yield {"database_url": database.database_url or urls["database_url"],
+               "nats_url": bus.nats_url or urls["nats_url"], **({"nats_creds": creds} if creds else {})}
 
 
 @contextlib.asynccontextmanager

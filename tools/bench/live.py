@@ -45,8 +45,9 @@ from websockets.uri import parse_uri
 from backend import db, messaging
 from backend.live.bus import SUBJECT_PREFIX, encode_update
 from backend.live.schemas import Update
+from backend.settings import BackendSettings
 from switchboard import bus
-from switchboard.settings import Settings
+from switchboard.settings import BusSection, TokenSection
 from switchboard.tokens import mint_token
 from tools.backend_process import BackendProcess
 from tools.bench.common import bench_servers, progress, report, scratch_database
@@ -241,7 +242,7 @@ class Latencies:
 
 async def end_to_end(
     backend: Backend,
-    settings: Settings,
+    settings: BackendSettings,
     nats_url: str,
     database_url: str,
     *,
@@ -254,12 +255,13 @@ async def end_to_end(
     worker ("ingest"), and, for the live path alone, `svc.live` bus → websocket receive ("live")."""
     sockets = []
     for n in range(clients):
-        token = mint_token(settings, sub=f"bench-{n}", roles=["manager"], sites=[f"bench-{n % sites:03d}"])
+        token = mint_token(settings.tokens, sub=f"bench-{n}", roles=["manager"],
+                           sites=[f"bench-{n % sites:03d}"])
         sockets.append(await connect(backend.ws_url, token))
     await asyncio.gather(*(subscribe(ws, ["journeys"]) for ws in sockets))
     progress(f"latency: {clients} clients subscribed across {sites} sites")
     timing = Latencies(sockets, clients, sites)
-    nc = await bus.connect(nats_url, "bench-live", creds=settings.nats_creds)
+    nc = await bus.connect(nats_url, "bench-live", creds=settings.bus.nats_creds)
     js = nc.jetstream()
     run = uuid.uuid4().hex[:6]
     published_wall: dict[str, float] = {}  # wall clock, to compare with Postgres's `applied_at`
@@ -414,16 +416,16 @@ async def count_until_last(clients: list[CountingClient]) -> tuple[int, float]:
 
 
 async def live_fanout(
-    backend: Backend, settings: Settings, nats_url: str, *, clients: int, updates: int, keys: int
+    backend: Backend, settings: BackendSettings, nats_url: str, *, clients: int, updates: int, keys: int
 ) -> float:
-    token = mint_token(settings, sub="bench-fanout", roles=["manager"], sites=[FANOUT_SITE])
+    token = mint_token(settings.tokens, sub="bench-fanout", roles=["manager"], sites=[FANOUT_SITE])
     audience = [
         await CountingClient.open(backend.ws_url, {"Authorization": f"Bearer {token}"})
         for _ in range(clients)
     ]
     for client in audience:
         await client.request_text(json.dumps({"op": "subscribe", "topics": ["journeys"]}), b'"op":"snapshot"')
-    nc = await bus.connect(nats_url, "bench-live-fanout", creds=settings.nats_creds)
+    nc = await bus.connect(nats_url, "bench-live-fanout", creds=settings.bus.nats_creds)
     payloads = [
         encode_update(FANOUT_SITE, key, bench_data(n)) for n, key in enumerate(update_keys(updates, keys))
     ]
@@ -507,8 +509,8 @@ async def bare_fanout(*, clients: int, updates: int, keys: int) -> float:
 # ---- memory -------------------------------------------------------------------------------------
 
 
-async def idle_memory(backend: Backend, settings: Settings, *, connections: int) -> float:
-    token = mint_token(settings, sub="bench-idle", roles=["manager"], sites=["bench-idle"])
+async def idle_memory(backend: Backend, settings: BackendSettings, *, connections: int) -> float:
+    token = mint_token(settings.tokens, sub="bench-idle", roles=["manager"], sites=["bench-idle"])
     # one connection first: the first one pays for code paths and caches, not per connection
     warm = await connect(backend.ws_url, token)
     await subscribe(warm, ["integrations"])
@@ -534,18 +536,19 @@ async def idle_memory(backend: Backend, settings: Settings, *, connections: int)
 
 async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) -> dict[str, Any]:
     secret = secrets.token_urlsafe(48)
-    settings = Settings(jwt_secret=secret, data_dir=str(data_dir), nats_creds=urls.get("nats_creds") or None)
+    settings = BackendSettings(tokens=TokenSection(jwt_secret=secret, data_dir=str(data_dir)),
+                               bus=BusSection(nats_creds=urls.get("nats_creds") or None))
     async with scratch_database(urls["database_url"], "live") as database_url:
         conn = await asyncpg.connect(database_url)
         await db.migrate(conn)
         await conn.close()
-        nc = await bus.connect(urls["nats_url"], "bench-live-setup", creds=settings.nats_creds)
+        nc = await bus.connect(urls["nats_url"], "bench-live-setup", creds=settings.bus.nats_creds)
         await messaging.ensure_streams(nc.jetstream(), 120.0)
         await nc.close()
         progress("measuring the floors")
-        floor = await floors(urls["nats_url"], database_url, settings.nats_creds)
+        floor = await floors(urls["nats_url"], database_url, settings.bus.nats_creds)
         progress("floors: " + ", ".join(f"{k} {v:.3f}" for k, v in floor.items()))
-        backend = Backend(database_url, urls["nats_url"], secret, data_dir, settings.nats_creds)
+        backend = Backend(database_url, urls["nats_url"], secret, data_dir, settings.bus.nats_creds)
         try:
             await asyncio.to_thread(backend.wait_ready)
             # memory first, while no earlier phase has left freed memory for new connections to reuse

@@ -1,0 +1,17 @@
+"""The inbound webhooks' settings section."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class WebhooksSection(msgspec.Struct, frozen=True, kw_only=True):
+    # inbound Standard Webhooks: `<system>=<secret>` pairs (secrets as `whsec_<base64>`)
+    webhook_secrets: tuple[str, ...] = ()
+
+    def webhook_secret(self, system: str) -> str | None:
+        for pair in self.webhook_secrets:
+            name, _, secret = pair.partition("=")
+            if name.strip() == system and secret.strip():
+                return secret.strip()
+        return None

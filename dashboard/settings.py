@@ -1,0 +1,27 @@
+"""The dashboard's settings: its own section and the kernel's token section (demo mode mints tokens)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from switchboard.settings import TokenSection, load_settings
+
+
+class DashboardSection(msgspec.Struct, frozen=True, kw_only=True):
+    # where the backend answers (also what `switchboard sim` and connector profiles point at)
+    backend_url: str = "http://127.0.0.1:8000"
+    # demo mode lets anyone pick a role and site (it mints the token); never in production
+    dashboard_demo: bool = False
+    # the wait (seconds) a site should stay under where the backend's site settings name none; the same
+    # `SWITCHBOARD_WAIT_TARGET_S` the backend's sites section defaults to
+    wait_target_s: float = 600.0
+
+
+class DashboardSettings(msgspec.Struct, frozen=True, kw_only=True):
+    dashboard: DashboardSection = msgspec.field(default_factory=DashboardSection)
+    tokens: TokenSection = msgspec.field(default_factory=TokenSection)
+
+    @classmethod
+    def from_env(cls) -> DashboardSettings:
+        """This process's settings, every section read once."""
+        return load_settings(cls)
