@@ -23,6 +23,7 @@ from backend.commands.relay import CommandRelay, DeliveryPolicy
 from backend.ingest.apply import apply_events
 from backend.ingest.validate import Accepted, validate
 from backend.integrations.pace import PacePolicy
+from backend.live.bus import LiveBus
 from backend.routing.rules import DEFAULT_RULES, load_rules
 from switchboard import bus
 from switchboard.commands import Command
@@ -102,7 +103,8 @@ async def test_a_relay_dying_after_publish_and_before_commit_publishes_the_same_
     nc = await nats_connect(world)
     js = nc.jetstream()
     pool = await db.create_pool(world.database_url)  # type: ignore[arg-type]
-    relay = CommandRelay(pool, js, DeliveryPolicy(answer_timeout_s=30, backoff_s=1, backoff_max_s=1, max_attempts=3),
+    relay = CommandRelay(pool, js, LiveBus(nc),
+                         DeliveryPolicy(answer_timeout_s=30, backoff_s=1, backoff_max_s=1, max_attempts=3),
                          PacePolicy.from_settings(Settings()), interval_s=1, heartbeat_interval_s=15)
     try:
         booking = validate(msgspec.json.encode(phone_booking(f"appointments:A-{site}", site)), max_bytes=65536,
