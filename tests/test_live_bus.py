@@ -22,7 +22,7 @@ async def _new_failure(conn, site: str, name: str) -> int:
                                " VALUES ($1, 'invalid_event', $2, 'bus test', '{}') RETURNING id", name, site)
 
 
-async def test_a_failure_changed_on_one_replica_reaches_a_client_of_another(api, second_backend, js, token, uid):
+async def test_a_failure_changed_on_one_replica_reaches_another_s_client(api, second_backend, js, token, uid):
     site = f"site-{uid}"
     await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
     failure = await one_failure(api, bearer(token, "sre", [site]), site=site, kind="unauthorized_source")
