@@ -18,7 +18,3 @@ the transaction that makes a change, `async with bus.after_commit(conn) as annou
 announce(topic, site, key, data)`, sent once it has committed; `await bus.publish(...)` for a change
 already committed.
 """
-
-from backend.live.bus import ALL_SITES, Announcements, LiveBus
-
-__all__ = ["ALL_SITES", "Announcements", "LiveBus"]
