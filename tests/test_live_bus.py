@@ -3,12 +3,14 @@ commits. Real NATS, real Postgres, real websockets on real replicas."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from backend.failures.services import failure_changed
 from backend.live.bus import LiveBus
-from tests.support.backends import nats_connect
-from tests.support.events import cloud_event, publish
+from tests.support.backends import nats_connect, own_stack
+from tests.support.connector_double import ConnectorDouble
+from tests.support.events import cloud_event, phone_booking, publish
 from tests.support.failures import bearer, one_failure
 from tests.support.live import connect, is_update, receive_until, subscribe
 
@@ -73,3 +75,28 @@ async def test_announcements_wait_for_the_outermost_transaction(pool, settings):
                     pass  # a savepoint's end is no commit: nothing may be announced from here
     finally:
         await nc.close()
+
+
+async def test_a_command_failure_is_announced_as_it_opens_is_resent_and_resolves(server_urls, workdir, token,
+                                                                                 uid):
+    """Three domains change one failure: the relay opens it, a resend retries it, the apply worker resolves it
+    with the system's `ok`; the board hears each once, in order."""
+    site = f"cmd-{uid}"
+    answer = {"now": "failed"}
+    async with (own_stack(server_urls["database_url"], workdir) as stack,
+                httpx.AsyncClient(base_url=stack.backend.url, timeout=10) as api,
+                connect(stack.backend, token("sre", [site])) as ws,
+                ConnectorDouble(stack.nc, "queue", site, lambda _: answer["now"])):
+        await subscribe(ws, ["failures"])
+        await publish(stack.nc.jetstream(), phone_booking(f"appointments:R-{uid}", site))
+        opened, _ = await receive_until(ws, is_update("failures"))
+        answer["now"] = "ok"
+        resent = await api.post(f"/api/v1/commands/{opened['data']['command_id']}/resend", json={},
+                                headers={"Authorization": f"Bearer {token('sre', [site])}"})
+        assert resent.status_code == 200, resent.text
+        resolved, between = await receive_until(
+            ws, is_update("failures", lambda f: f["data"]["status"] == "resolved"))
+    assert opened["data"]["status"] == "open" and opened["data"]["kind"] == "command_failed"
+    assert [(f["op"], f["key"], f["data"]["status"]) for f in between] == [
+        ("update", opened["key"], "retrying")]
+    assert resolved["key"] == opened["key"]
