@@ -48,6 +48,7 @@ from backend.integrations.monitor import IntegrationMonitor
 from backend.integrations.pace import PacePolicy
 from backend.journeys.controllers import JourneyController
 from backend.jwks import JwksKeys
+from backend.live.bus import LiveBus
 from backend.live.controllers import live_socket
 from backend.live.handshake import QueryTokenMiddleware
 from backend.live.service import LiveService
@@ -115,22 +116,24 @@ class SwitchboardPlugin(InitPluginProtocol):
         await messaging.ensure_streams(js, streams.duplicate_window_s, streams.stream_replicas,
                                        max_age_s=streams.stream_max_age_s,
                                        systems=_command_targets(settings))
-        resources = Resources(settings=settings, rules=self.rules, pool=pool, nc=nc, js=js, sites=self.sites)
+        bus = LiveBus(nc)
+        resources = Resources(settings=settings, rules=self.rules, pool=pool, nc=nc, js=js, sites=self.sites,
+                              live=bus)
         app.state.resources = resources
         app.state.alert_rules = self.alert_rules
-        live = app.state.live = LiveService(nc, pool)
+        live = app.state.live = LiveService(nc, pool, bus)
         await live.start()
         ingest, commands, integrations = settings.ingest, settings.commands, settings.integrations
-        worker = ApplyWorker(nc, pool, rules=self.rules, batch=ingest.apply_batch,
+        worker = ApplyWorker(nc, pool, bus=bus, rules=self.rules, batch=ingest.apply_batch,
                              max_bytes=ingest.max_event_bytes,
                              known_systems=resources.known_systems, on_applied=live.on_applied,
                              own_events_key=signing_key(settings), trust=trust_of(ingest))
-        relay = CommandRelay(pool, js, DeliveryPolicy(
+        relay = CommandRelay(pool, js, bus, DeliveryPolicy(
             answer_timeout_s=commands.command_answer_timeout_s, backoff_s=commands.command_backoff_s,
             backoff_max_s=commands.command_backoff_max_s, max_attempts=commands.command_max_attempts,
         ), PacePolicy.from_section(integrations), interval_s=commands.command_relay_interval_s,
             heartbeat_interval_s=integrations.heartbeat_interval_s)
-        monitor = IntegrationMonitor(pool, js, _command_targets(settings),
+        monitor = IntegrationMonitor(pool, js, bus, _command_targets(settings),
                                      interval_s=integrations.integration_check_interval_s,
                                      figures_interval_s=integrations.integration_figures_interval_s,
                                      heartbeat_interval_s=integrations.heartbeat_interval_s)
@@ -142,7 +145,7 @@ class SwitchboardPlugin(InitPluginProtocol):
                  asyncio.create_task(sampler.run(), name="metrics-sampler"),
                  asyncio.create_task(partitions.keep_partitions(pool), name="event-partitions"),
                  asyncio.create_task(reconciler.run_forever(), name="reconciler")]
-        tasks += self._alert_tasks(pool)
+        tasks += self._alert_tasks(pool, bus)
         reports = settings.reports
         if reports.reports_interval_s > 0:
             tasks.append(asyncio.create_task(run_reports(pool, self.sites, reports.reports_interval_s),
@@ -170,9 +173,9 @@ class SwitchboardPlugin(InitPluginProtocol):
             if not await _bounded("Postgres pool", pool.close()):
                 pool.terminate()
 
-    def _alert_tasks(self, pool: asyncpg.Pool) -> list[asyncio.Task[None]]:
+    def _alert_tasks(self, pool: asyncpg.Pool, bus: LiveBus) -> list[asyncio.Task[None]]:
         section = self.alerts
-        engine = AlertEngine(pool, self.alert_rules, self.sites, webhooks=section.alert_webhooks,
+        engine = AlertEngine(pool, bus, self.alert_rules, self.sites, webhooks=section.alert_webhooks,
                              interval_s=section.alert_check_interval_s)
         tasks = [asyncio.create_task(engine.run(), name="alert-engine")]
         if section.alert_webhooks and section.alert_webhook_secret:

@@ -1,4 +1,5 @@
-"""What the handlers share for the life of the app: settings, the routing rules, the Postgres pool, NATS."""
+"""What the handlers share for the life of the app: settings, the routing rules, the Postgres pool, NATS,
+the live bus."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from litestar.di import NamedDependency
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from backend.live.bus import LiveBus
 from backend.routing.rules import RuleSet
 from backend.settings import BackendSettings
 from backend.sites.config import SiteDirectory
@@ -21,6 +23,7 @@ class Resources(msgspec.Struct, kw_only=True):
     nc: NATS
     js: JetStreamContext
     sites: SiteDirectory  # each site's settings, read and checked once at start
+    live: LiveBus  # the one way a change reaches live clients, on every replica
 
     @property
     def known_systems(self) -> frozenset[str]:

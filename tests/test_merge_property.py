@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from backend.ingest.consumer import ApplyWorker
 from backend.journeys import services
 from backend.journeys.merge import JourneyState, copy, fold, merge
+from backend.live.bus import LiveBus
 from backend.routing.rules import DEFAULT_RULES, load_rules
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS, Event
 from tools.reference_merge import expected_journey, observed
@@ -107,7 +108,7 @@ async def apply_in_any_order(pool: Any, events: list[dict[str, Any]], copies: li
     rng.shuffle(deliveries)
     cut = rng.randint(0, len(deliveries))
     rules = load_rules(DEFAULT_RULES, SEED_SYSTEMS)
-    workers = [ApplyWorker(None, pool, rules=rules, batch=4, max_bytes=65536,  # type: ignore[arg-type]
+    workers = [ApplyWorker(None, pool, bus=LiveBus(None), rules=rules, batch=4, max_bytes=65536,  # type: ignore[arg-type]
                            known_systems=SEED_SYSTEMS | RESERVED_SYSTEMS)
                for _ in range(2)]
 

@@ -24,6 +24,7 @@ from backend.ingest.apply import apply_events
 from backend.ingest.validate import Accepted, validate
 from backend.integrations.config import IntegrationsSection
 from backend.integrations.pace import PacePolicy
+from backend.live.bus import LiveBus
 from backend.routing.rules import DEFAULT_RULES, load_rules
 from backend.settings import BackendSettings
 from switchboard import bus
@@ -104,7 +105,8 @@ async def test_a_relay_dying_after_publish_and_before_commit_publishes_the_same_
     nc = await nats_connect(world)
     js = nc.jetstream()
     pool = await db.create_pool(world.database.database_url)  # type: ignore[arg-type]
-    relay = CommandRelay(pool, js, DeliveryPolicy(answer_timeout_s=30, backoff_s=1, backoff_max_s=1, max_attempts=3),
+    relay = CommandRelay(pool, js, LiveBus(nc),
+                         DeliveryPolicy(answer_timeout_s=30, backoff_s=1, backoff_max_s=1, max_attempts=3),
                          PacePolicy.from_section(IntegrationsSection()), interval_s=1,
                          heartbeat_interval_s=15)
     try:

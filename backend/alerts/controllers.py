@@ -9,7 +9,7 @@ from litestar.params import FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from backend.alerts import services
-from backend.alerts.announce import announce
+from backend.alerts.announce import announce_alert
 from backend.alerts.schemas import (
     AckRequest,
     Alert,
@@ -76,7 +76,7 @@ class AlertController(Controller):
                           alert_id: BigintId, data: JSONBody[AckRequest | None] = None) -> Alert:
         """A person has seen the alert and is on it (audited). It still resolves by itself."""
         principal = request.user
-        async with resources.pool.acquire() as conn, conn.transaction():
+        async with resources.pool.acquire() as conn, resources.live.after_commit(conn) as announce:
             current = await services.get_alert(conn, alert_id)
             if current is None or not _visible(principal, current):
                 if current is not None:
@@ -89,5 +89,5 @@ class AlertController(Controller):
             await record(conn, principal, action="alert.ack", target=f"alert:{alert_id}",
                          reason=data.note if data else None,
                          result={"rule": alert.rule, "subject": alert.subject, "site": alert.site})
-        await announce(alert)
+            announce_alert(announce, alert)
         return alert

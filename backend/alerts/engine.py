@@ -12,10 +12,11 @@ import asyncpg
 
 from backend import metrics
 from backend.alerts import conditions, services
-from backend.alerts.announce import announce
+from backend.alerts.announce import announce_alert
 from backend.alerts.rules import Rule
 from backend.alerts.schemas import Alert
 from backend.db import lock_key
+from backend.live.bus import LiveBus
 from backend.sites.config import SiteDirectory
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,10 @@ _ROUND_LOCK = lock_key("alert rules round")
 
 
 class AlertEngine:
-    def __init__(self, pool: asyncpg.Pool, rules: tuple[Rule, ...], sites: SiteDirectory, *,
+    def __init__(self, pool: asyncpg.Pool, bus: LiveBus, rules: tuple[Rule, ...], sites: SiteDirectory, *,
                  webhooks: tuple[str, ...], interval_s: float) -> None:
         self.pool = pool
+        self.bus = bus
         self.rules = rules
         self.sites = sites
         self.webhooks = webhooks
@@ -43,7 +45,7 @@ class AlertEngine:
         """One round: raise what is due, resolve what cleared; returns (and announces) what changed here."""
         changed: list[Alert] = []
         async with self.pool.acquire() as conn:
-            async with conn.transaction():
+            async with self.bus.after_commit(conn) as announce:
                 # replicas take turns (no deadlock between their updates); the unique index raises once
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _ROUND_LOCK)
                 # the database's clock, the one `alert_pending.since` is stamped with
@@ -61,10 +63,10 @@ class AlertEngine:
                             metrics.ALERTS_RAISED.labels(rule.name).inc()
                             changed.append(raised)
                 changed += await services.resolve_cleared(conn, still, self.webhooks)
+                for alert in changed:
+                    announce_alert(announce, alert)
             active, pending = await services.counts(conn)
         for rule in self.rules:
             metrics.ALERTS_ACTIVE.labels(rule.name).set(active.get(rule.name, 0))
         metrics.ALERT_DELIVERIES_PENDING.set(pending)
-        for alert in changed:
-            await announce(alert)
         return changed

@@ -47,5 +47,6 @@ class CommandController(Controller):
     async def resend(self, request: Request[Principal, Any, State], resources: AppResources,
                      command_id: FromPath[UUID], data: JSONBody[ResendRequest | None] = None) -> ResendResult:
         async with resources.pool.acquire() as conn:
-            return await services.resend(conn, request.user, acting_user(request.user, resources), command_id,
+            return await services.resend(conn, resources.live, request.user,
+                                         acting_user(request.user, resources), command_id,
                                          data.reason if data else None)

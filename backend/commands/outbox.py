@@ -14,7 +14,6 @@ from uuid import UUID
 import asyncpg
 
 from backend.commands import lifecycle
-from backend.failures.services import failure_changed
 from backend.journeys.merge import JourneyState, merge
 from backend.routing.engine import JourneyChange, PlannedCommand, plan
 from backend.routing.rules import RuleSet
@@ -53,9 +52,10 @@ def _command_id(text: str) -> UUID | None:
         return None  # not one of ours: the event is kept, there is nothing to settle
 
 
-async def record_answers(conn: asyncpg.Connection, results: list[CommandResult]) -> None:
+async def record_answers(conn: asyncpg.Connection, results: list[CommandResult]) -> list[int]:
     """`ok` settles a command at once (and resolves its failure); `failed`/`unavailable` are left for the
-    relay, which owns the delivery policy (`lifecycle.settle` says which answers count)."""
+    relay, which owns the delivery policy (`lifecycle.settle` says which answers count). The failures
+    resolved, for the caller to announce once committed."""
     answers: dict[UUID, CommandResult] = {}
     for result in sorted(results, key=lambda e: e.key):
         command_id = _command_id(result.data.command_id)
@@ -65,8 +65,9 @@ async def record_answers(conn: asyncpg.Connection, results: list[CommandResult])
         lifecycle.Answer(command_id, r.system, r.data.status,
                          scrub(r.data.error) if r.data.error else None)  # an upstream may quote a customer
         for command_id, r in answers.items()])
-    if ok:
-        resolved = await conn.fetch(
-            "UPDATE failures SET status = 'resolved', last_at = now() WHERE command_id = ANY($1::text[])"
-            " AND status IN ('open', 'retrying') RETURNING id", [str(i) for i in ok])
-        await failure_changed(conn, [r["id"] for r in resolved], "resolved")
+    if not ok:
+        return []
+    resolved = await conn.fetch(
+        "UPDATE failures SET status = 'resolved', last_at = now() WHERE command_id = ANY($1::text[])"
+        " AND status IN ('open', 'retrying') RETURNING id", [str(i) for i in ok])
+    return [r["id"] for r in resolved]

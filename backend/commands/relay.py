@@ -32,6 +32,7 @@ from backend.db import lock_key
 from backend.failures.services import CommandFailure, record_command_failures
 from backend.integrations import health
 from backend.integrations import pace as pacing
+from backend.live.bus import LiveBus
 from switchboard.commands import Command, command_subject
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,11 @@ def message_id(command_id: object, attempt: int) -> str:
 
 
 class CommandRelay:
-    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, policy: DeliveryPolicy,
+    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, bus: LiveBus, policy: DeliveryPolicy,
                  pace: pacing.PacePolicy, *,
                  interval_s: float, heartbeat_interval_s: float, batch: int = 200) -> None:
         self.pool = pool
+        self.bus = bus
         self.js = js
         self.policy = policy
         self.pace = pace
@@ -139,7 +141,7 @@ class CommandRelay:
         A system that could not take a command (it answered `unavailable`, or went down without answering)
         gets it again once it is back: held, and that attempt does not count against the limit.
         """
-        async with conn.transaction():
+        async with self.bus.after_commit(conn) as announce:
             rows = await conn.fetch(
                 "SELECT * FROM commands WHERE status = 'sent' AND next_at <= now() ORDER BY seq LIMIT $1"
                 " FOR UPDATE SKIP LOCKED", self.batch)
@@ -174,5 +176,5 @@ class CommandRelay:
             await lifecycle.hold_until_back(conn, holds)
             await lifecycle.schedule_retry(conn, retries)
             await lifecycle.fail_for_good(conn, given_up)
-            await record_command_failures(conn, failures)
+            await record_command_failures(conn, announce, failures)
             await pacing.record_trouble(conn, trouble, self.pace)

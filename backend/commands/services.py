@@ -14,6 +14,7 @@ from backend.commands import lifecycle
 from backend.commands.schemas import CommandAttempt, CommandState, ResendResult
 from backend.errors import ConflictException
 from backend.failures.services import failure_changed
+from backend.live.bus import LiveBus
 from backend.visibility import visible
 
 _FIELDS = tuple(f for f in CommandState.__struct_fields__
@@ -66,11 +67,11 @@ async def get_command(conn: asyncpg.Connection, command_id: UUID) -> CommandStat
     return None if row is None else _command(row)
 
 
-async def resend(conn: asyncpg.Connection, principal: Principal, actor: str, command_id: UUID,
+async def resend(conn: asyncpg.Connection, bus: LiveBus, principal: Principal, actor: str, command_id: UUID,
                  reason: str | None) -> ResendResult:
     """Send a command again now, in one transaction with its audit entry; 409 when its state does not
     allow it (a resend already waiting included, so concurrent resends send it once)."""
-    async with conn.transaction():
+    async with bus.after_commit(conn) as announce:
         site = await conn.fetchval("SELECT site FROM commands WHERE id = $1", command_id)
         visible(principal, "command", site, site=lambda own_site: own_site)
         if not await lifecycle.resend(conn, command_id):
@@ -82,7 +83,7 @@ async def resend(conn: asyncpg.Connection, principal: Principal, actor: str, com
             "UPDATE failures SET status = 'retrying', last_retry_at = now(), acted_by = $2"
             " WHERE command_id = $1 AND status = 'open' RETURNING id", str(command_id), actor)
         failure_ids = sorted(r["id"] for r in retrying)
-        await failure_changed(conn, failure_ids, "retrying")
+        await failure_changed(conn, announce, failure_ids)
         result = ResendResult(command_id=command_id, status="pending", failure_ids=failure_ids)
         await audit.record(conn, principal, action="command.resend", target=f"command:{command_id}",
                            reason=reason, result=msgspec.to_builtins(result))

@@ -27,6 +27,7 @@ from backend.failures import services
 from backend.failures.schemas import BulkFilter, BulkRetryResult, RetryResult
 from backend.ingest.apply import apply_events
 from backend.ingest.validate import Accepted, trust_of, validate
+from backend.live.bus import Announcements
 from backend.paging import decode_cursor, encode_cursor
 from backend.privacy import acting_user
 from backend.resources import Resources
@@ -52,7 +53,8 @@ def _result(row: asyncpg.Record, outcome: str, note: str | None = None) -> Retry
                        attempts=row["attempts"], reason=row["reason"], note=note)
 
 
-async def _retry_command(conn: asyncpg.Connection, row: asyncpg.Record, actor: str) -> RetryResult:
+async def _retry_command(conn: asyncpg.Connection, announce: Announcements, row: asyncpg.Record,
+                         actor: str) -> RetryResult:
     if row["status"] == "retrying":
         return _result(row, "already_retrying")
     requeued = await lifecycle.requeue_for_retry(conn, row["command_id"])
@@ -62,7 +64,7 @@ async def _retry_command(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
     row = await conn.fetchrow(
         "UPDATE failures SET status = $2, last_retry_at = now(), acted_by = $3 WHERE id = $1 RETURNING *",
         row["id"], status, actor)
-    await services.failure_changed(conn, [row["id"]], "resolved" if answered_ok else "retrying")
+    await services.failure_changed(conn, announce, [row["id"]])
     if answered_ok:
         return _result(row, "resolved", "the system has since answered ok")
     if not requeued:
@@ -70,7 +72,7 @@ async def _retry_command(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
     return _result(row, "retrying", "re-sent; resolved when the system answers ok")
 
 
-async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: str,
+async def _retry_inbound(conn: asyncpg.Connection, announce: Announcements, row: asyncpg.Record, actor: str,
                          resources: Resources) -> RetryResult:
     settings = resources.settings.ingest
     note = None
@@ -92,7 +94,8 @@ async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
             resolved = await conn.fetchrow(
                 "UPDATE failures SET status = 'resolved', attempts = attempts + 1, last_at = now(),"
                 " last_retry_at = now(), acted_by = $2 WHERE id = $1 RETURNING *", row["id"], actor)
-            await services.failure_changed(conn, [row["id"]], "resolved")
+            # with those the event itself settled (a command result resolving its command's failure)
+            await services.failure_changed(conn, announce, [row["id"], *applied.failures])
             done = "the event is applied" if applied.applied else "the event had already been applied"
             return _result(resolved, "resolved", done)
     elif checked is not None:
@@ -102,13 +105,13 @@ async def _retry_inbound(conn: asyncpg.Connection, row: asyncpg.Record, actor: s
         " now(),"
         " last_retry_at = now(), acted_by = $4 WHERE id = $1 RETURNING *", row["id"], kind, reason[:1000],
         actor)
-    await services.failure_changed(conn, [row["id"]], "retrying")
+    await services.failure_changed(conn, announce, [row["id"]])
     return _result(still, "still_failing", note)
 
 
 async def retry(resources: Resources, principal: Principal, failure_id: int, reason: str | None,
                 selection: str | None = None) -> RetryResult:
-    async with resources.pool.acquire() as conn, conn.transaction():
+    async with resources.pool.acquire() as conn, resources.live.after_commit(conn) as announce:
         row = await _locked_failure(conn, principal, failure_id)
         debounce = timedelta(seconds=resources.settings.failures.retry_debounce_s)
         if row["status"] == "discarded":
@@ -120,9 +123,9 @@ async def retry(resources: Resources, principal: Principal, failure_id: int, rea
         elif row["last_retry_at"] and datetime.now(UTC) - row["last_retry_at"] < debounce:
             result = _result(row, "just_retried", "the same failure was retried moments ago")
         elif row["kind"] in COMMAND_KINDS:
-            result = await _retry_command(conn, row, acting_user(principal, resources))
+            result = await _retry_command(conn, announce, row, acting_user(principal, resources))
         else:
-            result = await _retry_inbound(conn, row, acting_user(principal, resources), resources)
+            result = await _retry_inbound(conn, announce, row, acting_user(principal, resources), resources)
         details: dict[str, Any] = msgspec.to_builtins(result)
         if selection:
             details["selection"] = selection
@@ -132,7 +135,7 @@ async def retry(resources: Resources, principal: Principal, failure_id: int, rea
 
 
 async def discard(resources: Resources, principal: Principal, failure_id: int, reason: str) -> RetryResult:
-    async with resources.pool.acquire() as conn, conn.transaction():
+    async with resources.pool.acquire() as conn, resources.live.after_commit(conn) as announce:
         row = await _locked_failure(conn, principal, failure_id)
         if row["status"] == "resolved":
             raise ConflictException("a resolved failure cannot be discarded")
@@ -145,7 +148,7 @@ async def discard(resources: Resources, principal: Principal, failure_id: int, r
                 failure_id, acting_user(principal, resources))
             if row["command_id"]:  # a command being re-sent stops here
                 await lifecycle.abandon(conn, row["command_id"])
-            await services.failure_changed(conn, [failure_id], "discarded")
+            await services.failure_changed(conn, announce, [failure_id])
             result = _result(row, "discarded")
         await audit.record(conn, principal, action="failure.discard", target=f"failure:{failure_id}",
                            reason=reason, result=msgspec.to_builtins(result))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 from uuid import UUID
 
@@ -11,24 +11,23 @@ import msgspec
 
 from backend.failures.schemas import Failure, FailureImpact
 from backend.ingest.validate import Rejected
+from backend.live.bus import Announcements
 from switchboard.privacy import scrub, scrub_identifier
 
-FailureChange = Literal["opened", "retrying", "resolved", "discarded"]
-CHANGES_CHANNEL = "switchboard_failures"
-_NOTIFY_IDS = 500  # ids per notification, well under Postgres' 8000-byte payload limit
+_READ_AT_ONCE = 500  # failures per query when a change touches many
 
 
-async def failure_changed(conn: asyncpg.Connection, failure_ids: Sequence[int],
-                          change: FailureChange) -> None:
+async def failure_changed(conn: asyncpg.Connection, announce: Announcements,
+                          failure_ids: Iterable[int]) -> None:
     """The one place every failure change passes: opened, retrying, resolved, discarded.
 
-    Notifies `switchboard_failures` in the caller's transaction, so listeners (the live `failures`
-    topic) hear of a change only once it is committed, and never of one rolled back.
+    Reads the failures as the caller's transaction leaves them, for the live `failures` topic to hear of
+    once that transaction commits (`LiveBus.after_commit`), and never if it rolls back.
     """
     ids = sorted(set(failure_ids))
-    for start in range(0, len(ids), _NOTIFY_IDS):
-        payload = msgspec.json.encode({"change": change, "ids": ids[start:start + _NOTIFY_IDS]}).decode()
-        await conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, payload)
+    for start in range(0, len(ids), _READ_AT_ONCE):
+        for failure in await get_failures(conn, ids[start:start + _READ_AT_ONCE]):
+            announce("failures", failure.site, failure.id, failure)
 
 
 def _storable(value: Any) -> Any:
@@ -43,7 +42,8 @@ def _storable(value: Any) -> Any:
     return value
 
 
-async def record_inbound(conn: asyncpg.Connection, rejected: Sequence[tuple[Rejected, str]]) -> None:
+async def record_inbound(conn: asyncpg.Connection, announce: Announcements,
+                         rejected: Sequence[tuple[Rejected, str]]) -> None:
     """Store rejected inbound messages; `dedupe_key` makes a redelivered message the same failure.
 
     The columns a failure is found by are checked like its payload: one that looks personal is dropped whole.
@@ -69,7 +69,7 @@ async def record_inbound(conn: asyncpg.Connection, rejected: Sequence[tuple[Reje
         """,
         *map(list, columns),
     )
-    await failure_changed(conn, [r["id"] for r in opened], "opened")
+    await failure_changed(conn, announce, [r["id"] for r in opened])
 
 
 class CommandFailure(msgspec.Struct, kw_only=True):
@@ -82,7 +82,8 @@ class CommandFailure(msgspec.Struct, kw_only=True):
     attempts: int
 
 
-async def record_command_failures(conn: asyncpg.Connection, failures: Sequence[CommandFailure]) -> None:
+async def record_command_failures(conn: asyncpg.Connection, announce: Announcements,
+                                  failures: Sequence[CommandFailure]) -> None:
     """A command past its last attempt; one failure per command, reopened if a retry of it fails again."""
     if not failures:
         return
@@ -106,7 +107,7 @@ async def record_command_failures(conn: asyncpg.Connection, failures: Sequence[C
         [f.command_id for f in failures], [f.kind for f in failures], [f.reason[:1000] for f in failures],
         [f.attempts for f in failures],
     )
-    await failure_changed(conn, [r["id"] for r in rows], "opened")
+    await failure_changed(conn, announce, [r["id"] for r in rows])
 
 
 # The journey a failure concerns: the command's, or the one its event's subject belongs to.

@@ -192,12 +192,13 @@ async def perform(resources: Resources, principal: Principal, fallback_id: int, 
             extra={"seq": recorded.seq, "event_id": event.id}) from exc
     timeout_s = resources.settings.fallbacks.manual_apply_timeout_s if wait_s is None else wait_s
     settled = await _settled(resources.pool, event.source, event.id, timeout_s)
-    if isinstance(settled, Refused):
-        await _refused(resources, principal, fallback_id, recorded.seq, step, settled)
-    elif settled is not None:
-        await resources.pool.execute("UPDATE fallback_ledger SET journey_id = $3 WHERE fallback_id = $1 AND"
-                                     " seq = $2", fallback_id, recorded.seq, settled["journey_id"])
-    await services.publish_fallback(resources, fallback_id)
+    async with resources.pool.acquire() as conn, resources.live.after_commit(conn) as announce:
+        if isinstance(settled, Refused):
+            await _refused(conn, principal, fallback_id, recorded.seq, step, settled)
+        elif settled is not None:
+            await conn.execute("UPDATE fallback_ledger SET journey_id = $3 WHERE fallback_id = $1"
+                               " AND seq = $2", fallback_id, recorded.seq, settled["journey_id"])
+        await services.announce_fallback(conn, announce, fallback_id)
     return await step_answer(resources.pool, fallback_id, recorded.seq)
 
 
@@ -223,16 +224,14 @@ async def step_answer(pool: asyncpg.Pool | asyncpg.Connection, fallback_id: int,
                         failure_id=row["failure_id"], repeated=repeated)
 
 
-async def _refused(resources: Resources, principal: Principal, fallback_id: int, seq: int, step: ManualAction,
-                   refused: Refused) -> None:
-    async with resources.pool.acquire() as conn, conn.transaction():
-        await conn.execute("UPDATE fallback_ledger SET replay_status = 'refused' WHERE fallback_id = $1 AND"
-                           " seq = $2",
-                           fallback_id, seq)
-        await audit.record(conn, principal, action="fallback.action", target=f"fallback:{fallback_id}",
-                           reason=None,
-                           result={"seq": seq, "action": step.action, "ref": step.ref, "outcome": "refused",
-                                   "failure_id": refused.failure_id, "kind": refused.kind})
+async def _refused(conn: asyncpg.Connection, principal: Principal, fallback_id: int, seq: int,
+                   step: ManualAction, refused: Refused) -> None:
+    await conn.execute("UPDATE fallback_ledger SET replay_status = 'refused' WHERE fallback_id = $1"
+                       " AND seq = $2", fallback_id, seq)
+    await audit.record(conn, principal, action="fallback.action", target=f"fallback:{fallback_id}",
+                       reason=None,
+                       result={"seq": seq, "action": step.action, "ref": step.ref, "outcome": "refused",
+                               "failure_id": refused.failure_id, "kind": refused.kind})
 
 
 async def _repeated(conn: asyncpg.Connection, fallback_id: int, step: ManualAction) -> int | None:

@@ -1,7 +1,7 @@
 """Fallbacks (CONTRACT section 6): start, end, read, and their live topic.
 
 Ending a fallback sets it `replaying`; the reconciliation scheduler pushes its ledger to the system
-and sets it `ended` (and calls `publish_fallback` so the board hears of it).
+and sets it `ended` (and calls `announce_fallback` so the board hears of it).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from backend.fallbacks.schemas import (
     ReplaySummary,
     StartFallback,
 )
-from backend.live import publish
+from backend.live.bus import Announcements
 from backend.privacy import acting_user as manual_user  # the name fallbacks.actions uses
 from backend.privacy import scrubbed_reason
 from backend.resources import Resources
@@ -78,15 +78,13 @@ async def snapshot(conn: asyncpg.Connection, sites: list[str] | None) -> list[Fa
     return [_fallback(r) for r in rows]
 
 
-async def publish_fallback(resources_or_conn: Resources | asyncpg.Connection | asyncpg.Pool,
-                           fallback_id: int) -> None:
-    """Tell the live `fallbacks` topic how a fallback stands now (after its start, an action, its end, its
-    replay). Call it after the change commits, or with the connection that made it."""
-    source: Any = resources_or_conn.pool if isinstance(resources_or_conn, Resources) else resources_or_conn
-    row = await source.fetchrow(f"SELECT {_COLUMNS} FROM fallbacks f WHERE f.id = $1", fallback_id)
+async def announce_fallback(conn: asyncpg.Connection, announce: Announcements, fallback_id: int) -> None:
+    """Tell the live `fallbacks` topic how a fallback stands (after its start, an action, its end, its
+    replay), as the transaction of `announce` leaves it, once that commits."""
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM fallbacks f WHERE f.id = $1", fallback_id)
     if row is not None:
         fallback = _fallback(row)
-        await publish("fallbacks", fallback.site, fallback.id, fallback)
+        announce("fallbacks", fallback.site, fallback.id, fallback)
 
 
 async def locked(conn: asyncpg.Connection, principal: Principal, fallback_id: int) -> asyncpg.Record:
@@ -108,7 +106,7 @@ async def start(resources: Resources, principal: Principal, wanted: StartFallbac
     actor = manual_user(principal, resources)
     async with resources.pool.acquire() as conn:
         try:
-            async with conn.transaction():
+            async with resources.live.after_commit(conn) as announce:
                 fallback_id = await conn.fetchval(
                     "INSERT INTO fallbacks (site, system, reason, started_by) VALUES ($1, $2, $3, $4)"
                     " RETURNING id",
@@ -116,10 +114,10 @@ async def start(resources: Resources, principal: Principal, wanted: StartFallbac
                 await audit.record(conn, principal, action="fallback.start", target=f"fallback:{fallback_id}",
                                    reason=wanted.reason,
                                    result={"site": wanted.site, "system": wanted.system, "status": "active"})
+                await announce_fallback(conn, announce, fallback_id)
         except asyncpg.UniqueViolationError:
             raise ConflictException(
                 f"a fallback for {wanted.system} at {wanted.site} is already active") from None
-        await publish_fallback(conn, fallback_id)
         detail = await get_fallback(conn, fallback_id)
     assert detail is not None
     return _summary(detail)
@@ -132,7 +130,7 @@ def _summary(detail: FallbackDetail) -> Fallback:
 async def end(resources: Resources, principal: Principal, fallback_id: int, reason: str | None) -> Fallback:
     """Staff are done by hand: the fallback becomes `replaying` and its ledger is pushed to the system."""
     async with resources.pool.acquire() as conn:
-        async with conn.transaction():
+        async with resources.live.after_commit(conn) as announce:
             row = await locked(conn, principal, fallback_id)
             if row["status"] != "active":
                 raise ConflictException(f"this fallback is {row['status']}, not active")
@@ -143,7 +141,7 @@ async def end(resources: Resources, principal: Principal, fallback_id: int, reas
                                               fallback_id)
             await audit.record(conn, principal, action="fallback.end", target=f"fallback:{fallback_id}",
                                reason=reason, result={"status": "replaying", "ledger_size": ledger_size})
-        await publish_fallback(conn, fallback_id)
+            await announce_fallback(conn, announce, fallback_id)
         detail = await get_fallback(conn, fallback_id)
     assert detail is not None
     return _summary(detail)

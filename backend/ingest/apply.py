@@ -42,6 +42,7 @@ class Outcome(msgspec.Struct, kw_only=True):
     traced_journeys: dict[tuple[str, str], UUID] = {}
     # journey → the `traceparent` its live update continues; set by the apply worker
     traces: dict[UUID, str] = {}
+    failures: set[int] = set()  # resolved by command answers: the caller announces them once committed
 
     def add(self, other: Outcome) -> None:
         self.applied += other.applied
@@ -50,6 +51,7 @@ class Outcome(msgspec.Struct, kw_only=True):
         self.journeys.extend(other.journeys)
         self.sites |= other.sites
         self.traced_journeys.update(other.traced_journeys)
+        self.failures |= other.failures
 
 
 class _Working(msgspec.Struct):
@@ -258,7 +260,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     )
     results = [e for e, _ in fresh if isinstance(e, CommandResult)]
     if results:
-        await record_answers(conn, results)
+        outcome.failures = set(await record_answers(conn, results))
 
     outcome.journeys = live
     outcome.traced_journeys = {key: jid for key, jid in journey_of.items() if traced.get(key)}

@@ -31,11 +31,12 @@ from nats.aio.msg import Msg
 from opentelemetry.trace import Span, SpanKind
 
 from backend import metrics
-from backend.failures.services import record_inbound
+from backend.failures.services import failure_changed, record_inbound
 from backend.ingest.apply import Outcome, apply_events
 from backend.ingest.own_events import is_signed
 from backend.ingest.pull import PullFeed
 from backend.ingest.validate import DEFAULT_TRUST, Accepted, Rejected, Trust, rejected_event, validate
+from backend.live.bus import Announcements, LiveBus
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
 from backend.routing.rules import RuleSet
 from switchboard import tracing
@@ -111,8 +112,8 @@ def _split_subject(subject: str) -> tuple[str | None, str | None, str | None]:
 
 
 class ApplyWorker:
-    def __init__(self, nc: NATS, pool: asyncpg.Pool, *, rules: RuleSet, batch: int, max_bytes: int,
-                 known_systems: frozenset[str], on_applied: OnApplied | None = None,
+    def __init__(self, nc: NATS, pool: asyncpg.Pool, *, bus: LiveBus, rules: RuleSet, batch: int,
+                 max_bytes: int, known_systems: frozenset[str], on_applied: OnApplied | None = None,
                  stream: str = EVENTS_STREAM, durable: str = APPLY_CONSUMER,
                  own_events_key: bytes | None = None, trust: Trust = DEFAULT_TRUST) -> None:
         self.nc = nc
@@ -120,6 +121,7 @@ class ApplyWorker:
         self.durable = durable
         self.handled = 0
         self.pool = pool
+        self.bus = bus  # failures recorded or resolved by a batch are announced once it commits
         self.rules = rules
         self.batch = batch
         self.max_bytes = max_bytes
@@ -244,9 +246,9 @@ class ApplyWorker:
                           ) -> tuple[Outcome, list[tuple[Rejected, str]]]:
         """Apply and record in one transaction; returns the outcome and every failure recorded."""
 
-        async def apply_and_record(conn: asyncpg.Connection) -> Outcome:
-            outcome = await apply_events(conn, accepted, rules=self.rules)
-            await record_inbound(conn, rejected)
+        async def apply_and_record(conn: asyncpg.Connection, announce: Announcements) -> Outcome:
+            outcome = await self._apply(conn, announce, accepted)
+            await record_inbound(conn, announce, rejected)
             return outcome
 
         try:
@@ -265,7 +267,7 @@ class ApplyWorker:
         failed = list(rejected)
         for pair in accepted:
             try:
-                one = await self._transaction(functools.partial(apply_events, batch=[pair], rules=self.rules))
+                one = await self._transaction(functools.partial(self._apply, batch=[pair]))
             except asyncpg.PostgresError as exc:
                 if isinstance(exc, _UNAVAILABLE):
                     raise
@@ -274,15 +276,23 @@ class ApplyWorker:
                                f"apply:{event.source} {event.id}"))
                 continue
             total.add(one)
-        await self._transaction(lambda conn: record_inbound(conn, failed))
+        await self._transaction(functools.partial(record_inbound, rejected=failed))
         return total, failed
 
-    async def _transaction(self, work: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
-        """Run `work` in a transaction, again after a short jittered pause if another replica held a lock."""
+    async def _apply(self, conn: asyncpg.Connection, announce: Announcements,
+                     batch: AcceptedEvents) -> Outcome:
+        outcome = await apply_events(conn, batch, rules=self.rules)
+        if outcome.failures:
+            await failure_changed(conn, announce, outcome.failures)
+        return outcome
+
+    async def _transaction(self, work: Callable[[asyncpg.Connection, Announcements], Awaitable[_T]]) -> _T:
+        """Run `work` in a transaction, again after a short jittered pause if another replica held a lock;
+        what it announces goes out once it commits."""
         for attempt in range(_CONTENTION_RETRIES):
             try:
-                async with self._connection() as conn, conn.transaction():
-                    return await work(conn)
+                async with self._connection() as conn, self.bus.after_commit(conn) as announce:
+                    return await work(conn, announce)
             except _CONTENTION:
                 if attempt == _CONTENTION_RETRIES - 1:
                     raise

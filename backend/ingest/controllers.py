@@ -74,8 +74,8 @@ class IngestController(Controller):
         rejected = [Refusal(i, r.reason, r.kind) for i, r in enumerate(results) if isinstance(r, Rejected)]
         failures = [(r, f"http:{uuid.uuid4()}") for r in results if isinstance(r, Rejected)]
         if failures:
-            async with resources.pool.acquire() as conn:
-                await record_inbound(conn, failures)
+            async with resources.pool.acquire() as conn, resources.live.after_commit(conn) as announce:
+                await record_inbound(conn, announce, failures)
             metrics.count_failures((failure for failure, _ in failures), resources.known_systems)
 
         to_publish = [(i, part, r.event) for i, (part, r) in enumerate(zip(parts, results, strict=True))

@@ -13,17 +13,17 @@ from nats.js import JetStreamContext
 
 from backend.integrations import health, services
 from backend.integrations import pace as pacing
-from backend.live import publish
-from backend.live.bus import ALL_SITES
+from backend.live.bus import ALL_SITES, LiveBus
 
 log = logging.getLogger(__name__)
 
 
 class IntegrationMonitor:
-    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, systems: frozenset[str], *,
+    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, bus: LiveBus, systems: frozenset[str], *,
                  interval_s: float, figures_interval_s: float, heartbeat_interval_s: float) -> None:
         self.pool = pool
         self.js = js
+        self.bus = bus
         self.systems = systems
         self.interval_s = interval_s
         self.figures_interval_s = figures_interval_s
@@ -46,5 +46,5 @@ class IntegrationMonitor:
             items = await services.integrations(conn, due,
                                                 await services.consumer_lag(self.js)) if due else []
         for item in services.for_every_reader(items):
-            await publish("integrations", ALL_SITES, item.system, item)
+            await self.bus.publish("integrations", ALL_SITES, item.system, item)
         return due

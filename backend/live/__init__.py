@@ -13,10 +13,8 @@ Protocol, as the client sees it:
   malformed message answers `{"op": "error", "reason"}` and changes nothing.
 - Close codes: 4401 token expired, 4429 too many messages, 1009 message too big, 4008 too slow.
 
-Publishing from any domain where state changes is one call: `await live.publish(topic, site, key,
-data)`.
+Every domain announces through the backend's one `LiveBus` (`resources.live`, backend/live/bus.py): in
+the transaction that makes a change, `async with bus.after_commit(conn) as announce: ...
+announce(topic, site, key, data)`, sent once it has committed; `await bus.publish(...)` for a change
+already committed.
 """
-
-from backend.live.bus import publish
-
-__all__ = ["publish"]

@@ -1,19 +1,30 @@
-"""Publishing a live update: one call, from wherever state changes, on any replica.
+"""The live bus: one `LiveBus` per backend, made with its NATS connection and handed to every domain that
+announces live updates (journeys, flow, capacity, failures, fallbacks, integrations, reconciliation, alerts).
 
-`await publish(topic, site, key, data)` sends the update on core NATS `svc.live.<topic>`; every
-replica's hub (this one included) receives it there and delivers it to its own clients, so an
-update made anywhere reaches clients connected anywhere, with no polling of Postgres. `data` is
-encoded once, here.
+An update goes out on core NATS `svc.live.<topic>`; every replica's hub (this one included) receives it
+there and delivers it to its own clients, so an update made anywhere reaches clients connected anywhere,
+with no polling of Postgres. `data` is encoded once, here.
+
+Only committed changes are announced. A change made in a transaction is announced through
+`after_commit`, which opens the transaction, gathers the announcements made inside it and sends them
+once it has committed (none if it rolled back). `publish` is for a change already committed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 
 from backend.live.schemas import BusUpdate, Topic
+
+log = logging.getLogger(__name__)
 
 SUBJECT_PREFIX = "svc.live."
 TRACEPARENT = "traceparent"  # the NATS header carrying the W3C trace context (switchboard/tracing.py)
@@ -21,27 +32,65 @@ TRACEPARENT = "traceparent"  # the NATS header carrying the W3C trace context (s
 ALL_SITES = "*"
 
 _encode = msgspec.json.encode
-_nc: NATS | None = None
-
-
-def attach(nc: NATS | None) -> None:
-    """Set (or clear, with None) the connection this process publishes live updates on."""
-    global _nc  # noqa: PLW0603 - one bus per process, so any domain can publish with one call
-    _nc = nc
 
 
 def encode_update(site: str | None, key: object, data: Any) -> bytes:
     return _encode(BusUpdate(site=site, key=str(key), data=msgspec.Raw(_encode(data))))
 
 
-async def publish(topic: Topic, site: str | None, key: object, data: Any,
-                  traceparent: str | None = None) -> None:
-    """Announce that `key` of `topic` at `site` is now `data`.
+class _Message(msgspec.Struct, array_like=True, frozen=True):
+    subject: str
+    body: bytes
+    traceparent: str | None
+
+
+def _message(topic: Topic, site: str | None, key: object, data: Any, traceparent: str | None) -> _Message:
+    return _Message(SUBJECT_PREFIX + topic, encode_update(site, key, data), traceparent)
+
+
+class Announcements:
+    """What a transaction announces, held until it commits: call it as `LiveBus.publish` is called.
 
     `site` None: seen only by tokens for every site (a failure whose site is unknown, as in the API);
     `ALL_SITES`: seen by every reader of the topic. `traceparent`: the trace every hub's push continues.
     """
-    if _nc is None:
-        return  # a process without a backend (a CLI tool, a bench helper) has no live clients to tell
-    await _nc.publish(SUBJECT_PREFIX + topic, encode_update(site, key, data),
-                      headers={TRACEPARENT: traceparent} if traceparent else None)
+
+    def __init__(self) -> None:
+        self.messages: list[_Message] = []
+
+    def __call__(self, topic: Topic, site: str | None, key: object, data: Any,
+                 traceparent: str | None = None) -> None:
+        self.messages.append(_message(topic, site, key, data, traceparent))
+
+
+class LiveBus:
+    def __init__(self, nc: NATS | None) -> None:
+        self.nc = nc  # None: a process with no live clients to tell (a bench, a CLI tool)
+
+    async def publish(self, topic: Topic, site: str | None, key: object, data: Any,
+                      traceparent: str | None = None) -> None:
+        """Announce at once that `key` of `topic` at `site` is now `data`: for a change already committed
+        (`Announcements` says what `site` and `traceparent` mean)."""
+        await self._send(_message(topic, site, key, data, traceparent))
+
+    @contextlib.asynccontextmanager
+    async def after_commit(self, conn: asyncpg.Connection) -> AsyncIterator[Announcements]:
+        """`conn.transaction()`, whose announcements are sent once it has committed, and dropped if it rolls
+        back. It must be the outermost transaction: a savepoint's end is no commit."""
+        if conn.is_in_transaction():
+            raise RuntimeError("announcements wait for a commit: open this transaction outside any other")
+        announce = Announcements()
+        async with conn.transaction():
+            yield announce
+        try:
+            for message in announce.messages:
+                await self._send(message)
+        except (NatsError, OSError) as exc:
+            # the change stands: clients see it in their next snapshot, and the caller is told it succeeded
+            log.warning("a committed change was not announced live (%s)", type(exc).__name__)
+
+    async def _send(self, message: _Message) -> None:
+        if self.nc is None:
+            return
+        await self.nc.publish(message.subject, message.body,
+                              headers={TRACEPARENT: message.traceparent} if message.traceparent else None)

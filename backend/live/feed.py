@@ -1,4 +1,5 @@
-"""Live updates from applied batches: changed journeys at once, flow and capacity per changed site.
+"""Live updates from applied batches: changed journeys at once, flow and capacity per changed site,
+announced on the backend's `LiveBus` (the batch is committed before the worker hands it over).
 
 The apply worker only hands the outcome over (no I/O on its path). Journeys are read back in one
 query per round, however many batches came in meanwhile. Flow is an aggregate over a site's
@@ -16,7 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from backend.ingest.apply import Outcome
 from backend.journeys.services import get_journeys
-from backend.live.bus import publish
+from backend.live.bus import LiveBus
 from backend.operations.services import capacity, flow
 from switchboard import tracing
 
@@ -27,8 +28,9 @@ _RETRY_S = 1.0
 
 
 class JourneyFeed:
-    def __init__(self, pool: asyncpg.Pool, *, site_interval_s: float = SITE_INTERVAL_S) -> None:
+    def __init__(self, pool: asyncpg.Pool, bus: LiveBus, *, site_interval_s: float = SITE_INTERVAL_S) -> None:
         self.pool = pool
+        self.bus = bus
         self.site_interval_s = site_interval_s
         self._journeys: set[UUID] = set()
         self._traces: dict[UUID, str] = {}  # journey → the trace of the apply that changed it
@@ -64,11 +66,11 @@ class JourneyFeed:
                     for journey in await get_journeys(conn, ids):
                         traceparent = traces.get(journey.id)
                         if traceparent is None:
-                            await publish("journeys", journey.site, journey.id, journey)
+                            await self.bus.publish("journeys", journey.site, journey.id, journey)
                             continue
                         with tracing.span("live journeys", traceparent, SpanKind.PRODUCER) as span:
-                            await publish("journeys", journey.site, journey.id, journey,
-                                          tracing.traceparent_of(span))
+                            await self.bus.publish("journeys", journey.site, journey.id, journey,
+                                                   tracing.traceparent_of(span))
             except Exception:  # the feed outlives any one failure: Postgres or NATS away, a bad row
                 log.exception("live journeys not published; retrying")
                 self._journeys.update(ids)
@@ -86,9 +88,9 @@ class JourneyFeed:
                     flows = await flow(conn, sites)
                     capacities = await capacity(conn, sites)
                 for site_flow in flows:
-                    await publish("flow", site_flow.site, site_flow.site, site_flow)
+                    await self.bus.publish("flow", site_flow.site, site_flow.site, site_flow)
                 for site_capacity in capacities:
-                    await publish("capacity", site_capacity.site, site_capacity.site, site_capacity)
+                    await self.bus.publish("capacity", site_capacity.site, site_capacity.site, site_capacity)
             except Exception:  # as above: never let the feed die
                 log.exception("live flow and capacity not published; retrying")
                 self._sites.update(sites)

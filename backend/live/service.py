@@ -1,5 +1,4 @@
-"""The live service of one backend replica: its hub on the NATS bus, the feed of applied batches and
-the feed of failure changes."""
+"""The live service of one backend replica: its hub on the NATS bus and the feed of applied batches."""
 
 from __future__ import annotations
 
@@ -10,34 +9,28 @@ import asyncpg
 from nats.aio.client import Client as NATS
 
 from backend.ingest.apply import Outcome
-from backend.live import bus
-from backend.live.failures_feed import FailureFeed
+from backend.live.bus import LiveBus
 from backend.live.feed import JourneyFeed
 from backend.live.hub import LiveHub
 
 
 class LiveService:
-    def __init__(self, nc: NATS, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    def __init__(self, nc: NATS, pool: asyncpg.Pool, bus: LiveBus) -> None:
+        self.pool = pool  # each client's snapshots are read from it
         self.hub = LiveHub(nc)
-        self.feed = JourneyFeed(pool)
-        self.failures = FailureFeed(pool, self.hub)
-        self._nc = nc
-        self._tasks: list[asyncio.Task[None]] = []
+        self.feed = JourneyFeed(pool, bus)
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.hub.start()
-        bus.attach(self._nc)
-        self._tasks = [asyncio.create_task(self.feed.run(), name="live-feed"),
-                       asyncio.create_task(self.failures.run(), name="live-failures")]
+        self._task = asyncio.create_task(self.feed.run(), name="live-feed")
 
     async def on_applied(self, outcome: Outcome) -> None:
         await self.feed.on_applied(outcome)
 
     async def stop(self) -> None:
-        bus.attach(None)
-        for task in self._tasks:
-            task.cancel()
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._task
         await self.hub.stop()

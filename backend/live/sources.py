@@ -1,6 +1,6 @@
 """What each topic's snapshot holds, read from Postgres for the client's sites.
 
-A new topic's domain adds its reader here and publishes its changes with `backend.live.publish`.
+A new topic's domain adds its reader here and announces its changes on the `LiveBus` (backend/live/bus.py).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from backend import live
+from backend.live.bus import LiveBus
 from backend.reconciliation import services
 from backend.reconciliation.schemas import LiveEntry
 
@@ -31,15 +31,16 @@ async def snapshot(conn: asyncpg.Connection, sites: list[str] | None) -> list[An
     return entries
 
 
-async def publish_status(conn: asyncpg.Connection, system: str, site: str) -> None:
+async def publish_status(bus: LiveBus, conn: asyncpg.Connection, system: str, site: str) -> None:
+    """Announce a run's status as it now is (call after the change is committed)."""
     for status in await services.statuses(conn, sites=[site], system=system):
         key = status_key(system, site)
-        await live.publish("reconciliation", site, key, LiveEntry(key=key, status=status))
+        await bus.publish("reconciliation", site, key, LiveEntry(key=key, status=status))
 
 
-async def publish_drift(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
+async def publish_drift(bus: LiveBus, conn: asyncpg.Connection, ids: Sequence[int]) -> None:
     """Announce drift items as they now are (call after the change is committed)."""
     for start in range(0, len(ids), 500):
         for item in await services.get_drift(conn, ids[start:start + 500]):
-            await live.publish("reconciliation", item.site, f"drift:{item.id}",
-                               LiveEntry(key=f"drift:{item.id}", drift=item))
+            await bus.publish("reconciliation", item.site, f"drift:{item.id}",
+                              LiveEntry(key=f"drift:{item.id}", drift=item))

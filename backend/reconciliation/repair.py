@@ -133,7 +133,7 @@ async def resolve(resources: Resources, principal: Principal, drift_id: int, act
         await audit.record(conn, principal, action="drift.resolve", target=f"drift:{drift_id}", reason=reason,
                            result=details)
     async with resources.pool.acquire() as conn:
-        await live.publish_drift(conn, [drift_id])
+        await live.publish_drift(resources.live, conn, [drift_id])
     return result
 
 

@@ -28,6 +28,7 @@ from nats.errors import Error as NatsError
 from backend.audit import services as audit
 from backend.db import lock_key
 from backend.fallbacks.actions import step_event
+from backend.fallbacks.services import announce_fallback
 from backend.ingest import own_events
 from backend.reconciliation import live
 from backend.reconciliation.compare import differences
@@ -103,7 +104,7 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection,
     except Unreachable:
         return None
     pushed, conflicts, in_system, changed = [], [], [], []
-    async with conn.transaction():
+    async with reconciler.resources.live.after_commit(conn) as announce:
         for ref in refs:
             journey = await journey_state(conn, ref)
             if journey is None:
@@ -148,8 +149,9 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection,
         if ended or pushed or conflicts or in_system:
             await audit.record(conn, SWITCHBOARD, action="fallback.replay", target=f"fallback:{fallback_id}",
                                reason=None, result={**summary, "ended": ended, "pushed_now": pushed})
+        await announce_fallback(conn, announce, fallback_id)
     if changed:
-        await live.publish_drift(conn, changed)
+        await live.publish_drift(reconciler.resources.live, conn, changed)
     return summary
 
 

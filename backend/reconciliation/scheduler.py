@@ -85,7 +85,7 @@ class Reconciler:
     async def _carry_on(self, conn: asyncpg.Connection, row: asyncpg.Record) -> Run:
         system, site = row["system"], row["site"]
         try:
-            await live.publish_status(conn, system, site)
+            await live.publish_status(self.resources.live, conn, system, site)
             try:
                 run, changed = await runs.execute(conn, self.client, row, stale_after=self.stale_after)
             except Exception as exc:
@@ -95,8 +95,8 @@ class Reconciler:
                     " clock_timestamp()"
                     " WHERE id = $1 RETURNING *", row["id"], f"{type(exc).__name__}: {exc}"[:500])
                 run, changed = services.to_run(failed), []
-            await live.publish_drift(conn, changed)
-            await live.publish_status(conn, system, site)
+            await live.publish_drift(self.resources.live, conn, changed)
+            await live.publish_status(self.resources.live, conn, system, site)
         finally:
             with contextlib.suppress(Exception):
                 await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(f"reconcile {system} {site}"))
@@ -177,8 +177,8 @@ class Reconciler:
         timeout = timedelta(seconds=settings.reconcile_repair_timeout_s)
         while True:
             await self._guarded(replay.replay_due(self))
-            await self._guarded(verify.verify_repairs(self.pool, self.client, stale_after=self.stale_after,
-                                                      timeout=timeout))
+            await self._guarded(verify.verify_repairs(self.pool, self.resources.live, self.client,
+                                                      stale_after=self.stale_after, timeout=timeout))
             await asyncio.sleep(settings.reconcile_tick_s)
 
     @staticmethod

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from backend.live.bus import LiveBus
 from backend.reconciliation import live
 from backend.reconciliation.runs import assess
 from backend.reconciliation.snapshot_client import SnapshotClient, Unreachable
@@ -69,7 +70,7 @@ async def _settle(conn: asyncpg.Connection, drift_id: int, status: str, check: d
     return done is not None
 
 
-async def verify_repairs(pool: asyncpg.Pool, client: SnapshotClient, *, stale_after: timedelta,
+async def verify_repairs(pool: asyncpg.Pool, bus: LiveBus, client: SnapshotClient, *, stale_after: timedelta,
                          timeout: timedelta) -> list[int]:
     """One round over the repairing items; the ids it settled."""
     settled: list[int] = []
@@ -102,5 +103,5 @@ async def verify_repairs(pool: asyncpg.Pool, client: SnapshotClient, *, stale_af
                 if await _settle(conn, row["id"], status, check):
                     settled.append(row["id"])
         if settled:
-            await live.publish_drift(conn, settled)
+            await live.publish_drift(bus, conn, settled)
     return settled

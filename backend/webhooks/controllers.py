@@ -67,8 +67,8 @@ class WebhookController(Controller):
         result = validate(to_canonical(system, webhook_id, body), max_bytes=settings.max_event_bytes,
                           known_systems=resources.known_systems, allowed_system=system, from_outside=True)
         if isinstance(result, Rejected):
-            async with resources.pool.acquire() as conn:
-                await record_inbound(conn, [(result, f"webhook:{system}:{webhook_id}"[:500])])
+            async with resources.pool.acquire() as conn, resources.live.after_commit(conn) as announce:
+                await record_inbound(conn, announce, [(result, f"webhook:{system}:{webhook_id}"[:500])])
             metrics.count_failures([result], resources.known_systems)
             raise HTTPException(status_code=HTTP_422_UNPROCESSABLE_ENTITY,
                                 detail=f"{result.kind}: {result.reason}")

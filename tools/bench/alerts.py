@@ -20,6 +20,7 @@ import asyncpg
 from backend import db
 from backend.alerts.engine import AlertEngine
 from backend.alerts.rules import DEFAULT_RULES
+from backend.live.bus import LiveBus
 from backend.operations.services import flow
 from backend.reports.services import roll_up_recent
 from backend.sites.config import SitesSection, parse_sites
@@ -66,7 +67,7 @@ async def _measure(database_url: str, journeys: int, sites: int) -> dict[str, ob
                             SitesSection())
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     try:
-        engine = AlertEngine(pool, DEFAULT_RULES, directory, webhooks=("https://example.org/hook",),
+        engine = AlertEngine(pool, LiveBus(None), DEFAULT_RULES, directory, webhooks=("https://example.org/hook",),
                              interval_s=1)
         first_round = await _timed(engine.check)
         raised = await pool.fetchval("SELECT count(*) FROM alerts")
