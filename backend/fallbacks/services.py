@@ -7,7 +7,6 @@ and sets it `ended` (and calls `announce_fallback` so the board hears of it).
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any
 
 import asyncpg
 import msgspec
