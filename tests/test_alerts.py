@@ -30,7 +30,8 @@ def _token(stack: Stack, role: str, sites: list[str] | str = "*") -> dict[str, s
                                                     sites=sites, ttl=timedelta(hours=1))}
 
 
-async def _alerts(stack: Stack, headers: dict[str, str], backend: int = 0, **params: Any) -> list[dict[str, Any]]:
+async def _alerts(stack: Stack, headers: dict[str, str], backend: int = 0,
+                  **params: Any) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=stack.backends[backend].url, timeout=10) as http:
         response = await http.get("/api/v1/alerts", params=params, headers=headers)
     response.raise_for_status()
@@ -56,7 +57,8 @@ async def test_a_wait_over_target_alert_is_raised_once_across_replicas_announced
         await subscribe(ws_other, ["alerts"])
         # someone arrived five minutes ago at a site whose target is one minute: over it for four minutes
         arrived = datetime.now(UTC) - timedelta(minutes=5)
-        await publish(stack.js, cloud_event("customer.arrived", f"queue:T-{uid}", {"site": site}, time=arrived))
+        await publish(stack.js, cloud_event("customer.arrived", f"queue:T-{uid}", {"site": site},
+                                            time=arrived))
         raised, _ = await receive_until(ws, is_update("alerts", lambda f: f["data"]["subject"] == site))
         assert raised["site"] == site and raised["data"]["status"] == "open"
         assert raised["data"]["rule"] == "wait-over-target" and raised["data"]["threshold"] == 1
@@ -71,7 +73,8 @@ async def test_a_wait_over_target_alert_is_raised_once_across_replicas_announced
             a for a in await _alerts(stack, _token(stack, "sre"), status="active") if a["site"] is None]
 
         # the customer is called: nobody waits past the target any more, and the alert resolves itself
-        await publish(stack.js, cloud_event("ticket.called", f"queue:T-{uid}", {"site": site, "counter": "1"}))
+        await publish(stack.js, cloud_event("ticket.called", f"queue:T-{uid}",
+                                            {"site": site, "counter": "1"}))
         resolved, _ = await receive_until(
             ws, is_update("alerts", lambda f: f["key"] == str(raised["data"]["id"])
                           and f["data"]["status"] == "resolved"))
@@ -100,7 +103,8 @@ async def test_a_wait_over_target_alert_is_raised_once_across_replicas_announced
         attempts = [r for r in receiver.requests if r.headers["webhook-id"] == request.headers["webhook-id"]]
         assert [r.answered for r in attempts] == [503, 204]
         assert body["data"]["id"] == raised["data"]["id"]
-    assert sorted(msgspec.json.decode(r.body)["type"] for r in deliveries()) == ["alert.raised", "alert.resolved"]
+    delivered_types = sorted(msgspec.json.decode(r.body)["type"] for r in deliveries())
+    assert delivered_types == ["alert.raised", "alert.resolved"]
     assert len(set(ids)) == 2
     async with httpx.AsyncClient(base_url=stack.backend.url, timeout=10) as http:
         path = f"/api/v1/alerts/{raised['data']['id']}/deliveries"
@@ -108,7 +112,8 @@ async def test_a_wait_over_target_alert_is_raised_once_across_replicas_announced
         assert (await http.get(path, headers=_token(stack, "manager", [site]))).status_code == 403
         assert (await http.get(path, headers=_token(stack, "sre", [other]))).status_code == 403
     assert [(d["event"], d["status"], d["attempts"], d["last_error"], d["target"]) for d in shown] == [
-        ("alert.raised", "delivered", 2, None, receiver.url), ("alert.resolved", "delivered", 2, None, receiver.url)]
+        ("alert.raised", "delivered", 2, None, receiver.url),
+        ("alert.resolved", "delivered", 2, None, receiver.url)]
 
 
 async def _async(value: Any) -> Any:
@@ -129,7 +134,8 @@ async def test_acknowledging_an_alert_takes_a_manager_or_sre_of_its_site_and_is_
                                     ("manager", ["elsewhere"], 403)):
             response = await http.post(path, headers=_token(stack, role, sites), json={})
             assert response.status_code == status, (role, response.text)
-        assert (await http.post("/api/v1/alerts/987654321/ack", headers=_token(stack, "sre"))).status_code == 404
+        unknown = await http.post("/api/v1/alerts/987654321/ack", headers=_token(stack, "sre"))
+        assert unknown.status_code == 404
         assert (await http.post(path, headers=_token(stack, "manager", [site]),
                                 json={"nope": 1})).status_code == 400
         acked = await http.post(path, headers=_token(stack, "manager", [site]), json={"note": "on it"})
@@ -139,7 +145,8 @@ async def test_acknowledging_an_alert_takes_a_manager_or_sre_of_its_site_and_is_
         assert again.status_code == 409 and "the alert is acknowledged" in again.text
         bad = await http.get("/api/v1/alerts", params={"status": "sleeping"}, headers=_token(stack, "sre"))
         assert bad.status_code == 400
-        refused = await http.get("/api/v1/alerts", params={"site": site}, headers=_token(stack, "manager", ["x"]))
+        refused = await http.get("/api/v1/alerts", params={"site": site},
+                                 headers=_token(stack, "manager", ["x"]))
         assert refused.status_code == 403
     audit = await stack.pool.fetchrow("SELECT actor, action, reason, site FROM audit_log WHERE target = $1",
                                       f"alert:{alert['id']}")
@@ -205,7 +212,8 @@ async def test_the_alert_rules_in_force_are_listed_with_their_active_alerts_amon
         mine, theirs = await rules([site]), await rules([f"none-{uid}"])
     assert list(mine) == ["system-down", "wait-over-target", "failures-piling-up", "drift-open"]
     assert mine["failures-piling-up"]["kind"] == "failure_rate"
-    assert mine["failures-piling-up"]["settings"] == {"for_minutes": 0, "per_minute": 0.5, "window_minutes": 2}
+    assert mine["failures-piling-up"]["settings"] == {"for_minutes": 0, "per_minute": 0.5,
+                                                      "window_minutes": 2}
     assert mine["wait-over-target"]["active"] == 1 and theirs["wait-over-target"]["active"] == 0
     await publish(stack.js, cloud_event("ticket.called", f"queue:R-{uid}", {"site": site, "counter": "1"}))
     await eventually(lambda: _one(stack, "wait-over-target", site, "resolved"))
@@ -232,7 +240,8 @@ def test_a_backend_with_alert_webhooks_but_no_usable_secret_refuses_to_start(set
                                                                               reason) -> None:
     with webhook_receiver() as receiver, pytest.raises(RuntimeError, match=reason):
         start_backend(settings, workdir / f"backend-nosecret-{uuid.uuid4().hex[:8]}.log",
-                      {"SWITCHBOARD_ALERT_WEBHOOKS": receiver.url, "SWITCHBOARD_ALERT_WEBHOOK_SECRET": secret})
+                      {"SWITCHBOARD_ALERT_WEBHOOKS": receiver.url,
+                       "SWITCHBOARD_ALERT_WEBHOOK_SECRET": secret})
 
 
 def test_an_alert_receiver_is_shown_without_its_credentials() -> None:

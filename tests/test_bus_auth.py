@@ -297,7 +297,8 @@ async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consum
                          timeout=20)
         assert await runtime.publisher.drain(10)  # its command.result went out through its permissions
 
-        async def acknowledged() -> bool:  # through `$JS.ACK.SVC_COMMANDS.connector-queue.>`, its only ack subject
+        # through `$JS.ACK.SVC_COMMANDS.connector-queue.>`, its only ack subject
+        async def acknowledged() -> bool:
             info = await world.nc.jetstream().consumer_info(COMMANDS_STREAM, consumer_name("queue"))
             return info.num_ack_pending == 0 and info.num_pending == 0 and info.delivered.stream_seq > 0
 
@@ -306,7 +307,7 @@ async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consum
 
 async def test_a_site_limited_connector_cannot_publish_for_another_site(world, uid):
     site, other = f"mine-{uid}", f"theirs-{uid}"
-    nc, errors = await as_connector(world.profile("queue", site), "queue")
+    nc, _ = await as_connector(world.profile("queue", site), "queue")
     js = nc.jetstream()
     before = await stream_count(world)
     elsewhere = cloud_event("customer.arrived", f"queue:T-{uid}", {"site": other})

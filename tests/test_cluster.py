@@ -28,7 +28,8 @@ async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workd
     backends: list[BackendProcess] = []
     try:
         async with scratch_database(server_urls["database_url"], "cluster") as database_url:
-            env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": cluster.url,
+            env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url,
+                   "SWITCHBOARD_NATS_URL": cluster.url,
                    "SWITCHBOARD_NATS_CREDS": cluster.creds or "", "SWITCHBOARD_STREAM_REPLICAS": "3",
                    "SWITCHBOARD_DATA_DIR": str(workdir), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
             backends = [BackendProcess(env, workdir / f"cluster-backend-{i}.log").start() for i in range(2)]
@@ -37,13 +38,15 @@ async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workd
 
             plan = chaos_plan.make_plan(EVENTS, seed=5)
             tally = chaos.Tally()
-            publisher = asyncio.create_task(chaos.publish_all(cluster.url, plan.messages, tally, cluster.creds))
+            publisher = asyncio.create_task(chaos.publish_all(cluster.url, plan.messages, tally,
+                                                              cluster.creds))
             while len(tally.acknowledged) < EVENTS // 3:
                 await asyncio.sleep(0.05)
             nc = await messaging.connect(cluster.url, "test-cluster", cluster.creds)
             info = await nc.jetstream().stream_info(messaging.EVENTS_STREAM)
             assert info.config.num_replicas == 3
-            leader = next(n for n in cluster.nodes if n.cluster and n.cluster.server_name == info.cluster.leader)
+            leader = next(n for n in cluster.nodes
+                          if n.cluster and n.cluster.server_name == info.cluster.leader)
             leader.kill()
             backends[0].kill()
             await publisher
@@ -87,8 +90,8 @@ async def test_a_node_or_client_without_credentials_cannot_join_the_cluster(work
         # a node routed at the cluster without the route password
         route_ports = cluster.nodes[0].cluster.route_ports  # type: ignore[union-attr]
         port = free_port()
-        intruder = EmbeddedNats(workdir / f"cluster-auth-{uid}" / "intruder", auth=False, cluster=ClusterMembership(
-            "switchboard", "intruder", port, [*route_ports, port]))
+        membership = ClusterMembership("switchboard", "intruder", port, [*route_ports, port])
+        intruder = EmbeddedNats(workdir / f"cluster-auth-{uid}" / "intruder", auth=False, cluster=membership)
         intruder.start()
         await eventually(lambda: _logged(intruder, "Authorization Violation"), timeout=10)
         assert await servers_answering(cluster) == 3

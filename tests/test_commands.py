@@ -69,12 +69,13 @@ async def test_each_v1_rule_sends_its_command_once_and_an_ok_answer_settles_it(a
         (phone_booking(appt, site) | {"time": t0.isoformat()}, "visit.context"),
         (cloud_event("eligibility.checked", appt, {"site": site, "result": "failed", "reason_code": "DOCS"},
                      time=t0 + timedelta(minutes=1)), "visit.hold"),
-        (cloud_event("customer.arrived", ticket, {"site": site, "links": [appt]}, time=t0 + timedelta(minutes=2)),
-         "staff.alert"),
-        (cloud_event("customer.priority_changed", customer, {"site": site, "priority": "high", "links": [ticket]},
+        (cloud_event("customer.arrived", ticket, {"site": site, "links": [appt]},
+                     time=t0 + timedelta(minutes=2)), "staff.alert"),
+        (cloud_event("customer.priority_changed", customer,
+                     {"site": site, "priority": "high", "links": [ticket]},
                      time=t0 + timedelta(minutes=3)), "ticket.prioritize"),
-        (cloud_event("service.completed", ticket, {"site": site, "outcome": "DONE"}, time=t0 + timedelta(minutes=4)),
-         "journey.summary"),
+        (cloud_event("service.completed", ticket, {"site": site, "outcome": "DONE"},
+                     time=t0 + timedelta(minutes=4)), "journey.summary"),
     ]
     async with ConnectorDouble(nc, "queue", site, lambda _: "ok") as queue, \
             ConnectorDouble(nc, "appointments", site, lambda _: "ok") as appointments, \
@@ -95,9 +96,11 @@ async def test_each_v1_rule_sends_its_command_once_and_an_ok_answer_settles_it(a
         assert sorted(summary.refs) == sorted([appt, ticket, customer])
         assert summary.data["stage"] == "completed" and summary.data["rule"] == "summarize-finished-journey"
         assert [c.command for c in appointments.received] == ["visit.hold"]
-        assert sorted(c.command for c in queue.received) == ["staff.alert", "ticket.prioritize", "visit.context"]
+        assert sorted(c.command for c in queue.received) == ["staff.alert", "ticket.prioritize",
+                                                             "visit.context"]
 
-        # the same booking delivered again (past JetStream's duplicate window) is a duplicate: no second command
+        # the same booking delivered again (past JetStream's duplicate window) is a duplicate: no second
+        # command
         await js.publish("svc.events.appointments.appointment.booked", msgspec.json.encode(steps[0][0]),
                          headers={"Nats-Msg-Id": f"resent-{uid}"})
         journey = everything[0]["journey_id"]
@@ -143,7 +146,8 @@ async def test_a_command_failing_to_its_last_attempt_is_a_failure_and_a_retry_af
 
         failures = (await api.get("/api/v1/failures", params={"site": site}, headers=reader)).json()["items"]
         [failure] = failures
-        assert (failure["kind"], failure["status"], failure["command_id"]) == ("command_failed", "open", command["id"])
+        assert (failure["kind"], failure["status"], failure["command_id"]) == (
+            "command_failed", "open", command["id"])
         assert failure["payload"]["command"] == "visit.context"
 
         answer["now"] = "ok"  # the cause is fixed upstream
@@ -157,7 +161,8 @@ async def test_a_command_failing_to_its_last_attempt_is_a_failure_and_a_retry_af
 
 
 async def _double_click(api, path, headers):
-    responses = await asyncio.gather(api.post(path, headers=headers, json={}), api.post(path, headers=headers, json={}))
+    responses = await asyncio.gather(api.post(path, headers=headers, json={}),
+                                     api.post(path, headers=headers, json={}))
     assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
     return [r.json() for r in responses]
 
@@ -196,7 +201,8 @@ async def test_commands_for_a_system_that_is_down_are_held_and_go_out_in_order_w
         async with ConnectorDouble(nc, "queue", site, lambda _: "ok") as queue:
             # silent for longer than three heartbeat intervals: down
             await publish(js, heartbeat("queue", connector, "up", age=timedelta(minutes=5)))
-            await eventually(lambda: pool.fetchval("SELECT 1 FROM heartbeats WHERE connector = $1", connector))
+            await eventually(lambda: pool.fetchval("SELECT 1 FROM heartbeats WHERE connector = $1",
+                                                   connector))
             await publish(js, phone_booking(f"appointments:A1-{uid}", site))
             await eventually(lambda: _with_status(api, reader, "held", site=site))
             # the connector itself reports its upstream down: still held

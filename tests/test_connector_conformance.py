@@ -1,4 +1,5 @@
-"""The conformance kit passes the five simulated connectors, and fails a connector that breaks the contract."""
+"""The conformance kit passes the five simulated connectors, and fails a connector that breaks the
+contract."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ SIMULATED = ["crm", "appointments", "queue", "contact_center", "core"]
 
 async def test_the_five_simulated_connectors_pass_the_kit(settings: BackendSettings):
     reports = await asyncio.gather(*(
-        run_checks(f"connectors.sim.{name}", nats_url=settings.bus.nats_url, creds=settings.bus.nats_creds, watch_seconds=45) for name in SIMULATED))
+        run_checks(f"connectors.sim.{name}", nats_url=settings.bus.nats_url, creds=settings.bus.nats_creds,
+                   watch_seconds=45)
+        for name in SIMULATED))
     for name, checks in zip(SIMULATED, reports, strict=True):
         assert [c.name for c in checks] == ["events", "heartbeats", "snapshots", "commands"]
         assert all(c.passed for c in checks), (name, [(c.name, c.detail) for c in checks if not c.passed])
@@ -34,8 +37,8 @@ async def test_a_connector_without_events_or_snapshots_fails_the_kit(settings: B
     module.create_connector = Silent  # type: ignore[attr-defined]
     sys.modules[module.__name__] = module
     try:
-        checks = {c.name: c for c in await run_checks(module.__name__, nats_url=settings.bus.nats_url, creds=settings.bus.nats_creds,
-                                                         watch_seconds=1.5)}
+        checks = {c.name: c for c in await run_checks(module.__name__, nats_url=settings.bus.nats_url,
+                                                         creds=settings.bus.nats_creds, watch_seconds=1.5)}
     finally:
         del sys.modules[module.__name__]
     assert not checks["events"].passed and "no events" in checks["events"].detail

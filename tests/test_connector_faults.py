@@ -33,7 +33,8 @@ from tools.connector_cli import _faults_from_args, add_connector_commands
 
 @contextlib.asynccontextmanager
 async def simulation(tmp_path, systems: list[str]) -> AsyncIterator[tuple[Simulation, AdminServer, object]]:
-    """Simulated systems with no branch traffic of their own (the test drives them), and their admin endpoint."""
+    """Simulated systems with no branch traffic of their own (the test drives them), and their admin
+    endpoint."""
     async with own_jetstream(tmp_path / "nats") as (server, nc):
         sim = Simulation(systems=systems, sites=["faults"], speed=600, nats_url=server.url,
                          data_dir=tmp_path / "data", arrivals_per_hour=0.001, heartbeat_interval=0.3,

@@ -13,12 +13,13 @@ from tests.support.waits import eventually
 SUBJECT = "svc.events.queue.ticket.called"
 
 
-async def test_spool_survives_a_nats_restart_and_a_connector_restart_with_nothing_lost_or_doubled(tmp_path, uid):
+async def test_spool_survives_a_nats_restart_and_a_connector_restart_with_nothing_lost_or_doubled(tmp_path,
+                                                                                                   uid):
     site = f"spool-{uid}"
     async with own_jetstream(tmp_path / "nats") as (server, nc):
         connector = Probe()
-        runtime = ConnectorRuntime(connector, nats_url=server.url, data_dir=tmp_path / "data", heartbeat_interval=60,
-                                   creds=server.creds)
+        runtime = ConnectorRuntime(connector, nats_url=server.url, data_dir=tmp_path / "data",
+                                   heartbeat_interval=60, creds=server.creds)
         await runtime.start()
         emitted = [connector.ticket_called(n, site) for n in range(40)]
         await connector.emit(*emitted)
@@ -52,8 +53,8 @@ async def test_spool_survives_a_nats_restart_and_a_connector_restart_with_nothin
 
         server.start()
         restarted = Probe()
-        async with ConnectorRuntime(restarted, nats_url=server.url, data_dir=tmp_path / "data", creds=server.creds,
-                                    heartbeat_interval=60) as again:
+        async with ConnectorRuntime(restarted, nats_url=server.url, data_dir=tmp_path / "data",
+                                    creds=server.creds, heartbeat_interval=60) as again:
             await eventually(lambda: stored(120), timeout=30)
             await eventually(lambda: again.publisher.drain(0.1))
             assert again.spool.pending() == 0

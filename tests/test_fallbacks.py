@@ -26,24 +26,28 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def audit_of(api: httpx.AsyncClient, token, fallback_id: int) -> list[dict[str, Any]]:
-    response = await api.get("/api/v1/audit", params={"actor": USER, "limit": 500}, headers=bearer(token("sre")))
+    response = await api.get("/api/v1/audit", params={"actor": USER, "limit": 500},
+                             headers=bearer(token("sre")))
     assert response.status_code == 200, response.text
     return [e for e in reversed(response.json()["items"]) if e["target"] == f"fallback:{fallback_id}"]
 
 
-async def test_a_fallback_starts_and_ends_with_reasons_once_per_site_and_system_and_is_audited(api, token, uid):
+async def test_a_fallback_starts_and_ends_with_reasons_once_per_site_and_system_and_is_audited(api, token,
+                                                                                                uid):
     site = f"site-{uid}"
     floor = bearer(token("floor_staff", [site]))
     response = await start(api, floor, site)
     assert response.status_code == 201, response.text
     fallback = response.json()
-    assert (fallback["site"], fallback["system"], fallback["status"], fallback["reason"], fallback["started_by"]) == (
-        site, "queue", "active", "queue system unreachable", USER)
+    assert (fallback["site"], fallback["system"], fallback["status"], fallback["reason"],
+            fallback["started_by"]) == (site, "queue", "active", "queue system unreachable", USER)
     assert (await start(api, floor, site, reason="again")).status_code == 409
-    assert (await start(api, floor, site, system="appointments")).status_code == 201  # another system: its own
+    # another system: its own
+    assert (await start(api, floor, site, system="appointments")).status_code == 201
 
     assert (await start(api, bearer(token("manager", [site])), site, system="crm")).status_code == 403
-    assert (await start(api, bearer(token("floor_staff", ["elsewhere"])), site, system="crm")).status_code == 403
+    elsewhere = bearer(token("floor_staff", ["elsewhere"]))
+    assert (await start(api, elsewhere, site, system="crm")).status_code == 403
     assert (await start(api, floor, site, system="nosuch")).status_code == 400
     assert (await start(api, floor, site, system="manual")).status_code == 400
     assert (await start(api, floor, site, system="crm", reason="")).status_code == 400
@@ -59,8 +63,10 @@ async def test_a_fallback_starts_and_ends_with_reasons_once_per_site_and_system_
     assert ended.status_code == 200, ended.text
     assert (ended.json()["status"], ended.json()["end_reason"], ended.json()["ended_by"]) == (
         "replaying", "queue system is back", USER)
-    assert (await api.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={}, headers=floor)).status_code == 409
-    assert (await start(api, floor, site, reason="down again")).status_code == 201  # the old one is no longer active
+    ended_again = await api.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={}, headers=floor)
+    assert ended_again.status_code == 409
+    # the old one is no longer active
+    assert (await start(api, floor, site, reason="down again")).status_code == 201
 
     entries = await audit_of(api, token, fallback["id"])
     assert [(e["action"], e["reason"], e["roles"]) for e in entries] == [
@@ -90,13 +96,15 @@ async def test_manual_steps_move_journeys_as_manual_events_recorded_in_the_ledge
         assert (await subscribe(ws, ["fallbacks"]))["fallbacks"]["data"] == []
         fallback = (await start(api, floor, site)).json()
         started, _ = await receive_until(ws, is_update("fallbacks"))
-        assert (started["site"], started["key"], started["data"]["ledger_size"]) == (site, str(fallback["id"]), 0)
+        assert (started["site"], started["key"], started["data"]["ledger_size"]) == (
+            site, str(fallback["id"]), 0)
 
         booked_in = await acted(api, floor, fallback["id"], action="check_in", ref=appointment)
         walk_in = await acted(api, floor, fallback["id"], action="check_in")
         assert (booked_in["stage"], walk_in["stage"]) == ("arrived", "arrived")
         assert walk_in["ref"].startswith("queue:W-") and walk_in["journey_id"] != booked_in["journey_id"]
-        first = await acted(api, floor, fallback["id"], action="issue_ticket", ref=appointment, queue_name="passports")
+        first = await acted(api, floor, fallback["id"], action="issue_ticket", ref=appointment,
+                            queue_name="passports")
         second = await acted(api, floor, fallback["id"], action="issue_ticket", ref=walk_in["ref"])
         assert (first["ticket"], second["ticket"], first["stage"]) == ("M-001", "M-002", "waiting")
         day = datetime.now(UTC).strftime("%Y%m%d")
@@ -114,8 +122,8 @@ async def test_manual_steps_move_journeys_as_manual_events_recorded_in_the_ledge
         assert last["data"]["status"] == "active"
 
     served = await journey(api, reader, booked_in["journey_id"])
-    assert (served["stage"], served["ticket"], served["queue_name"], served["counter"], served["outcome"]) == (
-        "completed", "M-001", "passports", "C1", "DONE")
+    assert (served["stage"], served["ticket"], served["queue_name"], served["counter"],
+            served["outcome"]) == ("completed", "M-001", "passports", "C1", "DONE")
     assert sorted(served["refs"]) == sorted([appointment, first["ticket_ref"]])
     assert [(t["source"], t["type"]) for t in served["timeline"]] == [
         ("/appointments", "appointment.booked"), (f"/manual/{USER}", "customer.arrived"),
@@ -163,9 +171,12 @@ async def test_manual_steps_are_refused_outside_the_sites_the_role_or_an_active_
     fallback = (await start(api, floor, site)).json()
     walk_in = await acted(api, floor, fallback["id"], action="check_in")
 
-    assert (await act(api, bearer(token("floor_staff", [other])), fallback["id"], action="check_in")).status_code == 403
-    assert (await act(api, bearer(token("manager", [site])), fallback["id"], action="check_in")).status_code == 403
-    assert (await act(api, floor, fallback["id"], action="call", ref=walk_in["ref"])).status_code == 400  # no counter
+    other_floor = bearer(token("floor_staff", [other]))
+    assert (await act(api, other_floor, fallback["id"], action="check_in")).status_code == 403
+    manager = bearer(token("manager", [site]))
+    assert (await act(api, manager, fallback["id"], action="check_in")).status_code == 403
+    no_counter = await act(api, floor, fallback["id"], action="call", ref=walk_in["ref"])
+    assert no_counter.status_code == 400
     assert (await act(api, floor, fallback["id"], action="complete", ref=walk_in["ref"])).status_code == 400
     assert (await act(api, floor, fallback["id"], action="call", counter="C1")).status_code == 400  # no ref
     assert (await act(api, floor, fallback["id"], action="dance", ref=walk_in["ref"])).status_code == 400
@@ -173,17 +184,19 @@ async def test_manual_steps_are_refused_outside_the_sites_the_role_or_an_active_
                       counter="C1")).status_code == 404
     elsewhere = (await start(api, bearer(token("floor_staff", [other])), other)).json()
     stranger = await acted(api, bearer(token("floor_staff", [other])), elsewhere["id"], action="check_in")
-    assert (await act(api, floor, fallback["id"], action="call", ref=stranger["ref"], counter="C1")).status_code == 403
+    assert (await act(api, floor, fallback["id"], action="call", ref=stranger["ref"],
+                      counter="C1")).status_code == 403
     assert (await act(api, floor, 10**12, action="check_in")).status_code == 404
 
     sre = bearer(token("sre", "*"))
-    assert (await api.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={}, headers=sre)).status_code == 200
+    ended = await api.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={}, headers=sre)
+    assert ended.status_code == 200
     assert (await act(api, floor, fallback["id"], action="call", ref=walk_in["ref"],
                       counter="C1")).status_code == 409
     ledger = (await api.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()["ledger"]
     assert [e["action"] for e in ledger] == ["check_in"]
-    assert await pool.fetchval("SELECT count(*) FROM events WHERE source LIKE '/manual/%' AND data->>'site' = $1",
-                               site) == 1
+    assert await pool.fetchval("SELECT count(*) FROM events"
+                               " WHERE source LIKE '/manual/%' AND data->>'site' = $1", site) == 1
 
 
 async def test_a_manual_step_whose_event_is_refused_says_why_and_stays_in_the_ledger_as_refused(
@@ -201,13 +214,15 @@ async def test_a_manual_step_whose_event_is_refused_says_why_and_stays_in_the_le
     [step] = (await api.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()["ledger"]
     assert (step["seq"], step["action"], step["replay_status"]) == (problem["seq"], "check_in", "refused")
     assert step["event_id"] == failure["event_id"]
-    recorded, refused = [e for e in await audit_of(api, token, fallback["id"]) if e["action"] == "fallback.action"]
+    entries = await audit_of(api, token, fallback["id"])
+    recorded, refused = [e for e in entries if e["action"] == "fallback.action"]
     assert recorded["result"]["event_id"] == failure["event_id"]
     assert refused["result"]["outcome"] == "refused" and refused["result"]["failure_id"] == failure["id"]
 
 
 async def test_only_the_backend_publishes_manual_events(api, js, pool: asyncpg.Pool, token, uid):
-    event = cloud_event("customer.arrived", f"manual:W-{uid}", {"site": f"site-{uid}"}, source="/manual/someone")
+    event = cloud_event("customer.arrived", f"manual:W-{uid}", {"site": f"site-{uid}"},
+                        source="/manual/someone")
     for role, system in (("connector", "manual"), ("admin", None)):
         response = await api.post("/api/v1/events", json=event, headers=bearer(token(role, "*", system)))
         assert response.status_code == 202, response.text
@@ -226,6 +241,7 @@ async def test_only_the_backend_publishes_manual_events(api, js, pool: asyncpg.P
 
 
 def test_a_walk_in_reference_never_looks_like_personal_data():
-    """One draw in 280 of twelve hex digits is all decimal, which the personal-data check takes for a number."""
+    """One draw in 280 of twelve hex digits is all decimal, which the personal-data check takes for a
+    number."""
     assert looks_personal_identifier("queue:W-123456789012")
     assert not any(looks_personal_identifier(walk_in_ref("queue")) for _ in range(5000))

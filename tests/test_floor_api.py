@@ -25,7 +25,8 @@ ORDER_SITE, ACT_SITE = f"order-{letters()}", f"act-{letters()}"
 
 
 @pytest.fixture(scope="module")
-async def stack(server_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+async def stack(server_urls: dict[str, str],
+                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     """A backend of this module's own with a sites file; a manual step's answer waits for nothing
     (`floor_apply_wait_s` 0), so that every step answers while its event is still on its way."""
     folder = tmp_path_factory.mktemp("floor")
@@ -59,7 +60,8 @@ async def test_sites_lists_the_callers_sites_with_their_settings(fapi, stack, to
     assert {ORDER_SITE, ACT_SITE} <= set(every), "configured sites are listed before any journey reaches them"
     assert every[elsewhere] == {"site": elsewhere, "time_zone": "Europe/Amsterdam", "wait_target_s": 600.0,
                                 "service_targets_s": {}, "counters": []}
-    assert (await fapi.get("/api/v1/sites", headers={"Authorization": f"Bearer {token('connector', system='queue')}"})).status_code == 403
+    connector = {"Authorization": f"Bearer {token('connector', system='queue')}"}
+    assert (await fapi.get("/api/v1/sites", headers=connector)).status_code == 403
     assert (await fapi.get("/api/v1/sites")).status_code == 401
 
 
@@ -83,8 +85,9 @@ async def test_the_floor_lists_customers_at_the_counters_then_by_priority_appoin
     await publish(stack.js, cloud_event("customer.priority_changed", f"crm:C-{tag}",
                                         {"site": site, "priority": "high", "links": [ticket(3)]}))
     await publish(stack.js, cloud_event("appointment.booked", f"appointments:A-{tag}", {
-        "site": site, "service": "passport", "channel": "web", "slot_start": (t0 - timedelta(minutes=5)).isoformat(),
-        "links": [ticket(4)]}, time=t0 - timedelta(days=1)))
+        "site": site, "service": "passport", "channel": "web",
+        "slot_start": (t0 - timedelta(minutes=5)).isoformat(), "links": [ticket(4)]},
+        time=t0 - timedelta(days=1)))
     await publish(stack.js, cloud_event("ticket.called", ticket(5), {"site": site, "counter": "C2"}))
     await publish(stack.js, cloud_event("ticket.called", ticket(6), {"site": site, "counter": "C1"}))
     await publish(stack.js, cloud_event("service.started", ticket(6), {"site": site, "counter": "C1"}))
@@ -101,7 +104,8 @@ async def test_the_floor_lists_customers_at_the_counters_then_by_priority_appoin
     customers = floor["customers"]
     assert [c["ticket"] for c in customers] == ["T6", "T5", "T3", "T4", "T1", "T2"]
     assert [c["position"] for c in customers] == [None, None, 1, 2, 3, 4]
-    assert [c["stage"] for c in customers] == ["in_service", "called", "waiting", "waiting", "waiting", "waiting"]
+    assert [c["stage"] for c in customers] == ["in_service", "called", "waiting", "waiting", "waiting",
+                                               "waiting"]
     four = customers[3]
     assert (four["service"], four["eligibility"], four["queue_name"]) == ("passport", None, "tax")
     assert f"appointments:A-{tag}" in four["refs"] and ticket(4) in four["refs"]
@@ -117,7 +121,8 @@ async def test_the_floor_lists_customers_at_the_counters_then_by_priority_appoin
     assert floor["site"]["time_zone"] == "Europe/London" and floor["fallbacks"] == []
     other = bearer(token, "floor_staff", [ACT_SITE])
     assert (await fapi.get(f"/api/v1/sites/{site}/floor", headers=other)).status_code == 403
-    assert (await fapi.get(f"/api/v1/sites/{site}/floor", headers={"Authorization": f"Bearer {token('connector', system='queue')}"})).status_code == 403
+    connector = {"Authorization": f"Bearer {token('connector', system='queue')}"}
+    assert (await fapi.get(f"/api/v1/sites/{site}/floor", headers=connector)).status_code == 403
 
 
 async def _commands_of(stack: Stack, journey_id: str) -> list[dict[str, Any]]:
@@ -133,7 +138,8 @@ async def test_each_action_is_a_command_the_simulated_queue_carries_out_and_a_re
     queue = still_queue(site)
     async with running(stack.settings, tmp_path, queue):
         served, moved, absent = [await queue.arrive(site, "tax", []) for _ in range(3)]
-        journeys = {ref: await eventually(lambda ref=ref: waiting(fapi, sre, ref)) for ref in (served, moved, absent)}
+        journeys = {ref: await eventually(lambda ref=ref: waiting(fapi, sre, ref))
+                    for ref in (served, moved, absent)}
 
         async def in_queue(ref: str, stage: str, **fields: Any):
             record = queue.records[ref]
@@ -143,15 +149,15 @@ async def test_each_action_is_a_command_the_simulated_queue_carries_out_and_a_re
             found = await customer(fapi, sre, site, ref)
             if stage in ("completed", "no_show"):
                 found = (await fapi.get(f"/api/v1/journeys/{journeys[ref]['id']}", headers=sre)).json()
-            return found if found and found["stage"] == stage and all(found[k] == v for k, v in fields.items()) \
-                else None
+            matches = found and found["stage"] == stage and all(found[k] == v for k, v in fields.items())
+            return found if matches else None
 
         step = uuid.uuid4().hex
         first = await act(fapi, floor, journeys[served]["id"], "call", step, counter="C2")
         assert first.status_code == 202, first.text
         answer = first.json()
-        assert (answer["via"], answer["action"], answer["repeated"], answer["step"]) == ("command", "call", False,
-                                                                                        None)
+        assert (answer["via"], answer["action"], answer["repeated"], answer["step"]) == (
+            "command", "call", False, None)
         assert answer["command"]["command"] == "ticket.call" and answer["command"]["system"] == "queue"
         assert answer["command"]["data"]["counter"] == "C2" and answer["command"]["data"]["ref"] == served
         assert answer["status"] in ("pending", "sent", "ok")
@@ -170,12 +176,15 @@ async def test_each_action_is_a_command_the_simulated_queue_carries_out_and_a_re
         done = await eventually(lambda: journey(served, "completed", outcome="SERVED"))
         assert [e["type"] for e in done["timeline"]].count("ticket.called") == 2, "a recall calls again"
         assert [(c["command"], c["status"]) for c in await _commands_of(stack, journeys[served]["id"])] == [
-            ("ticket.call", "ok"), ("ticket.recall", "ok"), ("service.start", "ok"), ("service.complete", "ok")]
+            ("ticket.call", "ok"), ("ticket.recall", "ok"), ("service.start", "ok"),
+            ("service.complete", "ok")]
 
-        assert (await act(fapi, floor, journeys[moved]["id"], "transfer", queue_name="passport")).status_code == 202
+        transferred = await act(fapi, floor, journeys[moved]["id"], "transfer", queue_name="passport")
+        assert transferred.status_code == 202
         await eventually(lambda: journey(moved, "waiting", queue_name="passport"))
         assert queue.records[moved].fields["queue_name"] == "passport"
-        assert (await act(fapi, floor, journeys[absent]["id"], "no_show", reason="NOT_PRESENT")).status_code == 202
+        no_show = await act(fapi, floor, journeys[absent]["id"], "no_show", reason="NOT_PRESENT")
+        assert no_show.status_code == 202
         await eventually(lambda: journey(absent, "no_show"))
         assert queue.records[absent].stage == "no_show"
         assert queue.floors[site].waiting == [moved] and queue.floors[site].busy == {}
@@ -193,7 +202,8 @@ async def test_actions_are_refused_outside_the_role_the_sites_and_the_customers_
     jid = found["journey_id"]
     floor = bearer(token, "floor_staff", [site])
     assert (await act(fapi, bearer(token, "manager", [site]), jid, "call", counter="C1")).status_code == 403
-    assert (await act(fapi, bearer(token, "floor_staff", [ORDER_SITE]), jid, "call", counter="C1")).status_code == 403
+    other_site = bearer(token, "floor_staff", [ORDER_SITE])
+    assert (await act(fapi, other_site, jid, "call", counter="C1")).status_code == 403
     assert (await act(fapi, floor, str(uuid.uuid4()), "call", counter="C1")).status_code == 404
     assert (await act(fapi, floor, jid, "start", counter="C1")).status_code == 409, "not called yet"
     assert (await act(fapi, floor, jid, "call")).status_code == 400, "a call needs a counter"
@@ -221,7 +231,8 @@ async def test_during_the_queues_fallback_an_action_is_a_manual_step_reported_as
     site, ref = f"fb-{letters()}", f"queue:T-{letters()}"
     floor = bearer(token, "floor_staff", [site])
     await publish(stack.js, cloud_event("customer.arrived", ref, {"site": site}))
-    await publish(stack.js, cloud_event("ticket.issued", ref, {"site": site, "ticket": "T9", "queue_name": "tax"}))
+    await publish(stack.js, cloud_event("ticket.issued", ref, {"site": site, "ticket": "T9",
+                                                               "queue_name": "tax"}))
     jid = (await eventually(lambda: customer(fapi, floor, site, ref)))["journey_id"]
     fallback = (await start(fapi, floor, site)).json()
     assert fallback["steps"] == ["check_in", "issue_ticket", "call", "recall", "no_show", "transfer", "start",
@@ -233,7 +244,8 @@ async def test_during_the_queues_fallback_an_action_is_a_manual_step_reported_as
     answers = await asyncio.gather(*(act(fapi, floor, jid, "call", step, counter="C3") for _ in range(4)))
     assert {a.status_code for a in answers} <= {201, 202}
     bodies = [a.json() for a in answers]
-    assert {(b["via"], b["step"]["fallback_id"], b["step"]["seq"]) for b in bodies} == {("manual", fallback["id"], 1)}
+    assert {(b["via"], b["step"]["fallback_id"], b["step"]["seq"]) for b in bodies} == {
+        ("manual", fallback["id"], 1)}
     assert sorted(b["repeated"] for b in bodies) == [False, True, True, True]
     assert all(b["status"] in ("recorded", "applied") for b in bodies)
 
@@ -294,8 +306,8 @@ async def test_a_fallback_step_repeated_with_its_step_id_is_answered_as_it_stand
         return again.json() if again.status_code == 201 else None
 
     again = await eventually(applied)
-    assert (again["seq"], again["ref"], again["status"], again["repeated"]) == (1, first.json()["ref"], "applied",
-                                                                                 True)
+    assert (again["seq"], again["ref"], again["status"], again["repeated"]) == (
+        1, first.json()["ref"], "applied", True)
     other = await fapi.post(url, json={"action": "issue_ticket", "ref": again["ref"], "step_id": step},
                             headers=floor)
     assert other.status_code == 409, "a step id names one step"

@@ -28,7 +28,8 @@ RECONCILING = {"SWITCHBOARD_RECONCILE_INTERVAL_S": "0", "SWITCHBOARD_RECONCILE_T
 
 
 @pytest.fixture(scope="module")
-async def stack(server_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+async def stack(server_urls: dict[str, str],
+                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     """A backend of this module's own: the systems' commands, pace and heartbeats are its tests' alone."""
     async with own_stack(server_urls["database_url"], tmp_path_factory.mktemp("floor-fallbacks"),
                          RECONCILING) as stack:
@@ -41,14 +42,16 @@ async def fapi(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def step(api: httpx.AsyncClient, headers: dict[str, str], fallback_id: int, **body: Any) -> dict[str, Any]:
+async def step(api: httpx.AsyncClient, headers: dict[str, str], fallback_id: int,
+               **body: Any) -> dict[str, Any]:
     response = await act(api, headers, fallback_id, step_id=uuid.uuid4().hex, **body)
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
 
 
 @contextlib.asynccontextmanager
-async def outage(api: httpx.AsyncClient, headers: dict[str, str], system: SimulatedSystem) -> AsyncIterator[None]:
+async def outage(api: httpx.AsyncClient, headers: dict[str, str],
+                 system: SimulatedSystem) -> AsyncIterator[None]:
     """The system is down for the block, and reported up again before it ends (a replay needs it)."""
     async def status_is(wanted: str) -> bool:
         items = (await api.get("/api/v1/integrations", headers=headers)).json()["items"]
@@ -120,20 +123,21 @@ async def test_a_crm_fallback_sets_priority_by_hand_and_its_replay_pushes_the_cr
             refused = await act(fapi, floor, fallback["id"], action="call", ref=settled, counter="C1")
             assert refused.status_code == 400 and "set_priority" in refused.json()["title"]
             for ref in (settled, disputed):
-                done = await step(fapi, floor, fallback["id"], action="set_priority", ref=ref, priority="normal",
-                                  reason_code="CLEARED")
+                done = await step(fapi, floor, fallback["id"], action="set_priority", ref=ref,
+                                  priority="normal", reason_code="CLEARED")
                 assert (done["status"], done["ref"], done["stage"]) == ("applied", ref, "open")
             assert (await known(fapi, sre, settled))["priority"] == "normal"
             changed_meanwhile(crm, disputed, priority="high")
         ended = await replayed(fapi, floor, fallback["id"], "crm is back")
         await in_system(lambda: crm.records[settled].fields["priority"] == "normal")  # pushed its own record
     assert (ended["replay"]["pushed"], ended["replay"]["conflicts"]) == (1, [disputed])
-    assert {e["ref"]: e["replay_status"] for e in ended["ledger"]} == {settled: "pushed", disputed: "conflict"}
+    assert {e["ref"]: e["replay_status"] for e in ended["ledger"]} == {settled: "pushed",
+                                                                       disputed: "conflict"}
     assert crm.records[disputed].fields["priority"] == "high", "what the crm changed meanwhile stays"
     assert (await open_conflicts(fapi, sre, site)) == {disputed: "priority"}
 
 
-async def test_a_core_fallback_marks_eligibility_unverified_verifies_later_and_its_replay_pushes_core_its_records(
+async def test_a_core_fallback_marks_eligibility_unverified_verifies_later_and_replays_its_records_to_core(
         fapi, stack, token, tmp_path):
     site = f"core-{letters()}"
     floor, sre = bearer(token, "floor_staff", [site]), bearer(token, "sre", [site])
@@ -171,7 +175,7 @@ async def bookings_today(api: httpx.AsyncClient, headers: dict[str, str], site: 
     return {item["ref"] for item in page["items"]}
 
 
-async def test_an_appointments_fallback_checks_in_by_reference_books_walk_ins_and_its_replay_pushes_the_bookings(
+async def test_an_appointments_fallback_checks_in_by_reference_books_walk_ins_and_replays_the_bookings(
         fapi, stack, token, tmp_path):
     site = f"apt-{letters()}"
     floor, sre = bearer(token, "floor_staff", [site]), bearer(token, "sre", [site])

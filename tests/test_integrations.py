@@ -3,6 +3,7 @@ Postgres and NATS. Each test has a system of its own (`LAB_SYSTEMS`), so no othe
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -58,7 +59,8 @@ async def test_silent_heartbeats_make_a_system_down_live_and_a_fresh_one_brings_
             went_down, _ = await receive_until(
                 ws, is_update("integrations", lambda f: f["key"] == system and f["data"]["status"] == "down"))
             assert went_down["site"] == "*"
-            assert {"events_per_min", "held_commands", "apply_latency_p99_ms", "pace"} <= went_down["data"].keys()
+            assert {"events_per_min", "held_commands", "apply_latency_p99_ms",
+                    "pace"} <= went_down["data"].keys()
             assert went_down["data"]["reason"] == "no heartbeat for more than 45s (3 intervals)"
             down = await with_status(api, headers, system, "down")
             assert down and down["heartbeat_age_s"] >= 45 and down["since"] == went_down["data"]["since"]
@@ -82,7 +84,8 @@ async def test_a_change_is_published_once_whichever_replica_decides_it(
             await subscribe(ws, ["integrations"])
             await publish(js, heartbeat(system, connector, "degraded"))
             first, _ = await receive_until(
-                ws, is_update("integrations", lambda f: f["key"] == system and f["data"]["status"] == "degraded"))
+                ws, is_update("integrations",
+                              lambda f: f["key"] == system and f["data"]["status"] == "degraded"))
             # two replicas check every 0.5 s: a second announcement of the same change would come meanwhile
             with pytest.raises(AssertionError):
                 await receive_until(ws, is_update("integrations", lambda f: f["key"] == system), timeout=3)
@@ -91,7 +94,8 @@ async def test_a_change_is_published_once_whichever_replica_decides_it(
         await pool.execute("DELETE FROM heartbeats WHERE connector = $1", connector)
 
 
-async def test_a_connector_reporting_degraded_then_down_moves_its_system(api, js, pool: asyncpg.Pool, token, uid):
+async def test_a_connector_reporting_degraded_then_down_moves_its_system(api, js, pool: asyncpg.Pool, token,
+                                                                          uid):
     system, connector = "lab_degraded", f"lab-degraded-{uid}"
     headers = {"Authorization": f"Bearer {token('sre', '*')}"}
     try:
@@ -115,7 +119,8 @@ async def test_integration_figures_reflect_real_traffic(api, js, token, uid):
     for n in range(30):
         await publish(js, cloud_event("customer.arrived", f"{system}:V-{uid}-{n}", {"site": site}))
     for n in range(3):  # personal data: refused, counted as invalid
-        await publish(js, cloud_event("customer.arrived", f"{system}:P-{uid}-{n}", {"site": site, "email": "a@b.example"}))
+        await publish(js, cloud_event("customer.arrived", f"{system}:P-{uid}-{n}",
+                                      {"site": site, "email": "a@b.example"}))
 
     async def counted():
         item = await integration(api, headers, system)
@@ -145,7 +150,8 @@ async def _outbox(pool: asyncpg.Pool, system: str, site: str, command: str, n: i
 
 
 async def _statuses(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[str]:
-    return [r["status"] for r in await pool.fetch("SELECT status FROM commands WHERE id = ANY($1::uuid[])", ids)]
+    rows = await pool.fetch("SELECT status FROM commands WHERE id = ANY($1::uuid[])", ids)
+    return [r["status"] for r in rows]
 
 
 async def test_held_commands_leave_in_order_at_the_paced_rate_and_errors_slow_them_further(
@@ -173,7 +179,7 @@ async def test_held_commands_leave_in_order_at_the_paced_rate_and_errors_slow_th
             await publish(js, heartbeat(system, connector, "up"))
             await eventually(lambda: _all(pool, held, "ok"))
             assert [a for a, _ in arrivals] == [str(i) for i in held]  # in order
-            gaps = [b - a for (_, a), (_, b) in zip(arrivals, arrivals[1:], strict=False)]
+            gaps = [b - a for (_, a), (_, b) in itertools.pairwise(arrivals)]
             # restarting at 60/min (+10/min each second): about one a second, never all at once
             assert arrivals[-1][1] - arrivals[0][1] >= 3.5, gaps
             assert min(gaps) >= 0.3, gaps
@@ -222,7 +228,8 @@ async def test_staff_commands_while_recovering_are_bounded_by_the_open_counters_
             assert bounded["pace"]["reason"].endswith("floor: open counters limit staff commands at 1 site")
             own = await integration(api, {"Authorization": f"Bearer {token('manager', [site])}"}, system)
             assert own is not None and own["pace"]["floor"] == {site: 1}
-            elsewhere = token("manager", [f"other-{uid}"])  # a manager of another site learns nothing of this one
+            # a manager of another site learns nothing of this one
+            elsewhere = token("manager", [f"other-{uid}"])
             seen = await integration(api, {"Authorization": f"Bearer {elsewhere}"}, system)
             assert seen is not None and seen["pace"]["floor"] == {} and site not in seen["pace"]["reason"]
             async with connect(backend, elsewhere) as ws:

@@ -44,7 +44,8 @@ async def test_a_link_merges_two_journeys_and_the_absorbed_id_still_answers(api,
     t0 = datetime.now(UTC) - timedelta(minutes=10)
     await publish(js, cloud_event("appointment.booked", appt, {
         "site": site, "service": "benefits", "channel": "web", "slot_start": t0.isoformat()}, time=t0))
-    await publish(js, cloud_event("customer.arrived", walk_in, {"site": site}, time=t0 + timedelta(minutes=1)))
+    await publish(js, cloud_event("customer.arrived", walk_in, {"site": site},
+                                  time=t0 + timedelta(minutes=1)))
 
     async def journeys_of_site():
         items = (await api.get("/api/v1/journeys", params={"site": site}, headers=reader)).json()["items"]
@@ -52,8 +53,9 @@ async def test_a_link_merges_two_journeys_and_the_absorbed_id_still_answers(api,
 
     first, second = await eventually(journeys_of_site)
     # the queue learns which appointment the walk-in belongs to
-    await publish(js, cloud_event("ticket.issued", walk_in, {"site": site, "ticket": "T-7", "queue_name": "main",
-                                                            "links": [appt]}, time=t0 + timedelta(minutes=2)))
+    await publish(js, cloud_event("ticket.issued", walk_in,
+                                  {"site": site, "ticket": "T-7", "queue_name": "main", "links": [appt]},
+                                  time=t0 + timedelta(minutes=2)))
 
     async def merged():
         items = (await api.get("/api/v1/journeys", params={"site": site}, headers=reader)).json()["items"]
@@ -66,7 +68,8 @@ async def test_a_link_merges_two_journeys_and_the_absorbed_id_still_answers(api,
     for old in (first["id"], second["id"]):
         detail = (await api.get(f"/api/v1/journeys/{old}", headers=reader)).json()
         assert detail["id"] == journey["id"]
-        assert [e["type"] for e in detail["timeline"]] == ["appointment.booked", "customer.arrived", "ticket.issued"]
+        assert [e["type"] for e in detail["timeline"]] == ["appointment.booked", "customer.arrived",
+                                                           "ticket.issued"]
 
 
 async def test_stage_filter_and_unknown_journey(api, js, reader, uid):
@@ -79,7 +82,8 @@ async def test_stage_filter_and_unknown_journey(api, js, reader, uid):
         return len(items) == 2
 
     await eventually(both)
-    no_shows = (await api.get("/api/v1/journeys", params={"site": site, "stage": "no_show"}, headers=reader)).json()
+    no_shows = (await api.get("/api/v1/journeys", params={"site": site, "stage": "no_show"},
+                              headers=reader)).json()
     assert [j["refs"] for j in no_shows["items"]] == [[f"appointments:N-{uid}"]]
     missing = await api.get("/api/v1/journeys/00000000-0000-4000-8000-000000000000", headers=reader)
     assert missing.status_code == 404 and missing.json()["status"] == 404
@@ -91,8 +95,8 @@ async def test_capacity_keeps_the_latest_report_whatever_the_arrival_order(api, 
 
     def report(queue_length: int, at: datetime) -> dict:
         return cloud_event("capacity.changed", f"site:{site}", {
-            "site": site, "counters_open": 4, "counters_busy": 3, "staff_on_duty": 5, "queue_length": queue_length},
-            source="/queue", time=at)
+            "site": site, "counters_open": 4, "counters_busy": 3, "staff_on_duty": 5,
+            "queue_length": queue_length}, source="/queue", time=at)
 
     await publish(js, report(9, now))
     await publish(js, report(2, now - timedelta(minutes=5)))  # older, arrives later: must not win
@@ -128,7 +132,8 @@ async def test_flow_history_gives_the_rate_minute_by_minute_for_the_last_hour(ap
     assert site_history["site"] == site and len(points) == 60
     assert (points[-1]["arrivals_per_min"], points[-1]["completions_per_min"]) == (2 / 15, 1 / 15)
     assert points[0]["arrivals_per_min"] == 0  # 59 minutes ago nothing had arrived in the 15 before
-    assert 1 / 15 in [p["arrivals_per_min"] for p in points]  # the arrival 40 minutes ago, alone in its window
+    # the arrival 40 minutes ago, alone in its window
+    assert 1 / 15 in [p["arrivals_per_min"] for p in points]
     other = await api.get("/api/v1/flow/history", params={"site": "elsewhere"},
                           headers={"Authorization": f"Bearer {token('manager', [site])}"})
     assert other.status_code == 403
@@ -142,4 +147,5 @@ async def test_health_readiness_metrics_and_openapi_are_public(api):
     assert "switchboard_events_applied_total" in metrics
     schema = (await api.get("/schema/openapi.json")).json()
     operation_ids = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
-    assert {"listJourneys", "getJourney", "getFlow", "getCapacity", "listFailures", "postEvents"} <= operation_ids
+    assert {"listJourneys", "getJourney", "getFlow", "getCapacity", "listFailures",
+            "postEvents"} <= operation_ids

@@ -23,7 +23,8 @@ async def test_concurrent_migrations_apply_each_file_once(server_urls):
         assert sorted(results, key=len)[-1] == files, "one starter applies everything"
         assert sum(len(r) for r in results) == len(files), "the others find nothing left to do"
         assert await db.migrate(conns[0]) == []
-        assert [r["version"] for r in await conns[0].fetch("SELECT version FROM schema_migrations ORDER BY 1")] == files
+        applied = await conns[0].fetch("SELECT version FROM schema_migrations ORDER BY 1")
+        assert [r["version"] for r in applied] == files
         for c in conns:
             await c.close()
     finally:

@@ -27,39 +27,46 @@ from tests.support.waits import eventually
 
 async def test_personal_data_and_tokens_reach_neither_logs_nor_tables(settings, workdir, pool, js, token, uid,
                                                                       tmp_path):
-    email, phone, name = f"ada.{uid}@example.org", f"+44 20 7946 {int(uid, 16) % 10_000:04d}", f"Lovelace{uid}"
+    email, phone, name = (f"ada.{uid}@example.org", f"+44 20 7946 {int(uid, 16) % 10_000:04d}",
+                          f"Lovelace{uid}")
     live_token, expired = token("manager"), token("manager", ttl=timedelta(seconds=-10))
     connector = token("connector", system="queue")
     sre = token("sre")
     site = f"pii-{uid}"
     unsafe_sub = f"staff {uid} 0123456789"  # not a safe code: pseudonymised, in the audit log too
-    digits, birth_id, person = f"0794{int(uid, 16) % 10_000_000:07d}", f"19800101-{int(uid, 16) % 10_000:04d}", \
-        f"Ada.Lovelace{uid.translate(str.maketrans('0123456789', 'abcdefghij'))}"
+    digits, birth_id = f"0794{int(uid, 16) % 10_000_000:07d}", f"19800101-{int(uid, 16) % 10_000:04d}"
+    person = f"Ada.Lovelace{uid.translate(str.maketrans('0123456789', 'abcdefghij'))}"
     sre_unsafe_sub = mint_token(settings.tokens, sub=unsafe_sub, roles=["sre"], sites=[site])
     secrets = [live_token, expired, connector, sre, sre_unsafe_sub]
     first_seq = await stream_ends(js)
     process = start_backend(settings, workdir / "backend-pii.log", {"SWITCHBOARD_LOG_LEVEL": "DEBUG"})
     try:
         async with httpx.AsyncClient(base_url=process.url, timeout=10) as api:
-            await publish(js, cloud_event("customer.arrived", f"queue:A-{uid}", {"site": site, "email": email}))
+            await publish(js, cloud_event("customer.arrived", f"queue:A-{uid}",
+                                          {"site": site, "email": email}))
             await publish(js, cloud_event("customer.arrived", f"queue:B-{uid}", {
                 "site": site, "extra": {"contact": {"phone": phone}, "full_name": name}}))
             await js.publish("svc.events.queue.customer.arrived",
                              b'{"id": "' + uid.encode() + b'", "broken": "' + email.encode() + b'"')
-            # personal data in the typed fields: ids, subjects, links, codes, a source's instance, a command's error
+            # personal data in the typed fields: ids, subjects, links, codes, a source's instance, a command's
+            # error
             for event in personal_in_typed_fields(site, uid, digits, birth_id, person):
                 await publish(js, event)
-            batch = [cloud_event("customer.arrived", f"queue:C-{uid}", {"site": site, "note": f"{name} {phone}"}),
+            batch = [cloud_event("customer.arrived", f"queue:C-{uid}",
+                                 {"site": site, "note": f"{name} {phone}"}),
                      {"type": "customer.arrived", "email": email, "data": {"site": site}},
                      *personal_in_typed_fields(site, uid, digits, birth_id, person)]
-            answer = await api.post("/api/v1/events", json=batch, headers={"Authorization": f"Bearer {connector}"})
+            answer = await api.post("/api/v1/events", json=batch,
+                                    headers={"Authorization": f"Bearer {connector}"})
             assert answer.status_code == 202 and len(answer.json()["rejected"]) == len(batch), answer.text
             assert answer.json()["accepted"] == []
             for bad in (expired, live_token + "x", f"{live_token}.{email}"):
-                assert (await api.get("/api/v1/flow", headers={"Authorization": f"Bearer {bad}"})).status_code == 401
+                refused = await api.get("/api/v1/flow", headers={"Authorization": f"Bearer {bad}"})
+                assert refused.status_code == 401
             ws_url = process.url.replace("http", "ws", 1) + f"/api/v1/live?token={live_token}"
             async with websockets.connect(ws_url, origin=process.url, open_timeout=10) as ws:
-                await ws.send(msgspec.json.encode({"op": "subscribe", "topics": ["flow"], "sites": [email]}).decode())
+                subscribe = {"op": "subscribe", "topics": ["flow"], "sites": [email]}
+                await ws.send(msgspec.json.encode(subscribe).decode())
                 assert msgspec.json.decode(await ws.recv())["op"] == "error"
 
             sre_headers = {"Authorization": f"Bearer {sre}"}
@@ -81,30 +88,32 @@ async def test_personal_data_and_tokens_reach_neither_logs_nor_tables(settings, 
                                    json={"reason": f"back up, says {email}"})
             assert ended.status_code == 200, ended.text
 
-            await snapshot_drift_ignored(api, settings, tmp_path, site, {"Authorization": f"Bearer {sre_unsafe_sub}"},
-                                         email, phone, name)
+            await snapshot_drift_ignored(api, settings, tmp_path, site,
+                                         {"Authorization": f"Bearer {sre_unsafe_sub}"}, email, phone, name)
     finally:
         process.stop()
 
     logs = {path.name: path.read_text(errors="replace") for path in workdir.rglob("*.log")}
     assert "Application startup complete" in logs["backend-pii.log"]
-    markers = {"e-mail": email, "phone": phone, "name": name, "phone as an id": digits, "national id": birth_id,
-               "name as a code": person,
+    markers = {"e-mail": email, "phone": phone, "name": name, "phone as an id": digits,
+               "national id": birth_id, "name as a code": person,
                **{f"token {i}": secret for i, secret in enumerate(secrets)},
                **{f"token signature {i}": secret.rsplit(".", 1)[1] for i, secret in enumerate(secrets)}}
-    in_logs = {(what, file) for file, text in logs.items() for what, marker in markers.items() if marker in text}
+    in_logs = {(what, file) for file, text in logs.items() for what, marker in markers.items()
+               if marker in text}
     lines = [line[:300] for text in logs.values() for line in text.splitlines()
              if any(m in line for m in markers.values())]
     assert not in_logs, f"found in logs: {sorted(in_logs)}: {lines[:5]}"
 
     tables = [r["table_name"] for r in await pool.fetch(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")]
+        "SELECT table_name FROM information_schema.tables"
+        " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")]
     assert {"events", "failures", "audit_log", "journeys"} <= set(tables)
     in_tables = set()
     for table in tables:
         for what, marker in markers.items():
-            hits = await pool.fetchval(f'SELECT count(*) FROM "{table}" t WHERE strpos(row_to_json(t)::text, $1) > 0',
-                                       marker)
+            hits = await pool.fetchval(f'SELECT count(*) FROM "{table}" t'
+                                       " WHERE strpos(row_to_json(t)::text, $1) > 0", marker)
             if hits:
                 in_tables.add((what, table))
     assert not in_tables, f"found at rest: {sorted(in_tables)}"
@@ -119,7 +128,8 @@ async def test_personal_data_and_tokens_reach_neither_logs_nor_tables(settings, 
 
 def personal_in_typed_fields(site: str, uid: str, digits: str, birth_id: str, person: str) -> list[dict]:
     """Events that decode, carrying personal data where only references and codes belong."""
-    booked = {"site": site, "service": "passport", "slot_start": datetime.now(UTC).isoformat(), "channel": "web"}
+    booked = {"site": site, "service": "passport", "slot_start": datetime.now(UTC).isoformat(),
+              "channel": "web"}
     return [
         cloud_event("customer.arrived", f"queue:{digits}", {"site": site}),
         cloud_event("customer.arrived", f"queue:L-{uid}", {"site": site, "links": [f"crm:{birth_id}"]}),
@@ -132,11 +142,13 @@ def personal_in_typed_fields(site: str, uid: str, digits: str, birth_id: str, pe
 
 async def stream_ends(js) -> dict[str, int]:
     """Where each stream's messages of this test will start (the session's earlier ones are other tests')."""
-    return {stream: (await js.stream_info(stream)).state.last_seq + 1 for stream in (EVENTS_STREAM, COMMANDS_STREAM)}
+    return {stream: (await js.stream_info(stream)).state.last_seq + 1
+            for stream in (EVENTS_STREAM, COMMANDS_STREAM)}
 
 
 async def stream_hits(js, markers: dict[str, str], first_seq: dict[str, int]) -> set[tuple[str, str]]:
-    """Every message this test left in both streams, read through the JetStream API, checked for the markers."""
+    """Every message this test left in both streams, read through the JetStream API, checked for the
+    markers."""
     hits: set[tuple[str, str]] = set()
     for stream, first in first_seq.items():
         state = (await js.stream_info(stream)).state
@@ -170,7 +182,8 @@ async def snapshot_drift_ignored(api: httpx.AsyncClient, settings, folder, site:
 
         [item] = await eventually(drifted)
     assert item["kind"] == "missing_here" and item["theirs"]["ticket"] == "P-1", item
-    assert set(item["theirs"]) == {"stage", "ticket", "service"}, item  # only what the queue is compared on or read
+    # only what the queue is compared on or read
+    assert set(item["theirs"]) == {"stage", "ticket", "service"}, item
     ignored = await api.post(f"/api/v1/reconciliation/drift/{item['id']}/resolve", headers=headers,
                              json={"action": "ignore", "reason": f"test customer {email}"})
     assert ignored.status_code == 200, ignored.text

@@ -31,7 +31,8 @@ def _base(name: str, exposed: set[str]) -> bool:
 async def test_every_metric_the_prometheus_alerts_use_is_served_at_metrics(backend):
     document = yaml.safe_load(RULES.read_text())
     rules = [rule for group in document["groups"] for rule in group["rules"]]
-    assert len(rules) >= 8 and all({"alert", "expr", "labels", "annotations"} <= rule.keys() for rule in rules)
+    assert len(rules) >= 8
+    assert all({"alert", "expr", "labels", "annotations"} <= rule.keys() for rule in rules)
     assert len({rule["alert"] for rule in rules}) == len(rules), "alert names are unique"
     used = {name for rule in rules for name in re.findall(r"\bswitchboard_[a-z_]+\b", rule["expr"])}
     assert {"switchboard_alerts_active", "switchboard_alert_deliveries_total"} <= used

@@ -1,4 +1,5 @@
-"""Reconciliation (CONTRACT sections 5 and 6) against the simulated systems as real connectors on the test NATS.
+"""Reconciliation (CONTRACT sections 5 and 6) against the simulated systems as real connectors on the test
+NATS.
 
 Each test keeps its own site; drift is made the way it happens upstream: a record changed by hand in
 the system (no event), a record Switchboard never heard of, a reference the system lost.
@@ -118,7 +119,8 @@ async def test_silent_drift_is_found_previewed_repaired_both_ways_verified_and_a
         # silent drift: a counter called the ticket, core re-assessed, a booking was keyed in by hand
         queue.records[ticket].stage = "called"
         queue.records[ticket].fields["counter"] = "C2"
-        assert core.drift_one() is not None and core.records[next(iter(core.records))].fields["eligibility"] == "failed"
+        assert core.drift_one() is not None
+        assert core.records[next(iter(core.records))].fields["eligibility"] == "failed"
         hand_made = f"appointments:A-HAND-{uid}"
         now = datetime.now(UTC)
         appointments.records[hand_made] = Record(ref=hand_made, site=site, created_at=now, updated_at=now,
@@ -148,7 +150,8 @@ async def test_silent_drift_is_found_previewed_repaired_both_ways_verified_and_a
 
         # accept_source: a corrective event from /switchboard, applied, then verified by a new read
         accepted = await rapi.post(f"/api/v1/reconciliation/drift/{stage['id']}/resolve",
-                                   json={"action": "accept_source", "reason": "the counter called it"}, headers=sre)
+                                   json={"action": "accept_source", "reason": "the counter called it"},
+                                   headers=sre)
         assert accepted.status_code == 200, accepted.text
         assert accepted.json()["status"] == "repairing" and len(accepted.json()["events"]) == 1
         verified = await settled(rapi, sre, stage["id"])
@@ -168,7 +171,8 @@ async def test_silent_drift_is_found_previewed_repaired_both_ways_verified_and_a
 
         # the bulk form acts on exactly the items its preview showed
         bulk = (await rapi.post("/api/v1/reconciliation/drift/preview",
-                                json={"filter": {"site": site, "system": "appointments"}}, headers=sre)).json()
+                                json={"filter": {"site": site, "system": "appointments"}},
+                                headers=sre)).json()
         assert bulk["matched"] == bulk["acting"] == 1
         assert bulk["plans"][0]["ref"] == hand_made and bulk["plans"][0]["action"] == "accept_source"
         done = await rapi.post("/api/v1/reconciliation/drift/resolve", json={"selection": bulk["selection"]},
@@ -182,7 +186,8 @@ async def test_silent_drift_is_found_previewed_repaired_both_ways_verified_and_a
             again = await run(rapi, sre, system, site)
             assert again["status"] == "done" and again["drifted"] == 0, again
         assert await drift(rapi, sre, site=site, status="open") == []  # the counter item closed with the run
-        audit = (await rapi.get("/api/v1/audit", params={"actor": "test-sre"}, headers=bearer(token, "admin"))).json()
+        audit = (await rapi.get("/api/v1/audit", params={"actor": "test-sre"},
+                                headers=bearer(token, "admin"))).json()
         actions = {(e["action"], e["target"]) for e in audit["items"]}
         assert ("drift.resolve", f"drift:{stage['id']}") in actions
         assert ("reconciliation.run", f"reconciliation:queue:{site}:{datetime.now(UTC).date()}") in actions
@@ -200,7 +205,8 @@ async def test_an_unreachable_system_gives_an_unreachable_run_and_no_false_drift
         finished = await run(rapi, sre, "queue", site)
         assert finished["status"] == "unreachable" and "503" in finished["error"], finished
         assert finished["checked"] == 0 and await drift(rapi, sre, site=site) == []
-        [status] = (await rapi.get("/api/v1/reconciliation", params={"site": site}, headers=sre)).json()["items"]
+        statuses = await rapi.get("/api/v1/reconciliation", params={"site": site}, headers=sre)
+        [status] = statuses.json()["items"]
         assert status["reachable"] is False and status["last_run"]["id"] == finished["id"]
     nobody = await run(rapi, sre, "crm", site)  # no connector at all answers
     assert nobody["status"] == "unreachable"
@@ -219,10 +225,13 @@ async def test_ignore_needs_a_reason_and_ignored_drift_is_not_raised_again(rapi,
         url = f"/api/v1/reconciliation/drift/{item['id']}/resolve"
         refused = await rapi.post(url, json={"action": "ignore"}, headers=sre)
         assert refused.status_code == 400 and "needs a reason" in refused.text
-        assert (await rapi.post(url, json={"action": "ignore", "reason": "x"}, headers=sre)).status_code == 400
-        ignored = await rapi.post(url, json={"action": "ignore", "reason": "renumbered on purpose"}, headers=sre)
+        too_short = await rapi.post(url, json={"action": "ignore", "reason": "x"}, headers=sre)
+        assert too_short.status_code == 400
+        ignored = await rapi.post(url, json={"action": "ignore", "reason": "renumbered on purpose"},
+                                  headers=sre)
         assert ignored.status_code == 200 and ignored.json()["status"] == "ignored"
-        assert (await rapi.post(url, json={"action": "ignore", "reason": "again"}, headers=sre)).status_code == 409
+        twice = await rapi.post(url, json={"action": "ignore", "reason": "again"}, headers=sre)
+        assert twice.status_code == 409
         assert (await run(rapi, sre, "queue", site))["drifted"] == 0
         assert await drift(rapi, sre, site=site, status="open") == []
 
@@ -250,7 +259,8 @@ async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js,
         assert (item["field"], item["ours"], item["theirs"], item["proposed_action"]) == (
             "stage", "completed", "waiting", "push_ours")
         preview = (await rapi.post("/api/v1/reconciliation/drift/preview",
-                                   json={"filter": {"site": site}, "action": "accept_source"}, headers=sre)).json()
+                                   json={"filter": {"site": site}, "action": "accept_source"},
+                                   headers=sre)).json()
         assert preview["matched"] == 1 and preview["acting"] == 0
         assert not preview["plans"][0]["possible"] and "final stage" in preview["plans"][0]["note"]
         refused = await rapi.post(f"/api/v1/reconciliation/drift/{item['id']}/resolve",
@@ -287,17 +297,20 @@ async def test_roles_and_sites_are_enforced_on_every_route_and_a_refusal_changes
     for path, body in [(p, b) for _, p, b in acts[:3]]:
         response = await rapi.post(path, json=body, headers=elsewhere)
         assert response.status_code == 403, (path, response.text)
-    for path in (f"/api/v1/reconciliation/drift/{item['id']}", f"/api/v1/reconciliation/runs/{finished['id']}",
+    for path in (f"/api/v1/reconciliation/drift/{item['id']}",
+                 f"/api/v1/reconciliation/runs/{finished['id']}",
                  f"/api/v1/reconciliation/drift?site={site}", f"/api/v1/reconciliation?site={site}"):
         assert (await rapi.get(path, headers=elsewhere)).status_code == 403, path
         assert (await rapi.get(path, headers=bearer(token, "manager", [site]))).status_code == 200, path
     assert await drift(rapi, elsewhere) == [] and (await rapi.get(
         "/api/v1/reconciliation", headers=elsewhere)).json()["items"] == []
     assert (await drift(rapi, sre, site=site))[0]["status"] == "open"
-    assert await pool.fetchval("SELECT count(*) FROM reconciliation_runs WHERE site = $1", site) == runs_before
+    runs_after = await pool.fetchval("SELECT count(*) FROM reconciliation_runs WHERE site = $1", site)
+    assert runs_after == runs_before
     malformed = await rapi.post("/api/v1/reconciliation/runs", json={"system": "queue"}, headers=sre)
     assert malformed.status_code == 400
-    unknown = await rapi.post("/api/v1/reconciliation/runs", json={"system": "switchboard", "site": site}, headers=sre)
+    unknown = await rapi.post("/api/v1/reconciliation/runs", json={"system": "switchboard", "site": site},
+                              headers=sre)
     assert unknown.status_code == 400
 
 
@@ -309,7 +322,8 @@ async def test_a_connector_can_never_publish_as_switchboard(rapi, js, pool, toke
     assert over_http.json()["rejected"][0]["kind"] == "unauthorized_source"
 
     async def refused():
-        return await pool.fetchval("SELECT reason FROM failures WHERE event_source = '/switchboard' AND site = $1"
+        return await pool.fetchval("SELECT reason FROM failures"
+                                   " WHERE event_source = '/switchboard' AND site = $1"
                                    " AND dedupe_key LIKE 'nats:%'", site)
 
     assert "only Switchboard itself" in await eventually(refused)
@@ -320,31 +334,37 @@ async def test_live_topic_shows_status_and_drift_as_runs_finish(rapi, token, sta
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])
     queue = still_queue(site)
-    async with running(stack.settings, tmp_path, queue), connect(stack.backend, token("manager", [site])) as ws:
+    async with (running(stack.settings, tmp_path, queue),
+                connect(stack.backend, token("manager", [site])) as ws):
         snapshot = await subscribe(ws, ["reconciliation"])
         assert snapshot["reconciliation"]["data"] == []
         ticket = await queue.arrive(site, "licence", [])
         await eventually(lambda: waiting(rapi, sre, ticket))
         queue.records[ticket].fields["ticket"] = "T-LIVE"
         finished = await run(rapi, sre, "queue", site)
-        status, before = await receive_until(ws, lambda f: f["op"] == "update" and f["key"] == f"status:queue:{site}"
+        status, before = await receive_until(ws, lambda f: f["op"] == "update"
+                                             and f["key"] == f"status:queue:{site}"
                                              and f["data"]["status"]["last_run"]["status"] == "done")
         assert status["site"] == site and status["data"]["status"]["last_run"]["id"] == finished["id"]
-        [item] = [f for f in before if f["key"].startswith("drift:")]  # the drift, announced before the run's end
+        # the drift, announced before the run's end
+        [item] = [f for f in before if f["key"].startswith("drift:")]
         assert item["data"]["drift"]["theirs"] == "T-LIVE"
 
 
 async def _fallback(pool: asyncpg.Pool, site: str, started_at: datetime) -> int:
     return await pool.fetchval("INSERT INTO fallbacks (site, system, reason, started_by, started_at)"
-                               " VALUES ($1, 'queue', 'queue system down', 'floor1', $2) RETURNING id", site, started_at)
+                               " VALUES ($1, 'queue', 'queue system down', 'floor1', $2) RETURNING id",
+                               site, started_at)
 
 
-async def _ledger(pool: asyncpg.Pool, fallback_id: int, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
+async def _ledger(pool: asyncpg.Pool, fallback_id: int,
+                  entries: list[tuple[str, str, dict[str, Any]]]) -> None:
     for seq, (action, ref, event) in enumerate(entries, start=1):
         await pool.execute(
             "INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source, event_id, actor, data)"
             " VALUES ($1, $2, $3, $4, $5, $6, 'floor1', $7::jsonb)",
-            fallback_id, seq, action, ref, event["source"], event["id"], msgspec.json.encode(event["data"]).decode())
+            fallback_id, seq, action, ref, event["source"], event["id"],
+            msgspec.json.encode(event["data"]).decode())
 
 
 async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_what_the_system_changed(
@@ -365,8 +385,10 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
             ("check_in", made, cloud_event("customer.arrived", made, {"site": site}, source=manual)),
             ("issue_ticket", made, cloud_event("ticket.issued", made, {"site": site, "ticket": "M-001",
                                                                         "queue_name": "tax"}, source=manual)),
-            ("call", before, cloud_event("ticket.called", before, {"site": site, "counter": "C4"}, source=manual)),
-            ("call", changed, cloud_event("ticket.called", changed, {"site": site, "counter": "C5"}, source=manual)),
+            ("call", before, cloud_event("ticket.called", before, {"site": site, "counter": "C4"},
+                                         source=manual)),
+            ("call", changed, cloud_event("ticket.called", changed, {"site": site, "counter": "C5"},
+                                          source=manual)),
             ("check_in", agreed, cloud_event("customer.arrived", agreed, {"site": site}, source=manual)),
         ]
         for _, _, event in steps:
@@ -376,7 +398,8 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
         await publish(js, refused)  # unsigned: the apply worker refuses it
         unsent = f"queue:M-003-{uid}"  # a step whose event never reached the bus: the replay sends it
         steps += [("check_in", lost, refused),
-                  ("check_in", unsent, cloud_event("customer.arrived", unsent, {"site": site}, source=manual))]
+                  ("check_in", unsent, cloud_event("customer.arrived", unsent, {"site": site},
+                                                   source=manual))]
         await _ledger(pool, fallback_id, steps)
         await eventually(lambda: pool.fetchval("SELECT id FROM failures WHERE event_id = $1", refused["id"]))
         await eventually(lambda: journey_of(rapi, sre, made))
@@ -398,7 +421,8 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
         replay = await eventually(ended)
         assert (replay["pushed"], replay["in_system"], replay["conflicts"]) == (3, 1, [changed])
         ledger = {(r["ref"], r["replay_status"], r["command_id"]) for r in await pool.fetch(
-            "SELECT DISTINCT ref, replay_status, command_id FROM fallback_ledger WHERE fallback_id = $1", fallback_id)}
+            "SELECT DISTINCT ref, replay_status, command_id FROM fallback_ledger WHERE fallback_id = $1",
+            fallback_id)}
         assert ledger == {(made, "pushed", replay_command_id(fallback_id, made)),
                           (before, "pushed", replay_command_id(fallback_id, before)),
                           (changed, "conflict", None), (agreed, "in_system", None), (lost, "refused", None),
@@ -407,7 +431,8 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
                                    " AND trigger = 'fallback_end'", site) >= 1
 
         async def pushed():
-            return made in queue.records and unsent in queue.records and queue.records[before].stage == "called"
+            return (made in queue.records and unsent in queue.records
+                    and queue.records[before].stage == "called")
 
         await eventually(pushed)
         assert queue.records[made].stage == "waiting" and queue.records[made].fields["ticket"] == "M-001"
@@ -421,11 +446,13 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
         await pool.execute("UPDATE fallbacks SET status = 'replaying' WHERE id = $1", fallback_id)
         again = await eventually(ended)
         assert again["pushed"] == 3
-        pushes = await pool.fetchval("SELECT count(*) FROM commands WHERE command = 'record.push' AND site = $1", site)
+        pushes = await pool.fetchval("SELECT count(*) FROM commands"
+                                     " WHERE command = 'record.push' AND site = $1", site)
         assert pushes == 3
 
 
-async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(server_urls, workdir, token, uid, tmp_path):
+async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(server_urls, workdir, token, uid,
+                                                                       tmp_path):
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])
     appointments, queue = Appointments(), still_queue(site)
@@ -454,7 +481,8 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(server_url
             async def repaired():
                 # stuck it stays, whatever else reaches the journey meanwhile (an answer to a command the
                 # rules sent for it)
-                await pool.execute("UPDATE journeys SET updated_at = now() - interval '5 hours' WHERE stage = 'waiting'"
+                await pool.execute("UPDATE journeys SET updated_at = now() - interval '5 hours'"
+                                   " WHERE stage = 'waiting'"
                                    " AND id = (SELECT journey_id FROM journey_refs WHERE ref = $1)", stuck)
                 journeys = [await journey_of(api, sre, ref) for ref in (stuck, keyed_in)]
                 return journeys if all(journeys) and journeys[0]["stage"] == "completed" else None
@@ -463,11 +491,13 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(server_url
                 await eventually(repaired)
             except AssertionError as exc:
                 runs_seen = [tuple(r) for r in await pool.fetch(
-                    "SELECT system, trigger, status, checked, drifted, error FROM reconciliation_runs WHERE site = $1",
-                    site)]
+                    "SELECT system, trigger, status, checked, drifted, error FROM reconciliation_runs"
+                    " WHERE site = $1", site)]
                 drift_seen = [tuple(r) for r in await pool.fetch(
-                    "SELECT system, kind, field, status, action, last_check FROM drift_items WHERE site = $1", site)]
-                beats = [tuple(r) for r in await pool.fetch("SELECT connector, system, upstream, seen_at FROM heartbeats")]
+                    "SELECT system, kind, field, status, action, last_check FROM drift_items WHERE site = $1",
+                    site)]
+                beats = [tuple(r) for r in await pool.fetch(
+                    "SELECT connector, system, upstream, seen_at FROM heartbeats")]
                 raise AssertionError(f"runs {runs_seen}; drift {drift_seen}; heartbeats {beats}; log "
                                      f"{process.log_path.read_text()[-3000:]}") from exc
             items = await drift(api, sre, site=site)
@@ -524,12 +554,13 @@ async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_on
             return record if record and record.fields.get("ticket") == ticket["ticket"] == "M-001" else None
 
         assert (await eventually(in_the_queue)).stage == "waiting"
-        assert queue.records[meanwhile].stage == "completed", "what the system changed meanwhile is never overwritten"
+        assert queue.records[meanwhile].stage == "completed", \
+            "what the system changed meanwhile is never overwritten"
         conflict = one(await drift(rapi, sre, site=site, status="open"), ref=meanwhile, field="stage")
         assert conflict["conflict"] and conflict["fallback_id"] == fallback["id"]
         again = await rapi.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={}, headers=floor)
         assert again.status_code == 409
-        assert await pool.fetchval("SELECT count(*) FROM commands WHERE rule = 'fallback_replay' AND $1 = ANY(refs)",
-                                   walk_in["ref"]) == 1
+        assert await pool.fetchval("SELECT count(*) FROM commands"
+                                   " WHERE rule = 'fallback_replay' AND $1 = ANY(refs)", walk_in["ref"]) == 1
         await run(rapi, sre, "queue", site)
         assert [d["ref"] for d in await drift(rapi, sre, site=site, status="open")] == [meanwhile]

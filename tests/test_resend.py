@@ -33,8 +33,8 @@ def auth(token, role, sites):
 
 
 async def _command(api, headers, site, status):
-    items = (await api.get("/api/v1/commands", params={"site": site, "status": status}, headers=headers)).json()[
-        "items"]
+    response = await api.get("/api/v1/commands", params={"site": site, "status": status}, headers=headers)
+    items = response.json()["items"]
     return items[0] if items else None
 
 
@@ -54,7 +54,8 @@ async def test_resend_of_a_failed_command_sends_it_once_more_and_is_audited(api,
         # who may: sre (and admin) of the command's site only; refusals change nothing
         for headers in (reader, auth(token, "floor_staff", [site]), auth(token, "sre", ["elsewhere"])):
             assert (await api.post(path, json={}, headers=headers)).status_code == 403
-        assert await stack.pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'command.resend'") == 0
+        resends = await stack.pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'command.resend'")
+        assert resends == 0
 
         answer["now"] = "ok"  # the cause is fixed upstream; two SREs press resend at once
         first, second = await asyncio.gather(api.post(path, json={"reason": "fixed"}, headers=sre),

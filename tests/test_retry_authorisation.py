@@ -19,7 +19,8 @@ async def _state(pool: asyncpg.Pool, uid: str, failure_ids: list[int]) -> dict:
         "journeys": await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref LIKE $1", f"%-{uid}"),
         "events": await pool.fetchval("SELECT count(*) FROM events WHERE id LIKE $1", f"%{uid}%"),
         "failures": [tuple(r) for r in await pool.fetch(
-            "SELECT id, kind, status, attempts FROM failures WHERE id = ANY($1::bigint[]) ORDER BY id", failure_ids)],
+            "SELECT id, kind, status, attempts FROM failures WHERE id = ANY($1::bigint[]) ORDER BY id",
+            failure_ids)],
     }
 
 
@@ -29,8 +30,8 @@ async def test_a_laundering_retry_is_refused_and_changes_nothing(api, js, pool, 
     # an event from /crm published on the queue's subject, and a connector of the queue posting as /crm
     await publish(js, cloud_event("customer.arrived", f"crm:C-{uid}", {"site": site}, id=f"launder-{uid}"),
                   subject="svc.events.queue.customer.arrived")
-    posted = await api.post("/api/v1/events", json=cloud_event("customer.arrived", f"crm:H-{uid}", {"site": site},
-                                                                id=f"posted-{uid}"),
+    as_crm = cloud_event("customer.arrived", f"crm:H-{uid}", {"site": site}, id=f"posted-{uid}")
+    posted = await api.post("/api/v1/events", json=as_crm,
                             headers={"Authorization": f"Bearer {token('connector', [site], system='queue')}"})
     assert posted.status_code == 202 and posted.json()["rejected"][0]["kind"] == "unauthorized_source"
     mismatch = await one_failure(api, sre, site=site, kind="source_mismatch")

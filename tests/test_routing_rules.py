@@ -39,7 +39,8 @@ def test_the_packaged_rules_are_the_five_of_the_contract():
     (GOOD_RULE.replace("{ channel", "{ colour"), 7, "has no data field 'colour'"),
     (GOOD_RULE.replace('command = "visit.context"', 'command = "Visit Context"'), 8, "command"),
     (GOOD_RULE.replace('to = "queue"', 'to = "queue"\nretries = 3'), 10, "unknown field `retries`"),
-    (GOOD_RULE.replace('when.data = { channel = "phone" }', 'when.data = { channel = "phone"'), 7, "not valid TOML"),
+    (GOOD_RULE.replace('when.data = { channel = "phone" }', 'when.data = { channel = "phone"'), 7,
+     "not valid TOML"),
     (GOOD_RULE + GOOD_RULE.split("\n", 2)[2], 11, "used twice"),
     (GOOD_RULE.replace('when.event = "appointment.booked"\nwhen.data = { channel = "phone" }',
                        'when.state = { mood = ["good"] }'), 6, "exactly one trigger"),
@@ -67,12 +68,14 @@ def test_a_backend_with_a_bad_rules_file_does_not_start(settings, tmp_path):
 
 
 async def test_the_rules_in_force_are_served_to_readers_only(api: httpx.AsyncClient, token):
-    served = await api.get("/api/v1/rules", headers={"Authorization": f"Bearer {token('floor_staff', ['x'])}"})
+    floor_staff = {"Authorization": f"Bearer {token('floor_staff', ['x'])}"}
+    served = await api.get("/api/v1/rules", headers=floor_staff)
     assert served.status_code == 200
     body = served.json()
     assert (body["file"], body["version"]) == ("v1.toml", 1)
     assert {r["name"]: r["command"] for r in body["items"]}["hold-visit-when-ineligible"] == "visit.hold"
     assert body["items"][0]["when"]["data"] == {"result": "failed"}
-    connector = await api.get("/api/v1/rules", headers={"Authorization": f"Bearer {token('connector', '*', 'queue')}"})
+    connector = await api.get("/api/v1/rules",
+                              headers={"Authorization": f"Bearer {token('connector', '*', 'queue')}"})
     assert connector.status_code == 403
     assert (await api.get("/api/v1/rules")).status_code == 401

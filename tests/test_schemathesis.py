@@ -32,10 +32,12 @@ def test_every_operation_answers_without_5xx_and_as_its_schema_says(backend, tok
                   suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy() | operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
         def run(case: schemathesis.Case) -> None:
-            response = case.call_and_validate(base_url=backend.url, headers=headers, checks=checks, timeout=10)
+            response = case.call_and_validate(base_url=backend.url, headers=headers, checks=checks,
+                                              timeout=10)
             statuses.append(response.status_code)
 
         run()
     assert len(tested) >= 10, tested
     assert len(statuses) >= 5 * len(tested), "schemathesis generated requests for each operation"
-    print(f"schemathesis: {len(tested)} operations, {len(statuses)} requests, statuses {sorted(set(statuses))}")
+    print(f"schemathesis: {len(tested)} operations, {len(statuses)} requests,"
+          f" statuses {sorted(set(statuses))}")

@@ -47,7 +47,8 @@ async def test_search_finds_a_journey_by_the_start_of_a_reference_or_ticket_numb
     assert len((await found(api, everywhere, q=f"W{uid}-1"))["items"]) == 2
     assert len((await found(api, manager, q=f"W{uid}-1"))["items"]) == 1
     refused = await api.get("/api/v1/journeys", params={"q": f"W{uid}", "site": elsewhere}, headers=manager)
-    assert refused.status_code == 403 and refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.status_code == 403
+    assert refused.headers["content-type"].startswith("application/problem+json")
     # stage and time window
     assert [j["stage"] for j in (await found(api, manager, q=f"B{uid}", stage="booked"))["items"]] \
         == ["booked"]
@@ -90,7 +91,8 @@ async def test_search_reads_only_the_index_range_of_its_prefix(pool):
     assert "Seq Scan" not in plan, plan
 
 
-async def test_search_then_drill_down_shows_the_journeys_commands_failures_and_drift(api, js, pool, token, uid):
+async def test_search_then_drill_down_shows_the_journeys_commands_failures_and_drift(api, js, pool, token,
+                                                                                      uid):
     site = f"drill-{uid}"
     booking = f"appointments:D{uid}"
     await publish(js, phone_booking(booking, site))  # the phone rule sends `visit.context`
@@ -98,7 +100,8 @@ async def test_search_then_drill_down_shows_the_journeys_commands_failures_and_d
     [journey] = (await eventually(lambda: _count(api, manager, 1, q=f"D{uid}")))["items"]
     failure = await pool.fetchval(
         "INSERT INTO failures (dedupe_key, kind, system, site, subject, reason, payload) VALUES"
-        " ($1, 'invalid_event', 'appointments', $2, $3, 'drill', '{}') RETURNING id", f"drill-{uid}", site, booking)
+        " ($1, 'invalid_event', 'appointments', $2, $3, 'drill', '{}') RETURNING id",
+        f"drill-{uid}", site, booking)
     run = await pool.fetchval(
         "INSERT INTO reconciliation_runs (system, site, day, trigger, status, finished_at)"
         " VALUES ('appointments', $1, current_date, 'on_demand', 'done', now()) RETURNING id", site)

@@ -21,7 +21,8 @@ SECRET = "whsec_" + base64.b64encode(b"fake-inbound-webhook-secret-32by").decode
 @pytest.fixture(scope="module")
 def webhook_backend(settings, workdir) -> Iterator[BackendProcess]:
     """A backend that shares a webhook secret with the `queue` system."""
-    process = start_backend(settings, workdir / "webhook-backend.log", {"SWITCHBOARD_WEBHOOK_SECRETS": f"queue={SECRET}"})
+    process = start_backend(settings, workdir / "webhook-backend.log",
+                            {"SWITCHBOARD_WEBHOOK_SECRETS": f"queue={SECRET}"})
     yield process
     process.stop()
 
@@ -56,7 +57,8 @@ async def test_a_signed_webhook_becomes_a_journey_event_and_a_replay_is_refused(
         auth = {"Authorization": f"Bearer {token('manager', [site])}"}
 
         async def journey():
-            items = (await client.get("/api/v1/journeys", params={"ref": f"queue:T-{uid}"}, headers=auth)).json()
+            items = (await client.get("/api/v1/journeys", params={"ref": f"queue:T-{uid}"},
+                                      headers=auth)).json()
             return items["items"]
 
         [found] = await eventually(journey)
@@ -67,7 +69,8 @@ async def test_bad_signatures_stale_timestamps_and_unknown_systems_are_refused(w
     body = ticket_called(f"T-{uid}", f"wh-{uid}")
     async with httpx.AsyncClient(base_url=webhook_backend.url) as client:
         other_secret = "whsec_" + base64.b64encode(b"fake-and-not-the-shared-secret!!").decode()
-        wrong = await client.post("/api/v1/webhooks/queue", content=body, headers=signed(body, secret=other_secret))
+        wrong = await client.post("/api/v1/webhooks/queue", content=body,
+                                  headers=signed(body, secret=other_secret))
         stale = await client.post("/api/v1/webhooks/queue", content=body,
                                   headers=signed(body, at=datetime.now(UTC) - timedelta(minutes=10)))
         tampered = await client.post("/api/v1/webhooks/queue", content=body.replace(b"C2", b"C9"),
@@ -115,11 +118,14 @@ def _flip(signature: str) -> str:
 # each: a mutation of a correctly signed request; every one must be refused and change nothing
 MUTATIONS = {
     "one bit of the signature": lambda h, b: ({**h, "webhook-signature": _flip(h["webhook-signature"])}, b),
-    "another scheme version": lambda h, b: ({**h, "webhook-signature": h["webhook-signature"].replace("v1,", "v2,")}, b),
+    "another scheme version":
+        lambda h, b: ({**h, "webhook-signature": h["webhook-signature"].replace("v1,", "v2,")}, b),
     "empty signature": lambda h, b: ({**h, "webhook-signature": ""}, b),
-    "only wrong signatures": lambda h, b: ({**h, "webhook-signature": f"v1,{'A' * 44} {_flip(h['webhook-signature'])}"}, b),
+    "only wrong signatures":
+        lambda h, b: ({**h, "webhook-signature": f"v1,{'A' * 44} {_flip(h['webhook-signature'])}"}, b),
     "another webhook-id": lambda h, b: ({**h, "webhook-id": h["webhook-id"] + "x"}, b),
-    "timestamp moved by a second": lambda h, b: ({**h, "webhook-timestamp": str(int(h["webhook-timestamp"]) + 1)}, b),
+    "timestamp moved by a second":
+        lambda h, b: ({**h, "webhook-timestamp": str(int(h["webhook-timestamp"]) + 1)}, b),
     "timestamp not a number": lambda h, b: ({**h, "webhook-timestamp": "soon"}, b),
     "body with a trailing space": lambda h, b: (h, b + b" "),
     "no webhook-id": lambda h, b: ({k: v for k, v in h.items() if k != "webhook-id"}, b),
@@ -137,7 +143,8 @@ async def test_every_mutation_of_a_signed_webhook_is_refused(webhook_backend, po
                                headers.get("webhook-id", "none") + "%") == 0
 
 
-async def test_a_future_timestamp_is_refused_and_one_valid_signature_among_several_is_enough(webhook_backend, uid):
+async def test_a_future_timestamp_is_refused_and_one_valid_signature_among_several_is_enough(webhook_backend,
+                                                                                              uid):
     body = ticket_called(f"T-{uid}", f"wh-{uid}")
     future = signed(body, at=datetime.now(UTC) + timedelta(minutes=10))
     rotated = signed(body)  # a sender rotating its secret sends the old and the new signature
