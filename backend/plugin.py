@@ -121,7 +121,7 @@ class SwitchboardPlugin(InitPluginProtocol):
                               live=bus)
         app.state.resources = resources
         app.state.alert_rules = self.alert_rules
-        live = app.state.live = LiveService(nc, pool, bus)
+        live = app.state.live = LiveService(nc, pool, bus, self.sites)
         await live.start()
         ingest, commands, integrations = settings.ingest, settings.commands, settings.integrations
         worker = ApplyWorker(nc, pool, bus=bus, rules=self.rules, batch=ingest.apply_batch,

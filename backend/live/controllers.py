@@ -17,4 +17,4 @@ async def live_socket(socket: WebSocket[Principal, Any, Any]) -> None:
     """Authenticated like any request (header or `?token=`), for read roles, from allowed origins only."""
     service: LiveService = socket.app.state.live
     await socket.accept()
-    await LiveSession(socket, service.hub, service.pool).run()
+    await LiveSession(socket, service.hub, service.pool, service.snapshots).run()

@@ -28,8 +28,10 @@ _RETRY_S = 1.0
 
 
 class JourneyFeed:
-    def __init__(self, pool: asyncpg.Pool, bus: LiveBus, *, site_interval_s: float = SITE_INTERVAL_S) -> None:
+    def __init__(self, pool: asyncpg.Pool, bus: LiveBus, targets: str, *,
+                 site_interval_s: float = SITE_INTERVAL_S) -> None:
         self.pool = pool
+        self.targets = targets  # the sites' wait targets, for flow's share served within target
         self.bus = bus
         self.site_interval_s = site_interval_s
         self._journeys: set[UUID] = set()
@@ -85,7 +87,7 @@ class JourneyFeed:
             sites, self._sites = sorted(self._sites), set()
             try:
                 async with self.pool.acquire() as conn:
-                    flows = await flow(conn, sites)
+                    flows = await flow(conn, sites, self.targets)
                     capacities = await capacity(conn, sites)
                 for site_flow in flows:
                     await self.bus.publish("flow", site_flow.site, site_flow.site, site_flow)

@@ -12,13 +12,16 @@ from backend.ingest.apply import Outcome
 from backend.live.bus import LiveBus
 from backend.live.feed import JourneyFeed
 from backend.live.hub import LiveHub
+from backend.live.sources import snapshot_readers
+from backend.sites.config import SiteDirectory
 
 
 class LiveService:
-    def __init__(self, nc: NATS, pool: asyncpg.Pool, bus: LiveBus) -> None:
+    def __init__(self, nc: NATS, pool: asyncpg.Pool, bus: LiveBus, sites: SiteDirectory) -> None:
         self.pool = pool  # each client's snapshots are read from it
+        self.snapshots = snapshot_readers(sites.targets_document)
         self.hub = LiveHub(nc)
-        self.feed = JourneyFeed(pool, bus)
+        self.feed = JourneyFeed(pool, bus, sites.targets_document)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -36,7 +36,7 @@ from backend.live.schemas import (
     Topic,
     Unsubscribe,
 )
-from backend.live.sources import SNAPSHOTS
+from backend.live.sources import SnapshotReader
 
 OUTBOX_LIMIT = 2000
 # client messages are rare (subscribe, ping): a sustained stream of them is abuse
@@ -76,11 +76,13 @@ class TokenBucket:
 
 
 class LiveSession:
-    def __init__(self, socket: WebSocket[Principal, Any, Any], hub: LiveHub, pool: asyncpg.Pool) -> None:
+    def __init__(self, socket: WebSocket[Principal, Any, Any], hub: LiveHub, pool: asyncpg.Pool,
+                 snapshots: dict[str, SnapshotReader]) -> None:
         self.socket = socket
         self.principal: Principal = socket.user
         self.hub = hub
         self.pool = pool
+        self.snapshots = snapshots
         self.outbox = Outbox(OUTBOX_LIMIT)
         self.topics: dict[str, frozenset[str] | None] = {}
         # topics waiting for their snapshot: updates are held here so none goes out before it
@@ -241,7 +243,7 @@ class LiveSession:
         site_list = None if sites is None else sorted(sites)
         async with self.pool.acquire() as conn:
             for topic, seq in topics:
-                data = await SNAPSHOTS[topic](conn, site_list)
+                data = await self.snapshots[topic](conn, site_list)
                 held = self.priming.pop(topic, None)
                 if held is None:
                     continue  # unsubscribed meanwhile

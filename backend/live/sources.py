@@ -5,6 +5,7 @@ A new topic's domain adds its reader here and announces its changes on the `Live
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,13 +45,15 @@ async def _failures(conn: asyncpg.Connection, sites: list[str] | None) -> list[A
     )
 
 
-SNAPSHOTS: dict[str, SnapshotReader] = {
-    "flow": flow,
-    "capacity": capacity,
-    "journeys": _journeys,
-    "failures": _failures,
-    "reconciliation": reconciliation.snapshot,
-    "fallbacks": fallbacks_snapshot,
-    "integrations": integrations_snapshot,
-    "alerts": alerts_snapshot,
-}
+def snapshot_readers(targets: str) -> dict[str, SnapshotReader]:
+    """Each topic's reader; `targets`: the sites' wait targets flow measures against."""
+    return {
+        "flow": functools.partial(flow, targets=targets),
+        "capacity": capacity,
+        "journeys": _journeys,
+        "failures": _failures,
+        "reconciliation": reconciliation.snapshot,
+        "fallbacks": fallbacks_snapshot,
+        "integrations": integrations_snapshot,
+        "alerts": alerts_snapshot,
+    }

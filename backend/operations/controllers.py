@@ -22,7 +22,7 @@ class OperationsController(Controller):
                    site: FromQuery[str | None] = None) -> FlowList:
         sites = request.user.scope(site)
         async with resources.pool.acquire() as conn:
-            return FlowList(items=await services.flow(conn, sites))
+            return FlowList(items=await services.flow(conn, sites, resources.sites.targets_document))
 
     @get("/flow/history", opt=READ, operation_id="getFlowHistory")
     async def flow_history(self, request: Request[Principal, Any, State], resources: AppResources,

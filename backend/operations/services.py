@@ -8,7 +8,6 @@ no-show and cancellation rates are of the last day's journeys that ended (comple
 
 from __future__ import annotations
 
-import functools
 from bisect import bisect_right
 from datetime import datetime, timedelta
 
@@ -16,18 +15,12 @@ import asyncpg
 import msgspec
 
 from backend.operations.schemas import FlowMinute, SiteCapacity, SiteFlow, SiteFlowHistory
-from backend.reports.targets import target_sql, targets_document, wait_sql
-from backend.sites.config import load_sites
+from backend.reports.targets import target_sql, wait_sql
 
 RATE_WINDOW_MIN = 15
 PERCENTILE_WINDOW = "60 minutes"
 _ENDED = "('completed', 'no_show', 'cancelled')"
 
-
-@functools.cache
-def _targets() -> str:
-    """The sites' wait targets, read once per process like every setting."""
-    return targets_document(load_sites())
 
 _FLOW_SQL = f"""
 WITH scoped AS (
@@ -63,7 +56,8 @@ ORDER BY site
 """
 
 
-async def flow(conn: asyncpg.Connection, sites: list[str] | None) -> list[SiteFlow]:
+async def flow(conn: asyncpg.Connection, sites: list[str] | None, targets: str) -> list[SiteFlow]:
+    """Each site's flow now; `targets`: the sites' wait targets (`SiteDirectory.targets_document`)."""
     return [
         SiteFlow(site=r["site"], stages=msgspec.json.decode(r["stages"]) if r["stages"] else {},
                  arrivals_per_min=float(r["arrivals_per_min"]),
@@ -71,7 +65,7 @@ async def flow(conn: asyncpg.Connection, sites: list[str] | None) -> list[SiteFl
                  wait_p50_s=r["wait_p50_s"], wait_p90_s=r["wait_p90_s"], service_p50_s=r["service_p50_s"],
                  within_target=r["within_target"], no_show_rate=r["no_show_rate"],
                  cancellation_rate=r["cancellation_rate"])
-        for r in await conn.fetch(_FLOW_SQL, sites, _targets())
+        for r in await conn.fetch(_FLOW_SQL, sites, targets)
     ]
 
 

@@ -11,7 +11,7 @@ import asyncpg
 
 from backend.db import lock_key
 from backend.reports.schemas import DailyReport
-from backend.reports.targets import target_sql, targets_document, wait_sql
+from backend.reports.targets import target_sql, wait_sql
 from backend.sites.config import SiteDirectory
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ UNION SELECT site FROM drift_items WHERE updated_at >= $1
 
 async def roll_up(conn: asyncpg.Connection, sites: SiteDirectory, site: str, day: date) -> None:
     start, end = sites.get(site).day_bounds(day)
-    await conn.execute(_ROLL_UP_SQL, site, start, end, targets_document(sites), day)
+    await conn.execute(_ROLL_UP_SQL, site, start, end, sites.targets_document, day)
 
 
 async def roll_up_recent(pool: asyncpg.Pool, sites: SiteDirectory, now: datetime) -> int | None:

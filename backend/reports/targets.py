@@ -1,20 +1,7 @@
-"""The sites' wait targets as one JSON document, so that SQL can decide per journey whether its wait stayed
-within its service's target (`WITHIN_TARGET_SQL`, with the document as the parameter it names)."""
+"""SQL that decides per journey whether its wait stayed within its service's target, reading the sites'
+targets from a parameter holding `SiteDirectory.targets_document`."""
 
 from __future__ import annotations
-
-import msgspec
-
-from backend.sites.config import SiteDirectory, SiteSettings
-
-
-def _entry(settings: SiteSettings) -> dict[str, object]:
-    return {"wait": settings.wait_target_s, "services": settings.service_targets_s}
-
-
-def targets_document(sites: SiteDirectory) -> str:
-    return msgspec.json.encode({"sites": {name: _entry(sites.get(name)) for name in sites.configured},
-                                "default": _entry(sites.default)}).decode()
 
 
 def target_sql(targets: str, journey: str = "j") -> str:

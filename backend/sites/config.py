@@ -15,6 +15,7 @@ A site the file does not name gets the defaults: every site a journey reaches ha
 
 from __future__ import annotations
 
+import functools
 import tomllib
 import zoneinfo
 from datetime import date, datetime, timedelta
@@ -97,6 +98,16 @@ class SiteDirectory:
     @property
     def configured(self) -> list[str]:
         return sorted(self._configured)
+
+    @functools.cached_property
+    def targets_document(self) -> str:
+        """Every site's wait targets as one JSON document, so that SQL can decide per journey whether its
+        wait stayed within its service's target (backend/reports/targets.py reads it)."""
+        def entry(settings: SiteSettings) -> dict[str, object]:
+            return {"wait": settings.wait_target_s, "services": settings.service_targets_s}
+
+        return msgspec.json.encode({"sites": {name: entry(self.get(name)) for name in self.configured},
+                                    "default": entry(self.default)}).decode()
 
 
 def _checked(site: str, entry: _Defaults, base: SiteSettings) -> SiteSettings:

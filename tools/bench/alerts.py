@@ -74,7 +74,7 @@ async def _measure(database_url: str, journeys: int, sites: int) -> dict[str, ob
         steady = [await _timed(engine.check) for _ in range(3)]
         roll_up = await _timed(lambda: roll_up_recent(pool, directory, datetime.now(UTC)))
         async with pool.acquire() as conn:
-            flows = [await _timed(lambda: flow(conn, None)) for _ in range(3)]
+            flows = [await _timed(lambda: flow(conn, None, directory.targets_document)) for _ in range(3)]
     finally:
         await pool.close()
     return {"journeys": journeys, "sites": sites, "alert_first_round_ms": first_round,
