@@ -35,7 +35,8 @@ async def test_audit_is_filtered_paged_and_scoped_to_the_tokens_sites(api: httpx
                             headers=sre)).json()
     entries = first["items"] + second["items"]
     assert second["next_cursor"] is None and len(entries) == 3
-    assert {(e["site"], e["action"], e["actor"]) for e in entries} == {(site, "fallback.start", "test-floor_staff")}
+    assert {(e["site"], e["action"], e["actor"]) for e in entries} == \
+        {(site, "fallback.start", "test-floor_staff")}
     # without a site filter a site's sre sees only their site's entries; naming another site is refused
     mine = (await api.get("/api/v1/audit", params={"since": before.isoformat()}, headers=sre)).json()["items"]
     assert {e["site"] for e in mine} == {site}

@@ -68,17 +68,20 @@ MATRIX: dict[str, Row] = {
     "GET /api/v1/capacity": Row(READ_, "/api/v1/capacity?site={site}", foreign=True, listing=True),
     "GET /api/v1/failures": Row(READ_, "/api/v1/failures?site={site}", foreign=True, listing=True),
     "GET /api/v1/failures/{failure_id:int}": Row(READ_, "/api/v1/failures/{failure}", foreign=True),
-    "POST /api/v1/failures/{failure_id:int}/retry": Row(SRE_, "/api/v1/failures/{failure}/retry", foreign=True),
+    "POST /api/v1/failures/{failure_id:int}/retry": Row(SRE_, "/api/v1/failures/{failure}/retry",
+                                                        foreign=True),
     "POST /api/v1/failures/retry": Row(SRE_, "/api/v1/failures/retry", foreign=True,
                                        body=lambda w: {"filter": {"site": w["site"]}, "dry_run": True}),
     "POST /api/v1/failures/{failure_id:int}/discard": Row(SRE_, "/api/v1/failures/{discardable}/discard",
                                                           foreign=True, body=lambda w: {"reason": "matrix"}),
     "GET /api/v1/flow/history": Row(READ_, "/api/v1/flow/history?site={site}", foreign=True, listing=True),
     "GET /api/v1/integrations": Row(READ_, "/api/v1/integrations"),  # health per system, not per site
-    "GET /api/v1/reconciliation": Row(READ_, "/api/v1/reconciliation?site={site}", foreign=True, listing=True),
+    "GET /api/v1/reconciliation": Row(READ_, "/api/v1/reconciliation?site={site}", foreign=True,
+                                      listing=True),
     "POST /api/v1/reconciliation/runs": Row(SRE_, "/api/v1/reconciliation/runs", 202, foreign=True,
                                             body=lambda w: {"system": "queue", "site": w["site"]}),
-    "GET /api/v1/reconciliation/runs/{run_id:int}": Row(READ_, "/api/v1/reconciliation/runs/{run}", foreign=True),
+    "GET /api/v1/reconciliation/runs/{run_id:int}": Row(READ_, "/api/v1/reconciliation/runs/{run}",
+                                                        foreign=True),
     "GET /api/v1/reconciliation/drift": Row(READ_, "/api/v1/reconciliation/drift?site={site}", foreign=True,
                                             listing=True),
     "GET /api/v1/reconciliation/drift/{drift_id:int}": Row(READ_, "/api/v1/reconciliation/drift/{drift}",
@@ -86,18 +89,21 @@ MATRIX: dict[str, Row] = {
     "POST /api/v1/reconciliation/drift/{drift_id:int}/resolve": Row(
         SRE_, "/api/v1/reconciliation/drift/{drift}/resolve", foreign=True,
         body=lambda w: {"action": "ignore", "reason": "matrix", "dry_run": True}),
-    "POST /api/v1/reconciliation/drift/preview": Row(SRE_, "/api/v1/reconciliation/drift/preview", foreign=True,
+    "POST /api/v1/reconciliation/drift/preview": Row(SRE_, "/api/v1/reconciliation/drift/preview",
+                                                     foreign=True,
                                                      body=lambda w: {"filter": {"site": w["site"]}}),
     # a selection previewed as admin of the site, matching nothing: acting on it changes nothing
-    "POST /api/v1/reconciliation/drift/resolve": Row(SRE_, "/api/v1/reconciliation/drift/resolve", foreign=True,
+    "POST /api/v1/reconciliation/drift/resolve": Row(SRE_, "/api/v1/reconciliation/drift/resolve",
+                                                     foreign=True,
                                                      body=lambda w: {"selection": w["selection"]}),
     "GET /api/v1/fallbacks": Row(READ_, "/api/v1/fallbacks?site={site}", foreign=True, listing=True),
     "GET /api/v1/fallbacks/{fallback_id:int}": Row(READ_, "/api/v1/fallbacks/{fallback}", foreign=True),
     # one active fallback per site and system: the first allowed caller starts it, the next are told so
     "POST /api/v1/fallbacks": Row(FLOOR_, "/api/v1/fallbacks", (201, 409), foreign=True,
                                   body=lambda w: {"site": w["site"], "system": "crm", "reason": "matrix"}),
-    "POST /api/v1/fallbacks/{fallback_id:int}/actions": Row(FLOOR_, "/api/v1/fallbacks/{fallback}/actions", 201,
-                                                            foreign=True, body=lambda w: {"action": "check_in"}),
+    "POST /api/v1/fallbacks/{fallback_id:int}/actions": Row(
+        FLOOR_, "/api/v1/fallbacks/{fallback}/actions", 201, foreign=True,
+        body=lambda w: {"action": "check_in"}),
     # the first allowed caller ends it; the next are told it is no longer active
     "POST /api/v1/fallbacks/{fallback_id:int}/end": Row(FLOOR_, "/api/v1/fallbacks/{ending}/end", (200, 409),
                                                         foreign=True, body=lambda w: {"reason": "matrix"}),
@@ -119,10 +125,11 @@ MATRIX: dict[str, Row] = {
     "GET /api/v1/reports/daily": Row(READ_, "/api/v1/reports/daily?site={site}", foreign=True),
     "GET /api/v1/alerts": Row(READ_, "/api/v1/alerts?site={site}", foreign=True),
     "GET /api/v1/alerts/rules": Row(READ_, "/api/v1/alerts/rules"),  # the rules in force: configuration
-    "GET /api/v1/alerts/{alert_id:int}/deliveries": Row(SRE_, "/api/v1/alerts/{alert}/deliveries", foreign=True),
+    "GET /api/v1/alerts/{alert_id:int}/deliveries": Row(SRE_, "/api/v1/alerts/{alert}/deliveries",
+                                                        foreign=True),
     # the first allowed caller acknowledges it; the next are told it is acknowledged (or resolved meanwhile)
-    "POST /api/v1/alerts/{alert_id:int}/ack": Row(ACK_, "/api/v1/alerts/{alert}/ack", (200, 409), foreign=True,
-                                                  body=lambda w: {}),
+    "POST /api/v1/alerts/{alert_id:int}/ack": Row(ACK_, "/api/v1/alerts/{alert}/ack", (200, 409),
+                                                  foreign=True, body=lambda w: {}),
     # a handshake refused before accept is an HTTP 403 whatever the reason (uvicorn's websocket denial)
     "WS /api/v1/live": Row(READ_, "/api/v1/live", 101, foreign=True, anonymous=403),
     "GET /schema": Row(PUBLIC_, "/schema"),
@@ -186,7 +193,8 @@ async def world(backend, js, pool, token) -> World:
             source="/queue"))
         failures = [await pool.fetchval(
             "INSERT INTO failures (dedupe_key, kind, system, site, reason, payload) VALUES"
-            " ($1, 'invalid_event', 'queue', $2, 'matrix', '{}') RETURNING id", f"matrix-{uuid.uuid4().hex}", site)
+            " ($1, 'invalid_event', 'queue', $2, 'matrix', '{}') RETURNING id",
+            f"matrix-{uuid.uuid4().hex}", site)
             for _ in range(2)]
         command = uuid.uuid4()
         await pool.execute(
@@ -218,9 +226,11 @@ async def world(backend, js, pool, token) -> World:
         alert = await pool.fetchval(
             "INSERT INTO alerts (rule, kind, subject, site, summary, value, threshold) VALUES"
             " ('matrix', 'drift_open', $1, $1, 'matrix', 1, 0) RETURNING id", site)
-        places[name] = {"alert": str(alert), "site": site, "journey": await eventually(journey), "failure": str(failures[0]),
-                        "discardable": str(failures[1]), "fallback": str(fallback), "ending": str(ending),
-                        "run": str(run), "drift": str(drift), "command": str(command), "selection": preview.json()["selection"]}
+        places[name] = {"alert": str(alert), "site": site, "journey": await eventually(journey),
+                        "failure": str(failures[0]), "discardable": str(failures[1]),
+                        "fallback": str(fallback), "ending": str(ending), "run": str(run),
+                        "drift": str(drift), "command": str(command),
+                        "selection": preview.json()["selection"]}
     return World(own=places["a"], other=places["b"])
 
 
@@ -230,7 +240,8 @@ def headers_for(caller: str, token: Callable[..., str], site: str) -> dict[str, 
     return {"Authorization": f"Bearer {token(caller, [site], system='queue')}"}
 
 
-async def call(api: httpx.AsyncClient, route: str, place: dict[str, str], headers: dict[str, str]) -> httpx.Response:
+async def call(api: httpx.AsyncClient, route: str, place: dict[str, str],
+               headers: dict[str, str]) -> httpx.Response:
     row = MATRIX[route]
     body = row.body(place) if row.body else None
     return await api.request(route.split()[0], row.path.format(**place), json=body, headers=headers)
@@ -270,18 +281,23 @@ async def test_each_role_gets_what_its_row_says(api, backend, token, world, rout
 
 async def failure_state(pool, place: dict[str, str]) -> list[tuple[Any, ...]]:
     """What a refused call must leave as it was: the site's failures, fallbacks, ledger, runs and drift."""
-    rows = await pool.fetch("SELECT id, status, attempts, acted_by, last_at FROM failures WHERE id = ANY($1::bigint[])"
-                            " ORDER BY id", [int(place["failure"]), int(place["discardable"])])
-    fallbacks = await pool.fetch("SELECT id, status, ended_at FROM fallbacks WHERE site = $1 ORDER BY id", place["site"])
-    ledger = await pool.fetchval("SELECT count(*) FROM fallback_ledger l JOIN fallbacks f ON f.id = l.fallback_id"
-                                 " WHERE f.site = $1", place["site"])
+    rows = await pool.fetch("SELECT id, status, attempts, acted_by, last_at FROM failures"
+                            " WHERE id = ANY($1::bigint[]) ORDER BY id",
+                            [int(place["failure"]), int(place["discardable"])])
+    fallbacks = await pool.fetch("SELECT id, status, ended_at FROM fallbacks WHERE site = $1 ORDER BY id",
+                                 place["site"])
+    ledger = await pool.fetchval("SELECT count(*) FROM fallback_ledger l"
+                                 " JOIN fallbacks f ON f.id = l.fallback_id WHERE f.site = $1", place["site"])
     runs = await pool.fetchval("SELECT count(*) FROM reconciliation_runs WHERE site = $1", place["site"])
-    drift = await pool.fetch("SELECT id, status, action FROM drift_items WHERE site = $1 ORDER BY id", place["site"])
+    drift = await pool.fetch("SELECT id, status, action FROM drift_items WHERE site = $1 ORDER BY id",
+                             place["site"])
     return [tuple(r) for r in (*rows, *fallbacks, *drift)] + [(ledger, runs)]
 
 
-@pytest.mark.parametrize("route", sorted(k for k, row in MATRIX.items() if row.foreign and not k.startswith("WS ")))
-async def test_site_b_asked_for_by_a_user_of_site_a_is_refused_and_nothing_changes(api, pool, token, world, route):
+@pytest.mark.parametrize("route", sorted(k for k, row in MATRIX.items()
+                                         if row.foreign and not k.startswith("WS ")))
+async def test_site_b_asked_for_by_a_user_of_site_a_is_refused_and_nothing_changes(api, pool, token, world,
+                                                                                    route):
     row = MATRIX[route]
     assert row.roles is not None
     before = await failure_state(pool, world.other)
@@ -313,7 +329,8 @@ async def test_every_live_topic_is_scoped_to_the_tokens_sites(backend, token, wo
         async def answer() -> dict[str, Any]:
             return msgspec.json.decode(await ws.recv())  # type: ignore[no-any-return]
 
-        await ws.send(msgspec.json.encode({"op": "subscribe", "topics": list(TOPICS), "sites": [world.other["site"]]}).decode())
+        elsewhere = {"op": "subscribe", "topics": list(TOPICS), "sites": [world.other["site"]]}
+        await ws.send(msgspec.json.encode(elsewhere).decode())
         refused = await answer()
         assert refused["op"] == "error" and world.other["site"] in refused["reason"]
         await ws.send(msgspec.json.encode({"op": "subscribe", "topics": list(TOPICS)}).decode())
@@ -325,7 +342,8 @@ async def test_every_live_topic_is_scoped_to_the_tokens_sites(backend, token, wo
     for topic, data in snapshots.items():
         assert set().union(*(sites_of(topic, item) for item in data)) <= {world.own["site"]}, topic
     for topic in ("journeys", "fallbacks", "reconciliation"):
-        assert set().union(*(sites_of(topic, item) for item in snapshots[topic])) == {world.own["site"]}, topic
+        seen = set().union(*(sites_of(topic, item) for item in snapshots[topic]))
+        assert seen == {world.own["site"]}, topic
 
 
 def sites_of(topic: str, item: dict[str, Any]) -> set[str]:

@@ -73,11 +73,13 @@ def test_three_nats_nodes_route_to_each_other_and_streams_get_three_replicas(com
     streams = msgspec.convert({"stream_replicas": backend_env["SWITCHBOARD_STREAM_REPLICAS"]}, StreamsSection,
                               strict=False)  # as load_section reads it
     assert streams.stream_replicas == 3
-    assert {u.split("//")[1].split(":")[0] for u in backend_env["SWITCHBOARD_NATS_URL"].split(",")} == set(NATS_NODES)
+    nats_urls = backend_env["SWITCHBOARD_NATS_URL"].split(",")
+    assert {u.split("//")[1].split(":")[0] for u in nats_urls} == set(NATS_NODES)
 
 
 def test_the_shared_nats_configuration_is_valid_for_nats_server(tmp_path):
-    """With the includes `switchboard nats init` writes, as the nats-init service does; refused without them."""
+    """With the includes `switchboard nats init` writes, as the nats-init service does; refused without
+    them."""
     shutil.copy(ROOT / "deploy" / "nats.conf", tmp_path / "nats.conf")
     check = [EmbeddedNats.binary(), "-c", str(tmp_path / "nats.conf"), "-t"]
     assert subprocess.run(check, capture_output=True, timeout=30, check=False).returncode != 0
@@ -87,7 +89,8 @@ def test_the_shared_nats_configuration_is_valid_for_nats_server(tmp_path):
     result = subprocess.run(check, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     assert "nats-route://route:" in (tmp_path / "auth" / "cluster.conf").read_text()
-    assert "http: 127.0.0.1:8222" in (ROOT / "deploy" / "nats.conf").read_text()  # monitoring on loopback only
+    # monitoring on loopback only
+    assert "http: 127.0.0.1:8222" in (ROOT / "deploy" / "nats.conf").read_text()
 
 
 def test_the_nats_nodes_run_the_nats_server_version_the_tests_run(compose):

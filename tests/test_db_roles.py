@@ -37,8 +37,8 @@ async def runtime(settings: BackendSettings) -> AsyncIterator[asyncpg.Connection
 
 
 async def _trigger_states(pool: asyncpg.Pool) -> dict[str, str]:
-    rows = await pool.fetch("SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = 'audit_log'::regclass"
-                            " AND NOT tgisinternal")
+    rows = await pool.fetch("SELECT tgname, tgenabled::text FROM pg_trigger"
+                            " WHERE tgrelid = 'audit_log'::regclass AND NOT tgisinternal")
     return {r["tgname"]: r["tgenabled"] for r in rows}
 
 

@@ -1,4 +1,5 @@
-"""Failures (CONTRACT section 4): every inbound kind, truthful retry, bulk retry, discard, impact order, audit.
+"""Failures (CONTRACT section 4): every inbound kind, truthful retry, bulk retry, discard, impact order,
+audit.
 
 The command kinds (`command_failed`, `command_timeout`) are covered end to end in test_commands.
 """
@@ -30,12 +31,14 @@ async def test_every_inbound_failure_kind_is_recorded_with_a_redacted_payload(ap
     admin = bearer(token, "admin")
     await publish(js, b'{"specversion": "1.0", "id": "broken-' + uid.encode() + b'", "source": "/queue"',
                   subject="svc.events.queue.customer.arrived")
-    await publish(js, cloud_event("customer.arrived", f"queue:P-{uid}", {"site": site, "email": f"{uid}@mail.example"}))
+    await publish(js, cloud_event("customer.arrived", f"queue:P-{uid}",
+                                  {"site": site, "email": f"{uid}@mail.example"}))
     await wrong_subject(js, cloud_event("customer.arrived", f"queue:M-{uid}", {"site": site}))
     await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
     await _poison_events(pool, uid)
     try:
-        await publish(js, cloud_event("customer.arrived", f"queue:X-{uid}", {"site": site}, id=f"poison-{uid}"))
+        await publish(js, cloud_event("customer.arrived", f"queue:X-{uid}", {"site": site},
+                                      id=f"poison-{uid}"))
         kinds = {}
         for kind in ("pii_rejected", "source_mismatch", "unauthorized_source", "apply_error"):
             kinds[kind] = await one_failure(api, admin, site=site, kind=kind)
@@ -69,7 +72,8 @@ async def _poison_events(pool: asyncpg.Pool, uid: str) -> None:
 
 
 async def _cure_events(pool: asyncpg.Pool, uid: str) -> None:
-    await pool.execute(f"DROP TRIGGER IF EXISTS poison_{uid} ON events; DROP FUNCTION IF EXISTS poison_{uid}();")
+    await pool.execute(f"DROP TRIGGER IF EXISTS poison_{uid} ON events;"
+                       f" DROP FUNCTION IF EXISTS poison_{uid}();")
 
 
 async def test_a_retry_reports_the_truth_and_resolves_once_the_cause_is_fixed(api, js, pool, token, uid):
@@ -80,14 +84,16 @@ async def test_a_retry_reports_the_truth_and_resolves_once_the_cause_is_fixed(ap
     try:
         await publish(js, cloud_event("customer.arrived", ref, {"site": site}, id=f"poison-{uid}"))
         failure = await one_failure(api, sre, site=site, kind="apply_error")
-        still = await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={"reason": "try again"})
+        still = await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre,
+                               json={"reason": "try again"})
         assert still.status_code == 200
-        assert (still.json()["outcome"], still.json()["status"], still.json()["attempts"]) == ("still_failing", "open", 2)
+        assert (still.json()["outcome"], still.json()["status"], still.json()["attempts"]) == \
+            ("still_failing", "open", 2)
     finally:
         await _cure_events(pool, uid)
     await asyncio.sleep(1.1)  # past the double-click window
-    first, second = await asyncio.gather(*(api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})
-                                           for _ in range(2)))
+    retry_path = f"/api/v1/failures/{failure['id']}/retry"
+    first, second = await asyncio.gather(*(api.post(retry_path, headers=sre, json={}) for _ in range(2)))
     outcomes = sorted([first.json()["outcome"], second.json()["outcome"]])
     assert outcomes in (["already_resolved", "resolved"], ["just_retried", "resolved"])
     resolved = await api.get(f"/api/v1/failures/{failure['id']}", headers=sre)
@@ -108,7 +114,8 @@ async def test_a_retry_reports_the_truth_and_resolves_once_the_cause_is_fixed(ap
 async def test_a_payload_that_cannot_become_valid_stays_open_and_says_why(api, js, token, uid):
     site = f"site-{uid}"
     sre = bearer(token, "sre", [site])
-    await publish(js, cloud_event("customer.arrived", f"queue:P-{uid}", {"site": site, "phone": "+44 20 7946 0000"}))
+    await publish(js, cloud_event("customer.arrived", f"queue:P-{uid}",
+                                  {"site": site, "phone": "+44 20 7946 0000"}))
     await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
     pii = await one_failure(api, sre, site=site, kind="pii_rejected")
     fax = await one_failure(api, sre, site=site, kind="unauthorized_source")
@@ -130,7 +137,8 @@ async def test_bulk_retry_retries_exactly_the_previewed_set(api, js, pool, token
     sre = bearer(token, "sre", [site, other])
 
     async def poisoned(name: str, at: str) -> None:
-        await publish(js, cloud_event("customer.arrived", f"queue:{name}-{uid}", {"site": at}, id=f"poison-{uid}-{name}"))
+        await publish(js, cloud_event("customer.arrived", f"queue:{name}-{uid}", {"site": at},
+                                      id=f"poison-{uid}-{name}"))
 
     await _poison_events(pool, uid)
     try:
@@ -150,7 +158,8 @@ async def test_bulk_retry_retries_exactly_the_previewed_set(api, js, pool, token
         await poisoned("M3", site)
         [newest, *previewed] = await eventually(lambda: _count(api, sre, 4, site=site, kind="apply_error"))
         discarded = previewed[0]
-        await api.post(f"/api/v1/failures/{discarded['id']}/discard", headers=sre, json={"reason": "duplicate"})
+        await api.post(f"/api/v1/failures/{discarded['id']}/discard", headers=sre,
+                       json={"reason": "duplicate"})
         stale = await api.post("/api/v1/failures/retry", headers=sre,
                                json={"dry_run": False, "selection": preview["selection"]})
         assert stale.status_code == 409
@@ -165,16 +174,19 @@ async def test_bulk_retry_retries_exactly_the_previewed_set(api, js, pool, token
     finally:
         await _cure_events(pool, uid)
     done = await api.post("/api/v1/failures/retry", headers=sre,
-                          json={"dry_run": False, "selection": preview["selection"], "reason": "connector fixed"})
+                          json={"dry_run": False, "selection": preview["selection"],
+                                "reason": "connector fixed"})
     assert done.status_code == 200
     results = done.json()["results"]
     retried = {newest["id"], *(f["id"] for f in previewed[1:])}
     assert sorted(r["failure_id"] for r in results) == sorted(retried)
     assert {r["outcome"] for r in results} == {"resolved"}
     after = {f["id"]: f["status"] for f in await failures_of(api, sre, site=site, kind="apply_error")}
-    assert after == {**dict.fromkeys(retried, "resolved"), discarded["id"]: "discarded", latecomer["id"]: "open"}
+    assert after == {**dict.fromkeys(retried, "resolved"), discarded["id"]: "discarded",
+                     latecomer["id"]: "open"}
     assert [f["status"] for f in await failures_of(api, sre, site=other)] == ["open"]
-    assert [f["status"] for f in await failures_of(api, sre, site=site, kind="unauthorized_source")] == ["open"]
+    unauthorized = await failures_of(api, sre, site=site, kind="unauthorized_source")
+    assert [f["status"] for f in unauthorized] == ["open"]
 
     again = await api.post("/api/v1/failures/retry", headers=sre,
                            json={"dry_run": False, "selection": preview["selection"]})
@@ -201,16 +213,20 @@ async def test_discard_needs_a_reason_and_is_audited(api, js, token, uid):
     discarded = await api.post(path, headers=sre, json={"reason": "test system, retired"})
     assert (discarded.status_code, discarded.json()["outcome"], discarded.json()["status"]) == \
         (200, "discarded", "discarded")
-    assert (await api.post(path, headers=sre, json={"reason": "again"})).json()["outcome"] == "already_discarded"
-    assert (await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})).status_code == 409
+    again = await api.post(path, headers=sre, json={"reason": "again"})
+    assert again.json()["outcome"] == "already_discarded"
+    retry = await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})
+    assert retry.status_code == 409
     audit = (await api.get("/api/v1/audit", params={"actor": "test-sre"}, headers=sre)).json()["items"]
     rows = [a for a in audit if a["target"] == f"failure:{failure['id']}"]
     assert [(a["action"], a["reason"], a["result"]["outcome"]) for a in reversed(rows)] == [
-        ("failure.discard", "test system, retired", "discarded"), ("failure.discard", "again", "already_discarded")]
+        ("failure.discard", "test system, retired", "discarded"),
+        ("failure.discard", "again", "already_discarded")]
 
 
 @pytest.mark.parametrize(("role", "sites", "status"), [
-    ("manager", "*", 403), ("floor_staff", "*", 403), ("sre", ["elsewhere"], 403), ("admin", ["elsewhere"], 403),
+    ("manager", "*", 403), ("floor_staff", "*", 403), ("sre", ["elsewhere"], 403),
+    ("admin", ["elsewhere"], 403),
 ])
 async def test_only_sres_and_admins_of_the_site_may_act_on_failures(api, js, token, uid, role, sites, status):
     site = f"site-{uid}"
@@ -218,7 +234,8 @@ async def test_only_sres_and_admins_of_the_site_may_act_on_failures(api, js, tok
     failure = await one_failure(api, bearer(token, "admin"), site=site)
     who = bearer(token, role, sites)
     retry = await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=who, json={})
-    discard = await api.post(f"/api/v1/failures/{failure['id']}/discard", headers=who, json={"reason": "nope"})
+    discard = await api.post(f"/api/v1/failures/{failure['id']}/discard", headers=who,
+                             json={"reason": "nope"})
     bulk = await api.post("/api/v1/failures/retry", headers=who, json={"filter": {"site": site}})
     assert [retry.status_code, discard.status_code, bulk.status_code] == [status] * 3
     unchanged = await api.get(f"/api/v1/failures/{failure['id']}", headers=bearer(token, "admin"))
@@ -230,15 +247,16 @@ async def test_acting_on_failures_needs_a_token_and_connectors_may_not(api, toke
     for headers, status in (({}, 401), (connector, 403)):
         assert (await api.post("/api/v1/failures/1/retry", headers=headers, json={})).status_code == status
         assert (await api.post("/api/v1/failures/retry", headers=headers, json={})).status_code == status
-        assert (await api.post("/api/v1/failures/1/discard", headers=headers, json={"reason": "x" * 5})).status_code \
-            == status
+        discard = await api.post("/api/v1/failures/1/discard", headers=headers, json={"reason": "x" * 5})
+        assert discard.status_code == status
 
 
 async def test_the_audit_log_is_for_sres_and_admins_and_cannot_be_changed(api, pool, token):
     for role, status in (("manager", 403), ("floor_staff", 403), ("sre", 200), ("admin", 200)):
         assert (await api.get("/api/v1/audit", headers=bearer(token, role))).status_code == status
     since = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    assert (await api.get("/api/v1/audit", params={"since": since}, headers=bearer(token, "sre"))).json()["items"] == []
+    future = await api.get("/api/v1/audit", params={"since": since}, headers=bearer(token, "sre"))
+    assert future.json()["items"] == []
     await pool.execute("INSERT INTO audit_log (actor, roles, action, target, result)"
                        " VALUES ('probe', '{sre}', 'probe', 'none', '{}')")
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
@@ -266,7 +284,8 @@ async def test_failures_can_be_ordered_by_customer_impact(api, js, token, uid):
     for ref in (f"appointments:LATER-{uid}", f"appointments:SOON-{uid}", f"queue:WAIT-{uid}"):
         await eventually(lambda ref=ref: _journey(api, reader, ref))
     # created in the opposite order of their impact
-    for ref in (f"queue:NONE-{uid}", f"appointments:LATER-{uid}", f"appointments:SOON-{uid}", f"queue:WAIT-{uid}"):
+    for ref in (f"queue:NONE-{uid}", f"appointments:LATER-{uid}", f"appointments:SOON-{uid}",
+                f"queue:WAIT-{uid}"):
         await wrong_subject(js, cloud_event("interaction.logged", ref, {"site": site, "channel": "phone",
                                                                        "reason_code": "Q", "outcome": "OK"}))
         await eventually(lambda ref=ref: _failure_with_subject(api, reader, site, ref))
@@ -281,7 +300,8 @@ async def test_failures_can_be_ordered_by_customer_impact(api, js, token, uid):
     assert [f["id"] for f in by_time] == [by_impact[i]["id"] for i in (0, 1, 2, 3)]
     page = (await api.get("/api/v1/failures", params={"site": site, "order": "impact", "limit": 3},
                           headers=reader)).json()
-    rest = (await api.get("/api/v1/failures", params={"site": site, "order": "impact", "cursor": page["next_cursor"]},
+    rest = (await api.get("/api/v1/failures",
+                          params={"site": site, "order": "impact", "cursor": page["next_cursor"]},
                           headers=reader)).json()
     assert [f["id"] for f in page["items"] + rest["items"]] == [f["id"] for f in by_impact]
 
@@ -311,7 +331,8 @@ async def test_every_failure_change_is_announced_once_committed(api, js, pool, s
     try:
         await _poison_events(pool, uid)
         try:
-            await publish(js, cloud_event("customer.arrived", f"queue:M-{uid}", {"site": site}, id=f"poison-{uid}"))
+            await publish(js, cloud_event("customer.arrived", f"queue:M-{uid}", {"site": site},
+                                          id=f"poison-{uid}"))
             poisoned = await one_failure(api, sre, site=site, kind="apply_error")
         finally:
             await _cure_events(pool, uid)
@@ -321,9 +342,11 @@ async def test_every_failure_change_is_announced_once_committed(api, js, pool, s
                                       time=datetime(9999, 1, 1, tzinfo=UTC)))
         future = await one_failure(api, sre, site=site, kind="invalid_event")
         await api.post(f"/api/v1/failures/{poisoned['id']}/retry", headers=sre, json={})
-        assert (await api.post(f"/api/v1/failures/{fax['id']}/retry", headers=sre, json={})).status_code == 409
+        fax_retry = await api.post(f"/api/v1/failures/{fax['id']}/retry", headers=sre, json={})
+        assert fax_retry.status_code == 409
         await api.post(f"/api/v1/failures/{future['id']}/retry", headers=sre, json={})
-        await api.post(f"/api/v1/failures/{fax['id']}/discard", headers=sre, json={"reason": "retired system"})
+        await api.post(f"/api/v1/failures/{fax['id']}/discard", headers=sre,
+                       json={"reason": "retired system"})
 
         await eventually(lambda: asyncio.sleep(0, len(heard[str(fax["id"])]) == 2))
         await nc.flush()

@@ -72,7 +72,8 @@ async def test_an_event_applied_by_either_replica_reaches_clients_on_both(
         await publish(js, cloud_event("customer.arrived", ref, {"site": site}))
         for ws in (first, second):
             # the journey and its site's flow are published independently: either may come first
-            journey, before = await receive_until(ws, is_update("journeys", lambda f: ref in f["data"]["refs"]))
+            journey, before = await receive_until(ws, is_update("journeys",
+                                                                lambda f: ref in f["data"]["refs"]))
             assert (journey["site"], journey["key"], journey["data"]["stage"]) == (
                 site,
                 journey["data"]["id"],

@@ -69,7 +69,8 @@ async def test_metrics_count_every_stage_by_type_and_system(backend, js, pool, u
 
     async def counted() -> dict[str, dict[str, float]] | None:
         seen = samples(await metrics_text(backend))
-        ok = (labelled(seen.get("switchboard_events_applied_total", {}), type="customer.arrived", system="queue")
+        ok = (labelled(seen.get("switchboard_events_applied_total", {}), type="customer.arrived",
+                       system="queue")
               and labelled(seen.get("switchboard_events_failed_total", {}), kind="pii_rejected",
                            type="customer.arrived", system="queue")
               and labelled(seen.get("switchboard_events_in_total", {}), type="other", system="other"))
@@ -120,7 +121,8 @@ def test_json_log_lines_never_carry_tokens_or_personal_data():
     logger.propagate = False
     logger.warning("refused Authorization: Bearer %s from %s", jwt, "ada@example.org")
     logger.warning("a token in a URL /api/v1/live?token=%s&x=1", jwt)
-    logger.warning("payload %s", {"name": "Ada Lovelace", "site": "north", "contact": {"phone": "+44 20 7946 0958"}})
+    logger.warning("payload %s", {"name": "Ada Lovelace", "site": "north",
+                                  "contact": {"phone": "+44 20 7946 0958"}})
     logger.warning("context", extra={"email": "ada@example.org", "site": "north", "subject": "queue:T-1"})
     try:
         raise ValueError(f"bad token {jwt}")
@@ -133,7 +135,8 @@ def test_json_log_lines_never_carry_tokens_or_personal_data():
     everything = stream.getvalue()
     for secret in (jwt, jwt.split(".")[1], "ada@example.org", "Ada Lovelace", "+44 20 7946 0958", "7946"):
         assert secret not in everything
-    assert parsed[0]["level"] == "warning" and parsed[0]["msg"].startswith("refused Authorization: Bearer [redacted]")
+    assert parsed[0]["level"] == "warning"
+    assert parsed[0]["msg"].startswith("refused Authorization: Bearer [redacted]")
     assert parsed[2]["msg"].count("[redacted]") == 2 and "'site': 'north'" in parsed[2]["msg"]
     assert parsed[3]["fields"] == {"email": "[redacted]", "site": "north", "subject": "queue:T-1"}
     assert "ValueError: bad token [redacted]" in parsed[4]["exc"]
@@ -143,7 +146,8 @@ def test_json_log_lines_never_carry_tokens_or_personal_data():
 @pytest.fixture
 async def traced_world(server_urls, workdir):
     """A backend of its own (its own NATS and database) exporting spans to its log as JSON lines."""
-    env = {"SWITCHBOARD_OTEL_EXPORTER": "console", "SWITCHBOARD_LOG_LEVEL": "INFO", "SWITCHBOARD_LOG_FORMAT": "json"}
+    env = {"SWITCHBOARD_OTEL_EXPORTER": "console", "SWITCHBOARD_LOG_LEVEL": "INFO",
+           "SWITCHBOARD_LOG_FORMAT": "json"}
     async with own_stack(server_urls["database_url"], workdir, env) as stack:
         yield stack.settings, stack.backend
 
@@ -157,8 +161,8 @@ def _spans(log_path: Path) -> list[dict[str, Any]]:
     return found
 
 
-async def test_a_trace_runs_from_the_connector_publish_through_apply_to_the_websocket_push(traced_world, workdir,
-                                                                                          uid):
+async def test_a_trace_runs_from_the_connector_publish_through_apply_to_the_websocket_push(traced_world,
+                                                                                          workdir, uid):
     settings, backend = traced_world
     exporter = InMemorySpanExporter()
     tracing.use(exporter, "test-connector")
@@ -190,7 +194,8 @@ async def test_a_trace_runs_from_the_connector_publish_through_apply_to_the_webs
 
     (publish_span,) = exporter.get_finished_spans()
     trace_id = f"0x{publish_span.context.trace_id:032x}"
-    assert event.traceparent == (f"00-{publish_span.context.trace_id:032x}-{publish_span.context.span_id:016x}"
+    assert event.traceparent == (f"00-{publish_span.context.trace_id:032x}"
+                                 f"-{publish_span.context.span_id:016x}"
                                  f"-{int(publish_span.context.trace_flags):02x}")
     assert tracing.is_sampled(event.traceparent)
 
@@ -230,7 +235,8 @@ async def test_backend_logs_are_json_lines_without_tokens_or_personal_data(trace
 
     async def refused() -> bool:
         async with httpx_client(backend) as client:
-            failures = (await client.get("/api/v1/failures", headers={"Authorization": f"Bearer {good}"})).json()
+            failures = (await client.get("/api/v1/failures",
+                                         headers={"Authorization": f"Bearer {good}"})).json()
         return any(f["event_id"] == personal["id"] and f["kind"] == "pii_rejected" for f in failures["items"])
 
     await eventually(refused)

@@ -68,7 +68,8 @@ async def _stream_messages(js: nats.js.JetStreamContext) -> list[tuple[str, Comm
     return [(m.headers["Nats-Msg-Id"], msgspec.json.decode(m.data, type=Command)) for m in messages]
 
 
-async def test_a_backend_killed_after_commit_and_before_publish_loses_nothing_and_doubles_nothing(world, world_dir):
+async def test_a_backend_killed_after_commit_and_before_publish_loses_nothing_and_doubles_nothing(world,
+                                                                                                 world_dir):
     site = f"site-{uuid.uuid4().hex[:8]}"
     nc = await nats_connect(world)
     js = nc.jetstream()
@@ -87,10 +88,12 @@ async def test_a_backend_killed_after_commit_and_before_publish_loses_nothing_an
         async with ConnectorDouble(nc, "queue", site, lambda _: "ok") as queue:
             # started in a thread: the connector answers while the backend starts
             survivor = await asyncio.to_thread(start_backend, world, world_dir / "survivor.log")
-            await eventually(lambda: pool.fetchval("SELECT status = 'ok' FROM commands WHERE id = $1", command_id))
+            await eventually(lambda: pool.fetchval("SELECT status = 'ok' FROM commands WHERE id = $1",
+                                                   command_id))
         [(message_id, command)] = await _stream_messages(js)
         assert message_id == str(command_id)
-        assert (command.id, command.attempt, command.command, command.site) == (str(command_id), 1, "visit.context", site)
+        assert (command.id, command.attempt, command.command, command.site) == \
+            (str(command_id), 1, "visit.context", site)
         assert [c.id for c in queue.received] == [str(command_id)]
     finally:
         doomed.stop()
@@ -110,8 +113,8 @@ async def test_a_relay_dying_after_publish_and_before_commit_publishes_the_same_
                          PacePolicy.from_section(IntegrationsSection()), interval_s=1,
                          heartbeat_interval_s=15)
     try:
-        booking = validate(msgspec.json.encode(phone_booking(f"appointments:A-{site}", site)), max_bytes=65536,
-                           known_systems=SEED_SYSTEMS | RESERVED_SYSTEMS)
+        booking = validate(msgspec.json.encode(phone_booking(f"appointments:A-{site}", site)),
+                           max_bytes=65536, known_systems=SEED_SYSTEMS | RESERVED_SYSTEMS)
         assert isinstance(booking, Accepted)
         async with pool.acquire() as conn, conn.transaction():
             await apply_events(conn, [(booking.event, 0)], rules=load_rules(DEFAULT_RULES, SEED_SYSTEMS))

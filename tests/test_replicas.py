@@ -36,14 +36,17 @@ async def test_two_replicas_apply_shared_journeys_exactly(replicas, uid):
         by_journey[ticket] = [
             cloud_event("appointment.booked", appt, {"site": "rep", "service": "tax", "channel": "phone",
                                                      "slot_start": at.isoformat()}, time=at),
-            cloud_event("customer.arrived", ticket, {"site": "rep", "links": [appt]}, time=at + timedelta(minutes=1)),
+            cloud_event("customer.arrived", ticket, {"site": "rep", "links": [appt]},
+                        time=at + timedelta(minutes=1)),
             cloud_event("customer.priority_changed", f"crm:P{n}-{uid}",
                         {"site": "rep", "priority": rng.choice(["high", "normal"]), "links": [appt]},
                         time=at + timedelta(minutes=2)),
             cloud_event("ticket.issued", ticket, {"site": "rep", "ticket": f"T{n}", "queue_name": "main"},
                         time=at + timedelta(minutes=2)),
-            cloud_event("ticket.called", ticket, {"site": "rep", "counter": f"C{n % 4}"}, time=at + timedelta(minutes=5)),
-            cloud_event("service.completed", ticket, {"site": "rep", "outcome": "DONE"}, time=at + timedelta(minutes=9)),
+            cloud_event("ticket.called", ticket, {"site": "rep", "counter": f"C{n % 4}"},
+                        time=at + timedelta(minutes=5)),
+            cloud_event("service.completed", ticket, {"site": "rep", "outcome": "DONE"},
+                        time=at + timedelta(minutes=9)),
         ]
     deliveries = [e for events in by_journey.values() for e in events for _ in range(rng.randint(1, 2))]
     rng.shuffle(deliveries)
@@ -60,7 +63,8 @@ async def test_two_replicas_apply_shared_journeys_exactly(replicas, uid):
     await eventually(all_applied)
     async with pool.acquire() as conn:
         for ticket, events in by_journey.items():
-            refs = sorted({e["subject"] for e in events} | {r for e in events for r in e["data"].get("links", [])})
+            links = {r for e in events for r in e["data"].get("links", [])}
+            refs = sorted({e["subject"] for e in events} | links)
             journey_ids = {r["journey_id"] for r in await conn.fetch(
                 "SELECT journey_id FROM journey_refs WHERE ref = ANY($1::text[])", refs)}
             assert len(journey_ids) == 1, ticket

@@ -32,8 +32,8 @@ async def add_command(pool: asyncpg.Pool, uid: str, status: str, age_days: float
 async def add_failure(pool: asyncpg.Pool, uid: str, status: str, age_days: float,
                       command_id: uuid.UUID | None = None) -> int:
     return await pool.fetchval(  # type: ignore[no-any-return]
-        "INSERT INTO failures (dedupe_key, kind, status, site, command_id, reason, payload, first_at, last_at)"
-        " VALUES ($1, $2, $3, $4, $5, 'retention test', '{}', $6, $6) RETURNING id",
+        "INSERT INTO failures (dedupe_key, kind, status, site, command_id, reason, payload, first_at,"
+        " last_at) VALUES ($1, $2, $3, $4, $5, 'retention test', '{}', $6, $6) RETURNING id",
         f"retention-{uuid.uuid4().hex}", "command_failed" if command_id else "invalid_event", status,
         f"ret-{uid}", str(command_id) if command_id else None, days_ago(age_days))
 
@@ -54,26 +54,28 @@ async def test_old_rows_go_recent_ones_stay_and_nothing_in_use_is_purged(pool, u
     audit_old, audit_kept = await add_audit(pool, uid, 401), await add_audit(pool, uid, 100)
 
     counts = await eventually(lambda: purge(pool, DEFAULTS))  # None while a backend's own purge runs
-    assert set(counts) == {"events", "inbox", "webhook_receipts", "outbox", "floor_steps", "failures", "drift",
-                           "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets", "alerts",
-                           "reports", "audit"}
+    assert set(counts) == {"events", "inbox", "webhook_receipts", "outbox", "floor_steps", "failures",
+                           "drift", "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets",
+                           "alerts", "reports", "audit"}
 
-    events = {(r["source"], r["id"]) for r in await pool.fetch("SELECT source, id FROM events WHERE site = $1",
-                                                               f"ret-{uid}")}
+    events = {(r["source"], r["id"]) for r in await pool.fetch(
+        "SELECT source, id FROM events WHERE site = $1", f"ret-{uid}")}
     assert events == {recent_event}, "the 31-day-old inbox row goes, the 29-day-old one stays"
     assert old_event not in events
     inbox = {(r["source"], r["id"]) for r in await pool.fetch(
         "SELECT source, id FROM event_inbox WHERE id = ANY($1::text[])", [old_event[1], recent_event[1]])}
     assert inbox == {recent_event}, "idempotency is forgotten with the event, not before"
     receipts = {r["webhook_id"] for r in await pool.fetch(
-        "SELECT webhook_id FROM webhook_receipts WHERE webhook_id = ANY($1::text[])", [f"old-{uid}", f"new-{uid}"])}
+        "SELECT webhook_id FROM webhook_receipts WHERE webhook_id = ANY($1::text[])",
+        [f"old-{uid}", f"new-{uid}"])}
     assert receipts == {f"new-{uid}"}
     commands = {r["id"] for r in await pool.fetch("SELECT id FROM commands WHERE site = $1", f"ret-{uid}")}
     assert commands == {*in_flight_old.values(), ok_recent, failed_with_open_failure}
     failures = {r["id"] for r in await pool.fetch("SELECT id FROM failures WHERE site = $1", f"ret-{uid}")}
     assert failures == {open_command_failure, *unsettled_old, resolved_recent}
     audit = {r["id"] for r in await pool.fetch("SELECT id FROM audit_log WHERE target = $1", f"ret-{uid}")}
-    assert audit == {audit_kept}
+    assert audit == {audit_kept}, "the 401-day-old audit row goes (400 days kept), the 100-day-old one stays"
+    assert audit_old not in audit
     assert not set(settled_old.values()) & commands and not set(closed_old) & failures
 
 
@@ -86,7 +88,8 @@ async def test_a_floor_step_id_goes_with_its_command_never_before(pool, uid):
                            " created_at) VALUES ($1, $2, $3, 'call', 'tester', $4, $5)",
                            steps[name], uuid.uuid4(), f"ret-{uid}", command_id, days_ago(age))
     await eventually(lambda: purge(pool, DEFAULTS))
-    kept = {r["step_id"] for r in await pool.fetch("SELECT step_id FROM floor_steps WHERE site = $1", f"ret-{uid}")}
+    kept = {r["step_id"] for r in await pool.fetch(
+        "SELECT step_id FROM floor_steps WHERE site = $1", f"ret-{uid}")}
     assert kept == {steps["in_flight"], steps["recent"]}
 
 
@@ -100,8 +103,9 @@ async def add_run(pool: asyncpg.Pool, uid: str, system: str, age_days: float) ->
 async def add_drift(pool: asyncpg.Pool, uid: str, run_id: int, status: str, age_days: float) -> int:
     closed = status in ("resolved", "ignored")
     return await pool.fetchval(  # type: ignore[no-any-return]
-        "INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, kind, status, detected_at, updated_at,"
-        " resolved_at) VALUES ($1, $2, 'queue', $3, $4, 'missing_here', $5, $6, $6, $7) RETURNING id",
+        "INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, kind, status, detected_at,"
+        " updated_at, resolved_at)"
+        " VALUES ($1, $2, 'queue', $3, $4, 'missing_here', $5, $6, $6, $7) RETURNING id",
         f"ret|{uuid.uuid4().hex}", run_id, f"ret-{uid}", f"queue:D-{uid}", status, days_ago(age_days),
         days_ago(age_days) if closed else None)
 
@@ -110,7 +114,8 @@ async def add_fallback(pool: asyncpg.Pool, uid: str, system: str, status: str, a
     fallback_id = await pool.fetchval(
         "INSERT INTO fallbacks (site, system, reason, status, started_by, started_at, ended_at)"
         " VALUES ($1, $2, 'retention test', $3, 'tester', $4, $5) RETURNING id",
-        f"ret-{uid}", system, status, days_ago(age_days + 1), None if status == "active" else days_ago(age_days))
+        f"ret-{uid}", system, status, days_ago(age_days + 1),
+        None if status == "active" else days_ago(age_days))
     await pool.execute(
         "INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source, event_id, actor, data, at)"
         " VALUES ($1, 1, 'check_in', $2, '/manual/tester', $3, 'tester', '{}', $4)",
@@ -120,8 +125,10 @@ async def add_fallback(pool: asyncpg.Pool, uid: str, system: str, status: str, a
 
 async def test_closed_drift_old_runs_and_ended_fallbacks_go_what_is_in_use_stays(pool, uid):
     old_run, referenced_run, latest_run = (await add_run(pool, uid, "queue", 40),
-                                           await add_run(pool, uid, "queue", 35), await add_run(pool, uid, "queue", 31))
-    lone_old_run = await add_run(pool, uid, "crm", 60)  # the only run of crm here: its status stays on the board
+                                           await add_run(pool, uid, "queue", 35),
+                                           await add_run(pool, uid, "queue", 31))
+    # the only run of crm here: its status stays on the board
+    lone_old_run = await add_run(pool, uid, "crm", 60)
     recent_run = await add_run(pool, uid, "core", 1)
     closed_old = [await add_drift(pool, uid, old_run, s, 91) for s in ("resolved", "ignored")]
     unsettled_old = [await add_drift(pool, uid, referenced_run, s, 200) for s in ("open", "repairing")]
@@ -140,11 +147,13 @@ async def test_closed_drift_old_runs_and_ended_fallbacks_go_what_is_in_use_stays
     drift = {r["id"] for r in await pool.fetch("SELECT id FROM drift_items WHERE site = $1", site)}
     assert drift == {*unsettled_old, closed_recent} and not set(closed_old) & drift
     runs = {r["id"] for r in await pool.fetch("SELECT id FROM reconciliation_runs WHERE site = $1", site)}
-    assert runs == {referenced_run, latest_run, lone_old_run, recent_run}, "a run no drift needs goes, unless latest"
+    assert runs == {referenced_run, latest_run, lone_old_run, recent_run}, \
+        "a run no drift needs goes, unless latest"
     fallbacks = {r["id"] for r in await pool.fetch("SELECT id FROM fallbacks WHERE site = $1", site)}
     assert fallbacks == kept_fallbacks and ended_old not in fallbacks
     ledger = {r["fallback_id"] for r in await pool.fetch(
-        "SELECT fallback_id FROM fallback_ledger WHERE fallback_id = ANY($1::bigint[])", [ended_old, *kept_fallbacks])}
+        "SELECT fallback_id FROM fallback_ledger WHERE fallback_id = ANY($1::bigint[])",
+        [ended_old, *kept_fallbacks])}
     assert ledger == kept_fallbacks
     days = [r["day"] for r in await pool.fetch("SELECT day FROM manual_tickets WHERE site = $1", site)]
     assert days == [days_ago(0).date()]
@@ -174,9 +183,12 @@ async def test_the_application_cannot_alter_or_delete_recent_audit_rows(pool, ui
             await conn.fetchval("SELECT purge_audit_log(interval '1 day')")
         # a backdated insert is dated now, so it cannot be made old enough to purge
         at = await conn.fetchval("INSERT INTO audit_log (at, actor, roles, action, target, result) VALUES"
-                                 " ('2000-01-01', 'x', '{sre}', 'test.backdate', $1, '{}') RETURNING at", f"ret-{uid}")
+                                 " ('2000-01-01', 'x', '{sre}', 'test.backdate', $1, '{}') RETURNING at",
+                                 f"ret-{uid}")
         assert at > days_ago(1)
-    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE id = ANY($1::bigint[])", [recent, old]) == 2
+    still_there = await pool.fetchval("SELECT count(*) FROM audit_log WHERE id = ANY($1::bigint[])",
+                                      [recent, old])
+    assert still_there == 2
 
 
 async def test_settings_below_what_is_safe_are_refused(pool):

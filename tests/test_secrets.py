@@ -38,7 +38,8 @@ SECRET_NAME = re.compile(r"(secret|credential|password|\.creds$|\.nk$|\.pem$|\.k
                          r"|^id_(rsa|ed25519)|^\.env$|^\.htpasswd$)", re.IGNORECASE)
 BASE32 = string.ascii_uppercase + "234567"
 # a credentials file's block with something in it (the markers alone are what code and docs talk about)
-FILLED_CREDENTIALS = re.compile(rb"-----BEGIN (?:USER NKEY SEED|NATS USER JWT)-----\s*\n\s*[A-Za-z0-9_.-]{20,}")
+FILLED_CREDENTIALS = re.compile(rb"-----BEGIN (?:USER NKEY SEED|NATS USER JWT)-----"
+                                rb"\s*\n\s*[A-Za-z0-9_.-]{20,}")
 CODE_OR_DOCS = (".py", ".md")  # a module or page *about* secrets, scanned by content like every file
 SHAPES = {
     "private key": re.compile(r"-----BEGIN ([A-Z]+ )*PRIVATE KEY-----"),
@@ -114,8 +115,9 @@ def _planted() -> dict[str, str]:
         "deploy/b.txt": f"value: {secrets.token_urlsafe(48)}\n",
         "deploy/c.txt": f"url: postgresql://switchboard:{secrets.token_hex(8)}@db:5432/switchboard\n",
         ".switchboard/jwt-secret": secrets.token_urlsafe(48),
-        "deploy/connector.txt.bak": creds_text(f"eyJ0eXAiOiJKV1QifQ.{secrets.token_urlsafe(40)}.sig",
-                                               ("SUA" + "".join(secrets.choice(BASE32) for _ in range(55))).encode()),
+        "deploy/connector.txt.bak": creds_text(
+            f"eyJ0eXAiOiJKV1QifQ.{secrets.token_urlsafe(40)}.sig",
+            ("SUA" + "".join(secrets.choice(BASE32) for _ in range(55))).encode()),
     }
 
 
@@ -217,7 +219,7 @@ def test_secrets_shorter_than_32_bytes_are_refused():
                                          {"jwt_secret": LONG_ENOUGH, "signing_secret": SHORT},
                                          {"signing_secret": LONG_ENOUGH, "jwt_secret": SHORT}])
 def test_the_backend_refuses_to_start_with_a_short_secret(secrets_set):
-    with pytest.raises(SystemExit, match="backend not started: SWITCHBOARD_.*_SECRET is 31 bytes"):
+    with pytest.raises(SystemExit, match=r"backend not started: SWITCHBOARD_.*_SECRET is 31 bytes"):
         create_app(backend_settings(database_url="postgresql://unused", nats_url="nats://unused",
                                     **secrets_set))
     assert create_app(backend_settings(database_url="postgresql://unused", nats_url="nats://unused",

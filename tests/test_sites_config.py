@@ -18,7 +18,8 @@ service_targets_s = { passport = 1200 }
     north, elsewhere = sites.get("north"), sites.get("south")
     assert (north.time_zone, north.wait_target_s, north.counters) == ("Europe/Amsterdam", 900, ("1", "2"))
     assert north.target_for("passport") == 1200 and north.target_for("tax") == 900
-    assert (elsewhere.site, elsewhere.time_zone, elsewhere.wait_target_s) == ("south", "Europe/Amsterdam", 700)
+    assert (elsewhere.site, elsewhere.time_zone, elsewhere.wait_target_s) == \
+        ("south", "Europe/Amsterdam", 700)
     assert sites.configured == ["north"]
 
 

@@ -36,7 +36,8 @@ async def violations(page: Page, axe_source: str) -> list[dict[str, Any]]:
         await page.add_script_tag(content=axe_source)
     result = await page.evaluate("axe.run(document, {resultTypes: ['violations']})")
     return [{"impact": v["impact"], "rule": v["id"], "help": v["help"],
-             "elements": [" ".join(n["target"]) + ": " + n.get("failureSummary", "")[:200] for n in v["nodes"]]}
+             "elements": [" ".join(n["target"]) + ": " + n.get("failureSummary", "")[:200]
+                          for n in v["nodes"]]}
             for v in result["violations"]]
 
 

@@ -38,9 +38,10 @@ async def simulated_board(board_settings: DashboardSettings) -> AsyncIterator[Bo
         try:
             dashboard = build(board_settings, demo=True)
             ui.run(storage_secret="fake storage secret", show_welcome_message=False)
-            async with core.app.router.lifespan_context(core.app):
-                async with httpx.AsyncClient(transport=httpx.ASGITransport(core.app), base_url="http://test") as client:
-                    yield Board(User(client), dashboard)
+            async with (core.app.router.lifespan_context(core.app),
+                        httpx.AsyncClient(transport=httpx.ASGITransport(core.app),
+                                          base_url="http://test") as client):
+                yield Board(User(client), dashboard)
         finally:
             os.environ.pop("NICEGUI_USER_SIMULATION", None)
             ui.navigate = Navigate()

@@ -51,6 +51,8 @@ class ConnectorDouble:
             await publish(self.js, cloud_event("command.result", f"{self.system}:cmd-{command.id}", data))
 
 
-def heartbeat(system: str, connector: str, upstream: str, *, age: timedelta = timedelta()) -> dict[str, object]:
-    return cloud_event("connector.heartbeat", f"connector:{connector}", {"upstream": upstream, "version": "1.0"},
+def heartbeat(system: str, connector: str, upstream: str, *,
+              age: timedelta = timedelta()) -> dict[str, object]:
+    return cloud_event("connector.heartbeat", f"connector:{connector}",
+                       {"upstream": upstream, "version": "1.0"},
                        source=f"/{system}", time=datetime.now(UTC) - age)

@@ -1,4 +1,5 @@
-"""Helpers for the connector tests: a JetStream server of the test's own, and reading what reached the stream."""
+"""Helpers for the connector tests: a JetStream server of the test's own, and reading what reached
+the stream."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ def cloud_event(type_: str, subject: str, data: dict[str, Any], *, source: str |
     }
 
 
-async def publish(js: nats.js.JetStreamContext, event: dict[str, Any] | bytes, subject: str | None = None) -> None:
+async def publish(js: nats.js.JetStreamContext, event: dict[str, Any] | bytes,
+                  subject: str | None = None) -> None:
     """Publish as a connector does; raw bytes (for malformed input) need an explicit subject."""
     if isinstance(event, bytes):
         assert subject is not None
@@ -35,7 +36,8 @@ async def publish(js: nats.js.JetStreamContext, event: dict[str, Any] | bytes, s
 
 async def publish_as_backend(js: nats.js.JetStreamContext, settings: BackendSettings,
                              event: dict[str, Any]) -> None:
-    """Publish as the backend publishes its own events (`/manual/<user>`, `/switchboard`): signed with its key."""
+    """Publish as the backend publishes its own events (`/manual/<user>`, `/switchboard`): signed with
+    its key."""
     body = msgspec.json.encode(event)
     await js.publish(f"svc.events.{event['source'].split('/')[1]}.{event['type']}", body,
                      headers={"Nats-Msg-Id": f"{event['source']} {event['id']}",

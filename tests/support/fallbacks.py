@@ -13,7 +13,8 @@ async def start(api: httpx.AsyncClient, headers: dict[str, str], site: str, syst
                           headers=headers)
 
 
-async def act(api: httpx.AsyncClient, headers: dict[str, str], fallback_id: int, **body: Any) -> httpx.Response:
+async def act(api: httpx.AsyncClient, headers: dict[str, str], fallback_id: int,
+              **body: Any) -> httpx.Response:
     return await api.post(f"/api/v1/fallbacks/{fallback_id}/actions", json=body, headers=headers)
 
 

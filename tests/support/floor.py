@@ -49,6 +49,7 @@ async def floor_of(api: httpx.AsyncClient, headers: dict[str, str], site: str) -
     return response.json()  # type: ignore[no-any-return]
 
 
-async def customer(api: httpx.AsyncClient, headers: dict[str, str], site: str, ref: str) -> dict[str, Any] | None:
+async def customer(api: httpx.AsyncClient, headers: dict[str, str], site: str,
+                   ref: str) -> dict[str, Any] | None:
     """The customer holding `ref` on the site's floor, if there."""
     return next((c for c in (await floor_of(api, headers, site))["customers"] if ref in c["refs"]), None)

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, interval: float = 0.1) -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0,
+                     interval: float = 0.1) -> Any:
     """Poll `check` until it returns something truthy; its last value otherwise fails the test."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
