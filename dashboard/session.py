@@ -12,6 +12,8 @@ from typing import Any
 
 import jwt
 
+from switchboard.claims_map import ClaimsMap, configured_claims_map, flat_grants, union_sites
+
 READ_ROLES = frozenset({"manager", "floor_staff", "sre", "admin"})
 
 
@@ -21,21 +23,31 @@ class Principal:
     roles: frozenset[str]
     sites: tuple[str, ...] | None  # None: every site
     expires_at: float | None
+    # each role with the sites it is held at (None: every site), as the backend reads the same token
+    grants: dict[str, frozenset[str] | None]
 
     @classmethod
-    def from_token(cls, token: str) -> Principal:
-        """The token's claims, unverified (see the module docstring); raises ValueError if it is no JWT."""
+    def from_token(cls, token: str, claims_map: ClaimsMap | None = None) -> Principal:
+        """The token's claims, unverified (see the module docstring); raises ValueError if it is no JWT.
+        Through the claims map when one is configured, as the backend reads them."""
         try:
             claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise ValueError("this is not a token") from exc
-        roles = claims.get("roles") or []
-        sites = claims.get("sites")
+        claims_map = claims_map or configured_claims_map()
+        if claims_map is not None:
+            grants = claims_map.grants(claims)
+        else:
+            roles, sites = claims.get("roles") or [], claims.get("sites")
+            grants = flat_grants([roles] if isinstance(roles, str) else roles,
+                                 None if sites in ("*", ["*"], None) else frozenset(sites))
+        sites_held = union_sites(grants)
         return cls(
             sub=str(claims.get("sub", "")),
-            roles=frozenset([roles] if isinstance(roles, str) else roles),
-            sites=None if sites == "*" or sites is None else tuple(sites),
+            roles=frozenset(grants),
+            sites=None if sites_held is None else tuple(sorted(sites_held)),
             expires_at=claims.get("exp"),
+            grants=grants,
         )
 
     @property
@@ -44,6 +56,14 @@ class Principal:
 
     def has(self, *roles: str) -> bool:
         return bool(self.roles & ({"admin", *roles}))
+
+    def sites_for(self, *roles: str) -> frozenset[str] | None:
+        """The sites where one of `roles` (or admin) is held; None: every site."""
+        return union_sites(self.grants, {"admin", *roles})
+
+    def may_at(self, site: str, *roles: str) -> bool:
+        sites = self.sites_for(*roles)
+        return sites is None or site in sites
 
     @property
     def may_read(self) -> bool:
