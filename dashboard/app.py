@@ -44,6 +44,10 @@ def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:
     for page in PAGES:
         page.register(dashboard)
     app.on_shutdown(dashboard.live.close_all)
+    oidc = dashboard.oidc
+    if oidc is not None:
+        app.on_startup(lambda: oidc.start_refresher(dashboard.sessions))
+        app.on_shutdown(oidc.stop_refresher)
     return dashboard
 
 

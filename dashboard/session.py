@@ -78,21 +78,46 @@ class Principal:
         return "all sites" if self.sites is None else ", ".join(self.sites)
 
 
+@dataclass
+class SignIn:
+    """One browser's sign-in: a pasted token, or an identity provider's tokens, which the dashboard refreshes
+    in place (every tab of the sign-in then uses the fresh access token)."""
+
+    access_token: str
+    refresh_token: str | None = None
+    id_token: str | None = None  # the provider's, for RP-initiated logout
+    expires_at: float | None = None  # the access token's
+    person: str | None = None  # a pseudonym of the provider's subject: never the subject itself
+    refreshing: bool = False
+
+    @property
+    def from_provider(self) -> bool:
+        return self.person is not None
+
+
 class Sessions:
-    """Tokens by browser id, in this process's memory only: never written to disk or to a cookie."""
+    """Sign-ins by browser id, in this process's memory only: never written to disk or to a cookie."""
 
     def __init__(self) -> None:
-        self._tokens: dict[str, str] = {}
+        self._sign_ins: dict[str, SignIn] = {}
 
-    def sign_in(self, browser_id: str, token: str) -> None:
-        self._tokens[browser_id] = token
+    def sign_in(self, browser_id: str, token: str | SignIn) -> None:
+        self._sign_ins[browser_id] = token if isinstance(token, SignIn) else SignIn(token)
 
-    def sign_out(self, browser_id: str) -> None:
-        self._tokens.pop(browser_id, None)
+    def sign_out(self, browser_id: str) -> SignIn | None:
+        return self._sign_ins.pop(browser_id, None)
 
-    def token(self, browser_id: str) -> str | None:
-        token = self._tokens.get(browser_id)
-        if token is not None and Principal.from_token(token).expired:
+    def current(self, browser_id: str) -> SignIn | None:
+        """The browser's sign-in while its access token is valid; an expired one is signed out."""
+        sign_in = self._sign_ins.get(browser_id)
+        if sign_in is not None and Principal.from_token(sign_in.access_token).expired:
             self.sign_out(browser_id)
             return None
-        return token
+        return sign_in
+
+    def token(self, browser_id: str) -> str | None:
+        sign_in = self.current(browser_id)
+        return None if sign_in is None else sign_in.access_token
+
+    def from_provider(self) -> list[tuple[str, SignIn]]:
+        return [(browser, s) for browser, s in self._sign_ins.items() if s.from_provider]

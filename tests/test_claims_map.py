@@ -1,6 +1,7 @@
 """The claims map (SWITCHBOARD_CLAIMS_MAP): a provider's groups and roles become Switchboard roles held at
-their own sites, the same for the dashboard and the backend; and a backend verifying an identity provider's
-tokens (JWKS) acts on them: a role only at its own sites, unknown groups ignored, no mapped role a clear 403."""
+their own sites, the same for the dashboard and the backend; and a backend verifying an identity
+provider's tokens (JWKS) acts on them: a role only at its own sites, unknown groups ignored, no mapped
+role a clear 403."""
 
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def test_without_a_claims_map_flat_roles_and_sites_claims_still_hold():
                                        "sites": ["north", "south"]})
     assert principal.roles == {"manager", "floor_staff"}
     assert principal.acting_as(frozenset({"floor_staff"})).sites == {"north", "south"}
-    assert Principal(sub="x", roles=frozenset({"sre"}), sites=None).acting_as(frozenset({"sre"})).sites is None
+    old_style = Principal(sub="x", roles=frozenset({"sre"}), sites=None)  # built in code, no grants
+    assert old_style.acting_as(frozenset({"sre"})).sites is None
 
 
 def test_the_dashboard_reads_a_token_through_the_same_map():
@@ -137,8 +139,8 @@ def mapped_backend(settings, workdir, uid):
 def _signed(key: rsa.RSAPrivateKey, **claims: object) -> dict[str, str]:
     now = datetime.now(UTC)
     token = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "iat": int(now.timestamp()),
-                        "exp": int((now + timedelta(minutes=5)).timestamp()), **claims}, key, algorithm="RS256",
-                       headers={"kid": "k1"})
+                        "exp": int((now + timedelta(minutes=5)).timestamp()), **claims}, key,
+                       algorithm="RS256", headers={"kid": "k1"})
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -152,7 +154,7 @@ async def test_a_jwks_backend_holds_mapped_roles_at_their_own_sites_only(mapped_
             assert (await api.get("/api/v1/flow", params={"site": site}, headers=person)).status_code == 200
         outside = await api.get("/api/v1/flow", params={"site": "east"}, headers=person)
         assert outside.status_code == 403
-        # manager at south is not floor_staff at south: starting a fallback there is refused, and nothing starts
+        # manager at south is not floor_staff at south: a fallback there is refused, and nothing starts
         refused = await start(api, person, south)
         assert refused.status_code == 403, refused.text
         assert not (await api.get("/api/v1/fallbacks", params={"site": south, "status": "active"},

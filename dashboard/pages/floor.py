@@ -101,7 +101,13 @@ class FloorView:
         self.sender = StepSender(viewer)
         own = viewer.principal.sites
         self.sites = sorted(viewer.sites.sites) if own is None else list(own)
-        self.site = site if site in self.sites else (self.sites[0] if self.sites else None)
+        # the site asked for, else the one this person last chose (on any device), else their first
+        remembered = viewer.dashboard.last_sites.get(viewer.person)
+        if site in self.sites:
+            viewer.dashboard.last_sites.remember(viewer.person, site)
+        else:
+            site = remembered if remembered in self.sites else (self.sites[0] if self.sites else None)
+        self.site = site
         self.floor: dict[str, Any] | None = None
         self.shown_banner: tuple[Any, ...] | None = None  # what the banner and the counters were built from
         self.shown_counters: tuple[Any, ...] | None = None
