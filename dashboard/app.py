@@ -29,6 +29,7 @@ from dashboard.pages import (
     rules,
     signin,
 )
+from switchboard.claims_map import configured_claims_map
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ PAGES = (signin, flow, floor, capacity, journeys, journey, commands, failures, i
 
 def build(settings: Settings, *, demo: bool | None = None) -> Dashboard:
     """Register every page and the shutdown hook; returns the process's dashboard state."""
+    configured_claims_map()  # a claims map that cannot be used stops the start, with its reason
     dashboard = Dashboard(settings=settings, backend_url=settings.backend_url,
                           demo=settings.dashboard_demo if demo is None else demo)
     apply_theme()
