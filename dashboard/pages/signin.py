@@ -113,6 +113,8 @@ def register(dashboard: Dashboard) -> None:
         current = dashboard.sessions.current(app.storage.browser["id"])
         if current is None:
             return RedirectResponse("/signin", status_code=303)
+        if Principal.from_token(current.access_token).may_read:
+            return RedirectResponse("/", status_code=303)
         ui.page_title("No access · Switchboard")
         with ui.column().classes("w-full items-center p-4"), \
                 ui.card().classes("w-full max-w-lg mt-[10vh] gap-4").props("data-testid=no-access"):
