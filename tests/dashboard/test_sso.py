@@ -116,13 +116,19 @@ async def test_sso_sign_in_lands_where_the_role_allows_with_only_the_mapped_site
     await page.close()
 
 
-async def test_sso_remembers_the_site_a_person_last_chose(browser: Browser, sso: Sso):
+async def test_sso_remembers_the_site_a_person_last_chose_and_acts_only_where_floor_staff(
+        browser: Browser, sso: Sso):
     sub = person(sso, "branch-north-floor", "branch-south-managers")
     page = await browser.new_page(viewport=TABLETS["portrait"])
     await sign_in(page, sso, sub)
     await page.wait_for_url(sso.url + "/")
+    await page.goto(f"{sso.url}/floor?site={sso.north}")
+    await expect(page.get_by_test_id("floor-site")).to_contain_text(sso.north)
+    await expect(page.get_by_test_id("blocked")).to_have_count(0)  # floor staff here
     await page.goto(f"{sso.url}/floor?site={sso.south}")
     await expect(page.get_by_test_id("floor-site")).to_contain_text(sso.south)
+    # a manager here, not floor staff: the floor's buttons say so rather than meet a 403
+    await expect(page.get_by_test_id("blocked")).to_contain_text(f"floor_staff or sre role at {sso.south}")
     await page.close()
     # another browser (another tablet), the same person: the floor opens on the site they chose
     context = await browser.new_context(viewport=TABLETS["landscape"])
