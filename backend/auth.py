@@ -15,9 +15,12 @@ import msgspec
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.security.jwt import JWTAuth, Token
+from litestar.status_codes import HTTP_403_FORBIDDEN
 
 from backend.jwks import JwksKeys
+from switchboard.claims_map import ClaimsMap, configured_claims_map, flat_grants, union_sites
 from switchboard.tokens import ROLES, jwt_secret, strong_secret
 
 if TYPE_CHECKING:
@@ -49,12 +52,25 @@ class AuthSection(msgspec.Struct, frozen=True, kw_only=True):
     max_token_lifetime_s: float = 12 * 3600.0
 
 
+NO_ROLE = ("you are signed in, but none of your groups gives you a Switchboard role: ask your IT team to add"
+           " you to a group the claims map names (SWITCHBOARD_CLAIMS_MAP)")
+
+
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
     sub: str
     roles: frozenset[str]
-    sites: frozenset[str] | None  # None: every site
+    sites: frozenset[str] | None  # None: every site. While a request is served: where its route's roles hold
     system: str | None = None
     expires_at: datetime | None = None
+    # each role with the sites it is held at (None: every site); `roles` and `sites` are their union
+    grants: dict[str, frozenset[str] | None] = {}
+
+    def acting_as(self, allowed: frozenset[str]) -> Principal:
+        """This principal for a route `allowed` roles may call: its sites narrowed to where it holds one of
+        them, so that floor_staff at north and manager at south acts as floor_staff at north only."""
+        if not self.grants:
+            return self
+        return msgspec.structs.replace(self, sites=union_sites(self.grants, allowed | {"admin"}))
 
     def may_see(self, site: str | None) -> bool:
         return self.sites is None or site in self.sites
@@ -68,10 +84,15 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
         return None if self.sites is None else sorted(self.sites)
 
 
-def principal_from_claims(claims: dict[str, Any], expires_at: datetime | None = None) -> Principal:
-    sub, roles, sites = claims.get("sub"), claims.get("roles", []), claims.get("sites")
+def principal_from_claims(claims: dict[str, Any], expires_at: datetime | None = None,
+                          claims_map: ClaimsMap | None = None) -> Principal:
+    sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise NotAuthorizedException("token has no subject")
+    if claims_map is not None:
+        # the provider's groups, through the map; its own `roles`/`sites` claims mean nothing here
+        return _principal(sub, claims_map.grants(claims), claims.get("system"), expires_at)
+    roles, sites = claims.get("roles", []), claims.get("sites")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise NotAuthorizedException("token roles must be a list of names")
     # an identity provider's token carries roles of other applications too: ours count, the rest are ignored
@@ -83,10 +104,16 @@ def principal_from_claims(claims: dict[str, Any], expires_at: datetime | None = 
         scope = frozenset(sites)
     else:
         raise NotAuthorizedException("token sites must be a list or '*'")
-    system = claims.get("system")
-    if "connector" in roles and not isinstance(system, str):
+    return _principal(sub, flat_grants(roles, scope), claims.get("system"), expires_at)
+
+
+def _principal(sub: str, grants: dict[str, frozenset[str] | None], system: Any,
+               expires_at: datetime | None) -> Principal:
+    if "connector" in grants and not isinstance(system, str):
         raise NotAuthorizedException("a connector token needs a system claim")
-    return Principal(sub=sub, roles=frozenset(roles), sites=scope, system=system, expires_at=expires_at)
+    roles = frozenset(grants)
+    return Principal(sub=sub, roles=roles, sites=union_sites(grants) if roles else frozenset(),
+                     system=system if isinstance(system, str) else None, expires_at=expires_at, grants=grants)
 
 
 class SwitchboardToken(Token):
@@ -107,12 +134,12 @@ class SwitchboardToken(Token):
                           audience=audience, options=options)
 
 
-def _principal_retriever(max_lifetime_s: float) -> Any:
+def _principal_retriever(max_lifetime_s: float, claims_map: ClaimsMap | None) -> Any:
     async def retrieve(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal:
         # a token without `iat` gets Litestar's default, now: its lifetime is what it has left
         if (token.exp - token.iat).total_seconds() > max_lifetime_s:
             raise NotAuthorizedException(f"token lifetime exceeds {max_lifetime_s:g}s")
-        return principal_from_claims({"sub": token.sub, **token.extras}, token.exp)
+        return principal_from_claims({"sub": token.sub, **token.extras}, token.exp, claims_map)
 
     return retrieve
 
@@ -125,8 +152,13 @@ def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRoute
     if not allowed:
         raise PermissionDeniedException("this route declares no authorisation decision")
     principal: Principal = connection.user
+    if not principal.roles:
+        raise ProblemDetailsException(status_code=HTTP_403_FORBIDDEN, title="No Switchboard role",
+                                      detail=NO_ROLE)
     if not principal.roles & allowed and "admin" not in principal.roles:
         raise PermissionDeniedException("your role may not do this")
+    # the handler and the services check sites against where the principal holds a role this route allows
+    connection.scope["user"] = principal.acting_as(allowed)
 
 
 def check_secrets(settings: BackendSettings) -> None:
@@ -172,7 +204,7 @@ def jwt_auth(settings: BackendSettings, jwks: JwksKeys | None = None) -> JWTAuth
     if jwks is not None:
         token_cls = type("JWKSToken", (SwitchboardToken,), {"jwks": jwks})
     return JWTAuth[Principal](
-        retrieve_user_handler=_principal_retriever(auth.max_token_lifetime_s),
+        retrieve_user_handler=_principal_retriever(auth.max_token_lifetime_s, configured_claims_map()),
         token_secret=jwt_secret(tokens) if not auth.jwks_url else "unused-with-jwks",
         algorithm="HS256",
         token_cls=token_cls,

@@ -30,6 +30,7 @@ from dashboard.pages import (
     signin,
 )
 from dashboard.settings import DashboardSettings
+from switchboard.claims_map import configured_claims_map
 
 log = logging.getLogger(__name__)
 PAGES = (signin, flow, floor, capacity, journeys, journey, commands, failures, integrations, reconciliation,
@@ -38,12 +39,17 @@ PAGES = (signin, flow, floor, capacity, journeys, journey, commands, failures, i
 
 def build(settings: DashboardSettings, *, demo: bool | None = None) -> Dashboard:
     """Register every page and the shutdown hook; returns the process's dashboard state."""
+    configured_claims_map()  # a claims map that cannot be used stops the start, with its reason
     dashboard = Dashboard(settings=settings, backend_url=settings.dashboard.backend_url,
                           demo=settings.dashboard.dashboard_demo if demo is None else demo)
     apply_theme()
     for page in PAGES:
         page.register(dashboard)
     app.on_shutdown(dashboard.live.close_all)
+    oidc = dashboard.oidc
+    if oidc is not None:
+        app.on_startup(lambda: oidc.start_refresher(dashboard.sessions))
+        app.on_shutdown(oidc.stop_refresher)
     return dashboard
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi.responses import RedirectResponse
@@ -14,10 +16,13 @@ from nicegui import app, ui
 
 from dashboard.backend_client import BackendClient, BackendError, Capabilities
 from dashboard.coalesce import Coalescer
+from dashboard.last_site import LastSites, pseudonym
 from dashboard.live import LiveConnection, LiveRegistry
-from dashboard.session import Principal, Sessions
+from dashboard.oidc import Oidc
+from dashboard.session import Principal, Sessions, SignIn
 from dashboard.settings import DashboardSettings
 from dashboard.sites import SITES, SiteBook, load_site_book
+from switchboard.local_secrets import local_secret
 
 # how long the backend's OpenAPI answer is trusted: a backend upgraded under a running board shows
 # its new endpoints within a minute
@@ -34,12 +39,27 @@ class Dashboard:
     # the counter each browser works at, per site, chosen on the Floor page (this process's memory only)
     counters: dict[tuple[str, str], str] = field(default_factory=dict)
     live: LiveRegistry = field(init=False)
+    # single sign-on through the organisation's identity provider, when one is configured
+    oidc: Oidc | None = field(init=False)
+    last_sites: LastSites = field(init=False)
+    _pseudonym_key: bytes = field(init=False)
+    # why a browser's last sign-in was refused, for its sign-in page to say (this process's memory only)
+    refusals: dict[str, str] = field(default_factory=dict)
     _reads: dict[tuple[str, str, int], asyncio.Task[Any]] = field(default_factory=dict)
     _capabilities: Capabilities | None = None
     _capabilities_at: float = float("-inf")
 
     def __post_init__(self) -> None:
         self.live = LiveRegistry(self.backend_url)
+        self._pseudonym_key = local_secret(self.settings.tokens.data_dir, "dashboard-pseudonyms",
+                                           lambda: secrets.token_urlsafe(32)).encode()
+        self.last_sites = LastSites(Path(self.settings.tokens.data_dir) / "dashboard-last-sites.json")
+        oidc = self.settings.oidc
+        self.oidc = Oidc(oidc, self._pseudonym_key) if oidc.configured else None
+
+    def person(self, sign_in: SignIn, principal: Principal) -> str:
+        """Whom the board remembers choices for: the provider's pseudonym, else one of the token's subject."""
+        return sign_in.person or pseudonym(self._pseudonym_key, "token", principal.sub)
 
     @property
     def wait_target_s(self) -> float:
@@ -80,11 +100,20 @@ class Viewer:
 
     dashboard: Dashboard
     browser_id: str
-    token: str
+    sign_in: SignIn
     principal: Principal
     live: LiveConnection
     capabilities: Capabilities | None  # None: the backend could not be reached to ask
     sites: SiteBook  # the viewer's sites' settings: time zones, wait targets, counters
+
+    @property
+    def token(self) -> str:
+        """The sign-in's access token now: refreshed in place while the tab stays open."""
+        return self.sign_in.access_token
+
+    @property
+    def person(self) -> str:
+        return self.dashboard.person(self.sign_in, self.principal)
 
     def http(self, timeout_s: float = 10.0) -> BackendClient:
         return BackendClient(self.dashboard.backend_url, self.token, timeout_s)
@@ -107,21 +136,26 @@ class Viewer:
 
 
 def sign_in_redirect() -> RedirectResponse:
+    """To the sign-in page, which shows a person signed in whose groups give them no role why they see
+    nothing."""
     return RedirectResponse("/signin", status_code=303)
 
 
 async def current_viewer(dashboard: Dashboard) -> Viewer | None:
     """The signed-in viewer of this tab, or None: the page then answers with `sign_in_redirect()`."""
     browser_id = app.storage.browser["id"]
-    token = dashboard.sessions.token(browser_id)
-    if token is None:
+    sign_in = dashboard.sessions.current(browser_id)
+    if sign_in is None:
         return None
+    token = sign_in.access_token
     principal = Principal.from_token(token)
+    if not principal.may_read:
+        return None
     capabilities = await dashboard.capabilities()
     async with BackendClient(dashboard.backend_url, token) as http:
         sites = await load_site_book(http, capabilities is not None and capabilities.has("GET", SITES),
                                      principal.sites)
-    live = dashboard.live.acquire(token)
+    live = dashboard.live.acquire(token, lambda: sign_in.access_token)
     ui.context.client.on_delete(lambda: dashboard.live.release(token))
-    return Viewer(dashboard=dashboard, browser_id=browser_id, token=token, principal=principal, live=live,
+    return Viewer(dashboard=dashboard, browser_id=browser_id, sign_in=sign_in, principal=principal, live=live,
                   capabilities=capabilities, sites=sites)

@@ -109,7 +109,8 @@ def frame(viewer: Viewer, title: str) -> Iterator[None]:
         ui.space()
         ui.label(f"{principal.sub} · {', '.join(sorted(principal.roles))} · {principal.sites_text}") \
             .classes("text-sm").props("data-testid=who")
-        ui.button("Sign out", on_click=lambda: _sign_out(viewer)).props("flat color=white dense")
+        ui.button("Sign out", on_click=lambda: ui.navigate.to("/auth/logout")) \
+            .props("flat color=white dense data-testid=sign-out").classes("min-h-12")
     banner = ui.label().classes("w-full bg-red-700 text-white px-4 py-2 font-medium") \
         .props("data-testid=banner")
 
@@ -147,11 +148,6 @@ def _nav_link(item: NavItem, title: str) -> ui.link:
     return ui.link(item.label, item.path).classes(
         "text-white no-underline px-2 py-1 rounded" + (" bg-slate-600" if current else "")) \
         .props("aria-current=page" if current else "")
-
-
-def _sign_out(viewer: Viewer) -> None:
-    viewer.dashboard.sessions.sign_out(viewer.browser_id)
-    ui.navigate.to("/signin")
 
 
 UNREACHABLE = "the backend could not be reached to tell what it offers; reload once the banner is gone"

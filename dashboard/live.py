@@ -118,11 +118,12 @@ def seed_history(history: dict[str, deque[FlowPoint]], site: str, past: list[Flo
 
 
 class LiveConnection:
-    def __init__(self, backend_url: str, token: str, topics: tuple[str, ...] = TOPICS,
+    def __init__(self, backend_url: str, token: str | Callable[[], str], topics: tuple[str, ...] = TOPICS,
                  flow_history: dict[str, deque[FlowPoint]] | None = None,
                  integration_history: dict[str, deque[IntegrationPoint]] | None = None) -> None:
         self.url = backend_url.replace("http", "ws", 1).rstrip("/") + "/api/v1/live"
-        self._token = token
+        # a sign-in whose token is refreshed gives a function answering its current token
+        self._token = token if callable(token) else lambda: token
         self.topics = topics
         self.state = LiveState(flow_history={} if flow_history is None else flow_history,
                                integration_history={} if integration_history is None else integration_history)
@@ -165,8 +166,9 @@ class LiveConnection:
         delay = BACKOFF_FIRST_S
         while self.state.ended is None:
             self.state.attempts += 1
+            token = self._token()
             try:
-                async with connect(self.url, additional_headers={"Authorization": f"Bearer {self._token}"},
+                async with connect(self.url, additional_headers={"Authorization": f"Bearer {token}"},
                                    open_timeout=10, max_size=None, compression=None) as socket:
                     # a text frame, as the protocol is JSON
                     await socket.send(_encode(self._subscribe()).decode())
@@ -176,7 +178,9 @@ class LiveConnection:
                         self._handle(_decode(frame))
             except websockets.ConnectionClosed as closed:
                 code = closed.rcvd.code if closed.rcvd else None
-                if code in _FINAL_CLOSE:
+                if code == 4401 and self._token() != token:
+                    delay = 0.0  # expired, and refreshed meanwhile: straight back with the fresh token
+                elif code in _FINAL_CLOSE:
                     self.state.ended = _FINAL_CLOSE[code]
                 log.info("live connection closed (%s)", code)
             except websockets.InvalidStatus as refused:
@@ -188,7 +192,7 @@ class LiveConnection:
             self._set_connected(False)
             if self.state.ended is None:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not security
-                delay = min(delay * 2, BACKOFF_MAX_S)
+                delay = min(max(delay, BACKOFF_FIRST_S) * 2, BACKOFF_MAX_S)
 
     def _subscribe(self) -> dict[str, Any]:
         message: dict[str, Any] = {"op": "subscribe", "topics": list(self.topics)}
@@ -233,14 +237,15 @@ class LiveRegistry:
     def _key(token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
 
-    def acquire(self, token: str) -> LiveConnection:
+    def acquire(self, token: str, source: Callable[[], str] | None = None) -> LiveConnection:
+        """The connection of `token`'s sign-in; `source` answers its current token once it is refreshed."""
         key = self._key(token)
         if key in self._closing:
             self._closing.pop(key).cancel()
         connection = self._connections.get(key)
         if connection is None:
             connection = self._connections[key] = LiveConnection(
-                self.backend_url, token, flow_history=self.flow_history,
+                self.backend_url, source or token, flow_history=self.flow_history,
                 integration_history=self.integration_history)
             connection.start()
         self._users[key] = self._users.get(key, 0) + 1

@@ -12,6 +12,8 @@ from typing import Any
 
 import jwt
 
+from switchboard.claims_map import ClaimsMap, configured_claims_map, flat_grants, union_sites
+
 READ_ROLES = frozenset({"manager", "floor_staff", "sre", "admin"})
 
 
@@ -21,21 +23,31 @@ class Principal:
     roles: frozenset[str]
     sites: tuple[str, ...] | None  # None: every site
     expires_at: float | None
+    # each role with the sites it is held at (None: every site), as the backend reads the same token
+    grants: dict[str, frozenset[str] | None]
 
     @classmethod
-    def from_token(cls, token: str) -> Principal:
-        """The token's claims, unverified (see the module docstring); raises ValueError if it is no JWT."""
+    def from_token(cls, token: str, claims_map: ClaimsMap | None = None) -> Principal:
+        """The token's claims, unverified (see the module docstring); raises ValueError if it is no JWT.
+        Through the claims map when one is configured, as the backend reads them."""
         try:
             claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise ValueError("this is not a token") from exc
-        roles = claims.get("roles") or []
-        sites = claims.get("sites")
+        claims_map = claims_map or configured_claims_map()
+        if claims_map is not None:
+            grants = claims_map.grants(claims)
+        else:
+            roles, sites = claims.get("roles") or [], claims.get("sites")
+            grants = flat_grants([roles] if isinstance(roles, str) else roles,
+                                 None if sites in ("*", ["*"], None) else frozenset(sites))
+        sites_held = union_sites(grants)
         return cls(
             sub=str(claims.get("sub", "")),
-            roles=frozenset([roles] if isinstance(roles, str) else roles),
-            sites=None if sites == "*" or sites is None else tuple(sites),
+            roles=frozenset(grants),
+            sites=None if sites_held is None else tuple(sorted(sites_held)),
             expires_at=claims.get("exp"),
+            grants=grants,
         )
 
     @property
@@ -44,6 +56,14 @@ class Principal:
 
     def has(self, *roles: str) -> bool:
         return bool(self.roles & ({"admin", *roles}))
+
+    def sites_for(self, *roles: str) -> frozenset[str] | None:
+        """The sites where one of `roles` (or admin) is held; None: every site."""
+        return union_sites(self.grants, {"admin", *roles})
+
+    def may_at(self, site: str, *roles: str) -> bool:
+        sites = self.sites_for(*roles)
+        return sites is None or site in sites
 
     @property
     def may_read(self) -> bool:
@@ -58,21 +78,46 @@ class Principal:
         return "all sites" if self.sites is None else ", ".join(self.sites)
 
 
+@dataclass
+class SignIn:
+    """One browser's sign-in: a pasted token, or an identity provider's tokens, which the dashboard refreshes
+    in place (every tab of the sign-in then uses the fresh access token)."""
+
+    access_token: str
+    refresh_token: str | None = None
+    id_token: str | None = None  # the provider's, for RP-initiated logout
+    expires_at: float | None = None  # the access token's
+    person: str | None = None  # a pseudonym of the provider's subject: never the subject itself
+    refreshing: bool = False
+
+    @property
+    def from_provider(self) -> bool:
+        return self.person is not None
+
+
 class Sessions:
-    """Tokens by browser id, in this process's memory only: never written to disk or to a cookie."""
+    """Sign-ins by browser id, in this process's memory only: never written to disk or to a cookie."""
 
     def __init__(self) -> None:
-        self._tokens: dict[str, str] = {}
+        self._sign_ins: dict[str, SignIn] = {}
 
-    def sign_in(self, browser_id: str, token: str) -> None:
-        self._tokens[browser_id] = token
+    def sign_in(self, browser_id: str, token: str | SignIn) -> None:
+        self._sign_ins[browser_id] = token if isinstance(token, SignIn) else SignIn(token)
 
-    def sign_out(self, browser_id: str) -> None:
-        self._tokens.pop(browser_id, None)
+    def sign_out(self, browser_id: str) -> SignIn | None:
+        return self._sign_ins.pop(browser_id, None)
 
-    def token(self, browser_id: str) -> str | None:
-        token = self._tokens.get(browser_id)
-        if token is not None and Principal.from_token(token).expired:
+    def current(self, browser_id: str) -> SignIn | None:
+        """The browser's sign-in while its access token is valid; an expired one is signed out."""
+        sign_in = self._sign_ins.get(browser_id)
+        if sign_in is not None and Principal.from_token(sign_in.access_token).expired:
             self.sign_out(browser_id)
             return None
-        return token
+        return sign_in
+
+    def token(self, browser_id: str) -> str | None:
+        sign_in = self.current(browser_id)
+        return None if sign_in is None else sign_in.access_token
+
+    def from_provider(self) -> list[tuple[str, SignIn]]:
+        return [(browser, s) for browser, s in self._sign_ins.items() if s.from_provider]

@@ -1,9 +1,11 @@
-"""The dashboard's settings: its own section and the kernel's token section (demo mode mints tokens)."""
+"""The dashboard's settings: its own section, single sign-on's, and the kernel's token section (demo mode
+mints tokens)."""
 
 from __future__ import annotations
 
 import msgspec
 
+from dashboard.oidc import OidcSettings
 from switchboard.settings import TokenSection, load_settings
 
 
@@ -20,6 +22,7 @@ class DashboardSection(msgspec.Struct, frozen=True, kw_only=True):
 class DashboardSettings(msgspec.Struct, frozen=True, kw_only=True):
     dashboard: DashboardSection = msgspec.field(default_factory=DashboardSection)
     tokens: TokenSection = msgspec.field(default_factory=TokenSection)
+    oidc: OidcSettings = msgspec.field(default_factory=OidcSettings)
 
     @classmethod
     def from_env(cls) -> DashboardSettings:

@@ -128,7 +128,7 @@ def test_the_runtime_lock_holds_no_test_embedded_or_tool_package():
     via = brought_by("requirements.lock")
     # what the tests import directly may be in the image only because a runtime dependency brings it
     assert {name for name in runtime_lock & only_elsewhere if not via[name]} == set()
-    assert via["cryptography"] == {"pyjwt"}
+    assert via["cryptography"] == {"pyjwt", "authlib", "joserfc"}  # the tokens' and the sign-in's crypto
     assert needed_at_run_time <= runtime_lock  # the lock is not stale: everything declared is pinned
     assert "opentelemetry-exporter-otlp-proto-http" in runtime_lock  # compose offers the otlp exporter
 

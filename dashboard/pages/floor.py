@@ -37,14 +37,16 @@ STATUS_TEXT = {"pending": "sent, waiting for the queue system", "held": "held: t
                "applied": "done (recorded by hand)", "refused": "refused", "unanswered": "no answer yet"}
 
 
-def action_block(viewer: Viewer) -> str | None:
-    """Why the floor's buttons cannot be pressed, or None when they can."""
+def action_block(viewer: Viewer, site: str | None = None) -> str | None:
+    """Why the floor's buttons cannot be pressed (at `site`), or None when they can."""
     if viewer.capabilities is None:
         return UNREACHABLE
     if not viewer.offers("POST", ACTIONS):
         return f"not available on this backend (no POST {ACTIONS})"
     if not viewer.principal.has("floor_staff", "sre"):
         return "needs the floor_staff or sre role"
+    if site is not None and not viewer.principal.may_at(site, "floor_staff", "sre"):
+        return f"needs the floor_staff or sre role at {site}"  # a role held at other sites only
     return None
 
 
@@ -97,11 +99,17 @@ def _heading(text: str) -> ui.label:
 class FloorView:
     def __init__(self, viewer: Viewer, site: str | None) -> None:
         self.viewer = viewer
-        self.blocked = action_block(viewer)
         self.sender = StepSender(viewer)
         own = viewer.principal.sites
         self.sites = sorted(viewer.sites.sites) if own is None else list(own)
-        self.site = site if site in self.sites else (self.sites[0] if self.sites else None)
+        # the site asked for, else the one this person last chose (on any device), else their first
+        remembered = viewer.dashboard.last_sites.get(viewer.person)
+        if site in self.sites:
+            viewer.dashboard.last_sites.remember(viewer.person, site)
+        else:
+            site = remembered if remembered in self.sites else (self.sites[0] if self.sites else None)
+        self.site = site
+        self.blocked = action_block(viewer, site)
         self.floor: dict[str, Any] | None = None
         self.shown_banner: tuple[Any, ...] | None = None  # what the banner and the counters were built from
         self.shown_counters: tuple[Any, ...] | None = None

@@ -27,15 +27,16 @@ DOC_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 @contextmanager
 def running_dashboard(backend: BackendProcess, settings: BackendSettings, log_path: Path,
-                      extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """`switchboard dashboard --demo` on a free port, talking to `backend`; yields its URL."""
+                      extra_env: dict[str, str] | None = None, *, demo: bool = True) -> Iterator[str]:
+    """`switchboard dashboard [--demo]` on a free port, talking to `backend`; yields its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**backend_env(settings), "SWITCHBOARD_BACKEND_URL": backend.url, **(extra_env or {})}
     env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would take the process for a test of its own
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "dashboard", "--demo", "--port", str(port)],
+            [sys.executable, "-m", "tools.cli", "dashboard", *(["--demo"] if demo else []),
+             "--port", str(port)],
             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60

@@ -1,0 +1,71 @@
+"""The single sign-on's parts on their own: the store of sign-ins in progress, sessions that drop expired
+tokens, the last-site memory keyed by a pseudonym only, the landing page a role starts on."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+
+from dashboard.last_site import LastSites, pseudonym
+from dashboard.oidc import OidcSettings, StateCache
+from dashboard.pages.signin import landing
+from dashboard.session import Principal, Sessions, SignIn
+
+KEY = "fake-signing-key-for-unsigned-reads-0000000"
+
+
+def _token(ttl_s: float, **claims: object) -> str:
+    claims = {"sub": "sso-person", "exp": int(time.time() + ttl_s), **claims}
+    return jwt.encode(claims, KEY, algorithm="HS256")
+
+
+async def test_sso_state_cache_forgets_what_expired_and_what_was_used():
+    cache = StateCache()
+    await cache.set("a", "kept", 60)
+    await cache.set("b", "gone", 0.01)
+    time.sleep(0.02)
+    assert await cache.get("a") == "kept" and await cache.get("b") is None
+    await cache.delete("a")
+    assert await cache.get("a") is None
+
+
+def test_sso_sessions_hand_out_a_refreshed_token_and_drop_an_expired_one():
+    sessions = Sessions()
+    sign_in = SignIn(_token(60, roles=["manager"], sites="*"), refresh_token="r", person="p" * 32)
+    sessions.sign_in("browser", sign_in)
+    assert sessions.from_provider() == [("browser", sign_in)]
+    sign_in.access_token = fresh = _token(120, roles=["manager"], sites="*")  # what a refresh does
+    assert sessions.token("browser") == fresh
+    sign_in.access_token = _token(-1, roles=["manager"], sites="*")
+    assert sessions.current("browser") is None and sessions.from_provider() == []
+    sessions.sign_in("pasted", _token(60, roles=["sre"], sites="*"))
+    assert sessions.from_provider() == []  # a pasted token is never refreshed
+
+
+def test_sso_last_sites_are_kept_by_pseudonym_only_and_survive_a_restart(tmp_path):
+    key = b"k" * 32
+    person = pseudonym(key, "https://idp.example.test", "alice@example.test")
+    assert person == pseudonym(key, "https://idp.example.test", "alice@example.test")
+    assert person != pseudonym(key, "https://other-idp.example.test", "alice@example.test")
+    assert person != pseudonym(b"x" * 32, "https://idp.example.test", "alice@example.test")
+    path = tmp_path / "last-sites.json"
+    LastSites(path).remember(person, "north")
+    assert LastSites(path).get(person) == "north"
+    assert "alice" not in path.read_text() and json.loads(path.read_text()) == {person: "north"}
+
+
+def test_sso_lands_floor_staff_on_the_floor_and_everyone_else_on_the_flow_board():
+    def principal(*roles: str) -> Principal:
+        return Principal.from_token(_token(60, roles=list(roles), sites=["north"]))
+
+    assert landing(principal("floor_staff")) == "/floor"
+    assert landing(principal("floor_staff", "manager")) == "/"
+    assert landing(principal("sre")) == "/" and landing(principal("admin")) == "/"
+
+
+def test_sso_is_on_only_with_an_issuer_and_a_client():
+    assert not OidcSettings().configured
+    assert not OidcSettings(oidc_issuer="https://idp.example.test").configured
+    assert OidcSettings(oidc_issuer="https://idp.example.test", oidc_client_id="board").configured
