@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 REFUSED = "the identity provider's answer could not be verified, so you are not signed in"
 
 
-class OidcSettings(msgspec.Struct, frozen=True, kw_only=True):
+class OidcSection(msgspec.Struct, frozen=True, kw_only=True):
     # the identity provider (its discovery document is `<issuer>/.well-known/openid-configuration`); unset:
     # no single sign-on, only a pasted token (and demo mode on loopback)
     oidc_issuer: str | None = None
@@ -84,7 +84,7 @@ class SignInRefused(Exception):  # noqa: N818 - a refusal, named as such
 
 @dataclass
 class Oidc:
-    settings: OidcSettings
+    settings: OidcSection
     pseudonym_key: bytes  # keys the pseudonyms of subjects (dashboard/last_site.py keeps choices by them)
     oauth: OAuth = field(init=False)
     _refresher: asyncio.Task[None] | None = None

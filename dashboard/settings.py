@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from dashboard.oidc import OidcSettings
+from dashboard.oidc import OidcSection
 from switchboard.settings import TokenSection, load_settings
 
 
@@ -22,7 +22,7 @@ class DashboardSection(msgspec.Struct, frozen=True, kw_only=True):
 class DashboardSettings(msgspec.Struct, frozen=True, kw_only=True):
     dashboard: DashboardSection = msgspec.field(default_factory=DashboardSection)
     tokens: TokenSection = msgspec.field(default_factory=TokenSection)
-    oidc: OidcSettings = msgspec.field(default_factory=OidcSettings)
+    oidc: OidcSection = msgspec.field(default_factory=OidcSection)
 
     @classmethod
     def from_env(cls) -> DashboardSettings:

@@ -34,7 +34,7 @@ EVERY_SITE = "*"
 Grants = Mapping[str, frozenset[str] | None]
 
 
-class ClaimsMapSettings(msgspec.Struct, frozen=True, kw_only=True):
+class ClaimsMapSection(msgspec.Struct, frozen=True, kw_only=True):
     # the claims map file; unset: tokens carry `roles` and `sites` claims of their own
     claims_map: str | None = None
 
@@ -124,5 +124,5 @@ def load_claims_map(path: str | Path) -> ClaimsMap:
 @functools.cache
 def configured_claims_map() -> ClaimsMap | None:
     """The process's claims map (read once), or None when SWITCHBOARD_CLAIMS_MAP is unset."""
-    path = load_section(ClaimsMapSettings).claims_map
+    path = load_section(ClaimsMapSection).claims_map
     return load_claims_map(path) if path else None

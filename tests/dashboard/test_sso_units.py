@@ -9,7 +9,7 @@ import time
 import jwt
 
 from dashboard.last_site import LastSites, pseudonym
-from dashboard.oidc import OidcSettings, StateCache
+from dashboard.oidc import OidcSection, StateCache
 from dashboard.pages.signin import landing
 from dashboard.session import Principal, Sessions, SignIn
 
@@ -66,6 +66,6 @@ def test_sso_lands_floor_staff_on_the_floor_and_everyone_else_on_the_flow_board(
 
 
 def test_sso_is_on_only_with_an_issuer_and_a_client():
-    assert not OidcSettings().configured
-    assert not OidcSettings(oidc_issuer="https://idp.example.test").configured
-    assert OidcSettings(oidc_issuer="https://idp.example.test", oidc_client_id="board").configured
+    assert not OidcSection().configured
+    assert not OidcSection(oidc_issuer="https://idp.example.test").configured
+    assert OidcSection(oidc_issuer="https://idp.example.test", oidc_client_id="board").configured
