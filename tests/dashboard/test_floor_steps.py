@@ -7,7 +7,7 @@ from backend.fallbacks.config import FallbacksSection
 from backend.settings import BackendSettings
 from dashboard.context import Dashboard, Viewer
 from dashboard.live import LiveConnection
-from dashboard.session import Principal
+from dashboard.session import Principal, SignIn
 from dashboard.sites import SiteBook
 from dashboard.steps import ACTION_TIMEOUT_S, StepSender
 from tests.support import fallbacks
@@ -21,7 +21,7 @@ from tools.embedded import free_port
 def viewer_of(settings: BackendSettings, backend_url: str, token: str) -> Viewer:
     dashboard = Dashboard(settings=dashboard_settings(settings.tokens), backend_url=backend_url, demo=False)
     return Viewer(dashboard=dashboard, browser_id="test",
-                  token=token, principal=Principal.from_token(token), live=LiveConnection(backend_url, token),
+                  sign_in=SignIn(access_token=token), principal=Principal.from_token(token), live=LiveConnection(backend_url, token),
                   capabilities=None, sites=SiteBook())
 
 
