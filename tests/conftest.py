@@ -57,7 +57,8 @@ def server_urls(workdir: Path) -> Iterator[dict[str, str]]:
         yield {"database_url": database_url, "nats_url": nats_url}
         return
     with embedded_servers(workdir / "servers", postgres=not database_url, nats=not nats_url) as urls:
-        yield {**urls, "database_url": database_url or urls["database_url"], "nats_url": nats_url or urls["nats_url"]}
+        yield {**urls, "database_url": database_url or urls["database_url"],
+               "nats_url": nats_url or urls["nats_url"]}
 
 
 @pytest.fixture(scope="session")
@@ -151,7 +152,9 @@ async def alert_stack(server_urls: dict[str, str], workdir: Path) -> AsyncIterat
         env = {"SWITCHBOARD_ALERT_RULES_FILE": str(folder / "rules.toml"),
                "SWITCHBOARD_SITES_FILE": str(folder / "sites.toml"),
                "SWITCHBOARD_ALERT_CHECK_INTERVAL_S": "0.3", "SWITCHBOARD_ALERT_WEBHOOKS": receiver.url,
-               "SWITCHBOARD_ALERT_WEBHOOK_SECRET": ALERT_SECRET, "SWITCHBOARD_ALERT_WEBHOOK_RETRY_S": "0.3,0.6",
-               "SWITCHBOARD_ALERT_WEBHOOK_ALLOW_PRIVATE": "true", "SWITCHBOARD_ALERT_DELIVERY_INTERVAL_S": "0.2"}
+               "SWITCHBOARD_ALERT_WEBHOOK_SECRET": ALERT_SECRET,
+               "SWITCHBOARD_ALERT_WEBHOOK_RETRY_S": "0.3,0.6",
+               "SWITCHBOARD_ALERT_WEBHOOK_ALLOW_PRIVATE": "true",
+               "SWITCHBOARD_ALERT_DELIVERY_INTERVAL_S": "0.2"}
         async with own_stack(server_urls["database_url"], folder, env, replicas=2) as stack:
             yield stack, receiver

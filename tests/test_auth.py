@@ -14,7 +14,8 @@ from tests.support.events import cloud_event, publish
 from tests.support.settings import backend_settings
 from tests.support.waits import eventually
 
-READ_ROUTES = ["/api/v1/journeys", "/api/v1/flow", "/api/v1/flow/history", "/api/v1/capacity", "/api/v1/failures"]
+READ_ROUTES = ["/api/v1/journeys", "/api/v1/flow", "/api/v1/flow/history", "/api/v1/capacity",
+               "/api/v1/failures"]
 READERS = {"manager", "floor_staff", "sre", "admin"}
 
 
@@ -155,7 +156,8 @@ async def test_connectors_publish_only_for_their_own_system_and_sites(api, token
 
 
 async def test_malformed_bodies_are_problem_documents(api, token):
-    connector = {"Authorization": f"Bearer {token('connector', system='queue')}", "content-type": "application/json"}
+    connector = {"Authorization": f"Bearer {token('connector', system='queue')}",
+                 "content-type": "application/json"}
     response = await api.post("/api/v1/events", content=b"[{broken", headers=connector)
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/problem+json")

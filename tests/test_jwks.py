@@ -89,7 +89,8 @@ async def test_jwks_tokens_and_key_rotation_without_restart(jwks_backend):
     process, jwks, first = jwks_backend
     async with httpx.AsyncClient(base_url=process.url) as client:
         async def status(token: str) -> int:
-            return (await client.get("/api/v1/flow", headers={"Authorization": f"Bearer {token}"})).status_code
+            response = await client.get("/api/v1/flow", headers={"Authorization": f"Bearer {token}"})
+            return response.status_code
 
         assert await status(signed(first, "k1")) == 200
         assert await status(signed(first, "k1", iss="https://evil.example.test")) == 401
@@ -160,7 +161,8 @@ async def test_unknown_kids_cost_the_provider_at_most_one_fetch_per_cooldown(jwk
 
 
 def hand_signed(header: dict, claims: dict, key: bytes | None) -> str:
-    """A token made by hand, for the algorithms PyJWT rightly refuses to produce (none, HMAC with a public key)."""
+    """A token made by hand, for the algorithms PyJWT rightly refuses to produce
+    (none, HMAC with a public key)."""
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -170,7 +172,7 @@ def hand_signed(header: dict, claims: dict, key: bytes | None) -> str:
 
 
 async def test_forged_tokens_are_refused_with_an_identity_provider(jwks_backend):
-    process, jwks, first = jwks_backend
+    process, _, first = jwks_backend
     now = datetime.now(UTC)
     claims = {"sub": "forger", "roles": ["admin"], "sites": "*", "iss": ISSUER, "aud": AUDIENCE,
               "iat": int(now.timestamp()), "exp": int((now + timedelta(minutes=5)).timestamp())}
@@ -179,7 +181,8 @@ async def test_forged_tokens_are_refused_with_an_identity_provider(jwks_backend)
     attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = {
         # key confusion: HMAC keyed with the provider's public key, which anyone can fetch
-        "hs256 with the public key": hand_signed({"alg": "HS256", "typ": "JWT", "kid": "k1"}, claims, public_pem),
+        "hs256 with the public key": hand_signed({"alg": "HS256", "typ": "JWT", "kid": "k1"}, claims,
+                                                 public_pem),
         "alg none with a known kid": hand_signed({"alg": "none", "typ": "JWT", "kid": "k1"}, claims, None),
         "another key claiming kid k1": jwt.encode(claims, attacker, algorithm="RS256", headers={"kid": "k1"}),
         # a key URL in the token is never followed: only the configured JWKS counts
@@ -191,7 +194,8 @@ async def test_forged_tokens_are_refused_with_an_identity_provider(jwks_backend)
         "no audience": signed(first, "k1", aud=None),
     }
     async with httpx.AsyncClient(base_url=process.url) as client:
-        statuses = {name: (await client.get("/api/v1/flow", headers={"Authorization": f"Bearer {token}"})).status_code
+        statuses = {name: (await client.get("/api/v1/flow",
+                                             headers={"Authorization": f"Bearer {token}"})).status_code
                     for name, token in forged.items()}
         assert (await client.get("/api/v1/flow", headers={"Authorization": f"Bearer {signed(first, 'k1')}"})
                 ).status_code == 200

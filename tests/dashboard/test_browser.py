@@ -22,7 +22,8 @@ from tests.support.waits import eventually
 pytestmark = pytest.mark.slow
 
 
-async def test_a_count_on_the_board_changes_after_an_event_is_published(browser: Browser, dashboard_url, js, uid):
+async def test_a_count_on_the_board_changes_after_an_event_is_published(browser: Browser, dashboard_url,
+                                                                        js, uid):
     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
     # a manager of this test's own site: other tests' arrivals elsewhere never move the count
     await sign_in_as(page, dashboard_url, "manager", sites=f"site-{uid}")
@@ -34,12 +35,13 @@ async def test_a_count_on_the_board_changes_after_an_event_is_published(browser:
     await page.close()
 
 
-async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browser: Browser, dashboard_url, board_routes,
-                                                                          js, uid, api, token):
+async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browser: Browser, dashboard_url,
+                                                                          board_routes, js, uid, api, token):
     pages = [route for route in board_routes if route != "/signin"]  # every page the dashboard registers
     site = f"site-{uid}"
     await publish(js, cloud_event("capacity.changed", f"site:{site}", {
-        "site": site, "counters_open": 3, "counters_busy": 2, "staff_on_duty": 4, "queue_length": 5}, source="/queue"))
+        "site": site, "counters_open": 3, "counters_busy": 2, "staff_on_duty": 4, "queue_length": 5},
+        source="/queue"))
     await publish(js, cloud_event("ticket.issued", f"queue:T-{uid}", {"site": site, "ticket": f"T-{uid}",
                                                                       "queue_name": "main"}))
     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -49,7 +51,8 @@ async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browse
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     journey = await eventually(lambda: journey_of(api, {"Authorization": f"Bearer {token('sre')}"},
                                                   f"queue:T-{uid}"))
-    opened = {"/journeys": f"/journeys?ref=queue:T-{uid}", "/journeys/{journey_id}": f"/journeys/{journey['id']}"}
+    opened = {"/journeys": f"/journeys?ref=queue:T-{uid}",
+              "/journeys/{journey_id}": f"/journeys/{journey['id']}"}
     shot = {"/journeys/{journey_id}": "journey"}
     for path in pages:
         await page.goto(dashboard_url + opened.get(path, path))
@@ -59,7 +62,8 @@ async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browse
         if path == "/journeys":
             await expect(page.get_by_test_id("timeline")).to_contain_text("ticket.issued")
         await page.wait_for_timeout(500)  # let plotly finish drawing before the picture
-        await page.screenshot(path=SCREENSHOTS / f"{shot.get(path, path.strip('/') or 'flow')}.png", full_page=True)
+        picture = shot.get(path, path.strip("/") or "flow")
+        await page.screenshot(path=SCREENSHOTS / f"{picture}.png", full_page=True)
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_test_id("demo-enter")).to_be_visible()
     await page.screenshot(path=SCREENSHOTS / "signin.png")
@@ -69,7 +73,8 @@ async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browse
     await page.close()
 
 
-async def test_retry_on_a_failure_resolves_it_once_its_cause_is_fixed(browser: Browser, dashboard_url, js, pool, uid):
+async def test_retry_on_a_failure_resolves_it_once_its_cause_is_fixed(browser: Browser, dashboard_url,
+                                                                      js, pool, uid):
     site = f"poison-{uid}"
     async with refusing_site(pool, site):  # the event becomes an apply_error until the cause is fixed
         await publish(js, cloud_event("customer.arrived", f"queue:P-{uid}", {"site": site}))
@@ -88,8 +93,8 @@ async def test_retry_on_a_failure_resolves_it_once_its_cause_is_fixed(browser: B
     await page.close()
 
 
-async def test_floor_staff_start_a_fallback_and_check_a_customer_in_by_hand(browser: Browser, dashboard_url, pool,
-                                                                          uid):
+async def test_floor_staff_start_a_fallback_and_check_a_customer_in_by_hand(browser: Browser, dashboard_url,
+                                                                          pool, uid):
     site = f"floor-{uid}"
     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
     await sign_in_as(page, dashboard_url, "floor_staff", sites=site)
@@ -104,10 +109,11 @@ async def test_floor_staff_start_a_fallback_and_check_a_customer_in_by_hand(brow
     await expect(page.get_by_test_id("outcome")).to_contain_text("is arrived")
     await expect(page.locator("tr", has_text="check in")).to_be_visible(timeout=15_000)  # the ledger, live
     await page.screenshot(path=SCREENSHOTS / "fallback-active.png", full_page=True)
-    journey = await pool.fetchrow("SELECT j.stage, e.source FROM journeys j JOIN events e ON e.journey_id = j.id"
-                                  " WHERE j.site = $1", site)
+    journey = await pool.fetchrow("SELECT j.stage, e.source FROM journeys j"
+                                  " JOIN events e ON e.journey_id = j.id WHERE j.site = $1", site)
     assert (journey["stage"], journey["source"]) == ("arrived", "/manual/demo-floor_staff")
-    assert await pool.fetchval("SELECT count(*) FROM fallback_ledger l JOIN fallbacks f ON f.id = l.fallback_id"
+    assert await pool.fetchval("SELECT count(*) FROM fallback_ledger l"
+                               " JOIN fallbacks f ON f.id = l.fallback_id"
                                " WHERE f.site = $1 AND l.action = 'check_in'", site) == 1
     await page.close()
 
@@ -154,7 +160,8 @@ async def test_an_alert_is_a_banner_on_every_page_of_its_site_acknowledged_and_r
     await expect(card).to_have_count(0, timeout=15_000)
     await expect(banner).to_be_hidden(timeout=15_000)
     await page.reload()
-    await expect(page.get_by_test_id("alert-history").locator("tr", has_text=site)).to_contain_text("resolved")
+    history_row = page.get_by_test_id("alert-history").locator("tr", has_text=site)
+    await expect(history_row).to_contain_text("resolved")
     await page.close()
 
     # an SRE sees where each alert was sent: this backend has no receivers, and says so
@@ -167,8 +174,8 @@ async def test_an_alert_is_a_banner_on_every_page_of_its_site_acknowledged_and_r
     await sre.close()
 
 
-async def test_the_reports_page_charts_a_sites_days_and_downloads_them_as_csv(browser: Browser, dashboard_url, js,
-                                                                              pool, uid):
+async def test_the_reports_page_charts_a_sites_days_and_downloads_them_as_csv(browser: Browser, dashboard_url,
+                                                                              js, pool, uid):
     site = f"report-{uid}"
     start = max(datetime.now(UTC) - timedelta(minutes=30), datetime.now(UTC).replace(hour=0, minute=0))
     for n, kind in enumerate(("completed", "no_show", "waiting")):
@@ -214,8 +221,8 @@ async def test_the_reports_page_charts_a_sites_days_and_downloads_them_as_csv(br
     assert errors == []
 
 
-async def test_search_finds_a_journey_and_its_page_shows_its_command_and_attempts(browser: Browser, dashboard_url,
-                                                                                   js, uid):
+async def test_search_finds_a_journey_and_its_page_shows_its_command_and_attempts(browser: Browser,
+                                                                                   dashboard_url, js, uid):
     site = f"search-{uid}"
     await publish(js, phone_booking(f"appointments:S{uid}", site))  # the phone rule sends `visit.context`
     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -235,8 +242,8 @@ async def test_search_finds_a_journey_and_its_page_shows_its_command_and_attempt
     await page.close()
 
 
-async def test_audit_page_filters_and_downloads_csv_and_rules_page_lists_the_rules(browser: Browser, dashboard_url,
-                                                                                   uid):
+async def test_audit_page_filters_and_downloads_csv_and_rules_page_lists_the_rules(browser: Browser,
+                                                                                   dashboard_url, uid):
     page = await browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     await sign_in_as(page, dashboard_url, "sre")
     await page.goto(dashboard_url + "/rules")

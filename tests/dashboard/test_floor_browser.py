@@ -32,7 +32,8 @@ BOOKINGS_SITE = f"floor-bookings-{letters()}"
 
 
 @pytest.fixture(scope="module")
-async def stack(server_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+async def stack(server_urls: dict[str, str],
+                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     folder = tmp_path_factory.mktemp("floor-board")
     path = sites_file(folder, {site: {"time_zone": ZONE, "counters": COUNTERS}
                                for site in (*SITES.values(), FALLBACK_SITE, SYSTEMS_SITE, BOOKINGS_SITE)})
@@ -93,7 +94,8 @@ async def test_floor_at_tablet_size_calls_a_customer_to_my_counter_in_the_queue_
         assert box is not None and box["height"] >= 48 and box["width"] >= 48, box  # a finger's target
         await call.click()
         await expect(page.get_by_test_id("floor-outcome")).to_contain_text(f"Call {ticket}: sent")
-        await expect(page.get_by_test_id("floor-outcome")).to_have_text(f"Call {ticket}: done", timeout=15_000)
+        await expect(page.get_by_test_id("floor-outcome")).to_have_text(f"Call {ticket}: done",
+                                                                          timeout=15_000)
 
         async def called_at_c2() -> bool:
             record = queue.records[first]
@@ -203,7 +205,8 @@ async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_led
     await page.wait_for_timeout(1000)
     await expect(page.get_by_test_id("ledger")).not_to_contain_text("check in")
     DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)  # the picture without toasts
+    # the picture without toasts
+    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)
     await page.screenshot(path=DOC_SCREENSHOTS / "fallback.png", full_page=True)
     await page.close()
 
@@ -235,6 +238,7 @@ async def test_fallback_of_appointments_lists_todays_bookings_and_checks_one_in_
     await expect(page.get_by_test_id("ledger")).to_contain_text("check in", timeout=15_000)
     journey = await journey_of(fapi, staff, booked[0])
     assert journey is not None and journey["stage"] == "arrived"
-    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)  # the picture without toasts
+    # the picture without toasts
+    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)
     await page.screenshot(path=DOC_SCREENSHOTS / "fallback-appointments.png", full_page=True)
     await page.close()

@@ -21,8 +21,8 @@ from tools.embedded import free_port
 def viewer_of(settings: BackendSettings, backend_url: str, token: str) -> Viewer:
     dashboard = Dashboard(settings=dashboard_settings(settings.tokens), backend_url=backend_url, demo=False)
     return Viewer(dashboard=dashboard, browser_id="test",
-                  sign_in=SignIn(access_token=token), principal=Principal.from_token(token), live=LiveConnection(backend_url, token),
-                  capabilities=None, sites=SiteBook())
+                  sign_in=SignIn(access_token=token), principal=Principal.from_token(token),
+                  live=LiveConnection(backend_url, token), capabilities=None, sites=SiteBook())
 
 
 def test_floor_steps_wait_longer_than_the_backend_waits_for_a_step_to_apply():
@@ -48,13 +48,15 @@ async def test_floor_a_step_whose_answer_was_lost_is_repeated_with_its_step_id_a
     assert first.status_code == 201, first.text
 
     viewer.dashboard.backend_url = backend.url
+    ledger_rows = "SELECT count(*) FROM fallback_ledger WHERE fallback_id = $1"
     again = await sender.send(path, body)
     assert again.answer is not None and again.answer["repeated"] is True
-    assert (again.status, again.answer["step_id"], again.answer["ref"]) == ("applied", step_id, first.json()["ref"])
+    assert ((again.status, again.answer["step_id"], again.answer["ref"])
+            == ("applied", step_id, first.json()["ref"]))
     assert sender.pending(path, body) is None
-    assert await pool.fetchval("SELECT count(*) FROM fallback_ledger WHERE fallback_id = $1", fallback["id"]) == 1
+    assert await pool.fetchval(ledger_rows, fallback["id"]) == 1
 
     another = await sender.send(path, body)  # answered steps are done: pressing again is a new check-in
     assert another.status == "applied" and another.answer and another.answer["repeated"] is False
     assert another.answer["step_id"] != step_id
-    assert await pool.fetchval("SELECT count(*) FROM fallback_ledger WHERE fallback_id = $1", fallback["id"]) == 2
+    assert await pool.fetchval(ledger_rows, fallback["id"]) == 2

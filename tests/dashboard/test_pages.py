@@ -49,7 +49,8 @@ async def test_navigation_follows_the_role(board: Board, token):
 async def test_a_journey_is_found_by_reference_with_its_timeline(board: Board, token, js, uid):
     site, ticket = f"site-{uid}", f"queue:T-{uid}"
     await publish(js, cloud_event("customer.arrived", ticket, {"site": site}))
-    await publish(js, cloud_event("ticket.issued", ticket, {"site": site, "ticket": f"T-{uid}", "queue_name": "main"}))
+    await publish(js, cloud_event("ticket.issued", ticket, {"site": site, "ticket": f"T-{uid}",
+                                                             "queue_name": "main"}))
     await board.sign_in(token("manager"))
     await board.user.open(f"/journeys?ref=queue:T-nobody-{uid}")
     await board.user.should_see("No journey matches.")
@@ -70,7 +71,8 @@ async def test_capacity_cards_appear_live_and_a_site_over_target_stands_out(boar
     await board.user.open("/capacity")
     await board.user.should_not_see(site)
     await publish(js, cloud_event("capacity.changed", f"site:{site}", {
-        "site": site, "counters_open": 2, "counters_busy": 2, "staff_on_duty": 3, "queue_length": 7}, source="/queue"))
+        "site": site, "counters_open": 2, "counters_busy": 2, "staff_on_duty": 3, "queue_length": 7},
+        source="/queue"))
     await board.user.should_see(site, retries=100)
     await board.user.should_see("2 / 2")
 
@@ -80,7 +82,8 @@ async def test_a_failure_appears_live_and_its_actions_say_why_they_are_disabled(
     await board.sign_in(token("manager"))
     await board.user.open("/failures")
     await board.user.should_see("Retry: needs the sre or admin role")
-    await publish(js, cloud_event("customer.arrived", f"queue:T-{uid}", {"site": site, "email": "a@example.org"}))
+    await publish(js, cloud_event("customer.arrived", f"queue:T-{uid}",
+                                  {"site": site, "email": "a@example.org"}))
     table = next(iter(board.user.find(ui.table).elements))
 
     async def listed() -> list[dict]:
@@ -114,7 +117,8 @@ async def test_a_failure_refused_for_who_sent_it_cannot_be_retried_and_the_page_
     await board.user.should_see("Retry: refused for who sent it: never retried, only discarded")
 
 
-async def test_every_page_says_when_the_live_connection_was_lost(own_backend: BackendProcess, settings, token):
+async def test_every_page_says_when_the_live_connection_was_lost(own_backend: BackendProcess, settings,
+                                                                 token):
     async with simulated_board(dashboard_settings(settings.tokens, backend_url=own_backend.url)) as board:
         await board.sign_in(token("manager"))
         own_backend.stop()
@@ -131,14 +135,15 @@ async def test_an_integration_tile_shows_the_health_a_heartbeat_reports(board: B
     try:
         await publish(js, heartbeat("lab_board", connector, "degraded"))
         await board.user.should_see(f"connector {connector} reports its upstream degraded", retries=100)
-        [badge] = [b for b in board.user.find(ui.badge).elements if b.props.get("data-testid") == "status-lab_board"]
+        [badge] = [b for b in board.user.find(ui.badge).elements
+                   if b.props.get("data-testid") == "status-lab_board"]
         assert badge.text == "degraded"
     finally:
         await pool.execute("DELETE FROM heartbeats WHERE connector = $1", connector)
 
 
-async def test_drift_is_found_with_run_now_previewed_and_resolved_from_the_board(board: Board, api, settings, token,
-                                                                                 workdir, uid):
+async def test_drift_is_found_with_run_now_previewed_and_resolved_from_the_board(board: Board, api, settings,
+                                                                                 token, workdir, uid):
     site = f"board-{uid}"
     queue = still_queue(site)
     async with running(settings, workdir / f"sim-{uid}", queue):
@@ -161,7 +166,8 @@ async def test_drift_is_found_with_run_now_previewed_and_resolved_from_the_board
         assert (row["ours"], row["theirs"], row["proposed_action"]) == ("waiting", "called", "accept_source")
         table.trigger("selection", {"added": True, "rows": [row], "keys": [row["id"]]})
         board.user.find("Preview and resolve…").click()
-        await board.user.should_see(f"Will do: accept source on {ticket} · stage: waiting → called", retries=100)
+        await board.user.should_see(f"Will do: accept source on {ticket} · stage: waiting → called",
+                                    retries=100)
         board.user.find(marker="confirm-resolve").click()
         await board.user.should_see(f"Drift #{row['id']}: repairing", retries=100)
 

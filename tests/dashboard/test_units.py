@@ -77,7 +77,8 @@ def test_flow_history_keeps_one_point_per_step_with_the_latest_rates():
     state._record_flow({**flow, "arrivals_per_min": 2.0}, now=t0 + timedelta(seconds=HISTORY_STEP_S / 2))
     state._record_flow({**flow, "arrivals_per_min": 3.0}, now=t0 + timedelta(seconds=HISTORY_STEP_S))
     points = state.flow_history["north"]
-    assert [(p.time, p.arrivals_per_min) for p in points] == [(t0, 2.0), (t0 + timedelta(seconds=HISTORY_STEP_S), 3.0)]
+    next_step = t0 + timedelta(seconds=HISTORY_STEP_S)
+    assert [(p.time, p.arrivals_per_min) for p in points] == [(t0, 2.0), (next_step, 3.0)]
 
 
 def test_the_backends_past_goes_before_the_live_points_once():
@@ -105,7 +106,8 @@ async def test_a_lost_backend_is_reported_with_the_time_it_was_lost_and_retried_
     assert not state.connected and state.lost_since is not None and state.lost_since >= before
     assert 2 <= state.attempts <= 4, "backoff doubles from 0.5 s: about three attempts in two seconds"
     assert changes and not any(changes)
-    assert connection_text(state).startswith(f"Connection to the backend lost since {state.lost_since:%H:%M:%S} UTC")
+    assert connection_text(state).startswith(
+        f"Connection to the backend lost since {state.lost_since:%H:%M:%S} UTC")
 
 
 def test_banner_text_is_empty_while_connected_and_final_when_the_token_is_refused():
@@ -136,7 +138,8 @@ def test_principal_reads_roles_and_sites_and_expiry_from_the_claims():
 
 def test_an_expired_token_signs_its_session_out():
     sessions = Sessions()
-    sessions.sign_in("browser", jwt.encode({"sub": "u", "roles": ["manager"], "exp": int(time.time()) - 1}, "k" * 32))
+    expired = jwt.encode({"sub": "u", "roles": ["manager"], "exp": int(time.time()) - 1}, "k" * 32)
+    sessions.sign_in("browser", expired)
     assert sessions.token("browser") is None
 
 
@@ -144,10 +147,13 @@ def test_failure_filters_keep_active_failures_that_match_every_chosen_value():
     failures = [
         {"id": 1, "kind": "pii_rejected", "system": "crm", "site": "north", "status": "open", "last_at": "2"},
         {"id": 2, "kind": "pii_rejected", "system": "crm", "site": "south", "status": "open", "last_at": "3"},
-        {"id": 3, "kind": "invalid_event", "system": "crm", "site": "north", "status": "open", "last_at": "1"},
-        {"id": 4, "kind": "pii_rejected", "system": "crm", "site": "north", "status": "resolved", "last_at": "4"},
+        {"id": 3, "kind": "invalid_event", "system": "crm", "site": "north", "status": "open",
+         "last_at": "1"},
+        {"id": 4, "kind": "pii_rejected", "system": "crm", "site": "north", "status": "resolved",
+         "last_at": "4"},
     ]
-    assert [f["id"] for f in matching(failures, {"kind": "pii_rejected", "system": ANY, "site": ANY})] == [2, 1]
+    pii_anywhere = {"kind": "pii_rejected", "system": ANY, "site": ANY}
+    assert [f["id"] for f in matching(failures, pii_anywhere)] == [2, 1]
     assert [f["id"] for f in matching(failures, {"kind": ANY, "system": "crm", "site": "north"})] == [1, 3]
 
 
@@ -163,15 +169,18 @@ def test_each_site_is_held_to_its_own_wait_target_and_one_without_to_the_boards(
     assert book.wait_target_s("unlisted", 600.0) == 600.0
     capacity = {"site": "north", "est_wait_s": 900.0}
     assert not over_target(capacity, book.wait_target_s("north", 600.0)) and over_target(capacity, 600.0)
-    flows = [{"site": s, "wait_p50_s": 60.0, "wait_p90_s": 120.0, "service_p50_s": None} for s in ("north", "south")]
+    flows = [{"site": s, "wait_p50_s": 60.0, "wait_p90_s": 120.0, "service_p50_s": None}
+             for s in ("north", "south")]
     target = charts.percentiles(flows, [1200.0, 600.0])["data"][-1]
     assert (target["name"], target["x"], target["y"]) == ("wait target", ["north", "south"], [20.0, 10.0])
 
 
 def test_stage_totals_add_sites_up_and_ignore_stages_outside_the_funnel():
-    flows = [{"stages": {"booked": 2, "completed": 1, "cancelled": 5}}, {"stages": {"booked": 1, "waiting": 4}}]
+    flows = [{"stages": {"booked": 2, "completed": 1, "cancelled": 5}},
+             {"stages": {"booked": 1, "waiting": 4}}]
     totals = charts.stage_totals(flows)
-    assert totals["booked"] == 3 and totals["waiting"] == 4 and totals["completed"] == 1 and "cancelled" not in totals
+    assert totals["booked"] == 3 and totals["waiting"] == 4 and totals["completed"] == 1
+    assert "cancelled" not in totals
     figure = charts.funnel(totals)
     assert figure["data"][0]["x"] == [3, 0, 4, 0, 0, 1]
 
@@ -196,7 +205,8 @@ def test_failures_holding_up_customers_in_the_building_rank_first_then_upcoming_
         failure(4, "2026-01-01T10:03", {"stage": "arrived", "waiting_since": "2026-01-01T09:40"}),
         failure(5, "2026-01-01T10:04", {"stage": "completed"}),
     ]
-    assert [f["id"] for f in matching(failures, dict.fromkeys(("kind", "system", "site"), ANY))] == [4, 3, 2, 1, 5]
+    unfiltered = dict.fromkeys(("kind", "system", "site"), ANY)
+    assert [f["id"] for f in matching(failures, unfiltered)] == [4, 3, 2, 1, 5]
 
 
 def test_times_show_in_the_site_s_own_zone_and_say_which_zone_they_are_in():
@@ -235,7 +245,8 @@ def test_floor_badges_say_priority_eligibility_and_an_appointment_due_within_ten
         "priority", "eligibility failed", "appointment due"]
     assert badges({**plain, "slot_start": "2026-12-04T14:11:00+00:00"}, now) == []  # not yet due
     assert [t for t, _ in badges({**plain, "eligibility": "unverified"}, now)] == ["eligibility unverified"]
-    assert (wait_text(59), wait_text(61), wait_text(3600)) == ("just arrived", "waiting 1 min", "waiting 60 min")
+    assert ((wait_text(59), wait_text(61), wait_text(3600))
+            == ("just arrived", "waiting 1 min", "waiting 60 min"))
     assert wait_shown(660, 600) == ("waiting 11 min, over the 10 min target", True)
     assert wait_shown(540, 600) == ("waiting 9 min", False)
     assert wait_shown(540, None) == ("waiting 9 min", False)
@@ -246,8 +257,10 @@ def test_floor_fallback_steps_are_those_of_the_system_down_as_far_as_the_backend
         return [step.action for step in steps_of(fallback)]
 
     assert actions({"system": "crm", "steps": ["set_priority"]}) == ["set_priority"]
-    assert actions({"system": "core", "steps": ["mark_unverified", "verify"]}) == ["mark_unverified", "verify"]
-    assert actions({"system": "appointments", "steps": ["check_in", "book_walk_in"]}) == ["check_in", "book_walk_in"]
+    assert (actions({"system": "core", "steps": ["mark_unverified", "verify"]})
+            == ["mark_unverified", "verify"])
+    assert (actions({"system": "appointments", "steps": ["check_in", "book_walk_in"]})
+            == ["check_in", "book_walk_in"])
     assert actions({"system": "queue", "steps": ["check_in", "call"]}) == ["check_in", "call"]  # narrowed
     assert actions({"system": "contact_center", "steps": []}) == []
     assert reference_label(steps_of({"system": "crm", "steps": ["set_priority"]})) == "Reference"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 from playwright.async_api import Page, expect
 
 from backend.settings import BackendSettings
@@ -44,11 +44,11 @@ def running_dashboard(backend: BackendProcess, settings: BackendSettings, log_pa
             assert process.poll() is None, log_path.read_text()[-2000:]
             assert time.monotonic() < deadline, "the dashboard did not start within 60 s"
             try:
-                with urllib.request.urlopen(url + "/signin", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+                if httpx.get(url + "/signin", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:  # not listening yet
+                pass
+            time.sleep(0.2)
         yield url
     finally:
         process.terminate()
