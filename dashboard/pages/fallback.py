@@ -156,9 +156,7 @@ class FallbackView:
         with ui.row().classes("items-end gap-4"):
             self.site_select = ui.select([], label="Site", on_change=self._site_changed).classes("w-48") \
                 .props("data-testid=fallback-site")
-            if self.blocked:
-                ui.label(f"Actions: {self.blocked}").classes("text-sm text-gray-600") \
-                    .props("data-testid=blocked")
+            self.blocked_label = ui.label().classes("text-sm text-gray-600").props("data-testid=blocked")
         self.systems = ui.column().classes("w-full gap-2")
         self.working = ui.toggle([], on_change=self._working_changed).props("data-testid=working-on")
         self.steps = ui.column().classes("w-full gap-2").props("data-testid=steps")
@@ -195,13 +193,16 @@ class FallbackView:
             with self.systems:
                 ui.label("No site known yet.").classes("text-gray-500")
             return
+        blocked = self.blocked_here()
+        self.blocked_label.set_text(f"Actions: {blocked}" if blocked else "")
+        self.blocked_label.set_visibility(blocked is not None)
         active = self.active()
-        shown = tuple((system, self._health(system), active.get(system)) for system in SYSTEMS)
+        shown = tuple((system, self._health(system), active.get(system), blocked) for system in SYSTEMS)
         if shown != self.shown_systems:  # rebuilt only when a status or a fallback changed
             self.shown_systems = shown
             self.systems.clear()
             with self.systems:
-                for system, health, fallback in shown:
+                for system, health, fallback, _ in shown:
                     self._system_row(system, health, fallback)
         if self.working_on not in active:  # the oldest active fallback until the person picks another
             self.working_on = next(iter(active), None)
@@ -219,6 +220,14 @@ class FallbackView:
             self.ledger_title.set_text(f"Ledger of fallback #{shown_ledger['id']} ({shown_ledger['system']}):"
                                        " the steps taken by hand, in order")
             background_tasks.create(self.load_ledger(shown_ledger["id"]), name="fallback-ledger")
+
+    def blocked_here(self) -> str | None:
+        """Why the buttons cannot be pressed at the chosen site (a role held at other sites only), or None."""
+        if self.blocked or self.site is None:
+            return self.blocked
+        if self.viewer.principal.may_at(self.site, "floor_staff", "sre"):
+            return None
+        return f"needs the floor_staff or sre role at {self.site}"
 
     def _latest_fallback(self) -> dict[str, Any] | None:
         at_site = [f for f in self.viewer.live.state.items["fallbacks"].values() if f["site"] == self.site]
@@ -244,7 +253,7 @@ class FallbackView:
                 ui.label(f"FALLBACK since {since} by {fallback['started_by']}: "
                          f"{fallback['reason']}").classes("text-orange-900 font-medium w-72")
                 button = ui.button("End fallback…", on_click=lambda f=fallback: self.end(f))
-            button.set_enabled(self.blocked is None)
+            button.set_enabled(self.blocked_here() is None)
 
     def _render_steps(self) -> None:
         fallback = self.fallback
@@ -325,7 +334,7 @@ class FallbackView:
         for action, (button, caption, step) in self.step_buttons.items():
             journey = None if step.next_in is None else next_journey(journeys, self.site or "", step.next_in)
             self.next_for[action] = journey
-            button.set_enabled(self.blocked is None)
+            button.set_enabled(self.blocked_here() is None)
             caption.set_text(step_caption(step, journey))
 
     async def load_ledger(self, fallback_id: int) -> None:

@@ -129,6 +129,18 @@ async def test_sso_remembers_the_site_a_person_last_chose_and_acts_only_where_fl
     await expect(page.get_by_test_id("floor-site")).to_contain_text(sso.south)
     # a manager here, not floor staff: the floor's buttons say so rather than meet a 403
     await expect(page.get_by_test_id("blocked")).to_contain_text(f"floor_staff or sre role at {sso.south}")
+    # the Fallback page alike: no Start at the site where they manage, Start where they are floor staff
+    await page.goto(sso.url + "/fallback")
+    for site, may_act in ((sso.south, False), (sso.north, True)):
+        await page.get_by_test_id("fallback-site").click()
+        await page.get_by_role("option", name=site, exact=True).click()
+        start = page.get_by_test_id("system-queue").get_by_role("button", name="Start fallback…")
+        if may_act:
+            await expect(page.get_by_test_id("blocked")).to_be_hidden()
+            await expect(start).to_be_enabled()
+        else:
+            await expect(page.get_by_test_id("blocked")).to_contain_text(f"floor_staff or sre role at {site}")
+            await expect(start).to_be_disabled()
     await page.close()
     # another browser (another tablet), the same person: the floor opens on the site they chose
     context = await browser.new_context(viewport=TABLETS["landscape"])
