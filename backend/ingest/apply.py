@@ -69,18 +69,13 @@ def time_ordered_id() -> UUID:
 
 
 
-# The advisory locks (on every reference and subject the batch names) are a one-time filter of the insert: all
-# taken, in the array's (sorted) order, before the first inbox row is written. The inbox's unique key then
-# tells new events from ones already applied, including one another replica committed after this statement
-# began (ON CONFLICT waits for an insert in progress and sees the committed row), so events need no lock of
-# their own.
-_CLAIM = """
-INSERT INTO event_inbox (source, id)
-SELECT k.source, k.id FROM unnest($1::text[], $2::text[]) AS k(source, id)
-WHERE (SELECT count(*) FROM unnest($3::bigint[]) AS l WHERE pg_advisory_xact_lock(l) IS NOT NULL) >= 0
-ON CONFLICT DO NOTHING
-RETURNING source, id
-"""
+# Claim and resolve in one round trip (sql/017's apply_claim, two statements): the advisory locks (on every
+# reference and subject the batch names) are a one-time filter of the inbox insert: all taken, in the array's
+# (sorted) order, before the first inbox row is written. The inbox's unique key then tells new events from
+# ones already applied, including one another replica committed after the insert began (ON CONFLICT waits
+# for an insert in progress and sees the committed row), so events need no lock of their own. Then, with a
+# snapshot taken once the locks are held, `_RESOLVE` (below) for the batch's references.
+_CLAIM = "SELECT * FROM apply_claim($1::text[], $2::text[], $3::bigint[], $4::text[])"
 
 # References to journeys, and those journeys locked. Only a merge (which holds the absorbed journey's lock)
 # re-points a reference, and it deletes the absorbed journey in the same transaction: a reference whose
@@ -93,17 +88,18 @@ SELECT m.ref, m.journey_id, l.state, l.created_at FROM mapped m LEFT JOIN locked
 """
 
 
-async def _lock_journeys(conn: asyncpg.Connection,
-                         refs: list[str]) -> tuple[dict[str, UUID], dict[UUID, _Working]]:
-    """Resolve references to journeys and lock those rows; again while a resolved journey was merged away."""
-    while True:
+async def _lock_journeys(conn: asyncpg.Connection, refs: list[str], resolved: list[asyncpg.Record],
+                         ) -> tuple[dict[str, UUID], dict[UUID, _Working]]:
+    """The journeys `refs` resolved to (`resolved`: their rows, locked), resolved and locked again while one
+    was merged away."""
+    rows = resolved
+    while not all(r["state"] is not None for r in rows):
         rows = await conn.fetch(_RESOLVE, refs)
-        if all(r["state"] is not None for r in rows):
-            locked: dict[UUID, _Working] = {}
-            for r in rows:
-                if r["journey_id"] not in locked:
-                    locked[r["journey_id"]] = _Working(_state_decoder.decode(r["state"]), r["created_at"])
-            return {r["ref"]: r["journey_id"] for r in rows}, locked
+    locked: dict[UUID, _Working] = {}
+    for r in rows:
+        if r["journey_id"] not in locked:
+            locked[r["journey_id"]] = _Working(_state_decoder.decode(r["state"]), r["created_at"])
+    return {r["ref"]: r["journey_id"] for r in rows}, locked
 
 
 # One Struct per table written, its fields named as the table's columns: a batch's rows travel as one JSON
@@ -179,14 +175,15 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     unique: dict[tuple[str, str], tuple[CloudEvent, int]] = {}
     for event, dropped in batch:
         unique.setdefault((event.source, event.id), (event, dropped))
-    lock_texts: set[str] = set()
-    for event, _ in unique.values():
-        lock_texts.update(refs_of(event) if event.kind == "journey" else [event.subject])
+    # every journey event's references (its subject first), resolved with the claim, so also those of events
+    # that turn out to be duplicates (their locks are taken anyway)
+    refs_by_event = {key: refs_of(event) for key, (event, _) in unique.items() if event.kind == "journey"}
+    lock_texts = {ref for refs in refs_by_event.values() for ref in refs}
+    lock_texts.update(event.subject for event, _ in unique.values() if event.kind != "journey")
     sources, ids = zip(*sorted(unique), strict=True) if unique else ((), ())
-    claimed = {
-        (r["source"], r["id"]) for r in await conn.fetch(
-            _CLAIM, list(sources), list(ids), sorted(lock_key(t) for t in lock_texts))
-    }
+    rows = await conn.fetch(_CLAIM, list(sources), list(ids), sorted(lock_key(t) for t in lock_texts),
+                            sorted({ref for refs in refs_by_event.values() for ref in refs}))
+    claimed = {(r["source"], r["id"]) for r in rows if r["ref"] is None}
     fresh = [pair for key, pair in unique.items() if key in claimed]
     outcome = Outcome(applied=len(fresh), duplicates=len(batch) - len(fresh),
                       applied_types=Counter((e.type, e.system) for e, _ in fresh))
@@ -195,8 +192,9 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
 
     journey_events = [e for e, _ in fresh if e.kind == "journey"]
     traced = {(e.source, e.id): e.traceparent for e in journey_events if e.traceparent}
-    refs = sorted({r for e in journey_events for r in refs_of(e)})
-    mapping, journeys = await _lock_journeys(conn, refs) if refs else ({}, {})
+    wanted = {r for e in journey_events for r in refs_by_event[(e.source, e.id)]}
+    resolved = [r for r in rows if r["ref"] in wanted]
+    mapping, journeys = await _lock_journeys(conn, sorted(wanted), resolved) if wanted else ({}, {})
     before = {jid: work.state for jid, work in journeys.items()}
     for work in journeys.values():
         work.state = copy(work.state)  # `fold` works in place; `before` keeps what was stored
@@ -213,7 +211,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     event_journey: dict[tuple[str, str], UUID] = {}
     touched: set[UUID] = set()
     for event in journey_events:
-        event_refs = refs_of(event)
+        event_refs = refs_by_event[(event.source, event.id)]
         candidates = sorted({find(mapping[r]) for r in event_refs if r in mapping},
                             key=lambda j: (journeys[j].created_at, j))
         if candidates:
