@@ -1,8 +1,9 @@
 """Apply a batch of validated events to Postgres in the caller's transaction.
 
-Set-based, and three statements per batch whatever its size (a round trip each, which is what a
-small batch costs): claim the events, resolve and lock their journeys, write everything. Only a
-batch that joins journeys already stored adds the statements that re-point their rows.
+Set-based, and two round trips per batch whatever its size (which is what a small batch costs):
+claim the events and resolve and lock their journeys (one call, two statements), then write
+everything. Only a batch that joins journeys already stored adds the statements that re-point their
+rows.
 Concurrency across replicas: advisory locks on every reference and event key the batch touches
 (taken in sorted order), then row locks on the journeys those references resolve to. Two replicas
 applying events of the same journey therefore serialise on it, and a reference is never given two
