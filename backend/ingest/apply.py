@@ -1,9 +1,8 @@
 """Apply a batch of validated events to Postgres in the caller's transaction.
 
-Set-based, and two round trips per batch whatever its size (which is what a small batch costs):
-claim the events and resolve and lock their journeys (one call, two statements), then write
-everything. Only a batch that joins journeys already stored adds the statements that re-point their
-rows.
+Set-based, and three statements per batch whatever its size (a round trip each, which is what a
+small batch costs): claim the events, resolve and lock their journeys, write everything. Only a
+batch that joins journeys already stored adds the statements that re-point their rows.
 Concurrency across replicas: advisory locks on every reference and event key the batch touches
 (taken in sorted order), then row locks on the journeys those references resolve to. Two replicas
 applying events of the same journey therefore serialise on it, and a reference is never given two
@@ -70,13 +69,18 @@ def time_ordered_id() -> UUID:
 
 
 
-# Claim and resolve in one round trip (sql/017's apply_claim, two statements): the advisory locks (on every
-# reference and subject the batch names) are a one-time filter of the inbox insert: all taken, in the array's
-# (sorted) order, before the first inbox row is written. The inbox's unique key then tells new events from
-# ones already applied, including one another replica committed after the insert began (ON CONFLICT waits
-# for an insert in progress and sees the committed row), so events need no lock of their own. Then, with a
-# snapshot taken once the locks are held, `_RESOLVE` (below) for the batch's references.
-_CLAIM = "SELECT * FROM apply_claim($1::text[], $2::text[], $3::bigint[], $4::text[])"
+# The advisory locks (on every reference and subject the batch names) are a one-time filter of the insert: all
+# taken, in the array's (sorted) order, before the first inbox row is written. The inbox's unique key then
+# tells new events from ones already applied, including one another replica committed after this statement
+# began (ON CONFLICT waits for an insert in progress and sees the committed row), so events need no lock of
+# their own.
+_CLAIM = """
+INSERT INTO event_inbox (source, id)
+SELECT k.source, k.id FROM unnest($1::text[], $2::text[]) AS k(source, id)
+WHERE (SELECT count(*) FROM unnest($3::bigint[]) AS l WHERE pg_advisory_xact_lock(l) IS NOT NULL) >= 0
+ON CONFLICT DO NOTHING
+RETURNING source, id
+"""
 
 # References to journeys, and those journeys locked. Only a merge (which holds the absorbed journey's lock)
 # re-points a reference, and it deletes the absorbed journey in the same transaction: a reference whose
@@ -89,18 +93,17 @@ SELECT m.ref, m.journey_id, l.state, l.created_at FROM mapped m LEFT JOIN locked
 """
 
 
-async def _lock_journeys(conn: asyncpg.Connection, refs: list[str], resolved: list[asyncpg.Record],
-                         ) -> tuple[dict[str, UUID], dict[UUID, _Working]]:
-    """The journeys `refs` resolved to (`resolved`: their rows, locked), resolved and locked again while one
-    was merged away."""
-    rows = resolved
-    while not all(r["state"] is not None for r in rows):
+async def _lock_journeys(conn: asyncpg.Connection,
+                         refs: list[str]) -> tuple[dict[str, UUID], dict[UUID, _Working]]:
+    """Resolve references to journeys and lock those rows; again while a resolved journey was merged away."""
+    while True:
         rows = await conn.fetch(_RESOLVE, refs)
-    locked: dict[UUID, _Working] = {}
-    for r in rows:
-        if r["journey_id"] not in locked:
-            locked[r["journey_id"]] = _Working(_state_decoder.decode(r["state"]), r["created_at"])
-    return {r["ref"]: r["journey_id"] for r in rows}, locked
+        if all(r["state"] is not None for r in rows):
+            locked: dict[UUID, _Working] = {}
+            for r in rows:
+                if r["journey_id"] not in locked:
+                    locked[r["journey_id"]] = _Working(_state_decoder.decode(r["state"]), r["created_at"])
+            return {r["ref"]: r["journey_id"] for r in rows}, locked
 
 
 # One Struct per table written, its fields named as the table's columns: a batch's rows travel as one JSON
@@ -176,15 +179,14 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     unique: dict[tuple[str, str], tuple[CloudEvent, int]] = {}
     for event, dropped in batch:
         unique.setdefault((event.source, event.id), (event, dropped))
-    # every journey event's references (its subject first), resolved with the claim, so also those of events
-    # that turn out to be duplicates (their locks are taken anyway)
-    refs_by_event = {key: refs_of(event) for key, (event, _) in unique.items() if event.kind == "journey"}
-    lock_texts = {ref for refs in refs_by_event.values() for ref in refs}
-    lock_texts.update(event.subject for event, _ in unique.values() if event.kind != "journey")
+    lock_texts: set[str] = set()
+    for event, _ in unique.values():
+        lock_texts.update(refs_of(event) if event.kind == "journey" else [event.subject])
     sources, ids = zip(*sorted(unique), strict=True) if unique else ((), ())
-    rows = await conn.fetch(_CLAIM, list(sources), list(ids), sorted(lock_key(t) for t in lock_texts),
-                            sorted({ref for refs in refs_by_event.values() for ref in refs}))
-    claimed = {(r["source"], r["id"]) for r in rows if r["ref"] is None}
+    claimed = {
+        (r["source"], r["id"]) for r in await conn.fetch(
+            _CLAIM, list(sources), list(ids), sorted(lock_key(t) for t in lock_texts))
+    }
     fresh = [pair for key, pair in unique.items() if key in claimed]
     outcome = Outcome(applied=len(fresh), duplicates=len(batch) - len(fresh),
                       applied_types=Counter((e.type, e.system) for e, _ in fresh))
@@ -193,9 +195,8 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
 
     journey_events = [e for e, _ in fresh if e.kind == "journey"]
     traced = {(e.source, e.id): e.traceparent for e in journey_events if e.traceparent}
-    wanted = {r for e in journey_events for r in refs_by_event[(e.source, e.id)]}
-    resolved = [r for r in rows if r["ref"] in wanted]
-    mapping, journeys = await _lock_journeys(conn, sorted(wanted), resolved) if wanted else ({}, {})
+    refs = sorted({r for e in journey_events for r in refs_of(e)})
+    mapping, journeys = await _lock_journeys(conn, refs) if refs else ({}, {})
     before = {jid: work.state for jid, work in journeys.items()}
     for work in journeys.values():
         work.state = copy(work.state)  # `fold` works in place; `before` keeps what was stored
@@ -212,7 +213,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     event_journey: dict[tuple[str, str], UUID] = {}
     touched: set[UUID] = set()
     for event in journey_events:
-        event_refs = refs_by_event[(event.source, event.id)]
+        event_refs = refs_of(event)
         candidates = sorted({find(mapping[r]) for r in event_refs if r in mapping},
                             key=lambda j: (journeys[j].created_at, j))
         if candidates:
