@@ -8,8 +8,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _bench(*args: str) -> dict[str, object]:
@@ -27,8 +30,9 @@ def _bench(*args: str) -> dict[str, object]:
 
 @pytest.mark.timeout(600)
 def test_bench_ingest_reports_alternated_rounds_against_a_pipelined_baseline() -> None:
+    # this checkout as the "before" side too: the option runs another checkout's backend in the same rounds
     figures = _bench("ingest", "--events", "1500", "--batch", "100", "--rounds", "3", "--replicas", "2",
-                     "--stored-journeys", "200", "--deadline", "120")
+                     "--stored-journeys", "200", "--deadline", "120", "--before", str(REPO))
     assert figures["baseline"] == "pipelined"
     assert figures["nats_fsync"] == "always"
     assert figures["rounds"] == 3 and figures["stored_journeys"] == 200
@@ -40,6 +44,10 @@ def test_bench_ingest_reports_alternated_rounds_against_a_pipelined_baseline() -
     ratio = figures["events_per_s"] / figures["baseline_events_per_s"]  # type: ignore[operator]
     assert 0 < figures["ratio"] < 10 and 0 < ratio < 10  # type: ignore[operator]
     assert figures["events_per_cpu_s"] > 0 and figures["replica_cpu_efficiency"] > 0  # type: ignore[operator]
+    assert figures["before"] == str(REPO)
+    before_rounds = figures["before_events_per_s_rounds"]
+    assert isinstance(before_rounds, list) and len(before_rounds) == 3 and all(r > 0 for r in before_rounds)
+    assert len(figures["speedup_rounds"]) == 3 and figures["speedup"] > 0  # type: ignore[arg-type,operator]
 
 
 @pytest.mark.timeout(600)

@@ -84,6 +84,21 @@ def test_personal_data_refuses_the_whole_event_and_is_stored_redacted(field, val
     assert (result.event_id, result.site) == (event["id"], "north")
 
 
+def test_a_personal_value_is_refused_every_time_it_comes_even_after_the_verdicts_kept_were_emptied():
+    """Validation keeps its verdicts on values that repeat (references, sites, codes): a kept verdict must
+    never let a personal one through, nor a personal verdict refuse a clean value."""
+    personal = "queue:Ada.Lovelace"  # a person's name as a reference
+    for round_ in range(2):
+        for _ in range(3):
+            result = check(body_of("ticket.called", subject=personal))
+            assert isinstance(result, Rejected) and result.kind == "pii_rejected", round_
+            assert "$.subject" in result.reason
+            assert isinstance(check(body_of("ticket.called", subject="queue:T-0042")), Accepted)
+        # more distinct counters than the verdicts kept: they are emptied once on the way
+        for n in range(9000):
+            assert isinstance(check(body_of("ticket.called", data={**SITE, "counter": f"C{n}"})), Accepted)
+
+
 def test_personal_data_nested_in_unknown_objects_is_found():
     event = cloud_event("customer.arrived", "queue:T-9", {"site": "north", "extra": {"who": {"email": "a@b.co"}}},
                         source="/queue")

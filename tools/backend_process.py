@@ -14,8 +14,9 @@ from tools.embedded import free_port
 
 
 class BackendProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env, self.log_path = env, log_path
+    def __init__(self, env: dict[str, str], log_path: Path, *, cwd: Path | None = None) -> None:
+        """`cwd`: the checkout whose `switchboard backend` runs (by default this one)."""
+        self.env, self.log_path, self.cwd = env, log_path, cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -24,7 +25,7 @@ class BackendProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tools.cli", "backend", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
         return self
 
     def ready(self) -> bool:

@@ -118,7 +118,8 @@ def _bench(args: argparse.Namespace) -> None:
 
     run_ingest_bench(events=args.events, batch=args.batch, replicas=args.replicas,
                      stored_journeys=args.stored_journeys, nats_fsync=not args.no_fsync,
-                     nats_auth=args.nats_auth == "on", rounds=args.rounds, deadline_s=args.deadline)
+                     nats_auth=args.nats_auth == "on", rounds=args.rounds, deadline_s=args.deadline,
+                     before=args.before)
 
 
 def _chaos(args: argparse.Namespace) -> None:
@@ -219,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="alternated rounds of each side (bare, backend, bare...), medians taken")
     ingest.add_argument("--deadline", type=float, default=300.0,
                         help="seconds any side may take to commit every event before the run fails")
+    ingest.add_argument("--before", type=Path, default=None,
+                        help="another checkout (e.g. `git worktree add /tmp/before main`) whose backend is"
+                             " measured too, in the same rounds: before and after in one run")
     ingest.set_defaults(run=_bench)
     live = bench_kinds.add_parser("live",
                                   help="live websocket latency, fan-out and memory against bare floors")

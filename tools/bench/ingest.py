@@ -10,7 +10,8 @@ validation, personal-data checks, locking, the journey merge, routing rules and 
 Fair by construction: both sides start from a database migrated and prefilled alike
 (`--stored-journeys`), both are timed by the same watcher (rows committed, from the first seen to the
 last), rounds alternate (bare, backend, bare, backend...) and the medians and spread are reported.
-Every wait has a deadline.
+Every wait has a deadline. `--before <checkout>` adds the backend of another checkout as a side of every
+round, so a change is measured before and after in one run, on the same servers and the same stream.
 """
 
 from __future__ import annotations
@@ -234,8 +235,10 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 
 async def _backends(urls: dict[str, str], database_url: str, total: int, batch: int, replicas: int,
-                    round_: int, root: Path, deadline_s: float) -> tuple[float, float]:
-    """Rate of `replicas` backend processes draining the stream from its start, and their CPU seconds."""
+                    round_: int, root: Path, deadline_s: float, checkout: Path | None = None,
+                    ) -> tuple[float, float]:
+    """Rate of `replicas` backend processes (of `checkout`, by default this one) draining the stream from its
+    start, and their CPU seconds."""
     nc = await messaging.connect(urls["nats_url"], "bench-ingest", urls.get("nats_creds"))
     js = nc.jetstream()
     with contextlib.suppress(nats.js.errors.NotFoundError):
@@ -248,7 +251,7 @@ async def _backends(urls: dict[str, str], database_url: str, total: int, batch: 
     # counting only what this run applies (an index range on applied_at): a count of every stored event
     # would itself grow with the stored data and slow the server being measured
     since = await conn.fetchval("SELECT clock_timestamp()")
-    backends = [BackendProcess(env, root / f"bench-backend-{round_}-{i}.log").start()
+    backends = [BackendProcess(env, root / f"bench-backend-{round_}-{i}.log", cwd=checkout).start()
                 for i in range(replicas)]
 
     def check() -> None:
@@ -270,8 +273,11 @@ def _spread(values: list[float]) -> str:
     return f"median {statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
 
 
-async def _run(urls: dict[str, str], options: dict[str, int], root: Path) -> dict[str, object]:
+async def _run(urls: dict[str, str], options: dict[str, int], root: Path, before: Path | None,
+               ) -> dict[str, object]:
     total, batch, replicas, stored = (options[k] for k in ("events", "batch", "replicas", "stored_journeys"))
+    before_rates: list[float] = []
+    before_per_cpu_s: list[float] = []
     nc = await messaging.connect(urls["nats_url"], "bench-ingest", urls.get("nats_creds"))
     js = nc.jetstream()
     await messaging.recreate_streams(js)
@@ -287,6 +293,14 @@ async def _run(urls: dict[str, str], options: dict[str, int], root: Path) -> dic
             async with scratch_database(urls["database_url"], "bare") as url:
                 await _prepare(url, stored)
                 bare.append(await _bare(js, url, total, batch, round_, options["deadline_s"]))
+            if before is not None:
+                async with scratch_database(urls["database_url"], "before") as url:
+                    await _prepare(url, stored)
+                    rate, cpu_s = await _backends(urls, url, total, batch, 1, round_, root,
+                                                  options["deadline_s"], before)
+                before_rates.append(rate)
+                before_per_cpu_s.append(total / cpu_s if cpu_s else 0.0)
+                progress(f"round {round_}: backend of {before} {rate:,.0f}/s")
             for count in counts:
                 async with scratch_database(urls["database_url"], f"apply{count}") as url:
                     await _prepare(url, stored)
@@ -311,6 +325,17 @@ async def _run(urls: dict[str, str], options: dict[str, int], root: Path) -> dic
         "ratio_rounds": [round(r, 3) for r in ratios],
         "events_per_cpu_s": round(statistics.median(per_cpu_s[1])),
     }
+    if before is not None:
+        figures["before"] = str(before)
+        figures["before_events_per_s"] = round(statistics.median(before_rates))
+        figures["before_events_per_s_rounds"] = [round(r) for r in before_rates]
+        figures["before_ratio"] = round(statistics.median(
+            [r / b for r, b in zip(before_rates, bare, strict=True)]), 3)
+        figures["before_events_per_cpu_s"] = round(statistics.median(before_per_cpu_s))
+        # after / before, round by round (the two ran next to each other)
+        figures["speedup_rounds"] = [round(a / b, 3) for a, b in zip(rates[1], before_rates, strict=True)]
+        figures["speedup"] = round(statistics.median(figures["speedup_rounds"]), 3)  # type: ignore[arg-type]
+        progress(f"backend of {before} {_spread(before_rates)} events/s")
     if replicas > 1:
         figures[f"events_per_s_{replicas}_replicas"] = round(statistics.median(rates[replicas]))
         figures[f"events_per_s_{replicas}_replicas_rounds"] = [round(r) for r in rates[replicas]]
@@ -324,7 +349,8 @@ async def _run(urls: dict[str, str], options: dict[str, int], root: Path) -> dic
 
 
 def run_ingest_bench(*, events: int, batch: int, replicas: int, stored_journeys: int, nats_fsync: bool,
-                     nats_auth: bool = True, rounds: int = 3, deadline_s: float = 300.0) -> None:
+                     nats_auth: bool = True, rounds: int = 3, deadline_s: float = 300.0,
+                     before: Path | None = None) -> None:
     print(f"bench ingest: {events:,} events, batches of {batch}, {replicas} replica(s), {rounds} alternated"
           f" rounds, {stored_journeys:,} journeys stored first in every database, NATS fsync"
           f" {'always' if nats_fsync else 'every 2 min'},"
@@ -334,7 +360,7 @@ def run_ingest_bench(*, events: int, batch: int, replicas: int, stored_journeys:
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp, \
             bench_servers(Path(tmp), nats_fsync=nats_fsync, nats_auth=nats_auth) as urls:
         # uvloop, as under uvicorn: the backend's loop, and the same one for the bare consumer
-        figures = uvloop.run(_run(urls, options, Path(tmp)))
+        figures = uvloop.run(_run(urls, options, Path(tmp), before.resolve() if before else None))
     figures["nats_fsync"] = "always" if nats_fsync else "2m"
     figures["nats_auth"] = "nats_creds" in urls
     print(f"backend {figures['events_per_s']:,} events/s, pipelined bare consumer"
