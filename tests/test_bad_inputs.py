@@ -29,7 +29,8 @@ async def test_each_bad_message_is_a_failure_and_valid_events_keep_flowing(api, 
     crashing_site = cloud_event("customer.arrived", f"queue:X-{uid}", {"site": site})
 
     await publish(js, ok_before)
-    await publish(js, b'{"specversion": "1.0", "id": "' + uid.encode() + b'", broken', "svc.events.queue.customer.arrived")
+    broken_json = b'{"specversion": "1.0", "id": "' + uid.encode() + b'", broken'
+    await publish(js, broken_json, "svc.events.queue.customer.arrived")
     await publish(js, pii)
     await publish(js, wrong_type)
     await publish(js, mismatch, subject="svc.events.crm.customer.arrived")
@@ -71,7 +72,8 @@ async def test_a_redelivered_event_is_a_duplicate_not_a_second_application(api, 
         return await pool.fetchval("SELECT count(*) FROM events WHERE id = $1", marker["id"])
 
     await eventually(marker_applied)
-    assert await pool.fetchval("SELECT count(*) FROM events WHERE source = '/queue' AND id = $1", event["id"]) == 1
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE source = '/queue' AND id = $1",
+                               event["id"]) == 1
     journey = (await api.get("/api/v1/journeys", params={"ref": f"queue:D-{uid}"}, headers=headers)).json()
     assert len(journey["items"]) == 1
 
@@ -81,7 +83,8 @@ async def test_an_event_the_database_refuses_becomes_an_apply_error_and_the_rest
     poison_site = f"poison-{uid}"
     async with refusing_site(pool, poison_site):
         poison = cloud_event("customer.arrived", f"queue:P-{uid}", {"site": poison_site})
-        fine = [cloud_event("customer.arrived", f"queue:F{n}-{uid}", {"site": f"fine-{uid}"}) for n in range(3)]
+        fine = [cloud_event("customer.arrived", f"queue:F{n}-{uid}", {"site": f"fine-{uid}"})
+                for n in range(3)]
         for event in [fine[0], poison, *fine[1:]]:
             await publish(js, event)
 

@@ -10,14 +10,17 @@ from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
 
 
-async def test_events_on_nats_become_one_journey_readable_through_the_api(api: httpx.AsyncClient, js, token, uid):
+async def test_events_on_nats_become_one_journey_readable_through_the_api(
+        api: httpx.AsyncClient, js, token, uid):
     site = f"site-{uid}"
     appt, ticket = f"appointments:A-{uid}", f"queue:T-{uid}"
     t0 = datetime.now(UTC) - timedelta(minutes=5)
     events = [
         cloud_event("appointment.booked", appt, {"site": site, "service": "passport", "channel": "phone",
-                                                 "slot_start": (t0 + timedelta(hours=1)).isoformat()}, time=t0),
-        cloud_event("customer.arrived", ticket, {"site": site, "links": [appt]}, time=t0 + timedelta(minutes=1)),
+                                                 "slot_start": (t0 + timedelta(hours=1)).isoformat()},
+                    time=t0),
+        cloud_event("customer.arrived", ticket, {"site": site, "links": [appt]},
+                    time=t0 + timedelta(minutes=1)),
         cloud_event("ticket.issued", ticket, {"site": site, "ticket": f"T-{uid}", "queue_name": "main"},
                     time=t0 + timedelta(minutes=2)),
         cloud_event("ticket.called", ticket, {"site": site, "counter": "C3"}, time=t0 + timedelta(minutes=4)),

@@ -117,13 +117,15 @@ async def test_http_ingest_answers_an_adversarial_batch_promptly(api: httpx.Asyn
         assert took < 1.0, f"{shape}: {took:.2f}s"  # a request, a publish and the answer; was 6.4 s
 
 
-async def test_an_adversarial_stream_over_nats_does_not_hold_up_the_api(api: httpx.AsyncClient, js, token, uid):
+async def test_an_adversarial_stream_over_nats_does_not_hold_up_the_api(
+        api: httpx.AsyncClient, js, token, uid):
     """Forty 64 KB adversarial events on NATS: each is applied (its unknown field dropped) while the API
     keeps answering, and no request waits behind them for long."""
     site = f"lin-{uid}"
     manager = {"Authorization": f"Bearer {token('manager', [site])}"}
     shapes = ["letters", "letter-at pairs", "digit-letter alternation", "almost an address"]
-    bodies = [adversarial(shapes[n % len(shapes)], LIMIT - 512, uid=f"{uid}-{n}", site=site) for n in range(40)]
+    bodies = [adversarial(shapes[n % len(shapes)], LIMIT - 512, uid=f"{uid}-{n}", site=site)
+              for n in range(40)]
     await asyncio.gather(*(publish(js, msgspec.json.decode(body)) for body in bodies))
     slowest = 0.0
     deadline = time.monotonic() + 30

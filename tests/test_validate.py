@@ -15,7 +15,8 @@ from tests.support.events import cloud_event
 SYSTEMS = SEED_SYSTEMS | RESERVED_SYSTEMS
 SITE = {"site": "north"}
 VALID_DATA = {
-    "appointment.booked": {**SITE, "service": "passport", "slot_start": "2026-11-29T10:00:00+01:00", "channel": "web"},
+    "appointment.booked": {**SITE, "service": "passport", "slot_start": "2026-11-29T10:00:00+01:00",
+                           "channel": "web"},
     "appointment.rescheduled": {**SITE, "slot_start": "2026-11-29T11:00:00Z"},
     "appointment.cancelled": {**SITE, "reason_code": "CUSTOMER_REQUEST"},
     "appointment.no_show": SITE,
@@ -28,7 +29,8 @@ VALID_DATA = {
     "ticket.called": {**SITE, "counter": "C3"},
     "service.started": {**SITE, "counter": "C3"},
     "service.completed": {**SITE, "outcome": "RESOLVED"},
-    "capacity.changed": {**SITE, "counters_open": 4, "counters_busy": 3, "staff_on_duty": 5, "queue_length": 12},
+    "capacity.changed": {**SITE, "counters_open": 4, "counters_busy": 3, "staff_on_duty": 5,
+                         "queue_length": 12},
     "connector.heartbeat": {"upstream": "degraded", "version": "1.2.0"},
     "command.result": {"command_id": "cmd-1", "status": "failed", "error": "timeout talking to upstream"},
 }
@@ -59,8 +61,8 @@ def test_every_catalogue_type_is_accepted_with_its_data(type_):
 
 
 def test_unknown_non_personal_fields_are_dropped_and_counted():
-    event = cloud_event("ticket.called", "queue:T-1", {"site": "north", "counter": "C1", "desk_colour": "blue",
-                                                       "shift": 2}, source="/queue")
+    event = cloud_event("ticket.called", "queue:T-1", {"site": "north", "counter": "C1",
+                                                       "desk_colour": "blue", "shift": 2}, source="/queue")
     event["x_vendor_extension"] = "abc"
     result = check(msgspec.json.encode(event))
     assert isinstance(result, Accepted)
@@ -69,9 +71,9 @@ def test_unknown_non_personal_fields_are_dropped_and_counted():
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("name", "Ada Lovelace"), ("customer_email", "x"), ("phoneNumber", "x"), ("date_of_birth", "1990-01-01"),
-    ("national_id", "x"), ("notes", "came in upset"), ("address", "1 Main St"), ("ref_hint", "ada@example.org"),
-    ("contact", "+44 20 7946 0958"),
+    ("name", "Ada Lovelace"), ("customer_email", "x"), ("phoneNumber", "x"),
+    ("date_of_birth", "1990-01-01"), ("national_id", "x"), ("notes", "came in upset"),
+    ("address", "1 Main St"), ("ref_hint", "ada@example.org"), ("contact", "+44 20 7946 0958"),
 ])
 def test_personal_data_refuses_the_whole_event_and_is_stored_redacted(field, value):
     event = cloud_event("customer.arrived", "queue:T-9", {"site": "north", field: value}, source="/queue")
@@ -100,8 +102,8 @@ def test_a_personal_value_is_refused_every_time_it_comes_even_after_the_verdicts
 
 
 def test_personal_data_nested_in_unknown_objects_is_found():
-    event = cloud_event("customer.arrived", "queue:T-9", {"site": "north", "extra": {"who": {"email": "a@b.co"}}},
-                        source="/queue")
+    nested = {"site": "north", "extra": {"who": {"email": "a@b.co"}}}
+    event = cloud_event("customer.arrived", "queue:T-9", nested, source="/queue")
     result = check(msgspec.json.encode(event))
     assert isinstance(result, Rejected) and result.kind == "pii_rejected"
     assert "$.data.extra.who.email" in result.reason
@@ -120,7 +122,8 @@ def test_personal_data_nested_in_unknown_objects_is_found():
     (body_of("ticket.called", data={"site": "north", "counter": 3}), "counter"),
     (body_of("ticket.called", data={"counter": "C1"}), "site"),
     (body_of("ticket.called", data={"site": "north", "counter": "C1", "links": ["not a ref"]}), "links"),
-    (body_of("capacity.changed", data={**VALID_DATA["capacity.changed"], "queue_length": -1}), "queue_length"),
+    (body_of("capacity.changed", data={**VALID_DATA["capacity.changed"], "queue_length": -1}),
+     "queue_length"),
     (body_of("capacity.changed", subject="site:south"), "site:<data.site>"),
     (body_of("customer.arrived", subject="site:north"), "journey reference"),
     # found by tests/test_fuzz.py: each once answered 500 on HTTP ingest
@@ -165,15 +168,16 @@ def test_unregistered_systems_and_foreign_connectors_are_unauthorised():
 @pytest.mark.parametrize("source", ["/manual/floor1", "/switchboard"])
 def test_reserved_systems_need_the_backends_signature_even_on_nats(source):
     system = source.split("/")[1]
-    unsigned = check(body_of("ticket.called", source=source), subject_system=system, subject_type="ticket.called")
+    body = body_of("ticket.called", source=source)
+    unsigned = check(body, subject_system=system, subject_type="ticket.called")
     assert isinstance(unsigned, Rejected) and unsigned.kind == "unauthorized_source"
     assert unsigned.reason == f"only Switchboard itself publishes as /{system}"
-    signed = check(body_of("ticket.called", source=source), subject_system=system, subject_type="ticket.called",
-                   signed_by_backend=True)
+    signed = check(body, subject_system=system, subject_type="ticket.called", signed_by_backend=True)
     assert isinstance(signed, Accepted)
 
 
-# CONTRACT section 9: the values of a decoded event are checked too, and a connector speaks for its own journeys
+# CONTRACT section 9: the values of a decoded event are checked too,
+# and a connector speaks for its own journeys
 
 
 @pytest.mark.parametrize(("field", "changes"), [
@@ -189,8 +193,8 @@ def test_personal_values_in_typed_fields_refuse_the_event(field, changes):
     result = check(body)
     assert isinstance(result, Rejected) and result.kind == "pii_rejected", result
     assert field in result.reason
-    stored = msgspec.json.encode([result.payload, result.subject, result.event_id, result.event_source, result.site,
-                                  result.reason]).decode()
+    stored = msgspec.json.encode([result.payload, result.subject, result.event_id, result.event_source,
+                                  result.site, result.reason]).decode()
     for personal in ("07946123456", "John.Smith", "19800101-1234", "ada.lovelace@example.org", "Ada_Lovelace",
                      "800101-1234"):
         assert personal not in stored
@@ -225,7 +229,8 @@ def test_a_connector_names_only_its_own_references_or_those_it_acts_for():
     foreign = check(body_of("customer.arrived", subject="queue:T-1", source="/crm"))
     assert isinstance(foreign, Rejected) and foreign.kind == "unauthorized_source"
     assert "crm" in foreign.reason and "queue" in foreign.reason
-    on_behalf = check(body_of("appointment.booked", subject="appointments:A-1", source="/contact_center", data=booked))
+    on_behalf = check(body_of("appointment.booked", subject="appointments:A-1", source="/contact_center",
+                              data=booked))
     assert isinstance(on_behalf, Accepted), on_behalf
     not_declared = check(body_of("appointment.booked", subject="appointments:A-1", source="/contact_center",
                                  data=booked), trust=Trust.from_pairs(300, ["crm=appointments"]))
