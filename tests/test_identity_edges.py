@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +15,11 @@ import httpx
 import pytest
 
 from backend.settings import BackendSettings
-from tests.support.backends import backend_env, start_backend
+from tests.support.backends import start_backend
+from tests.support.browser import running_dashboard
 from tests.support.events import cloud_event
 from tests.support.waits import eventually
 from tools.backend_process import BackendProcess
-from tools.embedded import free_port
 
 RATE = 3
 SECRET = "whsec_" + base64.b64encode(b"fake-webhook-secret-for-the-test").decode()
@@ -123,33 +121,9 @@ async def test_webhooks_are_limited_per_client_before_any_work(limited_backend, 
 
 @pytest.fixture(scope="module")
 def dashboard_url(backend: BackendProcess, settings: BackendSettings, workdir: Path) -> Iterator[str]:
-    """A real `switchboard dashboard` process (as tests/dashboard/test_browser.py starts it)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = workdir / "dashboard-headers.log"
-    env = {**backend_env(settings), "SWITCHBOARD_BACKEND_URL": backend.url}
-    env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would take the process for a test of its own
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "dashboard", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text()[-2000:]
-            assert time.monotonic() < deadline, "the dashboard did not start within 60 s"
-            try:
-                if httpx.get(url + "/signin", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    """A real `switchboard dashboard` process, started as the browser tests start it (not in demo mode)."""
+    with running_dashboard(backend, settings, workdir / "dashboard-headers.log", demo=False) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.mark.parametrize("path", ["/signin", "/", "/failures"])

@@ -52,7 +52,7 @@ class Jwks:
                 self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
-                pass
+                """Quiet: a test reads what the provider served, not its access log."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/jwks.json"

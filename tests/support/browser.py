@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -43,11 +44,9 @@ def running_dashboard(backend: BackendProcess, settings: BackendSettings, log_pa
         while True:
             assert process.poll() is None, log_path.read_text()[-2000:]
             assert time.monotonic() < deadline, "the dashboard did not start within 60 s"
-            try:
+            with contextlib.suppress(httpx.TransportError):  # not listening yet
                 if httpx.get(url + "/signin", timeout=1).status_code == 200:
                     break
-            except httpx.TransportError:  # not listening yet
-                pass
             time.sleep(0.2)
         yield url
     finally:

@@ -77,7 +77,7 @@ def webhook_receiver(fail_first: int = 0) -> Iterator[Receiver]:
             self.end_headers()
 
         def log_message(self, *_: object) -> None:
-            pass
+            """Quiet: a test reads what the receiver got, not its access log."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hooks", fail_first=fail_first)
