@@ -10,7 +10,7 @@ import types
 from backend.settings import BackendSettings
 from connectors.sdk import OK, Connector, Outcome
 from switchboard.commands import Command
-from tools.conformance import run_checks
+from tools.conformance import Check, run_checks
 
 SIMULATED = ["crm", "appointments", "queue", "contact_center", "core"]
 
@@ -25,6 +25,18 @@ async def test_the_five_simulated_connectors_pass_the_kit(settings: BackendSetti
         assert all(c.passed for c in checks), (name, [(c.name, c.detail) for c in checks if not c.passed])
 
 
+async def kit_checks(connector: type[Connector], settings: BackendSettings) -> dict[str, Check]:
+    """The kit's checks of `connector`, run as a module the kit imports, by name."""
+    module = types.ModuleType(f"conformance_{connector.__name__.lower()}")
+    module.create_connector = connector  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+    try:
+        return {c.name: c for c in await run_checks(module.__name__, nats_url=settings.bus.nats_url,
+                                                    creds=settings.bus.nats_creds, watch_seconds=1.5)}
+    finally:
+        del sys.modules[module.__name__]
+
+
 class Silent(Connector):
     """Publishes nothing, keeps no snapshot and answers every command `failed`."""
 
@@ -33,14 +45,7 @@ class Silent(Connector):
 
 
 async def test_a_connector_without_events_or_snapshots_fails_the_kit(settings: BackendSettings):
-    module = types.ModuleType("conformance_silent_connector")
-    module.create_connector = Silent  # type: ignore[attr-defined]
-    sys.modules[module.__name__] = module
-    try:
-        checks = {c.name: c for c in await run_checks(module.__name__, nats_url=settings.bus.nats_url,
-                                                         creds=settings.bus.nats_creds, watch_seconds=1.5)}
-    finally:
-        del sys.modules[module.__name__]
+    checks = await kit_checks(Silent, settings)
     assert not checks["events"].passed and "no events" in checks["events"].detail
     assert checks["heartbeats"].passed  # the SDK sends them whatever the connector does
     assert not checks["snapshots"].passed
@@ -58,13 +63,6 @@ class ClaimsFloorWork(Connector):
 
 
 async def test_a_floor_command_answered_ok_without_its_event_fails_the_kit(settings: BackendSettings):
-    module = types.ModuleType("conformance_floor_connector")
-    module.create_connector = ClaimsFloorWork  # type: ignore[attr-defined]
-    sys.modules[module.__name__] = module
-    try:
-        checks = {c.name: c for c in await run_checks(module.__name__, nats_url=settings.bus.nats_url,
-                                                         creds=settings.bus.nats_creds, watch_seconds=1.5)}
-    finally:
-        del sys.modules[module.__name__]
+    checks = await kit_checks(ClaimsFloorWork, settings)
     assert not checks["commands"].passed
     assert "without the event of what they did: ['ticket.call']" in checks["commands"].detail

@@ -310,14 +310,18 @@ class FallbackView:
         self.bookings.on("check_in", lambda event: self.step(check_in, ref=event.args))
         background_tasks.create(self.load_bookings(fallback), name="fallback-bookings")
 
-    async def load_bookings(self, fallback: dict[str, Any]) -> None:
+    async def _read(self, path: str, what: str) -> Any:
+        """`GET path`, or None after saying on the page that `what` could not be read."""
         try:
             async with self.viewer.http() as http:
-                page = await http.get(f"/api/v1/sites/{fallback['site']}/bookings")
+                return await http.get(path)
         except BackendError as exc:
-            self.outcome.set_text(f"Today's appointments could not be read: {exc}")
-            return
-        if self.bookings is None or self.steps_for != fallback["id"]:
+            self.outcome.set_text(f"{what} could not be read: {exc}")
+            return None
+
+    async def load_bookings(self, fallback: dict[str, Any]) -> None:
+        page = await self._read(f"/api/v1/sites/{fallback['site']}/bookings", "Today's appointments")
+        if page is None or self.bookings is None or self.steps_for != fallback["id"]:
             return  # another fallback was chosen meanwhile
         slot = self.viewer.sites.time
         self.bookings.rows = [{"slot": slot(item["slot_start"], page["site"], seconds=False),
@@ -338,13 +342,8 @@ class FallbackView:
             caption.set_text(step_caption(step, journey))
 
     async def load_ledger(self, fallback_id: int) -> None:
-        try:
-            async with self.viewer.http() as http:
-                detail = await http.get(f"{FALLBACKS}/{fallback_id}")
-        except BackendError as exc:
-            self.outcome.set_text(f"The ledger could not be read: {exc}")
-            return
-        if self.ledger_for is None or self.ledger_for[0] != fallback_id:
+        detail = await self._read(f"{FALLBACKS}/{fallback_id}", "The ledger")
+        if detail is None or self.ledger_for is None or self.ledger_for[0] != fallback_id:
             return  # another fallback was chosen meanwhile
         self.ledger.rows = [{**entry, "at": self.viewer.sites.time(entry["at"], detail["site"]),
                              "action": entry["action"].replace("_", " ")} for entry in detail["ledger"]]

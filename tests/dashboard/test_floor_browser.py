@@ -14,7 +14,7 @@ from playwright.async_api import Browser, Page, expect
 
 from tests.support import fallbacks
 from tests.support.backends import Stack, own_stack
-from tests.support.browser import DOC_SCREENSHOTS, running_dashboard, sign_in_as
+from tests.support.browser import DOC_SCREENSHOTS, document, running_dashboard, sign_in_as
 from tests.support.failures import bearer
 from tests.support.floor import customer, letters, sites_file
 from tests.support.simulators import journey_of, running, still_queue, waiting
@@ -149,8 +149,7 @@ async def test_floor_during_the_queue_fallback_shows_a_banner_and_a_call_is_a_ma
                                     " ORDER BY seq", fallback["id"])
     assert [r["action"] for r in ledger] == ["check_in", "issue_ticket", "call"]
     assert ledger[2]["step_id"]  # the page chose it: a repeat would be done once
-    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)
-    await page.screenshot(path=DOC_SCREENSHOTS / "floor-fallback.png", full_page=True)
+    await document(page, "floor-fallback.png")
     await page.close()
 
 
@@ -204,10 +203,7 @@ async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_led
     await fallbacks.acted(fapi, staff, queue_fallback["id"], action="check_in")
     await page.wait_for_timeout(1000)
     await expect(page.get_by_test_id("ledger")).not_to_contain_text("check in")
-    DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    # the picture without toasts
-    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)
-    await page.screenshot(path=DOC_SCREENSHOTS / "fallback.png", full_page=True)
+    await document(page, "fallback.png")
     await page.close()
 
 
@@ -238,7 +234,5 @@ async def test_fallback_of_appointments_lists_todays_bookings_and_checks_one_in_
     await expect(page.get_by_test_id("ledger")).to_contain_text("check in", timeout=15_000)
     journey = await journey_of(fapi, staff, booked[0])
     assert journey is not None and journey["stage"] == "arrived"
-    # the picture without toasts
-    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)
-    await page.screenshot(path=DOC_SCREENSHOTS / "fallback-appointments.png", full_page=True)
+    await document(page, "fallback-appointments.png")
     await page.close()

@@ -26,6 +26,13 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 DOC_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
+async def document(page: Page, name: str) -> None:
+    """The page as the documentation shows it (`docs/screenshots/<name>`), once its toasts are gone."""
+    await expect(page.locator(".q-notification")).to_have_count(0, timeout=15_000)
+    DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=DOC_SCREENSHOTS / name, full_page=True)
+
+
 @contextmanager
 def running_dashboard(backend: BackendProcess, settings: BackendSettings, log_path: Path,
                       extra_env: dict[str, str] | None = None, *, demo: bool = True) -> Iterator[str]:
