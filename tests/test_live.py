@@ -96,6 +96,37 @@ async def test_an_event_applied_by_either_replica_reaches_clients_on_both(
             assert (capacity["data"]["queue_length"], capacity["data"]["utilisation"]) == (7, 0.75)
 
 
+async def test_a_live_journey_is_the_journey_the_api_shows_even_after_a_link_joins_two(
+    backend, js, token, uid
+):
+    """The live feed publishes what a batch wrote without reading it back: every reference stored before, and
+    those a link moved over, are in it, as in the API's answer."""
+    site, appointment, ticket = f"joined-{uid}", f"appointments:A-{uid}", f"queue:T-{uid}"
+    manager = token("manager", [site])
+    async with connect(backend, manager) as ws:
+        await subscribe(ws, ["journeys"])
+        await publish(js, cloud_event("appointment.booked", appointment,
+                                      {"site": site, "service": "passport", "channel": "web",
+                                       "slot_start": "2026-12-05T09:00:00+00:00"}))
+        await receive_until(ws, is_update("journeys", lambda f: f["data"]["refs"] == [appointment]))
+        await publish(js, cloud_event("customer.arrived", ticket, {"site": site}))
+        await receive_until(ws, is_update("journeys", lambda f: f["data"]["refs"] == [ticket]))
+        await publish(js, cloud_event("ticket.issued", ticket,
+                                      {"site": site, "ticket": "T-9", "queue_name": "main",
+                                       "links": [appointment]}))
+        await receive_until(ws, is_update("journeys", lambda f: len(f["data"]["refs"]) == 2))
+        # an event naming only the ticket: the appointment's reference comes from what was stored
+        await publish(js, cloud_event("ticket.called", ticket, {"site": site, "counter": "C2"}))
+        joined, _ = await receive_until(ws, is_update("journeys", lambda f: f["data"]["stage"] == "called"))
+    async with httpx.AsyncClient(base_url=backend.url, timeout=10) as client:
+        shown = (await client.get(f"/api/v1/journeys/{joined['data']['id']}",
+                                  headers={"Authorization": f"Bearer {manager}"})).json()
+    assert joined["data"]["refs"] == sorted([appointment, ticket])
+    assert (joined["data"]["counter"], joined["data"]["ticket"], joined["data"]["service"]) == (
+        "C2", "T-9", "passport")
+    assert joined["data"] == {name: shown[name] for name in joined["data"]}
+
+
 async def test_flow_is_recomputed_per_site_at_most_once_a_second_not_per_event(backend, js, token, uid):
     site = f"busy-{uid}"
     async with connect(backend, token("manager", [site])) as ws:

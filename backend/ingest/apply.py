@@ -24,6 +24,8 @@ import msgspec
 from backend.commands.outbox import planned_commands, record_answers
 from backend.db import lock_key
 from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge
+from backend.journeys.schemas import Journey
+from backend.journeys.views import journey_view
 from backend.routing.rules import RuleSet
 from switchboard.events import CapacityChanged, CloudEvent, CommandResult, ConnectorHeartbeat, refs_of
 
@@ -36,7 +38,7 @@ class Outcome(msgspec.Struct, kw_only=True):
     applied: int = 0
     duplicates: int = 0
     applied_types: Counter[tuple[str, str]] = msgspec.field(default_factory=Counter)  # (type, system)
-    journeys: list[UUID] = []
+    journeys: list[Journey] = []  # as they now stand, for the live feed (those merged away are gone)
     sites: set[str] = set()
     # events that carry a `traceparent`, by (source, id): the journey each went to (switchboard/tracing.py)
     traced_journeys: dict[tuple[str, str], UUID] = {}
@@ -113,7 +115,7 @@ async def _lock_journeys(conn: asyncpg.Connection,
 # costs far less than binding every value of every row as an array element.
 class _JourneyRow(msgspec.Struct):
     id: UUID
-    site: str | None
+    site: str
     stage: str
     state: JourneyState
     arrived_at: str | None
@@ -241,9 +243,10 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     journey_of = {key: find(jid) for key, jid in event_journey.items()}
     commands = planned_commands(rules, events=[e for e, _ in fresh], before=before, survivor=find,
                                 journey_of=journey_of, after={j: journeys[j].state for j in live})
-    await conn.execute(
+    journey_rows = [_journey_row(j, journeys[j]) for j in live]
+    written = await conn.fetch(
         _WRITE,
-        _rows([_journey_row(j, journeys[j]) for j in live]),
+        _rows(journey_rows),
         _rows([_RefRow(ref, find(j)) for ref, j in new_refs.items()]),
         _rows([_EventRow(e.source, e.id, e.type, e.subject, getattr(e.data, "site", None), e.time, e.data,
                          journey_of.get((e.source, e.id)), dropped, e.traceparent or None)
@@ -257,12 +260,16 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
                              e.key, e.time)
                for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)],
                                             by_system=True)]),
+        live,
     )
     results = [e for e, _ in fresh if isinstance(e, CommandResult)]
     if results:
         outcome.failures = set(await record_answers(conn, results))
 
-    outcome.journeys = live
+    outcome.journeys = [journey_view(row.state, id=row.id, site=row.site, stage=row.stage,
+                                     refs=list(w["refs"]), created_at=row.created_at,
+                                     updated_at=w["updated_at"])
+                        for row, w in zip(journey_rows, written, strict=True)]
     outcome.traced_journeys = {key: jid for key, jid in journey_of.items() if traced.get(key)}
     outcome.sites = {site for e, _ in fresh if (site := getattr(e.data, "site", None)) is not None}
     return outcome
@@ -286,8 +293,10 @@ async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]
 
 
 # Everything a batch writes, in one statement (the sub-statements see the same snapshot, so a command's
-# references are the stored ones plus those this batch adds). Capacity and heartbeats keep only the
-# newest event per site, or per system and connector, whatever order they arrive in.
+# references are the stored ones plus those this batch adds). It answers with every written journey's
+# references and `updated_at`, in the order given: the live feed publishes them without reading them back.
+# Capacity and heartbeats keep only the newest event per site, or per system and connector, whatever order
+# they arrive in.
 _WRITE = """
 WITH new_refs AS (
     SELECT ref, journey_id FROM json_populate_recordset(NULL::journey_refs, $2::json)
@@ -331,7 +340,10 @@ WITH new_refs AS (
         version = EXCLUDED.version, event_key = EXCLUDED.event_key, seen_at = EXCLUDED.seen_at
     WHERE heartbeats.event_key < EXCLUDED.event_key
 )
-SELECT
+SELECT j.id, array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = j.id
+                   UNION SELECT n.ref FROM new_refs n WHERE n.journey_id = j.id ORDER BY 1) AS refs,
+       now() AS updated_at
+FROM unnest($7::uuid[]) WITH ORDINALITY AS j(id, n) ORDER BY j.n
 """
 
 

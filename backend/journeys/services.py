@@ -13,7 +13,8 @@ import msgspec
 from backend.commands.services import list_commands
 from backend.failures.services import get_failures
 from backend.journeys.merge import JourneyState
-from backend.journeys.schemas import Interaction, Journey, JourneyDetail, JourneyPage, TimelineEntry
+from backend.journeys.schemas import Journey, JourneyDetail, JourneyPage, TimelineEntry
+from backend.journeys.views import journey_view
 from backend.paging import decode_cursor, encode_cursor
 from backend.reconciliation.services import get_drift
 
@@ -35,21 +36,9 @@ _COLUMNS = ("j.id, j.site, j.stage, j.state, j.created_at, j.updated_at,"
 
 
 def to_journey(row: asyncpg.Record, cls: type[Journey] = Journey, **extra: Any) -> Journey:
-    state = _state.decode(row["state"])
-    eligibility = state.value("eligibility") or {}
-    ticket = state.value("ticket") or {}
-    interaction = state.value("last_interaction")
-    slot = state.value("slot_start")
-    return cls(
-        id=row["id"], site=row["site"], stage=row["stage"], refs=list(row["refs"]),
-        service=state.value("service"), slot_start=datetime.fromisoformat(slot) if slot else None,
-        priority=state.value("priority") or "normal", eligibility=eligibility.get("result"),
-        eligibility_reason=eligibility.get("reason_code"),
-        last_interaction=msgspec.convert(interaction, Interaction) if interaction else None,
-        counter=state.value("counter"), ticket=ticket.get("ticket"), queue_name=ticket.get("queue_name"),
-        channel=state.value("channel"), outcome=state.value("outcome"),
-        created_at=row["created_at"], updated_at=row["updated_at"], **extra,
-    )
+    return journey_view(_state.decode(row["state"]), id=row["id"], site=row["site"], stage=row["stage"],
+                        refs=list(row["refs"]), created_at=row["created_at"], updated_at=row["updated_at"],
+                        cls=cls, **extra)
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:
@@ -133,9 +122,3 @@ async def _ids_of(conn: asyncpg.Connection, journey_id: UUID) -> list[UUID]:
     """The journey's id and those a merge folded into it."""
     folded = await conn.fetch("SELECT old_id FROM journey_aliases WHERE new_id = $1", journey_id)
     return [journey_id, *(r["old_id"] for r in folded)]
-
-
-async def get_journeys(conn: asyncpg.Connection, journey_ids: list[UUID]) -> list[Journey]:
-    """The journeys with these ids (those a merge absorbed are gone)."""
-    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM journeys j WHERE j.id = ANY($1::uuid[])", journey_ids)
-    return [to_journey(r) for r in rows]

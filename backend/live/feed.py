@@ -1,9 +1,10 @@
 """Live updates from applied batches: changed journeys at once, flow and capacity per changed site,
 announced on the backend's `LiveBus` (the batch is committed before the worker hands it over).
 
-The apply worker only hands the outcome over (no I/O on its path). Journeys are read back in one
-query per round, however many batches came in meanwhile. Flow is an aggregate over a site's
-journeys, so it is recomputed per site at most once per `SITE_INTERVAL_S`, never per event.
+The apply worker only hands the outcome over (no I/O on its path). A changed journey is published as the
+batch that changed it wrote it, never read back; when batches come faster than they are published, each
+journey goes out once, as the last of them left it. Flow is an aggregate over a site's journeys, so it is
+recomputed per site at most once per `SITE_INTERVAL_S`, never per event.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncpg
 from opentelemetry.trace import SpanKind
 
 from backend.ingest.apply import Outcome
-from backend.journeys.services import get_journeys
+from backend.journeys.schemas import Journey
 from backend.live.bus import LiveBus
 from backend.operations.services import capacity, flow
 from switchboard import tracing
@@ -34,7 +35,7 @@ class JourneyFeed:
         self.targets = targets  # the sites' wait targets, for flow's share served within target
         self.bus = bus
         self.site_interval_s = site_interval_s
-        self._journeys: set[UUID] = set()
+        self._journeys: dict[UUID, Journey] = {}
         self._traces: dict[UUID, str] = {}  # journey → the trace of the apply that changed it
         self._sites: set[str] = set()
         self._journeys_changed = asyncio.Event()
@@ -43,7 +44,7 @@ class JourneyFeed:
     async def on_applied(self, outcome: Outcome) -> None:
         """ApplyWorker's hook, called after each committed batch."""
         if outcome.journeys:
-            self._journeys.update(outcome.journeys)
+            self._journeys.update((journey.id, journey) for journey in outcome.journeys)
             self._traces.update(outcome.traces)
             self._journeys_changed.set()
         if outcome.sites:
@@ -59,24 +60,21 @@ class JourneyFeed:
         while True:
             await self._journeys_changed.wait()
             self._journeys_changed.clear()
-            ids, self._journeys = list(self._journeys), set()
+            journeys, self._journeys = self._journeys, {}
             traces, self._traces = self._traces, {}
             try:
-                # published before the connection goes back: handing it back costs a round trip (the pool's
-                # reset)
-                async with self.pool.acquire() as conn:
-                    for journey in await get_journeys(conn, ids):
-                        traceparent = traces.get(journey.id)
-                        if traceparent is None:
-                            await self.bus.publish("journeys", journey.site, journey.id, journey)
-                            continue
-                        with tracing.span("live journeys", traceparent, SpanKind.PRODUCER) as span:
-                            await self.bus.publish("journeys", journey.site, journey.id, journey,
-                                                   tracing.traceparent_of(span))
-            except Exception:  # the feed outlives any one failure: Postgres or NATS away, a bad row
+                for journey in journeys.values():
+                    traceparent = traces.get(journey.id)
+                    if traceparent is None:
+                        await self.bus.publish("journeys", journey.site, journey.id, journey)
+                        continue
+                    with tracing.span("live journeys", traceparent, SpanKind.PRODUCER) as span:
+                        await self.bus.publish("journeys", journey.site, journey.id, journey,
+                                               tracing.traceparent_of(span))
+            except Exception:  # the feed outlives any one failure: NATS away, an unencodable journey
                 log.exception("live journeys not published; retrying")
-                self._journeys.update(ids)
-                self._traces.update(traces)
+                self._journeys = journeys | self._journeys  # what changed meanwhile is newer
+                self._traces = traces | self._traces
                 self._journeys_changed.set()
                 await asyncio.sleep(_RETRY_S)
 
