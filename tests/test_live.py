@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -125,6 +125,35 @@ async def test_a_live_journey_is_the_journey_the_api_shows_even_after_a_link_joi
     assert (joined["data"]["counter"], joined["data"]["ticket"], joined["data"]["service"]) == (
         "C2", "T-9", "passport")
     assert joined["data"] == {name: shown[name] for name in joined["data"]}
+
+
+async def test_after_a_burst_the_last_live_update_of_every_journey_is_the_journey_as_stored(
+    backend, js, token, uid
+):
+    """Journeys changed by many batches in a row, published as fast as they are applied: the one published
+    last is the one stored."""
+    site = f"burst-{uid}"
+    stages = ["customer.arrived", "ticket.called", "service.started", "service.completed"]
+    tickets = [f"queue:T-{uid}-{n}" for n in range(12)]
+    manager = token("manager", [site])
+    async with connect(backend, manager) as ws:
+        await subscribe(ws, ["journeys"])
+        start, data = datetime.now(UTC), {"site": site, "counter": "C1", "outcome": "DONE"}
+        for step, type_ in enumerate(stages):
+            for ticket in tickets:
+                await publish(js, cloud_event(type_, ticket, data, time=start + timedelta(seconds=step)))
+        last: dict[str, dict[str, Any]] = {}
+
+        def all_completed(frame: dict[str, Any]) -> bool:
+            if is_update("journeys")(frame):
+                last[frame["data"]["refs"][0]] = frame["data"]
+            return len(last) == len(tickets) and all(j["stage"] == "completed" for j in last.values())
+
+        await receive_until(ws, all_completed)
+    async with httpx.AsyncClient(base_url=backend.url, timeout=10) as client:
+        stored = (await client.get("/api/v1/journeys", params={"site": site, "limit": 50},
+                                   headers={"Authorization": f"Bearer {manager}"})).json()["items"]
+    assert {j["refs"][0]: j for j in stored} == last
 
 
 async def test_flow_is_recomputed_per_site_at_most_once_a_second_not_per_event(backend, js, token, uid):

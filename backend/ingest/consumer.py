@@ -305,10 +305,12 @@ class ApplyWorker:
         back costs a round trip (the pool resets its session). Given back once it may be broken."""
         if not self._keep_connection:
             async with self.pool.acquire() as conn:
+                await _plan_once(conn)
                 yield conn
             return
         if self._held is None:
             self._held = await self.pool.acquire()
+            await _plan_once(self._held)
         try:
             yield self._held
         except asyncpg.PostgresError as exc:
@@ -334,6 +336,15 @@ class ApplyWorker:
         metrics.count_failures((failure for failure, _ in rejected), self.known_systems)
         if outcome.duplicates:
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)
+
+
+async def _plan_once(conn: asyncpg.Connection) -> None:
+    """Plan the apply statements once, not at every batch. Planned for their arrays' values, Postgres
+    estimates every element against the column's statistics (a quarter of a 500-event batch's time in
+    Postgres, a third of a small batch's) and, for a batch naming a few hundred stored journeys, may scan
+    whole tables; the generic plans are index lookups, their cost bounded by the batch, not by what is
+    stored. It holds until the pool's reset, when the worker gives the connection back."""
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
 
 
 async def erase_message(nc: NATS, stream: str, seq: int) -> bool:
