@@ -38,7 +38,8 @@ class Outcome(msgspec.Struct, kw_only=True):
     applied: int = 0
     duplicates: int = 0
     applied_types: Counter[tuple[str, str]] = msgspec.field(default_factory=Counter)  # (type, system)
-    journeys: list[Journey] = []  # as they now stand, for the live feed (those merged away are gone)
+    journeys: list[Journey] = []  # as they now stand, for the live feed
+    merged_away: set[UUID] = set()  # journeys a link joined to another: gone
     sites: set[str] = set()
     # events that carry a `traceparent`, by (source, id): the journey each went to (switchboard/tracing.py)
     traced_journeys: dict[tuple[str, str], UUID] = {}
@@ -51,6 +52,7 @@ class Outcome(msgspec.Struct, kw_only=True):
         self.duplicates += other.duplicates
         self.applied_types.update(other.applied_types)
         self.journeys.extend(other.journeys)
+        self.merged_away |= other.merged_away
         self.sites |= other.sites
         self.traced_journeys.update(other.traced_journeys)
         self.failures |= other.failures
@@ -270,6 +272,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
                                      refs=list(w["refs"]), created_at=row.created_at,
                                      updated_at=w["updated_at"])
                         for row, w in zip(journey_rows, written, strict=True)]
+    outcome.merged_away = {old for old, _ in merged_away}
     outcome.traced_journeys = {key: jid for key, jid in journey_of.items() if traced.get(key)}
     outcome.sites = {site for e, _ in fresh if (site := getattr(e.data, "site", None)) is not None}
     return outcome

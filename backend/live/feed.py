@@ -43,6 +43,8 @@ class JourneyFeed:
 
     async def on_applied(self, outcome: Outcome) -> None:
         """ApplyWorker's hook, called after each committed batch."""
+        for gone in outcome.merged_away:  # changed by an earlier batch, not yet published: gone now
+            self._journeys.pop(gone, None)
         if outcome.journeys:
             self._journeys.update((journey.id, journey) for journey in outcome.journeys)
             self._traces.update(outcome.traces)

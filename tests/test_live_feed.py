@@ -1,0 +1,61 @@
+"""The live feed (backend/live/feed.py) on a real NATS bus: what it publishes of the batches handed to it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+from nats.aio.msg import Msg
+
+from backend.ingest.apply import Outcome
+from backend.journeys.merge import JourneyState
+from backend.journeys.views import journey_view
+from backend.live.bus import SUBJECT_PREFIX, LiveBus
+from backend.live.feed import JourneyFeed
+from backend.live.schemas import BusUpdate
+from tests.support.backends import nats_connect
+
+
+def _journey(site: str, stage: str, ref: str):
+    now = datetime.now(UTC)
+    return journey_view(JourneyState(), id=uuid.uuid4(), site=site, stage=stage, refs=[ref], created_at=now,
+                        updated_at=now)
+
+
+async def test_batches_handed_over_together_publish_each_journey_once_as_last_left_and_none_merged_away(
+    pool, settings, uid
+):
+    site = f"feed-{uid}"
+    absorbed, survivor = _journey(site, "booked", f"appointments:A-{uid}"), _journey(site, "waiting",
+                                                                                    f"queue:T-{uid}")
+    called = msgspec.structs.replace(survivor, stage="called")
+    nc = await nats_connect(settings)
+    published: list[tuple[str, str]] = []  # (key, stage)
+
+    async def heard(msg: Msg) -> None:
+        update = msgspec.json.decode(msg.data, type=BusUpdate)
+        published.append((update.key, msgspec.json.decode(update.data)["stage"]))
+
+    subscription = await nc.subscribe(SUBJECT_PREFIX + "journeys", cb=heard)
+    feed = JourneyFeed(pool, LiveBus(nc), "{}")
+    # three batches committed before the feed's next round: the link in the second joined the first's
+    # journey to another, the third moved that one on
+    await feed.on_applied(Outcome(applied=1, journeys=[absorbed]))
+    await feed.on_applied(Outcome(applied=1, journeys=[survivor], merged_away={absorbed.id}))
+    await feed.on_applied(Outcome(applied=1, journeys=[called]))
+    running = asyncio.create_task(feed.run())
+    try:
+        async with asyncio.timeout(10):
+            while not published:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # anything published later would be a second copy
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await subscription.unsubscribe()
+        await nc.close()
+    assert published == [(str(survivor.id), "called")]
