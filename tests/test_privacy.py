@@ -1,0 +1,32 @@
+"""switchboard/privacy.py: which identifiers look personal. Every event id, subject, source and code goes
+through `looks_personal_identifier`; these pin its verdicts on each kind it must catch and each it must let
+pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard.privacy import looks_personal_identifier
+
+PERSONAL = [
+    "ada@example.org", "crm:ada@example.org", "@",
+    "07946095812", "queue:W-123456789012", "x-44207946095812", "123456789012-z",  # runs of 11+ digits
+    "800101-1234", "crm:19800101+1234", "id-800101-1234",  # birth date and serial
+    "John.Smith", "crm:Jane-Doe", "/crm/Ada_Lovelace",  # a name as a code
+]
+NOT_PERSONAL = [
+    "9f1c2e7a4b3d40e8a1c65f0d2b7e9a31", "9f1c2e7a-4b3d-40e8-a1c6-512345678901",  # ids, a UUID's last group
+    "queue:T-0042", "passport", "appointments:A-17", "site-07",
+    "1234567890",  # ten digits: random hex holds such runs
+    "a12345678901", "12345678901b", "800101-123", "801301-1234", "800132-1234", "john", "JOHN.SMITH",
+]
+
+
+@pytest.mark.parametrize("value", PERSONAL)
+def test_an_identifier_holding_a_person_is_caught(value):
+    assert looks_personal_identifier(value)
+
+
+@pytest.mark.parametrize("value", NOT_PERSONAL)
+def test_an_identifier_of_codes_and_random_ids_passes(value):
+    assert not looks_personal_identifier(value)
