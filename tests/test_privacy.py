@@ -15,10 +15,11 @@ PERSONAL = [
     "John.Smith", "crm:Jane-Doe", "/crm/Ada_Lovelace",  # a name as a code
 ]
 NOT_PERSONAL = [
-    "9f1c2e7a4b3d40e8a1c65f0d2b7e9a31", "9f1c2e7a-4b3d-40e8-a1c6-512345678901",  # ids, a UUID's last group
+    "9f1c2e7a4b3d40e8a1c65f0d2b7e9a31", "9f1c2e7a-4b3d-40e8-a1c6-512345678901",  # fake ids
     "queue:T-0042", "passport", "appointments:A-17", "site-07",
     "1234567890",  # ten digits: random hex holds such runs
-    "a12345678901", "12345678901b", "800101-123", "801301-1234", "800132-1234", "john", "JOHN.SMITH",
+    "a12345678901", "12345678901b",  # fake codes: a digit run inside a code is no number
+    "800101-123", "801301-1234", "800132-1234", "john", "JOHN.SMITH",
 ]
 
 
