@@ -17,6 +17,7 @@ from backend.live.bus import SUBJECT_PREFIX, LiveBus
 from backend.live.feed import JourneyFeed
 from backend.live.schemas import BusUpdate
 from tests.support.backends import nats_connect
+from tests.support.waits import eventually
 
 
 def _journey(site: str, stage: str, ref: str):
@@ -48,9 +49,10 @@ async def test_batches_handed_over_together_publish_each_journey_once_as_last_le
     await feed.on_applied(Outcome(applied=1, journeys=[called]))
     running = asyncio.create_task(feed.run())
     try:
-        async with asyncio.timeout(10):
-            while not published:
-                await asyncio.sleep(0.01)
+        async def heard_any() -> bool:
+            return bool(published)
+
+        await eventually(heard_any)
         await asyncio.sleep(0.2)  # anything published later would be a second copy
     finally:
         running.cancel()
