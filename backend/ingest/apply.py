@@ -296,13 +296,16 @@ async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]
 
 
 # Everything a batch writes, in one statement (the sub-statements see the same snapshot, so a command's
-# references are the stored ones plus those this batch adds). It answers with every written journey's
+# references are the stored ones plus those this batch adds, grouped by journey once: `added` is joined,
+# never scanned per row, so the statement stays linear in the batch). It answers with every written journey's
 # references and `updated_at`, in the order given: the live feed publishes them without reading them back.
 # Capacity and heartbeats keep only the newest event per site, or per system and connector, whatever order
 # they arrive in.
 _WRITE = """
 WITH new_refs AS (
     SELECT ref, journey_id FROM json_populate_recordset(NULL::journey_refs, $2::json)
+), added AS (
+    SELECT journey_id, array_agg(ref) AS refs FROM new_refs GROUP BY journey_id
 ), journeys_written AS (
     INSERT INTO journeys (id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at,
         finished_at,
@@ -323,8 +326,8 @@ WITH new_refs AS (
     INSERT INTO commands (id, rule, system, command, journey_id, site, data, refs)
     SELECT c.id, c.rule, c.system, c.command, c.journey_id, c.site, c.data,
            array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = c.journey_id
-                 UNION SELECT n.ref FROM new_refs n WHERE n.journey_id = c.journey_id ORDER BY 1)
-    FROM json_populate_recordset(NULL::commands, $4::json) c
+                 UNION SELECT unnest(a.refs) ORDER BY 1)
+    FROM json_populate_recordset(NULL::commands, $4::json) c LEFT JOIN added a ON a.journey_id = c.journey_id
     ON CONFLICT (id) DO NOTHING
 ), capacity_written AS (
     INSERT INTO capacity (site, counters_open, counters_busy, staff_on_duty, queue_length, event_key,
@@ -344,9 +347,9 @@ WITH new_refs AS (
     WHERE heartbeats.event_key < EXCLUDED.event_key
 )
 SELECT j.id, array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = j.id
-                   UNION SELECT n.ref FROM new_refs n WHERE n.journey_id = j.id ORDER BY 1) AS refs,
+                   UNION SELECT unnest(a.refs) ORDER BY 1) AS refs,
        now() AS updated_at
-FROM unnest($7::uuid[]) WITH ORDINALITY AS j(id, n) ORDER BY j.n
+FROM unnest($7::uuid[]) WITH ORDINALITY AS j(id, n) LEFT JOIN added a ON a.journey_id = j.id ORDER BY j.n
 """
 
 

@@ -1,0 +1,95 @@
+"""A batch costs Postgres work linear in its size (CONTRACT section 9: every input costs time linear in its
+size). Judged by the rows the apply's write statement handles, which `EXPLAIN ANALYZE` counts exactly,
+not by timing: four times the batch must handle about four times the rows, where a per-row scan of the
+batch's own new references (the write's references of each journey and command, before) made it sixteen.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from backend import db
+from backend.ingest import apply
+from backend.ingest.validate import Accepted, validate
+from backend.routing.rules import DEFAULT_RULES, load_rules
+from switchboard.events import SEED_SYSTEMS, CloudEvent
+from tools.bench.ingest import make_events
+
+SMALL = 150
+COUNTED = ("Actual Rows", "Rows Removed by Filter", "Rows Removed by Join Filter")
+
+
+class RecordingConnection(asyncpg.Connection):
+    """A real connection that keeps the arguments of the apply's write, to explain the same statement."""
+
+    write_args: tuple[Any, ...] = ()
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> list[asyncpg.Record]:
+        if query == apply._WRITE:
+            self.write_args = args
+        return await super().fetch(query, *args, **kwargs)
+
+
+@pytest.fixture
+async def conn(server_urls: dict[str, str]) -> AsyncIterator[RecordingConnection]:
+    """A database of the test's own: the plan's row counts depend on nothing else stored."""
+    name = f"switchboard_linear_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_urls["database_url"])
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    connection = await asyncpg.connect(server_urls["database_url"].rsplit("/", 1)[0] + "/" + name,
+                                       connection_class=RecordingConnection)
+    try:
+        await db.migrate(connection)
+        yield connection
+    finally:
+        await connection.close()
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def journeys(count: int, prefix: str) -> list[tuple[CloudEvent, int]]:
+    """The events of `count` whole journeys, booked to completed: two references each, and a command."""
+    out = []
+    for _, body, _ in make_events(6 * count + count // 10, prefix=prefix):
+        accepted = validate(body, max_bytes=65_536, known_systems=SEED_SYSTEMS)
+        assert isinstance(accepted, Accepted), accepted
+        out.append((accepted.event, 0))
+    return out
+
+
+def rows_handled(plan: dict[str, Any]) -> int:
+    """Every row every node of the plan produced or filtered out, over all its loops (EXPLAIN gives both
+    per loop)."""
+    seen = sum(plan.get(key, 0) for key in COUNTED)
+    return int(seen * plan["Actual Loops"]) + sum(rows_handled(child) for child in plan.get("Plans", []))
+
+
+async def write_rows(conn: RecordingConnection, events: list[tuple[CloudEvent, int]]) -> tuple[int, int]:
+    """The rows the batch's write handles, and the commands it wrote; nothing of it is kept."""
+    rules = load_rules(DEFAULT_RULES, SEED_SYSTEMS)
+    for explain in (False, True):
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            if explain:  # the same statement with the same arguments, on the same (empty) tables
+                [plan] = msgspec.json.decode(await conn.fetchval(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + apply._WRITE, *conn.write_args))
+            else:
+                await apply.apply_events(conn, events, rules=rules)
+                commands = await conn.fetchval("SELECT count(*) FROM commands")
+        finally:
+            await tx.rollback()
+    return rows_handled(plan["Plan"]), commands
+
+
+async def test_four_times_the_batch_makes_the_write_handle_about_four_times_the_rows(conn):
+    small, small_commands = await write_rows(conn, journeys(SMALL, "svc.events.small"))
+    large, large_commands = await write_rows(conn, journeys(4 * SMALL, "svc.events.large"))
+    assert small_commands == SMALL and large_commands == 4 * SMALL  # the commands' references are counted too
+    assert large / small < 5, f"{small} rows for {SMALL} journeys, {large} for {4 * SMALL}"
