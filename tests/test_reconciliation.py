@@ -505,10 +505,19 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(server_url
                 item = one(items, kind=kind)
                 assert (item["action"], item["acted_by"]) == ("accept_source", "switchboard"), item
 
-            async def verified():
-                return all(i["status"] == "resolved" for i in await drift(api, sre, site=site))
+            unresolved: list[dict[str, object]] = []
 
-            await eventually(verified)
+            async def verified():
+                unresolved[:] = [i for i in await drift(api, sre, site=site) if i["status"] != "resolved"]
+                return not unresolved
+
+            try:
+                await eventually(verified)
+            except AssertionError as exc:
+                runs_seen = [tuple(r) for r in await pool.fetch(
+                    "SELECT system, trigger, status, checked, drifted, error, started_at"
+                    " FROM reconciliation_runs WHERE site = $1 ORDER BY started_at", site)]
+                raise AssertionError(f"unresolved {unresolved}; runs {runs_seen}") from exc
             triggers = {r["trigger"] for r in await pool.fetch(
                 "SELECT trigger FROM reconciliation_runs WHERE site = $1", site)}
             assert triggers == {"schedule"}
