@@ -87,6 +87,13 @@ class LiveState:
         elif topic == "integrations" and "events_per_min" in item:
             self._record_integration(item)
 
+    def forget_journey(self, key: str) -> None:
+        """A link joined this journey into another (whose own update follows): it leaves the board."""
+        self.items["journeys"].pop(key, None)
+        kept = [(seq, journey) for seq, journey in self.latest_journeys if journey["id"] != key]
+        self.latest_journeys.clear()
+        self.latest_journeys.extend(kept)
+
     def _record_flow(self, item: dict[str, Any], now: datetime | None = None) -> None:
         now = now or datetime.now(UTC)
         points = self.flow_history.setdefault(item["site"], deque(maxlen=HISTORY_POINTS))
@@ -209,6 +216,8 @@ class LiveConnection:
             self.state.items[topic] = {}
             for item in message["data"]:
                 self.state.apply(topic, str(item[_KEY_FIELD[topic]]), item)
+        elif op == "update" and topic == "journeys" and "merged_into" in message["data"]:
+            self.state.forget_journey(message["key"])
         elif op == "update":
             self.state.apply(topic, message["key"], message["data"])
             if topic == "journeys":

@@ -108,16 +108,29 @@ async def test_a_live_journey_is_the_journey_the_api_shows_even_after_a_link_joi
         await publish(js, cloud_event("appointment.booked", appointment,
                                       {"site": site, "service": "passport", "channel": "web",
                                        "slot_start": "2026-12-05T09:00:00+00:00"}))
-        await receive_until(ws, is_update("journeys", lambda f: f["data"]["refs"] == [appointment]))
+        booked, _ = await receive_until(ws, is_update("journeys",
+                                                      lambda f: f["data"]["refs"] == [appointment]))
         await publish(js, cloud_event("customer.arrived", ticket, {"site": site}))
-        await receive_until(ws, is_update("journeys", lambda f: f["data"]["refs"] == [ticket]))
+        arrived, _ = await receive_until(ws, is_update("journeys", lambda f: f["data"]["refs"] == [ticket]))
         await publish(js, cloud_event("ticket.issued", ticket,
                                       {"site": site, "ticket": "T-9", "queue_name": "main",
                                        "links": [appointment]}))
-        await receive_until(ws, is_update("journeys", lambda f: len(f["data"]["refs"]) == 2))
+        seen: dict[str, dict[str, Any]] = {}
+
+        def merged_and_gone(frame: dict[str, Any]) -> bool:
+            if is_update("journeys")(frame):
+                seen["gone" if "merged_into" in frame["data"] else "joined"] = frame["data"]
+            return seen.keys() == {"gone", "joined"}
+
+        await receive_until(ws, merged_and_gone)
+        # the journey a link joined to the older one leaves the board: clients hear it is gone, and where
+        assert seen["gone"] == {"id": arrived["data"]["id"], "site": site,
+                                "merged_into": booked["data"]["id"]}
+        assert seen["joined"]["id"] == booked["data"]["id"] and len(seen["joined"]["refs"]) == 2
         # an event naming only the ticket: the appointment's reference comes from what was stored
         await publish(js, cloud_event("ticket.called", ticket, {"site": site, "counter": "C2"}))
-        joined, _ = await receive_until(ws, is_update("journeys", lambda f: f["data"]["stage"] == "called"))
+        joined, _ = await receive_until(ws, is_update("journeys",
+                                                      lambda f: f["data"].get("stage") == "called"))
     async with httpx.AsyncClient(base_url=backend.url, timeout=10) as client:
         shown = (await client.get(f"/api/v1/journeys/{joined['data']['id']}",
                                   headers={"Authorization": f"Bearer {manager}"})).json()

@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 
 from backend.ingest.apply import Outcome
 from backend.journeys.merge import JourneyState
+from backend.journeys.schemas import JourneyMerged
 from backend.journeys.views import journey_view
 from backend.live.bus import SUBJECT_PREFIX, LiveBus
 from backend.live.feed import JourneyFeed
@@ -26,7 +27,7 @@ def _journey(site: str, stage: str, ref: str):
                         updated_at=now)
 
 
-async def test_batches_handed_over_together_publish_each_journey_once_as_last_left_and_none_merged_away(
+async def test_batches_handed_over_together_publish_each_journey_once_as_last_left_and_a_merged_one_as_gone(
     pool, settings, uid
 ):
     site = f"feed-{uid}"
@@ -34,25 +35,27 @@ async def test_batches_handed_over_together_publish_each_journey_once_as_last_le
                                                                                     f"queue:T-{uid}")
     called = msgspec.structs.replace(survivor, stage="called")
     nc = await nats_connect(settings)
-    published: list[tuple[str, str]] = []  # (key, stage)
+    published: list[tuple[str, str]] = []  # (key, stage or where it went)
 
     async def heard(msg: Msg) -> None:
         update = msgspec.json.decode(msg.data, type=BusUpdate)
-        published.append((update.key, msgspec.json.decode(update.data)["stage"]))
+        data = msgspec.json.decode(update.data)
+        published.append((update.key, data.get("stage") or f"into {data['merged_into']}"))
 
     subscription = await nc.subscribe(SUBJECT_PREFIX + "journeys", cb=heard)
     feed = JourneyFeed(pool, LiveBus(nc), "{}")
     # three batches committed before the feed's next round: the link in the second joined the first's
     # journey to another, the third moved that one on
     await feed.on_applied(Outcome(applied=1, journeys=[absorbed]))
-    await feed.on_applied(Outcome(applied=1, journeys=[survivor], merged_away={absorbed.id}))
+    gone = JourneyMerged(id=absorbed.id, site=site, merged_into=survivor.id)
+    await feed.on_applied(Outcome(applied=1, journeys=[survivor], merged_away=[gone]))
     await feed.on_applied(Outcome(applied=1, journeys=[called]))
     running = asyncio.create_task(feed.run())
     try:
-        async def heard_any() -> bool:
-            return bool(published)
+        async def heard_both() -> bool:
+            return len(published) >= 2
 
-        await eventually(heard_any)
+        await eventually(heard_both)
         await asyncio.sleep(0.2)  # anything published later would be a second copy
     finally:
         running.cancel()
@@ -60,4 +63,5 @@ async def test_batches_handed_over_together_publish_each_journey_once_as_last_le
             await running
         await subscription.unsubscribe()
         await nc.close()
-    assert published == [(str(survivor.id), "called")]
+    # the absorbed journey's update not yet sent is replaced by its end, never sent as it was
+    assert published == [(str(absorbed.id), f"into {survivor.id}"), (str(survivor.id), "called")]

@@ -24,7 +24,7 @@ import msgspec
 from backend.commands.outbox import planned_commands, record_answers
 from backend.db import lock_key
 from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge
-from backend.journeys.schemas import Journey
+from backend.journeys.schemas import Journey, JourneyMerged
 from backend.journeys.views import journey_view
 from backend.routing.rules import RuleSet
 from switchboard.events import CapacityChanged, CloudEvent, CommandResult, ConnectorHeartbeat, refs_of
@@ -39,7 +39,7 @@ class Outcome(msgspec.Struct, kw_only=True):
     duplicates: int = 0
     applied_types: Counter[tuple[str, str]] = msgspec.field(default_factory=Counter)  # (type, system)
     journeys: list[Journey] = []  # as they now stand, for the live feed
-    merged_away: set[UUID] = set()  # journeys a link joined to another: gone
+    merged_away: list[JourneyMerged] = []  # journeys a link joined to another: gone
     sites: set[str] = set()
     # events that carry a `traceparent`, by (source, id): the journey each went to (switchboard/tracing.py)
     traced_journeys: dict[tuple[str, str], UUID] = {}
@@ -52,7 +52,7 @@ class Outcome(msgspec.Struct, kw_only=True):
         self.duplicates += other.duplicates
         self.applied_types.update(other.applied_types)
         self.journeys.extend(other.journeys)
-        self.merged_away |= other.merged_away
+        self.merged_away.extend(other.merged_away)
         self.sites |= other.sites
         self.traced_journeys.update(other.traced_journeys)
         self.failures |= other.failures
@@ -272,7 +272,8 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
                                      refs=list(w["refs"]), created_at=row.created_at,
                                      updated_at=w["updated_at"])
                         for row, w in zip(journey_rows, written, strict=True)]
-    outcome.merged_away = {old for old, _ in merged_away}
+    outcome.merged_away = [JourneyMerged(id=old, site=before[old].value("site"), merged_into=new)
+                           for old, new in merged_away]
     outcome.traced_journeys = {key: jid for key, jid in journey_of.items() if traced.get(key)}
     outcome.sites = {site for e, _ in fresh if (site := getattr(e.data, "site", None)) is not None}
     return outcome

@@ -21,6 +21,15 @@ class Interaction(msgspec.Struct):
     time: datetime
 
 
+class JourneyMerged(msgspec.Struct, kw_only=True):
+    """A journey a link joined into another, on the live `journeys` topic: it is gone, and its references
+    and events are the survivor's now (its update follows)."""
+
+    id: UUID
+    site: str  # where it was shown, so that the clients that showed it hear of it
+    merged_into: UUID
+
+
 class Journey(msgspec.Struct, kw_only=True):
     id: UUID
     site: str

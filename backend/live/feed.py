@@ -3,8 +3,10 @@ announced on the backend's `LiveBus` (the batch is committed before the worker h
 
 The apply worker only hands the outcome over (no I/O on its path). A changed journey is published as the
 batch that changed it wrote it, never read back; when batches come faster than they are published, each
-journey goes out once, as the last of them left it. Flow is an aggregate over a site's journeys, so it is
-recomputed per site at most once per `SITE_INTERVAL_S`, never per event.
+journey goes out once, as the last of them left it. A journey a link joined into another goes out as a
+`JourneyMerged` under its own id, so that clients drop it (and any update of it not yet sent is replaced).
+Flow is an aggregate over a site's journeys, so it is recomputed per site at most once per
+`SITE_INTERVAL_S`, never per event.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncpg
 from opentelemetry.trace import SpanKind
 
 from backend.ingest.apply import Outcome
-from backend.journeys.schemas import Journey
+from backend.journeys.schemas import Journey, JourneyMerged
 from backend.live.bus import LiveBus
 from backend.operations.services import capacity, flow
 from switchboard import tracing
@@ -35,7 +37,7 @@ class JourneyFeed:
         self.targets = targets  # the sites' wait targets, for flow's share served within target
         self.bus = bus
         self.site_interval_s = site_interval_s
-        self._journeys: dict[UUID, Journey] = {}
+        self._journeys: dict[UUID, Journey | JourneyMerged] = {}
         self._traces: dict[UUID, str] = {}  # journey → the trace of the apply that changed it
         self._sites: set[str] = set()
         self._journeys_changed = asyncio.Event()
@@ -43,9 +45,8 @@ class JourneyFeed:
 
     async def on_applied(self, outcome: Outcome) -> None:
         """ApplyWorker's hook, called after each committed batch."""
-        for gone in outcome.merged_away:  # changed by an earlier batch, not yet published: gone now
-            self._journeys.pop(gone, None)
-        if outcome.journeys:
+        if outcome.journeys or outcome.merged_away:
+            self._journeys.update((gone.id, gone) for gone in outcome.merged_away)
             self._journeys.update((journey.id, journey) for journey in outcome.journeys)
             self._traces.update(outcome.traces)
             self._journeys_changed.set()
