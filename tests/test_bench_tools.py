@@ -69,3 +69,22 @@ def test_bench_publish_says_how_nats_stores() -> None:
     figures = _bench("publish", "--events", "600", "--max-in-flight", "100")
     assert figures["nats_fsync"] == "always"
     assert figures["publish_per_s"] > 0 and figures["baseline_per_s"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.timeout(600)
+def test_bench_statements_times_every_statement_of_a_batch_against_the_bare_insert() -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SWITCHBOARD_DATABASE_URL", "SWITCHBOARD_NATS_URL", "SWITCHBOARD_NATS_CREDS")}
+    command = [sys.executable, "-m", "tools.bench.statements", "--events", "1200", "--batch", "200"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "batches of both sides: 1,200/1,200" in done.stderr  # progress shown while running
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    backend, bare = figures["backend_us_per_event"], figures["bare_us_per_event"]
+    assert set(backend) == {"BEGIN", "claim", "resolve", "write", "COMMIT", "Python", "whole batch"}
+    assert all(micros > 0 for micros in [*backend.values(), *bare.values()]), figures
+    postgres = backend["whole batch"] - backend["Python"]
+    assert figures["postgres_us_per_event"] == pytest.approx(postgres, abs=0.2)
+    assert 0 < figures["postgres_ratio"] == pytest.approx(
+        bare["insert and COMMIT"] / figures["postgres_us_per_event"], abs=0.002)
