@@ -90,6 +90,7 @@ async def measure(database_url: str, events: int, batch: int) -> dict[str, objec
         decoded.append((accepted.event, 0))
     rules = load_rules(DEFAULT_RULES, SEED_SYSTEMS)
     backend = await asyncpg.connect(database_url, connection_class=TimedConnection)
+    backend.spent = {}
     bare = await asyncpg.connect(database_url)
     try:
         await db.migrate(backend)
