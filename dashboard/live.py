@@ -88,7 +88,7 @@ class LiveState:
             self._record_integration(item)
 
     def forget_journey(self, key: str) -> None:
-        """A link joined this journey into another (whose own update follows): it leaves the board."""
+        """A link joined this journey into another (whose own update comes too): it leaves the board."""
         self.items["journeys"].pop(key, None)
         kept = [(seq, journey) for seq, journey in self.latest_journeys if journey["id"] != key]
         self.latest_journeys.clear()

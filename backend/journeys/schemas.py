@@ -23,7 +23,7 @@ class Interaction(msgspec.Struct):
 
 class JourneyMerged(msgspec.Struct, kw_only=True):
     """A journey a link joined into another, on the live `journeys` topic: it is gone, and its references
-    and events are the survivor's now (its update follows)."""
+    and events are the survivor's now (whose own update is sent too)."""
 
     id: UUID
     site: str  # where it was shown, so that the clients that showed it hear of it
