@@ -162,3 +162,11 @@ def unavailable(viewer: Viewer, what: str, endpoint: str) -> None:
         ui.label(f"{what} is not available on this backend yet.").classes("font-medium")
         ui.label(f"The backend does not offer {endpoint} (checked against its OpenAPI document).") \
             .classes("text-sm text-gray-600")
+
+
+def report(outcome: ui.label, text: str) -> None:
+    """Say how an action went, in its status line and a toast. The button pressed may have been redrawn
+    by a live update while the backend answered, so the toast goes out from the line, which stays."""
+    outcome.set_text(text)
+    with outcome:
+        ui.notify(text)

@@ -110,8 +110,8 @@ async def test_silent_drift_is_found_previewed_repaired_both_ways_verified_and_a
         ghost = f"queue:T-GHOST-{uid}"  # a ticket Switchboard heard of that the queue system has lost
         await publish(js, cloud_event("customer.arrived", ghost, {"site": site}))
 
-        async def known():
-            journey = await journey_of(rapi, sre, ticket)
+        async def known():  # the ticket's journey once both queue events and the check are applied
+            journey = await waiting(rapi, sre, ticket)
             ghost_journey = await journey_of(rapi, sre, ghost)
             return journey if journey and journey["eligibility"] == "passed" and ghost_journey else None
 

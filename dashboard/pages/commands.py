@@ -69,9 +69,11 @@ class CommandsConsole:
         try:
             async with self.viewer.http() as http:
                 await http.post(f"/api/v1/commands/{command['id']}/resend", {})
-            ui.notify("Sent again", type="positive")
+            with self.result:  # the button pressed may be redrawn meanwhile; the list stays
+                ui.notify("Sent again", type="positive")
         except BackendError as exc:
-            ui.notify(f"Not sent again: {exc}", type="negative")
+            with self.result:
+                ui.notify(f"Not sent again: {exc}", type="negative")
         await self.show()
 
 

@@ -12,7 +12,7 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import UNREACHABLE, frame
+from dashboard.frame import UNREACHABLE, frame, report
 from dashboard.pages.journey import link_journeys_in
 
 ACTIVE = ("open", "retrying")
@@ -167,8 +167,7 @@ class FailuresView:
         dialog.open()
 
     def _report(self, text: str) -> None:
-        self.outcome.set_text(text)
-        ui.notify(text)
+        report(self.outcome, text)
 
     async def retry(self) -> None:
         failure = self.selected()

@@ -13,7 +13,7 @@ from nicegui import background_tasks, ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import UNREACHABLE, WRAPPED_TABLE, frame
+from dashboard.frame import UNREACHABLE, WRAPPED_TABLE, frame, report
 from dashboard.pages.integrations import STATUS_COLOUR
 from dashboard.pages.journey import link_journeys_in
 from dashboard.steps import StepSender
@@ -350,8 +350,7 @@ class FallbackView:
         self.ledger.update()
 
     def _report(self, text: str) -> None:
-        self.outcome.set_text(text)
-        ui.notify(text)
+        report(self.outcome, text)
 
     async def _reason(self, question: str, *, required: bool) -> str | None:
         with ui.dialog() as dialog, ui.card():

@@ -15,7 +15,7 @@ from nicegui import background_tasks, ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import UNREACHABLE, frame, unavailable
+from dashboard.frame import UNREACHABLE, frame, report, unavailable
 from dashboard.pages.journey import journey_link
 from dashboard.steps import StepSender
 
@@ -117,7 +117,8 @@ class FloorView:
         self.seen: tuple[Any, ...] | None = None  # the site's journeys in the live state at the last read
         self.loading = False
         self.again = False
-        self.awaiting: tuple[str, str, str] | None = None  # (journey, action, what) sent, not seen done yet
+        # (journey, action, what, how it is done) sent, not seen done yet
+        self.awaiting: tuple[str, str, str, str] | None = None
 
     @property
     def counter(self) -> str | None:
@@ -231,11 +232,11 @@ class FloorView:
         """Say "done" once the floor shows what was sent, as the system that did it reported it."""
         if self.awaiting is None:
             return
-        journey_id, action, what = self.awaiting
+        journey_id, action, what, done = self.awaiting
         now = next((c for c in floor["customers"] if c["journey_id"] == journey_id), None)
         if (now["stage"] if now else None) == EFFECT[action]:
             self.awaiting = None
-            self.outcome.set_text(f"{what}: done")
+            self.outcome.set_text(f"{what}: {done}")
 
     def _build_banner(self, floor: dict[str, Any]) -> None:
         self.banner.clear()
@@ -370,10 +371,10 @@ class FloorView:
             text += f": {sent.problem}"
         elif sent.answer and sent.answer.get("repeated"):
             text += " (asked before: not done again)"
-        self.outcome.set_text(f"{what}: {text}")
-        ui.notify(f"{what}: {text}")
+        report(self.outcome, f"{what}: {text}")
         if sent.status in ("pending", "sent", "held", "recorded"):
-            self.awaiting = (customer["journey_id"], action, what)
+            done = STATUS_TEXT["applied"] if sent.status == "recorded" else "done"  # by hand stays said
+            self.awaiting = (customer["journey_id"], action, what, done)
             if self.floor is not None:
                 self._check_awaited(self.floor)
 

@@ -11,7 +11,7 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import UNREACHABLE, frame
+from dashboard.frame import UNREACHABLE, frame, report
 from dashboard.pages.fallback import SYSTEMS
 from dashboard.pages.journey import link_journeys_in
 from dashboard.sites import SiteBook
@@ -152,8 +152,7 @@ class ReconciliationView:
         self._selection_changed()
 
     def _report(self, text: str) -> None:
-        self.outcome.set_text(text)
-        ui.notify(text)
+        report(self.outcome, text)
 
     async def run_now(self) -> None:
         site = (self.run_site.value or "").strip()

@@ -143,8 +143,10 @@ async def test_floor_during_the_queue_fallback_shows_a_banner_and_a_call_is_a_ma
     await expect(banner).to_contain_text(f"recorded by hand in fallback #{fallback['id']}")
     ticket = issued["ticket"]
     await page.get_by_role("button", name=f"Call {ticket} to counter C1").click()
-    await expect(page.get_by_test_id("floor-outcome")).to_contain_text(f"Call {ticket}: ")
-    await expect(page.get_by_test_id("floor-outcome")).to_contain_text("recorded by hand")
+    toast = page.locator(".q-notification").filter(has_text=f"Call {ticket}: ").filter(has_text="by hand")
+    await expect(toast).to_be_visible()  # said even when a live update redrew the button meanwhile
+    await expect(page.get_by_test_id("floor-outcome")).to_have_text(f"Call {ticket}: done (recorded by hand)",
+                                                                      timeout=15_000)  # by hand, still said
     await expect(page.get_by_test_id("counter-C1")).to_contain_text(f"{ticket} · called", timeout=15_000)
     ledger = await stack.pool.fetch("SELECT action, step_id, data FROM fallback_ledger WHERE fallback_id = $1"
                                     " ORDER BY seq", fallback["id"])
