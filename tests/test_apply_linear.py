@@ -19,6 +19,7 @@ from backend.ingest import apply
 from backend.ingest.validate import Accepted, validate
 from backend.routing.rules import DEFAULT_RULES, load_rules
 from switchboard.events import SEED_SYSTEMS, CloudEvent
+from tests.support.events import cloud_event
 from tools.bench.ingest import make_events
 
 SMALL = 150
@@ -93,3 +94,24 @@ async def test_four_times_the_batch_makes_the_write_handle_about_four_times_the_
     large, large_commands = await write_rows(conn, journeys(4 * SMALL, "svc.events.large"))
     assert small_commands == SMALL and large_commands == 4 * SMALL  # the commands' references are counted too
     assert large / small < 5, f"{small} rows for {SMALL} journeys, {large} for {4 * SMALL}"
+
+
+async def test_a_chain_of_links_in_one_batch_ends_in_one_journey_holding_every_reference(conn):
+    """Each link joins the journey of the ticket before: every earlier lookup walks to the same survivor
+    (links are followed once and then short-cut, so the chain costs its length, not its square)."""
+    tickets = [f"queue:T-{i:04d}-{uuid.uuid4().hex[:6]}" for i in range(60)]
+    bodies = [cloud_event("customer.arrived", ref, {"site": "chain"}) for ref in tickets]
+    bodies += [cloud_event("ticket.issued", tickets[i], {"site": "chain", "ticket": f"T-{i}",
+                                                         "queue_name": "main", "links": [tickets[i + 1]]})
+               for i in reversed(range(len(tickets) - 1))]
+    events = []
+    for body in bodies:
+        accepted = validate(msgspec.json.encode(body), max_bytes=65_536, known_systems=SEED_SYSTEMS)
+        assert isinstance(accepted, Accepted), accepted
+        events.append((accepted.event, 0))
+    async with conn.transaction():
+        outcome = await apply.apply_events(conn, events, rules=load_rules(DEFAULT_RULES, SEED_SYSTEMS))
+    [journey] = outcome.journeys
+    assert sorted(journey.refs) == sorted(tickets)
+    assert await conn.fetchval("SELECT count(DISTINCT journey_id) FROM journey_refs") == 1
+    assert await conn.fetchval("SELECT count(DISTINCT journey_id) FROM events") == 1

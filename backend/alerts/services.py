@@ -35,7 +35,8 @@ async def held_since(conn: asyncpg.Connection, rule: Rule, found: list[Firing]) 
     """When each subject's condition began: its own `since`, or when it was first seen (kept in
     `alert_pending`, shared by the replicas); subjects no longer firing are forgotten."""
     subjects = [f.subject for f in found]
-    await conn.execute("DELETE FROM alert_pending WHERE rule = $1 AND NOT (subject = ANY($2::text[]))",
+    await conn.execute("DELETE FROM alert_pending WHERE rule = $1 AND NOT EXISTS (SELECT 1 FROM unnest("
+                       "$2::text[]) AS firing (subject) WHERE firing.subject = alert_pending.subject)",
                        rule.name, subjects)
     unknown = [f.subject for f in found if f.since is None]
     seen = {r["subject"]: r["since"] for r in await conn.fetch(

@@ -210,9 +210,12 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     absorbed_by: dict[UUID, UUID] = {}
 
     def find(jid: UUID) -> UUID:
-        while jid in absorbed_by:
-            jid = absorbed_by[jid]
-        return jid
+        root = jid
+        while root in absorbed_by:
+            root = absorbed_by[root]
+        while jid != root:  # path compression: a chain of links is walked once per batch, not per lookup
+            absorbed_by[jid], jid = root, absorbed_by[jid]
+        return root
 
     now = datetime.now(UTC)
     new_refs: dict[str, UUID] = {}
