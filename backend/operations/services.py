@@ -26,32 +26,36 @@ _FLOW_SQL = f"""
 WITH scoped AS (
     SELECT * FROM journeys WHERE ($1::text[] IS NULL OR site = ANY($1)) AND updated_at > now() - interval
         '1 day'
+), stage_counts AS (  -- counted once for every site, not once per site over all sites' journeys
+    SELECT site, jsonb_object_agg(stage, n) AS stages
+    FROM (SELECT site, stage, count(*) AS n FROM scoped GROUP BY site, stage) c
+    GROUP BY site
+), measures AS (
+    SELECT site,
+           count(*) FILTER (WHERE arrived_at > now() - interval '{RATE_WINDOW_MIN} minutes')
+               / {RATE_WINDOW_MIN}.0 AS arrivals_per_min,
+           count(*) FILTER (WHERE stage = 'completed' AND finished_at > now() - interval
+               '{RATE_WINDOW_MIN} minutes')
+               / {RATE_WINDOW_MIN}.0 AS completions_per_min,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM called_at - coalesce(waiting_at,
+               arrived_at)))
+               FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}') AS wait_p50_s,
+           percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM called_at - coalesce(waiting_at,
+               arrived_at)))
+               FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}') AS wait_p90_s,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - in_service_at))
+               FILTER (WHERE stage = 'completed' AND finished_at > now() - interval '{PERCENTILE_WINDOW}') AS
+                   service_p50_s,
+           (avg(({wait_sql("s")} <= {target_sql("$2::jsonb", "s")})::int)
+               FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}'))::float8 AS within_target,
+           count(*) FILTER (WHERE stage = 'no_show')::float8
+               / nullif(count(*) FILTER (WHERE stage IN {_ENDED}), 0) AS no_show_rate,
+           count(*) FILTER (WHERE stage = 'cancelled')::float8
+               / nullif(count(*) FILTER (WHERE stage IN {_ENDED}), 0) AS cancellation_rate
+    FROM scoped s
+    GROUP BY site
 )
-SELECT site,
-       (SELECT jsonb_object_agg(stage, n) FROM (SELECT stage, count(*) AS n FROM scoped s2
-            WHERE s2.site = s.site GROUP BY stage) c) AS stages,
-       count(*) FILTER (WHERE arrived_at > now() - interval '{RATE_WINDOW_MIN} minutes') / {RATE_WINDOW_MIN}.0
-           AS arrivals_per_min,
-       count(*) FILTER (WHERE stage = 'completed' AND finished_at > now() - interval
-           '{RATE_WINDOW_MIN} minutes')
-           / {RATE_WINDOW_MIN}.0 AS completions_per_min,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM called_at - coalesce(waiting_at,
-           arrived_at)))
-           FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}') AS wait_p50_s,
-       percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM called_at - coalesce(waiting_at,
-           arrived_at)))
-           FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}') AS wait_p90_s,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - in_service_at))
-           FILTER (WHERE stage = 'completed' AND finished_at > now() - interval '{PERCENTILE_WINDOW}') AS
-               service_p50_s,
-       (avg(({wait_sql("s")} <= {target_sql("$2::jsonb", "s")})::int)
-           FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}'))::float8 AS within_target,
-       count(*) FILTER (WHERE stage = 'no_show')::float8
-           / nullif(count(*) FILTER (WHERE stage IN {_ENDED}), 0) AS no_show_rate,
-       count(*) FILTER (WHERE stage = 'cancelled')::float8
-           / nullif(count(*) FILTER (WHERE stage IN {_ENDED}), 0) AS cancellation_rate
-FROM scoped s
-GROUP BY site
+SELECT * FROM measures JOIN stage_counts USING (site)
 ORDER BY site
 """
 
