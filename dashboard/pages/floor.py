@@ -297,7 +297,8 @@ class FloorView:
                     self.waiting.remove(row.card)
                 with self.waiting:
                     row = self.rows[customer["journey_id"]] = self._customer_row(customer, now, signature)
-            if self.waiting.default_slot.children.index(row.card) != index:
+            cards = self.waiting.default_slot.children  # in place: a card is moved only when out of order
+            if index >= len(cards) or cards[index] is not row.card:
                 row.card.move(self.waiting, target_index=index)
             row.position.set_text(str(customer["position"]))
 
