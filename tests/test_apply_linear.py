@@ -71,6 +71,21 @@ def rows_handled(plan: dict[str, Any]) -> int:
     return int(seen * plan["Actual Loops"]) + sum(rows_handled(child) for child in plan.get("Plans", []))
 
 
+async def explain_generic(conn: asyncpg.Connection, query: str, args: tuple[Any, ...]) -> str:
+    """EXPLAIN ANALYZE of `query` under the plan the apply worker runs: generic, its parameters unknown to
+    the planner (EXPLAIN of a parameterised statement would plan it for these values)."""
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    parameters = []
+    for parameter, value in zip((await conn.prepare(query)).get_parameters(), args, strict=True):
+        kind = await conn.fetchval("SELECT format_type($1::oid, NULL)", parameter.oid)
+        parameters.append(await conn.fetchval(f"SELECT quote_literal($1::{kind}::text) || '::{kind}'", value))
+    await conn.execute(f"PREPARE explained AS {query}")
+    try:
+        return await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE explained({', '.join(parameters)})")
+    finally:
+        await conn.execute("DEALLOCATE explained")
+
+
 async def write_rows(conn: RecordingConnection, events: list[tuple[CloudEvent, int]]) -> tuple[int, int]:
     """The rows the batch's write handles, and the commands it wrote; nothing of it is kept."""
     rules = load_rules(DEFAULT_RULES, SEED_SYSTEMS)
@@ -78,9 +93,8 @@ async def write_rows(conn: RecordingConnection, events: list[tuple[CloudEvent, i
         tx = conn.transaction()
         await tx.start()
         try:
-            if explain:  # the same statement with the same arguments, on the same (empty) tables
-                [plan] = msgspec.json.decode(await conn.fetchval(
-                    "EXPLAIN (ANALYZE, FORMAT JSON) " + apply._WRITE, *conn.write_args))
+            if explain:  # the same statement, planned as the apply worker plans it, on the same (empty) tables
+                [plan] = msgspec.json.decode(await explain_generic(conn, apply._WRITE, conn.write_args))
             else:
                 await apply.apply_events(conn, events, rules=rules)
                 commands = await conn.fetchval("SELECT count(*) FROM commands")
