@@ -81,7 +81,8 @@ async def explain_generic(conn: asyncpg.Connection, query: str, args: tuple[Any,
         parameters.append(await conn.fetchval(f"SELECT quote_literal($1::{kind}::text) || '::{kind}'", value))
     await conn.execute(f"PREPARE explained AS {query}")
     try:
-        return await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE explained({', '.join(parameters)})")
+        values = ", ".join(parameters)
+        return await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE explained({values})")
     finally:
         await conn.execute("DEALLOCATE explained")
 
@@ -93,7 +94,7 @@ async def write_rows(conn: RecordingConnection, events: list[tuple[CloudEvent, i
         tx = conn.transaction()
         await tx.start()
         try:
-            if explain:  # the same statement, planned as the apply worker plans it, on the same (empty) tables
+            if explain:  # the same statement, planned as the apply worker plans it, on the same empty tables
                 [plan] = msgspec.json.decode(await explain_generic(conn, apply._WRITE, conn.write_args))
             else:
                 await apply.apply_events(conn, events, rules=rules)
