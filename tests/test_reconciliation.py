@@ -242,6 +242,7 @@ async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js,
     queue = still_queue(site)
     async with running(stack.settings, tmp_path, queue):
         ticket = await queue.arrive(site, "licence", [])
+        await eventually(lambda: waiting(rapi, sre, ticket))  # the ticket's number is held before staff act
         for type_, data in (("ticket.called", {"counter": "C1"}), ("service.started", {"counter": "C1"}),
                             ("service.completed", {"outcome": "RESOLVED"})):
             await publish_as_backend(js, stack.settings, cloud_event(type_, ticket, {"site": site, **data},
