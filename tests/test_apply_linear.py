@@ -119,14 +119,43 @@ async def test_a_chain_of_links_in_one_batch_ends_in_one_journey_holding_every_r
     bodies += [cloud_event("ticket.issued", tickets[i], {"site": "chain", "ticket": f"T-{i}",
                                                          "queue_name": "main", "links": [tickets[i + 1]]})
                for i in reversed(range(len(tickets) - 1))]
-    events = []
-    for body in bodies:
-        accepted = validate(msgspec.json.encode(body), max_bytes=65_536, known_systems=SEED_SYSTEMS)
-        assert isinstance(accepted, Accepted), accepted
-        events.append((accepted.event, 0))
     async with conn.transaction():
-        outcome = await apply.apply_events(conn, events, rules=load_rules(DEFAULT_RULES, SEED_SYSTEMS))
+        outcome = await apply.apply_events(conn, accepted(bodies),
+                                           rules=load_rules(DEFAULT_RULES, SEED_SYSTEMS))
     [journey] = outcome.journeys
     assert sorted(journey.refs) == sorted(tickets)
     assert await conn.fetchval("SELECT count(DISTINCT journey_id) FROM journey_refs") == 1
     assert await conn.fetchval("SELECT count(DISTINCT journey_id) FROM events") == 1
+
+
+def test_journey_ids_made_in_one_millisecond_keep_the_order_they_were_made_in():
+    ids = [apply.time_ordered_id() for _ in range(5_000)]  # many share a millisecond
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert {i.version for i in ids} == {7} and {i.variant for i in ids} == {uuid.RFC_4122}
+
+
+async def test_of_two_journeys_one_batch_created_a_later_link_keeps_the_one_whose_event_came_first(conn):
+    """Both journeys carry the batch's clock: their ids alone say which came first."""
+    rules = load_rules(DEFAULT_RULES, SEED_SYSTEMS)
+    for attempt in range(20):  # a random order would keep the wrong one about half the time
+        booking, walk_in = f"appointments:A-{uuid.uuid4().hex[:8]}", f"queue:T-{uuid.uuid4().hex[:8]}"
+        booked_data = {"site": "order", "service": "tax", "channel": "web",
+                       "slot_start": "2026-12-05T09:00:00+00:00"}
+        first = [cloud_event("appointment.booked", booking, booked_data),
+                 cloud_event("customer.arrived", walk_in, {"site": "order"})]
+        link = [cloud_event("ticket.issued", walk_in, {"site": "order", "ticket": "T-1", "queue_name": "main",
+                                                       "links": [booking]})]
+        created = await apply.apply_events(conn, accepted(first), rules=rules)
+        booked = next(j.id for j in created.journeys if booking in j.refs)
+        joined = await apply.apply_events(conn, accepted(link), rules=rules)
+        assert [j.id for j in joined.journeys] == [booked], attempt
+        assert [m.id for m in joined.merged_away] != [booked]
+
+
+def accepted(bodies: list[dict[str, Any]]) -> list[tuple[CloudEvent, int]]:
+    out = []
+    for body in bodies:
+        event = validate(msgspec.json.encode(body), max_bytes=65_536, known_systems=SEED_SYSTEMS)
+        assert isinstance(event, Accepted), event
+        out.append((event.event, 0))
+    return out

@@ -129,7 +129,9 @@ async def test_silent_drift_is_found_previewed_repaired_both_ways_verified_and_a
 
         for system, drifted in (("queue", 3), ("core", 1), ("appointments", 1)):
             finished = await run(rapi, sre, system, site)
-            assert finished["status"] == "done" and finished["drifted"] == drifted, finished
+            assert finished["status"] == "done" and finished["drifted"] == drifted, (
+                finished, [(i["system"], i["ref"], i["kind"], i["field"], i["ours"], i["theirs"])
+                           for i in await drift(rapi, sre, site=site)])
             assert finished["checked"] >= 1 and finished["duration_s"] is not None
         items = await drift(rapi, sre, site=site, status="open")
         stage = one(items, ref=ticket, field="stage")

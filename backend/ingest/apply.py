@@ -63,16 +63,32 @@ class _Working(msgspec.Struct):
     created_at: datetime
 
 
-def time_ordered_id() -> UUID:
-    """A UUIDv7 (RFC 9562): milliseconds since the epoch, then random bits.
+class _TimeOrderedIds:
+    """UUIDv7 (RFC 9562): milliseconds since the epoch, a counter, then random bits.
 
     New journeys land at the right edge of every index on journey ids (journeys, journey_refs, events,
     commands) instead of on a random page of each, so inserting one costs the same however many are stored.
+    The counter (the RFC's method 1, in `rand_a`) keeps ids made in one millisecond in the order they were
+    made: journeys one batch creates share its clock, and a link keeps the one whose event came first.
     """
-    rand = int.from_bytes(os.urandom(10), "big")
-    return UUID(int=(time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62
-                | rand & ((1 << 62) - 1))
 
+    def __init__(self) -> None:
+        self.ms = 0
+        self.counter = 0
+
+    def __call__(self) -> UUID:
+        ms = time.time_ns() // 1_000_000
+        if ms > self.ms:
+            self.ms, self.counter = ms, int.from_bytes(os.urandom(2), "big") & 0x7FF  # room to count up
+        else:  # the same millisecond (or a clock set back): count on from the last id
+            self.counter += 1
+            if self.counter > 0xFFF:
+                self.ms, self.counter = self.ms + 1, 0
+        random_bits = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+        return UUID(int=self.ms << 80 | 0x7 << 76 | self.counter << 64 | 0b10 << 62 | random_bits)
+
+
+time_ordered_id = _TimeOrderedIds()
 
 
 # The advisory locks (on every reference and subject the batch names) are a one-time filter of the insert: all
