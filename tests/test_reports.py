@@ -96,6 +96,9 @@ async def test_reports_answer_only_within_the_readers_sites_and_refuse_bad_range
     too_long = await api.get(url, params={"from": "2020-01-01", "to": "2026-01-01"}, headers=sre)
     assert too_long.status_code == 400
     assert (await api.get(url, params={"from": "yesterday"}, headers=sre)).status_code == 400
+    for edge in ("0001-01-01", "0002-01-01", "9999-12-31"):  # the default span reaches before year 1
+        at_edge = await api.get(url, params={"to": edge}, headers=sre)
+        assert at_edge.status_code == 200 and at_edge.json()["items"] == [], (edge, at_edge.text)
 
 
 def test_a_report_exported_as_csv_never_starts_a_cell_with_a_formula():

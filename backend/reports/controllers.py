@@ -18,6 +18,7 @@ from backend.resources import AppResources
 
 CSV = "text/csv"
 MAX_DAYS = 1100  # three years of days per request: every site's answer stays bounded
+DEFAULT_SPAN = timedelta(days=400)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -53,7 +54,7 @@ class ReportController(Controller):
         days); JSON, or CSV with `Accept: text/csv`."""
         sites = request.user.scope(site)
         last = last or datetime.now(UTC).date()
-        first = first or last - timedelta(days=400)
+        first = first or max(date.min + DEFAULT_SPAN, last) - DEFAULT_SPAN  # `to` near year 1 still answers
         if first > last:
             raise ValidationException("`from` is after `to`")
         if (last - first).days > MAX_DAYS:
