@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -187,7 +188,7 @@ async def test_each_action_is_a_command_the_simulated_queue_carries_out_and_a_re
         assert no_show.status_code == 202
         await eventually(lambda: journey(absent, "no_show"))
         assert queue.records[absent].stage == "no_show"
-        assert queue.floors[site].waiting == [moved] and queue.floors[site].busy == {}
+        assert queue.floors[site].waiting == deque([moved]) and queue.floors[site].busy == {}
 
 
 async def _all_ok(stack: Stack, journey_id: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from switchboard.commands import FLOOR_COMMANDS, Command
 @dataclass
 class Floor:
     counters_open: int
-    waiting: list[str] = field(default_factory=list)  # ticket refs, in calling order
+    waiting: deque[str] = field(default_factory=deque)  # ticket refs, in calling order
     busy: dict[str, str] = field(default_factory=dict)  # counter → ticket ref
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     reported: tuple[int, int, int, int] | None = None  # the last capacity sent
@@ -75,7 +76,7 @@ class Queue(SimulatedSystem):
                 await asyncio.wait_for(floor.wake.wait(), 1.0)
             floor.wake.clear()
             while self.up and floor.waiting and (counter := floor.free_counter()):
-                ref = floor.waiting.pop(0)
+                ref = floor.waiting.popleft()
                 floor.busy[counter] = ref
                 self.spawn(self._serve(site, counter, ref))
             await self._report_capacity(site)
@@ -132,7 +133,7 @@ class Queue(SimulatedSystem):
                 waiting = self.floors[record.site].waiting
                 if record.ref in waiting:  # called meanwhile: nothing left to reorder
                     waiting.remove(record.ref)
-                    waiting.insert(0, record.ref)
+                    waiting.appendleft(record.ref)
             case "visit.context":
                 for ref in command.refs:
                     self.visit_context[ref] = dict(command.data)

@@ -125,6 +125,10 @@ def reference_label(steps: tuple[Step, ...]) -> str:
     return "Reference" + (f" (empty: {' or '.join(empty)})" if empty else "")
 
 
+def _steps(count: int) -> str:
+    return "1 step" if count == 1 else f"{count} steps"
+
+
 def steps_of(fallback: dict[str, Any]) -> tuple[Step, ...]:
     """The steps of the fallback's system, as far as the backend offers them for it."""
     steps = STEPS.get(fallback["system"], ())
@@ -206,7 +210,9 @@ class FallbackView:
                     self._system_row(system, health, fallback)
         if self.working_on not in active:  # the oldest active fallback until the person picks another
             self.working_on = next(iter(active), None)
-        self.working.set_options(list(active), value=self.working_on)
+        # each with its count of steps: staff see a colleague's steps on another fallback arrive
+        labels = {system: f"{system} · {_steps(f['ledger_size'])}" for system, f in active.items()}
+        self.working.set_options(labels, value=self.working_on)
         self.working.set_visibility(len(active) > 1)
         self.fallback = active.get(self.working_on) if self.working_on else None
         self._render_steps()

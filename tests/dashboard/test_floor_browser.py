@@ -196,6 +196,7 @@ async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_led
     # still working on the queue's fallback: its steps and its ledger, not the later fallback's
     await expect(page.get_by_test_id("step-check_in")).to_be_visible()
     await expect(page.get_by_test_id("ledger")).to_contain_text("check in")
+    await expect(page.get_by_test_id("working-on")).to_contain_text("queue · 3 steps")
     await page.get_by_test_id("working-on").get_by_text("crm").click()
     await expect(page.get_by_test_id("step-set_priority")).to_be_visible()
     await expect(page.get_by_test_id("step-check_in")).to_have_count(0)
@@ -205,9 +206,9 @@ async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_led
     await expect(page.get_by_test_id("outcome")).to_contain_text("Set priority done", timeout=15_000)
     await expect(page.get_by_test_id("ledger")).to_contain_text("set priority", timeout=15_000)
     await expect(page.get_by_test_id("ledger")).to_contain_text(ZONE_MARK)
-    # a step on the queue meanwhile, in the later fallback, does not take the ledger over
+    # a step on the queue meanwhile (the later fallback) does not take the ledger over, once the page has it
     await fallbacks.acted(fapi, staff, queue_fallback["id"], action="check_in")
-    await page.wait_for_timeout(1000)
+    await expect(page.get_by_test_id("working-on")).to_contain_text("queue · 4 steps", timeout=15_000)
     await expect(page.get_by_test_id("ledger")).not_to_contain_text("check in")
     await document(page, "fallback.png")
     await page.close()
