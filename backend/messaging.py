@@ -33,9 +33,10 @@ class StreamsSection(msgspec.Struct, frozen=True, kw_only=True):
     stream_max_age_s: float = 7 * 24 * 3600.0
 
 
-async def connect(url: str, name: str, creds: str | None = None) -> NATS:
-    """A client that reconnects for ever with the process's credentials file (SWITCHBOARD_NATS_CREDS)."""
-    return await bus.connect(url, name, creds=creds)
+async def connect(url: str, name: str, creds: str | None = None, *, echo: bool = True) -> NATS:
+    """A client that reconnects for ever with the process's credentials file (SWITCHBOARD_NATS_CREDS);
+    `echo` False: what it publishes is never delivered to its own subscriptions."""
+    return await bus.connect(url, name, creds=creds, no_echo=not echo)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -51,6 +51,7 @@ from backend.jwks import JwksKeys
 from backend.live.bus import LiveBus
 from backend.live.controllers import live_socket
 from backend.live.handshake import QueryTokenMiddleware
+from backend.live.hub import LiveHub
 from backend.live.service import LiveService
 from backend.operations.controllers import OperationsController
 from backend.rate_limits import rate_limits
@@ -116,12 +117,16 @@ class SwitchboardPlugin(InitPluginProtocol):
         await messaging.ensure_streams(js, streams.duplicate_window_s, streams.stream_replicas,
                                        max_age_s=streams.stream_max_age_s,
                                        systems=_command_targets(settings))
-        bus = LiveBus(nc)
+        # the live bus's own connection: what it publishes reaches this replica's hub directly, not again
+        live_nc = await messaging.connect(settings.bus.nats_url,  # type: ignore[arg-type]
+                                          "switchboard-backend-live", settings.bus.nats_creds, echo=False)
+        hub = LiveHub(live_nc)
+        bus = LiveBus(live_nc, hub)
         resources = Resources(settings=settings, rules=self.rules, pool=pool, nc=nc, js=js, sites=self.sites,
                               live=bus)
         app.state.resources = resources
         app.state.alert_rules = self.alert_rules
-        live = app.state.live = LiveService(nc, pool, bus, self.sites)
+        live = app.state.live = LiveService(hub, pool, bus, self.sites)
         await live.start()
         ingest, commands, integrations = settings.ingest, settings.commands, settings.integrations
         worker = ApplyWorker(nc, pool, bus=bus, rules=self.rules, batch=ingest.apply_batch,
@@ -170,6 +175,7 @@ class SwitchboardPlugin(InitPluginProtocol):
             await _bounded("reconciliation runs", reconciler.stop())
             await _bounded("live service", live.stop())
             await _bounded("NATS connection", nc.close())
+            await _bounded("live NATS connection", live_nc.close())
             if not await _bounded("Postgres pool", pool.close()):
                 pool.terminate()
 

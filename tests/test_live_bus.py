@@ -80,7 +80,8 @@ async def test_announcements_wait_for_the_outermost_transaction(pool, settings):
 async def test_a_command_failure_is_announced_as_it_opens_is_resent_and_resolves(server_urls, workdir, token,
                                                                                  uid):
     """Three domains change one failure: the relay opens it, a resend retries it, the apply worker resolves it
-    with the system's `ok`; the board hears each once, in order."""
+    with the system's `ok`; the board hears each once, in order (the replica's own hub is handed them
+    directly, and its bus's connection does not echo them back through NATS)."""
     site = f"cmd-{uid}"
     answer = {"now": "failed"}
     async with (own_stack(server_urls["database_url"], workdir) as stack,

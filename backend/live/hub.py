@@ -1,5 +1,6 @@
-"""The replica's hub: receives every update from `svc.live.>`, numbers it per topic, keeps a bounded
-history for resume, and puts it into the outboxes of the clients that may see its site.
+"""The replica's hub: receives every update, from the other replicas on `svc.live.>` and from its own
+`LiveBus` directly, numbers it per topic, keeps a bounded history for resume, and puts it into the
+outboxes of the clients that may see its site.
 
 Fan-out never awaits a client: it only puts into outboxes, so one slow client never delays others.
 """
@@ -76,7 +77,10 @@ class LiveHub:
         except msgspec.DecodeError:
             log.warning("ignored a malformed live update on %s", msg.subject)
             return
-        traceparent = msg.headers.get(TRACEPARENT) if msg.headers else None
+        self.deliver(topic, update, msg.headers.get(TRACEPARENT) if msg.headers else None)
+
+    def deliver(self, topic: str, update: BusUpdate, traceparent: str | None) -> None:
+        """An update from the bus: another replica's, or this one's, handed over directly (`LiveBus`)."""
         if traceparent and tracing.enabled():
             with tracing.span("websocket push", traceparent, SpanKind.CONSUMER, {"switchboard.topic": topic}):
                 self.fan_out(topic, update)

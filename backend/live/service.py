@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 
 import asyncpg
-from nats.aio.client import Client as NATS
 
 from backend.ingest.apply import Outcome
 from backend.live.bus import LiveBus
@@ -17,10 +16,10 @@ from backend.sites.config import SiteDirectory
 
 
 class LiveService:
-    def __init__(self, nc: NATS, pool: asyncpg.Pool, bus: LiveBus, sites: SiteDirectory) -> None:
+    def __init__(self, hub: LiveHub, pool: asyncpg.Pool, bus: LiveBus, sites: SiteDirectory) -> None:
         self.pool = pool  # each client's snapshots are read from it
         self.snapshots = snapshot_readers(sites.targets_document)
-        self.hub = LiveHub(nc)
+        self.hub = hub
         self.feed = JourneyFeed(pool, bus, sites.targets_document)
         self._task: asyncio.Task[None] | None = None
 
