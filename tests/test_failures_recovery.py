@@ -111,6 +111,41 @@ async def test_a_retry_reports_the_truth_and_resolves_once_the_cause_is_fixed(ap
     assert mine[-1]["reason"] == "try again"
 
 
+async def test_a_message_that_is_not_utf_8_is_a_failure_and_the_stream_flows_on(api, js, pool, token, uid):
+    """Found in review: the decoder's UnicodeDecodeError once stopped the worker's fetching for good."""
+    site = f"site-{uid}"
+    broken = msgspec.json.encode(cloud_event("customer.arrived", f"queue:U-{uid}", {"site": site}))
+    await publish(js, broken.replace(b'"site"', b'"note":"\xff","site"'),
+                  subject="svc.events.queue.customer.arrived")
+    after = cloud_event("customer.arrived", f"queue:A-{uid}", {"site": site})
+    await publish(js, after)
+    admin = bearer(token, "admin")
+
+    async def refused():
+        items = await failures_of(api, admin, kind="invalid_event")
+        return [f for f in items if f"U-{uid}" in f["payload"].get("excerpt", "")]
+
+    [failure] = await eventually(refused)
+    assert failure["reason"].startswith("not valid UTF-8")
+    assert await eventually(lambda: pool.fetchval("SELECT count(*) FROM events WHERE id = $1", after["id"]))
+    # over HTTP the same body is refused by itself (it answered 500 before), and recorded
+    connector = {"Authorization": f"Bearer {token('connector', [site], system='queue')}",
+                 "Content-Type": "application/json"}
+    answer = await api.post("/api/v1/events", headers=connector,
+                            content=broken.replace(b"U-", b"W-").replace(b'"site"', b'"note":"\xff","site"'))
+    assert answer.status_code == 202, answer.text
+    assert [(r["kind"], r["reason"][:15]) for r in answer.json()["rejected"]] == [("invalid_event",
+                                                                                     "not valid UTF-8")]
+
+
+async def test_a_publisher_s_header_named_status_does_not_hide_its_event(js, pool, uid):
+    """Found in review: the pull feed took any message with a `Status` header for the server's own answer."""
+    event = cloud_event("customer.arrived", f"queue:H-{uid}", {"site": f"site-{uid}"})
+    await js.publish("svc.events.queue.customer.arrived", msgspec.json.encode(event),
+                     headers={"Nats-Msg-Id": f"/queue {event['id']}", "Status": "408"})
+    assert await eventually(lambda: pool.fetchval("SELECT count(*) FROM events WHERE id = $1", event["id"]))
+
+
 async def test_a_payload_that_cannot_become_valid_stays_open_and_says_why(api, js, token, uid):
     site = f"site-{uid}"
     sre = bearer(token, "sre", [site])

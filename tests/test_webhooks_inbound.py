@@ -78,8 +78,12 @@ async def test_bad_signatures_stale_timestamps_and_unknown_systems_are_refused(w
         unsigned = await client.post("/api/v1/webhooks/queue", content=body,
                                      headers={"content-type": "application/json"})
         no_secret = await client.post("/api/v1/webhooks/crm", content=body, headers=signed(body))
+        not_text = await client.post("/api/v1/webhooks/queue", content=body.replace(b"C2", b"C\xff"),
+                                     headers=signed(body))
     assert [r.status_code for r in (wrong, stale, tampered, unsigned)] == [401] * 4
     assert "too old" in stale.text
+    # said for what it is, not as a bad signature (found in review)
+    assert not_text.status_code == 400 and "not valid UTF-8" in not_text.text
     assert no_secret.status_code == 404
 
 

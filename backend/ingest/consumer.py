@@ -78,6 +78,11 @@ class _Ahead:
         self._waiting: deque[_Fetched] = deque()
         self._count = 0
         self._changed = asyncio.Event()
+        self._broken: BaseException | None = None  # why the fetcher stopped: the worker raises it, not waits
+
+    def fail(self, reason: BaseException) -> None:
+        self._broken = reason
+        self._changed.set()
 
     async def put(self, fetched: _Fetched) -> None:
         while self._count >= self.limit:
@@ -89,6 +94,8 @@ class _Ahead:
 
     async def take(self, most: int) -> _Fetched:
         while not self._waiting:
+            if self._broken is not None:
+                raise self._broken
             self._changed.clear()
             await self._changed.wait()
         taken = [self._waiting.popleft()]
@@ -149,20 +156,22 @@ class ApplyWorker:
         ahead = _Ahead(limit=2 * self.batch)
 
         async def fetch_loop() -> None:
-            while True:
-                msgs = await feed.take()
-                for start in range(0, len(msgs), _CLASSIFY_CHUNK):
-                    chunk = msgs[start:start + _CLASSIFY_CHUNK]
-                    await ahead.put(_Fetched(chunk, *self.classify(chunk)))
-                    await asyncio.sleep(0)  # the worker's next step first, if Postgres has answered meanwhile
+            try:
+                while True:
+                    msgs = await feed.take()
+                    for start in range(0, len(msgs), _CLASSIFY_CHUNK):
+                        chunk = msgs[start:start + _CLASSIFY_CHUNK]
+                        await ahead.put(_Fetched(chunk, *self.classify(chunk)))
+                        await asyncio.sleep(0)  # the worker's next step first, if Postgres answered meanwhile
+            except Exception as exc:
+                ahead.fail(exc)  # the worker stops with it (and restarts) instead of waiting for ever
+                raise
 
         fetcher = asyncio.create_task(fetch_loop(), name="apply-fetch")
         self._keep_connection = True
         try:
             while True:
                 batch = await ahead.take(self.batch)
-                if fetcher.done():
-                    fetcher.result()  # surface a crash of the fetcher rather than wait forever
                 await self.handle(batch.msgs, batch.accepted, batch.rejected)
         finally:
             fetcher.cancel()
@@ -253,10 +262,11 @@ class ApplyWorker:
 
         try:
             return await self._transaction(apply_and_record), rejected
-        except asyncpg.PostgresError as exc:
+        except Exception as exc:  # whatever breaks a batch is found event by event
             if isinstance(exc, _UNAVAILABLE):
                 raise
-            log.warning("batch of %d failed to apply (%s); applying one by one", len(accepted), exc.sqlstate)
+            log.warning("batch of %d failed to apply (%s %s); applying one by one", len(accepted),
+                        type(exc).__name__, getattr(exc, "sqlstate", ""))
             return await self._apply_one_by_one(accepted, rejected)
 
     async def _apply_one_by_one(self, accepted: list[tuple[CloudEvent, int]],
@@ -268,7 +278,7 @@ class ApplyWorker:
         for pair in accepted:
             try:
                 one = await self._transaction(functools.partial(self._apply, batch=[pair]))
-            except asyncpg.PostgresError as exc:
+            except Exception as exc:  # the event that breaks becomes its failure
                 if isinstance(exc, _UNAVAILABLE):
                     raise
                 event = pair[0]

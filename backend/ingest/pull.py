@@ -70,7 +70,10 @@ class PullFeed:
         return msgs
 
     async def _on_message(self, msg: Msg) -> None:
-        status = msg.headers.get(Header.STATUS) if msg.headers else None
+        # a stored message has an ack subject; only the server's own answers to a pull request carry a status
+        # (a publisher's header named `Status` lands in the same place, and must not hide its message)
+        stored = msg.reply.startswith("$JS.ACK.")
+        status = None if stored or not msg.headers else msg.headers.get(Header.STATUS)
         if status is None:
             self._buffer.append(msg)
             self._arrived.set()

@@ -10,8 +10,11 @@ sender may say (`Trust`). Everything here costs time linear in the message's siz
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
+import traceback
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -34,6 +37,8 @@ __all__ = ["REDACTED", "Accepted", "Rejected", "Trust", "redact", "rejected_even
 
 FailureKind = Literal["invalid_event", "pii_rejected", "source_mismatch", "unauthorized_source",
                       "apply_error"]
+
+log = logging.getLogger(__name__)
 
 _decoder = msgspec.json.Decoder(Event)
 # deeper than any canonical event; deeper documents are refused unread (Postgres' jsonb and recursion have
@@ -240,6 +245,8 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
         doc = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         return _unreadable(body, f"malformed JSON: {exc}")
+    except UnicodeDecodeError as exc:
+        return _unreadable(body, f"not valid UTF-8 (byte {exc.start})")
     except RecursionError:
         doc = body  # nested beyond the decoder's own limit: refused below, unread
     if isinstance(doc, bytes) or _too_deep(doc):
@@ -274,7 +281,22 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
     return Accepted(event, dropped)
 
 
+# Times Switchboard stores and reads back: Postgres would keep year 1 with an offset as a date BC, and a time
+# past year 9999 in UTC, neither of which Python can read again.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _time_error(event: CloudEvent) -> str | None:
+    for name, moment in (("time", event.time), ("data.slot_start", getattr(event.data, "slot_start", None))):
+        if moment is not None and not _EARLIEST <= moment < _LATEST:
+            return f"{name} {moment.isoformat()} is outside the years 1970 to 2999"
+    return None
+
+
 def _semantic_error(event: CloudEvent) -> str | None:
+    if problem := _time_error(event):
+        return problem
     match event.kind:
         case "journey":
             if event.subject.startswith(("site:", "connector:")):
@@ -334,11 +356,37 @@ def validate(
     a backend's signature (`backend.ingest.own_events`), without which no event may come from a reserved
     system. `trust` bounds an event's date and the journeys its sender may speak about.
     """
+    try:
+        return _validate(body, max_bytes=max_bytes, known_systems=known_systems,
+                         subject_system=subject_system, subject_type=subject_type,
+                         allowed_system=allowed_system, allowed_sites=allowed_sites,
+                         from_outside=from_outside, signed_by_backend=signed_by_backend, trust=trust)
+    except Exception as exc:  # noqa: BLE001 - a check that breaks on some input must not lose the message
+        # where, not what: the exception's text may quote the message
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        log.error("an event could not be validated: %s at %s:%s", type(exc).__name__, where.filename,
+                  where.lineno)
+        return _unreadable(body, f"could not be validated ({type(exc).__name__})")
+
+
+def _validate(
+    body: bytes,
+    *,
+    max_bytes: int,
+    known_systems: frozenset[str],
+    subject_system: str | None = None,
+    subject_type: str | None = None,
+    allowed_system: str | None = None,
+    allowed_sites: frozenset[str] | None = None,
+    from_outside: bool = False,
+    signed_by_backend: bool = False,
+    trust: Trust = DEFAULT_TRUST,
+) -> Accepted | Rejected:
     if len(body) > max_bytes:
         return _unreadable(body, f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit")
     try:
         result: Accepted | Rejected = Accepted(_decoder.decode(body))
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         result = _slow_path(body, exc)
     if isinstance(result, Rejected):
         return result

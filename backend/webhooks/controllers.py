@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, post
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT, HTTP_422_UNPROCESSABLE_ENTITY
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -56,6 +56,10 @@ class WebhookController(Controller):
         if secret is None or system not in resources.known_systems:
             raise NotFoundException(f"no webhook endpoint for system {system!r}")
         body = await request.body()
+        try:
+            body.decode()  # Standard Webhooks signs text: the library would refuse it as a bad signature
+        except UnicodeDecodeError as exc:
+            raise ValidationException(f"the body is not valid UTF-8 (byte {exc.start})") from exc
         headers = {name: request.headers.get(name, "") for name in SIGNATURE_HEADERS}
         try:
             Webhook(secret).verify(body, headers, json_parse=False)
