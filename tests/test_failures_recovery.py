@@ -237,6 +237,32 @@ async def _count(api, headers, n, **params):
     return items if len(items) == n else None
 
 
+async def test_an_event_that_fails_again_after_its_failure_was_discarded_opens_it_again(api, js, pool, token,
+                                                                                         uid):
+    """Found in review: the second failure met the discarded one's key and was dropped, acknowledged."""
+    site = f"site-{uid}"
+    sre = bearer(token, "sre", [site])
+    event = cloud_event("customer.arrived", f"queue:X-{uid}", {"site": site}, id=f"poison-{uid}")
+    await _poison_events(pool, uid)
+    try:
+        await publish(js, event)
+        failure = await one_failure(api, sre, site=site, kind="apply_error")
+        discarded = await api.post(f"/api/v1/failures/{failure['id']}/discard", headers=sre,
+                                   json={"reason": "a test event"})
+        assert discarded.status_code == 200, discarded.text
+        # sent again as a new message (no Nats-Msg-Id: JetStream's duplicate window would drop it)
+        await publish(js, msgspec.json.encode(event), subject="svc.events.queue.customer.arrived")
+
+        async def reopened():
+            again = (await api.get(f"/api/v1/failures/{failure['id']}", headers=sre)).json()
+            return again if again["status"] == "open" else None
+
+        again = await eventually(reopened)
+    finally:
+        await _cure_events(pool, uid)
+    assert again["attempts"] == 2 and "storage refused" in again["reason"]
+
+
 async def test_discard_needs_a_reason_and_is_audited(api, js, token, uid):
     site = f"site-{uid}"
     sre = bearer(token, "sre", [site])
@@ -374,7 +400,7 @@ async def test_every_failure_change_is_announced_once_committed(api, js, pool, s
         await publish(js, cloud_event("customer.arrived", f"fax:F-{uid}", {"site": site}))
         fax = await one_failure(api, sre, site=site, kind="unauthorized_source")
         await publish(js, cloud_event("customer.arrived", f"queue:F-{uid}", {"site": site},
-                                      time=datetime(9999, 1, 1, tzinfo=UTC)))
+                                      time=datetime(2999, 1, 1, tzinfo=UTC)))
         future = await one_failure(api, sre, site=site, kind="invalid_event")
         await api.post(f"/api/v1/failures/{poisoned['id']}/retry", headers=sre, json={})
         fax_retry = await api.post(f"/api/v1/failures/{fax['id']}/retry", headers=sre, json={})

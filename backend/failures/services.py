@@ -44,7 +44,9 @@ def _storable(value: Any) -> Any:
 
 async def record_inbound(conn: asyncpg.Connection, announce: Announcements,
                          rejected: Sequence[tuple[Rejected, str]]) -> None:
-    """Store rejected inbound messages; `dedupe_key` makes a redelivered message the same failure.
+    """Store rejected inbound messages; `dedupe_key` makes a redelivered message the same failure. The same
+    failure again after it was resolved or discarded (an event sent again that fails again) opens it again:
+    never silently nothing.
 
     The columns a failure is found by are checked like its payload: one that looks personal is dropped whole.
     """
@@ -64,7 +66,9 @@ async def record_inbound(conn: asyncpg.Connection, announce: Announcements,
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[],
                              $8::text[], $9::text[], $10::jsonb[])
-        ON CONFLICT (dedupe_key) DO NOTHING
+        ON CONFLICT (dedupe_key) DO UPDATE SET status = 'open', attempts = failures.attempts + 1,
+            last_at = now(), reason = EXCLUDED.reason
+        WHERE failures.status IN ('resolved', 'discarded')
         RETURNING id
         """,
         *map(list, columns),
