@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol, TypeVar
 
 import msgspec
@@ -30,6 +31,22 @@ def id_page(items: list[ById], limit: int) -> tuple[list[ById], str | None]:
     return items[:limit], encode_cursor(items[limit - 1].id) if len(items) > limit else None
 
 
+def _sendable(moment: datetime) -> bool:
+    """asyncpg sends a time in UTC: one that falls outside years 1 to 9999 there cannot be sent."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
+def query_time(name: str, moment: datetime | None) -> datetime | None:
+    """A time given to filter by, refused (400) where it could not even be compared with a stored one."""
+    if moment is not None and not _sendable(moment):
+        raise ValidationException(f"{name} is outside the years 1 to 9999 in UTC")
+    return moment
+
+
 def encode_cursor(*key: Any) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(list(key))).decode().rstrip("=")
 
@@ -40,6 +57,7 @@ def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
         values = msgspec.json.decode(raw, type=tuple[*types])  # type: ignore[valid-type]
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValidationException("cursor is not one this API issued") from exc
-    if any(isinstance(v, int) and not -BIGINT <= v < BIGINT for v in values):
+    if any((isinstance(v, int) and not 0 <= v < BIGINT) or (isinstance(v, datetime) and not _sendable(v))
+           for v in values):
         raise ValidationException("cursor is not one this API issued")
     return values

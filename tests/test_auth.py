@@ -155,6 +155,40 @@ async def test_connectors_publish_only_for_their_own_system_and_sites(api, token
     await eventually(applied)
 
 
+async def test_an_admin_of_some_sites_publishes_only_for_them(api, token, uid):
+    """Found in review: an admin token narrowed to some sites published for any site over HTTP."""
+    admin = {"Authorization": f"Bearer {token('admin', [f'n-{uid}'])}"}
+    batch = [cloud_event("customer.arrived", f"queue:OK-{uid}", {"site": f"n-{uid}"}),
+             cloud_event("customer.arrived", f"queue:S-{uid}", {"site": f"s-{uid}"})]
+    response = await api.post("/api/v1/events", json=batch, headers=admin)
+    assert response.status_code == 202, response.text
+    assert [a["id"] for a in response.json()["accepted"]] == [batch[0]["id"]]
+    assert [(r["index"], r["kind"]) for r in response.json()["rejected"]] == [(1, "unauthorized_source")]
+
+
+async def test_a_journey_shows_only_the_failures_of_the_readers_sites(api, js, token, uid):
+    """Found in review: another site's failure about this journey's reference was shown with it."""
+    home, away = f"home-{uid}", f"away-{uid}"
+    ref = f"queue:T-{uid}"
+    await publish(js, cloud_event("customer.arrived", ref, {"site": home}))
+    # a ticket.called refused (its counter is no code) at the other site, about the same reference
+    await publish(js, cloud_event("ticket.called", ref, {"site": away, "counter": "no counter!"}))
+    everywhere = {"Authorization": f"Bearer {token('admin')}"}
+    manager = {"Authorization": f"Bearer {token('manager', [home])}"}
+
+    async def both_known():
+        found = await api.get("/api/v1/journeys", params={"ref": ref}, headers=everywhere)
+        journeys = found.json()["items"]
+        if not journeys:
+            return None
+        detail = (await api.get(f"/api/v1/journeys/{journeys[0]['id']}", headers=everywhere)).json()
+        return journeys[0]["id"] if detail["failures"] else None
+
+    journey_id = await eventually(both_known)
+    shown = (await api.get(f"/api/v1/journeys/{journey_id}", headers=manager)).json()
+    assert shown["site"] == home and shown["failures"] == []
+
+
 async def test_malformed_bodies_are_problem_documents(api, token):
     connector = {"Authorization": f"Bearer {token('connector', system='queue')}",
                  "content-type": "application/json"}

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from backend.paging import encode_cursor
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
 
@@ -87,6 +88,22 @@ async def test_stage_filter_and_unknown_journey(api, js, reader, uid):
     assert [j["refs"] for j in no_shows["items"]] == [[f"appointments:N-{uid}"]]
     missing = await api.get("/api/v1/journeys/00000000-0000-4000-8000-000000000000", headers=reader)
     assert missing.status_code == 404 and missing.json()["status"] == 404
+
+
+async def test_times_and_cursors_no_database_could_take_are_refused_with_a_problem(api, token):
+    """Found in review: each answered 500 (asyncpg could not send the time, Postgres refused the offset)."""
+    admin = {"Authorization": f"Bearer {token('admin')}"}
+    year_one = "0001-01-01T00:00:00+14:00"  # before year 1 in UTC
+    some_id = "00000000-0000-4000-8000-000000000000"
+    asked = [("/api/v1/journeys", {"since": year_one}),
+             ("/api/v1/journeys", {"until": "9999-12-31T23:59:59-14:00"}),
+             ("/api/v1/audit", {"since": year_one}),
+             ("/api/v1/journeys", {"cursor": encode_cursor(year_one, some_id)}),
+             ("/api/v1/failures", {"order": "impact", "cursor": encode_cursor(-5)})]
+    for path, params in asked:
+        response = await api.get(path, params=params, headers=admin)
+        assert response.status_code == 400, (path, params, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
 
 
 async def test_capacity_keeps_the_latest_report_whatever_the_arrival_order(api, js, reader, uid):

@@ -11,7 +11,7 @@ from litestar.response import Stream
 from backend.audit import services
 from backend.audit.schemas import AuditPage
 from backend.auth import AUDIT, Principal
-from backend.paging import PageLimit, decode_cursor, id_page
+from backend.paging import PageLimit, decode_cursor, id_page, query_time
 from backend.privacy import actor_name
 from backend.resources import AppResources
 
@@ -33,8 +33,8 @@ class AuditController(Controller):
         """JSON pages, or with `Accept: text/csv` every matching entry as one streamed CSV file."""
         if actor is not None:  # a personal-looking `sub` is stored as its pseudonym: find it by either
             actor = actor_name(actor, resources.settings)
-        wanted = services.AuditFilter(actor=actor, action=action, sites=request.user.scope(site), since=since,
-                                      until=until)
+        wanted = services.AuditFilter(actor=actor, action=action, sites=request.user.scope(site),
+                                      since=query_time("since", since), until=query_time("until", until))
         if any(media.split(";")[0].strip() == CSV for media in request.headers.get("accept", "").split(",")):
             # the header, not `media_type`: the route's JSON media type would override that. Litestar sends a
             # Response as it is; the schema documents the JSON answer (a union would make it ambiguous)

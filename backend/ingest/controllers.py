@@ -67,8 +67,9 @@ class IngestController(Controller):
         admin = "admin" in principal.roles
         results = [
             validate(part, max_bytes=settings.max_event_bytes, known_systems=resources.known_systems,
-                     allowed_system=None if admin else principal.system,
-                     allowed_sites=None if admin else principal.sites, from_outside=True)
+                     # an admin publishes for any system, but only at the sites its token holds
+                     allowed_system=None if admin else principal.system, allowed_sites=principal.sites,
+                     from_outside=True)
             for part in parts
         ]
         rejected = [Refusal(i, r.reason, r.kind) for i, r in enumerate(results) if isinstance(r, Rejected)]

@@ -11,12 +11,12 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from backend.auth import READ, Principal
 from backend.journeys import services
 from backend.journeys.schemas import JourneyDetail, JourneyPage, Stage
-from backend.paging import PageLimit
+from backend.paging import PageLimit, query_time
 from backend.resources import AppResources
 from backend.visibility import visible
 
-# printable text: a control character is never part of a reference
-SEARCHABLE = r"^[^\x00-\x1f\x7f]+$"
+# printable text, as a reference is: no control character (C0, DEL, C1), no invisible mark that reorders text
+SEARCHABLE = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+$"
 
 
 class JourneyController(Controller):
@@ -36,11 +36,12 @@ class JourneyController(Controller):
         sites = request.user.scope(site)
         async with resources.pool.acquire() as conn:
             return await services.list_journeys(conn, sites=sites, stage=stage, ref=ref, limit=limit,
-                                                cursor=cursor, q=q, since=since, until=until)
+                                                cursor=cursor, q=q, since=query_time("since", since),
+                                                until=query_time("until", until))
 
     @get("/{journey_id:uuid}", opt=READ, operation_id="getJourney")
     async def get_journey(self, request: Request[Principal, Any, State], resources: AppResources,
                           journey_id: FromPath[UUID]) -> JourneyDetail:
         async with resources.pool.acquire() as conn:
-            journey = await services.get_journey(conn, journey_id)
+            journey = await services.get_journey(conn, journey_id, request.user.scope(None))
         return visible(request.user, "journey", journey)

@@ -91,8 +91,11 @@ async def list_journeys(conn: asyncpg.Connection, *, sites: list[str] | None, st
     return JourneyPage(items=items, next_cursor=next_cursor)
 
 
-async def get_journey(conn: asyncpg.Connection, journey_id: UUID) -> JourneyDetail | None:
-    """One journey; an id that a merge absorbed answers with the journey it merged into."""
+async def get_journey(conn: asyncpg.Connection, journey_id: UUID,
+                      sites: list[str] | None = None) -> JourneyDetail | None:
+    """One journey; an id that a merge absorbed answers with the journey it merged into. Its commands,
+    failures and drift are those of `sites` only (None: every site): a failure another site's connector
+    caused about this journey's reference is that site's."""
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM journeys j WHERE j.id = coalesce("
         " (SELECT new_id FROM journey_aliases WHERE old_id = $1), $1)", journey_id)
@@ -102,16 +105,18 @@ async def get_journey(conn: asyncpg.Connection, journey_id: UUID) -> JourneyDeta
         "SELECT source, id, type, time, applied_at FROM events WHERE journey_id = $1 ORDER BY time, source,"
         " id",
         row["id"])
-    commands, _ = await list_commands(conn, sites=None, system=None, status=None, journey=row["id"],
+    commands, _ = await list_commands(conn, sites=sites, system=None, status=None, journey=row["id"],
                                       limit=DETAIL_LIMIT, cursor=None)
     refs = list(row["refs"])
     failure_ids = await conn.fetch(
-        "SELECT id FROM failures WHERE journey_id = ANY($1::uuid[]) OR subject = ANY($2::text[])"
-        " OR command_id = ANY($3::text[]) ORDER BY id DESC LIMIT $4",
-        await _ids_of(conn, row["id"]), refs, [str(c.id) for c in commands], DETAIL_LIMIT)
+        "SELECT id FROM failures WHERE (journey_id = ANY($1::uuid[]) OR subject = ANY($2::text[])"
+        " OR command_id = ANY($3::text[])) AND ($5::text[] IS NULL OR site = ANY($5::text[]))"
+        " ORDER BY id DESC LIMIT $4",
+        await _ids_of(conn, row["id"]), refs, [str(c.id) for c in commands], DETAIL_LIMIT, sites)
     drift_ids = await conn.fetch(
-        "SELECT id FROM drift_items WHERE journey_id = ANY($1::uuid[]) OR ref = ANY($2::text[])"
-        " ORDER BY id DESC LIMIT $3", await _ids_of(conn, row["id"]), refs, DETAIL_LIMIT)
+        "SELECT id FROM drift_items WHERE (journey_id = ANY($1::uuid[]) OR ref = ANY($2::text[]))"
+        " AND ($4::text[] IS NULL OR site = ANY($4::text[])) ORDER BY id DESC LIMIT $3",
+        await _ids_of(conn, row["id"]), refs, DETAIL_LIMIT, sites)
     return to_journey(row, JourneyDetail, timeline=[TimelineEntry(**dict(t)) for t in timeline],  # type: ignore[return-value]
                       commands=commands,
                       failures=await get_failures(conn, [r["id"] for r in failure_ids]),
