@@ -98,6 +98,8 @@ async def test_sso_sign_in_lands_where_the_role_allows_with_only_the_mapped_site
         await expect(page.get_by_test_id("who")).to_contain_text(f"{sso.north}, {sso.south}")
         await page.goto(sso.url + "/floor")
         await page.get_by_test_id("floor-site").click()
+        # the menu opens after the click: read it once its options are there (an instant read once saw none)
+        await expect(page.get_by_role("option")).to_have_count(2)
         options = await page.get_by_role("option").all_inner_texts()
         assert sorted(options) == [sso.north, sso.south]
         await page.close()
