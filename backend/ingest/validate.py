@@ -9,13 +9,14 @@ sender may say (`Trust`). Everything here costs time linear in the message's siz
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec
 
 import msgspec
 
@@ -39,6 +40,7 @@ FailureKind = Literal["invalid_event", "pii_rejected", "source_mismatch", "unaut
                       "apply_error"]
 
 log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
 
 _decoder = msgspec.json.Decoder(Event)
 # deeper than any canonical event; deeper documents are refused unread (Postgres' jsonb and recursion have
@@ -333,6 +335,26 @@ def _trust_error(event: CloudEvent, trust: Trust) -> tuple[FailureKind, str] | N
     return None
 
 
+def _judged(check: Callable[Concatenate[bytes, _P], Accepted | Rejected],
+            ) -> Callable[Concatenate[bytes, _P], Accepted | Rejected]:
+    """`check`, refusing a message it breaks on instead of losing it (an exception would leave the message
+    unrecorded: a crashed fetcher, a 500)."""
+
+    @functools.wraps(check)
+    def judged(body: bytes, *args: _P.args, **kwargs: _P.kwargs) -> Accepted | Rejected:
+        try:
+            return check(body, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - said in the failure and the log, below
+            # where, not what: the exception's text may quote the message
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error("an event could not be validated: %s at %s:%s", type(exc).__name__, where.filename,
+                      where.lineno)
+            return _unreadable(body, f"could not be validated ({type(exc).__name__})")
+
+    return judged
+
+
+@_judged
 def validate(
     body: bytes,
     *,
@@ -356,32 +378,6 @@ def validate(
     a backend's signature (`backend.ingest.own_events`), without which no event may come from a reserved
     system. `trust` bounds an event's date and the journeys its sender may speak about.
     """
-    try:
-        return _validate(body, max_bytes=max_bytes, known_systems=known_systems,
-                         subject_system=subject_system, subject_type=subject_type,
-                         allowed_system=allowed_system, allowed_sites=allowed_sites,
-                         from_outside=from_outside, signed_by_backend=signed_by_backend, trust=trust)
-    except Exception as exc:  # noqa: BLE001 - a check that breaks on some input must not lose the message
-        # where, not what: the exception's text may quote the message
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        log.error("an event could not be validated: %s at %s:%s", type(exc).__name__, where.filename,
-                  where.lineno)
-        return _unreadable(body, f"could not be validated ({type(exc).__name__})")
-
-
-def _validate(
-    body: bytes,
-    *,
-    max_bytes: int,
-    known_systems: frozenset[str],
-    subject_system: str | None = None,
-    subject_type: str | None = None,
-    allowed_system: str | None = None,
-    allowed_sites: frozenset[str] | None = None,
-    from_outside: bool = False,
-    signed_by_backend: bool = False,
-    trust: Trust = DEFAULT_TRUST,
-) -> Accepted | Rejected:
     if len(body) > max_bytes:
         return _unreadable(body, f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit")
     try:
