@@ -9,11 +9,12 @@ reached the keys last fetched keep serving; they are refetched every `refresh_s`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import httpx
 import jwt
+
+from switchboard.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,7 @@ class JwksKeys:
     async def run(self) -> None:
         """Refresh every `refresh_s`, or sooner when asked, never more often than every `cooldown_s`."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wanted.wait(), self.refresh_s)
+            await wait_set(self._wanted, self.refresh_s)
             self._wanted.clear()
             await self.refresh()
             await asyncio.sleep(self.cooldown_s)  # a kid asked for meanwhile is refreshed right after it

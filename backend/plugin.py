@@ -227,16 +227,20 @@ class SwitchboardPlugin(InitPluginProtocol):
 async def _keep_keys_fresh(jwks: JwksKeys, first_fetch_s: float = 5.0) -> asyncio.Task[None]:
     """The first fetch before serving (bounded: a provider down at start costs 401s until it is back, not the
     start), then the background refreshes."""
+    fetched = False
     with contextlib.suppress(TimeoutError):
-        if not await asyncio.wait_for(jwks.refresh(), first_fetch_s):
-            log.warning("no keys from the identity provider yet: tokens are refused until it answers")
+        async with asyncio.timeout(first_fetch_s):
+            fetched = await jwks.refresh()
+    if not fetched:
+        log.warning("no keys from the identity provider yet: tokens are refused until it answers")
     return asyncio.create_task(jwks.run(), name="jwks-refresh")
 
 
 async def _bounded(what: str, step: Awaitable[None], timeout_s: float = 5.0) -> bool:
     """Await one shutdown step; after `timeout_s`, or if it fails, say which, and go on."""
     try:
-        await asyncio.wait_for(step, timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await step
     except TimeoutError:
         log.warning("shutdown: %s did not close within %.0fs; going on without it", what, timeout_s)
         return False

@@ -278,7 +278,8 @@ async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consum
     async with ConnectorRuntime(desk, nats_url=profile["SWITCHBOARD_NATS_URL"], data_dir=tmp_path,
                                 sites=(site,), creds=profile["SWITCHBOARD_NATS_CREDS"],
                                 heartbeat_interval=1) as runtime:
-        await asyncio.wait_for(runtime.ready.wait(), 30)
+        async with asyncio.timeout(30):
+            await runtime.ready.wait()
         arrived = desk.event("customer.arrived", f"T-{uid}", {"site": site})
         await desk.emit(arrived)
         await eventually(lambda: applied(world, arrived.source, arrived.id), timeout=20)

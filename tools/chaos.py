@@ -36,6 +36,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from backend import messaging
 from backend.journeys import services
 from switchboard.commands import COMMANDS_STREAM, command_result_id, consumer_name, decode_command
+from switchboard.waits import wait_set
 from tools.backend_process import BackendProcess
 from tools.bench.common import progress, report
 from tools.chaos_plan import PlannedJourney, event_id, make_plan
@@ -57,7 +58,8 @@ class DeadlinePassedError(Exception):
 
 async def within(seconds: float, what: str, awaitable: Awaitable[_T]) -> _T:
     try:
-        return await asyncio.wait_for(awaitable, seconds)
+        async with asyncio.timeout(seconds):
+            return await awaitable
     except TimeoutError:
         raise DeadlinePassedError(f"{what}: no result within {seconds:.0f}s") from None
 
@@ -104,8 +106,7 @@ class CommandAnswerer:
                 await nc.jetstream().publish(*self._event("connector.heartbeat", event_id(self.rng),
                                                           {"upstream": "up", "version": "1.0.0"})[:2],
                                                           timeout=2)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), 5)
+            await wait_set(self.stopping, 5)
 
     async def _answer(self, nc: NATS, message: Any) -> None:
         command = decode_command(message.data)
@@ -181,7 +182,7 @@ async def count_applied(database_url: str) -> int | None:
     with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
         conn = await asyncpg.connect(database_url, timeout=2)
         try:
-            return await asyncio.wait_for(conn.fetchval("SELECT count(*) FROM events"), 5)
+            return await conn.fetchval("SELECT count(*) FROM events", timeout=5)
         finally:
             await conn.close()
     return None
@@ -191,8 +192,8 @@ async def unsettled_commands(database_url: str) -> int | None:
     with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
         conn = await asyncpg.connect(database_url, timeout=2)
         try:
-            return await asyncio.wait_for(conn.fetchval(
-                "SELECT count(*) FROM commands WHERE status IN ('pending', 'held', 'sent')"), 5)
+            return await conn.fetchval(
+                "SELECT count(*) FROM commands WHERE status IN ('pending', 'held', 'sent')", timeout=5)
         finally:
             await conn.close()
     return None

@@ -261,7 +261,8 @@ async def run_checks(module: str, *, nats_url: str | None, creds: str | None = N
                 await nc.subscribe(f"svc.events.{connector.system}.>", cb=_sync(kit.on_message))
                 async with ConnectorRuntime(connector, nats_url=url, data_dir=Path(tmp) / "data",
                                             heartbeat_interval=1.0, creds=connector_creds) as runtime:
-                    await asyncio.wait_for(runtime.ready.wait(), 30)
+                    async with asyncio.timeout(30):
+                        await runtime.ready.wait()
                     await kit.watch()
                     checks = [kit.check_heartbeats(), await kit.check_snapshots(), await kit.check_commands()]
                     checks.insert(0, kit.check_events())  # last: it also covers the command results

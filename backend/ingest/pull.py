@@ -24,6 +24,8 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js.api import Header
 
+from switchboard.waits import wait_set
+
 log = logging.getLogger(__name__)
 
 _HEARTBEAT = "100"
@@ -58,8 +60,7 @@ class PullFeed:
         """The messages buffered (at least one, at most a batch), in the order the server sent them."""
         while not self._buffer:
             self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), self.expires_s)
+            await wait_set(self._arrived, self.expires_s)
             if not self._buffer and time.monotonic() - self._requested_at > 2 * self.expires_s:
                 # not even the request's expiry came back: the server lost it (a restart, a reconnect)
                 self._outstanding = 0

@@ -133,7 +133,8 @@ async def claim_figures(conn: asyncpg.Connection, changed: list[str], interval_s
 async def consumer_lag(js: JetStreamContext) -> int | None:
     """Messages the shared apply consumer has not been given yet."""
     try:
-        info = await asyncio.wait_for(js.consumer_info(EVENTS_STREAM, APPLY_CONSUMER), _LAG_TIMEOUT_S)
+        async with asyncio.timeout(_LAG_TIMEOUT_S):
+            info = await js.consumer_info(EVENTS_STREAM, APPLY_CONSUMER)
     except (nats.errors.Error, TimeoutError):
         return None
     return info.num_pending

@@ -10,7 +10,6 @@ sent again with the same `Nats-Msg-Id`, which JetStream turns into duplicates it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -24,6 +23,7 @@ from opentelemetry.trace import SpanKind
 from connectors.sdk.spool import Spool
 from switchboard import tracing
 from switchboard.events import CloudEvent, nats_msg_id, nats_subject
+from switchboard.waits import wait_set
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -72,9 +72,7 @@ class Publisher:
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every stored event is acknowledged; False if `timeout` passes first."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), timeout)
-        return self._drained.is_set()
+        return await wait_set(self._drained, timeout)
 
     async def run(self) -> None:
         watchdog = asyncio.create_task(self._watch_acks())
@@ -124,8 +122,7 @@ class Publisher:
             self._confirm()
 
     async def _idle(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        await wait_set(self._wake, seconds)
         self._wake.clear()
 
     def _settled(self, seq: int, future: asyncio.Future[PubAck]) -> None:

@@ -223,7 +223,8 @@ class ConnectorRuntime:
             outcome = Outcome("failed", f"unknown command {command.command}")
         else:
             try:
-                outcome = await asyncio.wait_for(connector.handle(command), connector.handle_timeout)
+                async with asyncio.timeout(connector.handle_timeout):
+                    outcome = await connector.handle(command)
             except Unavailable:
                 outcome = Outcome("unavailable", "upstream unavailable")
             except TimeoutError:

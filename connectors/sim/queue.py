@@ -10,7 +10,6 @@ the floor's (`ticket.call`, `ticket.recall`, `ticket.no_show`, `ticket.transfer`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from connectors.sim.faults import Faults
 from connectors.sim.pace import Pace
 from connectors.sim.system import Record, SimulatedSystem
 from switchboard.commands import FLOOR_COMMANDS, Command
+from switchboard.waits import wait_set
 
 
 @dataclass
@@ -72,8 +72,7 @@ class Queue(SimulatedSystem):
     async def _run_floor(self, site: str) -> None:
         floor = self.floors[site]
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(floor.wake.wait(), 1.0)
+            await wait_set(floor.wake, 1.0)
             floor.wake.clear()
             while self.up and floor.waiting and (counter := floor.free_counter()):
                 ref = floor.waiting.popleft()

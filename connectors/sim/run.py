@@ -42,7 +42,8 @@ class Simulation:
 
     async def ready(self, timeout: float = 30.0) -> None:
         """Wait until every connector serves snapshots and consumes commands."""
-        await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in self.runtimes.values())), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(r.ready.wait() for r in self.runtimes.values()))
 
     async def stop(self) -> None:
         if self._network is not None:

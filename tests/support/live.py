@@ -29,7 +29,8 @@ async def connect(backend: BackendProcess, token: str, **kwargs: Any) -> AsyncIt
 
 
 async def receive(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
-    return _decode(await asyncio.wait_for(ws.recv(), timeout))  # type: ignore[no-any-return]
+    async with asyncio.timeout(timeout):
+        return _decode(await ws.recv())  # type: ignore[no-any-return]
 
 
 async def receive_until(

@@ -27,7 +27,8 @@ async def running(settings: BackendSettings, folder: Path, *systems: SimulatedSy
     for runtime in runtimes:
         await runtime.start()
     try:
-        await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in runtimes)), 30)
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(r.ready.wait() for r in runtimes))
         yield
     finally:
         await asyncio.gather(*(r.stop() for r in runtimes))

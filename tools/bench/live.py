@@ -49,6 +49,7 @@ from backend.settings import BackendSettings
 from switchboard import bus
 from switchboard.settings import BusSection, TokenSection
 from switchboard.tokens import mint_token
+from switchboard.waits import wait_set
 from tools.backend_process import BackendProcess
 from tools.bench.common import bench_servers, progress, report, scratch_database
 from tools.embedded import free_port
@@ -229,8 +230,7 @@ class Latencies:
                 )
         await asyncio.gather(*publishes)  # every publish acknowledged (or the run fails): all counted
         achieved = total / (time.perf_counter() - started)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.done.wait(), DELIVERY_DEADLINE_S)
+        await wait_set(self.done, DELIVERY_DEADLINE_S)
         result = Paced(list(self.samples), self.expected, achieved)
         delivered = len(result.samples)
         progress(f"{label}: {total:,} published at {achieved:,.0f}/s, {delivered:,}/{self.expected:,}"
@@ -402,7 +402,9 @@ class CountingClient(asyncio.Protocol):
         self._flush()
         while True:
             self.next_text = asyncio.get_running_loop().create_future()
-            if until in await asyncio.wait_for(self.next_text, 30):
+            async with asyncio.timeout(30):
+                frame = await self.next_text
+            if until in frame:
                 return
 
     def close(self) -> None:
@@ -414,7 +416,8 @@ async def count_until_last(clients: list[CountingClient]) -> tuple[int, float]:
     """Frames received by all clients until each got the last update, and when the last one arrived."""
     for client in clients:
         client.counting = True
-    finished = await asyncio.wait_for(asyncio.gather(*(c.last for c in clients)), 120)
+    async with asyncio.timeout(120):
+        finished = await asyncio.gather(*(c.last for c in clients))
     return sum(c.count for c in clients), max(finished)
 
 
