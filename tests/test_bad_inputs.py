@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from backend.ingest.apply import MAX_JOURNEY_REFS
 from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
@@ -101,3 +102,33 @@ async def test_an_event_the_database_refuses_becomes_an_apply_error_and_the_rest
                                        [e["id"] for e in fine]) == len(fine)
 
         await eventually(fine_applied)
+
+
+async def test_an_event_that_would_take_a_journey_past_its_references_bound_is_an_apply_error(
+        api, js, headers, pool, uid):
+    site, ticket = f"refs-{uid}", f"queue:R-{uid}"
+    per_event = 16  # the most links one event may carry
+    fitting = (MAX_JOURNEY_REFS - 1) // per_event  # the ticket, then `per_event` more each
+    linking = [cloud_event("customer.arrived", ticket,
+                           {"site": site, "links": [f"queue:L{n}x{i}-{uid}" for i in range(per_event)]})
+               for n in range(fitting + 1)]
+    called = cloud_event("ticket.called", ticket, {"site": site, "counter": "4"})
+    for event in [*linking, called]:
+        await publish(js, event)
+
+    [failure] = await eventually(lambda: failures_for(api, headers, site=site))
+    assert (failure["kind"], failure["event_id"]) == ("apply_error", linking[-1]["id"])
+    assert f"would hold {1 + (fitting + 1) * per_event} references, more than {MAX_JOURNEY_REFS}" \
+        in failure["reason"]
+
+    async def called_applied():
+        return await pool.fetchval("SELECT count(*) FROM events WHERE id = $1", called["id"]) == 1
+
+    await eventually(called_applied)  # the journey goes on with the references it holds
+    [journey] = (await api.get("/api/v1/journeys", params={"ref": ticket}, headers=headers)).json()["items"]
+    assert (len(journey["refs"]), journey["stage"]) == (1 + fitting * per_event, "called")
+
+    retried = await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=headers, json={})
+    assert (retried.status_code, retried.json()["outcome"]) == (200, "still_failing")
+    after = (await api.get(f"/api/v1/failures/{failure['id']}", headers=headers)).json()
+    assert (after["attempts"], after["reason"]) == (2, failure["reason"])

@@ -25,7 +25,7 @@ from backend.commands import lifecycle
 from backend.errors import ConflictException
 from backend.failures import services
 from backend.failures.schemas import BulkFilter, BulkRetryResult, RetryResult
-from backend.ingest.apply import apply_events
+from backend.ingest.apply import JourneyTooLargeError, apply_events
 from backend.ingest.validate import Accepted, trust_of, validate
 from backend.live.bus import Announcements
 from backend.paging import decode_cursor, encode_cursor
@@ -88,7 +88,7 @@ async def _retry_inbound(conn: asyncpg.Connection, announce: Announcements, row:
             async with conn.transaction():
                 applied = await apply_events(conn, [(checked.event, checked.dropped_fields)],
                                              rules=resources.rules)
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, JourneyTooLargeError) as exc:
             kind, reason = "apply_error", f"{type(exc).__name__}: {exc}"
         else:
             resolved = await conn.fetchrow(

@@ -30,6 +30,10 @@ from backend.routing.rules import RuleSet
 from switchboard.events import CapacityChanged, CloudEvent, CommandResult, ConnectorHeartbeat, refs_of
 
 _E = TypeVar("_E", bound=CloudEvent)
+# A journey is one customer's visit across a handful of systems: a few references each. Every event of a
+# journey reads and writes all of its references, so without a bound a connector linking ever more of them
+# would make each next event of that journey slower; past it, the event that would add more is refused.
+MAX_JOURNEY_REFS = 256
 _state_decoder = msgspec.json.Decoder(JourneyState)
 _encode = msgspec.json.encode
 
@@ -56,6 +60,11 @@ class Outcome(msgspec.Struct, kw_only=True):
         self.sites |= other.sites
         self.traced_journeys.update(other.traced_journeys)
         self.failures |= other.failures
+
+
+class JourneyTooLargeError(Exception):
+    """Raised in the batch's transaction, which it rolls back: the event that caused it becomes an
+    `apply_error` when the batch is applied again one event at a time."""
 
 
 class _Working(msgspec.Struct):
@@ -283,6 +292,10 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
                                             by_system=True)]),
         live,
     )
+    for row, w in zip(journey_rows, written, strict=True):
+        if len(w["refs"]) > MAX_JOURNEY_REFS:
+            raise JourneyTooLargeError(f"journey {row.id} would hold {len(w['refs'])} references, more than "
+                                       f"{MAX_JOURNEY_REFS}")
     results = [e for e, _ in fresh if isinstance(e, CommandResult)]
     if results:
         outcome.failures = set(await record_answers(conn, results))
