@@ -99,6 +99,24 @@ def redact(value: Any) -> Any:
     return value
 
 
+# the shape of the codes and references an event's data holds (`Code`, `Ref` in switchboard/events.py)
+_CODE_SHAPED = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]*")
+
+
+def redact_as_codes(value: Any) -> Any:
+    """`redact`, except that a string shaped like a code or a reference is judged as an event's codes are
+    (`looks_personal_identifier`, replaced whole): a random ticket number with nine digits in a row is no
+    phone number, and a system's record must read as the event that told Switchboard the same value."""
+    if isinstance(value, dict):
+        return {redact_key(k): REDACTED if is_pii_key(str(k)) else redact_as_codes(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_as_codes(v) for v in value]
+    if isinstance(value, str) and _CODE_SHAPED.fullmatch(value):
+        return scrub_identifier(value)
+    return redact(value)
+
+
 def redact_key(key: Any) -> Any:
     """A key is data too: `{"ada@example.org": 1}` keeps its value, not its name."""
     return scrub(key) if isinstance(key, str) else key

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.privacy import looks_personal_identifier
+from switchboard.privacy import REDACTED, looks_personal_identifier, redact, redact_as_codes
 
 PERSONAL = [
     "ada@example.org", "crm:ada@example.org", "@",
@@ -31,3 +31,15 @@ def test_an_identifier_holding_a_person_is_caught(value):
 @pytest.mark.parametrize("value", NOT_PERSONAL)
 def test_an_identifier_of_codes_and_random_ids_passes(value):
     assert not looks_personal_identifier(value)
+
+
+def test_a_record_s_codes_are_judged_as_an_event_s_and_its_free_text_as_free_text():
+    record = {"ticket": "T-1296895340", "counter": "C-123456789", "service": "licence",
+              "owner": "ada@example.org", "caller": "W-123456789012",
+              "slot_start": "2026-12-05T10:00:00+00:00",
+              "reason": "call +44 20 7946 0958", "email": "x", "links": ["queue:T-0042", "John.Smith"]}
+    assert redact(record)["ticket"] == "T-[redacted]"  # as free text, nine digits in a row read as a phone
+    assert redact_as_codes(record) == {
+        "ticket": "T-1296895340", "counter": "C-123456789", "service": "licence",  # as codes: kept
+        "owner": REDACTED, "caller": REDACTED, "slot_start": "2026-12-05T10:00:00+00:00",
+        "reason": f"call {REDACTED}", "email": REDACTED, "links": ["queue:T-0042", REDACTED]}

@@ -214,6 +214,20 @@ async def test_an_unreachable_system_gives_an_unreachable_run_and_no_false_drift
     assert nobody["status"] == "unreachable"
 
 
+async def test_a_ticket_number_of_digits_only_is_the_same_in_the_snapshot_as_in_its_event(
+        rapi, stack, token, uid, tmp_path):
+    site = f"rec-{uid}"
+    sre = bearer(token, "sre", [site])
+    queue = still_queue(site)
+    digits = f"{int(uid, 16) % 10**10:010d}"  # as random hex is, one ticket in a hundred: no phone number
+    queue.new_ref = lambda: f"queue:T-{digits}"  # type: ignore[method-assign]
+    async with running(stack.settings, tmp_path, queue):
+        ticket = await queue.arrive(site, "licence", [])
+        assert (await eventually(lambda: waiting(rapi, sre, ticket)))["ticket"] == f"T-{digits}"
+        finished = await run(rapi, sre, "queue", site)
+        assert (finished["checked"], finished["drifted"]) == (1, 0), await drift(rapi, sre, site=site)
+
+
 async def test_ignore_needs_a_reason_and_ignored_drift_is_not_raised_again(rapi, stack, token, uid, tmp_path):
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])
@@ -257,7 +271,7 @@ async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js,
         await eventually(completed)
         found = await run(rapi, sre, "queue", site)
         items = await drift(rapi, sre, site=site, status="open")
-        assert found["drifted"] == 1, items
+        assert found["drifted"] == 1, [(i["kind"], i["field"], i["ours"], i["theirs"]) for i in items]
         [item] = items
         assert (item["field"], item["ours"], item["theirs"], item["proposed_action"]) == (
             "stage", "completed", "waiting", "push_ours")

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from backend.ingest.validate import redact
 from backend.journeys.merge import FINAL_STAGES, FORWARD_STAGES, JourneyState
+from switchboard.privacy import redact_as_codes
 from switchboard.snapshots import SnapshotRecord
 
 STAGE = "stage"
@@ -60,10 +60,10 @@ def owned(system: str) -> Owned:
 
 def kept(system: str, record: SnapshotRecord) -> SnapshotRecord:
     """The record as Switchboard may hold it: only the fields the map has it compare or read, and those
-    redacted as events are (a connector's record may carry anything, a name or an e-mail address)."""
+    redacted as events are judged (a connector's record may carry anything, a name or an e-mail address)."""
     wanted = owned(system).record_fields
-    return msgspec.structs.replace(record,
-                                   fields=redact({k: v for k, v in record.fields.items() if k in wanted}))
+    return msgspec.structs.replace(
+        record, fields=redact_as_codes({k: v for k, v in record.fields.items() if k in wanted}))
 
 
 def stage_seen_by(system: str, stage: str | None) -> str | None:
