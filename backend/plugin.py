@@ -71,6 +71,7 @@ from backend.system.controllers import MetricsController, SystemController
 from backend.system.sampler import MetricsSampler
 from backend.webhooks.controllers import WebhookController
 from switchboard.events import SEED_SYSTEMS
+from switchboard.waits import stop_tasks
 
 log = logging.getLogger("switchboard.backend")
 
@@ -167,10 +168,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks(tasks)
             # each step bounded: a stop must never hang (unacknowledged messages are redelivered anyway)
             await _bounded("reconciliation runs", reconciler.stop())
             await _bounded("live service", live.stop())

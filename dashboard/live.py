@@ -8,7 +8,6 @@ re-read the state when they render (see `coalesce`), so updates are never queued
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import random
@@ -21,6 +20,8 @@ from typing import Any
 import msgspec
 import websockets
 from websockets.asyncio.client import connect
+
+from switchboard.waits import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,7 @@ class LiveConnection:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
             self._task = None
 
     def _notify(self, topic: str) -> None:

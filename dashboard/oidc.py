@@ -14,7 +14,6 @@ Authlib (discovery from `SWITCHBOARD_OIDC_ISSUER`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -32,6 +31,7 @@ from fastapi.responses import RedirectResponse
 from joserfc.errors import JoseError
 
 from dashboard.session import Principal, Sessions, SignIn
+from switchboard.waits import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +183,7 @@ class Oidc:
 
     async def stop_refresher(self) -> None:
         if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+            await stop_tasks([self._refresher])
 
     async def end_session(self, request: Request, sign_in: SignIn | None, after: str) -> RedirectResponse:
         """Out of the provider's session too when it offers RP-initiated logout; else straight to `after`."""

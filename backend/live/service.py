@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import asyncpg
 
@@ -13,6 +12,7 @@ from backend.live.feed import JourneyFeed
 from backend.live.hub import LiveHub
 from backend.live.sources import snapshot_readers
 from backend.sites.config import SiteDirectory
+from switchboard.waits import stop_tasks
 
 
 class LiveService:
@@ -32,7 +32,5 @@ class LiveService:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
         await self.hub.stop()

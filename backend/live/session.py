@@ -37,6 +37,7 @@ from backend.live.schemas import (
     Unsubscribe,
 )
 from backend.live.sources import SnapshotReader
+from switchboard.waits import stop_tasks
 
 OUTBOX_LIMIT = 2000
 # client messages are rare (subscribe, ping): a sustained stream of them is abuse
@@ -124,9 +125,7 @@ class LiveSession:
             self.end("shutdown")
             raise
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_tasks(tasks)
             for topic, sites in self.topics.items():
                 self.hub.unregister(self, topic, sites)
             metrics.LIVE_CONNECTIONS.dec()

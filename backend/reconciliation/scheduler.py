@@ -25,6 +25,7 @@ from backend.reconciliation.schemas import Run
 from backend.reconciliation.snapshot_client import SnapshotClient
 from backend.resources import Resources
 from switchboard.events import RESERVED_SYSTEMS
+from switchboard.waits import stop_tasks
 
 log = logging.getLogger(__name__)
 _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
@@ -192,6 +193,4 @@ class Reconciler:
         return None
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(list(self._tasks))

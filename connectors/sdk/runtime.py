@@ -31,6 +31,7 @@ from switchboard.commands import COMMANDS_STREAM, command_result_id, consumer_na
 from switchboard.events import CloudEvent, EventId, nats_msg_id, nats_subject
 from switchboard.natsauth import inbox_prefix
 from switchboard.snapshots import BAD_REQUEST, UNAVAILABLE, SnapshotPage, decode_request, snapshot_subject
+from switchboard.waits import stop_tasks
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -95,9 +96,7 @@ class ConnectorRuntime:
         if self.nc is not None and self.nc.is_connected:
             await self.publisher.drain(drain_timeout)  # what is left stays spooled for the next start
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.wait(self._tasks, timeout=5)
+        await stop_tasks(self._tasks)
         if self._service is not None:
             with contextlib.suppress(Exception):
                 await self._service.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from connectors.sim import build_systems
 from connectors.sim.faults import Faults
 from connectors.sim.network import BranchNetwork
 from connectors.sim.pace import Pace
+from switchboard.waits import stop_tasks
 
 
 class Simulation:
@@ -47,9 +47,7 @@ class Simulation:
 
     async def stop(self) -> None:
         if self._network is not None:
-            self._network.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._network
+            await stop_tasks([self._network])
         await asyncio.gather(*(runtime.stop() for runtime in self.runtimes.values()))
 
     async def __aenter__(self) -> Simulation:

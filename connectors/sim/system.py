@@ -22,6 +22,7 @@ from connectors.sim.faults import Faults
 from switchboard.commands import RECORD_PUSH, Command
 from switchboard.events import CloudEvent, Upstream, nats_msg_id, nats_subject
 from switchboard.snapshots import SnapshotRecord
+from switchboard.waits import stop_tasks
 
 _encode = msgspec.json.Encoder().encode
 
@@ -124,10 +125,7 @@ class SimulatedSystem(Connector):
             self.spawn(driver())
 
     async def stop(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(list(self._tasks))
 
     # --- the Connector side ---------------------------------------------------------------------
 
