@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 import pytest
@@ -14,7 +15,7 @@ from tests.support.events import cloud_event
 
 SYSTEMS = SEED_SYSTEMS | RESERVED_SYSTEMS
 SITE = {"site": "north"}
-VALID_DATA = {
+VALID_DATA: dict[str, dict[str, Any]] = {
     "appointment.booked": {**SITE, "service": "passport", "slot_start": "2026-11-29T10:00:00+01:00",
                            "channel": "web"},
     "appointment.rescheduled": {**SITE, "slot_start": "2026-11-29T11:00:00Z"},
