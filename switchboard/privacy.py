@@ -39,13 +39,14 @@ _NATIONAL_ID = r"\d(?<!\d\d)\d(?:\d\d)?(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])[
 _NUMBERS = re.compile(f"{_PHONE}|{_NATIONAL_ID}")
 
 # In references and codes (`queue:T-0042`, `passport`), where random ids may hold long runs of digits, only
-# digit runs a phone number or national id fills count (11 or more: random hex of 10 is all digits 1% of the
-# time)
+# digit runs a phone, payment card or national id number fills count: 11 to 19 digits (random hex of 10 is
+# all digits 1% of the time; a phone number has at most 15, a card at most 19, while a random 32-hex id,
+# as `uuid4().hex` gives one time in three million, is all digits and no one's number)
 _CANONICAL_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 # Three tests rather than one pattern of three alternatives, since every event id goes through them: the plain
 # string tests settle most ids before a pattern runs. The digit run looks back first: inside a run of ASCII
 # digits it fails at once, so a match still starts only where a run starts.
-_LONG_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])\d{11,}(?![0-9A-Za-z])")
+_LONG_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])\d{11,19}(?![0-9A-Za-z])")
 _NATIONAL_ID_IN_CODE = re.compile(_NATIONAL_ID)
 # a person's name as a code: two or more capitalised words (`John.Smith`, `crm:Jane-Doe`, `/crm/Ada_Lovelace`)
 _TITLED_NAME = re.compile(r"(?:[a-z][a-z0-9_]*:|/[a-z][a-z0-9_]*/)?[A-Z][a-z]+(?:[._\- ][A-Z][a-z]+)+")

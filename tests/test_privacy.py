@@ -10,7 +10,8 @@ from switchboard.privacy import REDACTED, looks_personal_identifier, redact, red
 
 PERSONAL = [
     "ada@example.org", "crm:ada@example.org", "@",
-    "07946095812", "queue:W-123456789012", "x-44207946095812", "123456789012-z",  # runs of 11+ digits
+    "07946095812", "queue:W-123456789012", "x-44207946095812", "123456789012-z",  # runs of 11 to 19 digits
+    "4111111111111111", "card-6011000990139424123",  # a payment card: 16, 19 digits
     "800101-1234", "crm:19800101+1234", "id-800101-1234",  # birth date and serial
     "John.Smith", "crm:Jane-Doe", "/crm/Ada_Lovelace",  # a name as a code
 ]
@@ -18,6 +19,7 @@ NOT_PERSONAL = [
     "9f1c2e7a4b3d40e8a1c65f0d2b7e9a31", "9f1c2e7a-4b3d-40e8-a1c6-512345678901",  # fake ids
     "queue:T-0042", "passport", "appointments:A-17", "site-07",
     "1234567890",  # ten digits: random hex holds such runs
+    "55928047919444759007499310218080", "x-12345678901234567890",  # 32 and 20 digits: a random id, no number
     "a12345678901", "12345678901b",  # fake codes: a digit run inside a code is no number
     "800101-123", "801301-1234", "800132-1234", "john", "JOHN.SMITH",
 ]
