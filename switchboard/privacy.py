@@ -89,33 +89,25 @@ def scrub_identifier(value: str | None) -> str | None:
     return REDACTED if value is not None and looks_personal_identifier(value) else value
 
 
-def redact(value: Any) -> Any:
-    """A copy with values under personal keys replaced and personal-looking strings scrubbed."""
-    if isinstance(value, dict):
-        return {redact_key(k): REDACTED if is_pii_key(str(k)) else redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return scrub_identifier(scrub(value))
-    return value
-
-
 # the shape of the codes and references an event's data holds (`Code`, `Ref` in switchboard/events.py)
 _CODE_SHAPED = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]*")
 
 
-def redact_as_codes(value: Any) -> Any:
-    """`redact`, except that a string shaped like a code or a reference is judged as an event's codes are
-    (`looks_personal_identifier`, replaced whole): a random ticket number with nine digits in a row is no
-    phone number, and a system's record must read as the event that told Switchboard the same value."""
+def redact(value: Any, *, codes: bool = False) -> Any:
+    """A copy with values under personal keys replaced and personal-looking strings scrubbed.
+
+    `codes`: a string shaped like a code or a reference is judged as an event's codes are
+    (`looks_personal_identifier`, replaced whole), not as free text: a random ticket number with nine digits
+    in a row is no phone number, and a system's record must read as the event that told Switchboard the
+    same value."""
     if isinstance(value, dict):
-        return {redact_key(k): REDACTED if is_pii_key(str(k)) else redact_as_codes(v)
+        return {redact_key(k): REDACTED if is_pii_key(str(k)) else redact(v, codes=codes)
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [redact_as_codes(v) for v in value]
-    if isinstance(value, str) and _CODE_SHAPED.fullmatch(value):
-        return scrub_identifier(value)
-    return redact(value)
+        return [redact(v, codes=codes) for v in value]
+    if isinstance(value, str):
+        return scrub_identifier(value if codes and _CODE_SHAPED.fullmatch(value) else scrub(value))
+    return value
 
 
 def redact_key(key: Any) -> Any:

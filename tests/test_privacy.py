@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.privacy import REDACTED, looks_personal_identifier, redact, redact_as_codes
+from switchboard.privacy import REDACTED, looks_personal_identifier, redact
 
 PERSONAL = [
     "ada@example.org", "crm:ada@example.org", "@",
@@ -41,7 +41,7 @@ def test_a_record_s_codes_are_judged_as_an_event_s_and_its_free_text_as_free_tex
               "slot_start": "2026-12-05T10:00:00+00:00",
               "reason": "call +44 20 7946 0958", "email": "x", "links": ["queue:T-0042", "John.Smith"]}
     assert redact(record)["ticket"] == "T-[redacted]"  # as free text, nine digits in a row read as a phone
-    assert redact_as_codes(record) == {
+    assert redact(record, codes=True) == {
         "ticket": "T-1296895340", "counter": "C-123456789", "service": "licence",  # as codes: kept
         "owner": REDACTED, "caller": REDACTED, "slot_start": "2026-12-05T10:00:00+00:00",
         "reason": f"call {REDACTED}", "email": REDACTED, "links": ["queue:T-0042", REDACTED]}

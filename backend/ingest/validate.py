@@ -28,7 +28,6 @@ from switchboard.privacy import (
     looks_personal,
     looks_personal_identifier,
     redact,
-    redact_as_codes,
     redact_key,
     scrub,
     scrub_identifier,
@@ -319,10 +318,9 @@ def rejected_event(event: CloudEvent, kind: FailureKind, reason: str) -> Rejecte
     An event found free of personal data keeps its codes as they were judged, so that a retry applies what
     was sent (free text's rules would take a ticket number's ten digits for a phone number); one refused for
     personal data is never retried and keeps the stricter rules."""
-    payload = msgspec.to_builtins(event)
     return Rejected(
         kind=kind, reason=scrub(reason[:1000]),
-        payload=redact(payload) if kind == "pii_rejected" else redact_as_codes(payload),
+        payload=redact(msgspec.to_builtins(event), codes=kind != "pii_rejected"),
         system=event.system,
         site=scrub_identifier(getattr(event.data, "site", None)), subject=scrub_identifier(event.subject),
         event_source=scrub_identifier(event.source), event_id=scrub_identifier(event.id),

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from backend.journeys.merge import FINAL_STAGES, FORWARD_STAGES, JourneyState
-from switchboard.privacy import redact_as_codes
+from switchboard.privacy import redact
 from switchboard.snapshots import SnapshotRecord
 
 STAGE = "stage"
@@ -63,7 +63,7 @@ def kept(system: str, record: SnapshotRecord) -> SnapshotRecord:
     redacted as events are judged (a connector's record may carry anything, a name or an e-mail address)."""
     wanted = owned(system).record_fields
     return msgspec.structs.replace(
-        record, fields=redact_as_codes({k: v for k, v in record.fields.items() if k in wanted}))
+        record, fields=redact({k: v for k, v in record.fields.items() if k in wanted}, codes=True))
 
 
 def stage_seen_by(system: str, stage: str | None) -> str | None:
