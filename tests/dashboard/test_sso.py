@@ -7,6 +7,7 @@ audience, or tampered with; a person whose groups map to nothing sees the no-acc
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -97,7 +98,11 @@ async def test_sso_sign_in_lands_where_the_role_allows_with_only_the_mapped_site
         await expect(page.get_by_test_id("who")).to_contain_text(sub)
         await expect(page.get_by_test_id("who")).to_contain_text(f"{sso.north}, {sso.south}")
         await page.goto(sso.url + "/floor")
-        await page.get_by_test_id("floor-site").click()
+        # a click before the page is mounted and connected opened no menu on a loaded machine: wait for both
+        await expect(page.get_by_test_id("banner")).to_be_hidden()
+        site_menu = page.get_by_test_id("floor-site")
+        await expect(site_menu).to_contain_text(re.compile(f"{sso.north}|{sso.south}"))
+        await site_menu.click()
         # the menu opens after the click: read it once its options are there (an instant read once saw none)
         await expect(page.get_by_role("option")).to_have_count(2)
         options = await page.get_by_role("option").all_inner_texts()
