@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import uuid4
 
 import asyncpg
 import httpx
@@ -241,3 +242,52 @@ async def test_a_system_answering_unavailable_gets_the_command_again_without_usi
 
 async def failures_of_site(api, headers, site):
     return (await api.get("/api/v1/failures", params={"site": site}, headers=headers)).json()["items"]
+
+
+async def test_an_answer_to_no_command_or_from_another_system_is_a_failure_and_settles_nothing(
+        api, js, nc, pool: asyncpg.Pool, token, uid):
+    site = f"site-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    sre = {"Authorization": f"Bearer {token('sre')}"}
+    async with ConnectorDouble(nc, "queue", site, lambda _: None) as queue:
+        await publish(js, phone_booking(f"appointments:A-{uid}", site))
+        await eventually(lambda: _with_status(api, reader, "sent", site=site))
+    command_id = str(queue.received[0].id)
+    forged = cloud_event("command.result", f"crm:R-{uid}", {"command_id": command_id, "status": "ok"})
+    unknown = cloud_event("command.result", f"queue:R1-{uid}", {"command_id": str(uuid4()), "status": "ok"})
+    not_an_id = cloud_event("command.result", f"queue:R2-{uid}",
+                            {"command_id": f"c-{uid}", "status": "failed"})
+    for answer in (forged, unknown, not_an_id):
+        await publish(js, answer)
+
+    async def failures_of_answers():
+        items = (await api.get("/api/v1/failures", params={"system": "queue", "limit": 500},
+                               headers=sre)).json()["items"]
+        items += (await api.get("/api/v1/failures", params={"system": "crm", "limit": 500},
+                                headers=sre)).json()["items"]
+        found = {f["event_id"]: f for f in items if f["event_type"] == "command.result"}
+        return found if len(found) == 3 else None
+
+    found = await eventually(failures_of_answers)
+    assert (found[forged["id"]]["kind"], found[forged["id"]]["reason"]) == (
+        "unauthorized_source", "answers a command sent to queue: only that system may answer it")
+    for answer in (unknown, not_an_id):
+        assert found[answer["id"]]["kind"] == "apply_error"
+        assert found[answer["id"]]["reason"].startswith("answers no command")
+    # refused, not applied: none of them is kept as an event, and the forged `ok` settled nothing
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE id = ANY($1::text[])",
+                               [forged["id"], unknown["id"], not_an_id["id"]]) == 0
+    assert (await commands_of(api, reader, site=site))[0]["status"] != "ok"
+
+    retried = (await api.post(f"/api/v1/failures/{found[unknown['id']]['id']}/retry", headers=sre,
+                              json={})).json()
+    assert retried["outcome"] == "still_failing"
+    failure = (await api.get(f"/api/v1/failures/{found[unknown['id']]['id']}", headers=sre)).json()
+    assert failure["kind"] == "apply_error" and failure["reason"].startswith("answers no command")
+    forged_retry = await api.post(f"/api/v1/failures/{found[forged['id']]['id']}/retry", headers=sre, json={})
+    assert forged_retry.status_code == 409
+
+    # the command's own system answers it: settled
+    await publish(js, cloud_event("command.result", f"queue:R3-{uid}",
+                                  {"command_id": command_id, "status": "ok"}))
+    await eventually(lambda: _with_status(api, reader, "ok", site=site))

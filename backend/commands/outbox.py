@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from backend.commands import lifecycle
+from backend.ingest.validate import FailureKind
 from backend.journeys.merge import JourneyState, merge
 from backend.routing.engine import JourneyChange, PlannedCommand, plan
 from backend.routing.rules import RuleSet
@@ -49,7 +50,26 @@ def _command_id(text: str) -> UUID | None:
     try:
         return UUID(text)
     except ValueError:
-        return None  # not one of ours: the event is kept, there is nothing to settle
+        return None  # not one of ours
+
+
+async def unanswerable(conn: asyncpg.Connection,
+                       results: list[CommandResult]) -> dict[tuple[str, str], tuple[FailureKind, str]]:
+    """The answers that may not be applied, by (source, id), with their failure kind and reason: one naming
+    no command Switchboard sent (or one retention has since purged), and one from a system other than the
+    command's (only its system may answer it)."""
+    named = {(r.source, r.id): (r.system, _command_id(r.data.command_id)) for r in results}
+    rows = await conn.fetch("SELECT id, system FROM commands WHERE id = ANY($1::uuid[])",
+                            list({command_id for _, command_id in named.values() if command_id is not None}))
+    system_of = {row["id"]: row["system"] for row in rows}
+    refused: dict[tuple[str, str], tuple[FailureKind, str]] = {}
+    for key, (system, command_id) in named.items():
+        if command_id not in system_of:
+            refused[key] = "apply_error", "answers no command: none with its command_id was sent or is kept"
+        elif system_of[command_id] != system:
+            refused[key] = "unauthorized_source", (f"answers a command sent to {system_of[command_id]}:"
+                                                   " only that system may answer it")
+    return refused
 
 
 async def record_answers(conn: asyncpg.Connection, results: list[CommandResult]) -> list[int]:

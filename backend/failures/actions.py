@@ -25,7 +25,7 @@ from backend.commands import lifecycle
 from backend.errors import ConflictException
 from backend.failures import services
 from backend.failures.schemas import BulkFilter, BulkRetryResult, RetryResult
-from backend.ingest.apply import JourneyTooLargeError, apply_events
+from backend.ingest.apply import JourneyTooLargeError, Outcome, apply_events
 from backend.ingest.validate import Accepted, trust_of, validate
 from backend.live.bus import Announcements
 from backend.paging import decode_cursor, encode_cursor
@@ -72,6 +72,21 @@ async def _retry_command(conn: asyncpg.Connection, announce: Announcements, row:
     return _result(row, "retrying", "re-sent; resolved when the system answers ok")
 
 
+async def _apply_again(conn: asyncpg.Connection, checked: Accepted,
+                       resources: Resources) -> Outcome | tuple[str, str]:
+    """The outcome of applying a failed event again, or the kind and reason it still fails with."""
+    try:
+        async with conn.transaction():
+            outcome = await apply_events(conn, [(checked.event, checked.dropped_fields)],
+                                         rules=resources.rules)
+    except (asyncpg.PostgresError, JourneyTooLargeError) as exc:
+        return "apply_error", f"{type(exc).__name__}: {exc}"
+    if outcome.refused:
+        refusal, _ = outcome.refused[0]
+        return refusal.kind, refusal.reason
+    return outcome
+
+
 async def _retry_inbound(conn: asyncpg.Connection, announce: Announcements, row: asyncpg.Record, actor: str,
                          resources: Resources) -> RetryResult:
     settings = resources.settings.ingest
@@ -84,13 +99,8 @@ async def _retry_inbound(conn: asyncpg.Connection, announce: Announcements, row:
                            max_bytes=settings.max_event_bytes,
                            known_systems=resources.known_systems, trust=trust_of(settings))
     if isinstance(checked, Accepted):
-        try:
-            async with conn.transaction():
-                applied = await apply_events(conn, [(checked.event, checked.dropped_fields)],
-                                             rules=resources.rules)
-        except (asyncpg.PostgresError, JourneyTooLargeError) as exc:
-            kind, reason = "apply_error", f"{type(exc).__name__}: {exc}"
-        else:
+        applied = await _apply_again(conn, checked, resources)
+        if isinstance(applied, Outcome):
             resolved = await conn.fetchrow(
                 "UPDATE failures SET status = 'resolved', attempts = attempts + 1, last_at = now(),"
                 " last_retry_at = now(), acted_by = $2 WHERE id = $1 RETURNING *", row["id"], actor)
@@ -98,6 +108,7 @@ async def _retry_inbound(conn: asyncpg.Connection, announce: Announcements, row:
             await services.failure_changed(conn, announce, [row["id"], *applied.failures])
             done = "the event is applied" if applied.applied else "the event had already been applied"
             return _result(resolved, "resolved", done)
+        kind, reason = applied
     elif checked is not None:
         kind, reason = checked.kind, checked.reason
     still = await conn.fetchrow(

@@ -21,8 +21,9 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from backend.commands.outbox import planned_commands, record_answers
+from backend.commands.outbox import planned_commands, record_answers, unanswerable
 from backend.db import lock_key
+from backend.ingest.validate import Rejected, rejected_event
 from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge
 from backend.journeys.schemas import Journey, JourneyMerged
 from backend.journeys.views import journey_view
@@ -50,6 +51,8 @@ class Outcome(msgspec.Struct, kw_only=True):
     # journey → the `traceparent` its live update continues; set by the apply worker
     traces: dict[UUID, str] = {}
     failures: set[int] = set()  # resolved by command answers: the caller announces them once committed
+    # events that decoded but may not be applied, with their dedupe keys: the caller records them as failures
+    refused: list[tuple[Rejected, str]] = []
 
     def add(self, other: Outcome) -> None:
         self.applied += other.applied
@@ -60,6 +63,13 @@ class Outcome(msgspec.Struct, kw_only=True):
         self.sites |= other.sites
         self.traced_journeys.update(other.traced_journeys)
         self.failures |= other.failures
+        self.refused.extend(other.refused)
+
+
+def failure_key(event: CloudEvent) -> str:
+    """The dedupe key of the failure of an event that could not be applied: the same event failing again is
+    the same failure."""
+    return f"apply:{event.source} {event.id}"
 
 
 class JourneyTooLargeError(Exception):
@@ -206,10 +216,15 @@ def _rows(rows: list[Any]) -> str:
 async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, int]], *,
                        rules: RuleSet) -> Outcome:
     """Apply `(event, dropped_fields)` pairs, writing the commands `rules` call for; events already applied
-    are counted as duplicates."""
+    are counted as duplicates, and command answers that may not be applied are `refused`."""
     unique: dict[tuple[str, str], tuple[CloudEvent, int]] = {}
     for event, dropped in batch:
         unique.setdefault((event.source, event.id), (event, dropped))
+    refused: list[tuple[Rejected, str]] = []
+    if results := [e for e, _ in unique.values() if isinstance(e, CommandResult)]:
+        for key, (kind, reason) in (await unanswerable(conn, results)).items():
+            event = unique.pop(key)[0]
+            refused.append((rejected_event(event, kind, reason), failure_key(event)))
     lock_texts: set[str] = set()
     for event, _ in unique.values():
         lock_texts.update(refs_of(event) if event.kind == "journey" else [event.subject])
@@ -219,7 +234,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
             _CLAIM, list(sources), list(ids), sorted(lock_key(t) for t in lock_texts))
     }
     fresh = [pair for key, pair in unique.items() if key in claimed]
-    outcome = Outcome(applied=len(fresh), duplicates=len(batch) - len(fresh),
+    outcome = Outcome(applied=len(fresh), duplicates=len(batch) - len(fresh) - len(refused), refused=refused,
                       applied_types=Counter((e.type, e.system) for e, _ in fresh))
     if not fresh:
         return outcome

@@ -32,7 +32,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from backend import metrics
 from backend.failures.services import failure_changed, record_inbound
-from backend.ingest.apply import Outcome, apply_events
+from backend.ingest.apply import Outcome, apply_events, failure_key
 from backend.ingest.own_events import is_signed
 from backend.ingest.pull import PullFeed
 from backend.ingest.validate import DEFAULT_TRUST, Accepted, Rejected, Trust, rejected_event, validate
@@ -257,11 +257,12 @@ class ApplyWorker:
 
         async def apply_and_record(conn: asyncpg.Connection, announce: Announcements) -> Outcome:
             outcome = await self._apply(conn, announce, accepted)
-            await record_inbound(conn, announce, rejected)
+            await record_inbound(conn, announce, rejected + outcome.refused)
             return outcome
 
         try:
-            return await self._transaction(apply_and_record), rejected
+            outcome = await self._transaction(apply_and_record)
+            return outcome, rejected + outcome.refused
         except Exception as exc:  # whatever breaks a batch is found event by event
             if isinstance(exc, _UNAVAILABLE):
                 raise
@@ -283,9 +284,10 @@ class ApplyWorker:
                     raise
                 event = pair[0]
                 failed.append((rejected_event(event, "apply_error", f"{type(exc).__name__}: {exc}"),
-                               f"apply:{event.source} {event.id}"))
+                               failure_key(event)))
                 continue
             total.add(one)
+            failed.extend(one.refused)
         await self._transaction(functools.partial(record_inbound, rejected=failed))
         return total, failed
 
