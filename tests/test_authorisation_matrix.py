@@ -98,6 +98,8 @@ MATRIX: dict[str, Row] = {
                                                      body=lambda w: {"selection": w["selection"]}),
     "GET /api/v1/fallbacks": Row(READ_, "/api/v1/fallbacks?site={site}", foreign=True, listing=True),
     "GET /api/v1/fallbacks/{fallback_id:int}": Row(READ_, "/api/v1/fallbacks/{fallback}", foreign=True),
+    "GET /api/v1/fallbacks/{fallback_id:int}/ledger": Row(READ_, "/api/v1/fallbacks/{fallback}/ledger",
+                                                           foreign=True),
     # one active fallback per site and system: the first allowed caller starts it, the next are told so
     "POST /api/v1/fallbacks": Row(FLOOR_, "/api/v1/fallbacks", (201, 409), foreign=True,
                                   body=lambda w: {"site": w["site"], "system": "crm", "reason": "matrix"}),

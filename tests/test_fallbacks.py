@@ -138,6 +138,18 @@ async def test_manual_steps_move_journeys_as_manual_events_recorded_in_the_ledge
     assert {(e["actor"], e["replay_status"]) for e in detail["ledger"]} == {(USER, "pending")}
     assert detail["ledger"][2]["data"] == {"site": site, "ticket": "M-001", "queue_name": "passports",
                                            "links": [first["ticket_ref"]]}
+    # the ledger a page at a time, from the step a reader has: the same steps, each once
+    ledger = f"/api/v1/fallbacks/{fallback['id']}/ledger"
+    pages = [(await api.get(ledger, params={"after": after, "limit": 3}, headers=reader)).json()
+             for after in (0, 3, 6)]
+    assert [([e["seq"] for e in p["items"]], p["more"]) for p in pages] == [
+        ([1, 2, 3], True), ([4, 5, 6], True), ([7], False)]
+    assert [e for p in pages for e in p["items"]] == detail["ledger"]
+    assert (await api.get(ledger, params={"after": 7}, headers=reader)).json() == {"items": [], "more": False}
+    outsider = bearer(token("manager", [f"other-{uid}"]))
+    assert (await api.get(ledger, headers=outsider)).status_code == 403
+    assert (await api.get(f"/api/v1/fallbacks/{2**62}/ledger", headers=reader)).status_code == 404
+    assert (await api.get(ledger, params={"after": 2**40}, headers=reader)).status_code == 400
     entries = await audit_of(api, token, fallback["id"])
     assert [e["action"] for e in entries] == ["fallback.start"] + ["fallback.action"] * 7
     assert [(e["result"]["seq"], e["result"]["action"], e["result"]["event_id"]) for e in entries[1:]] == [

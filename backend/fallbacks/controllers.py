@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException
-from litestar.params import FromQuery, JSONBody
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
@@ -18,12 +18,16 @@ from backend.fallbacks.schemas import (
     FallbackDetail,
     FallbackPage,
     FallbackStatus,
+    LedgerPage,
     ManualAction,
     StartFallback,
 )
 from backend.paging import BigintId, PageLimit, decode_cursor, id_page
 from backend.resources import AppResources
 from backend.visibility import visible
+
+# a step's place in its ledger (an integer column)
+StepSeq = Annotated[int, QueryParameter(ge=0, le=2**31 - 1)]
 
 
 class FallbackController(Controller):
@@ -58,6 +62,17 @@ class FallbackController(Controller):
         async with resources.pool.acquire() as conn:
             fallback = await services.get_fallback(conn, fallback_id)
         return visible(request.user, "fallback", fallback)
+
+    @get("/{fallback_id:int}/ledger", opt=READ, operation_id="listFallbackLedger")
+    async def list_ledger(self, request: Request[Principal, Any, State], resources: AppResources,
+                          fallback_id: BigintId, after: StepSeq = 0, limit: PageLimit = 100) -> LedgerPage:
+        """A fallback's steps after the step `after` (its `seq`), in the order they were taken: a reader of a
+        long day's ledger asks for what it has not seen, not for the whole ledger again. `more`: steps
+        follow this page."""
+        async with resources.pool.acquire() as conn:
+            visible(request.user, "fallback", await services.find_fallback(conn, fallback_id))
+            items = await services.ledger_page(conn, fallback_id, after=after, limit=limit + 1)
+        return LedgerPage(items=items[:limit], more=len(items) > limit)
 
     @post("/{fallback_id:int}/end", opt=FLOOR, operation_id="endFallback", status_code=HTTP_200_OK)
     async def end_fallback(self, request: Request[Principal, Any, State], resources: AppResources,

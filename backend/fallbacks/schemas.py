@@ -101,6 +101,11 @@ class FallbackDetail(Fallback, kw_only=True):
     ledger: list[LedgerEntry]
 
 
+class LedgerPage(msgspec.Struct):
+    items: list[LedgerEntry]
+    more: bool
+
+
 class FallbackPage(msgspec.Struct):
     items: list[Fallback]
     next_cursor: str | None

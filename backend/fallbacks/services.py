@@ -57,15 +57,27 @@ async def list_fallbacks(conn: asyncpg.Connection, *, sites: list[str] | None, s
     return [_fallback(r) for r in rows]
 
 
-async def get_fallback(conn: asyncpg.Connection, fallback_id: int) -> FallbackDetail | None:
+async def find_fallback(conn: asyncpg.Connection, fallback_id: int) -> Fallback | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM fallbacks f WHERE f.id = $1", fallback_id)
-    if row is None:
+    return None if row is None else _fallback(row)
+
+
+async def get_fallback(conn: asyncpg.Connection, fallback_id: int) -> FallbackDetail | None:
+    """The fallback with its whole ledger."""
+    fallback = await find_fallback(conn, fallback_id)
+    if fallback is None:
         return None
-    ledger = [LedgerEntry(**{k: r[k] for k in LedgerEntry.__struct_fields__ if k != "data"},
-                          data=msgspec.json.decode(r["data"]))
-              for r in await conn.fetch("SELECT * FROM fallback_ledger WHERE fallback_id = $1 ORDER BY seq",
-                                        fallback_id)]
-    return FallbackDetail(**msgspec.structs.asdict(_fallback(row)), ledger=ledger)
+    return FallbackDetail(**msgspec.structs.asdict(fallback),
+                          ledger=await ledger_page(conn, fallback_id, after=0, limit=None))
+
+
+async def ledger_page(conn: asyncpg.Connection, fallback_id: int, *, after: int,
+                      limit: int | None) -> list[LedgerEntry]:
+    """A fallback's steps in the order they were taken, from the one after `after` (a `seq`)."""
+    rows = await conn.fetch("SELECT * FROM fallback_ledger WHERE fallback_id = $1 AND seq > $2"
+                            " ORDER BY seq LIMIT $3", fallback_id, after, limit)
+    return [LedgerEntry(**{k: r[k] for k in LedgerEntry.__struct_fields__ if k != "data"},
+                        data=msgspec.json.decode(r["data"])) for r in rows]
 
 
 async def snapshot(conn: asyncpg.Connection, sites: list[str] | None) -> list[Fallback]:
@@ -80,9 +92,8 @@ async def snapshot(conn: asyncpg.Connection, sites: list[str] | None) -> list[Fa
 async def announce_fallback(conn: asyncpg.Connection, announce: Announcements, fallback_id: int) -> None:
     """Tell the live `fallbacks` topic how a fallback stands (after its start, an action, its end, its
     replay), as the transaction of `announce` leaves it, once that commits."""
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM fallbacks f WHERE f.id = $1", fallback_id)
-    if row is not None:
-        fallback = _fallback(row)
+    fallback = await find_fallback(conn, fallback_id)
+    if fallback is not None:
         announce("fallbacks", fallback.site, fallback.id, fallback)
 
 
@@ -117,13 +128,9 @@ async def start(resources: Resources, principal: Principal, wanted: StartFallbac
         except asyncpg.UniqueViolationError:
             raise ConflictException(
                 f"a fallback for {wanted.system} at {wanted.site} is already active") from None
-        detail = await get_fallback(conn, fallback_id)
-    assert detail is not None
-    return _summary(detail)
-
-
-def _summary(detail: FallbackDetail) -> Fallback:
-    return Fallback(**{k: getattr(detail, k) for k in Fallback.__struct_fields__})
+        fallback = await find_fallback(conn, fallback_id)
+    assert fallback is not None
+    return fallback
 
 
 async def end(resources: Resources, principal: Principal, fallback_id: int, reason: str | None) -> Fallback:
@@ -141,6 +148,6 @@ async def end(resources: Resources, principal: Principal, fallback_id: int, reas
             await audit.record(conn, principal, action="fallback.end", target=f"fallback:{fallback_id}",
                                reason=reason, result={"status": "replaying", "ledger_size": ledger_size})
             await announce_fallback(conn, announce, fallback_id)
-        detail = await get_fallback(conn, fallback_id)
-    assert detail is not None
-    return _summary(detail)
+        fallback = await find_fallback(conn, fallback_id)
+    assert fallback is not None
+    return fallback

@@ -69,6 +69,7 @@ _CHECK_IN_CELL = r"""
              :aria-label="'Check in ' + props.row.ref"
              @click="() => $parent.$emit('check_in', props.row.ref)"/>
     </q-td>"""
+_LEDGER_PAGE = 500  # steps read at once
 _LEDGER_COLUMNS = [
     {"name": "seq", "label": "#", "field": "seq"},
     {"name": "at", "label": "Time", "field": "at"},
@@ -143,7 +144,11 @@ class FallbackView:
         self.sender = StepSender(viewer)
         self.site: str | None = None
         self.working_on: str | None = None  # the system whose fallback the person chose to work on
-        self.ledger_for: tuple[int, int] | None = None  # (fallback id, ledger size) the table shows
+        # (fallback id, status, site) the table shows: a new status reads it again (the replay marks steps)
+        self.ledger_for: tuple[int, str, str] | None = None
+        self.ledger_size = 0  # steps the shown fallback has, by the live topic
+        self.ledger_resets = 0
+        self.ledger_reading = False  # one reader at a time, so that no step is shown twice
         self.fallback: dict[str, Any] | None = None  # the active fallback the manual steps are recorded in
         self.steps_for: int | None = None  # the fallback the step buttons were built for
         self.next_for: dict[str, dict[str, Any] | None] = {}  # per step, the journey "next" applies to
@@ -216,16 +221,24 @@ class FallbackView:
         self.working.set_visibility(len(active) > 1)
         self.fallback = active.get(self.working_on) if self.working_on else None
         self._render_steps()
-        shown_ledger = self.fallback or self._latest_fallback()
-        if shown_ledger is None:
+        self._render_ledger(self.fallback or self._latest_fallback())
+
+    def _render_ledger(self, fallback: dict[str, Any] | None) -> None:
+        """The ledger of `fallback`: read whole when another fallback or status is shown, otherwise only the
+        steps taken since it was read (a long day's ledger is not read again at every step)."""
+        shown = None if fallback is None else (fallback["id"], fallback["status"], fallback["site"])
+        if shown != self.ledger_for:
+            self.ledger_for = shown
+            self.ledger_resets += 1
             self.ledger.rows = []
-            self.ledger_for = None
             self.ledger.update()
-        elif self.ledger_for != (shown_ledger["id"], shown_ledger["ledger_size"]):
-            self.ledger_for = (shown_ledger["id"], shown_ledger["ledger_size"])
-            self.ledger_title.set_text(f"Ledger of fallback #{shown_ledger['id']} ({shown_ledger['system']}):"
-                                       " the steps taken by hand, in order")
-            background_tasks.create(self.load_ledger(shown_ledger["id"]), name="fallback-ledger")
+            if fallback is not None:
+                self.ledger_title.set_text(f"Ledger of fallback #{fallback['id']} ({fallback['system']}):"
+                                           " the steps taken by hand, in order")
+        self.ledger_size = 0 if fallback is None else fallback["ledger_size"]
+        if self.ledger_size > len(self.ledger.rows) and not self.ledger_reading:
+            self.ledger_reading = True
+            background_tasks.create(self.load_ledger(), name="fallback-ledger")
 
     def blocked_here(self) -> str | None:
         """Why the buttons cannot be pressed at the chosen site (a role held at other sites only), or None."""
@@ -316,11 +329,11 @@ class FallbackView:
         self.bookings.on("check_in", lambda event: self.step(check_in, ref=event.args))
         background_tasks.create(self.load_bookings(fallback), name="fallback-bookings")
 
-    async def _read(self, path: str, what: str) -> Any:
+    async def _read(self, path: str, what: str, **params: Any) -> Any:
         """`GET path`, or None after saying on the page that `what` could not be read."""
         try:
             async with self.viewer.http() as http:
-                return await http.get(path)
+                return await http.get(path, **params)
         except BackendError as exc:
             self.outcome.set_text(f"{what} could not be read: {exc}")
             return None
@@ -347,13 +360,26 @@ class FallbackView:
             button.set_enabled(self.blocked_here() is None)
             caption.set_text(step_caption(step, journey))
 
-    async def load_ledger(self, fallback_id: int) -> None:
-        detail = await self._read(f"{FALLBACKS}/{fallback_id}", "The ledger")
-        if detail is None or self.ledger_for is None or self.ledger_for[0] != fallback_id:
-            return  # another fallback was chosen meanwhile
-        self.ledger.rows = [{**entry, "at": self.viewer.sites.time(entry["at"], detail["site"]),
-                             "action": entry["action"].replace("_", " ")} for entry in detail["ledger"]]
-        self.ledger.update()
+    async def load_ledger(self) -> None:
+        """Read the steps the table lacks, a page at a time, until it has as many as the live topic says."""
+        try:
+            while self.ledger_for is not None and len(self.ledger.rows) < self.ledger_size:
+                resets, (fallback_id, _, site) = self.ledger_resets, self.ledger_for
+                after = self.ledger.rows[-1]["seq"] if self.ledger.rows else 0
+                page = await self._read(f"{FALLBACKS}/{fallback_id}/ledger", "The ledger", after=after,
+                                        limit=_LEDGER_PAGE)
+                if page is None:
+                    return
+                if resets != self.ledger_resets:
+                    continue  # another fallback or status was chosen meanwhile: read that one
+                if not page["items"]:
+                    return
+                self.ledger.rows.extend({**entry, "at": self.viewer.sites.time(entry["at"], site),
+                                         "action": entry["action"].replace("_", " ")}
+                                        for entry in page["items"])
+                self.ledger.update()
+        finally:
+            self.ledger_reading = False
 
     def _report(self, text: str) -> None:
         report(self.outcome, text)

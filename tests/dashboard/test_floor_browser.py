@@ -185,6 +185,9 @@ async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_led
     await expect(page.get_by_test_id("outcome")).to_contain_text(" is called")
     assert await stack.pool.fetchval("SELECT data->>'counter' FROM fallback_ledger WHERE fallback_id = $1 AND"
                                      " action = 'call'", queue_fallback["id"]) == "C1"
+    # read as the steps come, only the steps it lacks: each once, in order
+    await expect(page.get_by_test_id("ledger").locator("tbody tr td:nth-child(3)")).to_have_text(
+        ["check in", "issue ticket", "call"], timeout=15_000)
 
     # crm goes down too; staff switch to it: only its step, and its own (empty, then growing) ledger
     crm = page.get_by_test_id("system-crm")
