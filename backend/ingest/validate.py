@@ -397,8 +397,8 @@ def validate(
         return rejected_event(event, kind, reason)
     if personal := _personal_values(event):
         return reject("pii_rejected", "personal data refused at " + ", ".join(personal[:_REASON_PATHS]))
-    if problem := _semantic_error(event):
-        return reject("invalid_event", problem)
+    # who may send it first: those refusals are never retried, and a retry is validated without the
+    # transport, so an event its sender could not send must never be stored as a retryable failure
     system = event.system
     if system not in known_systems:
         return reject("unauthorized_source", f"system {system!r} is not registered")
@@ -409,14 +409,16 @@ def validate(
     if subject_system is not None and subject_system != system:
         return reject("source_mismatch",
                       f"published on svc.events.{subject_system}.* but source is {event.source}")
-    if subject_type is not None and subject_type != event.type:
-        return reject("invalid_event", f"published as {subject_type} but type is {event.type}")
     if allowed_system is not None and allowed_system != system:
         return reject("unauthorized_source",
                       f"a connector of {allowed_system!r} may not publish for {system!r}")
     site = getattr(event.data, "site", None)
     if allowed_sites is not None and site is not None and site not in allowed_sites:
         return reject("unauthorized_source", f"the token does not cover site {site!r}")
+    if problem := _semantic_error(event):
+        return reject("invalid_event", problem)
+    if subject_type is not None and subject_type != event.type:
+        return reject("invalid_event", f"published as {subject_type} but type is {event.type}")
     if refused := _trust_error(event, trust):
         return reject(*refused)
     return result
