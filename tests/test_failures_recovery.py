@@ -15,6 +15,9 @@ import asyncpg
 import msgspec
 import pytest
 
+from backend.failures.services import record_inbound
+from backend.ingest.validate import Rejected
+from backend.live.bus import Announcements
 from tests.support.backends import nats_connect
 from tests.support.events import cloud_event, publish
 from tests.support.failures import bearer, failures_of, one_failure
@@ -418,3 +421,19 @@ async def test_every_failure_change_is_announced_once_committed(api, js, pool, s
         assert heard[str(fax["id"])] == [("open", 1), ("discarded", 1)]  # a refused retry changes nothing
     finally:
         await nc.close()
+
+
+async def test_the_same_failure_twice_in_one_batch_is_recorded_once(pool, uid):
+    """A message redelivered into the batch it is already in, or an event resent past JetStream's duplicate
+    window into the same batch: one failure, not a statement Postgres refuses (which once stopped the apply
+    worker, batch after batch)."""
+    site = f"site-{uid}"
+    first = Rejected(kind="apply_error", reason="the first copy", payload={"id": uid}, system="queue",
+                     site=site, event_source="/queue", event_id=uid, event_type="customer.arrived")
+    again = msgspec.structs.replace(first, reason="the second copy")
+    announce = Announcements()
+    async with pool.acquire() as conn, conn.transaction():
+        await record_inbound(conn, announce, [(first, f"apply:/queue {uid}"), (again, f"apply:/queue {uid}")])
+    rows = await pool.fetch("SELECT id, reason, attempts FROM failures WHERE site = $1", site)
+    assert [(r["reason"], r["attempts"]) for r in rows] == [("the first copy", 1)]
+    assert [m.topic for m in announce.messages] == ["failures"]

@@ -50,14 +50,19 @@ async def record_inbound(conn: asyncpg.Connection, announce: Announcements,
 
     The columns a failure is found by are checked like its payload: one that looks personal is dropped whole.
     """
-    if not rejected:
+    # one row per key: the same message or event twice in a batch (redelivered, or resent past JetStream's
+    # duplicate window) is one failure, and one statement may not update a row twice
+    once: dict[str, Rejected] = {}
+    for failure, key in rejected:
+        once.setdefault(key, failure)
+    if not once:
         return
     columns = list(zip(*[
         _storable((key, r.kind, r.system,
                    *map(scrub_identifier, (r.site, r.subject, r.event_source, r.event_id,
                                                                   r.event_type)),
                    scrub(r.reason[:1000]), msgspec.json.encode(_storable(r.payload)).decode()))
-        for r, key in rejected
+        for key, r in once.items()
     ], strict=True))
     opened = await conn.fetch(
         """
