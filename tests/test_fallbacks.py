@@ -9,8 +9,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 
 from backend.fallbacks.actions import walk_in_ref
+from backend.ingest.own_events import SIGNATURE_HEADER
 from switchboard.privacy import looks_personal_identifier
 from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish
@@ -250,6 +252,15 @@ async def test_only_the_backend_publishes_manual_events(api, js, pool: asyncpg.P
 
     assert await eventually(refused) == "only Switchboard itself publishes as /manual"
     assert await pool.fetchval("SELECT count(*) FROM journey_refs WHERE ref = $1", event["subject"]) == 0
+
+    # a signature header that is not even ASCII is no signature (comparing it once stopped the apply worker,
+    # again at every redelivery)
+    forged = {**event, "id": f"forged-{uid}"}
+    await js.publish(f"svc.events.manual.{forged['type']}", msgspec.json.encode(forged),
+                     headers={"Nats-Msg-Id": f"forged-{uid}", SIGNATURE_HEADER: "é" * 64})
+    reason = await eventually(lambda: pool.fetchval("SELECT reason FROM failures WHERE event_id = $1",
+                                                    forged["id"]))
+    assert reason == "only Switchboard itself publishes as /manual"
 
 
 def test_a_walk_in_reference_never_looks_like_personal_data():

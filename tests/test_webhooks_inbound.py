@@ -112,6 +112,29 @@ async def test_a_webhook_that_maps_to_no_valid_event_is_a_recorded_failure(webho
     assert "someone@example.org" not in str(failures)  # stored redacted
 
 
+async def test_a_webhook_nested_past_any_depth_or_with_an_id_no_key_holds_is_a_failure_of_its_own(
+        webhook_backend, pool, uid):
+    nested = b'{"type": "' + uid.encode() + b'", "data": ' + b'{"data": ' * 1000 + b"1" + b"}" * 1001
+    # ids of 600 characters sharing their first 590, and an id that is an e-mail address
+    long_ids = [f"msg_{uid}_{'x' * 560}{n:020d}" for n in (1, 2)]
+    personal_id = f"someone.{uid}@example.org"
+    body = ticket_called(f"T-{uid}", f"wh-{uid}")
+    async with httpx.AsyncClient(base_url=webhook_backend.url) as client:
+        deep = await client.post("/api/v1/webhooks/queue", content=nested, headers=signed(nested))
+        assert deep.status_code == 422 and "invalid_event" in deep.text, deep.text  # was a 500, not recorded
+        for webhook_id in [*long_ids, personal_id]:
+            refused = await client.post("/api/v1/webhooks/queue", content=body,
+                                        headers=signed(body, webhook_id=webhook_id))
+            assert refused.status_code == 422, refused.text
+    assert await pool.fetchval("SELECT count(*) FROM failures WHERE payload->>'excerpt' LIKE $1",
+                               f"%{uid}%") == 1
+    for webhook_id in long_ids:  # two deliveries, two failures
+        assert await pool.fetchval("SELECT count(*) FROM failures WHERE payload::text LIKE $1",
+                                   f"%{webhook_id[-20:]}%") == 1
+    assert await pool.fetchval("SELECT count(*) FROM failures f WHERE strpos(row_to_json(f)::text, $1) > 0",
+                               personal_id) == 0
+
+
 def _flip(signature: str) -> str:
     version, _, value = signature.partition(",")
     raw = bytearray(base64.b64decode(value))

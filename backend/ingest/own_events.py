@@ -36,7 +36,8 @@ def sign(key: bytes, body: bytes) -> str:
 
 def is_signed(key: bytes, body: bytes, headers: Mapping[str, str] | None) -> bool:
     given = (headers or {}).get(SIGNATURE_HEADER)
-    return given is not None and hmac.compare_digest(given, sign(key, body))
+    # as bytes: compare_digest refuses a str that is not ASCII, and a header can hold anything
+    return given is not None and hmac.compare_digest(given.encode(), sign(key, body).encode())
 
 
 async def publish(js: JetStreamContext, key: bytes, event: CloudEvent) -> None:

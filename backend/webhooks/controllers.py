@@ -12,6 +12,7 @@ JetStream exactly like `POST /api/v1/events`.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import itertools
 import logging
 from typing import Any
@@ -37,6 +38,13 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 PRUNE_EVERY = 500  # requests between deletions of receipts past the timestamp tolerance
 _requests = itertools.count(1)
+
+
+def _failure_key(system: str, webhook_id: str) -> str:
+    """One failure per delivery. Hashed: the id is the sender's and may be personal (refused as such, it must
+    not stay in the key), and a long one cut to fit would make two deliveries sharing their start one
+    failure, the second hidden by the first."""
+    return f"webhook:{system}:{hashlib.sha256(webhook_id.encode()).hexdigest()}"
 
 
 class WebhookAccepted(msgspec.Struct):
@@ -72,7 +80,7 @@ class WebhookController(Controller):
                           known_systems=resources.known_systems, allowed_system=system, from_outside=True)
         if isinstance(result, Rejected):
             async with resources.pool.acquire() as conn, resources.live.after_commit(conn) as announce:
-                await record_inbound(conn, announce, [(result, f"webhook:{system}:{webhook_id}"[:500])])
+                await record_inbound(conn, announce, [(result, _failure_key(system, webhook_id))])
             metrics.count_failures([result], resources.known_systems)
             raise HTTPException(status_code=HTTP_422_UNPROCESSABLE_ENTITY,
                                 detail=f"{result.kind}: {result.reason}")

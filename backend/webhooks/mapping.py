@@ -23,7 +23,7 @@ def to_canonical(system: str, webhook_id: str, body: bytes) -> bytes:
     """The canonical event's bytes; what cannot be mapped is left for validation to refuse with a reason."""
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nested past msgspec's depth: validation says so
         return body
     if not isinstance(doc, dict) or "specversion" in doc:
         return body
