@@ -371,6 +371,17 @@ async def test_failures_can_be_ordered_by_customer_impact(api, js, token, uid):
                           headers=reader)).json()
     assert [f["id"] for f in page["items"] + rest["items"]] == [f["id"] for f in by_impact]
 
+    # a failure at another site about a reference of this site's waiting customer: that journey is not
+    # the other site's readers' to see
+    other = f"other-{uid}"
+    await wrong_subject(js, cloud_event("interaction.logged", f"queue:WAIT-{uid}",
+                                        {"site": other, "channel": "phone", "reason_code": "Q",
+                                         "outcome": "OK"}))
+    outsider = bearer(token, "manager", [other])
+    [elsewhere] = await eventually(lambda: _failure_with_subject(api, outsider, other, f"queue:WAIT-{uid}"))
+    assert elsewhere["impact"] is None
+    assert (await api.get(f"/api/v1/failures/{elsewhere['id']}", headers=outsider)).json()["impact"] is None
+
 
 async def _journey(api, headers, ref):
     return (await api.get("/api/v1/journeys", params={"ref": ref}, headers=headers)).json()["items"]

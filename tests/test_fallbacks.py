@@ -268,3 +268,25 @@ def test_a_walk_in_reference_never_looks_like_personal_data():
     number."""
     assert looks_personal_identifier("queue:W-123456789012")
     assert not any(looks_personal_identifier(walk_in_ref("queue")) for _ in range(5000))
+
+
+async def test_a_manual_step_carrying_personal_data_is_refused_before_the_ledger_keeps_it(
+        api, pool: asyncpg.Pool, token, uid):
+    site = f"site-{uid}"
+    floor = bearer(token("floor_staff", [site]))
+    fallback = (await start(api, floor, site)).json()
+    walk_in = (await acted(api, floor, fallback["id"], action="check_in"))["ref"]
+    issued = await acted(api, floor, fallback["id"], action="issue_ticket", ref=walk_in)
+    ticket = issued["ticket_ref"]
+    for step in ({"action": "call", "ref": ticket, "counter": "07700900123"},
+                 {"action": "complete", "ref": ticket, "outcome": "John.Smith"},
+                 {"action": "transfer", "ref": ticket, "queue_name": "Ada_Lovelace"},
+                 {"action": "call", "ref": "queue:07700900123", "counter": "C1"}):
+        refused = await act(api, floor, fallback["id"], **step)
+        assert refused.status_code == 400, (step, refused.text)
+        assert "looks like personal data" in refused.json()["title"], refused.text
+    ledger = await pool.fetch("SELECT data::text, ref FROM fallback_ledger WHERE fallback_id = $1",
+                              fallback["id"])
+    assert len(ledger) == 2
+    assert not any(marker in str(list(map(tuple, ledger)))
+                   for marker in ("07700900123", "John.Smith", "Ada_Lovelace"))

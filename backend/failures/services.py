@@ -119,7 +119,9 @@ async def record_command_failures(conn: asyncpg.Connection, announce: Announceme
     await failure_changed(conn, announce, [r["id"] for r in rows])
 
 
-# The journey a failure concerns: the command's, or the one its event's subject belongs to.
+# The journey a failure concerns: the command's, or the one its event's subject belongs to; at the failure's
+# site only (those who may read a failure may not read a journey elsewhere that shares its reference). A
+# failure of no site is read only by readers of every site.
 _IMPACT_JOIN = """
 LEFT JOIN LATERAL (
     SELECT j.id, j.stage, coalesce(j.waiting_at, j.arrived_at) AS waiting_since,
@@ -128,6 +130,7 @@ LEFT JOIN LATERAL (
     WHERE j.id = coalesce((SELECT a.new_id FROM journey_aliases a WHERE a.old_id = f.journey_id),
         f.journey_id,
                           (SELECT r.journey_id FROM journey_refs r WHERE r.ref = f.subject))
+      AND (f.site IS NULL OR j.site = f.site)
 ) j ON true
 """
 # Customers in the building first (longest waiting first), then upcoming appointments (soonest first).

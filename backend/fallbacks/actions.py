@@ -85,8 +85,11 @@ def _check_fields(step: ManualAction, system: str) -> None:
     if system == "appointments" and step.action == "check_in" and not (step.ref or "").startswith(
             "appointments:"):
         raise ClientException("check_in during an appointments fallback needs the appointment's reference")
-    if step.step_id is not None and looks_personal_identifier(step.step_id):
-        raise ClientException("step_id looks like personal data: send a UUID or a code")
+    for name in ("ref", "counter", "outcome", "queue_name", "service", "reason_code", "step_id"):
+        value = getattr(step, name)
+        if value is not None and looks_personal_identifier(value):
+            # the ledger keeps it before the event is judged: codes only, never a number or a name
+            raise ClientException(f"{name} looks like personal data: send a code")
     missing = [name for name in _NEEDS.get(step.action, ()) if getattr(step, name) is None]
     if missing:
         raise ClientException(f"{step.action} needs {' and '.join(missing)}")
