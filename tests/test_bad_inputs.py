@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from backend.ingest.apply import MAX_JOURNEY_REFS
+from backend.ingest.consumer import ApplyWorker
+from backend.live.bus import LiveBus
+from backend.routing.rules import DEFAULT_RULES, load_rules
+from switchboard.events import SEED_SYSTEMS
+from switchboard.waits import stop_tasks
+from tests.support.backends import nats_connect
 from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
@@ -132,3 +141,32 @@ async def test_an_event_that_would_take_a_journey_past_its_references_bound_is_a
     assert (retried.status_code, retried.json()["outcome"]) == (200, "still_failing")
     after = (await api.get(f"/api/v1/failures/{failure['id']}", headers=headers)).json()
     assert (after["attempts"], after["reason"]) == (2, failure["reason"])
+
+
+async def test_a_stream_made_again_numbers_from_one_and_its_failures_are_new_ones(settings, pool, uid):
+    """A failure is keyed by its message's stream sequence (a redelivery is the same failure) and by when
+    the stream was made: message 1 of a stream deleted and made again is not the old message 1, whose open
+    failure would otherwise swallow it, acknowledged and recorded nowhere."""
+    nc = await nats_connect(settings)
+    js, stream = nc.jetstream(), f"KEYS_{uid}"
+    rules = load_rules(DEFAULT_RULES, SEED_SYSTEMS)
+    try:
+        for made in (1, 2):
+            await js.add_stream(StreamConfig(name=stream, subjects=[f"k{uid}.events.>"]))
+            await js.add_consumer(stream, ConsumerConfig(durable_name="apply", ack_policy=AckPolicy.EXPLICIT))
+            await js.publish(f"k{uid}.events.queue.customer.arrived", f'{{"made {made} {uid}": '.encode())
+            worker = ApplyWorker(nc, pool, bus=LiveBus(None), rules=rules, batch=10, max_bytes=65536,
+                                 known_systems=SEED_SYSTEMS, stream=stream, durable="apply")
+            running = asyncio.create_task(worker.run())
+            try:
+                await eventually(lambda made=made: pool.fetchval(
+                    "SELECT count(*) FROM failures WHERE payload->>'excerpt' LIKE $1",
+                    f"%made {made} {uid}%"))
+            finally:
+                await stop_tasks([running])
+            await js.delete_stream(stream)
+    finally:
+        await nc.close()
+    keys = await pool.fetch("SELECT dedupe_key FROM failures WHERE payload->>'excerpt' LIKE $1", f"%{uid}%")
+    assert len({r["dedupe_key"] for r in keys}) == 2
+    assert all(r["dedupe_key"].startswith(f"nats:{stream}:") and r["dedupe_key"].endswith(":1") for r in keys)

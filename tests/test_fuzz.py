@@ -108,8 +108,8 @@ def event_key(raw: bytes) -> tuple[str, str] | None:
 async def accounted(pool, seq: int, raw: bytes) -> bool:
     """A message is a failure recorded by its stream sequence, or an event applied (or a duplicate of one),
     or an event the database refused (an `apply_error` recorded by its key)."""
-    dedupe_key = f"nats:{EVENTS_STREAM}:{seq}"
-    if await pool.fetchval("SELECT count(*) FROM failures WHERE dedupe_key = $1", dedupe_key):
+    by_sequence = f"nats:{EVENTS_STREAM}:%:{seq}"  # keyed by the stream's making and the sequence
+    if await pool.fetchval("SELECT count(*) FROM failures WHERE dedupe_key LIKE $1", by_sequence):
         return True
     key = event_key(raw)
     return key is not None and bool(await pool.fetchval(

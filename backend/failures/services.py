@@ -45,8 +45,8 @@ def _storable(value: Any) -> Any:
 async def record_inbound(conn: asyncpg.Connection, announce: Announcements,
                          rejected: Sequence[tuple[Rejected, str]]) -> None:
     """Store rejected inbound messages; `dedupe_key` makes a redelivered message the same failure. The same
-    failure again after it was resolved or discarded (an event sent again that fails again) opens it again:
-    never silently nothing.
+    failure again after it was resolved or discarded (an event sent again that fails again) opens it again,
+    as it failed this time (its kind decides whether it may be retried): never silently nothing.
 
     The columns a failure is found by are checked like its payload: one that looks personal is dropped whole.
     """
@@ -72,7 +72,10 @@ async def record_inbound(conn: asyncpg.Connection, announce: Announcements,
             $7::text[],
                              $8::text[], $9::text[], $10::jsonb[])
         ON CONFLICT (dedupe_key) DO UPDATE SET status = 'open', attempts = failures.attempts + 1,
-            last_at = now(), reason = EXCLUDED.reason
+            last_at = now(), kind = EXCLUDED.kind, reason = EXCLUDED.reason, payload = EXCLUDED.payload,
+            system = EXCLUDED.system, site = EXCLUDED.site, subject = EXCLUDED.subject,
+            event_source = EXCLUDED.event_source, event_id = EXCLUDED.event_id,
+            event_type = EXCLUDED.event_type
         WHERE failures.status IN ('resolved', 'discarded')
         RETURNING id
         """,

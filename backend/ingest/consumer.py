@@ -138,6 +138,9 @@ class ApplyWorker:
         self.trust = trust
         self._keep_connection = False
         self._held: asyncpg.Connection | None = None
+        # A stream message's failure is keyed by its sequence, so that a redelivery is the same failure, and
+        # by when the stream was made: a stream made again numbers from 1, and its message N is another
+        self._key_prefix = f"nats:{stream}:"
 
     async def run_forever(self) -> None:
         """`run`, restarted after anything unexpected: the worker outlives a bad moment."""
@@ -151,6 +154,8 @@ class ApplyWorker:
                 await asyncio.sleep(1)
 
     async def run(self) -> None:
+        made = (await self.nc.jetstream().stream_info(self.stream)).created
+        self._key_prefix = f"nats:{self.stream}:{made.timestamp():.6f}:" if made else f"nats:{self.stream}:"
         feed = PullFeed(self.nc, self.stream, self.durable, self.batch)
         await feed.start()
         ahead = _Ahead(limit=2 * self.batch)
@@ -179,10 +184,6 @@ class ApplyWorker:
             await self._drop_connection()
             await feed.stop()
 
-    @property
-    def _key_prefix(self) -> str:
-        """A stream message's failure is keyed by its sequence: a redelivery is the same failure."""
-        return f"nats:{self.stream}:"
 
     def classify(self, msgs: list[Msg]) -> tuple[AcceptedEvents, RejectedMessages]:
         accepted: AcceptedEvents = []
