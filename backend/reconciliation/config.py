@@ -17,5 +17,8 @@ class ReconciliationSection(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_auto_repair: tuple[str, ...] = ()
     # a system that does not answer a snapshot page within this is `unreachable`
     reconcile_snapshot_timeout_s: float = 5.0
+    # records one snapshot read may bring (a site's day, or the references asked for): a connector whose
+    # paging goes past it ends the run `unreachable` with the reason
+    reconcile_snapshot_max_records: int = 100_000
     # an accept_source whose corrective events are not applied by then is reopened, unverified
     reconcile_repair_timeout_s: float = 60.0

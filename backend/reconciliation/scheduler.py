@@ -43,7 +43,8 @@ class Reconciler:
         self.resources = resources
         self.pool = resources.pool
         settings = resources.settings.reconciliation
-        self.client = SnapshotClient(resources.nc, settings.reconcile_snapshot_timeout_s)
+        self.client = SnapshotClient(resources.nc, settings.reconcile_snapshot_timeout_s,
+                                     settings.reconcile_snapshot_max_records)
         self.stale_after = timedelta(seconds=settings.reconcile_stale_after_s)
         self.auto_repair = frozenset(settings.reconcile_auto_repair)
         self._tasks: set[asyncio.Task[Run]] = set()

@@ -7,14 +7,16 @@ repair's verification, a fallback's replay) may store them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 
 from backend.reconciliation.ownership import kept
+from switchboard.privacy import looks_personal_identifier
 from switchboard.snapshots import (
     BAD_REQUEST,
     ERROR_CODE_HEADER,
@@ -35,10 +37,27 @@ class _Refused(Exception):  # noqa: N818
     """The connector refused the request (400): an older one that does not know `refs`."""
 
 
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _unkeepable(record: SnapshotRecord) -> str | None:
+    """Why a record (as kept) may not be stored, or None: what Postgres cannot hold, or personal data where
+    only references and codes belong."""
+    if not _EARLIEST <= record.updated_at < _LATEST:
+        return "its updated_at is outside the years 1970 to 2999"
+    if any(looks_personal_identifier(v) for v in (record.ref, record.stage or "", *record.links)):
+        return "its reference, stage or links look like personal data"
+    if b"\\u0000" in msgspec.json.encode(record):
+        return "it holds a NUL character"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class SnapshotClient:
     nc: NATS
     timeout_s: float
+    max_records: int = 100_000  # of one read: a connector's paging must end
 
     async def day(self, system: str, site: str, day: date) -> list[SnapshotRecord]:
         """Every record the system holds for a site and day."""
@@ -81,7 +100,16 @@ class SnapshotClient:
                 page = decode_page(reply.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise Unreachable(f"{system} answered a malformed page: {str(exc)[:160]}") from exc
-            records.extend(kept(system, record) for record in page.records)
+            for record in map(functools.partial(kept, system), page.records):
+                if refusal := _unkeepable(record):
+                    raise Unreachable(f"{system} answered a record Switchboard cannot keep: {refusal}")
+                records.append(record)
             if page.next_cursor is None:
                 return records
+            # paged by reference: each page moves the cursor on, so a read ends within max_records pages
+            if not page.records or (request.cursor is not None and page.next_cursor <= request.cursor):
+                raise Unreachable(f"{system} answered a page that does not move its cursor on")
+            if len(records) >= self.max_records:
+                raise Unreachable(f"{system} answered more than {self.max_records} records for one read"
+                                  " (SWITCHBOARD_RECONCILE_SNAPSHOT_MAX_RECORDS)")
             request = msgspec.structs.replace(request, cursor=page.next_cursor)

@@ -1,0 +1,96 @@
+"""A connector's snapshot answer is untrusted: paging that never ends, or a record Switchboard cannot keep,
+ends the read with its reason (the run is then `unreachable`), never a run that hangs for ever or fails at
+the database on every attempt. Real NATS: the connector is a plain responder on its snapshot subject."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from backend.reconciliation.snapshot_client import SnapshotClient, Unreachable
+from switchboard.snapshots import decode_request, snapshot_subject
+from tests.support.backends import nats_connect
+
+DAY = date(2026, 12, 1)
+Answer = Callable[[str | None], dict[str, Any]]  # the page for a request's cursor
+
+
+def record(ref: str, **changes: Any) -> dict[str, Any]:
+    return {"ref": ref, "site": "north", "stage": "waiting", "updated_at": "2026-12-01T09:00:00Z", **changes}
+
+
+def page(records: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
+    return {"system": "x", "site": "north", "day": DAY.isoformat(), "records": records,
+            "next_cursor": next_cursor, "as_of": datetime.now(UTC).isoformat()}
+
+
+@pytest.fixture
+async def nc(settings) -> AsyncIterator[NATS]:
+    connection = await nats_connect(settings)
+    yield connection
+    await connection.close()
+
+
+async def read_from(nc: NATS, system: str, answer: Answer, max_records: int = 50) -> list[Any]:
+    requests: list[str | None] = []
+
+    async def reply(msg: Msg) -> None:
+        cursor = decode_request(msg.data).cursor
+        requests.append(cursor)
+        await msg.respond(msgspec.json.encode(answer(cursor)))
+
+    subscription = await nc.subscribe(snapshot_subject(system), cb=reply)
+    try:
+        return await SnapshotClient(nc, 2.0, max_records).day(system, "north", DAY)
+    finally:
+        await subscription.unsubscribe()
+
+
+async def test_a_well_paged_snapshot_is_read_whole(nc, uid):
+    pages = {None: page([record(f"s{uid}:A"), record(f"s{uid}:B")], f"s{uid}:B"),
+             f"s{uid}:B": page([record(f"s{uid}:C")], None)}
+    records = await read_from(nc, f"s{uid}", lambda cursor: pages[cursor])
+    assert [r.ref for r in records] == [f"s{uid}:A", f"s{uid}:B", f"s{uid}:C"]
+
+
+async def test_paging_that_does_not_move_on_or_never_ends_ends_the_read(nc, uid):
+    system = f"s{uid}"
+    stuck = lambda cursor: page([record(f"{system}:A")], f"{system}:A")  # noqa: E731 - the same page again
+    with pytest.raises(Unreachable, match="does not move its cursor on"):
+        await read_from(nc, system, stuck)
+    empty = lambda cursor: page([], f"{system}:{(cursor or '')}Z")  # noqa: E731 - moves on, brings nothing
+    with pytest.raises(Unreachable, match="does not move its cursor on"):
+        await read_from(nc, system, empty)
+
+    def endless(cursor: str | None) -> dict[str, Any]:  # always one more record, always a next page
+        after = int(cursor.rsplit("-", 1)[1]) + 1 if cursor else 0
+        return page([record(f"{system}:R-{after:08d}")], f"{system}:R-{after:08d}")
+
+    with pytest.raises(Unreachable, match="more than 50 records"):
+        await read_from(nc, system, endless)
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"updated_at": "9999-12-31T23:59:59-01:00"}, "outside the years 1970 to 2999"),
+    ({"stage": "John.Smith"}, "look like personal data"),
+    ({"links": ["crm:44770090012345"]}, "look like personal data"),
+    ({"fields": {"ticket": "T\u00001"}}, "NUL"),
+])
+async def test_a_record_switchboard_cannot_keep_ends_the_read_with_its_reason(nc, uid, changes, reason):
+    system = "queue"  # its records keep `ticket`
+    bad = page([record(f"queue:ok-{uid}"), record(f"queue:bad-{uid}", **changes)], None)
+    subject_records = await _refused(nc, system, bad)
+    assert reason in subject_records
+    assert "John" not in subject_records and "4477009" not in subject_records
+
+
+async def _refused(nc: NATS, system: str, answer: dict[str, Any]) -> str:
+    with pytest.raises(Unreachable) as refused:
+        await read_from(nc, system, lambda cursor: answer)
+    return str(refused.value)
