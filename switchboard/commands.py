@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from switchboard.events import SYSTEM_PATTERN, AwareTime, Code, EventId, Ref
+from switchboard.events import MAX_JOURNEY_REFS, SYSTEM_PATTERN, AwareTime, Code, EventId, Ref
 
 CommandName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){1,3}$")]
 System = Annotated[str, Meta(pattern=f"^{SYSTEM_PATTERN}$")]
@@ -47,7 +47,7 @@ class Command(msgspec.Struct, kw_only=True, frozen=True):
     system: System
     command: CommandName
     journey_id: uuid.UUID
-    refs: Annotated[list[Ref], Meta(max_length=64)]
+    refs: Annotated[list[Ref], Meta(max_length=MAX_JOURNEY_REFS)]
     site: Code
     data: dict[str, Any] = {}
     attempt: Annotated[int, Meta(ge=1)] = 1

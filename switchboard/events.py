@@ -28,6 +28,11 @@ Channel = Literal["web", "phone", "branch"]
 Priority = Literal["normal", "high"]
 Upstream = Literal["up", "degraded", "down"]
 
+# A journey is one customer's visit across a handful of systems: a few references each. Every event of a
+# journey reads and writes all of its references, so without a bound a connector linking ever more of them
+# would make each next event of that journey slower; past it, the event that would add more is refused
+# (backend/ingest/apply.py). A command carries its journey's references, so as many.
+MAX_JOURNEY_REFS = 256
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 

@@ -28,13 +28,16 @@ from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge
 from backend.journeys.schemas import Journey, JourneyMerged
 from backend.journeys.views import journey_view
 from backend.routing.rules import RuleSet
-from switchboard.events import CapacityChanged, CloudEvent, CommandResult, ConnectorHeartbeat, refs_of
+from switchboard.events import (
+    MAX_JOURNEY_REFS,
+    CapacityChanged,
+    CloudEvent,
+    CommandResult,
+    ConnectorHeartbeat,
+    refs_of,
+)
 
 _E = TypeVar("_E", bound=CloudEvent)
-# A journey is one customer's visit across a handful of systems: a few references each. Every event of a
-# journey reads and writes all of its references, so without a bound a connector linking ever more of them
-# would make each next event of that journey slower; past it, the event that would add more is refused.
-MAX_JOURNEY_REFS = 256
 _state_decoder = msgspec.json.Decoder(JourneyState)
 _encode = msgspec.json.encode
 

@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from backend.journeys.merge import FINAL_STAGES, FORWARD_STAGES
+from switchboard.commands import CommandName
 from switchboard.events import EVENT_TYPES, JOURNEY_TYPES, RESERVED_SYSTEMS
 
 DEFAULT_RULES = Path(__file__).resolve().parent / "rules" / "v1.toml"
@@ -28,7 +29,6 @@ INCLUDABLE = frozenset({"stage", "service", "slot_start", "channel", "priority",
                         "outcome", "last_interaction", "reminder_at"})
 
 Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9\-]{0,63}$")]
-CommandName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", max_length=64)]
 Values = Annotated[list[str], Meta(min_length=1)]
 
 
@@ -43,7 +43,7 @@ class Rule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name
     description: str
     when: Condition
-    command: CommandName
+    command: CommandName  # as the command message spells it (switchboard/commands.py)
     to: str
     include: list[str] = []
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
@@ -185,7 +185,7 @@ class ConnectorRuntime:
                                                             stream=COMMANDS_STREAM)
                 self.ready.set()
                 break
-            except (NotFoundError, NatsTimeoutError, TimeoutError) as exc:
+            except (NotFoundError, ServiceUnavailableError, NatsTimeoutError, TimeoutError) as exc:
                 if not waited:
                     log.info("%s: waiting for its consumer %s on %s (%s)", system, consumer_name(system),
                              COMMANDS_STREAM, type(exc).__name__)
@@ -234,18 +234,21 @@ class ConnectorRuntime:
         return self._result(subject, command.id, command_result_id(command), outcome)
 
     def _malformed(self, body: bytes, reason: str) -> CloudEvent | None:
-        """A command that does not decode is still answered (failed) when it carries a usable id."""
+        """A command that does not decode is still answered (failed) when it carries a usable id, one answer
+        per attempt as for any command."""
         log.warning("malformed command: %s", reason[:200])
         try:
-            command_id = msgspec.json.decode(body, type=_CommandId).id
+            named = msgspec.json.decode(body, type=_CommandId)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None
-        return self._result(f"connector:{self.connector.name}", command_id, f"result-{command_id}"[:128],
+        result_id = f"result-{named.id}-{named.attempt}"[:128]
+        return self._result(f"connector:{self.connector.name}", named.id, result_id,
                             Outcome("failed", "malformed command"))
 
     def _result(self, subject: str, command_id: str, result_id: str, outcome: Outcome) -> CloudEvent:
+        # the answer's error holds ASCII letters, digits and a few marks only: an upstream's "für" is not
         error = None if outcome.error is None else "".join(
-            c if c.isalnum() or c in "_.:- " else " " for c in outcome.error)[:200]
+            c if (c.isascii() and c.isalnum()) or c in "_.:- " else " " for c in outcome.error)[:200]
         return self.connector.event("command.result", subject, {
             "command_id": command_id, "status": outcome.status, **({"error": error} if error else {})},
             id=result_id)
@@ -253,3 +256,4 @@ class ConnectorRuntime:
 
 class _CommandId(msgspec.Struct):
     id: EventId
+    attempt: int = 1
