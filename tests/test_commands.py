@@ -291,3 +291,30 @@ async def test_an_answer_to_no_command_or_from_another_system_is_a_failure_and_s
     await publish(js, cloud_event("command.result", f"queue:R3-{uid}",
                                   {"command_id": command_id, "status": "ok"}))
     await eventually(lambda: _with_status(api, reader, "ok", site=site))
+
+
+async def test_the_relay_outlives_a_database_error_and_sends_once_it_clears(api, js, nc, pool: asyncpg.Pool,
+                                                                           token, uid):
+    site = f"site-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    refusal = f"refuse_{uid}"
+    # any error Postgres may raise in a tick (a deadlock with another replica, a failover's read-only moment)
+    await pool.execute(f"""
+        CREATE FUNCTION {refusal}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.site = '{site}' AND NEW.status = 'sent' THEN RAISE EXCEPTION 'not now'; END IF;
+        RETURN NEW; END $$;
+        CREATE TRIGGER {refusal} BEFORE UPDATE ON commands FOR EACH ROW EXECUTE FUNCTION {refusal}();
+    """)
+    async with ConnectorDouble(nc, "queue", site, lambda _: "ok") as queue:
+        try:
+            await publish(js, phone_booking(f"appointments:A1-{uid}", site))
+            # published, then the tick fails marking it sent (and the next ticks again, for a second)
+            await eventually(lambda: _with_status(api, reader, "ok", site=site))  # its answer settles it
+            assert len(queue.received) == 1
+            await asyncio.sleep(1.0)
+        finally:
+            await pool.execute(f"DROP TRIGGER {refusal} ON commands; DROP FUNCTION {refusal}()")
+        # the relay is still there: the next command goes out
+        await publish(js, phone_booking(f"appointments:A2-{uid}", site))
+        await eventually(lambda: _count_with_status(api, reader, "ok", 2, site=site))
+    assert len({c.id for c in queue.received}) == 2

@@ -80,6 +80,8 @@ class CommandRelay:
                 await self.tick()
             except _UNAVAILABLE as exc:
                 log.warning("command relay paused (%s)", type(exc).__name__)
+            except Exception:  # a deadlock with another replica, a failover's read-only moment: the next tick
+                log.exception("command relay tick failed; trying again")
             await asyncio.sleep(self.interval_s)
 
     async def tick(self) -> None:
