@@ -22,6 +22,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from backend.live.bus import ALL_SITES, SUBJECT_PREFIX, encode_update
 from backend.live.feed import SITE_INTERVAL_S
 from backend.live.handshake import QueryTokenMiddleware
+from backend.live.hub import text_frame
+from backend.live.outbox import Outbox, Overflow
 from backend.live.schemas import TOPICS
 from backend.settings import BackendSettings
 from tests.support.backends import nats_connect
@@ -382,6 +384,30 @@ async def test_a_flood_of_client_messages_is_rate_limited(backend, token):
                 while True:
                     await ws.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+
+
+async def test_a_client_that_keeps_asking_for_snapshots_is_rate_limited_by_what_they_cost(backend, token):
+    """A snapshot is a database read: asking for every topic again and again, without reading what comes
+    back, once piled snapshots up in the server's memory at a rate a ping flood could not reach."""
+    every = msgspec.json.encode({"op": "subscribe", "topics": list(TOPICS)}).decode()
+    async with connect(backend, token("manager")) as ws:
+        for _ in range(3):  # 3 messages, 3 × len(TOPICS) snapshots: past the burst of 20
+            await ws.send(every)
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+
+
+def test_snapshots_a_client_has_not_read_are_bounded_in_bytes_not_only_in_frames():
+    outbox = Outbox(limit=2000, control_bytes=1_000_000)
+    snapshot = text_frame(b"x" * 300_000)
+    for _ in range(3):
+        outbox.put_control(snapshot)
+    with pytest.raises(Overflow):
+        outbox.put_control(snapshot)
+    assert len(outbox.frames) == 3
 
 
 async def test_the_socket_closes_when_its_token_expires(backend, token):

@@ -40,6 +40,9 @@ from backend.live.sources import SnapshotReader
 from switchboard.waits import stop_tasks
 
 OUTBOX_LIMIT = 2000
+# snapshots waiting for a client to read them: a few full sets of every topic, not what a client that keeps
+# asking and never reads would pile up
+SNAPSHOT_BYTES_LIMIT = 16 * 1024 * 1024
 # client messages are rare (subscribe, ping): a sustained stream of them is abuse
 RATE_PER_S = 5.0
 BURST = 20
@@ -66,13 +69,13 @@ class TokenBucket:
         self.rate, self.burst = rate, float(burst)
         self.tokens, self.at = float(burst), time.monotonic()
 
-    def take(self) -> bool:
+    def take(self, cost: int = 1) -> bool:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if self.tokens < 1:
+        if self.tokens < cost:
             return False
-        self.tokens -= 1
+        self.tokens -= cost
         return True
 
 
@@ -84,7 +87,7 @@ class LiveSession:
         self.hub = hub
         self.pool = pool
         self.snapshots = snapshots
-        self.outbox = Outbox(OUTBOX_LIMIT)
+        self.outbox = Outbox(OUTBOX_LIMIT, SNAPSHOT_BYTES_LIMIT)
         self.topics: dict[str, frozenset[str] | None] = {}
         # topics waiting for their snapshot: updates are held here so none goes out before it
         self.priming: dict[str, dict[str, Frame]] = {}
@@ -185,7 +188,13 @@ class LiveSession:
                 self._control(Pong())
 
     def _control(self, message: msgspec.Struct) -> None:
-        self.outbox.put_control(text_frame(_encode(message)))
+        self._put_control(text_frame(_encode(message)))
+
+    def _put_control(self, frame: Frame) -> None:
+        try:
+            self.outbox.put_control(frame)
+        except Overflow:
+            self.end("slow")
 
     def _drop_topic(self, topic: str) -> None:
         if topic in self.topics:
@@ -220,6 +229,10 @@ class LiveSession:
             self.priming[topic] = {}
             to_snapshot.append((topic, self.hub.seq[topic]))
         if to_snapshot:
+            # each snapshot is a read of the database: they cost the message rate, one per topic more
+            if not self.bucket.take(len(to_snapshot)):
+                self.end("rate_limited")
+                return
             await self._send_snapshots(to_snapshot, sites)
 
     def _replay(self, topic: str, last_seq: int, epoch: str | None, sites: frozenset[str] | None) -> bool:
@@ -246,8 +259,9 @@ class LiveSession:
                 held = self.priming.pop(topic, None)
                 if held is None:
                     continue  # unsubscribed meanwhile
-                self.outbox.put_control(
-                    text_frame(_encode(Snapshot(topic=topic, seq=seq, epoch=self.hub.epoch, data=data)))
-                )
+                self._put_control(
+                    text_frame(_encode(Snapshot(topic=topic, seq=seq, epoch=self.hub.epoch, data=data))))
+                if self.ended is not None:
+                    return
                 for key, frame in held.items():
                     self.offer(topic, key, frame)
