@@ -129,7 +129,8 @@ async def test_a_webhook_nested_past_any_depth_or_with_an_id_no_key_holds_is_a_f
     assert await pool.fetchval("SELECT count(*) FROM failures WHERE payload->>'excerpt' LIKE $1",
                                f"%{uid}%") == 1
     for webhook_id in long_ids:  # two deliveries, two failures
-        assert await pool.fetchval("SELECT count(*) FROM failures WHERE payload::text LIKE $1",
+        assert await pool.fetchval("SELECT count(*) FROM failures WHERE payload::text LIKE $1"
+                                   " AND payload::text LIKE $2", f"%msg_{uid}_%",
                                    f"%{webhook_id[-20:]}%") == 1
     assert await pool.fetchval("SELECT count(*) FROM failures f WHERE strpos(row_to_json(f)::text, $1) > 0",
                                personal_id) == 0
