@@ -42,6 +42,7 @@ _FINAL_CLOSE = {4401: "the token expired: sign in again", 1008: "the backend ref
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.encode
+_PING = '{"op": "ping"}'
 
 
 @dataclass
@@ -176,12 +177,14 @@ class LiveConnection:
             try:
                 async with connect(self.url, additional_headers={"Authorization": f"Bearer {token}"},
                                    open_timeout=10, max_size=None, compression=None) as socket:
-                    # a text frame, as the protocol is JSON
+                    # text frames, as the protocol is JSON; the pong comes after the snapshots or the replay
+                    # (the server answers in order): live from then on, not as soon as the socket opens
                     await socket.send(_encode(self._subscribe()).decode())
-                    self._set_connected(True)
-                    delay = BACKOFF_FIRST_S
+                    await socket.send(_PING)
                     async for frame in socket:
-                        self._handle(_decode(frame))
+                        if self._handle(_decode(frame)):
+                            self._set_connected(True)
+                            delay = BACKOFF_FIRST_S
             except websockets.ConnectionClosed as closed:
                 code = closed.rcvd.code if closed.rcvd else None
                 if code == 4401 and self._token() != token:
@@ -195,6 +198,8 @@ class LiveConnection:
                 log.info("live connection refused (%s)", refused.response.status_code)
             except (OSError, TimeoutError, websockets.InvalidHandshake, msgspec.DecodeError) as exc:
                 log.info("live connection failed (%s)", type(exc).__name__)
+            except Exception:  # a frame this version cannot apply, a listener that broke: never a silent stop
+                log.exception("live connection broke; connecting again")
             self._set_connected(False)
             if self.state.ended is None:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not security
@@ -206,10 +211,13 @@ class LiveConnection:
             message["last_seq"], message["epoch"] = self._seq, self._epoch
         return message
 
-    def _handle(self, message: dict[str, Any]) -> None:
+    def _handle(self, message: dict[str, Any]) -> bool:
+        """Apply one frame; True for the pong that says the subscription is caught up."""
         op, topic = message.get("op"), message.get("topic")
+        if op == "pong":
+            return not self.state.connected
         if topic not in self.state.items:
-            return
+            return False
         if op == "snapshot":
             self._epoch = message["epoch"]
             self.state.items[topic] = {}
@@ -222,9 +230,10 @@ class LiveConnection:
             if topic == "journeys":
                 self.state.latest_journeys.appendleft((message["seq"], message["data"]))
         else:
-            return
+            return False
         self._seq[topic] = message["seq"]
         self._notify(topic)
+        return False
 
 
 class LiveRegistry:
