@@ -116,6 +116,9 @@ class Viewer:
         return self.dashboard.person(self.sign_in, self.principal)
 
     def http(self, timeout_s: float = 10.0) -> BackendClient:
+        """The backend with this tab's token; refused once the person signed out (in another tab too)."""
+        if self.sign_in.signed_out:
+            raise BackendError("signed out: sign in again", 401)
         return BackendClient(self.dashboard.backend_url, self.token, timeout_s)
 
     def offers(self, method: str, path: str) -> bool:

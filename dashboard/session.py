@@ -89,6 +89,7 @@ class SignIn:
     expires_at: float | None = None  # the access token's
     person: str | None = None  # a pseudonym of the provider's subject: never the subject itself
     refreshing: bool = False
+    signed_out: bool = False  # every tab holding it stops acting with it
 
     @property
     def from_provider(self) -> bool:
@@ -105,7 +106,10 @@ class Sessions:
         self._sign_ins[browser_id] = token if isinstance(token, SignIn) else SignIn(token)
 
     def sign_out(self, browser_id: str) -> SignIn | None:
-        return self._sign_ins.pop(browser_id, None)
+        sign_in = self._sign_ins.pop(browser_id, None)
+        if sign_in is not None:
+            sign_in.signed_out = True
+        return sign_in
 
     def current(self, browser_id: str) -> SignIn | None:
         """The browser's sign-in while its access token is valid; an expired one is signed out."""

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse
-from nicegui import app, ui
+from nicegui import Client, app, ui
 
 from dashboard.backend_client import BackendClient, BackendError
 from dashboard.context import Dashboard
@@ -161,7 +161,17 @@ def _register_sso(dashboard: Dashboard) -> None:
     @app.get("/auth/logout", include_in_schema=False)
     async def sign_out(request: Request) -> RedirectResponse:
         sign_in = dashboard.sessions.sign_out(request.session["id"])
+        _leave_open_tabs(request.session["id"])
         if dashboard.oidc is None or (sign_in is not None and not sign_in.from_provider):
             return RedirectResponse("/signin", status_code=303)
         after = f"{str(request.base_url).rstrip('/')}/signin"
         return await dashboard.oidc.end_session(request, sign_in, after)
+
+
+def _leave_open_tabs(browser_id: str) -> None:
+    """The browser's other open tabs go to the sign-in page: a shared tablet signed out in one tab must not
+    go on showing the board, or acting, as the person who left."""
+    for client in list(Client.instances.values()):
+        if client.has_socket_connection and client.request.session.get("id") == browser_id:
+            with client:
+                ui.navigate.to("/signin")

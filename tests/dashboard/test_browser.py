@@ -264,3 +264,20 @@ async def test_audit_page_filters_and_downloads_csv_and_rules_page_lists_the_rul
     assert Path(saved).read_text().startswith("id,at,actor,roles,action,target,site,reason,result")
     await page.screenshot(path=SCREENSHOTS / "audit.png", full_page=True)
     await page.close()
+
+
+async def test_signing_out_in_one_tab_ends_the_board_in_the_browser_s_other_tabs(
+        browser: Browser, dashboard_url, uid):
+    """A shared floor tablet: the person who signs out in one tab no longer shows, or acts, in another."""
+    tablet = await browser.new_context()
+    try:
+        first = await tablet.new_page()
+        await sign_in_as(first, dashboard_url, "floor_staff", sites=f"site-{uid}")
+        second = await tablet.new_page()
+        await second.goto(dashboard_url + "/fallback")
+        await expect(second.get_by_test_id("who")).to_contain_text("demo-floor_staff")
+        await first.get_by_test_id("sign-out").click()
+        await first.wait_for_url(dashboard_url + "/signin*")
+        await second.wait_for_url(dashboard_url + "/signin*", timeout=10_000)
+    finally:
+        await tablet.close()

@@ -8,10 +8,12 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import jwt
+import pytest
 
 from dashboard import charts
-from dashboard.backend_client import Capabilities
+from dashboard.backend_client import BackendError, Capabilities
 from dashboard.coalesce import Coalescer
+from dashboard.context import Dashboard, Viewer
 from dashboard.frame import banner_text, connection_text
 from dashboard.live import (
     HISTORY_POINTS,
@@ -30,6 +32,7 @@ from dashboard.pages.floor import badges, wait_shown, wait_text
 from dashboard.pages.journey import attempts_text
 from dashboard.session import Principal, Sessions
 from dashboard.sites import site_book
+from tests.support.settings import dashboard_settings
 from tools.embedded import free_port
 
 
@@ -141,6 +144,23 @@ def test_an_expired_token_signs_its_session_out():
     expired = jwt.encode({"sub": "u", "roles": ["manager"], "exp": int(time.time()) - 1}, "k" * 32)
     sessions.sign_in("browser", expired)
     assert sessions.token("browser") is None
+
+
+async def test_a_sign_in_signed_out_in_one_tab_no_longer_reaches_the_backend_from_another(settings):
+    sessions = Sessions()
+    token = jwt.encode({"sub": "u", "roles": ["floor_staff"], "exp": int(time.time()) + 600}, "k" * 32)
+    sessions.sign_in("tablet", token)
+    held = sessions.current("tablet")  # what every open tab of the browser holds
+    assert held is not None
+    board = Dashboard(settings=dashboard_settings(settings.tokens), backend_url="http://127.0.0.1:1",
+                      demo=False)
+    tab = Viewer(dashboard=board, browser_id="tablet", sign_in=held, principal=Principal.from_token(token),
+                 live=LiveConnection(board.backend_url, token), capabilities=None, sites=site_book([], None))
+    async with tab.http():
+        pass
+    sessions.sign_out("tablet")
+    with pytest.raises(BackendError, match="signed out"):
+        tab.http()
 
 
 def test_failure_filters_keep_active_failures_that_match_every_chosen_value():
