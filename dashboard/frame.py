@@ -109,7 +109,7 @@ def frame(viewer: Viewer, title: str) -> Iterator[None]:
         ui.space()
         ui.label(f"{principal.sub} · {', '.join(sorted(principal.roles))} · {principal.sites_text}") \
             .classes("text-sm").props("data-testid=who")
-        ui.button("Sign out", on_click=lambda: ui.navigate.to("/auth/logout")) \
+        ui.button("Sign out", on_click=lambda: ui.navigate.to(sign_out_path())) \
             .props("flat color=white dense data-testid=sign-out").classes("min-h-12")
     banner = ui.label().classes("w-full bg-red-700 text-white px-4 py-2 font-medium") \
         .props("data-testid=banner")
@@ -170,3 +170,9 @@ def report(outcome: ui.label, text: str) -> None:
     outcome.set_text(text)
     with outcome:
         ui.notify(text)
+
+
+def sign_out_path() -> str:
+    """Signing out from this tab: the route sends the browser's other open tabs to the sign-in page, not this
+    one, which follows the route's own redirect (the identity provider's end of session)."""
+    return f"/auth/logout?tab={ui.context.client.id}"

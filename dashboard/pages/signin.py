@@ -18,6 +18,7 @@ from nicegui import Client, app, ui
 
 from dashboard.backend_client import BackendClient, BackendError
 from dashboard.context import Dashboard
+from dashboard.frame import sign_out_path
 from dashboard.oidc import REFUSED, SignInRefused
 from dashboard.session import Principal
 
@@ -124,7 +125,7 @@ def register(dashboard: Dashboard) -> None:
             ui.label("You are signed in, but none of your groups gives you a role on this board.")
             ui.label("Ask your IT service desk to add you to your branch's Switchboard group (for example "
                      "floor staff or managers of your branch). Then sign in again.")
-            ui.link("Sign out", "/auth/logout").classes(
+            ui.link("Sign out", sign_out_path()).classes(
                 f"{TOUCH} w-full flex items-center justify-center rounded bg-primary text-white no-underline "
                 "text-lg").props("data-testid=sign-out")
         return None
@@ -161,17 +162,18 @@ def _register_sso(dashboard: Dashboard) -> None:
     @app.get("/auth/logout", include_in_schema=False)
     async def sign_out(request: Request) -> RedirectResponse:
         sign_in = dashboard.sessions.sign_out(request.session["id"])
-        _leave_open_tabs(request.session["id"])
+        _leave_open_tabs(request.session["id"], but=request.query_params.get("tab"))
         if dashboard.oidc is None or (sign_in is not None and not sign_in.from_provider):
             return RedirectResponse("/signin", status_code=303)
         after = f"{str(request.base_url).rstrip('/')}/signin"
         return await dashboard.oidc.end_session(request, sign_in, after)
 
 
-def _leave_open_tabs(browser_id: str) -> None:
-    """The browser's other open tabs go to the sign-in page: a shared tablet signed out in one tab must not
-    go on showing the board, or acting, as the person who left."""
+def _leave_open_tabs(browser_id: str, but: str | None) -> None:
+    """The browser's open tabs but the one signing out go to the sign-in page: a shared tablet signed out in
+    one tab must not go on showing the board, or acting, as the person who left."""
     for client in list(Client.instances.values()):
-        if client.has_socket_connection and client.request.session.get("id") == browser_id:
+        same_browser = client.request.session.get("id") == browser_id
+        if same_browser and client.id != but and client.has_socket_connection:
             with client:
                 ui.navigate.to("/signin")
