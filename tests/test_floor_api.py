@@ -19,7 +19,7 @@ from tests.support.events import cloud_event, publish
 from tests.support.failures import bearer
 from tests.support.fallbacks import start
 from tests.support.floor import act, customer, floor_of, letters, sites_file
-from tests.support.simulators import running, still_queue, waiting
+from tests.support.simulators import journey_of, running, still_queue, waiting
 from tests.support.waits import eventually
 
 ORDER_SITE, ACT_SITE = f"order-{letters()}", f"act-{letters()}"
@@ -189,6 +189,35 @@ async def test_each_action_is_a_command_the_simulated_queue_carries_out_and_a_re
         await eventually(lambda: journey(absent, "no_show"))
         assert queue.records[absent].stage == "no_show"
         assert queue.floors[site].waiting == deque([moved]) and queue.floors[site].busy == {}
+
+
+async def test_a_step_repeated_after_its_customer_s_journey_was_joined_to_another_is_the_same_step(
+        fapi, stack, token):
+    site, suffix = ACT_SITE, letters()
+    floor, sre = bearer(token, "floor_staff", [site]), bearer(token, "sre", [site])
+    booking, ticket = f"appointments:B-{suffix}", f"queue:J-{suffix}"
+    slot = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    booked = {"site": site, "service": "tax", "channel": "web", "slot_start": slot}
+    await publish(stack.js, cloud_event("appointment.booked", booking, booked))
+    older = await eventually(lambda: journey_of(fapi, sre, booking))
+    await publish(stack.js, cloud_event("ticket.issued", ticket, {"site": site, "ticket": "J1",
+                                                                   "queue_name": "main"}))
+    walk_in = await eventually(lambda: waiting(fapi, sre, ticket))
+    step = uuid.uuid4().hex
+    first = await act(fapi, floor, walk_in["id"], "call", step, counter="C1")
+    assert first.status_code == 202, first.text
+    # the ticket turns out to be the booking's customer: the older journey takes the walk-in's over
+    await publish(stack.js, cloud_event("customer.arrived", ticket, {"site": site, "links": [booking]}))
+    await eventually(lambda: _joined(fapi, sre, walk_in["id"], older["id"]))
+    for journey_id in (walk_in["id"], older["id"]):
+        again = await act(fapi, floor, journey_id, "call", step, counter="C1")
+        assert again.status_code == 202, again.text  # was 409: "names another step"
+        assert again.json()["repeated"] and again.json()["command"]["id"] == first.json()["command"]["id"]
+
+
+async def _joined(fapi: httpx.AsyncClient, headers: dict[str, str], absorbed: str, survivor: str) -> bool:
+    found = await fapi.get(f"/api/v1/journeys/{absorbed}", headers=headers)
+    return found.status_code == 200 and found.json()["id"] == survivor
 
 
 async def _all_ok(stack: Stack, journey_id: str) -> bool:

@@ -148,8 +148,10 @@ async def _by_hand(resources: Resources, principal: Principal, fallback_id: int,
 async def _first_answer(conn: asyncpg.Connection, journey: Journey,
                         wanted: FloorAction) -> FloorActionAnswer | None:
     """The answer to an earlier action with this step id, as it stands now; None if there was none."""
-    sent = await conn.fetchrow("SELECT command_id, journey_id, action FROM floor_steps WHERE step_id = $1",
-                               wanted.step_id)
+    # the step's journey as it is now: a link may have joined it to another since
+    sent = await conn.fetchrow(
+        "SELECT s.command_id, s.action, coalesce((SELECT a.new_id FROM journey_aliases a WHERE a.old_id ="
+        " s.journey_id), s.journey_id) AS journey_id FROM floor_steps s WHERE s.step_id = $1", wanted.step_id)
     if sent is not None:
         _same_step(wanted, sent["action"], sent["journey_id"] == journey.id)
         state = await commands.get_command(conn, sent["command_id"])
