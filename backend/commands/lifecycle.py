@@ -63,8 +63,10 @@ async def mark_sent(conn: asyncpg.Connection, ids: Sequence[UUID], answer_timeou
     if not ids:
         return []
     return _ids(await conn.fetch(
+        # sent_at on the clock, not at the transaction's start: a resend asked for while this transaction
+        # ran is stamped before it, and resend compares the two
         "WITH sent AS (UPDATE commands SET status = 'sent', attempts = attempts + 1, answer = NULL,"
-        " sent_at = now(), next_at = now() + make_interval(secs => $2), updated_at = now()"
+        " sent_at = clock_timestamp(), next_at = now() + make_interval(secs => $2), updated_at = now()"
         " WHERE id = ANY($1::uuid[]) AND status IN ('pending', 'held') RETURNING id, attempts),"
         " logged AS (INSERT INTO command_attempts (command_id, attempt) SELECT id, attempts FROM sent"
         " ON CONFLICT DO NOTHING) SELECT id FROM sent",
