@@ -14,7 +14,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from backend.reconciliation.snapshot_client import SnapshotClient, Unreachable
-from switchboard.snapshots import decode_request, snapshot_subject
+from switchboard.snapshots import (
+    BAD_REQUEST,
+    ERROR_CODE_HEADER,
+    ERROR_HEADER,
+    decode_request,
+    snapshot_subject,
+)
 from tests.support.backends import nats_connect
 
 DAY = date(2026, 12, 1)
@@ -94,3 +100,43 @@ async def _refused(nc: NATS, system: str, answer: dict[str, Any]) -> str:
     with pytest.raises(Unreachable) as refused:
         await read_from(nc, system, lambda cursor: answer)
     return str(refused.value)
+
+
+async def test_references_are_read_by_reference_and_only_those_asked_for_are_taken(nc, uid):
+    system = f"s{uid}"
+    asked = [f"{system}:R-{n:05d}" for n in range(2500)]  # three requests of at most 1,000 references
+
+    async def reply(msg: Msg) -> None:
+        request = decode_request(msg.data)
+        assert request.refs is not None
+        extra = record(f"{system}:NOT-ASKED")  # a connector's answer is taken only as far as it was asked
+        await msg.respond(msgspec.json.encode(page([record(request.refs[0]), extra], None)))
+
+    subscription = await nc.subscribe(snapshot_subject(system), cb=reply)
+    try:
+        found = await SnapshotClient(nc, 2.0).refs(system, "north", DAY, asked)
+    finally:
+        await subscription.unsubscribe()
+    assert sorted(found) == [asked[0], asked[1000], asked[2000]]
+
+
+async def test_an_older_connector_that_refuses_references_has_its_day_read_once(nc, uid):
+    system = f"s{uid}"
+    asked = [f"{system}:R-{n:05d}" for n in range(2500)]
+    day_reads: list[None] = []
+
+    async def reply(msg: Msg) -> None:
+        request = decode_request(msg.data)
+        if request.refs is not None:  # it does not know `refs`: 400
+            await nc.publish(msg.reply, b"", headers={ERROR_CODE_HEADER: BAD_REQUEST, ERROR_HEADER: "refs?"})
+            return
+        day_reads.append(None)
+        await msg.respond(msgspec.json.encode(page([record(asked[5]), record(f"{system}:OTHER")], None)))
+
+    subscription = await nc.subscribe(snapshot_subject(system), cb=reply)
+    try:
+        found = await SnapshotClient(nc, 2.0).refs(system, "north", DAY, asked)
+    finally:
+        await subscription.unsubscribe()
+    assert list(found) == [asked[5]]
+    assert len(day_reads) == 1  # was once per 1,000 references asked for

@@ -75,9 +75,11 @@ class SnapshotClient:
             try:
                 records = await self._pages(system,
                                             SnapshotRequest(site=site, day=day, refs=chunk, limit=MAX_PAGE))
-            except _Refused:
-                records = [r for r in await self.day(system, site, day) if r.ref in set(chunk)]
-            found.update((r.ref, r) for r in records)
+            except _Refused:  # an older connector: the day read once for all the references, not per chunk
+                asked = set(wanted)
+                return {r.ref: r for r in await self.day(system, site, day) if r.ref in asked}
+            asked = set(chunk)  # only what was asked for: a connector's answer is not trusted further
+            found.update((r.ref, r) for r in records if r.ref in asked)
         return found
 
     async def _pages(self, system: str, request: SnapshotRequest) -> list[SnapshotRecord]:
