@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 import nats.errors
@@ -33,10 +33,11 @@ class StreamsSection(msgspec.Struct, frozen=True, kw_only=True):
     stream_max_age_s: float = 7 * 24 * 3600.0
 
 
-async def connect(url: str, name: str, creds: str | None = None, *, echo: bool = True) -> NATS:
+async def connect(url: str, name: str, creds: str | None = None, *, echo: bool = True,
+                  on_reconnected: Callable[[], None] | None = None) -> NATS:
     """A client that reconnects for ever with the process's credentials file (SWITCHBOARD_NATS_CREDS);
     `echo` False: what it publishes is never delivered to its own subscriptions."""
-    return await bus.connect(url, name, creds=creds, no_echo=not echo)
+    return await bus.connect(url, name, creds=creds, no_echo=not echo, on_reconnected=on_reconnected)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -119,8 +119,15 @@ class SwitchboardPlugin(InitPluginProtocol):
                                        max_age_s=streams.stream_max_age_s,
                                        systems=_command_targets(settings))
         # the live bus's own connection: what it publishes reaches this replica's hub directly, not again
+        hub: LiveHub | None = None
+
+        def resync_live() -> None:  # the connection is made before the hub it tells that the bus is back
+            if hub is not None:
+                hub.resync()
+
         live_nc = await messaging.connect(settings.bus.nats_url,  # type: ignore[arg-type]
-                                          "switchboard-backend-live", settings.bus.nats_creds, echo=False)
+                                          "switchboard-backend-live", settings.bus.nats_creds, echo=False,
+                                          on_reconnected=resync_live)
         hub = LiveHub(live_nc)
         bus = LiveBus(live_nc, hub)
         resources = Resources(settings=settings, rules=self.rules, pool=pool, nc=nc, js=js, sites=self.sites,

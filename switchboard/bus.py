@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,10 @@ def credential_options(creds: str | None) -> dict[str, Any]:
 
 
 async def connect(url: str, name: str, *, creds: str | None = None, reconnect: bool = True,
-                  inbox_prefix: str | None = None, **options: Any) -> NATS:
-    """A client that reconnects for ever (unless `reconnect` is False), logging an outage once.
+                  inbox_prefix: str | None = None, on_reconnected: Callable[[], None] | None = None,
+                  **options: Any) -> NATS:
+    """A client that reconnects for ever (unless `reconnect` is False), logging an outage once;
+    `on_reconnected` is told when it is back (what core NATS sent meanwhile is gone).
 
     `url` may list several servers of a cluster, comma-separated.
     """
@@ -48,15 +51,17 @@ async def connect(url: str, name: str, *, creds: str | None = None, reconnect: b
         if not client.is_closed:
             log.warning("nats (%s): disconnected; reconnecting", name)
 
-    async def on_reconnected() -> None:
+    async def reconnected() -> None:
         log.warning("nats (%s): reconnected", name)
+        if on_reconnected is not None:
+            on_reconnected()
 
     client = NATS()
     settings: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5} if reconnect \
         else {"max_reconnect_attempts": 0, "allow_reconnect": False}
     if inbox_prefix:
         settings["inbox_prefix"] = inbox_prefix
-    callbacks = {"error_cb": on_error, "disconnected_cb": on_disconnected, "reconnected_cb": on_reconnected}
+    callbacks = {"error_cb": on_error, "disconnected_cb": on_disconnected, "reconnected_cb": reconnected}
     try:
         await client.connect([u.strip() for u in url.split(",")], name=name,
                              **{**callbacks, **settings, **credential_options(creds), **options})

@@ -26,7 +26,7 @@ from backend.live.hub import text_frame
 from backend.live.outbox import Outbox, Overflow
 from backend.live.schemas import TOPICS
 from backend.settings import BackendSettings
-from tests.support.backends import nats_connect
+from tests.support.backends import nats_connect, own_stack
 from tests.support.events import cloud_event, publish
 from tests.support.live import connect, is_update, receive, receive_until, subscribe, ws_url
 from tests.support.waits import eventually
@@ -474,3 +474,27 @@ async def test_a_query_token_becomes_a_header_and_leaves_the_logged_query():
     assert seen == [server_scope]
     assert server_scope["query_string"] == b"x=1"
     assert (b"authorization", b"Bearer abc.def.ghi") in server_scope["headers"]
+
+
+async def test_a_replica_that_lost_the_bus_sends_its_clients_to_subscribe_again(server_urls, workdir, token):
+    """Core NATS keeps nothing for a client away: the updates other replicas published while this one's bus
+    connection was down never reach it. Its clients are told to subscribe again (1012), and their resume
+    with the old epoch is a fresh snapshot, not a replay with a hole in it."""
+    async with own_stack(server_urls["database_url"], workdir) as stack:
+        async with connect(stack.backend, token("manager")) as ws:
+            await ws.send(msgspec.json.encode({"op": "subscribe", "topics": ["flow"]}).decode())
+            snapshot = await receive(ws)
+            assert snapshot["op"] == "snapshot"
+            stack.nats_server.stop()
+            stack.nats_server.start()
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(20):
+                    while True:
+                        await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        async with connect(stack.backend, token("manager")) as ws:
+            resume = {"op": "subscribe", "topics": ["flow"], "epoch": snapshot["epoch"],
+                      "last_seq": {"flow": snapshot["seq"]}}
+            await ws.send(msgspec.json.encode(resume).decode())
+            again = await receive(ws)
+            assert again["op"] == "snapshot" and again["epoch"] != snapshot["epoch"]

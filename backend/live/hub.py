@@ -36,6 +36,8 @@ _encode = msgspec.json.encode
 class Subscriber(Protocol):
     def offer(self, topic: str, key: str, frame: Frame) -> None: ...
 
+    def end(self, reason: str) -> None: ...
+
 
 class Entry(msgspec.Struct, array_like=True):
     seq: int
@@ -62,6 +64,19 @@ class LiveHub:
 
     async def start(self) -> None:
         self._subscription = await self.nc.subscribe(SUBJECT_PREFIX + ">", cb=self._on_bus)
+
+    def resync(self) -> None:
+        """The bus was lost for a while: what other replicas published meanwhile never came (core NATS keeps
+        nothing). A new epoch, so that no client resumes across the gap, and every client is sent to
+        subscribe again: its snapshot is whole."""
+        self.epoch = secrets.token_hex(8)
+        for history in self.history.values():
+            history.clear()
+        subscribers = {s for group in (self._every_site, self._by_site) for subs in group.values()
+                       for s in subs}
+        log.warning("live bus back after an outage: %d clients subscribe again", len(subscribers))
+        for subscriber in subscribers:
+            subscriber.end("resync")
 
     async def stop(self) -> None:
         if self._subscription is not None:

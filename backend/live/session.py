@@ -56,6 +56,7 @@ CLOSE: dict[str, tuple[int, str] | None] = {
     "too_big": (1009, "message too big"),
     "slow": (4008, "too slow: reconnect with last_seq"),
     "shutdown": (1001, "server shutting down"),
+    "resync": (1012, "live updates were interrupted: subscribe again"),
     "error": (1011, "internal error"),
 }
 

@@ -74,6 +74,7 @@ class Stack:
     backends: list[BackendProcess]
     pool: asyncpg.Pool
     nc: NATS
+    nats_server: EmbeddedNats
 
     @property
     def backend(self) -> BackendProcess:
@@ -105,7 +106,7 @@ async def own_stack(server_url: str, folder: Path, extra_env: dict[str, str] | N
                 pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
                 nc = await nats_connect(settings)
                 try:
-                    yield Stack(settings=settings, backends=backends, pool=pool, nc=nc)
+                    yield Stack(settings=settings, backends=backends, pool=pool, nc=nc, nats_server=ns)
                 finally:
                     await nc.close()
                     await pool.close()
