@@ -19,10 +19,10 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from backend.live.bus import ALL_SITES, SUBJECT_PREFIX, encode_update
+from backend.live.bus import ALL_SITES, SUBJECT_PREFIX, LiveBus, encode_update
 from backend.live.feed import SITE_INTERVAL_S
 from backend.live.handshake import QueryTokenMiddleware
-from backend.live.hub import text_frame
+from backend.live.hub import LiveHub, text_frame
 from backend.live.outbox import Outbox, Overflow
 from backend.live.schemas import TOPICS
 from backend.settings import BackendSettings
@@ -498,3 +498,30 @@ async def test_a_replica_that_lost_the_bus_sends_its_clients_to_subscribe_again(
             await ws.send(msgspec.json.encode(resume).decode())
             again = await receive(ws)
             assert again["op"] == "snapshot" and again["epoch"] != snapshot["epoch"]
+
+
+class _Received:
+    """A subscriber of the hub that keeps what it is offered."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def offer(self, topic: str, key: str, frame: dict[str, Any]) -> None:
+        self.keys.append(key)
+
+    def end(self, reason: str) -> None:
+        raise AssertionError(f"ended: {reason}")
+
+
+async def test_changes_the_bus_refuses_still_reach_this_replica_s_clients_every_one(settings, pool):
+    """The first refused publish once dropped the transaction's remaining announcements, this replica's
+    own clients' included."""
+    nc = await nats_connect(settings)
+    hub = LiveHub(nc)
+    received = _Received()
+    hub.register(received, "failures", None)
+    await nc.close()  # the bus refuses every publish from now on
+    async with pool.acquire() as conn, LiveBus(nc, hub).after_commit(conn) as announce:
+        for key in ("a", "b", "c"):
+            announce("failures", None, key, {"id": key})
+    assert received.keys == ["a", "b", "c"]

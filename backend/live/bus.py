@@ -97,12 +97,16 @@ class LiveBus:
         announce = Announcements()
         async with conn.transaction():
             yield announce
-        try:
-            for message in announce.messages:
+        missed = 0
+        for message in announce.messages:  # each on its own: one the bus refuses does not hold back the rest
+            try:
                 await self._send(message)
-        except (NatsError, OSError) as exc:
-            # the change stands: clients see it in their next snapshot, and the caller is told it succeeded
-            log.warning("a committed change was not announced live (%s)", type(exc).__name__)
+            except (NatsError, OSError):
+                missed += 1
+        if missed:
+            # the change stands: this replica's clients had it; the others' see it in their next snapshot
+            # (the bus, once back, sends them to subscribe again), and the caller is told it succeeded
+            log.warning("%d committed changes were not announced to the other replicas", missed)
 
     async def _send(self, message: _Message) -> None:
         if self.hub is not None:
