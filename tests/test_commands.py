@@ -18,6 +18,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
+from switchboard.commands import Command
 from tests.support.backends import Stack, own_stack
 from tests.support.connector_double import ConnectorDouble, heartbeat
 from tests.support.events import cloud_event, phone_booking, publish
@@ -318,3 +319,29 @@ async def test_the_relay_outlives_a_database_error_and_sends_once_it_clears(api,
         await publish(js, phone_booking(f"appointments:A2-{uid}", site))
         await eventually(lambda: _count_with_status(api, reader, "ok", 2, site=site))
     assert len({c.id for c in queue.received}) == 2
+
+
+async def test_a_journey_s_command_waiting_to_be_sent_again_keeps_its_place_before_the_journey_s_next(
+        api, js, nc, token, uid):
+    site = f"site-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    appt, ticket = f"appointments:A-{uid}", f"queue:T-{uid}"
+    first_context = iter(["unavailable", "ok"])  # the first attempt waits out its backoff, held
+
+    def answer(command: Command) -> str:
+        return next(first_context) if command.command == "visit.context" else "ok"
+
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    async with ConnectorDouble(nc, "queue", site, answer) as queue, \
+            ConnectorDouble(nc, "appointments", site, lambda _: "ok"):
+        await publish(js, phone_booking(appt, site) | {"time": t0.isoformat()})
+        await eventually(lambda: _with_status(api, reader, "held", site=site))
+        # meanwhile the journey's next command for the same system: due at once
+        await publish(js, cloud_event("eligibility.checked", appt, {"site": site, "result": "failed",
+                                                                    "reason_code": "DOCS"},
+                                      time=t0 + timedelta(minutes=1)))
+        await publish(js, cloud_event("customer.arrived", ticket, {"site": site, "links": [appt]},
+                                      time=t0 + timedelta(minutes=2)))
+        await eventually(lambda: _count_with_status(api, reader, "ok", 3, site=site), timeout=25)
+    assert [(c.command, c.attempt) for c in queue.received] == [
+        ("visit.context", 1), ("visit.context", 2), ("staff.alert", 1)]

@@ -61,6 +61,17 @@ def message_id(command_id: object, attempt: int) -> str:
 
 
 
+# A system's due commands, oldest first, but none behind an earlier command of its journey that still waits
+# (held after an `unavailable`, or backed off after a failure): a journey's commands go out in their order
+# (`ticket.call` before `service.start`), whatever became due first. The look back is by journey, by index.
+_DUE = """
+SELECT * FROM commands c WHERE c.system = $1 AND c.status IN ('pending', 'held') AND c.next_at <= now()
+  AND NOT EXISTS (SELECT 1 FROM commands e WHERE e.journey_id = c.journey_id AND e.system = c.system
+                  AND e.status IN ('pending', 'held') AND e.next_at > now() AND e.seq < c.seq)
+ORDER BY c.seq LIMIT $2 FOR UPDATE OF c
+"""
+
+
 class CommandRelay:
     def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, bus: LiveBus, policy: DeliveryPolicy,
                  pace: pacing.PacePolicy, *,
@@ -102,9 +113,7 @@ class CommandRelay:
         how many went out."""
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_key(f"relay {system}")):
             return 0  # another relay is publishing this system's commands
-        rows = await conn.fetch(
-            "SELECT * FROM commands WHERE system = $1 AND status IN ('pending', 'held') AND next_at <= now()"
-            " ORDER BY seq LIMIT $2 FOR UPDATE", system, self.batch)
+        rows = await conn.fetch(_DUE, system, self.batch)
         granted = await pacing.allowance(conn, system, sorted({r["site"] for r in rows}), self.pace)
         budget = granted.floor_budget
         floor_held: set[str] = set()
