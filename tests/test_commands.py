@@ -345,3 +345,32 @@ async def test_a_journey_s_command_waiting_to_be_sent_again_keeps_its_place_befo
         await eventually(lambda: _count_with_status(api, reader, "ok", 3, site=site), timeout=25)
     assert [(c.command, c.attempt) for c in queue.received] == [
         ("visit.context", 1), ("visit.context", 2), ("staff.alert", 1)]
+
+
+async def test_a_late_answer_to_an_earlier_attempt_says_nothing_of_the_attempt_in_flight(
+        api, js, nc, pool: asyncpg.Pool, token, uid):
+    site = f"site-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    async with ConnectorDouble(nc, "queue", site, lambda _: None) as queue:  # answers nothing by itself
+        await publish(js, phone_booking(f"appointments:A-{uid}", site))
+        # the first attempt goes unanswered past the answer timeout (4 s): the second is sent
+        await eventually(lambda: _true(len(queue.received) == 2), timeout=20)
+    command = queue.received[0]
+
+    def answer(attempt: int, status: str) -> dict:
+        data = {"command_id": str(command.id), "status": status}
+        return cloud_event("command.result", f"queue:R-{uid}", data, id=f"result-{command.id}-{attempt}")
+
+    await publish(js, answer(1, "failed"))  # the first attempt's answer, late
+    await eventually(lambda: pool.fetchval("SELECT 1 FROM events WHERE id = $1", f"result-{command.id}-1"))
+    # applied in the transaction that stored it: the second attempt, in flight, is not taken for failed
+    in_flight = await pool.fetchrow("SELECT status, attempts, answer FROM commands WHERE id = $1::uuid",
+                                    str(command.id))
+    assert tuple(in_flight) == ("sent", 2, None)
+    await publish(js, answer(2, "ok"))
+    [settled] = await eventually(lambda: _with_status(api, reader, "ok", site=site))
+    assert settled["attempts"] == 2
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -24,11 +24,13 @@ import asyncpg
 
 
 class Answer(NamedTuple):
-    """A connector's `command.result`: `ok`, `failed` or `unavailable`, from the system that sent it."""
+    """A connector's `command.result`: `ok`, `failed` or `unavailable`, from the system that sent it, for the
+    attempt its id names (`result-<command id>-<attempt>`; None when it names none)."""
     command_id: UUID
     system: str
     status: str
     error: str | None
+    attempt: int | None = None
 
 
 class Retry(NamedTuple):
@@ -76,12 +78,14 @@ async def mark_sent(conn: asyncpg.Connection, ids: Sequence[UUID], answer_timeou
 async def settle(conn: asyncpg.Connection, answers: Sequence[Answer]) -> list[UUID]:
     """Records answers, at most one per command; the ids this settled `ok`.
 
-    `ok` settles a command that is not `ok` yet; `failed`/`unavailable` on a `sent` command is noted for
-    the relay (which owns the delivery policy) and makes it due now. Only the system a command went to may
-    answer it. An answer can overtake the commit of its own publication (the relay publishes while holding
-    the row), so the condition also accepts a row that still looks unsent: the update then waits for the
-    relay's commit and is re-checked against the committed `sent` row. A `failed`/`unavailable` answer for
-    a row that is not `sent` answers an earlier attempt: it changes nothing.
+    `ok` settles a command that is not `ok` yet, whichever attempt it answers; `failed`/`unavailable` on a
+    `sent` command is noted for the relay (which owns the delivery policy) and makes it due now, unless it
+    answers an earlier attempt than the one in flight (a late answer says nothing of that one). Only the
+    system a command went to may answer it. An answer can overtake the commit of its own publication (the
+    relay publishes while holding the row), so the condition also accepts a row that still looks unsent:
+    the update then waits for the relay's commit and is re-checked against the committed `sent` row. A
+    `failed`/`unavailable` answer for a row that is not `sent` answers an earlier attempt: it changes
+    nothing.
     """
     if not answers:
         return []
@@ -95,13 +99,15 @@ async def settle(conn: asyncpg.Connection, answers: Sequence[Answer]) -> list[UU
                               ELSE c.last_error END,
             next_at = CASE WHEN a.status <> 'ok' AND c.status = 'sent' THEN now() ELSE c.next_at END,
             updated_at = now()
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS a(id, system, status, error)
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[]) AS a(id, system, status, error,
+            attempt)
         WHERE c.id = a.id AND c.system = a.system AND c.status <> 'ok' AND (a.status = 'ok' OR c.status <>
-            'failed')
-        RETURNING c.id, c.status, c.attempts, a.status AS answer, a.error
+            'failed' AND (a.attempt IS NULL OR a.attempt >= c.attempts))
+        RETURNING c.id, c.status, coalesce(least(a.attempt, c.attempts), c.attempts) AS attempts,
+            a.status AS answer, a.error
         """,
         [a.command_id for a in answers], [a.system for a in answers], [a.status for a in answers],
-        [a.error for a in answers],
+        [a.error for a in answers], [a.attempt for a in answers],
     )
     # A statement of its own: it sees the attempt the relay committed while the update above waited for it.
     # The attempt in flight keeps the first answer it got.

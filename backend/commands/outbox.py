@@ -53,6 +53,16 @@ def _command_id(text: str) -> UUID | None:
         return None  # not one of ours
 
 
+def _attempt(result: CommandResult) -> int | None:
+    """The attempt an answer's id names (`result-<command id>-<attempt>`, docs/contract-notes.md)."""
+    named = result.id.removeprefix(f"result-{result.data.command_id}-")
+    return int(named) if named != result.id and named.isdigit() and len(named) < 9 else None
+
+
+def _rank(result: CommandResult) -> tuple[bool, int]:
+    return result.data.status == "ok", _attempt(result) or 0
+
+
 async def unanswerable(conn: asyncpg.Connection,
                        results: list[CommandResult]) -> dict[tuple[str, str], tuple[FailureKind, str]]:
     """The answers that may not be applied, by (source, id), with their failure kind and reason: one naming
@@ -77,13 +87,16 @@ async def record_answers(conn: asyncpg.Connection, results: list[CommandResult])
     relay, which owns the delivery policy (`lifecycle.settle` says which answers count). The failures
     resolved, for the caller to announce once committed."""
     answers: dict[UUID, CommandResult] = {}
+    # of a command's answers in the batch: an `ok`, else the latest attempt's
     for result in sorted(results, key=lambda e: e.key):
         command_id = _command_id(result.data.command_id)
-        if command_id is not None and (command_id not in answers or answers[command_id].data.status != "ok"):
+        kept = answers.get(command_id) if command_id is not None else None
+        if command_id is not None and (kept is None or _rank(result) >= _rank(kept)):
             answers[command_id] = result
     ok = await lifecycle.settle(conn, [
         lifecycle.Answer(command_id, r.system, r.data.status,
-                         scrub(r.data.error) if r.data.error else None)  # an upstream may quote a customer
+                         scrub(r.data.error) if r.data.error else None,  # an upstream may quote a customer
+                         _attempt(r))
         for command_id, r in answers.items()])
     if not ok:
         return []
