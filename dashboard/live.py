@@ -219,6 +219,8 @@ class LiveConnection:
         if topic not in self.state.items:
             return False
         if op == "snapshot":
+            if message["epoch"] != self._epoch:  # another replica's numbering: no other topic resumes by ours
+                self._seq.clear()
             self._epoch = message["epoch"]
             self.state.items[topic] = {}
             for item in message["data"]:

@@ -304,3 +304,14 @@ def test_floor_fallback_next_is_the_first_in_serving_order_not_the_longest_untou
         order.append(journey["refs"][0])
         journey["stage"] = "called"
     assert order == ["c", "b", "a"]  # priority, then the appointment, then arrival
+
+
+def test_a_snapshot_of_another_replica_leaves_no_topic_to_resume_by_the_old_numbering():
+    connection = LiveConnection("http://127.0.0.1:1", "token", topics=("flow", "journeys"))
+    for topic, seq in (("flow", 5), ("journeys", 7)):
+        connection._handle({"op": "snapshot", "topic": topic, "seq": seq, "epoch": "first", "data": []})
+    assert connection._subscribe()["last_seq"] == {"flow": 5, "journeys": 7}
+    # reconnected to another replica: its flow snapshot came, the connection dropped before its journeys'
+    connection._handle({"op": "snapshot", "topic": "flow", "seq": 1, "epoch": "second", "data": []})
+    resume = connection._subscribe()
+    assert (resume["epoch"], resume["last_seq"]) == ("second", {"flow": 1})
