@@ -28,6 +28,7 @@ from switchboard.local_secrets import local_secret
 # its new endpoints within a minute
 CAPABILITIES_TTL_S = 60.0
 SHARED_READ_S = 2.0
+MAX_REFUSALS = 10_000  # sign-in refusals kept for browsers to read
 
 
 @dataclass
@@ -56,6 +57,14 @@ class Dashboard:
         self.last_sites = LastSites(Path(self.settings.tokens.data_dir) / "dashboard-last-sites.json")
         oidc = self.settings.oidc
         self.oidc = Oidc(oidc, self._pseudonym_key) if oidc.configured else None
+
+    def refuse(self, browser_id: str, why: str) -> None:
+        """Keep why a browser's sign-in was refused for its sign-in page; the oldest of many are let go (a
+        browser without a cookie is new at every request, so anyone could make them pile up)."""
+        self.refusals.pop(browser_id, None)
+        self.refusals[browser_id] = why
+        while len(self.refusals) > MAX_REFUSALS:
+            del self.refusals[next(iter(self.refusals))]
 
     def person(self, sign_in: SignIn, principal: Principal) -> str:
         """Whom the board remembers choices for: the provider's pseudonym, else one of the token's subject."""

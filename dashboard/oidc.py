@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import logging
 import secrets
 import time
@@ -60,19 +61,24 @@ class OidcSection(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StateCache:
-    """Authlib's store for sign-ins in progress (state, nonce, PKCE verifier): this process's memory."""
+    """Authlib's store for sign-ins in progress (state, nonce, PKCE verifier): this process's memory, at most
+    `limit` of them (anyone may start a sign-in: the oldest go first), each call O(1) amortised."""
 
-    def __init__(self) -> None:
-        self._items: dict[str, tuple[float, str]] = {}
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._items: dict[str, tuple[float, str]] = {}  # in the order they were set, so about by expiry
 
     async def get(self, key: str) -> str | None:
-        now = time.monotonic()
-        self._items = {k: v for k, v in self._items.items() if v[0] > now}
         item = self._items.get(key)
-        return None if item is None else item[1]
+        return None if item is None or item[0] <= time.monotonic() else item[1]
 
     async def set(self, key: str, value: str, expires_in: float | None = None) -> None:
-        self._items[key] = (time.monotonic() + (expires_in or 600), value)
+        now = time.monotonic()
+        self._items.pop(key, None)
+        self._items[key] = (now + (expires_in or 600), value)
+        for oldest, (expires, _) in list(itertools.islice(self._items.items(), 2)):  # a few at a time
+            if expires <= now or len(self._items) > self.limit:
+                del self._items[oldest]
 
     async def delete(self, key: str) -> None:
         self._items.pop(key, None)

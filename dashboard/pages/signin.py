@@ -140,7 +140,7 @@ def _register_sso(dashboard: Dashboard) -> None:
             return await dashboard.oidc.start(request)
         except (SignInRefused, OSError, ValueError) as exc:
             log.warning("single sign-on could not start: %s", exc)
-            dashboard.refusals[request.session["id"]] = "the identity provider cannot be reached; try again"
+            dashboard.refuse(request.session["id"], "the identity provider cannot be reached; try again")
             return RedirectResponse("/signin", status_code=303)
 
     @app.get("/auth/callback", include_in_schema=False, name="oidc_callback")
@@ -151,7 +151,7 @@ def _register_sso(dashboard: Dashboard) -> None:
             sign_in = await dashboard.oidc.finish(request)
         except SignInRefused as exc:
             log.warning("sign-in refused: %s", exc)
-            dashboard.refusals[request.session["id"]] = REFUSED
+            dashboard.refuse(request.session["id"], REFUSED)
             return RedirectResponse("/signin", status_code=303)
         dashboard.sessions.sign_out(request.session["id"])
         request.session["id"] = browser_id = str(uuid.uuid4())  # a new session id at sign-in (no fixation)

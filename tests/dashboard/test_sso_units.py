@@ -31,6 +31,15 @@ async def test_sso_state_cache_forgets_what_expired_and_what_was_used():
     assert await cache.get("a") is None
 
 
+async def test_sso_sign_ins_anyone_starts_are_bounded():
+    cache = StateCache(limit=1000)
+    for n in range(5000):  # a flood of /auth/login
+        await cache.set(f"flood-{n}", "x", 600)
+    await cache.set("mine", "kept", 600)
+    assert len(cache._items) <= 1001 and await cache.get("mine") == "kept"
+    assert await cache.get("flood-0") is None  # the oldest went first
+
+
 def test_sso_sessions_hand_out_a_refreshed_token_and_drop_an_expired_one():
     sessions = Sessions()
     sign_in = SignIn(_token(60, roles=["manager"], sites="*"), refresh_token="r", person="p" * 32)

@@ -13,7 +13,7 @@ import pytest
 from dashboard import charts
 from dashboard.backend_client import BackendError, Capabilities
 from dashboard.coalesce import Coalescer
-from dashboard.context import Dashboard, Viewer
+from dashboard.context import MAX_REFUSALS, Dashboard, Viewer
 from dashboard.frame import banner_text, connection_text
 from dashboard.live import (
     HISTORY_POINTS,
@@ -315,3 +315,12 @@ def test_a_snapshot_of_another_replica_leaves_no_topic_to_resume_by_the_old_numb
     connection._handle({"op": "snapshot", "topic": "flow", "seq": 1, "epoch": "second", "data": []})
     resume = connection._subscribe()
     assert (resume["epoch"], resume["last_seq"]) == ("second", {"flow": 1})
+
+
+def test_sign_in_refusals_kept_for_browsers_are_bounded(settings):
+    board = Dashboard(settings=dashboard_settings(settings.tokens), backend_url="http://127.0.0.1:1",
+                      demo=False)
+    for n in range(MAX_REFUSALS + 50):  # a browser without a cookie is a new one at every request
+        board.refuse(f"browser-{n}", "refused")
+    assert len(board.refusals) == MAX_REFUSALS and "browser-0" not in board.refusals
+    assert board.refusals[f"browser-{MAX_REFUSALS + 49}"] == "refused"
