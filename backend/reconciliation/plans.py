@@ -9,7 +9,7 @@ sent for nothing. `push_ours` sends our state of the reference to the system (`r
 
 from __future__ import annotations
 
-import uuid
+import itertools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -90,9 +90,12 @@ def corrective_events(row: Mapping[str, Any], state: JourneyState | None) -> lis
                           " push_ours or ignore")
     system, field = row["system"], row["field"]
     now = datetime.now(UTC)
+    # the same repair of the item as it stands makes the same event ids: published again after a commit that
+    # failed, they are duplicates, not a second repair; the item found again (updated) makes new ones
+    ids = (f"reconcile-{row['id']}-{row['updated_at'].timestamp():.6f}-{n}" for n in itertools.count())
     if row["kind"] == "missing_here":
         made_all = [m for f in owned(system).compared if (m := _for_field(system, f, record, state))]
-        events = [_event(type_, data, record, now) for type_, data in made_all]
+        events = [_event(type_, data, record, now, next(ids)) for type_, data in made_all]
         if not events:
             raise NotPossible(f"{system} owns nothing of a journey that Switchboard could take from its"
                               " record")
@@ -111,7 +114,7 @@ def corrective_events(row: Mapping[str, Any], state: JourneyState | None) -> lis
     made = _for_field(system, field, record, state)
     if made is None:
         raise NotPossible(f"no event of the catalogue sets {field} from {system}'s record")
-    return [_event(*made, record, now)]
+    return [_event(*made, record, now, next(ids))]
 
 
 def _for_field(system: str, field: str, record: SnapshotRecord,
@@ -184,10 +187,11 @@ def _for_stage(record: SnapshotRecord, state: JourneyState | None) -> tuple[str,
     return None
 
 
-def _event(type_: str, data: dict[str, Any], record: SnapshotRecord, now: datetime) -> CloudEvent:
+def _event(type_: str, data: dict[str, Any], record: SnapshotRecord, now: datetime,
+           event_id: str) -> CloudEvent:
     try:
         return msgspec.convert({
-            "specversion": "1.0", "id": f"reconcile-{uuid.uuid4().hex}", "source": OWN_SOURCE,
+            "specversion": "1.0", "id": event_id, "source": OWN_SOURCE,
             "subject": record.ref, "time": now, "datacontenttype": "application/json",
             "data": {"site": record.site, **data},
         }, EVENT_TYPES[type_])
