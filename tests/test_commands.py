@@ -6,6 +6,7 @@ Real backend process, real Postgres and NATS; the connector is a tiny real NATS 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -321,54 +322,75 @@ async def test_the_relay_outlives_a_database_error_and_sends_once_it_clears(api,
     assert len({c.id for c in queue.received}) == 2
 
 
+@contextlib.asynccontextmanager
+async def stack_with(server_urls: dict[str, str], workdir: Path,
+                     **env: str) -> AsyncIterator[tuple[Stack, httpx.AsyncClient]]:
+    """A stack of the test's own with delivery settings of its own (`SWITCHBOARD_COMMAND_…`)."""
+    async with own_stack(server_urls["database_url"], workdir, env) as stack, \
+            httpx.AsyncClient(base_url=stack.backend.url, timeout=10) as api:
+        yield stack, api
+
+
 async def test_a_journey_s_command_waiting_to_be_sent_again_keeps_its_place_before_the_journey_s_next(
-        api, js, nc, token, uid):
+        server_urls, workdir, token, uid):
     site = f"site-{uid}"
     reader = {"Authorization": f"Bearer {token('manager', [site])}"}
     appt, ticket = f"appointments:A-{uid}", f"queue:T-{uid}"
-    first_context = iter(["unavailable", "ok"])  # the first attempt waits out its backoff, held
+    first_context = iter(["unavailable", "ok"])  # the first attempt is held, then waits out its backoff
 
     def answer(command: Command) -> str:
         return next(first_context) if command.command == "visit.context" else "ok"
 
     t0 = datetime.now(UTC) - timedelta(minutes=5)
-    async with ConnectorDouble(nc, "queue", site, answer) as queue, \
-            ConnectorDouble(nc, "appointments", site, lambda _: "ok"):
-        await publish(js, phone_booking(appt, site) | {"time": t0.isoformat()})
+    # held for 2-4 s: long enough for the journey's next command to be made, and due, meanwhile
+    async with stack_with(server_urls, workdir, SWITCHBOARD_COMMAND_BACKOFF_S="4",
+                          SWITCHBOARD_COMMAND_BACKOFF_MAX_S="4") as (stack, api), \
+            ConnectorDouble(stack.nc, "queue", site, answer) as queue, \
+            ConnectorDouble(stack.nc, "appointments", site, lambda _: "ok"):
+        await publish(stack.js, phone_booking(appt, site) | {"time": t0.isoformat()})
         await eventually(lambda: _with_status(api, reader, "held", site=site))
-        # meanwhile the journey's next command for the same system: due at once
-        await publish(js, cloud_event("eligibility.checked", appt, {"site": site, "result": "failed",
-                                                                    "reason_code": "DOCS"},
-                                      time=t0 + timedelta(minutes=1)))
-        await publish(js, cloud_event("customer.arrived", ticket, {"site": site, "links": [appt]},
-                                      time=t0 + timedelta(minutes=2)))
+        await publish(stack.js, cloud_event("eligibility.checked", appt, {"site": site, "result": "failed",
+                                                                          "reason_code": "DOCS"},
+                                            time=t0 + timedelta(minutes=1)))
+        await publish(stack.js, cloud_event("customer.arrived", ticket, {"site": site, "links": [appt]},
+                                            time=t0 + timedelta(minutes=2)))
+        # the journey's next command for the queue is made, due at once, and waits behind the held one
+        alert = await eventually(lambda: _command_named(api, reader, "staff.alert", site=site))
+        assert alert["status"] == "pending" and [c.command for c in queue.received] == ["visit.context"]
         await eventually(lambda: _count_with_status(api, reader, "ok", 3, site=site), timeout=25)
     assert [(c.command, c.attempt) for c in queue.received] == [
         ("visit.context", 1), ("visit.context", 2), ("staff.alert", 1)]
 
 
+async def _command_named(api, headers, name, **params):
+    return next((c for c in await commands_of(api, headers, **params) if c["command"] == name), None)
+
+
 async def test_a_late_answer_to_an_earlier_attempt_says_nothing_of_the_attempt_in_flight(
-        api, js, nc, pool: asyncpg.Pool, token, uid):
+        server_urls, workdir, token, uid):
     site = f"site-{uid}"
     reader = {"Authorization": f"Bearer {token('manager', [site])}"}
-    async with ConnectorDouble(nc, "queue", site, lambda _: None) as queue:  # answers nothing by itself
-        await publish(js, phone_booking(f"appointments:A-{uid}", site))
-        # the first attempt goes unanswered past the answer timeout (4 s): the second is sent
-        await eventually(lambda: _true(len(queue.received) == 2), timeout=20)
-    command = queue.received[0]
+    # attempt 1 answered unavailable: attempt 2 goes out at once, and has half a minute for its answer
+    async with stack_with(server_urls, workdir, SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S="30") as (stack, api):
+        async with ConnectorDouble(stack.nc, "queue", site,
+                                   lambda c: "unavailable" if c.attempt == 1 else None) as queue:
+            await publish(stack.js, phone_booking(f"appointments:A-{uid}", site))
+            await eventually(lambda: _true(len(queue.received) == 2))
+        command = queue.received[0]
 
-    def answer(attempt: int, status: str) -> dict:
-        data = {"command_id": str(command.id), "status": status}
-        return cloud_event("command.result", f"queue:R-{uid}", data, id=f"result-{command.id}-{attempt}")
+        def answer(attempt: int, status: str) -> dict:
+            data = {"command_id": str(command.id), "status": status}
+            return cloud_event("command.result", f"queue:R-{uid}", data, id=f"result-{command.id}-{attempt}")
 
-    await publish(js, answer(1, "failed"))  # the first attempt's answer, late
-    await eventually(lambda: pool.fetchval("SELECT 1 FROM events WHERE id = $1", f"result-{command.id}-1"))
-    # applied in the transaction that stored it: the second attempt, in flight, is not taken for failed
-    in_flight = await pool.fetchrow("SELECT status, attempts, answer FROM commands WHERE id = $1::uuid",
-                                    str(command.id))
-    assert tuple(in_flight) == ("sent", 2, None)
-    await publish(js, answer(2, "ok"))
-    [settled] = await eventually(lambda: _with_status(api, reader, "ok", site=site))
+        await publish(stack.js, answer(1, "failed"))  # the first attempt's answer again, late and otherwise
+        await eventually(lambda: stack.pool.fetchval("SELECT 1 FROM events WHERE id = $1",
+                                                     f"result-{command.id}-1"))
+        # applied in the transaction that stored it: the second attempt, in flight, is not taken for failed
+        in_flight = await stack.pool.fetchrow(
+            "SELECT status, attempts, answer FROM commands WHERE id = $1::uuid", str(command.id))
+        assert tuple(in_flight) == ("sent", 2, None)
+        await publish(stack.js, answer(2, "ok"))
+        [settled] = await eventually(lambda: _with_status(api, reader, "ok", site=site))
     assert settled["attempts"] == 2
 
 

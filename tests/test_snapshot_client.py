@@ -1,10 +1,11 @@
 """A connector's snapshot answer is untrusted: paging that never ends, or a record Switchboard cannot keep,
 ends the read with its reason (the run is then `unreachable`), never a run that hangs for ever or fails at
-the database on every attempt. Real NATS: the connector is a plain responder on its snapshot subject."""
+the database on every attempt. Real NATS (the module's own): the connector is a plain responder on its
+snapshot subject."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from backend.reconciliation.snapshot_client import SnapshotClient, Unreachable
+from switchboard import bus
 from switchboard.snapshots import (
     BAD_REQUEST,
     ERROR_CODE_HEADER,
@@ -21,7 +23,7 @@ from switchboard.snapshots import (
     decode_request,
     snapshot_subject,
 )
-from tests.support.backends import nats_connect
+from tools.embedded import EmbeddedNats
 
 DAY = date(2026, 12, 1)
 Answer = Callable[[str | None], dict[str, Any]]  # the page for a request's cursor
@@ -36,9 +38,19 @@ def page(records: list[dict[str, Any]], next_cursor: str | None) -> dict[str, An
             "next_cursor": next_cursor, "as_of": datetime.now(UTC).isoformat()}
 
 
+@pytest.fixture(scope="module")
+def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """A NATS of the module's own: the answers here are made up, and no other connector or reconciler may
+    answer or hear them (a seed system's snapshot subject among them)."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("snapshot-nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-async def nc(settings) -> AsyncIterator[NATS]:
-    connection = await nats_connect(settings)
+async def nc(own_nats: EmbeddedNats) -> AsyncIterator[NATS]:
+    connection = await bus.connect(own_nats.url, "test-snapshots", creds=own_nats.creds)
     yield connection
     await connection.close()
 
@@ -121,22 +133,29 @@ async def test_references_are_read_by_reference_and_only_those_asked_for_are_tak
 
 
 async def test_an_older_connector_that_refuses_references_has_its_day_read_once(nc, uid):
+    """Its first answer by reference came from a newer instance (a rolling upgrade): kept, and the rest
+    read from the day once."""
     system = f"s{uid}"
     asked = [f"{system}:R-{n:05d}" for n in range(2500)]
+    by_reference: list[None] = []
     day_reads: list[None] = []
 
     async def reply(msg: Msg) -> None:
         request = decode_request(msg.data)
-        if request.refs is not None:  # it does not know `refs`: 400
+        if request.refs is not None and by_reference:  # an older instance: it does not know `refs`, 400
             await nc.publish(msg.reply, b"", headers={ERROR_CODE_HEADER: BAD_REQUEST, ERROR_HEADER: "refs?"})
             return
+        if request.refs is not None:
+            by_reference.append(None)
+            await msg.respond(msgspec.json.encode(page([record(request.refs[0])], None)))
+            return
         day_reads.append(None)
-        await msg.respond(msgspec.json.encode(page([record(asked[5]), record(f"{system}:OTHER")], None)))
+        await msg.respond(msgspec.json.encode(page([record(asked[1005]), record(f"{system}:OTHER")], None)))
 
     subscription = await nc.subscribe(snapshot_subject(system), cb=reply)
     try:
         found = await SnapshotClient(nc, 2.0).refs(system, "north", DAY, asked)
     finally:
         await subscription.unsubscribe()
-    assert list(found) == [asked[5]]
+    assert sorted(found) == [asked[0], asked[1005]]
     assert len(day_reads) == 1  # was once per 1,000 references asked for

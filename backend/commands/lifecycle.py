@@ -103,7 +103,7 @@ async def settle(conn: asyncpg.Connection, answers: Sequence[Answer]) -> list[UU
             attempt)
         WHERE c.id = a.id AND c.system = a.system AND c.status <> 'ok' AND (a.status = 'ok' OR c.status <>
             'failed' AND (a.attempt IS NULL OR a.attempt >= c.attempts))
-        RETURNING c.id, c.status, coalesce(least(a.attempt, c.attempts), c.attempts) AS attempts,
+        RETURNING c.id, c.status, least(a.attempt, c.attempts) AS attempts,
             a.status AS answer, a.error
         """,
         [a.command_id for a in answers], [a.system for a in answers], [a.status for a in answers],

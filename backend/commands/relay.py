@@ -105,8 +105,13 @@ class CommandRelay:
             due = await conn.fetch("SELECT DISTINCT system FROM commands WHERE status IN ('pending', 'held')"
                                    " AND next_at <= now()")
             for system in sorted({r["system"] for r in due} - down):
-                async with conn.transaction():
-                    await self.publish_due(conn, system)
+                try:
+                    async with conn.transaction():
+                        await self.publish_due(conn, system)
+                except asyncpg.PostgresError as exc:  # one system's trouble holds back no other system's
+                    if isinstance(exc, _UNAVAILABLE):
+                        raise
+                    log.warning("commands for %s not published this tick (%s)", system, type(exc).__name__)
 
     async def publish_due(self, conn: asyncpg.Connection, system: str) -> int:
         """Publish the due commands of one system in order and at its pace, in the caller's transaction;

@@ -20,6 +20,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import NamedTuple, TypeVar
 from uuid import UUID
 
@@ -118,6 +119,13 @@ def _split_subject(subject: str) -> tuple[str | None, str | None, str | None]:
     return parts[2], ".".join(parts[3:5]), parts[5] if len(parts) == 6 else None
 
 
+def stream_key_prefix(stream: str, made: datetime | None) -> str:
+    """How the failure key of a message of `stream` begins; its sequence follows. Keyed by the sequence, a
+    redelivery is the same failure; by when the stream was made too, since a stream made again numbers from
+    1 and its message N is another."""
+    return f"nats:{stream}:{made.timestamp():.6f}:" if made else f"nats:{stream}:"
+
+
 class ApplyWorker:
     def __init__(self, nc: NATS, pool: asyncpg.Pool, *, bus: LiveBus, rules: RuleSet, batch: int,
                  max_bytes: int, known_systems: frozenset[str], on_applied: OnApplied | None = None,
@@ -138,9 +146,7 @@ class ApplyWorker:
         self.trust = trust
         self._keep_connection = False
         self._held: asyncpg.Connection | None = None
-        # A stream message's failure is keyed by its sequence, so that a redelivery is the same failure, and
-        # by when the stream was made: a stream made again numbers from 1, and its message N is another
-        self._key_prefix = f"nats:{stream}:"
+        self._key_prefix = stream_key_prefix(stream, None)
 
     async def run_forever(self) -> None:
         """`run`, restarted after anything unexpected: the worker outlives a bad moment."""
@@ -155,7 +161,7 @@ class ApplyWorker:
 
     async def run(self) -> None:
         made = (await self.nc.jetstream().stream_info(self.stream)).created
-        self._key_prefix = f"nats:{self.stream}:{made.timestamp():.6f}:" if made else f"nats:{self.stream}:"
+        self._key_prefix = stream_key_prefix(self.stream, made)
         feed = PullFeed(self.nc, self.stream, self.durable, self.batch)
         await feed.start()
         ahead = _Ahead(limit=2 * self.batch)

@@ -104,8 +104,8 @@ class LiveBus:
             except (NatsError, OSError):
                 missed += 1
         if missed:
-            # the change stands: this replica's clients had it; the others' see it in their next snapshot
-            # (the bus, once back, sends them to subscribe again), and the caller is told it succeeded
+            # the change stands and the caller is told it succeeded: this replica's clients had it; the other
+            # replicas' clients have it at its key's next update or their next snapshot
             log.warning("%d committed changes were not announced to the other replicas", missed)
 
     async def _send(self, message: _Message) -> None:

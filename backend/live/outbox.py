@@ -25,7 +25,9 @@ class Overflow(Exception):  # noqa: N818 - a state of the outbox, not a bug
 class Outbox:
     def __init__(self, limit: int, control_bytes: int) -> None:
         self.limit = limit
-        self.control_bytes = control_bytes  # snapshots are large: what may wait of them, in bytes
+        # snapshots are large: what may wait of them, counted in the frames' characters (their bytes, for
+        # JSON that is ASCII)
+        self.control_bytes = control_bytes
         self.frames: dict[tuple[str, Any], Frame] = {}
         self.ready = asyncio.Event()
         self._control_ids = itertools.count()

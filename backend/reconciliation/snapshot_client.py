@@ -75,9 +75,10 @@ class SnapshotClient:
             try:
                 records = await self._pages(system,
                                             SnapshotRequest(site=site, day=day, refs=chunk, limit=MAX_PAGE))
-            except _Refused:  # an older connector: the day read once for all the references, not per chunk
-                asked = set(wanted)
-                return {r.ref: r for r in await self.day(system, site, day) if r.ref in asked}
+            except _Refused:  # an older connector: its day read once for the references left, not per chunk
+                asked = set(wanted[start:])
+                found.update((r.ref, r) for r in await self.day(system, site, day) if r.ref in asked)
+                return found
             asked = set(chunk)  # only what was asked for: a connector's answer is not trusted further
             found.update((r.ref, r) for r in records if r.ref in asked)
         return found

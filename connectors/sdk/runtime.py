@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -241,7 +242,8 @@ class ConnectorRuntime:
             named = msgspec.json.decode(body, type=_CommandId)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None
-        result_id = f"result-{named.id}-{named.attempt}"[:128]
+        attempt = named.attempt if isinstance(named.attempt, int) and named.attempt >= 1 else 1
+        result_id = f"result-{named.id}-{attempt}"[:128]
         return self._result(f"connector:{self.connector.name}", named.id, result_id,
                             Outcome("failed", "malformed command"))
 
@@ -256,4 +258,4 @@ class ConnectorRuntime:
 
 class _CommandId(msgspec.Struct):
     id: EventId
-    attempt: int = 1
+    attempt: Any = 1  # read loosely: a malformed attempt is still a command to answer (as its first)
