@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from dashboard import charts
-from dashboard.backend_client import BackendError, Capabilities
+from dashboard.backend_client import BackendClient, BackendError, Capabilities
 from dashboard.coalesce import Coalescer
 from dashboard.context import MAX_REFUSALS, Dashboard, Viewer
 from dashboard.frame import banner_text, connection_text
@@ -156,8 +156,8 @@ async def test_a_sign_in_signed_out_in_one_tab_no_longer_reaches_the_backend_fro
                       demo=False)
     tab = Viewer(dashboard=board, browser_id="tablet", sign_in=held, principal=Principal.from_token(token),
                  live=LiveConnection(board.backend_url, token), capabilities=None, sites=site_book([], None))
-    async with tab.http():
-        pass
+    async with tab.http() as http:  # signed in: the backend is reached with the tab's token
+        assert isinstance(http, BackendClient)
     sessions.sign_out("tablet")
     with pytest.raises(BackendError, match="signed out"):
         tab.http()
