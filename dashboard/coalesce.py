@@ -49,3 +49,17 @@ class Coalescer:
             self.render()
         except Exception:  # a broken widget must not stop the others sharing the live connection
             log.exception("render failed")
+
+
+class LatestRead:
+    """Of reads a widget asks for one after another (its first, a filter pressed meanwhile), only the last
+    one asked for is shown, whichever answers last: `still = latest.ask()`, then after the read, show its
+    answer only if `still()`."""
+
+    def __init__(self) -> None:
+        self._asked = 0
+
+    def ask(self) -> Callable[[], bool]:
+        self._asked += 1
+        asked = self._asked
+        return lambda: asked == self._asked

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard.backend_client import BackendError
+from dashboard.coalesce import LatestRead
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import WRAPPED_TABLE, frame
 
@@ -21,6 +22,7 @@ class AuditLog:
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
         self.cursors: list[str | None] = [None]
+        self.latest = LatestRead()  # a filter pressed while the page's first read runs: the filter shows
 
     def build(self) -> None:
         with ui.row().classes("items-end"):
@@ -49,16 +51,20 @@ class AuditLog:
         await self.show()
 
     async def show(self) -> None:
-        cursor = self.cursors[-1]
-        self.result.clear()
+        still, cursor = self.latest.ask(), self.cursors[-1]
         try:
             async with self.viewer.http() as http:
                 page = await http.get("/api/v1/audit", limit=50, **self.filters(),
                                       **({"cursor": cursor} if cursor else {}))
         except BackendError as exc:
-            with self.result:
-                ui.label(f"The audit log could not be read: {exc}").classes("text-red-700")
+            if still():
+                self.result.clear()
+                with self.result:
+                    ui.label(f"The audit log could not be read: {exc}").classes("text-red-700")
             return
+        if not still():
+            return  # a filter or page asked for meanwhile (the page's first read, overtaken): it shows
+        self.result.clear()
         with self.result:
             if not page["items"]:
                 ui.label("Nothing to show.").classes("text-gray-500")

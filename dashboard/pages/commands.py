@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard.backend_client import BackendError
+from dashboard.coalesce import LatestRead
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame
 from dashboard.pages.journey import attempts_text, journey_link
@@ -20,6 +21,7 @@ class CommandsConsole:
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
         self.may_resend = viewer.principal.has("sre", "admin")
+        self.latest = LatestRead()  # a search pressed while the page's first read runs: the search shows
 
     def build(self, journey: str | None) -> None:
         with ui.row().classes("items-end"):
@@ -36,14 +38,19 @@ class CommandsConsole:
         fields = (("system", self.system), ("status", self.status), ("site", self.site),
                   ("journey", self.journey))
         params = {k: (v.value or "").strip() for k, v in fields}
-        self.result.clear()
+        still = self.latest.ask()
         try:
             async with self.viewer.http() as http:
                 page = await http.get("/api/v1/commands", limit=100, **{k: v for k, v in params.items() if v})
         except BackendError as exc:
-            with self.result:
-                ui.label(f"Commands could not be read: {exc}").classes("text-red-700")
+            if still():
+                self.result.clear()
+                with self.result:
+                    ui.label(f"Commands could not be read: {exc}").classes("text-red-700")
             return
+        if not still():
+            return  # a filter asked for meanwhile shows instead
+        self.result.clear()
         with self.result:
             if not page["items"]:
                 ui.label("No command matches.").classes("text-gray-500")

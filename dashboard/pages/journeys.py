@@ -6,6 +6,7 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard.backend_client import BackendError
+from dashboard.coalesce import LatestRead
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame
 from dashboard.pages.journey import journey_link, show_journey
@@ -17,6 +18,7 @@ _STAGES = ["", "open", "booked", "arrived", "waiting", "called", "in_service", "
 class JourneySearch:
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
+        self.latest = LatestRead()  # a search pressed while the page's first read runs: the search shows
 
     def build(self, q: str | None) -> None:
         with ui.row().classes("items-end"):
@@ -32,7 +34,7 @@ class JourneySearch:
     async def search(self) -> None:
         wanted = (("q", self.q.value), ("site", self.site.value), ("stage", self.stage.value))
         params = {k: v.strip() for k, v in wanted if (v or "").strip()}
-        self.result.clear()
+        still = self.latest.ask()
         try:
             async with self.viewer.http() as http:
                 page = await http.get("/api/v1/journeys", limit=100, **params)
@@ -40,9 +42,14 @@ class JourneySearch:
                 only = await http.get(f"/api/v1/journeys/{page['items'][0]['id']}") \
                     if len(page["items"]) == 1 else None
         except BackendError as exc:
-            with self.result:
-                ui.label(f"Search failed: {exc}").classes("text-red-700")
+            if still():
+                self.result.clear()
+                with self.result:
+                    ui.label(f"Search failed: {exc}").classes("text-red-700")
             return
+        if not still():
+            return  # a search asked for meanwhile shows instead
+        self.result.clear()
         with self.result:
             if not page["items"]:
                 ui.label("No journey matches.").props("data-testid=not-found")

@@ -12,7 +12,7 @@ import pytest
 
 from dashboard import charts
 from dashboard.backend_client import BackendClient, BackendError, Capabilities
-from dashboard.coalesce import Coalescer
+from dashboard.coalesce import Coalescer, LatestRead
 from dashboard.context import MAX_REFUSALS, Dashboard, Viewer
 from dashboard.frame import banner_text, connection_text
 from dashboard.live import (
@@ -324,3 +324,18 @@ def test_sign_in_refusals_kept_for_browsers_are_bounded(settings):
         board.refuse(f"browser-{n}", "refused")
     assert len(board.refusals) == MAX_REFUSALS and "browser-0" not in board.refusals
     assert board.refusals[f"browser-{MAX_REFUSALS + 49}"] == "refused"
+
+
+async def test_of_reads_asked_one_after_another_only_the_last_asked_shows_whichever_answers_last():
+    latest = LatestRead()
+    shown: list[str] = []
+
+    async def read(name: str, takes_s: float) -> None:
+        still = latest.ask()
+        await asyncio.sleep(takes_s)
+        if still():
+            shown.append(name)
+
+    # the page's first read is slow; a filter pressed meanwhile answers first
+    await asyncio.gather(read("first", 0.05), read("filtered", 0.0))
+    assert shown == ["filtered"]
