@@ -336,15 +336,15 @@ async def test_a_journey_s_command_waiting_to_be_sent_again_keeps_its_place_befo
     site = f"site-{uid}"
     reader = {"Authorization": f"Bearer {token('manager', [site])}"}
     appt, ticket = f"appointments:A-{uid}", f"queue:T-{uid}"
-    first_context = iter(["unavailable", "ok"])  # the first attempt is held, then waits out its backoff
-
-    def answer(command: Command) -> str:
-        return next(first_context) if command.command == "visit.context" else "ok"
+    def answer(command: Command) -> str:  # visit.context's first attempt is held, then waits out its backoff
+        return "unavailable" if command.command == "visit.context" and command.attempt == 1 else "ok"
 
     t0 = datetime.now(UTC) - timedelta(minutes=5)
-    # held for 2-4 s: long enough for the journey's next command to be made, and due, meanwhile
+    # held for 2-4 s: long enough for the journey's next command to be made, and due, meanwhile; answers
+    # awaited for 30 s, so that a loaded machine's slow answer is never taken for none
     async with stack_with(server_urls, workdir, SWITCHBOARD_COMMAND_BACKOFF_S="4",
-                          SWITCHBOARD_COMMAND_BACKOFF_MAX_S="4") as (stack, api), \
+                          SWITCHBOARD_COMMAND_BACKOFF_MAX_S="4",
+                          SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S="30") as (stack, api), \
             ConnectorDouble(stack.nc, "queue", site, answer) as queue, \
             ConnectorDouble(stack.nc, "appointments", site, lambda _: "ok"):
         await publish(stack.js, phone_booking(appt, site) | {"time": t0.isoformat()})
@@ -357,7 +357,12 @@ async def test_a_journey_s_command_waiting_to_be_sent_again_keeps_its_place_befo
         # the journey's next command for the queue is made, due at once, and waits behind the held one
         alert = await eventually(lambda: _command_named(api, reader, "staff.alert", site=site))
         assert alert["status"] == "pending" and [c.command for c in queue.received] == ["visit.context"]
-        await eventually(lambda: _count_with_status(api, reader, "ok", 3, site=site), timeout=25)
+        try:
+            await eventually(lambda: _count_with_status(api, reader, "ok", 3, site=site))
+        except AssertionError as exc:  # say how each stands
+            states = [(c["command"], c["status"], c["attempts"])
+                      for c in await commands_of(api, reader, site=site)]
+            raise AssertionError(f"{exc}; commands: {states}; received: {queue.received}") from None
     assert [(c.command, c.attempt) for c in queue.received] == [
         ("visit.context", 1), ("visit.context", 2), ("staff.alert", 1)]
 
