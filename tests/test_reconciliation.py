@@ -252,6 +252,25 @@ async def test_ignore_needs_a_reason_and_ignored_drift_is_not_raised_again(rapi,
         assert await drift(rapi, sre, site=site, status="open") == []
 
 
+async def test_a_run_leaves_another_site_s_journey_to_that_site_s_run(rapi, stack, token, uid, tmp_path):
+    """A ticket the queue now files at another site (moved by hand, no event) still belongs to its journey's
+    site: the other site's run neither shows that journey's values nor offers to repair it."""
+    home, away = f"rec-{uid}", f"rec-{uid}-away"
+    queue = still_queue(home, away)
+    async with running(stack.settings, tmp_path, queue):
+        ticket = await queue.arrive(home, "licence", [])
+        journey = await eventually(lambda: waiting(rapi, bearer(token, "sre", [home]), ticket))
+        queue.records[ticket].site = away
+        queue.records[ticket].fields["ticket"] = "T-RENUMBERED"
+        away_run = await run(rapi, bearer(token, "sre", [away]), "queue", away)
+        assert (away_run["checked"], away_run["drifted"]) == (0, 0)
+        assert await drift(rapi, bearer(token, "sre", "*"), site=away) == []
+        home_run = await run(rapi, bearer(token, "sre", [home]), "queue", home)
+        assert (home_run["checked"], home_run["drifted"]) == (1, 1)
+        [item] = await drift(rapi, bearer(token, "sre", [home]), site=home)
+        assert (item["ref"], item["journey_id"], item["kind"]) == (ticket, journey["id"], "missing_there")
+
+
 async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js, stack, token, uid, tmp_path):
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])

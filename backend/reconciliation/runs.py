@@ -118,6 +118,10 @@ async def execute(conn: asyncpg.Connection, client: SnapshotClient, run: asyncpg
             "UPDATE reconciliation_runs SET status = 'unreachable', error = $2, finished_at ="
             " clock_timestamp() WHERE id = $1 RETURNING *", run["id"], scrub(str(exc)[:500]))
         return services.to_run(row), []
+    # a journey of another site (a walk-in on a booking made there) is that site's run's to judge: it reads
+    # the reference by reference; here its values would reach this site's readers and repairs
+    for ref in await services.held_elsewhere(conn, by_ref, site):
+        del by_ref[ref]
     findings = await assess(conn, system, by_ref.values(), absent, stale_after=stale_after)
     async with conn.transaction():
         changed, drifted = await store_findings(conn, run["id"], system, site, findings, [*by_ref, *absent])

@@ -32,6 +32,13 @@ async def holdings_by_ref(conn: asyncpg.Connection, refs: Iterable[str]) -> dict
     return {r["ref"]: _holding(r) for r in rows}
 
 
+async def held_elsewhere(conn: asyncpg.Connection, refs: Iterable[str], site: str) -> set[str]:
+    """Those of `refs` held by journeys of another site than `site`."""
+    rows = await conn.fetch("SELECT r.ref FROM journey_refs r JOIN journeys j ON j.id = r.journey_id"
+                            " WHERE r.ref = ANY($1::text[]) AND j.site <> $2", sorted(set(refs)), site)
+    return {r["ref"] for r in rows}
+
+
 async def refs_held_on(conn: asyncpg.Connection, system: str, site: str, day: date) -> list[str]:
     """The system's references held by journeys of a site that began on `day` (UTC)."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -47,9 +47,9 @@ async def _forget_heartbeats(settings: BackendSettings, connectors: list[str]) -
         await conn.close()
 
 
-def still_queue(site: str) -> Queue:
+def still_queue(*sites: str) -> Queue:
     """A queue with no counter open: nobody is called unless the test says so."""
-    return Queue(sites=[site], pace=Pace(1.0, random.Random(1)), counters=(0, 0))
+    return Queue(sites=list(sites), pace=Pace(1.0, random.Random(1)), counters=(0, 0))
 
 
 async def journey_of(api: httpx.AsyncClient, headers: dict[str, str], ref: str) -> dict[str, Any] | None:
