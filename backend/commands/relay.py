@@ -64,6 +64,20 @@ def message_id(command_id: object, attempt: int) -> str:
 # A system's due commands, oldest first, but none behind an earlier command of its journey that still waits
 # (held after an `unavailable`, or backed off after a failure): a journey's commands go out in their order
 # (`ticket.call` before `service.start`), whatever became due first. The look back is by journey, by index.
+# systems with commands waiting, found by skipping from one to the next in `commands_waiting`; of those not
+# down, the ones with a command due
+_SYSTEMS_DUE = """
+WITH RECURSIVE waiting (system) AS (
+    (SELECT system FROM commands WHERE status IN ('pending', 'held') ORDER BY system LIMIT 1)
+    UNION ALL
+    SELECT (SELECT c.system FROM commands c WHERE c.status IN ('pending', 'held') AND c.system > w.system
+            ORDER BY c.system LIMIT 1)
+    FROM waiting w WHERE w.system IS NOT NULL
+)
+SELECT w.system FROM waiting w WHERE w.system <> ALL($1::text[]) AND EXISTS (
+    SELECT 1 FROM commands c WHERE c.system = w.system AND c.status IN ('pending', 'held') AND c.next_at <= now())
+"""
+
 _DUE = """
 SELECT * FROM commands c WHERE c.system = $1 AND c.status IN ('pending', 'held') AND c.next_at <= now()
   AND NOT EXISTS (SELECT 1 FROM commands e WHERE e.journey_id = c.journey_id AND e.system = c.system
@@ -102,9 +116,8 @@ class CommandRelay:
             await pacing.hold_while_down(conn, down, self.pace)
             if down:
                 await lifecycle.hold_for_down_systems(conn, sorted(down))
-            due = await conn.fetch("SELECT DISTINCT system FROM commands WHERE status IN ('pending', 'held')"
-                                   " AND next_at <= now()")
-            for system in sorted({r["system"] for r in due} - down):
+            due = await conn.fetch(_SYSTEMS_DUE, sorted(down))
+            for system in sorted(r["system"] for r in due):
                 try:
                     async with conn.transaction():
                         await self.publish_due(conn, system)
