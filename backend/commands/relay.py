@@ -75,14 +75,19 @@ WITH RECURSIVE waiting (system) AS (
     FROM waiting w WHERE w.system IS NOT NULL
 )
 SELECT w.system FROM waiting w WHERE w.system <> ALL($1::text[]) AND EXISTS (
-    SELECT 1 FROM commands c WHERE c.system = w.system AND c.status IN ('pending', 'held') AND c.next_at <= now())
+    SELECT 1 FROM commands c WHERE c.system = w.system AND c.status IN ('pending', 'held')
+      AND c.next_at <= now())
 """
 
+# `BETWEEN $1 AND $1` and ordering by system too, not `= $1`: only `commands_waiting` then gives the order.
+# With `=`, Postgres overestimates what one system has waiting when another holds a large backlog and walks
+# every command by `seq` instead (140 ms a tick among 800,000 commands, 0.1 ms this way).
 _DUE = """
-SELECT * FROM commands c WHERE c.system = $1 AND c.status IN ('pending', 'held') AND c.next_at <= now()
+SELECT * FROM commands c WHERE c.system BETWEEN $1 AND $1 AND c.status IN ('pending', 'held')
+  AND c.next_at <= now()
   AND NOT EXISTS (SELECT 1 FROM commands e WHERE e.journey_id = c.journey_id AND e.system = c.system
                   AND e.status IN ('pending', 'held') AND e.next_at > now() AND e.seq < c.seq)
-ORDER BY c.seq LIMIT $2 FOR UPDATE OF c
+ORDER BY c.system, c.seq LIMIT $2 FOR UPDATE OF c
 """
 
 
