@@ -53,10 +53,13 @@ def _ids(rows: list[asyncpg.Record]) -> list[UUID]:
     return [r["id"] for r in rows]
 
 
+HOLD = ("UPDATE commands SET status = 'held', updated_at = now()"
+        " WHERE status = 'pending' AND system = ANY($1::text[])")
+
+
 async def hold_for_down_systems(conn: asyncpg.Connection, systems: Sequence[str]) -> int:
     """pending → held for the commands of systems that are down; how many."""
-    status = await conn.execute("UPDATE commands SET status = 'held', updated_at = now()"
-                                " WHERE status = 'pending' AND system = ANY($1::text[])", list(systems))
+    status = await conn.execute(HOLD, list(systems))
     return int(status.split()[-1])
 
 

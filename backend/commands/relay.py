@@ -66,7 +66,7 @@ def message_id(command_id: object, attempt: int) -> str:
 # (`ticket.call` before `service.start`), whatever became due first. The look back is by journey, by index.
 # systems with commands waiting, found by skipping from one to the next in `commands_waiting`; of those not
 # down, the ones with a command due
-_SYSTEMS_DUE = """
+SYSTEMS_DUE = """
 WITH RECURSIVE waiting (system) AS (
     (SELECT system FROM commands WHERE status IN ('pending', 'held') ORDER BY system LIMIT 1)
     UNION ALL
@@ -82,7 +82,7 @@ SELECT w.system FROM waiting w WHERE w.system <> ALL($1::text[]) AND EXISTS (
 # `BETWEEN $1 AND $1` and ordering by system too, not `= $1`: only `commands_waiting` then gives the order.
 # With `=`, Postgres overestimates what one system has waiting when another holds a large backlog and walks
 # every command by `seq` instead (140 ms a tick among 800,000 commands, 0.1 ms this way).
-_DUE = """
+DUE = """
 SELECT * FROM commands c WHERE c.system BETWEEN $1 AND $1 AND c.status IN ('pending', 'held')
   AND c.next_at <= now()
   AND NOT EXISTS (SELECT 1 FROM commands e WHERE e.journey_id = c.journey_id AND e.system = c.system
@@ -121,7 +121,7 @@ class CommandRelay:
             await pacing.hold_while_down(conn, down, self.pace)
             if down:
                 await lifecycle.hold_for_down_systems(conn, sorted(down))
-            due = await conn.fetch(_SYSTEMS_DUE, sorted(down))
+            due = await conn.fetch(SYSTEMS_DUE, sorted(down))
             for system in sorted(r["system"] for r in due):
                 try:
                     async with conn.transaction():
@@ -136,7 +136,7 @@ class CommandRelay:
         how many went out."""
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_key(f"relay {system}")):
             return 0  # another relay is publishing this system's commands
-        rows = await conn.fetch(_DUE, system, self.batch)
+        rows = await conn.fetch(DUE, system, self.batch)
         granted = await pacing.allowance(conn, system, sorted({r["site"] for r in rows}), self.pace)
         budget = granted.floor_budget
         floor_held: set[str] = set()

@@ -1,0 +1,77 @@
+"""The relay's tick reads what is waiting to go out, not the history of commands nor the backlog a down
+system holds: counted in pages Postgres touches (EXPLAIN BUFFERS), which no load on the machine changes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from backend.commands.lifecycle import HOLD
+from backend.commands.relay import DUE, SYSTEMS_DUE
+from backend.db import migrate
+from tools.bench.common import scratch_database
+
+HISTORY, BACKLOG, WAITING = 30_000, 20_000, 30
+
+_INSERT = """
+INSERT INTO commands (id, rule, system, command, journey_id, refs, site, data, status, next_at)
+SELECT gen_random_uuid(), 'rule', $1, 'ticket.call', gen_random_uuid(), '{}', 'site', '{}', $2,
+       now() - make_interval(mins => $3)
+FROM generate_series(1, $4)
+"""
+
+
+@pytest.fixture(scope="module")
+async def conn(server_urls: dict[str, str]) -> AsyncIterator[asyncpg.Connection]:
+    """Settled history first, then a down system's held backlog, then a live system's few due commands."""
+    async with scratch_database(server_urls["database_url"], "relay") as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+            for system in ("appointments", "crm", "queue"):
+                await conn.execute(_INSERT, system, "ok", 60, HISTORY // 3)
+            await conn.execute(_INSERT, "crm", "held", 60, BACKLOG)
+            await conn.execute(_INSERT, "queue", "pending", 0, WAITING)
+            await conn.execute("VACUUM ANALYZE commands")
+            yield conn
+        finally:
+            await conn.close()
+
+
+async def pages(conn: asyncpg.Connection, sql: str, *args: Any) -> int:
+    """The shared buffers one run of `sql` touched (in a transaction rolled back: HOLD changes rows)."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        [plan] = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *args))
+    finally:
+        await transaction.rollback()
+    top = plan["Plan"]
+    return int(top["Shared Hit Blocks"] + top["Shared Read Blocks"])
+
+
+async def test_the_relay_finds_only_the_live_system_with_commands_due(conn):
+    assert [r["system"] for r in await conn.fetch(SYSTEMS_DUE, ["crm"])] == ["queue"]
+    assert [r["system"] for r in await conn.fetch(SYSTEMS_DUE, [])] == ["crm", "queue"]
+    due = await conn.fetch(DUE, "queue", 200)
+    assert len(due) == WAITING and [r["seq"] for r in due] == sorted(r["seq"] for r in due)
+    assert len(await conn.fetch(DUE, "crm", 200)) == 200
+
+
+async def test_a_tick_touches_pages_for_what_is_waiting_not_for_the_backlog(conn):
+    table = await conn.fetchval("SELECT relpages FROM pg_class WHERE relname = 'commands'")
+    assert table > 400  # the history and the backlog: what a lookup that reads them would touch
+    touched = {
+        "systems due": await pages(conn, SYSTEMS_DUE, ["crm"]),
+        "hold the down system's new commands": await pages(conn, HOLD, ["crm"]),
+        "the live system's due commands": await pages(conn, DUE, "queue", 200),
+        "the returning system's next batch": await pages(conn, DUE, "crm", 200),
+    }
+    # a batch of 200 touches its rows' pages, their index pages and one probe of the journey index each
+    assert all(count < 800 for count in touched.values()), touched
+    assert touched["systems due"] < 30 and touched["hold the down system's new commands"] < 30, touched
+    assert touched["the live system's due commands"] < 150, touched
