@@ -159,6 +159,24 @@ async def test_closed_drift_old_runs_and_ended_fallbacks_go_what_is_in_use_stays
     assert days == [days_ago(0).date()]
 
 
+async def test_a_fallback_still_to_replay_keeps_its_steps_inbox_rows(pool, uid):
+    """A fallback running longer than the events are kept still tells at its replay a step already applied
+    (its inbox row) from one to send again: that one would be applied twice, its commands sent again."""
+    steps = {}
+    for status in ("active", "replaying", "ended"):
+        fallback_id = await add_fallback(pool, uid, f"lab_{status}", status, 1)
+        step = await pool.fetchrow(
+            "SELECT event_source, event_id FROM fallback_ledger WHERE fallback_id = $1", fallback_id)
+        await pool.execute("INSERT INTO event_inbox (source, id, applied_at) VALUES ($1, $2, $3)",
+                           step["event_source"], step["event_id"], days_ago(40))
+        steps[status] = step["event_id"]
+
+    await eventually(lambda: purge(pool, DEFAULTS))
+    kept = {r["id"] for r in await pool.fetch("SELECT id FROM event_inbox WHERE id = ANY($1::text[])",
+                                              list(steps.values()))}
+    assert kept == {steps["active"], steps["replaying"]}, "an ended fallback's steps go with their age"
+
+
 async def test_a_dry_run_counts_and_deletes_nothing(pool, uid):
     await add_event(pool, uid, "old", 40)
     counts = await eventually(lambda: purge(pool, DEFAULTS, dry_run=True))

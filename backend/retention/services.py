@@ -15,10 +15,12 @@ An ended fallback goes with its ledger and the manual ticket numbers of its days
 `retention_fallbacks_days` (the audit log keeps who started and ended it, and why).
 
 Events go with their inbox rows (`event_inbox`, where idempotency lives since sql/007), both after
-`retention_events_days`. A purged inbox row is a forgotten (source, id): the same event arriving again after
-that is applied again. JetStream's duplicate window (minutes) is far shorter than the retention, so this only
-concerns a connector replaying its history from further back than `retention_events_days`; the merge makes the
-journey's state come out the same, but its rules may issue their commands again.
+`retention_events_days`, except the inbox rows of the steps of a fallback not ended yet (its replay tells
+a step already applied by them). A purged inbox row is a forgotten (source, id): the same event arriving
+again after that is applied again. JetStream's duplicate window (minutes) is far shorter than the
+retention, so this only concerns a connector replaying its history from further back than
+`retention_events_days`; the merge makes the journey's state come out the same, but its rules may issue
+their commands again.
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ _LOCK = 0x5357_5254  # one purge at a time across replicas and the CLI
 # kind: (table, key columns, what may go; $1 is the retention as an interval)
 _BATCHED: dict[Kind, tuple[str, str, str]] = {
     "events": ("events", "source, id", "applied_at < now() - $1::interval"),
-    "inbox": ("event_inbox", "source, id", "applied_at < now() - $1::interval"),
+    # a step of a fallback not ended yet is settled by its inbox row: its replay, however late, must find it
+    "inbox": ("event_inbox", "source, id", "applied_at < now() - $1::interval"
+              " AND NOT EXISTS (SELECT 1 FROM fallback_ledger l JOIN fallbacks f ON f.id = l.fallback_id"
+              " WHERE l.event_source = event_inbox.source AND l.event_id = event_inbox.id"
+              " AND f.status <> 'ended')"),
     "webhook_receipts": ("webhook_receipts", "system, webhook_id", "received_at < now() - $1::interval"),
     "outbox": ("commands", "id", "status IN ('ok', 'failed') AND updated_at < now() - $1::interval"
                " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.command_id = commands.id::text"
