@@ -7,6 +7,7 @@ the system (no event), a record Switchboard never heard of, a reference the syst
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -269,6 +270,41 @@ async def test_a_run_leaves_another_site_s_journey_to_that_site_s_run(rapi, stac
         assert (home_run["checked"], home_run["drifted"]) == (1, 1)
         [item] = await drift(rapi, bearer(token, "sre", [home]), site=home)
         assert (item["ref"], item["journey_id"], item["kind"]) == (ticket, journey["id"], "missing_there")
+
+
+async def test_a_bulk_resolve_acts_on_all_its_items_or_on_none(rapi, stack, token, uid, tmp_path):
+    """One of the previewed items resolved by hand while the bulk resolve works through them: the bulk either
+    acts on every item before it (that hand then finds it ignored) or on none; never on some, then a 409."""
+    site = f"rec-{uid}"
+    sre = bearer(token, "sre", [site])
+    queue = still_queue(site)
+    async with running(stack.settings, tmp_path, queue):
+        tickets = [await queue.arrive(site, "licence", []) for _ in range(20)]
+        for ticket in tickets:
+            await eventually(lambda ticket=ticket: waiting(rapi, sre, ticket))
+            queue.records[ticket].fields["ticket"] = "T-RENUMBERED"
+        assert (await run(rapi, sre, "queue", site))["drifted"] == len(tickets)
+    preview = (await rapi.post("/api/v1/reconciliation/drift/preview",
+                               json={"filter": {"site": site}, "action": "ignore"}, headers=sre)).json()
+    assert preview["acting"] == len(tickets)
+    last = max(p["drift_id"] for p in preview["plans"])
+
+    async def by_hand_meanwhile() -> httpx.Response:
+        await asyncio.sleep(0.03)  # while the bulk works through the items
+        return await rapi.post(f"/api/v1/reconciliation/drift/{last}/resolve",
+                               json={"action": "ignore", "reason": "one done by hand"}, headers=sre)
+
+    bulk, by_hand = await asyncio.gather(
+        rapi.post("/api/v1/reconciliation/drift/resolve",
+                  json={"selection": preview["selection"], "reason": "renumbered on purpose"}, headers=sre),
+        by_hand_meanwhile())
+    statuses = {i["id"]: i["status"] for i in await drift(rapi, sre, site=site)}
+    assert len(statuses) == len(tickets)
+    if bulk.status_code == 200:
+        assert by_hand.status_code == 409 and set(statuses.values()) == {"ignored"}
+    else:
+        assert (bulk.status_code, by_hand.status_code) == (409, 200), (bulk.text, by_hand.text)
+        assert [i for i, status in statuses.items() if status == "ignored"] == [last], statuses
 
 
 async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js, stack, token, uid, tmp_path):

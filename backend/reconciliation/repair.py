@@ -106,8 +106,7 @@ async def _act(conn: asyncpg.Connection, resources: Resources, principal: Princi
 
 
 async def resolve(resources: Resources, principal: Principal, drift_id: int, action: Action | None,
-                  reason: str | None, *, dry_run: bool = False,
-                  selection: str | None = None) -> ResolveResult:
+                  reason: str | None, *, dry_run: bool = False) -> ResolveResult:
     """Resolve one open item with `action` (None: its proposed action); `dry_run` only says what it would
     do."""
     async with resources.pool.acquire() as conn, conn.transaction():
@@ -115,42 +114,56 @@ async def resolve(resources: Resources, principal: Principal, drift_id: int, act
         action = action or proposed_action(row)
         if action == "ignore" and not reason:
             raise ValidationException("ignore needs a reason")
-        journey = await journey_state(conn, row["ref"])
-        repair = plan(row, action, journey[2] if journey else None)
         if dry_run:
-            return ResolveResult(drift_id=drift_id, outcome="preview", status=row["status"], plan=repair)
-        if row["status"] != "open":
-            raise ConflictException(f"this drift item is {row['status']}, not open")
-        if not repair.possible:
-            raise ConflictException(f"{action} is not possible here: {repair.note}")
-        try:
-            result = await _act(conn, resources, principal, row, action, reason, repair)
-        except NotPossible as exc:
-            raise ConflictException(f"{action} is not possible here: {exc}") from exc
-        details: dict[str, Any] = msgspec.to_builtins(result)
-        if selection:
-            details["selection"] = selection
-        await audit.record(conn, principal, action="drift.resolve", target=f"drift:{drift_id}", reason=reason,
-                           result=details)
+            journey = await journey_state(conn, row["ref"])
+            return ResolveResult(drift_id=drift_id, outcome="preview", status=row["status"],
+                                 plan=plan(row, action, journey[2] if journey else None))
+        result = await _resolve_locked(conn, resources, principal, row, action, reason, selection=None)
     async with resources.pool.acquire() as conn:
         await live.publish_drift(resources.live, conn, [drift_id])
     return result
 
 
+async def _resolve_locked(conn: asyncpg.Connection, resources: Resources, principal: Principal,
+                          row: asyncpg.Record, action: Action, reason: str | None, *,
+                          selection: str | None) -> ResolveResult:
+    """Act on one item the caller's transaction holds locked, with its audit row."""
+    journey = await journey_state(conn, row["ref"])
+    repair = plan(row, action, journey[2] if journey else None)
+    if row["status"] != "open":
+        raise ConflictException(f"this drift item is {row['status']}, not open")
+    if not repair.possible:
+        raise ConflictException(f"{action} is not possible here: {repair.note}")
+    try:
+        result = await _act(conn, resources, principal, row, action, reason, repair)
+    except NotPossible as exc:
+        raise ConflictException(f"{action} is not possible here: {exc}") from exc
+    details: dict[str, Any] = msgspec.to_builtins(result)
+    if selection:
+        details["selection"] = selection
+    await audit.record(conn, principal, action="drift.resolve", target=f"drift:{row['id']}", reason=reason,
+                       result=details)
+    return result
+
+
 async def _matching(conn: asyncpg.Connection, principal: Principal, wanted: DriftFilter,
-                    action: Action | None, up_to: int | None) -> list[RepairPlan]:
+                    action: Action | None, up_to: int | None, *,
+                    lock: bool = False) -> list[tuple[asyncpg.Record, RepairPlan]]:
+    """The open items the filter matches, each with its plan; `lock`: held until the caller's transaction
+    ends."""
     args: list[Any] = []
     where = services.drift_filters(args, sites=principal.scope(wanted.site), status="open",
                                    system=wanted.system, kind=wanted.kind)
     if up_to is not None:
         args.append(up_to)
         where.append(f"d.id <= ${len(args)}")
-    rows = await conn.fetch(f"SELECT d.* FROM drift_items d WHERE {' AND '.join(where)} ORDER BY d.id", *args)
-    plans = []
+    rows = await conn.fetch(f"SELECT d.* FROM drift_items d WHERE {' AND '.join(where)} ORDER BY d.id"
+                            f"{' FOR UPDATE' if lock else ''}", *args)
+    found = []
     for row in rows:
         journey = await journey_state(conn, row["ref"])
-        plans.append(plan(row, action or proposed_action(row), journey[2] if journey else None))
-    return plans
+        found.append((row, plan(row, action or proposed_action(row), journey[2] if journey else None)))
+    return found
 
 
 def _digest(plans: list[RepairPlan]) -> str:
@@ -162,7 +175,7 @@ async def preview(resources: Resources, principal: Principal, wanted: DriftFilte
     """Every open item the filter matches with what resolving it would change; `selection` names the possible
     ones."""
     async with resources.pool.acquire() as conn:
-        plans = await _matching(conn, principal, wanted, action, None)
+        plans = [p for _, p in await _matching(conn, principal, wanted, action, None)]
     acting = [p for p in plans if p.possible]
     selection = encode_cursor(wanted.system or "", wanted.site or "", wanted.kind or "", action or "",
                               max((p.drift_id for p in plans), default=0), len(acting), _digest(acting))
@@ -178,12 +191,15 @@ async def bulk_resolve(resources: Resources, principal: Principal, selection: st
     chosen: Action | None = action or None
     if chosen == "ignore" and not reason:
         raise ValidationException("ignore needs a reason")
+    # one transaction holding every item: all are acted on, or none (an item changed meanwhile is a 409)
+    async with resources.pool.acquire() as conn, conn.transaction():
+        acting = [(row, p) for row, p in await _matching(conn, principal, wanted, chosen, up_to, lock=True)
+                  if p.possible]
+        if len(acting) != count or _digest([p for _, p in acting]) != digest:
+            raise ConflictException(f"the items to act on changed since the preview ({len(acting)} now, not"
+                                    f" {count}); preview again")
+        results = [await _resolve_locked(conn, resources, principal, row, p.action, reason,
+                                         selection=selection) for row, p in acting]
     async with resources.pool.acquire() as conn:
-        acting = [p for p in await _matching(conn, principal, wanted, chosen, up_to) if p.possible]
-    if len(acting) != count or _digest(acting) != digest:
-        raise ConflictException(f"the items to act on changed since the preview ({len(acting)} now, not"
-                                f" {count});"
-                                " preview again")
-    results = [await resolve(resources, principal, p.drift_id, p.action, reason,
-                             selection=selection) for p in acting]
+        await live.publish_drift(resources.live, conn, [r.drift_id for r in results])
     return BulkResolveResult(acted=len(results), selection=selection, results=results)
