@@ -237,6 +237,43 @@ async def test_bulk_retry_retries_exactly_the_previewed_set(api, js, pool, token
     assert {a["reason"] for a in bulk_rows} == {"connector fixed"}
 
 
+async def test_a_failure_discarded_while_a_bulk_retry_runs_is_answered_in_its_place(api, js, pool, token,
+                                                                                    uid):
+    """Before, the bulk stopped at it with a 409, the failures before it retried and those after it not."""
+    site = f"site-{uid}"
+    sre = bearer(token, "sre", [site])
+    await _poison_events(pool, uid)
+    try:
+        for n in range(20):
+            await publish(js, cloud_event("customer.arrived", f"queue:B{n}-{uid}", {"site": site},
+                                          id=f"poison-{uid}-B{n}"))
+        await eventually(lambda: _count(api, sre, 20, site=site, kind="apply_error"))
+        preview = (await api.post("/api/v1/failures/retry", headers=sre,
+                                  json={"filter": {"site": site, "kind": "apply_error"}})).json()
+    finally:
+        await _cure_events(pool, uid)
+    last = max(f["id"] for f in await failures_of(api, sre, site=site))
+
+    async def discarded_meanwhile():
+        await asyncio.sleep(0.05)  # while the bulk works through the set
+        return await api.post(f"/api/v1/failures/{last}/discard", headers=sre, json={"reason": "a duplicate"})
+
+    bulk, discard = await asyncio.gather(
+        api.post("/api/v1/failures/retry", headers=sre,
+                 json={"dry_run": False, "selection": preview["selection"]}),
+        discarded_meanwhile())
+    after = {f["id"]: f["status"] for f in await failures_of(api, sre, site=site)}
+    if bulk.status_code == 409:  # the discard came before the bulk read its set: nothing retried
+        assert set(after.values()) == {"open", "discarded"} and after[last] == "discarded"
+        return
+    assert bulk.status_code == 200, bulk.text
+    outcomes = {r["failure_id"]: r["outcome"] for r in bulk.json()["results"]}
+    assert sorted(outcomes) == sorted(after)
+    if discard.status_code == 200:
+        assert outcomes.pop(last) == "already_discarded" and after.pop(last) == "discarded"
+    assert set(outcomes.values()) == {"resolved"} and set(after.values()) == {"resolved"}
+
+
 async def _count(api, headers, n, **params):
     items = await failures_of(api, headers, **params)
     return items if len(items) == n else None

@@ -125,11 +125,17 @@ async def retry(resources: Resources, principal: Principal, failure_id: int, rea
     async with resources.pool.acquire() as conn, resources.live.after_commit(conn) as announce:
         row = await _locked_failure(conn, principal, failure_id)
         debounce = timedelta(seconds=resources.settings.failures.retry_debounce_s)
+        # in a bulk retry, what changed since its preview is told per failure: the others are retried
         if row["status"] == "discarded":
-            raise ConflictException("a discarded failure is not retried")
-        if row["kind"] in UNRETRYABLE_KINDS:
-            raise ConflictException(f"a {row['kind']} failure is never retried: {UNRETRYABLE_NOTE}")
-        if row["status"] == "resolved":
+            if selection is None:
+                raise ConflictException("a discarded failure is not retried")
+            result = _result(row, "already_discarded", "discarded since the preview")
+        elif row["kind"] in UNRETRYABLE_KINDS:
+            if selection is None:
+                raise ConflictException(f"a {row['kind']} failure is never retried: {UNRETRYABLE_NOTE}")
+            result = _result(row, "refused",
+                             f"reopened as {row['kind']} since the preview: {UNRETRYABLE_NOTE}")
+        elif row["status"] == "resolved":
             result = _result(row, "already_resolved")
         elif row["last_retry_at"] and datetime.now(UTC) - row["last_retry_at"] < debounce:
             result = _result(row, "just_retried", "the same failure was retried moments ago")

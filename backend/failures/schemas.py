@@ -46,7 +46,7 @@ class FailurePage(msgspec.Struct):
 
 
 Outcome = Literal["resolved", "still_failing", "retrying", "already_resolved", "already_retrying",
-                  "just_retried", "discarded", "already_discarded"]
+                  "just_retried", "discarded", "already_discarded", "refused"]
 
 
 class RetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
