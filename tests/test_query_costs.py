@@ -1,5 +1,6 @@
-"""The relay's tick reads what is waiting to go out, not the history of commands nor the backlog a down
-system holds: counted in pages Postgres touches (EXPLAIN BUFFERS), which no load on the machine changes."""
+"""What runs every second reads what is current, not the history: the relay's tick neither the settled
+commands nor the backlog a down system holds, the live flow and capacity not the journeys of past days.
+Counted in pages Postgres touches (EXPLAIN BUFFERS), which no load on the machine changes."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 from backend.commands.lifecycle import HOLD
 from backend.commands.relay import DUE, SYSTEMS_DUE
 from backend.db import migrate
+from backend.operations.services import _CAPACITY_SQL, _FLOW_SQL
 from tools.bench.common import scratch_database
 
 HISTORY, BACKLOG, WAITING = 30_000, 20_000, 30
+PAST_JOURNEYS, TODAY = 40_000, 40
 
 _INSERT = """
 INSERT INTO commands (id, rule, system, command, journey_id, refs, site, data, status, next_at)
@@ -23,12 +26,19 @@ SELECT gen_random_uuid(), 'rule', $1, 'ticket.call', gen_random_uuid(), '{}', 's
        now() - make_interval(mins => $3)
 FROM generate_series(1, $4)
 """
+_JOURNEYS = """
+INSERT INTO journeys (id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at, finished_at,
+                      created_at, updated_at)
+SELECT gen_random_uuid(), 'north', $1, '{}', t, t, t, t, CASE WHEN $1 = 'completed' THEN t END, t, t
+FROM (SELECT now() - make_interval(mins => $2) AS t FROM generate_series(1, $3)) times
+"""
 
 
 @pytest.fixture(scope="module")
 async def conn(server_urls: dict[str, str]) -> AsyncIterator[asyncpg.Connection]:
-    """Settled history first, then a down system's held backlog, then a live system's few due commands."""
-    async with scratch_database(server_urls["database_url"], "relay") as url:
+    """Commands: settled history first, then a down system's held backlog, then a live system's few due
+    commands. Journeys: a month of finished ones, then today's few."""
+    async with scratch_database(server_urls["database_url"], "costs") as url:
         conn = await asyncpg.connect(url)
         try:
             await migrate(conn)
@@ -36,7 +46,10 @@ async def conn(server_urls: dict[str, str]) -> AsyncIterator[asyncpg.Connection]
                 await conn.execute(_INSERT, system, "ok", 60, HISTORY // 3)
             await conn.execute(_INSERT, "crm", "held", 60, BACKLOG)
             await conn.execute(_INSERT, "queue", "pending", 0, WAITING)
+            await conn.execute(_JOURNEYS, "completed", 30 * 24 * 60, PAST_JOURNEYS)
+            await conn.execute(_JOURNEYS, "waiting", 5, TODAY)
             await conn.execute("VACUUM ANALYZE commands")
+            await conn.execute("VACUUM ANALYZE journeys")
             yield conn
         finally:
             await conn.close()
@@ -75,3 +88,15 @@ async def test_a_tick_touches_pages_for_what_is_waiting_not_for_the_backlog(conn
     assert all(count < 800 for count in touched.values()), touched
     assert touched["systems due"] < 30 and touched["hold the down system's new commands"] < 30, touched
     assert touched["the live system's due commands"] < 150, touched
+
+
+async def test_flow_and_capacity_read_today_s_journeys_not_the_month_before(conn):
+    assert await conn.fetchval("SELECT relpages FROM pg_class WHERE relname = 'journeys'") > 400
+    [north] = await conn.fetch(_FLOW_SQL, ["north"], "{}")
+    assert north["stages"] == f'{{"waiting": {TODAY}}}'
+    touched = {
+        "flow of the changed sites (live, every second)": await pages(conn, _FLOW_SQL, ["north"], "{}"),
+        "flow of every site": await pages(conn, _FLOW_SQL, None, "{}"),
+        "capacity": await pages(conn, _CAPACITY_SQL, ["north"]),
+    }
+    assert all(count < 60 for count in touched.values()), touched
