@@ -102,7 +102,8 @@ def backend_permissions() -> dict[str, Any]:
 
 def connector_permissions(system: str, sites: tuple[str, ...] = ()) -> dict[str, Any]:
     """A connector of `system`: its events (only its sites' journey events when limited), its heartbeats,
-    replies to the snapshot requests it was sent, and its own commands through the backend's consumer."""
+    replies to the snapshot requests it was sent (only its sites' when limited), and its own commands through
+    the backend's consumer."""
     try:  # names become subject tokens: a `*` or `>` in one would widen the permission
         msgspec.convert(system, System)
         msgspec.convert(list(sites), list[Code])
@@ -114,6 +115,9 @@ def connector_permissions(system: str, sites: tuple[str, ...] = ()) -> dict[str,
         # heartbeats and command results carry no site, so no site token (docs/contract-notes.md)
         events += [f"svc.events.{system}.connector.heartbeat", f"svc.events.{system}.command.result"]
     service = f"switchboard-{system}"
+    # snapshot requests of its own sites only: a connector of one site must not answer (invent) another's
+    snapshots = ([f"svc.snapshot.{system}.{site}" for site in sites] if sites
+                 else [f"svc.snapshot.{system}", f"svc.snapshot.{system}.>"])
     return {
         "pub": {"allow": [
             *events, f"svc.heartbeat.{system}",
@@ -122,7 +126,7 @@ def connector_permissions(system: str, sites: tuple[str, ...] = ()) -> dict[str,
             f"$JS.ACK.{COMMANDS_STREAM}.{consumer}.>",
         ]},
         "sub": {"allow": [
-            f"svc.snapshot.{system}", f"{inbox_prefix(system)}.>",
+            *snapshots, f"{inbox_prefix(system)}.>",
             # nats.micro's discovery endpoints for its own snapshot service
             "$SRV.PING", "$SRV.INFO", "$SRV.STATS", f"$SRV.*.{service}", f"$SRV.*.{service}.>",
         ]},

@@ -1,5 +1,5 @@
-"""Snapshot request/reply on `svc.snapshot.<system>` (CONTRACT section 5), shared by connectors and the
-reconciler.
+"""Snapshot request/reply on `svc.snapshot.<system>[.<site>]` (CONTRACT section 5), shared by connectors
+and the reconciler.
 
 A snapshot is the system's own truth for one site and day, ordered by `ref` and paged by it:
 the reconciler asks with `cursor=None`, then with each `next_cursor` until it is null. With `refs`
@@ -63,8 +63,10 @@ UNAVAILABLE = "503"  # the upstream is down or did not answer
 BAD_REQUEST = "400"
 
 
-def snapshot_subject(system: str) -> str:
-    return f"svc.snapshot.{system}"
+def snapshot_subject(system: str, site: str | None = None) -> str:
+    """`svc.snapshot.<system>`, or with the request's site as its last token: the reconciler asks there first,
+    and a connector limited to sites may answer nowhere else (docs/contract-notes.md)."""
+    return f"svc.snapshot.{system}" + (f".{site}" if site is not None else "")
 
 
 decode_request = msgspec.json.Decoder(SnapshotRequest).decode

@@ -199,6 +199,33 @@ async def test_a_connector_cannot_answer_another_systems_snapshot_requests(world
     await nc.close()
 
 
+async def test_a_site_limited_connector_cannot_answer_another_sites_snapshot_requests(world, uid):
+    """Else it could invent another site's records: drift there, and a repair that takes its values."""
+    site, other = f"mine-{uid}", f"theirs-{uid}"
+    nc, errors = await as_connector(world.profile("queue", site), "queue")
+    invented = SnapshotPage(system="queue", site=other, day=date.today(), as_of=datetime.now(UTC),
+                            next_cursor=None,
+                            records=[SnapshotRecord(ref=f"queue:T-{uid}", site=other, stage="completed",
+                                                    updated_at=datetime.now(UTC))])
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(msgspec.json.encode(invented))
+
+    for subject in (snapshot_subject("queue"), snapshot_subject("queue", other), "svc.snapshot.queue.>"):
+        await nc.subscribe(subject, cb=answer)
+    await nc.subscribe(snapshot_subject("queue", site), cb=answer)  # its own site's: allowed
+    await nc.flush()
+    ask = msgspec.json.encode(SnapshotRequest(site=other, day=date.today()))
+    for subject in (snapshot_subject("queue"), snapshot_subject("queue", other)):
+        with pytest.raises(REFUSED):
+            await world.nc.request(subject, ask, timeout=1)
+    refused = violations(errors)
+    assert all(f'subscription to "{subject}"' in refused
+               for subject in ("svc.snapshot.queue", f"svc.snapshot.queue.{other}", "svc.snapshot.queue.>"))
+    assert f'subscription to "svc.snapshot.queue.{site}"' not in refused
+    await nc.close()
+
+
 async def test_only_backends_publish_or_read_live_updates(world, uid):
     nc, errors = await as_connector(world.profile("queue"), "queue")
     by_connector: list[bytes] = []
@@ -285,8 +312,11 @@ async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consum
         await eventually(lambda: applied(world, arrived.source, arrived.id), timeout=20)
 
         ask = msgspec.json.encode(SnapshotRequest(site=site, day=date.today()))
-        reply = await world.nc.request(snapshot_subject("queue"), ask, timeout=5)
+        reply = await world.nc.request(snapshot_subject("queue", site), ask, timeout=5)
         assert [r.ref for r in decode_page(reply.data).records] == [f"queue:T-{uid}"]
+        # it answers on its sites' subjects only: the system's own is another connector's to answer
+        with pytest.raises(REFUSED):
+            await world.nc.request(snapshot_subject("queue"), ask, timeout=1)
 
         command = Command(id=f"cmd-{uid}", system="queue", command="staff.alert",
                           journey_id=str(uuid.uuid4()),

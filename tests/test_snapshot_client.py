@@ -5,8 +5,9 @@ snapshot subject."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,14 +16,19 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from backend.reconciliation.snapshot_client import SnapshotClient, Unreachable
+from connectors.sdk.connector import Connector
+from connectors.sdk.runtime import ConnectorRuntime
 from switchboard import bus
 from switchboard.snapshots import (
     BAD_REQUEST,
     ERROR_CODE_HEADER,
     ERROR_HEADER,
+    SnapshotRecord,
+    SnapshotRequest,
     decode_request,
     snapshot_subject,
 )
+from tests.support.waits import eventually
 from tools.embedded import EmbeddedNats
 
 DAY = date(2026, 12, 1)
@@ -159,3 +165,71 @@ async def test_an_older_connector_that_refuses_references_has_its_day_read_once(
         await subscription.unsubscribe()
     assert sorted(found) == [asked[0], asked[1005]]
     assert len(day_reads) == 1  # was once per 1,000 references asked for
+
+
+async def test_the_site_s_subject_is_asked_first_and_the_system_s_only_when_nobody_answers_there(nc, uid):
+    """A connector limited to a site answers on `svc.snapshot.<system>.<site>` only; one that knows only the
+    contract's first form answers on `svc.snapshot.<system>`."""
+    system = f"s{uid}"
+    asked: list[str] = []
+
+    def responder(name: str) -> Callable[[Msg], Any]:
+        async def reply(msg: Msg) -> None:
+            asked.append(msg.subject)
+            await msg.respond(msgspec.json.encode(page([record(f"{system}:{name}")], None)))
+        return reply
+
+    legacy = await nc.subscribe(snapshot_subject(system), cb=responder("LEGACY"))
+    client = SnapshotClient(nc, 2.0)
+    assert [r.ref for r in await client.day(system, "north", DAY)] == [f"{system}:LEGACY"]
+    assert asked == [snapshot_subject(system)]
+    north = await nc.subscribe(snapshot_subject(system, "north"), cb=responder("NORTH"))
+    assert [r.ref for r in await client.day(system, "north", DAY)] == [f"{system}:NORTH"]
+    assert asked[1:] == [snapshot_subject(system, "north")]
+    await legacy.unsubscribe()
+    await north.unsubscribe()
+    with pytest.raises(Unreachable, match=f"no connector of {system} answers snapshots of north"):
+        await client.day(system, "north", DAY)
+
+
+class Desk(Connector):
+    """A queue connector holding one record per site."""
+
+    system = "queue"
+
+    async def snapshot(self, site: str, day: date) -> Sequence[SnapshotRecord]:
+        return [SnapshotRecord(ref=f"queue:T-{site}", site=site, updated_at=datetime.now(UTC))]
+
+
+async def once_serving(client: SnapshotClient, site: str) -> list[SnapshotRecord]:
+    """The connector's first answer: it serves once connected, in the background."""
+    async def answered() -> list[SnapshotRecord] | None:
+        try:
+            return await client.day("queue", site, DAY)
+        except Unreachable:
+            return None
+
+    return await eventually(answered)  # type: ignore[no-any-return]
+
+
+async def asked(nc: NATS, subject: str, site: str) -> Msg:
+    return await nc.request(subject, msgspec.json.encode(SnapshotRequest(site=site, day=DAY)), timeout=2)
+
+
+async def test_the_sdk_answers_a_site_s_request_on_that_site_s_subject_only(own_nats, nc, tmp_path: Path):
+    """Whatever its subscriptions, a connector answers a request only for the site its subject names, and a
+    connector limited to sites only for those: another site's request is refused, never answered."""
+    async with ConnectorRuntime(Desk(), nats_url=own_nats.url, creds=own_nats.creds,
+                                data_dir=tmp_path / "every-site"):
+        client = SnapshotClient(nc, 2.0)
+        records = await once_serving(client, "north")
+        assert [r.ref for r in records] == ["queue:T-north"]
+        mismatched = await asked(nc, snapshot_subject("queue", "north"), "south")
+        assert (mismatched.headers or {}).get(ERROR_CODE_HEADER) == BAD_REQUEST
+    async with ConnectorRuntime(Desk(), nats_url=own_nats.url, creds=own_nats.creds, sites=("north",),
+                                data_dir=tmp_path / "north-only"):
+        client = SnapshotClient(nc, 2.0)
+        records = await once_serving(client, "north")
+        assert [r.ref for r in records] == ["queue:T-north"]
+        with pytest.raises(Unreachable, match="no connector of queue answers snapshots of south"):
+            await client.day("queue", "south", DAY)

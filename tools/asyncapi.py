@@ -60,9 +60,15 @@ def nats_channels() -> list[Channel]:
                 messages={"Command": Command}, action="send", parameters=("system", "command")),
         Channel(key="snapshot", address="svc.snapshot.{system}", server="nats",
                 description="request/reply: the records a system holds for a site and day, paged by ref;"
-                            " errors as NATS micro headers (503 unavailable, 400 bad request)",
+                            " errors as NATS micro headers (503 unavailable, 400 bad request). Asked when"
+                            " nobody answers on the site's subject",
                 messages={"SnapshotRequest": SnapshotRequest}, reply={"SnapshotPage": SnapshotPage},
                 action="send"),
+        Channel(key="snapshot_site", address="svc.snapshot.{system}.{site}", server="nats",
+                description="the same request on its site's subject, asked first: the only one a connector"
+                            " limited to sites may answer",
+                messages={"SnapshotRequest": SnapshotRequest}, reply={"SnapshotPage": SnapshotPage},
+                action="send", parameters=("system", "site")),
     ]
 
 

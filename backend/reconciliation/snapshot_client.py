@@ -1,4 +1,5 @@
-"""Reading a system's snapshot over `svc.snapshot.<system>` (request/reply, paged by ref).
+"""Reading a system's snapshot over `svc.snapshot.<system>.<site>`, then `svc.snapshot.<system>`
+(request/reply, paged by ref).
 
 Records come out as Switchboard may hold them (`ownership.kept`): whatever reads them (a run, a
 repair's verification, a fallback's replay) may store them.
@@ -14,6 +15,7 @@ from datetime import UTC, date, datetime
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from backend.reconciliation.ownership import kept
 from switchboard.privacy import looks_personal_identifier
@@ -83,16 +85,24 @@ class SnapshotClient:
             found.update((r.ref, r) for r in records if r.ref in asked)
         return found
 
+    async def _ask(self, system: str, request: SnapshotRequest) -> Msg:
+        """On the site's subject, where a connector limited to that site answers; then, when nobody answers
+        there, on the system's (a connector that knows only the contract's first form)."""
+        body = msgspec.json.encode(request)
+        try:
+            for subject in (snapshot_subject(system, request.site), snapshot_subject(system)):
+                try:
+                    return await self.nc.request(subject, body, timeout=self.timeout_s)
+                except nats.errors.NoRespondersError:
+                    continue
+        except (nats.errors.TimeoutError, TimeoutError) as exc:
+            raise Unreachable(f"{system} did not answer within {self.timeout_s:g}s") from exc
+        raise Unreachable(f"no connector of {system} answers snapshots of {request.site}")
+
     async def _pages(self, system: str, request: SnapshotRequest) -> list[SnapshotRecord]:
         records: list[SnapshotRecord] = []
         while True:
-            try:
-                reply = await self.nc.request(snapshot_subject(system), msgspec.json.encode(request),
-                                              timeout=self.timeout_s)
-            except nats.errors.NoRespondersError as exc:
-                raise Unreachable(f"no connector of {system} answers snapshots") from exc
-            except (nats.errors.TimeoutError, TimeoutError) as exc:
-                raise Unreachable(f"{system} did not answer within {self.timeout_s:g}s") from exc
+            reply = await self._ask(system, request)
             headers = reply.headers or {}
             if code := headers.get(ERROR_CODE_HEADER):
                 reason = headers.get(ERROR_HEADER, "")[:200]

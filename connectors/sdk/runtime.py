@@ -60,8 +60,10 @@ class ConnectorRuntime:
                  heartbeat_interval: float = 5.0,
                  max_in_flight: int = 1000, creds: str | None = None, sites: Sequence[str] = ()) -> None:
         """`creds`: its NATS credentials file (a connector profile's SWITCHBOARD_NATS_CREDS); `sites`: the
-        sites its profile is limited to, whose events then carry their site as the subject's last token."""
+        sites its profile is limited to, whose events then carry their site as the subject's last token, and
+        whose snapshot requests are the only ones it answers."""
         self.connector = connector
+        self.sites = tuple(sites)
         self.nats_url = nats_url
         self.creds = creds
         self.heartbeat_interval = heartbeat_interval
@@ -125,8 +127,12 @@ class ConnectorRuntime:
         self._service = await add_service(self.nc, name=f"switchboard-{system}",
                                           version=self.connector.version,
                                           description=f"snapshots of {system}")
-        await self._service.add_endpoint(name="snapshot", subject=snapshot_subject(system),
-                                         handler=self._answer_snapshot)
+        # limited to sites: each site's subject; otherwise every site's and the contract's first form
+        subjects = ([snapshot_subject(system, site) for site in self.sites] if self.sites
+                    else [snapshot_subject(system), snapshot_subject(system, ">")])
+        for n, subject in enumerate(subjects):
+            await self._service.add_endpoint(name=f"snapshot-{n}", subject=subject,
+                                             handler=self._answer_snapshot)
         await asyncio.gather(self._heartbeats(), self._consume_commands())
 
     # --- heartbeats -----------------------------------------------------------------------------
@@ -156,6 +162,11 @@ class ConnectorRuntime:
             ask = decode_request(request.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             await request.respond_error(BAD_REQUEST, str(exc)[:200])
+            return
+        asked_at = request.subject.removeprefix(snapshot_subject(self.connector.system)).removeprefix(".")
+        if (asked_at and asked_at != ask.site) or (self.sites and ask.site not in self.sites):
+            await request.respond_error(BAD_REQUEST, f"not a request this connector answers: site {ask.site}"
+                                                     f" on {request.subject}")
             return
         try:
             records = await (self.connector.snapshot(ask.site, ask.day) if ask.refs is None
