@@ -114,6 +114,9 @@ class CommandResultData(_Data, kw_only=True):
     command_id: EventId
     status: Literal["ok", "failed", "unavailable"]
     error: Annotated[str, Meta(max_length=200, pattern=r"^[A-Za-z0-9_.:\- ]*$")] | None = None
+    # the command's site: required of a connector limited to sites (its answer's subject carries it), so that
+    # it settles only its sites' commands
+    site: Code | None = None
 
 
 class CloudEvent(msgspec.Struct, kw_only=True, tag_field="type", forbid_unknown_fields=True,

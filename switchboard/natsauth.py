@@ -112,8 +112,8 @@ def connector_permissions(system: str, sites: tuple[str, ...] = ()) -> dict[str,
     consumer = consumer_name(system)
     events = [f"svc.events.{system}.*.*.{site}" for site in sites] if sites else [f"svc.events.{system}.>"]
     if sites:
-        # heartbeats and command results carry no site, so no site token (docs/contract-notes.md)
-        events += [f"svc.events.{system}.connector.heartbeat", f"svc.events.{system}.command.result"]
+        # heartbeats carry no site, so no site token; command results carry the command's (contract notes)
+        events.append(f"svc.events.{system}.connector.heartbeat")
     service = f"switchboard-{system}"
     # snapshot requests of its own sites only: a connector of one site must not answer (invent) another's
     snapshots = ([f"svc.snapshot.{system}.{site}" for site in sites] if sites

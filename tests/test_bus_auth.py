@@ -336,6 +336,58 @@ async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consum
         await eventually(acknowledged, timeout=10)
 
 
+class Summaries(Connector):
+    """A crm connector that does every journey.summary it is sent."""
+
+    system = "crm"
+    commands = frozenset({"journey.summary"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handled: list[str] = []
+
+    async def handle(self, command: Command) -> Outcome:
+        self.handled.append(command.id)
+        return Outcome("ok")
+
+
+async def test_a_site_limited_connector_does_and_answers_only_its_sites_commands(world, uid, tmp_path):
+    """The system's connectors share one consumer: another site's command goes back for that site's
+    connector, never done here; its own is answered on its site's subject, naming the site."""
+    site, other = f"desk-{uid}", f"else-{uid}"
+    profile = world.profile("crm", site)
+    js = world.nc.jetstream()
+    commands = [Command(id=f"cmd-{uid}-{at}", system="crm", command="journey.summary",
+                        journey_id=uuid.uuid4(), refs=[f"crm:C-{uid}"], site=at, created_at=datetime.now(UTC))
+                for at in (other, site)]
+    summaries = Summaries()
+    async with ConnectorRuntime(summaries, nats_url=profile["SWITCHBOARD_NATS_URL"], data_dir=tmp_path,
+                                sites=(site,), creds=profile["SWITCHBOARD_NATS_CREDS"],
+                                heartbeat_interval=1) as runtime:
+        for command in commands:
+            await js.publish("svc.commands.crm.journey.summary", msgspec.json.encode(command),
+                             headers={"Nats-Msg-Id": command.id})
+        await eventually(holds(lambda: runtime.commands_answered == 1), timeout=20)
+        assert await runtime.publisher.drain(10)
+
+        async def passed_back() -> bool:  # the other site's came back to it at least once, undone
+            return (await js.consumer_info(COMMANDS_STREAM, consumer_name("crm"))).num_redelivered > 0
+
+        await eventually(passed_back, timeout=10)
+        assert summaries.handled == [commands[1].id]
+    answer = await js.get_last_msg(messaging.EVENTS_STREAM, f"svc.events.crm.command.result.{site}")
+    assert msgspec.json.decode(answer.data)["data"] == {"command_id": commands[1].id, "status": "ok",
+                                                        "site": site}
+    # the harness takes the other site's command (and any other test's) off the shared consumer: later
+    # tests start clean
+    pending = await js.pull_subscribe_bind(durable=consumer_name("crm"), stream=COMMANDS_STREAM)
+    taken: list[str] = []
+    while commands[0].id not in taken:
+        [message] = await pending.fetch(1, timeout=35)
+        taken.append(msgspec.json.decode(message.data)["id"])
+        await message.ack()
+
+
 async def test_a_site_limited_connector_cannot_publish_for_another_site(world, uid):
     site, other = f"mine-{uid}", f"theirs-{uid}"
     nc, _ = await as_connector(world.profile("queue", site), "queue")

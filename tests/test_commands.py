@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 from uuid import uuid4
 
 import asyncpg
@@ -23,7 +24,7 @@ from switchboard.commands import Command
 from tests.support.backends import Stack, own_stack
 from tests.support.connector_double import ConnectorDouble, heartbeat
 from tests.support.events import cloud_event, phone_booking, publish
-from tests.support.waits import eventually
+from tests.support.waits import Check, eventually
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ async def test_each_v1_rule_sends_its_command_once_and_an_ok_answer_settles_it(a
             ConnectorDouble(nc, "crm", site, lambda _: "ok") as crm:
         for n, (event, command) in enumerate(steps, start=1):
             await publish(js, event)
-            items = await eventually(lambda n=n: _at_least(api, headers, n, site=site))
+            items = await eventually(cast(Check, lambda n=n: _at_least(api, headers, n, site=site)))
             assert items[0]["command"] == command
         everything = await eventually(lambda: _all_ok(api, headers, 5, site=site))
         assert {(c["command"], c["system"]) for c in everything} == {
@@ -212,7 +213,8 @@ async def test_commands_for_a_system_that_is_down_are_held_and_go_out_in_order_w
             await publish(js, heartbeat("queue", connector, "down"))
             for n in (2, 3):
                 await publish(js, phone_booking(f"appointments:A{n}-{uid}", site))
-                await eventually(lambda n=n: _count_with_status(api, reader, "held", n, site=site))
+                await eventually(cast(Check, lambda n=n: _count_with_status(api, reader, "held", n,
+                                                                            site=site)))
             assert queue.received == []
 
             await publish(js, heartbeat("queue", connector, "up", age=timedelta(seconds=-1)))
@@ -259,7 +261,10 @@ async def test_an_answer_to_no_command_or_from_another_system_is_a_failure_and_s
     unknown = cloud_event("command.result", f"queue:R1-{uid}", {"command_id": str(uuid4()), "status": "ok"})
     not_an_id = cloud_event("command.result", f"queue:R2-{uid}",
                             {"command_id": f"c-{uid}", "status": "failed"})
-    for answer in (forged, unknown, not_an_id):
+    # a connector limited to another site names it: it may not settle this site's command
+    elsewhere = cloud_event("command.result", f"queue:R4-{uid}",
+                            {"command_id": command_id, "status": "ok", "site": f"other-{uid}"})
+    for answer in (forged, unknown, not_an_id, elsewhere):
         await publish(js, answer)
 
     async def failures_of_answers():
@@ -268,17 +273,19 @@ async def test_an_answer_to_no_command_or_from_another_system_is_a_failure_and_s
         items += (await api.get("/api/v1/failures", params={"system": "crm", "limit": 500},
                                 headers=sre)).json()["items"]
         found = {f["event_id"]: f for f in items if f["event_type"] == "command.result"}
-        return found if len(found) == 3 else None
+        return found if len(found) == 4 else None
 
     found = await eventually(failures_of_answers)
     assert (found[forged["id"]]["kind"], found[forged["id"]]["reason"]) == (
         "unauthorized_source", "answers a command sent to queue: only that system may answer it")
+    assert (found[elsewhere["id"]]["kind"], found[elsewhere["id"]]["reason"]) == (
+        "unauthorized_source", f"answers from site other-{uid} a command of site {site}")
     for answer in (unknown, not_an_id):
         assert found[answer["id"]]["kind"] == "apply_error"
         assert found[answer["id"]]["reason"].startswith("answers no command")
     # refused, not applied: none of them is kept as an event, and the forged `ok` settled nothing
     assert await pool.fetchval("SELECT count(*) FROM events WHERE id = ANY($1::text[])",
-                               [forged["id"], unknown["id"], not_an_id["id"]]) == 0
+                               [forged["id"], unknown["id"], not_an_id["id"], elsewhere["id"]]) == 0
     assert (await commands_of(api, reader, site=site))[0]["status"] != "ok"
 
     retried = (await api.post(f"/api/v1/failures/{found[unknown['id']]['id']}/retry", headers=sre,

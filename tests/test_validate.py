@@ -171,6 +171,20 @@ def test_unregistered_systems_and_foreign_connectors_are_unauthorised():
     assert isinstance(other_site, Rejected) and other_site.kind == "unauthorized_source"
 
 
+def test_a_connector_limited_to_sites_answers_a_command_naming_one_of_them():
+    answer = msgspec.json.decode(body_of("command.result"))
+    limited = {"allowed_system": "queue", "allowed_sites": frozenset({"north"})}
+    unnamed = check(msgspec.json.encode(answer), **limited)
+    assert isinstance(unnamed, Rejected) and unnamed.kind == "unauthorized_source"
+    answer["data"]["site"] = "south"
+    elsewhere = check(msgspec.json.encode(answer), **limited)
+    assert isinstance(elsewhere, Rejected) and elsewhere.kind == "unauthorized_source"
+    answer["data"]["site"] = "north"
+    assert isinstance(check(msgspec.json.encode(answer), **limited), Accepted)
+    del answer["data"]["site"]
+    assert isinstance(check(msgspec.json.encode(answer), allowed_system="queue"), Accepted)  # every site's
+
+
 @pytest.mark.parametrize("source", ["/manual/floor1", "/switchboard"])
 def test_reserved_systems_need_the_backends_signature_even_on_nats(source):
     system = source.split("/")[1]

@@ -66,19 +66,23 @@ def _rank(result: CommandResult) -> tuple[bool, int]:
 async def unanswerable(conn: asyncpg.Connection,
                        results: list[CommandResult]) -> dict[tuple[str, str], tuple[FailureKind, str]]:
     """The answers that may not be applied, by (source, id), with their failure kind and reason: one naming
-    no command Switchboard sent (or one retention has since purged), and one from a system other than the
-    command's (only its system may answer it)."""
-    named = {(r.source, r.id): (r.system, _command_id(r.data.command_id)) for r in results}
-    rows = await conn.fetch("SELECT id, system FROM commands WHERE id = ANY($1::uuid[])",
-                            list({command_id for _, command_id in named.values() if command_id is not None}))
-    system_of = {row["id"]: row["system"] for row in rows}
+    no command Switchboard sent (or one retention has since purged), one from a system other than the
+    command's (only its system may answer it), and one naming another site than the command's (a connector
+    limited to sites names the site it answers from)."""
+    named = {(r.source, r.id): (r.system, r.data.site, _command_id(r.data.command_id)) for r in results}
+    rows = await conn.fetch("SELECT id, system, site FROM commands WHERE id = ANY($1::uuid[])",
+                            list({command_id for *_, command_id in named.values() if command_id is not None}))
+    sent = {row["id"]: (row["system"], row["site"]) for row in rows}
     refused: dict[tuple[str, str], tuple[FailureKind, str]] = {}
-    for key, (system, command_id) in named.items():
-        if command_id not in system_of:
+    for key, (system, site, command_id) in named.items():
+        if command_id not in sent:
             refused[key] = "apply_error", "answers no command: none with its command_id was sent or is kept"
-        elif system_of[command_id] != system:
-            refused[key] = "unauthorized_source", (f"answers a command sent to {system_of[command_id]}:"
+        elif sent[command_id][0] != system:
+            refused[key] = "unauthorized_source", (f"answers a command sent to {sent[command_id][0]}:"
                                                    " only that system may answer it")
+        elif site is not None and site != sent[command_id][1]:
+            refused[key] = "unauthorized_source", (f"answers from site {site} a command of site"
+                                                   f" {sent[command_id][1]}")
     return refused
 
 

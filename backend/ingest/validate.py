@@ -21,7 +21,7 @@ from typing import Any, Concatenate, Literal, ParamSpec
 import msgspec
 
 from backend.ingest.config import IngestSection
-from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, CloudEvent, Event
+from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, CloudEvent, CommandResult, Event
 from switchboard.privacy import (
     REDACTED,
     is_pii_key,
@@ -415,6 +415,8 @@ def validate(
     site = getattr(event.data, "site", None)
     if allowed_sites is not None and site is not None and site not in allowed_sites:
         return reject("unauthorized_source", f"the token does not cover site {site!r}")
+    if allowed_sites is not None and site is None and isinstance(event, CommandResult):
+        return reject("unauthorized_source", "an answer from a connector limited to sites names its site")
     if problem := _semantic_error(event):
         return reject("invalid_event", problem)
     if subject_type is not None and subject_type != event.type:

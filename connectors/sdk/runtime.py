@@ -29,12 +29,13 @@ from connectors.sdk.publisher import Publisher
 from connectors.sdk.spool import Spool
 from switchboard import bus
 from switchboard.commands import COMMANDS_STREAM, command_result_id, consumer_name, decode_command
-from switchboard.events import CloudEvent, EventId, nats_msg_id, nats_subject
+from switchboard.events import CloudEvent, Code, EventId, nats_msg_id, nats_subject
 from switchboard.natsauth import inbox_prefix
 from switchboard.snapshots import BAD_REQUEST, UNAVAILABLE, SnapshotPage, decode_request, snapshot_subject
 from switchboard.waits import stop_tasks
 
 log = logging.getLogger(__name__)
+_OTHER_SITE_MAX_DELAY_S = 30
 _encode = msgspec.json.Encoder().encode
 
 
@@ -215,6 +216,12 @@ class ConnectorRuntime:
                 await asyncio.sleep(0.5)
                 continue
             for message in messages:  # in stream order: commands for one system are answered in order
+                if not self._ours(message.data):
+                    # the system's connectors share one consumer: another site's command goes back for a
+                    # connector of that site (a profile limited to sites may neither do nor answer it), later
+                    # each time it comes back, so a site with no connector costs little
+                    await message.nak(delay=min(message.metadata.num_delivered, _OTHER_SITE_MAX_DELAY_S))
+                    continue
                 # restart its ack timer: the ones before it in this batch may have taken their full timeout
                 await message.in_progress()
                 result = await self.answer(message.data)
@@ -222,6 +229,16 @@ class ConnectorRuntime:
                     await self.connector.emit(result)
                     self.commands_answered += 1
                 await message.ack()
+
+    def _ours(self, body: bytes) -> bool:
+        """Whether this connector may do the command: any, unless limited to sites. One whose site cannot be
+        read is not (it could not answer it either): the backend's answer timeout makes it a failure."""
+        if not self.sites:
+            return True
+        try:
+            return msgspec.json.decode(body, type=_CommandSite).site in self.sites
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return False
 
     async def answer(self, body: bytes) -> CloudEvent | None:
         """The `command.result` for one command message; None when it has no id to answer to."""
@@ -243,7 +260,7 @@ class ConnectorRuntime:
             except Exception as exc:  # noqa: BLE001 - a handler bug is that command's failure, not the consumer's
                 outcome = Outcome("failed", type(exc).__name__)
         subject = command.refs[0] if command.refs else f"connector:{connector.name}"
-        return self._result(subject, command.id, command_result_id(command), outcome)
+        return self._result(subject, command.id, command_result_id(command), outcome, command.site)
 
     def _malformed(self, body: bytes, reason: str) -> CloudEvent | None:
         """A command that does not decode is still answered (failed) when it carries a usable id, one answer
@@ -256,17 +273,23 @@ class ConnectorRuntime:
         attempt = named.attempt if isinstance(named.attempt, int) and named.attempt >= 1 else 1
         result_id = f"result-{named.id}-{attempt}"[:128]
         return self._result(f"connector:{self.connector.name}", named.id, result_id,
-                            Outcome("failed", "malformed command"))
+                            Outcome("failed", "malformed command"), named.site if self.sites else None)
 
-    def _result(self, subject: str, command_id: str, result_id: str, outcome: Outcome) -> CloudEvent:
+    def _result(self, subject: str, command_id: str, result_id: str, outcome: Outcome,
+                site: str | None) -> CloudEvent:
         # the answer's error holds ASCII letters, digits and a few marks only: an upstream's "für" is not
         error = None if outcome.error is None else "".join(
             c if (c.isascii() and c.isalnum()) or c in "_.:- " else " " for c in outcome.error)[:200]
         return self.connector.event("command.result", subject, {
-            "command_id": command_id, "status": outcome.status, **({"error": error} if error else {})},
-            id=result_id)
+            "command_id": command_id, "status": outcome.status, **({"error": error} if error else {}),
+            **({"site": site} if site else {})}, id=result_id)
 
 
 class _CommandId(msgspec.Struct):
     id: EventId
     attempt: Any = 1  # read loosely: a malformed attempt is still a command to answer (as its first)
+    site: Any = None
+
+
+class _CommandSite(msgspec.Struct):
+    site: Code
