@@ -29,7 +29,7 @@ def _env(folder: Path, receiver: Receiver, **extra: str) -> dict[str, str]:
 async def _raise_one(stack: Stack, site: str) -> int:
     await publish(stack.js, cloud_event("customer.arrived", f"queue:K-{site}", {"site": site},
                                         time=datetime.now(UTC) - timedelta(minutes=5)))
-    return await eventually(lambda: stack.pool.fetchval(  # type: ignore[no-any-return]
+    return await eventually(lambda: stack.pool.fetchval(
         "SELECT id FROM alerts WHERE subject = $1", site))
 
 

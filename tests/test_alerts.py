@@ -22,7 +22,7 @@ from tests.support.connector_double import heartbeat
 from tests.support.events import cloud_event, publish
 from tests.support.live import connect, is_update, receive_until, subscribe
 from tests.support.waits import eventually
-from tests.support.webhook_receiver import ALERT_SECRET, Receiver, webhook_receiver
+from tests.support.webhook_receiver import ALERT_SECRET, Received, Receiver, webhook_receiver
 
 
 def _token(stack: Stack, role: str, sites: list[str] | str = "*") -> dict[str, str]:
@@ -35,7 +35,7 @@ async def _alerts(stack: Stack, headers: dict[str, str], backend: int = 0,
     async with httpx.AsyncClient(base_url=stack.backends[backend].url, timeout=10) as http:
         response = await http.get("/api/v1/alerts", params=params, headers=headers)
     response.raise_for_status()
-    return response.json()["items"]  # type: ignore[no-any-return]
+    return response.json()["items"]
 
 
 async def _one(stack: Stack, rule: str, subject: str, status: str) -> dict[str, Any] | None:
@@ -92,7 +92,7 @@ async def test_a_wait_over_target_alert_is_raised_once_across_replicas_announced
     # each event delivered once to the receiver after a 503, signed, the same webhook-id on the retry
     signer = Webhook(ALERT_SECRET)
 
-    def deliveries() -> list[dict[str, Any]]:
+    def deliveries() -> list[Received]:
         return [r for r in receiver.delivered() if msgspec.json.decode(r.body)["data"]["subject"] == site]
 
     await eventually(lambda: _async(len(deliveries()) == 2))

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import msgspec
 import pytest
 import websockets
+from litestar.routes import ASGIRoute, WebSocketRoute
 from websockets.exceptions import InvalidStatus
 
 from backend.app import create_app
@@ -154,7 +155,8 @@ def app_routes() -> dict[str, list[str] | str]:
                               jwt_secret="fake-jwt-secret-for-listing-routes-only"))
     routes: dict[str, list[str] | str] = {}
     for route in app.routes:
-        handlers = getattr(route, "route_handlers", None) or [route.route_handler]  # type: ignore[attr-defined]
+        handlers = (getattr(route, "route_handlers", None)
+                    or [cast(ASGIRoute | WebSocketRoute, route).route_handler])
         for handler in handlers:
             methods = sorted(getattr(handler, "http_methods", None) or {"WS"})
             for method in methods:
@@ -329,14 +331,14 @@ async def test_every_live_topic_is_scoped_to_the_tokens_sites(backend, token, wo
     headers = headers_for(role, token, world.own["site"])
     async with websockets.connect(url, additional_headers=headers, open_timeout=10) as ws:
         async def answer() -> dict[str, Any]:
-            return msgspec.json.decode(await ws.recv())  # type: ignore[no-any-return]
+            return msgspec.json.decode(await ws.recv())
 
         elsewhere = {"op": "subscribe", "topics": list(TOPICS), "sites": [world.other["site"]]}
         await ws.send(msgspec.json.encode(elsewhere).decode())
         refused = await answer()
         assert refused["op"] == "error" and world.other["site"] in refused["reason"]
         await ws.send(msgspec.json.encode({"op": "subscribe", "topics": list(TOPICS)}).decode())
-        snapshots = {}
+        snapshots: dict[str, list[dict[str, Any]]] = {}  # topic -> its snapshot's items
         while len(snapshots) < len(TOPICS):
             frame = await answer()
             if frame["op"] == "snapshot":
@@ -356,6 +358,6 @@ def sites_of(topic: str, item: dict[str, Any]) -> set[str]:
         case "alerts":  # an alert of no site (a system down) concerns every reader
             return {item["site"]} - {None}
         case "reconciliation":
-            return {(item.get("status") or item.get("drift"))["site"]}
+            return {cast(dict[str, Any], item.get("status") or item.get("drift"))["site"]}
         case _:
             return {item["site"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import msgspec
 import pytest
@@ -17,7 +18,7 @@ from switchboard.waits import stop_tasks
 from tests.support.backends import nats_connect
 from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish
-from tests.support.waits import eventually
+from tests.support.waits import Check, eventually
 
 
 @pytest.fixture
@@ -159,9 +160,9 @@ async def test_a_stream_made_again_numbers_from_one_and_its_failures_are_new_one
                                  known_systems=SEED_SYSTEMS, stream=stream, durable="apply")
             running = asyncio.create_task(worker.run())
             try:
-                await eventually(lambda made=made: pool.fetchval(
+                await eventually(cast(Check, lambda made=made: pool.fetchval(
                     "SELECT count(*) FROM failures WHERE payload->>'excerpt' LIKE $1",
-                    f"%made {made} {uid}%"))
+                    f"%made {made} {uid}%")))
             finally:
                 await stop_tasks([running])
             await js.delete_stream(stream)

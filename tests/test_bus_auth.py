@@ -163,7 +163,7 @@ async def test_a_connector_cannot_read_another_systems_commands(world, uid):
     await nc.subscribe("svc.commands.crm.>", cb=collector(seen))
     await nc.subscribe("svc.commands.>", cb=collector(seen))
     await nc.flush()
-    command = Command(id=f"cmd-{uid}", system="crm", command="journey.summary", journey_id=str(uuid.uuid4()),
+    command = Command(id=f"cmd-{uid}", system="crm", command="journey.summary", journey_id=uuid.uuid4(),
                       refs=[f"crm:C-{uid}"], site=f"s-{uid}", data={}, attempt=1,
                       created_at=datetime.now(UTC))
     await js.publish("svc.commands.crm.journey.summary", msgspec.json.encode(command),
@@ -319,7 +319,7 @@ async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consum
             await world.nc.request(snapshot_subject("queue"), ask, timeout=1)
 
         command = Command(id=f"cmd-{uid}", system="queue", command="staff.alert",
-                          journey_id=str(uuid.uuid4()),
+                          journey_id=uuid.uuid4(),
                           refs=[f"queue:T-{uid}"], site=site, data={}, attempt=1,
                           created_at=datetime.now(UTC))
         await world.nc.jetstream().publish("svc.commands.queue.staff.alert", msgspec.json.encode(command),
@@ -415,7 +415,7 @@ async def test_a_site_limited_connector_cannot_publish_for_another_site(world, u
 
 
 async def test_a_revoked_profile_is_refused_without_restarting_nats(world, uid):
-    pid = world.server.process.pid  # type: ignore[union-attr]
+    pid = world.server.process.pid
     profile = world.profile("core")
     nc, _ = await as_connector(profile, "core")
     eligibility = cloud_event("eligibility.checked", f"core:E-{uid}", {"site": f"s-{uid}", "result": "passed",
@@ -428,7 +428,7 @@ async def test_a_revoked_profile_is_refused_without_restarting_nats(world, uid):
     await eventually(holds(lambda: nc.is_closed or not nc.is_connected), timeout=10)
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await as_connector(profile, "core")
-    assert world.server.process.pid == pid and world.server.process.poll() is None  # type: ignore[union-attr]
+    assert world.server.process.pid == pid and world.server.process.poll() is None
     audit = await conn.fetchrow(
         "SELECT actor, target FROM audit_log WHERE action = 'connector.revoke' ORDER BY id DESC")
     revocations = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'connector.revoke'")
@@ -450,10 +450,10 @@ async def test_the_backend_makes_a_command_consumer_for_every_system(world):
 
 
 def test_a_profile_whose_names_would_widen_its_permissions_is_refused(world):
-    issued = len(world.server.issuer.identities())  # type: ignore[union-attr]
+    issued = len(world.server.issuer.identities())
     for args in (["--system", "queue", "--site", "*"], ["--system", "queue", "--site", "north.>"],
                  ["--system", "*"], ["--system", "queue.x"]):
         with pytest.raises(subprocess.CalledProcessError):
             world.cli("profile", *args, "--out", str(world.folder / "wild"))
-    assert len(world.server.issuer.identities()) == issued  # type: ignore[union-attr]
+    assert len(world.server.issuer.identities()) == issued
     assert not list((world.folder / "wild").glob("*.creds"))

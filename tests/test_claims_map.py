@@ -48,11 +48,11 @@ def test_claims_map_holds_each_role_at_its_own_sites_and_ignores_unknown_groups(
     claims = {"sub": "p1", "groups": ["branch-north-floor", "branch-south-managers", "vpn-users"]}
     assert claims_map.grants(claims) == {"floor_staff": frozenset({"north"}), "manager": frozenset({"south"})}
     principal = principal_from_claims(claims, claims_map=claims_map)
-    assert principal.roles == {"floor_staff", "manager"} and principal.sites == {"north", "south"}
+    assert principal.roles == {"floor_staff", "manager"} and principal.sites == frozenset({"north", "south"})
     # acting for a floor route: floor_staff's sites only; for a read route: every site of a reading role
-    assert principal.acting_as(frozenset({"floor_staff", "sre"})).sites == {"north"}
-    assert principal.acting_as(frozenset({"manager", "floor_staff"})).sites == {"north", "south"}
-    assert principal.acting_as(frozenset({"manager"})).sites == {"south"}
+    assert principal.acting_as(frozenset({"floor_staff", "sre"})).sites == frozenset({"north"})
+    assert principal.acting_as(frozenset({"manager", "floor_staff"})).sites == frozenset({"north", "south"})
+    assert principal.acting_as(frozenset({"manager"})).sites == frozenset({"south"})
 
 
 def test_claims_map_reads_dotted_paths_merges_sites_of_one_role_and_star_means_every_site():
@@ -62,9 +62,9 @@ def test_claims_map_reads_dotted_paths_merges_sites_of_one_role_and_star_means_e
     assert claims_map.grants(keycloak) == {"manager": frozenset({"south", "east"})}
     everywhere = principal_from_claims({"sub": "p3", "groups": ["ops", "branch-north-floor"]},
                                        claims_map=claims_map)
-    assert everywhere.sites is None and everywhere.grants["floor_staff"] == {"north"}
+    assert everywhere.sites is None and everywhere.grants["floor_staff"] == frozenset({"north"})
     assert everywhere.acting_as(frozenset({"floor_staff", "sre"})).sites is None, "sre acts at every site"
-    assert everywhere.acting_as(frozenset({"floor_staff"})).sites == {"north"}
+    assert everywhere.acting_as(frozenset({"floor_staff"})).sites == frozenset({"north"})
     # a claim holding one name as a string counts; a claim of another shape gives nothing
     assert claims_map.grants({"groups": "ops"}) == {"sre": None}
     assert claims_map.grants({"groups": {"ops": True}, "realm_access": "ops"}) == {}
@@ -81,7 +81,7 @@ def test_without_a_claims_map_flat_roles_and_sites_claims_still_hold():
     principal = principal_from_claims({"sub": "p5", "roles": ["manager", "floor_staff", "other-app"],
                                        "sites": ["north", "south"]})
     assert principal.roles == {"manager", "floor_staff"}
-    assert principal.acting_as(frozenset({"floor_staff"})).sites == {"north", "south"}
+    assert principal.acting_as(frozenset({"floor_staff"})).sites == frozenset({"north", "south"})
     old_style = Principal(sub="x", roles=frozenset({"sre"}), sites=None)  # built in code, no grants
     assert old_style.acting_as(frozenset({"sre"})).sites is None
 

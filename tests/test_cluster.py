@@ -45,6 +45,7 @@ async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workd
             nc = await messaging.connect(cluster.url, "test-cluster", cluster.creds)
             info = await nc.jetstream().stream_info(messaging.EVENTS_STREAM)
             assert info.config.num_replicas == 3
+            assert info.cluster is not None
             leader = next(n for n in cluster.nodes
                           if n.cluster and n.cluster.server_name == info.cluster.leader)
             leader.kill()

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # untyped; its stubs (types-jsonschema) are not in the lock
 import msgspec
 import pytest
 import yaml

@@ -10,12 +10,18 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import cast
 
 import httpx
 import msgspec
+from nats.aio.client import Client as NATS
 
 from backend.ingest.validate import validate
 from connectors.sim.admin import AdminServer
+from connectors.sim.appointments import Appointments
+from connectors.sim.contact_center import ContactCenter
+from connectors.sim.core import Core
+from connectors.sim.crm import Crm
 from connectors.sim.run import Simulation
 from switchboard.commands import Command, command_result_id, command_subject
 from switchboard.events import SEED_SYSTEMS
@@ -32,10 +38,11 @@ from tools.connector_cli import _faults_from_args, add_connector_commands
 
 
 @contextlib.asynccontextmanager
-async def simulation(tmp_path, systems: list[str]) -> AsyncIterator[tuple[Simulation, AdminServer, object]]:
+async def simulation(tmp_path, systems: list[str]) -> AsyncIterator[tuple[Simulation, AdminServer, NATS]]:
     """Simulated systems with no branch traffic of their own (the test drives them), and their admin
     endpoint."""
     async with own_jetstream(tmp_path / "nats") as (server, nc):
+        assert server.creds is not None  # own_jetstream's server has auth on
         sim = Simulation(systems=systems, sites=["faults"], speed=600, nats_url=server.url,
                          data_dir=tmp_path / "data", arrivals_per_hour=0.001, heartbeat_interval=0.3,
                          creds=dict.fromkeys(systems, server.creds))
@@ -78,7 +85,7 @@ async def latest_upstream(nc, system: str, after: float) -> str | None:
 
 async def test_outage_reports_down_answers_unavailable_and_recovers_when_switched_off(tmp_path):
     async with simulation(tmp_path, ["crm"]) as (sim, admin, nc):
-        crm = sim.systems["crm"]
+        crm = cast(Crm, sim.systems["crm"])
         ref = await crm.flag("faults", [], reason_code="VULNERABLE")
         await switch(admin, "crm", outage=True)
         switched = time.time()
@@ -86,7 +93,7 @@ async def test_outage_reports_down_answers_unavailable_and_recovers_when_switche
         assert await command_result(nc, "crm", "journey.summary", [ref]) == "unavailable"
         reply = await nc.request(snapshot_subject("crm"), msgspec.json.encode(
             SnapshotRequest(site="faults", day=datetime.now(UTC).date())), timeout=5)
-        assert reply.headers[ERROR_CODE_HEADER] == UNAVAILABLE
+        assert reply.headers is not None and reply.headers[ERROR_CODE_HEADER] == UNAVAILABLE
 
         await switch(admin, "crm", outage=False)
         switched = time.time()
@@ -99,7 +106,7 @@ async def test_malformed_events_reach_the_stream_and_fail_validation(tmp_path):
     async with simulation(tmp_path, ["core"]) as (sim, admin, nc):
         await switch(admin, "core", malformed=1.0)
         for _ in range(3):
-            await sim.systems["core"].check("faults", [], passed=True)
+            await cast(Core, sim.systems["core"]).check("faults", [], passed=True)
         subject = "svc.events.core.eligibility.checked"
         bodies = await eventually(lambda: _at_least(stream_messages(nc, subject), 3))
         verdicts = [validate(body, max_bytes=65536, known_systems=SEED_SYSTEMS, subject_system="core",
@@ -110,7 +117,7 @@ async def test_malformed_events_reach_the_stream_and_fail_validation(tmp_path):
 async def test_duplicates_are_sent_twice_and_stored_once(tmp_path):
     async with simulation(tmp_path, ["contact_center"]) as (sim, admin, nc):
         await switch(admin, "contact_center", duplicates=1.0)
-        system = sim.systems["contact_center"]
+        system = cast(ContactCenter, sim.systems["contact_center"])
         for _ in range(5):
             await system.log("faults", channel="phone", reason_code="BOOKING", outcome="BOOKED", links=[])
         publisher = sim.runtimes["contact_center"].publisher
@@ -123,7 +130,7 @@ async def test_duplicates_are_sent_twice_and_stored_once(tmp_path):
 async def test_out_of_order_delivery_lets_later_events_overtake_earlier_ones(tmp_path):
     async with simulation(tmp_path, ["appointments"]) as (sim, admin, nc):
         await switch(admin, "appointments", out_of_order=1.0)
-        appointments = sim.systems["appointments"]
+        appointments = cast(Appointments, sim.systems["appointments"])
         refs = []
         for _ in range(10):
             ref = await appointments.book("faults", "passport", "web", datetime.now(UTC), [])
@@ -138,7 +145,7 @@ async def test_out_of_order_delivery_lets_later_events_overtake_earlier_ones(tmp
 
 async def test_silent_drift_changes_the_upstream_record_without_an_event(tmp_path):
     async with simulation(tmp_path, ["crm"]) as (sim, admin, nc):
-        crm = sim.systems["crm"]
+        crm = cast(Crm, sim.systems["crm"])
         announced = await crm.flag("faults", [], reason_code="VULNERABLE")
         await switch(admin, "crm", drift=1.0)
         silent = await crm.flag("faults", [], reason_code="VULNERABLE")
@@ -159,7 +166,8 @@ async def test_silent_drift_changes_the_upstream_record_without_an_event(tmp_pat
 
 async def test_a_slow_upstream_delays_answers_and_reports_degraded(tmp_path):
     async with simulation(tmp_path, ["appointments"]) as (sim, admin, nc):
-        ref = await sim.systems["appointments"].book("faults", "tax", "branch", datetime.now(UTC), [])
+        ref = await cast(Appointments, sim.systems["appointments"]).book("faults", "tax", "branch",
+                                                                         datetime.now(UTC), [])
         await switch(admin, "appointments", slow=0.6)
         switched = time.time()
         started = time.monotonic()

@@ -7,6 +7,7 @@ failures as they were."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -76,7 +77,7 @@ async def publish_applied(pool: asyncpg.Pool, js, events: list[dict[str, Any]]) 
     """Publish one at a time, each applied before the next is sent: the arrival order is the list's."""
     for event in events:
         await publish(js, event)
-        await eventually(lambda event=event: applied(pool, event))
+        await eventually(partial(applied, pool, event))
 
 
 @pytest.mark.parametrize("order", ["booking_first", "ticket_first"])
@@ -182,7 +183,7 @@ async def test_a_heartbeat_counts_for_the_publishing_system_only(
         connector = {"Authorization": f"Bearer {token('connector', system=rogue)}"}
         assert (await api.post("/api/v1/events", json=over_http, headers=connector)).status_code == 202
         for event in (over_nats, over_http):
-            await eventually(lambda event=event: applied(pool, event))
+            await eventually(partial(applied, pool, event))
         # the rogue's heartbeats are its own: a row of lab_rogue, labelled with the name it gave
         assert {
             (r["system"], r["connector"], r["upstream"])

@@ -161,7 +161,7 @@ async def test_partitions_come_only_through_the_guarded_function(settings, runti
         await runtime.execute("SELECT grant_runtime_privileges($1)", db.RUNTIME_ROLE)
     assert await pool.fetchval(count) == before
 
-    runtime_pool = await db.create_pool(settings.database.database_url, min_size=1, max_size=1)  # type: ignore[arg-type]
+    runtime_pool = await db.create_pool(settings.database.database_url, min_size=1, max_size=1)
     try:
         created = await ensure_partitions(runtime_pool, months_ahead=6)  # as the backend does, further ahead
     finally:
@@ -178,7 +178,7 @@ async def test_partitions_come_only_through_the_guarded_function(settings, runti
 async def test_the_purge_runs_as_the_runtime_role(settings, pool, uid):
     old_event, recent_event = await add_event(pool, uid, "old", 31), await add_event(pool, uid, "new", 1)
     audit_old, audit_kept = await add_audit(pool, uid, 401), await add_audit(pool, uid, 100)
-    runtime_pool = await db.create_pool(settings.database.database_url, min_size=1, max_size=1)  # type: ignore[arg-type]
+    runtime_pool = await db.create_pool(settings.database.database_url, min_size=1, max_size=1)
     try:
         policy = RetentionPolicy.from_settings(backend_settings())
         counts = await eventually(lambda: purge(runtime_pool, policy))  # None while a backend's purge runs

@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import asyncpg
 import msgspec
@@ -21,7 +22,7 @@ from backend.live.bus import Announcements
 from tests.support.backends import nats_connect
 from tests.support.events import cloud_event, publish
 from tests.support.failures import bearer, failures_of, one_failure
-from tests.support.waits import eventually
+from tests.support.waits import Check, eventually
 
 
 async def wrong_subject(js, event: dict, system: str = "crm") -> None:
@@ -385,13 +386,13 @@ async def test_failures_can_be_ordered_by_customer_impact(api, js, token, uid):
     await publish(js, cloud_event("ticket.issued", f"queue:WAIT-{uid}",
                                   {"site": site, "ticket": "T1", "queue_name": "main"}))
     for ref in (f"appointments:LATER-{uid}", f"appointments:SOON-{uid}", f"queue:WAIT-{uid}"):
-        await eventually(lambda ref=ref: _journey(api, reader, ref))
+        await eventually(cast(Check, lambda ref=ref: _journey(api, reader, ref)))
     # created in the opposite order of their impact
     for ref in (f"queue:NONE-{uid}", f"appointments:LATER-{uid}", f"appointments:SOON-{uid}",
                 f"queue:WAIT-{uid}"):
         await wrong_subject(js, cloud_event("interaction.logged", ref, {"site": site, "channel": "phone",
                                                                        "reason_code": "Q", "outcome": "OK"}))
-        await eventually(lambda ref=ref: _failure_with_subject(api, reader, site, ref))
+        await eventually(cast(Check, lambda ref=ref: _failure_with_subject(api, reader, site, ref)))
 
     by_impact = await failures_of(api, reader, site=site, order="impact")
     assert [f["event_id"] for f in by_impact] == [f["event_id"] for f in reversed(by_impact)][::-1]

@@ -81,7 +81,7 @@ async def test_a_fallback_starts_and_ends_with_reasons_once_per_site_and_system_
 async def journey(api: httpx.AsyncClient, headers: dict[str, str], journey_id: str) -> dict[str, Any]:
     response = await api.get(f"/api/v1/journeys/{journey_id}", headers=headers)
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 async def test_manual_steps_move_journeys_as_manual_events_recorded_in_the_ledger_in_order(

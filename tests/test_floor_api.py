@@ -8,7 +8,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -20,7 +20,7 @@ from tests.support.failures import bearer
 from tests.support.fallbacks import start
 from tests.support.floor import act, customer, floor_of, letters, sites_file
 from tests.support.simulators import journey_of, running, still_queue, waiting
-from tests.support.waits import eventually
+from tests.support.waits import Check, eventually
 
 ORDER_SITE, ACT_SITE = f"order-{letters()}", f"act-{letters()}"
 
@@ -139,7 +139,7 @@ async def test_each_action_is_a_command_the_simulated_queue_carries_out_and_a_re
     queue = still_queue(site)
     async with running(stack.settings, tmp_path, queue):
         served, moved, absent = [await queue.arrive(site, "tax", []) for _ in range(3)]
-        journeys = {ref: await eventually(lambda ref=ref: waiting(fapi, sre, ref))
+        journeys = {ref: await eventually(cast(Check, lambda ref=ref: waiting(fapi, sre, ref)))
                     for ref in (served, moved, absent)}
 
         async def in_queue(ref: str, stage: str, **fields: Any):
@@ -173,7 +173,7 @@ async def test_each_action_is_a_command_the_simulated_queue_carries_out_and_a_re
             response = await act(fapi, floor, journeys[served]["id"], action)
             assert response.status_code == 202, response.text
             await eventually(lambda: _all_ok(stack, journeys[served]["id"]))  # the queue did it: next one
-            await eventually(lambda stage=stage: journey(served, stage))
+            await eventually(cast(Check, lambda stage=stage: journey(served, stage)))
         done = await eventually(lambda: journey(served, "completed", outcome="SERVED"))
         assert [e["type"] for e in done["timeline"]].count("ticket.called") == 2, "a recall calls again"
         assert [(c["command"], c["status"]) for c in await _commands_of(stack, journeys[served]["id"])] == [

@@ -46,7 +46,7 @@ async def step(api: httpx.AsyncClient, headers: dict[str, str], fallback_id: int
                **body: Any) -> dict[str, Any]:
     response = await act(api, headers, fallback_id, step_id=uuid.uuid4().hex, **body)
     assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 @contextlib.asynccontextmanager
@@ -73,7 +73,7 @@ async def replayed(api: httpx.AsyncClient, headers: dict[str, str], fallback_id:
         found = (await api.get(f"/api/v1/fallbacks/{fallback_id}", headers=headers)).json()
         return found if found["status"] == "ended" else None
 
-    return await eventually(ended)  # type: ignore[no-any-return]
+    return await eventually(ended)
 
 
 async def open_conflicts(api: httpx.AsyncClient, headers: dict[str, str], site: str) -> dict[str, str]:
@@ -97,7 +97,7 @@ async def known(api: httpx.AsyncClient, headers: dict[str, str], ref: str,
         journey = await journey_of(api, headers, ref)
         return journey if journey and check(journey) else None
 
-    return await eventually(found)  # type: ignore[no-any-return]
+    return await eventually(found)
 
 
 async def in_system(check: Callable[[], bool]) -> None:

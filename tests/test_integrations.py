@@ -124,6 +124,7 @@ async def test_integration_figures_reflect_real_traffic(api, js, token, uid):
 
     async def counted():
         item = await integration(api, headers, system)
+        assert item is not None
         grown = item["events_per_min"] - before["events_per_min"] >= 30 / 5
         return item if grown and item["invalid_per_min"] - before["invalid_per_min"] >= 3 / 5 else None
 
@@ -173,6 +174,7 @@ async def test_held_commands_leave_in_order_at_the_paced_rate_and_errors_slow_th
             await eventually(lambda: _all(pool, held, "held"))
             assert arrivals == []
             paused = await integration(api, headers, system)
+            assert paused is not None
             assert paused["held_commands"] == 8
             assert paused["pace"]["reason"] == "held: the system is down"
 
@@ -184,6 +186,7 @@ async def test_held_commands_leave_in_order_at_the_paced_rate_and_errors_slow_th
             assert arrivals[-1][1] - arrivals[0][1] >= 3.5, gaps
             assert min(gaps) >= 0.3, gaps
             recovering = await integration(api, headers, system)
+            assert recovering is not None
             assert recovering["pace"]["reason"] == "recovering: back after an outage"
             assert recovering["pace"]["recovering"] and recovering["command_success_rate"] == 1.0
             rate_before = recovering["pace"]["rate_per_min"]
@@ -194,7 +197,9 @@ async def test_held_commands_leave_in_order_at_the_paced_rate_and_errors_slow_th
             slowed = await eventually(lambda: _pace_reason_has(api, headers, system, "failed answer"))
             assert slowed["pace"]["rate_per_min"] < rate_before * 0.75
             await eventually(lambda: _all(pool, failing, "failed"))
-            assert (await integration(api, headers, system))["command_success_rate"] == pytest.approx(8 / 9)
+            final = await integration(api, headers, system)
+            assert final is not None
+            assert final["command_success_rate"] == pytest.approx(8 / 9)
     finally:
         await pool.execute("DELETE FROM heartbeats WHERE connector = $1", connector)
 
@@ -205,6 +210,7 @@ async def _all(pool, ids, status):
 
 async def _pace_reason_has(api, headers, system, text):
     item = await integration(api, headers, system)
+    assert item is not None
     return item if item["pace"] and text in item["pace"]["reason"] else None
 
 

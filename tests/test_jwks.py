@@ -63,7 +63,8 @@ class Jwks:
         self.keys = [{**public, "kid": kid, "alg": alg, "use": "sig"}]
 
 
-def signed(key: object, kid: str, alg: str = "RS256", **changes: object) -> str:
+def signed(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, alg: str = "RS256",
+           **changes: object) -> str:
     now = datetime.now(UTC)
     claims = {"sub": "idp-user-1", "roles": ["manager"], "sites": "*", "iss": ISSUER, "aud": AUDIENCE,
               "iat": int(now.timestamp()), "exp": int((now + timedelta(minutes=5)).timestamp())}

@@ -18,6 +18,7 @@ import msgspec
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from backend.live.bus import ALL_SITES, SUBJECT_PREFIX, LiveBus, encode_update
 from backend.live.feed import SITE_INTERVAL_S
@@ -430,7 +431,7 @@ async def test_the_handshake_is_refused(backend, token, case):
         headers = {}
     elif case == "connector role":
         headers["Authorization"] = f"Bearer {token('connector', system='queue')}"
-    origin = "https://elsewhere.example" if case == "foreign origin" else None
+    origin = Origin("https://elsewhere.example") if case == "foreign origin" else None
     with pytest.raises(InvalidStatus) as refused:
         async with websockets.connect(
             ws_url(backend), additional_headers=headers, origin=origin, open_timeout=10

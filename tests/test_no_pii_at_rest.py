@@ -15,6 +15,7 @@ import httpx
 import msgspec
 import websockets
 from nats.js.errors import NotFoundError
+from websockets.typing import Origin
 
 from backend.messaging import COMMANDS_STREAM, EVENTS_STREAM
 from connectors.sim.system import Record
@@ -64,7 +65,7 @@ async def test_personal_data_and_tokens_reach_neither_logs_nor_tables(settings, 
                 refused = await api.get("/api/v1/flow", headers={"Authorization": f"Bearer {bad}"})
                 assert refused.status_code == 401
             ws_url = process.url.replace("http", "ws", 1) + f"/api/v1/live?token={live_token}"
-            async with websockets.connect(ws_url, origin=process.url, open_timeout=10) as ws:
+            async with websockets.connect(ws_url, origin=Origin(process.url), open_timeout=10) as ws:
                 subscribe = {"op": "subscribe", "topics": ["flow"], "sites": [email]}
                 await ws.send(msgspec.json.encode(subscribe).decode())
                 assert msgspec.json.decode(await ws.recv())["op"] == "error"

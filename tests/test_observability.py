@@ -215,7 +215,7 @@ async def test_a_trace_runs_from_the_connector_publish_through_apply_to_the_webs
 async def _stored_traceparent(settings: BackendSettings, event_id: str) -> str | None:
     conn = await asyncpg.connect(settings.database.database_url)
     try:
-        return await conn.fetchval("SELECT traceparent FROM events WHERE id = $1", event_id)  # type: ignore[no-any-return]
+        return await conn.fetchval("SELECT traceparent FROM events WHERE id = $1", event_id)
     finally:
         await conn.close()
 

@@ -65,7 +65,11 @@ async def world(server_urls: dict[str, str], world_dir: Path) -> AsyncIterator[B
 async def _stream_messages(js: nats.js.JetStreamContext) -> list[tuple[str, Command]]:
     count = (await js.stream_info(messaging.COMMANDS_STREAM)).state.messages
     messages = [await js.get_msg(messaging.COMMANDS_STREAM, seq=n) for n in range(1, count + 1)]
-    return [(m.headers["Nats-Msg-Id"], msgspec.json.decode(m.data, type=Command)) for m in messages]
+    found = []
+    for m in messages:
+        assert m.headers is not None and m.data is not None
+        found.append((m.headers["Nats-Msg-Id"], msgspec.json.decode(m.data, type=Command)))
+    return found
 
 
 async def test_a_backend_killed_after_commit_and_before_publish_loses_nothing_and_doubles_nothing(world,
@@ -73,13 +77,14 @@ async def test_a_backend_killed_after_commit_and_before_publish_loses_nothing_an
     site = f"site-{uuid.uuid4().hex[:8]}"
     nc = await nats_connect(world)
     js = nc.jetstream()
-    pool = await db.create_pool(world.database.database_url)  # type: ignore[arg-type]
+    pool = await db.create_pool(world.database.database_url)
     # a relay that would only publish an hour from now: the command stays committed but unpublished
     doomed = start_backend(world, world_dir / "doomed.log", {"SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "3600"})
     survivor = None
     try:
         await publish(js, phone_booking(f"appointments:A-{site}", site))
         command_id = await eventually(lambda: pool.fetchval("SELECT id FROM commands WHERE site = $1", site))
+        assert doomed.process is not None
         os.kill(doomed.process.pid, signal.SIGKILL)
         assert doomed.process.wait(timeout=10) == -signal.SIGKILL
         assert await pool.fetchval("SELECT status FROM commands WHERE id = $1", command_id) == "pending"
@@ -107,7 +112,7 @@ async def test_a_relay_dying_after_publish_and_before_commit_publishes_the_same_
     site = f"site-{uuid.uuid4().hex[:8]}"
     nc = await nats_connect(world)
     js = nc.jetstream()
-    pool = await db.create_pool(world.database.database_url)  # type: ignore[arg-type]
+    pool = await db.create_pool(world.database.database_url)
     relay = CommandRelay(pool, js, LiveBus(nc),
                          DeliveryPolicy(answer_timeout_s=30, backoff_s=1, backoff_max_s=1, max_attempts=3),
                          PacePolicy.from_section(IntegrationsSection()), interval_s=1,

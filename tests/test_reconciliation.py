@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,7 @@ async def test_silent_drift_is_found_previewed_repaired_both_ways_verified_and_a
         verified = await settled(rapi, sre, stage["id"])
         assert verified["status"] == "resolved" and verified["last_check"]["found"] == "in order"
         journey = await journey_of(rapi, sre, ticket)
-        assert journey["stage"] == "called" and journey["counter"] == "C2"
+        assert journey is not None and journey["stage"] == "called" and journey["counter"] == "C2"
 
         # push_ours: record.push through the outbox; verified after the command's ok
         for item in (lost, eligibility):
@@ -183,7 +184,7 @@ async def test_silent_drift_is_found_previewed_repaired_both_ways_verified_and_a
         assert done.status_code == 200 and done.json()["acted"] == 1, done.text
         assert (await settled(rapi, sre, bulk["plans"][0]["drift_id"]))["status"] == "resolved"
         created = await journey_of(rapi, sre, hand_made)
-        assert created["stage"] == "booked" and created["service"] == "tax"
+        assert created is not None and created["stage"] == "booked" and created["service"] == "tax"
 
         for system in ("queue", "core", "appointments"):
             again = await run(rapi, sre, system, site)
@@ -281,7 +282,7 @@ async def test_a_bulk_resolve_acts_on_all_its_items_or_on_none(rapi, stack, toke
     async with running(stack.settings, tmp_path, queue):
         tickets = [await queue.arrive(site, "licence", []) for _ in range(20)]
         for ticket in tickets:
-            await eventually(lambda ticket=ticket: waiting(rapi, sre, ticket))
+            await eventually(partial(waiting, rapi, sre, ticket))
             queue.records[ticket].fields["ticket"] = "T-RENUMBERED"
         assert (await run(rapi, sre, "queue", site))["drifted"] == len(tickets)
     preview = (await rapi.post("/api/v1/reconciliation/drift/preview",
@@ -449,7 +450,7 @@ async def test_a_fallback_replay_pushes_each_hand_made_record_once_and_flags_wha
         changed = await queue.arrive(site, "tax", [])  # staff called it; the system served it meanwhile
         agreed = await queue.arrive(site, "tax", [])  # staff only looked: the system holds what we hold
         for ref in (before, changed, agreed):
-            await eventually(lambda ref=ref: waiting(rapi, sre, ref))
+            await eventually(partial(waiting, rapi, sre, ref))
         fallback_id = await _fallback(pool, site, datetime.now(UTC))
         made = f"queue:M-001-{uid}"  # a manual ticket the system never saw
         manual = "/manual/floor1"
@@ -557,7 +558,8 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(server_url
                                    " WHERE stage = 'waiting'"
                                    " AND id = (SELECT journey_id FROM journey_refs WHERE ref = $1)", stuck)
                 journeys = [await journey_of(api, sre, ref) for ref in (stuck, keyed_in)]
-                return journeys if all(journeys) and journeys[0]["stage"] == "completed" else None
+                first = journeys[0]
+                return journeys if all(journeys) and first and first["stage"] == "completed" else None
 
             try:
                 await eventually(repaired)

@@ -69,6 +69,7 @@ async def test_two_replicas_apply_shared_journeys_exactly(replicas, uid):
                 "SELECT journey_id FROM journey_refs WHERE ref = ANY($1::text[])", refs)}
             assert len(journey_ids) == 1, ticket
             journey = await services.get_journey(conn, journey_ids.pop())
+            assert journey is not None
             assert observed(journey) == expected_journey(events)
             assert len(journey.timeline) == len(events)
     for process in replicas.backends:

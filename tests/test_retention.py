@@ -31,7 +31,7 @@ async def add_command(pool: asyncpg.Pool, uid: str, status: str, age_days: float
 
 async def add_failure(pool: asyncpg.Pool, uid: str, status: str, age_days: float,
                       command_id: uuid.UUID | None = None) -> int:
-    return await pool.fetchval(  # type: ignore[no-any-return]
+    return await pool.fetchval(
         "INSERT INTO failures (dedupe_key, kind, status, site, command_id, reason, payload, first_at,"
         " last_at) VALUES ($1, $2, $3, $4, $5, 'retention test', '{}', $6, $6) RETURNING id",
         f"retention-{uuid.uuid4().hex}", "command_failed" if command_id else "invalid_event", status,
@@ -94,7 +94,7 @@ async def test_a_floor_step_id_goes_with_its_command_never_before(pool, uid):
 
 
 async def add_run(pool: asyncpg.Pool, uid: str, system: str, age_days: float) -> int:
-    return await pool.fetchval(  # type: ignore[no-any-return]
+    return await pool.fetchval(
         "INSERT INTO reconciliation_runs (system, site, day, trigger, status, started_at, finished_at)"
         " VALUES ($1, $2, $3::timestamptz::date, 'schedule', 'done', $3, $3) RETURNING id",
         system, f"ret-{uid}", days_ago(age_days))
@@ -102,7 +102,7 @@ async def add_run(pool: asyncpg.Pool, uid: str, system: str, age_days: float) ->
 
 async def add_drift(pool: asyncpg.Pool, uid: str, run_id: int, status: str, age_days: float) -> int:
     closed = status in ("resolved", "ignored")
-    return await pool.fetchval(  # type: ignore[no-any-return]
+    return await pool.fetchval(
         "INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, kind, status, detected_at,"
         " updated_at, resolved_at)"
         " VALUES ($1, $2, 'queue', $3, $4, 'missing_here', $5, $6, $6, $7) RETURNING id",
@@ -120,7 +120,7 @@ async def add_fallback(pool: asyncpg.Pool, uid: str, system: str, status: str, a
         "INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source, event_id, actor, data, at)"
         " VALUES ($1, 1, 'check_in', $2, '/manual/tester', $3, 'tester', '{}', $4)",
         fallback_id, f"manual:W-{uid}", uuid.uuid4().hex, days_ago(age_days))
-    return fallback_id  # type: ignore[no-any-return]
+    return fallback_id
 
 
 async def test_closed_drift_old_runs_and_ended_fallbacks_go_what_is_in_use_stays(pool, uid):

@@ -114,7 +114,8 @@ def _sample(annotation: object, name: str) -> tuple[str, object]:
 
 
 def test_every_field_of_the_backend_is_read_from_its_public_name():
-    env, expected = {}, {}
+    env: dict[str, str] = {}
+    expected: dict[str, dict[str, object]] = {}
     for attribute, section in sections_of(BackendSettings).items():
         hints = typing.get_type_hints(section)
         for field in msgspec.structs.fields(section):

@@ -209,7 +209,8 @@ async def once_serving(client: SnapshotClient, site: str) -> list[SnapshotRecord
         except Unreachable:
             return None
 
-    return await eventually(answered)  # type: ignore[no-any-return]
+    records: list[SnapshotRecord] = await eventually(answered)
+    return records
 
 
 async def asked(nc: NATS, subject: str, site: str) -> Msg:

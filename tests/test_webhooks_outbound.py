@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import msgspec
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from connectors.sdk import Outcome
 from connectors.webhook import TargetRefused, WebhookConnector, check_target
 from switchboard.commands import Command
 
@@ -54,7 +55,7 @@ def command() -> Command:
                    created_at=datetime.now(UTC))
 
 
-async def deliver(url: str, sent: Command, *, allow_private: bool) -> object:
+async def deliver(url: str, sent: Command, *, allow_private: bool) -> Outcome:
     connector = WebhookConnector(system="ticketing", url=url, secret=SECRET, retry_delays=(0.05, 0.05),
                                  allow_private=allow_private)
     await connector.start()
@@ -95,7 +96,7 @@ async def test_a_target_failing_through_the_schedule_is_a_failure(receiver):
 async def test_a_loopback_target_is_refused_unless_allowed(receiver):
     target, url = receiver
     outcome = await deliver(url, command(), allow_private=False)
-    assert outcome.status == "failed" and "target refused" in outcome.error
+    assert outcome.status == "failed" and outcome.error is not None and "target refused" in outcome.error
     assert target.requests == []
 
 
@@ -113,4 +114,6 @@ async def test_private_link_local_and_non_http_targets_are_refused(url):
 
 
 async def test_a_public_address_is_allowed():
-    assert await check_target("https://93.184.216.34/hooks", allow_private=False) is None
+    # typed as answering something: mypy refuses to use the value of a call typed `-> None`
+    allowed: Callable[..., Awaitable[object]] = check_target
+    assert await allowed("https://93.184.216.34/hooks", allow_private=False) is None

@@ -7,11 +7,12 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from tests.support import fallbacks
 from tests.support.backends import Stack, own_stack
@@ -19,14 +20,15 @@ from tests.support.browser import DOC_SCREENSHOTS, document, running_dashboard, 
 from tests.support.failures import bearer
 from tests.support.floor import customer, letters, sites_file
 from tests.support.simulators import journey_of, running, still_queue, waiting
-from tests.support.waits import eventually
+from tests.support.waits import Check, eventually
 
 pytestmark = pytest.mark.slow
 
 ZONE = "Asia/Kathmandu"  # +05:45: a time shown in it is never UTC or any whole-hour zone by accident
 ZONE_MARK = "+0545"
 COUNTERS = ["C1", "C2", "C3"]
-TABLETS = {"landscape": {"width": 1024, "height": 768}, "portrait": {"width": 768, "height": 1024}}
+TABLETS: dict[str, ViewportSize] = {"landscape": {"width": 1024, "height": 768},
+                                    "portrait": {"width": 768, "height": 1024}}
 SITES = {orientation: f"floor-{orientation}-{letters()}" for orientation in TABLETS}
 FALLBACK_SITE, SYSTEMS_SITE = f"floor-fallback-{letters()}", f"floor-systems-{letters()}"
 BOOKINGS_SITE = f"floor-bookings-{letters()}"
@@ -55,7 +57,7 @@ async def fapi(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def floor_page(browser: Browser, url: str, site: str, viewport: dict[str, int]) -> Page:
+async def floor_page(browser: Browser, url: str, site: str, viewport: ViewportSize) -> Page:
     page = await browser.new_page(viewport=viewport)
     await sign_in_as(page, url, "floor_staff", sites=site)
     await page.goto(url + "/floor")
@@ -78,7 +80,7 @@ async def test_floor_at_tablet_size_calls_a_customer_to_my_counter_in_the_queue_
     async with running(stack.settings, tmp_path, queue):
         first, second, third = [await queue.arrive(site, "tax", []) for _ in range(3)]
         for ref in (first, second, third):
-            await eventually(lambda ref=ref: waiting(fapi, sre, ref))
+            await eventually(cast(Check, lambda ref=ref: waiting(fapi, sre, ref)))
         arrived = (await customer(fapi, sre, site, first))["arrived_at"]  # type: ignore[index]
         page = await floor_page(browser, floor_board, site, viewport)
         ticket, other = first.split(":", 1)[1], second.split(":", 1)[1]
@@ -173,7 +175,7 @@ async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_led
     await expect(page.get_by_test_id("ledger")).to_contain_text("check in")
     checked_in = await eventually(lambda: journey_of(fapi, staff, walk_in))
     await expect(page.get_by_test_id("ledger").get_by_test_id("journey-link")).to_have_attribute(
-        "href", f"/journeys/{checked_in['id']}")  # type: ignore[index]
+        "href", f"/journeys/{checked_in['id']}")
     # the queue's steps on "the next one": ticket for the walk-in, then a call to a counter of the site's
     await expect(page.get_by_test_id("input-counter")).to_contain_text("C1")
     await page.get_by_test_id("step-issue_ticket").click()

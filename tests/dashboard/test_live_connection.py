@@ -12,10 +12,20 @@ from tests.support.waits import eventually
 async def test_the_connection_is_live_only_once_every_snapshot_is_in(backend, token):
     connection = LiveConnection(backend.url, token("manager"))
     went_live: list[bool] = []
-    connection.listen(CONNECTION, lambda: connection.state.connected and went_live.append(True))
+
+    def on_connection() -> None:
+        if connection.state.connected:
+            went_live.append(True)
+
+    connection.listen(CONNECTION, on_connection)
     snapshots: set[str] = set()
     for topic in connection.topics:
-        connection.listen(topic, lambda topic=topic: not connection.state.connected and snapshots.add(topic))
+
+        def on_snapshot(topic: str = topic) -> None:
+            if not connection.state.connected:
+                snapshots.add(topic)
+
+        connection.listen(topic, on_snapshot)
     connection.start()
     try:
         await eventually(lambda: _true(connection.state.connected))

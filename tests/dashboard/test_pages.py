@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from nicegui import ui
 
 from tests.support.board import Board, simulated_board
@@ -157,7 +159,7 @@ async def test_drift_is_found_with_run_now_previewed_and_resolved_from_the_board
         board.user.find("Run now").click()
         await board.user.should_see(f"of queue at {site} started", retries=100)
         table = board.user.find(marker="drift-table")
-        [drift_table] = table.elements
+        [drift_table] = cast("set[ui.table]", table.elements)
 
         async def stage_drift() -> dict | None:
             return next((r for r in drift_table.rows if r["ref"] == ticket and r["field"] == "stage"), None)
@@ -174,6 +176,7 @@ async def test_drift_is_found_with_run_now_previewed_and_resolved_from_the_board
         async def resolved() -> bool:
             item = (await api.get(f"/api/v1/reconciliation/drift/{row['id']}", headers=sre)).json()
             journey = await journey_of(api, sre, ticket)
+            assert journey is not None
             return item["status"] == "resolved" and journey["stage"] == "called"
 
         assert await eventually(resolved, timeout=30)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from dashboard.oidc import REFUSED
 from tests.support.backends import start_backend
@@ -24,7 +24,8 @@ from tests.support.oidc_provider import Provider, running_provider
 
 AUDIENCE, CLIENT_ID = "switchboard-api", "switchboard-dashboard"
 TOKEN_S = 16  # access and ID tokens live this long; the dashboard refreshes them 10 s before
-TABLETS = {"portrait": {"width": 768, "height": 1024}, "landscape": {"width": 1024, "height": 768}}
+TABLETS: dict[str, ViewportSize] = {"portrait": {"width": 768, "height": 1024},
+                                    "landscape": {"width": 1024, "height": 768}}
 
 
 @dataclass(frozen=True)

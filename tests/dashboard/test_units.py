@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 import pytest
@@ -289,7 +290,7 @@ def test_floor_fallback_steps_are_those_of_the_system_down_as_far_as_the_backend
 
 
 def test_floor_fallback_next_is_the_first_in_serving_order_not_the_longest_untouched():
-    journeys = [
+    journeys: list[dict[str, Any]] = [
         {"site": "n", "stage": "waiting", "priority": "normal", "slot_start": None,
          "created_at": "2026-12-04T09:00:00+00:00", "updated_at": "2026-12-04T09:00:00+00:00", "refs": ["a"]},
         {"site": "n", "stage": "waiting", "priority": "normal", "slot_start": "2026-12-04T09:30:00+00:00",

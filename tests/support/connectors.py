@@ -54,7 +54,7 @@ async def stream_messages(nc: NATS, subject: str) -> list[tuple[bytes, dict[str,
     if not total:
         return []
     subscription = await js.subscribe(subject, ordered_consumer=True)
-    found = []
+    found: list[tuple[bytes, dict[str, str]]] = []
     try:
         while len(found) < total:
             try:

@@ -21,4 +21,4 @@ async def act(api: httpx.AsyncClient, headers: dict[str, str], fallback_id: int,
 async def acted(api, headers, fallback_id, **body) -> dict[str, Any]:
     response = await act(api, headers, fallback_id, **body)
     assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()

@@ -46,7 +46,7 @@ async def act(api: httpx.AsyncClient, headers: dict[str, str], journey_id: str, 
 async def floor_of(api: httpx.AsyncClient, headers: dict[str, str], site: str) -> dict[str, Any]:
     response = await api.get(f"/api/v1/sites/{site}/floor", headers=headers)
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 async def customer(api: httpx.AsyncClient, headers: dict[str, str], site: str,

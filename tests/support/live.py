@@ -30,7 +30,7 @@ async def connect(backend: BackendProcess, token: str, **kwargs: Any) -> AsyncIt
 
 async def receive(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
-        return _decode(await ws.recv())  # type: ignore[no-any-return]
+        return _decode(await ws.recv())
 
 
 async def receive_until(
@@ -53,7 +53,7 @@ async def receive_until(
 async def subscribe(ws: ClientConnection, topics: list[str], **fields: Any) -> dict[str, dict[str, Any]]:
     """Subscribe and return the snapshot of each topic."""
     await ws.send(msgspec.json.encode({"op": "subscribe", "topics": topics, **fields}).decode())
-    snapshots = {}
+    snapshots: dict[str, dict[str, Any]] = {}
     while len(snapshots) < len(topics):
         frame, _ = await receive_until(ws, lambda f: f["op"] == "snapshot")
         snapshots[frame["topic"]] = frame

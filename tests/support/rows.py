@@ -32,4 +32,4 @@ async def add_audit(pool: asyncpg.Pool, uid: str, age_days: float) -> int:
             " VALUES ($1, 'retention-test', '{sre}', 'test.seed', $2, '{}') RETURNING id",
             days_ago(age_days), f"ret-{uid}")
         await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_stamp")
-    return row_id  # type: ignore[no-any-return]
+    return row_id

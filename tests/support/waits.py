@@ -6,9 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+# what `eventually` polls; a lambda binding a loop variable as a default (`lambda n=n: ...`) is cast to it,
+# mypy inferring no type for such a lambda
+Check = Callable[[], Awaitable[Any]]
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0,
-                     interval: float = 0.1) -> Any:
+
+async def eventually(check: Check, timeout: float = 15.0, interval: float = 0.1) -> Any:
     """Poll `check` until it returns something truthy; its last value otherwise fails the test."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
