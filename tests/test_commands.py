@@ -359,6 +359,9 @@ async def test_a_journey_s_command_waiting_to_be_sent_again_keeps_its_place_befo
         await publish(stack.js, cloud_event("eligibility.checked", appt, {"site": site, "result": "failed",
                                                                           "reason_code": "DOCS"},
                                             time=t0 + timedelta(minutes=1)))
+        # applied before the arrival: in one batch with it, the journey is no longer booked after the batch
+        # and visit.hold is rightly not made (met once in a loaded run)
+        await eventually(lambda: _command_named(api, reader, "visit.hold", site=site))
         await publish(stack.js, cloud_event("customer.arrived", ticket, {"site": site, "links": [appt]},
                                             time=t0 + timedelta(minutes=2)))
         # the journey's next command for the queue is made, due at once, and waits behind the held one
