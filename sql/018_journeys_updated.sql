@@ -1,3 +1,3 @@
 -- Flow (every second per changed site, in the live feed) and the reconciliation scheduler read the journeys
--- changed in the last day; journeys stay, so without this every read scanned the whole history.
+-- changed in the last day; finished journeys are kept for months, so without this every read scanned them all.
 CREATE INDEX journeys_updated ON journeys (updated_at);

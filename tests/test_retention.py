@@ -56,7 +56,7 @@ async def test_old_rows_go_recent_ones_stay_and_nothing_in_use_is_purged(pool, u
     counts = await eventually(lambda: purge(pool, DEFAULTS))  # None while a backend's own purge runs
     assert set(counts) == {"events", "inbox", "webhook_receipts", "outbox", "floor_steps", "failures",
                            "drift", "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets",
-                           "alerts", "reports", "audit"}
+                           "alerts", "reports", "journeys", "audit"}
 
     events = {(r["source"], r["id"]) for r in await pool.fetch(
         "SELECT source, id FROM events WHERE site = $1", f"ret-{uid}")}
@@ -175,6 +175,45 @@ async def test_a_fallback_still_to_replay_keeps_its_steps_inbox_rows(pool, uid):
     kept = {r["id"] for r in await pool.fetch("SELECT id FROM event_inbox WHERE id = ANY($1::text[])",
                                               list(steps.values()))}
     assert kept == {steps["active"], steps["replaying"]}, "an ended fallback's steps go with their age"
+
+
+async def add_journey(pool: asyncpg.Pool, uid: str, name: str, stage: str, age_days: float) -> uuid.UUID:
+    journey_id = uuid.uuid4()
+    await pool.execute("INSERT INTO journeys (id, site, stage, state, created_at, updated_at)"
+                       " VALUES ($1, $2, $3, '{}', $4, $4)",
+                       journey_id, f"ret-{uid}", stage, days_ago(age_days))
+    await pool.execute("INSERT INTO journey_refs (ref, journey_id) VALUES ($1, $2)", f"queue:{name}-{uid}",
+                       journey_id)
+    return journey_id
+
+
+async def test_a_finished_journey_goes_with_its_references_unless_something_still_names_it(pool, uid):
+    gone = await add_journey(pool, uid, "GONE", "completed", 91)
+    merged_into_it = uuid.uuid4()
+    await pool.execute("INSERT INTO journey_aliases (old_id, new_id) VALUES ($1, $2)", merged_into_it, gone)
+    kept = {
+        "finished lately": await add_journey(pool, uid, "LATELY", "completed", 89),
+        "still waiting": await add_journey(pool, uid, "WAITING", "waiting", 200),
+        "a command to settle": await add_journey(pool, uid, "COMMAND", "no_show", 91),
+        "an open failure": await add_journey(pool, uid, "FAILURE", "cancelled", 91),
+        "open drift": await add_journey(pool, uid, "DRIFT", "completed", 91),
+        "a fallback to replay": await add_journey(pool, uid, "FALLBACK", "completed", 91),
+    }
+    await pool.execute("UPDATE commands SET journey_id = $1 WHERE id = $2", kept["a command to settle"],
+                       await add_command(pool, uid, "held", 91))
+    await pool.execute("UPDATE failures SET journey_id = $1 WHERE id = $2", kept["an open failure"],
+                       await add_failure(pool, uid, "open", 91))
+    await pool.execute("UPDATE drift_items SET journey_id = $1 WHERE id = $2", kept["open drift"],
+                       await add_drift(pool, uid, await add_run(pool, uid, "queue", 1), "open", 91))
+    await pool.execute("UPDATE fallback_ledger SET journey_id = $1 WHERE fallback_id = $2",
+                       kept["a fallback to replay"], await add_fallback(pool, uid, "queue", "replaying", 91))
+
+    await eventually(lambda: purge(pool, DEFAULTS))
+    journeys = {r["id"] for r in await pool.fetch("SELECT id FROM journeys WHERE site = $1", f"ret-{uid}")}
+    assert journeys == set(kept.values()), {n for n, j in kept.items() if j not in journeys}
+    refs = {r["ref"] for r in await pool.fetch("SELECT ref FROM journey_refs WHERE ref LIKE $1", f"%-{uid}")}
+    assert f"queue:GONE-{uid}" not in refs and len(refs) == len(kept)
+    assert await pool.fetchval("SELECT count(*) FROM journey_aliases WHERE new_id = $1", gone) == 0
 
 
 async def test_a_dry_run_counts_and_deletes_nothing(pool, uid):

@@ -16,3 +16,6 @@ class RetentionSection(msgspec.Struct, frozen=True, kw_only=True):
     retention_reconciliation_runs_days: float = 30.0  # runs no drift points to, but each pair's latest
     retention_fallbacks_days: float = 400.0  # ended fallbacks with their ledger; active or replaying never
     retention_audit_days: float = 400.0  # the database refuses less than its floor of 90 days
+    # finished journeys with their references; a journey still in use (an unsettled command, open failure or
+    # drift, a fallback to replay) is never purged
+    retention_journeys_days: float = 90.0

@@ -37,7 +37,7 @@ from backend.settings import BackendSettings
 
 Kind = Literal["events", "inbox", "webhook_receipts", "outbox", "floor_steps", "failures", "drift",
                "reconciliation_runs", "fallback_ledger", "fallbacks", "manual_tickets", "alerts", "reports",
-               "audit"]
+               "journeys", "audit"]
 WEBHOOK_TIMESTAMP_TOLERANCE = timedelta(minutes=5)  # Standard Webhooks: a receipt must outlive it
 BATCH = 5000
 _LOCK = 0x5357_5254  # one purge at a time across replicas and the CLI
@@ -77,6 +77,25 @@ _BATCHED: dict[Kind, tuple[str, str, str]] = {
     "alerts": ("alerts", "id", "status = 'resolved' AND resolved_at < now() - $1::interval"),
     "reports": ("daily_reports", "site, day", "day < (now() - $1::interval)::date"),
 }
+# A finished journey goes (with its references, and the aliases of journeys merged into it) once nothing in
+# use names it: no command still to settle, no open failure or drift, no fallback still to replay. Found
+# through `journeys_updated`. A reference of a purged journey that comes again starts a new journey.
+_JOURNEYS_GONE = """
+j.stage IN ('completed', 'cancelled', 'no_show') AND j.updated_at < now() - $1::interval
+AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.journey_id = j.id
+                AND c.status IN ('pending', 'held', 'sent'))
+AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.journey_id = j.id AND f.status IN ('open', 'retrying'))
+AND NOT EXISTS (SELECT 1 FROM drift_items d WHERE d.journey_id = j.id AND d.status IN ('open', 'repairing'))
+AND NOT EXISTS (SELECT 1 FROM fallback_ledger l JOIN fallbacks fb ON fb.id = l.fallback_id
+                WHERE l.journey_id = j.id AND fb.status <> 'ended')
+"""
+_PURGE_JOURNEYS = f"""
+WITH gone AS (DELETE FROM journeys WHERE id IN (SELECT j.id FROM journeys j WHERE {_JOURNEYS_GONE} LIMIT $2)
+              RETURNING id),
+     refs AS (DELETE FROM journey_refs WHERE journey_id IN (SELECT id FROM gone)),
+     aliases AS (DELETE FROM journey_aliases WHERE new_id IN (SELECT id FROM gone))
+SELECT count(*) FROM gone
+"""
 # kinds kept as long as another: an inbox row with its event, a ledger and ticket numbers with their fallback
 _KEPT_WITH: dict[Kind, Kind] = {"inbox": "events", "floor_steps": "outbox", "fallback_ledger": "fallbacks",
                                 "manual_tickets": "fallbacks"}
@@ -93,6 +112,7 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
     audit: timedelta
     alerts: timedelta = timedelta(days=400)
     reports: timedelta = timedelta(days=REPORTS_RETENTION_FLOOR_DAYS)
+    journeys: timedelta = timedelta(days=90)
 
     @classmethod
     def from_settings(cls, settings: BackendSettings) -> RetentionPolicy:
@@ -106,6 +126,7 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
                      reconciliation_runs=timedelta(days=days.retention_reconciliation_runs_days),
                      fallbacks=timedelta(days=days.retention_fallbacks_days),
                      audit=timedelta(days=days.retention_audit_days),
+                     journeys=timedelta(days=days.retention_journeys_days),
                      alerts=timedelta(days=settings.alerts.retention_alerts_days),
                      reports=timedelta(days=settings.reports.retention_reports_days))
         if policy.events <= timedelta(seconds=settings.streams.duplicate_window_s):
@@ -117,7 +138,7 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"retention_reports_days must be at least {REPORTS_RETENTION_FLOOR_DAYS:g} (the"
                              " daily reports' floor)")
         if min(policy.outbox, policy.failures, policy.drift, policy.reconciliation_runs,
-               policy.fallbacks, policy.alerts) <= timedelta(0):
+               policy.fallbacks, policy.alerts, policy.journeys) <= timedelta(0):
             raise ValueError("retention periods must be positive")
         return policy
 
@@ -143,6 +164,7 @@ async def purge(pool: asyncpg.Pool, policy: RetentionPolicy, *, dry_run: bool = 
             for kind, (table, key, condition) in _BATCHED.items():
                 counts[kind] = await _purge_batched(conn, table, key, condition, policy.kept_for(kind),
                                                     dry_run=dry_run, batch=batch)
+            counts["journeys"] = await _purge_journeys(conn, policy.journeys, dry_run=dry_run, batch=batch)
             counts["audit"] = await _purge_audit(conn, policy.audit, dry_run=dry_run)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
@@ -162,6 +184,17 @@ async def _purge_batched(conn: asyncpg.Connection, table: str, key: str, conditi
             f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {condition} LIMIT $2)",
             kept, batch)
         deleted = int(status.split()[-1])
+        removed += deleted
+        if deleted < batch:
+            return removed
+
+
+async def _purge_journeys(conn: asyncpg.Connection, kept: timedelta, *, dry_run: bool, batch: int) -> int:
+    if dry_run:
+        return int(await conn.fetchval(f"SELECT count(*) FROM journeys j WHERE {_JOURNEYS_GONE}", kept))
+    removed = 0
+    while True:
+        deleted = int(await conn.fetchval(_PURGE_JOURNEYS, kept, batch))
         removed += deleted
         if deleted < batch:
             return removed
