@@ -59,7 +59,10 @@ async def test_a_journey_is_found_by_reference_with_its_timeline(board: Board, t
 
     async def timeline_complete() -> bool:
         await board.user.open(f"/journeys?ref={ticket}")
-        await board.user.should_see("Timeline")
+        try:  # not found yet while the events wait to be applied (a loaded run met it): look again
+            await board.user.should_see("Timeline")
+        except AssertionError:
+            return False
         table = next(iter(board.user.find(ui.table).elements))
         return [row["type"] for row in table.rows] == ["customer.arrived", "ticket.issued"]
 
