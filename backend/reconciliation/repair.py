@@ -47,8 +47,11 @@ SWITCHBOARD = Principal(sub="switchboard", roles=frozenset({"system"}), sites=No
 
 
 
-async def journey_state(conn: asyncpg.Connection,
-                        ref: str) -> tuple[uuid.UUID, list[str], JourneyState] | None:
+# a journey as a repair needs it: its id, its references, its state
+Journey = tuple[uuid.UUID, list[str], JourneyState]
+
+
+async def journey_state(conn: asyncpg.Connection, ref: str) -> Journey | None:
     row = await conn.fetchrow(
         "SELECT j.id, j.state, array(SELECT o.ref FROM journey_refs o WHERE o.journey_id = j.id ORDER BY"
         " o.ref) AS refs FROM journey_refs r JOIN journeys j ON j.id = r.journey_id WHERE r.ref = $1", ref)
@@ -61,7 +64,7 @@ async def _locked_item(conn: asyncpg.Connection, principal: Principal, drift_id:
 
 
 async def push_command(conn: asyncpg.Connection, *, command_id: uuid.UUID, rule: str, system: str, site: str,
-                       ref: str, journey: tuple[uuid.UUID, list[str], JourneyState]) -> None:
+                       ref: str, journey: Journey) -> None:
     """`record.push` of our state of `ref` to `system`, through the outbox (the relay paces and retries
     it)."""
     journey_id, refs, state = journey
@@ -74,8 +77,8 @@ async def push_command(conn: asyncpg.Connection, *, command_id: uuid.UUID, rule:
 
 
 async def _act(conn: asyncpg.Connection, resources: Resources, principal: Principal, row: asyncpg.Record,
-               action: Action, reason: str | None, repair: RepairPlan) -> ResolveResult:
-    journey = await journey_state(conn, row["ref"])
+               action: Action, reason: str | None, repair: RepairPlan,
+               journey: Journey | None) -> ResolveResult:
     stored_reason, actor = scrubbed_reason(reason), acting_user(principal, resources)
     if action == "ignore":
         await conn.execute(
@@ -114,28 +117,28 @@ async def resolve(resources: Resources, principal: Principal, drift_id: int, act
         action = action or proposed_action(row)
         if action == "ignore" and not reason:
             raise ValidationException("ignore needs a reason")
+        journey = await journey_state(conn, row["ref"])
+        repair = plan(row, action, journey[2] if journey else None)
         if dry_run:
-            journey = await journey_state(conn, row["ref"])
-            return ResolveResult(drift_id=drift_id, outcome="preview", status=row["status"],
-                                 plan=plan(row, action, journey[2] if journey else None))
-        result = await _resolve_locked(conn, resources, principal, row, action, reason, selection=None)
+            return ResolveResult(drift_id=drift_id, outcome="preview", status=row["status"], plan=repair)
+        result = await _resolve_locked(conn, resources, principal, row, repair, journey, reason,
+                                       selection=None)
     async with resources.pool.acquire() as conn:
         await live.publish_drift(resources.live, conn, [drift_id])
     return result
 
 
 async def _resolve_locked(conn: asyncpg.Connection, resources: Resources, principal: Principal,
-                          row: asyncpg.Record, action: Action, reason: str | None, *,
-                          selection: str | None) -> ResolveResult:
-    """Act on one item the caller's transaction holds locked, with its audit row."""
-    journey = await journey_state(conn, row["ref"])
-    repair = plan(row, action, journey[2] if journey else None)
+                          row: asyncpg.Record, repair: RepairPlan, journey: Journey | None,
+                          reason: str | None, *, selection: str | None) -> ResolveResult:
+    """Act on one locked item as planned from `journey`, with its audit row."""
+    action = repair.action
     if row["status"] != "open":
         raise ConflictException(f"this drift item is {row['status']}, not open")
     if not repair.possible:
         raise ConflictException(f"{action} is not possible here: {repair.note}")
     try:
-        result = await _act(conn, resources, principal, row, action, reason, repair)
+        result = await _act(conn, resources, principal, row, action, reason, repair, journey)
     except NotPossible as exc:
         raise ConflictException(f"{action} is not possible here: {exc}") from exc
     details: dict[str, Any] = msgspec.to_builtins(result)
@@ -148,9 +151,9 @@ async def _resolve_locked(conn: asyncpg.Connection, resources: Resources, princi
 
 async def _matching(conn: asyncpg.Connection, principal: Principal, wanted: DriftFilter,
                     action: Action | None, up_to: int | None, *,
-                    lock: bool = False) -> list[tuple[asyncpg.Record, RepairPlan]]:
-    """The open items the filter matches, each with its plan; `lock`: held until the caller's transaction
-    ends."""
+                    lock: bool = False) -> list[tuple[asyncpg.Record, Journey | None, RepairPlan]]:
+    """The open items the filter matches, each with its journey and plan; `lock`: held until the caller's
+    transaction ends."""
     args: list[Any] = []
     where = services.drift_filters(args, sites=principal.scope(wanted.site), status="open",
                                    system=wanted.system, kind=wanted.kind)
@@ -162,7 +165,8 @@ async def _matching(conn: asyncpg.Connection, principal: Principal, wanted: Drif
     found = []
     for row in rows:
         journey = await journey_state(conn, row["ref"])
-        found.append((row, plan(row, action or proposed_action(row), journey[2] if journey else None)))
+        chosen = action or proposed_action(row)
+        found.append((row, journey, plan(row, chosen, journey[2] if journey else None)))
     return found
 
 
@@ -175,7 +179,7 @@ async def preview(resources: Resources, principal: Principal, wanted: DriftFilte
     """Every open item the filter matches with what resolving it would change; `selection` names the possible
     ones."""
     async with resources.pool.acquire() as conn:
-        plans = [p for _, p in await _matching(conn, principal, wanted, action, None)]
+        plans = [p for *_, p in await _matching(conn, principal, wanted, action, None)]
     acting = [p for p in plans if p.possible]
     selection = encode_cursor(wanted.system or "", wanted.site or "", wanted.kind or "", action or "",
                               max((p.drift_id for p in plans), default=0), len(acting), _digest(acting))
@@ -193,13 +197,14 @@ async def bulk_resolve(resources: Resources, principal: Principal, selection: st
         raise ValidationException("ignore needs a reason")
     # one transaction holding every item: all are acted on, or none (an item changed meanwhile is a 409)
     async with resources.pool.acquire() as conn, conn.transaction():
-        acting = [(row, p) for row, p in await _matching(conn, principal, wanted, chosen, up_to, lock=True)
-                  if p.possible]
-        if len(acting) != count or _digest([p for _, p in acting]) != digest:
+        matched = await _matching(conn, principal, wanted, chosen, up_to, lock=True)
+        acting = [(row, journey, p) for row, journey, p in matched if p.possible]
+        if len(acting) != count or _digest([p for *_, p in acting]) != digest:
             raise ConflictException(f"the items to act on changed since the preview ({len(acting)} now, not"
                                     f" {count}); preview again")
-        results = [await _resolve_locked(conn, resources, principal, row, p.action, reason,
-                                         selection=selection) for row, p in acting]
+        # each item planned once, from the journey read under the lock
+        results = [await _resolve_locked(conn, resources, principal, row, p, journey, reason,
+                                         selection=selection) for row, journey, p in acting]
     async with resources.pool.acquire() as conn:
         await live.publish_drift(resources.live, conn, [r.drift_id for r in results])
     return BulkResolveResult(acted=len(results), selection=selection, results=results)
