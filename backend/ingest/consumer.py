@@ -33,7 +33,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from backend import metrics
 from backend.failures.services import failure_changed, record_inbound
-from backend.ingest.apply import Outcome, apply_events, failure_key
+from backend.ingest.apply import Outcome, apply_events, failure_key, prepare
 from backend.ingest.own_events import is_signed
 from backend.ingest.pull import PullFeed
 from backend.ingest.validate import DEFAULT_TRUST, Accepted, Rejected, Trust, rejected_event, validate
@@ -163,7 +163,6 @@ class ApplyWorker:
         made = (await self.nc.jetstream().stream_info(self.stream)).created
         self._key_prefix = stream_key_prefix(self.stream, made)
         feed = PullFeed(self.nc, self.stream, self.durable, self.batch)
-        await feed.start()
         ahead = _Ahead(limit=2 * self.batch)
 
         async def fetch_loop() -> None:
@@ -178,18 +177,31 @@ class ApplyWorker:
                 ahead.fail(exc)  # the worker stops with it (and restarts) instead of waiting for ever
                 raise
 
-        fetcher = asyncio.create_task(fetch_loop(), name="apply-fetch")
         self._keep_connection = True
+        fetcher: asyncio.Task[None] | None = None
         try:
+            await self._ready_connection()
+            await feed.start()
+            fetcher = asyncio.create_task(fetch_loop(), name="apply-fetch")
             while True:
                 batch = await ahead.take(self.batch)
                 await self.handle(batch.msgs, batch.accepted, batch.rejected)
         finally:
-            fetcher.cancel()
+            if fetcher is not None:
+                fetcher.cancel()
             self._keep_connection = False
             await self._drop_connection()
             await feed.stop()
 
+    async def _ready_connection(self) -> None:
+        """Take, plan and prepare the worker's connection before the first message is asked for; with the
+        database down the first batch tries again (and hands its messages back)."""
+        try:
+            async with self._connection():
+                pass
+        except _UNAVAILABLE as exc:
+            log.warning("database unavailable at start (%s); the first batch will try again",
+                        type(exc).__name__)
 
     def classify(self, msgs: list[Msg]) -> tuple[AcceptedEvents, RejectedMessages]:
         accepted: AcceptedEvents = []
@@ -328,8 +340,14 @@ class ApplyWorker:
                 yield conn
             return
         if self._held is None:
-            self._held = await self.pool.acquire()
-            await _plan_once(self._held)
+            conn = await self.pool.acquire()
+            try:
+                await _plan_once(conn)
+                await prepare(conn)  # the first batch after a start waited tens of ms for its plans
+            except BaseException:
+                await self.pool.release(conn)
+                raise
+            self._held = conn
         try:
             yield self._held
         except asyncpg.PostgresError as exc:
