@@ -151,8 +151,10 @@ async def _lock_journeys(conn: asyncpg.Connection,
 
 
 # One Struct per table written, its fields named as the table's columns: a batch's rows travel as one JSON
-# array per table (msgspec encodes them in one pass, Postgres reads them with json_populate_recordset), which
-# costs far less than binding every value of every row as an array element.
+# array per table (msgspec encodes them in one pass, Postgres reads them with jsonb_populate_recordset), which
+# costs far less than binding every value of every row as an array element. Read as `jsonb`, each array is
+# parsed once; as `json`, every jsonb column (a journey's state, an event's data) was parsed a second time
+# (the write took 11% longer).
 class _JourneyRow(msgspec.Struct):
     id: UUID
     site: str
@@ -363,7 +365,7 @@ async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]
 # they arrive in.
 _WRITE = """
 WITH new_refs AS (
-    SELECT ref, journey_id FROM json_populate_recordset(NULL::journey_refs, $2::json)
+    SELECT ref, journey_id FROM jsonb_populate_recordset(NULL::journey_refs, $2::jsonb)
 ), added AS (
     SELECT journey_id, array_agg(ref) AS refs FROM new_refs GROUP BY journey_id
 ), journeys_written AS (
@@ -372,7 +374,7 @@ WITH new_refs AS (
                           created_at, updated_at)
     SELECT id, site, stage, state, arrived_at, waiting_at, called_at, in_service_at, finished_at, created_at,
         now()
-    FROM json_populate_recordset(NULL::journeys, $1::json)
+    FROM jsonb_populate_recordset(NULL::journeys, $1::jsonb)
     ON CONFLICT (id) DO UPDATE SET site = EXCLUDED.site, stage = EXCLUDED.stage, state = EXCLUDED.state,
         arrived_at = EXCLUDED.arrived_at, waiting_at = EXCLUDED.waiting_at, called_at = EXCLUDED.called_at,
         in_service_at = EXCLUDED.in_service_at, finished_at = EXCLUDED.finished_at, updated_at = now()
@@ -381,19 +383,19 @@ WITH new_refs AS (
 ), events_written AS (
     INSERT INTO events (source, id, type, subject, site, time, data, journey_id, dropped_fields, traceparent)
     SELECT source, id, type, subject, site, time, data, journey_id, dropped_fields, traceparent
-    FROM json_populate_recordset(NULL::events, $3::json)
+    FROM jsonb_populate_recordset(NULL::events, $3::jsonb)
 ), commands_written AS (
     INSERT INTO commands (id, rule, system, command, journey_id, site, data, refs)
     SELECT c.id, c.rule, c.system, c.command, c.journey_id, c.site, c.data,
            array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = c.journey_id
                  UNION SELECT unnest(a.refs) ORDER BY 1)
-    FROM json_populate_recordset(NULL::commands, $4::json) c LEFT JOIN added a ON a.journey_id = c.journey_id
+    FROM jsonb_populate_recordset(NULL::commands, $4::jsonb) c LEFT JOIN added a ON a.journey_id = c.journey_id
     ON CONFLICT (id) DO NOTHING
 ), capacity_written AS (
     INSERT INTO capacity (site, counters_open, counters_busy, staff_on_duty, queue_length, event_key,
         updated_at)
     SELECT site, counters_open, counters_busy, staff_on_duty, queue_length, event_key, updated_at
-    FROM json_populate_recordset(NULL::capacity, $5::json)
+    FROM jsonb_populate_recordset(NULL::capacity, $5::jsonb)
     ON CONFLICT (site) DO UPDATE SET counters_open = EXCLUDED.counters_open,
         counters_busy = EXCLUDED.counters_busy, staff_on_duty = EXCLUDED.staff_on_duty,
         queue_length = EXCLUDED.queue_length, event_key = EXCLUDED.event_key, updated_at = EXCLUDED.updated_at
@@ -401,7 +403,7 @@ WITH new_refs AS (
 ), heartbeats_written AS (
     INSERT INTO heartbeats (connector, system, upstream, version, event_key, seen_at)
     SELECT connector, system, upstream, version, event_key, seen_at FROM
-        json_populate_recordset(NULL::heartbeats, $6::json)
+        jsonb_populate_recordset(NULL::heartbeats, $6::jsonb)
     ON CONFLICT (system, connector) DO UPDATE SET upstream = EXCLUDED.upstream,
         version = EXCLUDED.version, event_key = EXCLUDED.event_key, seen_at = EXCLUDED.seen_at
     WHERE heartbeats.event_key < EXCLUDED.event_key
