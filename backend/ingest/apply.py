@@ -24,6 +24,7 @@ import msgspec
 from backend.commands.outbox import planned_commands, record_answers, unanswerable
 from backend.db import lock_key
 from backend.ingest.validate import Rejected, rejected_event
+from backend.integrations import traffic
 from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge
 from backend.journeys.schemas import Journey, JourneyMerged
 from backend.journeys.views import journey_view
@@ -294,6 +295,10 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     commands = planned_commands(rules, events=[e for e, _ in fresh], before=before, survivor=find,
                                 journey_of=journey_of, after={j: journeys[j].state for j in live})
     journey_rows = [_journey_row(j, journeys[j]) for j in live]
+    latencies: dict[str, list[int]] = {}
+    for e, _ in fresh:
+        if not isinstance(e, ConnectorHeartbeat):
+            latencies.setdefault(e.system, traffic.counter())[traffic.bucket(now - e.time)] += 1
     written = await conn.fetch(
         _WRITE,
         _rows(journey_rows),
@@ -311,6 +316,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
                for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)],
                                             by_system=True)]),
         live,
+        _rows(traffic.rows(now.replace(second=0, microsecond=0), latencies)),
     )
     for row, w in zip(journey_rows, written, strict=True):
         if len(w["refs"]) > MAX_JOURNEY_REFS:
@@ -337,7 +343,7 @@ async def prepare(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
         await conn.fetch(_CLAIM, [], [], [])
         await conn.fetch(_RESOLVE, [])
-        await conn.fetch(_WRITE, "[]", "[]", "[]", "[]", "[]", "[]", [])
+        await conn.fetch(_WRITE, "[]", "[]", "[]", "[]", "[]", "[]", [], "[]")
 
 
 async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]]) -> None:
@@ -362,7 +368,8 @@ async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]
 # never scanned per row, so the statement stays linear in the batch). It answers with every written journey's
 # references and `updated_at`, in the order given: the live feed publishes them without reading them back.
 # Capacity and heartbeats keep only the newest event per site, or per system and connector, whatever order
-# they arrive in.
+# they arrive in. Each system's events are added to its traffic of the minute
+# (backend/integrations/traffic.py).
 _WRITE = """
 WITH new_refs AS (
     SELECT ref, journey_id FROM jsonb_populate_recordset(NULL::journey_refs, $2::jsonb)
@@ -389,7 +396,8 @@ WITH new_refs AS (
     SELECT c.id, c.rule, c.system, c.command, c.journey_id, c.site, c.data,
            array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = c.journey_id
                  UNION SELECT unnest(a.refs) ORDER BY 1)
-    FROM jsonb_populate_recordset(NULL::commands, $4::jsonb) c LEFT JOIN added a ON a.journey_id = c.journey_id
+    FROM jsonb_populate_recordset(NULL::commands, $4::jsonb) c
+    LEFT JOIN added a ON a.journey_id = c.journey_id
     ON CONFLICT (id) DO NOTHING
 ), capacity_written AS (
     INSERT INTO capacity (site, counters_open, counters_busy, staff_on_duty, queue_length, event_key,
@@ -407,6 +415,13 @@ WITH new_refs AS (
     ON CONFLICT (system, connector) DO UPDATE SET upstream = EXCLUDED.upstream,
         version = EXCLUDED.version, event_key = EXCLUDED.event_key, seen_at = EXCLUDED.seen_at
     WHERE heartbeats.event_key < EXCLUDED.event_key
+), traffic_written AS (
+    INSERT INTO traffic_minutes (system, minute, writer, events, latency_ms)
+    SELECT system, minute, pg_backend_pid(), events, latency_ms
+    FROM jsonb_populate_recordset(NULL::traffic_minutes, $8::jsonb)
+    ON CONFLICT (system, minute, writer) DO UPDATE SET events = traffic_minutes.events + EXCLUDED.events,
+        latency_ms = ARRAY(SELECT a + b FROM unnest(traffic_minutes.latency_ms, EXCLUDED.latency_ms)
+                           WITH ORDINALITY AS n(a, b, i) ORDER BY i)
 )
 SELECT j.id, array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = j.id
                    UNION SELECT unnest(a.refs) ORDER BY 1) AS refs,

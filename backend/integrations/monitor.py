@@ -43,6 +43,8 @@ class IntegrationMonitor:
             decided = await health.evaluate(conn, self.systems, self.heartbeat_interval_s)
             changed = await services.record(conn, decided, await pacing.read(conn))
             due = await services.claim_figures(conn, changed, self.figures_interval_s)
+            if due:
+                await services.forget_traffic(conn)
             items = await services.integrations(conn, due,
                                                 await services.consumer_lag(self.js)) if due else []
         for item in services.for_every_reader(items):

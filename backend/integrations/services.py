@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import asyncpg
 import msgspec
@@ -11,11 +13,12 @@ import nats.errors
 from nats.js import JetStreamContext
 
 from backend.integrations import pace as pacing
+from backend.integrations import traffic as counted
 from backend.integrations.health import Health
 from backend.integrations.schemas import Integration, IntegrationStatus, PaceView
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
 
-RATE_WINDOW_MIN = 5
+RATE_WINDOW_MIN = counted.RATE_WINDOW_MIN
 SUCCESS_WINDOW_MIN = 15
 INBOUND_KINDS = ["invalid_event", "pii_rejected", "source_mismatch", "unauthorized_source", "apply_error"]
 _LAG_TIMEOUT_S = 2.0
@@ -40,16 +43,10 @@ async def statuses(conn: asyncpg.Connection) -> list[IntegrationStatus]:
             for r in rows]
 
 
+# the minutes of each system's traffic the figures read (backend/integrations/traffic.py)
 _TRAFFIC_SQL = f"""
-SELECT split_part(source, '/', 2) AS system,
-       count(*) / {RATE_WINDOW_MIN}.0 AS events_per_min,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM applied_at - time), 0)) * 1000
-           AS p50,
-       percentile_cont(0.99) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM applied_at - time), 0)) * 1000
-           AS p99
-FROM events
-WHERE applied_at > now() - interval '{RATE_WINDOW_MIN} minutes' AND type <> 'connector.heartbeat'
-GROUP BY 1
+SELECT system, minute, events, latency_ms, now() AS now FROM traffic_minutes
+WHERE minute >= date_trunc('minute', now()) - interval '{RATE_WINDOW_MIN} minutes'
 """
 _INVALID_SQL = f"""
 SELECT system, count(*) / {RATE_WINDOW_MIN}.0 AS per_min FROM failures
@@ -72,7 +69,7 @@ async def integrations(conn: asyncpg.Connection, systems: list[str] | None = Non
     """Every system's status and figures (or those of `systems`)."""
     current = [s for s in await statuses(conn) if systems is None or s.system in systems]
     names = [s.system for s in current]
-    traffic = {r["system"]: r for r in await conn.fetch(_TRAFFIC_SQL)}
+    traffic = await _traffic(conn)
     invalid = {r["system"]: r["per_min"] for r in await conn.fetch(_INVALID_SQL, INBOUND_KINDS)}
     settled = {r["system"]: r for r in await conn.fetch(_COMMANDS_SQL, names)}
     held = {r["system"]: r["n"] for r in await conn.fetch(_HELD_SQL)}
@@ -86,14 +83,40 @@ async def integrations(conn: asyncpg.Connection, systems: list[str] | None = Non
             **{f: getattr(status, f) for f in IntegrationStatus.__struct_fields__},
             heartbeat_age_s=(now - status.last_heartbeat_at).total_seconds()
             if status.last_heartbeat_at else None,
-            events_per_min=float(seen["events_per_min"]) if seen else 0.0,
+            events_per_min=seen.events_per_min if seen else 0.0,
             invalid_per_min=float(invalid.get(status.system, 0.0)),
             command_success_rate=done["ok"] / answered if done and answered else None,
             held_commands=held.get(status.system, 0),
-            apply_latency_p50_ms=seen["p50"] if seen else None,
-            apply_latency_p99_ms=seen["p99"] if seen else None, consumer_lag=consumer_lag,
+            apply_latency_p50_ms=seen.p50 if seen else None,
+            apply_latency_p99_ms=seen.p99 if seen else None, consumer_lag=consumer_lag,
         ))
     return items
+
+
+class _Traffic(NamedTuple):
+    events_per_min: float
+    p50: float | None
+    p99: float | None
+
+
+async def _traffic(conn: asyncpg.Connection) -> dict[str, _Traffic]:
+    """Each system's events per minute and apply latency over the last `RATE_WINDOW_MIN` minutes."""
+    minutes: dict[str, list[tuple[list[int], float]]] = defaultdict(list)
+    for r in await conn.fetch(_TRAFFIC_SQL):
+        first, oldest_share = counted.window(r["now"])
+        minutes[r["system"]].append((r["latency_ms"], oldest_share if r["minute"] == first else 1.0))
+    figures = {}
+    for system, counts in minutes.items():
+        buckets = counted.summed(counts)
+        figures[system] = _Traffic(sum(buckets) / RATE_WINDOW_MIN, counted.percentile(buckets, 0.5),
+                                   counted.percentile(buckets, 0.99))
+    return figures
+
+
+async def forget_traffic(conn: asyncpg.Connection) -> None:
+    """Minutes of traffic the figures no longer read (the figures round, every few seconds: a few rows)."""
+    await conn.execute(f"DELETE FROM traffic_minutes WHERE minute < now() - interval '{2 * RATE_WINDOW_MIN}"
+                       " minutes'")
 
 
 def _with_floor(item: Integration, floor: dict[str, int] | None) -> Integration:
