@@ -316,7 +316,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
                for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)],
                                             by_system=True)]),
         live,
-        _rows(traffic.rows(now.replace(second=0, microsecond=0), latencies)),
+        _rows(traffic.rows(latencies)),
     )
     for row, w in zip(journey_rows, written, strict=True):
         if len(w["refs"]) > MAX_JOURNEY_REFS:
@@ -417,7 +417,7 @@ WITH new_refs AS (
     WHERE heartbeats.event_key < EXCLUDED.event_key
 ), traffic_written AS (
     INSERT INTO traffic_minutes (system, minute, writer, events, latency_ms)
-    SELECT system, minute, pg_backend_pid(), events, latency_ms
+    SELECT system, date_trunc('minute', now()), pg_backend_pid(), events, latency_ms
     FROM jsonb_populate_recordset(NULL::traffic_minutes, $8::jsonb)
     ON CONFLICT (system, minute, writer) DO UPDATE SET events = traffic_minutes.events + EXCLUDED.events,
         latency_ms = ARRAY(SELECT a + b FROM unnest(traffic_minutes.latency_ms, EXCLUDED.latency_ms)

@@ -101,9 +101,12 @@ class _Traffic(NamedTuple):
 
 async def _traffic(conn: asyncpg.Connection) -> dict[str, _Traffic]:
     """Each system's events per minute and apply latency over the last `RATE_WINDOW_MIN` minutes."""
+    rows = await conn.fetch(_TRAFFIC_SQL)
+    if not rows:
+        return {}
+    first, oldest_share = counted.window(rows[0]["now"])
     minutes: dict[str, list[tuple[list[int], float]]] = defaultdict(list)
-    for r in await conn.fetch(_TRAFFIC_SQL):
-        first, oldest_share = counted.window(r["now"])
+    for r in rows:
         minutes[r["system"]].append((r["latency_ms"], oldest_share if r["minute"] == first else 1.0))
     figures = {}
     for system, counts in minutes.items():

@@ -26,10 +26,10 @@ BUCKETS = len(_BOUNDS) + 1
 
 
 class TrafficRow(msgspec.Struct):
-    """One system's events of one batch, as the apply's write adds them to its minute."""
+    """One system's events of one batch, as the apply's write adds them to the minute of its transaction (by
+    the database's clock, as the figures read them)."""
 
     system: str
-    minute: datetime
     events: int
     latency_ms: list[int]  # events per bucket
 
@@ -38,9 +38,9 @@ def bucket(latency: timedelta) -> int:
     return bisect.bisect_right(_BOUNDS, latency.total_seconds() * 1000)
 
 
-def rows(minute: datetime, latencies: dict[str, list[int]]) -> list[TrafficRow]:
-    """`latencies`: each system's count per bucket (`counter()`) of a batch applied within `minute`."""
-    return [TrafficRow(system, minute, sum(counts), counts) for system, counts in latencies.items()]
+def rows(latencies: dict[str, list[int]]) -> list[TrafficRow]:
+    """`latencies`: each system's count per bucket (`counter()`) of one batch."""
+    return [TrafficRow(system, sum(counts), counts) for system, counts in latencies.items()]
 
 
 def counter() -> list[int]:
