@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 
 import msgspec
+import pytest
 from nats.aio.msg import Msg
 
 from backend.ingest.apply import Outcome
@@ -15,7 +16,7 @@ from backend.journeys.merge import JourneyState
 from backend.journeys.schemas import JourneyMerged
 from backend.journeys.views import journey_view
 from backend.live.bus import SUBJECT_PREFIX, LiveBus
-from backend.live.feed import JourneyFeed
+from backend.live.feed import SITE_INTERVAL_S, SITE_SHARE, JourneyFeed, pause_after
 from backend.live.schemas import BusUpdate
 from tests.support.backends import nats_connect
 from tests.support.waits import eventually
@@ -65,3 +66,9 @@ async def test_batches_handed_over_together_publish_each_journey_once_as_last_le
         await nc.close()
     # the absorbed journey's update not yet sent is replaced by its end, never sent as it was
     assert published == [(str(absorbed.id), f"into {survivor.id}"), (str(survivor.id), "called")]
+
+
+def test_flow_rounds_take_at_most_their_share_of_the_time_however_long_a_round_takes():
+    assert pause_after(0.02) == SITE_INTERVAL_S  # a small day: flow once a second, as before
+    for took in (0.06, 0.3, 2.0):  # a round that grew with the day's journeys waits longer after it
+        assert took / (took + pause_after(took)) == pytest.approx(SITE_SHARE)
