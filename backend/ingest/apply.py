@@ -338,8 +338,8 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
 
 
 async def prepare(conn: asyncpg.Connection) -> None:
-    """Prepare and plan the batch's statements on the worker's connection before its first batch: done then,
-    the first events after a start waited tens of milliseconds for it (the write's plan above all)."""
+    """Prepare and plan the batch's statements on the worker's connection before its first batch: left to
+    that batch, they made the first events after a start wait tens of milliseconds (the write's above all)."""
     async with conn.transaction():
         await conn.fetch(_CLAIM, [], [], [])
         await conn.fetch(_RESOLVE, [])

@@ -197,8 +197,7 @@ class ApplyWorker:
         """Take, plan and prepare the worker's connection before the first message is asked for; with the
         database down the first batch tries again (and hands its messages back)."""
         try:
-            async with self._connection():
-                pass
+            await self._hold()
         except _UNAVAILABLE as exc:
             log.warning("database unavailable at start (%s); the first batch will try again",
                         type(exc).__name__)
@@ -339,6 +338,19 @@ class ApplyWorker:
                 await _plan_once(conn)
                 yield conn
             return
+        held = await self._hold()
+        try:
+            yield held
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, _UNAVAILABLE):
+                await self._drop_connection()
+            raise
+        except BaseException:
+            await self._drop_connection()
+            raise
+
+    async def _hold(self) -> asyncpg.Connection:
+        """The connection `run` keeps, taken, planned and prepared the first time it is asked for."""
         if self._held is None:
             conn = await self.pool.acquire()
             try:
@@ -348,15 +360,7 @@ class ApplyWorker:
                 await self.pool.release(conn)
                 raise
             self._held = conn
-        try:
-            yield self._held
-        except asyncpg.PostgresError as exc:
-            if isinstance(exc, _UNAVAILABLE):
-                await self._drop_connection()
-            raise
-        except BaseException:
-            await self._drop_connection()
-            raise
+        return self._held
 
     async def _drop_connection(self) -> None:
         held, self._held = self._held, None
