@@ -6,7 +6,6 @@ CREATE TABLE traffic_minutes (
     system     text        NOT NULL,
     minute     timestamptz NOT NULL,
     writer     integer     NOT NULL,
-    events     bigint      NOT NULL,
-    latency_ms bigint[]    NOT NULL,  -- events per latency bucket
+    latency_ms bigint[]    NOT NULL,  -- events per latency bucket: their sum is the minute's events
     PRIMARY KEY (system, minute, writer)
 );

@@ -416,12 +416,12 @@ WITH new_refs AS (
         version = EXCLUDED.version, event_key = EXCLUDED.event_key, seen_at = EXCLUDED.seen_at
     WHERE heartbeats.event_key < EXCLUDED.event_key
 ), traffic_written AS (
-    INSERT INTO traffic_minutes (system, minute, writer, events, latency_ms)
-    SELECT system, date_trunc('minute', now()), pg_backend_pid(), events, latency_ms
+    INSERT INTO traffic_minutes (system, minute, writer, latency_ms)
+    SELECT system, date_trunc('minute', now()), pg_backend_pid(), latency_ms
     FROM jsonb_populate_recordset(NULL::traffic_minutes, $8::jsonb)
-    ON CONFLICT (system, minute, writer) DO UPDATE SET events = traffic_minutes.events + EXCLUDED.events,
-        latency_ms = ARRAY(SELECT a + b FROM unnest(traffic_minutes.latency_ms, EXCLUDED.latency_ms)
-                           WITH ORDINALITY AS n(a, b, i) ORDER BY i)
+    ON CONFLICT (system, minute, writer) DO UPDATE SET latency_ms = ARRAY(
+        SELECT a + b FROM unnest(traffic_minutes.latency_ms, EXCLUDED.latency_ms)
+        WITH ORDINALITY AS n(a, b, i) ORDER BY i)
 )
 SELECT j.id, array(SELECT r.ref FROM journey_refs r WHERE r.journey_id = j.id
                    UNION SELECT unnest(a.refs) ORDER BY 1) AS refs,

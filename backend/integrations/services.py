@@ -45,7 +45,7 @@ async def statuses(conn: asyncpg.Connection) -> list[IntegrationStatus]:
 
 # the minutes of each system's traffic the figures read (backend/integrations/traffic.py)
 _TRAFFIC_SQL = f"""
-SELECT system, minute, events, latency_ms, now() AS now FROM traffic_minutes
+SELECT system, minute, latency_ms, now() AS now FROM traffic_minutes
 WHERE minute >= date_trunc('minute', now()) - interval '{RATE_WINDOW_MIN} minutes'
 """
 _INVALID_SQL = f"""

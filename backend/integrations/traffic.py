@@ -30,7 +30,6 @@ class TrafficRow(msgspec.Struct):
     the database's clock, as the figures read them)."""
 
     system: str
-    events: int
     latency_ms: list[int]  # events per bucket
 
 
@@ -40,7 +39,7 @@ def bucket(latency: timedelta) -> int:
 
 def rows(latencies: dict[str, list[int]]) -> list[TrafficRow]:
     """`latencies`: each system's count per bucket (`counter()`) of one batch."""
-    return [TrafficRow(system, sum(counts), counts) for system, counts in latencies.items()]
+    return [TrafficRow(system, counts) for system, counts in latencies.items()]
 
 
 def counter() -> list[int]:
