@@ -1,7 +1,7 @@
 """CPU of a running dashboard process with N browser tabs open on a page, in headless Debian chromium.
 
     python -m tools.bench.dashboard_cpu --url http://127.0.0.1:8080 --pid <dashboard pid> [--tabs 20]
-        [--backend-url http://127.0.0.1:8000]
+        [--page /] [--role manager] [--backend-url http://127.0.0.1:8000]
 
 The tabs share one signed-in browser session (demo mode, as `switchboard demo` runs it), like one
 person's or one control room's screens; the figure is the dashboard process's own user+system
@@ -50,7 +50,7 @@ async def window(pid: int, seconds: float, backend_url: str | None) -> tuple[flo
 
 
 async def measure(url: str, pid: int, tabs: int, page_path: str, warmup_s: float,
-                  seconds: float, backend_url: str | None = None) -> dict[str, object]:
+                  seconds: float, backend_url: str | None = None, role: str = "manager") -> dict[str, object]:
     from playwright.async_api import async_playwright  # noqa: PLC0415 - a test dependency, only for this tool
 
     baseline, baseline_events = await window(pid, seconds, backend_url)  # no tab open, same load
@@ -61,6 +61,8 @@ async def measure(url: str, pid: int, tabs: int, page_path: str, warmup_s: float
         context.set_default_timeout(180_000)  # twenty tabs load slowly on a small shared machine
         first = await context.new_page()
         await first.goto(url + "/signin")
+        await first.get_by_test_id("demo-role").click()
+        await first.get_by_role("option", name=role, exact=True).click()
         await first.get_by_test_id("demo-enter").click()
         await first.get_by_test_id("who").wait_for()
         pages = [first] + [await context.new_page() for _ in range(tabs - 1)]
@@ -71,7 +73,7 @@ async def measure(url: str, pid: int, tabs: int, page_path: str, warmup_s: float
         await asyncio.sleep(warmup_s)
         cores, events = await window(pid, seconds, backend_url)
         await browser.close()
-    return {"tabs": tabs, "page": page_path, "seconds": seconds, "cores": round(cores, 3),
+    return {"tabs": tabs, "page": page_path, "role": role, "seconds": seconds, "cores": round(cores, 3),
             "baseline_cores": round(baseline, 3), "cores_per_tab": round((cores - baseline) / tabs, 4),
             "events_applied": events, "baseline_events_applied": baseline_events}
 
@@ -84,12 +86,13 @@ def main() -> None:
     parser.add_argument("--tabs", type=int, default=20)
     parser.add_argument("--page", default="/",
                         help="the page every tab shows (Flow, the busiest, by default)")
+    parser.add_argument("--role", default="manager", help="the demo role the tabs sign in as (Audit: sre)")
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--backend-url", help="the backend whose applied events prove the load (/metrics)")
     args = parser.parse_args()
     result = asyncio.run(measure(args.url, args.pid, args.tabs, args.page, args.warmup, args.seconds,
-                                 args.backend_url))
+                                 args.backend_url, args.role))
     print(f"dashboard CPU with {result['tabs']} tabs on {result['page']}: {result['cores']} cores"
           f" (without tabs {result['baseline_cores']}), events applied meanwhile: {result['events_applied']}")
     print(json.dumps(result))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import multiprocessing
@@ -216,19 +217,33 @@ class Latencies:
             self.clients // self.sites + (n % self.sites < self.clients % self.sites) for n in range(total)
         )
         started = time.perf_counter()
-        publishes: list[asyncio.Task[None]] = []
+        # publishes in flight only: holding every finished task made this client's own full garbage
+        # collections grow with the run (165 ms three minutes in), and its readers counted them as latency
+        in_flight: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
+
+        def settled(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                failed.append(error)
+
         for n in range(total):
             # steady rate: each publish at its slot, never in bursts to catch up more than one slot; not
             # waiting for the one before, as connectors publish (a slot is shorter than an fsync'd ack here)
             delay = started + n / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            publishes.append(asyncio.create_task(publish_one(n, f"bench-{n % self.sites:03d}")))
+            task = asyncio.create_task(publish_one(n, f"bench-{n % self.sites:03d}"))
+            in_flight.add(task)
+            task.add_done_callback(settled)
             if n and n % int(rate) == 0:
                 progress(
                     f"{label}: published {n:,}/{total:,}, {len(self.samples):,}/{self.expected:,} received"
                 )
-        await asyncio.gather(*publishes)  # every publish acknowledged (or the run fails): all counted
+        await asyncio.gather(*in_flight)  # every publish acknowledged (or the run fails): all counted
+        if failed:
+            raise failed[0]
         achieved = total / (time.perf_counter() - started)
         await wait_set(self.done, DELIVERY_DEADLINE_S)
         result = Paced(list(self.samples), self.expected, achieved)
@@ -263,6 +278,7 @@ async def end_to_end(
         sockets.append(await connect(backend.ws_url, token))
     await asyncio.gather(*(subscribe(ws, ["journeys"]) for ws in sockets))
     progress(f"latency: {clients} clients subscribed across {sites} sites")
+    gc.freeze()  # what set-up made stays: the client's full collections need not walk it while it times
     timing = Latencies(sockets, clients, sites)
     nc = await bus.connect(nats_url, "bench-live", creds=settings.bus.nats_creds)
     js = nc.jetstream()
