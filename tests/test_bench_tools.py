@@ -5,6 +5,7 @@ benchmarks, not tests."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tools.bench.live import Latencies
+from tools.bench.live import CollectorPauses, Latencies
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,6 +68,7 @@ def test_bench_live_counts_every_frame_and_the_rate_achieved() -> None:
     assert figures["live_path_frames_expected"] == figures["live_path_frames_delivered"] == 200
     assert 0 < figures["events_per_s"] <= 1.5 * figures["events_per_s_requested"]
     assert figures["e2e_p50_ms"] <= figures["e2e_p99_ms"]
+    assert (figures["client_gc_pauses"] == 0) == (figures["client_gc_pause_max_ms"] == 0)
 
 
 @pytest.mark.timeout(600)
@@ -126,3 +128,11 @@ async def test_bench_live_fails_when_a_publish_fails() -> None:
 
     with pytest.raises(ConnectionError, match="publish 3 was refused"):
         await timing.paced("test", 10, 1000.0, publish_one)
+
+
+def test_bench_live_counts_the_clients_own_full_collections() -> None:
+    with CollectorPauses() as pauses:
+        gc.collect(1)  # a young one: not a pause the figure counts
+        gc.collect()
+    gc.collect()  # after the window: not counted either
+    assert len(pauses.seconds) == 1 and pauses.seconds[0] > 0

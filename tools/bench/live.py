@@ -188,6 +188,29 @@ class Paced(NamedTuple):
         return max(self.expected - len(self.samples), 0)
 
 
+class CollectorPauses:
+    """This client's own full garbage collections while it times: its readers wait them out, so each one
+    shows as latency the backend did not add. Reported so that a disturbed measurement can be told apart."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                self._started = time.perf_counter()
+            else:
+                self.seconds.append(time.perf_counter() - self._started)
+
+    def __enter__(self) -> CollectorPauses:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
 class Latencies:
     """Clients scoped to one site each, timing every update they receive against when it was published."""
 
@@ -278,7 +301,8 @@ async def end_to_end(
         sockets.append(await connect(backend.ws_url, token))
     await asyncio.gather(*(subscribe(ws, ["journeys"]) for ws in sockets))
     progress(f"latency: {clients} clients subscribed across {sites} sites")
-    gc.freeze()  # what set-up made stays: the client's full collections need not walk it while it times
+    gc.collect()  # set-up's garbage first; what it made stays, and the client's full collections while it
+    gc.freeze()  # times need not walk it
     timing = Latencies(sockets, clients, sites)
     nc = await bus.connect(nats_url, "bench-live", creds=settings.bus.nats_creds)
     js = nc.jetstream()
@@ -309,8 +333,12 @@ async def end_to_end(
         await nc.publish(SUBJECT_PREFIX + "journeys", encode_update(site, ref, {"refs": [ref]}))
 
     total = int(rate * seconds)
-    e2e = await timing.paced("latency", total, rate, publish_event)
-    live = await timing.paced("live path", total, rate, publish_update)
+    with CollectorPauses() as pauses:
+        e2e = await timing.paced("latency", total, rate, publish_event)
+        live = await timing.paced("live path", total, rate, publish_update)
+    if pauses.seconds:
+        progress(f"client: {len(pauses.seconds)} full garbage collections while timing, the longest"
+                 f" {max(pauses.seconds) * 1000:.1f} ms (its readers waited them out)")
     await timing.close()
     await nc.close()
     conn = await asyncpg.connect(database_url)
@@ -327,7 +355,7 @@ async def end_to_end(
         size = apply["switchboard_apply_batch_size_sum"] / batches
         batch_ms = apply["switchboard_apply_batch_seconds_sum"] / batches * 1000
         progress(f"ingest: {batches:,.0f} apply batches of {size:.1f} events, {batch_ms:.1f} ms on average")
-    return {"e2e": e2e, "ingest": ingest, "live": live}
+    return {"e2e": e2e, "ingest": ingest, "live": live, "client_gc_pauses": pauses.seconds}
 
 
 # ---- throughput ---------------------------------------------------------------------------------
@@ -628,6 +656,8 @@ async def _run(data_dir: Path, urls: dict[str, str], options: dict[str, Any]) ->
         "live_path_p50_ms": ms("live", 0.50),
         "live_path_p99_ms": ms("live", 0.99),
         "missing_updates": e2e.missing + live.missing,
+        "client_gc_pauses": len(latency["client_gc_pauses"]),
+        "client_gc_pause_max_ms": round(max(latency["client_gc_pauses"], default=0.0) * 1000, 3),
         "e2e_frames_delivered": len(e2e.samples),
         "e2e_frames_expected": e2e.expected,
         "live_path_frames_delivered": len(live.samples),
