@@ -23,9 +23,11 @@ _ENDED = "('completed', 'no_show', 'cancelled')"
 
 
 _FLOW_SQL = f"""
-WITH scoped AS (
-    SELECT * FROM journeys WHERE ($1::text[] IS NULL OR site = ANY($1)) AND updated_at > now() - interval
-        '1 day'
+WITH scoped AS (  -- read twice, so kept: its columns only, never the journeys' whole state (spilled to disk)
+    SELECT site, stage, arrived_at, waiting_at, called_at, in_service_at, finished_at,
+           CASE WHEN called_at > now() - interval '{PERCENTILE_WINDOW}' THEN state->'service'->>1 END
+               AS service
+    FROM journeys WHERE ($1::text[] IS NULL OR site = ANY($1)) AND updated_at > now() - interval '1 day'
 ), stage_counts AS (  -- counted once for every site, not once per site over all sites' journeys
     SELECT site, jsonb_object_agg(stage, n) AS stages
     FROM (SELECT site, stage, count(*) AS n FROM scoped GROUP BY site, stage) c
@@ -46,7 +48,7 @@ WITH scoped AS (
            percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - in_service_at))
                FILTER (WHERE stage = 'completed' AND finished_at > now() - interval '{PERCENTILE_WINDOW}') AS
                    service_p50_s,
-           (avg(({wait_sql("s")} <= {target_sql("$2::jsonb", "s")})::int)
+           (avg(({wait_sql("s")} <= {target_sql("$2::jsonb", "s", service="s.service")})::int)
                FILTER (WHERE called_at > now() - interval '{PERCENTILE_WINDOW}'))::float8 AS within_target,
            count(*) FILTER (WHERE stage = 'no_show')::float8
                / nullif(count(*) FILTER (WHERE stage IN {_ENDED}), 0) AS no_show_rate,
