@@ -109,7 +109,7 @@ async def test_bench_live_lets_finished_publishes_go() -> None:
         assert task is not None
         tasks.append(weakref.ref(task))
         if n == 199:  # the last: every earlier one but the newest few has finished by now
-            still_held.extend(i for i, task in enumerate(tasks[:150]) if task() is not None)
+            still_held.extend(i for i, ref in enumerate(tasks[:150]) if ref() is not None)
             timing.done.set()  # no clients here: nothing to wait for
 
     paced = await timing.paced("test", 200, 2000.0, publish_one)

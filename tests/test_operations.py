@@ -1,6 +1,6 @@
 """Flow's figures from a day of journeys with states of realistic size: each call judged against its own
-service's target, and the query keeping only the columns it needs (the journeys' whole state, read twice,
-once spilled to disk every round)."""
+service's target, and the query keeping only the columns it needs (it kept each journey's whole state, and
+spilled it to disk every round)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ async def test_flow_judges_each_call_against_its_service_s_target(conn):
     assert north.wait_p50_s == pytest.approx(1000)
 
 
-async def test_flow_keeps_no_journey_state_in_memory_or_on_disk(conn):
+async def test_flow_spills_nothing_to_disk_however_large_the_journeys_states(conn):
     [plan] = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {_FLOW_SQL}", ["north"],
                                             _TARGETS))
     assert plan["Plan"]["Temp Written Blocks"] == 0, plan["Plan"]

@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--pid", type=int, required=True, help="the dashboard process")
     parser.add_argument("--tabs", type=int, default=20)
     parser.add_argument("--page", default="/",
-                        help="the page every tab shows (Flow, the busiest, by default)")
+                        help="the page every tab shows (Flow by default)")
     parser.add_argument("--role", default="manager", help="the demo role the tabs sign in as (Audit: sre)")
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=60.0)
