@@ -10,7 +10,7 @@ import asyncpg
 
 from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish
-from tests.support.failures import bearer, one_failure
+from tests.support.failures import bearer, failures_of, one_failure
 from tests.support.waits import eventually
 
 
@@ -65,15 +65,17 @@ async def test_a_laundering_retry_is_refused_and_changes_nothing(api, js, pool, 
 async def test_an_event_beyond_its_sender_s_sites_is_refused_for_that_whatever_else_is_wrong_with_it(
         api, js, pool, token, uid):
     site, other = f"site-{uid}", f"other-{uid}"
-    sre = bearer(token, "sre", [other])
+    sre = bearer(token, "sre", [site])
     # as a connector limited to `site` publishes (the site as the subject's last token), on another type's
     # subject, about a customer at `other`: refused as a wrong type, a retry (validated without the
     # subject) would apply it at a site its sender may not speak for
     beyond = cloud_event("customer.arrived", f"queue:S-{uid}", {"site": other}, id=f"beyond-{uid}")
     await publish(js, beyond, subject=f"svc.events.queue.ticket.called.{site}")
-    failure = await one_failure(api, sre, site=other)
+    # recorded at its sender's site, not the one it claims: nothing of it reaches `other`'s failures
+    failure = await one_failure(api, sre, site=site)
     assert (failure["kind"], failure["reason"]) == ("unauthorized_source",
                                                     f"the token does not cover site {other!r}")
+    assert await failures_of(api, bearer(token, "sre", [other]), site=other) == []
     before = await _state(pool, uid, [failure["id"]])
     refused = await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})
     assert refused.status_code == 409, refused.text

@@ -414,7 +414,11 @@ def validate(
                       f"a connector of {allowed_system!r} may not publish for {system!r}")
     site = getattr(event.data, "site", None)
     if allowed_sites is not None and site is not None and site not in allowed_sites:
-        return reject("unauthorized_source", f"the token does not cover site {site!r}")
+        # kept where its sender may act, not at the site it claims: a connector limited to one site must not
+        # fill another site's failures (and their alerts); with several sites, at none (all-site readers)
+        return msgspec.structs.replace(
+            reject("unauthorized_source", f"the token does not cover site {site!r}"),
+            site=scrub_identifier(next(iter(allowed_sites))) if len(allowed_sites) == 1 else None)
     if allowed_sites is not None and site is None and isinstance(event, CommandResult):
         return reject("unauthorized_source", "an answer from a connector limited to sites names its site")
     if problem := _semantic_error(event):
