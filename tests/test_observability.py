@@ -63,24 +63,29 @@ def httpx_client(backend: BackendProcess) -> httpx.AsyncClient:
 
 async def test_metrics_count_every_stage_by_type_and_system(backend, js, pool, uid):
     site = f"obs-{uid}"
+    # the session's backend has counted other modules' events: this test judges what its own add
+    before = samples(await metrics_text(backend))
+
+    def grew(seen: dict[str, dict[str, float]], name: str, by: int = 1, **labels: str) -> bool:
+        return labelled(seen.get(name, {}), **labels) - labelled(before.get(name, {}), **labels) >= by
+
     await publish(js, cloud_event("customer.arrived", f"queue:T-{uid}", {"site": site}))
     await publish(js, cloud_event("customer.arrived", f"queue:P-{uid}", {"site": site, **PERSONAL}))
     await publish(js, b'{"not": "an event"}', subject=f"svc.events.madeup{uid}.anything.at.all")
 
     async def counted() -> dict[str, dict[str, float]] | None:
         seen = samples(await metrics_text(backend))
-        ok = (labelled(seen.get("switchboard_events_applied_total", {}), type="customer.arrived",
+        ok = (grew(seen, "switchboard_events_applied_total", type="customer.arrived", system="queue")
+              and grew(seen, "switchboard_events_failed_total", kind="pii_rejected", type="customer.arrived",
                        system="queue")
-              and labelled(seen.get("switchboard_events_failed_total", {}), kind="pii_rejected",
-                           type="customer.arrived", system="queue")
-              and labelled(seen.get("switchboard_events_in_total", {}), type="other", system="other"))
+              and grew(seen, "switchboard_events_in_total", type="other", system="other"))
         return seen if ok else None
 
     seen = await eventually(counted)
-    assert labelled(seen["switchboard_events_in_total"], type="customer.arrived", system="queue") >= 2
+    assert grew(seen, "switchboard_events_in_total", 2, type="customer.arrived", system="queue")
     assert not any(uid in key for name in seen for key in seen[name]), "made-up labels are bounded to `other`"
-    assert seen["switchboard_apply_batch_seconds_count"][""] >= 1
-    assert seen["switchboard_ingest_delay_seconds_count"][""] >= 1
+    assert grew(seen, "switchboard_apply_batch_seconds_count")
+    assert grew(seen, "switchboard_ingest_delay_seconds_count")
     assert "switchboard_live_connections" in seen
 
     async def sampled_like_the_database() -> bool:
