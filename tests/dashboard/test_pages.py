@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from nicegui import ui
@@ -71,14 +72,36 @@ async def test_a_journey_is_found_by_reference_with_its_timeline(board: Board, t
 
 
 async def test_capacity_cards_appear_live_and_a_site_over_target_stands_out(board: Board, token, js, uid):
-    site = f"site-{uid}"
+    late, calm = f"late-{uid}", f"calm-{uid}"
     await board.sign_in(token("manager"))
     await board.user.open("/capacity")
-    await board.user.should_not_see(site)
-    await publish(js, cloud_event("capacity.changed", f"site:{site}", {
-        "site": site, "counters_open": 2, "counters_busy": 2, "staff_on_duty": 3, "queue_length": 7},
-        source="/queue"))
-    await board.user.should_see(site, retries=100)
+    await board.user.should_not_see(late)
+    now = datetime.now(UTC)
+    # the wait is estimated from each site's service time: 30 minutes at one, 1 minute at the other
+    for site, service in ((late, timedelta(minutes=30)), (calm, timedelta(minutes=1))):
+        ticket = f"queue:T-{site}"
+        await publish(js, cloud_event("service.started", ticket, {"site": site, "counter": "c1"},
+                                      time=now - service))
+        await publish(js, cloud_event("service.completed", ticket, {"site": site, "outcome": "DONE"},
+                                      time=now))
+    for site, busy, queue in ((late, 2, 7), (calm, 1, 1)):  # 7 × 30 min / 2 counters; 1 × 1 min / 2
+        await publish(js, cloud_event("capacity.changed", f"site:{site}", {
+            "site": site, "counters_open": 2, "counters_busy": busy, "staff_on_duty": 3,
+            "queue_length": queue}, source="/queue"))
+    await board.user.should_see(late, retries=100)
+    await board.user.should_see(calm, retries=100)
+
+    def stands_out(site: str) -> bool:
+        [card] = [c for c in board.user.find(kind=ui.card).elements
+                  if c.props.get("data-testid") == f"capacity-{site}"]
+        badges = [e.text for e in card.descendants() if isinstance(e, ui.badge)]
+        return "border-red-600" in card.classes and badges == ["over wait target"]
+
+    async def late_stands_out() -> bool:  # its estimate (105 min) passes the 10 min target once applied
+        return stands_out(late)
+
+    await eventually(late_stands_out)
+    assert not stands_out(calm)
     await board.user.should_see("2 / 2")
 
 
