@@ -20,6 +20,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
+from backend.db import RUNTIME_ROLE
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
 from switchboard.commands import Command
 from tests.support.backends import Stack, own_stack
@@ -308,21 +309,26 @@ async def test_the_relay_outlives_a_database_error_and_sends_once_it_clears(api,
     reader = {"Authorization": f"Bearer {token('manager', [site])}"}
     refusal = f"refuse_{uid}"
     # any error Postgres may raise in a tick (a deadlock with another replica, a failover's read-only moment)
+    # a sequence counts the refusals: it is not rolled back with the statement the trigger fails
     await pool.execute(f"""
+        CREATE SEQUENCE {refusal}_count;
+        GRANT USAGE ON SEQUENCE {refusal}_count TO {RUNTIME_ROLE};
         CREATE FUNCTION {refusal}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN IF NEW.site = '{site}' AND NEW.status = 'sent' THEN RAISE EXCEPTION 'not now'; END IF;
+        BEGIN IF NEW.site = '{site}' AND NEW.status = 'sent' THEN
+            PERFORM nextval('{refusal}_count'); RAISE EXCEPTION 'not now'; END IF;
         RETURN NEW; END $$;
         CREATE TRIGGER {refusal} BEFORE UPDATE ON commands FOR EACH ROW EXECUTE FUNCTION {refusal}();
     """)
     async with ConnectorDouble(nc, "queue", site, lambda _: "ok") as queue:
         try:
             await publish(js, phone_booking(f"appointments:A1-{uid}", site))
-            # published, then the tick fails marking it sent (and the next ticks again, for a second)
+            # published, then the tick fails marking it sent (and the next ticks again, until the answer)
             await eventually(lambda: _with_status(api, reader, "ok", site=site))  # its answer settles it
             assert len(queue.received) == 1
-            await asyncio.sleep(1.0)
+            assert await pool.fetchval(f"SELECT is_called FROM {refusal}_count"), "the relay met the error"
         finally:
-            await pool.execute(f"DROP TRIGGER {refusal} ON commands; DROP FUNCTION {refusal}()")
+            await pool.execute(f"DROP TRIGGER {refusal} ON commands; DROP FUNCTION {refusal}();"
+                               f" DROP SEQUENCE {refusal}_count")
         # the relay is still there: the next command goes out
         await publish(js, phone_booking(f"appointments:A2-{uid}", site))
         await eventually(lambda: _count_with_status(api, reader, "ok", 2, site=site))
