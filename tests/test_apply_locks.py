@@ -5,6 +5,8 @@ granted, so it sees what the earlier batch committed. One journey per reference,
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -19,17 +21,29 @@ from tests.test_apply_linear import accepted
 RULES = load_rules(DEFAULT_RULES, SEED_SYSTEMS)
 
 
+@contextlib.asynccontextmanager
+async def _connected(url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 async def _apply(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, int]]) -> Outcome:
     async with conn.transaction():
         return await apply.apply_events(conn, batch, rules=RULES)
 
 
-async def test_a_batch_that_waited_for_another_batchs_locks_joins_the_journey_that_one_made(pool, uid):
+async def test_a_batch_that_waited_for_anothers_locks_joins_the_journey_it_made(settings, pool, uid):
     site, ticket = f"locks-{uid}", f"queue:T-{uid}"
     arrived = accepted([cloud_event("customer.arrived", ticket, {"site": site})])
     issued = accepted([cloud_event("ticket.issued", ticket, {"site": site, "ticket": f"T-{uid}",
                                                              "queue_name": "main"})])
-    async with pool.acquire() as first, pool.acquire() as second:
+    # connections of its own: the apply's statements stay prepared on a connection, and the shared pool's
+    # would carry their plans into other tests (test_apply_worker.py counts them)
+    url = settings.database.database_owner_url
+    async with _connected(url) as first, _connected(url) as second:
         async with first.transaction():
             made = await apply.apply_events(first, arrived, rules=RULES)
             waiting = asyncio.create_task(_apply(second, issued))

@@ -9,6 +9,7 @@ import asyncio
 import asyncpg
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
+from backend import db
 from backend.ingest import apply
 from backend.ingest.consumer import ApplyWorker
 from backend.live.bus import LiveBus
@@ -19,7 +20,9 @@ from tests.support.backends import nats_connect
 from tests.support.waits import eventually
 
 
-async def test_the_worker_prepares_its_statements_before_asking_for_a_message(settings, pool, uid):
+async def test_the_worker_prepares_its_statements_before_asking_for_a_message(settings, uid):
+    # a pool of its own: a connection of the shared one may hold the statements prepared by another test
+    pool = await db.create_pool(settings.database.database_owner_url)
     nc = await nats_connect(settings)
     js, stream = nc.jetstream(), f"READY_{uid}"
     await js.add_stream(StreamConfig(name=stream, subjects=[f"r{uid}.events.>"]))
@@ -43,3 +46,4 @@ async def test_the_worker_prepares_its_statements_before_asking_for_a_message(se
         await stop_tasks([running])
         await js.delete_stream(stream)
         await nc.close()
+        await pool.close()
