@@ -62,13 +62,10 @@ async def find_fallback(conn: asyncpg.Connection, fallback_id: int) -> Fallback 
     return None if row is None else _fallback(row)
 
 
-async def get_fallback(conn: asyncpg.Connection, fallback_id: int) -> FallbackDetail | None:
+async def with_ledger(conn: asyncpg.Connection, fallback: Fallback) -> FallbackDetail:
     """The fallback with its whole ledger."""
-    fallback = await find_fallback(conn, fallback_id)
-    if fallback is None:
-        return None
     return FallbackDetail(**msgspec.structs.asdict(fallback),
-                          ledger=await ledger_page(conn, fallback_id, after=0, limit=None))
+                          ledger=await ledger_page(conn, fallback.id, after=0, limit=None))
 
 
 async def ledger_page(conn: asyncpg.Connection, fallback_id: int, *, after: int,

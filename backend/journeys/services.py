@@ -93,14 +93,24 @@ async def list_journeys(conn: asyncpg.Connection, *, sites: list[str] | None, st
 
 async def get_journey(conn: asyncpg.Connection, journey_id: UUID,
                       sites: list[str] | None = None) -> JourneyDetail | None:
-    """One journey; an id that a merge absorbed answers with the journey it merged into. Its commands,
-    failures and drift are those of `sites` only (None: every site): a failure another site's connector
-    caused about this journey's reference is that site's."""
-    row = await conn.fetchrow(
+    """One journey with its detail (`journey_detail`)."""
+    row = await find_journey(conn, journey_id)
+    return None if row is None else await journey_detail(conn, row, sites)
+
+
+async def find_journey(conn: asyncpg.Connection, journey_id: UUID) -> asyncpg.Record | None:
+    """One journey's row, without its detail: enough to decide who may see it before reading the rest. An
+    id that a merge absorbed answers with the journey it merged into."""
+    return await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM journeys j WHERE j.id = coalesce("
         " (SELECT new_id FROM journey_aliases WHERE old_id = $1), $1)", journey_id)
-    if row is None:
-        return None
+
+
+async def journey_detail(conn: asyncpg.Connection, row: asyncpg.Record,
+                         sites: list[str] | None) -> JourneyDetail:
+    """A journey (`find_journey`'s row) with its timeline, commands, failures and drift; its commands,
+    failures and drift are those of `sites` only (None: every site): a failure another site's connector
+    caused about this journey's reference is that site's."""
     timeline = await conn.fetch(
         "SELECT source, id, type, time, applied_at FROM events WHERE journey_id = $1 ORDER BY time, source,"
         " id",
