@@ -12,10 +12,10 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from switchboard.events import MAX_JOURNEY_REFS, SYSTEM_PATTERN, AwareTime, Code, EventId, Ref
+from switchboard.events import MAX_JOURNEY_REFS, SYSTEM_PATTERN, AwareTime, Code, EventId, Ref, whole
 
-CommandName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){1,3}$")]
-System = Annotated[str, Meta(pattern=f"^{SYSTEM_PATTERN}$")]
+CommandName = Annotated[str, Meta(pattern=whole(r"[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){1,3}"))]
+System = Annotated[str, Meta(pattern=whole(SYSTEM_PATTERN))]
 
 COMMANDS_STREAM = "SVC_COMMANDS"
 

@@ -14,12 +14,21 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 SYSTEM_PATTERN = r"[a-z][a-z0-9_]{0,31}"
-Code = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
-Ref = Annotated[str, Meta(pattern=rf"^{SYSTEM_PATTERN}:[A-Za-z0-9][A-Za-z0-9_.\-/]{{0,127}}$")]
-EventId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")]
-Source = Annotated[str, Meta(pattern=rf"^/{SYSTEM_PATTERN}(/[A-Za-z0-9_.\-]{{1,64}})?$")]
-Subject = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}:[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")]
-TraceParent = Annotated[str, Meta(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
+
+
+def whole(pattern: str) -> str:
+    r"""`pattern` as the whole value. msgspec tests a pattern with `re.search`, where `$` also matches before
+    a final newline: `"e-1\n"` would pass as an id, and NATS, stripping a header's value, would take it for
+    `e-1`'s duplicate. `(?!\n)` closes that, and means nothing more to a JSON Schema (ECMA) reader."""
+    return f"^{pattern}$(?!\\n)"
+
+
+Code = Annotated[str, Meta(pattern=whole(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"))]
+Ref = Annotated[str, Meta(pattern=whole(rf"{SYSTEM_PATTERN}:[A-Za-z0-9][A-Za-z0-9_.\-/]{{0,127}}"))]
+EventId = Annotated[str, Meta(pattern=whole(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}"))]
+Source = Annotated[str, Meta(pattern=whole(rf"/{SYSTEM_PATTERN}(/[A-Za-z0-9_.\-]{{1,64}})?"))]
+Subject = Annotated[str, Meta(pattern=whole(r"[a-z][a-z0-9_]{0,31}:[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}"))]
+TraceParent = Annotated[str, Meta(pattern=whole(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}"))]
 AwareTime = Annotated[datetime, Meta(tz=True)]
 Count = Annotated[int, Meta(ge=0, le=100_000)]
 Links = Annotated[list[Ref], Meta(max_length=16)]
@@ -113,7 +122,7 @@ class HeartbeatData(_Data, kw_only=True):
 class CommandResultData(_Data, kw_only=True):
     command_id: EventId
     status: Literal["ok", "failed", "unavailable"]
-    error: Annotated[str, Meta(max_length=200, pattern=r"^[A-Za-z0-9_.:\- ]*$")] | None = None
+    error: Annotated[str, Meta(max_length=200, pattern=whole(r"[A-Za-z0-9_.:\- ]*"))] | None = None
     # the command's site: required of a connector limited to sites (its answer's subject carries it), so that
     # it settles only its sites' commands
     site: Code | None = None

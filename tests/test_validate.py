@@ -136,6 +136,12 @@ def test_personal_data_nested_in_unknown_objects_is_found():
     (body_of("ticket.called", time="0001-01-01T00:00:00+01:00"), "outside the years"),
     (body_of("appointment.booked", data={**VALID_DATA["appointment.booked"],
                                          "slot_start": "9999-12-31T23:00:00-05:00"}), "data.slot_start"),
+    # found in review: a final newline passed every pattern (`$` matches before it), and NATS, stripping the
+    # id from the `Nats-Msg-Id` header, took `e-1\n` for `e-1`'s duplicate: accepted, then never applied
+    (body_of("ticket.called", id="e-1\n"), "`$.id`"),
+    (body_of("ticket.called", subject="queue:T-0042\n"), "`$.subject`"),
+    (body_of("ticket.called", data={"site": "north\n", "counter": "C1"}), "`$.data.site`"),
+    (body_of("ticket.called", source="/queue\n"), "`$.source`"),
 ])
 def test_invalid_events_are_refused_with_a_reason(body, fragment):
     result = check(body)
@@ -160,6 +166,16 @@ def test_subject_and_source_must_agree():
 def test_subject_type_must_match_the_event_type():
     result = check(body_of("ticket.called"), subject_system="queue", subject_type="service.started")
     assert isinstance(result, Rejected) and result.kind == "invalid_event"
+
+
+def test_a_journey_event_on_the_heartbeat_subject_is_refused_for_good_at_no_site():
+    """The heartbeat subject carries no site token, so a connector limited to sites may publish there: an
+    event of another type coming that way was not judged for its sites, and a retry would apply it."""
+    result = check(body_of("customer.arrived", data={"site": "elsewhere"}), subject_system="queue",
+                   subject_type="connector.heartbeat")
+    assert isinstance(result, Rejected)
+    assert (result.kind, result.site) == ("unauthorized_source", None)
+    assert result.reason == "published as connector.heartbeat but type is customer.arrived"
 
 
 def test_unregistered_systems_and_foreign_connectors_are_unauthorised():

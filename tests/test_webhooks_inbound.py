@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import secrets
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import msgspec
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.support.backends import start_backend
+from tests.support.events import cloud_event
 from tests.support.waits import eventually
 from tools.backend_process import BackendProcess
 
@@ -63,6 +66,29 @@ async def test_a_signed_webhook_becomes_a_journey_event_and_a_replay_is_refused(
 
         [found] = await eventually(journey)
         assert (found["stage"], found["counter"], found["site"]) == ("called", "C2", site)
+
+
+async def test_a_cloudevent_body_with_a_webhook_id_too_long_to_index_is_applied_and_its_replay_refused(
+        webhook_backend, token, uid):
+    """The body keeps its own event id; the webhook-id only keys the replay receipt (it was a 500: an index
+    entry of 6,000 bytes)."""
+    site = f"wh-{uid}"
+    body = msgspec.json.encode(cloud_event("customer.arrived", f"queue:L-{uid}", {"site": site},
+                                           source="/queue", id=f"long-{uid}"))
+    headers = signed(body, webhook_id=f"msg_{secrets.token_urlsafe(4500)}")  # random: no compression saves it
+    async with httpx.AsyncClient(base_url=webhook_backend.url) as client:
+        response = await client.post("/api/v1/webhooks/queue", content=body, headers=headers)
+        assert response.status_code == 202, response.text
+        assert response.json() == {"source": "/queue", "id": f"long-{uid}"}
+        assert (await client.post("/api/v1/webhooks/queue", content=body, headers=headers)).status_code == 409
+        auth = {"Authorization": f"Bearer {token('manager', [site])}"}
+
+        async def journey():
+            return (await client.get("/api/v1/journeys", params={"ref": f"queue:L-{uid}"},
+                                     headers=auth)).json()["items"]
+
+        [found] = await eventually(journey)
+        assert found["stage"] == "arrived"
 
 
 async def test_bad_signatures_stale_timestamps_and_unknown_systems_are_refused(webhook_backend, uid):

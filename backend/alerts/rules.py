@@ -34,8 +34,10 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from switchboard.events import whole
+
 Minutes = Annotated[float, Meta(ge=0, le=7 * 24 * 60)]
-Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=whole(r"[a-z0-9][a-z0-9_.-]*"))]
 
 
 class _Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"):

@@ -8,14 +8,14 @@ import msgspec
 from msgspec import Meta
 
 from switchboard.commands import System
-from switchboard.events import Code, Priority, Ref
+from switchboard.events import Code, Priority, Ref, whole
 
 FallbackStatus = Literal["active", "replaying", "ended"]
 Action = Literal["check_in", "issue_ticket", "call", "recall", "no_show", "transfer", "start", "complete",
                  "book_walk_in", "mark_unverified", "verify", "set_priority"]
 Reason = Annotated[str, Meta(min_length=3, max_length=500)]
 # chosen by the caller (a UUID, say): a step repeated with the same id is done once
-StepId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")]
+StepId = Annotated[str, Meta(pattern=whole(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}"))]
 # the manual steps of each system's fallback (CONTRACT section 10); a system not named here has none
 STEPS: dict[str, tuple[Action, ...]] = {
     "queue": ("check_in", "issue_ticket", "call", "recall", "no_show", "transfer", "start", "complete"),

@@ -424,6 +424,12 @@ def validate(
     if problem := _semantic_error(event):
         return reject("invalid_event", problem)
     if subject_type is not None and subject_type != event.type:
+        if subject_type == "connector.heartbeat":
+            # the one subject a site-limited connector publishes on without its site token, so its sites were
+            # not checked: refused for good (a retry, without the subject, would apply it), at no site
+            return msgspec.structs.replace(
+                reject("unauthorized_source", f"published as connector.heartbeat but type is {event.type}"),
+                site=None)
         return reject("invalid_event", f"published as {subject_type} but type is {event.type}")
     if refused := _trust_error(event, trust):
         return reject(*refused)

@@ -14,9 +14,10 @@ from backend.journeys.schemas import JourneyDetail, JourneyPage, Stage
 from backend.paging import PageLimit, query_time
 from backend.resources import AppResources
 from backend.visibility import visible
+from switchboard.events import whole
 
 # printable text, as a reference is: no control character (C0, DEL, C1), no invisible mark that reorders text
-SEARCHABLE = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+$"
+SEARCHABLE = whole(r"[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+")
 
 
 class JourneyController(Controller):

@@ -16,7 +16,7 @@ from msgspec import Meta
 
 from backend.journeys.merge import FINAL_STAGES, FORWARD_STAGES
 from switchboard.commands import CommandName
-from switchboard.events import EVENT_TYPES, JOURNEY_TYPES, RESERVED_SYSTEMS
+from switchboard.events import EVENT_TYPES, JOURNEY_TYPES, RESERVED_SYSTEMS, whole
 
 DEFAULT_RULES = Path(__file__).resolve().parent / "rules" / "v1.toml"
 
@@ -28,7 +28,7 @@ INCLUDABLE = frozenset({"stage", "service", "slot_start", "channel", "priority",
                         "ticket",
                         "outcome", "last_interaction", "reminder_at"})
 
-Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9\-]{0,63}$")]
+Name = Annotated[str, Meta(pattern=whole(r"[a-z][a-z0-9\-]{0,63}"))]
 Values = Annotated[list[str], Meta(min_length=1)]
 
 
