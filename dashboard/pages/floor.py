@@ -134,7 +134,10 @@ class FloorView:
                 ui.select(self.sites, value=self.site, label="Site",
                           on_change=lambda e: ui.navigate.to(f"/floor?site={e.value}")) \
                     .classes("w-48").props("data-testid=floor-site")
-            self.counter_select = ui.select([], label="My counter", on_change=self._counter_chosen) \
+            # typed where none is listed: a site without configured counters lists only those in use, and
+            # none at the start of the day or while the queue system is down
+            self.counter_select = ui.select([], label="My counter", with_input=True,
+                                            new_value_mode="add-unique", on_change=self._counter_chosen) \
                 .classes("w-40 text-lg").props("stack-label data-testid=my-counter")
             self.call_next = ui.button("Call next", icon="campaign", on_click=self._call_next) \
                 .classes(f"{BUTTON} text-xl px-8").props("size=lg data-testid=call-next")

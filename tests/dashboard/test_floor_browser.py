@@ -31,6 +31,7 @@ TABLETS: dict[str, ViewportSize] = {"landscape": {"width": 1024, "height": 768},
                                     "portrait": {"width": 768, "height": 1024}}
 SITES = {orientation: f"floor-{orientation}-{letters()}" for orientation in TABLETS}
 FALLBACK_SITE, SYSTEMS_SITE = f"floor-fallback-{letters()}", f"floor-systems-{letters()}"
+UNLISTED_SITE = f"floor-unlisted-{letters()}"  # not in the sites file: no counters configured
 BOOKINGS_SITE = f"floor-bookings-{letters()}"
 
 
@@ -61,7 +62,7 @@ async def floor_page(browser: Browser, url: str, site: str, viewport: ViewportSi
     page = await browser.new_page(viewport=viewport)
     await sign_in_as(page, url, "floor_staff", sites=site)
     await page.goto(url + "/floor")
-    await expect(page.get_by_test_id("my-counter")).to_contain_text("C1", timeout=15_000)
+    await expect(page.get_by_test_id("my-counter")).to_have_value("C1", timeout=15_000)
     return page
 
 
@@ -69,6 +70,32 @@ async def choose_counter(page: Page, counter: str) -> None:
     await page.get_by_test_id("my-counter").click()
     await page.get_by_role("option", name=counter, exact=True).click()
     await expect(page.get_by_test_id(f"counter-{counter}")).to_contain_text("(mine)")
+
+
+async def test_at_a_site_without_configured_counters_staff_type_their_counter_and_call(
+        browser: Browser, floor_board, stack, fapi, token, tmp_path):
+    """No counter is listed (none configured, none in use yet): the counter is typed, and calling works."""
+    site = UNLISTED_SITE
+    queue = still_queue(site)
+    async with running(stack.settings, tmp_path, queue):
+        ref = await queue.arrive(site, "tax", [])
+        await eventually(cast(Check, lambda: waiting(fapi, bearer(token, "sre", [site]), ref)))
+        page = await browser.new_page(viewport=TABLETS["landscape"])
+        await sign_in_as(page, floor_board, "floor_staff", sites=site)
+        await page.goto(floor_board + "/floor")
+        ticket = ref.split(":", 1)[1]
+        await expect(page.get_by_test_id(f"call-{ticket}")).to_be_disabled(timeout=15_000)  # no counter yet
+        await page.get_by_test_id("my-counter").click()
+        await page.keyboard.type("D7")
+        await page.keyboard.press("Enter")
+        await page.get_by_role("button", name=f"Call {ticket} to counter D7").click()
+
+        async def called_at_d7() -> bool:
+            record = queue.records[ref]
+            return record.stage == "called" and record.fields.get("counter") == "D7"
+
+        assert await eventually(called_at_d7)
+        await page.close()
 
 
 @pytest.mark.parametrize("orientation", list(TABLETS))
