@@ -60,6 +60,9 @@ class CapacityView:
                 ("queue length", capacity["queue_length"]),
                 ("estimated wait", _minutes(capacity["est_wait_s"])),
                 ("utilisation", "–" if utilisation is None else f"{utilisation:.0%}"),
+                # the queue system's last word: while it is down, these figures are as old as this
+                ("reported at", self.viewer.sites.time(capacity["updated_at"], capacity["site"],
+                                                       seconds=False)),
             ):
                 with ui.row().classes("justify-between w-full"):
                     ui.label(label).classes("text-gray-500")

@@ -103,6 +103,7 @@ async def test_capacity_cards_appear_live_and_a_site_over_target_stands_out(boar
     await eventually(late_stands_out)
     assert not stands_out(calm)
     await board.user.should_see("2 / 2")
+    await board.user.should_see("reported at")  # how old the figures are: the queue system may be down
 
 
 async def test_a_failure_appears_live_and_its_actions_say_why_they_are_disabled(board: Board, token, js, uid):
