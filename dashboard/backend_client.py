@@ -42,11 +42,19 @@ class Capabilities:
 
 
 def _problem(response: httpx.Response) -> str:
+    """What the backend said went wrong: a validation problem's fields (its `detail` is only "Bad Request"),
+    or its detail."""
     try:
         body = response.json()
     except ValueError:
         return response.text[:200] or response.reason_phrase
-    return str(body.get("detail") or body.get("title") or body) if isinstance(body, dict) else str(body)
+    if not isinstance(body, dict):
+        return str(body)
+    extra = body.get("extra")
+    problems = extra if isinstance(extra, list) else []
+    fields = [f"{e['key']}: {e['message']}" for e in problems
+              if isinstance(e, dict) and {"key", "message"} <= e.keys()]
+    return "; ".join(fields) or str(body.get("detail") or body.get("title") or body)
 
 
 class BackendClient:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 from fastapi.responses import RedirectResponse
 from nicegui import ui
 
@@ -80,14 +79,12 @@ class AuditLog:
 
     async def download(self) -> None:
         try:
-            async with httpx.AsyncClient(base_url=self.viewer.dashboard.backend_url, timeout=60) as client:
-                response = await client.get("/api/v1/audit", params=self.filters(), headers={
-                    "Authorization": f"Bearer {self.viewer.token}", "Accept": "text/csv"})
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
+            async with self.viewer.http(timeout_s=60) as backend:
+                content = await backend.get_csv("/api/v1/audit", **self.filters())
+        except BackendError as exc:  # the backend's own words (a bad time, a site outside the caller's)
             ui.notify(f"The export failed: {exc}", type="negative")
             return
-        ui.download(response.content, "audit.csv", "text/csv")
+        ui.download(content, "audit.csv", "text/csv")
 
 
 def _cell(value: Any) -> str:

@@ -272,6 +272,12 @@ async def test_audit_page_filters_and_downloads_csv_and_rules_page_lists_the_rul
     saved = await (await download.value).path()
     assert Path(saved).read_text().startswith("id,at,actor,roles,action,target,site,reason,result")
     await page.screenshot(path=SCREENSHOTS / "audit.png", full_page=True)
+    # a refused export says what the backend said, not the client library's words with the backend's URL
+    await page.get_by_test_id("audit-since").fill("yesterday-ish")
+    await page.get_by_test_id("audit-download").click()
+    refused = page.locator(".q-notification").filter(has_text="The export failed")
+    await expect(refused).to_contain_text("since: Invalid RFC3339 encoded datetime")
+    await expect(refused).not_to_contain_text("http")
     await page.close()
 
 
