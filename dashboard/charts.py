@@ -4,6 +4,7 @@ which is most of the cost when many tabs redraw."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from dashboard.live import FlowPoint, IntegrationPoint
@@ -28,17 +29,27 @@ def funnel(totals: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def _utc(moment: datetime) -> str:
+    """A time for a plotly axis: plotly.js reads a date's wall clock and ignores its offset, so every series
+    is given in UTC (sites of several zones share one axis) and the axis says so (`_UTC_AXIS`)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+_UTC_AXIS = {"title": {"text": "time (UTC)"}}
+
+
 def per_minute(history: dict[str, list[FlowPoint]]) -> dict[str, Any]:
     """Arrivals and completions per minute over time, one pair of lines per site."""
     data: list[dict[str, Any]] = []
     for site, points in sorted(history.items()):
-        times = [p.time.isoformat() for p in points]
+        times = [_utc(p.time) for p in points]
         data.append({"type": "scatter", "mode": "lines+markers", "name": f"{site} arrivals", "x": times,
                      "y": [p.arrivals_per_min for p in points]})
         data.append({"type": "scatter", "mode": "lines+markers", "name": f"{site} completions", "x": times,
                      "y": [p.completions_per_min for p in points], "line": {"dash": "dot"}})
     return {"data": data,
-            "layout": {**_LAYOUT, "title": {"text": "Per minute"}, "yaxis": {"rangemode": "tozero"}}}
+            "layout": {**_LAYOUT, "title": {"text": "Per minute"}, "xaxis": _UTC_AXIS,
+                       "yaxis": {"rangemode": "tozero"}}}
 
 
 def percentiles(flows: list[dict[str, Any]], targets_s: list[float]) -> dict[str, Any]:
@@ -74,8 +85,8 @@ def utilisation(capacities: list[dict[str, Any]]) -> dict[str, Any]:
 
 def integration_series(history: dict[str, list[IntegrationPoint]], field: str, title: str) -> dict[str, Any]:
     """One line per system of one figure over time (events per minute, invalid per minute, …)."""
-    data = [{"type": "scatter", "mode": "lines", "name": system, "x": [p.time.isoformat() for p in points],
+    data = [{"type": "scatter", "mode": "lines", "name": system, "x": [_utc(p.time) for p in points],
              "y": [getattr(p, field) for p in points]}
             for system, points in sorted(history.items())]
-    return {"data": data, "layout": {**_LAYOUT, "height": 240, "title": {"text": title},
+    return {"data": data, "layout": {**_LAYOUT, "height": 240, "title": {"text": title}, "xaxis": _UTC_AXIS,
                                      "yaxis": {"rangemode": "tozero"}}}

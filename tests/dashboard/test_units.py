@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import jwt
@@ -185,6 +185,15 @@ def test_a_site_over_its_wait_target_stands_out_and_one_without_an_estimate_does
     assert over_target({"est_wait_s": 601.0}, 600.0)
     assert not over_target({"est_wait_s": 600.0}, 600.0)
     assert not over_target({"est_wait_s": None}, 600.0)
+
+
+def test_time_charts_draw_utc_wall_clocks_and_say_so():
+    """plotly.js ignores a date's offset: a point at 10:00+05:45 must be drawn at 04:15 on an axis in UTC."""
+    kathmandu = timezone(timedelta(hours=5, minutes=45))
+    point = FlowPoint(datetime(2026, 12, 6, 10, 0, tzinfo=kathmandu), 1.0, 0.5)
+    figure = charts.per_minute({"north": [point]})
+    assert figure["data"][0]["x"] == ["2026-12-06T04:15:00"]
+    assert figure["layout"]["xaxis"]["title"]["text"] == "time (UTC)"
 
 
 def test_each_site_is_held_to_its_own_wait_target_and_one_without_to_the_boards():
