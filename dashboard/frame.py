@@ -16,6 +16,17 @@ from dashboard.live import CONNECTION, LiveState
 from dashboard.session import Principal
 from dashboard.sites import SiteBook
 
+# How long a page may take to build before NiceGUI answers with its own error page (its default is 3 s): a
+# page asks the backend for the viewer's sites, and most for their data, each call allowed 10 s, so a slow
+# backend (an incident) would otherwise show that error instead of the board or our own message.
+PAGE_BUILD_TIMEOUT_S = 30.0
+
+
+def page(path: str) -> Any:
+    """`ui.page` for a page of the board."""
+    return ui.page(path, response_timeout=PAGE_BUILD_TIMEOUT_S)
+
+
 # Quasar's colours darkened until white text on them reads at 4.5:1 or better (WCAG AA), board-wide
 THEME = {"primary": "#1d4ed8", "secondary": "#0f766e", "accent": "#7e22ce", "positive": "#15803d",
          "negative": "#b91c1c", "info": "#0e7490", "warning": "#9a3412"}

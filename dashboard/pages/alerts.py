@@ -12,7 +12,7 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import active_alerts, frame, unavailable
+from dashboard.frame import active_alerts, frame, page, unavailable
 from dashboard.sites import SiteBook
 
 LIST = "/api/v1/alerts"
@@ -178,7 +178,7 @@ class AlertsView:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/alerts")
+    @page("/alerts")
     async def alerts_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

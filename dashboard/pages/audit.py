@@ -12,7 +12,7 @@ from nicegui import ui
 from dashboard.backend_client import BackendError
 from dashboard.coalesce import LatestRead
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import WRAPPED_TABLE, frame
+from dashboard.frame import WRAPPED_TABLE, frame, page
 
 _COLUMNS = ("at", "actor", "action", "target", "site", "reason", "result")
 
@@ -92,7 +92,7 @@ def _cell(value: Any) -> str:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/audit")
+    @page("/audit")
     async def audit_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

@@ -9,7 +9,7 @@ from nicegui import ui
 
 from dashboard import charts
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import frame
+from dashboard.frame import frame, page
 
 
 def over_target(capacity: dict[str, Any], target_s: float) -> bool:
@@ -70,7 +70,7 @@ class CapacityView:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/capacity")
+    @page("/capacity")
     async def capacity_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

@@ -11,7 +11,7 @@ from nicegui import ui
 from dashboard.backend_client import BackendError
 from dashboard.coalesce import LatestRead
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import frame
+from dashboard.frame import frame, page
 from dashboard.pages.journey import attempts_text, journey_link
 
 _STATUSES = ["", "pending", "held", "sent", "ok", "failed"]
@@ -85,7 +85,7 @@ class CommandsConsole:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/commands")
+    @page("/commands")
     async def commands_page(journey: str | None = None) -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

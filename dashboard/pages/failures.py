@@ -12,7 +12,7 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import UNREACHABLE, frame, report
+from dashboard.frame import UNREACHABLE, frame, page, report
 from dashboard.pages.journey import link_journeys_in
 
 ACTIVE = ("open", "retrying")
@@ -242,7 +242,7 @@ class FailuresView:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/failures")
+    @page("/failures")
     async def failures_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

@@ -13,7 +13,7 @@ from nicegui import background_tasks, ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import UNREACHABLE, WRAPPED_TABLE, frame, report
+from dashboard.frame import UNREACHABLE, WRAPPED_TABLE, frame, page, report
 from dashboard.pages.integrations import STATUS_COLOUR
 from dashboard.pages.journey import link_journeys_in
 from dashboard.steps import StepSender
@@ -470,7 +470,7 @@ class FallbackView:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/fallback")
+    @page("/fallback")
     async def fallback_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

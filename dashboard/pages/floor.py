@@ -15,7 +15,7 @@ from nicegui import background_tasks, ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import UNREACHABLE, frame, report, unavailable
+from dashboard.frame import UNREACHABLE, frame, page, report, unavailable
 from dashboard.pages.journey import journey_link
 from dashboard.steps import StepSender
 
@@ -384,7 +384,7 @@ class FloorView:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/floor")
+    @page("/floor")
     async def floor_page(site: str | None = None) -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

@@ -12,7 +12,7 @@ from nicegui import ui
 from dashboard import charts
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import frame
+from dashboard.frame import frame, page
 from dashboard.live import FlowPoint, seed_history
 from dashboard.pages.journey import link_journeys_in
 
@@ -130,7 +130,7 @@ class FlowView:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/")
+    @page("/")
     async def flow_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

@@ -11,7 +11,7 @@ from nicegui import ui
 
 from dashboard import charts
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import frame
+from dashboard.frame import frame, page
 
 STATUS_COLOUR = {"up": "positive", "degraded": "warning", "down": "negative"}
 CHARTS = (("events_per_min", "Events per minute"), ("invalid_per_min", "Invalid per minute"),
@@ -90,7 +90,7 @@ class IntegrationsView:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/integrations")
+    @page("/integrations")
     async def integrations_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

@@ -10,7 +10,7 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, current_viewer, sign_in_redirect
-from dashboard.frame import WRAPPED_TABLE, frame
+from dashboard.frame import WRAPPED_TABLE, frame, page
 from dashboard.sites import SiteBook
 
 _TIMES = ("slot_start", "updated_at")  # shown in the site's zone
@@ -78,7 +78,7 @@ def show_journey(journey: dict[str, Any], sites: SiteBook) -> None:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/journeys/{journey_id}")
+    @page("/journeys/{journey_id}")
     async def journey_page(journey_id: str) -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

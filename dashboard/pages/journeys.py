@@ -8,7 +8,7 @@ from nicegui import ui
 from dashboard.backend_client import BackendError
 from dashboard.coalesce import LatestRead
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import frame
+from dashboard.frame import frame, page
 from dashboard.pages.journey import journey_link, show_journey
 
 _STAGES = ["", "open", "booked", "arrived", "waiting", "called", "in_service", "completed", "cancelled",
@@ -64,7 +64,7 @@ class JourneySearch:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/journeys")
+    @page("/journeys")
     async def journeys_page(q: str | None = None, ref: str | None = None) -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

@@ -11,7 +11,7 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import UNREACHABLE, frame, report
+from dashboard.frame import UNREACHABLE, frame, page, report
 from dashboard.pages.fallback import SYSTEMS
 from dashboard.pages.journey import link_journeys_in
 from dashboard.sites import SiteBook
@@ -243,7 +243,7 @@ class ReconciliationView:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/reconciliation")
+    @page("/reconciliation")
     async def reconciliation_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

@@ -12,7 +12,7 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.frame import frame, unavailable
+from dashboard.frame import frame, page, unavailable
 
 DAILY = "/api/v1/reports/daily"
 ALL_SITES = "all sites"
@@ -164,7 +164,7 @@ class ReportsView:
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/reports")
+    @page("/reports")
     async def reports_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

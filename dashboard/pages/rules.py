@@ -9,11 +9,11 @@ from nicegui import ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, current_viewer, sign_in_redirect
-from dashboard.frame import WRAPPED_TABLE, frame
+from dashboard.frame import WRAPPED_TABLE, frame, page
 
 
 def register(dashboard: Dashboard) -> None:
-    @ui.page("/rules")
+    @page("/rules")
     async def rules_page() -> RedirectResponse | None:
         viewer = await current_viewer(dashboard)
         if viewer is None:

@@ -18,7 +18,7 @@ from nicegui import Client, app, ui
 
 from dashboard.backend_client import BackendClient, BackendError
 from dashboard.context import Dashboard
-from dashboard.frame import sign_out_path
+from dashboard.frame import page, sign_out_path
 from dashboard.oidc import REFUSED, SignInRefused
 from dashboard.session import Principal
 
@@ -64,7 +64,7 @@ def landing(principal: Principal) -> str:
 def register(dashboard: Dashboard) -> None:
     _register_sso(dashboard)
 
-    @ui.page("/signin")
+    @page("/signin")
     def signin_page() -> RedirectResponse | None:
         browser_id = app.storage.browser["id"]
         current = dashboard.sessions.current(browser_id)
@@ -110,7 +110,7 @@ def register(dashboard: Dashboard) -> None:
                         .classes(TOUCH).props("data-testid=demo-enter")
         return None
 
-    @ui.page("/no-access")
+    @page("/no-access")
     def no_access_page() -> RedirectResponse | None:
         current = dashboard.sessions.current(app.storage.browser["id"])
         if current is None:

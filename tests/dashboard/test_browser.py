@@ -4,6 +4,7 @@ artifacts/screenshots/."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -73,6 +74,22 @@ async def test_every_page_renders_for_an_sre_and_is_saved_as_a_screenshot(browse
     shots = {f"{shot.get(p, p.strip('/') or 'flow')}.png" for p in pages}
     written = {p.name for p in SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= started}
     assert written >= shots | {"signin.png"}
+    await page.close()
+
+
+async def test_a_page_waits_for_a_slow_backend_instead_of_failing(browser: Browser, dashboard_url, pool):
+    """A page asks the backend for the viewer's sites before it is sent; in an incident that can take longer
+    than NiceGUI's default 3 s, after which it answered with its own error page instead of the board."""
+    page = await browser.new_page()
+    await sign_in_as(page, dashboard_url, "sre")
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE journeys IN ACCESS EXCLUSIVE MODE")  # the sites list waits
+            opening = asyncio.create_task(page.goto(dashboard_url + "/capacity"))
+            await asyncio.sleep(5)  # the condition itself: a backend slower than the default allows
+        response = await opening
+    assert response is not None and response.status == 200
+    await expect(page.get_by_test_id("who")).to_contain_text("demo-sre")
     await page.close()
 
 
