@@ -13,6 +13,7 @@ from nicegui import background_tasks, ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
+from dashboard.floor_reader import FloorReader
 from dashboard.frame import UNREACHABLE, WRAPPED_TABLE, frame, page, report
 from dashboard.pages.integrations import STATUS_COLOUR
 from dashboard.pages.journey import link_journeys_in
@@ -91,16 +92,10 @@ def action_block(viewer: Viewer) -> str | None:
     return None
 
 
-def queue_order(journey: dict[str, Any]) -> tuple[int, str, str]:
-    """The queue's serving order: high priority first, then the earliest appointment, then arrival."""
-    return (0 if journey.get("priority") == "high" else 1, journey.get("slot_start") or "~",
-            journey.get("created_at") or journey["updated_at"])
-
-
-def next_journey(journeys: list[dict[str, Any]], site: str, stage: str) -> dict[str, Any] | None:
-    """Whom a step on "the next one" applies to: the first at `site` in `stage`, in the queue's order."""
-    return min((j for j in journeys if j["site"] == site and j["stage"] == stage), key=queue_order,
-               default=None)
+def next_in(customers: list[dict[str, Any]], stage: str) -> dict[str, Any] | None:
+    """Whom a step on "the next one" applies to: the first customer in `stage` on the site's floor, which
+    lists them in the order the queue serves them."""
+    return next((c for c in customers if c["stage"] == stage), None)
 
 
 def active_fallbacks(fallbacks: list[dict[str, Any]], site: str) -> dict[str, dict[str, Any]]:
@@ -151,7 +146,9 @@ class FallbackView:
         self.ledger_reading = False  # one reader at a time, so that no step is shown twice
         self.fallback: dict[str, Any] | None = None  # the active fallback the manual steps are recorded in
         self.steps_for: int | None = None  # the fallback the step buttons were built for
-        self.next_for: dict[str, dict[str, Any] | None] = {}  # per step, the journey "next" applies to
+        self.next_for: dict[str, dict[str, Any] | None] = {}  # per step, the customer "next" applies to
+        self.customers: list[dict[str, Any]] = []  # the site's floor, read while a step applies to "next"
+        self.reader = FloorReader(viewer, self._floor_read, self._report)
         self.shown_systems: tuple[Any, ...] | None = None  # what the system rows were built from
         self.bookings: ui.table | None = None  # an appointments fallback's list of today's bookings
 
@@ -178,7 +175,7 @@ class FallbackView:
         for topic in ("fallbacks", "integrations", "capacity"):
             self.viewer.on_change(topic, self.render)
         # journeys change several times a second: they only move whom the "next" buttons apply to
-        self.viewer.on_change("journeys", self.render_next)
+        self.viewer.on_change("journeys", self.reader.changed)
 
     def _site_changed(self) -> None:
         self.site = self.site_select.value
@@ -277,10 +274,16 @@ class FallbackView:
     def _render_steps(self) -> None:
         fallback = self.fallback
         self.steps.set_visibility(fallback is not None)
-        if fallback is None or self.steps_for == fallback["id"]:
+        if fallback is None:  # none to work on at this site: no floor to read, steps built anew for the next
+            self.steps_for = None
+            self.reader.read(None)
+            return
+        if self.steps_for == fallback["id"]:
             self.render_next()
             return
         self.steps_for = fallback["id"]  # rebuilt only for another fallback: what staff type survives
+        self.customers = []
+        self.reader.read(fallback["site"] if any(step.next_in for step in steps_of(fallback)) else None)
         self.steps.clear()
         with self.steps:
             self._build_steps(fallback)
@@ -310,7 +313,8 @@ class FallbackView:
                     button = ui.button(step.label, on_click=lambda s=step: self.step(s)) \
                         .classes("text-xl px-8 py-6 min-w-48") \
                         .props(f"size=xl data-testid=step-{step.action}")
-                    caption = ui.label().classes("text-sm text-gray-600")
+                    caption = ui.label().classes("text-sm text-gray-600") \
+                        .props(f"data-testid=next-{step.action}")
                     self.step_buttons[step.action] = (button, caption, step)
         self.bookings = None
         check_in = next((s for s in steps if s.action == "check_in"), None)
@@ -348,14 +352,17 @@ class FallbackView:
                               for item in page["items"]]
         self.bookings.update()
 
+    def _floor_read(self, floor: dict[str, Any]) -> None:
+        self.customers = floor["customers"]
+        self.render_next()
+
     def render_next(self) -> None:
         """Whom each "next" step applies to now, on its caption."""
         if self.fallback is None or self.steps_for != self.fallback["id"]:
             return
-        journeys = list(self.viewer.live.state.items["journeys"].values())
         self.next_for = {}
         for action, (button, caption, step) in self.step_buttons.items():
-            journey = None if step.next_in is None else next_journey(journeys, self.site or "", step.next_in)
+            journey = None if step.next_in is None else next_in(self.customers, step.next_in)
             self.next_for[action] = journey
             button.set_enabled(self.blocked_here() is None)
             caption.set_text(step_caption(step, journey))

@@ -5,21 +5,19 @@ taps are recorded as manual steps. Kept current by the live journeys and fallbac
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.responses import RedirectResponse
-from nicegui import background_tasks, ui
+from nicegui import ui
 
-from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
+from dashboard.floor_reader import FLOOR, FloorReader
 from dashboard.frame import UNREACHABLE, frame, page, report, unavailable
 from dashboard.pages.journey import journey_link
 from dashboard.steps import StepSender
 
-FLOOR = "/api/v1/sites/{site}/floor"
 ACTIONS = "/api/v1/journeys/{journey_id}/actions"
 # an appointment this close, or past, is due: the customer should not wait behind walk-ins
 APPOINTMENT_DUE_S = 10 * 60
@@ -28,8 +26,6 @@ TICK_S = 15.0
 # what the floor shows once an action took effect: the customer's stage then (None: gone from the floor)
 EFFECT: dict[str, str | None] = {"call": "called", "recall": "called", "start": "in_service",
                                  "complete": None, "no_show": None, "transfer": "waiting"}
-# a busy site changes several times a second: a tab reads its floor at most this often
-MIN_READ_INTERVAL_S = 1.0
 BUTTON = "min-h-12 text-base"  # touch targets of 48 px at least
 STATUS_TEXT = {"pending": "sent, waiting for the queue system", "held": "held: the queue system is down",
                "sent": "sent to the queue system", "ok": "done by the queue system",
@@ -114,9 +110,7 @@ class FloorView:
         self.shown_banner: tuple[Any, ...] | None = None  # what the banner and the counters were built from
         self.shown_counters: tuple[Any, ...] | None = None
         self.rows: dict[str, Row] = {}  # by journey
-        self.seen: tuple[Any, ...] | None = None  # the site's journeys in the live state at the last read
-        self.loading = False
-        self.again = False
+        self.reader = FloorReader(viewer, self._read, self._failed)
         # (journey, action, what, how it is done) sent, not seen done yet
         self.awaiting: tuple[str, str, str, str] | None = None
 
@@ -154,46 +148,17 @@ class FloorView:
         if self.site is None:
             ui.label("No site: this sign-in names none, and the backend lists none.").classes("text-gray-600")
             return
-        self.refresh()
-        self.viewer.on_change("journeys", self._journeys_changed)
-        self.viewer.on_change("fallbacks", self.refresh)
+        self.reader.read(self.site)
+        self.viewer.on_change("journeys", self.reader.changed)
+        self.viewer.on_change("fallbacks", self.reader.refresh)
         ui.timer(TICK_S, self.show_waits)
 
-    def _journeys_changed(self) -> None:
-        """Read the floor again only when a journey of this site changed (the topic carries every site's)."""
-        if self.version() != self.seen:
-            self.refresh()
+    def _read(self, floor: dict[str, Any]) -> None:
+        self.floor = floor
+        self.render()
 
-    def version(self) -> tuple[Any, ...]:
-        """What this tab has seen of the site on the live topics; tabs that saw the same share one read."""
-        items = self.viewer.live.state.items
-        return (tuple((k, j["updated_at"]) for k, j in items["journeys"].items() if j["site"] == self.site),
-                tuple((k, f["status"]) for k, f in items["fallbacks"].items() if f["site"] == self.site))
-
-    def refresh(self) -> None:
-        if self.loading:  # one read at a time; one more after it if something changed meanwhile
-            self.again = True
-            return
-        self.loading = True
-        background_tasks.create(self._load(), name="floor-read")
-
-    async def _load(self) -> None:
-        try:
-            while True:
-                self.again = False
-                self.seen = self.version()
-                try:
-                    self.floor = await self.viewer.dashboard.read_once(
-                        self.viewer.token, FLOOR.format(site=self.site), hash(self.seen))
-                except BackendError as exc:
-                    self.outcome.set_text(f"The floor could not be read: {exc}")
-                    return
-                self.render()
-                if not self.again:
-                    return
-                await asyncio.sleep(MIN_READ_INTERVAL_S)
-        finally:
-            self.loading = False
+    def _failed(self, problem: str) -> None:
+        self.outcome.set_text(problem)
 
     def render(self) -> None:
         floor = self.floor

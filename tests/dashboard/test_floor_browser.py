@@ -14,9 +14,11 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
+from backend.live.sources import JOURNEYS_IN_SNAPSHOT
 from tests.support import fallbacks
 from tests.support.backends import Stack, own_stack
 from tests.support.browser import DOC_SCREENSHOTS, document, running_dashboard, sign_in_as
+from tests.support.events import phone_booking, publish
 from tests.support.failures import bearer
 from tests.support.floor import customer, letters, sites_file
 from tests.support.simulators import journey_of, running, still_queue, waiting
@@ -33,6 +35,7 @@ SITES = {orientation: f"floor-{orientation}-{letters()}" for orientation in TABL
 FALLBACK_SITE, SYSTEMS_SITE = f"floor-fallback-{letters()}", f"floor-systems-{letters()}"
 UNLISTED_SITE = f"floor-unlisted-{letters()}"  # not in the sites file: no counters configured
 BOOKINGS_SITE = f"floor-bookings-{letters()}"
+NEXT_SITE = f"floor-next-{letters()}"  # a waiting customer behind more journeys than the live snapshot holds
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,8 @@ async def stack(server_urls: dict[str, str],
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     folder = tmp_path_factory.mktemp("floor-board")
     path = sites_file(folder, {site: {"time_zone": ZONE, "counters": COUNTERS}
-                               for site in (*SITES.values(), FALLBACK_SITE, SYSTEMS_SITE, BOOKINGS_SITE)})
+                               for site in (*SITES.values(), FALLBACK_SITE, SYSTEMS_SITE, BOOKINGS_SITE,
+                                                NEXT_SITE)})
     async with own_stack(server_urls["database_url"], folder, {"SWITCHBOARD_SITES_FILE": str(path)}) as stack:
         yield stack
 
@@ -185,6 +189,39 @@ async def test_floor_during_the_queue_fallback_shows_a_banner_and_a_call_is_a_ma
     assert [r["action"] for r in ledger] == ["check_in", "issue_ticket", "call"]
     assert ledger[2]["step_id"]  # the page chose it: a repeat would be done once
     await document(page, "floor-fallback.png")
+    await page.close()
+
+
+async def test_fallback_steps_on_the_next_one_apply_to_whoever_waits_longest_however_many_journeys_came_after(
+        browser: Browser, floor_board, stack, fapi, token):
+    """The live snapshot holds the newest journeys only; whom "Call next" calls is read from the floor."""
+    site = NEXT_SITE
+    staff = bearer(token, "floor_staff", [site])
+    fallback = (await fallbacks.start(fapi, staff, site)).json()
+    walk_in = (await fallbacks.acted(fapi, staff, fallback["id"], action="check_in"))["ref"]
+    issued = await fallbacks.acted(fapi, staff, fallback["id"], action="issue_ticket", ref=walk_in)
+    ticket = issued["ticket"]
+    for n in range(JOURNEYS_IN_SNAPSHOT):  # booked for later today: newer journeys, none on the floor
+        await publish(stack.js, phone_booking(f"appointments:N-{letters()}-{n}", site))
+
+    async def booked() -> bool:
+        return await stack.pool.fetchval("SELECT count(*) FROM journeys WHERE site = $1 AND stage = 'booked'",
+                                         site) == JOURNEYS_IN_SNAPSHOT
+
+    await eventually(booked, timeout=60)
+    page = await browser.new_page(viewport=TABLETS["landscape"])
+    await sign_in_as(page, floor_board, "floor_staff", sites=site)
+    await page.goto(floor_board + "/fallback")
+    await expect(page.get_by_test_id("next-call")).to_have_text(ticket, timeout=15_000)
+    await page.get_by_test_id("step-call").click()
+    await expect(page.get_by_test_id("outcome")).to_contain_text("Call next done: ", timeout=15_000)
+
+    async def called() -> bool:
+        found = await customer(fapi, staff, site, walk_in)
+        return found is not None and found["stage"] == "called"
+
+    await eventually(called)
+    await expect(page.get_by_test_id("next-call")).to_have_text("no one waiting", timeout=15_000)
     await page.close()
 
 

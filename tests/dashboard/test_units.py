@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections import deque
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 import jwt
 import pytest
@@ -28,7 +27,7 @@ from dashboard.live import (
 )
 from dashboard.pages.capacity import over_target
 from dashboard.pages.failures import ANY, matching
-from dashboard.pages.fallback import next_journey, reference_label, steps_of
+from dashboard.pages.fallback import reference_label, steps_of
 from dashboard.pages.floor import badges, wait_shown, wait_text
 from dashboard.pages.journey import attempts_text
 from dashboard.session import Principal, Sessions
@@ -299,24 +298,6 @@ def test_floor_fallback_steps_are_those_of_the_system_down_as_far_as_the_backend
     assert reference_label(steps_of({"system": "crm", "steps": ["set_priority"]})) == "Reference"
     assert reference_label(steps_of({"system": "queue", "steps": ["check_in", "call"]})) == \
         "Reference (empty: the next one or a new walk-in)"
-
-
-def test_floor_fallback_next_is_the_first_in_serving_order_not_the_longest_untouched():
-    journeys: list[dict[str, Any]] = [
-        {"site": "n", "stage": "waiting", "priority": "normal", "slot_start": None,
-         "created_at": "2026-12-04T09:00:00+00:00", "updated_at": "2026-12-04T09:00:00+00:00", "refs": ["a"]},
-        {"site": "n", "stage": "waiting", "priority": "normal", "slot_start": "2026-12-04T09:30:00+00:00",
-         "created_at": "2026-12-04T09:20:00+00:00", "updated_at": "2026-12-04T09:20:00+00:00", "refs": ["b"]},
-        {"site": "n", "stage": "waiting", "priority": "high", "slot_start": None,
-         "created_at": "2026-12-04T09:25:00+00:00", "updated_at": "2026-12-04T09:25:00+00:00", "refs": ["c"]},
-        {"site": "s", "stage": "waiting", "priority": "high", "slot_start": None,
-         "created_at": "2026-12-04T08:00:00+00:00", "updated_at": "2026-12-04T08:00:00+00:00", "refs": ["d"]},
-    ]
-    order = []
-    while (journey := next_journey(journeys, "n", "waiting")) is not None:
-        order.append(journey["refs"][0])
-        journey["stage"] = "called"
-    assert order == ["c", "b", "a"]  # priority, then the appointment, then arrival
 
 
 def test_a_snapshot_of_another_replica_leaves_no_topic_to_resume_by_the_old_numbering():
