@@ -80,7 +80,9 @@ class BackendClient:
         return response.json()
 
     async def get(self, path: str, **params: Any) -> Any:
-        return await self._request("GET", path, params={k: v for k, v in params.items() if v is not None})
+        """`path` may carry its own query; `params` replace it (httpx drops a URL's query for any params)."""
+        given = {k: v for k, v in params.items() if v is not None}
+        return await self._request("GET", path, params=given or None)
 
     async def get_csv(self, path: str, **params: Any) -> bytes:
         """The same read as CSV (`Accept: text/csv`), for a download."""

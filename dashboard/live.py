@@ -205,6 +205,10 @@ class LiveConnection:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not security
                 delay = min(max(delay, BACKOFF_FIRST_S) * 2, BACKOFF_MAX_S)
 
+    def position(self, topic: str) -> tuple[str | None, int | None]:
+        """Where this connection is in `topic`'s stream of changes: a new position means something changed."""
+        return self._epoch, self._seq.get(topic)
+
     def _subscribe(self) -> dict[str, Any]:
         message: dict[str, Any] = {"op": "subscribe", "topics": list(self.topics)}
         if self._epoch is not None and self._seq:

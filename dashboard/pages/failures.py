@@ -1,11 +1,13 @@
-"""Failures: the open failures live, filtered; the redacted payload on demand; Retry, Retry all
-matching (count shown before confirming) and Discard with a reason when the backend offers them
-and the viewer's role allows — otherwise the buttons stay disabled and say why."""
+"""Failures: the open failures matching the filters, those holding up customers first (read from the
+backend, again whenever the live topic says a failure changed); the redacted payload on demand; Retry,
+Retry all matching (count shown before confirming) and Discard with a reason when the backend offers
+them and the viewer's role allows — otherwise the buttons stay disabled and say why."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi.responses import RedirectResponse
 from nicegui import ui
@@ -13,9 +15,14 @@ from nicegui import ui
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import UNREACHABLE, frame, page, report
+from dashboard.live_read import LiveRead
 from dashboard.pages.journey import link_journeys_in
 
 ACTIVE = ("open", "retrying")
+FAILURES = "/api/v1/failures"
+# the open failures the page shows: the live topic holds only the most recent, so they are read from the
+# backend, in its impact order, whenever the topic says a failure changed
+SHOWN = 200
 FILTERS = ("kind", "system", "site")
 ANY = "any"
 RETRY_ONE = ("POST", "/api/v1/failures/{failure_id}/retry")
@@ -38,26 +45,18 @@ _COLUMNS: list[dict[str, Any]] = [
 ]
 
 
-IN_BUILDING = ("arrived", "waiting", "called")
-
-
-def impact_rank(failure: dict[str, Any]) -> tuple[int, str]:
-    """Customers in the building first (longest waiting first), then upcoming appointments (soonest first),
-    then the rest — the backend's impact order, from the `impact` a backend with recovery attaches."""
-    impact = failure.get("impact") or {}
-    if impact.get("stage") in IN_BUILDING:
-        return 0, impact.get("waiting_since") or ""
-    if impact.get("stage") == "booked" and impact.get("slot_start"):
-        return 1, impact["slot_start"]
-    return 2, ""
-
-
-def matching(failures: list[dict[str, Any]], filters: dict[str, str]) -> list[dict[str, Any]]:
-    """Active failures that match every chosen filter, ranked by impact, then most recent first."""
+def failures_path(filters: dict[str, str]) -> str:
+    """The open failures matching every chosen filter, those touching customers most first (the backend's
+    impact order: customers in the building, then upcoming appointments, then the most recent)."""
     chosen = {k: v for k, v in filters.items() if v != ANY}
-    rows = [f for f in failures if f["status"] in ACTIVE and all(f.get(k) == v for k, v in chosen.items())]
-    rows.sort(key=lambda f: f["last_at"], reverse=True)
-    return sorted(rows, key=impact_rank)  # stable: equal impact keeps the most recent first
+    return f"{FAILURES}?{urlencode({'status': 'open', 'order': 'impact', 'limit': SHOWN, **chosen})}"
+
+
+def count_text(shown: int, more: bool) -> str:
+    if more:
+        return (f"The {shown} open failures touching customers most are shown; more match "
+                "(Retry all matching counts them all)")
+    return f"{shown} open failure{'s' * (shown != 1)} match"
 
 
 def action_block(viewer: Viewer, operation: tuple[str, str]) -> str | None:
@@ -75,9 +74,16 @@ class FailuresView:
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
         self.filters = dict.fromkeys(FILTERS, ANY)
+        self.shown: list[dict[str, Any]] | None = None  # the backend's answer for the filters; None: not yet
+        self.more = False  # more match than are shown
+        self.reader = LiveRead(viewer, "The open failures", self._read, self._report)
 
-    def failures(self) -> list[dict[str, Any]]:
-        return matching(list(self.viewer.live.state.items["failures"].values()), self.filters)
+    def _read(self, page: dict[str, Any]) -> None:
+        self.shown, self.more = page["items"], page["next_cursor"] is not None
+        self.render()
+
+    def _read_again(self) -> None:
+        self.reader.read(failures_path(self.filters), lambda: self.viewer.live.position("failures"))
 
     def build(self) -> None:
         with ui.row().classes("items-end gap-4"):
@@ -104,7 +110,8 @@ class FailuresView:
                               pagination=25, on_select=self._selection_changed).classes("w-full")
         link_journeys_in(self.table, "impact")
         self.render()
-        self.viewer.on_change("failures", self.render)
+        self._read_again()
+        self.viewer.on_change("failures", self.reader.changed)
 
     def _action(self, label: str, handler: Any, operation: tuple[str, str]) -> ui.button:
         button = ui.button(label, on_click=handler)
@@ -114,11 +121,12 @@ class FailuresView:
     def selected(self) -> dict[str, Any] | None:
         if not self.table.selected:
             return None
-        return self.viewer.live.state.items["failures"].get(str(self.table.selected[0]["id"]))
+        chosen = self.table.selected[0]["id"]
+        return next((f for f in self.shown or [] if f["id"] == chosen), None)
 
     def _filter_changed(self) -> None:
         self.filters = {name: select.value or ANY for name, select in self.selects.items()}
-        self.render()
+        self._read_again()
 
     def _selection_changed(self) -> None:
         failure = self.selected()
@@ -135,19 +143,21 @@ class FailuresView:
         self.discard_button.set_enabled(selected and action_block(self.viewer, DISCARD) is None)
 
     def render(self) -> None:
-        active = matching(list(self.viewer.live.state.items["failures"].values()),
-                          dict.fromkeys(FILTERS, ANY))
+        shown = self.shown or []
+        # the filters offer what the live topic and the last read hold, and what is chosen
+        known = [f for f in self.viewer.live.state.items["failures"].values() if f["status"] in ACTIVE]
         for name, select in self.selects.items():
-            options = [ANY, *sorted({f[name] for f in active if f.get(name)})]
+            options = [ANY, *sorted({f[name] for f in known + shown if f.get(name)} - {ANY}
+                                    | ({self.filters[name]} - {ANY}))]
             if select.options != options:
                 select.set_options(options, value=select.value if select.value in options else ANY)
-        rows = self.failures()
-        self.count.set_text(f"{len(rows)} open failure{'s' * (len(rows) != 1)} match")
+        self.count.set_text("Reading the open failures…" if self.shown is None
+                            else count_text(len(shown), self.more))
         self.table.rows = [{**{c["field"]: f.get(c["field"]) for c in _COLUMNS},
                             "last_at": self.viewer.sites.moment(f["last_at"], f.get("site")),
                             "impact": (f.get("impact") or {}).get("stage", "–").replace("_", " "),
                             "journey_id": (f.get("impact") or {}).get("journey_id")}
-                           for f in rows]
+                           for f in shown]
         still_shown = {s["id"] for s in self.table.selected}
         self.table.selected = [r for r in self.table.rows if r["id"] in still_shown]
         self.table.update()

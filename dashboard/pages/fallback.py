@@ -13,8 +13,9 @@ from nicegui import background_tasks, ui
 
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.floor_reader import FloorReader
 from dashboard.frame import UNREACHABLE, WRAPPED_TABLE, frame, page, report
+from dashboard.live_read import LiveRead, site_version
+from dashboard.pages.floor import FLOOR
 from dashboard.pages.integrations import STATUS_COLOUR
 from dashboard.pages.journey import link_journeys_in
 from dashboard.steps import StepSender
@@ -148,7 +149,7 @@ class FallbackView:
         self.steps_for: int | None = None  # the fallback the step buttons were built for
         self.next_for: dict[str, dict[str, Any] | None] = {}  # per step, the customer "next" applies to
         self.customers: list[dict[str, Any]] = []  # the site's floor, read while a step applies to "next"
-        self.reader = FloorReader(viewer, self._floor_read, self._report)
+        self.reader = LiveRead(viewer, "The floor", self._floor_read, self._report)
         self.shown_systems: tuple[Any, ...] | None = None  # what the system rows were built from
         self.bookings: ui.table | None = None  # an appointments fallback's list of today's bookings
 
@@ -283,7 +284,11 @@ class FallbackView:
             return
         self.steps_for = fallback["id"]  # rebuilt only for another fallback: what staff type survives
         self.customers = []
-        self.reader.read(fallback["site"] if any(step.next_in for step in steps_of(fallback)) else None)
+        site = fallback["site"]
+        if any(step.next_in for step in steps_of(fallback)):  # whom "the next one" is: the floor's first
+            self.reader.read(FLOOR.format(site=site), lambda: site_version(self.viewer, site))
+        else:
+            self.reader.read(None)
         self.steps.clear()
         with self.steps:
             self._build_steps(fallback)

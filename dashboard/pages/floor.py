@@ -13,11 +13,12 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
-from dashboard.floor_reader import FLOOR, FloorReader
 from dashboard.frame import UNREACHABLE, frame, page, report, unavailable
+from dashboard.live_read import LiveRead, site_version
 from dashboard.pages.journey import journey_link
 from dashboard.steps import StepSender
 
+FLOOR = "/api/v1/sites/{site}/floor"
 ACTIONS = "/api/v1/journeys/{journey_id}/actions"
 # an appointment this close, or past, is due: the customer should not wait behind walk-ins
 APPOINTMENT_DUE_S = 10 * 60
@@ -110,7 +111,7 @@ class FloorView:
         self.shown_banner: tuple[Any, ...] | None = None  # what the banner and the counters were built from
         self.shown_counters: tuple[Any, ...] | None = None
         self.rows: dict[str, Row] = {}  # by journey
-        self.reader = FloorReader(viewer, self._read, self._failed)
+        self.reader = LiveRead(viewer, "The floor", self._read, self._failed)
         # (journey, action, what, how it is done) sent, not seen done yet
         self.awaiting: tuple[str, str, str, str] | None = None
 
@@ -148,7 +149,8 @@ class FloorView:
         if self.site is None:
             ui.label("No site: this sign-in names none, and the backend lists none.").classes("text-gray-600")
             return
-        self.reader.read(self.site)
+        site = self.site
+        self.reader.read(FLOOR.format(site=site), lambda: site_version(self.viewer, site))
         self.viewer.on_change("journeys", self.reader.changed)
         self.viewer.on_change("fallbacks", self.reader.refresh)
         ui.timer(TICK_S, self.show_waits)

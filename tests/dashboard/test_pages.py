@@ -7,6 +7,8 @@ from typing import cast
 
 from nicegui import ui
 
+from backend.live.sources import FAILURES_IN_SNAPSHOT
+from dashboard.pages.failures import SHOWN
 from tests.support.board import Board, simulated_board
 from tests.support.connector_double import heartbeat
 from tests.support.events import cloud_event, publish
@@ -122,6 +124,43 @@ async def test_a_failure_appears_live_and_its_actions_say_why_they_are_disabled(
     assert row["kind"] == "pii_rejected" and row["status"] == "open"
     actions = {b.text: b.enabled for b in board.user.find(ui.button).elements}
     assert actions["Retry"] is actions["Retry all matching…"] is actions["Discard…"] is False
+
+
+async def test_a_failure_holding_up_a_customer_in_the_building_comes_first_however_many_came_after(
+        board: Board, token, js, pool, uid):
+    """The live topic holds only the newest open failures: the most affecting are read from the backend."""
+    site, ticket = f"site-{uid}", f"queue:T-{uid}"
+    await publish(js, cloud_event("customer.arrived", ticket, {"site": site}))
+    await eventually(lambda: pool.fetchval("SELECT count(*) FROM journeys WHERE site = $1", site))
+    await publish(js, cloud_event("ticket.issued", ticket, {"site": site, "email": "a@example.org"}))
+    for n in range(FAILURES_IN_SNAPSHOT):  # newer, of no journey
+        await publish(js, cloud_event("customer.arrived", f"queue:U-{uid}-{n}",
+                                      {"site": site, "email": "a@example.org"}))
+
+    async def all_recorded() -> bool:
+        return await pool.fetchval("SELECT count(*) FROM failures WHERE site = $1",
+                                   site) == FAILURES_IN_SNAPSHOT + 1
+
+    await eventually(all_recorded, timeout=60)
+    holding_up = await pool.fetchval("SELECT id FROM failures WHERE site = $1 AND subject = $2", site, ticket)
+    await board.sign_in(token("sre"))
+    await board.user.open("/failures")
+    site_filter = next(s for s in board.user.find(ui.select).elements if s.props.get("label") == "Site")
+    await eventually(lambda: _offered(site_filter, site))
+    site_filter.set_value(site)
+    table = next(iter(board.user.find(ui.table).elements))
+
+    async def first() -> dict | None:
+        return table.rows[0] if table.rows and table.rows[0]["site"] == site else None
+
+    row = await eventually(first)
+    assert (row["id"], row["impact"]) == (holding_up, "arrived")
+    assert len(table.rows) == SHOWN
+    await board.user.should_see(f"The {SHOWN} open failures touching customers most are shown; more match")
+
+
+async def _offered(select: ui.select, value: str) -> bool:
+    return value in select.options
 
 
 async def test_a_failure_refused_for_who_sent_it_cannot_be_retried_and_the_page_says_why(board: Board, token,

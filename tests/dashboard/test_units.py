@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import deque
 from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
@@ -26,7 +27,7 @@ from dashboard.live import (
     seed_history,
 )
 from dashboard.pages.capacity import over_target
-from dashboard.pages.failures import ANY, matching
+from dashboard.pages.failures import ANY, SHOWN, count_text, failures_path
 from dashboard.pages.fallback import reference_label, steps_of
 from dashboard.pages.floor import badges, wait_shown, wait_text
 from dashboard.pages.journey import attempts_text
@@ -166,18 +167,13 @@ async def test_a_sign_in_signed_out_in_one_tab_no_longer_reaches_the_backend_fro
         tab.http()
 
 
-def test_failure_filters_keep_active_failures_that_match_every_chosen_value():
-    failures = [
-        {"id": 1, "kind": "pii_rejected", "system": "crm", "site": "north", "status": "open", "last_at": "2"},
-        {"id": 2, "kind": "pii_rejected", "system": "crm", "site": "south", "status": "open", "last_at": "3"},
-        {"id": 3, "kind": "invalid_event", "system": "crm", "site": "north", "status": "open",
-         "last_at": "1"},
-        {"id": 4, "kind": "pii_rejected", "system": "crm", "site": "north", "status": "resolved",
-         "last_at": "4"},
-    ]
-    pii_anywhere = {"kind": "pii_rejected", "system": ANY, "site": ANY}
-    assert [f["id"] for f in matching(failures, pii_anywhere)] == [2, 1]
-    assert [f["id"] for f in matching(failures, {"kind": ANY, "system": "crm", "site": "north"})] == [1, 3]
+def test_the_failures_shown_are_the_backends_open_ones_matching_every_chosen_filter_by_impact():
+    path = urlsplit(failures_path({"kind": "pii_rejected", "system": ANY, "site": "north"}))
+    assert path.path == "/api/v1/failures"
+    assert parse_qs(path.query) == {"status": ["open"], "order": ["impact"], "limit": [str(SHOWN)],
+                                    "kind": ["pii_rejected"], "site": ["north"]}
+    assert count_text(1, more=False) == "1 open failure match"
+    assert count_text(SHOWN, more=True).startswith(f"The {SHOWN} open failures touching customers most")
 
 
 def test_a_site_over_its_wait_target_stands_out_and_one_without_an_estimate_does_not():
@@ -223,22 +219,6 @@ def test_connections_of_one_process_share_the_flow_history():
     second = LiveConnection(registry.backend_url, "b", flow_history=registry.flow_history)
     first.state.apply("flow", "north", {"site": "north", "arrivals_per_min": 1.0, "completions_per_min": 0.0})
     assert [p.arrivals_per_min for p in second.state.flow_history["north"]] == [1.0]
-
-
-def test_failures_holding_up_customers_in_the_building_rank_first_then_upcoming_appointments():
-    def failure(id_: int, last_at: str, impact: dict | None = None) -> dict:
-        return {"id": id_, "kind": "apply_error", "system": "queue", "site": "north", "status": "open",
-                "last_at": last_at, "impact": impact}
-
-    failures = [
-        failure(1, "2026-01-01T10:05", None),
-        failure(2, "2026-01-01T10:01", {"stage": "booked", "slot_start": "2026-01-01T12:00"}),
-        failure(3, "2026-01-01T10:02", {"stage": "waiting", "waiting_since": "2026-01-01T09:50"}),
-        failure(4, "2026-01-01T10:03", {"stage": "arrived", "waiting_since": "2026-01-01T09:40"}),
-        failure(5, "2026-01-01T10:04", {"stage": "completed"}),
-    ]
-    unfiltered = dict.fromkeys(("kind", "system", "site"), ANY)
-    assert [f["id"] for f in matching(failures, unfiltered)] == [4, 3, 2, 1, 5]
 
 
 def test_times_show_in_the_site_s_own_zone_and_say_which_zone_they_are_in():
