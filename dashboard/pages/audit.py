@@ -10,9 +10,9 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard.backend_client import BackendError
-from dashboard.coalesce import LatestRead
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import WRAPPED_TABLE, frame, page
+from dashboard.paging import Pages
 
 _COLUMNS = ("at", "actor", "action", "target", "site", "reason", "result")
 
@@ -20,8 +20,7 @@ _COLUMNS = ("at", "actor", "action", "target", "site", "reason", "result")
 class AuditLog:
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
-        self.cursors: list[str | None] = [None]
-        self.latest = LatestRead()  # a filter pressed while the page's first read runs: the filter shows
+        self.pages = Pages(self.show)
 
     def build(self) -> None:
         with ui.row().classes("items-end"):
@@ -42,19 +41,13 @@ class AuditLog:
         return {k: v.value.strip() for k, v in values if (v.value or "").strip()}
 
     async def first_page(self) -> None:
-        self.cursors = [None]
-        await self.show()
-
-    async def next_page(self, cursor: str) -> None:
-        self.cursors.append(cursor)
-        await self.show()
+        await self.pages.first(self.filters())
 
     async def show(self) -> None:
-        still, cursor = self.latest.ask(), self.cursors[-1]
+        still = self.pages.latest.ask()
         try:
             async with self.viewer.http() as http:
-                page = await http.get("/api/v1/audit", limit=50, **self.filters(),
-                                      **({"cursor": cursor} if cursor else {}))
+                page = await http.get("/api/v1/audit", limit=50, **self.pages.params())
         except BackendError as exc:
             if still():
                 self.result.clear()
@@ -74,8 +67,7 @@ class AuditLog:
                      row_key="id",
                      columns=[{"name": c, "label": c, "field": c, "align": "left"} for c in _COLUMNS]) \
                 .classes("w-full").props(f"dense flat {WRAPPED_TABLE} data-testid=audit")
-            if page["next_cursor"]:
-                ui.button("Older", on_click=lambda: self.next_page(page["next_cursor"]))
+            self.pages.buttons(page["next_cursor"])
 
     async def download(self) -> None:
         try:

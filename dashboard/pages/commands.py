@@ -9,19 +9,20 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard.backend_client import BackendError
-from dashboard.coalesce import LatestRead
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame, page
 from dashboard.pages.journey import attempts_text, journey_link
+from dashboard.paging import Pages
 
 _STATUSES = ["", "pending", "held", "sent", "ok", "failed"]
+PAGE = 100
 
 
 class CommandsConsole:
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
         self.may_resend = viewer.principal.has("sre", "admin")
-        self.latest = LatestRead()  # a search pressed while the page's first read runs: the search shows
+        self.pages = Pages(self.show)
 
     def build(self, journey: str | None) -> None:
         with ui.row().classes("items-end"):
@@ -30,18 +31,21 @@ class CommandsConsole:
                 .props("data-testid=filter-status")
             self.site = ui.input("Site").props("data-testid=filter-site")
             self.journey = ui.input("Journey id", value=journey or "").classes("w-80")
-            ui.button("Show", on_click=self.show)
+            ui.button("Show", on_click=self.search)
         self.result = ui.column().classes("w-full")
-        ui.timer(0, self.show, once=True)
+        ui.timer(0, self.search, once=True)
 
-    async def show(self) -> None:
+    async def search(self) -> None:
         fields = (("system", self.system), ("status", self.status), ("site", self.site),
                   ("journey", self.journey))
         params = {k: (v.value or "").strip() for k, v in fields}
-        still = self.latest.ask()
+        await self.pages.first({k: v for k, v in params.items() if v})
+
+    async def show(self) -> None:
+        still = self.pages.latest.ask()
         try:
             async with self.viewer.http() as http:
-                page = await http.get("/api/v1/commands", limit=100, **{k: v for k, v in params.items() if v})
+                page = await http.get("/api/v1/commands", limit=PAGE, **self.pages.params())
         except BackendError as exc:
             if still():
                 self.result.clear()
@@ -56,6 +60,7 @@ class CommandsConsole:
                 ui.label("No command matches.").classes("text-gray-500")
             for command in page["items"]:
                 self._row(command)
+            self.pages.buttons(page["next_cursor"])
 
     def _row(self, command: dict[str, Any]) -> None:
         with ui.card().classes("w-full py-1").props(f"data-testid=command-{command['id']}"):

@@ -6,19 +6,20 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from dashboard.backend_client import BackendError
-from dashboard.coalesce import LatestRead
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import frame, page
 from dashboard.pages.journey import journey_link, show_journey
+from dashboard.paging import Pages
 
 _STAGES = ["", "open", "booked", "arrived", "waiting", "called", "in_service", "completed", "cancelled",
            "no_show"]
+PAGE = 100
 
 
 class JourneySearch:
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
-        self.latest = LatestRead()  # a search pressed while the page's first read runs: the search shows
+        self.pages = Pages(self.show)
 
     def build(self, q: str | None) -> None:
         with ui.row().classes("items-end"):
@@ -33,14 +34,16 @@ class JourneySearch:
 
     async def search(self) -> None:
         wanted = (("q", self.q.value), ("site", self.site.value), ("stage", self.stage.value))
-        params = {k: v.strip() for k, v in wanted if (v or "").strip()}
-        still = self.latest.ask()
+        await self.pages.first({k: v.strip() for k, v in wanted if (v or "").strip()})
+
+    async def show(self) -> None:
+        still = self.pages.latest.ask()
         try:
             async with self.viewer.http() as http:
-                page = await http.get("/api/v1/journeys", limit=100, **params)
+                page = await http.get("/api/v1/journeys", limit=PAGE, **self.pages.params())
                 # one match: show it at once
                 only = await http.get(f"/api/v1/journeys/{page['items'][0]['id']}") \
-                    if len(page["items"]) == 1 else None
+                    if len(page["items"]) == 1 and self.pages.number == 1 else None
         except BackendError as exc:
             if still():
                 self.result.clear()
@@ -59,6 +62,7 @@ class JourneySearch:
                     ui.label(", ".join(j["refs"]))
                     ticket = f" · ticket {j['ticket']}" if j["ticket"] else ""
                     ui.label(f"{j['site']} · {j['stage']}{ticket}")
+            self.pages.buttons(page["next_cursor"])
             if only:
                 show_journey(only, self.viewer.sites)
 

@@ -8,10 +8,11 @@ from typing import cast
 from nicegui import ui
 
 from backend.live.sources import FAILURES_IN_SNAPSHOT
+from dashboard.pages import commands, journeys
 from dashboard.pages.failures import SHOWN
 from tests.support.board import Board, simulated_board
 from tests.support.connector_double import heartbeat
-from tests.support.events import cloud_event, publish
+from tests.support.events import cloud_event, phone_booking, publish
 from tests.support.settings import dashboard_settings
 from tests.support.simulators import journey_of, running, still_queue, waiting
 from tests.support.waits import eventually
@@ -161,6 +162,41 @@ async def test_a_failure_holding_up_a_customer_in_the_building_comes_first_howev
 
 async def _offered(select: ui.select, value: str) -> bool:
     return value in select.options
+
+
+async def test_journeys_and_commands_are_read_a_page_at_a_time_older_then_newer(board: Board, token, js, pool,
+                                                                                uid):
+    site, count = f"pages-{uid}", max(journeys.PAGE, commands.PAGE) + 1
+    for n in range(count):  # each booked by phone: a journey, and a visit.context command by the rule
+        await publish(js, phone_booking(f"appointments:P{uid}x{n}", site))
+
+    async def all_there() -> bool:
+        counts = await pool.fetchrow("SELECT (SELECT count(*) FROM journeys WHERE site = $1) AS journeys,"
+                                     " (SELECT count(*) FROM commands WHERE site = $1) AS commands", site)
+        return counts["journeys"] == counts["commands"] == count
+
+    await eventually(all_there, timeout=60)
+    await board.sign_in(token("manager", [site]))
+    for path, button, size in (("/journeys", "Search", journeys.PAGE), ("/commands", "Show", commands.PAGE)):
+        await board.user.open(path)
+        await board.user.should_see(button)
+        next(i for i in board.user.find(ui.input).elements if i.props.get("label") == "Site").set_value(site)
+        board.user.find(button).click()
+        await _page_shows(board, 1, size)
+        board.user.find("Older").click()
+        await _page_shows(board, 2, count - size)
+        board.user.find("Newer").click()
+        await _page_shows(board, 1, size)
+
+
+async def _page_shows(board: Board, number: int, journeys_linked: int) -> None:
+    await board.user.should_see(f"Page {number}", retries=100)
+    assert _journey_links(board) == journeys_linked
+
+
+def _journey_links(board: Board) -> int:
+    return sum(1 for link in board.user.find(ui.link).elements
+               if str(link.props.get("href", "")).startswith("/journeys/"))
 
 
 async def test_a_failure_refused_for_who_sent_it_cannot_be_retried_and_the_page_says_why(board: Board, token,
