@@ -48,3 +48,12 @@ def test_a_site_s_day_runs_midnight_to_midnight_in_its_own_zone_even_across_a_cl
     assert sites.get("unnamed").today_began(late_utc) == datetime(2026, 12, 4, tzinfo=UTC)
     start, end = sites.get("north").day_bounds(date(2026, 10, 25))  # summer time ends: a 25-hour day
     assert (end.astimezone(UTC) - start.astimezone(UTC)).total_seconds() == 25 * 3600
+
+
+def test_the_latest_day_of_sites_is_the_furthest_east_s_today_so_a_range_ending_there_holds_every_today():
+    sites = parse_sites('[defaults]\ntime_zone = "UTC"\n[sites.east]\ntime_zone = "Pacific/Kiritimati"\n'
+                        '[sites.west]\ntime_zone = "Pacific/Pago_Pago"', SitesSection())
+    late_utc = datetime(2026, 12, 4, 20, 0, tzinfo=UTC)  # 10:00 on the 5th at UTC+14, 09:00 on the 4th at -11
+    assert sites.latest_day(late_utc, None) == date(2026, 12, 5)  # the UTC date would leave out east's today
+    assert sites.latest_day(late_utc, ["west", "unnamed"]) == date(2026, 12, 4)
+    assert sites.latest_day(late_utc, []) == date(2026, 12, 4)  # none: the default zone's

@@ -51,9 +51,9 @@ class ReportController(Controller):
         last: Annotated[date | None, QueryParameter(name="to")] = None,
     ) -> Response[Any]:
         """Per site and day (the site's time zone) from `from` to `to` inclusive (default: the last 400
-        days); JSON, or CSV with `Accept: text/csv`."""
+        days, to the latest of the sites' own todays); JSON, or CSV with `Accept: text/csv`."""
         sites = request.user.scope(site)
-        last = last or datetime.now(UTC).date()
+        last = last or resources.sites.latest_day(datetime.now(UTC), sites)
         first = first or max(date.min + DEFAULT_SPAN, last) - DEFAULT_SPAN  # `to` near year 1 still answers
         if first > last:
             raise ValidationException("`from` is after `to`")

@@ -99,6 +99,13 @@ class SiteDirectory:
     def configured(self) -> list[str]:
         return sorted(self._configured)
 
+    def latest_day(self, at: datetime, sites: list[str] | None) -> date:
+        """The latest of the sites' own dates at `at` (None: every configured site's and a site's the file
+        does not name): a range of days ending there holds each site's today, whatever its zone."""
+        chosen = [self.get(name) for name in sites] if sites is not None \
+            else [*map(self.get, self.configured), self._default]
+        return max((settings.day_of(at) for settings in chosen), default=self._default.day_of(at))
+
     @functools.cached_property
     def targets_document(self) -> str:
         """Every site's wait targets as one JSON document, so that SQL can decide per journey whether its

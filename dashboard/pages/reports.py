@@ -4,7 +4,7 @@ rows as CSV."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from fastapi.responses import RedirectResponse
@@ -21,6 +21,12 @@ COUNTS = ("arrivals", "served", "no_shows", "cancellations", "failures", "drift"
 # days and months as categories: plotly would otherwise draw hours between the days
 _LAYOUT = {"margin": {"l": 50, "r": 50, "t": 30, "b": 40}, "height": 300, "legend": {"orientation": "h"},
            "xaxis": {"type": "category"}}
+
+
+def latest_day(now: datetime, zones: list[tzinfo]) -> date:
+    """The latest of the sites' own dates: each site's report days are its own, so a range ending there holds
+    every site's today (the UTC date would leave out today east of UTC, and show an empty one west)."""
+    return max((now.astimezone(zone).date() for zone in zones), default=now.astimezone(UTC).date())
 
 
 def bucket_of(day: str, period: str) -> str:
@@ -113,7 +119,9 @@ class ReportsView:
         await self.load()
 
     def _range(self) -> tuple[date, date]:
-        last = datetime.now(UTC).date()
+        book = self.viewer.sites
+        shown = list(book.sites) if self.site == ALL_SITES else [self.site]
+        last = latest_day(datetime.now(UTC), [book.zone(site) for site in shown])
         return last - timedelta(days=PERIODS[self.period] - 1), last
 
     async def load(self) -> None:
@@ -147,9 +155,9 @@ class ReportsView:
         self.period = self.period_toggle.value or "month"
         await self.load()
 
-    def _site_changed(self) -> None:
+    async def _site_changed(self) -> None:
         self.site = self.site_select.value or ALL_SITES
-        self.render()
+        await self.load()  # the site's own today may be another day than all sites' latest
 
     async def download(self) -> None:
         first, last = self._range()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import jwt
 import pytest
@@ -31,6 +32,7 @@ from dashboard.pages.failures import ANY, SHOWN, count_text, failures_path
 from dashboard.pages.fallback import reference_label, steps_of
 from dashboard.pages.floor import badges, wait_shown, wait_text
 from dashboard.pages.journey import attempts_text
+from dashboard.pages.reports import latest_day
 from dashboard.session import Principal, Sessions
 from dashboard.sites import site_book
 from tests.support.settings import dashboard_settings
@@ -174,6 +176,14 @@ def test_the_failures_shown_are_the_backends_open_ones_matching_every_chosen_fil
                                     "kind": ["pii_rejected"], "site": ["north"]}
     assert count_text(1, more=False) == "1 open failure match"
     assert count_text(SHOWN, more=True).startswith(f"The {SHOWN} open failures touching customers most")
+
+
+def test_reports_end_on_the_latest_of_the_shown_sites_own_todays():
+    late_utc = datetime(2026, 12, 4, 20, 5, tzinfo=UTC)
+    kathmandu, los_angeles = ZoneInfo("Asia/Kathmandu"), ZoneInfo("America/Los_Angeles")
+    assert latest_day(late_utc, [kathmandu, los_angeles]) == date(2026, 12, 5)  # already tomorrow there
+    assert latest_day(datetime(2026, 12, 5, 2, 0, tzinfo=UTC), [los_angeles]) == date(2026, 12, 4)
+    assert latest_day(late_utc, []) == date(2026, 12, 4)
 
 
 def test_a_site_over_its_wait_target_stands_out_and_one_without_an_estimate_does_not():
