@@ -72,6 +72,8 @@ _CHECK_IN_CELL = r"""
              @click="() => $parent.$emit('check_in', props.row.ref)"/>
     </q-td>"""
 _LEDGER_PAGE = 500  # steps read at once
+# the newest steps the ledger table holds: a long day's fallback has thousands, and the browser would hold all
+LEDGER_SHOWN = 500
 _LEDGER_COLUMNS = [
     {"name": "seq", "label": "#", "field": "seq"},
     {"name": "at", "label": "Time", "field": "at"},
@@ -230,11 +232,13 @@ class FallbackView:
             self.ledger_resets += 1
             self.ledger.rows = []
             self.ledger.update()
-            if fallback is not None:
-                self.ledger_title.set_text(f"Ledger of fallback #{fallback['id']} ({fallback['system']}):"
-                                           " the steps taken by hand, in order")
         self.ledger_size = 0 if fallback is None else fallback["ledger_size"]
-        if self.ledger_size > len(self.ledger.rows) and not self.ledger_reading:
+        if fallback is not None:
+            size = self.ledger_size
+            steps = f"the last {LEDGER_SHOWN} of {size} steps" if size > LEDGER_SHOWN else "the steps"
+            self.ledger_title.set_text(f"Ledger of fallback #{fallback['id']} ({fallback['system']}):"
+                                       f" {steps} taken by hand, in order")
+        if self.ledger_size > self.ledger_read_to() and not self.ledger_reading:
             self.ledger_reading = True
             background_tasks.create(self.load_ledger(), name="fallback-ledger")
 
@@ -372,13 +376,18 @@ class FallbackView:
             button.set_enabled(self.blocked_here() is None)
             caption.set_text(step_caption(step, journey))
 
+    def ledger_read_to(self) -> int:
+        """The last step read into the table; at first, the step before the newest it holds (steps are
+        numbered 1, 2, 3… in each fallback)."""
+        return self.ledger.rows[-1]["seq"] if self.ledger.rows else max(0, self.ledger_size - LEDGER_SHOWN)
+
     async def load_ledger(self) -> None:
-        """Read the steps the table lacks, a page at a time, until it has as many as the live topic says."""
+        """Read the steps the table lacks, a page at a time, until it has the last the live topic says."""
         try:
-            while self.ledger_for is not None and len(self.ledger.rows) < self.ledger_size:
+            while self.ledger_for is not None and self.ledger_read_to() < self.ledger_size:
                 resets, (fallback_id, _, site) = self.ledger_resets, self.ledger_for
-                after = self.ledger.rows[-1]["seq"] if self.ledger.rows else 0
-                page = await self._read(f"{FALLBACKS}/{fallback_id}/ledger", "The ledger", after=after,
+                page = await self._read(f"{FALLBACKS}/{fallback_id}/ledger", "The ledger",
+                                        after=self.ledger_read_to(),
                                         limit=_LEDGER_PAGE)
                 if page is None:
                     return
@@ -389,6 +398,7 @@ class FallbackView:
                 self.ledger.rows.extend({**entry, "at": self.viewer.sites.time(entry["at"], site),
                                          "action": entry["action"].replace("_", " ")}
                                         for entry in page["items"])
+                del self.ledger.rows[:-LEDGER_SHOWN]
                 self.ledger.update()
         finally:
             self.ledger_reading = False

@@ -15,6 +15,7 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from backend.live.sources import JOURNEYS_IN_SNAPSHOT
+from dashboard.pages.fallback import LEDGER_SHOWN
 from tests.support import fallbacks
 from tests.support.backends import Stack, own_stack
 from tests.support.browser import DOC_SCREENSHOTS, document, running_dashboard, sign_in_as
@@ -35,6 +36,7 @@ SITES = {orientation: f"floor-{orientation}-{letters()}" for orientation in TABL
 FALLBACK_SITE, SYSTEMS_SITE = f"floor-fallback-{letters()}", f"floor-systems-{letters()}"
 UNLISTED_SITE = f"floor-unlisted-{letters()}"  # not in the sites file: no counters configured
 BOOKINGS_SITE = f"floor-bookings-{letters()}"
+LEDGER_SITE = f"floor-ledger-{letters()}"  # a fallback with more steps than the ledger table holds
 NEXT_SITE = f"floor-next-{letters()}"  # a waiting customer behind more journeys than the live snapshot holds
 
 
@@ -44,7 +46,7 @@ async def stack(server_urls: dict[str, str],
     folder = tmp_path_factory.mktemp("floor-board")
     path = sites_file(folder, {site: {"time_zone": ZONE, "counters": COUNTERS}
                                for site in (*SITES.values(), FALLBACK_SITE, SYSTEMS_SITE, BOOKINGS_SITE,
-                                                NEXT_SITE)})
+                                                NEXT_SITE, LEDGER_SITE)})
     async with own_stack(server_urls["database_url"], folder, {"SWITCHBOARD_SITES_FILE": str(path)}) as stack:
         yield stack
 
@@ -222,6 +224,27 @@ async def test_fallback_steps_on_the_next_one_apply_to_whoever_waits_longest_how
 
     await eventually(called)
     await expect(page.get_by_test_id("next-call")).to_have_text("no one waiting", timeout=15_000)
+    await page.close()
+
+
+async def test_the_ledger_table_holds_the_newest_steps_of_a_long_fallback_and_says_how_many_there_are(
+        browser: Browser, floor_board, stack, fapi, token):
+    site = LEDGER_SITE
+    staff = bearer(token, "floor_staff", [site])
+    fallback = (await fallbacks.start(fapi, staff, site)).json()
+    for _ in range(LEDGER_SHOWN + 1):
+        await fallbacks.acted(fapi, staff, fallback["id"], action="check_in")
+    page = await browser.new_page(viewport=TABLETS["landscape"])
+    await sign_in_as(page, floor_board, "floor_staff", sites=site)
+    await page.goto(floor_board + "/fallback")
+    steps = page.get_by_test_id("ledger").locator("tbody tr td:nth-child(1)")
+    for size in (LEDGER_SHOWN + 1, LEDGER_SHOWN + 2):
+        title = page.get_by_text(f"the last {LEDGER_SHOWN} of {size} steps taken by hand")
+        await expect(title).to_be_visible(timeout=15_000)
+        await expect(steps.last).to_have_text(str(size), timeout=15_000)
+        await expect(steps).to_have_count(LEDGER_SHOWN)
+        await expect(steps.first).to_have_text(str(size - LEDGER_SHOWN + 1))
+        await fallbacks.acted(fapi, staff, fallback["id"], action="check_in")  # one more, live
     await page.close()
 
 
