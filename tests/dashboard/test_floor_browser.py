@@ -210,7 +210,7 @@ async def test_fallback_steps_on_the_next_one_apply_to_whoever_waits_longest_how
         return await stack.pool.fetchval("SELECT count(*) FROM journeys WHERE site = $1 AND stage = 'booked'",
                                          site) == JOURNEYS_IN_SNAPSHOT
 
-    await eventually(booked, timeout=60)
+    await eventually(booked, timeout=30)
     page = await browser.new_page(viewport=TABLETS["landscape"])
     await sign_in_as(page, floor_board, "floor_staff", sites=site)
     await page.goto(floor_board + "/fallback")

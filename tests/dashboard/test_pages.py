@@ -142,7 +142,7 @@ async def test_a_failure_holding_up_a_customer_in_the_building_comes_first_howev
         return await pool.fetchval("SELECT count(*) FROM failures WHERE site = $1",
                                    site) == FAILURES_IN_SNAPSHOT + 1
 
-    await eventually(all_recorded, timeout=60)
+    await eventually(all_recorded, timeout=30)
     holding_up = await pool.fetchval("SELECT id FROM failures WHERE site = $1 AND subject = $2", site, ticket)
     await board.sign_in(token("sre"))
     await board.user.open("/failures")
@@ -175,7 +175,7 @@ async def test_journeys_and_commands_are_read_a_page_at_a_time_older_then_newer(
                                      " (SELECT count(*) FROM commands WHERE site = $1) AS commands", site)
         return counts["journeys"] == counts["commands"] == count
 
-    await eventually(all_there, timeout=60)
+    await eventually(all_there, timeout=30)
     await board.sign_in(token("manager", [site]))
     for path, button, size in (("/journeys", "Search", journeys.PAGE), ("/commands", "Show", commands.PAGE)):
         await board.user.open(path)
