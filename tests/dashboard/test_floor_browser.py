@@ -72,6 +72,14 @@ async def floor_page(browser: Browser, url: str, site: str, viewport: ViewportSi
     return page
 
 
+async def staff_page(browser: Browser, url: str, site: str, path: str) -> Page:
+    """A landscape tablet signed in as floor staff of `site`, on `path`."""
+    page = await browser.new_page(viewport=TABLETS["landscape"])
+    await sign_in_as(page, url, "floor_staff", sites=site)
+    await page.goto(url + path)
+    return page
+
+
 async def choose_counter(page: Page, counter: str) -> None:
     await page.get_by_test_id("my-counter").click()
     await page.get_by_role("option", name=counter, exact=True).click()
@@ -86,9 +94,7 @@ async def test_at_a_site_without_configured_counters_staff_type_their_counter_an
     async with running(stack.settings, tmp_path, queue):
         ref = await queue.arrive(site, "tax", [])
         await eventually(cast(Check, lambda: waiting(fapi, bearer(token, "sre", [site]), ref)))
-        page = await browser.new_page(viewport=TABLETS["landscape"])
-        await sign_in_as(page, floor_board, "floor_staff", sites=site)
-        await page.goto(floor_board + "/floor")
+        page = await staff_page(browser, floor_board, site, "/floor")
         ticket = ref.split(":", 1)[1]
         await expect(page.get_by_test_id(f"call-{ticket}")).to_be_disabled(timeout=15_000)  # no counter yet
         await page.get_by_test_id("my-counter").click()
@@ -211,9 +217,7 @@ async def test_fallback_steps_on_the_next_one_apply_to_whoever_waits_longest_how
                                          site) == JOURNEYS_IN_SNAPSHOT
 
     await eventually(booked, timeout=30)
-    page = await browser.new_page(viewport=TABLETS["landscape"])
-    await sign_in_as(page, floor_board, "floor_staff", sites=site)
-    await page.goto(floor_board + "/fallback")
+    page = await staff_page(browser, floor_board, site, "/fallback")
     await expect(page.get_by_test_id("next-call")).to_have_text(ticket, timeout=15_000)
     await page.get_by_test_id("step-call").click()
     await expect(page.get_by_test_id("outcome")).to_contain_text("Call next done: ", timeout=15_000)
@@ -234,9 +238,7 @@ async def test_the_ledger_table_holds_the_newest_steps_of_a_long_fallback_and_sa
     fallback = (await fallbacks.start(fapi, staff, site)).json()
     for _ in range(LEDGER_SHOWN + 1):
         await fallbacks.acted(fapi, staff, fallback["id"], action="check_in")
-    page = await browser.new_page(viewport=TABLETS["landscape"])
-    await sign_in_as(page, floor_board, "floor_staff", sites=site)
-    await page.goto(floor_board + "/fallback")
+    page = await staff_page(browser, floor_board, site, "/fallback")
     steps = page.get_by_test_id("ledger").locator("tbody tr td:nth-child(1)")
     for size in (LEDGER_SHOWN + 1, LEDGER_SHOWN + 2):
         title = page.get_by_text(f"the last {LEDGER_SHOWN} of {size} steps taken by hand")
@@ -254,9 +256,7 @@ async def test_fallback_page_shows_only_the_steps_of_the_system_down_and_the_led
     staff = bearer(token, "floor_staff", [site])
     queue_fallback = (await fallbacks.start(fapi, staff, site)).json()
     walk_in = (await fallbacks.acted(fapi, staff, queue_fallback["id"], action="check_in"))["ref"]
-    page = await browser.new_page(viewport=TABLETS["landscape"])
-    await sign_in_as(page, floor_board, "floor_staff", sites=site)
-    await page.goto(floor_board + "/fallback")
+    page = await staff_page(browser, floor_board, site, "/fallback")
     await expect(page.get_by_test_id("step-check_in")).to_be_visible(timeout=15_000)
     await expect(page.get_by_test_id("step-set_priority")).to_have_count(0)
     await expect(page.get_by_test_id("ledger")).to_contain_text("check in")
