@@ -33,11 +33,13 @@ class StreamsSection(msgspec.Struct, frozen=True, kw_only=True):
     stream_max_age_s: float = 7 * 24 * 3600.0
 
 
-async def connect(url: str, name: str, creds: str | None = None, *, echo: bool = True,
-                  on_reconnected: Callable[[], None] | None = None) -> NATS:
-    """A client that reconnects for ever with the process's credentials file (SWITCHBOARD_NATS_CREDS);
-    `echo` False: what it publishes is never delivered to its own subscriptions."""
-    return await bus.connect(url, name, creds=creds, no_echo=not echo, on_reconnected=on_reconnected)
+async def connect(url: str, name: str, creds: str | None = None, *, tls_ca: str | None = None,
+                  echo: bool = True, on_reconnected: Callable[[], None] | None = None) -> NATS:
+    """A client that reconnects for ever with the process's credentials file (SWITCHBOARD_NATS_CREDS) and
+    the servers' authority (SWITCHBOARD_NATS_TLS_CA); `echo` False: what it publishes is never delivered to
+    its own subscriptions."""
+    return await bus.connect(url, name, creds=creds, tls_ca=tls_ca, no_echo=not echo,
+                             on_reconnected=on_reconnected)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -112,7 +112,8 @@ class SwitchboardPlugin(InitPluginProtocol):
             log.info("applied migrations: %s", ", ".join(applied))
         await partitions.ensure_partitions(pool)
         nc = await messaging.connect(settings.bus.nats_url,  # type: ignore[arg-type]
-                                     "switchboard-backend", settings.bus.nats_creds)
+                                     "switchboard-backend", settings.bus.nats_creds,
+                                     tls_ca=settings.bus.nats_tls_ca)
         js = nc.jetstream()
         streams = settings.streams
         await messaging.ensure_streams(js, streams.duplicate_window_s, streams.stream_replicas,
@@ -126,7 +127,8 @@ class SwitchboardPlugin(InitPluginProtocol):
                 hub.resync()
 
         live_nc = await messaging.connect(settings.bus.nats_url,  # type: ignore[arg-type]
-                                          "switchboard-backend-live", settings.bus.nats_creds, echo=False,
+                                          "switchboard-backend-live", settings.bus.nats_creds,
+                                          tls_ca=settings.bus.nats_tls_ca, echo=False,
                                           on_reconnected=resync_live)
         hub = LiveHub(live_nc)
         bus = LiveBus(live_nc, hub)

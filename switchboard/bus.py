@@ -2,12 +2,16 @@
 
 `SWITCHBOARD_NATS_CREDS` names a file holding a NATS user credentials file (user JWT and nkey seed),
 a bare nkey seed, or a token; unset, the connection is anonymous (a server without auth).
+`SWITCHBOARD_NATS_TLS_CA` names the certificate authority that signs the servers' certificates: set, every
+connection is TLS from its first byte (docs/security.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,17 +38,33 @@ def credential_options(creds: str | None) -> dict[str, Any]:
     return {"token": text}
 
 
-async def connect(url: str, name: str, *, creds: str | None = None, reconnect: bool = True,
+def tls_options(tls_ca: str | None) -> dict[str, Any]:
+    """nats-py connect options for TLS with the servers' authority at `tls_ca` (none when unset).
+
+    The handshake comes first, before the server's INFO: a client that waited for INFO to ask for TLS
+    would go on in plain text with a server (or anyone in between) that never asks. The servers need
+    `tls { handshake_first: true }`.
+    """
+    if not tls_ca:
+        return {}
+    return {"tls": ssl.create_default_context(cafile=tls_ca), "tls_handshake_first": True}
+
+
+async def connect(url: str, name: str, *, creds: str | None = None, tls_ca: str | None = None,
+                  reconnect: bool = True,
                   inbox_prefix: str | None = None, on_reconnected: Callable[[], None] | None = None,
                   **options: Any) -> NATS:
     """A client that reconnects for ever (unless `reconnect` is False), logging an outage once;
-    `on_reconnected` is told when it is back (what core NATS sent meanwhile is gone).
+    `on_reconnected` is told when it is back (what core NATS sent meanwhile is gone). `tls_ca`: the
+    servers' authority (SWITCHBOARD_NATS_TLS_CA), for TLS.
 
     `url` may list several servers of a cluster, comma-separated.
     """
 
     async def on_error(exc: Exception) -> None:
-        quiet = isinstance(exc, OSError | nats.errors.StaleConnectionError | nats.errors.UnexpectedEOF)
+        # a server down is an outage, logged once below; a certificate refused is a misconfiguration
+        quiet = isinstance(exc, OSError | nats.errors.StaleConnectionError | nats.errors.UnexpectedEOF) \
+            and not isinstance(exc, ssl.SSLError)
         log.log(logging.DEBUG if quiet else logging.WARNING, "nats (%s): %s", name, exc or type(exc).__name__)
 
     async def on_disconnected() -> None:
@@ -64,10 +84,13 @@ async def connect(url: str, name: str, *, creds: str | None = None, reconnect: b
     callbacks = {"error_cb": on_error, "disconnected_cb": on_disconnected, "reconnected_cb": reconnected}
     try:
         await client.connect([u.strip() for u in url.split(",")], name=name,
-                             **{**callbacks, **settings, **credential_options(creds), **options})
+                             **{**callbacks, **settings, **credential_options(creds), **tls_options(tls_ca),
+                                **options})
     except BaseException:
-        # a refused connection (credentials, authorization) leaves nats-py's transport open otherwise
+        # a refused connection (credentials, authorization) leaves nats-py's transport open otherwise; after
+        # a failed TLS handshake its wait for the socket to close never ends, so it is bounded
         with contextlib.suppress(Exception):
-            await client.close()
+            async with asyncio.timeout(2.0):
+                await client.close()
         raise
     return client

@@ -262,9 +262,12 @@ class Issuer:
         return write_secret(path, text)
 
 
-async def push_account(nats_url: str, issuer: Issuer, timeout: float = 5.0) -> None:
-    """Send the SWITCHBOARD account's current JWT to running servers (a cluster passes it on)."""
-    nc = await connect(nats_url, "switchboard-issuer", creds=str(issuer.system_creds()), reconnect=False)
+async def push_account(nats_url: str, issuer: Issuer, timeout: float = 5.0, *,
+                       tls_ca: str | None = None) -> None:
+    """Send the SWITCHBOARD account's current JWT to running servers (a cluster passes it on); `tls_ca`: their
+    certificate authority, for TLS."""
+    nc = await connect(nats_url, "switchboard-issuer", creds=str(issuer.system_creds()), tls_ca=tls_ca,
+                       reconnect=False)
     try:
         reply = await nc.request("$SYS.REQ.CLAIMS.UPDATE", issuer.account_jwt().encode(), timeout=timeout)
         answer = json.loads(reply.data)

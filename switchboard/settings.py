@@ -28,6 +28,9 @@ class BusSection(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str | None = None
     # the NATS credentials file (CONTRACT section 8): a user .creds file, a bare nkey seed or a token
     nats_creds: str | None = None
+    # the certificate authority of the NATS servers' certificates (a PEM file): set, every connection is TLS
+    # from its first byte, and the servers must say `tls { handshake_first: true }` (docs/security.md)
+    nats_tls_ca: str | None = None
 
 
 class TokenSection(msgspec.Struct, frozen=True, kw_only=True):

@@ -156,7 +156,8 @@ def _nats_init(args: argparse.Namespace) -> None:
     for system in (s for s in args.profiles_for.split(",") if s):
         if not (Path(args.profiles) / f"{system}.creds").exists():
             written.append(issue_profile(issuer, system=system, sites=[], out=Path(args.profiles),
-                                         nats_url=args.nats_url, backend_url=backend_url))
+                                         nats_url=args.nats_url, backend_url=backend_url,
+                                         tls_ca=args.nats_tls_ca))
     if args.owner is not None:  # the credentials go to the processes' user; the servers' includes stay root's
         for folder in {Path(args.backend_creds).parent, *([Path(args.profiles)] if args.profiles else [])}:
             for path in [folder, *folder.iterdir()]:
@@ -270,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--profiles", default="", help="the folder for connector profiles")
     init.add_argument("--profiles-for", default="", help="systems to issue a connector profile for")
     init.add_argument("--nats-url", default="nats://127.0.0.1:4222", help="the URL written in the profiles")
+    init.add_argument("--nats-tls-ca", help="the servers' certificate authority, copied into the profiles")
     init.add_argument("--owner", type=int, help="the uid that gets the credentials (run as root in compose)")
     init.set_defaults(run=_nats_init)
     return parser

@@ -249,18 +249,21 @@ class Kit:
 
 
 async def run_checks(module: str, *, nats_url: str | None, creds: str | None = None,
-                     watch_seconds: float = 15.0) -> list[Check]:
+                     tls_ca: str | None = None, watch_seconds: float = 15.0) -> list[Check]:
+    """`tls_ca`: the configured server's certificate authority, for TLS (an embedded one is plain)."""
     connector = load_connector(module)
     with tempfile.TemporaryDirectory(prefix="switchboard-check-") as tmp:
         server = nats_server(nats_url, creds, Path(tmp), connector.system)
         async with server as (url, kit_creds, connector_creds):
-            nc = await bus.connect(url, "switchboard-conformance", creds=kit_creds)
+            tls = tls_ca if nats_url else None
+            nc = await bus.connect(url, "switchboard-conformance", creds=kit_creds, tls_ca=tls)
             try:
                 await ensure_streams(nc.jetstream(), 120.0, systems=[connector.system])
                 kit = Kit(connector, nc, watch_seconds=watch_seconds)
                 await nc.subscribe(f"svc.events.{connector.system}.>", cb=_sync(kit.on_message))
                 async with ConnectorRuntime(connector, nats_url=url, data_dir=Path(tmp) / "data",
-                                            heartbeat_interval=1.0, creds=connector_creds) as runtime:
+                                            heartbeat_interval=1.0, creds=connector_creds,
+                                            tls_ca=tls) as runtime:
                     async with asyncio.timeout(30):
                         await runtime.ready.wait()
                     await kit.watch()
@@ -278,8 +281,8 @@ def _sync(handler: Callable[[Msg], None]) -> Callable[[Msg], Awaitable[None]]:
     return callback
 
 
-def main(module: str, nats_url: str | None, creds: str | None = None) -> int:
-    checks = asyncio.run(run_checks(module, nats_url=nats_url, creds=creds))
+def main(module: str, nats_url: str | None, creds: str | None = None, tls_ca: str | None = None) -> int:
+    checks = asyncio.run(run_checks(module, nats_url=nats_url, creds=creds, tls_ca=tls_ca))
     for check in checks:
         print(f"{'PASS' if check.passed else 'FAIL'} {check.name}: {check.detail}", flush=True)
     failed = [c.name for c in checks if not c.passed]

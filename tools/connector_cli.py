@@ -55,14 +55,14 @@ def _services(text: str) -> dict[str, float]:
 async def run_simulation(*, systems: list[str], sites: list[str], speed: float, arrivals_per_hour: float,
                          nats_url: str, data_dir: Path, faults: dict[str, Any], admin_port: int | None,
                          services: dict[str, float] | None = None, report_every: float = 10.0,
-                         creds: dict[str, str] | None = None) -> None:
+                         creds: dict[str, str] | None = None, tls_ca: str | None = None) -> None:
     """Run until cancelled; prints a line of counts every `report_every` seconds."""
     from connectors.sim.admin import AdminServer  # noqa: PLC0415
     from connectors.sim.run import Simulation  # noqa: PLC0415
 
     simulation = Simulation(systems=systems, sites=sites, speed=speed, nats_url=nats_url, data_dir=data_dir,
                             arrivals_per_hour=arrivals_per_hour, faults=faults, services=services,
-                            creds=creds)
+                            creds=creds, tls_ca=tls_ca)
     admin = AdminServer(simulation, admin_port) if admin_port is not None else None
     async with simulation:
         if admin is not None:
@@ -91,7 +91,7 @@ def _sim(args: argparse.Namespace) -> None:
     try:
         asyncio.run(run_simulation(
             systems=systems, sites=_csv(args.sites), speed=args.speed, creds=creds,
-            arrivals_per_hour=args.arrivals_per_hour, nats_url=_nats_url(),
+            arrivals_per_hour=args.arrivals_per_hour, nats_url=_nats_url(), tls_ca=bus.nats_tls_ca,
             data_dir=Path(load_section(TokenSection).data_dir) / "connectors", faults=_faults_from_args(args),
             admin_port=args.admin_port, services=_services(args.services)))
     except KeyboardInterrupt:
@@ -102,7 +102,7 @@ def _check(args: argparse.Namespace) -> None:
     from tools.conformance import main  # noqa: PLC0415
 
     bus = load_section(BusSection)
-    sys.exit(main(args.module, bus.nats_url, bus.nats_creds))
+    sys.exit(main(args.module, bus.nats_url, bus.nats_creds, bus.nats_tls_ca))
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -114,8 +114,9 @@ def _run(args: argparse.Namespace) -> None:
     data_dir = Path(load_section(TokenSection).data_dir) / "connectors"
 
     async def run() -> None:
+        bus = load_section(BusSection)
         async with ConnectorRuntime(connector, nats_url=_nats_url(), data_dir=data_dir,
-                                    creds=load_section(BusSection).nats_creds,
+                                    creds=bus.nats_creds, tls_ca=bus.nats_tls_ca,
                                     sites=load_section(ConnectorSection).connector_sites):
             await asyncio.Event().wait()
 
@@ -172,8 +173,9 @@ async def _audit(action: str, target: str, result: dict[str, Any]) -> None:
 
 
 def issue_profile(issuer_dir: Path, *, system: str, sites: list[str], out: Path, nats_url: str,
-                  backend_url: str) -> Path:
-    """Write `<out>/<system>.env` and the credentials file beside it (both owner-only); the .env's path."""
+                  backend_url: str, tls_ca: str | None = None) -> Path:
+    """Write `<out>/<system>.env` and the credentials file beside it (both owner-only), and with `tls_ca` (the
+    NATS servers' certificate authority) a copy of it as `<out>/nats-ca.pem`; the .env's path."""
     from switchboard.natsauth import Issuer, write_secret  # noqa: PLC0415
 
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -181,6 +183,10 @@ def issue_profile(issuer_dir: Path, *, system: str, sites: list[str], out: Path,
                          Issuer(issuer_dir).connector_creds(system, tuple(sites)))
     lines = [f"SWITCHBOARD_NATS_URL={nats_url}", f"SWITCHBOARD_NATS_CREDS={creds}",
              f"SWITCHBOARD_BACKEND_URL={backend_url}"]
+    if tls_ca:
+        ca = out.resolve() / "nats-ca.pem"
+        ca.write_bytes(Path(tls_ca).read_bytes())
+        lines.append(f"SWITCHBOARD_NATS_TLS_CA={ca}")
     if sites:
         lines.append(f"SWITCHBOARD_CONNECTOR_SITES={','.join(sites)}")
     return write_secret(out.resolve() / f"{system}.env", "\n".join(lines) + "\n")
@@ -192,7 +198,8 @@ def _profile(args: argparse.Namespace) -> None:
     try:
         path = issue_profile(_issuer_dir(args), system=args.system, sites=args.site or [],
                              out=Path(args.out), nats_url=args.nats_url or _nats_url(),
-                             backend_url=load_section(DashboardSection).backend_url)
+                             backend_url=load_section(DashboardSection).backend_url,
+                             tls_ca=args.nats_tls_ca or load_section(BusSection).nats_tls_ca)
     except ValueError as exc:
         sys.exit(str(exc))
     asyncio.run(_audit("connector.profile", f"system:{args.system}", {"sites": args.site or "*"}))
@@ -204,7 +211,8 @@ def _revoke(args: argparse.Namespace) -> None:
 
     issuer = Issuer(_issuer_dir(args))
     revoked = issuer.revoke(args.system)
-    asyncio.run(push_account(args.nats_url or _nats_url(), issuer))
+    asyncio.run(push_account(args.nats_url or _nats_url(), issuer,
+                             tls_ca=args.nats_tls_ca or load_section(BusSection).nats_tls_ca))
     asyncio.run(_audit("connector.revoke", f"system:{args.system}", {"profiles": len(revoked)}))
     print(f"revoked {len(revoked)} profile(s) of {args.system}")
 
@@ -257,5 +265,7 @@ def add_connector_commands(commands: Any) -> None:
     for command in (profile, revoke):
         command.add_argument("--issuer", help="the NATS issuer's folder (default: <data dir>/nats-auth)")
         command.add_argument("--nats-url", help="the running NATS server (default: SWITCHBOARD_NATS_URL)")
+        command.add_argument("--nats-tls-ca", help="its certificate authority, for TLS; a profile gets a "
+                                                   "copy (default: SWITCHBOARD_NATS_TLS_CA)")
     profile.set_defaults(run=_profile)
     revoke.set_defaults(run=_revoke)

@@ -70,6 +70,11 @@ class ClusterMembership(NamedTuple):
     route_ports: list[int]  # every node's, its own included
 
 
+class ServerCertificate(NamedTuple):
+    cert: Path  # PEM: the server's certificate (and any intermediates)
+    key: Path  # PEM: its private key
+
+
 def backend_creds(issuer: Issuer) -> Path:
     """The issuer's backend credentials file, issued once and kept beside its seeds."""
     path = issuer.folder / "backend.creds"
@@ -83,7 +88,8 @@ class EmbeddedNats:
 
     Authentication is on unless `auth=False` (benchmark comparisons only): the operator, accounts and
     seeds live in `issuer` (by default `<data_dir>/auth`), `creds` is the backend's credentials file.
-    The monitoring port is never opened.
+    The monitoring port is never opened. With `tls` every client connection is TLS from its first byte
+    (`handshake_first`, what switchboard/bus.py asks for); the demo's loopback server is plain.
 
     By default it fsyncs every write before acknowledging it (`sync_interval: always`), so an
     acknowledged event survives a power loss; `sync_always=False` leaves flushing to the OS every
@@ -92,8 +98,9 @@ class EmbeddedNats:
 
     def __init__(self, data_dir: Path, port: int | None = None, *, sync_always: bool = True,
                  cluster: ClusterMembership | None = None, auth: bool = True,
-                 issuer: Issuer | None = None) -> None:
+                 issuer: Issuer | None = None, tls: ServerCertificate | None = None) -> None:
         self.data_dir = data_dir.resolve()
+        self.tls = tls
         self.port = port or free_port()
         self.sync_always = sync_always
         self.cluster = cluster
@@ -120,6 +127,9 @@ class EmbeddedNats:
             f"jetstream {{\n  store_dir: {json.dumps(str(self.data_dir))}\n"
             f"  sync_interval: {'always' if self.sync_always else '2m'}\n}}\n"
         )
+        if self.tls:
+            text += (f"tls {{\n  cert_file: {json.dumps(str(self.tls.cert))}\n"
+                     f"  key_file: {json.dumps(str(self.tls.key))}\n  handshake_first: true\n}}\n")
         if self.issuer:
             # rewritten at every start: the preloaded account carries the revocations made since
             text += self.issuer.server_config(self.data_dir / "accounts")

@@ -59,14 +59,17 @@ class ConnectorSection(msgspec.Struct, frozen=True, kw_only=True):
 class ConnectorRuntime:
     def __init__(self, connector: Connector, *, nats_url: str, data_dir: Path,
                  heartbeat_interval: float = 5.0,
-                 max_in_flight: int = 1000, creds: str | None = None, sites: Sequence[str] = ()) -> None:
-        """`creds`: its NATS credentials file (a connector profile's SWITCHBOARD_NATS_CREDS); `sites`: the
+                 max_in_flight: int = 1000, creds: str | None = None, tls_ca: str | None = None,
+                 sites: Sequence[str] = ()) -> None:
+        """`creds`: its NATS credentials file (a connector profile's SWITCHBOARD_NATS_CREDS); `tls_ca`: the
+        NATS servers' certificate authority (its SWITCHBOARD_NATS_TLS_CA), for TLS; `sites`: the
         sites its profile is limited to, whose events then carry their site as the subject's last token, and
         whose snapshot requests are the only ones it answers."""
         self.connector = connector
         self.sites = tuple(sites)
         self.nats_url = nats_url
         self.creds = creds
+        self.tls_ca = tls_ca
         self.heartbeat_interval = heartbeat_interval
         self.spool = Spool(Path(data_dir) / f"spool-{connector.name}.sqlite")
         self.publisher = Publisher(self.spool, max_in_flight=max_in_flight, site_subjects=bool(sites))
@@ -115,7 +118,7 @@ class ConnectorRuntime:
                 # a cluster's URLs, comma-separated: any one that answers will do. Replies come to an
                 # inbox of its own system, the only one its credentials let it read
                 self.nc = await bus.connect(self.nats_url, f"switchboard-connector-{self.connector.name}",
-                                            creds=self.creds,
+                                            creds=self.creds, tls_ca=self.tls_ca,
                                             inbox_prefix=inbox_prefix(self.connector.system),
                                             connect_timeout=2)
             except Exception as exc:  # noqa: BLE001 - unreachable at start: events wait in the spool

@@ -20,9 +20,9 @@ class Simulation:
                  arrivals_per_hour: float = 20.0, faults: dict[str, Faults] | None = None,
                  seed: int | None = None,
                  heartbeat_interval: float = 5.0, services: dict[str, float] | None = None,
-                 creds: dict[str, str] | None = None) -> None:
+                 creds: dict[str, str] | None = None, tls_ca: str | None = None) -> None:
         """`creds`: each system's NATS credentials file (its connector profile's), when the server wants
-        them."""
+        them; `tls_ca`: the NATS servers' certificate authority, for TLS."""
         rng = random.Random(seed)
         self.pace = Pace(speed, rng, services)
         self.systems = build_systems(systems, sites=sites, pace=self.pace, faults=faults, seed=seed)
@@ -30,7 +30,8 @@ class Simulation:
                                      arrivals_per_hour=arrivals_per_hour, rng=rng)
         self.runtimes = {
             name: ConnectorRuntime(system, nats_url=nats_url, data_dir=data_dir,
-                                   heartbeat_interval=heartbeat_interval, creds=(creds or {}).get(name))
+                                   heartbeat_interval=heartbeat_interval, creds=(creds or {}).get(name),
+                                   tls_ca=tls_ca)
             for name, system in self.systems.items()
         }
         self._network: asyncio.Task[None] | None = None

@@ -1,0 +1,155 @@
+"""NATS over TLS (SWITCHBOARD_NATS_TLS_CA, docs/security.md) on real servers: a TLS, authenticated NATS of
+this module's own with a certificate from a throwaway authority, a backend on it and a connector from a
+profile; what the server says of each connection; the clients it refuses, and the plain server a TLS client
+refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import nats.errors
+import pytest
+from dotenv import dotenv_values
+
+from connectors.sdk import Connector, ConnectorRuntime
+from switchboard import bus
+from tests.support.backends import JWT_SECRET
+from tests.support.certificates import issue_server_certificate
+from tests.support.waits import eventually
+from tools.backend_process import BackendProcess
+from tools.bench.common import scratch_database
+from tools.embedded import EmbeddedNats
+
+
+@dataclass
+class TlsWorld:
+    server: EmbeddedNats
+    ca: Path  # the authority the server's certificate comes from
+    database_url: str
+    folder: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SWITCHBOARD_DATABASE_URL": self.database_url,
+                "SWITCHBOARD_NATS_URL": self.server.url,
+                "SWITCHBOARD_NATS_CREDS": self.server.creds or "", "SWITCHBOARD_NATS_TLS_CA": str(self.ca),
+                "SWITCHBOARD_JWT_SECRET": JWT_SECRET, "SWITCHBOARD_DATA_DIR": str(self.folder / "data"),
+                "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+
+
+@pytest.fixture(scope="module")
+async def world(server_urls, workdir) -> AsyncIterator[TlsWorld]:
+    folder = workdir / f"nats-tls-{uuid.uuid4().hex[:6]}"
+    ca, certificate = issue_server_certificate(folder / "certificates")
+    server = EmbeddedNats(folder / "nats", tls=certificate)
+    server.start()
+    try:
+        async with scratch_database(server_urls["database_url"], "natstls") as database_url:
+            yield TlsWorld(server, ca, database_url, folder)
+    finally:
+        server.stop()
+
+
+class Desk(Connector):
+    system = "queue"
+
+
+async def connections(world: TlsWorld) -> list[dict[str, Any]]:
+    """The server's own account of its client connections (the system account's CONNZ), over TLS too."""
+    assert world.server.issuer is not None
+    nc = await bus.connect(world.server.url, "test-tls-sys", creds=str(world.server.issuer.system_creds()),
+                           tls_ca=str(world.ca), reconnect=False)
+    try:
+        reply = await nc.request("$SYS.REQ.SERVER.PING.CONNZ", b'{"limit": 1024}', timeout=5)
+    finally:
+        await nc.close()
+    return msgspec.json.decode(reply.data)["data"]["connections"]
+
+
+async def applied(database_url: str, source: str, event_id: str) -> bool:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return bool(await conn.fetchval("SELECT count(*) FROM events WHERE source = $1 AND id = $2",
+                                        source, event_id))
+    finally:
+        await conn.close()
+
+
+async def test_the_backend_and_a_connector_from_a_profile_speak_tls_only(world, uid, tmp_path):
+    backend = BackendProcess(world.env(), world.folder / "backend.log").start()
+    try:
+        await asyncio.to_thread(backend.wait_ready)
+        out = tmp_path / "profiles"
+        assert world.server.issuer is not None
+        subprocess.run([sys.executable, "-m", "tools.cli", "connector", "profile", "--system", "queue",
+                        "--out", str(out), "--issuer", str(world.server.issuer.folder)],
+                       env=world.env(), capture_output=True, text=True, timeout=60, check=True)
+        profile = {k: v for k, v in dotenv_values(out / "queue.env").items() if v is not None}
+        # the profile carries its own copy of the authority: the connector's machine needs nothing else
+        assert profile["SWITCHBOARD_NATS_TLS_CA"] == str((out / "nats-ca.pem").resolve())
+        assert Path(profile["SWITCHBOARD_NATS_TLS_CA"]).read_bytes() == world.ca.read_bytes()
+
+        desk = Desk("tls")
+        async with ConnectorRuntime(desk, nats_url=profile["SWITCHBOARD_NATS_URL"], data_dir=tmp_path,
+                                    creds=profile["SWITCHBOARD_NATS_CREDS"],
+                                    tls_ca=profile["SWITCHBOARD_NATS_TLS_CA"],
+                                    heartbeat_interval=1) as runtime:
+            async with asyncio.timeout(30):
+                await runtime.ready.wait()
+            arrived = desk.event("customer.arrived", f"T-{uid}", {"site": f"tls-{uid}"})
+            await desk.emit(arrived)
+            assert await eventually(lambda: applied(world.database_url, arrived.source, arrived.id),
+                                    timeout=20)
+
+            by_name = {c.get("name"): c for c in await connections(world)}
+            names = {"switchboard-backend", "switchboard-backend-live", "switchboard-connector-queue-tls"}
+            assert names <= by_name.keys()
+            for name in names:
+                assert by_name[name].get("tls_version"), f"{name} is not on TLS: {by_name[name]}"
+    finally:
+        backend.stop()
+
+
+async def test_a_plain_client_is_refused(world):
+    # the server says nothing until a TLS handshake: no INFO comes, or the server hangs up
+    async with asyncio.timeout(15):
+        with pytest.raises((nats.errors.Error, TimeoutError)):
+            await bus.connect(world.server.url, "test-plain", creds=world.server.creds, reconnect=False,
+                              connect_timeout=2)
+    assert "test-plain" not in {c.get("name") for c in await connections(world)}
+
+
+async def test_a_client_trusting_another_authority_is_refused_and_says_why(world, tmp_path, caplog):
+    other_ca, _ = issue_server_certificate(tmp_path / "other", name="someone-else")
+    caplog.set_level(logging.WARNING, logger="switchboard.bus")
+    async with asyncio.timeout(15):
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await bus.connect(world.server.url, "test-other-ca", creds=world.server.creds,
+                              tls_ca=str(other_ca), reconnect=False, connect_timeout=2)
+    # a certificate refused is a misconfiguration: it is logged where an operator looks, not at DEBUG
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("certificate verify failed" in w for w in warnings), warnings
+
+
+async def test_a_tls_client_never_goes_on_in_plain_text(world, workdir):
+    plain = EmbeddedNats(workdir / f"plain-{uuid.uuid4().hex[:6]}", auth=False)
+    plain.start()
+    try:
+        # a client that waited for the server to ask for TLS would connect here in plain text
+        async with asyncio.timeout(15):
+            with pytest.raises(ssl.SSLError):
+                await bus.connect(plain.url, "test-no-downgrade", tls_ca=str(world.ca), reconnect=False,
+                                  connect_timeout=2)
+    finally:
+        plain.stop()
