@@ -15,7 +15,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from switchboard import bus
-from switchboard.commands import COMMANDS_STREAM, consumer_name
+from switchboard.commands import COMMANDS_STREAM, PER_SITE_METADATA, commands_to, consumer_name
 
 EVENTS_STREAM = "SVC_EVENTS"
 APPLY_CONSUMER = "switchboard-apply"
@@ -52,19 +52,22 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 async def ensure_streams(js: JetStreamContext, duplicate_window_s: float, replicas: int = 1,
                          wait_s: float = 60.0, systems: Iterable[str] = (),
-                         max_age_s: float = 7 * 24 * 3600.0) -> None:
+                         max_age_s: float = 7 * 24 * 3600.0, per_site: frozenset[str] = frozenset()) -> None:
     """Create or update the streams, the apply consumer and each system's command consumer; idempotent
     across concurrent backends. Connectors may not create consumers (CONTRACT section 8): the backend
     makes one for every system it may send commands to.
 
     `replicas` is JetStream's copies of each stream: 3 on a three-node cluster survives losing a node.
     `max_age_s` bounds how long a message is kept (`SWITCHBOARD_STREAM_MAX_AGE_S`): nothing raw stays for
-    ever. A cluster that is still electing its leader answers late: keep asking for up to `wait_s`.
+    ever. The systems in `per_site` are commanded per site: their consumer says so, and the relay makes one
+    per site as their commands come (`site_command_consumer`). A cluster that is still electing its leader
+    answers late: keep asking for up to `wait_s`.
     """
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
         try:
-            return await _ensure_all(js, duplicate_window_s, replicas, max_age_s, sorted(set(systems)))
+            return await _ensure_all(js, duplicate_window_s, replicas, max_age_s, sorted(set(systems)),
+                                     per_site)
         except (nats.errors.TimeoutError, ServiceUnavailableError):
             if asyncio.get_running_loop().time() > deadline:
                 raise
@@ -73,7 +76,7 @@ async def ensure_streams(js: JetStreamContext, duplicate_window_s: float, replic
 
 
 async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas: int, max_age_s: float,
-                      systems: list[str]) -> None:
+                      systems: list[str], per_site: frozenset[str]) -> None:
     await _ensure_stream(js, StreamConfig(
         name=EVENTS_STREAM, subjects=["svc.events.>"], storage=StorageType.FILE,
         duplicate_window=duplicate_window_s, num_replicas=replicas, max_age=max_age_s,
@@ -87,14 +90,23 @@ async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas:
         filter_subject="svc.events.>", ack_wait=10, max_ack_pending=50_000,
     ))
     for system in systems:
-        await js.add_consumer(COMMANDS_STREAM, command_consumer(system))
+        await js.add_consumer(COMMANDS_STREAM, command_consumer(system, per_site=system in per_site))
 
 
-def command_consumer(system: str) -> ConsumerConfig:
-    """The durable pull consumer a system's connector reads its commands from; a command whose handling
+def command_consumer(system: str, *, per_site: bool = False) -> ConsumerConfig:
+    """The durable pull consumer a system's connectors read its commands from; a command whose handling
     outlasts `ack_wait` (the SDK's handle timeout is 10 s, and it marks each command in progress) is
-    redelivered."""
+    redelivered. Its metadata tells connectors limited to sites whether to read their sites' consumers."""
     return ConsumerConfig(durable_name=consumer_name(system), filter_subject=f"svc.commands.{system}.>",
+                          ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30,
+                          max_ack_pending=1000, metadata=PER_SITE_METADATA if per_site else {})
+
+
+def site_command_consumer(system: str, site: str) -> ConsumerConfig:
+    """The durable pull consumer of one site's commands of a system commanded per site: only the system's
+    connectors limited to that site may read it (switchboard/natsauth.py)."""
+    return ConsumerConfig(durable_name=consumer_name(system, site),
+                          filter_subject=f"svc.commands.{commands_to(system, site)}.>",
                           ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30,
                           max_ack_pending=1000)
 

@@ -91,6 +91,7 @@ class SwitchboardPlugin(InitPluginProtocol):
             check_secrets(settings)
             self.jwks = jwks_keys(settings)
             self.sites = load_sites(settings.sites)
+            _check_per_site(settings)
         except (ValueError, MissingSigningSecret, SitesError, OSError) as exc:
             raise SystemExit(f"switchboard backend not started: {exc}") from exc
         self.alerts = settings.alerts
@@ -118,7 +119,8 @@ class SwitchboardPlugin(InitPluginProtocol):
         streams = settings.streams
         await messaging.ensure_streams(js, streams.duplicate_window_s, streams.stream_replicas,
                                        max_age_s=streams.stream_max_age_s,
-                                       systems=_command_targets(settings))
+                                       systems=_command_targets(settings),
+                                       per_site=frozenset(settings.commands.commands_per_site))
         # the live bus's own connection: what it publishes reaches this replica's hub directly, not again
         hub: LiveHub | None = None
 
@@ -147,7 +149,8 @@ class SwitchboardPlugin(InitPluginProtocol):
             answer_timeout_s=commands.command_answer_timeout_s, backoff_s=commands.command_backoff_s,
             backoff_max_s=commands.command_backoff_max_s, max_attempts=commands.command_max_attempts,
         ), PacePolicy.from_section(integrations), interval_s=commands.command_relay_interval_s,
-            heartbeat_interval_s=integrations.heartbeat_interval_s)
+            heartbeat_interval_s=integrations.heartbeat_interval_s,
+            per_site=frozenset(commands.commands_per_site))
         monitor = IntegrationMonitor(pool, js, bus, _command_targets(settings),
                                      interval_s=integrations.integration_check_interval_s,
                                      figures_interval_s=integrations.integration_figures_interval_s,
@@ -279,6 +282,13 @@ def _log_server_error(exc: Exception, scope: Scope) -> None:
 
 def _command_targets(settings: BackendSettings) -> frozenset[str]:
     return SEED_SYSTEMS | frozenset(settings.ingest.extra_systems)
+
+
+def _check_per_site(settings: BackendSettings) -> None:
+    unknown = sorted(set(settings.commands.commands_per_site) - _command_targets(settings))
+    if unknown:
+        raise ValueError(f"SWITCHBOARD_COMMANDS_PER_SITE names {', '.join(unknown)}: not a system Switchboard"
+                         " commands (the seed systems and SWITCHBOARD_EXTRA_SYSTEMS)")
 
 
 def _resources(state: State) -> Resources:

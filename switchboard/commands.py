@@ -1,7 +1,10 @@
 """The command message of CONTRACT section 3, shared by the backend's outbox and the connectors.
 
 The backend publishes a `Command` on `svc.commands.<system>.<command>` with its id as
-`Nats-Msg-Id`; the connector of `<system>` answers it with a `command.result` event.
+`Nats-Msg-Id`; the connector of `<system>` answers it with a `command.result` event. A system commanded
+per site (`SWITCHBOARD_COMMANDS_PER_SITE`) gets its commands on `svc.commands.<system>@<site>.<command>`
+instead, read through a consumer per site, so that a connector limited to sites never receives another
+site's (docs/contract-notes.md).
 """
 
 from __future__ import annotations
@@ -20,9 +23,25 @@ System = Annotated[str, Meta(pattern=whole(SYSTEM_PATTERN))]
 COMMANDS_STREAM = "SVC_COMMANDS"
 
 
-def consumer_name(system: str) -> str:
-    """The durable pull consumer on SVC_COMMANDS that the backend creates for each system's connector."""
-    return f"connector-{system}"
+# the command consumer's metadata that says its system is commanded per site
+PER_SITE_METADATA = {"switchboard_commands": "per_site"}
+
+
+def site_token(site: str) -> str:
+    """A site as one subject token and as part of a consumer's name, neither of which may hold a `.`: its
+    dots become `~`, which no site code holds, so no two sites share a token."""
+    return site.replace(".", "~")
+
+
+def commands_to(system: str, site: str | None = None) -> str:
+    """The subject token a system's commands go to: the system's, or with `site` that site's of it."""
+    return system if site is None else f"{system}@{site_token(site)}"
+
+
+def consumer_name(system: str, site: str | None = None) -> str:
+    """The durable pull consumer on SVC_COMMANDS that the backend creates for a system's connectors, or with
+    `site` for its connectors of that site when the system is commanded per site."""
+    return f"connector-{commands_to(system, site)}"
 
 # The commands of the v1 routing rules (CONTRACT section 3).
 V1_COMMANDS = frozenset({"visit.hold", "ticket.prioritize", "visit.context", "staff.alert",
@@ -54,8 +73,8 @@ class Command(msgspec.Struct, kw_only=True, frozen=True):
     created_at: AwareTime
 
 
-def command_subject(command: Command) -> str:
-    return f"svc.commands.{command.system}.{command.command}"
+def command_subject(command: Command, *, per_site: bool = False) -> str:
+    return f"svc.commands.{commands_to(command.system, command.site if per_site else None)}.{command.command}"
 
 
 def command_result_id(command: Command) -> str:

@@ -103,13 +103,13 @@ def backend_permissions() -> dict[str, Any]:
 def connector_permissions(system: str, sites: tuple[str, ...] = ()) -> dict[str, Any]:
     """A connector of `system`: its events (only its sites' journey events when limited), its heartbeats,
     replies to the snapshot requests it was sent (only its sites' when limited), and its own commands through
-    the backend's consumer."""
+    the backend's consumer (and its sites' consumers, for a system commanded per site, when limited)."""
     try:  # names become subject tokens: a `*` or `>` in one would widen the permission
         msgspec.convert(system, System)
         msgspec.convert(list(sites), list[Code])
     except msgspec.ValidationError as exc:
         raise ValueError(f"not a system and site codes: {exc}") from exc
-    consumer = consumer_name(system)
+    consumers = [consumer_name(system), *(consumer_name(system, site) for site in sites)]
     events = [f"svc.events.{system}.*.*.{site}" for site in sites] if sites else [f"svc.events.{system}.>"]
     if sites:
         # heartbeats carry no site, so no site token; command results carry the command's (contract notes)
@@ -121,9 +121,10 @@ def connector_permissions(system: str, sites: tuple[str, ...] = ()) -> dict[str,
     return {
         "pub": {"allow": [
             *events, f"svc.heartbeat.{system}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{COMMANDS_STREAM}.{consumer}",
-            f"$JS.API.CONSUMER.INFO.{COMMANDS_STREAM}.{consumer}",
-            f"$JS.ACK.{COMMANDS_STREAM}.{consumer}.>",
+            *(subject for consumer in consumers for subject in (
+                f"$JS.API.CONSUMER.MSG.NEXT.{COMMANDS_STREAM}.{consumer}",
+                f"$JS.API.CONSUMER.INFO.{COMMANDS_STREAM}.{consumer}",
+                f"$JS.ACK.{COMMANDS_STREAM}.{consumer}.>")),
         ]},
         "sub": {"allow": [
             *snapshots, f"{inbox_prefix(system)}.>",

@@ -58,6 +58,12 @@ def nats_channels() -> list[Channel]:
                             + ", ".join(f"`{c}`" for c in sorted({*V1_COMMANDS, RECORD_PUSH,
                                                                   *FLOOR_COMMANDS.values()})),
                 messages={"Command": Command}, action="send", parameters=("system", "command")),
+        Channel(key="commands_site", address="svc.commands.{system}@{site}.{command}", server="nats",
+                description="the same commands of a system commanded per site"
+                            " (SWITCHBOARD_COMMANDS_PER_SITE), the site's dots as `~`: read through the"
+                            " site's own consumer `connector-<system>@<site>`, by connectors limited to"
+                            " that site only",
+                messages={"Command": Command}, action="send", parameters=("system", "site", "command")),
         Channel(key="snapshot", address="svc.snapshot.{system}", server="nats",
                 description="request/reply: the records a system holds for a site and day, paged by ref;"
                             " errors as NATS micro headers (503 unavailable, 400 bad request). Asked when"

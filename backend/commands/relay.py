@@ -33,7 +33,8 @@ from backend.failures.services import CommandFailure, record_command_failures
 from backend.integrations import health
 from backend.integrations import pace as pacing
 from backend.live.bus import LiveBus
-from switchboard.commands import Command, command_subject
+from backend.messaging import site_command_consumer
+from switchboard.commands import COMMANDS_STREAM, Command, command_subject
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,9 @@ ORDER BY c.system, c.seq LIMIT $2 FOR UPDATE OF c
 class CommandRelay:
     def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, bus: LiveBus, policy: DeliveryPolicy,
                  pace: pacing.PacePolicy, *,
-                 interval_s: float, heartbeat_interval_s: float, batch: int = 200) -> None:
+                 interval_s: float, heartbeat_interval_s: float, batch: int = 200,
+                 per_site: frozenset[str] = frozenset()) -> None:
+        """`per_site`: the systems commanded per site (`SWITCHBOARD_COMMANDS_PER_SITE`)."""
         self.pool = pool
         self.bus = bus
         self.js = js
@@ -103,6 +106,8 @@ class CommandRelay:
         self.interval_s = interval_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.batch = batch
+        self.per_site = per_site
+        self._site_consumers: set[tuple[str, str]] = set()  # made (or found) by this relay
 
     async def run(self) -> None:
         while True:
@@ -157,8 +162,14 @@ class CommandRelay:
                               journey_id=row["journey_id"],
                               refs=list(row["refs"]), site=site, data=msgspec.json.decode(row["data"]),
                               attempt=attempt, created_at=row["created_at"])
+            per_site = system in self.per_site
             try:
-                await self.js.publish(command_subject(command), msgspec.json.encode(command),
+                if per_site and (system, site) not in self._site_consumers:
+                    # made before the site's first command is published, so that none goes unread
+                    await self.js.add_consumer(COMMANDS_STREAM, site_command_consumer(system, site))
+                    self._site_consumers.add((system, site))
+                await self.js.publish(command_subject(command, per_site=per_site),
+                                      msgspec.json.encode(command),
                                       headers={"Nats-Msg-Id": message_id(row["id"], attempt)})
             except (NatsError, TimeoutError) as exc:
                 log.warning("publishing commands for %s stopped (%s)", system, type(exc).__name__)

@@ -2,8 +2,9 @@
 
 The spool opens first, so the connector can emit before NATS is reachable; the NATS side
 connects in the background and keeps reconnecting. Commands come from a durable pull consumer
-per system on SVC_COMMANDS; each is acknowledged only after its `command.result` is spooled, so
-a crash between the two redelivers the command and the same result id is sent again.
+per system on SVC_COMMANDS, and for a connector limited to sites of a system commanded per site from its
+sites' consumers; each is acknowledged only after its `command.result` is spooled, so a crash between the
+two redelivers the command and the same result id is sent again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -28,7 +30,13 @@ from connectors.sdk.connector import Connector, Outcome, Unavailable
 from connectors.sdk.publisher import Publisher
 from connectors.sdk.spool import Spool
 from switchboard import bus
-from switchboard.commands import COMMANDS_STREAM, command_result_id, consumer_name, decode_command
+from switchboard.commands import (
+    COMMANDS_STREAM,
+    PER_SITE_METADATA,
+    command_result_id,
+    consumer_name,
+    decode_command,
+)
 from switchboard.events import CloudEvent, Code, EventId, nats_msg_id, nats_subject
 from switchboard.natsauth import inbox_prefix
 from switchboard.snapshots import BAD_REQUEST, UNAVAILABLE, SnapshotPage, decode_request, snapshot_subject
@@ -192,23 +200,46 @@ class ConnectorRuntime:
         assert self.nc is not None
         js = self.nc.jetstream()
         system = self.connector.system
+        bound = await self._bind(js, consumer_name(system))
+        if bound is None:
+            return
+        subscription, per_site = bound
+        self.ready.set()
+        readers = [self._read_commands(subscription)]
+        if per_site and self.sites:
+            # each site's in order; different sites' may be handled at once
+            readers += [self._read_site_commands(js, site) for site in self.sites]
+        elif per_site:
+            log.warning("%s is commanded per site (SWITCHBOARD_COMMANDS_PER_SITE): a connector not limited to"
+                        " sites receives none of its commands", system)
+        await asyncio.gather(*readers)
+
+    async def _bind(self, js: JetStreamContext,
+                    name: str) -> tuple[JetStreamContext.PullSubscription, bool] | None:
+        """A pull subscription to the consumer `name`, once the backend has made it (CONTRACT section 8: a
+        connector may only read it), and whether it says its system is commanded per site."""
         waited = False
         while not self._stopping:
             try:
-                # the backend creates it (CONTRACT section 8): a connector may only read it
-                await js.consumer_info(COMMANDS_STREAM, consumer_name(system))
-                subscription = await js.pull_subscribe_bind(durable=consumer_name(system),
-                                                            stream=COMMANDS_STREAM)
-                self.ready.set()
-                break
+                info = await js.consumer_info(COMMANDS_STREAM, name)
+                subscription = await js.pull_subscribe_bind(durable=name, stream=COMMANDS_STREAM)
+                metadata = info.config.metadata or {}
+                return subscription, PER_SITE_METADATA.items() <= metadata.items()
             except (NotFoundError, ServiceUnavailableError, NatsTimeoutError, TimeoutError) as exc:
                 if not waited:
-                    log.info("%s: waiting for its consumer %s on %s (%s)", system, consumer_name(system),
+                    log.info("%s: waiting for its consumer %s on %s (%s)", self.connector.system, name,
                              COMMANDS_STREAM, type(exc).__name__)
                     waited = True
                 await asyncio.sleep(1.0)
-        else:
-            return
+        return None
+
+    async def _read_site_commands(self, js: JetStreamContext, site: str) -> None:
+        """One site's commands: the backend makes the site's consumer before its first command."""
+        bound = await self._bind(js, consumer_name(self.connector.system, site))
+        if bound is not None:
+            await self._read_commands(bound[0])
+
+    async def _read_commands(self, subscription: JetStreamContext.PullSubscription) -> None:
         while not self._stopping:
             try:
                 messages = await subscription.fetch(50, timeout=1.0)
@@ -218,7 +249,8 @@ class ConnectorRuntime:
                 log.debug("command fetch failed: %s", type(exc).__name__)
                 await asyncio.sleep(0.5)
                 continue
-            for message in messages:  # in stream order: commands for one system are answered in order
+            # in stream order: one consumer's commands (a system's, or one site's of it) are answered in order
+            for message in messages:
                 if not self._ours(message.data):
                     # the system's connectors share one consumer: another site's command goes back for a
                     # connector of that site (a profile limited to sites may neither do nor answer it), later

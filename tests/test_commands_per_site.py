@@ -1,0 +1,207 @@
+"""A system commanded per site (SWITCHBOARD_COMMANDS_PER_SITE): each site's commands on a subject and a
+consumer of their own, which only that site's connector profiles may read. On real servers: an
+authenticated NATS and a backend of this module's own (queue commanded per site), profiles issued by
+`switchboard connector profile`, commands made by the v1 rules."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import nats.errors
+import nats.js.errors
+import pytest
+from dotenv import dotenv_values
+from nats.aio.client import Client as NATS
+
+from backend import messaging
+from backend.app import create_app
+from connectors.sdk import Connector, ConnectorRuntime, Outcome
+from switchboard import bus
+from switchboard.commands import COMMANDS_STREAM, PER_SITE_METADATA, Command, consumer_name
+from switchboard.natsauth import inbox_prefix
+from tests.support.backends import JWT_SECRET
+from tests.support.events import cloud_event, publish
+from tests.support.settings import backend_settings
+from tests.support.waits import eventually
+from tools.backend_process import BackendProcess
+from tools.bench.common import scratch_database
+from tools.embedded import EmbeddedNats
+
+
+@dataclass
+class World:
+    server: EmbeddedNats
+    database_url: str
+    nc: NATS  # the backend's credentials: the harness
+    folder: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SWITCHBOARD_DATABASE_URL": self.database_url,
+                "SWITCHBOARD_NATS_URL": self.server.url, "SWITCHBOARD_NATS_CREDS": self.server.creds or "",
+                "SWITCHBOARD_JWT_SECRET": JWT_SECRET, "SWITCHBOARD_DATA_DIR": str(self.folder / "data"),
+                "SWITCHBOARD_LOG_LEVEL": "WARNING", "SWITCHBOARD_COMMANDS_PER_SITE": "queue",
+                "SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "0.1", "SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S": "10"}
+
+    def profile(self, system: str, site: str) -> dict[str, str]:
+        out = self.folder / f"profiles-{uuid.uuid4().hex[:6]}"
+        assert self.server.issuer is not None
+        subprocess.run([sys.executable, "-m", "tools.cli", "connector", "profile", "--system", system,
+                        "--site", site, "--out", str(out), "--issuer", str(self.server.issuer.folder)],
+                       env=self.env(), capture_output=True, text=True, timeout=60, check=True)
+        return {k: v for k, v in dotenv_values(out / f"{system}.env").items() if v is not None}
+
+
+@pytest.fixture(scope="module")
+async def world(server_urls, workdir) -> AsyncIterator[World]:
+    folder = workdir / f"per-site-{uuid.uuid4().hex[:6]}"
+    server = EmbeddedNats(folder / "nats")
+    server.start()
+    try:
+        async with scratch_database(server_urls["database_url"], "persite") as database_url:
+            nc = await bus.connect(server.url, "test-per-site", creds=server.creds)
+            probe = World(server, database_url, nc, folder)
+            backend = BackendProcess(probe.env(), folder / "backend.log").start()
+            try:
+                await asyncio.to_thread(backend.wait_ready)
+                yield probe
+            finally:
+                await nc.close()
+                backend.stop()
+    finally:
+        server.stop()
+
+
+class Desk(Connector):
+    """A queue connector that does every visit context it is sent and remembers each command's site."""
+
+    system = "queue"
+    commands = frozenset({"visit.context"})
+
+    def __init__(self, instance: str) -> None:
+        super().__init__(instance)
+        self.sites: list[str] = []
+
+    async def handle(self, command: Command) -> Outcome:
+        self.sites.append(command.site)
+        return Outcome("ok")
+
+
+def phone_booking(site: str) -> dict[str, object]:
+    """An appointment booked by phone at `site`: the v1 rules send queue a `visit.context` for it."""
+    return cloud_event("appointment.booked", f"appointments:A-{uuid.uuid4().hex[:8]}", {
+        "site": site, "service": "passport", "channel": "phone",
+        "slot_start": (datetime.now(UTC) + timedelta(hours=2)).isoformat()})
+
+
+async def command_statuses(world: World, site: str) -> list[str]:
+    conn = await asyncpg.connect(world.database_url)
+    try:
+        return [r["status"] for r in await conn.fetch("SELECT status FROM commands WHERE site = $1", site)]
+    finally:
+        await conn.close()
+
+
+def test_a_system_not_commanded_cannot_be_commanded_per_site():
+    with pytest.raises(SystemExit, match="SWITCHBOARD_COMMANDS_PER_SITE names nosuch: not a system"):
+        create_app(backend_settings(database_url="postgresql://unused", nats_url="nats://unused",
+                                    jwt_secret=JWT_SECRET, commands_per_site=("nosuch",)))
+
+
+async def test_each_sites_connector_gets_its_sites_commands_only(world, uid, tmp_path):
+    # a site holding a dot: one subject token and a consumer name all the same
+    north, south = f"north-{uid}", f"south.{uid}"
+    desks = {site: Desk(site.replace(".", "-")) for site in (north, south)}
+    runtimes = []
+    for site, desk in desks.items():
+        profile = world.profile("queue", site)
+        runtimes.append(ConnectorRuntime(desk, nats_url=profile["SWITCHBOARD_NATS_URL"], sites=(site,),
+                                         creds=profile["SWITCHBOARD_NATS_CREDS"],
+                                         data_dir=tmp_path / site, heartbeat_interval=1))
+    js = world.nc.jetstream()
+    try:
+        for runtime in runtimes:
+            await runtime.start()
+            async with asyncio.timeout(30):
+                await runtime.ready.wait()
+        for site in (north, south, north):
+            await publish(js, phone_booking(site))
+
+        async def answered() -> bool:
+            return (await command_statuses(world, north) == ["ok", "ok"]
+                    and await command_statuses(world, south) == ["ok"])
+
+        assert await eventually(answered, timeout=30)
+        assert desks[north].sites == [north, north]
+        assert desks[south].sites == [south]
+    finally:
+        for runtime in runtimes:
+            await runtime.stop()
+    # each site's commands went to its own subject and consumer, none to the system's shared one
+    info = await js.consumer_info(COMMANDS_STREAM, consumer_name("queue"))
+    assert PER_SITE_METADATA.items() <= (info.config.metadata or {}).items()
+    assert info.delivered.stream_seq == 0
+    for site, count in ((north, 2), (south, 1)):
+        site_consumer = await js.consumer_info(COMMANDS_STREAM, consumer_name("queue", site))
+        assert site_consumer.config.filter_subject == f"svc.commands.queue@{site.replace('.', '~')}.>"
+        assert site_consumer.ack_floor.stream_seq > 0 and site_consumer.num_pending == 0
+        held = await js.stream_info(COMMANDS_STREAM, subjects_filter=site_consumer.config.filter_subject)
+        assert sum((held.state.subjects or {}).values()) == count
+
+
+async def test_a_connector_of_one_site_cannot_read_another_sites_commands(world, uid):
+    north, south = f"north-{uid}", f"south-{uid}"
+    await publish(world.nc.jetstream(), phone_booking(south))  # no connector of south runs
+    js = world.nc.jetstream()
+
+    async def made() -> bool:
+        try:
+            return (await js.consumer_info(COMMANDS_STREAM, consumer_name("queue", south))).num_pending > 0
+        except nats.js.errors.NotFoundError:
+            return False
+
+    assert await eventually(made, timeout=30)
+    profile = world.profile("queue", north)
+    errors: list[Exception] = []
+
+    async def collect(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = await bus.connect(profile["SWITCHBOARD_NATS_URL"], "test-north",
+                           creds=profile["SWITCHBOARD_NATS_CREDS"], inbox_prefix=inbox_prefix("queue"),
+                           reconnect=False, error_cb=collect)
+    try:
+        for api in ("MSG.NEXT", "INFO"):
+            with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+                await nc.request(f"$JS.API.CONSUMER.{api}.{COMMANDS_STREAM}.{consumer_name('queue', south)}",
+                                 b'{"batch": 1, "expires": 500000000}', timeout=1)
+        # its own site's consumer it may ask about (made when north's first command comes)
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await nc.jetstream().consumer_info(COMMANDS_STREAM, consumer_name("queue", north))
+    finally:
+        await nc.close()
+    refused = " ".join(str(e) for e in errors).lower()
+    assert "permissions violation" in refused and consumer_name("queue", south).lower() in refused
+    south_consumer = await js.consumer_info(COMMANDS_STREAM, consumer_name("queue", south))
+    assert south_consumer.delivered.stream_seq == 0 and south_consumer.num_pending > 0
+
+
+async def test_the_shared_consumer_says_when_its_system_is_commanded_per_site(world):
+    js = world.nc.jetstream()
+    queue = await js.consumer_info(COMMANDS_STREAM, consumer_name("queue"))
+    crm = await js.consumer_info(COMMANDS_STREAM, consumer_name("crm"))
+    assert PER_SITE_METADATA.items() <= (queue.config.metadata or {}).items()
+    assert not PER_SITE_METADATA.items() <= (crm.config.metadata or {}).items()
+    # told again without it (a backend started without the setting), the consumer no longer says so
+    await messaging.ensure_streams(js, 120.0, systems=["queue"])
+    queue = await js.consumer_info(COMMANDS_STREAM, consumer_name("queue"))
+    assert not PER_SITE_METADATA.items() <= (queue.config.metadata or {}).items()
+    await messaging.ensure_streams(js, 120.0, systems=["queue"], per_site=frozenset({"queue"}))
