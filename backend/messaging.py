@@ -96,7 +96,8 @@ async def _ensure_all(js: JetStreamContext, duplicate_window_s: float, replicas:
 def command_consumer(system: str, *, per_site: bool = False) -> ConsumerConfig:
     """The durable pull consumer a system's connectors read its commands from; a command whose handling
     outlasts `ack_wait` (the SDK's handle timeout is 10 s, and it marks each command in progress) is
-    redelivered. Its metadata tells connectors limited to sites whether to read their sites' consumers."""
+    redelivered. Its metadata says whether the system is commanded per site (the SDK then asks for its sites'
+    consumers every second, and a connector not limited to sites says it will get no command)."""
     return ConsumerConfig(durable_name=consumer_name(system), filter_subject=f"svc.commands.{system}.>",
                           ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30,
                           max_ack_pending=1000, metadata=PER_SITE_METADATA if per_site else {})
@@ -105,9 +106,11 @@ def command_consumer(system: str, *, per_site: bool = False) -> ConsumerConfig:
 def site_command_consumer(system: str, site: str) -> ConsumerConfig:
     """The durable pull consumer of one site's commands of a system commanded per site: only the system's
     connectors limited to that site may read it (switchboard/natsauth.py)."""
+    # made before the site's first command: a consumer made again (deleted meanwhile) must not deliver
+    # again what the stream still holds, answered or given up long ago; what was unanswered is sent again
     return ConsumerConfig(durable_name=consumer_name(system, site),
                           filter_subject=f"svc.commands.{commands_to(system, site)}.>",
-                          ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30,
+                          ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=30,
                           max_ack_pending=1000)
 
 

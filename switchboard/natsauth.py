@@ -91,9 +91,14 @@ def write_secret(path: Path, text: str) -> Path:
 # --- what each identity may do ------------------------------------------------------------------
 
 
-def inbox_prefix(system: str) -> str:
-    """A connector's own reply inbox: it may subscribe there and nowhere else among replies."""
-    return f"_INBOX_{system}"
+def inbox_prefix(system: str, sites: tuple[str, ...] = ()) -> str:
+    """A connector's own reply inbox: it may subscribe there and nowhere else among replies. A profile limited
+    to sites gets one of its sites' own, so that it never reads what a pull of another site's commands
+    brought another profile of its system (its `.env` names it: SWITCHBOARD_CONNECTOR_INBOX)."""
+    if not sites:
+        return f"_INBOX_{system}"
+    digest = hashlib.sha256("\n".join(sorted(set(sites))).encode()).hexdigest()[:16]
+    return f"_INBOX_{system}@{digest}"
 
 
 def backend_permissions() -> dict[str, Any]:
@@ -127,7 +132,7 @@ def connector_permissions(system: str, sites: tuple[str, ...] = ()) -> dict[str,
                 f"$JS.ACK.{COMMANDS_STREAM}.{consumer}.>")),
         ]},
         "sub": {"allow": [
-            *snapshots, f"{inbox_prefix(system)}.>",
+            *snapshots, f"{inbox_prefix(system, sites)}.>",
             # nats.micro's discovery endpoints for its own snapshot service
             "$SRV.PING", "$SRV.INFO", "$SRV.STATS", f"$SRV.*.{service}", f"$SRV.*.{service}.>",
         ]},

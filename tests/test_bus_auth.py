@@ -99,7 +99,8 @@ async def as_connector(profile: dict[str, str], system: str) -> tuple[NATS, list
         errors.append(exc)
 
     nc = await bus.connect(profile["SWITCHBOARD_NATS_URL"], f"test-{system}",
-                           creds=profile["SWITCHBOARD_NATS_CREDS"], inbox_prefix=inbox_prefix(system),
+                           creds=profile["SWITCHBOARD_NATS_CREDS"],
+                           inbox_prefix=profile.get("SWITCHBOARD_CONNECTOR_INBOX") or inbox_prefix(system),
                            reconnect=False, error_cb=collect)
     return nc, errors
 
@@ -304,6 +305,7 @@ async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consum
     desk = Desk(site, f"T-{uid}")
     async with ConnectorRuntime(desk, nats_url=profile["SWITCHBOARD_NATS_URL"], data_dir=tmp_path,
                                 sites=(site,), creds=profile["SWITCHBOARD_NATS_CREDS"],
+                                inbox=profile["SWITCHBOARD_CONNECTOR_INBOX"],
                                 heartbeat_interval=1) as runtime:
         async with asyncio.timeout(30):
             await runtime.ready.wait()
@@ -363,6 +365,7 @@ async def test_a_site_limited_connector_does_and_answers_only_its_sites_commands
     summaries = Summaries()
     async with ConnectorRuntime(summaries, nats_url=profile["SWITCHBOARD_NATS_URL"], data_dir=tmp_path,
                                 sites=(site,), creds=profile["SWITCHBOARD_NATS_CREDS"],
+                                inbox=profile["SWITCHBOARD_CONNECTOR_INBOX"],
                                 heartbeat_interval=1) as runtime:
         for command in commands:
             await js.publish("svc.commands.crm.journey.summary", msgspec.json.encode(command),

@@ -10,12 +10,13 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import nats.errors
 import nats.js.errors
 import pytest
@@ -26,7 +27,7 @@ from backend import messaging
 from backend.app import create_app
 from connectors.sdk import Connector, ConnectorRuntime, Outcome
 from switchboard import bus
-from switchboard.commands import COMMANDS_STREAM, PER_SITE_METADATA, Command, consumer_name
+from switchboard.commands import COMMANDS_STREAM, PER_SITE_METADATA, Command, command_subject, consumer_name
 from switchboard.natsauth import inbox_prefix
 from tests.support.backends import JWT_SECRET
 from tests.support.events import cloud_event, publish
@@ -81,7 +82,7 @@ async def world(server_urls, workdir) -> AsyncIterator[World]:
 
 
 class Desk(Connector):
-    """A queue connector that does every visit context it is sent and remembers each command's site."""
+    """A queue connector that does every visit context it is sent and remembers each command's site and id."""
 
     system = "queue"
     commands = frozenset({"visit.context"})
@@ -89,10 +90,19 @@ class Desk(Connector):
     def __init__(self, instance: str) -> None:
         super().__init__(instance)
         self.sites: list[str] = []
+        self.ids: list[str] = []
 
     async def handle(self, command: Command) -> Outcome:
         self.sites.append(command.site)
+        self.ids.append(command.id)
         return Outcome("ok")
+
+
+def holds(predicate: Callable[[], object]) -> Callable[[], Awaitable[object]]:
+    async def probe() -> object:
+        return predicate()
+
+    return probe
 
 
 def phone_booking(site: str) -> dict[str, object]:
@@ -125,6 +135,7 @@ async def test_each_sites_connector_gets_its_sites_commands_only(world, uid, tmp
         profile = world.profile("queue", site)
         runtimes.append(ConnectorRuntime(desk, nats_url=profile["SWITCHBOARD_NATS_URL"], sites=(site,),
                                          creds=profile["SWITCHBOARD_NATS_CREDS"],
+                                         inbox=profile["SWITCHBOARD_CONNECTOR_INBOX"],
                                          data_dir=tmp_path / site, heartbeat_interval=1))
     js = world.nc.jetstream()
     try:
@@ -176,7 +187,8 @@ async def test_a_connector_of_one_site_cannot_read_another_sites_commands(world,
         errors.append(exc)
 
     nc = await bus.connect(profile["SWITCHBOARD_NATS_URL"], "test-north",
-                           creds=profile["SWITCHBOARD_NATS_CREDS"], inbox_prefix=inbox_prefix("queue"),
+                           creds=profile["SWITCHBOARD_NATS_CREDS"],
+                           inbox_prefix=profile["SWITCHBOARD_CONNECTOR_INBOX"],
                            reconnect=False, error_cb=collect)
     try:
         for api in ("MSG.NEXT", "INFO"):
@@ -191,7 +203,36 @@ async def test_a_connector_of_one_site_cannot_read_another_sites_commands(world,
     refused = " ".join(str(e) for e in errors).lower()
     assert "permissions violation" in refused and consumer_name("queue", south).lower() in refused
     south_consumer = await js.consumer_info(COMMANDS_STREAM, consumer_name("queue", south))
-    assert south_consumer.delivered.stream_seq == 0 and south_consumer.num_pending > 0
+    assert south_consumer.delivered.consumer_seq == 0 and south_consumer.num_pending > 0
+
+
+async def test_a_connector_of_one_site_cannot_listen_where_another_sites_pulls_are_answered(world, uid):
+    """A pull's messages come to the inbox of whoever pulled: each site's profiles have an inbox of their own
+    (a shared one per system let a north profile read the commands a south profile pulled)."""
+    north, south = world.profile("queue", f"north-{uid}"), world.profile("queue", f"south-{uid}")
+    assert north["SWITCHBOARD_CONNECTOR_INBOX"] != south["SWITCHBOARD_CONNECTOR_INBOX"]
+    errors: list[Exception] = []
+
+    async def collect(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = await bus.connect(north["SWITCHBOARD_NATS_URL"], "test-north-inbox",
+                           creds=north["SWITCHBOARD_NATS_CREDS"],
+                           inbox_prefix=north["SWITCHBOARD_CONNECTOR_INBOX"], reconnect=False,
+                           error_cb=collect)
+    try:
+        for elsewhere in (south["SWITCHBOARD_CONNECTOR_INBOX"], inbox_prefix("queue")):
+            await nc.subscribe(f"{elsewhere}.>")
+            await nc.flush(timeout=2)
+        await nc.subscribe(f"{north['SWITCHBOARD_CONNECTOR_INBOX']}.>")  # its own
+        await nc.flush(timeout=2)
+    finally:
+        await nc.close()
+    refused = " ".join(str(e) for e in errors).lower()
+    assert refused.count("permissions violation for subscription") == 2, refused
+    assert south["SWITCHBOARD_CONNECTOR_INBOX"].lower() in refused
+    assert f"{inbox_prefix('queue')}.>".lower() in refused
+    assert north["SWITCHBOARD_CONNECTOR_INBOX"].lower() not in refused
 
 
 async def test_the_shared_consumer_says_when_its_system_is_commanded_per_site(world):
@@ -200,8 +241,45 @@ async def test_the_shared_consumer_says_when_its_system_is_commanded_per_site(wo
     crm = await js.consumer_info(COMMANDS_STREAM, consumer_name("crm"))
     assert PER_SITE_METADATA.items() <= (queue.config.metadata or {}).items()
     assert not PER_SITE_METADATA.items() <= (crm.config.metadata or {}).items()
-    # told again without it (a backend started without the setting), the consumer no longer says so
-    await messaging.ensure_streams(js, 120.0, systems=["queue"])
-    queue = await js.consumer_info(COMMANDS_STREAM, consumer_name("queue"))
-    assert not PER_SITE_METADATA.items() <= (queue.config.metadata or {}).items()
-    await messaging.ensure_streams(js, 120.0, systems=["queue"], per_site=frozenset({"queue"}))
+    try:
+        # told again without it (a backend started without the setting), the consumer no longer says so
+        await messaging.ensure_streams(js, 120.0, systems=["queue"])
+        queue = await js.consumer_info(COMMANDS_STREAM, consumer_name("queue"))
+        assert not PER_SITE_METADATA.items() <= (queue.config.metadata or {}).items()
+    finally:
+        await messaging.ensure_streams(js, 120.0, systems=["queue"], per_site=frozenset({"queue"}))
+
+
+async def test_a_site_connector_reads_its_sites_consumer_whatever_the_setting_and_binds_again(world, uid,
+                                                                                              tmp_path):
+    """The setting may change while a connector runs: it reads its sites' consumers all the same. A site
+    consumer deleted and made again is bound to again, and delivers only what comes after it."""
+    site = f"east.{uid}"
+    js = world.nc.jetstream()
+    profile = world.profile("queue", site)
+    desk = Desk("east")
+
+    async def command(n: int) -> Command:
+        sent = Command(id=f"cmd-{uid}-{n}", system="queue", command="visit.context", journey_id=uuid.uuid4(),
+                       refs=[f"queue:E-{uid}"], site=site, created_at=datetime.now(UTC))
+        await js.publish(command_subject(sent, per_site=True), msgspec.json.encode(sent),
+                         headers={"Nats-Msg-Id": sent.id})
+        return sent
+
+    try:
+        await messaging.ensure_streams(js, 120.0, systems=["queue"])  # the system's consumer says nothing
+        await js.add_consumer(COMMANDS_STREAM, messaging.site_command_consumer("queue", site))
+        async with ConnectorRuntime(desk, nats_url=profile["SWITCHBOARD_NATS_URL"], sites=(site,),
+                                    creds=profile["SWITCHBOARD_NATS_CREDS"],
+                                    inbox=profile["SWITCHBOARD_CONNECTOR_INBOX"], data_dir=tmp_path,
+                                    heartbeat_interval=1) as runtime:
+            async with asyncio.timeout(30):
+                await runtime.ready.wait()
+            first = await command(1)
+            assert await eventually(holds(lambda: desk.ids == [first.id]), timeout=20)
+            await js.delete_consumer(COMMANDS_STREAM, consumer_name("queue", site))
+            await js.add_consumer(COMMANDS_STREAM, messaging.site_command_consumer("queue", site))
+            second = await command(2)
+            assert await eventually(holds(lambda: desk.ids == [first.id, second.id]), timeout=30), desk.ids
+    finally:
+        await messaging.ensure_streams(js, 120.0, systems=["queue"], per_site=frozenset({"queue"}))

@@ -84,14 +84,16 @@ async def run_simulation(*, systems: list[str], sites: list[str], speed: float, 
 def _sim(args: argparse.Namespace) -> None:
     bus = load_section(BusSection)
     systems = _csv(args.systems)
-    # each system with its own profile's credentials, or all with the process's
+    # each system with its own profile's credentials (and authority, for TLS), or all with the process's
     creds = {s: str(Path(args.profiles) / f"{s}.creds") for s in systems} if args.profiles \
         else {s: bus.nats_creds for s in systems if bus.nats_creds}
+    profiles_ca = Path(args.profiles) / "nats-ca.pem" if args.profiles else None
+    tls_ca = str(profiles_ca) if profiles_ca and profiles_ca.exists() else bus.nats_tls_ca
     print(f"simulating {args.systems} for sites {args.sites} at {args.speed}x (Ctrl-C stops)", flush=True)
     try:
         asyncio.run(run_simulation(
             systems=systems, sites=_csv(args.sites), speed=args.speed, creds=creds,
-            arrivals_per_hour=args.arrivals_per_hour, nats_url=_nats_url(), tls_ca=bus.nats_tls_ca,
+            arrivals_per_hour=args.arrivals_per_hour, nats_url=_nats_url(), tls_ca=tls_ca,
             data_dir=Path(load_section(TokenSection).data_dir) / "connectors", faults=_faults_from_args(args),
             admin_port=args.admin_port, services=_services(args.services)))
     except KeyboardInterrupt:
@@ -114,10 +116,10 @@ def _run(args: argparse.Namespace) -> None:
     data_dir = Path(load_section(TokenSection).data_dir) / "connectors"
 
     async def run() -> None:
-        bus = load_section(BusSection)
+        bus, profile = load_section(BusSection), load_section(ConnectorSection)
         async with ConnectorRuntime(connector, nats_url=_nats_url(), data_dir=data_dir,
                                     creds=bus.nats_creds, tls_ca=bus.nats_tls_ca,
-                                    sites=load_section(ConnectorSection).connector_sites):
+                                    sites=profile.connector_sites, inbox=profile.connector_inbox):
             await asyncio.Event().wait()
 
     try:
@@ -176,7 +178,7 @@ def issue_profile(issuer_dir: Path, *, system: str, sites: list[str], out: Path,
                   backend_url: str, tls_ca: str | None = None) -> Path:
     """Write `<out>/<system>.env` and the credentials file beside it (both owner-only), and with `tls_ca` (the
     NATS servers' certificate authority) a copy of it as `<out>/nats-ca.pem`; the .env's path."""
-    from switchboard.natsauth import Issuer, write_secret  # noqa: PLC0415
+    from switchboard.natsauth import Issuer, inbox_prefix, write_secret  # noqa: PLC0415
 
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     creds = write_secret(out.resolve() / f"{system}.creds",
@@ -188,7 +190,8 @@ def issue_profile(issuer_dir: Path, *, system: str, sites: list[str], out: Path,
         ca.write_bytes(Path(tls_ca).read_bytes())
         lines.append(f"SWITCHBOARD_NATS_TLS_CA={ca}")
     if sites:
-        lines.append(f"SWITCHBOARD_CONNECTOR_SITES={','.join(sites)}")
+        lines += [f"SWITCHBOARD_CONNECTOR_SITES={','.join(sites)}",
+                  f"SWITCHBOARD_CONNECTOR_INBOX={inbox_prefix(system, tuple(sites))}"]
     return write_secret(out.resolve() / f"{system}.env", "\n".join(lines) + "\n")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -26,6 +27,7 @@ import asyncpg
 import msgspec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.errors import APIError as JetStreamAPIError
 
 from backend.commands import lifecycle
 from backend.db import lock_key
@@ -37,6 +39,7 @@ from backend.messaging import site_command_consumer
 from switchboard.commands import COMMANDS_STREAM, Command, command_subject
 
 log = logging.getLogger(__name__)
+_SITE_CONSUMER_RECHECK_S = 300.0
 
 _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                 asyncpg.ConnectionDoesNotExistError,
@@ -107,7 +110,8 @@ class CommandRelay:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.batch = batch
         self.per_site = per_site
-        self._site_consumers: set[tuple[str, str]] = set()  # made (or found) by this relay
+        # (system, site): when this relay last made the consumer of that site's commands
+        self._site_consumers: dict[tuple[str, str], float] = {}
 
     async def run(self) -> None:
         while True:
@@ -145,13 +149,14 @@ class CommandRelay:
         granted = await pacing.allowance(conn, system, sorted({r["site"] for r in rows}), self.pace)
         budget = granted.floor_budget
         floor_held: set[str] = set()
+        unready: set[str] = set()  # sites whose consumer could not be made: their commands wait, in order
         sent: list[UUID] = []
         for row in rows:
             if len(sent) >= granted.commands:
                 break
             site = row["site"]
-            if site in floor_held:
-                continue  # an earlier command of this site waits for the floor: keep the site's order
+            if site in floor_held or site in unready:
+                continue  # an earlier command of this site waits (the floor, its consumer): keep the order
             if row["command"] in self.pace.staff_commands and site in budget:
                 if budget[site] <= 0:
                     floor_held.add(site)
@@ -164,10 +169,9 @@ class CommandRelay:
                               attempt=attempt, created_at=row["created_at"])
             per_site = system in self.per_site
             try:
-                if per_site and (system, site) not in self._site_consumers:
-                    # made before the site's first command is published, so that none goes unread
-                    await self.js.add_consumer(COMMANDS_STREAM, site_command_consumer(system, site))
-                    self._site_consumers.add((system, site))
+                if per_site and not await self._site_consumer(system, site):
+                    unready.add(site)
+                    continue
                 await self.js.publish(command_subject(command, per_site=per_site),
                                       msgspec.json.encode(command),
                                       headers={"Nats-Msg-Id": message_id(row["id"], attempt)})
@@ -179,6 +183,22 @@ class CommandRelay:
             await lifecycle.mark_sent(conn, sent, self.policy.answer_timeout_s)
         await pacing.spend(conn, granted, len(sent), floor_held, self.pace)
         return len(sent)
+
+    async def _site_consumer(self, system: str, site: str) -> bool:
+        """Make the consumer of a site's commands before they are published (and again every few minutes, in
+        case it was deleted), so that none goes unread; whether it is there. One JetStream refuses holds up
+        that site only."""
+        made = self._site_consumers.get((system, site))
+        if made is not None and time.monotonic() - made < _SITE_CONSUMER_RECHECK_S:
+            return True
+        try:
+            await self.js.add_consumer(COMMANDS_STREAM, site_command_consumer(system, site))
+        except JetStreamAPIError as exc:
+            log.warning("commands for %s at a site wait: its consumer was refused (%s)", system,
+                        exc.description)
+            return False
+        self._site_consumers[(system, site)] = time.monotonic()
+        return True
 
     async def act_on_answers(self, conn: asyncpg.Connection, down: set[str]) -> None:
         """Sent commands that were answered `failed`/`unavailable`, or whose answer is overdue.

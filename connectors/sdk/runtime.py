@@ -44,6 +44,7 @@ from switchboard.waits import stop_tasks
 
 log = logging.getLogger(__name__)
 _OTHER_SITE_MAX_DELAY_S = 30
+_SITE_CONSUMER_MAX_WAIT_S = 30.0
 _encode = msgspec.json.Encoder().encode
 
 
@@ -62,15 +63,18 @@ class ConnectorSection(msgspec.Struct, frozen=True, kw_only=True):
     # a connector profile limited to sites (`switchboard connector profile --site`): the sites it may publish
     # for
     connector_sites: tuple[str, ...] = ()
+    # its reply inbox prefix, which such a profile names: one of its sites' own (switchboard/natsauth.py)
+    connector_inbox: str | None = None
 
 
 class ConnectorRuntime:
     def __init__(self, connector: Connector, *, nats_url: str, data_dir: Path,
                  heartbeat_interval: float = 5.0,
                  max_in_flight: int = 1000, creds: str | None = None, tls_ca: str | None = None,
-                 sites: Sequence[str] = ()) -> None:
+                 sites: Sequence[str] = (), inbox: str | None = None) -> None:
         """`creds`: its NATS credentials file (a connector profile's SWITCHBOARD_NATS_CREDS); `tls_ca`: the
-        NATS servers' certificate authority (its SWITCHBOARD_NATS_TLS_CA), for TLS; `sites`: the
+        NATS servers' certificate authority (its SWITCHBOARD_NATS_TLS_CA), for TLS; `inbox`: the reply inbox
+        prefix its profile names (SWITCHBOARD_CONNECTOR_INBOX; by default its system's); `sites`: the
         sites its profile is limited to, whose events then carry their site as the subject's last token, and
         whose snapshot requests are the only ones it answers."""
         self.connector = connector
@@ -78,6 +82,7 @@ class ConnectorRuntime:
         self.nats_url = nats_url
         self.creds = creds
         self.tls_ca = tls_ca
+        self.inbox = inbox or inbox_prefix(connector.system)
         self.heartbeat_interval = heartbeat_interval
         self.spool = Spool(Path(data_dir) / f"spool-{connector.name}.sqlite")
         self.publisher = Publisher(self.spool, max_in_flight=max_in_flight, site_subjects=bool(sites))
@@ -127,7 +132,7 @@ class ConnectorRuntime:
                 # inbox of its own system, the only one its credentials let it read
                 self.nc = await bus.connect(self.nats_url, f"switchboard-connector-{self.connector.name}",
                                             creds=self.creds, tls_ca=self.tls_ca,
-                                            inbox_prefix=inbox_prefix(self.connector.system),
+                                            inbox_prefix=self.inbox,
                                             connect_timeout=2)
             except Exception as exc:  # noqa: BLE001 - unreachable at start: events wait in the spool
                 log.warning("NATS unreachable (%s); retrying", type(exc).__name__)
@@ -205,20 +210,35 @@ class ConnectorRuntime:
             return
         subscription, per_site = bound
         self.ready.set()
-        readers = [self._read_commands(subscription)]
-        if per_site and self.sites:
-            # each site's in order; different sites' may be handled at once
-            readers += [self._read_site_commands(js, site) for site in self.sites]
-        elif per_site:
+        if per_site and not self.sites:
             log.warning("%s is commanded per site (SWITCHBOARD_COMMANDS_PER_SITE): a connector not limited to"
                         " sites receives none of its commands", system)
-        await asyncio.gather(*readers)
+        # limited to sites: its sites' consumers too, whatever the system's consumer says now (the setting
+        # may change while it runs); each site's commands in order, different sites' possibly at once. The
+        # backend makes a site's consumer before its first command: asked for every second when the system
+        # is commanded per site, else less and less often (up to every 30 s)
+        patience = 1.0 if per_site else _SITE_CONSUMER_MAX_WAIT_S
+        await asyncio.gather(self._serve(js, consumer_name(system), 1.0, subscription),
+                             *(self._serve(js, consumer_name(system, site), patience) for site in self.sites))
 
-    async def _bind(self, js: JetStreamContext,
-                    name: str) -> tuple[JetStreamContext.PullSubscription, bool] | None:
+    async def _serve(self, js: JetStreamContext, name: str, patience: float,
+                     subscription: JetStreamContext.PullSubscription | None = None) -> None:
+        """Read the consumer `name`'s commands, binding to it again whenever it goes away."""
+        while not self._stopping:
+            if subscription is None:
+                bound = await self._bind(js, name, patience)
+                if bound is None:
+                    return
+                subscription = bound[0]
+            await self._read_commands(subscription)
+            subscription = None
+
+    async def _bind(self, js: JetStreamContext, name: str,
+                    patience: float = 1.0) -> tuple[JetStreamContext.PullSubscription, bool] | None:
         """A pull subscription to the consumer `name`, once the backend has made it (CONTRACT section 8: a
-        connector may only read it), and whether it says its system is commanded per site."""
-        waited = False
+        connector may only read it), and whether it says its system is commanded per site. Asked for again
+        after 1 s, then twice as long each time up to `patience`."""
+        wait, waited = 1.0, False
         while not self._stopping:
             try:
                 info = await js.consumer_info(COMMANDS_STREAM, name)
@@ -230,21 +250,21 @@ class ConnectorRuntime:
                     log.info("%s: waiting for its consumer %s on %s (%s)", self.connector.system, name,
                              COMMANDS_STREAM, type(exc).__name__)
                     waited = True
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, max(patience, 1.0))
         return None
 
-    async def _read_site_commands(self, js: JetStreamContext, site: str) -> None:
-        """One site's commands: the backend makes the site's consumer before its first command."""
-        bound = await self._bind(js, consumer_name(self.connector.system, site))
-        if bound is not None:
-            await self._read_commands(bound[0])
-
     async def _read_commands(self, subscription: JetStreamContext.PullSubscription) -> None:
+        """Until stopped, or until its consumer is gone (the caller binds again)."""
         while not self._stopping:
             try:
                 messages = await subscription.fetch(50, timeout=1.0)
             except (NatsTimeoutError, TimeoutError):
                 continue
+            except (NotFoundError, ServiceUnavailableError) as exc:  # a deleted consumer answers 503
+                log.warning("%s: no answer from its consumer (%s); binding to it again",
+                            self.connector.system, type(exc).__name__)
+                return
             except Exception as exc:  # noqa: BLE001 - reconnecting: the consumer is durable, fetch again
                 log.debug("command fetch failed: %s", type(exc).__name__)
                 await asyncio.sleep(0.5)
