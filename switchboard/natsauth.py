@@ -26,6 +26,7 @@ import msgspec
 import nkeys
 
 from switchboard.bus import connect
+from switchboard.certificates import Pem, new_authority, server_certificate
 from switchboard.commands import COMMANDS_STREAM, System, consumer_name
 from switchboard.events import Code
 
@@ -175,6 +176,20 @@ class Issuer:
             write_secret(path, make())
         return path.read_text().strip()
 
+    @property
+    def tls_ca(self) -> Path:
+        """The certificate of the servers' TLS authority (there once `tls_authority` made it)."""
+        return self.folder / "tls-ca.pem"
+
+    def tls_authority(self) -> Pem:
+        """The authority of the servers' TLS certificates, made on first use; its key stays here."""
+        key = self.folder / "tls-ca-key.secret"
+        if not key.exists():
+            made = new_authority()
+            self.tls_ca.write_text(made.cert)
+            write_secret(key, made.key)
+        return Pem(self.tls_ca.read_text(), key.read_text())
+
     def _key(self, name: str, prefix: int) -> nkeys.KeyPair:
         return nkeys.from_seed(self._secret(name, lambda: new_keypair(prefix).seed.decode()).encode())
 
@@ -284,14 +299,39 @@ async def push_account(nats_url: str, issuer: Issuer, timeout: float = 5.0, *,
 
 
 def init_deployment(issuer_dir: Path, server_dir: Path, *, resolver_dir: str, routes: list[str],
-                    backend_creds: Path) -> list[Path]:
+                    backend_creds: Path, tls_names: list[str] | None = None) -> list[Path]:
     """What a deployment's NATS servers and backends need, from the issuer in `issuer_dir` (made on first
-    use): `auth.conf` (operator mode) and `cluster.conf` (route auth) to include, and the backend's
-    credentials. Run again, it rewrites the includes with the current account (its revocations) and
-    keeps the credentials already issued. The paths written."""
+    use): `auth.conf` (operator mode), `cluster.conf` (route auth) and `tls.conf` to include, and the
+    backend's credentials. Run again, it rewrites the includes with the current account (its revocations)
+    and keeps the credentials already issued. The paths written.
+
+    With `tls_names` (the names and addresses clients and nodes reach the servers by), client connections
+    and routes are TLS: the servers get a new certificate from the issuer's authority (made once) at every
+    run, which `tls.conf` and the routes use, and the authority's certificate goes beside the backend's
+    credentials as `nats-ca.pem` (SWITCHBOARD_NATS_TLS_CA). Clients must start TLS first (`handshake_first`).
+    """
     issuer = Issuer(issuer_dir)
-    written = [write_secret(server_dir / "auth.conf", issuer.server_config(Path(resolver_dir))),
-               write_secret(server_dir / "cluster.conf", issuer.cluster_config(routes))]
+    server_dir = server_dir.resolve()
+    cluster = issuer.cluster_config(routes)
+    client_tls = "# no TLS: `switchboard nats init` ran without --tls-names\n"
+    written = []
+    if tls_names:
+        authority = issuer.tls_authority()
+        pem = server_certificate(authority, tls_names)
+        files = {"cert_file": server_dir / "tls-cert.pem", "key_file": server_dir / "tls-key.pem",
+                 "ca_file": server_dir / "tls-ca.pem"}
+        written += [write_secret(files["cert_file"], pem.cert), write_secret(files["key_file"], pem.key),
+                    write_secret(files["ca_file"], authority.cert),
+                    write_secret(backend_creds.parent / "nats-ca.pem", authority.cert)]
+        paths = {k: json.dumps(str(v)) for k, v in files.items()}
+        client_tls = (f"tls {{\n  cert_file: {paths['cert_file']}\n  key_file: {paths['key_file']}\n"
+                      "  handshake_first: true\n}\n")
+        # each node is a client of the others on its routes: both sides show a certificate of the authority
+        cluster += (f"tls {{\n  cert_file: {paths['cert_file']}\n  key_file: {paths['key_file']}\n"
+                    f"  ca_file: {paths['ca_file']}\n  verify: true\n}}\n")
+    written += [write_secret(server_dir / "auth.conf", issuer.server_config(Path(resolver_dir))),
+                write_secret(server_dir / "cluster.conf", cluster),
+                write_secret(server_dir / "tls.conf", client_tls)]
     if not backend_creds.exists():
         written.append(write_secret(backend_creds, issuer.backend_creds()))
     return written

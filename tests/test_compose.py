@@ -89,8 +89,41 @@ def test_the_shared_nats_configuration_is_valid_for_nats_server(tmp_path):
     result = subprocess.run(check, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     assert "nats-route://route:" in (tmp_path / "auth" / "cluster.conf").read_text()
+    no_tls = (tmp_path / "auth" / "tls.conf").read_text().splitlines()
+    assert no_tls and all(line.startswith("#") for line in no_tls)  # without --tls-names: a comment only
+    # as compose runs it: TLS on client and route ports, the authority beside the backend's credentials
+    main(["nats", "init", "--issuer", str(tmp_path / "issuer"), "--server-dir", str(tmp_path / "auth"),
+          "--resolver-dir", str(tmp_path / "accounts"), "--routes", "nats-1:6222,nats-2:6222,nats-3:6222",
+          "--backend-creds", str(tmp_path / "backend" / "backend.creds"),
+          "--tls-names", "nats-1,nats-2,nats-3,localhost,127.0.0.1",
+          "--profiles", str(tmp_path / "profiles"), "--profiles-for", "queue"])
+    result = subprocess.run(check, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "handshake_first: true" in (tmp_path / "auth" / "tls.conf").read_text()
+    assert "verify: true" in (tmp_path / "auth" / "cluster.conf").read_text()
+    authority = (tmp_path / "issuer" / "tls-ca.pem").read_text()
+    assert (tmp_path / "backend" / "nats-ca.pem").read_text() == authority
+    assert (tmp_path / "profiles" / "nats-ca.pem").read_text() == authority
+    profile = (tmp_path / "profiles" / "queue.env").read_text()
+    assert f"SWITCHBOARD_NATS_TLS_CA={(tmp_path / 'profiles' / 'nats-ca.pem').resolve()}" in profile
     # monitoring on loopback only
     assert "http: 127.0.0.1:8222" in (ROOT / "deploy" / "nats.conf").read_text()
+
+
+def test_nats_speaks_tls_under_every_name_it_is_reached_by(compose):
+    """tests/test_nats_tls.py runs what `nats init --tls-names` writes; here, that compose asks for it under
+    every name its clients and nodes use, and gives the backends and connectors the authority."""
+    services = compose["services"]
+    names = set(_flag(services["nats-init"]["command"], "--tls-names").split(","))
+    urls = services["backend-1"]["environment"]["SWITCHBOARD_NATS_URL"].split(",")
+    hosts = {u.split("//")[1].split(":")[0] for u in urls}
+    assert hosts | set(NATS_NODES) | {"127.0.0.1", "localhost"} <= names  # loopback: the published port
+    for backend in ("backend-1", "backend-2"):
+        env = services[backend]["environment"]
+        # nats init writes the authority beside the backend's credentials, in the volume they mount
+        assert Path(env["SWITCHBOARD_NATS_TLS_CA"]).parent == Path(env["SWITCHBOARD_NATS_CREDS"]).parent
+    # the simulated connectors read it from their profiles' folder, where nats init copies it too
+    assert "--profiles" in services["connectors"]["command"]
 
 
 def test_the_nats_nodes_run_the_nats_server_version_the_tests_run(compose):

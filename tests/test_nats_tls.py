@@ -6,6 +6,7 @@ refuses."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import ssl
@@ -25,12 +26,13 @@ from dotenv import dotenv_values
 
 from connectors.sdk import Connector, ConnectorRuntime
 from switchboard import bus
+from switchboard.natsauth import init_deployment
 from tests.support.backends import JWT_SECRET
 from tests.support.certificates import issue_server_certificate
 from tests.support.waits import eventually
 from tools.backend_process import BackendProcess
 from tools.bench.common import scratch_database
-from tools.embedded import EmbeddedNats
+from tools.embedded import EmbeddedNats, free_port
 
 
 @dataclass
@@ -153,3 +155,79 @@ async def test_a_tls_client_never_goes_on_in_plain_text(world, workdir):
                                   connect_timeout=2)
     finally:
         plain.stop()
+
+
+async def test_nats_init_with_tls_names_gives_a_cluster_tls_on_clients_and_routes(workdir):
+    """What `switchboard nats init --tls-names` writes, as compose's nodes use it (deploy/nats.conf's
+    includes): three nodes whose routes are TLS (a stream of three replicas needs all three), reached by
+    a backend that trusts the authority written beside its credentials, and by no plain client."""
+    folder = workdir / f"tls-cluster-{uuid.uuid4().hex[:6]}"
+    ports, route_ports = [free_port() for _ in range(3)], [free_port() for _ in range(3)]
+    routes = [f"127.0.0.1:{p}" for p in route_ports]
+    backend_creds = folder / "backend" / "backend.creds"
+    nodes = []
+    try:
+        for n, (port, route_port) in enumerate(zip(ports, route_ports, strict=True), start=1):
+            node = folder / f"node-{n}"
+            init_deployment(folder / "issuer", node / "auth", resolver_dir=str(node / "accounts"),
+                            routes=routes, backend_creds=backend_creds, tls_names=["127.0.0.1", "localhost"])
+            (node / "nats.conf").write_text(
+                f"listen: 127.0.0.1:{port}\nserver_name: node-{n}\n"
+                f"jetstream {{\n  store_dir: {json.dumps(str(node / 'data'))}\n}}\n"
+                'include "auth/auth.conf"\ninclude "auth/tls.conf"\n'
+                f"cluster {{\n  name: tls-test\n  listen: 127.0.0.1:{route_port}\n"
+                '  include "auth/cluster.conf"\n}\n')
+            log = open(node / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child
+            nodes.append(subprocess.Popen([EmbeddedNats.binary(), "-c", str(node / "nats.conf")], stdout=log,
+                                          stderr=subprocess.STDOUT))
+            log.close()
+        assert "verify: true" in (folder / "node-1" / "auth" / "cluster.conf").read_text()
+        url = ",".join(f"nats://127.0.0.1:{p}" for p in ports)
+        ca = backend_creds.parent / "nats-ca.pem"
+        nc = None
+        async with asyncio.timeout(60):
+            while nc is None:
+                try:
+                    nc = await bus.connect(url, "test-tls-cluster", creds=str(backend_creds), tls_ca=str(ca),
+                                           reconnect=False, connect_timeout=2)
+                except (OSError, nats.errors.Error, TimeoutError):
+                    await asyncio.sleep(0.5)
+        try:
+            js = nc.jetstream()
+            async with asyncio.timeout(60):
+                while True:  # the nodes elect a JetStream leader over their routes first
+                    try:
+                        await js.add_stream(name="TLS_R3", subjects=["tls.r3.>"], num_replicas=3)
+                        break
+                    except nats.errors.Error:
+                        await asyncio.sleep(0.5)
+            ack = await js.publish("tls.r3.one", b"over TLS, three copies")
+            assert ack.seq == 1
+            info = await js.stream_info("TLS_R3")
+            assert info.cluster is not None and len(info.cluster.replicas or []) == 2
+        finally:
+            await nc.close()
+        async with asyncio.timeout(15):
+            with pytest.raises((nats.errors.Error, TimeoutError)):
+                await bus.connect(f"nats://127.0.0.1:{ports[0]}", "test-plain", creds=str(backend_creds),
+                                  reconnect=False, connect_timeout=2)
+        # a route port speaks TLS only, with a certificate of the authority on both sides
+        auth = folder / "node-1" / "auth"
+        context = ssl.create_default_context(cafile=str(ca))
+        context.load_cert_chain(auth / "tls-cert.pem", auth / "tls-key.pem")
+        firsts = []
+        for attempt in (context, None):
+            reader, writer = await asyncio.open_connection("127.0.0.1", route_ports[1], ssl=attempt)
+            try:
+                async with asyncio.timeout(5):
+                    firsts.append(await reader.readline())
+            finally:
+                writer.close()
+        over_tls, plain = firsts
+        assert over_tls.startswith(b"INFO ") and b'"server_name":"node-2"' in over_tls
+        assert plain == b"", plain  # nothing in plain text: the node hangs up
+    finally:
+        for process in nodes:
+            process.terminate()
+        for process in nodes:
+            process.wait(timeout=20)

@@ -144,20 +144,25 @@ def _bench_publish(args: argparse.Namespace) -> None:
 
 def _nats_init(args: argparse.Namespace) -> None:
     from dashboard.settings import DashboardSection  # noqa: PLC0415
-    from switchboard.natsauth import init_deployment  # noqa: PLC0415
+    from switchboard.natsauth import Issuer, init_deployment  # noqa: PLC0415
     from tools.connector_cli import issue_profile  # noqa: PLC0415
 
     issuer = Path(args.issuer)
+    tls_names = [n for n in args.tls_names.split(",") if n]
     written = init_deployment(issuer, Path(args.server_dir), resolver_dir=args.resolver_dir,
                               routes=[r for r in args.routes.split(",") if r],
-                              backend_creds=Path(args.backend_creds))
+                              backend_creds=Path(args.backend_creds), tls_names=tls_names)
+    tls_ca = args.nats_tls_ca or (str(Issuer(issuer).tls_ca) if tls_names else None)
     # a profile per connector system, issued once (revoke and issue again to replace one)
     backend_url = load_section(DashboardSection).backend_url
     for system in (s for s in args.profiles_for.split(",") if s):
         if not (Path(args.profiles) / f"{system}.creds").exists():
             written.append(issue_profile(issuer, system=system, sites=[], out=Path(args.profiles),
-                                         nats_url=args.nats_url, backend_url=backend_url,
-                                         tls_ca=args.nats_tls_ca))
+                                         nats_url=args.nats_url, backend_url=backend_url, tls_ca=tls_ca))
+    if tls_ca and args.profiles:  # profiles issued before TLS was on find the authority beside them too
+        ca = Path(args.profiles) / "nats-ca.pem"
+        ca.write_bytes(Path(tls_ca).read_bytes())
+        written.append(ca)
     if args.owner is not None:  # the credentials go to the processes' user; the servers' includes stay root's
         for folder in {Path(args.backend_creds).parent, *([Path(args.profiles)] if args.profiles else [])}:
             for path in [folder, *folder.iterdir()]:
@@ -271,7 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--profiles", default="", help="the folder for connector profiles")
     init.add_argument("--profiles-for", default="", help="systems to issue a connector profile for")
     init.add_argument("--nats-url", default="nats://127.0.0.1:4222", help="the URL written in the profiles")
-    init.add_argument("--nats-tls-ca", help="the servers' certificate authority, copied into the profiles")
+    init.add_argument("--tls-names", default="",
+                      help="TLS for clients and routes: the names and addresses the servers are reached by "
+                           "(comma-separated), in the certificate the issuer's authority gives them")
+    init.add_argument("--nats-tls-ca", help="another authority of the servers' certificates, copied into the "
+                                            "profiles (default: the issuer's, with --tls-names)")
     init.add_argument("--owner", type=int, help="the uid that gets the credentials (run as root in compose)")
     init.set_defaults(run=_nats_init)
     return parser

@@ -143,6 +143,15 @@ def _faults(args: argparse.Namespace) -> None:
         print(response.read().decode())
 
 
+def _tls_ca(args: argparse.Namespace) -> str | None:
+    """The servers' certificate authority: asked for, configured, or the issuer's own when it made one."""
+    from switchboard.natsauth import Issuer  # noqa: PLC0415
+
+    issuers = Issuer(_issuer_dir(args)).tls_ca
+    own = str(issuers) if issuers.exists() else None
+    return args.nats_tls_ca or load_section(BusSection).nats_tls_ca or own
+
+
 def _issuer_dir(args: argparse.Namespace) -> Path:
     folder = Path(args.issuer) if args.issuer else Path(load_section(TokenSection).data_dir) / "nats-auth"
     if not (folder / "operator.secret").exists():
@@ -201,8 +210,7 @@ def _profile(args: argparse.Namespace) -> None:
     try:
         path = issue_profile(_issuer_dir(args), system=args.system, sites=args.site or [],
                              out=Path(args.out), nats_url=args.nats_url or _nats_url(),
-                             backend_url=load_section(DashboardSection).backend_url,
-                             tls_ca=args.nats_tls_ca or load_section(BusSection).nats_tls_ca)
+                             backend_url=load_section(DashboardSection).backend_url, tls_ca=_tls_ca(args))
     except ValueError as exc:
         sys.exit(str(exc))
     asyncio.run(_audit("connector.profile", f"system:{args.system}", {"sites": args.site or "*"}))
@@ -214,8 +222,7 @@ def _revoke(args: argparse.Namespace) -> None:
 
     issuer = Issuer(_issuer_dir(args))
     revoked = issuer.revoke(args.system)
-    asyncio.run(push_account(args.nats_url or _nats_url(), issuer,
-                             tls_ca=args.nats_tls_ca or load_section(BusSection).nats_tls_ca))
+    asyncio.run(push_account(args.nats_url or _nats_url(), issuer, tls_ca=_tls_ca(args)))
     asyncio.run(_audit("connector.revoke", f"system:{args.system}", {"profiles": len(revoked)}))
     print(f"revoked {len(revoked)} profile(s) of {args.system}")
 
