@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -20,7 +17,6 @@ import msgspec
 import nats
 import nats.errors
 import pytest
-from dotenv import dotenv_values
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
@@ -33,62 +29,17 @@ from switchboard.commands import COMMANDS_STREAM, Command, consumer_name
 from switchboard.events import SEED_SYSTEMS, nats_msg_id
 from switchboard.natsauth import inbox_prefix
 from switchboard.snapshots import SnapshotPage, SnapshotRecord, SnapshotRequest, decode_page, snapshot_subject
-from tests.support.backends import JWT_SECRET
+from tests.support.bus_world import BusWorld, bus_world
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
-from tools.backend_process import BackendProcess
-from tools.bench.common import scratch_database
-from tools.embedded import EmbeddedNats
 
 REFUSED = (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError)
 
 
-@dataclass
-class World:
-    server: EmbeddedNats
-    backend: BackendProcess
-    database_url: str
-    nc: NATS  # the backend's credentials: the harness
-    folder: Path
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "SWITCHBOARD_DATABASE_URL": self.database_url,
-                "SWITCHBOARD_NATS_URL": self.server.url, "SWITCHBOARD_DATA_DIR": str(self.folder / "data"),
-                "SWITCHBOARD_LOG_LEVEL": "WARNING"}
-
-    def cli(self, *args: str) -> str:
-        """`switchboard connector …` against this world's issuer and NATS, as an operator runs it."""
-        done = subprocess.run([sys.executable, "-m", "tools.cli", "connector", *args, "--issuer",
-                               str(self.server.issuer.folder), "--nats-url", self.server.url],  # type: ignore[union-attr]
-                              env=self.env(), capture_output=True, text=True, timeout=60, check=True)
-        return done.stdout
-
-    def profile(self, system: str, *sites: str) -> dict[str, str]:
-        out = self.folder / f"profiles-{uuid.uuid4().hex[:6]}"
-        self.cli("profile", "--system", system, "--out", str(out), *(a for s in sites for a in ("--site", s)))
-        return {k: v for k, v in dotenv_values(out / f"{system}.env").items() if v is not None}
-
-
 @pytest.fixture(scope="module")
-async def world(server_urls, workdir) -> AsyncIterator[World]:
-    folder = workdir / f"bus-auth-{uuid.uuid4().hex[:6]}"
-    server = EmbeddedNats(folder / "nats")
-    server.start()
-    try:
-        async with scratch_database(server_urls["database_url"], "busauth") as database_url:
-            env = {**os.environ, "SWITCHBOARD_DATABASE_URL": database_url, "SWITCHBOARD_NATS_URL": server.url,
-                   "SWITCHBOARD_NATS_CREDS": server.creds or "", "SWITCHBOARD_JWT_SECRET": JWT_SECRET,
-                   "SWITCHBOARD_DATA_DIR": str(folder / "data"), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
-            backend = BackendProcess(env, folder / "backend.log").start()
-            await asyncio.to_thread(backend.wait_ready)
-            nc = await bus.connect(server.url, "test-bus-auth", creds=server.creds)
-            try:
-                yield World(server, backend, database_url, nc, folder)
-            finally:
-                await nc.close()
-                backend.stop()
-    finally:
-        server.stop()
+async def world(server_urls, workdir) -> AsyncIterator[BusWorld]:
+    async with bus_world(server_urls, workdir / f"bus-auth-{uuid.uuid4().hex[:6]}") as made:
+        yield made
 
 
 async def as_connector(profile: dict[str, str], system: str) -> tuple[NATS, list[Exception]]:
@@ -105,11 +56,11 @@ async def as_connector(profile: dict[str, str], system: str) -> tuple[NATS, list
     return nc, errors
 
 
-async def stream_count(world: World, stream: str = messaging.EVENTS_STREAM) -> int:
+async def stream_count(world: BusWorld, stream: str = messaging.EVENTS_STREAM) -> int:
     return (await world.nc.jetstream().stream_info(stream)).state.messages
 
 
-async def consumer_names(world: World) -> dict[str, list[str]]:
+async def consumer_names(world: BusWorld) -> dict[str, list[str]]:
     js = world.nc.jetstream()
     streams = (messaging.EVENTS_STREAM, COMMANDS_STREAM)
     return {s: sorted(c.name for c in await js.consumers_info(s)) for s in streams}
@@ -287,7 +238,7 @@ class Desk(Connector):
         return Outcome("ok")
 
 
-async def applied(world: World, source: str, event_id: str) -> bool:
+async def applied(world: BusWorld, source: str, event_id: str) -> bool:
     conn = await asyncpg.connect(world.database_url)
     try:
         return bool(await conn.fetchval("SELECT count(*) FROM events WHERE source = $1 AND id = $2",

@@ -6,22 +6,15 @@ authenticated NATS and a backend of this module's own (queue commanded per site)
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import msgspec
 import nats.errors
 import nats.js.errors
 import pytest
-from dotenv import dotenv_values
-from nats.aio.client import Client as NATS
 
 from backend import messaging
 from backend.app import create_app
@@ -30,55 +23,19 @@ from switchboard import bus
 from switchboard.commands import COMMANDS_STREAM, PER_SITE_METADATA, Command, command_subject, consumer_name
 from switchboard.natsauth import inbox_prefix
 from tests.support.backends import JWT_SECRET
+from tests.support.bus_world import BusWorld, bus_world
 from tests.support.events import cloud_event, publish
 from tests.support.settings import backend_settings
 from tests.support.waits import eventually
-from tools.backend_process import BackendProcess
-from tools.bench.common import scratch_database
-from tools.embedded import EmbeddedNats
 
-
-@dataclass
-class World:
-    server: EmbeddedNats
-    database_url: str
-    nc: NATS  # the backend's credentials: the harness
-    folder: Path
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "SWITCHBOARD_DATABASE_URL": self.database_url,
-                "SWITCHBOARD_NATS_URL": self.server.url, "SWITCHBOARD_NATS_CREDS": self.server.creds or "",
-                "SWITCHBOARD_JWT_SECRET": JWT_SECRET, "SWITCHBOARD_DATA_DIR": str(self.folder / "data"),
-                "SWITCHBOARD_LOG_LEVEL": "WARNING", "SWITCHBOARD_COMMANDS_PER_SITE": "queue",
-                "SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "0.1", "SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S": "10"}
-
-    def profile(self, system: str, site: str) -> dict[str, str]:
-        out = self.folder / f"profiles-{uuid.uuid4().hex[:6]}"
-        assert self.server.issuer is not None
-        subprocess.run([sys.executable, "-m", "tools.cli", "connector", "profile", "--system", system,
-                        "--site", site, "--out", str(out), "--issuer", str(self.server.issuer.folder)],
-                       env=self.env(), capture_output=True, text=True, timeout=60, check=True)
-        return {k: v for k, v in dotenv_values(out / f"{system}.env").items() if v is not None}
+PER_SITE = {"SWITCHBOARD_COMMANDS_PER_SITE": "queue", "SWITCHBOARD_COMMAND_RELAY_INTERVAL_S": "0.1",
+            "SWITCHBOARD_COMMAND_ANSWER_TIMEOUT_S": "10"}
 
 
 @pytest.fixture(scope="module")
-async def world(server_urls, workdir) -> AsyncIterator[World]:
-    folder = workdir / f"per-site-{uuid.uuid4().hex[:6]}"
-    server = EmbeddedNats(folder / "nats")
-    server.start()
-    try:
-        async with scratch_database(server_urls["database_url"], "persite") as database_url:
-            nc = await bus.connect(server.url, "test-per-site", creds=server.creds)
-            probe = World(server, database_url, nc, folder)
-            backend = BackendProcess(probe.env(), folder / "backend.log").start()
-            try:
-                await asyncio.to_thread(backend.wait_ready)
-                yield probe
-            finally:
-                await nc.close()
-                backend.stop()
-    finally:
-        server.stop()
+async def world(server_urls, workdir) -> AsyncIterator[BusWorld]:
+    async with bus_world(server_urls, workdir / f"per-site-{uuid.uuid4().hex[:6]}", PER_SITE) as made:
+        yield made
 
 
 class Desk(Connector):
@@ -112,7 +69,7 @@ def phone_booking(site: str) -> dict[str, object]:
         "slot_start": (datetime.now(UTC) + timedelta(hours=2)).isoformat()})
 
 
-async def command_statuses(world: World, site: str) -> list[str]:
+async def command_statuses(world: BusWorld, site: str) -> list[str]:
     conn = await asyncpg.connect(world.database_url)
     try:
         return [r["status"] for r in await conn.fetch("SELECT status FROM commands WHERE site = $1", site)]
