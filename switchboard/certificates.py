@@ -12,6 +12,7 @@ import ipaddress
 from typing import NamedTuple
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -50,6 +51,32 @@ def new_authority(name: str = "Switchboard NATS", days: int = 3650) -> Pem:
     return Pem(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key))
 
 
+def still_good(cert_pem: str, authority: Pem, names: list[str], days: int = 30) -> bool:
+    """Whether a server certificate is the authority's, for exactly `names`, and valid `days` more."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError:
+        return False
+    ca_cert = x509.load_pem_x509_certificate(authority.cert.encode())
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+        return False
+    held = {str(n.value) for n in sans}
+    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    return held == {str(ipaddress.ip_address(n)) if _is_address(n) else n for n in names} \
+        and left > datetime.timedelta(days=days)
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def server_certificate(authority: Pem, names: list[str], days: int = 365) -> Pem:
     """A certificate for the servers reached as `names` (host names or addresses), signed by `authority`.
     Good for a server and for a client too: a cluster's nodes are both to each other on their routes."""
@@ -61,10 +88,7 @@ def server_certificate(authority: Pem, names: list[str], days: int = 365) -> Pem
         raise ValueError("the authority's key is not an EC key")
 
     def subject_name(name: str) -> x509.GeneralName:
-        try:
-            return x509.IPAddress(ipaddress.ip_address(name))
-        except ValueError:
-            return x509.DNSName(name)
+        return x509.IPAddress(ipaddress.ip_address(name)) if _is_address(name) else x509.DNSName(name)
 
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)

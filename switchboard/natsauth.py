@@ -26,7 +26,7 @@ import msgspec
 import nkeys
 
 from switchboard.bus import connect
-from switchboard.certificates import Pem, new_authority, server_certificate
+from switchboard.certificates import Pem, new_authority, server_certificate, still_good
 from switchboard.commands import COMMANDS_STREAM, System, consumer_name
 from switchboard.events import Code
 
@@ -306,8 +306,9 @@ def init_deployment(issuer_dir: Path, server_dir: Path, *, resolver_dir: str, ro
     and keeps the credentials already issued. The paths written.
 
     With `tls_names` (the names and addresses clients and nodes reach the servers by), client connections
-    and routes are TLS: the servers get a new certificate from the issuer's authority (made once) at every
-    run, which `tls.conf` and the routes use, and the authority's certificate goes beside the backend's
+    and routes are TLS: the servers get a certificate from the issuer's authority (made once), kept while it
+    is for those names and valid 30 days more, else issued anew (a node takes it at its next start or
+    reload), which `tls.conf` and the routes use; the authority's certificate goes beside the backend's
     credentials as `nats-ca.pem` (SWITCHBOARD_NATS_TLS_CA). Clients must start TLS first (`handshake_first`).
     """
     issuer = Issuer(issuer_dir)
@@ -317,18 +318,17 @@ def init_deployment(issuer_dir: Path, server_dir: Path, *, resolver_dir: str, ro
     written = []
     if tls_names:
         authority = issuer.tls_authority()
-        pem = server_certificate(authority, tls_names)
-        files = {"cert_file": server_dir / "tls-cert.pem", "key_file": server_dir / "tls-key.pem",
-                 "ca_file": server_dir / "tls-ca.pem"}
-        written += [write_secret(files["cert_file"], pem.cert), write_secret(files["key_file"], pem.key),
-                    write_secret(files["ca_file"], authority.cert),
+        # the certificate and its key in one file, replaced whole: a node never reads one without the other
+        server, ca = server_dir / "tls-server.pem", server_dir / "tls-ca.pem"
+        if not (server.exists() and still_good(server.read_text(), authority, tls_names)):
+            pem = server_certificate(authority, tls_names)
+            written.append(write_secret(server.with_suffix(".new"), pem.cert + pem.key).replace(server))
+        written += [write_secret(ca, authority.cert),
                     write_secret(backend_creds.parent / "nats-ca.pem", authority.cert)]
-        paths = {k: json.dumps(str(v)) for k, v in files.items()}
-        client_tls = (f"tls {{\n  cert_file: {paths['cert_file']}\n  key_file: {paths['key_file']}\n"
-                      "  handshake_first: true\n}\n")
+        pair = f"  cert_file: {json.dumps(str(server))}\n  key_file: {json.dumps(str(server))}\n"
+        client_tls = f"tls {{\n{pair}  handshake_first: true\n}}\n"
         # each node is a client of the others on its routes: both sides show a certificate of the authority
-        cluster += (f"tls {{\n  cert_file: {paths['cert_file']}\n  key_file: {paths['key_file']}\n"
-                    f"  ca_file: {paths['ca_file']}\n  verify: true\n}}\n")
+        cluster += f"tls {{\n{pair}  ca_file: {json.dumps(str(ca))}\n  verify: true\n}}\n"
     written += [write_secret(server_dir / "auth.conf", issuer.server_config(Path(resolver_dir))),
                 write_secret(server_dir / "cluster.conf", cluster),
                 write_secret(server_dir / "tls.conf", client_tls)]

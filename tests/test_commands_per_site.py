@@ -15,6 +15,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 import pytest
+from nats.js.api import DeliverPolicy
 
 from backend import messaging
 from backend.app import create_app
@@ -240,3 +241,33 @@ async def test_a_site_connector_reads_its_sites_consumer_whatever_the_setting_an
             assert await eventually(holds(lambda: desk.ids == [first.id, second.id]), timeout=30), desk.ids
     finally:
         await messaging.ensure_streams(js, 120.0, systems=["queue"], per_site=frozenset({"queue"}))
+
+
+async def test_the_relay_makes_a_missing_or_misconfigured_site_consumer_again(world, uid, tmp_path):
+    """A site's consumer made with another deliver policy (JetStream will not update that) is made again,
+    and so is one deleted: the command that went unanswered meanwhile is retried into the new one."""
+    site = f"west-{uid}"
+    js = world.nc.jetstream()
+    name = consumer_name("queue", site)
+    made_otherwise = messaging.site_command_consumer("queue", site).evolve(deliver_policy=DeliverPolicy.ALL)
+    await js.add_consumer(COMMANDS_STREAM, made_otherwise)
+    profile = world.profile("queue", site)
+    desk = Desk("west")
+    async with ConnectorRuntime(desk, nats_url=profile["SWITCHBOARD_NATS_URL"], sites=(site,),
+                                creds=profile["SWITCHBOARD_NATS_CREDS"],
+                                inbox=profile["SWITCHBOARD_CONNECTOR_INBOX"], data_dir=tmp_path,
+                                heartbeat_interval=1) as runtime:
+        async with asyncio.timeout(30):
+            await runtime.ready.wait()
+        await publish(js, phone_booking(site))
+
+        async def settled(count: int) -> bool:
+            return await command_statuses(world, site) == ["ok"] * count
+
+        assert await eventually(lambda: settled(1), timeout=30)
+        assert (await js.consumer_info(COMMANDS_STREAM, name)).config.deliver_policy == DeliverPolicy.NEW
+        await js.delete_consumer(COMMANDS_STREAM, name)
+        await publish(js, phone_booking(site))
+        # published into the deleted consumer's place, unanswered for the answer timeout (10 s), then retried
+        assert await eventually(lambda: settled(2), timeout=60)
+    assert desk.sites == [site, site]

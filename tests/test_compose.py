@@ -92,11 +92,13 @@ def test_the_shared_nats_configuration_is_valid_for_nats_server(tmp_path):
     no_tls = (tmp_path / "auth" / "tls.conf").read_text().splitlines()
     assert no_tls and all(line.startswith("#") for line in no_tls)  # without --tls-names: a comment only
     # as compose runs it: TLS on client and route ports, the authority beside the backend's credentials
-    main(["nats", "init", "--issuer", str(tmp_path / "issuer"), "--server-dir", str(tmp_path / "auth"),
-          "--resolver-dir", str(tmp_path / "accounts"), "--routes", "nats-1:6222,nats-2:6222,nats-3:6222",
-          "--backend-creds", str(tmp_path / "backend" / "backend.creds"),
-          "--tls-names", "nats-1,nats-2,nats-3,localhost,127.0.0.1",
-          "--profiles", str(tmp_path / "profiles"), "--profiles-for", "queue"])
+    def init_with_tls(names: str, *more: str) -> None:
+        main(["nats", "init", "--issuer", str(tmp_path / "issuer"), "--server-dir", str(tmp_path / "auth"),
+              "--resolver-dir", str(tmp_path / "accounts"), "--routes", "nats-1:6222,nats-2:6222,nats-3:6222",
+              "--backend-creds", str(tmp_path / "backend" / "backend.creds"), "--tls-names", names,
+              "--profiles", str(tmp_path / "profiles"), "--profiles-for", "queue", *more])
+
+    init_with_tls("nats-1,nats-2,nats-3,localhost,127.0.0.1")
     result = subprocess.run(check, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     assert "handshake_first: true" in (tmp_path / "auth" / "tls.conf").read_text()
@@ -106,6 +108,18 @@ def test_the_shared_nats_configuration_is_valid_for_nats_server(tmp_path):
     assert (tmp_path / "profiles" / "nats-ca.pem").read_text() == authority
     profile = (tmp_path / "profiles" / "queue.env").read_text()
     assert f"SWITCHBOARD_NATS_TLS_CA={(tmp_path / 'profiles' / 'nats-ca.pem').resolve()}" in profile
+    # the servers' certificate and key in one owner-only file, kept while it is for the same names
+    server = tmp_path / "auth" / "tls-server.pem"
+    issued = server.read_text()
+    assert "BEGIN CERTIFICATE" in issued and "BEGIN PRIVATE KEY" in issued
+    assert server.stat().st_mode & 0o777 == 0o600
+    init_with_tls("nats-1,nats-2,nats-3,localhost,127.0.0.1")
+    assert server.read_text() == issued
+    init_with_tls("nats-1,nats-2,nats-3,nats-4,localhost,127.0.0.1")
+    assert server.read_text() != issued
+    # profiles trusting another authority than the one that signed the servers' certificate: refused
+    with pytest.raises(SystemExit, match="the profiles get that one, not --nats-tls-ca"):
+        init_with_tls("nats-1", "--nats-tls-ca", str(tmp_path / "issuer" / "tls-ca.pem"))
     # monitoring on loopback only
     assert "http: 127.0.0.1:8222" in (ROOT / "deploy" / "nats.conf").read_text()
 
@@ -118,12 +132,16 @@ def test_nats_speaks_tls_under_every_name_it_is_reached_by(compose):
     urls = services["backend-1"]["environment"]["SWITCHBOARD_NATS_URL"].split(",")
     hosts = {u.split("//")[1].split(":")[0] for u in urls}
     assert hosts | set(NATS_NODES) | {"127.0.0.1", "localhost"} <= names  # loopback: the published port
+    init = services["nats-init"]["command"]
     for backend in ("backend-1", "backend-2"):
         env = services[backend]["environment"]
-        # nats init writes the authority beside the backend's credentials, in the volume they mount
-        assert Path(env["SWITCHBOARD_NATS_TLS_CA"]).parent == Path(env["SWITCHBOARD_NATS_CREDS"]).parent
+        # nats init writes the authority beside the backend's credentials (nats-ca.pem), in the volume
+        # they mount
+        assert env["SWITCHBOARD_NATS_CREDS"] == _flag(init, "--backend-creds")
+        beside = Path(_flag(init, "--backend-creds")).parent / "nats-ca.pem"
+        assert Path(env["SWITCHBOARD_NATS_TLS_CA"]) == beside
     # the simulated connectors read it from their profiles' folder, where nats init copies it too
-    assert "--profiles" in services["connectors"]["command"]
+    assert _flag(services["connectors"]["command"], "--profiles") == _flag(init, "--profiles")
 
 
 def test_the_nats_nodes_run_the_nats_server_version_the_tests_run(compose):

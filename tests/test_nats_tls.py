@@ -214,7 +214,7 @@ async def test_nats_init_with_tls_names_gives_a_cluster_tls_on_clients_and_route
         # a route port speaks TLS only, with a certificate of the authority on both sides
         auth = folder / "node-1" / "auth"
         context = ssl.create_default_context(cafile=str(ca))
-        context.load_cert_chain(auth / "tls-cert.pem", auth / "tls-key.pem")
+        context.load_cert_chain(auth / "tls-server.pem")
         firsts = []
         for attempt in (context, None):
             reader, writer = await asyncio.open_connection("127.0.0.1", route_ports[1], ssl=attempt)

@@ -149,6 +149,9 @@ def _nats_init(args: argparse.Namespace) -> None:
 
     issuer = Path(args.issuer)
     tls_names = [n for n in args.tls_names.split(",") if n]
+    if tls_names and args.nats_tls_ca:
+        sys.exit("--tls-names gives the servers a certificate of the issuer's authority: the profiles get"
+                 " that one, not --nats-tls-ca")
     written = init_deployment(issuer, Path(args.server_dir), resolver_dir=args.resolver_dir,
                               routes=[r for r in args.routes.split(",") if r],
                               backend_creds=Path(args.backend_creds), tls_names=tls_names)

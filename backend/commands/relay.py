@@ -40,6 +40,8 @@ from switchboard.commands import COMMANDS_STREAM, Command, command_subject
 
 log = logging.getLogger(__name__)
 _SITE_CONSUMER_RECHECK_S = 300.0
+_SITE_CONSUMER_RETRY_S = 30.0
+_CONSUMER_NOT_UPDATABLE = 10012  # JetStream: a consumer's deliver policy cannot be updated
 
 _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                 asyncpg.ConnectionDoesNotExistError,
@@ -110,8 +112,9 @@ class CommandRelay:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.batch = batch
         self.per_site = per_site
-        # (system, site): when this relay last made the consumer of that site's commands
-        self._site_consumers: dict[tuple[str, str], float] = {}
+        # (system, site): until when the consumer of that site's commands counts as there (made), or as
+        # refused (asked again then)
+        self._site_consumers: dict[tuple[str, str], tuple[bool, float]] = {}
 
     async def run(self) -> None:
         while True:
@@ -185,19 +188,29 @@ class CommandRelay:
         return len(sent)
 
     async def _site_consumer(self, system: str, site: str) -> bool:
-        """Make the consumer of a site's commands before they are published (and again every few minutes, in
-        case it was deleted), so that none goes unread; whether it is there. One JetStream refuses holds up
-        that site only."""
-        made = self._site_consumers.get((system, site))
-        if made is not None and time.monotonic() - made < _SITE_CONSUMER_RECHECK_S:
-            return True
+        """Make the consumer of a site's commands before they are published (again every few minutes, and
+        after one of them went unanswered, in case it was deleted), so that none goes unread; whether it is
+        there. One JetStream refuses holds up that site only, asked again a little later."""
+        known = self._site_consumers.get((system, site))
+        if known is not None and time.monotonic() < known[1]:
+            return known[0]
+        config = site_command_consumer(system, site)
         try:
-            await self.js.add_consumer(COMMANDS_STREAM, site_command_consumer(system, site))
+            try:
+                await self.js.add_consumer(COMMANDS_STREAM, config)
+            except JetStreamAPIError as exc:
+                if exc.err_code != _CONSUMER_NOT_UPDATABLE:
+                    raise
+                # made otherwise (another deliver policy): made again as it must be; what it held unread
+                # is unanswered, and sent again
+                await self.js.delete_consumer(COMMANDS_STREAM, config.durable_name or "")
+                await self.js.add_consumer(COMMANDS_STREAM, config)
         except JetStreamAPIError as exc:
-            log.warning("commands for %s at a site wait: its consumer was refused (%s)", system,
-                        exc.description)
+            log.warning("commands for %s at site %s wait: its consumer %s was refused (%s)", system, site,
+                        config.durable_name, exc.description)
+            self._site_consumers[(system, site)] = (False, time.monotonic() + _SITE_CONSUMER_RETRY_S)
             return False
-        self._site_consumers[(system, site)] = time.monotonic()
+        self._site_consumers[(system, site)] = (True, time.monotonic() + _SITE_CONSUMER_RECHECK_S)
         return True
 
     async def act_on_answers(self, conn: asyncpg.Connection, down: set[str]) -> None:
@@ -226,6 +239,8 @@ class CommandRelay:
                         trouble[row["system"]].append("unavailable")
                     continue
                 trouble[row["system"]].append("failed" if row["answer"] == "failed" else "timeout")
+                if row["answer"] is None:  # unanswered: its site's consumer is made again before the retry
+                    self._site_consumers.pop((row["system"], row["site"]), None)
                 kind: Literal["command_failed", "command_timeout"] = \
                     "command_failed" if row["answer"] == "failed" else "command_timeout"
                 reason = (f"answered failed: {row['last_error']}" if row["answer"] == "failed"

@@ -83,6 +83,9 @@ class ConnectorRuntime:
         self.creds = creds
         self.tls_ca = tls_ca
         self.inbox = inbox or inbox_prefix(connector.system)
+        # a profile limited to sites names its own inbox since it may also read its sites' command consumers;
+        # one issued before (no inbox) may not, and keeps its system's inbox
+        self.site_consumers = bool(sites) and inbox is not None
         self.heartbeat_interval = heartbeat_interval
         self.spool = Spool(Path(data_dir) / f"spool-{connector.name}.sqlite")
         self.publisher = Publisher(self.spool, max_in_flight=max_in_flight, site_subjects=bool(sites))
@@ -210,16 +213,20 @@ class ConnectorRuntime:
             return
         subscription, per_site = bound
         self.ready.set()
-        if per_site and not self.sites:
-            log.warning("%s is commanded per site (SWITCHBOARD_COMMANDS_PER_SITE): a connector not limited to"
-                        " sites receives none of its commands", system)
+        if self.sites and not self.site_consumers:
+            log.warning("%s: its profile, limited to sites, predates commands by site (no inbox of its own):"
+                        " other profiles of its system may read what it pulls; issue it again", system)
+        if per_site and not self.site_consumers:
+            log.warning("%s is commanded per site (SWITCHBOARD_COMMANDS_PER_SITE): this connector receives"
+                        " none of its commands", system)
         # limited to sites: its sites' consumers too, whatever the system's consumer says now (the setting
         # may change while it runs); each site's commands in order, different sites' possibly at once. The
         # backend makes a site's consumer before its first command: asked for every second when the system
         # is commanded per site, else less and less often (up to every 30 s)
         patience = 1.0 if per_site else _SITE_CONSUMER_MAX_WAIT_S
+        sites = self.sites if self.site_consumers else ()
         await asyncio.gather(self._serve(js, consumer_name(system), 1.0, subscription),
-                             *(self._serve(js, consumer_name(system, site), patience) for site in self.sites))
+                             *(self._serve(js, consumer_name(system, site), patience) for site in sites))
 
     async def _serve(self, js: JetStreamContext, name: str, patience: float,
                      subscription: JetStreamContext.PullSubscription | None = None) -> None:
