@@ -1,8 +1,8 @@
 """A private certificate authority for the NATS servers' TLS (docs/security.md, "Encryption on the bus").
 
 `switchboard nats init --tls-names …` keeps one authority beside the issuer's seeds and gives the servers a
-certificate from it on every run; Switchboard's processes and connector profiles trust that authority alone
-(SWITCHBOARD_NATS_TLS_CA). PEM text in and out: where it is kept is the caller's business.
+certificate from it (kept while it is good); Switchboard's processes and connector profiles trust that
+authority alone (SWITCHBOARD_NATS_TLS_CA). PEM text in and out: where it is kept is the caller's business.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ class ConnectorRuntime:
         while self.nc is None and not self._stopping:
             try:
                 # a cluster's URLs, comma-separated: any one that answers will do. Replies come to an
-                # inbox of its own system, the only one its credentials let it read
+                # inbox of its own system (or of its sites), the only one its credentials let it read
                 self.nc = await bus.connect(self.nats_url, f"switchboard-connector-{self.connector.name}",
                                             creds=self.creds, tls_ca=self.tls_ca,
                                             inbox_prefix=self.inbox,
