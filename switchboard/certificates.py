@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 from typing import NamedTuple
 
 from cryptography import x509
@@ -18,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _SLACK = datetime.timedelta(minutes=5)  # clocks of the servers and clients a little apart
+# a host name as clients check it: dot-separated labels of letters, digits and inner hyphens
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
 
 
 class Pem(NamedTuple):
@@ -82,6 +85,9 @@ def server_certificate(authority: Pem, names: list[str], days: int = 365) -> Pem
     Good for a server and for a client too: a cluster's nodes are both to each other on their routes."""
     if not names:
         raise ValueError("a server certificate needs at least one name")
+    wrong = [n for n in names if not (_is_address(n) or (len(n) <= 253 and _HOST_NAME.fullmatch(n)))]
+    if wrong:
+        raise ValueError(f"not a host name or address: {', '.join(repr(n) for n in wrong)}")
     ca_cert = x509.load_pem_x509_certificate(authority.cert.encode())
     ca_key = serialization.load_pem_private_key(authority.key.encode(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):

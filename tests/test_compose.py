@@ -120,6 +120,11 @@ def test_the_shared_nats_configuration_is_valid_for_nats_server(tmp_path):
     # profiles trusting another authority than the one that signed the servers' certificate: refused
     with pytest.raises(SystemExit, match="the profiles get that one, not --nats-tls-ca"):
         init_with_tls("nats-1", "--nats-tls-ca", str(tmp_path / "issuer" / "tls-ca.pem"))
+    kept = server.read_text()
+    refused = re.escape("--tls-names: not a host name or address: 'nats 1', '*.nats'")
+    with pytest.raises(SystemExit, match=refused):
+        init_with_tls("nats 1,*.nats,127.0.0.1")
+    assert server.read_text() == kept  # the last good one stays
     # monitoring on loopback only
     assert "http: 127.0.0.1:8222" in (ROOT / "deploy" / "nats.conf").read_text()
 

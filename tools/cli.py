@@ -152,9 +152,12 @@ def _nats_init(args: argparse.Namespace) -> None:
     if tls_names and args.nats_tls_ca:
         sys.exit("--tls-names gives the servers a certificate of the issuer's authority: the profiles get"
                  " that one, not --nats-tls-ca")
-    written = init_deployment(issuer, Path(args.server_dir), resolver_dir=args.resolver_dir,
-                              routes=[r for r in args.routes.split(",") if r],
-                              backend_creds=Path(args.backend_creds), tls_names=tls_names)
+    try:
+        written = init_deployment(issuer, Path(args.server_dir), resolver_dir=args.resolver_dir,
+                                  routes=[r for r in args.routes.split(",") if r],
+                                  backend_creds=Path(args.backend_creds), tls_names=tls_names)
+    except ValueError as exc:
+        sys.exit(f"--tls-names: {exc}")
     tls_ca = args.nats_tls_ca or (str(Issuer(issuer).tls_ca) if tls_names else None)
     # a profile per connector system, issued once (revoke and issue again to replace one)
     backend_url = load_section(DashboardSection).backend_url
