@@ -119,8 +119,42 @@ async def test_the_backend_and_a_connector_from_a_profile_speak_tls_only(world, 
             assert names <= by_name.keys()
             for name in names:
                 assert by_name[name].get("tls_version"), f"{name} is not on TLS: {by_name[name]}"
+        await simulated_systems_find_the_authority_beside_their_profiles(world, uid, out)
     finally:
         backend.stop()
+
+
+async def simulated_systems_find_the_authority_beside_their_profiles(world: TlsWorld, uid: str,
+                                                                     out: Path) -> None:
+    """`connector sim --profiles DIR`, as compose runs it: the authority is in DIR, not in its settings."""
+    assert world.server.issuer is not None
+    subprocess.run([sys.executable, "-m", "tools.cli", "connector", "profile", "--system", "appointments",
+                    "--out", str(out), "--issuer", str(world.server.issuer.folder)],
+                   env=world.env(), capture_output=True, text=True, timeout=60, check=True)
+    site = f"sim-{uid}"
+    env = {k: v for k, v in world.env().items()
+           if k not in ("SWITCHBOARD_NATS_TLS_CA", "SWITCHBOARD_NATS_CREDS")}
+    sim = subprocess.Popen([sys.executable, "-m", "tools.cli", "connector", "sim",
+                            "--systems", "appointments,queue", "--sites", site, "--speed", "600",
+                            "--arrivals-per-hour", "3600", "--admin-port", str(free_port()),
+                            "--profiles", str(out)],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async def journeys() -> int:
+            conn = await asyncpg.connect(world.database_url)
+            try:
+                return int(await conn.fetchval("SELECT count(*) FROM journeys WHERE site = $1", site))
+            finally:
+                await conn.close()
+
+        assert await eventually(journeys, timeout=30)
+        by_name = {c.get("name"): c for c in await connections(world)}
+        simulated = [c for name, c in by_name.items()
+                     if name and name.startswith("switchboard-connector-") and not name.endswith("-tls")]
+        assert simulated and all(c.get("tls_version") for c in simulated)
+    finally:
+        sim.terminate()
+        sim.wait(timeout=20)
 
 
 async def test_a_plain_client_is_refused(world):
