@@ -96,7 +96,7 @@ async def test_the_backend_and_a_connector_from_a_profile_speak_tls_only(world, 
         assert world.server.issuer is not None
         subprocess.run([sys.executable, "-m", "tools.cli", "connector", "profile", "--system", "queue",
                         "--out", str(out), "--issuer", str(world.server.issuer.folder)],
-                       env=world.env(), capture_output=True, text=True, timeout=60, check=True)
+                       env=world.env(), capture_output=True, text=True, timeout=30, check=True)
         profile = {k: v for k, v in dotenv_values(out / "queue.env").items() if v is not None}
         # the profile carries its own copy of the authority: the connector's machine needs nothing else
         assert profile["SWITCHBOARD_NATS_TLS_CA"] == str((out / "nats-ca.pem").resolve())
@@ -130,7 +130,7 @@ async def simulated_systems_find_the_authority_beside_their_profiles(world: TlsW
     assert world.server.issuer is not None
     subprocess.run([sys.executable, "-m", "tools.cli", "connector", "profile", "--system", "appointments",
                     "--out", str(out), "--issuer", str(world.server.issuer.folder)],
-                   env=world.env(), capture_output=True, text=True, timeout=60, check=True)
+                   env=world.env(), capture_output=True, text=True, timeout=30, check=True)
     site = f"sim-{uid}"
     env = {k: v for k, v in world.env().items()
            if k not in ("SWITCHBOARD_NATS_TLS_CA", "SWITCHBOARD_NATS_CREDS")}

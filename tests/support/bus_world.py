@@ -43,7 +43,7 @@ class BusWorld:
         assert self.server.issuer is not None
         done = subprocess.run([sys.executable, "-m", "tools.cli", "connector", *args, "--issuer",
                                str(self.server.issuer.folder), "--nats-url", self.server.url],
-                              env=self.env(), capture_output=True, text=True, timeout=60, check=True)
+                              env=self.env(), capture_output=True, text=True, timeout=30, check=True)
         return done.stdout
 
     def profile(self, system: str, *sites: str) -> dict[str, str]:
