@@ -20,6 +20,8 @@ import jsonschema  # type: ignore[import-untyped]  # untyped; its stubs (types-j
 import msgspec
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from backend.db import RUNTIME_ROLE
 from backend.messaging import StreamsSection
@@ -111,7 +113,7 @@ def test_the_shared_nats_configuration_is_valid_for_nats_server(tmp_path):
     # the servers' certificate and key in one owner-only file, kept while it is for the same names
     server = tmp_path / "auth" / "tls-server.pem"
     issued = server.read_text()
-    assert "BEGIN CERTIFICATE" in issued and "BEGIN PRIVATE KEY" in issued
+    assert x509.load_pem_x509_certificate(issued.encode()) and load_pem_private_key(issued.encode(), None)
     assert server.stat().st_mode & 0o777 == 0o600
     init_with_tls("nats-1,nats-2,nats-3,localhost,127.0.0.1")
     assert server.read_text() == issued
