@@ -86,6 +86,16 @@ async def customer_waiting(pool, js, place: dict[str, str]) -> dict[str, str]:
     return {**place, "journey": found}
 
 
+async def command_to_resend(pool, js, place: dict[str, str]) -> dict[str, str]:
+    """A command of the site that failed for good: one attempt more may be asked for."""
+    command = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO commands (id, rule, system, command, journey_id, refs, site, data, status, attempts)"
+        " VALUES ($1, 'matrix', 'queue', 'staff.alert', $2, $3, $4, '{}', 'failed', 5)",
+        command, uuid.uuid4(), [f"queue:MX-{place['site']}"], place["site"])
+    return {**place, "command": str(command)}
+
+
 async def alert_to_ack(pool, js, place: dict[str, str]) -> dict[str, str]:
     # one open alert per rule and subject: a rule of its own
     alert = await pool.fetchval("INSERT INTO alerts (rule, kind, subject, site, summary, value, threshold)"
@@ -158,9 +168,9 @@ MATRIX: dict[str, Row] = {
         body=lambda w: {"action": "call", "counter": "C1", "step_id": uuid.uuid4().hex}),
     "GET /api/v1/commands": Row(READ_, "/api/v1/commands?site={site}", foreign=True, listing=True),
     "GET /api/v1/commands/{command_id:uuid}": Row(READ_, "/api/v1/commands/{command}", foreign=True),
-    # the world's command is settled `ok`: an allowed caller is told it cannot be sent again
-    "POST /api/v1/commands/{command_id:uuid}/resend": Row(SRE_, "/api/v1/commands/{command}/resend", 409,
-                                                          foreign=True, body=lambda w: {}),
+    "POST /api/v1/commands/{command_id:uuid}/resend": Row(SRE_, "/api/v1/commands/{command}/resend", 200,
+                                                          foreign=True, fresh=command_to_resend,
+                                                          body=lambda w: {}),
     "GET /api/v1/rules": Row(READ_, "/api/v1/rules"),
     "GET /api/v1/audit": Row(AUDIT_, "/api/v1/audit?site={site}", foreign=True),
     "GET /api/v1/reports/daily": Row(READ_, "/api/v1/reports/daily?site={site}", foreign=True),
