@@ -113,7 +113,9 @@ async def accounted(pool, prefix: str, seq: int, raw: bytes) -> bool:
     if await pool.fetchval("SELECT count(*) FROM failures WHERE dedupe_key = $1", f"{prefix}{seq}"):
         return True
     key = event_key(raw)
-    return key is not None and bool(await pool.fetchval(
+    if key is None or any("\x00" in part for part in key):
+        return False  # Postgres text holds no NUL: such a message can only be a failure by its sequence
+    return bool(await pool.fetchval(
         "SELECT (SELECT count(*) FROM events WHERE source = $1 AND id = $2)"
         " + (SELECT count(*) FROM failures WHERE dedupe_key = $3)", *key, f"apply:{key[0]} {key[1]}"))
 
