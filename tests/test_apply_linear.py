@@ -20,7 +20,7 @@ from backend import db
 from backend.ingest import apply
 from backend.ingest.validate import Accepted, validate
 from backend.routing.rules import DEFAULT_RULES, load_rules
-from switchboard.events import SEED_SYSTEMS, CloudEvent
+from switchboard.events import SEED_SYSTEMS
 from tests.support.events import cloud_event
 from tools.bench.ingest import make_events
 
@@ -56,13 +56,13 @@ async def conn(server_urls: dict[str, str]) -> AsyncIterator[RecordingConnection
         await admin.close()
 
 
-def journeys(count: int, prefix: str) -> list[tuple[CloudEvent, int]]:
+def journeys(count: int, prefix: str) -> list[Accepted]:
     """The events of `count` whole journeys, booked to completed: two references each, and a command."""
     out = []
     for _, body, _ in make_events(6 * count + count // 10, prefix=prefix):
         accepted = validate(body, max_bytes=65_536, known_systems=SEED_SYSTEMS)
         assert isinstance(accepted, Accepted), accepted
-        out.append((accepted.event, 0))
+        out.append(accepted)
     return out
 
 
@@ -89,7 +89,7 @@ async def explain_generic(conn: asyncpg.Connection, query: str, args: tuple[Any,
         await conn.execute("DEALLOCATE explained")
 
 
-async def write_rows(conn: RecordingConnection, events: list[tuple[CloudEvent, int]]) -> tuple[int, int]:
+async def write_rows(conn: RecordingConnection, events: list[Accepted]) -> tuple[int, int]:
     """The rows the batch's write handles, and the commands it wrote; nothing of it is kept."""
     rules = load_rules(DEFAULT_RULES, SEED_SYSTEMS)
     for explain in (False, True):
@@ -155,10 +155,10 @@ async def test_of_two_journeys_one_batch_created_a_later_link_keeps_the_one_whos
         assert [(m.id, m.merged_into) for m in joined.merged_away] == [(arrived, booked)], attempt
 
 
-def accepted(bodies: list[dict[str, Any]]) -> list[tuple[CloudEvent, int]]:
+def accepted(bodies: list[dict[str, Any]]) -> list[Accepted]:
     out = []
     for body in bodies:
         event = validate(msgspec.json.encode(body), max_bytes=65_536, known_systems=SEED_SYSTEMS)
         assert isinstance(event, Accepted), event
-        out.append((event.event, 0))
+        out.append(event)
     return out

@@ -12,8 +12,9 @@ import asyncpg
 
 from backend.ingest import apply
 from backend.ingest.apply import Outcome
+from backend.ingest.validate import Accepted
 from backend.routing.rules import DEFAULT_RULES, load_rules
-from switchboard.events import SEED_SYSTEMS, CloudEvent
+from switchboard.events import SEED_SYSTEMS
 from tests.support.events import cloud_event
 from tests.support.waits import eventually
 from tests.test_apply_linear import accepted
@@ -30,7 +31,7 @@ async def _connected(url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def _apply(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, int]]) -> Outcome:
+async def _apply(conn: asyncpg.Connection, batch: list[Accepted]) -> Outcome:
     async with conn.transaction():
         return await apply.apply_events(conn, batch, rules=RULES)
 

@@ -122,7 +122,7 @@ async def test_a_relay_dying_after_publish_and_before_commit_publishes_the_same_
                            max_bytes=65536, known_systems=SEED_SYSTEMS | RESERVED_SYSTEMS)
         assert isinstance(booking, Accepted)
         async with pool.acquire() as conn, conn.transaction():
-            await apply_events(conn, [(booking.event, 0)], rules=load_rules(DEFAULT_RULES, SEED_SYSTEMS))
+            await apply_events(conn, [booking], rules=load_rules(DEFAULT_RULES, SEED_SYSTEMS))
         command_id = await pool.fetchval("SELECT id FROM commands WHERE site = $1", site)
 
         async with pool.acquire() as conn:

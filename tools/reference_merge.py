@@ -6,6 +6,7 @@ shares no logic with `backend.journeys.merge`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -25,14 +26,25 @@ def _latest(events: list[dict[str, Any]], types: set[str]) -> dict[str, Any] | N
     return max(matching, key=_order) if matching else None
 
 
-def _authority(event: dict[str, Any]) -> str:
-    system = event["source"].split("/")[1]
-    return event["subject"].split(":", 1)[0] if system == "switchboard" else system
+def _unscoped(event: dict[str, Any]) -> str | None:
+    return None
 
 
-def expected_journey(events: list[dict[str, Any]]) -> dict[str, Any]:
-    # the site: the latest one said by the system of the earliest event, which owns it
-    owner = _authority(min(events, key=_order))
+def expected_journey(events: list[dict[str, Any]],
+                     scope_of: Callable[[dict[str, Any]], str | None] = _unscoped) -> dict[str, Any]:
+    """`scope_of` names the one site an event was published for (by a connector limited to sites), if any."""
+
+    def authority(event: dict[str, Any]) -> str:
+        system = event["source"].split("/")[1]
+        system = event["subject"].split(":", 1)[0] if system == "switchboard" else system
+        scope = scope_of(event)
+        return system if scope is None else f"{system}@{scope}"
+
+    # the site: the latest one said by the authority of the earliest event, which owns it
+    owner = authority(min(events, key=_order))
+    site = max((e for e in events if authority(e) == owner), key=_order)["data"]["site"]
+    # an event published for one site says nothing of a journey that sits at another
+    events = [e for e in events if scope_of(e) in (None, site)]
     staged = [e for e in events if e["type"] in STAGE_OF]
     finals = [e for e in staged if STAGE_OF[e["type"]] in FINAL]
     if finals:
@@ -48,7 +60,7 @@ def expected_journey(events: list[dict[str, Any]]) -> dict[str, Any]:
     counter = _latest(events, {"ticket.called", "service.started"})
     ticket = _latest(events, {"ticket.issued"})
     return {
-        "site": max((e for e in events if _authority(e) == owner), key=_order)["data"]["site"],
+        "site": site,
         "stage": stage,
         "service": booked["data"]["service"] if booked else None,
         "slot_start": datetime.fromisoformat(slot["data"]["slot_start"]) if slot else None,

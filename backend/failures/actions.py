@@ -77,8 +77,7 @@ async def _apply_again(conn: asyncpg.Connection, checked: Accepted,
     """The outcome of applying a failed event again, or the kind and reason it still fails with."""
     try:
         async with conn.transaction():
-            outcome = await apply_events(conn, [(checked.event, checked.dropped_fields)],
-                                         rules=resources.rules)
+            outcome = await apply_events(conn, [checked], rules=resources.rules)
     except (asyncpg.PostgresError, JourneyTooLargeError) as exc:
         return "apply_error", f"{type(exc).__name__}: {exc}"
     if outcome.refused:
@@ -97,7 +96,10 @@ async def _retry_inbound(conn: asyncpg.Connection, announce: Announcements, row:
     else:
         checked = validate(msgspec.json.encode(msgspec.json.decode(row["payload"])),
                            max_bytes=settings.max_event_bytes,
-                           known_systems=resources.known_systems, trust=trust_of(settings))
+                           known_systems=resources.known_systems, trust=trust_of(settings),
+                           # sent by a connector limited to sites: applied for its site alone, as it would
+                           # have been
+                           allowed_sites=None if row["scope"] is None else frozenset((row["scope"],)))
     if isinstance(checked, Accepted):
         applied = await _apply_again(conn, checked, resources)
         if isinstance(applied, Outcome):

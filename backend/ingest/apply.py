@@ -23,7 +23,7 @@ import msgspec
 
 from backend.commands.outbox import planned_commands, record_answers, unanswerable
 from backend.db import lock_key
-from backend.ingest.validate import Rejected, rejected_event
+from backend.ingest.validate import Accepted, Rejected, rejected_event
 from backend.integrations import traffic
 from backend.journeys.merge import FINAL_STAGES, JourneyState, copy, fold, merge
 from backend.journeys.schemas import Journey, JourneyMerged
@@ -219,35 +219,35 @@ def _rows(rows: list[Any]) -> str:
     return _encode(rows).decode()
 
 
-async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, int]], *,
-                       rules: RuleSet) -> Outcome:
-    """Apply `(event, dropped_fields)` pairs, writing the commands `rules` call for; events already applied
-    are counted as duplicates, and command answers that may not be applied are `refused`."""
-    unique: dict[tuple[str, str], tuple[CloudEvent, int]] = {}
-    for event, dropped in batch:
-        unique.setdefault((event.source, event.id), (event, dropped))
+async def apply_events(conn: asyncpg.Connection, batch: list[Accepted], *, rules: RuleSet) -> Outcome:
+    """Apply validated events, writing the commands `rules` call for; events already applied are counted as
+    duplicates, and command answers that may not be applied are `refused`."""
+    unique: dict[tuple[str, str], Accepted] = {}
+    for accepted in batch:
+        unique.setdefault((accepted.event.source, accepted.event.id), accepted)
     refused: list[tuple[Rejected, str]] = []
-    if results := [e for e, _ in unique.values() if isinstance(e, CommandResult)]:
+    if results := [a.event for a in unique.values() if isinstance(a.event, CommandResult)]:
         for key, (kind, reason) in (await unanswerable(conn, results)).items():
-            event = unique.pop(key)[0]
-            refused.append((rejected_event(event, kind, reason), failure_key(event)))
+            gone = unique.pop(key)
+            refused.append((rejected_event(gone.event, kind, reason, gone.scope), failure_key(gone.event)))
     lock_texts: set[str] = set()
-    for event, _ in unique.values():
+    for event in (a.event for a in unique.values()):
         lock_texts.update(refs_of(event) if event.kind == "journey" else [event.subject])
     sources, ids = zip(*sorted(unique), strict=True) if unique else ((), ())
     claimed = {
         (r["source"], r["id"]) for r in await conn.fetch(
             _CLAIM, list(sources), list(ids), sorted(lock_key(t) for t in lock_texts))
     }
-    fresh = [pair for key, pair in unique.items() if key in claimed]
+    fresh = [accepted for key, accepted in unique.items() if key in claimed]
     outcome = Outcome(applied=len(fresh), duplicates=len(batch) - len(fresh) - len(refused), refused=refused,
-                      applied_types=Counter((e.type, e.system) for e, _ in fresh))
+                      applied_types=Counter((a.event.type, a.event.system) for a in fresh))
     if not fresh:
         return outcome
 
-    journey_events = [e for e, _ in fresh if e.kind == "journey"]
-    traced = {(e.source, e.id): e.traceparent for e in journey_events if e.traceparent}
-    refs = sorted({r for e in journey_events for r in refs_of(e)})
+    events = [a.event for a in fresh]
+    journey_events = [a for a in fresh if a.event.kind == "journey"]
+    traced = {(e.source, e.id): e.traceparent for e in events if e.kind == "journey" and e.traceparent}
+    refs = sorted({r for a in journey_events for r in refs_of(a.event)})
     mapping, journeys = await _lock_journeys(conn, refs) if refs else ({}, {})
     before = {jid: work.state for jid, work in journeys.items()}
     for work in journeys.values():
@@ -267,7 +267,8 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     new_refs: dict[str, UUID] = {}
     event_journey: dict[tuple[str, str], UUID] = {}
     touched: set[UUID] = set()
-    for event in journey_events:
+    for accepted in journey_events:
+        event = accepted.event
         event_refs = refs_of(event)
         candidates = sorted({find(mapping[r]) for r in event_refs if r in mapping},
                             key=lambda j: (journeys[j].created_at, j))
@@ -277,10 +278,10 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
                 state = merge(state, journeys[other].state)
             jid = candidates[0]
             absorbed_by.update(dict.fromkeys(candidates[1:], jid))
-            journeys[jid].state = fold(state, event)
+            journeys[jid].state = fold(state, event, accepted.scope)
         else:
             jid = time_ordered_id()
-            journeys[jid] = _Working(fold(JourneyState(), event), now)
+            journeys[jid] = _Working(fold(JourneyState(), event, accepted.scope), now)
         touched.add(jid)
         for ref in event_refs:
             if ref not in mapping:
@@ -292,11 +293,11 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     if merged_away:
         await _repoint(conn, merged_away)
     journey_of = {key: find(jid) for key, jid in event_journey.items()}
-    commands = planned_commands(rules, events=[e for e, _ in fresh], before=before, survivor=find,
+    commands = planned_commands(rules, events=events, before=before, survivor=find,
                                 journey_of=journey_of, after={j: journeys[j].state for j in live})
     journey_rows = [_journey_row(j, journeys[j]) for j in live]
     latencies: dict[str, list[int]] = {}
-    for e, _ in fresh:
+    for e in events:
         if not isinstance(e, ConnectorHeartbeat):
             latencies.setdefault(e.system, traffic.counter())[traffic.bucket(now - e.time)] += 1
     written = await conn.fetch(
@@ -304,16 +305,16 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
         _rows(journey_rows),
         _rows([_RefRow(ref, find(j)) for ref, j in new_refs.items()]),
         _rows([_EventRow(e.source, e.id, e.type, e.subject, getattr(e.data, "site", None), e.time, e.data,
-                         journey_of.get((e.source, e.id)), dropped, e.traceparent or None)
-               for e, dropped in fresh]),
+                         journey_of.get((e.source, e.id)), a.dropped_fields, e.traceparent or None)
+               for e, a in zip(events, fresh, strict=True)]),
         _rows(commands),
         _rows([_CapacityRow(e.data.site, e.data.counters_open, e.data.counters_busy, e.data.staff_on_duty,
                             e.data.queue_length, e.key, e.time)
-               for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, CapacityChanged)])]),
+               for e in _latest_per_subject([e for e in events if isinstance(e, CapacityChanged)])]),
         # keyed by the system the connector is authenticated as; its `connector:<name>` is only a label
         _rows([_HeartbeatRow(e.subject.removeprefix("connector:"), e.system, e.data.upstream, e.data.version,
                              e.key, e.time)
-               for e in _latest_per_subject([e for e, _ in fresh if isinstance(e, ConnectorHeartbeat)],
+               for e in _latest_per_subject([e for e in events if isinstance(e, ConnectorHeartbeat)],
                                             by_system=True)]),
         live,
         _rows(traffic.rows(latencies)),
@@ -322,7 +323,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
         if len(w["refs"]) > MAX_JOURNEY_REFS:
             raise JourneyTooLargeError(f"journey {row.id} would hold {len(w['refs'])} references, more than "
                                        f"{MAX_JOURNEY_REFS}")
-    results = [e for e, _ in fresh if isinstance(e, CommandResult)]
+    results = [e for e in events if isinstance(e, CommandResult)]
     if results:
         outcome.failures = set(await record_answers(conn, results))
 
@@ -333,7 +334,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[tuple[CloudEvent, i
     outcome.merged_away = [JourneyMerged(id=old, site=before[old].value("site"), merged_into=new)
                            for old, new in merged_away]
     outcome.traced_journeys = {key: jid for key, jid in journey_of.items() if traced.get(key)}
-    outcome.sites = {site for e, _ in fresh if (site := getattr(e.data, "site", None)) is not None}
+    outcome.sites = {site for e in events if (site := getattr(e.data, "site", None)) is not None}
     return outcome
 
 

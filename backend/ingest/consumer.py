@@ -41,7 +41,7 @@ from backend.live.bus import Announcements, LiveBus
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
 from backend.routing.rules import RuleSet
 from switchboard import tracing
-from switchboard.events import RESERVED_SYSTEMS, CloudEvent
+from switchboard.events import RESERVED_SYSTEMS
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ _NO_SUCH_MESSAGE = 10037  # JetStream's "no message found"
 _CLASSIFY_CHUNK = 50
 _T = TypeVar("_T")
 OnApplied = Callable[[Outcome], Awaitable[None]]
-AcceptedEvents = list[tuple[CloudEvent, int]]
+AcceptedEvents = list[Accepted]
 RejectedMessages = list[tuple[Rejected, str]]
 
 
@@ -218,7 +218,7 @@ class ApplyWorker:
                               # match
                               allowed_sites=None if site is None else frozenset((site,)))
             if isinstance(result, Accepted):
-                accepted.append((result.event, result.dropped_fields))
+                accepted.append(result)
             else:
                 rejected.append((result, f"{self._key_prefix}{msg.metadata.sequence.stream}"))
         for (type_label, system_label), n in arrived.items():
@@ -269,7 +269,7 @@ class ApplyWorker:
         if missed := sum(1 for e in erased if e is not True):
             log.warning("%d messages refused for personal data could not be erased yet", missed)
 
-    async def apply_batch(self, accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]],
+    async def apply_batch(self, accepted: AcceptedEvents, rejected: list[tuple[Rejected, str]],
                           ) -> tuple[Outcome, list[tuple[Rejected, str]]]:
         """Apply and record in one transaction; returns the outcome and every failure recorded."""
 
@@ -288,20 +288,21 @@ class ApplyWorker:
                         type(exc).__name__, getattr(exc, "sqlstate", ""))
             return await self._apply_one_by_one(accepted, rejected)
 
-    async def _apply_one_by_one(self, accepted: list[tuple[CloudEvent, int]],
+    async def _apply_one_by_one(self, accepted: AcceptedEvents,
                                 rejected: list[tuple[Rejected, str]],
                                 ) -> tuple[Outcome, list[tuple[Rejected, str]]]:
         """Isolate the event that broke a batch: it becomes an `apply_error`, the others apply."""
         total = Outcome()
         failed = list(rejected)
-        for pair in accepted:
+        for each in accepted:
             try:
-                one = await self._transaction(functools.partial(self._apply, batch=[pair]))
+                one = await self._transaction(functools.partial(self._apply, batch=[each]))
             except Exception as exc:  # the event that breaks becomes its failure
                 if isinstance(exc, _UNAVAILABLE):
                     raise
-                event = pair[0]
-                failed.append((rejected_event(event, "apply_error", f"{type(exc).__name__}: {exc}"),
+                event = each.event
+                failed.append((rejected_event(event, "apply_error", f"{type(exc).__name__}: {exc}",
+                                              each.scope),
                                failure_key(event)))
                 continue
             total.add(one)
@@ -367,13 +368,13 @@ class ApplyWorker:
         if held is not None:
             await self.pool.release(held)
 
-    def _count(self, accepted: list[tuple[CloudEvent, int]], rejected: list[tuple[Rejected, str]],
+    def _count(self, accepted: AcceptedEvents, rejected: list[tuple[Rejected, str]],
                outcome: Outcome) -> None:
         for (type_, system), n in outcome.applied_types.items():
             metrics.EVENTS_APPLIED.labels(type_, metrics.system_label(system, self.known_systems)).inc(n)
-        for event, dropped in accepted:
-            if dropped:
-                metrics.FIELDS_DROPPED.labels(event.type).inc(dropped)
+        for one in accepted:
+            if one.dropped_fields:
+                metrics.FIELDS_DROPPED.labels(one.event.type).inc(one.dropped_fields)
         metrics.count_failures((failure for failure, _ in rejected), self.known_systems)
         if outcome.duplicates:
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)
@@ -399,13 +400,13 @@ async def erase_message(nc: NATS, stream: str, seq: int) -> bool:
     return bool(answer.get("success")) or answer.get("error", {}).get("err_code") == _NO_SUCH_MESSAGE
 
 
-def _start_apply_spans(accepted: list[tuple[CloudEvent, int]]) -> dict[tuple[str, str], Span]:
+def _start_apply_spans(accepted: AcceptedEvents) -> dict[tuple[str, str], Span]:
     """An `apply` span, child of each sampled event's publish span, open until its batch commits."""
     return {
         (event.source, event.id): tracing.tracer().start_span(
             f"apply {event.type}", context=tracing.parent(event.traceparent or None), kind=SpanKind.CONSUMER,
             attributes={"cloudevents.event_source": event.source, "cloudevents.event_id": event.id})
-        for event, _ in accepted if tracing.is_sampled(event.traceparent or None)
+        for event in (one.event for one in accepted) if tracing.is_sampled(event.traceparent or None)
     }
 
 

@@ -81,8 +81,11 @@ class IngestController(Controller):
 
         to_publish = [(i, part, r.event) for i, (part, r) in enumerate(zip(parts, results, strict=True))
                       if isinstance(r, Accepted)]
+        # a token limited to sites publishes on its site's subject, as its connector would: the event speaks
+        # for that site alone (backend/journeys/merge.py)
+        limited = principal.sites is not None
         acks = await asyncio.gather(
-            *(resources.js.publish(nats_subject(e), part,
+            *(resources.js.publish(nats_subject(e, with_site=limited), part,
                                    headers={"Nats-Msg-Id": nats_msg_id(e.source, e.id)})
               for _, part, e in to_publish),
             return_exceptions=True,

@@ -83,6 +83,8 @@ def trust_of(section: IngestSection) -> Trust:
 class Accepted(msgspec.Struct, frozen=True):
     event: CloudEvent
     dropped_fields: int = 0
+    # the one site its sender may speak for, when it is limited to sites (backend/journeys/merge.py)
+    scope: str | None = None
 
 
 class Rejected(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +97,7 @@ class Rejected(msgspec.Struct, frozen=True, kw_only=True):
     event_source: str | None = None
     event_id: str | None = None
     event_type: str | None = None
+    scope: str | None = None  # as `Accepted.scope`: a retry applies the event for that site alone
 
 
 def _personal_paths(data: Any, known: frozenset[str]) -> list[str]:
@@ -312,7 +315,7 @@ def _semantic_error(event: CloudEvent) -> str | None:
     return None
 
 
-def rejected_event(event: CloudEvent, kind: FailureKind, reason: str) -> Rejected:
+def rejected_event(event: CloudEvent, kind: FailureKind, reason: str, scope: str | None = None) -> Rejected:
     """A failure for an event that decoded but may not be applied; a column that looks personal is dropped.
 
     An event found free of personal data keeps its codes as they were judged, so that a retry applies what
@@ -324,7 +327,7 @@ def rejected_event(event: CloudEvent, kind: FailureKind, reason: str) -> Rejecte
         system=event.system,
         site=scrub_identifier(getattr(event.data, "site", None)), subject=scrub_identifier(event.subject),
         event_source=scrub_identifier(event.source), event_id=scrub_identifier(event.id),
-        event_type=event.type,
+        event_type=event.type, scope=scope,
     )
 
 
@@ -381,7 +384,8 @@ def validate(
     whatever the token: only the backend publishes them (and NATS permissions keep connectors off
     `svc.events.manual.>` and `svc.events.switchboard.>`). `signed_by_backend` says the message carries
     a backend's signature (`backend.ingest.own_events`), without which no event may come from a reserved
-    system. `trust` bounds an event's date and the journeys its sender may speak about.
+    system. An event within `allowed_sites` is accepted (or refused) for its site alone: its `scope`.
+    `trust` bounds an event's date and the journeys its sender may speak about.
     """
     if len(body) > max_bytes:
         return _unreadable(body, f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit")
@@ -392,9 +396,12 @@ def validate(
     if isinstance(result, Rejected):
         return result
     event = result.event
+    site = getattr(event.data, "site", None)
+    # a sender limited to sites speaks for the one its event names, and only for it (a retry too)
+    scope = site if allowed_sites is not None and site in allowed_sites else None
 
     def reject(kind: FailureKind, reason: str) -> Rejected:
-        return rejected_event(event, kind, reason)
+        return rejected_event(event, kind, reason, scope)
     if personal := _personal_values(event):
         return reject("pii_rejected", "personal data refused at " + ", ".join(personal[:_REASON_PATHS]))
     # who may send it first: those refusals are never retried, and a retry is validated without the
@@ -412,7 +419,6 @@ def validate(
     if allowed_system is not None and allowed_system != system:
         return reject("unauthorized_source",
                       f"a connector of {allowed_system!r} may not publish for {system!r}")
-    site = getattr(event.data, "site", None)
     if allowed_sites is not None and site is not None and site not in allowed_sites:
         # kept where its sender may act, not at the site it claims: a connector limited to one site must not
         # fill another site's failures (and their alerts); with several sites, at none (all-site readers)
@@ -433,4 +439,4 @@ def validate(
         return reject("invalid_event", f"published as {subject_type} but type is {event.type}")
     if refused := _trust_error(event, trust):
         return reject(*refused)
-    return result
+    return result if scope is None else msgspec.structs.replace(result, scope=scope)

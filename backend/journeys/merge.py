@@ -15,6 +15,12 @@ journeys at different sites is no exception: the joined journey belongs to which
 earliest of all their events, and sits where that system last said. What a connector may claim at all is
 decided before apply, whatever the order (its system, its references, its profile's sites:
 `backend/ingest/validate.py`).
+
+An event published for one site only (by a connector limited to sites: its `scope`) speaks for that site
+alone: its authority is `<system>@<site>`, and what it says of the journey (stage, times, counter...) is
+kept apart, in `scoped`, and counts only while the journey sits at that site. So a connector of `north`
+neither moves a journey that another authority placed at `south` nor changes its stage, whatever the
+order: the journey is a function of the set of (event, scope) pairs, as before of events.
 """
 
 from __future__ import annotations
@@ -74,6 +80,11 @@ class JourneyState(msgspec.Struct, kw_only=True, omit_defaults=True):
     outcome: Stamped | None = None
     # earliest time each stage was reached (ISO strings), for wait and service times
     reached: dict[str, str] = {}
+    # per authority of one site (`<system>@<site>`), what its events said: counted only at that site
+    scoped: dict[str, JourneyState] = {}
+    # with `scoped`, what all other events said; the fields above are then the view: `base` and the
+    # `scoped` parts of the journey's site, merged
+    base: JourneyState | None = None
 
     def value(self, name: str) -> Any:
         stamped = getattr(self, name)
@@ -81,15 +92,15 @@ class JourneyState(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 _LATEST_FIELDS = tuple(f for f in JourneyState.__struct_fields__
-                       if f not in ("stage", "reached", "site", "placed_by", "sites"))
+                       if f not in ("stage", "reached", "site", "placed_by", "sites", "scoped", "base"))
 
 
-def site_authority(event: CloudEvent) -> str:
-    """The system an event speaks for about a site: its source's, except Switchboard's own corrective events,
-    which speak for the system of record named by their subject (they are signed by the backend)."""
-    if event.system == "switchboard":
-        return event.subject.split(":", 1)[0]
-    return event.system
+def site_authority(event: CloudEvent, scope: str | None = None) -> str:
+    """Who an event speaks for about a site: its source's system, except Switchboard's own corrective events,
+    which speak for the system of record named by their subject (they are signed by the backend); an event
+    published for one site only speaks for `<system>@<site>` (no system or site holds an `@`)."""
+    system = event.subject.split(":", 1)[0] if event.system == "switchboard" else event.system
+    return system if scope is None else f"{system}@{scope}"
 
 
 def _placed(state: JourneyState) -> JourneyState:
@@ -126,21 +137,42 @@ def _earliest(a: Stamped | None, b: Stamped | None) -> Stamped | None:
     return a if a.key <= b.key else b
 
 
-def merge(a: JourneyState, b: JourneyState) -> JourneyState:
-    a, b = _placed(a), _placed(b)
+def _attributes(a: JourneyState, b: JourneyState) -> JourneyState:
+    """What two states say of the journey itself (every field but its site's), merged."""
     # every field in _LATEST_FIELDS is a `Stamped | None`: mypy cannot tie the names to their types
     merged = JourneyState(**{name: _latest(getattr(a, name), getattr(b, name))  # type: ignore[arg-type]
                              for name in _LATEST_FIELDS})
     merged.stage = _latest(a.stage, b.stage)
-    merged.placed_by = _earliest(a.placed_by, b.placed_by)
-    merged.sites = {system: _latest(a.sites.get(system), b.sites.get(system))  # type: ignore[misc]
-                    for system in a.sites.keys() | b.sites.keys()}
-    merged.site = _own_site(merged)
     reached = dict(a.reached)
     for stage, at in b.reached.items():
         if stage not in reached or at < reached[stage]:
             reached[stage] = at
     merged.reached = reached
+    return merged
+
+
+def _base(state: JourneyState) -> JourneyState:
+    return state if state.base is None else state.base
+
+
+def merge(a: JourneyState, b: JourneyState) -> JourneyState:
+    a, b = _placed(a), _placed(b)
+    scoped = dict(a.scoped)
+    for authority, part in b.scoped.items():
+        scoped[authority] = _attributes(scoped[authority], part) if authority in scoped else part
+    base = _attributes(_base(a), _base(b))
+    merged = base if not scoped else msgspec.structs.replace(base, reached=dict(base.reached))
+    merged.placed_by = _earliest(a.placed_by, b.placed_by)
+    merged.sites = {system: _latest(a.sites.get(system), b.sites.get(system))  # type: ignore[misc]
+                    for system in a.sites.keys() | b.sites.keys()}
+    merged.site = _own_site(merged)
+    if scoped:
+        here = merged.value("site")
+        for authority, part in scoped.items():
+            if authority.partition("@")[2] == here:
+                merged = msgspec.structs.replace(_attributes(merged, part), placed_by=merged.placed_by,
+                                                 sites=merged.sites, site=merged.site)
+        merged.scoped, merged.base = scoped, base
     return merged
 
 
@@ -201,18 +233,33 @@ def contributions(event: CloudEvent) -> tuple[list[tuple[str, Stamped]], dict[st
 
 
 def copy(state: JourneyState) -> JourneyState:
-    """A state `fold` may change without touching the original (stamped values are immutable)."""
+    """A state `fold` may change without touching the original (stamped values are immutable; a state with
+    `scoped` parts is never changed in place)."""
     return msgspec.structs.replace(state, reached=dict(state.reached), sites=dict(state.sites))
 
 
-def fold(state: JourneyState, event: CloudEvent) -> JourneyState:
-    """`merge(state, <the event's state>)`, computed in place: the per-event hot path."""
+def said(event: CloudEvent, scope: str | None = None) -> JourneyState:
+    """What one event says, as a journey state of its own."""
+    own = fold(JourneyState(), event)
+    if scope is None:
+        return own
+    authority = site_authority(event, scope)
+    return JourneyState(placed_by=Stamped(event.key, authority), sites={authority: Stamped(event.key, scope)},
+                        scoped={authority: msgspec.structs.replace(own, site=None, placed_by=None, sites={})},
+                        base=JourneyState())
+
+
+def fold(state: JourneyState, event: CloudEvent, scope: str | None = None) -> JourneyState:
+    """`merge(state, said(event, scope))`, computed in place for an event of no scope on a journey with no
+    scoped parts: the per-event hot path."""
+    if scope is not None or state.scoped:
+        return merge(state, said(event, scope))
     _placed(state)
     key, authority = event.key, site_authority(event)
     if state.placed_by is None or key < state.placed_by.key:
         state.placed_by = Stamped(key, authority)
-    said = state.sites.get(authority)
-    if said is None or key > said.key:
+    claim = state.sites.get(authority)
+    if claim is None or key > claim.key:
         state.sites[authority] = Stamped(key, event.data.site)
     state.site = _own_site(state)
     values, reached = contributions(event)

@@ -29,7 +29,7 @@ from backend import db
 from backend.ingest import apply
 from backend.ingest.validate import Accepted, validate
 from backend.routing.rules import DEFAULT_RULES, load_rules
-from switchboard.events import SEED_SYSTEMS, CloudEvent
+from switchboard.events import SEED_SYSTEMS
 from tools.bench.common import Meter, bench_servers, report, scratch_database
 from tools.bench.ingest import make_events
 
@@ -53,7 +53,7 @@ class TimedConnection(asyncpg.Connection):
             self.spent[name] = self.spent.get(name, 0.0) + time.perf_counter() - started
 
 
-async def _backend_batch(conn: TimedConnection, events: list[tuple[CloudEvent, int]],
+async def _backend_batch(conn: TimedConnection, events: list[Accepted],
                          rules: Any) -> dict[str, float]:
     conn.spent = {}
     started = time.perf_counter()
@@ -87,7 +87,7 @@ async def measure(database_url: str, events: int, batch: int) -> dict[str, objec
     for body in bodies:
         accepted = validate(body, max_bytes=65_536, known_systems=SEED_SYSTEMS)
         assert isinstance(accepted, Accepted), accepted
-        decoded.append((accepted.event, 0))
+        decoded.append(accepted)
     rules = load_rules(DEFAULT_RULES, SEED_SYSTEMS)
     backend = await asyncpg.connect(database_url, connection_class=TimedConnection)
     backend.spent = {}
