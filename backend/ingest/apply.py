@@ -185,6 +185,7 @@ class _EventRow(msgspec.Struct):
     journey_id: UUID | None
     dropped_fields: int
     traceparent: str | None
+    scope: str | None
 
 
 class _CapacityRow(msgspec.Struct):
@@ -305,7 +306,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[Accepted], *, rules
         _rows(journey_rows),
         _rows([_RefRow(ref, find(j)) for ref, j in new_refs.items()]),
         _rows([_EventRow(e.source, e.id, e.type, e.subject, getattr(e.data, "site", None), e.time, e.data,
-                         journey_of.get((e.source, e.id)), a.dropped_fields, e.traceparent or None)
+                         journey_of.get((e.source, e.id)), a.dropped_fields, e.traceparent or None, a.scope)
                for e, a in zip(events, fresh, strict=True)]),
         _rows(commands),
         _rows([_CapacityRow(e.data.site, e.data.counters_open, e.data.counters_busy, e.data.staff_on_duty,
@@ -389,8 +390,9 @@ WITH new_refs AS (
 ), refs_written AS (
     INSERT INTO journey_refs (ref, journey_id) SELECT ref, journey_id FROM new_refs
 ), events_written AS (
-    INSERT INTO events (source, id, type, subject, site, time, data, journey_id, dropped_fields, traceparent)
-    SELECT source, id, type, subject, site, time, data, journey_id, dropped_fields, traceparent
+    INSERT INTO events (source, id, type, subject, site, time, data, journey_id, dropped_fields, traceparent,
+        scope)
+    SELECT source, id, type, subject, site, time, data, journey_id, dropped_fields, traceparent, scope
     FROM jsonb_populate_recordset(NULL::events, $3::jsonb)
 ), commands_written AS (
     INSERT INTO commands (id, rule, system, command, journey_id, site, data, refs)

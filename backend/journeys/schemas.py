@@ -56,6 +56,9 @@ class TimelineEntry(msgspec.Struct):
     type: str
     time: datetime
     applied_at: datetime
+    # the one site its sender spoke for (a connector limited to sites): it counts only while the journey
+    # sits there
+    scope: str | None = None
 
 
 class JourneyDetail(Journey, kw_only=True):

@@ -112,8 +112,8 @@ async def journey_detail(conn: asyncpg.Connection, row: asyncpg.Record,
     failures and drift are those of `sites` only (None: every site): a failure another site's connector
     caused about this journey's reference is that site's."""
     timeline = await conn.fetch(
-        "SELECT source, id, type, time, applied_at FROM events WHERE journey_id = $1 ORDER BY time, source,"
-        " id",
+        "SELECT source, id, type, time, applied_at, scope FROM events WHERE journey_id = $1"
+        " ORDER BY time, source, id",
         row["id"])
     commands, _ = await list_commands(conn, sites=sites, system=None, status=None, journey=row["id"],
                                       limit=DETAIL_LIMIT, cursor=None)

@@ -52,6 +52,11 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...], testid: str) ->
         .classes("w-full").props(f"dense flat {WRAPPED_TABLE} data-testid={testid}")
 
 
+def _not_counted(scope: str | None, site: str) -> str:
+    """Why an event in the timeline changed nothing: its connector spoke for another site only."""
+    return "" if scope is None or scope == site else f"sent for {scope} only: not counted at {site}"
+
+
 def show_journey(journey: dict[str, Any], sites: SiteBook) -> None:
     """The journey's fields, timeline, commands, failures and drift; times in the journey's site's zone."""
     site = journey["site"]
@@ -65,8 +70,9 @@ def show_journey(journey: dict[str, Any], sites: SiteBook) -> None:
                 ui.label("–" if value in (None, [])
                          else ", ".join(value) if isinstance(value, list) else str(value))
     ui.label("Timeline").classes("font-medium")
-    _table([e | {"time": sites.moment(e["time"], site), "applied_at": sites.moment(e["applied_at"], site)}
-            for e in journey["timeline"]], ("time", "type", "source", "applied_at"), "timeline")
+    _table([e | {"time": sites.moment(e["time"], site), "applied_at": sites.moment(e["applied_at"], site),
+                 "note": _not_counted(e.get("scope"), site)}
+            for e in journey["timeline"]], ("time", "type", "source", "applied_at", "note"), "timeline")
     ui.label("Commands").classes("font-medium")
     _table([c | {"attempt_history": attempts_text(c, sites, site)} for c in journey.get("commands", [])],
            ("command", "system", "rule", "status", "attempts", "attempt_history", "last_error"), "commands")

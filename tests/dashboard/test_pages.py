@@ -74,6 +74,31 @@ async def test_a_journey_is_found_by_reference_with_its_timeline(board: Board, t
     await board.user.should_see("waiting")
 
 
+async def test_a_timeline_says_which_events_do_not_count_where_the_journey_sits(board: Board, token, js, uid):
+    """A queue connector limited to north called a ticket the queue placed at south: kept, not counted."""
+    north, south, ticket = f"north-{uid}", f"south-{uid}", f"queue:T-{uid}"
+    now = datetime.now(UTC)
+    issued = cloud_event("ticket.issued", ticket, {"site": south, "ticket": f"T-{uid}", "queue_name": "main"},
+                         time=now - timedelta(minutes=1))
+    await publish(js, issued, subject=f"svc.events.queue.ticket.issued.{south}")
+    await publish(js, cloud_event("ticket.called", ticket, {"site": north, "counter": "C9"}, time=now),
+                  subject=f"svc.events.queue.ticket.called.{north}")
+    await board.sign_in(token("manager"))
+
+    async def notes() -> dict[str, str] | None:
+        await board.user.open(f"/journeys?ref={ticket}")
+        try:  # not found yet while the events wait to be applied
+            await board.user.should_see("Timeline")
+        except AssertionError:
+            return None
+        table = next(iter(board.user.find(ui.table).elements))
+        return {row["type"]: row["note"] for row in table.rows} if len(table.rows) == 2 else None
+
+    assert await eventually(notes) == {"ticket.issued": "",
+                                       "ticket.called": f"sent for {north} only: not counted at {south}"}
+    await board.user.should_see("waiting")
+
+
 async def test_capacity_cards_appear_live_and_a_site_over_target_stands_out(board: Board, token, js, uid):
     late, calm = f"late-{uid}", f"calm-{uid}"
     await board.sign_in(token("manager"))
