@@ -1,6 +1,6 @@
--- The one site its sender could speak for, when an event came from a connector limited to sites
--- (backend/journeys/merge.py, "scope"). A failure keeps it so that a retry applies the event for that site
--- alone, as its first delivery would have been; an applied event keeps it so that the journey's timeline
--- can say which events count where it sits.
-ALTER TABLE failures ADD COLUMN scope text;
+-- A connector limited to sites speaks for them alone (backend/journeys/merge.py). A failure keeps the sites
+-- its sender was limited to, so that a retry applies the event there alone, as its first delivery would
+-- have been; an applied event keeps the one site it spoke for (its scope), so that the journey's timeline
+-- can say which events count where the journey sits.
+ALTER TABLE failures ADD COLUMN sender_sites jsonb;  -- an array of sites
 ALTER TABLE events ADD COLUMN scope text;

@@ -202,6 +202,11 @@ def test_the_site_merge_is_order_free_and_belongs_to_the_system_that_placed_the_
     cut = rng.randint(0, len(shuffled))
     left, right = _state(shuffled[:cut], scoped), _state(shuffled[cut:], scoped)
     assert merge(left, right) == merge(right, left) == _state(shuffled, scoped) == in_order
+    stored = msgspec.json.encode(left)
+    continued = copy(left)  # as the apply continues a stored journey
+    for event in shuffled[cut:]:
+        continued = fold(continued, event, scoped(event))
+    assert continued == in_order and msgspec.json.encode(left) == stored, "the stored state is left as it was"
     assert merge(in_order, copy(in_order)) == in_order, "idempotent"
     assert msgspec.json.decode(msgspec.json.encode(in_order), type=JourneyState) == in_order, "stored as is"
     expected = expected_journey(events, scoped)

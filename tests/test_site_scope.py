@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import msgspec
 import pytest
 
 from tests.support.database import refusing_site
@@ -36,6 +37,11 @@ def _issued(ticket: str, site: str, at: datetime) -> dict:
 
 def _called(ticket: str, site: str, at: datetime, counter: str) -> dict:
     return cloud_event("ticket.called", ticket, {"site": site, "counter": counter}, time=at)
+
+
+async def _sender_sites(pool: asyncpg.Pool, failure_id: int) -> list[str] | None:
+    sites = await pool.fetchval("SELECT sender_sites FROM failures WHERE id = $1", failure_id)
+    return None if sites is None else msgspec.json.decode(sites)
 
 
 def _on_site_subject(event: dict) -> str:
@@ -115,7 +121,7 @@ async def test_a_retried_failure_is_applied_for_its_sender_s_site_alone(api, js,
     async with refusing_site(pool, north):
         await publish(js, foreign, subject=_on_site_subject(foreign))
         failure = await one_failure(api, bearer(token, "sre", [north]), site=north, kind="apply_error")
-    assert await pool.fetchval("SELECT scope FROM failures WHERE id = $1", failure["id"]) == north
+    assert await _sender_sites(pool, failure["id"]) == [north]
     placed = _issued(ticket, south, now - timedelta(minutes=2))
     await publish(js, placed, subject=_on_site_subject(placed))
     await eventually(lambda: _stored(pool, placed["id"]))
@@ -125,3 +131,21 @@ async def test_a_retried_failure_is_applied_for_its_sender_s_site_alone(api, js,
     assert retried.status_code == 200 and retried.json()["outcome"] == "resolved", retried.text
     assert await _stored(pool, foreign["id"])
     assert await _journey(pool, ticket) == (south, "waiting", None)
+
+
+async def test_a_refusal_names_its_sender_s_sites_however_early_it_was_refused(api, js, pool, token, uid):
+    """Refused while it was decoded, before its site was read: a retry (after an upgrade that reads it)
+    would still apply it at its sender's site alone."""
+    north = f"north-{uid}"
+    unreadable = _called(f"queue:T-{uid}", north, datetime.now(UTC), "C" * 500)
+    await publish(js, unreadable, subject=_on_site_subject(unreadable))
+    failure = await one_failure(api, bearer(token, "sre", [north]), site=north, kind="invalid_event")
+    assert await _sender_sites(pool, failure["id"]) == [north]
+    # one sent over HTTP by a token of two sites names both
+    east, west = f"east-{uid}", f"west-{uid}"
+    sender = {"Authorization": f"Bearer {token('connector', [west, east], system='queue')}"}
+    unread = _called(f"queue:U-{uid}", east, datetime.now(UTC), "C" * 500)
+    posted = await api.post("/api/v1/events", json=unread, headers=sender)
+    assert posted.json()["rejected"][0]["kind"] == "invalid_event", posted.text
+    failure = await one_failure(api, bearer(token, "sre", [east]), site=east, kind="invalid_event")
+    assert await _sender_sites(pool, failure["id"]) == [east, west]

@@ -97,9 +97,10 @@ async def _retry_inbound(conn: asyncpg.Connection, announce: Announcements, row:
         checked = validate(msgspec.json.encode(msgspec.json.decode(row["payload"])),
                            max_bytes=settings.max_event_bytes,
                            known_systems=resources.known_systems, trust=trust_of(settings),
-                           # sent by a connector limited to sites: applied for its site alone, as it would
+                           # sent by a connector limited to sites: applied at its sites alone, as it would
                            # have been
-                           allowed_sites=None if row["scope"] is None else frozenset((row["scope"],)))
+                           allowed_sites=None if row["sender_sites"] is None
+                           else frozenset(msgspec.json.decode(row["sender_sites"], type=list[str])))
     if isinstance(checked, Accepted):
         applied = await _apply_again(conn, checked, resources)
         if isinstance(applied, Outcome):

@@ -61,20 +61,21 @@ async def record_inbound(conn: asyncpg.Connection, announce: Announcements,
         _storable((key, r.kind, r.system,
                    *map(scrub_identifier, (r.site, r.subject, r.event_source, r.event_id,
                                                                   r.event_type)),
-                   scrub(r.reason[:1000]), msgspec.json.encode(_storable(r.payload)).decode(), r.scope))
+                   scrub(r.reason[:1000]), msgspec.json.encode(_storable(r.payload)).decode(),
+                   None if r.sender_sites is None else msgspec.json.encode(r.sender_sites).decode()))
         for key, r in once.items()
     ], strict=True))
     opened = await conn.fetch(
         """
         INSERT INTO failures (dedupe_key, kind, system, site, subject, event_source, event_id, event_type,
-                              reason, payload, scope)
+                              reason, payload, sender_sites)
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::text[])
+            $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[])
         ON CONFLICT (dedupe_key) DO UPDATE SET status = 'open', attempts = failures.attempts + 1,
             last_at = now(), kind = EXCLUDED.kind, reason = EXCLUDED.reason, payload = EXCLUDED.payload,
             system = EXCLUDED.system, site = EXCLUDED.site, subject = EXCLUDED.subject,
             event_source = EXCLUDED.event_source, event_id = EXCLUDED.event_id,
-            event_type = EXCLUDED.event_type, scope = EXCLUDED.scope
+            event_type = EXCLUDED.event_type, sender_sites = EXCLUDED.sender_sites
         WHERE failures.status IN ('resolved', 'discarded')
         RETURNING id
         """,

@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Concatenate, Literal, ParamSpec
+from typing import Any, Concatenate, Literal, ParamSpec, TypedDict
 
 import msgspec
 
@@ -97,7 +97,8 @@ class Rejected(msgspec.Struct, frozen=True, kw_only=True):
     event_source: str | None = None
     event_id: str | None = None
     event_type: str | None = None
-    scope: str | None = None  # as `Accepted.scope`: a retry applies the event for that site alone
+    # the sites its sender was limited to (the event's own, once it was read): a retry applies it there alone
+    sender_sites: tuple[str, ...] | None = None
 
 
 def _personal_paths(data: Any, known: frozenset[str]) -> list[str]:
@@ -217,7 +218,16 @@ def _opaque_payload(body: bytes) -> dict[str, Any]:
     }
 
 
-def _envelope_context(doc: dict[str, Any]) -> dict[str, str | None]:
+class _FoundBy(TypedDict):
+    system: str | None
+    site: str | None
+    subject: str | None
+    event_source: str | None
+    event_id: str | None
+    event_type: str | None
+
+
+def _envelope_context(doc: dict[str, Any]) -> _FoundBy:
     """The columns a failure is found by, each dropped whole when it looks personal."""
     def text(key: str, container: Any = doc) -> str | None:
         value = container.get(key) if isinstance(container, dict) else None
@@ -327,7 +337,7 @@ def rejected_event(event: CloudEvent, kind: FailureKind, reason: str, scope: str
         system=event.system,
         site=scrub_identifier(getattr(event.data, "site", None)), subject=scrub_identifier(event.subject),
         event_source=scrub_identifier(event.source), event_id=scrub_identifier(event.id),
-        event_type=event.type, scope=scope,
+        event_type=event.type, sender_sites=None if scope is None else (scope,),
     )
 
 
@@ -346,18 +356,23 @@ def _trust_error(event: CloudEvent, trust: Trust) -> tuple[FailureKind, str] | N
 def _judged(check: Callable[Concatenate[bytes, _P], Accepted | Rejected],
             ) -> Callable[Concatenate[bytes, _P], Accepted | Rejected]:
     """`check`, refusing a message it breaks on instead of losing it (an exception would leave the message
-    unrecorded: a crashed fetcher, a 500)."""
+    unrecorded: a crashed fetcher, a 500). Every refusal of a message from a sender limited to sites names
+    them, however early it was refused: a retry applies it at those sites alone."""
 
     @functools.wraps(check)
     def judged(body: bytes, *args: _P.args, **kwargs: _P.kwargs) -> Accepted | Rejected:
         try:
-            return check(body, *args, **kwargs)
+            result = check(body, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - said in the failure and the log, below
             # where, not what: the exception's text may quote the message
             where = traceback.extract_tb(exc.__traceback__)[-1]
             log.error("an event could not be validated: %s at %s:%s", type(exc).__name__, where.filename,
                       where.lineno)
-            return _unreadable(body, f"could not be validated ({type(exc).__name__})")
+            result = _unreadable(body, f"could not be validated ({type(exc).__name__})")
+        sites: frozenset[str] | None = kwargs.get("allowed_sites")  # type: ignore[assignment]
+        if isinstance(result, Rejected) and sites is not None and result.sender_sites is None:
+            return msgspec.structs.replace(result, sender_sites=tuple(sorted(sites)))
+        return result
 
     return judged
 

@@ -19,8 +19,9 @@ decided before apply, whatever the order (its system, its references, its profil
 An event published for one site only (by a connector limited to sites: its `scope`) speaks for that site
 alone: its authority is `<system>@<site>`, and what it says of the journey (stage, times, counter...) is
 kept apart, in `scoped`, and counts only while the journey sits at that site. So a connector of `north`
-neither moves a journey that another authority placed at `south` nor changes its stage, whatever the
-order: the journey is a function of the set of (event, scope) pairs, as before of events.
+neither moves a journey that another authority placed at `south` nor changes its stage, in any order of
+arrival (event times are trusted: an event dated before all others places the journey, whoever sent it):
+the journey is a function of the set of (event, scope) pairs, as before of events.
 """
 
 from __future__ import annotations
@@ -155,24 +156,38 @@ def _base(state: JourneyState) -> JourneyState:
     return state if state.base is None else state.base
 
 
+def _part(state: JourneyState) -> JourneyState:
+    """A state's attributes alone (not its site's), as a part `fold` may change without touching `state`."""
+    return JourneyState(**{name: getattr(state, name) for name in _LATEST_FIELDS},
+                        stage=state.stage, reached=dict(state.reached))
+
+
+def _show(state: JourneyState) -> None:
+    """Make `state`'s attributes its view again: its base and the parts of the site it now sits at."""
+    view = state.base or JourneyState()
+    here = state.value("site")
+    for authority, part in state.scoped.items():
+        if authority.partition("@")[2] == here:
+            view = _attributes(view, part)
+    for name in _LATEST_FIELDS:
+        setattr(state, name, getattr(view, name))
+    state.stage, state.reached = view.stage, dict(view.reached)
+
+
 def merge(a: JourneyState, b: JourneyState) -> JourneyState:
     a, b = _placed(a), _placed(b)
-    scoped = dict(a.scoped)
-    for authority, part in b.scoped.items():
-        scoped[authority] = _attributes(scoped[authority], part) if authority in scoped else part
-    base = _attributes(_base(a), _base(b))
-    merged = base if not scoped else msgspec.structs.replace(base, reached=dict(base.reached))
+    merged = _attributes(_base(a), _base(b))
     merged.placed_by = _earliest(a.placed_by, b.placed_by)
     merged.sites = {system: _latest(a.sites.get(system), b.sites.get(system))  # type: ignore[misc]
                     for system in a.sites.keys() | b.sites.keys()}
     merged.site = _own_site(merged)
-    if scoped:
-        here = merged.value("site")
-        for authority, part in scoped.items():
-            if authority.partition("@")[2] == here:
-                merged = msgspec.structs.replace(_attributes(merged, part), placed_by=merged.placed_by,
-                                                 sites=merged.sites, site=merged.site)
-        merged.scoped, merged.base = scoped, base
+    if a.scoped or b.scoped:
+        merged.base = _part(merged)
+        merged.scoped = {authority: _part(part) for authority, part in a.scoped.items()}
+        for authority, part in b.scoped.items():
+            mine = merged.scoped.get(authority)
+            merged.scoped[authority] = _part(part) if mine is None else _attributes(mine, part)
+        _show(merged)
     return merged
 
 
@@ -233,42 +248,47 @@ def contributions(event: CloudEvent) -> tuple[list[tuple[str, Stamped]], dict[st
 
 
 def copy(state: JourneyState) -> JourneyState:
-    """A state `fold` may change without touching the original (stamped values are immutable; a state with
-    `scoped` parts is never changed in place)."""
-    return msgspec.structs.replace(state, reached=dict(state.reached), sites=dict(state.sites))
+    """A state `fold` may change without touching the original (stamped values are immutable)."""
+    if not state.scoped:
+        return msgspec.structs.replace(state, reached=dict(state.reached), sites=dict(state.sites))
+    parts = {authority: _part(part) for authority, part in state.scoped.items()}
+    return msgspec.structs.replace(state, reached=dict(state.reached), sites=dict(state.sites),
+                                   base=_part(_base(state)), scoped=parts)
 
 
-def said(event: CloudEvent, scope: str | None = None) -> JourneyState:
-    """What one event says, as a journey state of its own."""
-    own = fold(JourneyState(), event)
-    if scope is None:
-        return own
-    authority = site_authority(event, scope)
-    return JourneyState(placed_by=Stamped(event.key, authority), sites={authority: Stamped(event.key, scope)},
-                        scoped={authority: msgspec.structs.replace(own, site=None, placed_by=None, sites={})},
-                        base=JourneyState())
+def _take(target: JourneyState, values: list[tuple[str, Stamped]], reached: dict[str, str]) -> None:
+    for name, stamped in values:
+        current = getattr(target, name)
+        if current is None or stamped.key > current.key:
+            setattr(target, name, stamped)
+    for stage, at in reached.items():
+        if stage not in target.reached or at < target.reached[stage]:
+            target.reached[stage] = at
 
 
 def fold(state: JourneyState, event: CloudEvent, scope: str | None = None) -> JourneyState:
-    """`merge(state, said(event, scope))`, computed in place for an event of no scope on a journey with no
-    scoped parts: the per-event hot path."""
-    if scope is not None or state.scoped:
-        return merge(state, said(event, scope))
+    """`merge(state, <what the event, published for `scope`, says>)`, computed in place: the per-event hot
+    path. The attributes of an event of a scope go to its part, and to the view only while they count."""
     _placed(state)
-    key, authority = event.key, site_authority(event)
+    key, authority = event.key, site_authority(event, scope)
     if state.placed_by is None or key < state.placed_by.key:
         state.placed_by = Stamped(key, authority)
     claim = state.sites.get(authority)
     if claim is None or key > claim.key:
         state.sites[authority] = Stamped(key, event.data.site)
+    was = state.value("site")
     state.site = _own_site(state)
     values, reached = contributions(event)
-    for name, stamped in values:
-        current = getattr(state, name)
-        if current is None or stamped.key > current.key:
-            setattr(state, name, stamped)
-    for stage, at in reached.items():
-        if stage not in state.reached or at < state.reached[stage]:
-            state.reached[stage] = at
+    if scope is None and not state.scoped:
+        _take(state, values, reached)
+        return state
+    if not state.scoped:  # its first event of a scope: what was said so far is the base
+        state.base, state.scoped = _part(state), {}  # (the empty dict may be the original's, after `copy`)
+    target = _base(state) if scope is None else state.scoped.setdefault(authority, JourneyState())
+    _take(target, values, reached)
+    here = state.value("site")
+    if here != was:
+        _show(state)
+    elif scope is None or scope == here:
+        _take(state, values, reached)
     return state
-
