@@ -90,6 +90,34 @@ async def test_at_its_own_site_a_connector_limited_to_it_runs_the_journey(js, po
     assert await _journey(pool, booking) == (north, "called", "C2")
 
 
+@pytest.mark.usefixtures("backend")
+async def test_no_rule_fires_on_an_event_that_does_not_count_where_the_journey_sits(js, pool, uid):
+    """The v1 rule alerting staff when an ineligible customer arrives: north's arrival at south's journey
+    counts for nothing there, so south's queue is not alerted; south's own arrival alerts it."""
+    north, south, booking = f"north-{uid}", f"south-{uid}", f"appointments:A-{uid}"
+    now = datetime.now(UTC)
+    await publish(js, cloud_event("appointment.booked", booking, {
+        "site": south, "service": "passport", "channel": "web",
+        "slot_start": (now + timedelta(hours=1)).isoformat()}, time=now - timedelta(minutes=3)))
+    await publish(js, cloud_event("eligibility.checked", f"core:E-{uid}", {
+        "site": south, "result": "failed", "reason_code": "DOCS", "links": [booking]},
+        time=now - timedelta(minutes=2)))
+
+    async def alerts() -> int:
+        return await pool.fetchval(
+            "SELECT count(*) FROM commands c JOIN journey_refs r ON r.journey_id = c.journey_id"
+            " WHERE r.ref = $1 AND c.command = 'staff.alert'", booking)
+
+    foreign = cloud_event("customer.arrived", f"queue:T-{uid}", {"site": north, "links": [booking]},
+                          time=now - timedelta(minutes=1))
+    await publish(js, foreign, subject=_on_site_subject(foreign))
+    await eventually(lambda: _stored(pool, foreign["id"]))
+    assert await alerts() == 0
+    mine = cloud_event("customer.arrived", f"queue:S-{uid}", {"site": south, "links": [booking]}, time=now)
+    await publish(js, mine, subject=_on_site_subject(mine))
+    assert await eventually(alerts) == 1
+
+
 async def test_over_http_a_token_limited_to_sites_speaks_for_its_site_alone(api, pool, token, uid):
     north, south, ticket = f"north-{uid}", f"south-{uid}", f"queue:T-{uid}"
     now = datetime.now(UTC)

@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from backend.commands import lifecycle
-from backend.ingest.validate import FailureKind
+from backend.ingest.validate import Accepted, FailureKind
 from backend.journeys.merge import JourneyState, merge
 from backend.routing.engine import JourneyChange, PlannedCommand, plan
 from backend.routing.rules import RuleSet
@@ -23,7 +23,7 @@ from switchboard.privacy import scrub
 
 
 def planned_commands(
-    rules: RuleSet, *, events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID],
+    rules: RuleSet, *, events: list[Accepted], journey_of: dict[tuple[str, str], UUID],
     before: dict[UUID, JourneyState], after: dict[UUID, JourneyState], survivor: Callable[[UUID], UUID],
 ) -> list[PlannedCommand]:
     """The commands `rules` call for. `before`: the journeys' states as loaded (some may since have
@@ -31,7 +31,7 @@ def planned_commands(
     return plan(rules, _changes(events, journey_of, before, after, survivor)) if after else []
 
 
-def _changes(events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID],
+def _changes(events: list[Accepted], journey_of: dict[tuple[str, str], UUID],
              before: dict[UUID, JourneyState],
              after: dict[UUID, JourneyState], survivor: Callable[[UUID], UUID]) -> list[JourneyChange]:
     merged_before: dict[UUID, JourneyState] = {}
@@ -39,9 +39,12 @@ def _changes(events: list[CloudEvent], journey_of: dict[tuple[str, str], UUID],
         into = survivor(jid)
         merged_before[into] = merge(merged_before[into], state) if into in merged_before else state
     by_journey: dict[UUID, list[CloudEvent]] = defaultdict(list)
-    for event in events:
-        if (event.source, event.id) in journey_of:
-            by_journey[journey_of[(event.source, event.id)]].append(event)
+    for accepted in events:
+        event = accepted.event
+        journey = journey_of.get((event.source, event.id))
+        # an event sent for another site than the journey's counts for nothing there, so no rule fires on it
+        if journey is not None and accepted.scope in (None, after[journey].value("site")):
+            by_journey[journey].append(event)
     return [JourneyChange(journey_id=jid, before=merged_before.get(jid, JourneyState()), after=state,
                           events=by_journey[jid]) for jid, state in after.items()]
 

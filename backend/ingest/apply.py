@@ -294,7 +294,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[Accepted], *, rules
     if merged_away:
         await _repoint(conn, merged_away)
     journey_of = {key: find(jid) for key, jid in event_journey.items()}
-    commands = planned_commands(rules, events=events, before=before, survivor=find,
+    commands = planned_commands(rules, events=fresh, before=before, survivor=find,
                                 journey_of=journey_of, after={j: journeys[j].state for j in live})
     journey_rows = [_journey_row(j, journeys[j]) for j in live]
     latencies: dict[str, list[int]] = {}
