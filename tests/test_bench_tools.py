@@ -14,8 +14,10 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from tools.bench.ingest import make_events
 from tools.bench.live import CollectorPauses, Latencies
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +56,17 @@ def test_bench_ingest_reports_alternated_rounds_against_a_pipelined_baseline() -
     before_rounds = figures["before_events_per_s_rounds"]
     assert isinstance(before_rounds, list) and len(before_rounds) == 3 and all(r > 0 for r in before_rounds)
     assert len(figures["speedup_rounds"]) == 3 and figures["speedup"] > 0
+
+
+@pytest.mark.timeout(600)
+def test_bench_ingest_on_site_subjects_applies_every_event_for_its_site() -> None:
+    """As connectors limited to sites publish: the run ends only once every event is stored as applied."""
+    subjects = [(subject, msgspec.json.decode(body)["data"]["site"]) for subject, body, _ in make_events(50,
+                site_subjects=True)]
+    assert all(subject.endswith(f".{site}") and subject.count(".") == 5 for subject, site in subjects)
+    figures = _bench("ingest", "--events", "600", "--batch", "100", "--rounds", "1", "--site-subjects",
+                     "--deadline", "120")
+    assert figures["site_subjects"] is True and figures["events_per_s"] > 0
 
 
 @pytest.mark.timeout(600)

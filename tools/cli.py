@@ -119,7 +119,7 @@ def _bench(args: argparse.Namespace) -> None:
     run_ingest_bench(events=args.events, batch=args.batch, replicas=args.replicas,
                      stored_journeys=args.stored_journeys, nats_fsync=not args.no_fsync,
                      nats_auth=args.nats_auth == "on", rounds=args.rounds, deadline_s=args.deadline,
-                     before=args.before)
+                     before=args.before, site_subjects=args.site_subjects)
 
 
 def _chaos(args: argparse.Namespace) -> None:
@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--before", type=Path, default=None,
                         help="another checkout (e.g. `git worktree add /tmp/before main`) whose backend is"
                              " measured too, in the same rounds: before and after in one run")
+    ingest.add_argument("--site-subjects", action="store_true",
+                        help="every event on its site's subject, as connectors limited to sites publish: each"
+                             " is applied for its site alone")
     ingest.set_defaults(run=_bench)
     live = bench_kinds.add_parser("live",
                                   help="live websocket latency, fan-out and memory against bare floors")

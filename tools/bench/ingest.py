@@ -47,8 +47,10 @@ POLL_S = 0.05
 BARE_TABLE = "bare_events"
 
 
-def make_events(total: int, seed: int = 7, prefix: str = PREFIX) -> list[tuple[str, bytes, str]]:
-    """`(subject, body, msg_id)` for journeys of six events each across 20 sites, plus capacity updates."""
+def make_events(total: int, seed: int = 7, prefix: str = PREFIX,
+                site_subjects: bool = False) -> list[tuple[str, bytes, str]]:
+    """`(subject, body, msg_id)` for journeys of six events each across 20 sites, plus capacity updates;
+    `site_subjects`: each on its site's subject, as connectors limited to sites publish them."""
     rng = random.Random(seed)
     start = datetime(2026, 1, 5, 8, tzinfo=UTC)
     out: list[tuple[str, bytes, str]] = []
@@ -56,7 +58,8 @@ def make_events(total: int, seed: int = 7, prefix: str = PREFIX) -> list[tuple[s
     def add(system: str, type_: str, subject: str, at: datetime, data: dict[str, object]) -> None:
         event = {"specversion": "1.0", "id": uuid.UUID(int=rng.getrandbits(128)).hex, "source": f"/{system}",
                  "type": type_, "subject": subject, "time": at.isoformat(), "data": data}
-        out.append((f"{prefix}.{system}.{type_}", msgspec.json.encode(event), f"/{system} {event['id']}"))
+        subject = f"{prefix}.{system}.{type_}" + (f".{data['site']}" if site_subjects else "")
+        out.append((subject, msgspec.json.encode(event), f"/{system} {event['id']}"))
 
     n = 0
     while len(out) < total:
@@ -274,7 +277,7 @@ def _spread(values: list[float]) -> str:
 
 
 async def _run(urls: dict[str, str], options: dict[str, int], root: Path, before: Path | None,
-               ) -> dict[str, object]:
+               site_subjects: bool) -> dict[str, object]:
     total, batch, replicas, stored = (options[k] for k in ("events", "batch", "replicas", "stored_journeys"))
     before_rates: list[float] = []
     before_per_cpu_s: list[float] = []
@@ -287,7 +290,7 @@ async def _run(urls: dict[str, str], options: dict[str, int], root: Path, before
     per_cpu_s: dict[int, list[float]] = {n: [] for n in counts}
     try:
         progress(f"generating {total:,} events")
-        await _load(js, make_events(total))
+        await _load(js, make_events(total, site_subjects=site_subjects))
         # alternated: bare, backend, bare, backend... so a busy moment on the shared machine hits both
         for round_ in range(1, options["rounds"] + 1):
             async with scratch_database(urls["database_url"], "bare") as url:
@@ -350,19 +353,22 @@ async def _run(urls: dict[str, str], options: dict[str, int], root: Path, before
 
 def run_ingest_bench(*, events: int, batch: int, replicas: int, stored_journeys: int, nats_fsync: bool,
                      nats_auth: bool = True, rounds: int = 3, deadline_s: float = 300.0,
-                     before: Path | None = None) -> None:
+                     before: Path | None = None, site_subjects: bool = False) -> None:
     print(f"bench ingest: {events:,} events, batches of {batch}, {replicas} replica(s), {rounds} alternated"
           f" rounds, {stored_journeys:,} journeys stored first in every database, NATS fsync"
           f" {'always' if nats_fsync else 'every 2 min'},"
-          f" embedded NATS auth {'on' if nats_auth else 'off'}", flush=True)
+          f" embedded NATS auth {'on' if nats_auth else 'off'}"
+          + (", every event on its site's subject" if site_subjects else ""), flush=True)
     options = {"events": events, "batch": batch, "replicas": replicas, "stored_journeys": stored_journeys,
                "rounds": rounds, "deadline_s": int(deadline_s)}
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp, \
             bench_servers(Path(tmp), nats_fsync=nats_fsync, nats_auth=nats_auth) as urls:
         # uvloop, as under uvicorn: the backend's loop, and the same one for the bare consumer
-        figures = uvloop.run(_run(urls, options, Path(tmp), before.resolve() if before else None))
+        figures = uvloop.run(_run(urls, options, Path(tmp), before.resolve() if before else None,
+                                  site_subjects))
     figures["nats_fsync"] = "always" if nats_fsync else "2m"
     figures["nats_auth"] = "nats_creds" in urls
+    figures["site_subjects"] = site_subjects
     print(f"backend {figures['events_per_s']:,} events/s, pipelined bare consumer"
           f" {figures['baseline_events_per_s']:,} events/s, ratio {figures['ratio']} (medians of {rounds})",
           flush=True)
