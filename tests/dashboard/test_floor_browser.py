@@ -18,7 +18,7 @@ from backend.live.sources import JOURNEYS_IN_SNAPSHOT
 from dashboard.pages.fallback import LEDGER_SHOWN
 from tests.support import fallbacks
 from tests.support.backends import Stack, own_stack
-from tests.support.browser import DOC_SCREENSHOTS, document, running_dashboard, sign_in_as
+from tests.support.browser import DOC_SCREENSHOTS, document, running_dashboard, sign_in_as, target_size
 from tests.support.events import phone_booking, publish
 from tests.support.failures import bearer
 from tests.support.floor import customer, letters, sites_file
@@ -132,8 +132,8 @@ async def test_floor_at_tablet_size_calls_a_customer_to_my_counter_in_the_queue_
 
         await choose_counter(page, "C2")
         call = row.get_by_role("button", name=f"Call {ticket} to counter C2")
-        box = await call.bounding_box()
-        assert box is not None and box["height"] >= 48 and box["width"] >= 48, box  # a finger's target
+        width, height = await target_size(call)
+        assert height >= 48 and width >= 48, (width, height)  # a finger's target
         await call.click()
         # the backend answers "sent", or "done" when the queue system answered within its wait; the status
         # line may pass "sent" before a poll sees it, the toast keeps the answer
@@ -323,8 +323,8 @@ async def test_fallback_of_appointments_lists_todays_bookings_and_checks_one_in_
     await expect(bookings).to_contain_text(ZONE_MARK)  # slots in the site's own time
     await expect(page.get_by_test_id("step-set_priority")).to_have_count(0)
     first = page.get_by_role("button", name=f"Check in {booked[0]}")
-    box = await first.bounding_box()
-    assert box is not None and box["height"] >= 44, box  # a touch-sized target
+    _, height = await target_size(first)
+    assert height >= 44, height  # a touch-sized target
     await first.click()
     await expect(page.get_by_test_id("outcome")).to_contain_text(
         f"Check in appointment done: {booked[0]} is arrived", timeout=15_000)

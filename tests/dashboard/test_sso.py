@@ -19,7 +19,7 @@ from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from dashboard.oidc import REFUSED
 from tests.support.backends import start_backend
-from tests.support.browser import DOC_SCREENSHOTS, running_dashboard
+from tests.support.browser import DOC_SCREENSHOTS, running_dashboard, target_size
 from tests.support.oidc_provider import Provider, running_provider
 
 AUDIENCE, CLIENT_ID = "switchboard-api", "switchboard-dashboard"
@@ -96,8 +96,8 @@ async def test_sso_sign_in_lands_where_the_role_allows_with_only_the_mapped_site
         page = await browser.new_page(viewport=viewport)
         await page.goto(sso.url + "/signin")
         button = page.get_by_test_id("sso-sign-in")
-        box = await button.bounding_box()
-        assert box is not None and box["height"] >= 44 and box["width"] >= 44, box  # a finger's target
+        width, height = await target_size(button)
+        assert height >= 44 and width >= 44, (width, height)  # a finger's target
         if orientation == "portrait":
             DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=DOC_SCREENSHOTS / "sso-signin.png")
@@ -131,8 +131,8 @@ async def test_sso_sign_in_lands_where_the_role_allows_with_only_the_mapped_site
     await expect(page.get_by_test_id("call-next")).to_be_visible()
     await expect(page.get_by_test_id("banner")).to_be_hidden()  # the live websocket took the person's token
     sign_out = page.get_by_test_id("sign-out")
-    box = await sign_out.bounding_box()
-    assert box is not None and box["height"] >= 44, box
+    _, height = await target_size(sign_out)
+    assert height >= 44, height
     await page.screenshot(path=DOC_SCREENSHOTS / "sso-landing.png")
     await page.close()
 
@@ -217,8 +217,8 @@ async def test_sso_person_with_no_mapped_group_sees_the_no_access_page(browser: 
     await page.screenshot(path=DOC_SCREENSHOTS / "sso-no-access.png")
     await page.goto(sso.url + "/")  # any board page sends them back here
     await page.wait_for_url(sso.url + "/no-access")
-    box = await page.get_by_test_id("sign-out").bounding_box()
-    assert box is not None and box["height"] >= 44, box
+    _, height = await target_size(page.get_by_test_id("sign-out"))
+    assert height >= 44, height
     await page.close()
 
 

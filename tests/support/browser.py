@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from backend.settings import BackendSettings
 from tests.support.backends import backend_env
@@ -24,6 +24,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 # the pictures the documentation shows, kept in the repository
 DOC_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+async def target_size(target: Locator) -> tuple[float, float]:
+    """The width and height of what a finger taps, measured in the page: that waits for the element, where
+    `bounding_box()` answers None at once for one its list is drawing again (a test failed on it)."""
+    width, height = await target.evaluate("element => [element.getBoundingClientRect().width,"
+                                          " element.getBoundingClientRect().height]")
+    return width, height
 
 
 async def document(page: Page, name: str) -> None:
