@@ -43,7 +43,7 @@ def _changes(events: list[Accepted], journey_of: dict[tuple[str, str], UUID],
         event = accepted.event
         journey = journey_of.get((event.source, event.id))
         # an event sent for another site than the journey's counts for nothing there, so no rule fires on it
-        if journey is not None and accepted.scope in (None, after[journey].value("site")):
+        if journey is not None and (accepted.scope is None or accepted.scope == after[journey].value("site")):
             by_journey[journey].append(event)
     return [JourneyChange(journey_id=jid, before=merged_before.get(jid, JourneyState()), after=state,
                           events=by_journey[jid]) for jid, state in after.items()]
