@@ -267,8 +267,8 @@ def _take(target: JourneyState, values: list[tuple[str, Stamped]], reached: dict
 
 
 def fold(state: JourneyState, event: CloudEvent, scope: str | None = None) -> JourneyState:
-    """`merge(state, <what the event, published for `scope`, says>)`, computed in place: the per-event hot
-    path. The attributes of an event of a scope go to its part, and to the view only while they count."""
+    """`merge(state, <what the event says, published for the site scope>)`, computed in place: the per-event
+    hot path. The attributes of an event of a scope go to its part, and to the view only while they count."""
     _placed(state)
     key, authority = event.key, site_authority(event, scope)
     if state.placed_by is None or key < state.placed_by.key:
