@@ -53,6 +53,8 @@ class Row(msgspec.Struct, frozen=True):
     # a route that acts once on its object: each allowed caller's cell gets an object of its own (the place
     # with its placeholder replaced), so that each is answered `ok`, never "done already" by the one before
     fresh: Callable[[Any, Any, dict[str, str]], Awaitable[dict[str, str]]] | None = None
+    # whether the backend itself took that object before the call (then the cell gets another)
+    taken: Callable[[Any, dict[str, str]], Awaitable[bool]] | None = None
 
 
 def _event(w: dict[str, str]) -> dict[str, Any]:
@@ -102,6 +104,13 @@ async def alert_to_ack(pool, js, place: dict[str, str]) -> dict[str, str]:
                                 " VALUES ($1, 'drift_open', $2, $2, 'matrix', 1, 0) RETURNING id",
                                 f"matrix-{uuid.uuid4().hex[:8]}", place["site"])
     return {**place, "alert": str(alert)}
+
+
+async def alert_resolved_by_the_engine(pool, place: dict[str, str]) -> bool:
+    """The backend's alert rules (every second in the suite) resolve an alert of a rule they do not hold: an
+    ack that came after that is answered 409, which says nothing of who may ack (it failed once so)."""
+    return await pool.fetchval("SELECT status = 'resolved' AND acked_by IS NULL FROM alerts WHERE id = $1",
+                               int(place["alert"]))
 
 
 MATRIX: dict[str, Row] = {
@@ -179,7 +188,8 @@ MATRIX: dict[str, Row] = {
     "GET /api/v1/alerts/{alert_id:int}/deliveries": Row(SRE_, "/api/v1/alerts/{alert}/deliveries",
                                                         foreign=True),
     "POST /api/v1/alerts/{alert_id:int}/ack": Row(ACK_, "/api/v1/alerts/{alert}/ack", 200, foreign=True,
-                                                  fresh=alert_to_ack, body=lambda w: {}),
+                                                  fresh=alert_to_ack, taken=alert_resolved_by_the_engine,
+                                                  body=lambda w: {}),
     # a handshake refused before accept is an HTTP 403 whatever the reason (uvicorn's websocket denial)
     "WS /api/v1/live": Row(READ_, "/api/v1/live", 101, foreign=True, anonymous=403),
     "GET /schema": Row(PUBLIC_, "/schema"),
@@ -325,8 +335,11 @@ async def test_each_role_gets_what_its_row_says(api, backend, token, world, pool
         assert await ws_status(backend, headers) in expected_statuses(row, caller)
         return
     allowed = row.roles is not None and caller in row.roles
-    place = await row.fresh(pool, js, world.own) if row.fresh and allowed else world.own
-    response = await call(api, route, place, headers)
+    for _ in range(3):
+        place = await row.fresh(pool, js, world.own) if row.fresh and allowed else world.own
+        response = await call(api, route, place, headers)
+        if not (allowed and row.taken and await row.taken(pool, place)):
+            break
     assert response.status_code in expected_statuses(row, caller), response.text
     if response.status_code in (401, 403):
         assert response.headers["content-type"].startswith("application/problem+json")
