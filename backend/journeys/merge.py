@@ -276,7 +276,7 @@ def fold(state: JourneyState, event: CloudEvent, scope: str | None = None) -> Jo
     claim = state.sites.get(authority)
     if claim is None or key > claim.key:
         state.sites[authority] = Stamped(key, event.data.site)
-    was = state.value("site")
+    was = state.site  # (read only off the hot path below)
     state.site = _own_site(state)
     values, reached = contributions(event)
     if scope is None and not state.scoped:
@@ -287,7 +287,7 @@ def fold(state: JourneyState, event: CloudEvent, scope: str | None = None) -> Jo
     target = _base(state) if scope is None else state.scoped.setdefault(authority, JourneyState())
     _take(target, values, reached)
     here = state.value("site")
-    if here != was:
+    if here != (None if was is None else was.value):
         _show(state)
     elif scope is None or scope == here:
         _take(state, values, reached)
