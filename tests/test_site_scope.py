@@ -9,12 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import msgspec
 import pytest
 
 from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish
-from tests.support.failures import bearer, one_failure
+from tests.support.failures import bearer, failures_of, one_failure
 from tests.support.waits import eventually
 
 
@@ -37,11 +36,6 @@ def _issued(ticket: str, site: str, at: datetime) -> dict:
 
 def _called(ticket: str, site: str, at: datetime, counter: str) -> dict:
     return cloud_event("ticket.called", ticket, {"site": site, "counter": counter}, time=at)
-
-
-async def _sender_sites(pool: asyncpg.Pool, failure_id: int) -> list[str] | None:
-    sites = await pool.fetchval("SELECT sender_sites FROM failures WHERE id = $1", failure_id)
-    return None if sites is None else msgspec.json.decode(sites)
 
 
 def _on_site_subject(event: dict) -> str:
@@ -149,7 +143,7 @@ async def test_a_retried_failure_is_applied_for_its_sender_s_site_alone(api, js,
     async with refusing_site(pool, north):
         await publish(js, foreign, subject=_on_site_subject(foreign))
         failure = await one_failure(api, bearer(token, "sre", [north]), site=north, kind="apply_error")
-    assert await _sender_sites(pool, failure["id"]) == [north]
+    assert failure["sender_sites"] == [north]
     placed = _issued(ticket, south, now - timedelta(minutes=2))
     await publish(js, placed, subject=_on_site_subject(placed))
     await eventually(lambda: _stored(pool, placed["id"]))
@@ -168,7 +162,7 @@ async def test_a_refusal_names_its_sender_s_sites_however_early_it_was_refused(a
     unreadable = _called(f"queue:T-{uid}", north, datetime.now(UTC), "C" * 500)
     await publish(js, unreadable, subject=_on_site_subject(unreadable))
     failure = await one_failure(api, bearer(token, "sre", [north]), site=north, kind="invalid_event")
-    assert await _sender_sites(pool, failure["id"]) == [north]
+    assert failure["sender_sites"] == [north]
     # one sent over HTTP by a token of two sites names both
     east, west = f"east-{uid}", f"west-{uid}"
     sender = {"Authorization": f"Bearer {token('connector', [west, east], system='queue')}"}
@@ -176,4 +170,13 @@ async def test_a_refusal_names_its_sender_s_sites_however_early_it_was_refused(a
     posted = await api.post("/api/v1/events", json=unread, headers=sender)
     assert posted.json()["rejected"][0]["kind"] == "invalid_event", posted.text
     failure = await one_failure(api, bearer(token, "sre", [east]), site=east, kind="invalid_event")
-    assert await _sender_sites(pool, failure["id"]) == [east, west]
+    assert failure["sender_sites"] == [east, west]
+    # a sender of every site names none
+    anywhere = _called(f"queue:V-{uid}", north, datetime.now(UTC), "C" * 500)
+    await publish(js, anywhere)
+
+    async def both():
+        items = await failures_of(api, bearer(token, "sre", [north]), site=north, kind="invalid_event")
+        return {f["event_id"]: f["sender_sites"] for f in items} if len(items) == 2 else None
+
+    assert await eventually(both) == {unreadable["id"]: [north], anywhere["id"]: None}

@@ -38,6 +38,9 @@ class Failure(msgspec.Struct, kw_only=True):
     acted_by: str | None
     payload: Any
     impact: FailureImpact | None = None
+    # the sites its sender was limited to (a site's subject, an HTTP token with sites): a retry applies the
+    # event for those sites alone; None for a sender of every site and for command failures
+    sender_sites: list[str] | None = None
 
 
 class FailurePage(msgspec.Struct):

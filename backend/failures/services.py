@@ -159,13 +159,18 @@ def _filters(args: list[Any], *, sites: list[str] | None, status: str | None, ki
     return where
 
 
+_DECODED = frozenset({"payload", "impact", "sender_sites"})
+
+
 def _failure(row: asyncpg.Record) -> Failure:
     impact = None
     if row["impact_journey"] is not None:
         impact = FailureImpact(journey_id=row["impact_journey"], stage=row["impact_stage"],
                                waiting_since=row["waiting_since"], slot_start=row["slot_start"])
-    return Failure(**{f: row[f] for f in Failure.__struct_fields__ if f not in ("payload", "impact")},
-                   payload=msgspec.json.decode(row["payload"]), impact=impact)
+    sender_sites = row["sender_sites"]
+    return Failure(**{f: row[f] for f in Failure.__struct_fields__ if f not in _DECODED},
+                   payload=msgspec.json.decode(row["payload"]), impact=impact,
+                   sender_sites=None if sender_sites is None else msgspec.json.decode(sender_sites))
 
 
 async def list_failures(conn: asyncpg.Connection, *, sites: list[str] | None, status: str | None,

@@ -52,6 +52,13 @@ def failures_path(filters: dict[str, str]) -> str:
     return f"{FAILURES}?{urlencode({'status': 'open', 'order': 'impact', 'limit': SHOWN, **chosen})}"
 
 
+def sender_note(sites: list[str]) -> str:
+    """Why a retry of this failure counts for some sites only (docs/security.md, "A connector speaks for its
+    sites alone")."""
+    named = ", ".join(sites)
+    return f"Sent by a connector limited to {named}: a retry applies it for {named} alone."
+
+
 def count_text(shown: int, more: bool) -> str:
     if more:
         return (f"The {shown} open failures touching customers most are shown; more match "
@@ -171,6 +178,8 @@ class FailuresView:
             ui.label(f"Failure {failure['id']}: {failure['kind']}").classes("font-medium")
             ui.label("Stored redacted: personal fields never leave the backend.") \
                 .classes("text-sm text-gray-500")
+            if failure.get("sender_sites"):
+                ui.label(sender_note(failure["sender_sites"])).classes("text-sm")
             ui.code(json.dumps(failure.get("payload"), indent=2, default=str),
                     language="json").classes("w-full")
             ui.button("Close", on_click=dialog.close)

@@ -229,9 +229,10 @@ async def test_a_failure_refused_for_who_sent_it_cannot_be_retried_and_the_page_
     site = f"site-{uid}"
     await board.sign_in(token("sre"))
     await board.user.open("/failures")
-    # an event from /crm published on the queue's subject: a source_mismatch, which only a discard ends
+    # an event from /crm published on the queue's subject (by a connector limited to the site): a
+    # source_mismatch, which only a discard ends
     await publish(js, cloud_event("customer.arrived", f"crm:C-{uid}", {"site": site}),
-                  subject="svc.events.queue.customer.arrived")
+                  subject=f"svc.events.queue.customer.arrived.{site}")
     table = next(iter(board.user.find(ui.table).elements))
 
     async def listed() -> list[dict]:
@@ -244,6 +245,9 @@ async def test_a_failure_refused_for_who_sent_it_cannot_be_retried_and_the_page_
     assert buttons["Retry"].enabled is False and buttons["Discard…"].enabled is True
     assert buttons["Retry"].props["title"] == "refused for who sent it: never retried, only discarded"
     await board.user.should_see("Retry: refused for who sent it: never retried, only discarded")
+    board.user.find("Show payload").click()
+    await board.user.should_see(f"Sent by a connector limited to {site}: a retry applies it for {site}"
+                                " alone.")
 
 
 async def test_every_page_says_when_the_live_connection_was_lost(own_backend: BackendProcess, settings,
