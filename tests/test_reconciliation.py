@@ -273,6 +273,37 @@ async def test_a_run_leaves_another_site_s_journey_to_that_site_s_run(rapi, stac
         assert (item["ref"], item["journey_id"], item["kind"]) == (ticket, journey["id"], "missing_there")
 
 
+async def test_a_journey_moved_since_the_run_is_not_repaired_from_the_old_site_s_record(
+        rapi, js, stack, token, uid, tmp_path):
+    """The run at home read a renumbered ticket; then the queue moved the customer to another site. Taking
+    home's record now would date it after the move and outrank it, and pushing ours would write to home's
+    record of a journey home no longer holds: both are refused, saying where the journey is; ignoring still
+    closes the item."""
+    home, away = f"rec-{uid}", f"rec-{uid}-away"
+    sre = bearer(token, "sre", [home])
+    queue = still_queue(home, away)
+    async with running(stack.settings, tmp_path, queue):
+        ticket = await queue.arrive(home, "licence", [])
+        await eventually(lambda: waiting(rapi, sre, ticket))
+        queue.records[ticket].fields["ticket"] = "T-RENUMBERED"
+        assert (await run(rapi, sre, "queue", home))["drifted"] == 1
+    [item] = await drift(rapi, sre, site=home, status="open")
+    await publish(js, cloud_event("customer.arrived", ticket, {"site": away}))
+
+    async def moved():
+        journey = await journey_of(rapi, bearer(token, "sre", "*"), ticket)
+        return journey and journey["site"] == away
+
+    await eventually(moved)
+    for action in ("accept_source", "push_ours"):
+        refused = await rapi.post(f"/api/v1/reconciliation/drift/{item['id']}/resolve",
+                                  json={"action": action}, headers=sre)
+        assert refused.status_code == 409 and f"the journey is at {away} now" in refused.text, refused.text
+    ignored = await rapi.post(f"/api/v1/reconciliation/drift/{item['id']}/resolve",
+                              json={"action": "ignore", "reason": "moved to another site"}, headers=sre)
+    assert ignored.status_code == 200 and ignored.json()["status"] == "ignored", ignored.text
+
+
 async def test_a_bulk_resolve_acts_on_all_its_items_or_on_none(rapi, stack, token, uid, tmp_path):
     """One of the previewed items resolved by hand while the bulk resolve works through them: the bulk either
     acts on every item before it (that hand then finds it ignored) or on none; never on some, then a 409."""

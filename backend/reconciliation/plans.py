@@ -64,15 +64,24 @@ def plan(row: Mapping[str, Any], action: Action, state: JourneyState | None) -> 
     if action == "ignore":
         return RepairPlan(**common, changes=None, from_=None, to=None, possible=True,
                           note="nothing changes anywhere; the item is closed with the reason")
+    # the run compared the journeys of its site: one that has moved since is another site's to reconcile
+    # (a correction, dated now, would outrank whatever moved it)
+    here = state.value("site") if state else None
+    moved = None if here in (None, row["site"]) else (f"the journey is at {here} now, not {row['site']}:"
+                                                      f" reconcile {here}, or ignore")
     if action == "push_ours":
         possible, note = True, None
         if state is None:
             possible, note = False, "Switchboard holds no journey for this reference: nothing of ours to push"
+        elif moved:
+            possible, note = False, moved
         elif row["conflict"]:
             note = "the system changed this record during the fallback: pushing overwrites its change"
         return RepairPlan(**common, changes=row["system"], from_=theirs, to=ours, possible=possible,
                           note=note)
     try:
+        if moved:
+            raise NotPossible(moved)
         events = corrective_events(row, state)
     except NotPossible as exc:
         return RepairPlan(**common, changes="switchboard", from_=ours, to=theirs, possible=False,
