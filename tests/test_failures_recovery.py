@@ -173,6 +173,21 @@ async def test_a_payload_that_cannot_become_valid_stays_open_and_says_why(api, j
     assert "stored redacted" in pii_audit["result"]["note"]
 
 
+async def test_the_same_refused_event_posted_again_is_the_same_failure(api, token, uid):
+    """Over HTTP as over NATS (where a redelivery is keyed by its stream sequence): a connector resending an
+    event that is refused does not open a failure more each time (they fill the failures piling up alert)."""
+    site = f"site-{uid}"
+    connector = {"Authorization": f"Bearer {token('connector', system='queue')}"}
+    bad = cloud_event("ticket.called", f"queue:T-{uid}", {"site": site, "counter": 7})
+    for _ in range(3):
+        answer = await api.post("/api/v1/events", json=bad, headers=connector)
+        assert answer.json()["rejected"][0]["kind"] == "invalid_event", answer.text
+    another = cloud_event("ticket.called", f"queue:U-{uid}", {"site": site, "counter": 7})
+    await api.post("/api/v1/events", json=another, headers=connector)
+    failures = await failures_of(api, bearer(token, "sre", [site]), site=site)
+    assert sorted(f["event_id"] for f in failures) == sorted([bad["id"], another["id"]])
+
+
 async def test_bulk_retry_retries_exactly_the_previewed_set(api, js, pool, token, uid):
     site, other = f"site-{uid}", f"other-{uid}"
     sre = bearer(token, "sre", [site, other])

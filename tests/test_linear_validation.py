@@ -7,18 +7,22 @@ four times the size must cost about four times the time, not sixteen."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import msgspec
+import nats.js.errors
 import pytest
 
 from backend.ingest.validate import validate
 from backend.live.session import _decoder as live_decoder
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS
 from tests.support.events import cloud_event, publish
+from tests.support.waits import eventually
 
 LIMIT = 64 * 1024
 BUDGET_S = 0.25
@@ -138,3 +142,70 @@ async def test_an_adversarial_stream_over_nats_does_not_hold_up_the_api(
         await asyncio.sleep(0.05)
     assert len(page.json()["items"]) == len(bodies)
     assert slowest < 1.0, f"a request waited {slowest:.2f}s behind validation"
+
+
+async def _slowest_answer_while(api: httpx.AsyncClient, headers: dict[str, str], site: str,
+                                busy: asyncio.Future[Any], until: Callable[[], Any]) -> float:
+    """The slowest of the API's answers, asked every 20 ms while `busy` runs and until `until()` holds."""
+    slowest = 0.0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        await api.get("/api/v1/journeys", params={"site": site, "limit": 1}, headers=headers)
+        slowest = max(slowest, time.perf_counter() - started)
+        if busy.done() and await until():
+            return slowest
+        await asyncio.sleep(0.02)
+    raise AssertionError("the work did not end within 60 s")
+
+
+async def test_a_batch_of_large_events_over_http_does_not_hold_up_the_api(api: httpx.AsyncClient, token, uid):
+    """A hundred 64 KB events of the costliest shape in one request: seconds of validation, done a slice at a
+    time, so that other requests (and the apply worker, and the websockets) are answered meanwhile."""
+    site = f"lin-{uid}"
+    bodies = [adversarial("many tiny strings", LIMIT - 512, uid=f"{uid}-{n}", site=site) for n in range(100)]
+    connector = {"Authorization": f"Bearer {token('connector', system='queue')}",
+                 "Content-Type": "application/json"}
+    posted = asyncio.create_task(api.post("/api/v1/events", content=b"[" + b",".join(bodies) + b"]",
+                                          headers=connector, timeout=120))
+    manager = {"Authorization": f"Bearer {token('manager', [site])}"}
+
+    async def answered() -> bool:
+        return True
+
+    slowest = await _slowest_answer_while(api, manager, site, posted, answered)
+    answer = posted.result()
+    assert answer.status_code == 202 and len(answer.json()["accepted"]) == len(bodies), answer.text[:500]
+    assert slowest < 1.0, f"a request waited {slowest:.2f}s behind the batch's validation"
+
+
+async def test_messages_past_the_size_limit_over_nats_do_not_hold_up_the_api(
+        api: httpx.AsyncClient, js, pool, token, uid):
+    """Messages of NATS's own limit (1 MB), sixteen times the event limit: refused unread (a scan for
+    personal data took a quarter second each, ten of them in one run of the event loop) and erased from
+    the stream, since nobody read what they hold."""
+    site = f"lin-{uid}"
+    body = b'{"data": {"site": "' + site.encode() + b'"}, "x": "' + b"800101-" * 140_000 + b'"}'
+    manager = {"Authorization": f"Bearer {token('manager', [site])}"}
+
+    async def publish_all() -> list[Any]:
+        return await asyncio.gather(*(js.publish("svc.events.queue.customer.arrived", body)
+                                      for _ in range(10)))
+
+    published = asyncio.create_task(publish_all())
+
+    async def all_refused() -> bool:  # unread, so at no site: found by the hash of what was refused
+        return await pool.fetchval("SELECT count(*) FROM failures WHERE payload->>'sha256' = $1",
+                                   hashlib.sha256(body).hexdigest()) == 10
+
+    slowest = await _slowest_answer_while(api, manager, site, published, all_refused)
+    assert slowest < 1.0, f"a request waited {slowest:.2f}s behind validation"
+
+    async def all_erased() -> bool:
+        for ack in published.result():
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.get_msg(ack.stream, ack.seq)
+                return False
+        return True
+
+    assert await eventually(all_erased)

@@ -110,6 +110,20 @@ def test_personal_data_nested_in_unknown_objects_is_found():
     assert "$.data.extra.who.email" in result.reason
 
 
+@pytest.mark.parametrize(("changes", "path"), [
+    ({"contact": "jane.doe@example.com"}, "$.contact"),  # beside the envelope, by its content
+    ({"extra": {"phone": "x"}}, "$.extra.phone"),  # nested there, by its name
+    ({"type": "customer.arived", "subject": "queue:jane.doe@example.com"}, "$.subject"),  # of no known type
+])
+def test_personal_data_anywhere_outside_data_refuses_the_event(changes, path):
+    """Refused as personal (so that the message is erased from its stream), not accepted with the field
+    dropped, nor merely invalid and kept in the stream for its age limit."""
+    result = check(body_of("customer.arrived", **changes))
+    assert isinstance(result, Rejected) and result.kind == "pii_rejected", result
+    assert path in result.reason
+    assert "jane.doe" not in msgspec.json.encode([result.payload, result.subject, result.reason]).decode()
+
+
 @pytest.mark.parametrize(("body", "fragment"), [
     (b"{not json", "malformed JSON"),
     (b"[1, 2]", "must be a JSON object"),
@@ -185,6 +199,21 @@ def test_unregistered_systems_and_foreign_connectors_are_unauthorised():
     assert isinstance(foreign, Rejected) and foreign.kind == "unauthorized_source"
     other_site = check(body_of("ticket.called"), allowed_system="queue", allowed_sites=frozenset({"south"}))
     assert isinstance(other_site, Rejected) and other_site.kind == "unauthorized_source"
+
+
+@pytest.mark.parametrize("claimed", ["south", "*"])
+def test_a_refusal_of_a_sender_limited_to_sites_is_filed_at_its_site_whatever_the_message_claims(claimed):
+    """However early it is refused (here before it decodes: no counter), a message of a connector limited to
+    north never files a failure at another site, nor at `*`, the live hub's mark for every site."""
+    body = body_of("ticket.called", data={"site": claimed})
+    one = check(body, subject_system="queue", subject_type="ticket.called",
+                allowed_sites=frozenset({"north"}))
+    assert isinstance(one, Rejected) and (one.kind, one.site, one.sender_sites) == (
+        "invalid_event", "north", ("north",))
+    two = check(body, allowed_system="queue", allowed_sites=frozenset({"north", "east"}))
+    assert isinstance(two, Rejected) and (two.site, two.sender_sites) == (None, ("east", "north"))
+    anyone = check(body, subject_system="queue", subject_type="ticket.called")
+    assert isinstance(anyone, Rejected) and anyone.site == (None if claimed == "*" else claimed)
 
 
 def test_a_connector_limited_to_sites_answers_a_command_naming_one_of_them():

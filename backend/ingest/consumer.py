@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import NamedTuple, TypeVar
 from uuid import UUID
@@ -54,10 +54,11 @@ _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
 
 _CONTENTION_RETRIES = 8
 _NO_SUCH_MESSAGE = 10037  # JetStream's "no message found"
-# Validation runs while the worker waits for Postgres, in chunks this small: one long run of it would hold up
-# the worker's next statement (its answer waits for the event loop), and the worker is the pipeline's
-# bottleneck.
+# Validation runs while the worker waits for Postgres, in chunks this small (in messages and in bytes, a
+# message at least): one long run of it would hold up the worker's next statement (its answer waits for the
+# event loop), the websockets and every request, and the worker is the pipeline's bottleneck.
 _CLASSIFY_CHUNK = 50
+_CLASSIFY_CHUNK_BYTES = 64 * 1024
 _T = TypeVar("_T")
 OnApplied = Callable[[Outcome], Awaitable[None]]
 AcceptedEvents = list[Accepted]
@@ -108,6 +109,21 @@ class _Ahead:
         self._changed.set()
         return _Fetched([m for f in taken for m in f.msgs], [a for f in taken for a in f.accepted],
                         [r for f in taken for r in f.rejected])
+
+
+def _chunks(msgs: list[Msg]) -> Iterator[list[Msg]]:
+    """`msgs` in order, in runs of at most `_CLASSIFY_CHUNK` messages and (but for a single one)
+    `_CLASSIFY_CHUNK_BYTES`."""
+    chunk: list[Msg] = []
+    size = 0
+    for msg in msgs:
+        if chunk and (len(chunk) == _CLASSIFY_CHUNK or size + len(msg.data) > _CLASSIFY_CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(msg)
+        size += len(msg.data)
+    if chunk:
+        yield chunk
 
 
 def _split_subject(subject: str) -> tuple[str | None, str | None, str | None]:
@@ -168,9 +184,7 @@ class ApplyWorker:
         async def fetch_loop() -> None:
             try:
                 while True:
-                    msgs = await feed.take()
-                    for start in range(0, len(msgs), _CLASSIFY_CHUNK):
-                        chunk = msgs[start:start + _CLASSIFY_CHUNK]
+                    for chunk in _chunks(await feed.take()):
                         await ahead.put(_Fetched(chunk, *self.classify(chunk)))
                         await asyncio.sleep(0)  # the worker's next step first, if Postgres answered meanwhile
             except Exception as exc:
@@ -259,11 +273,12 @@ class ApplyWorker:
             await self.on_applied(outcome)
 
     async def _erase_personal(self, rejected: RejectedMessages) -> None:
-        """Erase (overwrite, not only delete) the messages refused for personal data, now that their redacted
-        failures are committed. One that cannot be erased now is still gone when the stream's age limit
-        passes."""
-        sequences = [int(key.removeprefix(self._key_prefix)) for failure, key in rejected
-                     if failure.kind == "pii_rejected" and key.startswith(self._key_prefix)]
+        """Erase (overwrite, not only delete) the messages refused for personal data, or too large to be read
+        for it, now that their redacted failures are committed. One that cannot be erased now is still gone
+        when the stream's age limit passes."""
+        erasable = [key for failure, key in rejected if failure.kind == "pii_rejected" or failure.unread]
+        sequences = [int(key.removeprefix(self._key_prefix)) for key in erasable
+                     if key.startswith(self._key_prefix)]
         erased = await asyncio.gather(*(erase_message(self.nc, self.stream, seq) for seq in sequences),
                                       return_exceptions=True)
         if missed := sum(1 for e in erased if e is not True):

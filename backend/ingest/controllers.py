@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import hashlib
 from typing import Any
 
 import msgspec
@@ -15,12 +15,15 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from backend import metrics
 from backend.auth import CONNECTOR, Principal
 from backend.failures.services import record_inbound
-from backend.ingest.validate import Accepted, Rejected, validate
+from backend.ingest.validate import Accepted, Rejected, trust_of, validate
 from backend.rate_limits import INGEST
 from backend.resources import AppResources
 from switchboard.events import nats_msg_id, nats_subject
 
 MAX_BATCH = 1000
+# validated this many bytes at a time: a batch of large events (seconds of work) must not hold up the event
+# loop, which the apply worker, the websockets and every other request share
+_VALIDATED_BETWEEN_YIELDS = 64 * 1024
 
 
 class EventRef(msgspec.Struct):
@@ -64,16 +67,23 @@ class IngestController(Controller):
         if len(parts) > MAX_BATCH:
             raise ValidationException(f"at most {MAX_BATCH} events per request")
         settings = resources.settings.ingest
-        admin = "admin" in principal.roles
-        results = [
-            validate(part, max_bytes=settings.max_event_bytes, known_systems=resources.known_systems,
-                     # an admin publishes for any system, but only at the sites its token holds
-                     allowed_system=None if admin else principal.system, allowed_sites=principal.sites,
-                     from_outside=True)
-            for part in parts
-        ]
+        admin, trust = "admin" in principal.roles, trust_of(settings)
+        results: list[Accepted | Rejected] = []
+        since_yield = 0
+        for part in parts:
+            results.append(validate(
+                part, max_bytes=settings.max_event_bytes, known_systems=resources.known_systems,
+                # an admin publishes for any system, but only at the sites its token holds
+                allowed_system=None if admin else principal.system, allowed_sites=principal.sites,
+                from_outside=True, trust=trust))
+            since_yield += len(part)
+            if since_yield >= _VALIDATED_BETWEEN_YIELDS:
+                since_yield = 0
+                await asyncio.sleep(0)
         rejected = [Refusal(i, r.reason, r.kind) for i, r in enumerate(results) if isinstance(r, Rejected)]
-        failures = [(r, f"http:{uuid.uuid4()}") for r in results if isinstance(r, Rejected)]
+        # the same message sent again is the same failure (its attempts count up), not another
+        failures = [(r, f"http:{hashlib.sha256(part).hexdigest()}")
+                    for part, r in zip(parts, results, strict=True) if isinstance(r, Rejected)]
         if failures:
             async with resources.pool.acquire() as conn, resources.live.after_commit(conn) as announce:
                 await record_inbound(conn, announce, failures)

@@ -21,7 +21,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypedDict
 import msgspec
 
 from backend.ingest.config import IngestSection
-from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, CloudEvent, CommandResult, Event
+from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, CloudEvent, Code, CommandResult, Event
 from switchboard.privacy import (
     REDACTED,
     is_pii_key,
@@ -99,10 +99,13 @@ class Rejected(msgspec.Struct, frozen=True, kw_only=True):
     event_type: str | None = None
     # the sites its sender was limited to (the event's own, once it was read): a retry applies it there alone
     sender_sites: tuple[str, ...] | None = None
+    # too large to be read, even for personal data: erased from its stream like one holding some
+    unread: bool = False
 
 
-def _personal_paths(data: Any, known: frozenset[str]) -> list[str]:
-    """Paths (the first few) of unknown fields of `data` that are personal by name or by content.
+def _personal_paths(data: Any, known: frozenset[str], root: str = "$.data") -> list[str]:
+    """Paths (the first few, from `root`) of unknown fields of `data` that are personal by name or by
+    content.
 
     One pass over the document, each string read once by linear-time patterns; a path is kept as a chain
     of references to its parent and spelt out only for the few named in the reason.
@@ -122,7 +125,7 @@ def _personal_paths(data: Any, known: frozenset[str]) -> list[str]:
             stack.extend((v, (path, k)) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((v, (path, i)) for i, v in enumerate(value))
-    return [_spelt(path) for path in found]
+    return [_spelt(path, root) for path in found]
 
 
 def _personal_known_values(doc: dict[str, Any], envelope_known: frozenset[str],
@@ -142,12 +145,12 @@ def _personal_known_values(doc: dict[str, Any], envelope_known: frozenset[str],
     return found
 
 
-def _spelt(path: tuple[Any, ...] | None) -> str:
+def _spelt(path: tuple[Any, ...] | None, root: str) -> str:
     parts: list[str] = []
     while path is not None:
         path, key = path
         parts.append(f"[{key}]" if isinstance(key, int) else f".{redact_key(key[:_PATH_KEY_CHARS])}")
-    return "$.data" + "".join(reversed(parts))
+    return root + "".join(reversed(parts))
 
 
 # The verdicts on values that repeat from event to event (a journey's references, sites, services, counters,
@@ -199,6 +202,8 @@ def _data_type(cls: type[CloudEvent]) -> type[msgspec.Struct]:
 # per event type: the envelope's field names and its data's field names
 _KNOWN = {name: (_field_names(cls) | {"type"}, _field_names(_data_type(cls)))
           for name, cls in EVENT_TYPES.items()}
+# an event of no known type is still read as an envelope: its id, source and subject by an identifier's rules
+_ENVELOPE = _field_names(CloudEvent) | {"type"}
 
 
 def _unreadable(body: bytes, reason: str) -> Rejected:
@@ -236,12 +241,21 @@ def _envelope_context(doc: dict[str, Any]) -> _FoundBy:
     source = text("source")
     return {
         "system": source.split("/")[1] if source and source.startswith("/") else None,
-        "site": text("site", doc.get("data")),
+        "site": _site_or_none(text("site", doc.get("data"))),
         "subject": text("subject"),
         "event_source": source,
         "event_id": text("id"),
         "event_type": text("type"),
     }
+
+
+def _site_or_none(value: str | None) -> str | None:
+    """A site as events name one, or none: a message that does not decode files its failure at no site
+    rather than at whatever it says (`*`, the live hub's mark for every site, above all)."""
+    try:
+        return msgspec.convert(value, Code | None)
+    except msgspec.ValidationError:
+        return None
 
 
 def _too_deep(value: Any) -> bool:
@@ -273,12 +287,13 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
     context = _envelope_context(doc)
     type_ = doc.get("type")
     known = _KNOWN.get(type_) if isinstance(type_, str) else None
-    envelope_known, data_known = known if known else (frozenset(), frozenset())
+    envelope_known, data_known = known if known else (_ENVELOPE, frozenset())
     data = doc.get("data")
     personal = _personal_paths(data, data_known) if isinstance(data, dict | list) else []
     personal += _personal_known_values(doc, envelope_known, data_known)
-    personal += [f"$.{redact_key(k[:_PATH_KEY_CHARS])}" for k in doc
-                 if k not in envelope_known and k != "data" and is_pii_key(k)]
+    # fields beside the envelope's, by name or by content: dropped, but the message stays in its stream
+    personal += _personal_paths({k: v for k, v in doc.items() if k not in envelope_known and k != "data"},
+                                frozenset(), root="$")
     if personal:
         return Rejected(kind="pii_rejected", reason="personal data refused at " + ", ".join(personal[:10]),
                         payload=redact(doc), **context)
@@ -370,8 +385,16 @@ def _judged(check: Callable[Concatenate[bytes, _P], Accepted | Rejected],
                       where.lineno)
             result = _unreadable(body, f"could not be validated ({type(exc).__name__})")
         sites: frozenset[str] | None = kwargs.get("allowed_sites")  # type: ignore[assignment]
-        if isinstance(result, Rejected) and sites is not None and result.sender_sites is None:
-            return msgspec.structs.replace(result, sender_sites=tuple(sorted(sites)))
+        if not isinstance(result, Rejected) or sites is None:
+            return result
+        if result.sender_sites is None:
+            result = msgspec.structs.replace(result, sender_sites=tuple(sorted(sites)))
+        if result.site not in sites:
+            # kept where its sender may act, not at the site it claims: a connector limited to one site must
+            # not fill another site's failures (and their alerts); with several sites, at none (all-site
+            # readers)
+            only = scrub_identifier(next(iter(sites))) if len(sites) == 1 else None
+            result = msgspec.structs.replace(result, site=only)
         return result
 
     return judged
@@ -403,7 +426,10 @@ def validate(
     `trust` bounds an event's date and the journeys its sender may speak about.
     """
     if len(body) > max_bytes:
-        return _unreadable(body, f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit")
+        # not scanned for personal data (a megabyte takes a quarter second): refused unread and not kept
+        return Rejected(kind="invalid_event", payload=_opaque_payload(body), unread=True,
+                        reason=f"event of {len(body)} bytes exceeds the {max_bytes}-byte limit: refused"
+                               " unread, and not kept")
     try:
         result: Accepted | Rejected = Accepted(_decoder.decode(body))
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
@@ -435,11 +461,7 @@ def validate(
         return reject("unauthorized_source",
                       f"a connector of {allowed_system!r} may not publish for {system!r}")
     if allowed_sites is not None and site is not None and site not in allowed_sites:
-        # kept where its sender may act, not at the site it claims: a connector limited to one site must not
-        # fill another site's failures (and their alerts); with several sites, at none (all-site readers)
-        return msgspec.structs.replace(
-            reject("unauthorized_source", f"the token does not cover site {site!r}"),
-            site=scrub_identifier(next(iter(allowed_sites))) if len(allowed_sites) == 1 else None)
+        return reject("unauthorized_source", f"the token does not cover site {site!r}")  # filed by `_judged`
     if allowed_sites is not None and site is None and isinstance(event, CommandResult):
         return reject("unauthorized_source", "an answer from a connector limited to sites names its site")
     if problem := _semantic_error(event):

@@ -28,7 +28,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from backend import metrics
 from backend.auth import PUBLIC
 from backend.failures.services import record_inbound
-from backend.ingest.validate import Rejected, validate
+from backend.ingest.validate import Rejected, trust_of, validate
 from backend.rate_limits import WEBHOOK
 from backend.resources import AppResources
 from backend.webhooks.mapping import to_canonical
@@ -86,7 +86,8 @@ class WebhookController(Controller):
         webhook_id = headers["webhook-id"]
         settings = resources.settings.ingest
         result = validate(to_canonical(system, webhook_id, body), max_bytes=settings.max_event_bytes,
-                          known_systems=resources.known_systems, allowed_system=system, from_outside=True)
+                          known_systems=resources.known_systems, allowed_system=system, from_outside=True,
+                          trust=trust_of(settings))
         if isinstance(result, Rejected):
             async with resources.pool.acquire() as conn, resources.live.after_commit(conn) as announce:
                 await record_inbound(conn, announce, [(result, _failure_key(system, webhook_id))])
