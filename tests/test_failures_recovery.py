@@ -20,7 +20,8 @@ from backend.failures.services import record_inbound
 from backend.ingest.validate import Rejected
 from backend.live.bus import Announcements
 from tests.support.backends import nats_connect
-from tests.support.events import cloud_event, publish
+from tests.support.database import refusing_site
+from tests.support.events import cloud_event, publish, publish_as_backend
 from tests.support.failures import bearer, failures_of, one_failure
 from tests.support.waits import Check, eventually
 
@@ -186,6 +187,22 @@ async def test_the_same_refused_event_posted_again_is_the_same_failure(api, toke
     await api.post("/api/v1/events", json=another, headers=connector)
     failures = await failures_of(api, bearer(token, "sre", [site]), site=site)
     assert sorted(f["event_id"] for f in failures) == sorted([bad["id"], another["id"]])
+
+
+async def test_a_step_of_switchboard_s_own_that_failed_to_apply_is_applied_by_a_retry(api, js, pool, settings,
+                                                                                      token, uid):
+    """A manual step (signed by the backend) that the database refused becomes an `apply_error`; its retry
+    applies it. Before, the retry judged the stored payload as unsigned: `unauthorized_source`, never to be
+    retried again, and the step was lost."""
+    site, ticket = f"site-{uid}", f"queue:T-{uid}"
+    sre = bearer(token, "sre", [site])
+    step = cloud_event("customer.arrived", ticket, {"site": site}, source="/manual/floor1")
+    async with refusing_site(pool, site):
+        await publish_as_backend(js, settings, step)
+        failure = await one_failure(api, sre, site=site, kind="apply_error")
+    retried = (await api.post(f"/api/v1/failures/{failure['id']}/retry", headers=sre, json={})).json()
+    assert (retried["outcome"], retried["status"]) == ("resolved", "resolved"), retried
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE id = $1", step["id"]) == 1
 
 
 async def test_bulk_retry_retries_exactly_the_previewed_set(api, js, pool, token, uid):

@@ -97,6 +97,10 @@ async def _retry_inbound(conn: asyncpg.Connection, announce: Announcements, row:
         checked = validate(msgspec.json.encode(msgspec.json.decode(row["payload"])),
                            max_bytes=settings.max_event_bytes,
                            known_systems=resources.known_systems, trust=trust_of(settings),
+                           # an event that failed to apply had been accepted, so one of Switchboard's own
+                           # (a manual step, a correction) carried the backend's signature, which the stored
+                           # payload does not; no other kind is taken as signed
+                           signed_by_backend=row["kind"] == "apply_error",
                            # sent by a connector limited to sites: applied at its sites alone, as it would
                            # have been
                            allowed_sites=None if row["sender_sites"] is None

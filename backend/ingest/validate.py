@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +49,7 @@ _decoder = msgspec.json.Decoder(Event)
 MAX_DEPTH = 32
 _REASON_PATHS = 10  # personal fields named in a refusal's reason
 _PATH_KEY_CHARS = 64  # of each key in such a path
+_QUOTED = re.compile(r"'[^']*'")
 
 
 class Trust(msgspec.Struct, frozen=True, kw_only=True):
@@ -258,7 +260,15 @@ def _site_or_none(value: str | None) -> str | None:
         return None
 
 
-def _too_deep(value: Any) -> bool:
+def _error_reason(exc: Exception) -> str:
+    """msgspec's message without the values it quotes (`Invalid value 'Jane Doe' - at $.type`): a value
+    refused for its shape may be anything, a name too, which no pattern finds; the payload keeps it,
+    redacted."""
+    return scrub(_QUOTED.sub("'…'", str(exc)))
+
+
+def too_deep(value: Any) -> bool:
+    """Whether `value` nests more than an event may; read level by level, without recursion."""
     level, layer = 0, [value]
     while layer:
         level += 1
@@ -278,7 +288,7 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
         return _unreadable(body, f"not valid UTF-8 (byte {exc.start})")
     except RecursionError:
         doc = body  # nested beyond the decoder's own limit: refused below, unread
-    if isinstance(doc, bytes) or _too_deep(doc):
+    if isinstance(doc, bytes) or too_deep(doc):
         return Rejected(kind="invalid_event", reason=f"nested more than {MAX_DEPTH} levels deep",
                         payload=_opaque_payload(body))
     if not isinstance(doc, dict):
@@ -298,7 +308,8 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
         return Rejected(kind="pii_rejected", reason="personal data refused at " + ", ".join(personal[:10]),
                         payload=redact(doc), **context)
     if known is None:
-        return Rejected(kind="invalid_event", reason=scrub(str(first_error)), payload=redact(doc), **context)
+        return Rejected(kind="invalid_event", reason=_error_reason(first_error), payload=redact(doc),
+                        **context)
     cleaned = {k: v for k, v in doc.items() if k in envelope_known or k == "data"}
     dropped = len(doc) - len(cleaned)
     if isinstance(data, dict):
@@ -307,7 +318,7 @@ def _slow_path(body: bytes, first_error: Exception) -> Accepted | Rejected:
     try:
         event = msgspec.convert(cleaned, Event)
     except msgspec.ValidationError as exc:
-        return Rejected(kind="invalid_event", reason=scrub(str(exc)), payload=redact(doc), **context)
+        return Rejected(kind="invalid_event", reason=_error_reason(exc), payload=redact(doc), **context)
     return Accepted(event, dropped)
 
 
