@@ -216,6 +216,35 @@ async def test_an_unreachable_system_gives_an_unreachable_run_and_no_false_drift
     assert nobody["status"] == "unreachable"
 
 
+async def test_a_record_switchboard_cannot_keep_is_skipped_and_the_run_compares_the_others(
+        rapi, stack, token, uid, tmp_path):
+    """One ticket's number nested 500 levels deep (redacting it recursed past Python's limit) and a record
+    linked to what looks like a phone number: each is left out, neither missing nor in order, and the run
+    ends `done` with the good record's drift found."""
+    site = f"rec-{uid}"
+    sre = bearer(token, "sre", [site])
+    queue = still_queue(site)
+    async with running(stack.settings, tmp_path, queue):
+        renumbered, unreadable = [await queue.arrive(site, "licence", []) for _ in range(2)]
+        for ticket in (renumbered, unreadable):
+            await eventually(partial(waiting, rapi, sre, ticket))
+        queue.records[renumbered].fields["ticket"] = "T-RENUMBERED"
+        deep: Any = "T-DEEP"
+        for _ in range(500):
+            deep = [deep]
+        queue.records[unreadable].fields["ticket"] = deep
+        personal = f"queue:T-PERSONAL-{uid}"
+        now = datetime.now(UTC)
+        queue.records[personal] = Record(ref=personal, site=site, created_at=now, updated_at=now,
+                                         stage="waiting", links=["crm:44770090012345"],
+                                         fields={"ticket": "T-PERSONAL"})
+        finished = await run(rapi, sre, "queue", site)
+    assert finished["status"] == "done", finished
+    assert (finished["checked"], finished["drifted"]) == (1, 1), finished
+    [item] = await drift(rapi, sre, site=site)
+    assert (item["ref"], item["field"], item["theirs"]) == (renumbered, "ticket", "T-RENUMBERED")
+
+
 async def test_a_ticket_number_of_digits_only_is_the_same_in_the_snapshot_as_in_its_event(
         rapi, stack, token, uid, tmp_path):
     site = f"rec-{uid}"
@@ -302,6 +331,40 @@ async def test_a_journey_moved_since_the_run_is_not_repaired_from_the_old_site_s
     ignored = await rapi.post(f"/api/v1/reconciliation/drift/{item['id']}/resolve",
                               json={"action": "ignore", "reason": "moved to another site"}, headers=sre)
     assert ignored.status_code == 200 and ignored.json()["status"] == "ignored", ignored.text
+
+
+async def test_a_record_whose_links_lead_to_another_site_s_journey_is_not_taken_from_this_site(
+        rapi, stack, token, uid, tmp_path):
+    """A ticket home's queue holds that Switchboard never heard of, linked to a journey of the other site.
+    Its corrective events would speak for the whole queue system, and their links would join that journey
+    and move it here: neither a person of home nor the preview offers it, 409, nothing published."""
+    home, away = f"rec-{uid}", f"rec-{uid}-away"
+    sre = bearer(token, "sre", [home])
+    queue = still_queue(home, away)
+    async with running(stack.settings, tmp_path, queue):
+        theirs = await queue.arrive(away, "licence", [])
+        await eventually(lambda: waiting(rapi, bearer(token, "sre", [away]), theirs))
+        linked = f"queue:T-LINKED-{uid}"
+        now = datetime.now(UTC)
+        queue.records[linked] = Record(ref=linked, site=home, created_at=now, updated_at=now, stage="waiting",
+                                       links=[theirs], fields={"ticket": f"T-LINKED-{uid}",
+                                                               "service": "licence"})
+        assert (await run(rapi, sre, "queue", home))["drifted"] == 1
+    [item] = await drift(rapi, sre, site=home, status="open")
+    assert (item["ref"], item["kind"], item["proposed_action"]) == (linked, "missing_here", "accept_source")
+    elsewhere = "its links lead to journeys at another site: reconcile there, or ignore"
+    preview = (await rapi.post("/api/v1/reconciliation/drift/preview", json={"filter": {"site": home}},
+                               headers=sre)).json()
+    assert (preview["matched"], preview["acting"]) == (1, 0)
+    assert not preview["plans"][0]["possible"] and preview["plans"][0]["note"] == elsewhere
+    refused = await rapi.post(f"/api/v1/reconciliation/drift/{item['id']}/resolve",
+                              json={"action": "accept_source"}, headers=sre)
+    assert refused.status_code == 409 and elsewhere in refused.text, refused.text
+    everywhere = bearer(token, "sre", "*")
+    assert await journey_of(rapi, everywhere, linked) is None
+    journey = await journey_of(rapi, everywhere, theirs)
+    assert journey is not None and journey["site"] == away, journey
+    assert (await drift(rapi, sre, site=home))[0]["status"] == "open"
 
 
 async def test_a_bulk_resolve_acts_on_all_its_items_or_on_none(rapi, stack, token, uid, tmp_path):

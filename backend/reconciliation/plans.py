@@ -10,7 +10,7 @@ sent for nothing. `push_ours` sends our state of the reference to the system (`r
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,7 +57,10 @@ def proposed_action(row: Mapping[str, Any]) -> Action:
     return "accept_source"
 
 
-def plan(row: Mapping[str, Any], action: Action, state: JourneyState | None) -> RepairPlan:
+def plan(row: Mapping[str, Any], action: Action, state: JourneyState | None, *,
+         links_elsewhere: Collection[str]) -> RepairPlan:
+    """What resolving the item with `action` would do, from its journey's `state` and `links_elsewhere`: those
+    of its record's links held by journeys of another site than the item's."""
     ours, theirs = _json(row["ours"]), _json(row["theirs"])
     common = {"drift_id": row["id"], "ref": row["ref"], "kind": row["kind"], "field": row["field"],
               "action": action}
@@ -82,6 +85,10 @@ def plan(row: Mapping[str, Any], action: Action, state: JourneyState | None) -> 
     try:
         if moved:
             raise NotPossible(moved)
+        # a correction speaks for the whole system, not for the site the run read: the links it carries
+        # would join another site's journey and move it here
+        if links_elsewhere:
+            raise NotPossible("its links lead to journeys at another site: reconcile there, or ignore")
         events = corrective_events(row, state)
     except NotPossible as exc:
         return RepairPlan(**common, changes="switchboard", from_=ours, to=theirs, possible=False,

@@ -27,7 +27,7 @@ from backend.paging import decode_cursor, encode_cursor
 from backend.privacy import acting_user, scrubbed_reason
 from backend.reconciliation import live, services
 from backend.reconciliation.ownership import pushed_state
-from backend.reconciliation.plans import NotPossible, corrective_events, plan, proposed_action
+from backend.reconciliation.plans import NotPossible, corrective_events, plan, proposed_action, record_of
 from backend.reconciliation.schemas import (
     Action,
     BulkPreview,
@@ -56,6 +56,17 @@ async def journey_state(conn: asyncpg.Connection, ref: str) -> Journey | None:
         "SELECT j.id, j.state, array(SELECT o.ref FROM journey_refs o WHERE o.journey_id = j.id ORDER BY"
         " o.ref) AS refs FROM journey_refs r JOIN journeys j ON j.id = r.journey_id WHERE r.ref = $1", ref)
     return None if row is None else (row["id"], list(row["refs"]), _state.decode(row["state"]))
+
+
+async def _planned(conn: asyncpg.Connection, row: asyncpg.Record,
+                   action: Action) -> tuple[Journey | None, RepairPlan]:
+    """The item's journey and its plan, read in the caller's transaction (under the item's lock)."""
+    journey = await journey_state(conn, row["ref"])
+    record = record_of(row)
+    # only a missing_here's corrective events carry the record's links (plans.corrective_events)
+    links = record.links if record is not None and row["kind"] == "missing_here" else []
+    links_elsewhere = await services.held_elsewhere(conn, links, row["site"]) if links else set()
+    return journey, plan(row, action, journey[2] if journey else None, links_elsewhere=links_elsewhere)
 
 
 async def _locked_item(conn: asyncpg.Connection, principal: Principal, drift_id: int) -> asyncpg.Record:
@@ -117,8 +128,7 @@ async def resolve(resources: Resources, principal: Principal, drift_id: int, act
         action = action or proposed_action(row)
         if action == "ignore" and not reason:
             raise ValidationException("ignore needs a reason")
-        journey = await journey_state(conn, row["ref"])
-        repair = plan(row, action, journey[2] if journey else None)
+        journey, repair = await _planned(conn, row, action)
         if dry_run:
             return ResolveResult(drift_id=drift_id, outcome="preview", status=row["status"], plan=repair)
         result = await _resolve_locked(conn, resources, principal, row, repair, journey, reason,
@@ -164,9 +174,7 @@ async def _matching(conn: asyncpg.Connection, principal: Principal, wanted: Drif
                             f"{' FOR UPDATE' if lock else ''}", *args)
     found = []
     for row in rows:
-        journey = await journey_state(conn, row["ref"])
-        chosen = action or proposed_action(row)
-        found.append((row, journey, plan(row, chosen, journey[2] if journey else None)))
+        found.append((row, *await _planned(conn, row, action or proposed_action(row))))
     return found
 
 

@@ -34,7 +34,7 @@ from backend.reconciliation import live
 from backend.reconciliation.compare import differences
 from backend.reconciliation.ownership import ours, theirs
 from backend.reconciliation.repair import SWITCHBOARD, journey_state, push_command
-from backend.reconciliation.snapshot_client import Unreachable
+from backend.reconciliation.snapshot_client import Unreachable, skipped_summary
 
 if TYPE_CHECKING:
     from backend.reconciliation.scheduler import Reconciler
@@ -99,10 +99,16 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection,
     ledger = await conn.fetch("SELECT DISTINCT ref FROM fallback_ledger WHERE fallback_id = $1"
                               " AND replay_status = 'pending' ORDER BY ref", fallback_id)
     refs = [r["ref"] for r in ledger]
+    skipped: dict[str, str] = {}
     try:
-        records = await reconciler.client.refs(system, site, datetime.now(UTC).date(), refs) if refs else {}
+        records = await reconciler.client.refs(system, site, datetime.now(UTC).date(), refs,
+                                                skipped) if refs else {}
     except Unreachable:
         return None
+    if skipped:  # the system has these records, unread: a push would overwrite them, so they stay pending
+        log.warning("fallback %s: %d record(s) wait, the system's being one Switchboard cannot keep: %s",
+                    fallback_id, len(skipped), skipped_summary(skipped))
+        refs = [ref for ref in refs if ref not in skipped]
     pushed, conflicts, in_system, changed = [], [], [], []
     async with reconciler.resources.live.after_commit(conn) as announce:
         for ref in refs:

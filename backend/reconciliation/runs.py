@@ -2,11 +2,13 @@
 
 The same drift found again updates its open item (`dedupe_key`); an open item whose reference the run
 checked and found in order is resolved by the run. Drift a person ignored is not raised again while
-it stays the same.
+it stays the same. A record Switchboard cannot keep is skipped with its reason (logged), the others
+compared.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,10 +19,11 @@ import msgspec
 from backend.reconciliation import services
 from backend.reconciliation.compare import Finding, compare_absent, compare_record
 from backend.reconciliation.schemas import Run
-from backend.reconciliation.snapshot_client import SnapshotClient, Unreachable
+from backend.reconciliation.snapshot_client import SnapshotClient, Unreachable, skipped_summary
 from switchboard.privacy import scrub
 from switchboard.snapshots import SnapshotRecord
 
+log = logging.getLogger(__name__)
 _encode = msgspec.json.encode
 
 
@@ -107,17 +110,23 @@ async def execute(conn: asyncpg.Connection, client: SnapshotClient, run: asyncpg
     """Carry out a started run (its row exists, `status = 'running'`); the finished run and the drift ids it
     changed."""
     system, site, day = run["system"], run["site"], run["day"]
+    # records Switchboard cannot keep, by reference: neither missing nor in order, so not checked at all
+    skipped: dict[str, str] = {}
     try:
-        by_ref = {r.ref: r for r in await client.day(system, site, day) if r.site == site}
-        absent = [ref for ref in await services.refs_held_on(conn, system, site, day) if ref not in by_ref]
+        by_ref = {r.ref: r for r in await client.day(system, site, day, skipped) if r.site == site}
+        absent = [ref for ref in await services.refs_held_on(conn, system, site, day)
+                  if ref not in by_ref and ref not in skipped]
         if absent:  # a record of another day (booked days ahead) is not missing: read those by reference
-            by_ref.update(await client.refs(system, site, day, absent))
-            absent = [ref for ref in absent if ref not in by_ref]
+            by_ref.update(await client.refs(system, site, day, absent, skipped))
+            absent = [ref for ref in absent if ref not in by_ref and ref not in skipped]
     except Unreachable as exc:
         row = await conn.fetchrow(
             "UPDATE reconciliation_runs SET status = 'unreachable', error = $2, finished_at ="
             " clock_timestamp() WHERE id = $1 RETURNING *", run["id"], scrub(str(exc)[:500]))
         return services.to_run(row), []
+    if skipped:  # the run has no column to count them in
+        log.warning("reconciliation run %s (%s at %s) skipped %d record(s) Switchboard cannot keep: %s",
+                    run["id"], system, site, len(skipped), skipped_summary(skipped))
     # a journey of another site (a walk-in on a booking made there) is that site's run's to judge: it reads
     # the reference by reference; here its values would reach this site's readers and repairs
     for ref in await services.held_elsewhere(conn, by_ref, site):

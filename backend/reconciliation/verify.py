@@ -82,18 +82,24 @@ async def verify_repairs(pool: asyncpg.Pool, bus: LiveBus, client: SnapshotClien
             groups[(row["system"], row["site"])].append(row)
         for (system, site), rows in groups.items():
             refs = sorted({r["ref"] for r in rows})
+            skipped: dict[str, str] = {}
             try:
-                records = await client.refs(system, site, datetime.now(UTC).date(), refs)
+                records = await client.refs(system, site, datetime.now(UTC).date(), refs, skipped)
             except Unreachable as exc:
                 log.info("repairs of %s at %s wait: %s", system, site, exc)
                 continue
-            findings = await assess(conn, system, records.values(), [r for r in refs if r not in records],
-                                    stale_after=stale_after)
+            absent = [r for r in refs if r not in records and r not in skipped]
+            findings = await assess(conn, system, records.values(), absent, stale_after=stale_after)
             still = {f.dedupe_key(system): f for f in findings}
             for row in rows:
                 finding = still.get(row["dedupe_key"])
                 record = records.get(row["ref"])
-                if finding is None:
+                check: dict[str, Any]
+                if row["ref"] in skipped:  # read, but not as Switchboard may keep it: for a person to look at
+                    check = {"found": "not verified",
+                             "note": f"the system's record cannot be kept: {skipped[row['ref']]}"}
+                    status = "open"
+                elif finding is None:
                     check = {"found": "in order", "theirs": msgspec.to_builtins(record) if record else None}
                     status = "resolved"
                 else:
