@@ -118,6 +118,24 @@ async def test_a_record_switchboard_cannot_keep_is_left_out_with_its_reason_and_
     assert "John" not in str(skipped) and "4477009" not in str(skipped)
 
 
+async def test_a_record_of_another_site_than_asked_is_not_taken_by_day_or_by_reference(nc, uid):
+    """A connector of one site answers for it alone: a record it says is at another site is not this read's
+    (taken, its site would reach the asked site's drift and a correction would move the journey there)."""
+    system = f"s{uid}"
+    answer = page([record(f"{system}:A"), record(f"{system}:B", site="south")], None)
+    assert [r.ref for r in await read_from(nc, system, lambda cursor: answer)] == [f"{system}:A"]
+
+    async def reply(msg: Msg) -> None:
+        await msg.respond(msgspec.json.encode(answer))
+
+    subscription = await nc.subscribe(snapshot_subject(system), cb=reply)
+    try:
+        found = await SnapshotClient(nc, 2.0).refs(system, "north", DAY, [f"{system}:A", f"{system}:B"])
+    finally:
+        await subscription.unsubscribe()
+    assert list(found) == [f"{system}:A"]
+
+
 async def test_references_are_read_by_reference_and_only_those_asked_for_are_taken(nc, uid):
     system = f"s{uid}"
     asked = [f"{system}:R-{n:05d}" for n in range(2500)]  # three requests of at most 1,000 references

@@ -113,7 +113,7 @@ async def execute(conn: asyncpg.Connection, client: SnapshotClient, run: asyncpg
     # records Switchboard cannot keep, by reference: neither missing nor in order, so not checked at all
     skipped: dict[str, str] = {}
     try:
-        by_ref = {r.ref: r for r in await client.day(system, site, day, skipped) if r.site == site}
+        by_ref = {r.ref: r for r in await client.day(system, site, day, skipped)}
         absent = [ref for ref in await services.refs_held_on(conn, system, site, day)
                   if ref not in by_ref and ref not in skipped]
         if absent:  # a record of another day (booked days ahead) is not missing: read those by reference

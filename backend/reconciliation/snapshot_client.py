@@ -144,8 +144,11 @@ class SnapshotClient:
                 raise Unreachable(f"{system} answered a malformed page: {str(exc)[:160]}") from exc
             except RecursionError as exc:  # no record of it can be told from the others
                 raise Unreachable(f"{system} answered a page nested too deeply to be read") from exc
-            # a record that cannot be kept is left out, not the read: the others are still compared
+            # a record that cannot be kept is left out, not the read: the others are still compared; one of
+            # another site than asked for is not this read's (a connector of one site answers for it alone)
             for record in page.records:
+                if record.site != request.site:
+                    continue
                 try:
                     records.append(keep(system, record))
                 except CannotKeep as exc:
