@@ -168,6 +168,14 @@ async def test_a_system_down_alert_concerns_every_site_and_clears_when_it_is_bac
     # a reader of one site sees it too: a system down concerns every site
     assert [a["id"] for a in await _alerts(stack, _token(stack, "floor_staff", [f"s-{uid}"]), status="open")
             if a["rule"] == "system-down"] == [alert["id"]]
+    # but it is acknowledged for every site, so only by someone of every site
+    path = f"/api/v1/alerts/{alert['id']}/ack"
+    async with httpx.AsyncClient(base_url=stack.backend.url, timeout=10) as http:
+        one_site = await http.post(path, headers=_token(stack, "manager", [f"s-{uid}"]), json={})
+        assert one_site.status_code == 403 and "every site" in one_site.text, one_site.text
+        assert (await _one(stack, "system-down", system, "open")) is not None
+        every_site = await http.post(path, headers=_token(stack, "sre"), json={})
+        assert (every_site.status_code, every_site.json()["status"]) == (200, "acknowledged"), every_site.text
     await publish(stack.js, heartbeat(system, connector, "up"))
     await eventually(lambda: _one(stack, "system-down", system, "resolved"))
 

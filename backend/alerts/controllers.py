@@ -82,6 +82,10 @@ class AlertController(Controller):
                 if current is not None:
                     raise PermissionDeniedException("this alert is outside your sites")
                 raise NotFoundException("no such alert")
+            if current.site is None and principal.sites is not None:
+                # seen by every site's readers, but an ack answers for all of them
+                raise PermissionDeniedException("an alert of every site is acknowledged by someone of every"
+                                                " site")
             alert = await services.acknowledge(conn, alert_id, audit_actor(principal))
             if alert is None:
                 raise ConflictException(

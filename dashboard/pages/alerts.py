@@ -13,11 +13,13 @@ from nicegui import ui
 from dashboard.backend_client import BackendError
 from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirect
 from dashboard.frame import active_alerts, frame, page, unavailable
+from dashboard.session import Principal
 from dashboard.sites import SiteBook
 
 LIST = "/api/v1/alerts"
 ACK = ("POST", "/api/v1/alerts/{alert_id}/ack")
 ACK_ROLES = ("manager", "sre")
+EVERY_SITE_ACK = "an alert of every site is acknowledged by someone of every site"
 DELIVERIES = ("GET", "/api/v1/alerts/{alert_id}/deliveries")
 RULES = "/api/v1/alerts/rules"
 HISTORY_ROWS = 200
@@ -52,10 +54,19 @@ def history_row(alert: dict[str, Any], sites: SiteBook) -> dict[str, Any]:
             "acked_by": alert["acked_by"] or "–"}
 
 
+def ack_refusal(alert: dict[str, Any], principal: Principal, *, offered: bool) -> str | None:
+    """Why `principal` may not acknowledge `alert` (the backend's rules), or None."""
+    if not (principal.has(*ACK_ROLES) and offered):
+        return "only a manager or an SRE acknowledges an alert"
+    if alert["site"] is None and principal.sites_for(*ACK_ROLES) is not None:
+        return EVERY_SITE_ACK  # an alert of no site concerns, and its ack answers for, every site
+    return None
+
+
 class AlertsView:
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
-        self.may_ack = viewer.principal.has(*ACK_ROLES) and viewer.offers(*ACK)
+        self.offered = viewer.offers(*ACK)
         self.known: dict[int, dict[str, Any]] = {}  # the history by id: read once, then kept live
         self.rules: ui.table | None = None
 
@@ -110,9 +121,9 @@ class AlertsView:
             if open_:
                 button = ui.button("Acknowledge", on_click=lambda a=alert: self.acknowledge(a)) \
                     .props(f"data-testid=ack-{alert['id']}")
-                if not self.may_ack:
+                if why := ack_refusal(alert, self.viewer.principal, offered=self.offered):
                     button.disable()
-                    button.props('title="only a manager or an SRE acknowledges an alert"')
+                    button.props(f'title="{why}"')
 
     async def acknowledge(self, alert: dict[str, Any]) -> None:
         # the live update may redraw the cards (and this button) before the answer: notify from the list

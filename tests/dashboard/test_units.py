@@ -27,6 +27,7 @@ from dashboard.live import (
     LiveState,
     seed_history,
 )
+from dashboard.pages.alerts import EVERY_SITE_ACK, ack_refusal
 from dashboard.pages.capacity import over_target
 from dashboard.pages.failures import ANY, SHOWN, count_text, failures_path
 from dashboard.pages.fallback import reference_label, steps_of
@@ -323,3 +324,19 @@ async def test_of_reads_asked_one_after_another_only_the_last_asked_shows_whiche
     # the page's first read is slow; a filter pressed meanwhile answers first
     await asyncio.gather(read("first", 0.05), read("filtered", 0.0))
     assert shown == ["filtered"]
+
+
+def test_an_alert_of_every_site_is_acknowledged_only_by_someone_of_every_site():
+    """As the backend decides: a manager of one site sees a system-down alert but may not answer for
+    every site."""
+    def principal(roles: list[str], sites: list[str] | str) -> Principal:
+        return Principal.from_token(jwt.encode({"sub": "x", "roles": roles, "sites": sites}, "k" * 32))
+
+    everywhere, north = {"site": None}, {"site": "north"}
+    one_site, all_sites = principal(["manager"], ["north"]), principal(["sre"], "*")
+    assert ack_refusal(everywhere, one_site, offered=True) == EVERY_SITE_ACK
+    assert ack_refusal(north, one_site, offered=True) is None
+    assert ack_refusal(everywhere, all_sites, offered=True) is None
+    floor = principal(["floor_staff"], "*")
+    assert ack_refusal(north, floor, offered=True) == "only a manager or an SRE acknowledges an alert"
+    assert ack_refusal(north, all_sites, offered=False) == "only a manager or an SRE acknowledges an alert"
