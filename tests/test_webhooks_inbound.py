@@ -91,6 +91,19 @@ async def test_a_cloudevent_body_with_a_webhook_id_too_long_to_index_is_applied_
         assert found["stage"] == "arrived"
 
 
+async def test_a_webhook_id_is_kept_only_as_its_digest(webhook_backend, pool, uid):
+    """The sender chooses the webhook-id, an e-mail address too: the replay receipt keeps its digest, and a
+    replay is still refused."""
+    body = msgspec.json.encode(cloud_event("customer.arrived", f"queue:E-{uid}", {"site": f"wh-{uid}"},
+                                           source="/queue", id=f"mail-{uid}"))
+    headers = signed(body, webhook_id=f"jane.doe.{uid}@example.com")
+    async with httpx.AsyncClient(base_url=webhook_backend.url) as client:
+        assert (await client.post("/api/v1/webhooks/queue", content=body, headers=headers)).status_code == 202
+        assert (await client.post("/api/v1/webhooks/queue", content=body, headers=headers)).status_code == 409
+    assert await pool.fetchval("SELECT count(*) FROM webhook_receipts WHERE webhook_id LIKE $1",
+                               f"%{uid}%") == 0
+
+
 async def test_bad_signatures_stale_timestamps_and_unknown_systems_are_refused(webhook_backend, uid):
     body = ticket_called(f"T-{uid}", f"wh-{uid}")
     async with httpx.AsyncClient(base_url=webhook_backend.url) as client:

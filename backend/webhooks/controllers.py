@@ -37,15 +37,13 @@ from switchboard.events import nats_msg_id, nats_subject
 log = logging.getLogger(__name__)
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 PRUNE_EVERY = 500  # requests between deletions of receipts past the timestamp tolerance
-_RECEIPT_ID_MAX = 128  # past it, a receipt keeps the id's digest: an index entry has a size limit
 _requests = itertools.count(1)
 
 
 def _receipt_id(webhook_id: str) -> str:
-    """What a replay receipt keeps of a webhook-id: the id, or the digest of one too long to index (a
-    CloudEvent body keeps its own event id, so its webhook-id is checked for length nowhere else)."""
-    if len(webhook_id) <= _RECEIPT_ID_MAX:
-        return webhook_id
+    """What a replay receipt keeps of a webhook-id: its digest. The sender chooses the id and it may be
+    personal (a CloudEvent body keeps its own event id, so nothing else checks its webhook-id), or too long
+    to index."""
     return f"sha256:{hashlib.sha256(webhook_id.encode()).hexdigest()}"
 
 
