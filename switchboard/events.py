@@ -241,10 +241,12 @@ EVENT_TYPES: dict[str, type[CloudEvent]] = {
 JOURNEY_TYPES = frozenset(t for t, cls in EVENT_TYPES.items() if cls.kind == "journey")
 
 
-def nats_subject(event: CloudEvent, *, with_site: bool = False) -> str:
+def nats_subject(event: CloudEvent, *, with_site: bool = False, site: str | None = None) -> str:
     """`svc.events.<system>.<type>`; `with_site` (a connector limited to sites) adds the event's site as a
-    last token, which NATS permissions check and the backend compares with `data.site`."""
-    site = getattr(event.data, "site", None) if with_site else None
+    last token, which NATS permissions check and the backend compares with `data.site`; `site` names that
+    token outright (a heartbeat has no site of its own: a connector limited to sites sends it on its first
+    site's subject)."""
+    site = site or (getattr(event.data, "site", None) if with_site else None)
     return f"svc.events.{event.system}.{event.type}" + (f".{site}" if site else "")
 
 

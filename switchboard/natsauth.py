@@ -116,10 +116,10 @@ def connector_permissions(system: str, sites: tuple[str, ...] = ()) -> dict[str,
     except msgspec.ValidationError as exc:
         raise ValueError(f"not a system and site codes: {exc}") from exc
     consumers = [consumer_name(system), *(consumer_name(system, site) for site in sites)]
+    # limited: its sites' subjects alone, heartbeats too (on its first site's), so that what it says of its
+    # upstream is filed as its own (`<name>@<site>`) and never as another connector's; command results carry
+    # the command's site (contract notes)
     events = [f"svc.events.{system}.*.*.{site}" for site in sites] if sites else [f"svc.events.{system}.>"]
-    if sites:
-        # heartbeats carry no site, so no site token; command results carry the command's (contract notes)
-        events.append(f"svc.events.{system}.connector.heartbeat")
     service = f"switchboard-{system}"
     # snapshot requests of its own sites only: a connector of one site must not answer (invent) another's
     snapshots = ([f"svc.snapshot.{system}.{site}" for site in sites] if sites

@@ -289,6 +289,18 @@ async def test_a_connector_from_a_profile_publishes_answers_snapshots_and_consum
 
         await eventually(acknowledged, timeout=10)
 
+    # its heartbeats went out on its site's subject, the only heartbeat subject it may use, and are filed
+    # as its own at that site
+    async def heartbeat_filed() -> bool:
+        conn = await asyncpg.connect(world.database_url)
+        try:
+            return await conn.fetchval("SELECT upstream FROM heartbeats WHERE system = 'queue'"
+                                       " AND connector = $1", f"{desk.name}@{site}") == "up"
+        finally:
+            await conn.close()
+
+    assert await eventually(heartbeat_filed, timeout=10)
+
 
 class Summaries(Connector):
     """A crm connector that does every journey.summary it is sent."""
@@ -350,7 +362,10 @@ async def test_a_site_limited_connector_cannot_publish_for_another_site(world, u
     before = await stream_count(world)
     elsewhere = cloud_event("customer.arrived", f"queue:T-{uid}", {"site": other})
     body = msgspec.json.encode(elsewhere)
-    for subject in (f"svc.events.queue.customer.arrived.{other}", "svc.events.queue.customer.arrived"):
+    for subject in (f"svc.events.queue.customer.arrived.{other}", "svc.events.queue.customer.arrived",
+                    # a heartbeat too goes on its site's subject: on the system's it could speak as another
+                    # site's connector
+                    "svc.events.queue.connector.heartbeat"):
         with pytest.raises(REFUSED):
             await js.publish(subject, body, timeout=1)
     assert await stream_count(world) == before

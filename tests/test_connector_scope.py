@@ -193,3 +193,36 @@ async def test_a_heartbeat_counts_for_the_publishing_system_only(
         assert await status(victim, victim_status), "the victim's health is its own connector's"
     finally:
         await pool.execute("DELETE FROM heartbeats WHERE connector = $1", name)
+
+
+async def test_a_connector_limited_to_a_site_reports_its_upstream_as_itself_alone(
+        api, backend, js, pool, token, uid):
+    """A connector limited to north names south's connector in heartbeats saying its upstream is down, dated
+    ahead so that south's later ones would lose, on its site's subject and over HTTP: they are filed as its
+    own (`<name>@north`), seen no later than they arrived, and the system stays up on south's word."""
+    system, name, north = "lab_scope", f"south-desk-{uid}", f"north-{uid}"
+    reader = {"Authorization": f"Bearer {token('sre')}"}
+
+    async def status() -> str:
+        items = (await api.get("/api/v1/integrations", headers=reader)).json()["items"]
+        return next(i["status"] for i in items if i["system"] == system)
+
+    try:
+        own = heartbeat(system, name, "up")
+        await publish(js, own)
+        await eventually(partial(applied, pool, own))
+        ahead = timedelta(seconds=-200)  # `age` backwards: dated 200 s from now
+        over_nats = heartbeat(system, name, "down", age=ahead)
+        await publish(js, over_nats, subject=f"svc.events.{system}.connector.heartbeat.{north}")
+        over_http = heartbeat(system, name, "down", age=ahead)
+        limited = {"Authorization": f"Bearer {token('connector', [north], system=system)}"}
+        assert (await api.post("/api/v1/events", json=over_http, headers=limited)).status_code == 202
+        for event in (over_nats, over_http):
+            await eventually(partial(applied, pool, event))
+        rows = await pool.fetch("SELECT connector, upstream, seen_at <= now() AS not_ahead FROM heartbeats"
+                                " WHERE system = $1 AND connector LIKE $2", system, f"{name}%")
+        assert {(r["connector"], r["upstream"], r["not_ahead"]) for r in rows} == {
+            (name, "up", True), (f"{name}@{north}", "down", True)}
+        assert await status() == "up"
+    finally:
+        await pool.execute("DELETE FROM heartbeats WHERE connector LIKE $1", f"{name}%")

@@ -312,11 +312,7 @@ async def apply_events(conn: asyncpg.Connection, batch: list[Accepted], *, rules
         _rows([_CapacityRow(e.data.site, e.data.counters_open, e.data.counters_busy, e.data.staff_on_duty,
                             e.data.queue_length, e.key, e.time)
                for e in _latest_per_subject([e for e in events if isinstance(e, CapacityChanged)])]),
-        # keyed by the system the connector is authenticated as; its `connector:<name>` is only a label
-        _rows([_HeartbeatRow(e.subject.removeprefix("connector:"), e.system, e.data.upstream, e.data.version,
-                             e.key, e.time)
-               for e in _latest_per_subject([e for e in events if isinstance(e, ConnectorHeartbeat)],
-                                            by_system=True)]),
+        _rows(_heartbeat_rows(fresh)),
         live,
         _rows(traffic.rows(latencies)),
     )
@@ -413,7 +409,8 @@ WITH new_refs AS (
     WHERE capacity.event_key < EXCLUDED.event_key
 ), heartbeats_written AS (
     INSERT INTO heartbeats (connector, system, upstream, version, event_key, seen_at)
-    SELECT connector, system, upstream, version, event_key, seen_at FROM
+    -- seen when it arrived at the latest: a heartbeat dated ahead keeps no connector alive for longer
+    SELECT connector, system, upstream, version, event_key, least(seen_at, now()) FROM
         jsonb_populate_recordset(NULL::heartbeats, $6::jsonb)
     ON CONFLICT (system, connector) DO UPDATE SET upstream = EXCLUDED.upstream,
         version = EXCLUDED.version, event_key = EXCLUDED.event_key, seen_at = EXCLUDED.seen_at
@@ -433,10 +430,26 @@ FROM unnest($7::uuid[]) WITH ORDINALITY AS j(id, n) LEFT JOIN added a ON a.journ
 """
 
 
-def _latest_per_subject(events: list[_E], by_system: bool = False) -> list[_E]:
-    latest: dict[tuple[str, str], _E] = {}
+def _heartbeat_rows(fresh: list[Accepted]) -> list[_HeartbeatRow]:
+    """The latest heartbeat of each connector, keyed by the system it is authenticated as; its
+    `connector:<name>` is only a label, to which a connector limited to sites adds the site it spoke for
+    (`<name>@<site>`), so that it never reports for another connector."""
+    latest: dict[tuple[str, str], tuple[str, ConnectorHeartbeat]] = {}
+    for accepted in fresh:
+        if isinstance(event := accepted.event, ConnectorHeartbeat):
+            name = event.subject.removeprefix("connector:")
+            label = name if accepted.scope is None else f"{name}@{accepted.scope}"
+            at = (event.system, label)
+            if at not in latest or event.key > latest[at][1].key:
+                latest[at] = label, event
+    return [_HeartbeatRow(label, e.system, e.data.upstream, e.data.version, e.key, e.time)
+            for label, e in latest.values()]
+
+
+def _latest_per_subject(events: list[_E]) -> list[_E]:
+    latest: dict[str, _E] = {}
     for event in events:
-        at = (event.system if by_system else "", event.subject)
+        at = event.subject
         if at not in latest or event.key > latest[at].key:
             latest[at] = event
     return list(latest.values())

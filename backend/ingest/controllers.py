@@ -89,23 +89,22 @@ class IngestController(Controller):
                 await record_inbound(conn, announce, failures)
             metrics.count_failures((failure for failure, _ in failures), resources.known_systems)
 
-        to_publish = [(i, part, r.event) for i, (part, r) in enumerate(zip(parts, results, strict=True))
+        to_publish = [(i, part, r) for i, (part, r) in enumerate(zip(parts, results, strict=True))
                       if isinstance(r, Accepted)]
         # a token limited to sites publishes on its site's subject, as its connector would: the event speaks
-        # for that site alone (backend/journeys/merge.py)
-        limited = principal.sites is not None
+        # for that site alone (backend/journeys/merge.py), a heartbeat for its first
         acks = await asyncio.gather(
-            *(resources.js.publish(nats_subject(e, with_site=limited), part,
-                                   headers={"Nats-Msg-Id": nats_msg_id(e.source, e.id)})
-              for _, part, e in to_publish),
+            *(resources.js.publish(nats_subject(a.event, site=a.scope), part,
+                                   headers={"Nats-Msg-Id": nats_msg_id(a.event.source, a.event.id)})
+              for _, part, a in to_publish),
             return_exceptions=True,
         )
         accepted = []
-        for (index, _, event), ack in zip(to_publish, acks, strict=True):
+        for (index, _, published), ack in zip(to_publish, acks, strict=True):
             if isinstance(ack, BaseException):
                 # not accepted, so still the sender's to resend: nothing is lost
                 rejected.append(Refusal(index, "event bus unavailable; resend later", "unavailable"))
             else:
-                accepted.append(EventRef(event.source, event.id))
+                accepted.append(EventRef(published.event.source, published.event.id))
         rejected.sort(key=lambda r: r.index)
         return IngestResult(accepted=accepted, rejected=rejected)

@@ -449,8 +449,11 @@ def validate(
         return result
     event = result.event
     site = getattr(event.data, "site", None)
-    # a sender limited to sites speaks for the one its event names, and only for it (a retry too)
+    # a sender limited to sites speaks for the one its event names, and only for it (a retry too); a
+    # heartbeat names none, and is filed under its sender's first (`<name>@<site>`: never another's)
     scope = site if allowed_sites is not None and site in allowed_sites else None
+    if allowed_sites and event.kind == "heartbeat":
+        scope = min(allowed_sites)
 
     def reject(kind: FailureKind, reason: str) -> Rejected:
         return rejected_event(event, kind, reason, scope)

@@ -169,7 +169,9 @@ class ConnectorRuntime:
         while not self._stopping:
             event = await self.heartbeat()
             try:
-                await js.publish(nats_subject(event), _encode(event), timeout=self.heartbeat_interval,
+                # limited to sites: on its first site's subject, the only heartbeat subject its profile allows
+                subject = nats_subject(event, site=self.sites[0] if self.sites else None)
+                await js.publish(subject, _encode(event), timeout=self.heartbeat_interval,
                                  headers={"Nats-Msg-Id": nats_msg_id(event.source, event.id)})
             except Exception as exc:  # noqa: BLE001 - a missed heartbeat is what down looks like
                 log.debug("heartbeat not sent: %s", type(exc).__name__)
