@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import msgspec
@@ -159,11 +159,17 @@ class LiveSession:
     async def _receive_loop(self) -> None:
         try:
             while self.ended is None:
-                text = await self.socket.receive_data("text")
-                if len(text) > MAX_CLIENT_MESSAGE_BYTES:
+                received = cast("dict[str, Any]", await self.socket.receive())
+                if received["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(detail="disconnect event", code=received.get("code", 1000))
+                text, data = received.get("text"), received.get("bytes")
+                if len(text if text is not None else data or b"") > MAX_CLIENT_MESSAGE_BYTES:
                     self.end("too_big")
                 elif not self.bucket.take():
                     self.end("rate_limited")
+                elif text is None:  # read as text it was empty, and its error said nothing useful
+                    metrics.LIVE_CLIENT_ERRORS.inc()
+                    self._control(Error(reason="a binary frame: send each message as a JSON text frame"))
                 else:
                     await self._handle(text)
         except WebSocketDisconnect:
