@@ -1,4 +1,5 @@
-"""A backend that dies between the commit of a command and its publication neither loses nor doubles it.
+"""The relay: a backend that dies between the commit of a command and its publication neither loses nor
+doubles it, and one site's waiting commands hold up no other site's.
 
 These tests run in a world of their own (a fresh database and a fresh NATS server) so that no other
 backend of the session relays their commands and the stream holds only what they publish.
@@ -139,6 +140,34 @@ async def test_a_relay_dying_after_publish_and_before_commit_publishes_the_same_
         assert (row["status"], row["attempts"]) == ("sent", 1)
         [(message_id, command)] = await _stream_messages(js)  # JetStream dropped the second copy
         assert (message_id, command.attempt) == (str(command_id), 1)
+    finally:
+        await pool.close()
+        await nc.close()
+
+
+async def test_one_site_s_waiting_commands_hold_up_no_other_site_s(world):
+    """While a system recovers, a site's staff commands wait for its open counters (two a counter a minute).
+    A window of due commands full of them held every later site's commands back until they drained."""
+    busy, other = f"busy-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+    nc = await nats_connect(world)
+    pool = await db.create_pool(world.database.database_url)
+    relay = CommandRelay(pool, nc.jetstream(), LiveBus(nc),
+                         DeliveryPolicy(answer_timeout_s=30, backoff_s=1, backoff_max_s=1, max_attempts=3),
+                         PacePolicy.from_section(IntegrationsSection()), interval_s=1,
+                         heartbeat_interval_s=15, batch=3)
+    try:
+        await pool.execute("INSERT INTO command_pace (system, rate_per_min, tokens, reason)"
+                           " VALUES ('queue', 600, 20, 'recovering: back after an outage')")
+        await pool.execute("INSERT INTO capacity VALUES ($1, 1, 1, 1, 9, '0', now())", busy)
+        ids = [uuid.uuid4() for _ in range(6)]
+        await pool.executemany(
+            "INSERT INTO commands (id, rule, system, command, journey_id, refs, site, data)"
+            " VALUES ($1, 'test', 'queue', 'staff.alert', $2, '{}', $3, '{}')",
+            [(command_id, uuid.uuid4(), busy if n < 5 else other) for n, command_id in enumerate(ids)])
+        async with pool.acquire() as conn, conn.transaction():
+            assert await relay.publish_due(conn, "queue") == 3
+        sent = {r["id"] for r in await pool.fetch("SELECT id FROM commands WHERE status = 'sent'")}
+        assert sent == {ids[0], ids[1], ids[5]}  # the busy site's first two, and the other site's
     finally:
         await pool.close()
         await nc.close()

@@ -70,9 +70,9 @@ async def pages(conn: asyncpg.Connection, sql: str, *args: Any) -> int:
 async def test_the_relay_finds_only_the_live_system_with_commands_due(conn):
     assert [r["system"] for r in await conn.fetch(SYSTEMS_DUE, ["crm"])] == ["queue"]
     assert [r["system"] for r in await conn.fetch(SYSTEMS_DUE, [])] == ["crm", "queue"]
-    due = await conn.fetch(DUE, "queue", 200)
+    due = await conn.fetch(DUE, "queue", 200, [])
     assert len(due) == WAITING and [r["seq"] for r in due] == sorted(r["seq"] for r in due)
-    assert len(await conn.fetch(DUE, "crm", 200)) == 200
+    assert len(await conn.fetch(DUE, "crm", 200, [])) == 200
 
 
 async def test_a_tick_touches_pages_for_what_is_waiting_not_for_the_backlog(conn):
@@ -81,8 +81,8 @@ async def test_a_tick_touches_pages_for_what_is_waiting_not_for_the_backlog(conn
     touched = {
         "systems due": await pages(conn, SYSTEMS_DUE, ["crm"]),
         "hold the down system's new commands": await pages(conn, HOLD, ["crm"]),
-        "the live system's due commands": await pages(conn, DUE, "queue", 200),
-        "the returning system's next batch": await pages(conn, DUE, "crm", 200),
+        "the live system's due commands": await pages(conn, DUE, "queue", 200, []),
+        "the returning system's next batch": await pages(conn, DUE, "crm", 200, []),
     }
     # a batch of 200 touches its rows' pages, their index pages and one probe of the journey index each
     assert all(count < 800 for count in touched.values()), touched

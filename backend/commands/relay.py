@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import UUID
@@ -90,11 +91,26 @@ SELECT w.system FROM waiting w WHERE w.system <> ALL($1::text[]) AND EXISTS (
 # every command by `seq` instead (up to 175 ms a tick among 800,000 commands, 0.1 ms this way).
 DUE = """
 SELECT * FROM commands c WHERE c.system BETWEEN $1 AND $1 AND c.status IN ('pending', 'held')
-  AND c.next_at <= now()
+  AND c.next_at <= now() AND c.site <> ALL($3::text[])
   AND NOT EXISTS (SELECT 1 FROM commands e WHERE e.journey_id = c.journey_id AND e.system = c.system
                   AND e.status IN ('pending', 'held') AND e.next_at > now() AND e.seq < c.seq)
 ORDER BY c.system, c.seq LIMIT $2 FOR UPDATE OF c
 """
+
+
+_WINDOWS_PER_ROUND = 5  # windows of `batch` due commands one system's round reads, past sites that wait
+
+
+@dataclass
+class _Waiting:
+    """The sites whose commands wait this round: held by the floor's open counters, or with no consumer."""
+
+    floor_held: set[str] = field(default_factory=set)
+    unready: set[str] = field(default_factory=set)
+
+    @property
+    def sites(self) -> set[str]:
+        return self.floor_held | self.unready
 
 
 class CommandRelay:
@@ -145,24 +161,43 @@ class CommandRelay:
 
     async def publish_due(self, conn: asyncpg.Connection, system: str) -> int:
         """Publish the due commands of one system in order and at its pace, in the caller's transaction;
-        how many went out."""
+        how many went out. A window of due commands whose sites wait (the floor, their consumer) is followed
+        by the next without those sites: one site's backlog holds up no other site's commands."""
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_key(f"relay {system}")):
             return 0  # another relay is publishing this system's commands
-        rows = await conn.fetch(DUE, system, self.batch)
+        rows = await conn.fetch(DUE, system, self.batch, [])
         granted = await pacing.allowance(conn, system, sorted({r["site"] for r in rows}), self.pace)
+        waiting = _Waiting()
+        total = 0
+        for window in range(_WINDOWS_PER_ROUND):
+            if window:
+                rows = await conn.fetch(DUE, system, self.batch, sorted(waiting.sites))
+                await pacing.add_sites(conn, granted, sorted({r["site"] for r in rows}), self.pace)
+            allowed = granted.commands - total
+            sent, stopped = await self._publish_window(system, rows, granted, allowed, waiting)
+            if sent:
+                await lifecycle.mark_sent(conn, sent, self.policy.answer_timeout_s)
+            total += len(sent)
+            if stopped or len(rows) < self.batch or not waiting.sites:
+                break
+        await pacing.spend(conn, granted, total, waiting.floor_held, self.pace)
+        return total
+
+    async def _publish_window(self, system: str, rows: list[asyncpg.Record], granted: pacing.Allowance,
+                              allowed: int, waiting: _Waiting) -> tuple[list[UUID], bool]:
+        """Publish `rows` in order, at most `allowed`, skipping the sites that wait (and adding to them);
+        the ids sent, and whether the round must stop (its pace is spent, or NATS failed)."""
         budget = granted.floor_budget
-        floor_held: set[str] = set()
-        unready: set[str] = set()  # sites whose consumer could not be made: their commands wait, in order
         sent: list[UUID] = []
         for row in rows:
-            if len(sent) >= granted.commands:
-                break
+            if len(sent) >= allowed:
+                return sent, True
             site = row["site"]
-            if site in floor_held or site in unready:
+            if site in waiting.sites:
                 continue  # an earlier command of this site waits (the floor, its consumer): keep the order
             if row["command"] in self.pace.staff_commands and site in budget:
                 if budget[site] <= 0:
-                    floor_held.add(site)
+                    waiting.floor_held.add(site)
                     continue
                 budget[site] -= 1
             attempt = row["attempts"] + 1
@@ -173,19 +208,16 @@ class CommandRelay:
             per_site = system in self.per_site
             try:
                 if per_site and not await self._site_consumer(system, site):
-                    unready.add(site)
+                    waiting.unready.add(site)
                     continue
                 await self.js.publish(command_subject(command, per_site=per_site),
                                       msgspec.json.encode(command),
                                       headers={"Nats-Msg-Id": message_id(row["id"], attempt)})
             except (NatsError, TimeoutError) as exc:
                 log.warning("publishing commands for %s stopped (%s)", system, type(exc).__name__)
-                break  # the rest stays due, in order, for the next tick
+                return sent, True  # the rest stays due, in order, for the next tick
             sent.append(row["id"])
-        if sent:
-            await lifecycle.mark_sent(conn, sent, self.policy.answer_timeout_s)
-        await pacing.spend(conn, granted, len(sent), floor_held, self.pace)
-        return len(sent)
+        return sent, len(sent) >= allowed
 
     async def _site_consumer(self, system: str, site: str) -> bool:
         """Make the consumer of a site's commands before they are published (again every few minutes, and

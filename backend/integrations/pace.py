@@ -197,17 +197,26 @@ async def allowance(conn: asyncpg.Connection, system: str, sites: list[str], pol
     """In the publishing transaction, under the system's advisory lock: refill and say what may go out."""
     pace = (await _locked(conn, [system], policy))[system]
     _refill(pace, policy, datetime.now(UTC))
-    budget: dict[str, int] = {}
-    counters: dict[str, int] = {}
-    if pace.rate_per_min < policy.max_per_min and sites:
-        rows = await conn.fetch(
-            "SELECT c.site, c.counters_open, (SELECT count(*) FROM commands m WHERE m.site = c.site"
-            "   AND m.command = ANY($2::text[]) AND m.sent_at > now() - interval '1 minute') AS sent"
-            " FROM capacity c WHERE c.site = ANY($1::text[])", sites, sorted(policy.staff_commands))
-        for r in rows:
-            counters[r["site"]] = r["counters_open"]
-            budget[r["site"]] = int(policy.per_counter_per_min * max(r["counters_open"], 1)) - r["sent"]
-    return Allowance(pace=pace, commands=int(pace.tokens), floor_budget=budget, counters_open=counters)
+    granted = Allowance(pace=pace, commands=int(pace.tokens), floor_budget={}, counters_open={})
+    await add_sites(conn, granted, sites, policy)
+    return granted
+
+
+async def add_sites(conn: asyncpg.Connection, granted: Allowance, sites: list[str],
+                    policy: PacePolicy) -> None:
+    """The floor budgets of `sites` (those `granted` has not yet: a round's later window meets other sites),
+    while the system recovers."""
+    sites = [site for site in sites if site not in granted.floor_budget]
+    if granted.pace.rate_per_min >= policy.max_per_min or not sites:
+        return
+    rows = await conn.fetch(
+        "SELECT c.site, c.counters_open, (SELECT count(*) FROM commands m WHERE m.site = c.site"
+        "   AND m.command = ANY($2::text[]) AND m.sent_at > now() - interval '1 minute') AS sent"
+        " FROM capacity c WHERE c.site = ANY($1::text[])", sites, sorted(policy.staff_commands))
+    for r in rows:
+        granted.counters_open[r["site"]] = r["counters_open"]
+        per_minute = int(policy.per_counter_per_min * max(r["counters_open"], 1))
+        granted.floor_budget[r["site"]] = per_minute - r["sent"]
 
 
 async def spend(conn: asyncpg.Connection, granted: Allowance, sent: int, floor_held: set[str],
