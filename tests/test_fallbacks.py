@@ -163,6 +163,28 @@ async def _journey_by_ref(api, headers, ref):
     return items[0] if items else None
 
 
+async def test_a_step_whose_event_the_bus_never_took_is_sent_again_when_the_step_is_repeated(
+        api, pool: asyncpg.Pool, token, uid):
+    """The ledger kept the step, then the backend died before publishing its event (or NATS did not confirm
+    it: a 503 that says to repeat the step). Repeating it with the same step id sends the same event, so the
+    walk-in is on the floor now, not only once the fallback ends."""
+    site = f"site-{uid}"
+    floor = bearer(token("floor_staff", [site]))
+    fallback = (await start(api, floor, site)).json()
+    ref, event_id, step_id = walk_in_ref("queue"), f"lost-{uid}", f"step-{uid}"
+    await pool.execute(
+        "INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source, event_id, actor, data, at,"
+        " step_id) VALUES ($1, 1, 'check_in', $2, $3, $4, $5, $6::jsonb, now(), $7)",
+        fallback["id"], ref, f"/manual/{USER}", event_id, USER, msgspec.json.encode({"site": site}).decode(),
+        step_id)
+    again = await acted(api, floor, fallback["id"], action="check_in", step_id=step_id)
+    assert (again["seq"], again["ref"], again["event_id"]) == (1, ref, event_id)
+    assert (again["status"], again["stage"], again["repeated"]) == ("applied", "arrived", True), again
+    # once applied, a repeat only reads it
+    read = await acted(api, floor, fallback["id"], action="check_in", step_id=step_id)
+    assert (read["status"], read["repeated"]) == ("applied", True)
+
+
 async def test_concurrent_ticket_requests_get_distinct_numbers_in_order(api, token, uid):
     site = f"site-{uid}"
     floor = bearer(token("floor_staff", [site]))

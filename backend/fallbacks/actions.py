@@ -69,7 +69,8 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
     """A step in the ledger and the audit log, its event not yet published."""
 
     seq: int
-    event: Event | None  # None: a repeated step id, nothing new to publish
+    event: Event | None  # None: a repeated step id whose event has settled, nothing to publish
+    repeated: bool = False
 
 
 def _check_fields(step: ManualAction, system: str) -> None:
@@ -191,8 +192,8 @@ async def perform(resources: Resources, principal: Principal, fallback_id: int, 
         # settled
         raise ServiceUnavailableException(
             f"the {step.action} is in the ledger (step {recorded.seq}) but the event bus did not confirm its"
-            " event; it is sent again when the fallback ends: do not repeat the step",
-            extra={"seq": recorded.seq, "event_id": event.id}) from exc
+            " event; repeat the step (with the same step id) to send it again, or it is sent again when the"
+            " fallback ends", extra={"seq": recorded.seq, "event_id": event.id}) from exc
     timeout_s = resources.settings.fallbacks.manual_apply_timeout_s if wait_s is None else wait_s
     settled = await _settled(resources.pool, event.source, event.id, timeout_s)
     async with resources.pool.acquire() as conn, resources.live.after_commit(conn) as announce:
@@ -202,7 +203,7 @@ async def perform(resources: Resources, principal: Principal, fallback_id: int, 
             await conn.execute("UPDATE fallback_ledger SET journey_id = $3 WHERE fallback_id = $1"
                                " AND seq = $2", fallback_id, recorded.seq, settled["journey_id"])
         await services.announce_fallback(conn, announce, fallback_id)
-    return await step_answer(resources.pool, fallback_id, recorded.seq)
+    return await step_answer(resources.pool, fallback_id, recorded.seq, repeated=recorded.repeated)
 
 
 async def step_answer(pool: asyncpg.Pool | asyncpg.Connection, fallback_id: int, seq: int, *,
@@ -250,11 +251,27 @@ async def _repeated(conn: asyncpg.Connection, fallback_id: int, step: ManualActi
     return int(first["seq"])
 
 
+async def _unsettled_event(conn: asyncpg.Connection, fallback_id: int, seq: int) -> Event | None:
+    """A step's event again while it is neither applied nor refused: the bus may never have taken it (a
+    503, a crash before the publish), so repeating the step sends it again, under the same id (a duplicate
+    if it did arrive); floor staff need not wait for the fallback's end."""
+    row = await conn.fetchrow(
+        "SELECT * FROM fallback_ledger l WHERE l.fallback_id = $1 AND l.seq = $2"
+        " AND NOT EXISTS (SELECT 1 FROM event_inbox e WHERE e.source = l.event_source AND e.id = l.event_id)"
+        " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.event_source = l.event_source"
+        " AND f.event_id = l.event_id)", fallback_id, seq)
+    if row is None:
+        return None
+    return step_event(row["action"], row["ref"], row["event_source"], row["event_id"], row["at"],
+                      msgspec.json.decode(row["data"]))
+
+
 async def _record(conn: asyncpg.Connection, principal: Principal, fallback_id: int, step: ManualAction,
                   source: str, user: str, sites: SiteDirectory) -> Recorded:
     fallback = await services.locked(conn, principal, fallback_id)  # serialises the fallback's steps
     if (seq := await _repeated(conn, fallback_id, step)) is not None:
-        return Recorded(seq=seq, event=None)
+        again = await _unsettled_event(conn, fallback_id, seq) if fallback["status"] == "active" else None
+        return Recorded(seq=seq, event=again, repeated=True)
     if fallback["status"] != "active":
         raise ConflictException(f"this fallback is {fallback['status']}: manual steps are over")
     site, system = fallback["site"], fallback["system"]
