@@ -25,8 +25,9 @@ from connectors.sim.appointments import Appointments
 from connectors.sim.core import Core
 from connectors.sim.system import Record
 from tests.support.backends import Stack, own_stack
+from tests.support.database import refusing_site
 from tests.support.events import cloud_event, publish, publish_as_backend
-from tests.support.fallbacks import acted, start
+from tests.support.fallbacks import act, acted, start
 from tests.support.live import connect, receive_until, subscribe
 from tests.support.simulators import journey_of, running, still_queue, waiting
 from tests.support.waits import eventually
@@ -689,6 +690,39 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(server_url
             triggers = {r["trigger"] for r in await pool.fetch(
                 "SELECT trigger FROM reconciliation_runs WHERE site = $1", site)}
             assert triggers == {"schedule"}
+
+
+async def test_a_step_refused_then_applied_by_a_retry_of_its_failure_is_replayed(
+        rapi, pool, stack, token, uid, tmp_path):
+    """A walk-in checked in by hand while the database refused the site's journeys: the step is refused (an
+    `apply_error`), then an SRE's retry of its failure applies it. The replay pushes it like any applied
+    step; before, it stayed `refused` and the system never heard of the customer."""
+    site = f"rec-{uid}"
+    floor, sre = bearer(token, "floor_staff", [site]), bearer(token, "sre", [site])
+    queue = still_queue(site)
+    async with running(stack.settings, tmp_path, queue):
+        fallback = (await start(rapi, floor, site)).json()
+        async with refusing_site(pool, site):
+            refused = await act(rapi, floor, fallback["id"], action="check_in")
+            assert refused.status_code == 400, refused.text
+        retried = await rapi.post(f"/api/v1/failures/{refused.json()['failure_id']}/retry", json={},
+                                  headers=sre)
+        assert retried.json()["outcome"] == "resolved", retried.text
+        [step] = (await rapi.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()["ledger"]
+        assert (await rapi.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={"reason": "queue is back"},
+                                headers=floor)).status_code == 200
+
+        async def replayed():
+            found = (await rapi.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()
+            return found if found["status"] == "ended" else None
+
+        ended = await eventually(replayed)
+        assert {e["ref"]: e["replay_status"] for e in ended["ledger"]} == {step["ref"]: "pushed"}
+
+        async def in_the_queue() -> bool:
+            return step["ref"] in queue.records
+
+        assert await eventually(in_the_queue)
 
 
 async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_once_and_with_conflicts_flagged(

@@ -164,7 +164,13 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection,
 async def _unsettled_steps_sent_again(reconciler: Reconciler, conn: asyncpg.Connection,
                                       fallback_id: int) -> bool:
     """Marks the steps whose event was refused; publishes again those whose event is neither applied nor
-    refused (the message id and the apply side's inbox make that harmless) and says whether there were any."""
+    refused (the message id and the apply side's inbox make that harmless) and says whether there were any.
+    A step refused once, whose event a retry of its failure then applied, is replayed like any applied one."""
+    await conn.execute(
+        "UPDATE fallback_ledger l SET replay_status = 'pending' WHERE l.fallback_id = $1"
+        " AND l.replay_status = 'refused'"
+        " AND EXISTS (SELECT 1 FROM event_inbox e WHERE e.source = l.event_source AND e.id = l.event_id)",
+        fallback_id)
     await conn.execute(
         "UPDATE fallback_ledger l SET replay_status = 'refused' WHERE l.fallback_id = $1 AND l.replay_status"
         " = 'pending'"
