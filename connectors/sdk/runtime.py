@@ -313,6 +313,9 @@ class ConnectorRuntime:
             return self._malformed(body, str(exc))
         if command.command not in connector.commands:
             outcome = Outcome("failed", f"unknown command {command.command}")
+        elif self.spool.was_done(command.id):
+            # done already, its answer late: answered again, not done again (a failed one is tried again)
+            outcome = Outcome("ok")
         else:
             try:
                 async with asyncio.timeout(connector.handle_timeout):
@@ -323,6 +326,8 @@ class ConnectorRuntime:
                 outcome = Outcome("unavailable", "upstream did not answer in time")
             except Exception as exc:  # noqa: BLE001 - a handler bug is that command's failure, not the consumer's
                 outcome = Outcome("failed", type(exc).__name__)
+            if outcome.status == "ok":
+                self.spool.remember_done(command.id)
         subject = command.refs[0] if command.refs else f"connector:{connector.name}"
         return self._result(subject, command.id, command_result_id(command), outcome, command.site)
 

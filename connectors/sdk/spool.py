@@ -5,15 +5,21 @@ connector process (the guarantee the spool exists for); only a power loss of the
 lose the last commits. Rows are deleted once JetStream has acknowledged them, and everything
 still here at start is sent again: `Nats-Msg-Id` makes the resend of an already stored event a
 duplicate JetStream drops, and the backend's inbox drops any that outlive the duplicate window.
+
+It also remembers, for a day, the commands the upstream did (`done`): a command comes again when its answer
+was late (a connector reconnecting, a long batch) and must not be done twice.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 Row = tuple[int, str, str, bytes]  # seq, NATS subject, Nats-Msg-Id, body
+DONE_KEPT_S = 86_400.0  # longer than a command's every attempt, with the relay's backoff
+_PRUNE_EVERY = 1000  # commands remembered between prunes: each prune reads the whole table
 
 
 class Spool:
@@ -28,6 +34,8 @@ class Spool:
             "CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, subject TEXT NOT NULL,"
             " msg_id TEXT NOT NULL, body BLOB NOT NULL)"
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS done (command_id TEXT PRIMARY KEY, at REAL NOT NULL)")
+        self._remembered = 0
 
     def append(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
         """Store events durably, in order, in one transaction."""
@@ -43,6 +51,17 @@ class Spool:
     def confirm_through(self, seq: int) -> None:
         """Forget every event up to `seq`: all of them are acknowledged by JetStream."""
         self._db.execute("DELETE FROM spool WHERE seq <= ?", (seq,))
+
+    def was_done(self, command_id: str) -> bool:
+        found = self._db.execute("SELECT 1 FROM done WHERE command_id = ?", (command_id,)).fetchone()
+        return found is not None
+
+    def remember_done(self, command_id: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO done (command_id, at) VALUES (?, ?)",
+                         (command_id, time.time()))
+        self._remembered += 1
+        if self._remembered % _PRUNE_EVERY == 0:
+            self._db.execute("DELETE FROM done WHERE at < ?", (time.time() - DONE_KEPT_S,))
 
     def pending(self) -> int:
         return self._db.execute("SELECT count(*) FROM spool").fetchone()[0]
