@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from backend.reconciliation.replay import replay_command_id
 from connectors.sim.appointments import Appointments
 from connectors.sim.core import Core
+from connectors.sim.crm import Crm
 from connectors.sim.system import Record
 from tests.support.backends import Stack, own_stack
 from tests.support.database import refusing_site
@@ -723,6 +724,48 @@ async def test_a_step_refused_then_applied_by_a_retry_of_its_failure_is_replayed
             return step["ref"] in queue.records
 
         assert await eventually(in_the_queue)
+
+
+async def test_auto_repair_never_undoes_what_staff_did_by_hand_during_a_fallback(
+        server_urls, workdir, token, uid, tmp_path):
+    """Staff flagged a customer high priority by hand while the CRM was away. The fallback's end reads the CRM
+    (normal), and auto-repair of `state_mismatch` took the CRM's word before the replay could push ours: the
+    replay then found nothing to push and the flag was lost. The drift of a journey staff ran by hand is
+    pushed, never taken."""
+    site, customer = f"rec-{uid}", f"crm:C-{uid}"
+    floor, sre = bearer(token, "floor_staff", [site]), bearer(token, "sre", [site])
+    crm = Crm()
+    now = datetime.now(UTC)
+    crm.records[customer] = Record(ref=customer, site=site, created_at=now, updated_at=now,
+                                   fields={"priority": "normal", "summaries": 0})
+    auto = {**RECONCILING, "SWITCHBOARD_RECONCILE_AUTO_REPAIR": "state_mismatch"}
+    async with (own_stack(server_urls["database_url"], workdir, auto) as stack,
+                httpx.AsyncClient(base_url=stack.backend.url, timeout=15) as api,
+                running(stack.settings, tmp_path, crm)):
+        await publish(stack.js, cloud_event("customer.priority_changed", customer,
+                                            {"site": site, "priority": "normal"}, source="/crm",
+                                            time=now - timedelta(minutes=5)))
+        await eventually(lambda: journey_of(api, sre, customer))
+        fallback = (await start(api, floor, site, system="crm")).json()
+        flagged = await acted(api, floor, fallback["id"], action="set_priority", ref=customer,
+                              priority="high")
+        assert flagged["status"] == "applied", flagged
+        assert (await api.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={"reason": "crm is back"},
+                               headers=floor)).status_code == 200
+
+        async def replayed():
+            found = (await api.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()
+            return found if found["status"] == "ended" else None
+
+        ended = await eventually(replayed)
+        assert {e["ref"]: e["replay_status"] for e in ended["ledger"]} == {customer: "pushed"}
+
+        async def flag_kept() -> bool:
+            return crm.records[customer].fields["priority"] == "high"
+
+        await eventually(flag_kept)
+        journey = await journey_of(api, sre, customer)
+        assert journey is not None and journey["priority"] == "high"
 
 
 async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_once_and_with_conflicts_flagged(

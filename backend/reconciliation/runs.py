@@ -74,14 +74,21 @@ async def store_findings(conn: asyncpg.Connection, run_id: int, system: str, sit
             """
             INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, journey_id, kind, field, ours,
                 theirs,
-                                     theirs_updated_at, record)
+                                     theirs_updated_at, record, fallback_id)
             SELECT u.key, $1, $2, $3, u.ref, u.journey_id, u.kind, u.field, u.ours, u.theirs,
                 u.theirs_updated_at,
-                   u.record
+                   u.record,
+                   -- staff ran this journey by hand (a fallback of the system at the site, not over yet): ours
+                   -- goes to the system, never the other way (plans.proposed_action)
+                   (SELECT max(l.fallback_id) FROM fallbacks f JOIN fallback_ledger l ON l.fallback_id = f.id
+                    WHERE f.system = $2 AND f.site = $3 AND f.status IN ('active', 'replaying')
+                      AND (l.ref = u.ref OR l.ref IN (SELECT r.ref FROM journey_refs r
+                                                     WHERE r.journey_id = u.journey_id)))
             FROM unnest($4::text[], $5::text[], $6::uuid[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[],
                         $11::timestamptz[], $12::jsonb[])
                  AS u(key, ref, journey_id, kind, field, ours, theirs, theirs_updated_at, record)
             ON CONFLICT (dedupe_key) WHERE status IN ('open', 'repairing') DO UPDATE SET
+                fallback_id = coalesce(drift_items.fallback_id, EXCLUDED.fallback_id),
                 run_id = EXCLUDED.run_id, journey_id = EXCLUDED.journey_id, ours = EXCLUDED.ours,
                 theirs = EXCLUDED.theirs, theirs_updated_at = EXCLUDED.theirs_updated_at, record =
                     EXCLUDED.record,
