@@ -78,8 +78,8 @@ async def store_findings(conn: asyncpg.Connection, run_id: int, system: str, sit
             SELECT u.key, $1, $2, $3, u.ref, u.journey_id, u.kind, u.field, u.ours, u.theirs,
                 u.theirs_updated_at,
                    u.record,
-                   -- staff ran this journey by hand (a fallback of the system at the site, not over yet): ours
-                   -- goes to the system, never the other way (plans.proposed_action)
+                   -- staff ran this journey by hand (a fallback of the system at the site, not over yet):
+                   -- ours goes to the system, never the other way (plans.proposed_action)
                    (SELECT max(l.fallback_id) FROM fallbacks f JOIN fallback_ledger l ON l.fallback_id = f.id
                     WHERE f.system = $2 AND f.site = $3 AND f.status IN ('active', 'replaying')
                       AND (l.ref = u.ref OR l.ref IN (SELECT r.ref FROM journey_refs r
