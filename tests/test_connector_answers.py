@@ -20,14 +20,14 @@ class Counter(Connector):
     system = "queue"
     commands = frozenset({"ticket.call"})
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str | None, status: str = "failed") -> None:
         super().__init__()
-        self.error = error
+        self.error, self.status = error, status
         self.handled: list[Command] = []
 
     async def handle(self, command: Command) -> Outcome:
         self.handled.append(command)
-        return Outcome("failed", self.error)
+        return Outcome(self.status, self.error)  # type: ignore[arg-type]
 
 
 def command(refs: int, attempt: int = 1) -> Command:
@@ -69,37 +69,21 @@ async def test_a_malformed_command_is_answered_once_per_attempt(tmp_path):
     assert connector.handled == []
 
 
-class Caller(Connector):
-    """Calls tickets upstream: not idempotent (a second call calls the customer twice)."""
-
-    system = "queue"
-    commands = frozenset({"ticket.call"})
-
-    def __init__(self, status: str) -> None:
-        super().__init__()
-        self.status = status
-        self.calls: list[int] = []
-
-    async def handle(self, command: Command) -> Outcome:
-        self.calls.append(command.attempt)
-        return Outcome(self.status, None if self.status == "ok" else "no")  # type: ignore[arg-type]
-
-
 async def test_a_command_done_comes_again_and_is_answered_not_done_again_even_after_a_restart(tmp_path):
     """Its answer was late (a reconnect, a long batch), so the relay sent attempt 2: the customer is not
     called twice. A failed command is tried again, as the relay means it to be."""
     sent = command(1)
-    caller = Caller("ok")
+    caller = Counter(None, "ok")
     first = await ConnectorRuntime(caller, nats_url="nats://unused", data_dir=tmp_path).answer(
         msgspec.json.encode(sent))
     again = msgspec.json.encode(msgspec.structs.replace(sent, attempt=2))
     restarted = ConnectorRuntime(caller, nats_url="nats://unused", data_dir=tmp_path)  # the same spool
     second = await restarted.answer(again)
     assert isinstance(first, CommandResult) and isinstance(second, CommandResult)
-    assert (first.data.status, second.data.status, caller.calls) == ("ok", "ok", [1])
-    failing = Caller("failed")
+    assert (first.data.status, second.data.status, [c.attempt for c in caller.handled]) == ("ok", "ok", [1])
+    failing = Counter("no")
     runtime = ConnectorRuntime(failing, nats_url="nats://unused", data_dir=tmp_path / "other")
     retried = command(1)
     for attempt in (1, 2):
         await runtime.answer(msgspec.json.encode(msgspec.structs.replace(retried, attempt=attempt)))
-    assert failing.calls == [1, 2]
+    assert [c.attempt for c in failing.handled] == [1, 2]

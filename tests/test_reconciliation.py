@@ -24,6 +24,7 @@ from backend.reconciliation.replay import replay_command_id
 from connectors.sim.appointments import Appointments
 from connectors.sim.core import Core
 from connectors.sim.crm import Crm
+from connectors.sim.queue import Queue
 from connectors.sim.system import Record
 from tests.support.backends import Stack, own_stack
 from tests.support.database import refusing_site
@@ -93,6 +94,31 @@ async def settled(api: httpx.AsyncClient, headers: dict[str, str], drift_id: int
         return item if item["status"] != "repairing" else None
 
     return await eventually(done)
+
+
+async def ended_and_replayed(api: httpx.AsyncClient, headers: dict[str, str], fallback_id: int,
+                             reason: str) -> dict[str, Any]:
+    """End a fallback and wait for its replay to end it; the fallback as it then stands."""
+    ended = await api.post(f"/api/v1/fallbacks/{fallback_id}/end", json={"reason": reason}, headers=headers)
+    assert ended.status_code == 200, ended.text
+
+    async def replayed():
+        found = (await api.get(f"/api/v1/fallbacks/{fallback_id}", headers=headers)).json()
+        return found if found["status"] == "ended" else None
+
+    return await eventually(replayed)
+
+
+async def renumbered(api: httpx.AsyncClient, headers: dict[str, str], queue: Queue,
+                     site: str) -> tuple[str, dict[str, Any]]:
+    """A ticket of the site the queue renumbered by hand (no event), found by a run: its reference and its
+    open drift item."""
+    ticket = await queue.arrive(site, "licence", [])
+    await eventually(lambda: waiting(api, headers, ticket))
+    queue.records[ticket].fields["ticket"] = "T-RENUMBERED"
+    assert (await run(api, headers, "queue", site))["drifted"] == 1
+    [item] = await drift(api, headers, site=site, status="open")
+    return ticket, item
 
 
 def one(items: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
@@ -266,11 +292,7 @@ async def test_ignore_needs_a_reason_and_ignored_drift_is_not_raised_again(rapi,
     sre = bearer(token, "sre", [site])
     queue = still_queue(site)
     async with running(stack.settings, tmp_path, queue):
-        ticket = await queue.arrive(site, "licence", [])
-        await eventually(lambda: waiting(rapi, sre, ticket))
-        queue.records[ticket].fields["ticket"] = "T-RENUMBERED"
-        assert (await run(rapi, sre, "queue", site))["drifted"] == 1
-        [item] = await drift(rapi, sre, site=site, status="open")
+        _, item = await renumbered(rapi, sre, queue, site)
         url = f"/api/v1/reconciliation/drift/{item['id']}/resolve"
         refused = await rapi.post(url, json={"action": "ignore"}, headers=sre)
         assert refused.status_code == 400 and "needs a reason" in refused.text
@@ -314,11 +336,7 @@ async def test_a_journey_moved_since_the_run_is_not_repaired_from_the_old_site_s
     sre = bearer(token, "sre", [home])
     queue = still_queue(home, away)
     async with running(stack.settings, tmp_path, queue):
-        ticket = await queue.arrive(home, "licence", [])
-        await eventually(lambda: waiting(rapi, sre, ticket))
-        queue.records[ticket].fields["ticket"] = "T-RENUMBERED"
-        assert (await run(rapi, sre, "queue", home))["drifted"] == 1
-    [item] = await drift(rapi, sre, site=home, status="open")
+        ticket, item = await renumbered(rapi, sre, queue, home)
     await publish(js, cloud_event("customer.arrived", ticket, {"site": away}))
 
     async def moved():
@@ -710,14 +728,7 @@ async def test_a_step_refused_then_applied_by_a_retry_of_its_failure_is_replayed
                                   headers=sre)
         assert retried.json()["outcome"] == "resolved", retried.text
         [step] = (await rapi.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()["ledger"]
-        assert (await rapi.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={"reason": "queue is back"},
-                                headers=floor)).status_code == 200
-
-        async def replayed():
-            found = (await rapi.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()
-            return found if found["status"] == "ended" else None
-
-        ended = await eventually(replayed)
+        ended = await ended_and_replayed(rapi, floor, fallback["id"], "queue is back")
         assert {e["ref"]: e["replay_status"] for e in ended["ledger"]} == {step["ref"]: "pushed"}
 
         async def in_the_queue() -> bool:
@@ -750,14 +761,7 @@ async def test_auto_repair_never_undoes_what_staff_did_by_hand_during_a_fallback
         flagged = await acted(api, floor, fallback["id"], action="set_priority", ref=customer,
                               priority="high")
         assert flagged["status"] == "applied", flagged
-        assert (await api.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={"reason": "crm is back"},
-                               headers=floor)).status_code == 200
-
-        async def replayed():
-            found = (await api.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()
-            return found if found["status"] == "ended" else None
-
-        ended = await eventually(replayed)
+        ended = await ended_and_replayed(api, floor, fallback["id"], "crm is back")
         assert {e["ref"]: e["replay_status"] for e in ended["ledger"]} == {customer: "pushed"}
 
         async def flag_kept() -> bool:
@@ -791,14 +795,7 @@ async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_on
         queue.records[meanwhile].updated_at = datetime.now(UTC)
         queue.faults.outage = False
         await eventually(lambda: queue_is("up"))
-        assert (await rapi.post(f"/api/v1/fallbacks/{fallback['id']}/end", json={"reason": "queue is back"},
-                                headers=floor)).status_code == 200
-
-        async def replayed():
-            found = (await rapi.get(f"/api/v1/fallbacks/{fallback['id']}", headers=floor)).json()
-            return found if found["status"] == "ended" else None
-
-        ended = await eventually(replayed)
+        ended = await ended_and_replayed(rapi, floor, fallback["id"], "queue is back")
         assert (ended["replay"]["pushed"], ended["replay"]["conflicts"]) == (1, [meanwhile])
         assert {e["ref"]: e["replay_status"] for e in ended["ledger"]} == {walk_in["ref"]: "pushed",
                                                                            meanwhile: "conflict"}
