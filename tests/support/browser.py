@@ -27,8 +27,10 @@ DOC_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 async def target_size(target: Locator) -> tuple[float, float]:
-    """The width and height of what a finger taps, measured in the page: that waits for the element, where
-    `bounding_box()` answers None at once for one its list is drawing again (a test failed on it)."""
+    """The width and height of what a finger taps, measured in the page once it is shown: `bounding_box()`
+    answers None at once for one its list is drawing again, and an element attached but not laid out yet
+    measures 0 (a test failed on each)."""
+    await expect(target).to_be_visible(timeout=15_000)
     width, height = await target.evaluate("element => [element.getBoundingClientRect().width,"
                                           " element.getBoundingClientRect().height]")
     return width, height
