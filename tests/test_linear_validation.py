@@ -167,7 +167,7 @@ async def test_a_batch_of_large_events_over_http_does_not_hold_up_the_api(api: h
     connector = {"Authorization": f"Bearer {token('connector', system='queue')}",
                  "Content-Type": "application/json"}
     posted = asyncio.create_task(api.post("/api/v1/events", content=b"[" + b",".join(bodies) + b"]",
-                                          headers=connector, timeout=120))
+                                          headers=connector, timeout=30))
     manager = {"Authorization": f"Bearer {token('manager', [site])}"}
 
     async def answered() -> bool:
