@@ -174,7 +174,8 @@ class Oidc:
             now = time.time()
             margin_s = self.settings.oidc_refresh_margin_s
             for browser_id, sign_in in sessions.from_provider():
-                if sign_in.expires_at is None or sign_in.expires_at - now > margin_s:
+                expires_by = sign_in.expires_by()
+                if expires_by is None or expires_by - now > margin_s:
                     continue
                 try:
                     fresh = await self.refresh(sign_in)

@@ -88,12 +88,21 @@ class SignIn:
     id_token: str | None = None  # the provider's, for RP-initiated logout
     expires_at: float | None = None  # the access token's
     person: str | None = None  # a pseudonym of the provider's subject: never the subject itself
-    refreshing: bool = False
     signed_out: bool = False  # every tab holding it stops acting with it
 
     @property
     def from_provider(self) -> bool:
         return self.person is not None
+
+    def expires_by(self) -> float | None:
+        """When the access token stops working: the earlier of what the provider said (`expires_in`) and the
+        token's own `exp`, as a provider's answer to a refresh may state a default lifetime instead."""
+        try:
+            claimed = jwt.decode(self.access_token, options={"verify_signature": False}).get("exp")
+        except jwt.PyJWTError:
+            claimed = None
+        known = [t for t in (self.expires_at, claimed) if isinstance(t, int | float)]
+        return min(known, default=None)
 
 
 class Sessions:

@@ -53,6 +53,16 @@ def test_sso_sessions_hand_out_a_refreshed_token_and_drop_an_expired_one():
     assert sessions.from_provider() == []  # a pasted token is never refreshed
 
 
+def test_sso_sign_in_expires_by_the_earlier_of_the_providers_word_and_the_tokens_own():
+    now = time.time()
+    # a provider's answer to a refresh stating its default hour, for a token that lives 16 s
+    sign_in = SignIn(_token(16), refresh_token="r", expires_at=now + 3600, person="p" * 32)
+    assert (expires_by := sign_in.expires_by()) is not None and expires_by <= now + 17
+    assert SignIn(_token(3600), expires_at=now + 16).expires_by() == now + 16
+    assert SignIn("opaque", expires_at=now + 16).expires_by() == now + 16
+    assert SignIn("opaque").expires_by() is None
+
+
 def test_sso_last_sites_are_kept_by_pseudonym_only_and_survive_a_restart(tmp_path):
     key = b"k" * 32
     person = pseudonym(key, "https://idp.example.test", "alice@example.test")
