@@ -92,3 +92,5 @@ def configure(level: str, fmt: str) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "nicegui"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # httpx's INFO line names each request's whole URL: a webhook receiver's path or query may be a credential
+    logging.getLogger("httpx").setLevel(logging.WARNING)

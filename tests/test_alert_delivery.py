@@ -70,3 +70,45 @@ async def test_an_alert_webhook_to_a_private_address_is_refused_and_given_up(ser
             assert row["attempts"] == 3
             assert row["last_error"] == "target refused: 127.0.0.1 resolves to a non-public address"
             assert receiver.requests == []
+
+
+async def test_an_alerts_end_never_reaches_a_receiver_before_its_start(server_urls, workdir, uid):
+    folder = workdir / f"alert-order-{uid}"
+    folder.mkdir()
+    with webhook_receiver(fail_first=1, fail_only="_raised") as receiver:
+        env = _env(folder, receiver, SWITCHBOARD_ALERT_WEBHOOK_RETRY_S="4",
+                   SWITCHBOARD_ALERT_WEBHOOK_ALLOW_PRIVATE="true", SWITCHBOARD_LOG_LEVEL="INFO")
+        async with own_stack(server_urls["database_url"], folder, env) as stack:
+            site = f"o-{uid}"
+            alert = await _raise_one(stack, site)
+            await eventually(lambda: asyncio.sleep(0, [r.answered for r in receiver.requests] == [503]))
+            # the customer is called while the start's retry waits its 4 seconds: the alert ends
+            await publish(stack.js, cloud_event("ticket.called", f"queue:K-{site}",
+                                                {"site": site, "counter": "1"}))
+            await eventually(lambda: stack.pool.fetchval(
+                "SELECT count(*) = 2 FROM alert_deliveries WHERE alert_id = $1 AND status = 'delivered'",
+                alert))
+            assert [(r.headers["webhook-id"], r.answered) for r in receiver.requests] == [
+                (f"msg_alert_{alert}_raised", 503), (f"msg_alert_{alert}_raised", 204),
+                (f"msg_alert_{alert}_resolved", 204)]
+            # the receiver's URL (its path may be its credential) is in no log line, at the default INFO
+            assert not [b for b in stack.backends if receiver.url in b.log_path.read_text()]
+
+
+async def test_a_receiver_that_answers_late_holds_up_no_other(server_urls, workdir, uid):
+    folder = workdir / f"alert-slow-{uid}"
+    folder.mkdir()
+    with webhook_receiver(delay_s=12) as slow, webhook_receiver() as prompt:
+        env = {**_env(folder, slow, SWITCHBOARD_ALERT_WEBHOOK_ALLOW_PRIVATE="true",
+                      SWITCHBOARD_ALERT_WEBHOOK_RETRY_S="600"),
+               "SWITCHBOARD_ALERT_WEBHOOKS": f"{slow.url},{prompt.url}"}
+        async with own_stack(server_urls["database_url"], folder, env) as stack:
+            alert = await _raise_one(stack, f"s-{uid}")
+            raised = asyncio.get_running_loop().time()
+            await eventually(lambda: asyncio.sleep(0, len(prompt.requests) == 1))
+            assert asyncio.get_running_loop().time() - raised < 8  # not after the slow one's 10 s
+            # the slow one's attempt is cut at 10 s and waits for its retry
+            row = await eventually(lambda: stack.pool.fetchrow(
+                "SELECT attempts, last_error FROM alert_deliveries WHERE alert_id = $1 AND url = $2"
+                " AND last_error IS NOT NULL", alert, slow.url), timeout=25)
+            assert (row["attempts"], row["last_error"]) == (1, "no answer within 10 s")

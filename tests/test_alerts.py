@@ -112,8 +112,9 @@ async def test_a_wait_over_target_alert_is_raised_once_across_replicas_announced
         assert (await http.get(path, headers=_token(stack, "manager", [site]))).status_code == 403
         assert (await http.get(path, headers=_token(stack, "sre", [other]))).status_code == 403
     assert [(d["event"], d["status"], d["attempts"], d["last_error"], d["target"]) for d in shown] == [
-        ("alert.raised", "delivered", 2, None, receiver.url),
-        ("alert.resolved", "delivered", 2, None, receiver.url)]
+        ("alert.raised", "delivered", 2, None, shown_target(receiver.url)),
+        ("alert.resolved", "delivered", 2, None, shown_target(receiver.url))]
+    assert shown_target(receiver.url) == receiver.url.removesuffix("/hooks") + "/…"  # its path hidden
 
 
 async def _async(value: Any) -> Any:
@@ -243,7 +244,8 @@ def test_alert_rules_files_are_checked_and_name_what_is_wrong() -> None:
 
 
 @pytest.mark.parametrize(("secret", "reason"), [("", "needs SWITCHBOARD_ALERT_WEBHOOK_SECRET"),
-                                               ("whsec_!!!", "not a Standard Webhooks key")])
+                                               ("whsec_!!!", "not a Standard Webhooks key"),
+                                               ("whsec_dGVzdA==", "a key of 4 bytes")])
 def test_a_backend_with_alert_webhooks_but_no_usable_secret_refuses_to_start(settings, workdir: Path, secret,
                                                                               reason) -> None:
     with webhook_receiver() as receiver, pytest.raises(RuntimeError, match=reason):
@@ -256,4 +258,6 @@ def test_an_alert_receiver_is_shown_without_its_credentials() -> None:
     # the credentials are made here so that no tracked file holds one (tests/test_secrets.py)
     userinfo = f"user:{uuid.uuid4().hex}"
     shown = shown_target(f"https://{userinfo}@hooks.example.org:8443/a/b?token=x#f")
-    assert shown == "https://hooks.example.org:8443/a/b"
+    assert shown == "https://hooks.example.org:8443/…"
+    assert shown_target("https://hooks.example.org") == shown_target("https://hooks.example.org/") == \
+        "https://hooks.example.org"

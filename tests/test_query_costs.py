@@ -1,6 +1,7 @@
 """What runs every second reads what is current, not the history: the relay's tick neither the settled
-commands nor the backlog a down system holds, the live flow and capacity not the journeys of past days.
-Counted in pages Postgres touches (EXPLAIN BUFFERS), which no load on the machine changes."""
+commands nor the backlog a down system holds, the live flow and capacity not the journeys of past days,
+the failure-rate alert rule not the failures of past days. Counted in pages Postgres touches (EXPLAIN
+BUFFERS), which no load on the machine changes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from backend.alerts.conditions import FAILURE_RATE_SQL
 from backend.commands.lifecycle import HOLD
 from backend.commands.relay import DUE, SYSTEMS_DUE
 from backend.db import migrate
@@ -19,6 +21,7 @@ from tools.bench.common import scratch_database
 
 HISTORY, BACKLOG, WAITING = 30_000, 20_000, 30
 PAST_JOURNEYS, TODAY = 40_000, 40
+PAST_FAILURES, RECENT_FAILURES = 30_000, 12
 
 _INSERT = """
 INSERT INTO commands (id, rule, system, command, journey_id, refs, site, data, status, next_at)
@@ -31,6 +34,11 @@ INSERT INTO journeys (id, site, stage, state, arrived_at, waiting_at, called_at,
                       created_at, updated_at)
 SELECT gen_random_uuid(), 'north', $1, '{}', t, t, t, t, CASE WHEN $1 = 'completed' THEN t END, t, t
 FROM (SELECT now() - make_interval(mins => $2) AS t FROM generate_series(1, $3)) times
+"""
+_FAILURES = """
+INSERT INTO failures (dedupe_key, kind, site, reason, first_at, last_at, payload)
+SELECT gen_random_uuid()::text, 'invalid_event', 'north', 'a reason', t, t, '{}'
+FROM (SELECT now() - make_interval(mins => $1) AS t FROM generate_series(1, $2)) times
 """
 
 
@@ -48,6 +56,9 @@ async def conn(server_urls: dict[str, str]) -> AsyncIterator[asyncpg.Connection]
             await conn.execute(_INSERT, "queue", "pending", 0, WAITING)
             await conn.execute(_JOURNEYS, "completed", 30 * 24 * 60, PAST_JOURNEYS)
             await conn.execute(_JOURNEYS, "waiting", 5, TODAY)
+            await conn.execute(_FAILURES, 7 * 24 * 60, PAST_FAILURES)
+            await conn.execute(_FAILURES, 1, RECENT_FAILURES)
+            await conn.execute("VACUUM ANALYZE failures")
             await conn.execute("VACUUM ANALYZE commands")
             await conn.execute("VACUUM ANALYZE journeys")
             yield conn
@@ -100,3 +111,9 @@ async def test_flow_and_capacity_read_today_s_journeys_not_the_month_before(conn
         "capacity": await pages(conn, _CAPACITY_SQL, ["north"]),
     }
     assert all(count < 60 for count in touched.values()), touched
+
+
+async def test_the_failure_rate_rule_reads_its_window_not_the_history(conn):
+    assert await conn.fetchval("SELECT relpages FROM pg_class WHERE relname = 'failures'") > 300
+    assert [tuple(r) for r in await conn.fetch(FAILURE_RATE_SQL, 300)] == [("north", RECENT_FAILURES)]
+    assert await pages(conn, FAILURE_RATE_SQL, 300) < 30

@@ -73,10 +73,13 @@ async def _waits_over_target(conn: asyncpg.Connection, sites: SiteDirectory, now
             for site, (since, wait, target) in sorted(worst.items())]
 
 
+# every round of every replica, one after another (the rules' lock): the window's rows, not the history
+FAILURE_RATE_SQL = ("SELECT site, count(*) AS n FROM failures"
+                    " WHERE first_at > now() - make_interval(secs => $1) GROUP BY site")
+
+
 async def _failure_rates(conn: asyncpg.Connection, rule: FailureRate) -> list[Firing]:
-    rows = await conn.fetch(
-        "SELECT site, count(*) AS n FROM failures WHERE first_at > now() - make_interval(secs => $1)"
-        " GROUP BY site", rule.window_minutes * 60)
+    rows = await conn.fetch(FAILURE_RATE_SQL, rule.window_minutes * 60)
     found = []
     for r in rows:
         rate = r["n"] / rule.window_minutes

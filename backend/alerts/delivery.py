@@ -2,9 +2,13 @@
 
 Every replica works the queue; a delivery is claimed by moving its `next_at` past the time one attempt
 can take (`FOR UPDATE SKIP LOCKED`), so two replicas never send it at once and a replica that dies
-mid-attempt leaves it to be tried again. `webhook-id` is the same on every attempt, so a receiver
-drops repeats. A 2xx delivers; 408, 429, 5xx, unreachable and a refused target are retried on the
-schedule (`SWITCHBOARD_ALERT_WEBHOOK_RETRY_S`) and then `failed`; any other status fails at once.
+mid-attempt leaves it to be tried again. A claimed batch is sent at once, each attempt within
+`REQUEST_TIMEOUT_S` all told, so one slow receiver holds up no other and no attempt outlives its claim;
+an attempt's outcome is recorded only while its claim holds. An alert's `resolved` waits for its
+`raised` to each receiver, so no receiver is told of the end before the start. `webhook-id` is the same
+on every attempt, so a receiver drops repeats. A 2xx delivers; 408, 429, 5xx, unreachable, too slow and a
+refused target are retried on the schedule (`SWITCHBOARD_ALERT_WEBHOOK_RETRY_S`) and then `failed`; any
+other status fails at once.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ _RETRYABLE = frozenset({408, 429})
 
 _CLAIM_SQL = """
 UPDATE alert_deliveries SET attempts = attempts + 1, next_at = now() + make_interval(secs => $1)
-WHERE id IN (SELECT id FROM alert_deliveries WHERE status = 'pending' AND next_at <= now()
-             ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+WHERE id IN (SELECT d.id FROM alert_deliveries d WHERE d.status = 'pending' AND d.next_at <= now()
+             AND NOT EXISTS (SELECT 1 FROM alert_deliveries e WHERE e.alert_id = d.alert_id AND e.url = d.url
+                             AND e.status = 'pending' AND e.id < d.id)
+             ORDER BY d.next_at LIMIT $2 FOR UPDATE SKIP LOCKED)
 RETURNING id, alert_id, event, url, attempts, payload::text AS payload
 """
 
@@ -58,10 +64,19 @@ class AlertDelivery:
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
         async with self.pool.acquire() as conn:
             claimed = await conn.fetch(_CLAIM_SQL, _LEASE_S, _BATCH)
-        for row in claimed:
-            error = await self._attempt(client, row)
+        outcomes = await asyncio.gather(*(self._attempt_in_time(client, row) for row in claimed))
+        for row, error in zip(claimed, outcomes, strict=True):
             await self._record(row, error)
         return len(claimed)
+
+    async def _attempt_in_time(self, client: httpx.AsyncClient,
+                               row: asyncpg.Record) -> tuple[str, bool] | None:
+        # httpx's timeout bounds each read, not a receiver that answers a byte at a time, nor the DNS lookup
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                return await self._attempt(client, row)
+        except TimeoutError:
+            return f"no answer within {REQUEST_TIMEOUT_S:g} s", True
 
     async def _attempt(self, client: httpx.AsyncClient, row: asyncpg.Record) -> tuple[str, bool] | None:
         """None when delivered; else the error and whether another attempt may help."""
@@ -84,21 +99,23 @@ class AlertDelivery:
         return f"HTTP {response.status_code}", retryable
 
     async def _record(self, row: asyncpg.Record, error: tuple[str, bool] | None) -> None:
+        # only while this attempt's claim holds: a replica that claimed the delivery since has the last word
+        claim = "id = $1 AND status = 'pending' AND attempts = $2"
+        attempt = row["attempts"]
         async with self.pool.acquire() as conn:
             if error is None:
                 metrics.ALERT_DELIVERIES.labels("delivered").inc()
                 await conn.execute("UPDATE alert_deliveries SET status = 'delivered', delivered_at = now(),"
-                                   " last_error = NULL WHERE id = $1", row["id"])
+                                   f" last_error = NULL WHERE {claim}", row["id"], attempt)
                 return
             reason, retryable = error
-            attempt = row["attempts"]
             if retryable and attempt <= len(self.retry_s):
                 metrics.ALERT_DELIVERIES.labels("retried").inc()
-                await conn.execute("UPDATE alert_deliveries SET next_at = now() + make_interval(secs => $2),"
-                                   " last_error = $3 WHERE id = $1", row["id"], self.retry_s[attempt - 1],
-                                   reason)
+                await conn.execute("UPDATE alert_deliveries SET next_at = now() + make_interval(secs => $3),"
+                                   f" last_error = $4 WHERE {claim}", row["id"], attempt,
+                                   self.retry_s[attempt - 1], reason)
                 return
             metrics.ALERT_DELIVERIES.labels("failed").inc()
             log.warning("alert delivery %s given up after %d attempts: %s", row["id"], attempt, reason)
-            await conn.execute("UPDATE alert_deliveries SET status = 'failed', last_error = $2 WHERE id = $1",
-                               row["id"], reason)
+            await conn.execute(f"UPDATE alert_deliveries SET status = 'failed', last_error = $3"
+                               f" WHERE {claim}", row["id"], attempt, reason)

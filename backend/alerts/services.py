@@ -132,10 +132,11 @@ async def counts(conn: asyncpg.Connection) -> tuple[dict[str, int], int]:
 
 
 def shown_target(url: str) -> str:
-    """A receiver's URL without what may be a credential (user info, query, fragment)."""
+    """A receiver's URL without what may be a credential: user info, query, fragment and path (a chat
+    service's incoming webhook is a secret path)."""
     parts = urlsplit(url)
     port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+    return f"{parts.scheme}://{parts.hostname}{port}" + ("/…" if parts.path.strip("/") else "")
 
 
 async def deliveries(conn: asyncpg.Connection, alert_id: int) -> list[AlertDelivery]:

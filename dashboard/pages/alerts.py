@@ -60,6 +60,8 @@ def ack_refusal(alert: dict[str, Any], principal: Principal, *, offered: bool) -
         return "only a manager or an SRE acknowledges an alert"
     if alert["site"] is None and principal.sites_for(*ACK_ROLES) is not None:
         return EVERY_SITE_ACK  # an alert of no site concerns, and its ack answers for, every site
+    if not principal.may_at(alert["site"], *ACK_ROLES):  # seen there by another role of theirs
+        return f"only a manager or an SRE of {alert['site']} acknowledges its alerts"
     return None
 
 
@@ -155,8 +157,9 @@ class AlertsView:
                 ui.label("None: no alert webhooks are configured (SWITCHBOARD_ALERT_WEBHOOKS).") \
                     .classes("text-gray-500")
                 return
-            ui.table(rows=[{**d, "key": f"{d['event']} {d['target']}", "last_error": d["last_error"] or "–"}
-                           for d in items], row_key="key", columns=[
+            # two receivers on one host are shown alike (their paths hidden): rows keyed by place
+            ui.table(rows=[{**d, "key": n, "last_error": d["last_error"] or "–"}
+                           for n, d in enumerate(items)], row_key="key", columns=[
                 {"name": c, "label": c.replace("_", " ").capitalize(), "field": c}
                 for c in ("event", "target", "status", "attempts", "last_error", "next_at", "delivered_at")
             ]).classes("w-full").props("dense flat")

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class Received:
 class Receiver:
     url: str
     fail_first: int
+    fail_only: str = ""  # fail only the messages whose webhook-id holds this
+    delay_s: float = 0.0  # each answer comes this late
     requests: list[Received] = field(default_factory=list)
     _attempts: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -56,7 +59,8 @@ class Receiver:
         with self._lock:
             message = headers.get("webhook-id", "")
             self._attempts[message] += 1
-            status = 503 if self._attempts[message] <= self.fail_first else 204
+            failing = self._attempts[message] <= self.fail_first and self.fail_only in message
+            status = 503 if failing else 204
             self.requests.append(Received(headers, body, status))
             return status
 
@@ -66,13 +70,14 @@ class Receiver:
 
 
 @contextlib.contextmanager
-def webhook_receiver(fail_first: int = 0) -> Iterator[Receiver]:
+def webhook_receiver(fail_first: int = 0, fail_only: str = "", delay_s: float = 0.0) -> Iterator[Receiver]:
     receiver: Receiver | None = None
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             assert receiver is not None
+            time.sleep(receiver.delay_s)
             self.send_response(receiver.answer({k.lower(): v for k, v in self.headers.items()}, body))
             self.end_headers()
 
@@ -80,7 +85,8 @@ def webhook_receiver(fail_first: int = 0) -> Iterator[Receiver]:
             """Quiet: a test reads what the receiver got, not its access log."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hooks", fail_first=fail_first)
+    receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hooks", fail_first=fail_first,
+                        fail_only=fail_only, delay_s=delay_s)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
