@@ -23,7 +23,8 @@ def whole(pattern: str) -> str:
     return f"^{pattern}$(?!\\n)"
 
 
-Code = Annotated[str, Meta(pattern=whole(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"))]
+CODE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"  # sites, services, counters, tickets, outcomes
+Code = Annotated[str, Meta(pattern=whole(CODE_PATTERN))]
 Ref = Annotated[str, Meta(pattern=whole(rf"{SYSTEM_PATTERN}:[A-Za-z0-9][A-Za-z0-9_.\-/]{{0,127}}"))]
 EventId = Annotated[str, Meta(pattern=whole(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}"))]
 Source = Annotated[str, Meta(pattern=whole(rf"/{SYSTEM_PATTERN}(/[A-Za-z0-9_.\-]{{1,64}})?"))]

@@ -5,6 +5,7 @@ taps are recorded as manual steps. Kept current by the live journeys and fallbac
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from dashboard.frame import UNREACHABLE, frame, page, report, unavailable
 from dashboard.live_read import LiveRead, site_version
 from dashboard.pages.journey import journey_link
 from dashboard.steps import StepSender
+from switchboard.events import CODE_PATTERN
 
 FLOOR = "/api/v1/sites/{site}/floor"
 ACTIONS = "/api/v1/journeys/{journey_id}/actions"
@@ -24,6 +26,8 @@ ACTIONS = "/api/v1/journeys/{journey_id}/actions"
 APPOINTMENT_DUE_S = 10 * 60
 # waits move by the minute: their text is brought up to date this often, from the clock (never a poll)
 TICK_S = 15.0
+COUNTER_NAME = re.compile(CODE_PATTERN)
+COUNTER_RULE = "A counter's name is letters, digits, '.', '_' and '-', from a letter or digit (64 at most)"
 # what the floor shows once an action took effect: the customer's stage then (None: gone from the floor)
 EFFECT: dict[str, str | None] = {"call": "called", "recall": "called", "start": "in_service",
                                  "complete": None, "no_show": None, "transfer": "waiting"}
@@ -166,10 +170,12 @@ class FloorView:
         floor = self.floor
         if floor is None:
             return
-        # the site's counters; where none are configured, those in use
-        counters = floor["site"]["counters"] or [c["counter"] for c in floor["counters"]]
-        if self.counter not in counters and counters:
-            self._work_at(counters[0])
+        # the site's counters; where none are configured, those in use, offered but never chosen for anyone:
+        # a counter in use is a colleague's, and calling to it would send customers to them
+        configured = floor["site"]["counters"]
+        counters = configured or [c["counter"] for c in floor["counters"]]
+        if configured and self.counter not in configured:
+            self._work_at(configured[0])
         kept = [self.counter] if self.counter is not None and self.counter not in counters else []
         self.counter_select.set_options(counters + kept, value=self.counter)
         waiting = [c for c in floor["customers"] if c["position"] is not None]
@@ -301,13 +307,22 @@ class FloorView:
                 ask_queue: bool = False, **body: Any) -> ui.button:
         name = customer["ticket"] or customer["refs"][0]
         button = ui.button(text, on_click=lambda: self.act(customer, action, ask_queue=ask_queue, **body)) \
-            .classes(BUTTON).props(f"aria-label='{label or f'{text} {name}'}' data-testid={action}-{name}")
+            .classes(BUTTON)
+        # set, not parsed from a props string: a typed counter in the label cannot add a prop of its own
+        button.props["aria-label"] = label or f"{text} {name}"
+        button.props["data-testid"] = f"{action}-{name}"
         button.set_enabled(self.blocked is None and (action != "call" or self.counter is not None))
         return button
 
     def _counter_chosen(self) -> None:
-        if self.counter_select.value and self.counter_select.value != self.counter:
-            self._work_at(self.counter_select.value)
+        chosen = self.counter_select.value
+        if chosen and chosen != self.counter:
+            if not COUNTER_NAME.fullmatch(chosen):
+                self.outcome.set_text(f"{COUNTER_RULE}; the counter is still {self.counter or 'not chosen'}")
+                self.counter_select.set_options(
+                    [o for o in self.counter_select.options if o != chosen], value=self.counter)
+                return
+            self._work_at(chosen)
             self.render()
 
     async def _call_next(self) -> None:

@@ -107,6 +107,36 @@ async def test_at_a_site_without_configured_counters_staff_type_their_counter_an
             return record.stage == "called" and record.fields.get("counter") == "D7"
 
         assert await eventually(called_at_d7)
+
+        # a colleague on another tablet: D7 (in use) is offered, never chosen for them; what they type stays
+        later = await queue.arrive(site, "tax", [])
+        await eventually(cast(Check, lambda: waiting(fapi, bearer(token, "sre", [site]), later)))
+        context = await browser.new_context(viewport=TABLETS["portrait"])
+        colleague = await context.new_page()
+        await sign_in_as(colleague, floor_board, "floor_staff", sites=site)
+        await colleague.goto(floor_board + "/floor")
+        later_ticket = later.split(":", 1)[1]
+        await expect(colleague.get_by_test_id(f"call-{later_ticket}")).to_be_disabled(timeout=15_000)
+        # a name that would add a prop of its own to the call buttons' label is refused, and runs nothing
+        await colleague.get_by_test_id("my-counter").click()
+        await colleague.keyboard.type("1' :loading='window.pwned = 1'")
+        await colleague.keyboard.press("Enter")
+        await expect(colleague.get_by_test_id("floor-outcome")).to_contain_text("A counter's name is")
+        await expect(colleague.get_by_test_id(f"call-{later_ticket}")).to_be_disabled()
+        await colleague.get_by_test_id("my-counter").click()
+        await colleague.keyboard.press("Control+A")
+        await colleague.keyboard.type("E2")
+        await colleague.keyboard.press("Enter")
+        await colleague.get_by_role("button", name=f"Call {later_ticket} to counter E2").click()
+
+        async def called_at_e2() -> bool:
+            record = queue.records[later]
+            return record.stage == "called" and record.fields.get("counter") == "E2"
+
+        assert await eventually(called_at_e2)
+        await expect(colleague.get_by_test_id("my-counter")).to_have_value("E2")
+        assert await colleague.evaluate("window.pwned") is None
+        await context.close()
         await page.close()
 
 
