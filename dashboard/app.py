@@ -33,6 +33,7 @@ from dashboard.settings import DashboardSettings
 from switchboard.claims_map import configured_claims_map
 
 log = logging.getLogger(__name__)
+IDLE_CHECK_S = 60.0  # how often sign-ins without an open tab are looked for
 PAGES = (signin, flow, floor, capacity, journeys, journey, commands, failures, integrations, reconciliation,
          fallback, rules, reports, alerts, audit)
 
@@ -46,9 +47,10 @@ def build(settings: DashboardSettings, *, demo: bool | None = None) -> Dashboard
     for page in PAGES:
         page.register(dashboard)
     app.on_shutdown(dashboard.live.close_all)
+    app.timer(IDLE_CHECK_S, lambda: dashboard.forget_idle(signin.open_browsers()), immediate=False)
     oidc = dashboard.oidc
     if oidc is not None:
-        app.on_startup(lambda: oidc.start_refresher(dashboard.sessions))
+        app.on_startup(lambda: oidc.start_refresher(dashboard.sessions, signin.leave_open_tabs))
         app.on_shutdown(oidc.stop_refresher)
     return dashboard
 
@@ -82,7 +84,6 @@ def run(settings: DashboardSettings, *, host: str, port: int, demo: bool | None 
     if demo:
         _refuse_unsafe_demo(settings, host, port)
     build(settings, demo=demo)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per backend request drowns the log
     # sessions live in this process only, so a fresh secret per start costs nothing but a sign-in
     storage_secret = secrets.token_urlsafe(32)
     guard_pages(app, storage_secret)

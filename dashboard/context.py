@@ -58,6 +58,12 @@ class Dashboard:
         oidc = self.settings.oidc
         self.oidc = Oidc(oidc, self._pseudonym_key) if oidc.configured else None
 
+    def forget_idle(self, open_browsers: set[str]) -> None:
+        """Sign-ins without an open tab for `SWITCHBOARD_SESSION_IDLE_S`, and what was kept for them."""
+        gone = set(self.sessions.forget_idle(open_browsers, self.settings.dashboard.session_idle_s))
+        for key in [key for key in self.counters if key[0] in gone]:
+            del self.counters[key]
+
     def refuse(self, browser_id: str, why: str) -> None:
         """Keep why a browser's sign-in was refused for its sign-in page; the oldest of many are let go (a
         browser without a cookie is new at every request, so anyone could make them pile up)."""

@@ -7,7 +7,9 @@ Authlib (discovery from `SWITCHBOARD_OIDC_ISSUER`).
 - The ID token is verified (signature by the provider's keys, issuer, audience, nonce, expiry) before
   anything is kept. The tokens stay in this process's memory (dashboard/session.py); the backend gets the
   person's own access token and decides with the same claims map.
-- Access tokens are refreshed before they expire; a refresh that fails signs the person out.
+- Access tokens are refreshed before they expire, each sign-in's at once. A refresh the provider refuses
+  signs the person out and sends their open tabs to the sign-in page; one that fails otherwise (the
+  provider slow or down) is tried again each second until the access token expires.
 - Signing out ends the provider's session too (RP-initiated logout) when the provider offers it.
 """
 
@@ -20,9 +22,11 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 import msgspec
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # what the sign-in page tells a person whose sign-in was refused; the details go to the log
 REFUSED = "the identity provider's answer could not be verified, so you are not signed in"
+UNREACHABLE_PROVIDER = "the identity provider cannot be reached; try again"
 
 
 class OidcSection(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +91,10 @@ class StateCache:
 
 class SignInRefused(Exception):  # noqa: N818 - a refusal, named as such
     """The provider's answer did not verify; the message says why, for the log."""
+
+
+# the provider's answers that mean "not now" rather than "no" (RFC 6749 5.2, 4.1.2.1)
+_NOT_NOW = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
 
 
 @dataclass
@@ -167,26 +176,36 @@ class Oidc:
         sign_in.expires_at = token.get("expires_at")
         return True
 
-    async def keep_fresh(self, sessions: Sessions, interval_s: float = 1.0) -> None:
+    async def keep_fresh(self, sessions: Sessions, signed_out: Callable[[str], None],
+                         interval_s: float = 1.0) -> None:
         """Refresh every provider sign-in whose access token is within the margin of its expiry."""
         while True:
             await asyncio.sleep(interval_s)
-            now = time.time()
-            margin_s = self.settings.oidc_refresh_margin_s
-            for browser_id, sign_in in sessions.from_provider():
-                expires_by = sign_in.expires_by()
-                if expires_by is None or expires_by - now > margin_s:
-                    continue
-                try:
-                    fresh = await self.refresh(sign_in)
-                except Exception as exc:  # noqa: BLE001 - whatever the provider answers: signed out, loop goes on
-                    log.warning("token refresh failed (%s); signing the person out", type(exc).__name__)
-                    fresh = False
-                if not fresh:
+            soon = time.time() + self.settings.oidc_refresh_margin_s
+            due = [(browser_id, sign_in) for browser_id, sign_in in sessions.from_provider()
+                   if (expires_by := sign_in.expires_by()) is not None and expires_by <= soon]
+            outcomes = await asyncio.gather(*(self._refreshed(sign_in) for _, sign_in in due))
+            for (browser_id, sign_in), fresh in zip(due, outcomes, strict=True):
+                if fresh is False or (fresh is None and (sign_in.expires_by() or 0) <= time.time()):
                     sessions.sign_out(browser_id)
+                    signed_out(browser_id)
 
-    def start_refresher(self, sessions: Sessions) -> None:
-        self._refresher = asyncio.create_task(self.keep_fresh(sessions), name="oidc-refresh")
+    async def _refreshed(self, sign_in: SignIn) -> bool | None:
+        """True: fresh tokens; False: the provider refused (sign out); None: no answer, try again."""
+        try:
+            return await self.refresh(sign_in)
+        except OAuthError as exc:
+            if exc.error in _NOT_NOW:
+                log.warning("token refresh put off by the provider (%s); trying again", exc.error)
+                return None
+            log.warning("token refresh refused (%s); signing the person out", exc.error)
+            return False
+        except Exception as exc:  # noqa: BLE001 - whatever else the provider does: the loop goes on
+            log.warning("token refresh failed (%s); trying again", type(exc).__name__)
+            return None
+
+    def start_refresher(self, sessions: Sessions, signed_out: Callable[[str], None]) -> None:
+        self._refresher = asyncio.create_task(self.keep_fresh(sessions, signed_out), name="oidc-refresh")
 
     async def stop_refresher(self) -> None:
         if self._refresher is not None:
@@ -196,7 +215,7 @@ class Oidc:
         """Out of the provider's session too when it offers RP-initiated logout; else straight to `after`."""
         try:
             metadata = await self.metadata()
-        except (OAuthError, ValueError, OSError, SignInRefused):
+        except (OAuthError, ValueError, OSError, SignInRefused, httpx2.HTTPError):
             metadata = {}
         if not metadata.get("end_session_endpoint"):
             return RedirectResponse(after, status_code=303)

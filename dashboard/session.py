@@ -7,7 +7,7 @@ every request and enforces every action whatever the board shows.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -88,6 +88,7 @@ class SignIn:
     id_token: str | None = None  # the provider's, for RP-initiated logout
     expires_at: float | None = None  # the access token's
     person: str | None = None  # a pseudonym of the provider's subject: never the subject itself
+    seen_at: float = field(default_factory=time.time)  # a tab of it was last open then
     signed_out: bool = False  # every tab holding it stops acting with it
 
     @property
@@ -134,3 +135,16 @@ class Sessions:
 
     def from_provider(self) -> list[tuple[str, SignIn]]:
         return [(browser, s) for browser, s in self._sign_ins.items() if s.from_provider]
+
+    def forget_idle(self, open_browsers: set[str], idle_s: float, now: float | None = None) -> list[str]:
+        """Sign out every sign-in none of whose tabs has been open for `idle_s`, and every expired one
+        without an open tab; the browser ids signed out."""
+        now = time.time() if now is None else now
+        gone = []
+        for browser_id, sign_in in list(self._sign_ins.items()):
+            if browser_id in open_browsers:
+                sign_in.seen_at = now
+            elif now - sign_in.seen_at > idle_s or Principal.from_token(sign_in.access_token).expired:
+                self.sign_out(browser_id)
+                gone.append(browser_id)
+        return gone

@@ -17,6 +17,9 @@ class DashboardSection(msgspec.Struct, frozen=True, kw_only=True):
     # the wait (seconds) a site should stay under where the backend's site settings name none; the same
     # `SWITCHBOARD_WAIT_TARGET_S` the backend's sites section defaults to
     wait_target_s: float = 600.0
+    # a sign-in with no tab open this long is forgotten (its tokens no longer refreshed): a browser closed
+    # without signing out leaves no credential behind in this process, nor a cookie that still works
+    session_idle_s: float = 8 * 3600.0
 
 
 class DashboardSettings(msgspec.Struct, frozen=True, kw_only=True):

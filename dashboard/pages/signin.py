@@ -12,6 +12,7 @@ import logging
 import uuid
 from datetime import timedelta
 
+import httpx2
 from fastapi import Request
 from fastapi.responses import RedirectResponse
 from nicegui import Client, app, ui
@@ -19,7 +20,7 @@ from nicegui import Client, app, ui
 from dashboard.backend_client import BackendClient, BackendError
 from dashboard.context import Dashboard
 from dashboard.frame import page, sign_out_path
-from dashboard.oidc import REFUSED, SignInRefused
+from dashboard.oidc import REFUSED, UNREACHABLE_PROVIDER, SignInRefused
 from dashboard.session import Principal
 
 log = logging.getLogger(__name__)
@@ -138,9 +139,9 @@ def _register_sso(dashboard: Dashboard) -> None:
             return RedirectResponse("/signin", status_code=303)
         try:
             return await dashboard.oidc.start(request)
-        except (SignInRefused, OSError, ValueError) as exc:
+        except (SignInRefused, OSError, ValueError, httpx2.HTTPError) as exc:  # Authlib's: no OSErrors
             log.warning("single sign-on could not start: %s", exc)
-            dashboard.refuse(request.session["id"], "the identity provider cannot be reached; try again")
+            dashboard.refuse(request.session["id"], UNREACHABLE_PROVIDER)
             return RedirectResponse("/signin", status_code=303)
 
     @app.get("/auth/callback", include_in_schema=False, name="oidc_callback")
@@ -153,6 +154,10 @@ def _register_sso(dashboard: Dashboard) -> None:
             log.warning("sign-in refused: %s", exc)
             dashboard.refuse(request.session["id"], REFUSED)
             return RedirectResponse("/signin", status_code=303)
+        except httpx2.HTTPError as exc:  # its token endpoint, after the sign-in page answered
+            log.warning("single sign-on could not finish: %s", type(exc).__name__)
+            dashboard.refuse(request.session["id"], UNREACHABLE_PROVIDER)
+            return RedirectResponse("/signin", status_code=303)
         dashboard.sessions.sign_out(request.session["id"])
         request.session["id"] = browser_id = str(uuid.uuid4())  # a new session id at sign-in (no fixation)
         dashboard.sessions.sign_in(browser_id, sign_in)
@@ -162,14 +167,20 @@ def _register_sso(dashboard: Dashboard) -> None:
     @app.get("/auth/logout", include_in_schema=False)
     async def sign_out(request: Request) -> RedirectResponse:
         sign_in = dashboard.sessions.sign_out(request.session["id"])
-        _leave_open_tabs(request.session["id"], but=request.query_params.get("tab"))
+        leave_open_tabs(request.session["id"], but=request.query_params.get("tab"))
         if dashboard.oidc is None or (sign_in is not None and not sign_in.from_provider):
             return RedirectResponse("/signin", status_code=303)
         after = f"{str(request.base_url).rstrip('/')}/signin"
         return await dashboard.oidc.end_session(request, sign_in, after)
 
 
-def _leave_open_tabs(browser_id: str, but: str | None) -> None:
+def open_browsers() -> set[str]:
+    """The session ids of the browsers with a tab connected now."""
+    return {str(client.request.session.get("id")) for client in list(Client.instances.values())
+            if client.has_socket_connection}
+
+
+def leave_open_tabs(browser_id: str, but: str | None = None) -> None:
     """The browser's open tabs but the one signing out go to the sign-in page: a shared tablet signed out in
     one tab must not go on showing the board, or acting, as the person who left."""
     for client in list(Client.instances.values()):

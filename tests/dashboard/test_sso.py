@@ -1,7 +1,8 @@
 """Single sign-on (OpenID Connect) with a real provider process (tests/support/oidc_provider.py), a backend
 verifying its tokens by its keys, and the dashboard, in real Chromium: sign in, land where the role
-allows, see only the mapped sites, survive the access token's expiry by refresh, be signed out when the
-refresh fails, sign out of the provider too; refused: an ID token from a foreign issuer, for another
+allows, see only the mapped sites, survive the access token's expiry by refresh and a provider down at
+refresh time, be signed out (open pages too) when the refresh is refused, be told when the provider
+cannot be reached, sign out of the provider too; refused: an ID token from a foreign issuer, for another
 audience, or tampered with; a person whose groups map to nothing sees the no-access page."""
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
-from dashboard.oidc import REFUSED
+from dashboard.oidc import REFUSED, UNREACHABLE_PROVIDER
 from tests.support.backends import start_backend
 from tests.support.browser import DOC_SCREENSHOTS, running_dashboard, target_size
 from tests.support.oidc_provider import Provider, running_provider
+from tools.backend_process import BackendProcess
+from tools.embedded import free_port
 
 AUDIENCE, CLIENT_ID = "switchboard-api", "switchboard-dashboard"
 TOKEN_S = 16  # access and ID tokens live this long; the dashboard refreshes them 10 s before
@@ -31,6 +34,7 @@ TABLETS: dict[str, ViewportSize] = {"portrait": {"width": 768, "height": 1024},
 @dataclass(frozen=True)
 class Sso:
     provider: Provider
+    backend: BackendProcess
     url: str  # the dashboard's
     north: str
     south: str
@@ -63,7 +67,7 @@ sites = ["{south}"]
                     "SWITCHBOARD_OIDC_CLIENT_SECRET": secrets.token_urlsafe(24),
                     "SWITCHBOARD_OIDC_REFRESH_MARGIN_S": "10", "SWITCHBOARD_CLAIMS_MAP": str(claims_map),
                     "SWITCHBOARD_DASHBOARD_DEMO": "false"}, demo=False) as url:
-                yield Sso(provider, url, north, south)
+                yield Sso(provider, backend, url, north, south)
         finally:
             backend.stop()
 
@@ -188,10 +192,25 @@ async def test_sso_survives_the_access_tokens_expiry_by_refresh_and_signs_out_wh
     await expect(page.get_by_test_id("banner")).to_be_hidden()  # the live connection is up, not ended
     await expect(page.get_by_test_id("unavailable")).to_have_count(0)  # the backend took the fresh token
 
-    sso.provider.revoke(sub)  # the provider withdraws the person's tokens: the next refresh fails
-    await asyncio.sleep(TOKEN_S - 10 + 2)  # past the next refresh
+    sso.provider.revoke(sub)  # the provider withdraws the person's tokens: the next refresh is refused
+    # the open page, untouched, goes to the sign-in page by itself: a shared tablet shows no one's board
+    await page.wait_for_url(sso.url + "/signin", timeout=(TOKEN_S - 10 + 5) * 1000)
     await page.goto(sso.url + "/capacity")
     await page.wait_for_url(sso.url + "/signin")
+    await page.close()
+
+
+async def test_sso_rides_out_a_provider_down_when_the_token_is_due_for_refresh(browser: Browser, sso: Sso):
+    sub = person(sso, "branch-south-managers")
+    page = await browser.new_page(viewport=TABLETS["landscape"])
+    await sign_in(page, sso, sub)
+    await page.wait_for_url(sso.url + "/")
+    # every refresh is answered 503 from now until 3 s past the first one's due time (10 s before expiry)
+    sso.provider.refresh_outage(seconds=TOKEN_S - 10 + 3)
+    await asyncio.sleep(TOKEN_S + 2)  # past the first token's expiry: refreshed once the provider was back
+    await expect(page.get_by_test_id("banner")).to_be_hidden()
+    await page.goto(sso.url + "/capacity")
+    await expect(page.get_by_test_id("who")).to_contain_text(sub)
     await page.close()
 
 
@@ -236,3 +255,18 @@ async def test_sso_refuses_an_id_token_that_does_not_verify(browser: Browser, ss
     await page.goto(sso.url + "/")
     await page.wait_for_url(sso.url + "/signin")  # nothing was kept
     await page.close()
+
+
+async def test_sso_with_the_provider_unreachable_says_so_on_the_sign_in_page(browser: Browser, sso: Sso,
+                                                                             settings, workdir: Path):
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    log = workdir / f"dashboard-sso-down-{uuid.uuid4().hex[:6]}.log"
+    with running_dashboard(sso.backend, settings, log, {
+            "SWITCHBOARD_OIDC_ISSUER": down, "SWITCHBOARD_OIDC_CLIENT_ID": CLIENT_ID,
+            "SWITCHBOARD_DASHBOARD_DEMO": "false"}, demo=False) as url:
+        page = await browser.new_page(viewport=TABLETS["portrait"])
+        await page.goto(url + "/signin")
+        await page.get_by_test_id("sso-sign-in").click()
+        await page.wait_for_url(url + "/signin")
+        await expect(page.get_by_test_id("signin-error")).to_have_text(UNREACHABLE_PROVIDER)
+        await page.close()

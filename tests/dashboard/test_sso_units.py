@@ -63,6 +63,18 @@ def test_sso_sign_in_expires_by_the_earlier_of_the_providers_word_and_the_tokens
     assert SignIn("opaque").expires_by() is None
 
 
+def test_sso_sessions_forget_a_sign_in_whose_tabs_are_all_closed_past_the_idle_limit():
+    sessions, now = Sessions(), time.time()
+    for browser in ("open", "closed", "closed-later"):
+        sessions.sign_in(browser, SignIn(_token(3600), refresh_token="r", person="p" * 32))
+    sessions.sign_in("pasted-expired", _token(-1))
+    assert sessions.forget_idle({"open", "closed-later"}, idle_s=600, now=now) == ["pasted-expired"]
+    assert sessions.forget_idle({"open", "closed-later"}, idle_s=600, now=now + 400) == []
+    assert sessions.forget_idle({"open"}, idle_s=600, now=now + 700) == ["closed"]
+    assert sessions.forget_idle({"open"}, idle_s=600, now=now + 1001) == ["closed-later"]
+    assert [browser for browser, _ in sessions.from_provider()] == ["open"]
+
+
 def test_sso_last_sites_are_kept_by_pseudonym_only_and_survive_a_restart(tmp_path):
     key = b"k" * 32
     person = pseudonym(key, "https://idp.example.test", "alice@example.test")

@@ -45,6 +45,7 @@ def _serve(port: int, audience: str, token_max_age_s: int) -> None:
 
     app = flask.Flask("oidc_provider_mock._app")  # its templates
     mischief: dict[str, str] = {}  # subject -> what to do to the next ID tokens they get
+    outage = {"until": 0.0}  # till then, every refresh is answered 503
 
     def sign(claims: dict[str, Any]) -> str:
         key = flask.g.oidc_provider_mock_storage.jwk
@@ -66,6 +67,19 @@ def _serve(port: int, audience: str, token_max_age_s: int) -> None:
         body = flask.request.get_json()
         mischief[body["sub"]] = body["kind"]
         return "", 204
+
+    @app.post("/test/refresh-outage")
+    def set_refresh_outage() -> tuple[str, int]:
+        outage["until"] = time.time() + flask.request.get_json()["seconds"]
+        return "", 204
+
+    @app.before_request
+    def refresh_outage() -> tuple[str, int] | None:
+        refreshing = flask.request.path == "/oauth2/token" and \
+            flask.request.form.get("grant_type") == "refresh_token"
+        if refreshing and time.time() < outage["until"]:
+            return "<html>the provider is down for maintenance</html>", 503
+        return None
 
     @app.after_request
     def misbehave(response: flask.Response) -> flask.Response:
@@ -101,6 +115,10 @@ class Provider:
     def revoke(self, sub: str) -> None:
         """Withdraw every token of `sub`: their next refresh fails."""
         self._send("POST", f"/users/{sub}/revoke-tokens", {})
+
+    def refresh_outage(self, seconds: float) -> None:
+        """Answer every refresh 503 for `seconds` from now, as a provider down for a moment does."""
+        self._send("POST", "/test/refresh-outage", {"seconds": seconds})
 
     def misbehave(self, sub: str, kind: str) -> None:
         assert kind in MISCHIEF
