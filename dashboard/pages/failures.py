@@ -17,6 +17,7 @@ from dashboard.context import Dashboard, Viewer, current_viewer, sign_in_redirec
 from dashboard.frame import UNREACHABLE, frame, page, report
 from dashboard.live_read import LiveRead
 from dashboard.pages.journey import link_journeys_in
+from dashboard.session import Principal
 
 ACTIVE = ("open", "retrying")
 FAILURES = "/api/v1/failures"
@@ -75,6 +76,14 @@ def action_block(viewer: Viewer, operation: tuple[str, str]) -> str | None:
     if not viewer.principal.may_act_on_failures:
         return "needs the sre or admin role"
     return None
+
+
+def site_block(failure: dict[str, Any], principal: Principal) -> str | None:
+    """Why `principal` may not act on this failure where it is (the backend's rule), or None: seeing it by
+    another role held there is not enough."""
+    if principal.may_at(failure["site"], "sre"):
+        return None
+    return f"needs the sre role at {failure['site'] or 'every site'}"
 
 
 class FailuresView:
@@ -140,14 +149,17 @@ class FailuresView:
         selected = failure is not None
         unretryable = selected and failure["kind"] in UNRETRYABLE_KINDS  # type: ignore[index]
         self.payload_button.set_enabled(selected)
-        allowed = action_block(self.viewer, RETRY_ONE) is None
+        not_here = site_block(failure, self.viewer.principal) if failure is not None else None
+        allowed = action_block(self.viewer, RETRY_ONE) is None and not_here is None
         self.retry_button.set_enabled(selected and not unretryable and allowed)
-        self.retry_why.set_text(f"Retry: {UNRETRYABLE_WHY}" if unretryable else "")
+        self.retry_why.set_text(f"Retry: {UNRETRYABLE_WHY}" if unretryable
+                                else f"Retry and discard: {not_here}" if not_here else "")
         if unretryable:  # the reason on hover too
             self.retry_button.props(f'title="{UNRETRYABLE_WHY}"')
         else:
             self.retry_button.props(remove="title")
-        self.discard_button.set_enabled(selected and action_block(self.viewer, DISCARD) is None)
+        self.discard_button.set_enabled(selected and action_block(self.viewer, DISCARD) is None
+                                        and not_here is None)
 
     def render(self) -> None:
         shown = self.shown or []

@@ -29,13 +29,15 @@ from dashboard.live import (
 )
 from dashboard.pages.alerts import EVERY_SITE_ACK, ack_refusal
 from dashboard.pages.capacity import over_target
-from dashboard.pages.failures import ANY, SHOWN, count_text, failures_path
+from dashboard.pages.commands import resend_offered
+from dashboard.pages.failures import ANY, SHOWN, count_text, failures_path, site_block
 from dashboard.pages.fallback import reference_label, steps_of
 from dashboard.pages.floor import badges, wait_shown, wait_text
 from dashboard.pages.journey import attempts_text
 from dashboard.pages.reports import latest_day
 from dashboard.session import Principal, Sessions
 from dashboard.sites import site_book
+from switchboard.claims_map import parse_claims_map
 from tests.support.settings import dashboard_settings
 from tools.embedded import free_port
 
@@ -340,3 +342,28 @@ def test_an_alert_of_every_site_is_acknowledged_only_by_someone_of_every_site():
     floor = principal(["floor_staff"], "*")
     assert ack_refusal(north, floor, offered=True) == "only a manager or an SRE acknowledges an alert"
     assert ack_refusal(north, all_sites, offered=False) == "only a manager or an SRE acknowledges an alert"
+
+
+def test_actions_on_a_sites_items_need_the_role_at_that_site_not_anywhere():
+    """As the backend decides (acting_as): an SRE of north who is floor staff at south sees south's
+    failures and alerts (a role there) but may neither retry nor acknowledge them."""
+    claims_map = parse_claims_map("""
+claims = ["groups"]
+[groups.north-sre]
+roles = ["sre"]
+sites = ["north"]
+[groups.south-floor]
+roles = ["floor_staff"]
+sites = ["south"]
+""")
+    token = jwt.encode({"sub": "x", "groups": ["north-sre", "south-floor"]}, "k" * 32)
+    split = Principal.from_token(token, claims_map)
+    assert site_block({"site": "north"}, split) is None
+    assert site_block({"site": "south"}, split) == "needs the sre role at south"
+    assert site_block({"site": None}, split) == "needs the sre role at every site"
+    assert ack_refusal({"site": "north"}, split, offered=True) is None
+    assert ack_refusal({"site": "south"}, split, offered=True) == (
+        "only a manager or an SRE of south acknowledges its alerts")
+    assert resend_offered({"site": "north", "resendable": True}, split)
+    assert not resend_offered({"site": "south", "resendable": True}, split)
+    assert not resend_offered({"site": "north", "resendable": False}, split)
