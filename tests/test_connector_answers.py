@@ -53,6 +53,15 @@ async def test_an_upstream_error_in_any_alphabet_is_answered_not_raised(tmp_path
     assert (result.data.status, result.data.error) == ("failed", "Ticket f r Schalter 3 nicht gefunden")
 
 
+async def test_an_upstream_error_naming_a_person_is_answered_without_it(tmp_path):
+    # the backend refuses such an answer (pii_rejected): the command would time out and be sent again
+    body = msgspec.json.encode(command(1))
+    withheld = ("failed", "upstream reason withheld: it reads as personal data")
+    for upstream_error in ("record 1234567890 locked", "record of +44 20 7946 0958 is locked"):
+        result, _ = await answered(tmp_path, upstream_error, body)
+        assert (result.data.status, result.data.error) == withheld
+
+
 async def test_a_command_carrying_as_many_references_as_a_journey_may_hold_is_handled(tmp_path):
     # more than 64 once failed to decode: answered "malformed" at every attempt
     sent = command(MAX_JOURNEY_REFS)

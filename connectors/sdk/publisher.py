@@ -32,9 +32,9 @@ READ_BATCH = 500
 
 class Publisher:
     def __init__(self, spool: Spool, *, max_in_flight: int = 1000, ack_timeout: float = 5.0,
-                 retry_delay: float = 0.5, site_subjects: bool = False) -> None:
+                 retry_delay: float = 0.5, sites: tuple[str, ...] = ()) -> None:
         self.spool = spool
-        self.site_subjects = site_subjects  # a site-limited connector: its site is the subject's last token
+        self.sites = sites  # a site-limited connector's: its site is the subject's last token
         self.max_in_flight = max_in_flight
         self.ack_timeout = ack_timeout
         self.retry_delay = retry_delay
@@ -59,10 +59,21 @@ class Publisher:
 
         With tracing on, each event that carries no `traceparent` yet starts a trace with its `publish` span.
         """
-        if tracing.enabled():
-            events = [_traced(e) for e in events]
-        self.emit_raw((nats_subject(e, with_site=self.site_subjects), nats_msg_id(e.source, e.id), _encode(e))
-                      for e in events)
+        events = [_traced(e) for e in events] if tracing.enabled() else list(events)
+        if self.sites:
+            self._check_sites(events)
+        self.emit_raw([(nats_subject(e, with_site=bool(self.sites)), nats_msg_id(e.source, e.id), _encode(e))
+                       for e in events])
+
+    def _check_sites(self, events: list[CloudEvent]) -> None:
+        """Refused here, before the spool: NATS would refuse its publish for ever, and the spool sends in
+        order, so one such event would hold back every later one."""
+        for event in events:
+            site = getattr(event.data, "site", None)
+            if site not in self.sites:
+                raise ValueError(f"event {event.id} ({event.type}) is for site {site!r}: this connector's"
+                                 f" profile publishes for {', '.join(self.sites)} only; none of these was"
+                                 " spooled")
 
     def emit_raw(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
         """Store already encoded messages as (subject, Nats-Msg-Id, body)."""

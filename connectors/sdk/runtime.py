@@ -39,6 +39,7 @@ from switchboard.commands import (
 )
 from switchboard.events import CloudEvent, Code, EventId, nats_msg_id, nats_subject
 from switchboard.natsauth import inbox_prefix
+from switchboard.privacy import looks_personal
 from switchboard.snapshots import BAD_REQUEST, UNAVAILABLE, SnapshotPage, decode_request, snapshot_subject
 from switchboard.waits import stop_tasks
 
@@ -88,7 +89,7 @@ class ConnectorRuntime:
         self.site_consumers = bool(sites) and inbox is not None
         self.heartbeat_interval = heartbeat_interval
         self.spool = Spool(Path(data_dir) / f"spool-{connector.name}.sqlite")
-        self.publisher = Publisher(self.spool, max_in_flight=max_in_flight, site_subjects=bool(sites))
+        self.publisher = Publisher(self.spool, max_in_flight=max_in_flight, sites=tuple(sites))
         self.nc: NATS | None = None
         self.commands_answered = 0
         self._service: Service | None = None
@@ -167,15 +168,22 @@ class ConnectorRuntime:
         assert self.nc is not None
         js = self.nc.jetstream()
         while not self._stopping:
-            event = await self.heartbeat()
-            try:
-                # limited to sites: on its first site's subject, the only heartbeat subject its profile allows
-                subject = nats_subject(event, site=self.sites[0] if self.sites else None)
-                await js.publish(subject, _encode(event), timeout=self.heartbeat_interval,
-                                 headers={"Nats-Msg-Id": nats_msg_id(event.source, event.id)})
-            except Exception as exc:  # noqa: BLE001 - a missed heartbeat is what down looks like
-                log.debug("heartbeat not sent: %s", type(exc).__name__)
+            try:  # the connector's own part (its upstream's status, its version) may fail; the next may not
+                event = await self.heartbeat()
+            except Exception:
+                log.exception("%s: no heartbeat could be made", self.connector.name)
+            else:
+                await self._send_heartbeat(js, event)
             await asyncio.sleep(self.heartbeat_interval)
+
+    async def _send_heartbeat(self, js: JetStreamContext, event: CloudEvent) -> None:
+        try:
+            # limited to sites: on its first site's subject, the only heartbeat subject its profile allows
+            subject = nats_subject(event, site=self.sites[0] if self.sites else None)
+            await js.publish(subject, _encode(event), timeout=self.heartbeat_interval,
+                             headers={"Nats-Msg-Id": nats_msg_id(event.source, event.id)})
+        except Exception as exc:  # noqa: BLE001 - a missed heartbeat is what down looks like
+            log.debug("heartbeat not sent: %s", type(exc).__name__)
 
     # --- snapshots ------------------------------------------------------------------------------
 
@@ -346,9 +354,12 @@ class ConnectorRuntime:
 
     def _result(self, subject: str, command_id: str, result_id: str, outcome: Outcome,
                 site: str | None) -> CloudEvent:
-        # the answer's error holds ASCII letters, digits and a few marks only: an upstream's "für" is not
+        # the answer's error holds ASCII letters, digits and a few marks only: an upstream's "für" is not;
+        # and nothing that reads as personal data, which the backend refuses, losing the answer
         error = None if outcome.error is None else "".join(
             c if (c.isascii() and c.isalnum()) or c in "_.:- " else " " for c in outcome.error)[:200]
+        if error is not None and (looks_personal(error) or looks_personal(outcome.error or "")):
+            error = "upstream reason withheld: it reads as personal data"
         return self.connector.event("command.result", subject, {
             "command_id": command_id, "status": outcome.status, **({"error": error} if error else {}),
             **({"site": site} if site else {})}, id=result_id)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 Row = tuple[int, str, str, bytes]  # seq, NATS subject, Nats-Msg-Id, body
 DONE_KEPT_S = 86_400.0  # longer than a command's every attempt, with the relay's backoff
-_PRUNE_EVERY = 1000  # commands remembered between prunes: each prune reads the whole table
+_PRUNE_EVERY = 1000  # commands remembered between prunes, besides the one at each start
 
 
 class Spool:
@@ -35,7 +35,9 @@ class Spool:
             " msg_id TEXT NOT NULL, body BLOB NOT NULL)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS done (command_id TEXT PRIMARY KEY, at REAL NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS done_by_age ON done (at)")  # a prune reads only the old
         self._remembered = 0
+        self._forget_old()  # a connector restarted often may never reach a thousand commands in one run
 
     def append(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
         """Store events durably, in order, in one transaction."""
@@ -61,7 +63,10 @@ class Spool:
                          (command_id, time.time()))
         self._remembered += 1
         if self._remembered % _PRUNE_EVERY == 0:
-            self._db.execute("DELETE FROM done WHERE at < ?", (time.time() - DONE_KEPT_S,))
+            self._forget_old()
+
+    def _forget_old(self) -> None:
+        self._db.execute("DELETE FROM done WHERE at < ?", (time.time() - DONE_KEPT_S,))
 
     def pending(self) -> int:
         return self._db.execute("SELECT count(*) FROM spool").fetchone()[0]
