@@ -23,7 +23,7 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 from litestar.plugins.prometheus import PrometheusConfig
-from litestar.status_codes import HTTP_400_BAD_REQUEST
+from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import Scope
 
 from backend import db, messaging
@@ -225,7 +225,8 @@ class SwitchboardPlugin(InitPluginProtocol):
         app_config.middleware.insert(0, QueryTokenMiddleware)
         app_config.plugins.append(ProblemDetailsPlugin(ProblemDetailsConfig(
             enable_for_all_http_exceptions=True,
-            exception_to_problem_detail_map=dict.fromkeys(_UNSTORABLE_TEXT, _unstorable_text))))
+            exception_to_problem_detail_map={**dict.fromkeys(_UNSTORABLE_TEXT, _unstorable_text),
+                                             Exception: _internal_error})))
         app_config.openapi_config = OpenAPIConfig(
             title="Switchboard", version="1",
             openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),
@@ -266,6 +267,12 @@ def _unstorable_text(_: asyncpg.PostgresError) -> ProblemDetailsException:
     return ProblemDetailsException(status_code=HTTP_400_BAD_REQUEST,
                                    detail="a value holds a character (U+0000)"
                                    " that cannot be stored or searched for")
+
+
+def _internal_error(_: Exception) -> ProblemDetailsException:
+    # a problem document like every other error (CONTRACT.md), saying nothing of the cause: that is logged
+    return ProblemDetailsException(status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+                                   detail="an internal error; the server's log has its cause")
 
 
 # text Postgres cannot store (a NUL): the caller's mistake, answered 400 by `_unstorable_text`

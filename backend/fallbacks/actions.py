@@ -149,10 +149,16 @@ async def _next_ticket(conn: asyncpg.Connection, site: SiteSettings) -> tuple[st
 
 
 def step_event(action: str, ref: str, source: str, event_id: str, at: datetime, data: Any) -> Event:
-    """The canonical event of a manual step; from its ledger row the same event again (for a re-publish)."""
+    """The canonical event of a manual step."""
     return msgspec.convert({"specversion": "1.0", "id": event_id, "source": source,
                             "type": EVENT_TYPES[action],
                             "subject": ref, "time": at, "data": data}, Event)
+
+
+def ledger_event(row: asyncpg.Record) -> Event:
+    """A step's event again from its ledger row, under its id (for a re-publish)."""
+    return step_event(row["action"], row["ref"], row["event_source"], row["event_id"], row["at"],
+                      msgspec.json.decode(row["data"]))
 
 
 async def _settled(pool: asyncpg.Pool, source: str, event_id: str,
@@ -260,10 +266,7 @@ async def _unsettled_event(conn: asyncpg.Connection, fallback_id: int, seq: int)
         " AND NOT EXISTS (SELECT 1 FROM event_inbox e WHERE e.source = l.event_source AND e.id = l.event_id)"
         " AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.event_source = l.event_source"
         " AND f.event_id = l.event_id)", fallback_id, seq)
-    if row is None:
-        return None
-    return step_event(row["action"], row["ref"], row["event_source"], row["event_id"], row["at"],
-                      msgspec.json.decode(row["data"]))
+    return None if row is None else ledger_event(row)
 
 
 async def _record(conn: asyncpg.Connection, principal: Principal, fallback_id: int, step: ManualAction,

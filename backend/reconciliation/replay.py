@@ -27,7 +27,7 @@ from nats.errors import Error as NatsError
 
 from backend.audit import services as audit
 from backend.db import lock_key
-from backend.fallbacks.actions import step_event
+from backend.fallbacks.actions import ledger_event
 from backend.fallbacks.services import announce_fallback
 from backend.ingest import own_events
 from backend.reconciliation import live
@@ -185,10 +185,8 @@ async def _unsettled_steps_sent_again(reconciler: Reconciler, conn: asyncpg.Conn
     if unsettled:
         key = own_events.signing_key(reconciler.resources.settings)
         for row in unsettled:
-            event = step_event(row["action"], row["ref"], row["event_source"], row["event_id"], row["at"],
-                               msgspec.json.decode(row["data"]))
             try:
-                await own_events.publish(reconciler.resources.js, key, event)
+                await own_events.publish(reconciler.resources.js, key, ledger_event(row))
             except (NatsError, TimeoutError):
                 log.warning("fallback %s: the event of step %s could not be sent again", fallback_id,
                             row["seq"])
