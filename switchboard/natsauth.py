@@ -126,7 +126,7 @@ def connector_permissions(system: str, sites: tuple[str, ...] = ()) -> dict[str,
                  else [f"svc.snapshot.{system}", f"svc.snapshot.{system}.>"])
     return {
         "pub": {"allow": [
-            *events, f"svc.heartbeat.{system}",
+            *events,
             *(subject for consumer in consumers for subject in (
                 f"$JS.API.CONSUMER.MSG.NEXT.{COMMANDS_STREAM}.{consumer}",
                 f"$JS.API.CONSUMER.INFO.{COMMANDS_STREAM}.{consumer}",
