@@ -28,7 +28,8 @@ from switchboard.local_secrets import local_secret
 # its new endpoints within a minute
 CAPABILITIES_TTL_S = 60.0
 SHARED_READ_S = 2.0
-MAX_REFUSALS = 10_000  # sign-in refusals kept for browsers to read
+MAX_REFUSALS = 10_000  # sign-in refusals kept for browsers to read, and tokens handed over
+HANDOVER_S = 60.0
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Dashboard:
     _pseudonym_key: bytes = field(init=False)
     # why a browser's last sign-in was refused, for its sign-in page to say (this process's memory only)
     refusals: dict[str, str] = field(default_factory=dict)
+    # checked tokens waiting for their browser's sign-in request (`hand_over`)
+    _handovers: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     _reads: dict[tuple[str, str, int], asyncio.Task[Any]] = field(default_factory=dict)
     _capabilities: Capabilities | None = None
     _capabilities_at: float = float("-inf")
@@ -63,6 +66,20 @@ class Dashboard:
         gone = set(self.sessions.forget_idle(open_browsers, self.settings.dashboard.session_idle_s))
         for key in [key for key in self.counters if key[0] in gone]:
             del self.counters[key]
+
+    def hand_over(self, browser_id: str, token: str) -> str:
+        """A one-time key under which a checked token waits, a minute at most, for its browser's next request
+        (`/auth/token`), which signs it in under a new session id: a page's event cannot set a cookie."""
+        key = secrets.token_urlsafe(24)
+        self._handovers[key] = (browser_id, token, time.monotonic() + HANDOVER_S)
+        while len(self._handovers) > MAX_REFUSALS:
+            del self._handovers[next(iter(self._handovers))]
+        return key
+
+    def take_over(self, key: str, browser_id: str) -> str | None:
+        """The token handed over under `key`, once, to the browser it was checked for and in time."""
+        browser, token, until = self._handovers.pop(key, ("", "", 0.0))
+        return token if browser == browser_id and time.monotonic() < until else None
 
     def refuse(self, browser_id: str, why: str) -> None:
         """Keep why a browser's sign-in was refused for its sign-in page; the oldest of many are let go (a

@@ -65,6 +65,18 @@ def landing(principal: Principal) -> str:
 def register(dashboard: Dashboard) -> None:
     _register_sso(dashboard)
 
+    @app.get("/auth/token", include_in_schema=False)
+    async def token_sign_in(request: Request, once: str = "") -> RedirectResponse:
+        """A pasted (or demo) token checked on the sign-in page, signed in under a new session id (no
+        fixation: a session id someone planted before the sign-in is worth nothing after it)."""
+        token = dashboard.take_over(once, request.session.get("id", ""))
+        if token is None:
+            return RedirectResponse("/signin", status_code=303)
+        dashboard.sessions.sign_out(request.session["id"])
+        request.session["id"] = browser_id = str(uuid.uuid4())
+        dashboard.sessions.sign_in(browser_id, token)
+        return RedirectResponse("/", status_code=303)
+
     @page("/signin")
     def signin_page() -> RedirectResponse | None:
         browser_id = app.storage.browser["id"]
@@ -78,8 +90,7 @@ def register(dashboard: Dashboard) -> None:
             if problem:
                 error.set_text(problem)
                 return
-            dashboard.sessions.sign_in(browser_id, token)
-            ui.navigate.to("/")
+            ui.navigate.to(f"/auth/token?once={dashboard.hand_over(browser_id, token)}")
 
         with ui.column().classes("w-full items-center p-4"), \
                 ui.card().classes("w-full max-w-lg mt-[10vh] gap-4"):

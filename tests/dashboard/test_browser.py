@@ -313,3 +313,27 @@ async def test_signing_out_in_one_tab_ends_the_board_in_the_browser_s_other_tabs
         await second.wait_for_url(dashboard_url + "/signin*", timeout=10_000)
     finally:
         await tablet.close()
+
+
+async def test_a_sign_in_gets_a_new_session_so_a_cookie_planted_before_it_is_worth_nothing(
+        browser: Browser, dashboard_url, uid):
+    """Session fixation: whoever set (or copied) the tablet's cookie before the sign-in is not signed in by
+    it afterwards; the person's own tabs are."""
+    tablet, planted_with = await browser.new_context(), await browser.new_context()
+    try:
+        page = await tablet.new_page()
+        await page.goto(dashboard_url + "/signin")
+        planted = [c for c in await tablet.cookies() if c["name"] == "session"]
+        assert planted, "a first visit gets a session cookie"
+        await sign_in_as(page, dashboard_url, "manager", sites=f"site-{uid}")
+        assert [c["value"] for c in await tablet.cookies() if c["name"] == "session"] != [planted[0]["value"]]
+        await planted_with.add_cookies([{"name": "session", "value": planted[0]["value"],
+                                         "url": dashboard_url}])
+        other = await planted_with.new_page()
+        await other.goto(dashboard_url + "/")
+        await other.wait_for_url(dashboard_url + "/signin*")
+        await page.goto(dashboard_url + "/capacity")
+        await expect(page.get_by_test_id("who")).to_contain_text("demo-manager")
+    finally:
+        await tablet.close()
+        await planted_with.close()
