@@ -338,7 +338,9 @@ class FallbackView:
             ui.button("Refresh", on_click=lambda: self.load_bookings(fallback)).props("flat no-caps")
         self.bookings = ui.table(rows=[], columns=_BOOKING_COLUMNS, row_key="ref").classes("w-full") \
             .props(f"flat {WRAPPED_TABLE} data-testid=bookings")
-        self.bookings.add_slot("body-cell-check_in", _CHECK_IN_CELL)
+        # a person without the role here sees the bookings but cannot press their buttons (step() says why)
+        self.bookings.add_slot("body-cell-check_in", _CHECK_IN_CELL if self.blocked_here() is None
+                               else _CHECK_IN_CELL.replace("<q-btn ", "<q-btn disable "))
         self.bookings.on("check_in", lambda event: self.step(check_in, ref=event.args))
         background_tasks.create(self.load_bookings(fallback), name="fallback-bookings")
 
@@ -466,8 +468,11 @@ class FallbackView:
         fallback = self.fallback
         if fallback is None:
             return
-        body = self._body(step, ref or (self.ref_input.value or "").strip())
         what = step.label
+        if (blocked := self.blocked_here()) is not None:
+            self._report(f"{what}: {blocked}")
+            return
+        body = self._body(step, ref or (self.ref_input.value or "").strip())
         if isinstance(body, str):
             self._report(f"{what}: {body}")
             return

@@ -365,3 +365,10 @@ async def test_fallback_of_appointments_lists_todays_bookings_and_checks_one_in_
     assert journey is not None and journey["stage"] == "arrived"
     await document(page, "fallback-appointments.png")
     await page.close()
+    # a manager of the site watches the same fallback: the bookings, but no check-in to press
+    manager = await browser.new_page(viewport=TABLETS["portrait"])
+    await sign_in_as(manager, floor_board, "manager", sites=site)
+    await manager.goto(floor_board + "/fallback")
+    await expect(manager.get_by_test_id("bookings")).to_contain_text(booked[1], timeout=15_000)
+    await expect(manager.get_by_role("button", name=f"Check in {booked[1]}")).to_be_disabled()
+    await manager.close()
