@@ -89,6 +89,7 @@ class SwitchboardPlugin(InitPluginProtocol):
         try:
             self.retention = RetentionPolicy.from_settings(settings)
             check_secrets(settings)
+            settings.webhooks.check()
             self.jwks = jwks_keys(settings)
             self.sites = load_sites(settings.sites)
             _check_per_site(settings)

@@ -24,6 +24,7 @@ from connectors.sdk import OK, Connector, Outcome
 from switchboard.commands import V1_COMMANDS, Command
 from switchboard.events import Upstream
 from switchboard.settings import load_section
+from switchboard.webhook_keys import check_webhook_key
 from switchboard.webhook_targets import TargetRefused, check_target
 
 REQUEST_TIMEOUT = 10.0
@@ -95,10 +96,14 @@ class WebhookConnector(Connector):
         return Outcome("unavailable" if not self._reachable else "failed", f"gave up after retries: {last}")
 
 
-def create_connector() -> WebhookConnector:
-    settings = load_section(WebhookTargetSection)
+def create_connector(settings: WebhookTargetSection | None = None) -> WebhookConnector:
+    settings = settings or load_section(WebhookTargetSection)
     if not (settings.webhook_target_url and settings.webhook_target_secret):
         raise SystemExit("set SWITCHBOARD_WEBHOOK_TARGET_URL and SWITCHBOARD_WEBHOOK_TARGET_SECRET")
+    try:
+        check_webhook_key("SWITCHBOARD_WEBHOOK_TARGET_SECRET", settings.webhook_target_secret)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     return WebhookConnector(system=settings.webhook_system, url=settings.webhook_target_url,
                             secret=settings.webhook_target_secret,
                             retry_delays=tuple(float(s) for s in settings.webhook_retry_s),

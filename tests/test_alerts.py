@@ -251,7 +251,7 @@ def test_a_backend_with_alert_webhooks_but_no_usable_secret_refuses_to_start(set
     with webhook_receiver() as receiver, pytest.raises(RuntimeError, match=reason):
         start_backend(settings, workdir / f"backend-nosecret-{uuid.uuid4().hex[:8]}.log",
                       {"SWITCHBOARD_ALERT_WEBHOOKS": receiver.url,
-                       "SWITCHBOARD_ALERT_WEBHOOK_SECRET": secret})
+                       "SWITCHBOARD_ALERT_WEBHOOK_SECRET": secret}).stop()  # stopped, had it started
 
 
 def test_an_alert_receiver_is_shown_without_its_credentials() -> None:

@@ -222,3 +222,13 @@ async def test_a_future_timestamp_is_refused_and_one_valid_signature_among_sever
         # the same id again, even re-signed with a fresh timestamp, is a replay
         again = signed(body, webhook_id=rotated["webhook-id"])
         assert (await client.post("/api/v1/webhooks/queue", content=body, headers=again)).status_code == 409
+
+
+@pytest.mark.parametrize(("secret", "reason"), [("whsec_!!!", "not a Standard Webhooks key"),
+                                               ("whsec_dGVzdA==", "a key of 4 bytes")])
+def test_a_backend_with_an_unusable_inbound_webhook_secret_refuses_to_start(settings, workdir, secret,
+                                                                            reason):
+    # a malformed secret refused every webhook of its system, a short one signatures anyone could forge
+    with pytest.raises(RuntimeError, match=rf"SWITCHBOARD_WEBHOOK_SECRETS \(queue\) is {reason}"):
+        start_backend(settings, workdir / f"backend-badsecret-{uuid.uuid4().hex[:8]}.log",
+                      {"SWITCHBOARD_WEBHOOK_SECRETS": f"queue={secret}"}).stop()  # stopped, had it started

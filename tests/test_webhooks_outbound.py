@@ -13,7 +13,13 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from connectors.sdk import Outcome
-from connectors.webhook import TargetRefused, WebhookConnector, check_target
+from connectors.webhook import (
+    TargetRefused,
+    WebhookConnector,
+    WebhookTargetSection,
+    check_target,
+    create_connector,
+)
 from switchboard.commands import Command
 
 SECRET = "whsec_" + base64.b64encode(b"fake-outbound-webhook-secret-32b").decode()
@@ -117,3 +123,12 @@ async def test_a_public_address_is_allowed():
     # typed as answering something: mypy refuses to use the value of a call typed `-> None`
     allowed: Callable[..., Awaitable[object]] = check_target
     assert await allowed("https://93.184.216.34/hooks", allow_private=False) is None
+
+
+def test_the_webhook_connector_refuses_to_start_with_a_key_anyone_could_guess():
+    target = WebhookTargetSection(webhook_target_url="https://hooks.example.org/in",
+                                  webhook_target_secret="whsec_YWI=")  # two bytes
+    with pytest.raises(SystemExit, match="SWITCHBOARD_WEBHOOK_TARGET_SECRET is a key of 2 bytes"):
+        create_connector(target)
+    usable = msgspec.structs.replace(target, webhook_target_secret=SECRET)
+    assert create_connector(usable).url == "https://hooks.example.org/in"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-
 import msgspec
+
+from switchboard.webhook_keys import check_webhook_key
 
 
 class AlertsSection(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,10 +28,4 @@ def check_alert_webhooks(section: AlertsSection) -> None:
         return
     if not section.alert_webhook_secret:
         raise ValueError("SWITCHBOARD_ALERT_WEBHOOKS needs SWITCHBOARD_ALERT_WEBHOOK_SECRET (whsec_…)")
-    try:  # strictly: the library's lenient decoding takes `whsec_ab` as a key of one byte
-        key = base64.b64decode(section.alert_webhook_secret.removeprefix("whsec_"), validate=True)
-    except ValueError as exc:  # binascii.Error is a ValueError
-        raise ValueError(f"SWITCHBOARD_ALERT_WEBHOOK_SECRET is not a Standard Webhooks key: {exc}") from exc
-    if not 24 <= len(key) <= 64:
-        raise ValueError(f"SWITCHBOARD_ALERT_WEBHOOK_SECRET is a key of {len(key)} bytes: Standard Webhooks"
-                         " keys are 24 to 64 bytes (whsec_ and their base64)")
+    check_webhook_key("SWITCHBOARD_ALERT_WEBHOOK_SECRET", section.alert_webhook_secret)
