@@ -77,6 +77,9 @@ class AlertDelivery:
                 return await self._attempt(client, row)
         except TimeoutError:
             return f"no answer within {REQUEST_TIMEOUT_S:g} s", True
+        except Exception as exc:  # noqa: BLE001 - one receiver's odd failure must not lose the batch's outcomes
+            log.warning("alert delivery %s failed unexpectedly (%s)", row["id"], type(exc).__name__)
+            return f"failed ({type(exc).__name__})", True
 
     async def _attempt(self, client: httpx.AsyncClient, row: asyncpg.Record) -> tuple[str, bool] | None:
         """None when delivered; else the error and whether another attempt may help."""
@@ -104,18 +107,21 @@ class AlertDelivery:
         attempt = row["attempts"]
         async with self.pool.acquire() as conn:
             if error is None:
-                metrics.ALERT_DELIVERIES.labels("delivered").inc()
-                await conn.execute("UPDATE alert_deliveries SET status = 'delivered', delivered_at = now(),"
-                                   f" last_error = NULL WHERE {claim}", row["id"], attempt)
-                return
-            reason, retryable = error
-            if retryable and attempt <= len(self.retry_s):
-                metrics.ALERT_DELIVERIES.labels("retried").inc()
-                await conn.execute("UPDATE alert_deliveries SET next_at = now() + make_interval(secs => $3),"
-                                   f" last_error = $4 WHERE {claim}", row["id"], attempt,
-                                   self.retry_s[attempt - 1], reason)
-                return
-            metrics.ALERT_DELIVERIES.labels("failed").inc()
-            log.warning("alert delivery %s given up after %d attempts: %s", row["id"], attempt, reason)
-            await conn.execute(f"UPDATE alert_deliveries SET status = 'failed', last_error = $3"
-                               f" WHERE {claim}", row["id"], attempt, reason)
+                outcome = "delivered"
+                status = await conn.execute("UPDATE alert_deliveries SET status = 'delivered',"
+                                            f" delivered_at = now(), last_error = NULL WHERE {claim}",
+                                            row["id"], attempt)
+            elif error[1] and attempt <= len(self.retry_s):
+                outcome = "retried"
+                status = await conn.execute("UPDATE alert_deliveries SET next_at = now()"
+                                            f" + make_interval(secs => $3), last_error = $4 WHERE {claim}",
+                                            row["id"], attempt, self.retry_s[attempt - 1], error[0])
+            else:
+                outcome = "failed"
+                status = await conn.execute(f"UPDATE alert_deliveries SET status = 'failed', last_error = $3"
+                                            f" WHERE {claim}", row["id"], attempt, error[0])
+        if status != "UPDATE 1":
+            return  # another replica's claim since: its attempt is the one counted
+        metrics.ALERT_DELIVERIES.labels(outcome).inc()
+        if outcome == "failed" and error is not None:
+            log.warning("alert delivery %s given up after %d attempts: %s", row["id"], attempt, error[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import msgspec
 
 from switchboard.webhook_keys import check_webhook_key
@@ -29,3 +31,12 @@ def check_alert_webhooks(section: AlertsSection) -> None:
     if not section.alert_webhook_secret:
         raise ValueError("SWITCHBOARD_ALERT_WEBHOOKS needs SWITCHBOARD_ALERT_WEBHOOK_SECRET (whsec_…)")
     check_webhook_key("SWITCHBOARD_ALERT_WEBHOOK_SECRET", section.alert_webhook_secret)
+    for n, url in enumerate(section.alert_webhooks, start=1):
+        try:
+            parts = urlsplit(url)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port out of range
+            usable = False
+        if not usable:  # not quoted: a receiver's URL may hold its credential
+            raise ValueError(f"SWITCHBOARD_ALERT_WEBHOOKS: receiver {n} is not an http(s) URL with a host and"
+                             " a port from 1 to 65535")
