@@ -70,10 +70,12 @@ class Dashboard:
     def hand_over(self, browser_id: str, token: str) -> str:
         """A one-time key under which a checked token waits, a minute at most, for its browser's next request
         (`/auth/token`), which signs it in under a new session id: a page's event cannot set a cookie."""
+        now = time.monotonic()
+        while self._handovers and (len(self._handovers) >= MAX_REFUSALS
+                                   or next(iter(self._handovers.values()))[2] < now):
+            del self._handovers[next(iter(self._handovers))]  # the oldest first: expired or too many
         key = secrets.token_urlsafe(24)
-        self._handovers[key] = (browser_id, token, time.monotonic() + HANDOVER_S)
-        while len(self._handovers) > MAX_REFUSALS:
-            del self._handovers[next(iter(self._handovers))]
+        self._handovers[key] = (browser_id, token, now + HANDOVER_S)
         return key
 
     def take_over(self, key: str, browser_id: str) -> str | None:

@@ -188,21 +188,29 @@ class Oidc:
             for (browser_id, sign_in), fresh in zip(due, outcomes, strict=True):
                 if fresh is False or (fresh is None and (sign_in.expires_by() or 0) <= time.time()):
                     sessions.sign_out(browser_id)
-                    signed_out(browser_id)
+                    try:  # sending the tabs away may fail (a tab going); the refresher must not
+                        signed_out(browser_id)
+                    except Exception:
+                        log.exception("a signed-out person's open tabs could not be sent to sign in")
 
     async def _refreshed(self, sign_in: SignIn) -> bool | None:
         """True: fresh tokens; False: the provider refused (sign out); None: no answer, try again."""
         try:
-            return await self.refresh(sign_in)
+            fresh = await self.refresh(sign_in)
         except OAuthError as exc:
-            if exc.error in _NOT_NOW:
-                log.warning("token refresh put off by the provider (%s); trying again", exc.error)
-                return None
-            log.warning("token refresh refused (%s); signing the person out", exc.error)
-            return False
+            if exc.error not in _NOT_NOW:
+                log.warning("token refresh refused (%s); signing the person out", exc.error)
+                return False
+            reason = exc.error
         except Exception as exc:  # noqa: BLE001 - whatever else the provider does: the loop goes on
-            log.warning("token refresh failed (%s); trying again", type(exc).__name__)
-            return None
+            reason = type(exc).__name__
+        else:
+            sign_in.refresh_failing = False
+            return fresh
+        if not sign_in.refresh_failing:  # once per outage, not every second of it
+            log.warning("token refresh got no answer (%s); trying again each second", reason)
+        sign_in.refresh_failing = True
+        return None
 
     def start_refresher(self, sessions: Sessions, signed_out: Callable[[str], None]) -> None:
         self._refresher = asyncio.create_task(self.keep_fresh(sessions, signed_out), name="oidc-refresh")

@@ -89,6 +89,7 @@ class SignIn:
     expires_at: float | None = None  # the access token's
     person: str | None = None  # a pseudonym of the provider's subject: never the subject itself
     seen_at: float = field(default_factory=time.time)  # a tab of it was last open then
+    refresh_failing: bool = False  # its last refresh got no answer (said once in the log)
     signed_out: bool = False  # every tab holding it stops acting with it
 
     @property

@@ -71,6 +71,8 @@ def register(dashboard: Dashboard) -> None:
         fixation: a session id someone planted before the sign-in is worth nothing after it)."""
         token = dashboard.take_over(once, request.session.get("id", ""))
         if token is None:
+            dashboard.refuse(request.session.get("id", ""),
+                             "that sign-in was not finished in time (or in this browser): sign in again")
             return RedirectResponse("/signin", status_code=303)
         dashboard.sessions.sign_out(request.session["id"])
         request.session["id"] = browser_id = str(uuid.uuid4())

@@ -326,7 +326,6 @@ async def test_a_sign_in_gets_a_new_session_so_a_cookie_planted_before_it_is_wor
         planted = [c for c in await tablet.cookies() if c["name"] == "session"]
         assert planted, "a first visit gets a session cookie"
         await sign_in_as(page, dashboard_url, "manager", sites=f"site-{uid}")
-        assert [c["value"] for c in await tablet.cookies() if c["name"] == "session"] != [planted[0]["value"]]
         await planted_with.add_cookies([{"name": "session", "value": planted[0]["value"],
                                          "url": dashboard_url}])
         other = await planted_with.new_page()

@@ -202,11 +202,11 @@ async def test_sso_survives_the_access_tokens_expiry_by_refresh_and_signs_out_wh
 
 async def test_sso_rides_out_a_provider_down_when_the_token_is_due_for_refresh(browser: Browser, sso: Sso):
     sub = person(sso, "branch-south-managers")
+    # the first three refreshes (10 s before expiry, then each second) are answered 503
+    sso.provider.refresh_outage(sub, refreshes=3)
     page = await browser.new_page(viewport=TABLETS["landscape"])
     await sign_in(page, sso, sub)
     await page.wait_for_url(sso.url + "/")
-    # every refresh is answered 503 from now until 3 s past the first one's due time (10 s before expiry)
-    sso.provider.refresh_outage(seconds=TOKEN_S - 10 + 3)
     await asyncio.sleep(TOKEN_S + 2)  # past the first token's expiry: refreshed once the provider was back
     await expect(page.get_by_test_id("banner")).to_be_hidden()
     await page.goto(sso.url + "/capacity")

@@ -45,7 +45,7 @@ def _serve(port: int, audience: str, token_max_age_s: int) -> None:
 
     app = flask.Flask("oidc_provider_mock._app")  # its templates
     mischief: dict[str, str] = {}  # subject -> what to do to the next ID tokens they get
-    outage = {"until": 0.0}  # till then, every refresh is answered 503
+    outage: dict[str, int] = {}  # subject -> how many of their next refreshes are answered 503
 
     def sign(claims: dict[str, Any]) -> str:
         key = flask.g.oidc_provider_mock_storage.jwk
@@ -70,14 +70,18 @@ def _serve(port: int, audience: str, token_max_age_s: int) -> None:
 
     @app.post("/test/refresh-outage")
     def set_refresh_outage() -> tuple[str, int]:
-        outage["until"] = time.time() + flask.request.get_json()["seconds"]
+        body = flask.request.get_json()
+        outage[body["sub"]] = body["refreshes"]
         return "", 204
 
     @app.before_request
     def refresh_outage() -> tuple[str, int] | None:
-        refreshing = flask.request.path == "/oauth2/token" and \
-            flask.request.form.get("grant_type") == "refresh_token"
-        if refreshing and time.time() < outage["until"]:
+        form = flask.request.form
+        if flask.request.path != "/oauth2/token" or form.get("grant_type") != "refresh_token":
+            return None
+        token = flask.g.oidc_provider_mock_storage.get_refresh_token(form.get("refresh_token", ""))
+        if token is not None and outage.get(token.user_id, 0) > 0:
+            outage[token.user_id] -= 1
             return "<html>the provider is down for maintenance</html>", 503
         return None
 
@@ -116,9 +120,9 @@ class Provider:
         """Withdraw every token of `sub`: their next refresh fails."""
         self._send("POST", f"/users/{sub}/revoke-tokens", {})
 
-    def refresh_outage(self, seconds: float) -> None:
-        """Answer every refresh 503 for `seconds` from now, as a provider down for a moment does."""
-        self._send("POST", "/test/refresh-outage", {"seconds": seconds})
+    def refresh_outage(self, sub: str, refreshes: int) -> None:
+        """Answer `sub`'s next `refreshes` refreshes 503, as a provider down for a moment does."""
+        self._send("POST", "/test/refresh-outage", {"sub": sub, "refreshes": refreshes})
 
     def misbehave(self, sub: str, kind: str) -> None:
         assert kind in MISCHIEF
