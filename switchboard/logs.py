@@ -93,4 +93,5 @@ def configure(level: str, fmt: str) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     # httpx's INFO line names each request's whole URL: a webhook receiver's path or query may be a credential
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("httpx", "httpx2"):  # httpx2: Authlib's
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -167,12 +167,18 @@ class ConnectorRuntime:
         """Straight to JetStream, not spooled: a heartbeat is worth something only when it is fresh."""
         assert self.nc is not None
         js = self.nc.jetstream()
+        failing = False
         while not self._stopping:
-            try:  # the connector's own part (its upstream's status, its version) may fail; the next may not
-                event = await self.heartbeat()
-            except Exception:
-                log.exception("%s: no heartbeat could be made", self.connector.name)
+            # the connector's own part (its upstream's status, its version) may fail or hang; the next may not
+            try:
+                async with asyncio.timeout(self.heartbeat_interval):
+                    event = await self.heartbeat()
+            except Exception as exc:  # noqa: BLE001 - a missed heartbeat is what down looks like
+                if not failing:  # the type only, once a run of failures: its text may hold a URL
+                    log.warning("%s: no heartbeat made (%s)", self.connector.name, type(exc).__name__)
+                failing = True
             else:
+                failing = False
                 await self._send_heartbeat(js, event)
             await asyncio.sleep(self.heartbeat_interval)
 

@@ -170,12 +170,14 @@ class FloorView:
         floor = self.floor
         if floor is None:
             return
-        # the site's counters; where none are configured, those in use, offered but never chosen for anyone:
-        # a counter in use is a colleague's, and calling to it would send customers to them
+        # the site's counters; where none are configured, those in use. A counter with a customer at it is
+        # a colleague's, offered but never chosen for anyone: calling to it would send customers to them
         configured = floor["site"]["counters"]
         counters = configured or [c["counter"] for c in floor["counters"]]
-        if configured and self.counter not in configured:
-            self._work_at(configured[0])
+        busy = {c["counter"] for c in floor["counters"] if c["journey_id"] is not None}
+        free = [c for c in configured if c not in busy]
+        if free and self.counter not in configured:
+            self._work_at(free[0])
         kept = [self.counter] if self.counter is not None and self.counter not in counters else []
         self.counter_select.set_options(counters + kept, value=self.counter)
         waiting = [c for c in floor["customers"] if c["position"] is not None]

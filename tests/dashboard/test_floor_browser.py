@@ -15,6 +15,7 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from backend.live.sources import JOURNEYS_IN_SNAPSHOT
+from connectors.sim.queue import Queue
 from dashboard.pages.fallback import LEDGER_SHOWN
 from tests.support import fallbacks
 from tests.support.backends import Stack, own_stack
@@ -86,6 +87,19 @@ async def choose_counter(page: Page, counter: str) -> None:
     await expect(page.get_by_test_id(f"counter-{counter}")).to_contain_text("(mine)")
 
 
+async def type_counter(page: Page, name: str) -> None:
+    """Type a counter into "My counter", in place of whatever the field held."""
+    await page.get_by_test_id("my-counter").click()
+    await page.keyboard.press("Control+A")
+    await page.keyboard.type(name)
+    await page.keyboard.press("Enter")
+
+
+async def called_at(queue: Queue, ref: str, counter: str) -> bool:
+    record = queue.records[ref]
+    return record.stage == "called" and record.fields.get("counter") == counter
+
+
 async def test_at_a_site_without_configured_counters_staff_type_their_counter_and_call(
         browser: Browser, floor_board, stack, fapi, token, tmp_path):
     """No counter is listed (none configured, none in use yet): the counter is typed, and calling works."""
@@ -97,16 +111,9 @@ async def test_at_a_site_without_configured_counters_staff_type_their_counter_an
         page = await staff_page(browser, floor_board, site, "/floor")
         ticket = ref.split(":", 1)[1]
         await expect(page.get_by_test_id(f"call-{ticket}")).to_be_disabled(timeout=15_000)  # no counter yet
-        await page.get_by_test_id("my-counter").click()
-        await page.keyboard.type("D7")
-        await page.keyboard.press("Enter")
+        await type_counter(page, "D7")
         await page.get_by_role("button", name=f"Call {ticket} to counter D7").click()
-
-        async def called_at_d7() -> bool:
-            record = queue.records[ref]
-            return record.stage == "called" and record.fields.get("counter") == "D7"
-
-        assert await eventually(called_at_d7)
+        assert await eventually(lambda: called_at(queue, ref, "D7"))
 
         # a colleague on another tablet: D7 (in use) is offered, never chosen for them; what they type stays
         later = await queue.arrive(site, "tax", [])
@@ -118,22 +125,12 @@ async def test_at_a_site_without_configured_counters_staff_type_their_counter_an
         later_ticket = later.split(":", 1)[1]
         await expect(colleague.get_by_test_id(f"call-{later_ticket}")).to_be_disabled(timeout=15_000)
         # a name that would add a prop of its own to the call buttons' label is refused, and runs nothing
-        await colleague.get_by_test_id("my-counter").click()
-        await colleague.keyboard.type("1' :loading='window.pwned = 1'")
-        await colleague.keyboard.press("Enter")
+        await type_counter(colleague, "1' :loading='window.pwned = 1'")
         await expect(colleague.get_by_test_id("floor-outcome")).to_contain_text("A counter's name is")
         await expect(colleague.get_by_test_id(f"call-{later_ticket}")).to_be_disabled()
-        await colleague.get_by_test_id("my-counter").click()
-        await colleague.keyboard.press("Control+A")
-        await colleague.keyboard.type("E2")
-        await colleague.keyboard.press("Enter")
+        await type_counter(colleague, "E2")
         await colleague.get_by_role("button", name=f"Call {later_ticket} to counter E2").click()
-
-        async def called_at_e2() -> bool:
-            record = queue.records[later]
-            return record.stage == "called" and record.fields.get("counter") == "E2"
-
-        assert await eventually(called_at_e2)
+        assert await eventually(lambda: called_at(queue, later, "E2"))
         await expect(colleague.get_by_test_id("my-counter")).to_have_value("E2")
         assert await colleague.evaluate("window.pwned") is None
         await context.close()
