@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.responses import RedirectResponse
 from nicegui import app, ui
@@ -28,8 +28,17 @@ from switchboard.local_secrets import local_secret
 # its new endpoints within a minute
 CAPABILITIES_TTL_S = 60.0
 SHARED_READ_S = 2.0
-MAX_REFUSALS = 10_000  # sign-in refusals kept for browsers to read, and tokens handed over
+MAX_REFUSALS = 10_000  # sign-in refusals kept for browsers to read, and tokens handed over (each)
 HANDOVER_S = 60.0
+V = TypeVar("V")
+
+
+def _put_newest(kept: dict[str, V], key: str, value: V) -> None:
+    """`key` as the newest of `kept`, the oldest let go past MAX_REFUSALS: what anyone can make pile up."""
+    kept.pop(key, None)
+    kept[key] = value
+    while len(kept) > MAX_REFUSALS:
+        del kept[next(iter(kept))]
 
 
 @dataclass
@@ -71,11 +80,10 @@ class Dashboard:
         """A one-time key under which a checked token waits, a minute at most, for its browser's next request
         (`/auth/token`), which signs it in under a new session id: a page's event cannot set a cookie."""
         now = time.monotonic()
-        while self._handovers and (len(self._handovers) >= MAX_REFUSALS
-                                   or next(iter(self._handovers.values()))[2] < now):
-            del self._handovers[next(iter(self._handovers))]  # the oldest first: expired or too many
+        while self._handovers and next(iter(self._handovers.values()))[2] < now:  # the expired, oldest first
+            del self._handovers[next(iter(self._handovers))]
         key = secrets.token_urlsafe(24)
-        self._handovers[key] = (browser_id, token, now + HANDOVER_S)
+        _put_newest(self._handovers, key, (browser_id, token, now + HANDOVER_S))
         return key
 
     def take_over(self, key: str, browser_id: str) -> str | None:
@@ -86,10 +94,7 @@ class Dashboard:
     def refuse(self, browser_id: str, why: str) -> None:
         """Keep why a browser's sign-in was refused for its sign-in page; the oldest of many are let go (a
         browser without a cookie is new at every request, so anyone could make them pile up)."""
-        self.refusals.pop(browser_id, None)
-        self.refusals[browser_id] = why
-        while len(self.refusals) > MAX_REFUSALS:
-            del self.refusals[next(iter(self.refusals))]
+        _put_newest(self.refusals, browser_id, why)
 
     def person(self, sign_in: SignIn, principal: Principal) -> str:
         """Whom the board remembers choices for: the provider's pseudonym, else one of the token's subject."""

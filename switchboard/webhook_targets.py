@@ -10,18 +10,28 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 
 class TargetRefused(Exception):  # noqa: N818 - a refusal, not a crash
     """The configured target may not be called (loopback or private, or not http(s))."""
 
 
+def checked_url(url: str) -> SplitResult:
+    """`url`'s parts when it is an http(s) URL with a host (and a port from 1 to 65535, if any)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port out of range
+    except ValueError as exc:
+        raise TargetRefused("the target must be an http(s) URL with a port from 1 to 65535") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise TargetRefused("the target must be an http(s) URL with a host")
+    return parts
+
+
 async def check_target(url: str, *, allow_private: bool) -> None:
     """Refuse a URL that is not http(s) or whose host resolves to a non-public address."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetRefused("the target must be an http(s) URL")
+    parts = checked_url(url)
     if allow_private:
         return
     try:

@@ -256,7 +256,7 @@ def test_a_backend_with_alert_webhooks_but_no_usable_secret_refuses_to_start(set
 
 def test_a_backend_with_an_alert_receiver_that_is_no_url_refuses_to_start(settings, workdir: Path) -> None:
     # such a receiver made every attempt of its batch raise: their outcomes were lost, and sent again
-    with pytest.raises(RuntimeError, match="receiver 2 is not an http"):
+    with pytest.raises(RuntimeError, match="receiver 2: the target must be an http"):
         start_backend(settings, workdir / f"backend-badreceiver-{uuid.uuid4().hex[:8]}.log",
                       {"SWITCHBOARD_ALERT_WEBHOOKS": "https://hooks.example.org/a,https://hooks.example.org:99999/b",
                        "SWITCHBOARD_ALERT_WEBHOOK_SECRET": ALERT_SECRET}).stop()  # stopped, had it started

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import msgspec
 
 from switchboard.webhook_keys import check_webhook_key
+from switchboard.webhook_targets import TargetRefused, checked_url
 
 
 class AlertsSection(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,10 +32,6 @@ def check_alert_webhooks(section: AlertsSection) -> None:
     check_webhook_key("SWITCHBOARD_ALERT_WEBHOOK_SECRET", section.alert_webhook_secret)
     for n, url in enumerate(section.alert_webhooks, start=1):
         try:
-            parts = urlsplit(url)
-            usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-        except ValueError:  # a port out of range
-            usable = False
-        if not usable:  # not quoted: a receiver's URL may hold its credential
-            raise ValueError(f"SWITCHBOARD_ALERT_WEBHOOKS: receiver {n} is not an http(s) URL with a host and"
-                             " a port from 1 to 65535")
+            checked_url(url)
+        except TargetRefused as exc:  # the receiver by position, not quoted: its URL may hold its credential
+            raise ValueError(f"SWITCHBOARD_ALERT_WEBHOOKS: receiver {n}: {exc}") from exc
