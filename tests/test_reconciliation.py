@@ -422,6 +422,27 @@ async def test_a_bulk_resolve_acts_on_all_its_items_or_on_none(rapi, stack, toke
         assert [i for i, status in statuses.items() if status == "ignored"] == [last], statuses
 
 
+async def test_a_bulk_resolve_takes_the_oldest_500_and_the_next_preview_the_rest(rapi, pool, token, uid):
+    site = f"rec-{uid}"
+    sre = bearer(token, "sre", [site])
+    run_id = await pool.fetchval("INSERT INTO reconciliation_runs (system, site, day, trigger) VALUES"
+                                 " ('queue', $1, current_date, 'on_demand') RETURNING id", site)
+    await pool.execute("INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, kind) SELECT $1 || g,"
+                       " $2, 'queue', $3, 'queue:D-' || g, 'missing_here' FROM generate_series(1, 503) g",
+                       f"bulk-{uid}-", run_id, site)
+    ignore = {"filter": {"site": site}, "action": "ignore"}
+    preview = (await rapi.post("/api/v1/reconciliation/drift/preview", json=ignore, headers=sre)).json()
+    assert (preview["matched"], preview["acting"], len(preview["plans"])) == (503, 500, 500)
+    done = await rapi.post("/api/v1/reconciliation/drift/resolve",
+                           json={"selection": preview["selection"], "reason": "drill"}, headers=sre)
+    assert done.status_code == 200 and done.json()["acted"] == 500, done.text
+    left = await pool.fetch("SELECT ref FROM drift_items WHERE run_id = $1 AND status = 'open' ORDER BY id",
+                            run_id)
+    assert [r["ref"] for r in left] == ["queue:D-501", "queue:D-502", "queue:D-503"]
+    preview = (await rapi.post("/api/v1/reconciliation/drift/preview", json=ignore, headers=sre)).json()
+    assert (preview["matched"], preview["acting"]) == (3, 3)
+
+
 async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js, stack, token, uid, tmp_path):
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])

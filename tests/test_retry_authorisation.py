@@ -137,3 +137,29 @@ async def test_a_retried_link_across_sites_is_applied_and_leaves_the_site_to_its
     assert (row["kind"], row["status"]) == ("apply_error", "resolved")
     assert await site_of(customer) == await site_of(ticket) == home
     assert await pool.fetchval(count_failures, home, elsewhere) == failures_before
+
+
+async def test_a_bulk_retry_selects_the_oldest_500_and_says_so(api, pool, token, uid):
+    site = f"site-{uid}"
+    sre = bearer(token, "sre", [site])
+    ids = [r["id"] for r in await pool.fetch(
+        "INSERT INTO failures (dedupe_key, kind, site, reason, payload) SELECT $1 || g,"
+        " 'unauthorized_source', $2, 'sent by /crm', '{}' FROM generate_series(1, 503) g RETURNING id",
+        f"bulk-{uid}-", site)]
+    preview = (await api.post("/api/v1/failures/retry", headers=sre, json={"filter": {"site": site}})).json()
+    assert (preview["matched"], preview["selected"], preview["skipped"]) == (503, 500, 500)
+    assert "the oldest 500 of 503; retry again for the rest" in preview["note"]
+    done = await api.post("/api/v1/failures/retry", headers=sre,
+                          json={"dry_run": False, "selection": preview["selection"]})
+    assert done.status_code == 200, done.text
+    assert (done.json()["matched"], done.json()["selected"], done.json()["skipped"]) == (503, 500, 500)
+
+    # the oldest ten gone: what is left fits one selection, and the old one no longer names the set
+    await pool.execute("UPDATE failures SET status = 'discarded' WHERE id = ANY($1::bigint[])",
+                       sorted(ids)[:10])
+    stale = await api.post("/api/v1/failures/retry", headers=sre,
+                           json={"dry_run": False, "selection": preview["selection"]})
+    assert stale.status_code == 409 and "490 match now, not 500" in stale.json()["title"]
+    preview = (await api.post("/api/v1/failures/retry", headers=sre, json={"filter": {"site": site}})).json()
+    assert (preview["matched"], preview["selected"]) == (493, 493)
+    assert "retry again" not in preview["note"]

@@ -34,6 +34,8 @@ from backend.resources import Resources
 from backend.visibility import visible
 
 COMMAND_KINDS = frozenset({"command_failed", "command_timeout"})
+# a bulk retry's selection at most: each retry is a transaction and a publish, and one request stays short
+BULK_RETRY_MAX = 500
 # refused for who sent them: a retry re-validates the stored payload without the NATS subject or the token
 # it came with, so it would apply an event its sender was not allowed to send
 UNRETRYABLE_KINDS = frozenset({"unauthorized_source", "source_mismatch"})
@@ -185,22 +187,25 @@ def _digest(ids: list[int]) -> str:
 
 async def bulk_retry(resources: Resources, principal: Principal, wanted: BulkFilter, *, dry_run: bool,
                      selection: str | None, reason: str | None) -> BulkRetryResult:
-    """A preview names the matching set; retrying needs that preview's `selection` and retries exactly that
-    set."""
+    """A preview names the oldest `BULK_RETRY_MAX` matching failures; retrying needs that preview's
+    `selection` and retries exactly that set (one request stays short; a larger set takes more of them)."""
     if not dry_run and selection is None:
         raise ClientException("preview first (dry_run) and send back its selection")
+    up_to = None
     if selection is not None:
         kind, system, site, up_to, count, digest = decode_cursor(selection, str, str, str, int, int, str)
         wanted = BulkFilter(kind=kind or None, system=system or None, site=site or None)
-    else:
-        up_to = None
     async with resources.pool.acquire() as conn:
-        matched = await services.matching(conn, sites=principal.scope(wanted.site), kind=wanted.kind,
-                                          system=wanted.system, up_to=up_to)
-    ids = [failure_id for failure_id, _ in matched]
-    retryable = [failure_id for failure_id, kind in matched if kind not in UNRETRYABLE_KINDS]
+        # one more than a selection holds: a set grown past it since the preview shows as a change
+        oldest, matched = await services.matching(conn, sites=principal.scope(wanted.site), kind=wanted.kind,
+                                                  system=wanted.system, limit=BULK_RETRY_MAX + 1)
+    chosen = oldest[:BULK_RETRY_MAX] if up_to is None else [f for f in oldest if f[0] <= up_to]
+    ids = [failure_id for failure_id, _ in chosen]
+    retryable = [failure_id for failure_id, kind in chosen if kind not in UNRETRYABLE_KINDS]
     skipped = len(ids) - len(retryable)
-    note = f"{skipped} refused for who sent them, never retried: discard them" if skipped else None
+    notes = [f"{skipped} refused for who sent them, never retried: discard them" if skipped else "",
+             f"the oldest {len(ids)} of {matched}; retry again for the rest" if matched > len(ids) else ""]
+    note = "; ".join(n for n in notes if n) or None
     if selection is not None and (len(ids) != count or _digest(ids) != digest):
         raise ConflictException(f"the matching set changed since the preview ({len(ids)} match now, not"
                                 f" {count});"
@@ -208,8 +213,9 @@ async def bulk_retry(resources: Resources, principal: Principal, wanted: BulkFil
     token = encode_cursor(wanted.kind or "", wanted.system or "", wanted.site or "", max(ids, default=0),
                           len(ids), _digest(ids))
     if dry_run:
-        return BulkRetryResult(matched=len(ids), selection=token, dry_run=True, skipped=skipped, note=note)
+        return BulkRetryResult(matched=matched, selected=len(ids), selection=token, dry_run=True,
+                               skipped=skipped, note=note)
     results = [await retry(resources, principal, failure_id, reason, selection=token)
                for failure_id in retryable]
-    return BulkRetryResult(matched=len(ids), selection=token, dry_run=False, results=results, skipped=skipped,
-                           note=note)
+    return BulkRetryResult(matched=matched, selected=len(ids), selection=token, dry_run=False,
+                           results=results, skipped=skipped, note=note)

@@ -90,9 +90,11 @@ class BulkRetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
 
 class BulkRetryResult(msgspec.Struct, kw_only=True):
-    """`matched` counts the whole set; `skipped` those of it never retried (refused for who sent them)."""
+    """`matched` counts every open failure the filter matches; `selected` those the selection holds (the
+    oldest, at most 500); `skipped` those of it never retried (refused for who sent them)."""
 
     matched: int
+    selected: int
     selection: str
     dry_run: bool
     results: list[RetryResult] = []

@@ -206,17 +206,15 @@ async def get_failure(conn: asyncpg.Connection, failure_id: int) -> Failure | No
 
 
 async def matching(conn: asyncpg.Connection, *, sites: list[str] | None, kind: str | None, system: str | None,
-                   up_to: int | None) -> list[tuple[int, str]]:
-    """Ids and kinds of the open failures a bulk retry's filter matches, oldest first; `up_to` bounds the
-    set."""
+                   limit: int) -> tuple[list[tuple[int, str]], int]:
+    """Ids and kinds of the oldest `limit` open failures a bulk retry's filter matches, and how many match in
+    all."""
     args: list[Any] = []
     where = _filters(args, sites=sites, status="open", kind=kind, system=system)
-    if up_to is not None:
-        args.append(up_to)
-        where.append(f"f.id <= ${len(args)}")
-    rows = await conn.fetch(f"SELECT f.id, f.kind FROM failures f WHERE {' AND '.join(where)} ORDER BY f.id",
-                            *args)
-    return [(r["id"], r["kind"]) for r in rows]
+    args.append(limit)
+    rows = await conn.fetch(f"SELECT f.id, f.kind, count(*) OVER () AS total FROM failures f"
+                            f" WHERE {' AND '.join(where)} ORDER BY f.id LIMIT ${len(args)}", *args)
+    return [(r["id"], r["kind"]) for r in rows], rows[0]["total"] if rows else 0
 
 
 async def get_failures(conn: asyncpg.Connection, failure_ids: Sequence[int]) -> list[Failure]:

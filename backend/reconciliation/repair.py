@@ -42,6 +42,8 @@ from switchboard.commands import RECORD_PUSH
 
 _state = msgspec.json.Decoder(JourneyState)
 _encode = msgspec.json.encode
+# a bulk resolve's selection at most: every item is planned (a read each) and held locked while it acts
+BULK_RESOLVE_MAX = 500
 # the principal of what Switchboard does by itself (auto-repair, a fallback's replay), in the audit log
 SWITCHBOARD = Principal(sub="switchboard", roles=frozenset({"system"}), sites=None)
 
@@ -162,7 +164,8 @@ async def _resolve_locked(conn: asyncpg.Connection, resources: Resources, princi
 async def _matching(conn: asyncpg.Connection, principal: Principal, wanted: DriftFilter,
                     action: Action | None, up_to: int | None, *,
                     lock: bool = False) -> list[tuple[asyncpg.Record, Journey | None, RepairPlan]]:
-    """The open items the filter matches, each with its journey and plan; `lock`: held until the caller's
+    """The oldest open items the filter matches, one more than a selection holds (a set grown past it since
+    the preview shows as a change), each with its journey and plan; `lock`: held until the caller's
     transaction ends."""
     args: list[Any] = []
     where = services.drift_filters(args, sites=principal.scope(wanted.site), status="open",
@@ -171,11 +174,18 @@ async def _matching(conn: asyncpg.Connection, principal: Principal, wanted: Drif
         args.append(up_to)
         where.append(f"d.id <= ${len(args)}")
     rows = await conn.fetch(f"SELECT d.* FROM drift_items d WHERE {' AND '.join(where)} ORDER BY d.id"
-                            f"{' FOR UPDATE' if lock else ''}", *args)
+                            f" LIMIT {BULK_RESOLVE_MAX + 1}{' FOR UPDATE' if lock else ''}", *args)
     found = []
     for row in rows:
         found.append((row, *await _planned(conn, row, action or proposed_action(row))))
     return found
+
+
+async def _count_matching(conn: asyncpg.Connection, principal: Principal, wanted: DriftFilter) -> int:
+    args: list[Any] = []
+    where = services.drift_filters(args, sites=principal.scope(wanted.site), status="open",
+                                   system=wanted.system, kind=wanted.kind)
+    return await conn.fetchval(f"SELECT count(*) FROM drift_items d WHERE {' AND '.join(where)}", *args)
 
 
 def _digest(plans: list[RepairPlan]) -> str:
@@ -184,14 +194,15 @@ def _digest(plans: list[RepairPlan]) -> str:
 
 async def preview(resources: Resources, principal: Principal, wanted: DriftFilter,
                   action: Action | None) -> BulkPreview:
-    """Every open item the filter matches with what resolving it would change; `selection` names the possible
-    ones."""
+    """The oldest `BULK_RESOLVE_MAX` open items the filter matches with what resolving each would change;
+    `selection` names the possible ones, `matched` counts every match."""
     async with resources.pool.acquire() as conn:
-        plans = [p for *_, p in await _matching(conn, principal, wanted, action, None)]
+        plans = [p for *_, p in await _matching(conn, principal, wanted, action, None)][:BULK_RESOLVE_MAX]
+        matched = await _count_matching(conn, principal, wanted)
     acting = [p for p in plans if p.possible]
     selection = encode_cursor(wanted.system or "", wanted.site or "", wanted.kind or "", action or "",
                               max((p.drift_id for p in plans), default=0), len(acting), _digest(acting))
-    return BulkPreview(matched=len(plans), acting=len(acting), selection=selection, plans=plans)
+    return BulkPreview(matched=matched, acting=len(acting), selection=selection, plans=plans)
 
 
 async def bulk_resolve(resources: Resources, principal: Principal, selection: str,

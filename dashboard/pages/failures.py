@@ -222,15 +222,16 @@ class FailuresView:
             self._report(f"Retry all could not be previewed: {exc}")
             return
         with ui.dialog() as dialog, ui.card():
-            ui.label(f"Retry {preview['matched']} open failure{'s' * (preview['matched'] != 1)} matching "
-                     f"the filter?").props("data-testid=retry-all-count")
+            matched, selected = preview["matched"], preview["selected"]
+            oldest = f"the oldest {selected} of " if selected < matched else ""
+            ui.label(f"Retry {oldest}{matched} open failure{'s' * (matched != 1)} matching the filter?") \
+                .props("data-testid=retry-all-count")
             if preview.get("skipped"):
                 ui.label(f"{preview['skipped']} of them will be skipped: {UNRETRYABLE_WHY}.") \
                     .props("data-testid=retry-all-skipped")
             with ui.row():
                 ui.button("Cancel", on_click=lambda: dialog.submit(False)).props("flat")
-                ui.button(f"Retry {preview['matched']}", on_click=lambda: dialog.submit(True)) \
-                    .set_enabled(preview["matched"] > 0)
+                ui.button(f"Retry {selected}", on_click=lambda: dialog.submit(True)).set_enabled(selected > 0)
         if not await dialog:
             return
         try:

@@ -222,8 +222,10 @@ class ReconciliationView:
             self._report(f"Resolve all could not be previewed: {exc}")
             return
         with ui.dialog() as dialog, ui.card().classes("min-w-[40rem]"):
-            ui.label(f"{preview['matched']} open drift items match; {preview['acting']} can be resolved with "
-                     f"their proposed action:").props("data-testid=resolve-all-count")
+            planned = len(preview["plans"])
+            oldest = f"; the oldest {planned} are planned here" if planned < preview["matched"] else ""
+            ui.label(f"{preview['matched']} open drift items match{oldest}; {preview['acting']} can be"
+                     f" resolved with their proposed action:").props("data-testid=resolve-all-count")
             with ui.column().classes("gap-0 text-sm max-h-96 overflow-auto"):
                 for each in preview["plans"]:
                     ui.label(plan_text(each))

@@ -250,6 +250,34 @@ async def test_a_failure_refused_for_who_sent_it_cannot_be_retried_and_the_page_
                                 " alone.")
 
 
+async def test_retry_all_says_when_it_takes_only_the_oldest_of_the_matching_failures(board: Board, token,
+                                                                                       pool, uid):
+    site = f"site-{uid}"
+    await pool.execute("INSERT INTO failures (dedupe_key, kind, site, reason, payload) SELECT $1 || g,"
+                       " 'unauthorized_source', $2, 'sent by /crm', '{}' FROM generate_series(1, 503) g",
+                       f"board-bulk-{uid}-", site)
+    await board.sign_in(token("sre", [site]))
+    await board.user.open("/failures")
+    board.user.find("Retry all matching…").click()
+    await board.user.should_see("Retry the oldest 500 of 503 open failures matching the filter?")
+    await board.user.should_see("500 of them will be skipped")
+    board.user.find("Retry 500").click()
+    await board.user.should_see("Retry all: nothing to retry; 500 skipped")
+
+
+async def test_resolve_all_says_when_it_plans_only_the_oldest_drift(board: Board, token, pool, uid):
+    site = f"board-{uid}"
+    run_id = await pool.fetchval("INSERT INTO reconciliation_runs (system, site, day, trigger) VALUES"
+                                 " ('queue', $1, current_date, 'on_demand') RETURNING id", site)
+    await pool.execute("INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, kind) SELECT $1 || g,"
+                       " $2, 'queue', $3, 'queue:D-' || g, 'missing_here' FROM generate_series(1, 503) g",
+                       f"board-bulk-{uid}-", run_id, site)
+    await board.sign_in(token("sre", [site]))
+    await board.user.open("/reconciliation")
+    board.user.find("Resolve all matching…").click()
+    await board.user.should_see("503 open drift items match; the oldest 500 are planned here;")
+
+
 async def test_every_page_says_when_the_live_connection_was_lost(own_backend: BackendProcess, settings,
                                                                  token):
     async with simulated_board(dashboard_settings(settings.tokens, backend_url=own_backend.url)) as board:
