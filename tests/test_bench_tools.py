@@ -56,6 +56,15 @@ def test_bench_ingest_reports_alternated_rounds_against_a_pipelined_baseline() -
     before_rounds = figures["before_events_per_s_rounds"]
     assert isinstance(before_rounds, list) and len(before_rounds) == 3 and all(r > 0 for r in before_rounds)
     assert len(figures["speedup_rounds"]) == 3 and figures["speedup"] > 0
+    # where the machine's CPU went, per event, on each side (counted in clock ticks: in windows this short a
+    # server may have used less than one)
+    per_event = figures["cpu_us_per_event"]
+    assert set(per_event) == {"baseline", "backend", "before"}
+    assert per_event["baseline"]["consumer"] > 0 and per_event["backend"]["backend"] > 0
+    assert all(parts["machine"] > 0 for parts in per_event.values())
+    assert sum(parts["postgres"] + parts["nats"] for parts in per_event.values()) > 0
+    assert 0 < figures["ratio_ceiling"] < 100
+    assert all(0 < cores <= (os.cpu_count() or 1) + 0.5 for cores in figures["cores_busy"].values())
 
 
 @pytest.mark.timeout(600)

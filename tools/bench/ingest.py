@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from backend import db, messaging
 from tools.backend_process import BackendProcess
+from tools.bench import machine_cpu
 from tools.bench.common import Meter, bench_servers, progress, report, scratch_database
 
 PREFIX = "svc.events"
@@ -45,6 +47,21 @@ PREFIX = "svc.events"
 
 POLL_S = 0.05
 BARE_TABLE = "bare_events"
+
+
+@dataclass(frozen=True)
+class Window:
+    """One side's timed window: the events committed in it, its length and the CPU seconds spent in it."""
+    events: int
+    seconds: float
+    cpu_s: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    def cpu_us_per_event(self) -> dict[str, float]:
+        return {part: s * 1e6 / self.events for part, s in self.cpu_s.items()}
 
 
 def make_events(total: int, seed: int = 7, prefix: str = PREFIX,
@@ -100,32 +117,34 @@ async def _load(js: JetStreamContext, events: list[tuple[str, bytes, str]]) -> N
 
 
 async def _watch(conn: asyncpg.Connection, count_sql: str, args: tuple[object, ...], total: int,
-                 label: str, deadline_s: float, check: Callable[[], None], cpu: Callable[[], float],
-                 ) -> tuple[float, float]:
+                 label: str, deadline_s: float, check: Callable[[], None],
+                 parts: Callable[[], dict[str, list[int]]]) -> Window:
     """The one clock for every side: rows committed, polled every 50 ms; it starts at the first poll that
-    sees any and stops at the first that sees all, so start-up is counted on neither side. Returns the rate
-    and the CPU seconds `cpu` says were spent in between."""
+    sees any and stops at the first that sees all, so start-up is counted on neither side. Also where the
+    machine's CPU went in between (`parts` names the side's own processes)."""
     meter = Meter(label, total)
     give_up = time.monotonic() + deadline_s
     started: float | None = None
-    first, cpu_at_start = 0, 0.0
+    first, cpu_at_start = 0, machine_cpu.snapshot()
     while True:
         await asyncio.sleep(POLL_S)
         done = await conn.fetchval(count_sql, *args)
         now = time.perf_counter()
         if started is None and done:
-            started, first, cpu_at_start = now, done, cpu()
+            started, first, cpu_at_start = now, done, machine_cpu.snapshot()
         meter.update(done)
         if done >= total and started is not None:
             # a run too short for two polls is timed over one poll interval
-            return (total - first or total) / max(now - started, POLL_S), cpu() - cpu_at_start
+            seconds = max(now - started, POLL_S)
+            return Window(total - first or total, seconds,
+                          machine_cpu.spent(cpu_at_start, machine_cpu.snapshot(), parts()))
         check()
         if time.monotonic() > give_up:
             raise SystemExit(f"{label}: only {done:,} of {total:,} events committed after {deadline_s:.0f}s")
 
 
 async def _bare(js: JetStreamContext, database_url: str, total: int, batch: int, round_: int,
-                deadline_s: float) -> float:
+                deadline_s: float) -> Window:
     """The pipelined bare consumer: the next fetch overlaps the current batch's insert; commit, then ack."""
     conn, watcher = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
     durable = f"bench-bare-{round_}"
@@ -169,8 +188,9 @@ async def _bare(js: JetStreamContext, database_url: str, total: int, batch: int,
                 raise SystemExit(f"the bare consumer failed: {task.exception()!r}")
 
     try:
-        rate, _ = await _watch(watcher, f"SELECT count(*) FROM {BARE_TABLE}", (), total,
-                               f"round {round_} bare (pipelined)", deadline_s, check, lambda: 0.0)
+        window = await _watch(watcher, f"SELECT count(*) FROM {BARE_TABLE}", (), total,
+                              f"round {round_} bare (pipelined)", deadline_s, check,
+                              lambda: {"consumer": [os.getpid()]})
     finally:
         for task in tasks:
             task.cancel()
@@ -180,7 +200,7 @@ async def _bare(js: JetStreamContext, database_url: str, total: int, batch: int,
             await js.delete_consumer(messaging.EVENTS_STREAM, durable)
         await conn.close()
         await watcher.close()
-    return rate
+    return window
 
 
 async def _store_journeys(database_url: str, count: int) -> None:
@@ -228,20 +248,11 @@ async def _prepare(database_url: str, stored: int) -> None:
         await _store_journeys(database_url, stored)
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU of the processes so far (/proc/<pid>/stat fields 14 and 15)."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 async def _backends(urls: dict[str, str], database_url: str, total: int, batch: int, replicas: int,
                     round_: int, root: Path, deadline_s: float, checkout: Path | None = None,
-                    ) -> tuple[float, float]:
-    """Rate of `replicas` backend processes (of `checkout`, by default this one) draining the stream from its
-    start, and their CPU seconds."""
+                    ) -> Window:
+    """`replicas` backend processes (of `checkout`, by default this one) draining the stream from its
+    start."""
     nc = await messaging.connect(urls["nats_url"], "bench-ingest", urls.get("nats_creds"))
     js = nc.jetstream()
     with contextlib.suppress(nats.js.errors.NotFoundError):
@@ -265,7 +276,8 @@ async def _backends(urls: dict[str, str], database_url: str, total: int, batch: 
     try:
         return await _watch(conn, "SELECT count(*) FROM events WHERE applied_at > $1", (since,), total,
                             f"round {round_} backend x{replicas}", deadline_s, check,
-                            lambda: _cpu_seconds([b.process.pid for b in backends if b.process]))
+                            lambda: {"backend": [b.process.pid for b in backends if b.process],
+                                     "watcher": [os.getpid()]})
     finally:
         await conn.close()
         for b in backends:
@@ -276,18 +288,42 @@ def _spread(values: list[float]) -> str:
     return f"median {statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
 
 
+def _median_parts(windows: list[Window]) -> dict[str, float]:
+    """Each part's median CPU per event (µs) over the rounds."""
+    per_event = [w.cpu_us_per_event() for w in windows]
+    return {part: round(statistics.median(p[part] for p in per_event), 1) for part in per_event[0]}
+
+
+def _ceiling(window: Window) -> float:
+    """Events/s the side would reach with every core busy on its work at its CPU per event: its own
+    processes and the servers' ("other", the rest of the machine, left out in its favour)."""
+    own_s = window.cpu_s["machine"] - window.cpu_s["other"]
+    return (os.cpu_count() or 1) * window.events / own_s if own_s > 0 else 0.0
+
+
+def _cpu_figures(sides: dict[str, list[Window]], bare: list[Window]) -> dict[str, object]:
+    per_event = {side: _median_parts(ws) for side, ws in sides.items()}
+    # what the backend's CPU per event allows at most, against the floor measured
+    ceiling = round(statistics.median(
+        _ceiling(w) / b.rate for w, b in zip(sides["backend"], bare, strict=True)), 3)
+    for side, parts in per_event.items():
+        progress(f"CPU per event, {side}: " + ", ".join(f"{k} {v:,.1f} µs" for k, v in parts.items()))
+    progress(f"the backend at its CPU per event with every core busy: ratio {ceiling} at most")
+    return {"cpu_us_per_event": per_event, "ratio_ceiling": ceiling,
+            "cores_busy": {side: round(statistics.median(w.cpu_s["machine"] / w.seconds for w in ws), 2)
+                           for side, ws in sides.items()}}
+
+
 async def _run(urls: dict[str, str], options: dict[str, int], root: Path, before: Path | None,
                site_subjects: bool) -> dict[str, object]:
     total, batch, replicas, stored = (options[k] for k in ("events", "batch", "replicas", "stored_journeys"))
-    before_rates: list[float] = []
-    before_per_cpu_s: list[float] = []
     nc = await messaging.connect(urls["nats_url"], "bench-ingest", urls.get("nats_creds"))
     js = nc.jetstream()
     await messaging.recreate_streams(js)
     counts = sorted({1, replicas})
-    bare: list[float] = []
-    rates: dict[int, list[float]] = {n: [] for n in counts}
-    per_cpu_s: dict[int, list[float]] = {n: [] for n in counts}
+    bare: list[Window] = []
+    befores: list[Window] = []
+    runs: dict[int, list[Window]] = {n: [] for n in counts}
     try:
         progress(f"generating {total:,} events")
         await _load(js, make_events(total, site_subjects=site_subjects))
@@ -299,42 +335,46 @@ async def _run(urls: dict[str, str], options: dict[str, int], root: Path, before
             if before is not None:
                 async with scratch_database(urls["database_url"], "before") as url:
                     await _prepare(url, stored)
-                    rate, cpu_s = await _backends(urls, url, total, batch, 1, round_, root,
-                                                  options["deadline_s"], before)
-                before_rates.append(rate)
-                before_per_cpu_s.append(total / cpu_s if cpu_s else 0.0)
-                progress(f"round {round_}: backend of {before} {rate:,.0f}/s")
+                    befores.append(await _backends(urls, url, total, batch, 1, round_, root,
+                                                   options["deadline_s"], before))
+                progress(f"round {round_}: backend of {before} {befores[-1].rate:,.0f}/s")
             for count in counts:
                 async with scratch_database(urls["database_url"], f"apply{count}") as url:
                     await _prepare(url, stored)
-                    rate, cpu_s = await _backends(urls, url, total, batch, count, round_, root,
-                                                  options["deadline_s"])
-                rates[count].append(rate)
-                per_cpu_s[count].append(total / cpu_s if cpu_s else 0.0)
-            progress(f"round {round_}: bare {bare[-1]:,.0f}/s, "
-                     + ", ".join(f"backend x{n} {rates[n][-1]:,.0f}/s" for n in counts))
+                    runs[count].append(await _backends(urls, url, total, batch, count, round_, root,
+                                                       options["deadline_s"]))
+            progress(f"round {round_}: bare {bare[-1].rate:,.0f}/s, "
+                     + ", ".join(f"backend x{n} {runs[n][-1].rate:,.0f}/s" for n in counts))
     finally:
         await nc.close()
-    ratios = [r / b for r, b in zip(rates[1], bare, strict=True)]
-    progress(f"bare (pipelined) {_spread(bare)} events/s")
+    bare_rates = [w.rate for w in bare]
+    rates = {n: [w.rate for w in ws] for n, ws in runs.items()}
+    per_cpu_s = {n: [w.events / w.cpu_s["backend"] for w in ws] for n, ws in runs.items()}
+    ratios = [r / b for r, b in zip(rates[1], bare_rates, strict=True)]
+    progress(f"bare (pipelined) {_spread(bare_rates)} events/s")
     for n in counts:
         progress(f"backend x{n} {_spread(rates[n])} events/s, {_spread(per_cpu_s[n])} events per CPU-second")
     figures: dict[str, object] = {
         "baseline": "pipelined", "events": total, "batch": batch, "rounds": options["rounds"],
         "stored_journeys": stored, "events_per_s": round(statistics.median(rates[1])),
-        "baseline_events_per_s": round(statistics.median(bare)), "ratio": round(statistics.median(ratios), 3),
+        "baseline_events_per_s": round(statistics.median(bare_rates)),
+        "ratio": round(statistics.median(ratios), 3),
         "events_per_s_rounds": [round(r) for r in rates[1]],
-        "baseline_events_per_s_rounds": [round(b) for b in bare],
+        "baseline_events_per_s_rounds": [round(b) for b in bare_rates],
         "ratio_rounds": [round(r, 3) for r in ratios],
         "events_per_cpu_s": round(statistics.median(per_cpu_s[1])),
     }
+    sides = {"baseline": bare, "backend": runs[1], **({"before": befores} if befores else {})}
+    figures.update(_cpu_figures(sides, bare))
     if before is not None:
+        before_rates = [w.rate for w in befores]
         figures["before"] = str(before)
         figures["before_events_per_s"] = round(statistics.median(before_rates))
         figures["before_events_per_s_rounds"] = [round(r) for r in before_rates]
         figures["before_ratio"] = round(statistics.median(
-            [r / b for r, b in zip(before_rates, bare, strict=True)]), 3)
-        figures["before_events_per_cpu_s"] = round(statistics.median(before_per_cpu_s))
+            [r / b for r, b in zip(before_rates, bare_rates, strict=True)]), 3)
+        figures["before_events_per_cpu_s"] = round(statistics.median(
+            w.events / w.cpu_s["backend"] for w in befores))
         # after / before, round by round (the two ran next to each other)
         figures["speedup_rounds"] = [round(a / b, 3) for a, b in zip(rates[1], before_rates, strict=True)]
         figures["speedup"] = round(statistics.median(figures["speedup_rounds"]), 3)  # type: ignore[arg-type]
