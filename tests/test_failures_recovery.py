@@ -20,7 +20,7 @@ from backend.failures.services import record_inbound
 from backend.ingest.validate import Rejected
 from backend.live.bus import Announcements
 from tests.support.backends import nats_connect
-from tests.support.database import refusing_site
+from tests.support.database import blocked_by, refusing_site
 from tests.support.events import cloud_event, publish, publish_as_backend
 from tests.support.failures import bearer, failures_of, one_failure
 from tests.support.waits import Check, eventually
@@ -272,7 +272,8 @@ async def test_bulk_retry_retries_exactly_the_previewed_set(api, js, pool, token
 
 async def test_a_failure_discarded_while_a_bulk_retry_runs_is_answered_in_its_place(api, js, pool, token,
                                                                                     uid):
-    """Before, the bulk stopped at it with a 409, the failures before it retried and those after it not."""
+    """Before, the bulk stopped at it with a 409, the failures before it retried and those after it not. The
+    discard holds the last failure's row until the bulk, past the others, waits for it."""
     site = f"site-{uid}"
     sre = bearer(token, "sre", [site])
     await _poison_events(pool, uid)
@@ -286,24 +287,21 @@ async def test_a_failure_discarded_while_a_bulk_retry_runs_is_answered_in_its_pl
     finally:
         await _cure_events(pool, uid)
     last = max(f["id"] for f in await failures_of(api, sre, site=site))
-
-    async def discarded_meanwhile():
-        await asyncio.sleep(0.05)  # while the bulk works through the set
-        return await api.post(f"/api/v1/failures/{last}/discard", headers=sre, json={"reason": "a duplicate"})
-
-    bulk, discard = await asyncio.gather(
-        api.post("/api/v1/failures/retry", headers=sre,
-                 json={"dry_run": False, "selection": preview["selection"]}),
-        discarded_meanwhile())
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            # the discard's own statement, committed only once the bulk (retrying in id order, so past the
+            # others) waits for the row
+            await conn.execute("UPDATE failures SET status = 'discarded', last_at = now(), acted_by = 'hand'"
+                               " WHERE id = $1", last)
+            bulk = asyncio.create_task(api.post("/api/v1/failures/retry", headers=sre, timeout=60,
+                                                json={"dry_run": False, "selection": preview["selection"]}))
+            await eventually(lambda: blocked_by(conn), timeout=30)
+        answer = await bulk
+    assert answer.status_code == 200, answer.text
+    outcomes = {r["failure_id"]: r["outcome"] for r in answer.json()["results"]}
     after = {f["id"]: f["status"] for f in await failures_of(api, sre, site=site)}
-    if bulk.status_code == 409:  # the discard came before the bulk read its set: nothing retried
-        assert set(after.values()) == {"open", "discarded"} and after[last] == "discarded"
-        return
-    assert bulk.status_code == 200, bulk.text
-    outcomes = {r["failure_id"]: r["outcome"] for r in bulk.json()["results"]}
     assert sorted(outcomes) == sorted(after)
-    if discard.status_code == 200:
-        assert outcomes.pop(last) == "already_discarded" and after.pop(last) == "discarded"
+    assert outcomes.pop(last) == "already_discarded" and after.pop(last) == "discarded"
     assert set(outcomes.values()) == {"resolved"} and set(after.values()) == {"resolved"}
 
 

@@ -27,7 +27,6 @@ def test_a_busy_process_is_counted_in_its_part_and_one_that_ended_in_the_rest() 
     assert spent["ended"] == 0.0
     assert spent["other"] >= 0.3  # the process that ended between the snapshots, and this one
     assert spent["machine"] >= spent["running"] + spent["other"] - 0.05
-    assert {"postgres", "nats"} <= spent.keys()
 
 
 def test_a_pid_taken_by_another_process_counts_from_zero() -> None:

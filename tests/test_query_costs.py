@@ -17,11 +17,13 @@ from backend.commands.lifecycle import HOLD
 from backend.commands.relay import DUE, SYSTEMS_DUE
 from backend.db import migrate
 from backend.operations.services import _CAPACITY_SQL, _FLOW_SQL
+from backend.reconciliation.scheduler import SITES_BY_LAST_RUN_SQL
 from tools.bench.common import scratch_database
 
 HISTORY, BACKLOG, WAITING = 30_000, 20_000, 30
 PAST_JOURNEYS, TODAY = 40_000, 40
 PAST_FAILURES, RECENT_FAILURES = 30_000, 12
+RUN_SITES, RUNS = 50, 36_000  # a month of runs of 50 sites by 5 systems, every 30 min or so
 
 _INSERT = """
 INSERT INTO commands (id, rule, system, command, journey_id, refs, site, data, status, next_at)
@@ -58,6 +60,15 @@ async def conn(server_urls: dict[str, str]) -> AsyncIterator[asyncpg.Connection]
             await conn.execute(_JOURNEYS, "waiting", 5, TODAY)
             await conn.execute(_FAILURES, 7 * 24 * 60, PAST_FAILURES)
             await conn.execute(_FAILURES, 1, RECENT_FAILURES)
+            await conn.execute(
+                "INSERT INTO reconciliation_runs (system, site, day, trigger, status, started_at)"
+                " SELECT 'system-' || (g % 5), 'run-site-' || (g % $1), current_date, 'schedule', 'done',"
+                " now() - make_interval(secs => g * 60) FROM generate_series(1, $2) g", RUN_SITES, RUNS)
+            await conn.execute(  # today, a journey at each of those sites
+                "INSERT INTO journeys (id, site, stage, state, created_at, updated_at) SELECT"
+                " gen_random_uuid(), 'run-site-' || g, 'waiting', '{}', now(), now()"
+                " FROM generate_series(0, $1 - 1) g", RUN_SITES)
+            await conn.execute("VACUUM ANALYZE reconciliation_runs")
             await conn.execute("VACUUM ANALYZE failures")
             await conn.execute("VACUUM ANALYZE commands")
             await conn.execute("VACUUM ANALYZE journeys")
@@ -117,3 +128,12 @@ async def test_the_failure_rate_rule_reads_its_window_not_the_history(conn):
     assert await conn.fetchval("SELECT relpages FROM pg_class WHERE relname = 'failures'") > 300
     assert [tuple(r) for r in await conn.fetch(FAILURE_RATE_SQL, 300)] == [("north", RECENT_FAILURES)]
     assert await pages(conn, FAILURE_RATE_SQL, 300) < 30
+
+
+async def test_the_reconciliation_round_finds_each_site_s_last_run_not_every_run(conn):
+    assert await conn.fetchval("SELECT relpages FROM pg_class WHERE relname = 'reconciliation_runs'") > 300
+    sites = [r["site"] for r in await conn.fetch(SITES_BY_LAST_RUN_SQL)]
+    # north was never reconciled; then the site whose latest run is oldest (run g is site g % 50's, g minutes
+    # ago: site 0's latest is run 50, the oldest of the latest ones)
+    assert sites[0] == "north" and sites[1] == "run-site-0" and len(sites) == RUN_SITES + 1
+    assert await pages(conn, SITES_BY_LAST_RUN_SQL) < 400

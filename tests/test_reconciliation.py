@@ -27,7 +27,7 @@ from connectors.sim.crm import Crm
 from connectors.sim.queue import Queue
 from connectors.sim.system import Record
 from tests.support.backends import Stack, own_stack
-from tests.support.database import refusing_site
+from tests.support.database import blocked_by, refusing_site
 from tests.support.events import cloud_event, publish, publish_as_backend
 from tests.support.fallbacks import act, acted, start
 from tests.support.live import connect, receive_until, subscribe
@@ -388,8 +388,8 @@ async def test_a_record_whose_links_lead_to_another_site_s_journey_is_not_taken_
 
 
 async def test_a_bulk_resolve_acts_on_all_its_items_or_on_none(rapi, stack, token, uid, tmp_path):
-    """One of the previewed items resolved by hand while the bulk resolve works through them: the bulk either
-    acts on every item before it (that hand then finds it ignored) or on none; never on some, then a 409."""
+    """One of the previewed items resolved by hand while the bulk resolve waits for it: the bulk acts on none
+    (409), never on those before it and then refuses. The hand holds the item's row until the bulk waits."""
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])
     queue = still_queue(site)
@@ -403,23 +403,20 @@ async def test_a_bulk_resolve_acts_on_all_its_items_or_on_none(rapi, stack, toke
                                json={"filter": {"site": site}, "action": "ignore"}, headers=sre)).json()
     assert preview["acting"] == len(tickets)
     last = max(p["drift_id"] for p in preview["plans"])
-
-    async def by_hand_meanwhile() -> httpx.Response:
-        await asyncio.sleep(0.03)  # while the bulk works through the items
-        return await rapi.post(f"/api/v1/reconciliation/drift/{last}/resolve",
-                               json={"action": "ignore", "reason": "one done by hand"}, headers=sre)
-
-    bulk, by_hand = await asyncio.gather(
-        rapi.post("/api/v1/reconciliation/drift/resolve",
-                  json={"selection": preview["selection"], "reason": "renumbered on purpose"}, headers=sre),
-        by_hand_meanwhile())
+    async with stack.pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute("UPDATE drift_items SET status = 'ignored', action = 'ignore',"
+                               " reason = 'by hand', acted_by = 'hand', resolved_at = now(),"
+                               " updated_at = now() WHERE id = $1", last)
+            bulk = asyncio.create_task(rapi.post(
+                "/api/v1/reconciliation/drift/resolve", headers=sre, timeout=60,
+                json={"selection": preview["selection"], "reason": "renumbered on purpose"}))
+            await eventually(lambda: blocked_by(conn), timeout=30)
+        answer = await bulk
+    assert answer.status_code == 409 and "19 now, not 20" in answer.text, answer.text
     statuses = {i["id"]: i["status"] for i in await drift(rapi, sre, site=site)}
     assert len(statuses) == len(tickets)
-    if bulk.status_code == 200:
-        assert by_hand.status_code == 409 and set(statuses.values()) == {"ignored"}
-    else:
-        assert (bulk.status_code, by_hand.status_code) == (409, 200), (bulk.text, by_hand.text)
-        assert [i for i, status in statuses.items() if status == "ignored"] == [last], statuses
+    assert [i for i, status in statuses.items() if status == "ignored"] == [last], statuses
 
 
 async def test_a_bulk_resolve_takes_the_oldest_500_and_the_next_preview_the_rest(rapi, pool, token, uid):

@@ -35,7 +35,11 @@ _AUTO_REASON = "auto-repair (SWITCHBOARD_RECONCILE_AUTO_REPAIR)"
 # (system, site) pairs per pass of a scheduled round: small, so the most overdue are chosen again often
 _PAIRS_PER_PASS = 20
 _T = TypeVar("_T")
-
+# the sites of the day's journeys, the one any system reconciled longest ago first
+SITES_BY_LAST_RUN_SQL = (
+    "SELECT j.site FROM journeys j WHERE j.updated_at > now() - interval '1 day' GROUP BY j.site"
+    " ORDER BY (SELECT max(r.started_at) FROM reconciliation_runs r WHERE r.site = j.site) NULLS FIRST,"
+    " max(j.updated_at) DESC")
 
 
 class Reconciler:
@@ -132,10 +136,7 @@ class Reconciler:
                 if r["system"] not in RESERVED_SYSTEMS]
             # the sites reconciled longest ago first (never: first of all), so a long round starves none, not
             # even a site whose journeys all stopped moving, which is the one most likely to have drifted
-            sites = [r["site"] for r in await conn.fetch(
-                "SELECT j.site FROM journeys j WHERE j.updated_at > now() - interval '1 day' GROUP BY j.site"
-                " ORDER BY (SELECT max(r.started_at) FROM reconciliation_runs r WHERE r.site = j.site) NULLS"
-                " FIRST, max(j.updated_at) DESC")]
+            sites = [r["site"] for r in await conn.fetch(SITES_BY_LAST_RUN_SQL)]
         today = datetime.now(UTC).date()
         ran = 0
         for system in systems:

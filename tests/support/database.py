@@ -24,3 +24,9 @@ async def refusing_site(pool: asyncpg.Pool, site: str) -> AsyncIterator[None]:
         yield
     finally:
         await pool.execute(f"DROP TRIGGER {name} ON journeys; DROP FUNCTION {name}()")
+
+
+async def blocked_by(holder: asyncpg.Connection) -> bool:
+    """Whether another session waits for a lock `holder` holds."""
+    return await holder.fetchval("SELECT count(*) > 0 FROM pg_stat_activity"
+                                 " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
