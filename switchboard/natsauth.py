@@ -264,10 +264,21 @@ class Issuer:
                            system=system, sites=sites)
 
     def system_creds(self) -> Path:
-        """The credentials file of a user of the system account: it pushes account updates to the servers."""
-        path = self.folder / "system.creds"
+        """The credentials file of a user of the system account: it pushes account updates to the servers,
+        and does nothing else there (no connection lists, no server reloads or kicks)."""
+        return self._system_user("system.creds", "system", ["$SYS.REQ.CLAIMS.UPDATE"])
+
+    def monitor_creds(self) -> Path:
+        """A system account user that may only ping the servers for their state (`$SYS.REQ.SERVER.PING`,
+        and `.CONNZ`, `.VARZ`...): what a monitoring tool needs, read-only."""
+        return self._system_user("monitor.creds", "monitor",
+                                 ["$SYS.REQ.SERVER.PING", "$SYS.REQ.SERVER.PING.>"])
+
+    def _system_user(self, file: str, name: str, publish: list[str]) -> Path:
+        path = self.folder / file
         if not path.exists():
-            write_secret(path, self._issue(self.system, "system", "system", {}))
+            rights = {"pub": {"allow": publish}, "sub": {"allow": ["_INBOX.>"]}}
+            write_secret(path, self._issue(self.system, name, "system", rights))
         return path
 
     def revoke(self, system: str) -> list[Identity]:

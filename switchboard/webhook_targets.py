@@ -40,6 +40,22 @@ async def check_target(url: str, *, allow_private: bool) -> None:
     except OSError as exc:
         raise TargetRefused(f"cannot resolve {parts.hostname}") from exc
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
+        if not _public(ipaddress.ip_address(info[4][0])):
             raise TargetRefused(f"{parts.hostname} resolves to a non-public address")
+
+
+# IPv6 prefixes that carry an IPv4 address a gateway reaches: NAT64 (RFC 6052, RFC 8215), 6to4 (RFC 3056) and
+# the deprecated IPv4-compatible form; `is_global` judges the IPv6 address, not the IPv4 one inside it
+_CARRYING_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"),
+                  ipaddress.ip_network("2002::/16"), ipaddress.ip_network("::/96"))
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return _public(address.ipv4_mapped)
+        if address.teredo is not None:
+            return _public(address.teredo[1])
+        if any(address in network for network in _CARRYING_IPV4):
+            return False
+    return address.is_global and not address.is_multicast

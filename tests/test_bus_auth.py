@@ -427,3 +427,29 @@ def test_a_profile_whose_names_would_widen_its_permissions_is_refused(world):
             world.cli("profile", *args, "--out", str(world.folder / "wild"))
     assert len(world.server.issuer.identities()) == issued
     assert not list((world.folder / "wild").glob("*.creds"))
+
+
+async def test_the_system_account_user_only_updates_accounts_and_the_monitor_only_reads(world):
+    issuer = world.server.issuer
+    assert issuer is not None
+    await _may_only(world, issuer.system_creds(), "$SYS.REQ.CLAIMS.UPDATE", "$SYS.REQ.SERVER.PING")
+    await _may_only(world, issuer.monitor_creds(), "$SYS.REQ.SERVER.PING.CONNZ", "$SYS.REQ.CLAIMS.UPDATE")
+
+
+async def _may_only(world: BusWorld, creds: Path, allowed: str, refused: str) -> None:
+    errors: list[Exception] = []
+
+    async def collect(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = await bus.connect(world.server.url, "test-sys", creds=str(creds), reconnect=False, error_cb=collect)
+    try:
+        answer = msgspec.json.decode((await nc.request(allowed, b"{}", timeout=5)).data)
+        assert "server" in answer, answer  # a server's answer: to a ping its state, to a bad JWT an error
+        await nc.publish(refused, b"{}")
+        await nc.flush()
+        # (the client reports the subject in lower case)
+        refusal = f'permissions violation for publish to "{refused.lower()}"'
+        await eventually(holds(lambda: refusal in violations(errors)))
+    finally:
+        await nc.close()

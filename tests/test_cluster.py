@@ -78,7 +78,7 @@ async def test_losing_a_nats_node_and_a_backend_loses_nothing(server_urls, workd
 async def servers_answering(cluster: EmbeddedNatsCluster) -> int:
     """How many servers answer the system account's ping: the nodes that joined the cluster."""
     assert cluster.issuer is not None
-    nc = await bus.connect(cluster.url, "test-cluster-sys", creds=str(cluster.issuer.system_creds()))
+    nc = await bus.connect(cluster.url, "test-cluster-sys", creds=str(cluster.issuer.monitor_creds()))
     try:
         inbox = nc.new_inbox()
         answers = await nc.subscribe(inbox)

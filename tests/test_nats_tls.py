@@ -70,7 +70,7 @@ class Desk(Connector):
 async def connections(world: TlsWorld) -> list[dict[str, Any]]:
     """The server's own account of its client connections (the system account's CONNZ), over TLS too."""
     assert world.server.issuer is not None
-    nc = await bus.connect(world.server.url, "test-tls-sys", creds=str(world.server.issuer.system_creds()),
+    nc = await bus.connect(world.server.url, "test-tls-sys", creds=str(world.server.issuer.monitor_creds()),
                            tls_ca=str(world.ca), reconnect=False)
     try:
         reply = await nc.request("$SYS.REQ.SERVER.PING.CONNZ", b'{"limit": 1024}', timeout=5)

@@ -280,3 +280,13 @@ async def test_the_backend_purges_in_the_background_and_operators_with_the_cli(s
     assert done.returncode == 0, done.stderr
     assert "events: removed" in done.stdout and "audit: removed" in done.stdout
     assert await pool.fetchval("SELECT count(*) FROM events WHERE site = $1", f"ret-{uid}") == 1
+
+
+async def test_the_audit_purge_deletes_from_the_real_log_whatever_temporary_table_a_session_made(pool, uid):
+    old = await add_audit(pool, uid, 401)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("CREATE TEMPORARY TABLE audit_log (at timestamptz) ON COMMIT DROP")
+        await conn.execute("INSERT INTO audit_log VALUES (now() - interval '500 days')")
+        assert await conn.fetchval("SELECT purge_audit_log(interval '400 days')") >= 1
+        assert await conn.fetchval("SELECT count(*) FROM pg_temp.audit_log") == 1  # the decoy untouched
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE id = $1", old) == 0

@@ -113,7 +113,11 @@ async def test_a_loopback_target_is_refused_unless_allowed(receiver):
                                  "http://0177.0.0.1/x", "http://0.0.0.0/x", "http://[::]/x",
                                  "http://[::ffff:127.0.0.1]/x", "https://[::ffff:10.0.0.1]:8443/",
                                  "http://[fd00::1]/x", "http://[fe80::1]/x", "http://fake:fake@127.0.0.1/x",
-                                 "http://224.0.0.1/x", "file:///etc/passwd", "gopher://127.0.0.1/"])
+                                 "http://224.0.0.1/x", "file:///etc/passwd", "gopher://127.0.0.1/",
+                                 # IPv6 forms a gateway turns into IPv4: NAT64, 6to4, IPv4-compatible
+                                 "http://[64:ff9b::a00:1]/x", "http://[64:ff9b:1::a00:1]/x",
+                                 "http://[2002:a00:1::]/x", "http://[::127.0.0.1]/x",
+                                 "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x"])
 async def test_private_link_local_and_non_http_targets_are_refused(url):
     with pytest.raises(TargetRefused):
         await check_target(url, allow_private=False)
