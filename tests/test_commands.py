@@ -20,6 +20,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
+from backend.commands.relay import HOLDS_PER_ATTEMPT, DeliveryPolicy
 from backend.db import RUNTIME_ROLE
 from backend.messaging import APPLY_CONSUMER, EVENTS_STREAM
 from switchboard.commands import Command
@@ -417,3 +418,22 @@ async def test_a_late_answer_to_an_earlier_attempt_says_nothing_of_the_attempt_i
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_command_answered_unavailable_for_ever_becomes_a_failure_after_four_times_its_attempts(
+        api, js, nc, token, uid):
+    site = f"site-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    async with ConnectorDouble(nc, "queue", site, lambda _: "unavailable") as queue:
+        await publish(js, phone_booking(f"appointments:A-{uid}", site))
+        [command] = await eventually(lambda: _with_status(api, reader, "failed", site=site), timeout=60)
+    limit = 3 * HOLDS_PER_ATTEMPT  # this stack's SWITCHBOARD_COMMAND_MAX_ATTEMPTS is 3
+    assert command["attempts"] == limit and [c.attempt for c in queue.received] == list(range(1, limit + 1))
+    [failure] = await failures_of_site(api, reader, site)
+    assert failure["kind"] == "command_failed"
+    assert failure["reason"].startswith(f"answered unavailable {limit} times")
+
+
+def test_the_backoff_stays_within_its_ceiling_however_many_attempts():
+    policy = DeliveryPolicy(answer_timeout_s=5, backoff_s=0.5, backoff_max_s=300, max_attempts=5)
+    assert all(150 <= policy.backoff(attempt).total_seconds() <= 300 for attempt in (20, 1025, 10**6))

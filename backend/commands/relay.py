@@ -57,8 +57,14 @@ class DeliveryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     def backoff(self, attempt: int) -> timedelta:
         """Exponential in the attempt, capped, with jitter so that many retries do not fall due together."""
-        ceiling = min(self.backoff_max_s, self.backoff_s * 2 ** max(attempt - 1, 0))
+        # the exponent capped: past a thousand attempts 2 ** n no longer fits a float
+        ceiling = min(self.backoff_max_s, self.backoff_s * 2 ** min(max(attempt - 1, 0), 64))
         return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not secrecy
+
+
+# a command given back (answered `unavailable`, or unanswered while its system is down) is held without
+# using up an attempt, up to this many times its attempts in all: then it is a failure like any other
+HOLDS_PER_ATTEMPT = 4
 
 
 def message_id(command_id: object, attempt: int) -> str:
@@ -249,7 +255,8 @@ class CommandRelay:
         """Sent commands that were answered `failed`/`unavailable`, or whose answer is overdue.
 
         A system that could not take a command (it answered `unavailable`, or went down without answering)
-        gets it again once it is back: held, and that attempt does not count against the limit.
+        gets it again once it is back: held, and that attempt does not count against the limit, up to
+        `HOLDS_PER_ATTEMPT` times the limit in all.
         """
         async with self.bus.after_commit(conn) as announce:
             rows = await conn.fetch(
@@ -264,7 +271,9 @@ class CommandRelay:
             for row in rows:
                 limit = row["attempt_limit"] or self.policy.max_attempts
                 retry_at = now + self.policy.backoff(row["attempts"])
-                if row["answer"] == "unavailable" or (row["answer"] is None and row["system"] in down):
+                given_back = (row["answer"] == "unavailable"
+                              or (row["answer"] is None and row["system"] in down))
+                if given_back and row["attempts"] < self.policy.max_attempts * HOLDS_PER_ATTEMPT:
                     error = row["last_error"] if row["answer"] else f"{row['system']} is down"
                     holds.append(lifecycle.Hold(row["id"], retry_at, limit + 1, error))
                     if row["answer"]:
@@ -274,10 +283,12 @@ class CommandRelay:
                 if row["answer"] is None:  # unanswered: its site's consumer is made again before the retry
                     self._site_consumers.pop((row["system"], row["site"]), None)
                 kind: Literal["command_failed", "command_timeout"] = \
-                    "command_failed" if row["answer"] == "failed" else "command_timeout"
+                    "command_failed" if row["answer"] in ("failed", "unavailable") else "command_timeout"
                 reason = (f"answered failed: {row['last_error']}" if row["answer"] == "failed"
+                          else f"answered unavailable {row['attempts']} times: {row['last_error']}"
+                          if row["answer"] == "unavailable"
                           else f"no answer within {self.policy.answer_timeout_s:g}s")
-                if row["attempts"] >= limit:
+                if given_back or row["attempts"] >= limit:
                     given_up[row["id"]] = reason
                     failures.append(CommandFailure(command_id=row["id"], kind=kind, reason=reason,
                                                    system=row["system"],
