@@ -84,6 +84,24 @@ def scrub(text: str) -> str:
     return _NUMBERS.sub(REDACTED, text)
 
 
+# what ends a token: an address or number is never cut across one of these
+_TOKEN_END = re.compile(r"""[\s"',;:{}\[\]()<>]""")
+# past the cut, enough to hold any address or number the patterns find whole (an address is at most 320)
+_SCRUB_MARGIN = 512
+
+
+def excerpt(text: str, limit: int) -> str:
+    """At most `limit` characters of `text`'s start, scrubbed: scrubbed before the cut, so that an address or
+    number crossing it is still found whole, and the token the cut splits dropped (a part of one is not
+    found at all)."""
+    scrubbed = scrub(text[:limit + _SCRUB_MARGIN])
+    if len(scrubbed) <= limit:
+        return scrubbed
+    cut = scrubbed[:limit]
+    last_end = max((m.end() for m in _TOKEN_END.finditer(cut)), default=0)
+    return cut[:last_end] + "…"
+
+
 def scrub_identifier(value: str | None) -> str | None:
     """An id, reference or code kept as it is unless it looks personal, then replaced whole."""
     return REDACTED if value is not None and looks_personal_identifier(value) else value

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.privacy import REDACTED, looks_personal_identifier, redact
+from backend.ingest.validate import Rejected, validate
+from switchboard.privacy import REDACTED, excerpt, looks_personal_identifier, redact
 
 PERSONAL = [
     "ada@example.org", "crm:ada@example.org", "@",
@@ -45,3 +46,21 @@ def test_a_record_s_codes_are_judged_as_an_event_s_and_its_free_text_as_free_tex
         "ticket": "T-1296895340", "counter": "C-123456789", "service": "licence",  # as codes: kept
         "owner": REDACTED, "caller": REDACTED, "slot_start": "2026-12-05T10:00:00+00:00",
         "reason": f"call {REDACTED}", "email": REDACTED, "links": ["queue:T-0042", REDACTED]}
+
+
+@pytest.mark.parametrize("personal", ["jane.doe@example.org", "+44 20 7946 0958", "19800101-1234"])
+@pytest.mark.parametrize("at", range(480, 512, 3))
+def test_an_excerpt_cut_across_an_address_or_number_keeps_none_of_it(personal, at):
+    text = "a" * at + " " + personal + " and more words after it " * 40
+    cut = excerpt(text, 500)
+    assert len(cut) <= 501 and cut.endswith("…")
+    assert not any(part in cut for part in ("jane", "@exa", "+44", "0958", "1980", "7946"))
+    assert excerpt("short " + personal, 500) == f"short {REDACTED}"
+
+
+def test_a_malformed_message_s_stored_excerpt_keeps_no_part_of_the_address_it_was_refused_for():
+    for start in range(490, 512):
+        body = b'{"data": "' + b"a" * start + b' jane.doe@example.org", "x": ' + b"1" * 40
+        refused = validate(body, max_bytes=65536, known_systems=frozenset({"queue"}))
+        assert isinstance(refused, Rejected) and refused.kind == "pii_rejected"
+        assert "jane" not in refused.payload["excerpt"] and "@" not in refused.payload["excerpt"], start

@@ -12,7 +12,7 @@ import msgspec
 from backend.failures.schemas import Failure, FailureImpact
 from backend.ingest.validate import Rejected
 from backend.live.bus import Announcements
-from switchboard.privacy import scrub, scrub_identifier
+from switchboard.privacy import excerpt, scrub_identifier
 
 _READ_AT_ONCE = 500  # failures per query when a change touches many
 
@@ -61,7 +61,7 @@ async def record_inbound(conn: asyncpg.Connection, announce: Announcements,
         _storable((key, r.kind, r.system,
                    *map(scrub_identifier, (r.site, r.subject, r.event_source, r.event_id,
                                                                   r.event_type)),
-                   scrub(r.reason[:1000]), msgspec.json.encode(_storable(r.payload)).decode(),
+                   excerpt(r.reason, 1000), msgspec.json.encode(_storable(r.payload)).decode(),
                    None if r.sender_sites is None else msgspec.json.encode(r.sender_sites).decode()))
         for key, r in once.items()
     ], strict=True))

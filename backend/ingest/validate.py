@@ -25,6 +25,7 @@ from backend.ingest.config import IngestSection
 from switchboard.events import EVENT_TYPES, RESERVED_SYSTEMS, CloudEvent, Code, CommandResult, Event
 from switchboard.privacy import (
     REDACTED,
+    excerpt,
     is_pii_key,
     looks_personal,
     looks_personal_identifier,
@@ -221,7 +222,7 @@ def _opaque_payload(body: bytes) -> dict[str, Any]:
     return {
         "size": len(body),
         "sha256": hashlib.sha256(body).hexdigest(),
-        "excerpt": scrub(body[:512].decode("utf-8", "replace")),
+        "excerpt": excerpt(body[:512 + 1024].decode("utf-8", "replace"), 512),
     }
 
 
@@ -238,7 +239,7 @@ def _envelope_context(doc: dict[str, Any]) -> _FoundBy:
     """The columns a failure is found by, each dropped whole when it looks personal."""
     def text(key: str, container: Any = doc) -> str | None:
         value = container.get(key) if isinstance(container, dict) else None
-        return scrub_identifier(scrub(value[:200])) if isinstance(value, str) else None
+        return scrub_identifier(excerpt(value, 200)) if isinstance(value, str) else None
 
     source = text("source")
     return {
@@ -358,7 +359,7 @@ def rejected_event(event: CloudEvent, kind: FailureKind, reason: str, scope: str
     was sent (free text's rules would take a ticket number's ten digits for a phone number); one refused for
     personal data is never retried and keeps the stricter rules."""
     return Rejected(
-        kind=kind, reason=scrub(reason[:1000]),
+        kind=kind, reason=excerpt(reason, 1000),
         payload=redact(msgspec.to_builtins(event), codes=kind != "pii_rejected"),
         system=event.system,
         site=scrub_identifier(getattr(event.data, "site", None)), subject=scrub_identifier(event.subject),
