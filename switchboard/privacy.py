@@ -16,6 +16,9 @@ REDACTED = "[redacted]"
 _PII_KEYS = frozenset({
     "name", "firstname", "lastname", "fullname", "surname", "givenname", "familyname", "username",
     "displayname",
+    # a person's name under the name of their role ("name" alone as a part would catch `queue_name`)
+    "customername", "visitorname", "clientname", "personname", "patientname", "contactname", "guestname",
+    "applicantname", "callername", "holdername", "membername", "customerfullname",
     "email", "emailaddress", "mail", "phone", "phonenumber", "mobile", "tel", "telephone", "msisdn",
     "address", "street", "streetaddress", "postcode", "postalcode", "zip", "zipcode",
     "birthdate", "dateofbirth", "dob", "birthday", "nationalid", "ssn", "socialsecuritynumber", "passport",

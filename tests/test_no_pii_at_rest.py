@@ -188,3 +188,18 @@ async def snapshot_drift_ignored(api: httpx.AsyncClient, settings, folder, site:
     ignored = await api.post(f"/api/v1/reconciliation/drift/{item['id']}/resolve", headers=headers,
                              json={"action": "ignore", "reason": f"test customer {email}"})
     assert ignored.status_code == 200, ignored.text
+
+
+async def test_an_event_posted_with_unknown_fields_reaches_the_stream_without_them(api, js, token, uid):
+    """Dropped is dropped: what HTTP ingest publishes holds only what the event type knows, and the
+    journey is made of it as usual."""
+    event = cloud_event("customer.arrived", f"queue:U-{uid}",
+                        {"site": f"u-{uid}", "visitor_label": "Jane Doe"})
+    event["x_vendor_note"] = "Jane Doe waited by the door"
+    connector = {"Authorization": f"Bearer {token('connector', system='queue')}"}
+    posted = await api.post("/api/v1/events", json=event, headers=connector)
+    assert posted.status_code == 202 and posted.json()["accepted"], posted.text
+    kept = await js.get_last_msg(EVENTS_STREAM, "svc.events.queue.customer.arrived")
+    stored = msgspec.json.decode(kept.data)
+    assert stored["id"] == event["id"] and stored["data"] == {"site": f"u-{uid}"}
+    assert b"Jane" not in kept.data

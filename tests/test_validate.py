@@ -81,6 +81,8 @@ def test_unknown_non_personal_fields_are_dropped_and_counted():
     ("name", "Ada Lovelace"), ("customer_email", "x"), ("phoneNumber", "x"),
     ("date_of_birth", "1990-01-01"), ("national_id", "x"), ("notes", "came in upset"),
     ("address", "1 Main St"), ("ref_hint", "ada@example.org"), ("contact", "+44 20 7946 0958"),
+    # found in review: a name under its holder's role was dropped as unknown, and left in the stream
+    ("customer_name", "Jane Doe"), ("visitorName", "Jane Doe"), ("patient-name", "Jane Doe"),
 ])
 def test_personal_data_refuses_the_whole_event_and_is_stored_redacted(field, value):
     event = cloud_event("customer.arrived", "queue:T-9", {"site": "north", field: value}, source="/queue")

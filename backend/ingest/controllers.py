@@ -93,8 +93,10 @@ class IngestController(Controller):
                       if isinstance(r, Accepted)]
         # a token limited to sites publishes on its site's subject, as its connector would: the event speaks
         # for that site alone (backend/journeys/merge.py), a heartbeat for its first
+        # an event with fields dropped is published without them: what was dropped is never kept
         acks = await asyncio.gather(
-            *(resources.js.publish(nats_subject(a.event, site=a.scope), part,
+            *(resources.js.publish(nats_subject(a.event, site=a.scope),
+                                   msgspec.json.encode(a.event) if a.dropped_fields else part,
                                    headers={"Nats-Msg-Id": nats_msg_id(a.event.source, a.event.id)})
               for _, part, a in to_publish),
             return_exceptions=True,
