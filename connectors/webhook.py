@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -64,7 +65,25 @@ class WebhookConnector(Connector):
             await self._client.aclose()
 
     async def upstream_status(self) -> Upstream:
+        # down until the target takes a connection again: only a delivery would say so otherwise, and none
+        # comes while the system is down (its commands are held)
+        if not self._reachable:
+            self._reachable = await self._accepts_connections()
         return "up" if self._reachable else "down"
+
+    async def _accepts_connections(self) -> bool:
+        """Whether the target's host takes a TCP connection (no request is sent)."""
+        try:
+            await check_target(self.url, allow_private=self.allow_private)
+            parts = urlsplit(self.url)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                _, writer = await asyncio.open_connection(
+                    parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+            writer.close()
+            await writer.wait_closed()
+        except (OSError, TimeoutError, TargetRefused):
+            return False
+        return True
 
     async def handle(self, command: Command) -> Outcome:
         assert self._client is not None

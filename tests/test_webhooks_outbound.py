@@ -137,3 +137,27 @@ def test_the_webhook_connector_refuses_to_start_with_a_key_anyone_could_guess():
         create_connector(target)
     usable = msgspec.structs.replace(target, webhook_target_secret=SECRET)
     assert create_connector(usable).url == "https://hooks.example.org/in"
+
+
+async def test_a_target_that_went_away_is_down_until_it_takes_connections_again():
+    """While the system is down its commands are held, so no delivery would find it back: the heartbeat's
+    own check does."""
+    server = await asyncio.start_server(Receiver([200]).handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    connector = WebhookConnector(system="ticketing", url=f"http://127.0.0.1:{port}/hooks", secret=SECRET,
+                                 retry_delays=(0.05,), allow_private=True)
+    await connector.start()
+    try:
+        assert (await connector.handle(command())).status == "unavailable"
+        assert await connector.upstream_status() == "down"
+        back = Receiver([200])
+        server = await asyncio.start_server(back.handle, "127.0.0.1", port)
+        assert await connector.upstream_status() == "up"
+        assert back.requests == []  # found back by a connection, not a request
+        assert (await connector.handle(command())).status == "ok"
+    finally:
+        await connector.stop()
+        server.close()
+        await server.wait_closed()
