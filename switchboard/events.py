@@ -43,6 +43,9 @@ Upstream = Literal["up", "degraded", "down"]
 # would make each next event of that journey slower; past it, the event that would add more is refused
 # (backend/ingest/apply.py). A command carries its journey's references, so as many.
 MAX_JOURNEY_REFS = 256
+# Likewise the systems and sites that have placed a journey (`queue`, `queue@north`...): each keeps its claim
+# in the journey's state, which every next event reads and writes whole; a visit has a handful.
+MAX_SITE_AUTHORITIES = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import msgspec
@@ -13,7 +14,7 @@ from backend.ingest.apply import MAX_JOURNEY_REFS
 from backend.ingest.consumer import ApplyWorker
 from backend.live.bus import LiveBus
 from backend.routing.rules import DEFAULT_RULES, load_rules
-from switchboard.events import SEED_SYSTEMS
+from switchboard.events import MAX_SITE_AUTHORITIES, SEED_SYSTEMS
 from switchboard.waits import stop_tasks
 from tests.support.backends import nats_connect
 from tests.support.database import refusing_site
@@ -171,3 +172,21 @@ async def test_a_stream_made_again_numbers_from_one_and_its_failures_are_new_one
     keys = await pool.fetch("SELECT dedupe_key FROM failures WHERE payload->>'excerpt' LIKE $1", f"%{uid}%")
     assert len({r["dedupe_key"] for r in keys}) == 2
     assert all(r["dedupe_key"].startswith(f"nats:{stream}:") and r["dedupe_key"].endswith(":1") for r in keys)
+
+
+async def test_an_event_that_would_take_a_journey_past_its_site_claims_bound_is_an_apply_error(
+        api, js, headers, pool, uid):
+    """Each site subject a connector publishes a journey's event on keeps a claim in its state (`queue@X`):
+    past the bound the next is refused, as for references."""
+    ticket = f"queue:S-{uid}"
+    sites = [f"s{n}-{uid}" for n in range(MAX_SITE_AUTHORITIES + 1)]
+    events = [cloud_event("ticket.called", ticket, {"site": site, "counter": "4"},
+                          time=datetime.now(UTC) + timedelta(seconds=n)) for n, site in enumerate(sites)]
+    for event, site in zip(events, sites, strict=True):
+        await publish(js, event, subject=f"svc.events.queue.ticket.called.{site}")
+
+    [failure] = await eventually(lambda: failures_for(api, headers, site=sites[-1]))
+    assert (failure["kind"], failure["event_id"]) == ("apply_error", events[-1]["id"])
+    assert f"would be placed by {MAX_SITE_AUTHORITIES + 1} systems and sites, more than" in failure["reason"]
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE id = ANY($1::text[])",
+                               [e["id"] for e in events[:-1]]) == MAX_SITE_AUTHORITIES

@@ -31,6 +31,7 @@ from backend.journeys.views import journey_view
 from backend.routing.rules import RuleSet
 from switchboard.events import (
     MAX_JOURNEY_REFS,
+    MAX_SITE_AUTHORITIES,
     CapacityChanged,
     CloudEvent,
     CommandResult,
@@ -301,6 +302,10 @@ async def apply_events(conn: asyncpg.Connection, batch: list[Accepted], *, rules
     for e in events:
         if not isinstance(e, ConnectorHeartbeat):
             latencies.setdefault(e.system, traffic.counter())[traffic.bucket(now - e.time)] += 1
+    for row in journey_rows:
+        if len(row.state.sites) > MAX_SITE_AUTHORITIES:
+            raise JourneyTooLargeError(f"journey {row.id} would be placed by {len(row.state.sites)} systems"
+                                       f" and sites, more than {MAX_SITE_AUTHORITIES}")
     written = await conn.fetch(
         _WRITE,
         _rows(journey_rows),
