@@ -166,3 +166,28 @@ async def test_health_readiness_metrics_and_openapi_are_public(api):
     operation_ids = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
     assert {"listJourneys", "getJourney", "getFlow", "getCapacity", "listFailures",
             "postEvents"} <= operation_ids
+
+
+async def test_a_journey_s_page_holds_its_newest_thousand_events_and_says_earlier_ones_are_left_out(
+        api, js, pool, reader, uid):
+    site, ticket = f"long-{uid}", f"queue:L-{uid}"
+    start = datetime.now(UTC) - timedelta(days=1)
+    await publish(js, cloud_event("customer.arrived", ticket, {"site": site}, time=start))
+
+    async def made():
+        page = (await api.get("/api/v1/journeys", params={"ref": ticket}, headers=reader)).json()
+        return page["items"]
+
+    [journey] = await eventually(made)
+    # a connector's reminders, thousands of them: written straight to the log, as the apply would
+    await pool.execute(
+        "INSERT INTO events (source, id, type, subject, site, time, data, journey_id) SELECT '/queue',"
+        " $1 || g, 'reminder.sent', $2, $3, $4::timestamptz + make_interval(secs => g), '{}', $5"
+        " FROM generate_series(1, 1500) g", f"r-{uid}-", ticket, site, start, journey["id"])
+    detail = (await api.get(f"/api/v1/journeys/{journey['id']}", headers=reader)).json()
+    assert detail["earlier_events"] is True
+    assert [e["id"] for e in detail["timeline"]] == [f"r-{uid}-{g}" for g in range(501, 1501)]
+    await pool.execute("DELETE FROM events WHERE journey_id = $1 AND time < $2::timestamptz"
+                       " + make_interval(secs => 501)", journey["id"], start)
+    whole = (await api.get(f"/api/v1/journeys/{journey['id']}", headers=reader)).json()
+    assert whole["earlier_events"] is False and len(whole["timeline"]) == 1000

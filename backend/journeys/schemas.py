@@ -62,7 +62,8 @@ class TimelineEntry(msgspec.Struct):
 
 
 class JourneyDetail(Journey, kw_only=True):
-    timeline: list[TimelineEntry]
+    timeline: list[TimelineEntry]  # its newest 1,000 events at most, oldest first
+    earlier_events: bool = False  # older events than the timeline's first are left out
     # what Switchboard sent for it, what went wrong with it and where the systems disagree about it
     commands: list[CommandState] = []
     failures: list[Failure] = []

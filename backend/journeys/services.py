@@ -21,6 +21,8 @@ from backend.reconciliation.services import get_drift
 _state = msgspec.json.Decoder(JourneyState)
 # A journey's page shows at most this many of its commands, failures and drift items (newest first).
 DETAIL_LIMIT = 200
+# and at most this many of its events, the newest (`earlier_events` says when there are more)
+TIMELINE_LIMIT = 1000
 # Prefix ranges over the text_pattern_ops indexes of sql/014: each reads only the entries of its prefix.
 _FOUND_BY_PREFIX = """(
     SELECT r.journey_id FROM journey_refs r WHERE lower(r.ref) ~>=~ {lo} AND lower(r.ref) ~<~ {hi}
@@ -111,10 +113,12 @@ async def journey_detail(conn: asyncpg.Connection, row: asyncpg.Record,
     """A journey (`find_journey`'s row) with its timeline, commands, failures and drift; its commands,
     failures and drift are those of `sites` only (None: every site): a failure another site's connector
     caused about this journey's reference is that site's."""
-    timeline = await conn.fetch(
+    # the newest events, oldest first: a journey's events are not bounded, its page is
+    newest = await conn.fetch(
         "SELECT source, id, type, time, applied_at, scope FROM events WHERE journey_id = $1"
-        " ORDER BY time, source, id",
-        row["id"])
+        " ORDER BY time DESC, source DESC, id DESC LIMIT $2",
+        row["id"], TIMELINE_LIMIT + 1)
+    timeline = newest[:TIMELINE_LIMIT][::-1]
     commands, _ = await list_commands(conn, sites=sites, system=None, status=None, journey=row["id"],
                                       limit=DETAIL_LIMIT, cursor=None)
     refs = list(row["refs"])
@@ -128,6 +132,7 @@ async def journey_detail(conn: asyncpg.Connection, row: asyncpg.Record,
         " AND ($4::text[] IS NULL OR site = ANY($4::text[])) ORDER BY id DESC LIMIT $3",
         await _ids_of(conn, row["id"]), refs, DETAIL_LIMIT, sites)
     return to_journey(row, JourneyDetail, timeline=[TimelineEntry(**dict(t)) for t in timeline],  # type: ignore[return-value]
+                      earlier_events=len(newest) > TIMELINE_LIMIT,
                       commands=commands,
                       failures=await get_failures(conn, [r["id"] for r in failure_ids]),
                       drift=await get_drift(conn, [r["id"] for r in drift_ids]))

@@ -70,6 +70,9 @@ def show_journey(journey: dict[str, Any], sites: SiteBook) -> None:
                 ui.label("–" if value in (None, [])
                          else ", ".join(value) if isinstance(value, list) else str(value))
     ui.label("Timeline").classes("font-medium")
+    if journey.get("earlier_events"):
+        ui.label(f"Its newest {len(journey['timeline'])} events; earlier ones are left out.") \
+            .classes("text-sm text-gray-500")
     _table([e | {"time": sites.moment(e["time"], site), "applied_at": sites.moment(e["applied_at"], site),
                  "note": _not_counted(e.get("scope"), site)}
             for e in journey["timeline"]], ("time", "type", "source", "applied_at", "note"), "timeline")
