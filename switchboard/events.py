@@ -166,6 +166,14 @@ class CloudEvent(msgspec.Struct, kw_only=True, tag_field="type", forbid_unknown_
         """
         return f"{(self.time - _EPOCH) // _MICROSECOND:017d}|{self.source}|{self.id}"
 
+    def key_by(self, now: datetime) -> str:
+        """`key`, dated `now` at the latest: for state that is only ever the newest report (capacity, a
+        connector's heartbeat), where one report from a clock running ahead must not outrank the reports
+        after it."""
+        if self.time <= now:
+            return self.key
+        return f"{(now - _EPOCH) // _MICROSECOND:017d}|{self.source}|{self.id}"
+
 
 class AppointmentBooked(CloudEvent, tag="appointment.booked", kw_only=True):
     data: AppointmentBookedData

@@ -111,6 +111,39 @@ async def test_a_connector_reporting_degraded_then_down_moves_its_system(api, js
         await pool.execute("DELETE FROM heartbeats WHERE connector = $1", connector)
 
 
+async def test_a_heartbeat_from_a_clock_running_ahead_does_not_outrank_the_ones_after_it(
+        api, js, pool: asyncpg.Pool, token, uid):
+    """Found in review: its key stayed ahead, so every later heartbeat (dated right) was dropped as older,
+    and the system read down until real time caught up with the one from the clock running ahead."""
+    system, connector = "lab_clock", f"lab-clock-{uid}"
+    headers = {"Authorization": f"Bearer {token('sre', '*')}"}
+    try:
+        await publish(js, heartbeat(system, connector, "down", age=-timedelta(seconds=240)))
+        await eventually(lambda: with_status(api, headers, system, "down"))
+        await publish(js, heartbeat(system, connector, "up"))
+        await eventually(lambda: with_status(api, headers, system, "up", "heartbeats on time"))
+    finally:
+        await pool.execute("DELETE FROM heartbeats WHERE connector = $1", connector)
+
+
+async def test_capacity_from_a_clock_running_ahead_does_not_outrank_the_reports_after_it(api, js, token, uid):
+    site = f"cap-clock-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    report = {"site": site, "counters_open": 4, "counters_busy": 1, "staff_on_duty": 5}
+    ahead = datetime.now(UTC) + timedelta(seconds=240)
+    await publish(js, cloud_event("capacity.changed", f"site:{site}", {**report, "queue_length": 9},
+                                  source="/queue", time=ahead))
+
+    async def queue_length(expected: int) -> bool:
+        items = (await api.get("/api/v1/capacity", params={"site": site}, headers=reader)).json()["items"]
+        return bool(items) and items[0]["queue_length"] == expected
+
+    await eventually(lambda: queue_length(9))
+    await publish(js, cloud_event("capacity.changed", f"site:{site}", {**report, "queue_length": 2},
+                                  source="/queue"))
+    await eventually(lambda: queue_length(2))
+
+
 async def test_integration_figures_reflect_real_traffic(api, js, token, uid):
     system, site = "lab_traffic", f"site-{uid}"
     headers = {"Authorization": f"Bearer {token('manager', [site])}"}

@@ -315,9 +315,10 @@ async def apply_events(conn: asyncpg.Connection, batch: list[Accepted], *, rules
                for e, a in zip(events, fresh, strict=True)]),
         _rows(commands),
         _rows([_CapacityRow(e.data.site, e.data.counters_open, e.data.counters_busy, e.data.staff_on_duty,
-                            e.data.queue_length, e.key, e.time)
-               for e in _latest_per_subject([e for e in events if isinstance(e, CapacityChanged)])]),
-        _rows(_heartbeat_rows(fresh)),
+                            e.data.queue_length, e.key_by(now), min(e.time, now))
+               for e in _latest_per_subject([e for e in events if isinstance(e, CapacityChanged)],
+                                            now)]),
+        _rows(_heartbeat_rows(fresh, now)),
         live,
         _rows(traffic.rows(latencies)),
     )
@@ -371,8 +372,8 @@ async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]
 # never scanned per row, so the statement stays linear in the batch). It answers with every written journey's
 # references and `updated_at`, in the order given: the live feed publishes them without reading them back.
 # Capacity and heartbeats keep only the newest event per site, or per system and connector, whatever order
-# they arrive in. Each system's events are added to its traffic of the minute
-# (backend/integrations/traffic.py).
+# they arrive in, each dated when it arrived at the latest (`key_by`). Each system's events are added to its
+# traffic of the minute (backend/integrations/traffic.py).
 _WRITE = """
 WITH new_refs AS (
     SELECT ref, journey_id FROM jsonb_populate_recordset(NULL::journey_refs, $2::jsonb)
@@ -435,7 +436,7 @@ FROM unnest($7::uuid[]) WITH ORDINALITY AS j(id, n) LEFT JOIN added a ON a.journ
 """
 
 
-def _heartbeat_rows(fresh: list[Accepted]) -> list[_HeartbeatRow]:
+def _heartbeat_rows(fresh: list[Accepted], now: datetime) -> list[_HeartbeatRow]:
     """The latest heartbeat of each connector, keyed by the system it is authenticated as; its
     `connector:<name>` is only a label, to which a connector limited to sites adds the site it spoke for
     (`<name>@<site>`), so that it never reports for another connector."""
@@ -445,16 +446,16 @@ def _heartbeat_rows(fresh: list[Accepted]) -> list[_HeartbeatRow]:
             name = event.subject.removeprefix("connector:")
             label = name if accepted.scope is None else f"{name}@{accepted.scope}"
             at = (event.system, label)
-            if at not in latest or event.key > latest[at][1].key:
+            if at not in latest or event.key_by(now) > latest[at][1].key_by(now):
                 latest[at] = label, event
-    return [_HeartbeatRow(label, e.system, e.data.upstream, e.data.version, e.key, e.time)
+    return [_HeartbeatRow(label, e.system, e.data.upstream, e.data.version, e.key_by(now), e.time)
             for label, e in latest.values()]
 
 
-def _latest_per_subject(events: list[_E]) -> list[_E]:
+def _latest_per_subject(events: list[_E], now: datetime) -> list[_E]:
     latest: dict[str, _E] = {}
     for event in events:
         at = event.subject
-        if at not in latest or event.key > latest[at].key:
+        if at not in latest or event.key_by(now) > latest[at].key_by(now):
             latest[at] = event
     return list(latest.values())

@@ -26,7 +26,7 @@ JWT_SECRET = "fake-jwt-secret-for-tests-only-never-deployed"
 
 
 LAB_SYSTEMS = ("lab_health", "lab_degraded", "lab_traffic", "lab_pace", "lab_floor", "lab_board", "lab_scope",
-               "lab_rogue")
+               "lab_rogue", "lab_clock")
 
 
 def with_database(url: str, name: str) -> str:
