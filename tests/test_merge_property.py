@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
@@ -26,6 +26,7 @@ from backend.journeys.merge import JourneyState, copy, fold, merge
 from backend.live.bus import LiveBus
 from backend.routing.rules import DEFAULT_RULES, load_rules
 from switchboard.events import RESERVED_SYSTEMS, SEED_SYSTEMS, Event
+from tests.support.events import cloud_event
 from tools.reference_merge import expected_journey, observed
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -238,3 +239,19 @@ def test_no_later_event_of_another_system_moves_a_journey_whatever_its_site_or_l
         }, Event))
     attacked = _state(rng.sample(decoded + claims, len(decoded) + len(claims)))
     assert (attacked.value("site"), attacked.value("placed_by")) == (owner_state.value("site"), owner)
+
+
+def test_a_stage_keeps_its_earliest_moment_whatever_zones_it_was_reported_in():
+    """Found in review: stage times were compared as text with their own offsets, so 10:05+01:00 (09:05 UTC)
+    lost to 09:20+00:00 and the journey arrived 15 minutes late."""
+    paris = timezone(timedelta(hours=1))
+    queue = msgspec.convert(cloud_event("customer.arrived", "queue:T-1", {"site": "north"},
+                                        time=datetime(2026, 1, 5, 10, 5, tzinfo=paris)), Event)
+    desk = msgspec.convert(cloud_event("customer.arrived", "queue:T-1", {"site": "north"},
+                                       time=datetime(2026, 1, 5, 9, 20, tzinfo=UTC)), Event)
+    for first, then in ((queue, desk), (desk, queue)):
+        state = fold(fold(JourneyState(), first), then)
+        assert state.reached["arrived"] == "2026-01-05T09:05:00+00:00"
+    # a state stored before times were kept in UTC
+    stored = JourneyState(reached={"arrived": "2026-01-05T10:05:00+01:00"})
+    assert fold(stored, desk).reached["arrived"] == "2026-01-05T10:05:00+01:00"

@@ -26,7 +26,7 @@ the journey is a function of the set of (event, scope) pairs, as before of event
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -146,7 +146,7 @@ def _attributes(a: JourneyState, b: JourneyState) -> JourneyState:
     merged.stage = _latest(a.stage, b.stage)
     reached = dict(a.reached)
     for stage, at in b.reached.items():
-        if stage not in reached or at < reached[stage]:
+        if stage not in reached or _before(at, reached[stage]):
             reached[stage] = at
     merged.reached = reached
     return merged
@@ -192,7 +192,16 @@ def merge(a: JourneyState, b: JourneyState) -> JourneyState:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.isoformat()
+    """In UTC: the stage times of one journey come from systems in any zone, and are compared."""
+    return moment.astimezone(UTC).isoformat()
+
+
+def _before(a: str, b: str) -> bool:
+    """Whether the moment `a` (ISO 8601) is before `b`: as text when both are in UTC (every time stored since
+    2026-12-07), else as moments (one offset's text sorts before another's whatever the moments)."""
+    if a.endswith("+00:00") and b.endswith("+00:00"):
+        return a < b
+    return datetime.fromisoformat(a) < datetime.fromisoformat(b)
 
 
 def contributions(event: CloudEvent) -> tuple[list[tuple[str, Stamped]], dict[str, str]]:
@@ -262,7 +271,7 @@ def _take(target: JourneyState, values: list[tuple[str, Stamped]], reached: dict
         if current is None or stamped.key > current.key:
             setattr(target, name, stamped)
     for stage, at in reached.items():
-        if stage not in target.reached or at < target.reached[stage]:
+        if stage not in target.reached or _before(at, target.reached[stage]):
             target.reached[stage] = at
 
 
