@@ -191,7 +191,7 @@ def merge(a: JourneyState, b: JourneyState) -> JourneyState:
     return merged
 
 
-def _iso(moment: datetime) -> str:
+def _utc(moment: datetime) -> str:
     """In UTC: the stage times of one journey come from systems in any zone, and are compared."""
     return moment.astimezone(UTC).isoformat()
 
@@ -207,7 +207,7 @@ def _before(a: str, b: str) -> bool:
 def contributions(event: CloudEvent) -> tuple[list[tuple[str, Stamped]], dict[str, str]]:
     """What a single journey event says: stamped attribute values, and the stage times it reaches."""
     key = event.key
-    at = _iso(event.time)
+    at = _utc(event.time)
     values: list[tuple[str, Stamped]] = []
     reached: dict[str, str] = {}
 
@@ -220,9 +220,9 @@ def contributions(event: CloudEvent) -> tuple[list[tuple[str, Stamped]], dict[st
         case AppointmentBooked(data=d):
             reach("booked")
             values += [("service", Stamped(key, d.service)), ("channel", Stamped(key, d.channel)),
-                       ("slot_start", Stamped(key, _iso(d.slot_start)))]
+                       ("slot_start", Stamped(key, d.slot_start.isoformat()))]
         case AppointmentRescheduled(data=d):
-            values.append(("slot_start", Stamped(key, _iso(d.slot_start))))
+            values.append(("slot_start", Stamped(key, d.slot_start.isoformat())))
         case AppointmentCancelled(data=d):
             reach("cancelled")
             values.append(("outcome", Stamped(key, d.reason_code)))
