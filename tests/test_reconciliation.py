@@ -440,6 +440,31 @@ async def test_a_bulk_resolve_takes_the_oldest_500_and_the_next_preview_the_rest
     assert (preview["matched"], preview["acting"]) == (3, 3)
 
 
+async def test_a_repair_whose_system_cannot_be_read_is_open_again_once_it_is_past_its_timeout(pool, uid):
+    """Found in review: an item whose check-read failed stayed `repairing` for ever, and 200 of them kept
+    every later one from being checked. No queue connector runs here, so the system cannot be read."""
+    site = f"rec-{uid}"
+    run_id = await pool.fetchval("INSERT INTO reconciliation_runs (system, site, day, trigger) VALUES"
+                                 " ('queue', $1, current_date, 'on_demand') RETURNING id", site)
+    waiting = '{"waiting_for": "events", "events": []}'  # its corrective events (none) all applied
+    old, recent = [await pool.fetchval(
+        "INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, kind, status, action, last_check,"
+        " updated_at) VALUES ($1, $2, 'queue', $3, $4, 'missing_here', 'repairing', 'accept_source',"
+        " $5::jsonb, now() - $6::interval) RETURNING id", f"{name}-{uid}", run_id, site, f"queue:{name}-{uid}",
+        waiting, age) for name, age in (("OLD", timedelta(hours=2)), ("RECENT", timedelta()))]
+
+    async def reopened() -> asyncpg.Record | None:
+        return await pool.fetchrow("SELECT status, last_check FROM drift_items WHERE id = $1"
+                                   " AND status = 'open'", old)
+
+    row = await eventually(reopened, timeout=30)
+    check = msgspec.json.decode(row["last_check"])
+    assert check["found"] == "not verified" and "queue could not be read" in check["note"], check
+    still = await pool.fetchrow("SELECT status, last_check FROM drift_items WHERE id = $1", recent)
+    assert still["status"] == "repairing"
+    assert msgspec.json.decode(still["last_check"])["events"] == []  # what it waits for is kept
+
+
 async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js, stack, token, uid, tmp_path):
     site = f"rec-{uid}"
     sre = bearer(token, "sre", [site])

@@ -34,7 +34,8 @@ async def _ready(conn: asyncpg.Connection, timeout: timedelta) -> tuple[list[asy
         "SELECT d.*, c.status AS command_status, c.last_error AS command_error FROM drift_items d"
         " LEFT JOIN commands c ON c.id = d.command_id WHERE d.status = 'repairing'"
         " AND (d.action <> 'push_ours' OR c.status IS NULL OR c.status IN ('ok', 'failed'))"
-        " ORDER BY d.id LIMIT $1", _BATCH)
+        # those whose system could not be read last time after the others: they never crowd them out
+        " ORDER BY d.last_check->>'tried_at' NULLS FIRST, d.id LIMIT $1", _BATCH)
     ready, reopened = [], []
     now = datetime.now(UTC)
     for row in rows:
@@ -57,6 +58,23 @@ async def _ready(conn: asyncpg.Connection, timeout: timedelta) -> tuple[list[asy
                                               {"found": "not verified", "note": note}):
             reopened.append(row["id"])
     return ready, reopened
+
+
+async def _unread(conn: asyncpg.Connection, rows: list[asyncpg.Record], timeout: timedelta,
+                  why: str) -> list[int]:
+    """Items whose system could not be read for their check: open again once their repair is older than
+    `timeout` (a system never read again must not leave them repairing for ever), else tried again after the
+    others. The ids reopened."""
+    now, reopened = datetime.now(UTC), []
+    for row in rows:
+        if row["updated_at"] + timeout < now and await _settle(
+                conn, row["id"], "open", {"found": "not verified",
+                                          "note": f"not checked within {timeout.total_seconds():g}s: {why}"}):
+            reopened.append(row["id"])
+    await conn.execute(
+        "UPDATE drift_items SET last_check = coalesce(last_check, '{}') || jsonb_build_object('tried_at',"
+        " now()) WHERE id = ANY($1::bigint[]) AND status = 'repairing'", [r["id"] for r in rows])
+    return reopened
 
 
 async def _settle(conn: asyncpg.Connection, drift_id: int, status: str, check: dict[str, Any]) -> bool:
@@ -87,6 +105,7 @@ async def verify_repairs(pool: asyncpg.Pool, bus: LiveBus, client: SnapshotClien
                 records = await client.refs(system, site, datetime.now(UTC).date(), refs, skipped)
             except Unreachable as exc:
                 log.info("repairs of %s at %s wait: %s", system, site, exc)
+                settled += await _unread(conn, rows, timeout, f"{system} could not be read: {exc}")
                 continue
             absent = [r for r in refs if r not in records and r not in skipped]
             findings = await assess(conn, system, records.values(), absent, stale_after=stale_after)
