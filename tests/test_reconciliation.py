@@ -450,8 +450,9 @@ async def test_a_repair_whose_system_cannot_be_read_is_open_again_once_it_is_pas
     old, recent = [await pool.fetchval(
         "INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, kind, status, action, last_check,"
         " updated_at) VALUES ($1, $2, 'queue', $3, $4, 'missing_here', 'repairing', 'accept_source',"
-        " $5::jsonb, now() - $6::interval) RETURNING id", f"{name}-{uid}", run_id, site, f"queue:{name}-{uid}",
-        waiting, age) for name, age in (("OLD", timedelta(hours=2)), ("RECENT", timedelta()))]
+        " $5::jsonb, now() - $6::interval) RETURNING id", f"{name}-{uid}", run_id, site,
+        f"queue:{name}-{uid}", waiting, age)
+        for name, age in (("OLD", timedelta(hours=2)), ("RECENT", timedelta()))]
 
     async def reopened() -> asyncpg.Record | None:
         return await pool.fetchrow("SELECT status, last_check FROM drift_items WHERE id = $1"
