@@ -8,8 +8,8 @@ the system (no event), a record Switchboard never heard of, a reference the syst
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -753,6 +753,43 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(server_url
             triggers = {r["trigger"] for r in await pool.fetch(
                 "SELECT trigger FROM reconciliation_runs WHERE site = $1", site)}
             assert triggers == {"schedule"}
+
+
+async def test_a_replay_that_cannot_read_the_records_keeps_its_runs_and_waits(js, pool, stack, uid, tmp_path):
+    """Found in review: its runs were kept only at its end, so a system whose day reads worked but whose
+    lookups failed had a full run made for every day of the fallback again at every round."""
+    site = f"rec-{uid}"
+    queue = still_queue(site)
+    lookups: list[str] = []
+    read = queue.lookup
+
+    async def lookup_fails_after_the_run(site: str, day: date, refs: Sequence[str]) -> Sequence[Any]:
+        lookups.append(site)
+        if len(lookups) == 1:  # the run's
+            return await read(site, day, refs)
+        raise ConnectionError("the queue system's lookups are down")
+
+    queue.lookup = lookup_fails_after_the_run  # type: ignore[method-assign]
+    async with running(stack.settings, tmp_path, queue):
+        fallback_id = await _fallback(pool, site, datetime.now(UTC))
+        made = f"queue:M-001-{uid}"
+        step = cloud_event("customer.arrived", made, {"site": site}, source="/manual/floor1")
+        await publish_as_backend(js, stack.settings, step)
+        await _ledger(pool, fallback_id, [("check_in", made, step)])
+        await eventually(lambda: pool.fetchval("SELECT count(*) FROM events WHERE id = $1", step["id"]))
+        await pool.execute("UPDATE fallbacks SET status = 'replaying', ended_by = 'floor1', ended_at = now()"
+                           " WHERE id = $1", fallback_id)
+
+        async def unread() -> dict[str, Any] | None:
+            replay = await pool.fetchval("SELECT replay FROM fallbacks WHERE id = $1", fallback_id)
+            return msgspec.json.decode(replay) if replay and "unread_at" in replay else None
+
+        kept = await eventually(unread, timeout=30)
+    made_runs = await pool.fetch("SELECT id FROM reconciliation_runs WHERE site = $1 AND trigger ="
+                                 " 'fallback_end'", site)
+    assert kept["runs"] == [r["id"] for r in made_runs] and len(made_runs) == 1, (kept, made_runs)
+    assert (kept["pushed"], kept["in_system"], kept["conflicts"]) == (0, 0, []) and len(lookups) >= 2
+    assert await pool.fetchval("SELECT status FROM fallbacks WHERE id = $1", fallback_id) == "replaying"
 
 
 async def test_a_step_refused_then_applied_by_a_retry_of_its_failure_is_replayed(

@@ -17,6 +17,7 @@ The fallback then ends with the counts in `replay`. Command ids derive from (fal
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,8 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection,
             " AND status = 'unreachable' AND started_at > now() - make_interval(secs => $3) LIMIT 1",
             system, site, _UNREACHABLE_PAUSE_S):
         return None  # the system was away moments ago: ask again in a while, not every round
+    if time.time() - earlier.get("unread_at", 0.0) < _UNREACHABLE_PAUSE_S:
+        return None  # its records could not be read moments ago: likewise
     if await _unsettled_steps_sent_again(reconciler, conn, fallback_id):
         return None
     if not runs:  # a replay that waited for the system has had its runs
@@ -96,6 +99,8 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection,
             if run is None or run.status != "done":
                 return None  # running elsewhere, or the system is still away: the next round tries again
             runs.append(run.id)
+        # kept at once: a replay that cannot read the records next does not make its runs again
+        await _keep_progress(conn, fallback_id, earlier, runs)
     ledger = await conn.fetch("SELECT DISTINCT ref FROM fallback_ledger WHERE fallback_id = $1"
                               " AND replay_status = 'pending' ORDER BY ref", fallback_id)
     refs = [r["ref"] for r in ledger]
@@ -104,6 +109,7 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection,
         records = await reconciler.client.refs(system, site, datetime.now(UTC).date(), refs,
                                                 skipped) if refs else {}
     except Unreachable:
+        await _keep_progress(conn, fallback_id, earlier, runs, unread_at=time.time())
         return None
     if skipped:  # the system has these records, unread: a push would overwrite them, so they stay pending
         log.warning("fallback %s: %d record(s) wait, the system's being one Switchboard cannot keep: %s",
@@ -159,6 +165,15 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection,
     if changed:
         await live.publish_drift(reconciler.resources.live, conn, changed)
     return summary
+
+
+async def _keep_progress(conn: asyncpg.Connection, fallback_id: int, earlier: dict[str, Any], runs: list[int],
+                         **extra: float) -> None:
+    """The replay so far, as its summary reads it, with its runs: what a later round starts from."""
+    progress = {"pushed": earlier.get("pushed", 0), "in_system": earlier.get("in_system", 0),
+                "conflicts": earlier.get("conflicts", []), "runs": runs, **extra}
+    await conn.execute("UPDATE fallbacks SET replay = $2::jsonb WHERE id = $1 AND status = 'replaying'",
+                       fallback_id, _encode(progress).decode())
 
 
 async def _unsettled_steps_sent_again(reconciler: Reconciler, conn: asyncpg.Connection,
