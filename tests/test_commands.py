@@ -437,3 +437,23 @@ async def test_a_command_answered_unavailable_for_ever_becomes_a_failure_after_f
 def test_the_backoff_stays_within_its_ceiling_however_many_attempts():
     policy = DeliveryPolicy(answer_timeout_s=5, backoff_s=0.5, backoff_max_s=300, max_attempts=5)
     assert all(150 <= policy.backoff(attempt).total_seconds() <= 300 for attempt in (20, 1025, 10**6))
+
+
+async def test_a_merge_takes_the_absorbed_journey_s_commands_to_the_survivor(api, js, token, uid):
+    """Found in review: they kept the absorbed id, so a held one no longer held the survivor's later
+    commands back (a journey's commands to one system go out in order)."""
+    site = f"site-{uid}"
+    reader = {"Authorization": f"Bearer {token('manager', [site])}"}
+    appt, ticket = f"appointments:A-{uid}", f"queue:T-{uid}"
+    await publish(js, cloud_event("customer.arrived", ticket, {"site": site}))
+    await publish(js, phone_booking(appt, site))
+    [made] = await eventually(lambda: commands_of(api, reader, site=site))
+    await publish(js, cloud_event("customer.arrived", ticket, {"site": site, "links": [appt]}))
+
+    async def merged() -> dict | None:
+        page = (await api.get("/api/v1/journeys", params={"ref": ticket}, headers=reader)).json()["items"]
+        return page[0] if page and appt in page[0]["refs"] else None
+
+    survivor = await eventually(merged)
+    [command] = await commands_of(api, reader, site=site)
+    assert command["id"] == made["id"] and command["journey_id"] == survivor["id"]

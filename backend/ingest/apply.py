@@ -351,12 +351,15 @@ async def prepare(conn: asyncpg.Connection) -> None:
 
 
 async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]]) -> None:
-    """Journeys absorbed by a link: their references, events and aliases go to the survivor, their rows
-    away."""
+    """Journeys absorbed by a link: their references, events, commands and aliases go to the survivor, their
+    rows away (a journey's commands go out in order: an absorbed one's held command holds the survivor's
+    later ones back too)."""
     olds, news = map(list, zip(*merged_away, strict=True))
     for statement in (
         "UPDATE journey_refs r SET journey_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
         " WHERE r.journey_id = m.old",
+        "UPDATE commands c SET journey_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
+        " WHERE c.journey_id = m.old",
         "UPDATE events e SET journey_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
         " WHERE e.journey_id = m.old",
         "UPDATE journey_aliases a SET new_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
