@@ -190,3 +190,38 @@ async def test_an_event_that_would_take_a_journey_past_its_site_claims_bound_is_
     assert f"would be placed by {MAX_SITE_AUTHORITIES + 1} systems and sites, more than" in failure["reason"]
     assert await pool.fetchval("SELECT count(*) FROM events WHERE id = ANY($1::text[])",
                                [e["id"] for e in events[:-1]]) == MAX_SITE_AUTHORITIES
+
+
+async def test_a_database_refusing_writes_for_a_while_holds_the_events_back_and_records_no_failure(
+        api, js, headers, pool, uid):
+    """Found in review: read-only (a replica being promoted) was taken for the event's fault, one event at a
+    time, and each was recorded an `apply_error` and acknowledged."""
+    site, attempts = f"ro-{uid}", f"ro_attempts_{uid}"
+    await pool.execute(f"""
+        CREATE SEQUENCE {attempts};
+        GRANT USAGE ON SEQUENCE {attempts} TO PUBLIC;
+        CREATE FUNCTION {attempts}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.site = '{site}' THEN
+            PERFORM nextval('{attempts}');  -- a sequence counts even in a transaction rolled back
+            RAISE EXCEPTION 'in recovery' USING ERRCODE = 'read_only_sql_transaction';
+        END IF; RETURN NEW; END $$;
+        CREATE TRIGGER {attempts} BEFORE INSERT ON journeys FOR EACH ROW EXECUTE FUNCTION {attempts}();
+    """)
+    event = cloud_event("customer.arrived", f"queue:RO-{uid}", {"site": site})
+    try:
+        await publish(js, event)
+
+        async def tried_again() -> bool:
+            return await pool.fetchval(f"SELECT last_value >= 3 FROM {attempts}")
+
+        await eventually(tried_again, timeout=30)
+        assert await failures_for(api, headers, site=site) == []
+    finally:
+        await pool.execute(f"DROP TRIGGER {attempts} ON journeys; DROP FUNCTION {attempts}();"
+                           f" DROP SEQUENCE {attempts}")
+
+    async def applied() -> bool:
+        return await pool.fetchval("SELECT count(*) FROM events WHERE id = $1", event["id"]) == 1
+
+    await eventually(applied, timeout=30)
+    assert await failures_for(api, headers, site=site) == []

@@ -47,10 +47,12 @@ log = logging.getLogger(__name__)
 
 # Worth retrying the whole batch: another replica held a lock we needed.
 _CONTENTION = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.LockNotAvailableError)
-# The database itself is unreachable: keep the messages unacknowledged and wait.
+# The database itself is unreachable, or refuses every write for now (read-only while a replica is promoted,
+# a query an operator cancelled): keep the messages unacknowledged and wait.
 _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                 asyncpg.ConnectionDoesNotExistError,
-                asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError)
+                asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError,
+                asyncpg.ReadOnlySQLTransactionError, asyncpg.QueryCanceledError)
 
 _CONTENTION_RETRIES = 8
 _NO_SUCH_MESSAGE = 10037  # JetStream's "no message found"
