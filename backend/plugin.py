@@ -54,7 +54,7 @@ from backend.live.handshake import QueryTokenMiddleware
 from backend.live.hub import LiveHub
 from backend.live.service import LiveService
 from backend.operations.controllers import OperationsController
-from backend.rate_limits import rate_limits
+from backend.rate_limits import forget_expired_counts, rate_limits
 from backend.reconciliation.controllers import ReconciliationController
 from backend.reconciliation.scheduler import Reconciler
 from backend.reports.controllers import ReportController
@@ -163,7 +163,8 @@ class SwitchboardPlugin(InitPluginProtocol):
                  asyncio.create_task(monitor.run(), name="integration-monitor"),
                  asyncio.create_task(sampler.run(), name="metrics-sampler"),
                  asyncio.create_task(partitions.keep_partitions(pool), name="event-partitions"),
-                 asyncio.create_task(reconciler.run_forever(), name="reconciler")]
+                 asyncio.create_task(reconciler.run_forever(), name="reconciler"),
+                 asyncio.create_task(forget_expired_counts(app), name="rate-limit-counts")]
         tasks += self._alert_tasks(pool, bus)
         reports = settings.reports
         if reports.reports_interval_s > 0:
