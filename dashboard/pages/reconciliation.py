@@ -139,7 +139,11 @@ class ReconciliationView:
             if select.options != options:
                 select.set_options(options, value=select.value if select.value in options else ANY)
         drift = open_drift(entries, self.filters)
-        self.count.set_text(f"{len(drift)} open drift item{'s' * (len(drift) != 1)} match")
+        # the live topic holds the newest items only: the status rows count every one
+        in_all = sum(e["status"]["open_drift"] for e in entries if e.get("status"))
+        beyond = (f" among the newest {len(everything)}; {in_all} are open in all (resolving all matching"
+                  " reaches them, 500 at a time)") if in_all > len(everything) else ""
+        self.count.set_text(f"{len(drift)} open drift item{'s' * (len(drift) != 1)} match{beyond}")
         self.drift_table.rows = [
             {c["field"]: _text(d.get(c["field"])) if c["field"] in ("ours", "theirs", "field")
              else d.get(c["field"]) for c in _DRIFT_COLUMNS}

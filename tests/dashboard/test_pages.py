@@ -274,6 +274,7 @@ async def test_resolve_all_says_when_it_plans_only_the_oldest_drift(board: Board
                        f"board-bulk-{uid}-", run_id, site)
     await board.sign_in(token("sre", [site]))
     await board.user.open("/reconciliation")
+    await board.user.should_see("503 are open in all (resolving all matching reaches them, 500 at a time)")
     board.user.find("Resolve all matching…").click()
     await board.user.should_see("503 open drift items match; the oldest 500 are planned here;")
 
