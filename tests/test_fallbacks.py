@@ -163,6 +163,22 @@ async def _journey_by_ref(api, headers, ref):
     return items[0] if items else None
 
 
+async def test_a_customer_called_already_is_not_called_again_by_a_second_desk(api, token, uid):
+    """Two staff pressing "Call next" on the same list: the second is refused, whether the first call is
+    applied yet or not, and for whichever of the customer's references it names; a recall calls again."""
+    site = f"site-{uid}"
+    floor = bearer(token("floor_staff", [site]))
+    fallback = (await start(api, floor, site)).json()
+    walk_in = await acted(api, floor, fallback["id"], action="check_in")
+    ticket = await acted(api, floor, fallback["id"], action="issue_ticket", ref=walk_in["ref"])
+    first = await act(api, floor, fallback["id"], action="call", ref=walk_in["ref"], counter="C1")
+    second = await act(api, floor, fallback["id"], action="call", ref=ticket["ticket_ref"], counter="C2")
+    assert first.status_code == 201, first.text
+    assert second.status_code == 409 and "recall them" in second.json()["title"], second.text
+    recalled = await acted(api, floor, fallback["id"], action="recall", ref=walk_in["ref"], counter="C1")
+    assert recalled["stage"] == "called"
+
+
 async def test_a_step_whose_event_the_bus_never_took_is_sent_again_when_the_step_is_repeated(
         api, pool: asyncpg.Pool, token, uid):
     """The ledger kept the step, then the backend died before publishing its event (or NATS did not confirm

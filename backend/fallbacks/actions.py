@@ -36,7 +36,7 @@ from backend.errors import ConflictException
 from backend.fallbacks import services
 from backend.fallbacks.schemas import STEPS, ActionResult, ManualAction, StepStatus
 from backend.ingest import own_events
-from backend.journeys.merge import JourneyState
+from backend.journeys.merge import FINAL_STAGES, JourneyState
 from backend.reconciliation.ownership import owned
 from backend.resources import Resources
 from backend.sites.config import SiteDirectory, SiteSettings
@@ -112,6 +112,22 @@ async def _check_journey(conn: asyncpg.Connection, principal: Principal, ref: st
         raise ClientException(f"{ref} is a journey of another site than this fallback's")
     own = ref if ref.startswith(f"{system}:") else (row["own"][0] if row["own"] else ref)
     return own, row["stage"], _state.decode(row["state"])
+
+
+async def _check_not_called(conn: asyncpg.Connection, fallback_id: int, ref: str, stage: str) -> None:
+    """A call is for a customer nobody called yet: two staff pressing "Call next" on the same list within a
+    second must not both call them (the queue system would refuse the second; while it is down, this does).
+    Steps recorded but not yet applied count too."""
+    if stage in ("called", "in_service") or stage in FINAL_STAGES:
+        raise ConflictException(f"this customer is {stage.replace('_', ' ')} already: recall them to call"
+                                " them again")
+    if await conn.fetchval(
+            "SELECT true FROM fallback_ledger l WHERE l.fallback_id = $1"
+            " AND l.action IN ('call', 'recall', 'start', 'complete') AND (l.ref = $2 OR l.ref IN"
+            " (SELECT o.ref FROM journey_refs r JOIN journey_refs o ON o.journey_id = r.journey_id"
+            " WHERE r.ref = $2)) LIMIT 1", fallback_id, ref):
+        raise ConflictException("this customer was called already in this fallback: recall them to call them"
+                                " again")
 
 
 def _check_booked_today(ref: str, stage: str, state: JourneyState, site: SiteSettings) -> None:
@@ -284,6 +300,8 @@ async def _record(conn: asyncpg.Connection, principal: Principal, fallback_id: i
         ref, stage, state = await _check_journey(conn, principal, step.ref, site, system)
         if system == "appointments" and step.action == "check_in":
             _check_booked_today(ref, stage, state, sites.get(site))
+        if step.action == "call":
+            await _check_not_called(conn, fallback_id, step.ref, stage)
     data: dict[str, Any] = {"site": site}
     ticket = ticket_ref = None
     match step.action:
