@@ -17,6 +17,7 @@ from backend.commands.lifecycle import HOLD
 from backend.commands.relay import DUE, SYSTEMS_DUE
 from backend.db import migrate
 from backend.operations.services import _CAPACITY_SQL, _FLOW_SQL
+from backend.reconciliation.runs import STORE_FINDINGS_SQL
 from backend.reconciliation.scheduler import SITES_BY_LAST_RUN_SQL
 from tools.bench.common import scratch_database
 
@@ -137,3 +138,36 @@ async def test_the_reconciliation_round_finds_each_site_s_last_run_not_every_run
     # ago: site 0's latest is run 50, the oldest of the latest ones)
     assert sites[0] == "north" and sites[1] == "run-site-0" and len(sites) == RUN_SITES + 1
     assert await pages(conn, SITES_BY_LAST_RUN_SQL) < 400
+
+
+def _rows_handled(node: dict[str, Any]) -> int:
+    """Rows every node of a plan produced, over all its loops: what the statement did, whatever it cost."""
+    own = int(node["Actual Rows"] * node["Actual Loops"])
+    return own + sum(_rows_handled(n) for n in node.get("Plans", []))
+
+
+async def test_storing_a_fallback_s_end_findings_is_linear_in_findings_and_ledger(conn):
+    """Each finding was matched against the whole ledger of the site's fallback (findings × steps)."""
+    async def handled(n: int) -> int:
+        site = f"costs-{n}"
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            fallback = await conn.fetchval("INSERT INTO fallbacks (site, system, reason, started_by) VALUES"
+                                           " ($1, 'queue', 'down', 'floor1') RETURNING id", site)
+            await conn.execute("INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source,"
+                               " event_id, actor, data) SELECT $1, g, 'call', 'queue:L-' || g, '/manual/x',"
+                               " 'e-' || g, 'floor1', '{}' FROM generate_series(1, $2) g", fallback, n)
+            run = await conn.fetchval("INSERT INTO reconciliation_runs (system, site, day, trigger) VALUES"
+                                      " ('queue', $1, current_date, 'fallback_end') RETURNING id", site)
+            refs = [f"queue:F-{i}" for i in range(n)]
+            args = (run, "queue", site, [f"k-{site}-{r}" for r in refs], refs, [None] * n,
+                    ["missing_here"] * n, [None] * n, ["null"] * n, ["null"] * n, [None] * n, ["null"] * n)
+            [plan] = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {STORE_FINDINGS_SQL}",
+                                                    *args))
+            return _rows_handled(plan["Plan"])
+        finally:
+            await transaction.rollback()
+
+    small, large = await handled(250), await handled(1000)
+    assert large < 6 * small, (small, large)  # four times the input: about four times the work, not sixteen

@@ -8,6 +8,7 @@ the system (no event), a record Switchboard never heard of, a reference the syst
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -20,7 +21,9 @@ import msgspec
 import pytest
 from nats.js import JetStreamContext
 
+from backend.reconciliation.compare import Finding
 from backend.reconciliation.replay import replay_command_id
+from backend.reconciliation.runs import store_findings
 from connectors.sim.appointments import Appointments
 from connectors.sim.core import Core
 from connectors.sim.crm import Crm
@@ -896,3 +899,33 @@ async def test_a_fallback_through_the_api_is_replayed_when_the_system_returns_on
                                    " WHERE rule = 'fallback_replay' AND $1 = ANY(refs)", walk_in["ref"]) == 1
         await run(rapi, sre, "queue", site)
         assert [d["ref"] for d in await drift(rapi, sre, site=site, status="open")] == [meanwhile]
+
+
+async def test_drift_about_a_journey_staff_ran_by_hand_names_their_fallback_by_any_of_its_references(
+        pool, uid):
+    """The fallback's ledger names the journey by one reference, the finding by another of the journey's
+    (or by the same one); drift about anything else names no fallback."""
+    site = f"rec-{uid}"
+    journey_id, other_journey = uuid.uuid4(), uuid.uuid4()
+    for jid in (journey_id, other_journey):
+        await pool.execute("INSERT INTO journeys (id, site, stage, state) VALUES ($1, $2, 'waiting', '{}')",
+                           jid, site)
+    await pool.execute("INSERT INTO journey_refs (ref, journey_id) VALUES ($1, $3), ($2, $3), ($4, $5)",
+                       f"queue:T-{uid}", f"manual:{site}.M-001", journey_id, f"queue:U-{uid}", other_journey)
+    fallback_id = await _fallback(pool, site, datetime.now(UTC))
+    await pool.execute("INSERT INTO fallback_ledger (fallback_id, seq, action, ref, event_source, event_id,"
+                       " actor, data) VALUES ($1, 1, 'call', $2, '/manual/floor1', $3, 'floor1', '{}'),"
+                       " ($1, 2, 'check_in', $4, '/manual/floor1', $5, 'floor1', '{}')", fallback_id,
+                       f"manual:{site}.M-001", f"e1-{uid}", f"queue:W-{uid}", f"e2-{uid}")
+    run_id = await pool.fetchval("INSERT INTO reconciliation_runs (system, site, day, trigger) VALUES"
+                                 " ('queue', $1, current_date, 'on_demand') RETURNING id", site)
+    findings = [Finding(kind="state_mismatch", ref=f"queue:T-{uid}", field="stage", ours="called",
+                        theirs="waiting", journey_id=journey_id),
+                Finding(kind="missing_there", ref=f"queue:W-{uid}"),
+                Finding(kind="state_mismatch", ref=f"queue:U-{uid}", field="stage", ours="called",
+                        theirs="waiting", journey_id=other_journey)]
+    async with pool.acquire() as conn, conn.transaction():
+        await store_findings(conn, run_id, "queue", site, findings, [f.ref for f in findings])
+    named = {r["ref"]: r["fallback_id"] for r in await pool.fetch(
+        "SELECT ref, fallback_id FROM drift_items WHERE run_id = $1", run_id)}
+    assert named == {f"queue:T-{uid}": fallback_id, f"queue:W-{uid}": fallback_id, f"queue:U-{uid}": None}

@@ -54,6 +54,43 @@ async def assess(conn: asyncpg.Connection, system: str, records: Iterable[Snapsh
     return found
 
 
+STORE_FINDINGS_SQL = """
+    WITH u AS (
+        SELECT * FROM unnest($4::text[], $5::text[], $6::uuid[], $7::text[], $8::text[], $9::jsonb[],
+                             $10::jsonb[], $11::timestamptz[], $12::jsonb[])
+            AS u(key, ref, journey_id, kind, field, ours, theirs, theirs_updated_at, record)
+    ), hand AS (
+        -- what staff ran by hand (a fallback of the system at the site, not over yet), by reference
+        -- and by the journey the reference names: ours goes to the system, never the other way
+        -- (plans.proposed_action). Joined by hash, not looked up per finding: a fallback's end
+        -- brings many findings and a long ledger at once
+        SELECT l.ref, r.journey_id, max(l.fallback_id) AS fallback_id
+        FROM fallbacks f JOIN fallback_ledger l ON l.fallback_id = f.id
+        LEFT JOIN journey_refs r ON r.ref = l.ref
+        WHERE f.system = $2 AND f.site = $3 AND f.status IN ('active', 'replaying')
+        GROUP BY l.ref, r.journey_id
+    ), by_hand AS (
+        SELECT key, max(fallback_id) AS fallback_id FROM (
+            SELECT u.key, h.fallback_id FROM u JOIN hand h ON h.ref = u.ref
+            UNION ALL
+            SELECT u.key, h.fallback_id FROM u JOIN hand h ON h.journey_id = u.journey_id
+        ) matched GROUP BY key
+    )
+    INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, journey_id, kind, field, ours,
+                             theirs, theirs_updated_at, record, fallback_id)
+    SELECT u.key, $1, $2, $3, u.ref, u.journey_id, u.kind, u.field, u.ours, u.theirs,
+           u.theirs_updated_at, u.record, b.fallback_id
+    FROM u LEFT JOIN by_hand b ON b.key = u.key
+    ON CONFLICT (dedupe_key) WHERE status IN ('open', 'repairing') DO UPDATE SET
+        fallback_id = coalesce(drift_items.fallback_id, EXCLUDED.fallback_id),
+        run_id = EXCLUDED.run_id, journey_id = EXCLUDED.journey_id, ours = EXCLUDED.ours,
+        theirs = EXCLUDED.theirs, theirs_updated_at = EXCLUDED.theirs_updated_at, record =
+            EXCLUDED.record,
+        updated_at = CASE WHEN drift_items.status = 'open' THEN now() ELSE drift_items.updated_at END
+    RETURNING id
+"""
+
+
 async def store_findings(conn: asyncpg.Connection, run_id: int, system: str, site: str,
                          findings: list[Finding], checked_refs: list[str]) -> tuple[list[int], int]:
     """Record a run's drift in the caller's transaction; the ids of the items it opened, updated or resolved,
@@ -71,30 +108,7 @@ async def store_findings(conn: asyncpg.Connection, run_id: int, system: str, sit
     changed: list[int] = []
     if kept:
         rows = await conn.fetch(
-            """
-            INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, journey_id, kind, field, ours,
-                theirs,
-                                     theirs_updated_at, record, fallback_id)
-            SELECT u.key, $1, $2, $3, u.ref, u.journey_id, u.kind, u.field, u.ours, u.theirs,
-                u.theirs_updated_at,
-                   u.record,
-                   -- staff ran this journey by hand (a fallback of the system at the site, not over yet):
-                   -- ours goes to the system, never the other way (plans.proposed_action)
-                   (SELECT max(l.fallback_id) FROM fallbacks f JOIN fallback_ledger l ON l.fallback_id = f.id
-                    WHERE f.system = $2 AND f.site = $3 AND f.status IN ('active', 'replaying')
-                      AND (l.ref = u.ref OR l.ref IN (SELECT r.ref FROM journey_refs r
-                                                     WHERE r.journey_id = u.journey_id)))
-            FROM unnest($4::text[], $5::text[], $6::uuid[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[],
-                        $11::timestamptz[], $12::jsonb[])
-                 AS u(key, ref, journey_id, kind, field, ours, theirs, theirs_updated_at, record)
-            ON CONFLICT (dedupe_key) WHERE status IN ('open', 'repairing') DO UPDATE SET
-                fallback_id = coalesce(drift_items.fallback_id, EXCLUDED.fallback_id),
-                run_id = EXCLUDED.run_id, journey_id = EXCLUDED.journey_id, ours = EXCLUDED.ours,
-                theirs = EXCLUDED.theirs, theirs_updated_at = EXCLUDED.theirs_updated_at, record =
-                    EXCLUDED.record,
-                updated_at = CASE WHEN drift_items.status = 'open' THEN now() ELSE drift_items.updated_at END
-            RETURNING id
-            """,
+            STORE_FINDINGS_SQL,
             run_id, system, site, [k for _, k in kept], [f.ref for f, _ in kept],
             [f.journey_id for f, _ in kept],
             [f.kind for f, _ in kept], [f.field for f, _ in kept], [_jsonb(f.ours) for f, _ in kept],
