@@ -197,7 +197,8 @@ class SwitchboardPlugin(InitPluginProtocol):
                              interval_s=section.alert_check_interval_s)
         tasks = [asyncio.create_task(engine.run(), name="alert-engine")]
         if section.alert_webhooks and section.alert_webhook_secret:
-            delivery = AlertDelivery(pool, secret=section.alert_webhook_secret,
+            delivery = AlertDelivery(pool, receivers=section.alert_webhooks,
+                                     secret=section.alert_webhook_secret,
                                      retry_s=tuple(float(s) for s in section.alert_webhook_retry_s),
                                      allow_private=section.alert_webhook_allow_private,
                                      interval_s=section.alert_delivery_interval_s)

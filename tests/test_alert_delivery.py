@@ -10,6 +10,7 @@ from pathlib import Path
 
 from standardwebhooks.webhooks import Webhook
 
+from backend.alerts.services import receiver_digest, shown_target
 from tests.support.backends import Stack, backend_env, own_stack
 from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
@@ -55,6 +56,34 @@ async def test_an_alert_webhook_survives_a_backend_killed_between_attempts(serve
             assert Webhook(ALERT_SECRET).verify(second.body, second.headers)["type"] == "alert.raised"
             assert await stack.pool.fetchval("SELECT attempts FROM alert_deliveries WHERE alert_id = $1",
                                              alert) == 2
+            # found again by its digest: the receiver's URL, which may be its secret, is not kept
+            row = dict(await stack.pool.fetchrow("SELECT * FROM alert_deliveries WHERE alert_id = $1", alert))
+            assert row["receiver"] == receiver_digest(receiver.url)
+            assert row["target"] == shown_target(receiver.url)
+            assert receiver.url not in repr(row) and "/hooks" not in repr(row)
+
+
+async def test_a_delivery_to_a_receiver_no_longer_configured_fails_and_is_sent_nowhere(server_urls, workdir,
+                                                                                      uid):
+    folder = workdir / f"alert-removed-{uid}"
+    folder.mkdir()
+    with webhook_receiver(fail_first=1) as removed, webhook_receiver() as kept:
+        env = _env(folder, removed, SWITCHBOARD_ALERT_WEBHOOK_RETRY_S="4",
+                   SWITCHBOARD_ALERT_WEBHOOK_ALLOW_PRIVATE="true")
+        async with own_stack(server_urls["database_url"], folder, env) as stack:
+            alert = await _raise_one(stack, f"r-{uid}")
+            await eventually(lambda: asyncio.sleep(0, [r.answered for r in removed.requests] == [503]))
+            stack.backend.kill()  # its receivers changed while the retry waits
+            replacement = BackendProcess({**backend_env(stack.settings), **env,
+                                          "SWITCHBOARD_ALERT_WEBHOOKS": kept.url},
+                                         folder / f"backend-{uuid.uuid4().hex[:8]}.log")
+            stack.backends.append(replacement)
+            await asyncio.to_thread(lambda: replacement.start().wait_ready())
+            row = await eventually(lambda: stack.pool.fetchrow(
+                "SELECT status, last_error FROM alert_deliveries WHERE alert_id = $1 AND status = 'failed'",
+                alert), timeout=30)
+            assert row["last_error"] == "the receiver is no longer configured"
+            assert len(removed.requests) == 1 and kept.requests == []
 
 
 async def test_an_alert_webhook_to_a_private_address_is_refused_and_given_up(server_urls, workdir, uid):
@@ -109,6 +138,6 @@ async def test_a_receiver_that_answers_late_holds_up_no_other(server_urls, workd
             assert asyncio.get_running_loop().time() - raised < 8  # not after the slow one's 10 s
             # the slow one's attempt is cut at 10 s and waits for its retry
             row = await eventually(lambda: stack.pool.fetchrow(
-                "SELECT attempts, last_error FROM alert_deliveries WHERE alert_id = $1 AND url = $2"
-                " AND last_error IS NOT NULL", alert, slow.url), timeout=25)
+                "SELECT attempts, last_error FROM alert_deliveries WHERE alert_id = $1 AND receiver = $2"
+                " AND last_error IS NOT NULL", alert, receiver_digest(slow.url)), timeout=25)
             assert (row["attempts"], row["last_error"]) == (1, "no answer within 10 s")

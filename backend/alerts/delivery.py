@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -22,6 +23,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from backend import metrics
+from backend.alerts.services import receiver_digest
 from switchboard.webhook_targets import TargetRefused, check_target
 
 log = logging.getLogger(__name__)
@@ -34,17 +36,19 @@ _RETRYABLE = frozenset({408, 429})
 _CLAIM_SQL = """
 UPDATE alert_deliveries SET attempts = attempts + 1, next_at = now() + make_interval(secs => $1)
 WHERE id IN (SELECT d.id FROM alert_deliveries d WHERE d.status = 'pending' AND d.next_at <= now()
-             AND NOT EXISTS (SELECT 1 FROM alert_deliveries e WHERE e.alert_id = d.alert_id AND e.url = d.url
+             AND NOT EXISTS (SELECT 1 FROM alert_deliveries e WHERE e.alert_id = d.alert_id
+                             AND e.receiver = d.receiver
                              AND e.status = 'pending' AND e.id < d.id)
              ORDER BY d.next_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-RETURNING id, alert_id, event, url, attempts, payload::text AS payload
+RETURNING id, alert_id, event, receiver, attempts, payload::text AS payload
 """
 
 
 class AlertDelivery:
-    def __init__(self, pool: asyncpg.Pool, *, secret: str, retry_s: tuple[float, ...], allow_private: bool,
-                 interval_s: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, receivers: Iterable[str], secret: str,
+                 retry_s: tuple[float, ...], allow_private: bool, interval_s: float) -> None:
         self.pool = pool
+        self.receivers = {receiver_digest(url): url for url in receivers}  # what a delivery names, its URL
         self.signer = Webhook(secret)
         self.retry_s = retry_s
         self.allow_private = allow_private
@@ -83,8 +87,11 @@ class AlertDelivery:
 
     async def _attempt(self, client: httpx.AsyncClient, row: asyncpg.Record) -> tuple[str, bool] | None:
         """None when delivered; else the error and whether another attempt may help."""
+        url = self.receivers.get(row["receiver"])
+        if url is None:
+            return "the receiver is no longer configured", False
         try:
-            await check_target(row["url"], allow_private=self.allow_private)
+            await check_target(url, allow_private=self.allow_private)
         except TargetRefused as exc:
             return f"target refused: {exc}", True  # a DNS answer may change: retried, then failed
         now = datetime.now(UTC)
@@ -93,7 +100,7 @@ class AlertDelivery:
                    "webhook-timestamp": str(int(now.timestamp())),
                    "webhook-signature": self.signer.sign(message_id, now, row["payload"])}
         try:
-            response = await client.post(row["url"], content=row["payload"].encode(), headers=headers)
+            response = await client.post(url, content=row["payload"].encode(), headers=headers)
         except httpx.HTTPError as exc:
             return f"unreachable ({type(exc).__name__})", True
         if response.is_success:

@@ -3,6 +3,7 @@ once, acknowledged once; each raise and resolve queues one delivery per webhook 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -85,9 +86,15 @@ async def _queue_deliveries(conn: asyncpg.Connection, alert: Alert, event: Webho
         return
     payload = _encode(AlertWebhook(type=event, timestamp=alert.resolved_at or alert.raised_at, data=alert))
     await conn.execute(
-        "INSERT INTO alert_deliveries (alert_id, event, url, payload)"
-        " SELECT $1, $2, unnest($3::text[]), $4::jsonb ON CONFLICT DO NOTHING",
-        alert.id, event, urls, payload.decode())
+        "INSERT INTO alert_deliveries (alert_id, event, receiver, target, payload)"
+        " SELECT $1, $2, unnest($3::text[]), unnest($4::text[]), $5::jsonb ON CONFLICT DO NOTHING",
+        alert.id, event, [receiver_digest(u) for u in urls], [shown_target(u) for u in urls],
+        payload.decode())
+
+
+def receiver_digest(url: str) -> str:
+    """What a delivery keeps of its receiver: its URL may be its secret, so never the URL itself."""
+    return "sha256:" + hashlib.sha256(url.encode()).hexdigest()
 
 
 async def acknowledge(conn: asyncpg.Connection, alert_id: int, actor: str) -> Alert | None:
@@ -141,7 +148,7 @@ def shown_target(url: str) -> str:
 
 async def deliveries(conn: asyncpg.Connection, alert_id: int) -> list[AlertDelivery]:
     rows = await conn.fetch("SELECT * FROM alert_deliveries WHERE alert_id = $1 ORDER BY id", alert_id)
-    return [AlertDelivery(event=r["event"], target=shown_target(r["url"]), status=r["status"],
+    return [AlertDelivery(event=r["event"], target=r["target"], status=r["status"],
                           attempts=r["attempts"], last_error=r["last_error"],
                           next_at=r["next_at"] if r["status"] == "pending" else None,
                           delivered_at=r["delivered_at"]) for r in rows]
