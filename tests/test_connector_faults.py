@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import time
 import uuid
@@ -156,10 +155,17 @@ async def test_silent_drift_changes_the_upstream_record_without_an_event(tmp_pat
         reply = await nc.request(snapshot_subject("crm"), msgspec.json.encode(
             SnapshotRequest(site="faults", day=datetime.now(UTC).date())), timeout=5)
         snapshot = {r.ref: r.fields["priority"] for r in decode_page(reply.data).records}
-        await asyncio.sleep(0.5)
-        told = {e.subject: e.data.priority for e in await stream_events(nc, "svc.events.crm.>")
-                if e.type == "customer.priority_changed"}
-        assert set(snapshot) == {announced, silent} and set(told) == {announced}
+        # one more change, announced: once its event is in the stream, any the silent one had sent is too
+        await switch(admin, "crm", drift=0.0)
+        sentinel = await crm.flag("faults", [], reason_code="VULNERABLE")
+
+        async def told_up_to_the_sentinel() -> dict[str, str] | None:
+            told = {e.subject: e.data.priority for e in await stream_events(nc, "svc.events.crm.>")
+                    if e.type == "customer.priority_changed"}
+            return told if sentinel in told else None
+
+        told = await eventually(told_up_to_the_sentinel)
+        assert set(snapshot) == {announced, silent} and set(told) == {announced, sentinel}
         assert snapshot[drifted] != told.get(drifted, "high")  # the hand edit is in the system, not in events
         assert crm.silent_changes == 2
 
