@@ -52,12 +52,15 @@ async def test_batches_handed_over_together_publish_each_journey_once_as_last_le
     await feed.on_applied(Outcome(applied=1, journeys=[survivor], merged_away=[gone]))
     await feed.on_applied(Outcome(applied=1, journeys=[called]))
     running = asyncio.create_task(feed.run())
+    sentinel = _journey(site, "waiting", f"queue:S-{uid}")
     try:
-        async def heard_both() -> bool:
-            return len(published) >= 2
+        async def published_about(key: object) -> bool:
+            return any(k == str(key) for k, _ in published)
 
-        await eventually(heard_both)
-        await asyncio.sleep(0.2)  # anything published later would be a second copy
+        await eventually(lambda: published_about(survivor.id))
+        # a batch after them: once it is heard, a second copy of theirs would have been too
+        await feed.on_applied(Outcome(applied=1, journeys=[sentinel]))
+        await eventually(lambda: published_about(sentinel.id))
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -65,7 +68,8 @@ async def test_batches_handed_over_together_publish_each_journey_once_as_last_le
         await subscription.unsubscribe()
         await nc.close()
     # the absorbed journey's update not yet sent is replaced by its end, never sent as it was
-    assert published == [(str(absorbed.id), f"into {survivor.id}"), (str(survivor.id), "called")]
+    assert published == [(str(absorbed.id), f"into {survivor.id}"), (str(survivor.id), "called"),
+                         (str(sentinel.id), "waiting")]
 
 
 def test_flow_rounds_take_at_most_their_share_of_the_time_however_long_a_round_takes():
