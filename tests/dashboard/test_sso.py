@@ -191,6 +191,7 @@ async def test_sso_survives_the_access_tokens_expiry_by_refresh_and_signs_out_wh
     await expect(page.get_by_test_id("who")).to_contain_text(sub)
     await expect(page.get_by_test_id("banner")).to_be_hidden()  # the live connection is up, not ended
     await expect(page.get_by_test_id("unavailable")).to_have_count(0)  # the backend took the fresh token
+    assert sso.provider.refreshes(sub)["asked"] >= 2  # kept signed in by refreshes, not by a longer token
 
     sso.provider.revoke(sub)  # the provider withdraws the person's tokens: the next refresh is refused
     # the open page, untouched, goes to the sign-in page by itself: a shared tablet shows no one's board
@@ -211,6 +212,9 @@ async def test_sso_rides_out_a_provider_down_when_the_token_is_due_for_refresh(b
     await expect(page.get_by_test_id("banner")).to_be_hidden()
     await page.goto(sso.url + "/capacity")
     await expect(page.get_by_test_id("who")).to_contain_text(sub)
+    # the outage was met (three refreshes answered 503) and ridden out by the one after it
+    met = sso.provider.refreshes(sub)
+    assert met["outage_left"] == 0 and met["asked"] >= 4, met
     await page.close()
 
 

@@ -46,6 +46,7 @@ def _serve(port: int, audience: str, token_max_age_s: int) -> None:
     app = flask.Flask("oidc_provider_mock._app")  # its templates
     mischief: dict[str, str] = {}  # subject -> what to do to the next ID tokens they get
     outage: dict[str, int] = {}  # subject -> how many of their next refreshes are answered 503
+    refreshes: dict[str, int] = {}  # subject -> how many refreshes of their tokens were asked for
 
     def sign(claims: dict[str, Any]) -> str:
         key = flask.g.oidc_provider_mock_storage.jwk
@@ -74,12 +75,18 @@ def _serve(port: int, audience: str, token_max_age_s: int) -> None:
         outage[body["sub"]] = body["refreshes"]
         return "", 204
 
+    @app.get("/test/refreshes/<sub>")
+    def refreshes_of(sub: str) -> dict[str, int]:
+        return {"asked": refreshes.get(sub, 0), "outage_left": outage.get(sub, 0)}
+
     @app.before_request
     def refresh_outage() -> tuple[str, int] | None:
         form = flask.request.form
         if flask.request.path != "/oauth2/token" or form.get("grant_type") != "refresh_token":
             return None
         token = flask.g.oidc_provider_mock_storage.get_refresh_token(form.get("refresh_token", ""))
+        if token is not None:
+            refreshes[token.user_id] = refreshes.get(token.user_id, 0) + 1
         if token is not None and outage.get(token.user_id, 0) > 0:
             outage[token.user_id] -= 1
             return "<html>the provider is down for maintenance</html>", 503
@@ -123,6 +130,12 @@ class Provider:
     def refresh_outage(self, sub: str, refreshes: int) -> None:
         """Answer `sub`'s next `refreshes` refreshes 503, as a provider down for a moment does."""
         self._send("POST", "/test/refresh-outage", {"sub": sub, "refreshes": refreshes})
+
+    def refreshes(self, sub: str) -> dict[str, int]:
+        """How many refreshes of `sub`'s tokens were asked for (`asked`), and the 503s still to come."""
+        response = httpx.get(f"{self.url}/test/refreshes/{sub}", timeout=5)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
 
     def misbehave(self, sub: str, kind: str) -> None:
         assert kind in MISCHIEF
