@@ -1,8 +1,9 @@
 """Validation costs time linear in a message's size (CONTRACT section 9): adversarial events of every
 shape, at the 64 KB limit, through `validate()` directly, through HTTP ingest and through NATS on a real
 backend, and the live websocket's client messages. Before the personal-data patterns were rewritten one
-60 KB event of letters took 6.4 s on the event loop; here each must take well under a quarter second, and
-four times the size must cost about four times the time, not sixteen."""
+60 KB event of letters took 6.4 s on the event loop. Four times the size must cost about four times the CPU
+time, not sixteen: a ratio measured within one run, not a speed; the tests through a backend bound only
+what a client waits, far above what a request takes."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from tests.support.events import cloud_event, publish
 from tests.support.waits import eventually
 
 LIMIT = 64 * 1024
-BUDGET_S = 0.25
 SYSTEMS = SEED_SYSTEMS | RESERVED_SYSTEMS
 
 
@@ -71,40 +71,43 @@ def adversarial(shape: str, size: int, uid: str = "x", site: str = "north") -> b
     return body
 
 
-def _fastest(body: bytes, runs: int = 9) -> float:
+def _fastest(work: Callable[[], object], runs: int = 9) -> float:
+    """The least CPU time of `runs` runs, this process's own: other processes on the machine do not count."""
     best = float("inf")
     for _ in range(runs):
-        started = time.perf_counter()
-        validate(body, max_bytes=LIMIT, known_systems=SYSTEMS)
-        best = min(best, time.perf_counter() - started)
+        started = time.process_time()
+        work()
+        best = min(best, time.process_time() - started)
     return best
+
+
+def _grows_linearly(name: str, big: Callable[[], object], small: Callable[[], object]) -> None:
+    """Four times the input costs about four times the time (measured 2.6 to 4.3), not sixteen: a ratio
+    within one run, not a speed. Timings below 2 ms are mostly fixed cost and the clock's grain."""
+    big_s, small_s = _fastest(big), _fastest(small)
+    assert big_s < 0.002 or big_s / small_s < 10, f"{name}: {small_s * 1e3:.2f} ms → {big_s * 1e3:.2f} ms"
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_an_adversarial_event_validates_in_linear_time(shape):
     big, small = adversarial(shape, LIMIT - 512), adversarial(shape, (LIMIT - 512) // 4)
-    big_s, small_s = _fastest(big), _fastest(small)
-    assert big_s < BUDGET_S, f"{shape}: {big_s * 1000:.1f} ms for {len(big)} bytes"
-    # linear: about 4 for four times the size (measured 2.6 to 4.3); quadratic would be 16. Small timings
-    # carry a fixed cost and a loaded machine's noise, so the ratio is judged only above 2 ms
-    assert big_s < 0.002 or big_s / small_s < 10, f"{shape}: {small_s * 1e3:.2f} ms → {big_s * 1e3:.2f} ms"
-
-
-def test_the_worst_shape_is_reported():
-    """Prints the worst case (shape and ms) for the record; run with -s to see it."""
-    timings = {shape: _fastest(adversarial(shape, LIMIT - 512), runs=3) for shape in SHAPES}
-    worst = max(timings, key=timings.__getitem__)
-    print(f"\nworst shape: {worst}: {timings[worst] * 1000:.2f} ms per 64 KB event")
-    assert timings[worst] < BUDGET_S
+    _grows_linearly(shape, lambda: validate(big, max_bytes=LIMIT, known_systems=SYSTEMS),
+                    lambda: validate(small, max_bytes=LIMIT, known_systems=SYSTEMS))
 
 
 def test_a_live_client_message_decodes_in_linear_time():
-    """The websocket's inbound messages are one typed decode: a hostile subscribe is refused at once."""
-    hostile = msgspec.json.encode({"op": "subscribe", "topics": ["flow"], "sites": ["a" * 60_000]})
-    started = time.perf_counter()
-    with pytest.raises(msgspec.ValidationError):
-        live_decoder.decode(hostile)
-    assert time.perf_counter() - started < BUDGET_S
+    """The websocket's inbound messages are one typed decode: a hostile subscribe is refused, in time linear
+    in its size."""
+    def refused(size: int) -> Callable[[], object]:
+        hostile = msgspec.json.encode({"op": "subscribe", "topics": ["flow"], "sites": ["a" * size]})
+
+        def decode() -> object:
+            with pytest.raises(msgspec.ValidationError):
+                live_decoder.decode(hostile)
+            return None
+        return decode
+
+    _grows_linearly("subscribe", refused(60_000), refused(15_000))
 
 
 async def test_http_ingest_answers_an_adversarial_batch_promptly(api: httpx.AsyncClient, token, uid):
