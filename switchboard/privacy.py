@@ -97,12 +97,16 @@ def excerpt(text: str, limit: int) -> str:
     """At most `limit` characters of `text`'s start, scrubbed: scrubbed before the cut, so that an address or
     number crossing it is still found whole, and the token the cut splits dropped (a part of one is not
     found at all)."""
-    scrubbed = scrub(text[:limit + _SCRUB_MARGIN])
+    if len(text) > limit + _SCRUB_MARGIN:  # cut at a token's end first: a part of one is not found at all
+        text = _to_last_token_end(text[:limit + _SCRUB_MARGIN]) + "…"
+    scrubbed = scrub(text)
     if len(scrubbed) <= limit:
         return scrubbed
-    cut = scrubbed[:limit]
-    last_end = max((m.end() for m in _TOKEN_END.finditer(cut)), default=0)
-    return cut[:last_end] + "…"
+    return _to_last_token_end(scrubbed[:limit]) + "…"
+
+
+def _to_last_token_end(text: str) -> str:
+    return text[:max((m.end() for m in _TOKEN_END.finditer(text)), default=0)]
 
 
 def scrub_identifier(value: str | None) -> str | None:

@@ -44,18 +44,20 @@ async def check_target(url: str, *, allow_private: bool) -> None:
             raise TargetRefused(f"{parts.hostname} resolves to a non-public address")
 
 
-# IPv6 prefixes that carry an IPv4 address a gateway reaches: NAT64 (RFC 6052, RFC 8215), 6to4 (RFC 3056) and
-# the deprecated IPv4-compatible form; `is_global` judges the IPv6 address, not the IPv4 one inside it
-_CARRYING_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"),
-                  ipaddress.ip_network("2002::/16"), ipaddress.ip_network("::/96"))
+# IPv6 prefixes whose last 32 bits are an IPv4 address a gateway reaches: NAT64's well-known prefix (RFC
+# 6052) and the deprecated IPv4-compatible form; `is_global` judges the IPv6 address, not the one inside
+_CARRYING_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+# NAT64 for local use (RFC 8215): whatever it maps to is the operator's own network
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return _public(address.ipv4_mapped)
-        if address.teredo is not None:
-            return _public(address.teredo[1])
-        if any(address in network for network in _CARRYING_IPV4):
+        inside = (address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
+                  or (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+                      if any(address in network for network in _CARRYING_IPV4) else None))
+        if inside is not None:
+            return _public(inside)
+        if address in _LOCAL_NAT64:
             return False
     return address.is_global and not address.is_multicast

@@ -64,3 +64,11 @@ def test_a_malformed_message_s_stored_excerpt_keeps_no_part_of_the_address_it_wa
         refused = validate(body, max_bytes=65536, known_systems=frozenset({"queue"}))
         assert isinstance(refused, Rejected) and refused.kind == "pii_rejected"
         assert "jane" not in refused.payload["excerpt"] and "@" not in refused.payload["excerpt"], start
+
+
+def test_an_excerpt_of_many_addresses_keeps_no_part_of_one_even_when_their_redaction_shortens_it():
+    """Found in review: cut to the margin first and then made short by redaction, the text was kept whole,
+    the address cut at the margin with it."""
+    text = " ".join(f"customer{n}.lastname@example-mail.org" for n in range(60))
+    cut = excerpt(text, 512)
+    assert "@" not in cut and "example-mail" not in cut and cut.endswith("…")

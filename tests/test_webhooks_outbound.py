@@ -123,10 +123,13 @@ async def test_private_link_local_and_non_http_targets_are_refused(url):
         await check_target(url, allow_private=False)
 
 
-async def test_a_public_address_is_allowed():
+@pytest.mark.parametrize("url", ["https://93.184.216.34/hooks",
+                                 # a public IPv4 address through NAT64 and 6to4, as DNS64 answers on IPv6-only
+                                 "https://[64:ff9b::5db8:d822]/hooks", "https://[2002:5db8:d822::1]/hooks"])
+async def test_a_public_address_is_allowed(url):
     # typed as answering something: mypy refuses to use the value of a call typed `-> None`
     allowed: Callable[..., Awaitable[object]] = check_target
-    assert await allowed("https://93.184.216.34/hooks", allow_private=False) is None
+    assert await allowed(url, allow_private=False) is None
 
 
 def test_the_webhook_connector_refuses_to_start_with_a_key_anyone_could_guess():

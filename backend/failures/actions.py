@@ -32,6 +32,7 @@ from backend.paging import decode_cursor, encode_cursor
 from backend.privacy import acting_user
 from backend.resources import Resources
 from backend.visibility import visible
+from switchboard.privacy import excerpt
 
 COMMAND_KINDS = frozenset({"command_failed", "command_timeout"})
 # a bulk retry's selection at most: each retry is a transaction and a publish, and one request stays short
@@ -121,10 +122,9 @@ async def _retry_inbound(conn: asyncpg.Connection, announce: Announcements, row:
     elif checked is not None:
         kind, reason = checked.kind, checked.reason
     still = await conn.fetchrow(
-        "UPDATE failures SET status = 'open', kind = $2, reason = $3, attempts = attempts + 1, last_at ="
-        " now(),"
-        " last_retry_at = now(), acted_by = $4 WHERE id = $1 RETURNING *", row["id"], kind, reason[:1000],
-        actor)
+        "UPDATE failures SET status = 'open', kind = $2, reason = $3, attempts = attempts + 1,"
+        " last_at = now(), last_retry_at = now(), acted_by = $4 WHERE id = $1 RETURNING *",
+        row["id"], kind, excerpt(reason, 1000), actor)
     await services.failure_changed(conn, announce, [row["id"]])
     return _result(still, "still_failing", note)
 

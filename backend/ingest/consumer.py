@@ -47,12 +47,13 @@ log = logging.getLogger(__name__)
 
 # Worth retrying the whole batch: another replica held a lock we needed.
 _CONTENTION = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.LockNotAvailableError)
-# The database itself is unreachable, or refuses every write for now (read-only while a replica is promoted,
-# a query an operator cancelled): keep the messages unacknowledged and wait.
+# The database itself is unreachable, or refuses every write for now (read-only while a replica is promoted):
+# keep the messages unacknowledged and wait. (A cancelled query is not here: a statement timeout cancels the
+# same heavy batch every time, and one event at a time gets past it.)
 _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                 asyncpg.ConnectionDoesNotExistError,
                 asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError, TimeoutError,
-                asyncpg.ReadOnlySQLTransactionError, asyncpg.QueryCanceledError)
+                asyncpg.ReadOnlySQLTransactionError)
 
 _CONTENTION_RETRIES = 8
 _NO_SUCH_MESSAGE = 10037  # JetStream's "no message found"

@@ -288,6 +288,11 @@ def _spread(values: list[float]) -> str:
     return f"median {statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
 
 
+def _per_cpu_s(window: Window) -> float:
+    """Events per backend CPU-second; 0 when the backend used less than a clock tick in the window."""
+    return window.events / window.cpu_s["backend"] if window.cpu_s["backend"] else 0.0
+
+
 def _median_parts(windows: list[Window]) -> dict[str, float]:
     """Each part's median CPU per event (µs) over the rounds."""
     per_event = [w.cpu_us_per_event() for w in windows]
@@ -349,7 +354,7 @@ async def _run(urls: dict[str, str], options: dict[str, int], root: Path, before
         await nc.close()
     bare_rates = [w.rate for w in bare]
     rates = {n: [w.rate for w in ws] for n, ws in runs.items()}
-    per_cpu_s = {n: [w.events / w.cpu_s["backend"] for w in ws] for n, ws in runs.items()}
+    per_cpu_s = {n: [_per_cpu_s(w) for w in ws] for n, ws in runs.items()}
     ratios = [r / b for r, b in zip(rates[1], bare_rates, strict=True)]
     progress(f"bare (pipelined) {_spread(bare_rates)} events/s")
     for n in counts:
@@ -373,8 +378,7 @@ async def _run(urls: dict[str, str], options: dict[str, int], root: Path, before
         figures["before_events_per_s_rounds"] = [round(r) for r in before_rates]
         figures["before_ratio"] = round(statistics.median(
             [r / b for r, b in zip(before_rates, bare_rates, strict=True)]), 3)
-        figures["before_events_per_cpu_s"] = round(statistics.median(
-            w.events / w.cpu_s["backend"] for w in befores))
+        figures["before_events_per_cpu_s"] = round(statistics.median(_per_cpu_s(w) for w in befores))
         # after / before, round by round (the two ran next to each other)
         figures["speedup_rounds"] = [round(a / b, 3) for a, b in zip(rates[1], before_rates, strict=True)]
         figures["speedup"] = round(statistics.median(figures["speedup_rounds"]), 3)  # type: ignore[arg-type]
