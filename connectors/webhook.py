@@ -29,6 +29,8 @@ from switchboard.webhook_keys import check_webhook_key
 from switchboard.webhook_targets import TargetRefused, check_target
 
 REQUEST_TIMEOUT = 10.0
+# within a heartbeat's own time (5 s): a host dropping connections must not make the connector miss it
+_PROBE_TIMEOUT = 3.0
 RETRYABLE = frozenset({408, 429})
 
 
@@ -72,11 +74,12 @@ class WebhookConnector(Connector):
         return "up" if self._reachable else "down"
 
     async def _accepts_connections(self) -> bool:
-        """Whether the target's host takes a TCP connection (no request is sent)."""
+        """Whether the target's host takes a TCP connection (no request is sent; a proxy, where one is
+        required, is not asked)."""
         try:
             await check_target(self.url, allow_private=self.allow_private)
             parts = urlsplit(self.url)
-            async with asyncio.timeout(REQUEST_TIMEOUT):
+            async with asyncio.timeout(_PROBE_TIMEOUT):
                 _, writer = await asyncio.open_connection(
                     parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
             writer.close()

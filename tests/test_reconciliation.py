@@ -390,7 +390,8 @@ async def test_a_record_whose_links_lead_to_another_site_s_journey_is_not_taken_
     assert (await drift(rapi, sre, site=home))[0]["status"] == "open"
 
 
-async def test_a_bulk_resolve_acts_on_all_its_items_or_on_none(rapi, stack, token, uid, tmp_path):
+async def test_a_bulk_resolve_acts_on_none_of_its_items_when_one_is_resolved_by_hand_meanwhile(
+        rapi, stack, token, uid, tmp_path):
     """One of the previewed items resolved by hand while the bulk resolve waits for it: the bulk acts on none
     (409), never on those before it and then refuses. The hand holds the item's row until the bulk waits."""
     site = f"rec-{uid}"
@@ -449,13 +450,15 @@ async def test_a_repair_whose_system_cannot_be_read_is_open_again_once_it_is_pas
     site = f"rec-{uid}"
     run_id = await pool.fetchval("INSERT INTO reconciliation_runs (system, site, day, trigger) VALUES"
                                  " ('queue', $1, current_date, 'on_demand') RETURNING id", site)
-    waiting = '{"waiting_for": "events", "events": []}'  # its corrective events (none) all applied
+    # their corrective events (none) all applied; the first check of one failed two hours ago
+    waiting = {"waiting_for": "events", "events": []}
+    tried = {**waiting, "first_tried_at": (datetime.now(UTC) - timedelta(hours=2)).isoformat()}
     old, recent = [await pool.fetchval(
-        "INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, kind, status, action, last_check,"
-        " updated_at) VALUES ($1, $2, 'queue', $3, $4, 'missing_here', 'repairing', 'accept_source',"
-        " $5::jsonb, now() - $6::interval) RETURNING id", f"{name}-{uid}", run_id, site,
-        f"queue:{name}-{uid}", waiting, age)
-        for name, age in (("OLD", timedelta(hours=2)), ("RECENT", timedelta()))]
+        "INSERT INTO drift_items (dedupe_key, run_id, system, site, ref, kind, status, action, last_check)"
+        " VALUES ($1, $2, 'queue', $3, $4, 'missing_here', 'repairing', 'accept_source', $5::jsonb)"
+        " RETURNING id", f"{name}-{uid}", run_id, site, f"queue:{name}-{uid}",
+        msgspec.json.encode(check).decode())
+        for name, check in (("OLD", tried), ("RECENT", waiting))]
 
     async def reopened() -> asyncpg.Record | None:
         return await pool.fetchrow("SELECT status, last_check FROM drift_items WHERE id = $1"
@@ -465,8 +468,9 @@ async def test_a_repair_whose_system_cannot_be_read_is_open_again_once_it_is_pas
     check = msgspec.json.decode(row["last_check"])
     assert check["found"] == "not verified" and "queue could not be read" in check["note"], check
     still = await pool.fetchrow("SELECT status, last_check FROM drift_items WHERE id = $1", recent)
-    assert still["status"] == "repairing"
-    assert msgspec.json.decode(still["last_check"])["events"] == []  # what it waits for is kept
+    assert still["status"] == "repairing"  # its first failed check was just now
+    kept = msgspec.json.decode(still["last_check"])
+    assert kept["events"] == [] and "first_tried_at" in kept  # what it waits for is kept
 
 
 async def test_accept_source_never_moves_a_stage_backwards_and_says_so(rapi, js, stack, token, uid, tmp_path):

@@ -255,8 +255,8 @@ class CommandRelay:
         """Sent commands that were answered `failed`/`unavailable`, or whose answer is overdue.
 
         A system that could not take a command (it answered `unavailable`, or went down without answering)
-        gets it again once it is back: held, and that attempt does not count against the limit, up to
-        `HOLDS_PER_ATTEMPT` times the limit in all.
+        gets it again once it is back: held, and that attempt does not count against the limit, until it
+        has been sent `HOLDS_PER_ATTEMPT` times the policy's attempts in all.
         """
         async with self.bus.after_commit(conn) as announce:
             rows = await conn.fetch(
@@ -279,7 +279,8 @@ class CommandRelay:
                     if row["answer"]:
                         trouble[row["system"]].append("unavailable")
                     continue
-                trouble[row["system"]].append("failed" if row["answer"] == "failed" else "timeout")
+                answer = row["answer"]
+                trouble[row["system"]].append(answer if answer in ("failed", "unavailable") else "timeout")
                 if row["answer"] is None:  # unanswered: its site's consumer is made again before the retry
                     self._site_consumers.pop((row["system"], row["site"]), None)
                 kind: Literal["command_failed", "command_timeout"] = \

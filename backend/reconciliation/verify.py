@@ -62,18 +62,21 @@ async def _ready(conn: asyncpg.Connection, timeout: timedelta) -> tuple[list[asy
 
 async def _unread(conn: asyncpg.Connection, rows: list[asyncpg.Record], timeout: timedelta,
                   why: str) -> list[int]:
-    """Items whose system could not be read for their check: open again once their repair is older than
-    `timeout` (a system never read again must not leave them repairing for ever), else tried again after the
-    others. The ids reopened."""
+    """Items whose system could not be read for their check: open again once their first check failed longer
+    than `timeout` ago (a system never read again must not leave them repairing for ever), else tried again
+    after the others. The ids reopened."""
     now, reopened = datetime.now(UTC), []
     for row in rows:
-        if row["updated_at"] + timeout < now and await _settle(
+        first = (msgspec.json.decode(row["last_check"]) if row["last_check"] else {}).get("first_tried_at")
+        if first is not None and datetime.fromisoformat(first) + timeout < now and await _settle(
                 conn, row["id"], "open", {"found": "not verified",
                                           "note": f"not checked within {timeout.total_seconds():g}s: {why}"}):
             reopened.append(row["id"])
     await conn.execute(
-        "UPDATE drift_items SET last_check = coalesce(last_check, '{}') || jsonb_build_object('tried_at',"
-        " now()) WHERE id = ANY($1::bigint[]) AND status = 'repairing'", [r["id"] for r in rows])
+        # the first try kept, the last one's time replaced
+        "UPDATE drift_items SET last_check = jsonb_build_object('first_tried_at', now())"
+        " || coalesce(last_check, '{}') || jsonb_build_object('tried_at', now())"
+        " WHERE id = ANY($1::bigint[]) AND status = 'repairing'", [r["id"] for r in rows])
     return reopened
 
 
