@@ -799,6 +799,36 @@ async def test_a_replay_that_cannot_read_the_records_keeps_its_runs_and_waits(js
     assert await pool.fetchval("SELECT status FROM fallbacks WHERE id = $1", fallback_id) == "replaying"
 
 
+async def test_a_replay_over_two_days_keeps_the_run_of_the_first_when_the_second_s_fails(js, pool, stack, uid,
+                                                                                       tmp_path):
+    site = f"rec-{uid}"
+    queue = still_queue(site)
+    today = datetime.now(UTC).date()
+    read = queue.snapshot
+
+    async def today_unreadable(site: str, day: date) -> Sequence[Any]:
+        if day == today:
+            raise ConnectionError("today's records are being rebuilt")
+        return await read(site, day)
+
+    queue.snapshot = today_unreadable  # type: ignore[method-assign]
+    async with running(stack.settings, tmp_path, queue):
+        fallback_id = await _fallback(pool, site, datetime.now(UTC) - timedelta(days=1))
+        await pool.execute("UPDATE fallbacks SET status = 'replaying', ended_by = 'floor1', ended_at = now()"
+                           " WHERE id = $1", fallback_id)
+
+        async def kept() -> dict[str, Any] | None:
+            replay = await pool.fetchval("SELECT replay FROM fallbacks WHERE id = $1", fallback_id)
+            return msgspec.json.decode(replay) if replay and "run_days" in replay else None
+
+        progress = await eventually(kept, timeout=30)
+    runs = {r["day"]: (r["id"], r["status"]) for r in await pool.fetch(
+        "SELECT id, day, status FROM reconciliation_runs WHERE site = $1 AND trigger = 'fallback_end'", site)}
+    yesterday = today - timedelta(days=1)
+    assert runs[yesterday][1] == "done" and runs[today][1] == "unreachable"
+    assert progress["run_days"] == {yesterday.isoformat(): runs[yesterday][0]} and progress["runs"] == []
+
+
 async def test_a_step_refused_then_applied_by_a_retry_of_its_failure_is_replayed(
         rapi, pool, stack, token, uid, tmp_path):
     """A walk-in checked in by hand while the database refused the site's journeys: the step is refused (an

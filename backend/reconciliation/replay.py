@@ -94,12 +94,19 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection,
     if await _unsettled_steps_sent_again(reconciler, conn, fallback_id):
         return None
     if not runs:  # a replay that waited for the system has had its runs
-        for day in _days(started_at.astimezone(UTC).date(), datetime.now(UTC).date()):
+        days = _days(started_at.astimezone(UTC).date(), datetime.now(UTC).date())
+        # each day's run kept as soon as it is done: a later day's failure, or a failed read of the records
+        # after them, does not make them again
+        done: dict[str, int] = earlier.get("run_days", {})
+        for day in days:
+            if day.isoformat() in done:
+                continue
             run = await reconciler.run_now(system, site, day, trigger="fallback_end", requested_by=None)
             if run is None or run.status != "done":
+                await _keep_progress(conn, fallback_id, earlier, [], run_days=done)
                 return None  # running elsewhere, or the system is still away: the next round tries again
-            runs.append(run.id)
-        # kept at once: a replay that cannot read the records next does not make its runs again
+            done[day.isoformat()] = run.id
+        runs = [done[day.isoformat()] for day in days]
         await _keep_progress(conn, fallback_id, earlier, runs)
     ledger = await conn.fetch("SELECT DISTINCT ref FROM fallback_ledger WHERE fallback_id = $1"
                               " AND replay_status = 'pending' ORDER BY ref", fallback_id)
@@ -168,7 +175,7 @@ async def _replay_locked(reconciler: Reconciler, conn: asyncpg.Connection,
 
 
 async def _keep_progress(conn: asyncpg.Connection, fallback_id: int, earlier: dict[str, Any], runs: list[int],
-                         **extra: float) -> None:
+                         **extra: Any) -> None:
     """The replay so far, as its summary reads it, with its runs: what a later round starts from."""
     progress = {"pushed": earlier.get("pushed", 0), "in_system": earlier.get("in_system", 0),
                 "conflicts": earlier.get("conflicts", []), "runs": runs, **extra}
