@@ -197,9 +197,17 @@ async def test_an_event_posted_with_unknown_fields_reaches_the_stream_without_th
                         {"site": f"u-{uid}", "visitor_label": "Jane Doe"})
     event["x_vendor_note"] = "Jane Doe waited by the door"
     connector = {"Authorization": f"Bearer {token('connector', system='queue')}"}
+    before = await _dropped(api)
     posted = await api.post("/api/v1/events", json=event, headers=connector)
     assert posted.status_code == 202 and posted.json()["accepted"], posted.text
     kept = await js.get_last_msg(EVENTS_STREAM, "svc.events.queue.customer.arrived")
     stored = msgspec.json.decode(kept.data)
     assert stored["id"] == event["id"] and stored["data"] == {"site": f"u-{uid}"}
     assert b"Jane" not in kept.data
+    assert await _dropped(api) == before + 2  # counted where they were dropped, not where they never came
+
+
+async def _dropped(api: httpx.AsyncClient) -> float:
+    metrics = (await api.get("/metrics")).text
+    line = 'switchboard_unknown_fields_dropped_total{type="customer.arrived"} '
+    return sum(float(row.removeprefix(line)) for row in metrics.splitlines() if row.startswith(line))

@@ -91,6 +91,9 @@ class IngestController(Controller):
 
         to_publish = [(i, part, r) for i, (part, r) in enumerate(zip(parts, results, strict=True))
                       if isinstance(r, Accepted)]
+        for _, _, dropping in to_publish:  # counted here: what is published no longer has them
+            if dropping.dropped_fields:
+                metrics.FIELDS_DROPPED.labels(dropping.event.type).inc(dropping.dropped_fields)
         # a token limited to sites publishes on its site's subject, as its connector would: the event speaks
         # for that site alone (backend/journeys/merge.py), a heartbeat for its first
         # an event with fields dropped is published without them: what was dropped is never kept
