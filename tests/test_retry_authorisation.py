@@ -139,27 +139,31 @@ async def test_a_retried_link_across_sites_is_applied_and_leaves_the_site_to_its
     assert await pool.fetchval(count_failures, home, elsewhere) == failures_before
 
 
-async def test_a_bulk_retry_selects_the_oldest_500_and_says_so(api, pool, token, uid):
+async def test_a_bulk_retry_selects_the_oldest_500_it_may_retry_and_says_so(api, pool, token, uid):
+    """Those refused for who sent them are counted, never taken: older than the rest, they would fill every
+    selection and the others would never be reached."""
     site = f"site-{uid}"
     sre = bearer(token, "sre", [site])
-    ids = [r["id"] for r in await pool.fetch(
-        "INSERT INTO failures (dedupe_key, kind, site, reason, payload) SELECT $1 || g,"
-        " 'unauthorized_source', $2, 'sent by /crm', '{}' FROM generate_series(1, 503) g RETURNING id",
-        f"bulk-{uid}-", site)]
+    for kind, n in (("unauthorized_source", 5), ("invalid_event", 503)):
+        await pool.execute("INSERT INTO failures (dedupe_key, kind, site, reason, payload) SELECT $1 || g,"
+                           " $3, $2, 'a reason', '{}' FROM generate_series(1, $4) g", f"bulk-{uid}-{kind}-",
+                           site, kind, n)
     preview = (await api.post("/api/v1/failures/retry", headers=sre, json={"filter": {"site": site}})).json()
-    assert (preview["matched"], preview["selected"], preview["skipped"]) == (503, 500, 500)
-    assert "the oldest 500 of 503; retry again for the rest" in preview["note"]
+    assert (preview["matched"], preview["selected"], preview["skipped"]) == (508, 500, 5)
+    assert preview["note"] == ("5 refused for who sent them, never retried: discard them; the oldest 500 of"
+                               " 503; retry again for the rest")
     done = await api.post("/api/v1/failures/retry", headers=sre,
                           json={"dry_run": False, "selection": preview["selection"]})
     assert done.status_code == 200, done.text
-    assert (done.json()["matched"], done.json()["selected"], done.json()["skipped"]) == (503, 500, 500)
+    results = done.json()["results"]
+    assert len(results) == 500 and {r["outcome"] for r in results} == {"still_failing"}
+    retried = sorted(r["failure_id"] for r in results)
 
-    # the oldest ten gone: what is left fits one selection, and the old one no longer names the set
-    await pool.execute("UPDATE failures SET status = 'discarded' WHERE id = ANY($1::bigint[])",
-                       sorted(ids)[:10])
+    # ten of them gone: the old selection no longer names the set
+    await pool.execute("UPDATE failures SET status = 'discarded' WHERE id = ANY($1::bigint[])", retried[:10])
     stale = await api.post("/api/v1/failures/retry", headers=sre,
                            json={"dry_run": False, "selection": preview["selection"]})
     assert stale.status_code == 409 and "490 match now, not 500" in stale.json()["title"]
     preview = (await api.post("/api/v1/failures/retry", headers=sre, json={"filter": {"site": site}})).json()
-    assert (preview["matched"], preview["selected"]) == (493, 493)
+    assert (preview["matched"], preview["selected"], preview["skipped"]) == (498, 493, 5)
     assert "retry again" not in preview["note"]

@@ -187,8 +187,9 @@ def _digest(ids: list[int]) -> str:
 
 async def bulk_retry(resources: Resources, principal: Principal, wanted: BulkFilter, *, dry_run: bool,
                      selection: str | None, reason: str | None) -> BulkRetryResult:
-    """A preview names the oldest `BULK_RETRY_MAX` matching failures; retrying needs that preview's
-    `selection` and retries exactly that set (one request stays short; a larger set takes more of them)."""
+    """A preview names the oldest `BULK_RETRY_MAX` matching failures a retry may apply (those refused for who
+    sent them are counted, never taken: they would stand first in every selection); retrying needs that
+    preview's `selection` and retries exactly that set (one request stays short; a larger set takes more)."""
     if not dry_run and selection is None:
         raise ClientException("preview first (dry_run) and send back its selection")
     up_to = None
@@ -197,14 +198,13 @@ async def bulk_retry(resources: Resources, principal: Principal, wanted: BulkFil
         wanted = BulkFilter(kind=kind or None, system=system or None, site=site or None)
     async with resources.pool.acquire() as conn:
         # one more than a selection holds: a set grown past it since the preview shows as a change
-        oldest, matched = await services.matching(conn, sites=principal.scope(wanted.site), kind=wanted.kind,
-                                                  system=wanted.system, limit=BULK_RETRY_MAX + 1)
-    chosen = oldest[:BULK_RETRY_MAX] if up_to is None else [f for f in oldest if f[0] <= up_to]
-    ids = [failure_id for failure_id, _ in chosen]
-    retryable = [failure_id for failure_id, kind in chosen if kind not in UNRETRYABLE_KINDS]
-    skipped = len(ids) - len(retryable)
+        oldest, matched, skipped = await services.matching(
+            conn, sites=principal.scope(wanted.site), kind=wanted.kind, system=wanted.system,
+            limit=BULK_RETRY_MAX + 1, leave_out=sorted(UNRETRYABLE_KINDS))
+    ids = oldest[:BULK_RETRY_MAX] if up_to is None else [f for f in oldest if f <= up_to]
     notes = [f"{skipped} refused for who sent them, never retried: discard them" if skipped else "",
-             f"the oldest {len(ids)} of {matched}; retry again for the rest" if matched > len(ids) else ""]
+             f"the oldest {len(ids)} of {matched - skipped}; retry again for the rest"
+             if matched - skipped > len(ids) else ""]
     note = "; ".join(n for n in notes if n) or None
     if selection is not None and (len(ids) != count or _digest(ids) != digest):
         raise ConflictException(f"the matching set changed since the preview ({len(ids)} match now, not"
@@ -215,7 +215,6 @@ async def bulk_retry(resources: Resources, principal: Principal, wanted: BulkFil
     if dry_run:
         return BulkRetryResult(matched=matched, selected=len(ids), selection=token, dry_run=True,
                                skipped=skipped, note=note)
-    results = [await retry(resources, principal, failure_id, reason, selection=token)
-               for failure_id in retryable]
+    results = [await retry(resources, principal, failure_id, reason, selection=token) for failure_id in ids]
     return BulkRetryResult(matched=matched, selected=len(ids), selection=token, dry_run=False,
                            results=results, skipped=skipped, note=note)

@@ -90,8 +90,8 @@ class BulkRetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
 
 class BulkRetryResult(msgspec.Struct, kw_only=True):
-    """`matched` counts every open failure the filter matches; `selected` those the selection holds (the
-    oldest, at most 500); `skipped` those of it never retried (refused for who sent them)."""
+    """`matched` counts every open failure the filter matches; `skipped` those of them never retried (refused
+    for who sent them); `selected` those the selection holds (the oldest others, at most 500)."""
 
     matched: int
     selected: int

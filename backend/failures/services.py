@@ -206,15 +206,19 @@ async def get_failure(conn: asyncpg.Connection, failure_id: int) -> Failure | No
 
 
 async def matching(conn: asyncpg.Connection, *, sites: list[str] | None, kind: str | None, system: str | None,
-                   limit: int) -> tuple[list[tuple[int, str]], int]:
-    """Ids and kinds of the oldest `limit` open failures a bulk retry's filter matches, and how many match in
-    all."""
+                   limit: int, leave_out: Sequence[str]) -> tuple[list[int], int, int]:
+    """Ids of the oldest `limit` open failures a bulk retry's filter matches, leaving out the kinds
+    `leave_out`; how many match in all, those left out included; and how many were left out."""
     args: list[Any] = []
     where = _filters(args, sites=sites, status="open", kind=kind, system=system)
+    args.append(list(leave_out))
+    left_out = f"f.kind = ANY(${len(args)}::text[])"
+    counted = await conn.fetchrow(f"SELECT count(*) AS matched, count(*) FILTER (WHERE {left_out})"
+                                  f" AS left_out FROM failures f WHERE {' AND '.join(where)}", *args)
     args.append(limit)
-    rows = await conn.fetch(f"SELECT f.id, f.kind, count(*) OVER () AS total FROM failures f"
-                            f" WHERE {' AND '.join(where)} ORDER BY f.id LIMIT ${len(args)}", *args)
-    return [(r["id"], r["kind"]) for r in rows], rows[0]["total"] if rows else 0
+    rows = await conn.fetch(f"SELECT f.id FROM failures f WHERE {' AND '.join(where)} AND NOT {left_out}"
+                            f" ORDER BY f.id LIMIT ${len(args)}", *args)
+    return [r["id"] for r in rows], counted["matched"], counted["left_out"]
 
 
 async def get_failures(conn: asyncpg.Connection, failure_ids: Sequence[int]) -> list[Failure]:

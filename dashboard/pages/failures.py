@@ -223,7 +223,8 @@ class FailuresView:
             return
         with ui.dialog() as dialog, ui.card():
             matched, selected = preview["matched"], preview["selected"]
-            oldest = f"the oldest {selected} of " if selected < matched else ""
+            retryable = matched - preview.get("skipped", 0)
+            oldest = f"the oldest {selected} of " if selected < retryable else ""
             ui.label(f"Retry {oldest}{matched} open failure{'s' * (matched != 1)} matching the filter?") \
                 .props("data-testid=retry-all-count")
             if preview.get("skipped"):
