@@ -762,6 +762,18 @@ async def test_scheduled_runs_auto_repair_the_kinds_the_setting_names(server_url
             assert triggers == {"schedule"}
 
 
+async def _replayed_until(pool: asyncpg.Pool, fallback_id: int, key: str) -> dict[str, Any]:
+    """End the fallback, and wait until what its replay keeps names `key`."""
+    await pool.execute("UPDATE fallbacks SET status = 'replaying', ended_by = 'floor1', ended_at = now()"
+                       " WHERE id = $1", fallback_id)
+
+    async def kept() -> dict[str, Any] | None:
+        replay = await pool.fetchval("SELECT replay FROM fallbacks WHERE id = $1", fallback_id)
+        return msgspec.json.decode(replay) if replay and key in replay else None
+
+    return await eventually(kept, timeout=30)
+
+
 async def test_a_replay_that_cannot_read_the_records_keeps_its_runs_and_waits(js, pool, stack, uid, tmp_path):
     """Found in review: its runs were kept only at its end, so a system whose day reads worked but whose
     lookups failed had a full run made for every day of the fallback again at every round."""
@@ -784,14 +796,7 @@ async def test_a_replay_that_cannot_read_the_records_keeps_its_runs_and_waits(js
         await publish_as_backend(js, stack.settings, step)
         await _ledger(pool, fallback_id, [("check_in", made, step)])
         await eventually(lambda: pool.fetchval("SELECT count(*) FROM events WHERE id = $1", step["id"]))
-        await pool.execute("UPDATE fallbacks SET status = 'replaying', ended_by = 'floor1', ended_at = now()"
-                           " WHERE id = $1", fallback_id)
-
-        async def unread() -> dict[str, Any] | None:
-            replay = await pool.fetchval("SELECT replay FROM fallbacks WHERE id = $1", fallback_id)
-            return msgspec.json.decode(replay) if replay and "unread_at" in replay else None
-
-        kept = await eventually(unread, timeout=30)
+        kept = await _replayed_until(pool, fallback_id, "unread_at")
     made_runs = await pool.fetch("SELECT id FROM reconciliation_runs WHERE site = $1 AND trigger ="
                                  " 'fallback_end'", site)
     assert kept["runs"] == [r["id"] for r in made_runs] and len(made_runs) == 1, (kept, made_runs)
@@ -814,14 +819,7 @@ async def test_a_replay_over_two_days_keeps_the_run_of_the_first_when_the_second
     queue.snapshot = today_unreadable  # type: ignore[method-assign]
     async with running(stack.settings, tmp_path, queue):
         fallback_id = await _fallback(pool, site, datetime.now(UTC) - timedelta(days=1))
-        await pool.execute("UPDATE fallbacks SET status = 'replaying', ended_by = 'floor1', ended_at = now()"
-                           " WHERE id = $1", fallback_id)
-
-        async def kept() -> dict[str, Any] | None:
-            replay = await pool.fetchval("SELECT replay FROM fallbacks WHERE id = $1", fallback_id)
-            return msgspec.json.decode(replay) if replay and "run_days" in replay else None
-
-        progress = await eventually(kept, timeout=30)
+        progress = await _replayed_until(pool, fallback_id, "run_days")
     runs = {r["day"]: (r["id"], r["status"]) for r in await pool.fetch(
         "SELECT id, day, status FROM reconciliation_runs WHERE site = $1 AND trigger = 'fallback_end'", site)}
     yesterday = today - timedelta(days=1)
