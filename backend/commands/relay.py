@@ -63,7 +63,8 @@ class DeliveryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # a command given back (answered `unavailable`, or unanswered while its system is down) is held without
-# using up an attempt, up to this many times its attempts in all: then it is a failure like any other
+# using up an attempt, until it has been sent this many times the policy's attempts: then it is a failure
+# like any other
 HOLDS_PER_ATTEMPT = 4
 
 
