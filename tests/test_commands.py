@@ -426,7 +426,7 @@ async def test_a_command_answered_unavailable_for_ever_becomes_a_failure_after_f
     reader = {"Authorization": f"Bearer {token('manager', [site])}"}
     async with ConnectorDouble(nc, "queue", site, lambda _: "unavailable") as queue:
         await publish(js, phone_booking(f"appointments:A-{uid}", site))
-        [command] = await eventually(lambda: _with_status(api, reader, "failed", site=site), timeout=60)
+        [command] = await eventually(lambda: _with_status(api, reader, "failed", site=site), timeout=30)
     limit = 3 * HOLDS_PER_ATTEMPT  # this stack's SWITCHBOARD_COMMAND_MAX_ATTEMPTS is 3
     assert command["attempts"] == limit and [c.attempt for c in queue.received] == list(range(1, limit + 1))
     [failure] = await failures_of_site(api, reader, site)

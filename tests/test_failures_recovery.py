@@ -293,7 +293,7 @@ async def test_a_failure_discarded_while_a_bulk_retry_runs_is_answered_in_its_pl
             # others) waits for the row
             await conn.execute("UPDATE failures SET status = 'discarded', last_at = now(), acted_by = 'hand'"
                                " WHERE id = $1", last)
-            bulk = asyncio.create_task(api.post("/api/v1/failures/retry", headers=sre, timeout=60,
+            bulk = asyncio.create_task(api.post("/api/v1/failures/retry", headers=sre, timeout=30,
                                                 json={"dry_run": False, "selection": preview["selection"]}))
             await eventually(lambda: blocked_by(conn), timeout=30)
         answer = await bulk

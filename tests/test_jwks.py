@@ -45,7 +45,7 @@ class Jwks:
             def do_GET(self) -> None:
                 jwks.fetches += 1
                 jwks.held += 1
-                jwks.released.wait(timeout=60)
+                jwks.released.wait(timeout=30)
                 jwks.held -= 1
                 if jwks.down:
                     self.send_error(503)

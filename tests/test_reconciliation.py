@@ -413,7 +413,7 @@ async def test_a_bulk_resolve_acts_on_none_of_its_items_when_one_is_resolved_by_
                                " reason = 'by hand', acted_by = 'hand', resolved_at = now(),"
                                " updated_at = now() WHERE id = $1", last)
             bulk = asyncio.create_task(rapi.post(
-                "/api/v1/reconciliation/drift/resolve", headers=sre, timeout=60,
+                "/api/v1/reconciliation/drift/resolve", headers=sre, timeout=30,
                 json={"selection": preview["selection"], "reason": "renumbered on purpose"}))
             await eventually(lambda: blocked_by(conn), timeout=30)
         answer = await bulk
