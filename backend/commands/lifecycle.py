@@ -190,3 +190,11 @@ async def resend(conn: asyncpg.Connection, command_id: UUID) -> bool:
                 AND t.answer IN ('failed', 'unavailable')))
         RETURNING true
         """, command_id) is not None
+
+
+async def follow_merges(conn: asyncpg.Connection, olds: Sequence[UUID], news: Sequence[UUID]) -> None:
+    """Commands of journeys a link absorbed belong to the journeys that absorbed them (`olds[i]` into
+    `news[i]`): a journey's commands to one system go out in order, the absorbed one's among them."""
+    await conn.execute("UPDATE commands c SET journey_id = m.new"
+                       " FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new) WHERE c.journey_id = m.old",
+                       list(olds), list(news))

@@ -21,6 +21,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.commands import lifecycle
 from backend.commands.outbox import planned_commands, record_answers, unanswerable
 from backend.db import lock_key
 from backend.ingest.validate import Accepted, Rejected, rejected_event
@@ -358,8 +359,6 @@ async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]
     for statement in (
         "UPDATE journey_refs r SET journey_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
         " WHERE r.journey_id = m.old",
-        "UPDATE commands c SET journey_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
-        " WHERE c.journey_id = m.old",
         "UPDATE events e SET journey_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
         " WHERE e.journey_id = m.old",
         "UPDATE journey_aliases a SET new_id = m.new FROM unnest($1::uuid[], $2::uuid[]) AS m(old, new)"
@@ -367,6 +366,7 @@ async def _repoint(conn: asyncpg.Connection, merged_away: list[tuple[UUID, UUID]
         "INSERT INTO journey_aliases (old_id, new_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])",
     ):
         await conn.execute(statement, olds, news)
+    await lifecycle.follow_merges(conn, olds, news)
     await conn.execute("DELETE FROM journeys WHERE id = ANY($1::uuid[])", olds)
 
 
