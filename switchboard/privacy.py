@@ -97,7 +97,7 @@ def excerpt(text: str, limit: int) -> str:
     """At most `limit` characters of `text`'s start, scrubbed: scrubbed before the cut, so that an address or
     number crossing it is still found whole, and the token the cut splits dropped (a part of one is not
     found at all)."""
-    if len(text) > limit + _SCRUB_MARGIN:  # cut at a token's end first: a part of one is not found at all
+    if len(text) > limit + _SCRUB_MARGIN:  # redaction may shorten the rest: this cut, too, at a token end
         text = _to_last_token_end(text[:limit + _SCRUB_MARGIN]) + "…"
     scrubbed = scrub(text)
     if len(scrubbed) <= limit:

@@ -53,11 +53,18 @@ _LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
-        inside = (address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
-                  or (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-                      if any(address in network for network in _CARRYING_IPV4) else None))
-        if inside is not None:
+        if (inside := _ipv4_inside(address)) is not None:
             return _public(inside)
         if address in _LOCAL_NAT64:
             return False
     return address.is_global and not address.is_multicast
+
+
+def _ipv4_inside(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries to a gateway: mapped, 6to4, Teredo's client, NAT64 or
+    IPv4-compatible."""
+    if carried := address.ipv4_mapped or address.sixtofour or (address.teredo and address.teredo[1]):
+        return carried
+    if any(address in network for network in _CARRYING_IPV4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
